@@ -1,0 +1,76 @@
+# herald — the Makefile wraps CMake (presets in CMakePresets.json) and the server harness.
+#
+#   make demo        install what is missing, build, start the servers, run the demo
+#   make test        install, build (coverage + asan), start the servers, run every test,
+#                    the sanitizer run and valgrind on the unit tests, stop the servers
+#   make coverage    the test suite on the coverage build + gcovr HTML and threshold
+#
+# Variables: JOBS (parallel build jobs), COVERAGE_MIN (line coverage threshold, percent).
+
+JOBS         ?= $(shell nproc 2>/dev/null || echo 2)
+COVERAGE_MIN ?= 80
+SERVERS      := scripts/servers.sh
+export HD_SOURCE_DIR := $(CURDIR)
+
+.PHONY: all deps build configure-% build-% test test-unit test-asan test-valgrind coverage \
+        tutorial demo bench format format-check servers-up servers-down install clean help
+
+all: build
+
+help:
+	@sed -n '1,12p' Makefile
+
+deps:
+	@scripts/deps.sh
+
+configure-%:
+	@cmake --preset $* >/dev/null
+
+build-%: configure-%
+	@cmake --build build/$* -j $(JOBS)
+
+build: deps build-dev
+
+# The whole suite, as CI runs it (.ci/run calls exactly this).
+test: deps build-coverage build-asan
+	@$(SERVERS) run -- scripts/run_tests.sh all
+
+# Unit tests only: no servers needed.
+test-unit: deps build-dev
+	@ctest --test-dir build/dev -L unit --output-on-failure -j $(JOBS)
+
+test-asan: deps build-asan
+	@ctest --test-dir build/asan -L unit --output-on-failure -j $(JOBS)
+
+test-valgrind: deps build-dev
+	@scripts/run_tests.sh valgrind build/dev
+
+coverage: deps build-coverage
+	@$(SERVERS) run -- scripts/run_tests.sh coverage
+
+tutorial: deps build-dev
+	@$(SERVERS) run -- ctest --test-dir build/dev -L tutorial --output-on-failure
+
+demo: deps build-dev
+	@$(SERVERS) run -- scripts/demo.sh build/dev
+
+bench: deps build-release
+	@$(SERVERS) run -- scripts/bench.sh build/release
+
+servers-up: deps
+	@$(SERVERS) up
+
+servers-down:
+	@$(SERVERS) down
+
+install: build-release
+	@cmake --install build/release $(if $(PREFIX),--prefix $(PREFIX))
+
+format:
+	@find src tests tutorial bench -name '*.[ch]' -print0 | xargs -0 -r clang-format -i
+
+format-check:
+	@find src tests tutorial bench -name '*.[ch]' -print0 | xargs -0 -r clang-format --dry-run -Werror
+
+clean:
+	@rm -rf build

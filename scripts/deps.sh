@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install the Debian packages herald needs, and only those that are missing.
+# Quick no-op when everything is present (one dpkg-query call).
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config git
+  librabbitmq-dev rabbitmq-server
+  libjansson-dev libcmocka-dev
+  libsqlite3-dev sqlite3
+  libpq-dev postgresql
+  libmicrohttpd-dev libcurl4-openssl-dev libsodium-dev uuid-dev
+  python3 python3-aiosmtpd
+  gcovr valgrind curl gnuplot-nox
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+  [ "$status" = "installed" ] || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+echo "deps: installing ${#missing[@]} missing package(s): ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "deps: must run as root to install packages (or install them yourself)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+# Debian's postinst scripts try to start services; without systemd they must not.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod +x /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "deps: done"

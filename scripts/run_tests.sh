@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# run_tests.sh MODE — the test phases `make test` and `make coverage` run, with the servers
+# already up (scripts/servers.sh run -- ...) and the builds already made.
+#   all       coverage build: every label; asan build: unit tests; valgrind: unit tests;
+#             then the coverage summary (no threshold)
+#   coverage  coverage build: every label, then the gcovr HTML report and the threshold
+#   valgrind [BUILD_DIR]  unit tests of BUILD_DIR under valgrind (default build/coverage)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-all}
+JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+COVERAGE_MIN=${COVERAGE_MIN:-80}
+status=0
+start=$(date +%s)
+
+phase() { printf '\n==== %s ====\n' "$*"; }
+
+run_suite() { # build dir
+  find "$1" -name '*.gcda' -delete 2>/dev/null
+  phase "test suite (unit, contract, integration, tutorial) in $1"
+  ctest --test-dir "$1" --output-on-failure -j "$JOBS" || status=1
+}
+
+run_valgrind() { # build dir
+  phase "valgrind: unit tests of $1"
+  local n=0 bad=0
+  for t in "$1"/unit-*; do
+    [ -x "$t" ] || continue
+    n=$((n + 1))
+    if ! valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+         "$t" >"$t.valgrind.log" 2>&1; then
+      echo "valgrind: $(basename "$t") FAILED"; cat "$t.valgrind.log"; bad=$((bad + 1))
+    fi
+  done
+  echo "valgrind: $n unit test programs, $bad with errors"
+  [ $bad -eq 0 ] || status=1
+}
+
+coverage_report() { # threshold (empty = report only)
+  phase "coverage of src/herald/"
+  mkdir -p build/coverage/html
+  local args=(--root . --filter 'src/herald/' build/coverage
+              --html-details build/coverage/html/index.html
+              --txt build/coverage/coverage.txt --print-summary)
+  [ -n "${1:-}" ] && args+=(--fail-under-line "$1")
+  gcovr "${args[@]}" | tail -n 3 || status=1
+  echo "coverage: HTML report at build/coverage/html/index.html, text at build/coverage/coverage.txt"
+}
+
+case "$mode" in
+  all)
+    run_suite build/coverage
+    phase "sanitizers (ASan + UBSan): unit tests"
+    ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build/asan -L unit --output-on-failure -j "$JOBS" || status=1
+    run_valgrind build/coverage
+    coverage_report ""
+    ;;
+  coverage)
+    run_suite build/coverage
+    coverage_report "$COVERAGE_MIN"
+    ;;
+  valgrind)
+    run_valgrind "${2:-build/coverage}"
+    ;;
+  *) echo "usage: $0 all|coverage|valgrind [BUILD_DIR]" >&2; exit 2 ;;
+esac
+
+phase "done in $(( $(date +%s) - start )) s: $([ $status -eq 0 ] && echo PASSED || echo FAILED)"
+exit $status

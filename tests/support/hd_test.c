@@ -1,0 +1,71 @@
+/* hd_test.c — see hd_test.h. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "hd_test.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+void hd_test_assert_code(int expected, int actual, const hd_error *err, const char *expr,
+                         const char *file, int line)
+{
+    if (expected == actual)
+        return;
+    print_error("%s:%d: %s\n  expected %d %s (%s)\n  actual   %d %s (%s)%s%s\n", file, line,
+                expr, expected, hd_err_name(expected), hd_strerror(expected), actual,
+                hd_err_name(actual), hd_strerror(actual), err ? "\n  error text: " : "",
+                err ? err->text : "");
+    _fail(file, line);
+}
+
+const char *hd_test_require_env(const char *name)
+{
+    const char *v = getenv(name);
+    if (v == NULL || *v == '\0') {
+        print_error("environment variable %s is not set: this test needs the real servers.\n"
+                    "Run it through `make test`, or `make servers-up` and source the env file "
+                    "it prints.\n",
+                    name);
+        fail();
+    }
+    return v;
+}
+
+char *hd_test_tmpdir(const char *tag)
+{
+    const char *base = getenv("TMPDIR");
+    char tmpl[512];
+    snprintf(tmpl, sizeof tmpl, "%s/herald-%s-XXXXXX", base && *base ? base : "/tmp",
+             tag ? tag : "test");
+    char *dir = mkdtemp(tmpl);
+    assert_non_null(dir);
+    return strdup(dir);
+}
+
+void hd_test_rmtree(const char *path)
+{
+    char cmd[1024];
+    if (path == NULL || strlen(path) < 6)
+        return;
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
+    if (system(cmd) != 0)
+        print_error("could not remove %s\n", path);
+}
+
+char *hd_test_unique_name(const char *prefix)
+{
+    static unsigned counter;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s-%ld-%u-%lx", prefix ? prefix : "t", (long)getpid(), ++counter,
+             (unsigned long)(ts.tv_nsec ^ (ts.tv_sec << 20)));
+    return strdup(buf);
+}

@@ -1,0 +1,39 @@
+/* hd_test.h — helpers shared by herald's cmocka tests.
+ *
+ * Include after the cmocka prelude:
+ *     #include <stdarg.h>
+ *     #include <stddef.h>
+ *     #include <stdint.h>
+ *     #include <setjmp.h>
+ *     #include <cmocka.h>
+ *     #include "hd_test.h"
+ */
+#ifndef HD_TEST_H
+#define HD_TEST_H
+
+#include "herald/error.h"
+
+/* Assert that an herald call returned `expected`; on mismatch print both codes by name and
+ * message, and the hd_error text when one is given (libuv-style: show both values). */
+#define assert_hd(expected, actual) hd_test_assert_code((expected), (actual), NULL, #actual, __FILE__, __LINE__)
+#define assert_hd_err(expected, actual, errp) hd_test_assert_code((expected), (actual), (errp), #actual, __FILE__, __LINE__)
+#define assert_hd_ok(actual) hd_test_assert_code(HD_OK, (actual) < 0 ? (actual) : HD_OK, NULL, #actual, __FILE__, __LINE__)
+
+void hd_test_assert_code(int expected, int actual, const hd_error *err, const char *expr,
+                         const char *file, int line);
+
+/* The value of environment variable `name`, which a server test needs. When it is unset
+ * the test FAILS (never skips): in CI a missing server is a failure. Start the servers with
+ * `make servers-up` (or run through `scripts/servers.sh run -- ...`). Borrowed string. */
+const char *hd_test_require_env(const char *name);
+
+/* A fresh private directory under $TMPDIR for this test; caller frees the string and may
+ * remove the directory with hd_test_rmtree. */
+char *hd_test_tmpdir(const char *tag);
+void hd_test_rmtree(const char *path);
+
+/* A name unique to this process and call (prefix-pid-counter-random), for queues,
+ * exchanges and databases on the shared servers. Caller frees. */
+char *hd_test_unique_name(const char *prefix);
+
+#endif
