@@ -1,0 +1,147 @@
+/* clock.c — time and identifiers; see clock.h. */
+#include "herald/clock.h"
+#include "herald/error.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <uuid/uuid.h>
+
+void hd_uuid_v4(char out[HD_UUID_LEN + 1])
+{
+    uuid_t u;
+    uuid_generate_random(u);
+    uuid_unparse_lower(u, out);
+}
+
+int hd_uuid_valid(const char *s)
+{
+    if (s == NULL || strlen(s) != HD_UUID_LEN)
+        return 0;
+    for (int i = 0; i < HD_UUID_LEN; i++) {
+        int dash = (i == 8 || i == 13 || i == 18 || i == 23);
+        if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i]))
+            return 0;
+    }
+    return 1;
+}
+
+int64_t hd_time_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t hd_clock_ms(void)
+{
+    return hd_clock_ns() / 1000000;
+}
+
+int64_t hd_clock_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void hd_time_format(int64_t epoch_ms, char out[HD_TIME_LEN + 1])
+{
+    time_t secs = (time_t)(epoch_ms / 1000);
+    int ms = (int)(epoch_ms % 1000);
+    if (ms < 0) {
+        ms += 1000;
+        secs -= 1;
+    }
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    /* Fields are bounded by gmtime_r; the buffer is large enough for years 0..9999, and
+     * the scratch buffer keeps -Wformat-truncation quiet about larger ones. */
+    char tmp[64];
+    snprintf(tmp, sizeof tmp, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", (tm.tm_year + 1900) % 10000,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+    memcpy(out, tmp, HD_TIME_LEN);
+    out[HD_TIME_LEN] = '\0';
+}
+
+/* Read exactly n digits from *p into *v; advance *p. */
+static int digits(const char **p, int n, int *v)
+{
+    *v = 0;
+    for (int i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)(*p)[i]))
+            return 0;
+        *v = *v * 10 + ((*p)[i] - '0');
+    }
+    *p += n;
+    return 1;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm):
+ * timegm() is not in POSIX, and this keeps the parser free of the TZ environment. */
+static int64_t days_from_civil(int y, int m, int d)
+{
+    y -= m <= 2;
+    const int64_t era = (y >= 0 ? y : y - 399) / 400;
+    const unsigned yoe = (unsigned)(y - era * 400);
+    const unsigned doy = (153 * (unsigned)(m + (m > 2 ? -3 : 9)) + 2) / 5 + (unsigned)d - 1;
+    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+int hd_time_parse(const char *s, int64_t *epoch_ms)
+{
+    int Y, M, D, h, mi, sec, ms = 0;
+    const char *p = s;
+    if (s == NULL || !digits(&p, 4, &Y) || *p++ != '-' || !digits(&p, 2, &M) || *p++ != '-' ||
+        !digits(&p, 2, &D) || (*p != 'T' && *p != 't' && *p != ' '))
+        return HD_ETYPE;
+    p++;
+    if (!digits(&p, 2, &h) || *p++ != ':' || !digits(&p, 2, &mi) || *p++ != ':' ||
+        !digits(&p, 2, &sec))
+        return HD_ETYPE;
+    if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || mi > 59 || sec > 60)
+        return HD_ETYPE;
+    if (*p == '.') {
+        p++;
+        int n = 0, scale = 100;
+        while (isdigit((unsigned char)*p)) {
+            if (n < 3)
+                ms += (*p - '0') * scale, scale /= 10;
+            p++, n++;
+        }
+        if (n == 0)
+            return HD_ETYPE;
+    }
+    int offset_min = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int sign = *p++ == '-' ? -1 : 1, oh, om;
+        if (!digits(&p, 2, &oh) || *p++ != ':' || !digits(&p, 2, &om) || oh > 23 || om > 59)
+            return HD_ETYPE;
+        offset_min = sign * (oh * 60 + om);
+    } else {
+        return HD_ETYPE;
+    }
+    if (*p != '\0')
+        return HD_ETYPE;
+    int64_t secs = days_from_civil(Y, M, D) * 86400 + h * 3600 + mi * 60 + sec;
+    secs -= (int64_t)offset_min * 60;
+    if (epoch_ms)
+        *epoch_ms = secs * 1000 + ms;
+    return HD_OK;
+}
+
+void hd_sleep_ms(int64_t ms, const volatile int *stop)
+{
+    if (ms <= 0)
+        return;
+    struct timespec req = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
+    while (nanosleep(&req, &req) == -1 && errno == EINTR) {
+        if (stop && *stop)
+            return;
+    }
+}

@@ -1,0 +1,49 @@
+/* herald/clock.h — time and identifiers shared by every module.
+ *
+ * Events carry a UUID and an RFC 3339 UTC timestamp with millisecond precision
+ * ("2026-11-23T04:05:06.789Z"); relays and consumers measure intervals on the monotonic
+ * clock. These few functions keep that in one place.
+ */
+#ifndef HERALD_CLOCK_H
+#define HERALD_CLOCK_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define HD_UUID_LEN 36     /* "xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx" without the NUL */
+#define HD_TIME_LEN 24     /* "YYYY-MM-DDTHH:MM:SS.mmmZ" without the NUL */
+
+/* Write a new random (version 4) UUID, lower-case, NUL-terminated, into out. */
+void hd_uuid_v4(char out[HD_UUID_LEN + 1]);
+
+/* 1 when s is a UUID in canonical 8-4-4-4-12 hex form (any version), else 0. */
+int hd_uuid_valid(const char *s);
+
+/* Wall-clock time in milliseconds since the Unix epoch. */
+int64_t hd_time_now_ms(void);
+
+/* Monotonic time in milliseconds (for intervals, timeouts and rates; not a date). */
+int64_t hd_clock_ms(void);
+
+/* Monotonic time in nanoseconds (for latency measurements). */
+int64_t hd_clock_ns(void);
+
+/* Format epoch milliseconds as RFC 3339 UTC with milliseconds into out. */
+void hd_time_format(int64_t epoch_ms, char out[HD_TIME_LEN + 1]);
+
+/* Parse an RFC 3339 timestamp ("2026-11-23T04:05:06Z", optional fraction, "Z" or
+ * "+hh:mm"/"-hh:mm" offset) into epoch milliseconds. Returns 0, or HD_ETYPE when s is not
+ * such a timestamp. */
+int hd_time_parse(const char *s, int64_t *epoch_ms);
+
+/* Sleep for ms milliseconds (restarts on EINTR unless *stop becomes non-zero; stop may be
+ * NULL). */
+void hd_sleep_ms(int64_t ms, const volatile int *stop);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* HERALD_CLOCK_H */

@@ -1,0 +1,74 @@
+/* Unit tests for herald/clock.h: UUIDs and RFC 3339 time. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "hd_test.h"
+#include "herald/clock.h"
+
+static void uuids_are_v4_and_distinct(void **state)
+{
+    (void)state;
+    char a[HD_UUID_LEN + 1], b[HD_UUID_LEN + 1];
+    hd_uuid_v4(a);
+    hd_uuid_v4(b);
+    assert_true(hd_uuid_valid(a));
+    assert_int_equal(a[14], '4');
+    assert_string_not_equal(a, b);
+    assert_false(hd_uuid_valid("not-a-uuid"));
+    assert_false(hd_uuid_valid("123e4567-e89b-12d3-a456-42661417400g"));
+    assert_false(hd_uuid_valid(NULL));
+    assert_true(hd_uuid_valid("123e4567-e89b-12d3-a456-426614174000"));
+}
+
+static void format_and_parse_round_trip(void **state)
+{
+    (void)state;
+    char buf[HD_TIME_LEN + 1];
+    hd_time_format(0, buf);
+    assert_string_equal(buf, "1970-01-01T00:00:00.000Z");
+    hd_time_format(1795406706789LL, buf);
+    assert_string_equal(buf, "2026-11-23T04:05:06.789Z");
+    int64_t ms = 0;
+    assert_hd(HD_OK, hd_time_parse(buf, &ms));
+    assert_int_equal(ms, 1795406706789LL);
+    assert_hd(HD_OK, hd_time_parse("2026-11-23T06:05:06+02:00", &ms));
+    assert_int_equal(ms, 1795406706000LL);
+    assert_hd(HD_OK, hd_time_parse("2000-02-29T00:00:00.5Z", &ms));
+    assert_int_equal(ms, 951782400500LL);
+}
+
+static void parse_rejects_malformed_times(void **state)
+{
+    (void)state;
+    const char *bad[] = {"", "2026-11-22", "2026-11-22T03:25:06", "2026-13-01T00:00:00Z",
+                         "2026-11-22T03:25:06.Z", "2026-11-22T03:25:06Zjunk", "yesterday",
+                         "2026-11-22T03:25:06+0200"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_hd(HD_ETYPE, hd_time_parse(bad[i], NULL));
+    assert_hd(HD_ETYPE, hd_time_parse(NULL, NULL));
+}
+
+static void clocks_move_forward(void **state)
+{
+    (void)state;
+    int64_t t0 = hd_clock_ns();
+    hd_sleep_ms(5, NULL);
+    assert_true(hd_clock_ns() - t0 >= 5000000);
+    assert_true(hd_time_now_ms() > 1700000000000LL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(uuids_are_v4_and_distinct),
+        cmocka_unit_test(format_and_parse_round_trip),
+        cmocka_unit_test(parse_rejects_malformed_times),
+        cmocka_unit_test(clocks_move_forward),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
