@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# bench.sh BUILD_DIR — what `make bench` runs once the servers are up: every bench-*
+# program of the (release) build, each printing progress and its figures and writing
+# machine-readable results under BUILD_DIR/bench/.
+set -euo pipefail
+build=${1:-build/release}
+mkdir -p "$build/bench"
+benches=$(find "$build" -maxdepth 1 -type f -executable -name 'bench-*' | sort)
+if [ -z "$benches" ]; then
+  echo "bench: no benchmark programs in $build/ (bench/*.c) yet" >&2
+  exit 1
+fi
+for b in $benches; do
+  printf '\n================ %s ================\n' "$(basename "$b")"
+  "$b" --out "$build/bench/$(basename "$b").json"
+done

@@ -1,0 +1,15 @@
+/* herald/herald.h — the whole library in one include.
+ *
+ * Each module has its own header, and including just the ones you use is fine; this header
+ * exists so that a program can start with one line. The order below is the learning order
+ * of the tutorial.
+ */
+#ifndef HERALD_HERALD_H
+#define HERALD_HERALD_H
+
+#include "herald/error.h"
+#include "herald/clock.h"
+
+#define HD_VERSION_STRING "0.1.0"
+
+#endif /* HERALD_HERALD_H */
