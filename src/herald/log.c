@@ -1,0 +1,467 @@
+/* log.c — one JSON object a line, with redaction; see log.h. */
+#include "herald/log.h"
+#include "herald/clock.h"
+#include "herald/error.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+struct redaction {
+    const char *name; /* owned (strdup) except in the built-in logger */
+    hd_redact_mode mode;
+};
+
+struct hd_logger {
+    const char *service;  /* owned (strdup) except in the built-in logger */
+    atomic_int level;     /* atomic: hd_logger_set_level may race with writers */
+    FILE *out;            /* borrowed; NULL = stderr, looked up when writing */
+    pthread_mutex_t lock; /* makes fwrite + fflush of one line a unit */
+    struct redaction *rules;
+    size_t nrules, cap;
+    int builtin; /* the static default: nothing of it is freed or changed */
+};
+
+static const struct redaction default_rules[] = {
+    {"password", HD_REDACT_SECRET}, {"secret", HD_REDACT_SECRET},
+    {"token", HD_REDACT_SECRET},    {"authorization", HD_REDACT_SECRET},
+    {"cookie", HD_REDACT_SECRET},   {"api_key", HD_REDACT_SECRET},
+    {"email", HD_REDACT_EMAIL},
+};
+#define NDEFAULT_RULES (sizeof default_rules / sizeof default_rules[0])
+
+/* Statically initialised, so the default logger exists before main() and never leaks. */
+static hd_logger builtin_logger = {
+    .service = "herald",
+    .level = HD_LOG_INFO,
+    .out = NULL,
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .rules = (struct redaction *)default_rules,
+    .nrules = NDEFAULT_RULES,
+    .cap = 0,
+    .builtin = 1,
+};
+static _Atomic(hd_logger *) current_default = NULL;
+
+/* The keys every line has; a field with one of these names is renamed (see add_field). */
+static const char *const fixed_keys[] = {"time",    "level",          "service",
+                                         "message", "correlation_id", NULL};
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+/* ---- levels ------------------------------------------------------------------------------ */
+
+int hd_log_level_parse(const char *s, hd_log_level *level)
+{
+    if (s == NULL || level == NULL)
+        return HD_EINVAL;
+    for (int i = HD_LOG_DEBUG; i <= HD_LOG_ERROR; i++) {
+        if (strcasecmp(s, level_names[i]) == 0) {
+            *level = (hd_log_level)i;
+            return HD_OK;
+        }
+    }
+    if (strcasecmp(s, "warning") == 0) {
+        *level = HD_LOG_WARN;
+        return HD_OK;
+    }
+    return HD_EINVAL;
+}
+
+const char *hd_log_level_name(hd_log_level level)
+{
+    if ((unsigned)level > HD_LOG_ERROR)
+        return "?";
+    return level_names[level];
+}
+
+/* ---- loggers ----------------------------------------------------------------------------- */
+
+hd_logger *hd_logger_new(const char *service, hd_log_level level, FILE *out)
+{
+    if (service == NULL || *service == '\0' || (unsigned)level > HD_LOG_ERROR)
+        return NULL;
+    hd_logger *lg = calloc(1, sizeof *lg);
+    if (lg == NULL)
+        return NULL;
+    char *name = strdup(service);
+    if (name == NULL || pthread_mutex_init(&lg->lock, NULL) != 0) {
+        free(name);
+        free(lg);
+        return NULL;
+    }
+    lg->service = name;
+    atomic_init(&lg->level, (int)level);
+    lg->out = out;
+    for (size_t i = 0; i < NDEFAULT_RULES; i++) {
+        if (hd_logger_redact(lg, default_rules[i].name, default_rules[i].mode) != HD_OK) {
+            hd_logger_free(lg);
+            return NULL;
+        }
+    }
+    return lg;
+}
+
+void hd_logger_free(hd_logger *lg)
+{
+    if (lg == NULL || lg->builtin)
+        return;
+    hd_logger_clear_redactions(lg);
+    free(lg->rules);
+    pthread_mutex_destroy(&lg->lock);
+    free((char *)lg->service);
+    free(lg);
+}
+
+void hd_logger_set_level(hd_logger *lg, hd_log_level level)
+{
+    if (lg == NULL)
+        lg = hd_log_default();
+    if ((unsigned)level <= HD_LOG_ERROR)
+        atomic_store(&lg->level, (int)level);
+}
+
+hd_log_level hd_logger_level(const hd_logger *lg)
+{
+    if (lg == NULL)
+        lg = hd_log_default();
+    return (hd_log_level)atomic_load(&((hd_logger *)lg)->level);
+}
+
+int hd_logger_enabled(const hd_logger *lg, hd_log_level level)
+{
+    return (unsigned)level <= HD_LOG_ERROR && (int)level >= (int)hd_logger_level(lg);
+}
+
+int hd_logger_redact(hd_logger *lg, const char *name, hd_redact_mode mode)
+{
+    if (lg == NULL || lg->builtin || name == NULL || *name == '\0' ||
+        (mode != HD_REDACT_SECRET && mode != HD_REDACT_EMAIL))
+        return HD_EINVAL;
+    for (size_t i = 0; i < lg->nrules; i++) {
+        if (strcasecmp(lg->rules[i].name, name) == 0) {
+            lg->rules[i].mode = mode;
+            return HD_OK;
+        }
+    }
+    if (lg->nrules == lg->cap) {
+        size_t cap = lg->cap ? lg->cap * 2 : 8;
+        struct redaction *r = realloc(lg->rules, cap * sizeof *r);
+        if (r == NULL)
+            return HD_ENOMEM;
+        lg->rules = r;
+        lg->cap = cap;
+    }
+    char *copy = strdup(name);
+    if (copy == NULL)
+        return HD_ENOMEM;
+    lg->rules[lg->nrules++] = (struct redaction){copy, mode};
+    return HD_OK;
+}
+
+void hd_logger_clear_redactions(hd_logger *lg)
+{
+    if (lg == NULL || lg->builtin)
+        return;
+    for (size_t i = 0; i < lg->nrules; i++)
+        free((char *)lg->rules[i].name);
+    lg->nrules = 0;
+}
+
+hd_logger *hd_log_default(void)
+{
+    hd_logger *lg = atomic_load(&current_default);
+    return lg ? lg : &builtin_logger;
+}
+
+void hd_log_set_default(hd_logger *lg)
+{
+    atomic_store(&current_default, lg);
+}
+
+/* ---- building a line --------------------------------------------------------------------- */
+
+/* Length of the valid UTF-8 sequence at p, or 0 when it is not one (overlong forms,
+ * surrogates and code points above U+10FFFF included). Stops at the first bad byte, so it
+ * never reads past a NUL. */
+static size_t utf8_sequence(const unsigned char *p)
+{
+    unsigned cp;
+    size_t n;
+    if (p[0] < 0x80)
+        return 1;
+    if ((p[0] & 0xE0) == 0xC0)
+        n = 2, cp = p[0] & 0x1Fu;
+    else if ((p[0] & 0xF0) == 0xE0)
+        n = 3, cp = p[0] & 0x0Fu;
+    else if ((p[0] & 0xF8) == 0xF0)
+        n = 4, cp = p[0] & 0x07u;
+    else
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (p[i] & 0x3Fu);
+    }
+    static const unsigned min[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n;
+}
+
+/* A JSON string for s (NULL -> null). JSON strings must be UTF-8 and jansson refuses
+ * anything else; log values often come from outside (a header, a broker message), so
+ * invalid bytes are replaced with '?' rather than losing the whole value. */
+static json_t *text_value(const char *s)
+{
+    if (s == NULL)
+        return json_null();
+    json_t *v = json_string(s);
+    if (v != NULL)
+        return v;
+    char *copy = strdup(s);
+    if (copy == NULL)
+        return NULL;
+    for (unsigned char *p = (unsigned char *)copy; *p;) {
+        size_t n = utf8_sequence(p);
+        if (n == 0)
+            *p++ = '?';
+        else
+            p += n;
+    }
+    v = json_string(copy);
+    free(copy);
+    return v;
+}
+
+static int is_fixed_key(const char *key)
+{
+    for (const char *const *k = fixed_keys; *k; k++)
+        if (strcmp(*k, key) == 0)
+            return 1;
+    return 0;
+}
+
+/* Add a field to the line (value stolen). A field may not overwrite a fixed key, or a
+ * caller's data could forge the level or the correlation id: it becomes "field_<key>". */
+static void add_field(json_t *line, const char *key, json_t *value)
+{
+    if (!is_fixed_key(key)) {
+        json_object_set_new(line, key, value);
+        return;
+    }
+    char renamed[128];
+    snprintf(renamed, sizeof renamed, "field_%s", key);
+    json_object_set_new(line, renamed, value);
+}
+
+/* strcasestr is a GNU extension; this is the portable few lines. */
+static int contains_nocase(const char *haystack, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (const char *h = haystack; *h; h++)
+        if (strncasecmp(h, needle, n) == 0)
+            return 1;
+    return 0;
+}
+
+static const struct redaction *rule_for(const hd_logger *lg, const char *key)
+{
+    for (size_t i = 0; i < lg->nrules; i++)
+        if (contains_nocase(key, lg->rules[i].name))
+            return &lg->rules[i];
+    return NULL;
+}
+
+/* "alice@example.com" -> "a***@example.com"; anything else -> "[REDACTED]". */
+static json_t *masked_email(const json_t *v)
+{
+    const char *s = json_string_value(v);
+    const char *at = s ? strrchr(s, '@') : NULL;
+    if (at == NULL || at == s || at[1] == '\0')
+        return json_string(HD_LOG_REDACTED);
+    size_t first = utf8_sequence((const unsigned char *)s);
+    if (first == 0)
+        first = 1;
+    json_t *out = NULL;
+    size_t len = first + 3 + strlen(at);
+    char *buf = malloc(len + 1);
+    if (buf != NULL) {
+        memcpy(buf, s, first);
+        memcpy(buf + first, "***", 3);
+        memcpy(buf + first + 3, at, strlen(at) + 1);
+        out = json_string(buf);
+        free(buf);
+    }
+    return out ? out : json_string(HD_LOG_REDACTED);
+}
+
+/* Mask, in place, every member of v (an object or array, at any depth) whose name matches a
+ * redaction rule. A matching member is masked whole, even when it is an object: a field
+ * called "secrets" hides everything under it. */
+static void redact(const hd_logger *lg, json_t *v)
+{
+    if (json_is_array(v)) {
+        size_t i;
+        json_t *item;
+        json_array_foreach(v, i, item)
+        {
+            redact(lg, item);
+        }
+        return;
+    }
+    if (!json_is_object(v))
+        return;
+    const char *key;
+    json_t *member;
+    json_object_foreach(v, key, member)
+    {
+        const struct redaction *r = rule_for(lg, key);
+        if (r == NULL) {
+            redact(lg, member);
+            continue;
+        }
+        if (json_is_null(member))
+            continue; /* nothing to hide, and null says "absent" more truthfully */
+        json_t *masked =
+            r->mode == HD_REDACT_EMAIL ? masked_email(member) : json_string(HD_LOG_REDACTED);
+        /* Replacing the value of an existing key does not disturb the iteration. */
+        json_object_set_new(v, key, masked);
+    }
+}
+
+/* Serialise line and write it with one fwrite. Most lines fit the stack buffer; longer
+ * ones take one allocation. */
+static void write_line(hd_logger *lg, const json_t *line)
+{
+    char stack[2048];
+    char *buf = stack;
+    size_t n = json_dumpb(line, stack, sizeof stack - 1, JSON_COMPACT);
+    if (n == 0)
+        return;
+    if (n > sizeof stack - 1) {
+        if ((buf = malloc(n + 1)) == NULL)
+            return;
+        if (json_dumpb(line, buf, n, JSON_COMPACT) != n) {
+            free(buf);
+            return;
+        }
+    }
+    buf[n++] = '\n';
+    FILE *out = lg->out ? lg->out : stderr;
+    pthread_mutex_lock(&lg->lock);
+    /* POSIX already locks the FILE for each call; the mutex also keeps the flush with its
+     * line, and serves streams used with unlocked stdio elsewhere. Flushing every line
+     * means a crash loses no log line, which is when logs matter most. */
+    fwrite(buf, 1, n, out);
+    fflush(out);
+    pthread_mutex_unlock(&lg->lock);
+    if (buf != stack)
+        free(buf);
+}
+
+/* The fixed part of a line; NULL when memory runs out. */
+static json_t *new_line(const hd_logger *lg, hd_log_level level, const char *correlation_id,
+                        const char *message)
+{
+    char now[HD_TIME_LEN + 1];
+    hd_time_format(hd_time_now_ms(), now);
+    json_t *line = json_object();
+    if (line == NULL)
+        return NULL;
+    json_object_set_new(line, "time", json_string(now));
+    json_object_set_new(line, "level", json_string(hd_log_level_name(level)));
+    json_object_set_new(line, "service", text_value(lg->service));
+    json_object_set_new(line, "message", text_value(message ? message : ""));
+    if (correlation_id != NULL)
+        json_object_set_new(line, "correlation_id", text_value(correlation_id));
+    return line;
+}
+
+/* Redact the extra fields (members of line after the fixed keys) and write the line. The
+ * fixed keys are never redacted: they are ours, not the caller's data. */
+static void finish(hd_logger *lg, json_t *line, json_t *fields)
+{
+    if (fields != NULL) {
+        redact(lg, fields);
+        const char *key;
+        json_t *value;
+        json_object_foreach(fields, key, value)
+        {
+            add_field(line, key, json_incref(value));
+        }
+        json_decref(fields);
+    }
+    write_line(lg, line);
+    json_decref(line);
+}
+
+void hd_logv(hd_logger *lg, hd_log_level level, const char *correlation_id, const char *message,
+             va_list ap)
+{
+    if (lg == NULL)
+        lg = hd_log_default();
+    if (!hd_logger_enabled(lg, level))
+        return; /* before any allocation: disabled debug lines must cost nothing */
+    json_t *line = new_line(lg, level, correlation_id, message);
+    json_t *fields = json_object();
+    if (line == NULL || fields == NULL) {
+        json_decref(line);
+        json_decref(fields);
+        return;
+    }
+    const char *key;
+    while ((key = va_arg(ap, const char *)) != NULL) {
+        const char *value = va_arg(ap, const char *);
+        json_object_set_new(fields, key, text_value(value));
+    }
+    finish(lg, line, fields);
+}
+
+void hd_log_json(hd_logger *lg, hd_log_level level, const char *correlation_id, const char *message,
+                 json_t *fields)
+{
+    if (lg == NULL)
+        lg = hd_log_default();
+    if (!hd_logger_enabled(lg, level) || (fields != NULL && !json_is_object(fields))) {
+        json_decref(fields);
+        return;
+    }
+    /* Redaction rewrites values in place, and the members of fields may be shared with the
+     * caller's own data (json_pack "O", json_incref): redact a private copy, never them. */
+    json_t *copy = fields ? json_deep_copy(fields) : NULL;
+    json_decref(fields);
+    json_t *line = new_line(lg, level, correlation_id, message);
+    if (line == NULL || (fields != NULL && copy == NULL)) {
+        json_decref(line);
+        json_decref(copy);
+        return;
+    }
+    finish(lg, line, copy);
+}
+
+void hd_log(hd_logger *lg, hd_log_level level, const char *correlation_id, const char *message, ...)
+{
+    va_list ap;
+    va_start(ap, message);
+    hd_logv(lg, level, correlation_id, message, ap);
+    va_end(ap);
+}
+
+/* One function a level, rather than macros, so that each is a real symbol (breakpoints,
+ * other languages' bindings) and the compiler can check its NULL sentinel. */
+#define HD_LOG_AT(fn, lvl)                                                                         \
+    void fn(hd_logger *lg, const char *correlation_id, const char *message, ...)                   \
+    {                                                                                              \
+        va_list ap;                                                                                \
+        va_start(ap, message);                                                                     \
+        hd_logv(lg, lvl, correlation_id, message, ap);                                             \
+        va_end(ap);                                                                                \
+    }
+HD_LOG_AT(hd_log_debug, HD_LOG_DEBUG)
+HD_LOG_AT(hd_log_info, HD_LOG_INFO)
+HD_LOG_AT(hd_log_warn, HD_LOG_WARN)
+HD_LOG_AT(hd_log_error, HD_LOG_ERROR)
+#undef HD_LOG_AT

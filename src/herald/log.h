@@ -1,0 +1,141 @@
+/* herald/log.h — structured logs: one JSON object a line.
+ *
+ * A message crosses several services; to follow it you search the logs of all of them for
+ * one correlation id. That only works when logs are data, not prose, so every line is a
+ * JSON object with the same keys, written by jansson (quotes, newlines and control
+ * characters in values are escaped, so a value can never forge a second line):
+ *
+ *     {"time":"2026-11-23T04:05:06.789Z","level":"info","service":"users",
+ *      "message":"user registered","correlation_id":"6f1c...","user_id":"42",
+ *      "email":"a***@example.com","password":"[REDACTED]"}
+ *
+ * Extra fields come as key/value string pairs ended by NULL (the compiler checks the NULL,
+ * see HD_LOG_SENTINEL), or as a jansson object for typed and nested values.
+ *
+ * Secrets and personal data must not reach log files: they are copied to places with
+ * weaker access control and kept for a long time. Every field whose name contains (case
+ * does not matter) one of the logger's redaction names is masked before the line is
+ * written, at any depth of nested objects and arrays. Substring matching is deliberate:
+ * it also catches "new_password" and "refresh_token", and a field masked by mistake is a
+ * smaller bug than a leaked secret. Defaults: password, secret, token, authorization,
+ * cookie, api_key -> "[REDACTED]"; email -> "a***@example.com" (keeps the domain, which
+ * helps to debug delivery, and hides the person). The message text itself is never
+ * inspected: put data in fields, not in messages.
+ *
+ * Threads: every line is written with one fwrite under the logger's mutex, then flushed,
+ * so lines from several threads never interleave. Configure a logger (redactions) before
+ * sharing it; level changes are safe at any time.
+ *
+ * Ownership: "borrowed" = the logger keeps a pointer that must stay valid; "stolen" = the
+ * function takes ownership, also when it fails.
+ */
+#ifndef HERALD_LOG_H
+#define HERALD_LOG_H
+
+#include <stdarg.h>
+#include <stdio.h>
+
+#include <jansson.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Warn at compile time when a key/value list does not end with NULL. */
+#if defined(__GNUC__) || defined(__clang__)
+#define HD_LOG_SENTINEL __attribute__((sentinel))
+#else
+#define HD_LOG_SENTINEL
+#endif
+
+typedef enum hd_log_level {
+    HD_LOG_DEBUG = 0,
+    HD_LOG_INFO = 1,
+    HD_LOG_WARN = 2,
+    HD_LOG_ERROR = 3,
+} hd_log_level;
+
+typedef enum hd_redact_mode {
+    HD_REDACT_SECRET = 0, /* the value becomes "[REDACTED]" */
+    HD_REDACT_EMAIL = 1,  /* "alice@example.com" becomes "a***@example.com" */
+} hd_redact_mode;
+
+#define HD_LOG_REDACTED "[REDACTED]"
+
+/* Parse "debug", "info", "warn" (or "warning") or "error", in any case, as read from a
+ * setting such as HD_LOG_LEVEL. Returns 0, or HD_EINVAL (and leaves *level alone). */
+int hd_log_level_parse(const char *s, hd_log_level *level);
+
+/* "debug", "info", "warn" or "error"; "?" for other values. A borrowed static string. */
+const char *hd_log_level_name(hd_log_level level);
+
+typedef struct hd_logger hd_logger;
+
+/* A new logger for `service` (copied) writing lines of `level` and above to out (borrowed:
+ * it must stay open until hd_logger_free; NULL means stderr), with the default redactions.
+ * Returns NULL when service is NULL or empty, level is invalid, or memory runs out. */
+hd_logger *hd_logger_new(const char *service, hd_log_level level, FILE *out);
+
+/* Free lg (NULL allowed). Does not close its stream. Must not be the current default
+ * (hd_log_set_default(NULL) first). */
+void hd_logger_free(hd_logger *lg);
+
+/* Change or read the threshold; thread-safe. */
+void hd_logger_set_level(hd_logger *lg, hd_log_level level);
+hd_log_level hd_logger_level(const hd_logger *lg);
+
+/* 1 when a line of `level` would be written: lets a caller skip building costly fields. */
+int hd_logger_enabled(const hd_logger *lg, hd_log_level level);
+
+/* Add a redaction: fields whose name contains `name` (copied; case-insensitive) are masked
+ * with `mode`. Adding an existing name changes its mode. Returns 0, HD_EINVAL or HD_ENOMEM
+ * (also HD_EINVAL for the built-in default logger, which is not configurable). */
+int hd_logger_redact(hd_logger *lg, const char *name, hd_redact_mode mode);
+
+/* Remove every redaction, the defaults included (then add your own list). */
+void hd_logger_clear_redactions(hd_logger *lg);
+
+/* The process default logger, used wherever a function takes a NULL logger: the one given
+ * to hd_log_set_default, or else a built-in one (service "herald", level info, stderr,
+ * default redactions). Borrowed. */
+hd_logger *hd_log_default(void);
+
+/* Make lg (borrowed: keep it alive while it is the default) the process default; NULL goes
+ * back to the built-in logger. */
+void hd_log_set_default(hd_logger *lg);
+
+/* Write one line. lg NULL = the default logger. correlation_id and message are borrowed and
+ * may be NULL (correlation_id NULL: the key is left out). Then come key, value pairs of
+ * strings (a NULL value is written as null), ended by a NULL key:
+ *     hd_log(lg, HD_LOG_INFO, cid, "user registered", "user_id", id, "email", email, NULL);
+ * A field named like a fixed key (time, level, service, message, correlation_id) is written
+ * as "field_<name>", so data can never forge those. Never fails visibly: a logger must not
+ * break its caller; output errors are ignored. */
+void hd_log(hd_logger *lg, hd_log_level level, const char *correlation_id, const char *message,
+            ...) HD_LOG_SENTINEL;
+void hd_logv(hd_logger *lg, hd_log_level level, const char *correlation_id, const char *message,
+             va_list ap);
+
+/* The same at a fixed level. */
+void hd_log_debug(hd_logger *lg, const char *correlation_id, const char *message,
+                  ...) HD_LOG_SENTINEL;
+void hd_log_info(hd_logger *lg, const char *correlation_id, const char *message,
+                 ...) HD_LOG_SENTINEL;
+void hd_log_warn(hd_logger *lg, const char *correlation_id, const char *message,
+                 ...) HD_LOG_SENTINEL;
+void hd_log_error(hd_logger *lg, const char *correlation_id, const char *message,
+                  ...) HD_LOG_SENTINEL;
+
+/* Write one line whose extra fields are the members of `fields` (a JSON object, stolen;
+ * NULL for none), so values may be numbers, booleans or nested objects:
+ *     hd_log_json(lg, HD_LOG_WARN, cid, "retrying",
+ *                 json_pack("{s:i, s:s}", "attempt", 3, "error", "timeout"));
+ * Redaction applies to nested members too, and works on a copy: members shared with your
+ * own data (json_pack "O") are never changed. */
+void hd_log_json(hd_logger *lg, hd_log_level level, const char *correlation_id, const char *message,
+                 json_t *fields);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* HERALD_LOG_H */

@@ -1,0 +1,362 @@
+/* Unit tests for herald/log.h: JSON lines, levels, redaction, escaping, threads. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hd_test.h"
+#include "herald/clock.h"
+#include "herald/log.h"
+
+/* A logger writing into memory, so the test can read back what it wrote. */
+struct capture {
+    char *buf;
+    size_t len;
+    FILE *out;
+    hd_logger *lg;
+};
+
+static int setup(void **state)
+{
+    struct capture *c = calloc(1, sizeof *c);
+    if (c == NULL || (c->out = open_memstream(&c->buf, &c->len)) == NULL)
+        return -1;
+    if ((c->lg = hd_logger_new("users", HD_LOG_DEBUG, c->out)) == NULL)
+        return -1;
+    *state = c;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct capture *c = *state;
+    hd_logger_free(c->lg);
+    fclose(c->out);
+    free(c->buf);
+    free(c);
+    return 0;
+}
+
+/* Number of lines written so far. */
+static size_t line_count(struct capture *c)
+{
+    fflush(c->out);
+    size_t n = 0;
+    for (size_t i = 0; i < c->len; i++)
+        n += c->buf[i] == '\n';
+    return n;
+}
+
+/* Line `index` (0-based) parsed as a JSON object; the caller decrefs it. Fails the test
+ * when the line is not exactly one JSON object. */
+static json_t *line_at(struct capture *c, size_t index)
+{
+    fflush(c->out);
+    const char *p = c->buf;
+    for (size_t i = 0; i < index; i++) {
+        p = strchr(p, '\n');
+        assert_non_null(p);
+        p++;
+    }
+    const char *end = strchr(p, '\n');
+    assert_non_null(end);
+    json_error_t jerr;
+    json_t *obj = json_loadb(p, (size_t)(end - p), 0, &jerr);
+    if (obj == NULL)
+        fail_msg("line %zu is not JSON: %s", index, jerr.text);
+    assert_true(json_is_object(obj));
+    return obj;
+}
+
+static const char *str(const json_t *obj, const char *key)
+{
+    return json_string_value(json_object_get(obj, key));
+}
+
+static void line_has_time_level_service_message_and_correlation_id(void **state)
+{
+    struct capture *c = *state;
+    hd_log_info(c->lg, "corr-42", "user registered", "user_id", "7", NULL);
+    assert_int_equal(line_count(c), 1);
+    json_t *line = line_at(c, 0);
+    assert_hd(HD_OK, hd_time_parse(str(line, "time"), NULL));
+    assert_string_equal(str(line, "level"), "info");
+    assert_string_equal(str(line, "service"), "users");
+    assert_string_equal(str(line, "message"), "user registered");
+    assert_string_equal(str(line, "correlation_id"), "corr-42");
+    assert_string_equal(str(line, "user_id"), "7");
+    json_decref(line);
+    /* the fixed keys come first, in this order, so lines read the same by eye */
+    assert_memory_equal(c->buf, "{\"time\":", 8);
+    assert_non_null(strstr(c->buf, "\"level\":\"info\",\"service\":\"users\",\"message\":"));
+}
+
+static void correlation_id_is_left_out_when_null(void **state)
+{
+    struct capture *c = *state;
+    hd_log_warn(c->lg, NULL, "no flow", NULL);
+    json_t *line = line_at(c, 0);
+    assert_null(json_object_get(line, "correlation_id"));
+    assert_string_equal(str(line, "level"), "warn");
+    json_decref(line);
+}
+
+static void each_level_function_writes_its_level(void **state)
+{
+    struct capture *c = *state;
+    hd_log_debug(c->lg, NULL, "d", NULL);
+    hd_log_info(c->lg, NULL, "i", NULL);
+    hd_log_warn(c->lg, NULL, "w", NULL);
+    hd_log_error(c->lg, NULL, "e", NULL);
+    hd_log(c->lg, HD_LOG_ERROR, NULL, "e2", NULL);
+    const char *expected[] = {"debug", "info", "warn", "error", "error"};
+    assert_int_equal(line_count(c), 5);
+    for (size_t i = 0; i < 5; i++) {
+        json_t *line = line_at(c, i);
+        assert_string_equal(str(line, "level"), expected[i]);
+        json_decref(line);
+    }
+}
+
+static void threshold_filters_lower_levels(void **state)
+{
+    struct capture *c = *state;
+    hd_logger_set_level(c->lg, HD_LOG_WARN);
+    assert_int_equal(hd_logger_level(c->lg), HD_LOG_WARN);
+    assert_false(hd_logger_enabled(c->lg, HD_LOG_INFO));
+    assert_true(hd_logger_enabled(c->lg, HD_LOG_ERROR));
+    hd_log_debug(c->lg, NULL, "dropped", NULL);
+    hd_log_info(c->lg, NULL, "dropped", NULL);
+    hd_log_json(c->lg, HD_LOG_INFO, NULL, "dropped", json_pack("{s:i}", "n", 1));
+    hd_log_warn(c->lg, NULL, "kept", NULL);
+    hd_log_error(c->lg, NULL, "kept", NULL);
+    assert_int_equal(line_count(c), 2);
+    assert_null(strstr(c->buf, "dropped"));
+}
+
+static void level_names_parse_in_any_case(void **state)
+{
+    (void)state;
+    hd_log_level l = HD_LOG_ERROR;
+    assert_hd(HD_OK, hd_log_level_parse("debug", &l));
+    assert_int_equal(l, HD_LOG_DEBUG);
+    assert_hd(HD_OK, hd_log_level_parse("INFO", &l));
+    assert_int_equal(l, HD_LOG_INFO);
+    assert_hd(HD_OK, hd_log_level_parse("Warning", &l));
+    assert_int_equal(l, HD_LOG_WARN);
+    assert_hd(HD_OK, hd_log_level_parse("error", &l));
+    assert_int_equal(l, HD_LOG_ERROR);
+    assert_hd(HD_EINVAL, hd_log_level_parse("loud", &l));
+    assert_hd(HD_EINVAL, hd_log_level_parse(NULL, &l));
+    assert_int_equal(l, HD_LOG_ERROR);
+    assert_string_equal(hd_log_level_name(HD_LOG_WARN), "warn");
+    assert_string_equal(hd_log_level_name((hd_log_level)9), "?");
+}
+
+static void default_redactions_mask_secrets_and_emails(void **state)
+{
+    struct capture *c = *state;
+    hd_log_info(c->lg, "c", "login", "password", "hunter2", "new_password", "hunter3",
+                "Authorization", "Bearer abc", "refresh_token", "t0k3n", "client_secret", "s",
+                "email", "alice@example.com", "user_id", "7", NULL);
+    json_t *line = line_at(c, 0);
+    assert_string_equal(str(line, "password"), HD_LOG_REDACTED);
+    assert_string_equal(str(line, "new_password"), HD_LOG_REDACTED);
+    assert_string_equal(str(line, "Authorization"), HD_LOG_REDACTED);
+    assert_string_equal(str(line, "refresh_token"), HD_LOG_REDACTED);
+    assert_string_equal(str(line, "client_secret"), HD_LOG_REDACTED);
+    assert_string_equal(str(line, "email"), "a***@example.com");
+    assert_string_equal(str(line, "user_id"), "7");
+    json_decref(line);
+    assert_null(strstr(c->buf, "hunter"));
+    assert_null(strstr(c->buf, "alice"));
+    assert_null(strstr(c->buf, "t0k3n"));
+}
+
+static void email_masking_handles_odd_values(void **state)
+{
+    struct capture *c = *state;
+    hd_log_json(c->lg, HD_LOG_INFO, NULL, "odd",
+                json_pack("{s:s, s:s, s:i, s:n, s:s}", "email", "not-an-address", "email2",
+                          "@example.com", "email3", 5, "email4", "email5", "\xc3\xa9lo@ex.fr"));
+    json_t *line = line_at(c, 0);
+    assert_string_equal(str(line, "email"), HD_LOG_REDACTED);
+    assert_string_equal(str(line, "email2"), HD_LOG_REDACTED);
+    assert_string_equal(str(line, "email3"), HD_LOG_REDACTED);
+    assert_true(json_is_null(json_object_get(line, "email4")));
+    /* the first character is kept whole, even when it takes two bytes */
+    assert_string_equal(str(line, "email5"), "\xc3\xa9***@ex.fr");
+    json_decref(line);
+}
+
+static void redaction_reaches_nested_objects_and_arrays(void **state)
+{
+    struct capture *c = *state;
+    json_t *mine = json_pack("{s:s, s:s}", "email", "bob@example.com", "name", "Bob");
+    /* "O" shares `mine` with the fields: redaction must not change it */
+    hd_log_json(c->lg, HD_LOG_INFO, "c", "nested",
+                json_pack("{s:O, s:[{s:s}], s:{s:s}, s:i}", "user", mine, "sessions", "token",
+                          "abc", "secrets", "k", "v", "attempt", 3));
+    json_t *line = line_at(c, 0);
+    assert_string_equal(str(json_object_get(line, "user"), "email"), "b***@example.com");
+    assert_string_equal(str(json_object_get(line, "user"), "name"), "Bob");
+    assert_string_equal(str(json_array_get(json_object_get(line, "sessions"), 0), "token"),
+                        HD_LOG_REDACTED);
+    assert_string_equal(str(line, "secrets"), HD_LOG_REDACTED); /* masked whole */
+    assert_int_equal(json_integer_value(json_object_get(line, "attempt")), 3);
+    json_decref(line);
+    assert_string_equal(str(mine, "email"), "bob@example.com");
+    json_decref(mine);
+}
+
+static void redaction_list_is_configurable(void **state)
+{
+    struct capture *c = *state;
+    hd_logger_clear_redactions(c->lg);
+    assert_hd(HD_OK, hd_logger_redact(c->lg, "ssn", HD_REDACT_SECRET));
+    assert_hd(HD_OK, hd_logger_redact(c->lg, "contact", HD_REDACT_EMAIL));
+    assert_hd(HD_OK, hd_logger_redact(c->lg, "SSN", HD_REDACT_SECRET)); /* same name again */
+    assert_hd(HD_EINVAL, hd_logger_redact(c->lg, "", HD_REDACT_SECRET));
+    assert_hd(HD_EINVAL, hd_logger_redact(c->lg, "x", (hd_redact_mode)7));
+    assert_hd(HD_EINVAL, hd_logger_redact(hd_log_default(), "x", HD_REDACT_SECRET));
+    hd_log_info(c->lg, NULL, "custom", "ssn", "123-45-6789", "contact", "carol@example.org",
+                "password", "visible-now", NULL);
+    json_t *line = line_at(c, 0);
+    assert_string_equal(str(line, "ssn"), HD_LOG_REDACTED);
+    assert_string_equal(str(line, "contact"), "c***@example.org");
+    assert_string_equal(str(line, "password"), "visible-now"); /* defaults were cleared */
+    json_decref(line);
+}
+
+static void quotes_newlines_and_bad_utf8_are_escaped(void **state)
+{
+    struct capture *c = *state;
+    hd_log_info(c->lg, "c\"1", "line one\nline two \"quoted\" \\ \t end", "note",
+                "{\"level\":\"error\"}\n", "raw", "bad \xff\xfe byte", NULL);
+    assert_int_equal(line_count(c), 1); /* the newline in the message did not split it */
+    json_t *line = line_at(c, 0);
+    assert_string_equal(str(line, "message"), "line one\nline two \"quoted\" \\ \t end");
+    assert_string_equal(str(line, "correlation_id"), "c\"1");
+    assert_string_equal(str(line, "note"), "{\"level\":\"error\"}\n");
+    assert_string_equal(str(line, "level"), "info");
+    assert_string_equal(str(line, "raw"), "bad ?? byte");
+    json_decref(line);
+}
+
+static void fields_cannot_overwrite_fixed_keys(void **state)
+{
+    struct capture *c = *state;
+    hd_log_info(c->lg, "real", "m", "level", "error", "correlation_id", "forged", "x", NULL, NULL);
+    json_t *line = line_at(c, 0);
+    assert_string_equal(str(line, "level"), "info");
+    assert_string_equal(str(line, "correlation_id"), "real");
+    assert_string_equal(str(line, "field_level"), "error");
+    assert_string_equal(str(line, "field_correlation_id"), "forged");
+    assert_true(json_is_null(json_object_get(line, "x")));
+    json_decref(line);
+}
+
+static void long_lines_are_written_whole(void **state)
+{
+    struct capture *c = *state;
+    size_t n = 10000;
+    char *big = malloc(n + 1);
+    assert_non_null(big);
+    memset(big, 'x', n);
+    big[n] = '\0';
+    hd_log_info(c->lg, NULL, "big", "blob", big, NULL);
+    json_t *line = line_at(c, 0);
+    assert_string_equal(str(line, "blob"), big);
+    json_decref(line);
+    free(big);
+}
+
+static void default_logger_is_used_for_null(void **state)
+{
+    struct capture *c = *state;
+    assert_non_null(hd_log_default());
+    hd_log_set_default(c->lg);
+    assert_ptr_equal(hd_log_default(), c->lg);
+    hd_log_info(NULL, NULL, "via default", NULL);
+    hd_log_set_default(NULL);
+    assert_ptr_not_equal(hd_log_default(), c->lg);
+    assert_int_equal(hd_logger_level(NULL), HD_LOG_INFO);
+    assert_int_equal(line_count(c), 1);
+    json_t *line = line_at(c, 0);
+    assert_string_equal(str(line, "message"), "via default");
+    json_decref(line);
+}
+
+static void logger_new_rejects_bad_arguments(void **state)
+{
+    (void)state;
+    assert_null(hd_logger_new(NULL, HD_LOG_INFO, NULL));
+    assert_null(hd_logger_new("", HD_LOG_INFO, NULL));
+    assert_null(hd_logger_new("svc", (hd_log_level)12, NULL));
+    hd_logger_free(NULL);
+    hd_log_json(NULL, HD_LOG_DEBUG, NULL, "below default threshold", json_object());
+}
+
+struct writer_arg {
+    hd_logger *lg;
+    int id;
+};
+
+static void *writer(void *p)
+{
+    struct writer_arg *a = p;
+    char id[16];
+    snprintf(id, sizeof id, "t%d", a->id);
+    for (int i = 0; i < 200; i++)
+        hd_log_info(a->lg, id, "concurrent line with some length to it", "thread", id, NULL);
+    return NULL;
+}
+
+static void threads_never_interleave_lines(void **state)
+{
+    struct capture *c = *state;
+    pthread_t t[4];
+    struct writer_arg args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (struct writer_arg){c->lg, i};
+        assert_int_equal(pthread_create(&t[i], NULL, writer, &args[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    assert_int_equal(line_count(c), 800);
+    for (size_t i = 0; i < 800; i++) {
+        json_t *line = line_at(c, i); /* fails if two lines were mixed */
+        assert_string_equal(str(line, "thread"), str(line, "correlation_id"));
+        json_decref(line);
+    }
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(line_has_time_level_service_message_and_correlation_id),
+        T(correlation_id_is_left_out_when_null),
+        T(each_level_function_writes_its_level),
+        T(threshold_filters_lower_levels),
+        cmocka_unit_test(level_names_parse_in_any_case),
+        T(default_redactions_mask_secrets_and_emails),
+        T(email_masking_handles_odd_values),
+        T(redaction_reaches_nested_objects_and_arrays),
+        T(redaction_list_is_configurable),
+        T(quotes_newlines_and_bad_utf8_are_escaped),
+        T(fields_cannot_overwrite_fixed_keys),
+        T(long_lines_are_written_whole),
+        T(default_logger_is_used_for_null),
+        cmocka_unit_test(logger_new_rejects_bad_arguments),
+        T(threads_never_interleave_lines),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
