@@ -9,6 +9,16 @@
 
 #include "herald/error.h"
 #include "herald/clock.h"
+#include "herald/log.h"
+#include "herald/backoff.h"
+
+/* integration events on the wire */
+#include "herald/envelope.h"
+
+/* RabbitMQ */
+#include "herald/amqp.h"
+#include "herald/topology.h"
+#include "herald/publisher.h"
 
 #define HD_VERSION_STRING "0.1.0"
 
