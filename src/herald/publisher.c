@@ -92,7 +92,9 @@ static void report(hd_publisher *p, slot *s, hd_fate fate, const char *reason)
     if (s->seq == p->watch_seq && !p->watch_done) {
         p->watch_done = 1;
         p->watch_fate = fate;
-        snprintf(p->watch_reason, sizeof p->watch_reason, "%s", reason ? reason : "");
+        /* Precision bound: reasons may be longer than the slot; truncation is fine. */
+        snprintf(p->watch_reason, sizeof p->watch_reason, "%.*s",
+                 (int)sizeof p->watch_reason - 1, reason ? reason : "");
     }
     if (p->on_fate != NULL)
         p->on_fate(p->ctx, s->seq, s->user, fate, reason);
