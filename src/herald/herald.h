@@ -12,6 +12,13 @@
 #include "herald/log.h"
 #include "herald/backoff.h"
 
+/* the domain side: events, aggregates, the dispatcher, the unit of work, the store port */
+#include "herald/event.h"
+#include "herald/aggregate.h"
+#include "herald/dispatcher.h"
+#include "herald/store.h"
+#include "herald/uow.h"
+
 /* integration events on the wire */
 #include "herald/envelope.h"
 

@@ -1,0 +1,67 @@
+/* herald/store_internal.h — for store adapters only (store_sqlite.c, later store_pg.c).
+ *
+ * Applications include store.h. An adapter includes this header as well, embeds hd_store
+ * as the FIRST member of its own struct (C "inheritance", as in aggregate.h), fills a
+ * static hd_store_vtab, and is listed in the scheme table of store.c.
+ *
+ * The split of work: store.c checks arguments, keeps the transaction state (one level,
+ * aborted after a failure, identical on every adapter) and implements migrations on top of
+ * the vtab. An adapter only talks to its database: it never sees a NULL argument, a begin
+ * inside a transaction or a statement in an aborted transaction.
+ */
+#ifndef HERALD_STORE_INTERNAL_H
+#define HERALD_STORE_INTERNAL_H
+
+#include "herald/store.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct hd_store_vtab {
+    const char *dialect; /* "sqlite", "postgresql" */
+
+    /* Roll back anything open, free every resource and the store itself. */
+    void (*close)(hd_store *store);
+
+    /* Each returns 0 or a negative code with err filled. */
+    int (*begin)(hd_store *store, hd_error *err);
+    int (*commit)(hd_store *store, hd_error *err);
+    /* Must succeed (return 0) when the database already ended the transaction itself. */
+    int (*rollback)(hd_store *store, hd_error *err);
+
+    /* One statement, $1..$n placeholders (the adapter checks them): rows changed or code. */
+    int (*exec)(hd_store *store, const char *sql, const hd_value *params, size_t n, hd_error *err);
+    /* Same, materialising rows with the builder below; *out is set only on success. */
+    int (*query)(hd_store *store, const char *sql, const hd_value *params, size_t n, hd_rows **out,
+                 hd_error *err);
+
+    /* Several statements separated by ';', no parameters: migration steps only. Not
+     * public, so that application code cannot build SQL text out of values. */
+    int (*script)(hd_store *store, const char *sql, hd_error *err);
+} hd_store_vtab;
+
+struct hd_store {
+    const hd_store_vtab *vtab;
+    int in_tx;   /* between begin and commit/rollback (kept by store.c) */
+    int aborted; /* a statement failed inside the transaction (kept by store.c) */
+};
+
+/* Adapters' open functions, called by hd_store_open with the full URL. On success *out is a
+ * new store whose base the adapter has zeroed and given its vtab. */
+int hd_store_sqlite_open(const char *url, hd_store **out, hd_error *err);
+int hd_store_pg_open(const char *url, hd_store **out, hd_error *err); /* store_pg.c */
+
+/* ---- building hd_rows (adapters) -------------------------------------------------------
+ * hd_rows_create(ncols) gives an empty result (new, or NULL on ENOMEM); name the columns,
+ * then for each row call hd_rows_add_row and set its cells (cells not set are NULL). Cell
+ * data is copied and NUL-terminated. Each returns 0 or HD_ENOMEM / HD_EINVAL. */
+hd_rows *hd_rows_create(size_t ncols);
+int hd_rows_set_name(hd_rows *rows, size_t col, const char *name);
+int hd_rows_add_row(hd_rows *rows);
+int hd_rows_set_cell(hd_rows *rows, size_t col, const void *data, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* HERALD_STORE_INTERNAL_H */
