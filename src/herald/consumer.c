@@ -1,0 +1,899 @@
+/* consumer.c — manual ack, prefetch, retry tiers and the dead-letter queue; see consumer.h. */
+#include "herald/consumer.h"
+
+#include "herald/backoff.h"
+#include "herald/clock.h"
+#include "herald/topology.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BATCH_LIMIT 256
+#define XDEATH_MAX  16
+
+/* One received message and everything built from it. The envelope owns the bytes (its own
+ * pool), so several slots can be alive at once: that is what a batch needs. */
+typedef struct slot {
+    amqp_envelope_t env;
+    int has_env;
+    unsigned gen; /* generation of the consuming connection it arrived on: a delivery
+                     tag means nothing on a newer channel */
+    amqp_channel_t ch;
+    hd_delivery d;
+    char *arena; /* NUL-terminated copies of the strings d points to */
+    hd_header *headers;
+    hd_envelope *decoded; /* d.envelope */
+    int undecodable;      /* 1: goes to the DLQ without meeting a handler */
+    char reason[HD_REASON_MAX];
+} slot;
+
+struct hd_consumer {
+    char *queue;
+    hd_consumer_options opts;
+    hd_retry_policy policy;
+    char tier_names[HD_RETRY_MAX_TIERS][HD_AMQP_NAME_MAX + 1]; /* by tier index */
+    const char *tier_list[HD_RETRY_MAX_TIERS];                 /* the same, as a list */
+    char retry_exchange[HD_AMQP_NAME_MAX + 1];
+    char dlq[HD_AMQP_NAME_MAX + 1];
+
+    hd_amqp *conn;     /* consumes */
+    amqp_channel_t ch; /* the consuming channel; 0 = not consuming */
+    unsigned ch_gen;
+    hd_amqp *pub;          /* publishes retries and dead letters */
+    amqp_channel_t pub_ch; /* in confirm mode; 0 = to open */
+    unsigned pub_gen;
+
+    size_t batch_max;
+    slot *slots; /* batch_max of them */
+    hd_consumer_counts counts;
+    hd_backoff backoff;
+};
+
+/* ---- names and topology --------------------------------------------------------------- */
+
+/* The names derived from the work queue and the policy. Tier queues are named by their delay,
+ * so two tiers with the same delay share a queue. */
+typedef struct names {
+    char retry_exchange[HD_AMQP_NAME_MAX + 1];
+    char dlq[HD_AMQP_NAME_MAX + 1];
+    char tiers[HD_RETRY_MAX_TIERS][HD_AMQP_NAME_MAX + 1];
+} names;
+
+static int make_names(const char *queue, const hd_retry_policy *p, names *n, hd_error *err)
+{
+    if (queue == NULL || *queue == '\0')
+        return hd_error_set(err, HD_EINVAL, "consumer: a work queue name is required");
+    int rc = hd_retry_policy_check(p, err);
+    if (rc < 0)
+        return rc;
+    if (hd_retry_exchange_name(n->retry_exchange, sizeof n->retry_exchange, queue) < 0 ||
+        hd_retry_dlq_name(n->dlq, sizeof n->dlq, queue) < 0)
+        return hd_error_set(err, HD_ERANGE, "consumer: queue name '%s' too long", queue);
+    for (int i = 0; i < p->ntiers; i++)
+        if (hd_retry_tier_queue_name(n->tiers[i], sizeof n->tiers[i], queue, p->tier_ms[i]) < 0)
+            return hd_error_set(err, HD_ERANGE, "consumer: queue name '%s' too long", queue);
+    return HD_OK;
+}
+
+static const hd_retry_policy *policy_or_default(const hd_retry_policy *p, hd_retry_policy *tmp)
+{
+    if (p != NULL)
+        return p;
+    hd_retry_policy_default(tmp);
+    return tmp;
+}
+
+/* The specs of the whole retry topology, built into caller-provided arrays. */
+typedef struct retry_topology {
+    hd_exchange_spec exchange;
+    hd_queue_spec queues[HD_RETRY_MAX_TIERS + 2];
+    hd_binding_spec bindings[HD_RETRY_MAX_TIERS];
+    hd_topology t;
+} retry_topology;
+
+static void build_topology(retry_topology *rt, const char *queue, const hd_retry_policy *p,
+                           const names *n)
+{
+    memset(rt, 0, sizeof *rt);
+    rt->exchange =
+        (hd_exchange_spec){.name = n->retry_exchange, .type = HD_EXCHANGE_DIRECT, .durable = 1};
+    size_t nq = 0, nb = 0;
+    rt->queues[nq++] = (hd_queue_spec){.name = queue, .durable = 1};
+    for (int i = 0; i < p->ntiers; i++) {
+        int seen = 0;
+        for (int k = 0; k < i; k++)
+            seen |= strcmp(n->tiers[k], n->tiers[i]) == 0;
+        if (seen)
+            continue;
+        /* Nobody consumes a tier queue. Its messages wait out the TTL at the head of the
+         * queue (all share one TTL, so the oldest always expires first: a classic queue only
+         * expires messages at its head) and are dead-lettered back to the work queue through
+         * the default exchange, whose routing key is a queue name. */
+        rt->queues[nq++] = (hd_queue_spec){.name = n->tiers[i],
+                                           .durable = 1,
+                                           .dead_letter_exchange = "",
+                                           .dead_letter_routing_key = queue,
+                                           .message_ttl_ms = p->tier_ms[i]};
+        rt->bindings[nb++] = (hd_binding_spec){
+            .queue = n->tiers[i], .exchange = n->retry_exchange, .key = n->tiers[i]};
+    }
+    rt->queues[nq++] = (hd_queue_spec){.name = n->dlq, .durable = 1};
+    rt->t = (hd_topology){&rt->exchange, 1, rt->queues, nq, rt->bindings, nb};
+}
+
+int hd_consumer_declare(hd_amqp *a, const char *queue, const hd_retry_policy *p, hd_error *err)
+{
+    hd_retry_policy tmp;
+    p = policy_or_default(p, &tmp);
+    names n;
+    int rc = make_names(queue, p, &n, err);
+    if (rc < 0)
+        return rc;
+    retry_topology rt;
+    build_topology(&rt, queue, p, &n);
+    return hd_topology_declare(a, &rt.t, err);
+}
+
+int hd_consumer_undeclare(hd_amqp *a, const char *queue, const hd_retry_policy *p, hd_error *err)
+{
+    hd_retry_policy tmp;
+    p = policy_or_default(p, &tmp);
+    names n;
+    int rc = make_names(queue, p, &n, err);
+    if (rc < 0)
+        return rc;
+    retry_topology rt;
+    build_topology(&rt, queue, p, &n);
+    return hd_topology_delete(a, &rt.t, err);
+}
+
+/* ---- connections and channels --------------------------------------------------------- */
+
+/* Open the consuming channel: declare (if asked), prefetch, basic.consume. */
+static int start_consuming(hd_consumer *c, hd_error *err)
+{
+    int rc;
+    if (c->opts.declare && (rc = hd_consumer_declare(c->conn, c->queue, &c->policy, err)) < 0)
+        return rc;
+    amqp_channel_t ch;
+    if ((rc = hd_amqp_channel_open(c->conn, &ch, err)) < 0)
+        return rc;
+    amqp_connection_state_t st = hd_amqp_state(c->conn);
+
+    /* The prefetch is per consumer (global = 0): how many unacked deliveries the broker lets
+     * this consumer hold before it waits for an ack. */
+    uint16_t prefetch = c->opts.prefetch == HD_PREFETCH_UNLIMITED ? 0
+                        : c->opts.prefetch == 0                   ? 1
+                                                                  : (uint16_t)c->opts.prefetch;
+    amqp_basic_qos(st, ch, 0, prefetch, 0);
+    if ((rc = hd_amqp_check_reply_on(c->conn, ch, amqp_get_rpc_reply(st), "basic.qos", err)) < 0)
+        return rc;
+
+    /* no_ack = 0: manual acknowledgements, the whole point. */
+    amqp_basic_consume(st, ch, amqp_cstring_bytes(c->queue), amqp_empty_bytes, 0, 0, 0,
+                       amqp_empty_table);
+    char what[HD_AMQP_NAME_MAX + 32];
+    snprintf(what, sizeof what, "consume '%s'", c->queue);
+    if ((rc = hd_amqp_check_reply_on(c->conn, ch, amqp_get_rpc_reply(st), what, err)) < 0)
+        return rc;
+    c->ch = ch;
+    c->ch_gen = hd_amqp_generation(c->conn);
+    return HD_OK;
+}
+
+static int consuming(const hd_consumer *c)
+{
+    return c->ch != 0 && c->ch_gen == hd_amqp_generation(c->conn);
+}
+
+/* The publishing channel, in confirm mode. */
+static int pub_ready(hd_consumer *c, hd_error *err)
+{
+    if (!hd_amqp_is_open(c->pub))
+        return hd_error_set(err, HD_ECLOSED, "consumer '%s': publishing connection is closed",
+                            c->queue);
+    if (c->pub_ch != 0 && c->pub_gen == hd_amqp_generation(c->pub))
+        return HD_OK;
+    amqp_channel_t ch;
+    int rc = hd_amqp_channel_open(c->pub, &ch, err);
+    if (rc < 0)
+        return rc;
+    amqp_connection_state_t st = hd_amqp_state(c->pub);
+    amqp_confirm_select(st, ch);
+    if ((rc = hd_amqp_check_reply_on(c->pub, ch, amqp_get_rpc_reply(st), "confirm.select", err)) <
+        0)
+        return rc;
+    c->pub_ch = ch;
+    c->pub_gen = hd_amqp_generation(c->pub);
+    return HD_OK;
+}
+
+/* Give up on the publishing channel after a failure; the next publish opens a fresh one. */
+static void pub_drop(hd_consumer *c)
+{
+    if (c->pub_ch != 0 && c->pub_gen == hd_amqp_generation(c->pub))
+        hd_amqp_channel_close(c->pub, c->pub_ch);
+    c->pub_ch = 0;
+}
+
+/* Publish one message, mandatory, with the given properties, and wait for its confirm.
+ * 0 = confirmed and routed; HD_ERETURNED, HD_ENACKED, HD_ETIMEOUT, HD_ECLOSED, HD_EAMQP.
+ *
+ * Why not publisher.h? A retry must carry the message's headers as received, x-death (an
+ * array of tables) included, and hd_message takes string headers only. One message at a time
+ * also keeps this short: every ack on the channel is ours. */
+static int publish_confirmed(hd_consumer *c, const char *exchange, const char *routing_key,
+                             const amqp_basic_properties_t *props, amqp_bytes_t body, hd_error *err)
+{
+    int rc = pub_ready(c, err);
+    if (rc < 0)
+        return rc;
+    amqp_connection_state_t st = hd_amqp_state(c->pub);
+    amqp_maybe_release_buffers(st);
+    int status =
+        amqp_basic_publish(st, c->pub_ch, amqp_cstring_bytes(exchange),
+                           amqp_cstring_bytes(routing_key), 1 /* mandatory */, 0, props, body);
+    if (status != AMQP_STATUS_OK) {
+        rc = hd_amqp_check_status(c->pub, status, "publish retry", err);
+        pub_drop(c);
+        return rc;
+    }
+
+    int timeout = c->opts.confirm_timeout_ms > 0 ? c->opts.confirm_timeout_ms : 10000;
+    int64_t deadline = hd_clock_ms() + timeout;
+    int returned = 0;
+    for (;;) {
+        int64_t left = deadline - hd_clock_ms();
+        if (left <= 0) {
+            /* A confirm may still come, late, and be taken for the next message's. Start
+             * over on a fresh connection instead (hd_consumer_reconnect). */
+            hd_amqp_mark_broken(c->pub);
+            c->pub_ch = 0;
+            return hd_error_set(err, HD_ETIMEOUT, "no confirm for %s/%s within %d ms", exchange,
+                                routing_key, timeout);
+        }
+        struct timeval tv = {.tv_sec = left / 1000, .tv_usec = (left % 1000) * 1000};
+        amqp_frame_t f;
+        status = amqp_simple_wait_frame_noblock(st, &f, &tv);
+        if (status == AMQP_STATUS_TIMEOUT)
+            continue;
+        if (status != AMQP_STATUS_OK) {
+            rc = hd_amqp_check_status(c->pub, status, "wait for confirm", err);
+            pub_drop(c);
+            return rc;
+        }
+        if (f.frame_type != AMQP_FRAME_METHOD)
+            continue;
+        amqp_method_t *m = &f.payload.method;
+        if (m->id == AMQP_CONNECTION_CLOSE_METHOD ||
+            (m->id == AMQP_CHANNEL_CLOSE_METHOD && f.channel == c->pub_ch)) {
+            c->pub_ch = 0;
+            return hd_amqp_handle_close(c->pub, f.channel, m, "publish retry", err);
+        }
+        if (f.channel != c->pub_ch)
+            continue;
+        if (m->id == AMQP_BASIC_RETURN_METHOD) {
+            /* Unroutable (a tier queue or the DLQ is missing). The broker still acks it
+             * afterwards; read the returned content to keep the frame stream in step. */
+            returned = ((amqp_basic_return_t *)m->decoded)->reply_code;
+            amqp_message_t msg;
+            amqp_rpc_reply_t r = amqp_read_message(st, c->pub_ch, &msg, 0);
+            if ((rc = hd_amqp_check_reply_on(c->pub, c->pub_ch, r, "read return", err)) < 0) {
+                c->pub_ch = 0;
+                return rc;
+            }
+            amqp_destroy_message(&msg);
+        } else if (m->id == AMQP_BASIC_ACK_METHOD) {
+            if (returned)
+                return hd_error_set(err, HD_ERETURNED,
+                                    "%s/%s: returned %d NO_ROUTE (is the topology declared?)",
+                                    *exchange ? exchange : "(default)", routing_key, returned);
+            return HD_OK;
+        } else if (m->id == AMQP_BASIC_NACK_METHOD) {
+            return hd_error_set(err, HD_ENACKED, "%s/%s: nacked by the broker",
+                                *exchange ? exchange : "(default)", routing_key);
+        }
+    }
+}
+
+/* ---- building a delivery -------------------------------------------------------------- */
+
+static const char *put_bytes(char **cur, amqp_bytes_t b)
+{
+    char *s = *cur;
+    if (b.len > 0)
+        memcpy(s, b.bytes, b.len);
+    s[b.len] = '\0';
+    *cur += b.len + 1;
+    return s;
+}
+
+/* Text of a scalar header value into *cur (at most 32 bytes), or NULL for kinds shown as
+ * nothing (tables, arrays, void). */
+static const char *put_scalar(char **cur, const amqp_field_value_t *v)
+{
+    char *s = *cur;
+    int n;
+    switch (v->kind) {
+    case AMQP_FIELD_KIND_BOOLEAN:
+        n = snprintf(s, 32, "%d", v->value.boolean ? 1 : 0);
+        break;
+    case AMQP_FIELD_KIND_I8:
+        n = snprintf(s, 32, "%d", v->value.i8);
+        break;
+    case AMQP_FIELD_KIND_U8:
+        n = snprintf(s, 32, "%u", v->value.u8);
+        break;
+    case AMQP_FIELD_KIND_I16:
+        n = snprintf(s, 32, "%d", v->value.i16);
+        break;
+    case AMQP_FIELD_KIND_U16:
+        n = snprintf(s, 32, "%u", v->value.u16);
+        break;
+    case AMQP_FIELD_KIND_I32:
+        n = snprintf(s, 32, "%" PRId32, v->value.i32);
+        break;
+    case AMQP_FIELD_KIND_U32:
+        n = snprintf(s, 32, "%" PRIu32, v->value.u32);
+        break;
+    case AMQP_FIELD_KIND_I64:
+        n = snprintf(s, 32, "%" PRId64, v->value.i64);
+        break;
+    case AMQP_FIELD_KIND_U64:
+    case AMQP_FIELD_KIND_TIMESTAMP:
+        n = snprintf(s, 32, "%" PRIu64, v->value.u64);
+        break;
+    case AMQP_FIELD_KIND_F32:
+        n = snprintf(s, 32, "%g", (double)v->value.f32);
+        break;
+    case AMQP_FIELD_KIND_F64:
+        n = snprintf(s, 32, "%g", v->value.f64);
+        break;
+    default:
+        return NULL;
+    }
+    *cur += (n > 31 ? 31 : n) + 1;
+    return s;
+}
+
+static int is_string(const amqp_field_value_t *v)
+{
+    return v->kind == AMQP_FIELD_KIND_UTF8 || v->kind == AMQP_FIELD_KIND_BYTES;
+}
+
+static void slot_release(slot *s)
+{
+    if (s->has_env)
+        amqp_destroy_envelope(&s->env);
+    hd_envelope_free(s->decoded);
+    free(s->arena);
+    free(s->headers);
+    memset(s, 0, sizeof *s);
+}
+
+/* Fill s->d from s->env: strings copied and NUL-terminated, headers as text, the attempt
+ * from x-death, the envelope decoded when there is a registry. */
+static int slot_fill(hd_consumer *c, slot *s, hd_error *err)
+{
+    const amqp_envelope_t *e = &s->env;
+    const amqp_basic_properties_t *p = &e->message.properties;
+    const amqp_table_t *h = (p->_flags & AMQP_BASIC_HEADERS_FLAG) ? &p->headers : NULL;
+
+    /* One allocation for every string: measure first. */
+    size_t need = e->exchange.len + e->routing_key.len + 2;
+    if (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG)
+        need += p->message_id.len + 1;
+    if (p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG)
+        need += p->correlation_id.len + 1;
+    if (p->_flags & AMQP_BASIC_TYPE_FLAG)
+        need += p->type.len + 1;
+    if (p->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG)
+        need += p->content_type.len + 1;
+    int nh = h ? h->num_entries : 0;
+    for (int i = 0; i < nh; i++)
+        need += h->entries[i].key.len + 1 +
+                (is_string(&h->entries[i].value) ? h->entries[i].value.value.bytes.len + 1 : 32);
+    s->arena = malloc(need);
+    s->headers = calloc(nh > 0 ? (size_t)nh : 1, sizeof *s->headers);
+    if (s->arena == NULL || s->headers == NULL)
+        return hd_error_set(err, HD_ENOMEM, "consumer: delivery of %zu bytes", need);
+
+    char *cur = s->arena;
+    hd_delivery *d = &s->d;
+    d->body = e->message.body.bytes;
+    d->body_len = e->message.body.len;
+    d->queue = c->queue;
+    d->exchange = put_bytes(&cur, e->exchange);
+    d->routing_key = put_bytes(&cur, e->routing_key);
+    if (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG)
+        d->message_id = put_bytes(&cur, p->message_id);
+    if (p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG)
+        d->correlation_id = put_bytes(&cur, p->correlation_id);
+    if (p->_flags & AMQP_BASIC_TYPE_FLAG)
+        d->type = put_bytes(&cur, p->type);
+    if (p->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG)
+        d->content_type = put_bytes(&cur, p->content_type);
+    size_t n = 0;
+    for (int i = 0; i < nh; i++) {
+        const amqp_table_entry_t *en = &h->entries[i];
+        char *mark = cur;
+        const char *name = put_bytes(&cur, en->key);
+        const char *value = is_string(&en->value) ? put_bytes(&cur, en->value.value.bytes)
+                                                  : put_scalar(&cur, &en->value);
+        if (value == NULL) {
+            cur = mark; /* a table or an array: not shown as text */
+            continue;
+        }
+        s->headers[n].name = name;
+        s->headers[n].value = value;
+        n++;
+    }
+    d->headers = s->headers;
+    d->n_headers = n;
+    d->redelivered = e->redelivered ? 1 : 0;
+
+    /* The attempt number, as the broker counted it (retry.h). A malformed x-death was not
+     * written by the broker: count from 1 rather than refuse the message. */
+    hd_xdeath deaths[XDEATH_MAX];
+    size_t ndeaths = 0;
+    if (hd_xdeath_parse(h, deaths, XDEATH_MAX, &ndeaths) < 0)
+        ndeaths = 0;
+    d->attempt = hd_retry_attempt(deaths, ndeaths, c->tier_list, (size_t)c->policy.ntiers);
+    d->reason_buf = s->reason;
+    s->reason[0] = '\0';
+
+    if (c->opts.registry != NULL) {
+        hd_error derr;
+        int rc = hd_envelope_decode(c->opts.registry, d->body, d->body_len, &s->decoded, &derr);
+        if (rc < 0) {
+            /* Permanent for this message: retrying cannot change its bytes. */
+            s->undecodable = 1;
+            snprintf(s->reason, sizeof s->reason, "%s: %.200s", hd_err_name(rc), derr.text);
+        }
+        d->envelope = s->decoded;
+    }
+    return HD_OK;
+}
+
+/* ---- settling ------------------------------------------------------------------------- */
+
+static int ack(hd_consumer *c, const slot *s, int multiple, hd_error *err)
+{
+    /* A delivery tag belongs to the channel it came on. After a reconnect that channel is
+     * gone, the broker has already requeued the message, and acking the old number on the
+     * new channel would close it (406 PRECONDITION_FAILED - unknown delivery tag). */
+    if (s->gen != hd_amqp_generation(c->conn) || s->ch != c->ch)
+        return hd_error_set(err, HD_ECLOSED,
+                            "consumer '%s': the channel of delivery %" PRIu64
+                            " is gone; the broker redelivers it",
+                            c->queue, s->env.delivery_tag);
+    int status = amqp_basic_ack(hd_amqp_state(c->conn), c->ch, s->env.delivery_tag, multiple);
+    return hd_amqp_check_status(c->conn, status, "basic.ack", err);
+}
+
+/* Hand the message back to its queue: what we do when its copy could not be sent. */
+static void requeue(hd_consumer *c, const slot *s)
+{
+    if (s->gen != hd_amqp_generation(c->conn) || s->ch != c->ch || !hd_amqp_is_open(c->conn))
+        return; /* the broker requeues it anyway when the channel goes */
+    int status = amqp_basic_nack(hd_amqp_state(c->conn), c->ch, s->env.delivery_tag, 0, 1);
+    hd_amqp_check_status(c->conn, status, "basic.nack", NULL);
+    c->counts.requeued++;
+}
+
+static int header_is(const amqp_table_entry_t *e, const char *name)
+{
+    size_t n = strlen(name);
+    return e->key.len == n && memcmp(e->key.bytes, name, n) == 0;
+}
+
+/* Republish s (body, properties, headers with x-death) to exchange/routing key, then ack it.
+ * extra (n_extra entries) replace or add headers. */
+static int forward(hd_consumer *c, slot *s, const char *exchange, const char *routing_key,
+                   const amqp_table_entry_t *extra, int n_extra, hd_error *err)
+{
+    amqp_basic_properties_t props = s->env.message.properties;
+    /* A per-message TTL would expire the copy again in the tier queue or the DLQ (the broker
+     * removes it when it dead-letters, for the same reason). */
+    props._flags &= ~AMQP_BASIC_EXPIRATION_FLAG;
+    if (!(props._flags & AMQP_BASIC_DELIVERY_MODE_FLAG)) {
+        props._flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
+        props.delivery_mode = 2; /* persistent */
+    }
+
+    const amqp_table_t *h = (props._flags & AMQP_BASIC_HEADERS_FLAG) ? &props.headers : NULL;
+    int nh = h ? h->num_entries : 0;
+    amqp_table_entry_t *entries = malloc(((size_t)nh + (size_t)n_extra + 1) * sizeof *entries);
+    if (entries == NULL)
+        return hd_error_set(err, HD_ENOMEM, "consumer: headers");
+    int n = 0;
+    for (int i = 0; i < nh; i++) {
+        int replaced = 0;
+        for (int k = 0; k < n_extra; k++)
+            replaced |= header_is(&h->entries[i], (const char *)extra[k].key.bytes);
+        if (!replaced)
+            entries[n++] = h->entries[i];
+    }
+    for (int k = 0; k < n_extra; k++)
+        entries[n++] = extra[k];
+    if (n > 0) {
+        props._flags |= AMQP_BASIC_HEADERS_FLAG;
+        props.headers.num_entries = n;
+        props.headers.entries = entries;
+    }
+
+    /* Confirm first, ack second: between the two the message exists twice (at least once),
+     * never zero times. */
+    int rc = publish_confirmed(c, exchange, routing_key, &props, s->env.message.body, err);
+    free(entries);
+    if (rc < 0) {
+        requeue(c, s);
+        return rc;
+    }
+    return ack(c, s, 0, err);
+}
+
+static amqp_table_entry_t str_entry(const char *key, const char *value)
+{
+    amqp_table_entry_t e;
+    e.key = amqp_cstring_bytes(key);
+    e.value.kind = AMQP_FIELD_KIND_UTF8;
+    e.value.value.bytes = amqp_cstring_bytes(value);
+    return e;
+}
+
+static int bury(hd_consumer *c, slot *s, const char *reason, hd_error *err)
+{
+    amqp_table_entry_t extra[3];
+    extra[0] = str_entry(HD_HEADER_REASON, reason);
+    extra[1].key = amqp_cstring_bytes(HD_HEADER_ATTEMPTS);
+    extra[1].value.kind = AMQP_FIELD_KIND_I64;
+    extra[1].value.value.i64 = s->d.attempt;
+    extra[2] = str_entry(HD_HEADER_QUEUE, c->queue);
+    /* Straight into the DLQ through the default exchange (routing key = queue name). */
+    int rc = forward(c, s, "", c->dlq, extra, 3, err);
+    if (rc == 0)
+        c->counts.dead++;
+    return rc;
+}
+
+static int retry_later(hd_consumer *c, slot *s, hd_error *err)
+{
+    int tier = hd_retry_tier(&c->policy, s->d.attempt);
+    int rc = forward(c, s, c->retry_exchange, c->tier_names[tier], NULL, 0, err);
+    if (rc == 0)
+        c->counts.retried++;
+    return rc;
+}
+
+/* Act on a handler's verdict for s. */
+static int settle(hd_consumer *c, slot *s, hd_consume_result verdict, hd_error *err)
+{
+    char why[HD_REASON_MAX];
+    switch (verdict) {
+    case HD_CONSUME_OK: {
+        int rc = ack(c, s, 0, err);
+        if (rc == 0)
+            c->counts.acked++;
+        return rc;
+    }
+    case HD_CONSUME_RETRY:
+        if (!hd_retry_exhausted(&c->policy, s->d.attempt))
+            return retry_later(c, s, err);
+        if (s->reason[0])
+            snprintf(why, sizeof why, "%s", s->reason);
+        else
+            snprintf(why, sizeof why, "handler failed %d times", s->d.attempt);
+        return bury(c, s, why, err);
+    case HD_CONSUME_REJECT:
+    default:
+        return bury(c, s, s->reason[0] ? s->reason : "handler rejected", err);
+    }
+}
+
+/* ---- receiving ------------------------------------------------------------------------ */
+
+/* Wait up to timeout_ms for one delivery into s. 1 = got one, 0 = none, < 0 = failure. */
+static int receive(hd_consumer *c, slot *s, int timeout_ms, hd_error *err)
+{
+    amqp_connection_state_t st = hd_amqp_state(c->conn);
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    amqp_rpc_reply_t r = amqp_consume_message(st, &s->env, &tv, 0);
+    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+        s->has_env = 1;
+        s->gen = hd_amqp_generation(c->conn);
+        s->ch = s->env.channel;
+        c->counts.delivered++;
+        if (s->env.redelivered)
+            c->counts.redelivered++;
+        int rc = slot_fill(c, s, err);
+        return rc < 0 ? rc : 1;
+    }
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_TIMEOUT)
+        return 0;
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+        r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+        /* Something other than a delivery arrived: read it and see (librabbitmq's
+         * documented protocol for amqp_consume_message). */
+        amqp_frame_t f;
+        int status = amqp_simple_wait_frame(st, &f);
+        if (status != AMQP_STATUS_OK)
+            return hd_amqp_check_status(c->conn, status, "consume", err);
+        if (f.frame_type != AMQP_FRAME_METHOD)
+            return 0;
+        amqp_method_t *m = &f.payload.method;
+        if (m->id == AMQP_CONNECTION_CLOSE_METHOD || m->id == AMQP_CHANNEL_CLOSE_METHOD) {
+            if (f.channel == c->ch)
+                c->ch = 0;
+            return hd_amqp_handle_close(c->conn, f.channel, m, "consume", err);
+        }
+        if (m->id == AMQP_BASIC_CANCEL_METHOD && f.channel == c->ch) {
+            /* The broker cancelled us: the queue was deleted (or, for a quorum queue, its
+             * leader moved). Start again on a fresh channel at the next poll. */
+            hd_amqp_channel_close(c->conn, c->ch);
+            c->ch = 0;
+            return hd_error_set(err, HD_EAMQP,
+                                "consumer of '%s' cancelled by the broker "
+                                "(queue deleted?)",
+                                c->queue);
+        }
+        return 0;
+    }
+    int rc = hd_amqp_check_reply_on(c->conn, c->ch, r, "consume", err);
+    if (rc < 0)
+        c->ch = 0;
+    return rc;
+}
+
+int hd_consumer_poll(hd_consumer *c, int timeout_ms, hd_error *err)
+{
+    if (c == NULL)
+        return hd_error_set(err, HD_EINVAL, "poll: consumer is NULL");
+    if (!hd_amqp_is_open(c->conn))
+        return hd_error_set(err, HD_ECLOSED, "consumer '%s': connection is closed", c->queue);
+    int rc;
+    if (!consuming(c) && (rc = start_consuming(c, err)) < 0)
+        return rc;
+    amqp_maybe_release_buffers(hd_amqp_state(c->conn));
+
+    /* The first delivery may be waited for; the rest of a batch only if already here. */
+    size_t n = 0;
+    rc = receive(c, &c->slots[0], timeout_ms < 0 ? 0 : timeout_ms, err);
+    if (rc <= 0) {
+        slot_release(&c->slots[0]);
+        return rc;
+    }
+    n = 1;
+    while (c->opts.batch_handler != NULL && n < c->batch_max) {
+        hd_error e2;
+        rc = receive(c, &c->slots[n], 0, &e2);
+        if (rc <= 0) {
+            slot_release(&c->slots[n]);
+            break; /* a failure here shows again on the next poll */
+        }
+        n++;
+    }
+
+    int first = 0;
+    hd_error one;
+    /* Undecodable messages go aside before any handler sees them. */
+    const hd_delivery *good[BATCH_LIMIT];
+    slot *good_slots[BATCH_LIMIT];
+    size_t ngood = 0;
+    for (size_t i = 0; i < n; i++) {
+        slot *s = &c->slots[i];
+        if (s->undecodable) {
+            rc = bury(c, s, s->reason, &one);
+            if (rc < 0 && first == 0) {
+                first = rc;
+                if (err)
+                    *err = one;
+            }
+        } else {
+            good[ngood] = &s->d;
+            good_slots[ngood++] = s;
+        }
+    }
+
+    int batched = 0;
+    if (c->opts.batch_handler != NULL && ngood > 0) {
+        hd_consume_result v = c->opts.batch_handler(c->opts.ctx, good, ngood);
+        if (v == HD_CONSUME_OK) {
+            /* One ack for the whole window: every tag up to the last is settled at once.
+             * Earlier deliveries on this channel are all settled already (dead letters
+             * above were acked one by one, after their confirm). */
+            rc = ack(c, good_slots[ngood - 1], 1, &one);
+            if (rc == 0)
+                c->counts.acked += ngood;
+            else if (first == 0) {
+                first = rc;
+                if (err)
+                    *err = one;
+            }
+            batched = 1;
+        }
+    }
+    if (!batched) {
+        for (size_t i = 0; i < ngood; i++) {
+            slot *s = good_slots[i];
+            hd_consume_result v = c->opts.handler(c->opts.ctx, &s->d);
+            rc = settle(c, s, v, &one);
+            if (rc < 0 && first == 0) {
+                first = rc;
+                if (err)
+                    *err = one;
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        slot_release(&c->slots[i]);
+    return first < 0 ? first : (int)n;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------ */
+
+int hd_consumer_open(const char *url, const hd_consumer_options *opts, hd_consumer **out,
+                     hd_error *err)
+{
+    *out = NULL;
+    if (opts == NULL || opts->handler == NULL)
+        return hd_error_set(err, HD_EINVAL, "consumer: options with a handler are required");
+    if (opts->prefetch < HD_PREFETCH_UNLIMITED || opts->prefetch > 65535)
+        return hd_error_set(err, HD_ECONFIG, "consumer: prefetch %d out of 0..65535",
+                            opts->prefetch);
+    hd_consumer *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return hd_error_set(err, HD_ENOMEM, "consumer");
+    int rc;
+    c->opts = *opts;
+    if (opts->retry != NULL)
+        c->policy = *opts->retry;
+    else
+        hd_retry_policy_default(&c->policy);
+    c->opts.retry = &c->policy;
+    names n;
+    if ((rc = make_names(opts->queue, &c->policy, &n, err)) < 0)
+        goto fail;
+    c->queue = strdup(opts->queue);
+    if (c->queue == NULL) {
+        rc = hd_error_set(err, HD_ENOMEM, "consumer");
+        goto fail;
+    }
+    c->opts.queue = c->queue;
+    memcpy(c->retry_exchange, n.retry_exchange, sizeof c->retry_exchange);
+    memcpy(c->dlq, n.dlq, sizeof c->dlq);
+    for (int i = 0; i < c->policy.ntiers; i++) {
+        memcpy(c->tier_names[i], n.tiers[i], sizeof c->tier_names[i]);
+        c->tier_list[i] = c->tier_names[i];
+    }
+
+    /* A batch never holds more than the prefetch: the broker would not send more. */
+    size_t cap = opts->prefetch > 0 ? (size_t)opts->prefetch : BATCH_LIMIT;
+    c->batch_max = opts->batch_handler == NULL ? 1 : opts->batch_max > 0 ? opts->batch_max : cap;
+    if (c->batch_max > cap)
+        c->batch_max = cap;
+    if (c->batch_max > BATCH_LIMIT)
+        c->batch_max = BATCH_LIMIT;
+    c->slots = calloc(c->batch_max, sizeof *c->slots);
+    if (c->slots == NULL) {
+        rc = hd_error_set(err, HD_ENOMEM, "consumer");
+        goto fail;
+    }
+    hd_backoff_init(&c->backoff, 100, 5000, (uint64_t)hd_clock_ns());
+
+    hd_amqp_options ao;
+    memset(&ao, 0, sizeof ao);
+    if (opts->amqp != NULL)
+        ao = *opts->amqp;
+    if (ao.connection_name == NULL)
+        ao.connection_name = "herald consumer";
+    if ((rc = hd_amqp_open(url, &ao, &c->conn, err)) < 0)
+        goto fail;
+    if ((rc = hd_amqp_open(url, &ao, &c->pub, err)) < 0)
+        goto fail;
+    if ((rc = start_consuming(c, err)) < 0)
+        goto fail;
+    c->opts.amqp = NULL; /* the caller's, and only needed above: each hd_amqp keeps a copy */
+    *out = c;
+    return HD_OK;
+
+fail:
+    hd_consumer_close(c);
+    return rc;
+}
+
+void hd_consumer_close(hd_consumer *c)
+{
+    if (c == NULL)
+        return;
+    /* Closing the connections hands every unacked delivery back to the broker. */
+    hd_amqp_close(c->pub);
+    hd_amqp_close(c->conn);
+    if (c->slots != NULL)
+        for (size_t i = 0; i < c->batch_max; i++)
+            slot_release(&c->slots[i]);
+    free(c->slots);
+    free(c->queue);
+    free(c);
+}
+
+int hd_consumer_reconnect(hd_consumer *c, const volatile int *stop, hd_error *err)
+{
+    int rc;
+    if (!hd_amqp_is_open(c->conn)) {
+        c->ch = 0;
+        if ((rc = hd_amqp_reconnect(c->conn, stop, err)) < 0)
+            return rc;
+        c->counts.reconnects++;
+    }
+    if (!hd_amqp_is_open(c->pub)) {
+        c->pub_ch = 0;
+        if ((rc = hd_amqp_reconnect(c->pub, stop, err)) < 0)
+            return rc;
+    }
+    if (!consuming(c))
+        return start_consuming(c, err);
+    return HD_OK;
+}
+
+/* Failures no reconnect can fix. */
+static int permanent(int rc)
+{
+    return rc == HD_EAUTH || rc == HD_EURL || rc == HD_ECONFIG || rc == HD_EINVAL ||
+           rc == HD_ENOMEM;
+}
+
+int hd_consumer_run(hd_consumer *c, const volatile int *stop, hd_error *err)
+{
+    unsigned failures = 0;
+    while (stop == NULL || !*stop) {
+        int rc = hd_consumer_poll(c, 200, err);
+        if (rc >= 0) {
+            failures = 0;
+            continue;
+        }
+        if (permanent(rc))
+            return rc;
+        /* A refused retry, a cancelled consumer, a lost connection: wait a little (growing,
+         * jittered) so that a broker in trouble is not hammered, then repair what broke. */
+        hd_sleep_ms(hd_backoff_delay(&c->backoff, failures < 16 ? failures++ : failures), stop);
+        rc = hd_consumer_reconnect(c, stop, err);
+        if (rc == HD_EINTR)
+            return HD_OK;
+        if (rc < 0 && permanent(rc))
+            return rc;
+    }
+    return HD_OK;
+}
+
+/* ---- looking in ----------------------------------------------------------------------- */
+
+void hd_consumer_get_counts(const hd_consumer *c, hd_consumer_counts *out)
+{
+    *out = c->counts;
+}
+
+const char *hd_consumer_queue(const hd_consumer *c)
+{
+    return c->queue;
+}
+
+const hd_retry_policy *hd_consumer_policy(const hd_consumer *c)
+{
+    return &c->policy;
+}
+
+int hd_consumer_fd(hd_consumer *c)
+{
+    return hd_amqp_is_open(c->conn) ? amqp_get_sockfd(hd_amqp_state(c->conn)) : -1;
+}
+
+int hd_consumer_has_buffered(hd_consumer *c)
+{
+    if (!hd_amqp_is_open(c->conn))
+        return 0;
+    amqp_connection_state_t st = hd_amqp_state(c->conn);
+    return amqp_data_in_buffer(st) || amqp_frames_enqueued(st);
+}

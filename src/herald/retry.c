@@ -1,0 +1,204 @@
+/* retry.c — retry tiers, attempt counting from x-death; see retry.h. */
+#include "herald/retry.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+void hd_retry_policy_default(hd_retry_policy *p)
+{
+    memset(p, 0, sizeof *p);
+    p->max_attempts = 4;
+    p->ntiers = 3;
+    p->tier_ms[0] = 1000;
+    p->tier_ms[1] = 5000;
+    p->tier_ms[2] = 30000;
+}
+
+int hd_retry_policy_check(const hd_retry_policy *p, hd_error *err)
+{
+    if (p == NULL)
+        return hd_error_set(err, HD_ECONFIG, "retry policy missing");
+    if (p->max_attempts < 1)
+        return hd_error_set(err, HD_ECONFIG, "max_attempts is %d, must be >= 1", p->max_attempts);
+    if (p->ntiers < 1 || p->ntiers > HD_RETRY_MAX_TIERS)
+        return hd_error_set(err, HD_ECONFIG, "ntiers is %d, must be 1..%d", p->ntiers,
+                            HD_RETRY_MAX_TIERS);
+    for (int i = 0; i < p->ntiers; i++) {
+        /* x-message-ttl is a 32-bit unsigned count of ms on the broker side. */
+        if (p->tier_ms[i] < 1 || p->tier_ms[i] > UINT32_MAX)
+            return hd_error_set(err, HD_ECONFIG, "tier %d delay is %" PRId64 " ms", i,
+                                p->tier_ms[i]);
+    }
+    return HD_OK;
+}
+
+int hd_retry_tier(const hd_retry_policy *p, int attempt)
+{
+    if (attempt < 1 || p->ntiers < 1)
+        return HD_EINVAL;
+    return attempt - 1 < p->ntiers ? attempt - 1 : p->ntiers - 1;
+}
+
+int64_t hd_retry_delay_ms(const hd_retry_policy *p, int attempt)
+{
+    int tier = hd_retry_tier(p, attempt);
+    return tier < 0 ? tier : p->tier_ms[tier];
+}
+
+int hd_retry_exhausted(const hd_retry_policy *p, int attempt)
+{
+    return attempt >= p->max_attempts;
+}
+
+static int in_list(const char *name, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (list[i] != NULL && strcmp(list[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+int hd_retry_attempt(const hd_xdeath *deaths, size_t ndeaths, const char *const *tier_queues,
+                     size_t n_tier_queues)
+{
+    int64_t sum = 0;
+    for (size_t i = 0; i < ndeaths; i++) {
+        /* Only our own delay tiers count: a message may arrive already carrying deaths from
+         * another service's queues, and those are not attempts of ours. */
+        if (strcmp(deaths[i].reason, "expired") != 0)
+            continue;
+        if (!in_list(deaths[i].queue, tier_queues, n_tier_queues))
+            continue;
+        if (deaths[i].count > 0)
+            sum += deaths[i].count;
+    }
+    if (sum > INT32_MAX - 1)
+        sum = INT32_MAX - 1;
+    return (int)sum + 1;
+}
+
+/* Copy an AMQP byte string into a C string, truncating. */
+static void copy_bytes(char *dst, size_t cap, amqp_bytes_t b)
+{
+    size_t n = b.len < cap - 1 ? b.len : cap - 1;
+    if (n > 0)
+        memcpy(dst, b.bytes, n);
+    dst[n] = '\0';
+}
+
+static int key_is(const amqp_table_entry_t *e, const char *name)
+{
+    size_t n = strlen(name);
+    return e->key.len == n && memcmp(e->key.bytes, name, n) == 0;
+}
+
+/* Any integer kind as int64 (the broker writes count as a signed long, 'l', but a client
+ * that re-encodes headers may have narrowed it). Returns 0 when v is not an integer. */
+static int field_int(const amqp_field_value_t *v, int64_t *out)
+{
+    switch (v->kind) {
+    case AMQP_FIELD_KIND_I8:
+        *out = v->value.i8;
+        return 1;
+    case AMQP_FIELD_KIND_U8:
+        *out = v->value.u8;
+        return 1;
+    case AMQP_FIELD_KIND_I16:
+        *out = v->value.i16;
+        return 1;
+    case AMQP_FIELD_KIND_U16:
+        *out = v->value.u16;
+        return 1;
+    case AMQP_FIELD_KIND_I32:
+        *out = v->value.i32;
+        return 1;
+    case AMQP_FIELD_KIND_U32:
+        *out = v->value.u32;
+        return 1;
+    case AMQP_FIELD_KIND_I64:
+        *out = v->value.i64;
+        return 1;
+    case AMQP_FIELD_KIND_U64:
+        *out = v->value.u64 > INT64_MAX ? INT64_MAX : (int64_t)v->value.u64;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int field_is_string(const amqp_field_value_t *v)
+{
+    return v->kind == AMQP_FIELD_KIND_UTF8 || v->kind == AMQP_FIELD_KIND_BYTES;
+}
+
+int hd_xdeath_parse(const amqp_table_t *headers, hd_xdeath *out, size_t cap, size_t *n)
+{
+    *n = 0;
+    if (headers == NULL)
+        return HD_OK;
+    const amqp_field_value_t *xdeath = NULL;
+    for (int i = 0; i < headers->num_entries; i++)
+        if (key_is(&headers->entries[i], "x-death"))
+            xdeath = &headers->entries[i].value;
+    if (xdeath == NULL)
+        return HD_OK;
+    if (xdeath->kind != AMQP_FIELD_KIND_ARRAY)
+        return HD_EPROTO;
+
+    const amqp_array_t *arr = &xdeath->value.array;
+    for (int i = 0; i < arr->num_entries; i++) {
+        const amqp_field_value_t *item = &arr->entries[i];
+        if (item->kind != AMQP_FIELD_KIND_TABLE)
+            return HD_EPROTO;
+        if (*n == cap)
+            continue; /* keep validating, stop copying */
+        hd_xdeath *d = &out[*n];
+        memset(d, 0, sizeof *d);
+        const amqp_table_t *t = &item->value.table;
+        for (int j = 0; j < t->num_entries; j++) {
+            const amqp_table_entry_t *e = &t->entries[j];
+            if (key_is(e, "queue") && field_is_string(&e->value))
+                copy_bytes(d->queue, sizeof d->queue, e->value.value.bytes);
+            else if (key_is(e, "reason") && field_is_string(&e->value))
+                copy_bytes(d->reason, sizeof d->reason, e->value.value.bytes);
+            else if (key_is(e, "exchange") && field_is_string(&e->value))
+                copy_bytes(d->exchange, sizeof d->exchange, e->value.value.bytes);
+            else if (key_is(e, "count"))
+                field_int(&e->value, &d->count);
+            /* "time", "routing-keys", "original-expiration": not needed for counting. */
+        }
+        (*n)++;
+    }
+    return HD_OK;
+}
+
+/* AMQP queue and exchange names are short strings: 255 bytes at most. */
+static int name_fits(int len, size_t cap)
+{
+    return len >= 0 && (size_t)len < cap && len <= 255;
+}
+
+int hd_retry_tier_queue_name(char *buf, size_t cap, const char *queue, int64_t delay_ms)
+{
+    if (buf == NULL || cap == 0 || queue == NULL)
+        return HD_EINVAL;
+    int len = snprintf(buf, cap, "%s.retry.%" PRId64 "ms", queue, delay_ms);
+    return name_fits(len, cap) ? HD_OK : HD_ERANGE;
+}
+
+int hd_retry_dlq_name(char *buf, size_t cap, const char *queue)
+{
+    if (buf == NULL || cap == 0 || queue == NULL)
+        return HD_EINVAL;
+    int len = snprintf(buf, cap, "%s.dlq", queue);
+    return name_fits(len, cap) ? HD_OK : HD_ERANGE;
+}
+
+int hd_retry_exchange_name(char *buf, size_t cap, const char *queue)
+{
+    if (buf == NULL || cap == 0 || queue == NULL)
+        return HD_EINVAL;
+    int len = snprintf(buf, cap, "%s.retry", queue);
+    return name_fits(len, cap) ? HD_OK : HD_ERANGE;
+}

@@ -1,0 +1,111 @@
+/* herald/retry.h — the arithmetic of retries: which delay tier, which attempt, when to give up.
+ *
+ * A message that fails is not retried at once (the cause — a database down, a remote service
+ * throttling — is rarely gone a millisecond later) and not forever (a poison message would
+ * loop and cost work forever). herald's consumer parks it in a *delay tier*: a queue whose
+ * x-message-ttl is the delay and whose dead-letter target is the work queue. When the TTL
+ * expires the broker moves the message back and writes the move into the message's `x-death`
+ * header: one entry per (queue, reason) with a count. So the attempt number is something the
+ * BROKER counted, not a header the consumer increments and could get wrong (a consumer that
+ * crashes between "increment" and "ack" would lose the count, or double it).
+ *
+ *   attempt = 1 + sum(count of x-death entries with reason "expired" whose queue is one of
+ *                     this consumer's tier queues)
+ *
+ * Entries of other queues (the message may have been dead-lettered elsewhere before it
+ * reached us) are ignored, and so are other reasons ("rejected", "maxlen", "delivery_limit").
+ *
+ * Everything here is pure: no I/O, no allocation, so it is unit-tested without a broker. The
+ * one function that reads librabbitmq's types, hd_xdeath_parse(), only walks a table.
+ */
+#ifndef HERALD_RETRY_H
+#define HERALD_RETRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <amqp.h>
+
+#include "herald/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define HD_RETRY_MAX_TIERS 8
+
+/* How a consumer retries. A plain value owned by the caller; nothing to free.
+ *   max_attempts  deliveries to the handler before the message is dead-lettered (>= 1;
+ *                 1 means "never retry": the first failure goes to the dead-letter queue)
+ *   ntiers        number of delay tiers (1..HD_RETRY_MAX_TIERS)
+ *   tier_ms       the delay before attempt 2, 3, ... : attempt k+1 waits tier_ms[k-1]; once
+ *                 the tiers are used up, the last one repeats. Each delay is a queue TTL, so
+ *                 it must be >= 1 ms. */
+typedef struct hd_retry_policy {
+    int max_attempts;
+    int ntiers;
+    int64_t tier_ms[HD_RETRY_MAX_TIERS];
+} hd_retry_policy;
+
+/* Fill p with the default policy: tiers 1 s, 5 s, 30 s and 4 attempts (the first delivery and
+ * one retry per tier) — long enough for a restart, short enough to surface a bug the same
+ * minute. */
+void hd_retry_policy_default(hd_retry_policy *p);
+
+/* 0 when p is usable; HD_ECONFIG with the reason in err otherwise. */
+int hd_retry_policy_check(const hd_retry_policy *p, hd_error *err);
+
+/* The tier (0-based index into tier_ms) a message waits in after its attempt `attempt`
+ * (1-based) failed: attempt 1 -> tier 0, attempt 2 -> tier 1, ..., then the last tier.
+ * Returns HD_EINVAL when attempt < 1. */
+int hd_retry_tier(const hd_retry_policy *p, int attempt);
+
+/* The delay in ms before the attempt after `attempt`, i.e. tier_ms[hd_retry_tier(p, attempt)];
+ * HD_EINVAL when attempt < 1. */
+int64_t hd_retry_delay_ms(const hd_retry_policy *p, int attempt);
+
+/* 1 when a message whose attempt `attempt` just failed must go to the dead-letter queue
+ * instead of being retried (attempt >= max_attempts), else 0. */
+int hd_retry_exhausted(const hd_retry_policy *p, int attempt);
+
+/* One entry of the broker's x-death header, copied out of the message (a plain value: the
+ * fixed sizes are the AMQP limits — queue and exchange names are short strings of at most 255
+ * bytes). Strings longer than the field are truncated; herald never creates such names. */
+typedef struct hd_xdeath {
+    char queue[256];    /* the queue the message was dead-lettered from */
+    char reason[32];    /* "expired", "rejected", "maxlen" or "delivery_limit" */
+    char exchange[256]; /* the exchange it had been published to */
+    int64_t count;      /* how many times it died in that queue for that reason */
+} hd_xdeath;
+
+/* Attempt number of a delivery from its parsed x-death entries: 1 + the counts of entries
+ * whose reason is "expired" and whose queue is one of tier_queues (borrowed, n_tier_queues
+ * names). A queue listed twice is still counted once per entry. Never less than 1. */
+int hd_retry_attempt(const hd_xdeath *deaths, size_t ndeaths, const char *const *tier_queues,
+                     size_t n_tier_queues);
+
+/* Parse the x-death header out of a message's headers table (borrowed; NULL or a table
+ * without x-death gives 0 entries). Copies up to cap entries into out and stores in *n the
+ * number copied. Entries beyond cap are dropped: the broker moves the most recent death to
+ * the front, and a consumer with more (queue, reason) pairs than cap has a topology problem
+ * anyway. Returns 0, or HD_EPROTO when x-death is present but not an array of tables (a
+ * client, not the broker, wrote it). */
+int hd_xdeath_parse(const amqp_table_t *headers, hd_xdeath *out, size_t cap, size_t *n);
+
+/* Convenience: the name of the delay queue for `delay_ms` in front of work queue `queue`,
+ * "<queue>.retry.<delay_ms>ms" (e.g. "orders.retry.5000ms"), written into buf (cap bytes).
+ * Naming the queue by its delay means that changing a tier declares a new queue instead of
+ * failing on the old queue's different x-message-ttl (PRECONDITION_FAILED).
+ * Returns 0, or HD_ERANGE when the name does not fit (or exceeds AMQP's 255 bytes). */
+int hd_retry_tier_queue_name(char *buf, size_t cap, const char *queue, int64_t delay_ms);
+
+/* The name of the dead-letter queue of work queue `queue`: "<queue>.dlq". Same contract. */
+int hd_retry_dlq_name(char *buf, size_t cap, const char *queue);
+
+/* The name of the retry exchange of work queue `queue`: "<queue>.retry". Same contract. */
+int hd_retry_exchange_name(char *buf, size_t cap, const char *queue);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* HERALD_RETRY_H */
