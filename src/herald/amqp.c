@@ -405,12 +405,21 @@ static int connect_once(hd_amqp *a, hd_error *err)
     /* connection_name shows in `rabbitmqctl list_connections client_properties` and the
      * management UI, which is how an operator finds out which program owns a connection.
      * librabbitmq merges this table with its own (product, version, capabilities). */
-    amqp_table_entry_t prop = {
-        .key = amqp_cstring_bytes("connection_name"),
-        .value = {.kind = AMQP_FIELD_KIND_UTF8,
-                  .value.bytes = amqp_cstring_bytes(a->connection_name)},
+    /* consumer_cancel_notify asks the broker to send basic.cancel when a consumer's queue
+     * is deleted; without it a consumer waits forever on a queue that no longer exists. */
+    amqp_table_entry_t capability = {
+        .key = amqp_cstring_bytes("consumer_cancel_notify"),
+        .value = {.kind = AMQP_FIELD_KIND_BOOLEAN, .value.boolean = 1},
     };
-    amqp_table_t props = {.num_entries = 1, .entries = &prop};
+    amqp_table_entry_t prop[2] = {
+        {.key = amqp_cstring_bytes("connection_name"),
+         .value = {.kind = AMQP_FIELD_KIND_UTF8,
+                   .value.bytes = amqp_cstring_bytes(a->connection_name)}},
+        {.key = amqp_cstring_bytes("capabilities"),
+         .value = {.kind = AMQP_FIELD_KIND_TABLE,
+                   .value.table = {.num_entries = 1, .entries = &capability}}},
+    };
+    amqp_table_t props = {.num_entries = 2, .entries = prop};
     int heartbeat = a->opts.heartbeat_s < 0 ? 0 : a->opts.heartbeat_s;
     amqp_rpc_reply_t r =
         amqp_login_with_properties(conn, u->vhost, 0, AMQP_DEFAULT_FRAME_SIZE, heartbeat, &props,

@@ -26,6 +26,18 @@
 #include "herald/amqp.h"
 #include "herald/topology.h"
 #include "herald/publisher.h"
+#include "herald/delivery.h"
+#include "herald/retry.h"
+#include "herald/consumer.h"
+
+/* the integration event bus of the seeds: RabbitMQ and in-memory */
+#include "herald/bus.h"
+#include "herald/bus_memory.h"
+#include "herald/bus_rabbit.h"
+
+/* email: templates and senders (SMTP, log, in-memory) */
+#include "herald/template.h"
+#include "herald/sender.h"
 
 #define HD_VERSION_STRING "0.1.0"
 

@@ -1,0 +1,209 @@
+/* sender_smtp.c — the SMTP sender: one MIME message through libcurl; see sender.h.
+ *
+ * libcurl speaks the SMTP dialogue (EHLO, optional STARTTLS and AUTH, MAIL FROM, RCPT TO,
+ * DATA) and does the transport's own duties: it doubles a dot at the start of a line
+ * ("dot-stuffing", RFC 5321 4.5.2) so that a body line "." does not end the message early,
+ * and it sends the final CRLF "." CRLF. What it uploads is exactly what hd_mail_format
+ * built: this file only moves bytes and turns failures into an hd_error.
+ */
+#include "herald/sender.h"
+
+#include "herald/clock.h"
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SMTP_DEFAULT_TIMEOUT_MS 30000L
+
+typedef struct smtp_sender {
+    hd_sender base; /* first: an hd_sender * is an smtp_sender * */
+    CURL *curl;     /* kept between sends: libcurl keeps the connection in it */
+    char *from;
+    long timeout_ms;
+    char errbuf[CURL_ERROR_SIZE]; /* libcurl's detailed reason for the last failure */
+    /* The message being uploaded, read by upload_cb during curl_easy_perform. */
+    const char *data;
+    size_t len, off;
+} smtp_sender;
+
+/* curl_global_init is not safe to race with itself (nor, before 7.84, with anything else
+ * in libcurl), so it runs once per process, the first time an SMTP sender is made. It is
+ * never undone: curl_global_cleanup at exit would race with other users of libcurl in the
+ * same process, and the operating system reclaims the memory anyway. */
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static CURLcode global_rc = CURLE_FAILED_INIT;
+
+static void global_init(void)
+{
+    global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+/* libcurl asks for the message in pieces; hand out the next one. */
+static size_t upload_cb(char *dest, size_t size, size_t nmemb, void *userp)
+{
+    smtp_sender *s = userp;
+    size_t room = size * nmemb;
+    size_t left = s->len - s->off;
+    size_t n = left < room ? left : room;
+    memcpy(dest, s->data + s->off, n);
+    s->off += n;
+    return n; /* 0 = the end of the message */
+}
+
+static int smtp_send(hd_sender *base, const hd_mail *mail, hd_error *err)
+{
+    smtp_sender *s = (smtp_sender *)base;
+    const char *from = mail->from ? mail->from : s->from;
+    char *msg = NULL;
+    size_t len = 0;
+    int rc = hd_mail_format(mail, s->from, hd_time_now_ms(), &msg, &len, err);
+    if (rc != 0)
+        return rc;
+
+    /* The envelope (MAIL FROM / RCPT TO) is what servers route by; the To: header inside
+     * the message is only what the reader sees. They are the same address here. */
+    char envelope_from[HD_MAIL_ADDRESS_MAX + 3], envelope_to[HD_MAIL_ADDRESS_MAX + 3];
+    snprintf(envelope_from, sizeof envelope_from, "<%s>", from);
+    snprintf(envelope_to, sizeof envelope_to, "<%s>", mail->to);
+    struct curl_slist *rcpt = curl_slist_append(NULL, envelope_to);
+    if (rcpt == NULL) {
+        free(msg);
+        return hd_error_set(err, HD_ENOMEM, NULL);
+    }
+
+    s->data = msg;
+    s->len = len;
+    s->off = 0;
+    s->errbuf[0] = '\0';
+    curl_easy_setopt(s->curl, CURLOPT_MAIL_FROM, envelope_from);
+    curl_easy_setopt(s->curl, CURLOPT_MAIL_RCPT, rcpt);
+    /* Known size: libcurl announces it (MAIL FROM ... SIZE=n) when the server supports it,
+     * so an oversized mail is refused before its body is sent. */
+    curl_easy_setopt(s->curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t)len);
+    CURLcode res = curl_easy_perform(s->curl);
+
+    long reply = 0;
+    curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &reply);
+    /* The handle must not keep pointers to what is freed below. */
+    curl_easy_setopt(s->curl, CURLOPT_MAIL_RCPT, NULL);
+    curl_slist_free_all(rcpt);
+    s->data = NULL;
+    free(msg);
+
+    if (res == CURLE_OK)
+        return 0;
+    /* Say what libcurl said, and the server's reply code when there was one (4xx: try
+     * again later; 5xx: this mail will not be accepted as it is). Never an address or the
+     * URL: error texts end up in logs and in the notification history. */
+    char reply_text[48] = "";
+    if (reply > 0)
+        snprintf(reply_text, sizeof reply_text, ", server replied %ld", reply);
+    if (res == CURLE_OPERATION_TIMEDOUT)
+        return hd_error_set(err, HD_ESMTP, "SMTP: timed out after %ld ms (%s%s)", s->timeout_ms,
+                            s->errbuf[0] ? s->errbuf : curl_easy_strerror(res), reply_text);
+    return hd_error_set(err, HD_ESMTP, "SMTP: %s (%s%s)", curl_easy_strerror(res),
+                        s->errbuf[0] ? s->errbuf : "no detail", reply_text);
+}
+
+static void smtp_destroy(hd_sender *base)
+{
+    smtp_sender *s = (smtp_sender *)base;
+    if (s->curl != NULL)
+        curl_easy_cleanup(s->curl); /* sends QUIT on a connection still open */
+    free(s->from);
+    free(s);
+}
+
+static const hd_sender_methods smtp_methods = {
+    .name = "smtp",
+    .send = smtp_send,
+    .destroy = smtp_destroy,
+};
+
+/* Check the URL with libcurl's own parser (the one that will use it): smtp or smtps, a
+ * host, and whether it carries credentials. */
+static int check_url(const char *url, int *has_credentials, int *implicit_tls, hd_error *err)
+{
+    CURLU *u = curl_url();
+    if (u == NULL)
+        return hd_error_set(err, HD_ENOMEM, NULL);
+    char *scheme = NULL, *host = NULL, *user = NULL;
+    int rc = 0;
+    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || *host == '\0') {
+        /* Not the URL itself in the message: it may hold a password. */
+        rc = hd_error_set(err, HD_EURL,
+                          "SMTP sender: malformed URL (want "
+                          "smtp://host[:port] or smtps://host[:port])");
+    } else if (strcmp(scheme, "smtp") != 0 && strcmp(scheme, "smtps") != 0) {
+        rc = hd_error_set(err, HD_EURL, "SMTP sender: scheme '%.16s' is not smtp or smtps", scheme);
+    } else {
+        *implicit_tls = strcmp(scheme, "smtps") == 0;
+        *has_credentials = curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK && user && *user;
+    }
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(user);
+    curl_url_cleanup(u);
+    return rc;
+}
+
+int hd_sender_smtp_new(const char *url, const char *from, long timeout_ms, hd_sender **out,
+                       hd_error *err)
+{
+    if (url == NULL || out == NULL)
+        return hd_error_set(err, HD_EINVAL, "SMTP sender: NULL argument");
+    if (!hd_mail_address_valid(from))
+        return hd_error_set(err, HD_EINVAL, "SMTP sender: 'from' is not a valid address");
+    pthread_once(&global_once, global_init);
+    if (global_rc != CURLE_OK)
+        return hd_error_set(err, HD_ENOMEM, "SMTP sender: curl_global_init failed: %s",
+                            curl_easy_strerror(global_rc));
+    int has_credentials = 0, implicit_tls = 0;
+    int rc = check_url(url, &has_credentials, &implicit_tls, err);
+    if (rc != 0)
+        return rc;
+
+    smtp_sender *s = calloc(1, sizeof *s);
+    if (s == NULL || (s->from = strdup(from)) == NULL || (s->curl = curl_easy_init()) == NULL) {
+        if (s != NULL)
+            smtp_destroy(&s->base);
+        return hd_error_set(err, HD_ENOMEM, NULL);
+    }
+    s->base.methods = &smtp_methods;
+    s->timeout_ms = timeout_ms > 0 ? timeout_ms : SMTP_DEFAULT_TIMEOUT_MS;
+
+    CURL *c = s->curl;
+    int ok = curl_easy_setopt(c, CURLOPT_URL, url) == CURLE_OK; /* copied by libcurl */
+    /* Only these two protocols, whatever the URL says later: no file:// surprises. The
+     * option exists since libcurl 7.85. */
+#if LIBCURL_VERSION_NUM >= 0x075500
+    ok = ok && curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "smtp,smtps") == CURLE_OK;
+#endif
+    ok = ok && curl_easy_setopt(c, CURLOPT_UPLOAD, 1L) == CURLE_OK;
+    ok = ok && curl_easy_setopt(c, CURLOPT_READFUNCTION, upload_cb) == CURLE_OK;
+    ok = ok && curl_easy_setopt(c, CURLOPT_READDATA, s) == CURLE_OK;
+    ok = ok && curl_easy_setopt(c, CURLOPT_ERRORBUFFER, s->errbuf) == CURLE_OK;
+    /* One bound for the whole send and the same for connecting: a server that accepts the
+     * connection and then says nothing must not hold the caller longer than a dead one. */
+    ok = ok && curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, s->timeout_ms) == CURLE_OK;
+    ok = ok && curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, s->timeout_ms) == CURLE_OK;
+    /* Without this, libcurl times out name resolution with SIGALRM, which is unsafe in a
+     * program with threads (and the services have several). */
+    ok = ok && curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) == CURLE_OK;
+    if (ok && has_credentials && !implicit_tls)
+        /* A password in the URL: STARTTLS or no send at all, never AUTH in clear. */
+        ok = curl_easy_setopt(c, CURLOPT_USE_SSL, (long)CURLUSESSL_ALL) == CURLE_OK;
+    if (!ok) {
+        smtp_destroy(&s->base);
+        return hd_error_set(err, HD_EUNSUPPORTED,
+                            "SMTP sender: this libcurl lacks an option herald needs (%s)",
+                            curl_version());
+    }
+    *out = &s->base;
+    return 0;
+}
