@@ -1,0 +1,550 @@
+#!/usr/bin/env bash
+# servers.sh — private RabbitMQ, PostgreSQL and SMTP sink for herald's tests, on 127.0.0.1,
+# without systemd or Docker. Everything (data, logs, pid files) lives in one state directory.
+#
+#   servers.sh up [rabbitmq|postgres|smtp ...]   start (default: all), write $HD_SERVERS_DIR/env
+#   servers.sh down                              stop everything, remove the state directory
+#   servers.sh run -- CMD ARGS...                up, run CMD with the env exported, down, exit
+#                                                with CMD's status (what `make test` uses)
+#   servers.sh start|stop|restart SERVER...      one server, same data (durable queues survive)
+#   servers.sh status                            what runs where (exit 3 if something is down)
+#   servers.sh env                               print the env file (`. "$HD_SERVERS_DIR/env"`)
+#   servers.sh rabbitmqctl ARGS...               rabbitmqctl against the private node
+#   servers.sh psql ARGS...                      psql against the private server
+#
+# Configuration (environment; the ports are remembered in the state directory, so later
+# commands on the same directory need only HD_SERVERS_DIR):
+#   HD_SERVERS_DIR       state directory          default ${TMPDIR:-/tmp}/herald-servers
+#   HD_AMQP_PORT 5673  HD_RABBIT_DIST_PORT 25673  HD_EPMD_PORT 4370  HD_PG_PORT 5433
+#   HD_SMTP_PORT 2525  (all below 32768: the ephemeral range is taken by client sockets)
+#
+# The env file exports HD_AMQP_URL, HD_PG_URL, HD_SMTP_URL, HD_SMTP_MAILDIR, HD_SERVERS_DIR,
+# HD_SERVERS_CTL (this script) and the ports. See docs/testing.md.
+set -uo pipefail
+
+SELF=$(readlink -f "${BASH_SOURCE[0]}")
+ROOT=$(cd "$(dirname "$SELF")/.." && pwd)
+PY=/usr/bin/python3                   # Debian's python3-aiosmtpd; a pyenv python lacks it
+RMQ_BIN=/usr/lib/rabbitmq/bin         # the inner scripts: /usr/sbin/* would su to rabbitmq
+PG_BIN=/usr/lib/postgresql/15/bin
+ALL_SERVERS=(rabbitmq postgres smtp)
+NODE=herald@localhost
+
+DIR=$(readlink -m "${HD_SERVERS_DIR:-${TMPDIR:-/tmp}/herald-servers}")
+R=$DIR/rabbitmq
+P=$DIR/postgres
+S=$DIR/smtp
+# Every process we start carries HD_SERVERS_MARK=<dir>:<server> in its environment: after a
+# crash that is how leftovers of *this* state directory are found, and nothing else is touched.
+unset HD_SERVERS_MARK
+
+say() { printf 'servers: %s\n' "$*"; }
+warn() { printf 'servers: %s\n' "$*" >&2; }
+die() { warn "error: $*"; exit 1; }
+now_us() { echo "${EPOCHREALTIME/./}"; }
+since() { local d=$(($(now_us) - $1)); printf '%d.%d s' $((d / 1000000)) $((d % 1000000 / 100000)); }
+tail_log() { # file — show why a start failed
+  [ -s "$1" ] || return 0
+  warn "---- last lines of $1 ----"
+  tail -n 25 "$1" | sed 's/^/    /' >&2
+  warn "----"
+}
+usage() { sed -n '2,/^set -uo/p' "$SELF" | sed '$d; s/^# \{0,1\}//'; }
+
+# ---- configuration ---------------------------------------------------------------------
+load_config() {
+  AMQP_PORT=5673 DIST_PORT=25673 EPMD_PORT=4370 PG_PORT=5433 SMTP_PORT=2525
+  if [ -f "$DIR/config" ]; then
+    # shellcheck disable=SC1091
+    . "$DIR/config"
+  fi
+}
+# Explicit HD_*_PORT variables win when nothing of this directory runs; otherwise the ports
+# of the running instance stay (a restart must come back where the clients expect it).
+apply_env_ports() {
+  local pair key envname val cur running=0
+  any_alive && running=1
+  for pair in AMQP_PORT:HD_AMQP_PORT DIST_PORT:HD_RABBIT_DIST_PORT EPMD_PORT:HD_EPMD_PORT \
+              PG_PORT:HD_PG_PORT SMTP_PORT:HD_SMTP_PORT; do
+    key=${pair%%:*} envname=${pair#*:}
+    val=${!envname:-}
+    [ -n "$val" ] || continue
+    [[ $val =~ ^[0-9]+$ ]] && [ "$val" -gt 0 ] && [ "$val" -lt 65536 ] ||
+      die "$envname=$val is not a port number"
+    cur=${!key}
+    [ "$val" = "$cur" ] && continue
+    if [ $running = 1 ]; then
+      warn "ignoring $envname=$val: the instance in $DIR runs with $cur"
+    else
+      printf -v "$key" '%s' "$val"
+    fi
+  done
+}
+save_config() {
+  printf 'AMQP_PORT=%s\nDIST_PORT=%s\nEPMD_PORT=%s\nPG_PORT=%s\nSMTP_PORT=%s\n' \
+    "$AMQP_PORT" "$DIST_PORT" "$EPMD_PORT" "$PG_PORT" "$SMTP_PORT" >"$DIR/config"
+}
+
+# Serialise commands that change the instance (two helpers restarting at once, a test's
+# restart during `run`). fd 9 is closed in every process we start, or a server would keep
+# the lock after we exit.
+lock() {
+  mkdir -p "$DIR" || die "cannot create $DIR"
+  chmod 755 "$DIR"   # the postgres user must reach $DIR/postgres
+  exec 9>>"$DIR/.lock"
+  flock -w 600 9 || die "another servers.sh holds $DIR/.lock"
+}
+unlock() { exec 9>&-; }
+
+# ---- processes -------------------------------------------------------------------------
+marked_pids() { # server — our live processes for it, even if the pid files are gone
+  grep -lzxF -- "HD_SERVERS_MARK=$DIR:$1" /proc/[0-9]*/environ 2>/dev/null |
+    cut -d/ -f3 | grep -vx -e "$$" -e "${BASHPID:-$$}" || true
+}
+pid_is() { # pid server — alive and started by us for this directory (not a reused pid)
+  [[ ${1:-} =~ ^[0-9]+$ ]] && kill -0 "$1" 2>/dev/null &&
+    grep -qzxF -- "HD_SERVERS_MARK=$DIR:$2" "/proc/$1/environ" 2>/dev/null
+}
+pidfile_is() { [ -s "$1" ] && pid_is "$(head -n 1 "$1")" "$2"; }
+gone() { # pid — exited (a zombie counts: init reaps orphans late on some machines)
+  [ ! -e "/proc/$1" ] || [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" = Z ] ||
+    ! kill -0 "$1" 2>/dev/null
+}
+wait_gone() { # seconds pid... — true once all are gone
+  local deadline=$((SECONDS + $1)) p left
+  shift
+  while :; do
+    left=0
+    for p in "$@"; do gone "$p" || left=1; done
+    [ $left = 0 ] && return 0
+    [ $SECONDS -ge $deadline ] && return 1
+    sleep 0.05
+  done
+}
+sweep() { # server — end leftovers (TERM, then KILL)
+  local pids
+  pids=$(marked_pids "$1")
+  [ -n "$pids" ] || return 0
+  # shellcheck disable=SC2086
+  {
+    say "$1: ending leftover processes $(echo $pids)"
+    kill -TERM $pids 2>/dev/null
+    wait_gone 5 $pids || kill -KILL $pids 2>/dev/null
+    wait_gone 2 $pids
+  }
+  return 0
+}
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+port_free() { # port what
+  if port_open "$1"; then
+    warn "error: 127.0.0.1:$1 ($2) is already in use by another process."
+    warn "  Another herald instance? Reuse it with HD_SERVERS_DIR=<its dir>, or pick other"
+    warn "  ports (HD_AMQP_PORT, HD_RABBIT_DIST_PORT, HD_EPMD_PORT, HD_PG_PORT, HD_SMTP_PORT)."
+    return 1
+  fi
+}
+
+rabbit_alive() { pidfile_is "$R/server.pid" rabbitmq || pidfile_is "$R/rabbit.pid" rabbitmq; }
+pg_alive() { pidfile_is "$P/data/postmaster.pid" postgres; }
+smtp_alive() { pidfile_is "$S/smtp.pid" smtp; }
+alive() { case $1 in rabbitmq) rabbit_alive ;; postgres) pg_alive ;; smtp) smtp_alive ;; esac; }
+any_alive() { rabbit_alive || pg_alive || smtp_alive; }
+
+# ---- RabbitMQ --------------------------------------------------------------------------
+rabbit_env() { # export into the current (sub)shell: every path private, loopback only
+  export HOME=$R/home LC_ALL=C.UTF-8
+  export RABBITMQ_NODENAME=$NODE RABBITMQ_USE_LONGNAME=false
+  export RABBITMQ_MNESIA_BASE=$R/mnesia RABBITMQ_LOG_BASE=$R/log RABBITMQ_PID_FILE=$R/rabbit.pid
+  export RABBITMQ_ENABLED_PLUGINS_FILE=$R/enabled_plugins RABBITMQ_CONFIG_FILE=$R/rabbitmq.conf
+  export RABBITMQ_CONF_ENV_FILE=$R/rabbitmq-env.conf RABBITMQ_ADVANCED_CONFIG_FILE=$R/advanced.config
+  export RABBITMQ_DIST_PORT=$DIST_PORT ERL_EPMD_ADDRESS=127.0.0.1 ERL_EPMD_PORT=$EPMD_PORT
+  # The CLI tools listen on a distribution port too (default 35672+, in the ephemeral range).
+  # Give them 30000-32767, where no server of ours listens; instances may share CLI ports.
+  local ctl=$((30000 + DIST_PORT % 2700))
+  export RABBITMQ_CTL_DIST_PORT_MIN=$ctl RABBITMQ_CTL_DIST_PORT_MAX=$((ctl + 10))
+  # We run epmd ourselves: neither the broker nor a CLI call may leave another one behind.
+  export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1} -start_epmd false"
+  export RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1} -start_epmd false"
+  export ERL_CRASH_DUMP=$R/log/erl_crash.dump
+}
+# CLI calls carry the mark too: one left hanging on a dead node is swept with the rest.
+rmqctl() {
+  (rabbit_env && exec env "HD_SERVERS_MARK=$DIR:rabbitmq" "$RMQ_BIN/rabbitmqctl" -n "$NODE" "$@") 9>&-
+}
+epmd_up() { (rabbit_env && exec epmd -port "$EPMD_PORT" -names) >/dev/null 2>&1 9>&-; }
+
+rabbit_launch() { # starts the broker in the background; rabbit_wait finishes the job
+  mkdir -p "$R/home" "$R/mnesia" "$R/log" || return 1
+  chmod 700 "$R/home"
+  if [ ! -s "$R/home/.erlang.cookie" ]; then
+    rm -f "$R/home/.erlang.cookie"
+    head -c 16 /dev/urandom | od -An -tx1 | tr -dc '0-9a-f' | tr 'a-f' 'A-Z' >"$R/home/.erlang.cookie"
+    chmod 400 "$R/home/.erlang.cookie"
+  fi
+  printf '[].\n' >"$R/enabled_plugins"   # no plugins: the fastest boot
+  printf '[].\n' >"$R/advanced.config"
+  : >"$R/rabbitmq-env.conf"              # keeps /etc/rabbitmq/rabbitmq-env.conf out
+  cat >"$R/rabbitmq.conf" <<EOF
+# written by scripts/servers.sh
+listeners.tcp.default = 127.0.0.1:$AMQP_PORT
+loopback_users.guest = true
+log.console = false
+log.file.level = info
+EOF
+  rm -f "$R/rabbit.pid" "$R/server.pid"
+  port_free "$AMQP_PORT" "RabbitMQ AMQP" && port_free "$DIST_PORT" "RabbitMQ distribution" || return 1
+  if ! epmd_up; then
+    port_free "$EPMD_PORT" "epmd" || return 1
+    (rabbit_env && exec setsid env "HD_SERVERS_MARK=$DIR:rabbitmq" \
+      epmd -address 127.0.0.1 -port "$EPMD_PORT" -daemon) </dev/null >"$R/log/epmd.log" 2>&1 9>&-
+    for _ in $(seq 50); do epmd_up && break; sleep 0.1; done
+    epmd_up || { warn "error: epmd did not start on 127.0.0.1:$EPMD_PORT"; tail_log "$R/log/epmd.log"; return 1; }
+  fi
+  say "rabbitmq: starting node $NODE on 127.0.0.1:$AMQP_PORT (epmd $EPMD_PORT, distribution $DIST_PORT)"
+  (cd "$R" && rabbit_env && exec setsid env "HD_SERVERS_MARK=$DIR:rabbitmq" "$RMQ_BIN/rabbitmq-server") \
+    </dev/null >"$R/log/startup.log" 2>&1 9>&- &
+  echo $! >"$R/server.pid"
+}
+
+rabbit_wait() { # t0 — rabbitmqctl wait on the pid file, giving up early if the broker dies
+  local t0=$1 w rc server
+  server=$(cat "$R/server.pid")
+  (rabbit_env && exec env "HD_SERVERS_MARK=$DIR:rabbitmq" "$RMQ_BIN/rabbitmqctl" -n "$NODE" \
+    wait "$R/rabbit.pid" --timeout 120) </dev/null >"$R/log/wait.log" 2>&1 9>&- &
+  w=$!
+  while kill -0 "$w" 2>/dev/null; do
+    # kill -0, not the mark: just after the fork the launcher has not exec'd yet.
+    if ! kill -0 "$server" 2>/dev/null; then
+      kill "$w" 2>/dev/null
+      wait "$w" 2>/dev/null
+      warn "error: rabbitmq exited during startup"
+      tail_log "$R/log/startup.log"
+      tail_log "$R/log/$NODE.log"
+      return 1
+    fi
+    sleep 0.2
+  done
+  wait "$w"
+  rc=$?
+  if [ $rc -ne 0 ] || ! port_open "$AMQP_PORT"; then
+    warn "error: rabbitmq did not become ready (rabbitmqctl wait: exit $rc)"
+    tail_log "$R/log/wait.log"
+    tail_log "$R/log/startup.log"
+    tail_log "$R/log/$NODE.log"
+    return 1
+  fi
+  say "rabbitmq: ready in $(since "$t0") (pid $(head -n 1 "$R/rabbit.pid"), log $R/log/$NODE.log)"
+}
+
+rabbit_stop() {
+  local beam server p
+  beam=$(head -n 1 "$R/rabbit.pid" 2>/dev/null)
+  server=$(head -n 1 "$R/server.pid" 2>/dev/null)
+  if rabbit_alive; then
+    say "rabbitmq: stopping"
+    # SIGTERM stops the broker gracefully (the same orderly stop as `rabbitmqctl shutdown`,
+    # durable queues and persistent messages are kept) in about 1 s; the CLI route costs
+    # another 1.5 s (its own VM, then it polls the pid once a second). The launcher script
+    # forwards TERM to the VM if the pid file is not written yet.
+    if pid_is "$beam" rabbitmq; then
+      kill -TERM "$beam" 2>/dev/null
+    else
+      kill -TERM "$server" 2>/dev/null
+    fi
+    if ! wait_gone 30 "$beam" "$server"; then
+      warn "rabbitmq: still running 30 s after SIGTERM; killing it (log $R/log/$NODE.log)"
+      for p in $beam $server; do pid_is "$p" rabbitmq && kill -KILL "$p" 2>/dev/null; done
+      wait_gone 5 "$beam" "$server"
+    fi
+  fi
+  if epmd_up; then
+    (rabbit_env && exec epmd -port "$EPMD_PORT" -kill) >/dev/null 2>&1 9>&-
+  fi
+  sweep rabbitmq
+  rm -f "$R/server.pid" "$R/rabbit.pid"
+}
+
+# ---- PostgreSQL ------------------------------------------------------------------------
+as_pg() { # the server refuses to run as root
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+pg_start() {
+  local t0
+  t0=$(now_us)
+  mkdir -p "$P" || return 1
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$P"
+  chmod 700 "$P"
+  if ! (cd / && as_pg test -w "$P"); then
+    warn "error: the postgres user cannot write $P: every parent directory of HD_SERVERS_DIR"
+    warn "  must be searchable by it (e.g. use /tmp/...)"
+    return 1
+  fi
+  port_free "$PG_PORT" "PostgreSQL" || return 1
+  if [ ! -s "$P/data/PG_VERSION" ]; then
+    say "postgres: initdb $P/data"
+    rm -rf "$P/data"
+    if ! (cd "$P" && as_pg "$PG_BIN/initdb" -D "$P/data" -U postgres -A trust -E UTF8 \
+          --locale=C.UTF-8 --no-sync) >"$P/initdb.log" 2>&1; then
+      warn "error: initdb failed"
+      tail_log "$P/initdb.log"
+      return 1
+    fi
+  fi
+  # Not alive or not ours (checked before calling): stale lock files of a crashed server.
+  # PostgreSQL would trust them while the dead postmaster is an unreaped zombie.
+  rm -f "$P/data/postmaster.pid" "$P"/.s.PGSQL.*
+  say "postgres: starting on 127.0.0.1:$PG_PORT"
+  if ! (cd "$P" && as_pg env "HD_SERVERS_MARK=$DIR:postgres" LC_ALL=C.UTF-8 \
+        "$PG_BIN/pg_ctl" -D "$P/data" -l "$P/postgres.log" -w -t 60 -s \
+        -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$P" start) \
+        </dev/null >>"$P/pg_ctl.log" 2>&1 9>&-; then
+    warn "error: postgres did not start"
+    tail_log "$P/pg_ctl.log"
+    tail_log "$P/postgres.log"
+    return 1
+  fi
+  say "postgres: ready in $(since "$t0") (pid $(head -n 1 "$P/data/postmaster.pid"), log $P/postgres.log)"
+}
+pg_stop() {
+  if pg_alive; then
+    say "postgres: stopping"
+    (cd "$P" && as_pg "$PG_BIN/pg_ctl" -D "$P/data" -m fast -w -t 30 -s stop) \
+      </dev/null >>"$P/pg_ctl.log" 2>&1 9>&- || warn "postgres: pg_ctl stop failed (see $P/pg_ctl.log)"
+  fi
+  sweep postgres
+}
+
+# ---- SMTP sink -------------------------------------------------------------------------
+smtp_start() {
+  local t0 pid
+  t0=$(now_us)
+  mkdir -p "$S/maildir" || return 1
+  rm -f "$S/smtp.pid"
+  port_free "$SMTP_PORT" "SMTP sink" || return 1
+  say "smtp: starting sink on 127.0.0.1:$SMTP_PORT"
+  (exec setsid env "HD_SERVERS_MARK=$DIR:smtp" "$PY" "$ROOT/scripts/smtp_sink.py" \
+    --host 127.0.0.1 --port "$SMTP_PORT" --maildir "$S/maildir") \
+    </dev/null >"$S/smtp.log" 2>&1 9>&- &
+  pid=$!
+  echo "$pid" >"$S/smtp.pid"
+  for _ in $(seq 100); do
+    port_open "$SMTP_PORT" && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if ! kill -0 "$pid" 2>/dev/null || ! port_open "$SMTP_PORT"; then
+    warn "error: the SMTP sink did not start"
+    tail_log "$S/smtp.log"
+    return 1
+  fi
+  say "smtp: ready in $(since "$t0") (pid $pid, maildir $S/maildir, log $S/smtp.log)"
+}
+smtp_stop() {
+  local pid
+  if smtp_alive; then
+    say "smtp: stopping"
+    pid=$(head -n 1 "$S/smtp.pid")
+    kill -TERM "$pid" 2>/dev/null
+    wait_gone 5 "$pid" || kill -KILL "$pid" 2>/dev/null
+  fi
+  sweep smtp
+  rm -f "$S/smtp.pid"
+}
+
+# ---- the env file ----------------------------------------------------------------------
+write_env() {
+  local tmp=$DIR/env.tmp
+  {
+    echo "# herald test servers, written by $SELF — source it: . $DIR/env"
+    printf 'export HD_SERVERS_DIR=%q\n' "$DIR"
+    printf 'export HD_SERVERS_CTL=%q\n' "$SELF"
+    printf 'export HD_AMQP_PORT=%s HD_RABBIT_DIST_PORT=%s HD_EPMD_PORT=%s HD_PG_PORT=%s HD_SMTP_PORT=%s\n' \
+      "$AMQP_PORT" "$DIST_PORT" "$EPMD_PORT" "$PG_PORT" "$SMTP_PORT"
+    if rabbit_alive; then
+      echo "export HD_AMQP_URL=amqp://guest:guest@127.0.0.1:$AMQP_PORT/"
+    fi
+    if pg_alive; then
+      echo "export HD_PG_URL=postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
+    fi
+    if smtp_alive; then
+      echo "export HD_SMTP_URL=smtp://127.0.0.1:$SMTP_PORT"
+      printf 'export HD_SMTP_MAILDIR=%q\n' "$S/maildir"
+    fi
+  } >"$tmp" && mv -f "$tmp" "$DIR/env"
+}
+
+# ---- commands ---------------------------------------------------------------------------
+check_names() {
+  local s
+  for s in "$@"; do
+    case $s in rabbitmq | postgres | smtp) ;; *) die "unknown server '$s' (rabbitmq, postgres, smtp)" ;; esac
+  done
+}
+wants() { local w=$1 s; shift; for s in "$@"; do [ "$s" = "$w" ] && return 0; done; return 1; }
+
+do_up() { # servers... (lock held)
+  local t0 rc=0 launched=0 s nothing_before=1
+  t0=$(now_us)
+  load_config
+  any_alive && nothing_before=0
+  apply_env_ports
+  save_config
+  for s in "$@"; do
+    if alive "$s"; then
+      say "$s: already running"
+      continue
+    fi
+    sweep "$s"
+    case $s in
+      rabbitmq) if rabbit_launch; then launched=1; else rc=1; fi ;;
+      postgres) pg_start || rc=1 ;;
+      smtp) smtp_start || rc=1 ;;
+    esac
+  done
+  # The broker boots (5-7 s) while PostgreSQL and the sink start.
+  if [ $launched = 1 ]; then rabbit_wait "$t0" || rc=1; fi
+  [ $nothing_before = 1 ] && [ ! -f "$DIR/started-by" ] && echo "${STARTED_BY:-up}" >"$DIR/started-by"
+  write_env
+  if [ $rc = 0 ]; then
+    say "up in $(since "$t0"): env file $DIR/env  (. $DIR/env)"
+  else
+    warn "some servers failed to start (logs under $DIR); '$SELF down' cleans up"
+  fi
+  return $rc
+}
+do_stop() { # servers... (lock held)
+  load_config
+  wants postgres "$@" && pg_stop
+  wants smtp "$@" && smtp_stop
+  wants rabbitmq "$@" && rabbit_stop
+  [ -f "$DIR/env" ] && write_env   # a stopped server's URL leaves the env file
+  return 0
+}
+do_down() {
+  local t0
+  t0=$(now_us)
+  load_config
+  if [ -d "$DIR" ]; then lock; fi
+  rabbit_stop &   # the slowest; the others stop meanwhile
+  local rpid=$!
+  pg_stop
+  smtp_stop
+  wait "$rpid"
+  # Only what we made: a mistyped HD_SERVERS_DIR must never cost anyone a directory.
+  rm -rf "${DIR:?}/rabbitmq" "$DIR/postgres" "$DIR/smtp" "$DIR/config" "$DIR/env" \
+         "$DIR/env.tmp" "$DIR/started-by" "$DIR/.lock"
+  unlock
+  if [ -d "$DIR" ] && ! rmdir "$DIR" 2>/dev/null; then
+    warn "left $DIR in place: it holds files servers.sh did not create"
+  fi
+  say "down in $(since "$t0")"
+}
+
+cmd_up() {
+  local want=("$@")
+  [ ${#want[@]} -gt 0 ] || want=("${ALL_SERVERS[@]}")
+  check_names "${want[@]}"
+  lock
+  do_up "${want[@]}"
+  local rc=$?
+  unlock
+  return $rc
+}
+cmd_stop() {
+  [ $# -gt 0 ] || die "stop what? (rabbitmq, postgres, smtp; 'down' stops everything)"
+  check_names "$@"
+  lock
+  do_stop "$@"
+  unlock
+}
+cmd_restart() {
+  [ $# -gt 0 ] || die "restart what? (rabbitmq, postgres, smtp)"
+  check_names "$@"
+  lock
+  do_stop "$@"
+  do_up "$@"
+  local rc=$?
+  unlock
+  return $rc
+}
+
+RUN_KEEP=()
+run_finish() {
+  local rc=$? s stop=()
+  trap - EXIT INT TERM
+  if [ ${#RUN_KEEP[@]} -eq 0 ]; then
+    do_down
+  else
+    for s in "${ALL_SERVERS[@]}"; do wants "$s" "${RUN_KEEP[@]}" || stop+=("$s"); done
+    say "leaving ${RUN_KEEP[*]} running: they were running before this run (use 'down' to stop)"
+    if [ ${#stop[@]} -gt 0 ]; then lock; do_stop "${stop[@]}"; unlock; fi
+  fi
+  exit $rc
+}
+cmd_run() {
+  [ "${1:-}" = "--" ] && shift
+  [ $# -gt 0 ] || die "usage: servers.sh run -- CMD ARGS..."
+  local s owner
+  load_config
+  # Servers started by an explicit `up` (or by a run still in progress) are left running
+  # afterwards; leftovers of a run that died are adopted and stopped like our own.
+  owner=$(cat "$DIR/started-by" 2>/dev/null)
+  if [[ $owner =~ ^run\ ([0-9]+)$ ]] && ! kill -0 "${BASH_REMATCH[1]}" 2>/dev/null; then
+    say "adopting servers left behind by an earlier run (pid ${BASH_REMATCH[1]})"
+    rm -f "$DIR/started-by"
+  else
+    for s in "${ALL_SERVERS[@]}"; do alive "$s" && RUN_KEEP+=("$s"); done
+  fi
+  trap run_finish EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  STARTED_BY="run $$" cmd_up "${ALL_SERVERS[@]}" || exit 1
+  set -a
+  # shellcheck disable=SC1091
+  . "$DIR/env"
+  set +a
+  "$@"
+}
+
+cmd_status() {
+  load_config
+  local rc=0
+  say "state dir $DIR"
+  if rabbit_alive; then
+    printf '  %-9s running  pid %-7s amqp://127.0.0.1:%s  (node %s, epmd %s, dist %s)\n' rabbitmq \
+      "$(head -n 1 "$R/rabbit.pid" 2>/dev/null || cat "$R/server.pid")" "$AMQP_PORT" "$NODE" "$EPMD_PORT" "$DIST_PORT"
+  else printf '  %-9s stopped\n' rabbitmq; rc=3; fi
+  if pg_alive; then
+    printf '  %-9s running  pid %-7s postgresql://127.0.0.1:%s\n' postgres \
+      "$(head -n 1 "$P/data/postmaster.pid")" "$PG_PORT"
+  else printf '  %-9s stopped\n' postgres; rc=3; fi
+  if smtp_alive; then
+    printf '  %-9s running  pid %-7s smtp://127.0.0.1:%s  (maildir %s, %s messages)\n' smtp \
+      "$(cat "$S/smtp.pid")" "$SMTP_PORT" "$S/maildir" "$(find "$S/maildir" -name '*.eml' | wc -l)"
+  else printf '  %-9s stopped\n' smtp; rc=3; fi
+  [ -f "$DIR/env" ] && say "env file $DIR/env"
+  return $rc
+}
+
+main() {
+  local cmd=${1:-}
+  [ $# -gt 0 ] && shift
+  case $cmd in
+    up) cmd_up "$@" ;;
+    start) [ $# -gt 0 ] || die "start what? (rabbitmq, postgres, smtp; 'up' starts all)"; cmd_up "$@" ;;
+    down) [ $# -eq 0 ] || die "down takes no arguments (use 'stop SERVER' for one)"; do_down ;;
+    stop) cmd_stop "$@" ;;
+    restart) cmd_restart "$@" ;;
+    run) cmd_run "$@" ;;
+    status) cmd_status ;;
+    env) [ -f "$DIR/env" ] || die "no env file in $DIR: run '$SELF up' first"; cat "$DIR/env" ;;
+    rabbitmqctl) load_config; rmqctl "$@" ;;
+    psql) load_config
+          PGHOST=127.0.0.1 PGPORT=$PG_PORT PGUSER=postgres PGDATABASE=postgres exec "$PG_BIN/psql" "$@" ;;
+    -h | --help | help) usage ;;
+    "") usage >&2; exit 2 ;;
+    *) warn "unknown command '$cmd'"; usage >&2; exit 2 ;;
+  esac
+}
+
+main "$@"
