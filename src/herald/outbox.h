@@ -1,0 +1,232 @@
+/* herald/outbox.h — the transactional outbox.
+ *
+ * A service that changes its database and then publishes an event to a broker does two
+ * writes to two systems, and no transaction spans both. Crash between them and one of two
+ * things happens: the change is saved and the event is lost (other services never hear of
+ * the new user), or, publishing first, the event goes out and the change is rolled back (a
+ * "ghost" event about a user who does not exist). No ordering of the two calls fixes it.
+ *
+ * The outbox moves the second write into the first system: the event is INSERTed into the
+ * table hd_outbox in the same database transaction as the business change, so both are
+ * kept or neither is. A relay (another thread or process) reads the table and publishes
+ * what it finds, and marks each row dispatched once the broker confirmed it:
+ *
+ *     hd_store_begin(store, &err);
+ *     INSERT INTO users ...;                                   the business change
+ *     hd_outbox_append(store, env, "user", user_id, &err);     the event, same transaction
+ *     hd_store_commit(store, &err);                            both, or neither
+ *
+ *     relay:  hd_outbox_claim(store, 100, &opts, &batch, &err);    short transaction
+ *             publish each message, wait for the broker's confirms (no transaction open)
+ *             hd_outbox_mark_dispatched(store, seqs, n, &err);      short transaction
+ *
+ * Delivery is AT LEAST ONCE, never at most once: a relay that crashes after publishing and
+ * before marking publishes those rows again. Consumers deduplicate on the event id (the
+ * inbox, inbox.h); the id is written once, with the row, and never changes.
+ *
+ * Claiming with a lease. The relay must not hold a transaction open while it waits for the
+ * broker (seconds, if the broker is slow; row locks held that long block everybody). So a
+ * claim is one short statement that stamps the rows it takes with claimed_by and
+ * claimed_until = now + lease, and commits. Rows under a live lease are skipped by other
+ * claims; when the lease runs out (the relay died), the rows are claimable again. On
+ * PostgreSQL the claim also uses FOR UPDATE SKIP LOCKED, so several relays claiming at the
+ * same instant take different rows instead of waiting for each other.
+ *
+ * Ordering: what is guaranteed, and what is not.
+ *   - seq numbers rows in the order they were INSERTed, not the order they COMMITted. On
+ *     PostgreSQL two transactions interleave: T1 takes seq 5, T2 takes seq 6 and commits
+ *     first; a claim in between sees 6 and not 5, and 6 is published first. No global
+ *     order across aggregates is promised, by design: it would need one writer at a time.
+ *   - Per aggregate, order holds: two transactions that change the same aggregate are
+ *     serialised by the aggregate's own row (its version check or row lock), so the
+ *     aggregate's rows get seqs in commit order. A claim takes a row only when no earlier
+ *     row of its aggregate is still waiting for a retry or held by another relay's lease,
+ *     and returns rows in seq order; a relay that publishes a batch in that order on one
+ *     channel keeps the aggregate's order.
+ *   - Not covered: a parked row (below) no longer holds its aggregate back (a poison event
+ *     must not block it forever); a message nacked inside a confirm window while later
+ *     ones are confirmed is retried after them; and two relays claiming at the very same
+ *     instant can split one aggregate between them (each checks the other's lease in its
+ *     own snapshot). Strict order across relays needs one relay per aggregate partition.
+ *
+ * Failures: hd_outbox_mark_failed counts an attempt, records the reason and schedules the
+ * next one (the relay computes the delay with backoff.h); after max_attempts the row is
+ * PARKED: kept, visible, with its last error, and never claimed or purged until an
+ * operator calls hd_outbox_redrive. Dispatched rows are deleted by
+ * hd_outbox_purge_dispatched after a retention period.
+ *
+ * Waking the relay: on PostgreSQL a trigger sends NOTIFY hd_outbox (delivered at commit)
+ * for every INSERT, and a relay waits with hd_store_pg_wait (store_pg.h). In one process
+ * (SQLite) the relay waits on an hd_outbox_notifier, which hd_outbox_append_uow signals
+ * after the unit of work ended. Either way the relay also polls: a wake-up can be missed.
+ *
+ * Times are epoch milliseconds from the application's clock (hd_time_now_ms), so several
+ * relays on several hosts need reasonably synchronised clocks (NTP) for leases to mean the
+ * same thing everywhere: keep the lease much longer than any skew.
+ *
+ * Ownership follows jansson: "new" = the caller owns the result and frees it; "borrowed" =
+ * valid while its owner lives and is not modified; "stolen" = the callee takes ownership,
+ * also when it fails.
+ */
+#ifndef HERALD_OUTBOX_H
+#define HERALD_OUTBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "herald/envelope.h"
+#include "herald/error.h"
+#include "herald/store.h"
+#include "herald/uow.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define HD_OUTBOX_CHANNEL          "hd_outbox" /* the NOTIFY channel on PostgreSQL */
+#define HD_OUTBOX_LEASE_DEFAULT_MS 30000       /* longer than a publish + confirm round */
+#define HD_OUTBOX_BATCH_MAX        10000       /* the largest claim */
+
+/* Create or upgrade the table hd_outbox (module "outbox" in hd_schema_migrations). Call it
+ * once when the service starts, outside a transaction. Returns the number of steps applied
+ * (>= 0) or hd_store_migrate's code. */
+int hd_outbox_migrate(hd_store *store, hd_error *err);
+
+/* ---- writing: inside the business transaction --------------------------------------- */
+
+/* Append env (borrowed; encoded now) for aggregate (type, id; borrowed, non-empty) to the
+ * outbox, in the transaction open on store. There must be one: appending outside it would
+ * make the event independent of the business change, which is the bug the outbox exists
+ * to prevent. The row stores the encoded envelope (what goes on the wire), its id, type
+ * and schema version, and headers (JSON: correlationid, causationid, traceparent when set).
+ * Returns 0, or: HD_EINVAL (NULL or empty argument), HD_ESTATE (no transaction open, or it
+ * was aborted), HD_EEXIST (an event with this id is already in the outbox: the transaction
+ * is now aborted), HD_ENOMEM, or the store's code. */
+int hd_outbox_append(hd_store *store, const hd_envelope *env, const char *aggregate_type,
+                     const char *aggregate_id, hd_error *err);
+
+/* The same in a unit of work's transaction (hd_uow_store(uow)), and the in-process relay is
+ * signalled (hd_outbox_signal) when the unit ends: after its commit, when the row can be
+ * seen, not before. This is what a domain event handler calls. Same codes. */
+int hd_outbox_append_uow(hd_uow *uow, const hd_envelope *env, const char *aggregate_type,
+                         const char *aggregate_id, hd_error *err);
+
+/* ---- relaying: claim, publish, mark --------------------------------------------------- */
+
+/* One outbox row. Strings are borrowed from the batch that holds it. */
+typedef struct hd_outbox_message {
+    int64_t seq;                /* position in the outbox; increasing */
+    const char *event_id;       /* the envelope's id: consumers deduplicate on it */
+    const char *aggregate_type; /* also a natural routing or partition key */
+    const char *aggregate_id;
+    const char *type;    /* the envelope's type: the routing key on the bus */
+    int version;         /* the envelope's schema version */
+    const char *payload; /* the CloudEvents JSON to publish, NUL-terminated */
+    size_t payload_len;
+    const char *headers;   /* JSON object: correlationid, causationid, traceparent */
+    int64_t created_at_ms; /* when it was appended */
+    int attempts;          /* failed attempts so far */
+} hd_outbox_message;
+
+/* The rows of one claim, in seq order. Read-only; free with hd_outbox_batch_free. */
+typedef struct hd_outbox_batch {
+    size_t count;
+    const hd_outbox_message *messages; /* count of them */
+    int64_t lease_until_ms;            /* mark them before this, or another relay may */
+} hd_outbox_batch;
+
+typedef struct hd_outbox_claim_opts {
+    const char *relay_id; /* recorded in claimed_by (diagnostics); NULL: "relay" */
+    int64_t lease_ms;     /* 0: HD_OUTBOX_LEASE_DEFAULT_MS */
+    int64_t now_ms;       /* 0: the wall clock; tests set it to move time forward */
+} hd_outbox_claim_opts;
+
+/* Claim up to limit (1..HD_OUTBOX_BATCH_MAX) rows that are due: not dispatched, not
+ * parked, their next attempt time reached, not under another live lease, and with no
+ * earlier row of their aggregate held back (see "Ordering" above). They are leased to the
+ * caller until now + lease. opts may be NULL (defaults). Must be called OUTSIDE a
+ * transaction: the claim commits at once so that no lock outlives it.
+ * On success *out is new (free with hd_outbox_batch_free), possibly with 0 messages.
+ * Returns the number of messages claimed (>= 0), or HD_EINVAL, HD_ESTATE (a transaction is
+ * open), HD_ENOMEM, or the store's code (HD_EBUSY: another writer; try again). */
+int hd_outbox_claim(hd_store *store, size_t limit, const hd_outbox_claim_opts *opts,
+                    hd_outbox_batch **out, hd_error *err);
+
+/* Free a batch. NULL is fine. */
+void hd_outbox_batch_free(hd_outbox_batch *batch);
+
+/* Mark rows dispatched (the broker confirmed them): seqs (borrowed) holds n of them. In the
+ * caller's transaction if one is open, else in one of its own: all or none are marked.
+ * Rows already dispatched are left as they are. Returns the number of rows marked now
+ * (>= 0) or a code. */
+int hd_outbox_mark_dispatched(hd_store *store, const int64_t *seqs, size_t n, hd_error *err);
+
+/* Record a failed attempt at publishing row seq: attempts + 1, last_error = reason
+ * (borrowed; may be NULL), lease released. If attempts reaches max_attempts (>= 1) the row
+ * is parked; otherwise it is due again retry_in_ms (>= 0) from now.
+ * Returns 1 when the row is now parked, 0 when it will be retried, or: HD_ENOTFOUND (no
+ * such row waiting: unknown, dispatched or parked already), HD_EINVAL, the store's code. */
+int hd_outbox_mark_failed(hd_store *store, int64_t seq, const char *reason, int64_t retry_in_ms,
+                          int max_attempts, hd_error *err);
+
+/* Give the lease on rows back without counting an attempt (a relay shutting down, or
+ * unable to reach the broker before it tried): they are claimable at once. Returns the
+ * number of rows released or a code. */
+int hd_outbox_release(hd_store *store, const int64_t *seqs, size_t n, hd_error *err);
+
+/* Un-park row seq, or every parked row when seq is 0: its attempts start again from 0 and
+ * it is due now; last_error is kept for the record until the next failure. Returns the
+ * number of rows un-parked (0 when seq is not parked) or a code. */
+int hd_outbox_redrive(hd_store *store, int64_t seq, hd_error *err);
+
+/* Delete rows dispatched more than older_than_ms (>= 0) ago: the outbox is a queue, not an
+ * archive, and a table that only grows slows every claim down. Pending and parked rows are
+ * never deleted. Returns the number of rows deleted or a code. */
+int hd_outbox_purge_dispatched(hd_store *store, int64_t older_than_ms, hd_error *err);
+
+/* Metrics: rows waiting to be dispatched (including leased and retrying ones), the age of
+ * the oldest of them in ms (0 when none), and parked rows. Any output may be NULL. Returns
+ * 0 or a code. A growing oldest age is the one alarm to set: the relay is not keeping up
+ * or not running. */
+int hd_outbox_depth(hd_store *store, int64_t *pending, int64_t *oldest_age_ms, int64_t *parked,
+                    hd_error *err);
+
+/* ---- waking an in-process relay ------------------------------------------------------ */
+
+typedef void (*hd_outbox_notify_fn)(void *ctx);
+
+/* Set the process-wide hook that hd_outbox_signal calls (fn NULL: none). ctx is borrowed
+ * and must outlive the registration. Thread-safe. */
+void hd_outbox_set_notify(hd_outbox_notify_fn fn, void *ctx);
+
+/* Call the hook, if any: "rows were committed to an outbox". hd_outbox_append_uow does it
+ * after the unit of work ends; call it yourself after committing a transaction in which you
+ * used hd_outbox_append directly. Spurious calls are harmless (the relay finds nothing). */
+void hd_outbox_signal(void);
+
+/* A notifier a relay can wait on: a counter of signals, a mutex and a condition variable.
+ *     n = hd_outbox_notifier_new();  hd_outbox_set_notify(hd_outbox_notifier_signal, n);
+ *     uint64_t seen = 0;
+ *     for (;;) { drain the outbox; hd_outbox_notifier_wait(n, &seen, poll_ms); }
+ * A signal that comes while the relay is draining is not lost: the counter moved, so the
+ * next wait returns at once. */
+typedef struct hd_outbox_notifier hd_outbox_notifier;
+
+/* New notifier (free with hd_outbox_notifier_free), NULL when out of memory. */
+hd_outbox_notifier *hd_outbox_notifier_new(void);
+
+/* Free it; unregister it first (hd_outbox_set_notify(NULL, NULL)). NULL is fine. */
+void hd_outbox_notifier_free(hd_outbox_notifier *n);
+
+/* Signal (notifier is an hd_outbox_notifier *; the void * makes this an hd_outbox_notify_fn).
+ * Thread-safe. */
+void hd_outbox_notifier_signal(void *notifier);
+
+/* Wait up to timeout_ms (negative: no limit) until the counter differs from *seen; then
+ * set *seen to it and return 1. Returns 0 on timeout, HD_EINVAL on NULL arguments. */
+int hd_outbox_notifier_wait(hd_outbox_notifier *n, uint64_t *seen, int timeout_ms);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* HERALD_OUTBOX_H */

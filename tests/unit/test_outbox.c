@@ -1,0 +1,183 @@
+/* The outbox on SQLite (in memory and in files): the conformance cases of
+ * tests/support/store_conformance.c (the same run on PostgreSQL in
+ * tests/integration/test_outbox_postgres.c), plus the in-process notifier and two relays
+ * sharing one SQLite file. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hd_test.h"
+#include "store_conformance.h"
+
+#include "herald/clock.h"
+#include "herald/outbox.h"
+
+static void notifier_counts_signals_and_times_out(void **state)
+{
+    (void)state;
+    hd_outbox_notifier *n = hd_outbox_notifier_new();
+    assert_non_null(n);
+    uint64_t seen = 0;
+    assert_int_equal(hd_outbox_notifier_wait(n, &seen, 0), 0);
+    int64_t t0 = hd_clock_ms();
+    assert_int_equal(hd_outbox_notifier_wait(n, &seen, 50), 0);
+    assert_true(hd_clock_ms() - t0 >= 45);
+    /* Signals while nobody waits are not lost: the counter moved. */
+    hd_outbox_notifier_signal(n);
+    hd_outbox_notifier_signal(n);
+    assert_int_equal(hd_outbox_notifier_wait(n, &seen, 1000), 1);
+    assert_int_equal(seen, 2);
+    assert_int_equal(hd_outbox_notifier_wait(n, &seen, 0), 0);
+    assert_hd(HD_EINVAL, hd_outbox_notifier_wait(NULL, &seen, 0));
+    assert_hd(HD_EINVAL, hd_outbox_notifier_wait(n, NULL, 0));
+    hd_outbox_notifier_signal(NULL); /* harmless */
+    hd_outbox_notifier_free(n);
+    hd_outbox_notifier_free(NULL);
+}
+
+static void *signal_later(void *arg)
+{
+    hd_sleep_ms(30, NULL);
+    hd_outbox_signal();
+    return arg;
+}
+
+static void notifier_wakes_a_waiting_thread(void **state)
+{
+    (void)state;
+    hd_outbox_notifier *n = hd_outbox_notifier_new();
+    assert_non_null(n);
+    hd_outbox_set_notify(hd_outbox_notifier_signal, n);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, signal_later, NULL), 0);
+    uint64_t seen = 0;
+    int64_t t0 = hd_clock_ms();
+    assert_int_equal(hd_outbox_notifier_wait(n, &seen, -1), 1); /* no limit: woken */
+    assert_true(hd_clock_ms() - t0 < 5000);
+    pthread_join(th, NULL);
+    hd_outbox_set_notify(NULL, NULL);
+    hd_outbox_notifier_free(n);
+}
+
+static void claim_on_a_null_store_is_einval(void **state)
+{
+    (void)state;
+    hd_outbox_batch *b = (hd_outbox_batch *)1;
+    assert_hd(HD_EINVAL, hd_outbox_claim(NULL, 1, NULL, &b, NULL));
+    assert_null(b);
+    assert_hd(HD_EINVAL, hd_outbox_mark_failed(NULL, 1, "x", 0, 1, NULL));
+    assert_hd(HD_EINVAL, hd_outbox_redrive(NULL, 0, NULL));
+    assert_hd(HD_EINVAL, hd_outbox_purge_dispatched(NULL, 0, NULL));
+    assert_hd(HD_EINVAL, hd_outbox_release(NULL, NULL, 0, NULL));
+    hd_outbox_claim_opts bad = {NULL, -1, 0};
+    hd_store *s = hd_conf_open("sqlite::memory:");
+    assert_int_equal(hd_outbox_migrate(s, NULL), 1);
+    assert_hd(HD_EINVAL, hd_outbox_claim(s, 1, &bad, &b, NULL));
+    hd_store_close(s);
+}
+
+/* Two relays on one SQLite file, each with its own connection, claiming and marking until
+ * the outbox is empty: every row is dispatched exactly once (SQLite has one writer at a
+ * time; a claim that finds the database busy waits for its busy timeout). */
+typedef struct relay_arg {
+    const char *url;
+    int64_t *got;
+    size_t ngot;
+    int rc;
+} relay_arg;
+
+static void *relay(void *p)
+{
+    relay_arg *a = p;
+    hd_store *s = NULL;
+    a->rc = hd_store_open(a->url, &s, NULL);
+    while (a->rc >= 0) {
+        hd_outbox_batch *b = NULL;
+        int n = hd_outbox_claim(s, 7, NULL, &b, NULL);
+        if (n < 0) {
+            a->rc = n;
+            break;
+        }
+        int64_t seqs[7];
+        for (int i = 0; i < n; i++)
+            seqs[i] = a->got[a->ngot++] = b->messages[i].seq;
+        hd_outbox_batch_free(b);
+        if (n == 0)
+            break;
+        a->rc = hd_outbox_mark_dispatched(s, seqs, (size_t)n, NULL);
+    }
+    hd_store_close(s);
+    return NULL;
+}
+
+static void two_relays_on_one_file_never_share_a_row(void **state)
+{
+    (void)state;
+    char *dir = hd_test_tmpdir("outbox-relays");
+    char url[600];
+    snprintf(url, sizeof url, "sqlite://%s/o.db?synchronous=normal", dir);
+    hd_store *s = hd_conf_open(url);
+    assert_int_equal(hd_outbox_migrate(s, NULL), 1);
+    enum { ROWS = 300 };
+    assert_hd(HD_OK, hd_store_begin(s, NULL));
+    for (int i = 0; i < ROWS; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "u%d", i);
+        hd_envelope *env = hd_envelope_new("users.user_registered", 1, "/users", NULL);
+        assert_non_null(env);
+        assert_hd(HD_OK, hd_outbox_append(s, env, "user", id, NULL));
+        hd_envelope_free(env);
+    }
+    assert_hd(HD_OK, hd_store_commit(s, NULL));
+    relay_arg a = {url, calloc(ROWS, sizeof(int64_t)), 0, 0};
+    relay_arg b = {url, calloc(ROWS, sizeof(int64_t)), 0, 0};
+    pthread_t ta, tb;
+    assert_int_equal(pthread_create(&ta, NULL, relay, &a), 0);
+    assert_int_equal(pthread_create(&tb, NULL, relay, &b), 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    assert_hd(HD_OK, a.rc < 0 ? a.rc : 0);
+    assert_hd(HD_OK, b.rc < 0 ? b.rc : 0);
+    assert_int_equal(a.ngot + b.ngot, ROWS);
+    unsigned char *seen = calloc(ROWS + 1, 1);
+    for (size_t i = 0; i < a.ngot + b.ngot; i++) {
+        int64_t seq = i < a.ngot ? a.got[i] : b.got[i - a.ngot];
+        assert_true(seq >= 1 && seq <= ROWS);
+        assert_false(seen[seq]);
+        seen[seq] = 1;
+    }
+    assert_int_equal(
+        hd_conf_scalar(s, "SELECT COUNT(*) FROM hd_outbox WHERE dispatched_at IS NULL"), 0);
+    free(seen);
+    free(a.got);
+    free(b.got);
+    hd_store_close(s);
+    hd_test_rmtree(dir);
+    free(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(notifier_counts_signals_and_times_out),
+        cmocka_unit_test(notifier_wakes_a_waiting_thread),
+        cmocka_unit_test(claim_on_a_null_store_is_einval),
+        cmocka_unit_test(two_relays_on_one_file_never_share_a_row),
+    };
+    int failed = cmocka_run_group_tests_name("outbox on sqlite: specifics", tests, NULL, NULL);
+    hd_conf_target memory = hd_conf_sqlite_memory();
+    failed += hd_conf_run_outbox(&memory);
+    char *dir = hd_test_tmpdir("outbox");
+    hd_conf_target file = hd_conf_sqlite_file(dir);
+    failed += hd_conf_run_outbox(&file);
+    hd_test_rmtree(dir);
+    free(dir);
+    return failed;
+}
