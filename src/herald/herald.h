@@ -19,6 +19,9 @@
 #include "herald/store.h"
 #include "herald/uow.h"
 
+/* PostgreSQL-only extras of the store (LISTEN / NOTIFY) */
+#include "herald/store_pg.h"
+
 /* integration events on the wire */
 #include "herald/envelope.h"
 
@@ -29,6 +32,10 @@
 #include "herald/delivery.h"
 #include "herald/retry.h"
 #include "herald/consumer.h"
+
+/* the transactional outbox and the inbox (idempotent consumer) */
+#include "herald/outbox.h"
+#include "herald/inbox.h"
 
 /* the integration event bus of the seeds: RabbitMQ and in-memory */
 #include "herald/bus.h"

@@ -396,6 +396,12 @@ static int migrate_step(hd_store *store, const char *module, int version, const 
     return rc < 0 ? rc : 1;
 }
 
+/* Any constant works, as long as every herald process uses the same one. */
+#define HD_MIGRATION_LOCK "72150408130"
+
+static int migrate_locked(hd_store *store, const char *module, const char *const *steps,
+                          size_t n, hd_error *err);
+
 int hd_store_migrate(hd_store *store, const char *module, const char *const *steps, size_t n,
                      hd_error *err)
 {
@@ -408,6 +414,26 @@ int hd_store_migrate(hd_store *store, const char *module, const char *const *ste
         return hd_error_set(err, HD_ERANGE, "too many steps");
     if (store->in_tx)
         return hd_error_set(err, HD_ESTATE, "migrate outside a transaction: each step has its own");
+    /* Two services starting together migrate the same database at once. SQLite's BEGIN
+     * IMMEDIATE already makes them take turns; PostgreSQL's default isolation does not (two
+     * CREATE TABLE IF NOT EXISTS can both run, and one fails), so there the whole
+     * migration runs under a session-level advisory lock. */
+    int pg = strcmp(store->vtab->dialect, "postgresql") == 0;
+    if (pg) {
+        int rc = hd_store_exec(store, "SELECT pg_advisory_lock(" HD_MIGRATION_LOCK ")", NULL, 0,
+                               err);
+        if (rc < 0)
+            return rc;
+    }
+    int rc = migrate_locked(store, module, steps, n, err);
+    if (pg)
+        hd_store_exec(store, "SELECT pg_advisory_unlock(" HD_MIGRATION_LOCK ")", NULL, 0, NULL);
+    return rc;
+}
+
+static int migrate_locked(hd_store *store, const char *module, const char *const *steps,
+                          size_t n, hd_error *err)
+{
     int current = hd_store_schema_version(store, module, err);
     if (current < 0)
         return current;

@@ -15,6 +15,7 @@
  *     dozen statements over and over, and compiling SQL costs more than running it.
  */
 #include "herald/store_internal.h"
+#include "herald/clock.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -461,7 +462,12 @@ int hd_store_sqlite_open(const char *url, hd_store **out, hd_error *err)
     snprintf(pragmas, sizeof pragmas,
              "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=ON;",
              o.synchronous);
-    rc = sq_script(&ss->base, pragmas, err);
+    /* Switching a new file to WAL needs an exclusive lock, and SQLite does not always call
+     * the busy handler for it: several processes opening the same new file at once get
+     * SQLITE_BUSY straight away. Retry within the busy timeout instead of failing. */
+    int64_t give_up = hd_clock_ms() + o.busy_timeout_ms;
+    while ((rc = sq_script(&ss->base, pragmas, err)) == HD_EBUSY && hd_clock_ms() < give_up)
+        hd_sleep_ms(5, NULL);
     if (rc < 0) {
         sq_close(&ss->base);
         return rc;

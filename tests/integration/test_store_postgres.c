@@ -17,6 +17,9 @@
 
 #include "herald/clock.h"
 #include "herald/store_pg.h"
+#include "herald/outbox.h"
+
+#include <pthread.h>
 
 static hd_conf_pg pg;
 static hd_conf_target target;
@@ -299,6 +302,48 @@ static void listen_notify_wakes_a_listener_at_commit(void **state)
     free(url);
 }
 
+/* Services that start together migrate the same database at once: every one of them must
+ * succeed, and each step must run exactly once (hd_store_migrate serialises them with an
+ * advisory lock; without it, concurrent CREATE TABLE IF NOT EXISTS fail). */
+struct migrator {
+    const char *url;
+    int rc;
+    hd_error err;
+};
+
+static void *migrate_outbox(void *arg)
+{
+    struct migrator *m = arg;
+    hd_store *s = NULL;
+    m->rc = hd_store_open(m->url, &s, &m->err);
+    if (m->rc == 0)
+        m->rc = hd_outbox_migrate(s, &m->err);
+    hd_store_close(s);
+    return NULL;
+}
+
+static void concurrent_migrations_all_succeed(void **state)
+{
+    (void)state;
+    char *url = target.fresh(target.ctx);
+    struct migrator m[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        m[i] = (struct migrator){.url = url};
+        assert_int_equal(pthread_create(&t[i], NULL, migrate_outbox, &m[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        assert_hd_err(HD_OK, m[i].rc < 0 ? m[i].rc : HD_OK, &m[i].err);
+    }
+    hd_store *s = hd_conf_open(url);
+    assert_int_equal(hd_conf_scalar(s, "SELECT COUNT(*) FROM hd_schema_migrations"
+                                       " WHERE module = 'outbox'"),
+                     hd_store_schema_version(s, "outbox", NULL));
+    hd_store_close(s);
+    free(url);
+}
+
 int main(void)
 {
     const struct CMUnitTest setup[] = {cmocka_unit_test(server_is_configured)};
@@ -314,6 +359,7 @@ int main(void)
         cmocka_unit_test(sqlstates_map_to_herald_codes),
         cmocka_unit_test(lost_connection_is_reported_then_repaired),
         cmocka_unit_test(listen_notify_wakes_a_listener_at_commit),
+        cmocka_unit_test(concurrent_migrations_all_succeed),
     };
     failed += cmocka_run_group_tests_name("store on postgresql: specifics", tests, NULL, NULL);
     hd_conf_pg_release(&pg);
