@@ -10,6 +10,7 @@
 #include "herald/error.h"
 #include "herald/clock.h"
 #include "herald/log.h"
+#include "herald/buf.h"
 #include "herald/backoff.h"
 
 /* the domain side: events, aggregates, the dispatcher, the unit of work, the store port */

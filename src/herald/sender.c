@@ -1,6 +1,7 @@
 /* sender.c — the mail sender port, the MIME message builder and the memory test double;
  * see sender.h. The SMTP and log implementations live in sender_smtp.c and sender_log.c. */
 #include "herald/sender.h"
+#include "herald/buf.h"
 
 #include "herald/clock.h"
 
@@ -74,60 +75,11 @@ int hd_mail_validate(const hd_mail *mail, hd_error *err)
     return 0;
 }
 
-/* ---- a growable string ------------------------------------------------------------------- */
-
-typedef struct buf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} buf;
-
-static void buf_add(buf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void buf_str(buf *b, const char *s)
-{
-    buf_add(b, s, strlen(s));
-}
-
-static void buf_fmt(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void buf_fmt(buf *b, const char *fmt, ...)
-{
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof tmp) {
-        b->oom = 1; /* only used with short, bounded values; treat overflow as a bug */
-        return;
-    }
-    buf_add(b, tmp, (size_t)n);
-}
-
 /* ---- MIME pieces --------------------------------------------------------------------------- */
 
 /* RFC 5322 date in UTC: "Mon, 23 Nov 2026 04:05:06 +0000". Written by hand because
  * strftime's %a and %b follow the locale, and a header must be English whatever LANG says. */
-static void add_date(buf *b, int64_t date_ms)
+static void add_date(hd_buf *b, int64_t date_ms)
 {
     static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
     static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
@@ -135,11 +87,11 @@ static void add_date(buf *b, int64_t date_ms)
     time_t t = (time_t)(date_ms / 1000);
     struct tm tm;
     gmtime_r(&t, &tm);
-    buf_fmt(b, "Date: %s, %02d %s %04d %02d:%02d:%02d +0000\r\n", days[tm.tm_wday], tm.tm_mday,
+    hd_buf_printf(b, "Date: %s, %02d %s %04d %02d:%02d:%02d +0000\r\n", days[tm.tm_wday], tm.tm_mday,
             months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
-static void base64(buf *b, const unsigned char *s, size_t n)
+static void base64(hd_buf *b, const unsigned char *s, size_t n)
 {
     static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     for (size_t i = 0; i < n; i += 3) {
@@ -150,7 +102,7 @@ static void base64(buf *b, const unsigned char *s, size_t n)
             v |= s[i + 2];
         char out[4] = {tab[(v >> 18) & 63], tab[(v >> 12) & 63],
                        i + 1 < n ? tab[(v >> 6) & 63] : '=', i + 2 < n ? tab[v & 63] : '='};
-        buf_add(b, out, 4);
+        hd_buf_add(b, out, 4);
     }
 }
 
@@ -163,7 +115,7 @@ static void base64(buf *b, const unsigned char *s, size_t n)
  * encoded-words, one per line, each holding whole UTF-8 characters (a character split
  * between two words is undefined behaviour for the reader). A subject that merely contains
  * "=?" is encoded too, or a reader would try to decode it. */
-static void add_subject(buf *b, const char *subject)
+static void add_subject(hd_buf *b, const char *subject)
 {
     size_t n = strlen(subject);
     int plain = strlen("Subject: ") + n <= 78 && strstr(subject, "=?") == NULL;
@@ -171,10 +123,10 @@ static void add_subject(buf *b, const char *subject)
         if ((unsigned char)subject[i] >= 0x80)
             plain = 0;
     if (plain) {
-        buf_fmt(b, "Subject: %s\r\n", subject);
+        hd_buf_printf(b, "Subject: %s\r\n", subject);
         return;
     }
-    buf_str(b, "Subject:");
+    hd_buf_puts(b, "Subject:");
     const unsigned char *s = (const unsigned char *)subject;
     size_t i = 0;
     do {
@@ -184,12 +136,12 @@ static void add_subject(buf *b, const char *subject)
             take--;
         if (take == 0) /* not UTF-8 after all (validate lets bytes through): cut anyway */
             take = n - i < WORD_BYTES ? n - i : WORD_BYTES;
-        buf_str(b, i == 0 ? " =?UTF-8?B?" : "\r\n =?UTF-8?B?");
+        hd_buf_puts(b, i == 0 ? " =?UTF-8?B?" : "\r\n =?UTF-8?B?");
         base64(b, s + i, take);
-        buf_str(b, "?=");
+        hd_buf_puts(b, "?=");
         i += take;
     } while (i < n);
-    buf_str(b, "\r\n");
+    hd_buf_puts(b, "\r\n");
 }
 
 /* Quoted-printable (RFC 2045 6.7): printable ASCII stays readable, everything else is =XX,
@@ -197,7 +149,7 @@ static void add_subject(buf *b, const char *subject)
  * LF or CRLF, become CRLF. It keeps any line length and any byte safe across relays that
  * only promise 7-bit, 998-character lines, and "=" itself is always encoded: that is why a
  * boundary containing "=_" can never appear inside a quoted-printable part. */
-static void add_quoted_printable(buf *b, const char *text)
+static void add_quoted_printable(hd_buf *b, const char *text)
 {
     static const char hex[] = "0123456789ABCDEF";
     const unsigned char *s = (const unsigned char *)text;
@@ -207,7 +159,7 @@ static void add_quoted_printable(buf *b, const char *text)
         if (c == '\n' || (c == '\r' && s[i + 1] == '\n')) {
             if (c == '\r')
                 i++;
-            buf_str(b, "\r\n");
+            hd_buf_puts(b, "\r\n");
             col = 0;
             continue;
         }
@@ -216,26 +168,26 @@ static void add_quoted_printable(buf *b, const char *text)
         int literal = (c >= 33 && c <= 126 && c != '=') || ((c == ' ' || c == '\t') && !at_eol);
         size_t w = literal ? 1 : 3;
         if (col + w > 75) { /* 75 + the "=" of the soft break = 76 */
-            buf_str(b, "=\r\n");
+            hd_buf_puts(b, "=\r\n");
             col = 0;
         }
         if (literal) {
-            buf_add(b, (const char *)&c, 1);
+            hd_buf_add(b, (const char *)&c, 1);
         } else {
             char enc[3] = {'=', hex[c >> 4], hex[c & 15]};
-            buf_add(b, enc, 3);
+            hd_buf_add(b, enc, 3);
         }
         col += w;
     }
 }
 
-static void add_part(buf *b, const char *boundary, const char *type, const char *body)
+static void add_part(hd_buf *b, const char *boundary, const char *type, const char *body)
 {
-    buf_fmt(b, "--%s\r\n", boundary);
-    buf_fmt(b, "Content-Type: %s; charset=UTF-8\r\n", type);
-    buf_str(b, "Content-Transfer-Encoding: quoted-printable\r\n\r\n");
+    hd_buf_printf(b, "--%s\r\n", boundary);
+    hd_buf_printf(b, "Content-Type: %s; charset=UTF-8\r\n", type);
+    hd_buf_puts(b, "Content-Transfer-Encoding: quoted-printable\r\n\r\n");
     add_quoted_printable(b, body);
-    buf_str(b, "\r\n");
+    hd_buf_puts(b, "\r\n");
 }
 
 int hd_mail_format(const hd_mail *mail, const char *default_from, int64_t date_ms, char **out,
@@ -252,47 +204,45 @@ int hd_mail_format(const hd_mail *mail, const char *default_from, int64_t date_m
                             from ? "not a valid address" : "missing");
 
     char uuid[HD_UUID_LEN + 1];
-    buf b = {0};
+    hd_buf b = HD_BUF_INIT;
     add_date(&b, date_ms);
-    buf_fmt(&b, "From: %s\r\n", from);
-    buf_fmt(&b, "To: %s\r\n", mail->to);
+    hd_buf_printf(&b, "From: %s\r\n", from);
+    hd_buf_printf(&b, "To: %s\r\n", mail->to);
     add_subject(&b, mail->subject);
     if (mail->message_id != NULL) {
         size_t n = strlen(mail->message_id);
         int bracketed = mail->message_id[0] == '<' && mail->message_id[n - 1] == '>';
-        buf_str(&b, bracketed ? "Message-ID: " : "Message-ID: <");
-        buf_str(&b, mail->message_id);
-        buf_str(&b, bracketed ? "\r\n" : ">\r\n");
+        hd_buf_puts(&b, bracketed ? "Message-ID: " : "Message-ID: <");
+        hd_buf_puts(&b, mail->message_id);
+        hd_buf_puts(&b, bracketed ? "\r\n" : ">\r\n");
     } else {
         /* Unique worldwide: a random UUID at the sender's own domain (RFC 5322 3.6.4). */
         hd_uuid_v4(uuid);
-        buf_str(&b, "Message-ID: <");
-        buf_str(&b, uuid);
-        buf_str(&b, strchr(from, '@'));
-        buf_str(&b, ">\r\n");
+        hd_buf_puts(&b, "Message-ID: <");
+        hd_buf_puts(&b, uuid);
+        hd_buf_puts(&b, strchr(from, '@'));
+        hd_buf_puts(&b, ">\r\n");
     }
     if (mail->correlation_id != NULL)
-        buf_fmt(&b, "X-Correlation-Id: %s\r\n", mail->correlation_id);
+        hd_buf_printf(&b, "X-Correlation-Id: %s\r\n", mail->correlation_id);
 
     char boundary[64];
     hd_uuid_v4(uuid);
     snprintf(boundary, sizeof boundary, "=_herald_%s", uuid);
-    buf_str(&b, "MIME-Version: 1.0\r\n");
-    buf_fmt(&b, "Content-Type: multipart/alternative;\r\n boundary=\"%s\"\r\n", boundary);
-    buf_str(&b, "\r\n");
+    hd_buf_puts(&b, "MIME-Version: 1.0\r\n");
+    hd_buf_printf(&b, "Content-Type: multipart/alternative;\r\n boundary=\"%s\"\r\n", boundary);
+    hd_buf_puts(&b, "\r\n");
     /* The preamble: MIME readers skip it, a reader that predates MIME shows it. */
-    buf_str(&b, "This is a multi-part message in MIME format.\r\n\r\n");
+    hd_buf_puts(&b, "This is a multi-part message in MIME format.\r\n\r\n");
     add_part(&b, boundary, "text/plain", mail->text);
     add_part(&b, boundary, "text/html", mail->html);
-    buf_fmt(&b, "--%s--\r\n", boundary);
+    hd_buf_printf(&b, "--%s--\r\n", boundary);
 
-    if (b.oom) {
-        free(b.p);
+    size_t n = b.len;
+    if ((*out = hd_buf_take(&b)) == NULL)
         return hd_error_set(err, HD_ENOMEM, NULL);
-    }
-    *out = b.p;
     if (len != NULL)
-        *len = b.len;
+        *len = n;
     return 0;
 }
 

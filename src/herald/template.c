@@ -1,5 +1,6 @@
 /* template.c — {{var}} templates for e-mail; see template.h. */
 #include "herald/template.h"
+#include "herald/buf.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -46,47 +47,6 @@ static const char *const known_names[] = {
     HD_TEMPLATE_WELCOME,
     HD_TEMPLATE_SECURITY_ALERT,
 };
-
-/* ---- a growable string ----------------------------------------------------------------- */
-
-typedef struct buf {
-    char *p;
-    size_t len, cap;
-    int oom; /* set once an allocation failed; later appends do nothing */
-} buf;
-
-static void buf_add(buf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-/* Hand the string over (new), "" when nothing was added; NULL when memory ran out. */
-static char *buf_take(buf *b)
-{
-    if (b->oom) {
-        free(b->p);
-        return NULL;
-    }
-    if (b->p == NULL)
-        return strdup("");
-    return b->p;
-}
 
 /* ---- small checks ---------------------------------------------------------------------- */
 
@@ -424,7 +384,7 @@ char *hd_html_escape(const char *s)
 {
     if (s == NULL)
         return NULL;
-    buf b = {0};
+    hd_buf b = HD_BUF_INIT;
     const char *run = s;
     for (const char *c = s; *c; c++) {
         /* &apos; is not HTML 4, so the apostrophe is &#39;, which works everywhere. */
@@ -436,12 +396,12 @@ char *hd_html_escape(const char *s)
                                        : NULL;
         if (ent == NULL)
             continue;
-        buf_add(&b, run, (size_t)(c - run));
-        buf_add(&b, ent, strlen(ent));
+        hd_buf_add(&b, run, (size_t)(c - run));
+        hd_buf_add(&b, ent, strlen(ent));
         run = c + 1;
     }
-    buf_add(&b, run, strlen(run));
-    return buf_take(&b);
+    hd_buf_add(&b, run, strlen(run));
+    return hd_buf_take(&b);
 }
 
 /* The text of a scalar value, new; *code gets the failure when NULL is returned. */
@@ -484,11 +444,11 @@ static char *render_part(const hd_template *tpl, int which, const json_t *vars, 
                          hd_error *err)
 {
     const part *p = &tpl->parts[which];
-    buf b = {0};
+    hd_buf b = HD_BUF_INIT;
     for (size_t i = 0; i < p->n; i++) {
         const segment *seg = &p->segs[i];
         if (seg->literal != NULL) {
-            buf_add(&b, seg->literal, seg->len);
+            hd_buf_add(&b, seg->literal, seg->len);
             continue;
         }
         const char *var = tpl->vars[seg->var];
@@ -496,12 +456,12 @@ static char *render_part(const hd_template *tpl, int which, const json_t *vars, 
         if (v == NULL || json_is_null(v)) {
             *code = hd_error_set(err, HD_EMISSING, "template '%s': missing variable '%s'",
                                  tpl->name, var);
-            free(b.p);
+            hd_buf_release(&b);
             return NULL;
         }
         char *s = value_text(tpl, var, v, code, err);
         if (s == NULL) {
-            free(b.p);
+            hd_buf_release(&b);
             return NULL;
         }
         if (which == PART_SUBJECT) {
@@ -512,7 +472,7 @@ static char *render_part(const hd_template *tpl, int which, const json_t *vars, 
                                          "control character and is used in the subject",
                                          tpl->name, var);
                     free(s);
-                    free(b.p);
+                    hd_buf_release(&b);
                     return NULL;
                 }
             }
@@ -521,16 +481,16 @@ static char *render_part(const hd_template *tpl, int which, const json_t *vars, 
             char *esc = hd_html_escape(s);
             free(s);
             if (esc == NULL) {
-                free(b.p);
+                hd_buf_release(&b);
                 *code = hd_error_set(err, HD_ENOMEM, NULL);
                 return NULL;
             }
             s = esc;
         }
-        buf_add(&b, s, strlen(s));
+        hd_buf_add(&b, s, strlen(s));
         free(s);
     }
-    char *out = buf_take(&b);
+    char *out = hd_buf_take(&b);
     if (out == NULL)
         *code = hd_error_set(err, HD_ENOMEM, NULL);
     return out;
