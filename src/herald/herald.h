@@ -37,6 +37,7 @@
 /* the transactional outbox and the inbox (idempotent consumer) */
 #include "herald/outbox.h"
 #include "herald/inbox.h"
+#include "herald/relay.h"
 
 /* the integration event bus of the seeds: RabbitMQ and in-memory */
 #include "herald/bus.h"

@@ -1,0 +1,918 @@
+/* relay.c — the outbox relay; see relay.h.
+ *
+ * A cycle keeps one small record per claimed row (struct item): where it goes and what
+ * happened to it. The publisher reports each message's fate through on_fate with the row's
+ * index as its user pointer; once every fate is in, settle() turns the records into one
+ * database transaction. Everything the relay needs per cycle is allocated once, in
+ * hd_relay_new, for a full batch: a relay that runs for months does not allocate per
+ * message except for failure reasons.
+ */
+#include "herald/relay.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "herald/backoff.h"
+#include "herald/clock.h"
+#include "herald/envelope.h"
+#include "herald/publisher.h"
+#include "herald/store_pg.h"
+#include "herald/topology.h"
+
+#define WINDOW_MAX            1000000 /* the publisher's own limit */
+#define WAIT_SLICE_MS         250     /* idle waits are cut in slices so that *stop is seen soon */
+#define SETTLE_TRIES          3       /* a mark refused with HD_EBUSY is tried again this often */
+#define STORE_BACKOFF_BASE_MS 200
+#define STORE_BACKOFF_CAP_MS  10000
+
+enum item_state {
+    ITEM_UNPUBLISHED = 0, /* not handed to the broker (yet): released at the end */
+    ITEM_PUBLISHED,       /* on the wire, fate not known yet */
+    ITEM_CONFIRMED,
+    ITEM_RETURNED,
+    ITEM_NACKED,
+    ITEM_LOST,
+    ITEM_REFUSED /* refused before publishing (exchange declare, malformed): a failure */
+};
+
+typedef struct item {
+    int state;            /* enum item_state */
+    const char *exchange; /* borrowed from the exchange cache; NULL until known */
+    char *reason;         /* new (malloc): why it failed; NULL when it did not */
+    int parked;           /* set by settle: mark_failed parked the row */
+} item;
+
+/* An exchange this relay has declared: name and the connection generation it was declared
+ * on (0 = not on the current one). Exchanges survive reconnects, but a broker that lost its
+ * data would not have them, so a new connection declares again (one RPC per exchange). */
+typedef struct exchange_entry {
+    char *name;
+    unsigned generation;
+    uint64_t refused_cycle; /* the cycle in which declaring it failed (0: never) */
+    char *refusal;          /* why, for the rows of that cycle */
+} exchange_entry;
+
+struct hd_relay {
+    hd_store *store; /* borrowed */
+    hd_amqp *amqp;   /* borrowed */
+    hd_relay_options opts;
+    char id[HD_RELAY_ID_MAX + 1];
+    char *exchange; /* copy of opts.exchange, or NULL */
+    hd_publisher *pub;
+    hd_backoff backoff; /* retry delays of failed rows */
+
+    /* the current cycle */
+    uint64_t cycle_no;
+    const hd_outbox_batch *batch;
+    item *items;      /* opts.batch of them */
+    int64_t *seqs_ok; /* opts.batch each: rows to mark dispatched, rows to release */
+    int64_t *seqs_release;
+
+    exchange_entry *exchanges;
+    size_t n_exchanges, cap_exchanges;
+
+    int listening; /* LISTEN hd_outbox is active (PostgreSQL) */
+    uint64_t seen; /* the notifier's counter at the last wake-up */
+
+    pthread_mutex_t lock; /* guards totals: read by other threads (metrics) */
+    hd_relay_stats totals;
+};
+
+/* ---- options --------------------------------------------------------------------------- */
+
+int hd_relay_options_resolve(const hd_relay_options *in, hd_relay_options *out, hd_error *err)
+{
+    hd_relay_options o;
+    if (in != NULL)
+        o = *in;
+    else
+        memset(&o, 0, sizeof o);
+    if (out == NULL)
+        return hd_error_set(err, HD_EINVAL, "relay options: out is NULL");
+
+    if (o.batch == 0)
+        o.batch = HD_RELAY_BATCH_DEFAULT;
+    if (o.batch > HD_OUTBOX_BATCH_MAX)
+        return hd_error_set(err, HD_EINVAL, "relay batch %zu is above %d", o.batch,
+                            HD_OUTBOX_BATCH_MAX);
+    if (o.window == 0)
+        o.window = o.batch;
+    if (o.window > WINDOW_MAX)
+        return hd_error_set(err, HD_EINVAL, "relay window %zu is above %d", o.window, WINDOW_MAX);
+    if (o.poll_ms < 0 || o.lease_ms < 0 || o.confirm_timeout_ms < 0 || o.max_attempts < 0 ||
+        o.backoff_base_ms < 0 || o.backoff_cap_ms < 0 || o.purge_every_ms < 0)
+        return hd_error_set(err, HD_EINVAL,
+                            "relay options: poll, lease, confirm timeout, max attempts, backoff "
+                            "and purge interval cannot be negative");
+    if (o.poll_ms == 0)
+        o.poll_ms = HD_RELAY_POLL_MS_DEFAULT;
+    if (o.lease_ms == 0)
+        o.lease_ms = HD_OUTBOX_LEASE_DEFAULT_MS;
+    if (o.confirm_timeout_ms == 0) {
+        /* A third of the lease leaves time to mark after a slow confirm, before another
+         * relay may take the rows over. */
+        int64_t t = o.lease_ms / 3;
+        o.confirm_timeout_ms = (int)(t > 30000 ? 30000 : t < 1 ? 1 : t);
+    }
+    if (o.confirm_timeout_ms >= o.lease_ms)
+        return hd_error_set(err, HD_EINVAL,
+                            "relay confirm timeout (%d ms) must be below the lease (%lld ms): "
+                            "rows whose lease ran out may be published by another relay",
+                            o.confirm_timeout_ms, (long long)o.lease_ms);
+    if (o.max_attempts == 0)
+        o.max_attempts = HD_RELAY_MAX_ATTEMPTS_DEFAULT;
+    if (o.backoff_base_ms == 0)
+        o.backoff_base_ms = HD_RELAY_BACKOFF_BASE_DEFAULT;
+    if (o.backoff_cap_ms == 0)
+        o.backoff_cap_ms = HD_RELAY_BACKOFF_CAP_DEFAULT;
+    if (o.exchange != NULL && *o.exchange == '\0')
+        o.exchange = NULL;
+    if (o.exchange != NULL && strlen(o.exchange) > HD_AMQP_NAME_MAX)
+        return hd_error_set(err, HD_EINVAL, "relay exchange name is longer than %d bytes",
+                            HD_AMQP_NAME_MAX);
+    if (o.relay_id != NULL && (*o.relay_id == '\0' || strlen(o.relay_id) > HD_RELAY_ID_MAX))
+        return hd_error_set(err, HD_EINVAL, "relay id must have 1 to %d bytes", HD_RELAY_ID_MAX);
+    if (o.retention_ms == 0)
+        o.retention_ms = HD_RELAY_RETENTION_DEFAULT;
+    if (o.retention_ms < 0)
+        o.retention_ms = -1;
+    if (o.purge_every_ms == 0)
+        o.purge_every_ms = HD_RELAY_PURGE_EVERY_DEFAULT;
+    if (o.progress_ms == 0)
+        o.progress_ms = HD_RELAY_PROGRESS_DEFAULT;
+    if (o.progress_ms < 0)
+        o.progress_ms = -1;
+    *out = o;
+    return 0;
+}
+
+int hd_relay_exchange_for(const char *type, char *out, size_t cap)
+{
+    if (type == NULL || *type == '\0' || *type == '.' || out == NULL || cap == 0)
+        return HD_EINVAL;
+    const char *dot = strchr(type, '.');
+    size_t len = dot != NULL ? (size_t)(dot - type) : strlen(type);
+    if (len > HD_AMQP_NAME_MAX || len + 1 > cap)
+        return HD_ERANGE;
+    memcpy(out, type, len);
+    out[len] = '\0';
+    return 0;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------- */
+
+static void add_totals(hd_relay *r, const hd_relay_stats *c)
+{
+    pthread_mutex_lock(&r->lock);
+    hd_relay_stats *t = &r->totals;
+    t->cycles += c->cycles;
+    t->batches += c->batches;
+    t->claimed += c->claimed;
+    t->published += c->published;
+    t->confirmed += c->confirmed;
+    t->returned += c->returned;
+    t->nacked += c->nacked;
+    t->lost += c->lost;
+    t->failed += c->failed;
+    t->parked += c->parked;
+    t->released += c->released;
+    t->lease_expired += c->lease_expired;
+    t->reconnects += c->reconnects;
+    t->purged += c->purged;
+    t->errors += c->errors;
+    pthread_mutex_unlock(&r->lock);
+}
+
+void hd_relay_get_stats(const hd_relay *r, hd_relay_stats *out)
+{
+    if (out == NULL)
+        return;
+    if (r == NULL) {
+        memset(out, 0, sizeof *out);
+        return;
+    }
+    /* The lock is the one mutable part of a relay that readers share. */
+    hd_relay *m = (hd_relay *)r;
+    pthread_mutex_lock(&m->lock);
+    *out = m->totals;
+    pthread_mutex_unlock(&m->lock);
+}
+
+static void on_fate(void *ctx, uint64_t seq, void *user, hd_fate fate, const char *reason);
+
+int hd_relay_new(hd_store *store, hd_amqp *amqp, const hd_relay_options *opts, hd_relay **out,
+                 hd_error *err)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (store == NULL || amqp == NULL || out == NULL)
+        return hd_error_set(err, HD_EINVAL, "hd_relay_new: store, amqp and out are required");
+    hd_relay_options o;
+    int rc = hd_relay_options_resolve(opts, &o, err);
+    if (rc < 0)
+        return rc;
+
+    hd_relay *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return hd_error_set(err, HD_ENOMEM, NULL);
+    r->store = store;
+    r->amqp = amqp;
+    r->opts = o;
+    if (o.relay_id != NULL) {
+        snprintf(r->id, sizeof r->id, "%s", o.relay_id);
+    } else {
+        char host[64] = "relay";
+        if (gethostname(host, sizeof host) != 0)
+            snprintf(host, sizeof host, "relay");
+        host[sizeof host - 1] = '\0';
+        snprintf(r->id, sizeof r->id, "%s-%ld", host, (long)getpid());
+    }
+    /* Options keep pointers to the caller's strings: point at our copies instead. */
+    r->opts.relay_id = r->id;
+    if (o.exchange != NULL && (r->exchange = strdup(o.exchange)) == NULL)
+        goto nomem;
+    r->opts.exchange = r->exchange;
+    r->items = calloc(o.batch, sizeof *r->items);
+    r->seqs_ok = calloc(o.batch, sizeof *r->seqs_ok);
+    r->seqs_release = calloc(o.batch, sizeof *r->seqs_release);
+    if (r->items == NULL || r->seqs_ok == NULL || r->seqs_release == NULL)
+        goto nomem;
+    /* Seeded per process: relays started together must not retry in lockstep. */
+    hd_backoff_init(&r->backoff, o.backoff_base_ms, o.backoff_cap_ms,
+                    (uint64_t)hd_clock_ns() ^ ((uint64_t)getpid() << 32));
+    pthread_mutex_init(&r->lock, NULL);
+    *out = r;
+    return 0;
+
+nomem:
+    free(r->items);
+    free(r->seqs_ok);
+    free(r->seqs_release);
+    free(r->exchange);
+    free(r);
+    return hd_error_set(err, HD_ENOMEM, NULL);
+}
+
+void hd_relay_free(hd_relay *r)
+{
+    if (r == NULL)
+        return;
+    hd_publisher_free(r->pub);
+    for (size_t i = 0; i < r->n_exchanges; i++) {
+        free(r->exchanges[i].name);
+        free(r->exchanges[i].refusal);
+    }
+    free(r->exchanges);
+    free(r->items);
+    free(r->seqs_ok);
+    free(r->seqs_release);
+    free(r->exchange);
+    pthread_mutex_destroy(&r->lock);
+    free(r);
+}
+
+const char *hd_relay_id(const hd_relay *r)
+{
+    return r != NULL ? r->id : NULL;
+}
+
+/* ---- fates ----------------------------------------------------------------------------- */
+
+static void set_reason(item *it, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void set_reason(item *it, const char *fmt, ...)
+{
+    char buf[HD_ERROR_TEXT_MAX + 128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    free(it->reason);
+    it->reason = strdup(buf); /* NULL on ENOMEM: the row is marked with no reason */
+}
+
+/* The publisher calls this once per message, from inside publish or wait. */
+static void on_fate(void *ctx, uint64_t seq, void *user, hd_fate fate, const char *reason)
+{
+    (void)seq;
+    hd_relay *r = ctx;
+    size_t i = (size_t)(uintptr_t)user;
+    if (r->batch == NULL || i >= r->batch->count)
+        return; /* not a message of the current cycle: cannot happen, fates are awaited */
+    item *it = &r->items[i];
+    const hd_outbox_message *m = &r->batch->messages[i];
+    switch (fate) {
+    case HD_FATE_CONFIRMED:
+        it->state = ITEM_CONFIRMED;
+        break;
+    case HD_FATE_RETURNED:
+        it->state = ITEM_RETURNED;
+        set_reason(it, "returned %s: exchange '%s' has no queue bound for routing key '%s'",
+                   reason ? reason : "", it->exchange, m->type);
+        break;
+    case HD_FATE_NACKED:
+        it->state = ITEM_NACKED;
+        set_reason(it, "nacked: %s", reason ? reason : "refused by the broker");
+        break;
+    case HD_FATE_LOST:
+        it->state = ITEM_LOST;
+        set_reason(it, "lost: %s", reason ? reason : "no confirm");
+        break;
+    }
+}
+
+/* ---- exchanges ------------------------------------------------------------------------- */
+
+static exchange_entry *exchange_entry_for(hd_relay *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_exchanges; i++)
+        if (strcmp(r->exchanges[i].name, name) == 0)
+            return &r->exchanges[i];
+    if (r->n_exchanges == r->cap_exchanges) {
+        size_t cap = r->cap_exchanges ? r->cap_exchanges * 2 : 8;
+        exchange_entry *e = realloc(r->exchanges, cap * sizeof *e);
+        if (e == NULL)
+            return NULL;
+        r->exchanges = e;
+        r->cap_exchanges = cap;
+    }
+    exchange_entry *e = &r->exchanges[r->n_exchanges];
+    memset(e, 0, sizeof *e);
+    if ((e->name = strdup(name)) == NULL)
+        return NULL;
+    r->n_exchanges++;
+    return e;
+}
+
+/* Declare every exchange again before its next use. */
+static void forget_exchanges(hd_relay *r)
+{
+    for (size_t i = 0; i < r->n_exchanges; i++)
+        r->exchanges[i].generation = 0;
+}
+
+/* Give item i its exchange, declaring it when this connection has not yet. Returns 0 (the
+ * item may have been refused: its state says so), HD_ENOMEM, or HD_ECLOSED (the
+ * connection died while declaring: the cycle stops). */
+static int route_item(hd_relay *r, size_t i, hd_error *err)
+{
+    item *it = &r->items[i];
+    const hd_outbox_message *m = &r->batch->messages[i];
+    char name[HD_AMQP_NAME_MAX + 1];
+    if (r->exchange != NULL) {
+        snprintf(name, sizeof name, "%s", r->exchange);
+    } else if (hd_relay_exchange_for(m->type, name, sizeof name) < 0) {
+        it->state = ITEM_REFUSED;
+        set_reason(it, "no exchange can be derived from event type '%s'", m->type);
+        return 0;
+    }
+    exchange_entry *e = exchange_entry_for(r, name);
+    if (e == NULL)
+        return hd_error_set(err, HD_ENOMEM, NULL);
+    it->exchange = e->name;
+    if (r->opts.no_declare)
+        return 0;
+    if (e->refused_cycle == r->cycle_no) {
+        /* Declared and refused earlier in this cycle: one refusal per exchange and cycle. */
+        it->state = ITEM_REFUSED;
+        set_reason(it, "%s", e->refusal ? e->refusal : "exchange refused");
+        return 0;
+    }
+    if (e->generation == hd_amqp_generation(r->amqp))
+        return 0;
+    hd_exchange_spec spec = {.name = e->name, .type = HD_EXCHANGE_TOPIC, .durable = 1};
+    hd_error why;
+    int rc = hd_exchange_declare(r->amqp, &spec, &why);
+    if (rc == 0) {
+        e->generation = hd_amqp_generation(r->amqp);
+        return 0;
+    }
+    if (rc == HD_ECLOSED || !hd_amqp_is_open(r->amqp))
+        return hd_error_set(err, HD_ECLOSED, "%s", why.text);
+    /* Refused (406: it exists with another type) or broken in another way: the events for
+     * it fail visibly and are retried with backoff; the other exchanges carry on. */
+    e->refused_cycle = r->cycle_no;
+    free(e->refusal);
+    e->refusal = strdup(why.text);
+    it->state = ITEM_REFUSED;
+    set_reason(it, "%s", why.text);
+    return 0;
+}
+
+/* ---- publishing ------------------------------------------------------------------------ */
+
+/* Publish item i. Returns 0 (published, or refused as malformed: see its state), or the
+ * publisher's HD_ECLOSED / HD_EAMQP / HD_ETIMEOUT: the cycle stops publishing. */
+static int publish_item(hd_relay *r, size_t i, hd_error *err)
+{
+    item *it = &r->items[i];
+    const hd_outbox_message *m = &r->batch->messages[i];
+
+    /* The tracing attributes were stored next to the payload so that the relay need not
+     * parse the payload; a row whose headers do not parse is still published. */
+    json_t *h = m->headers != NULL ? json_loads(m->headers, 0, NULL) : NULL;
+    const char *correlation = json_string_value(json_object_get(h, "correlationid"));
+    const char *causation = json_string_value(json_object_get(h, "causationid"));
+    const char *traceparent = json_string_value(json_object_get(h, "traceparent"));
+    hd_amqp_kv headers[2];
+    size_t n_headers = 0;
+    if (traceparent != NULL)
+        headers[n_headers++] = (hd_amqp_kv){"traceparent", traceparent};
+    if (causation != NULL)
+        headers[n_headers++] = (hd_amqp_kv){"causationid", causation};
+
+    hd_message msg = {
+        .exchange = it->exchange,
+        .routing_key = m->type,
+        .body = m->payload,
+        .len = m->payload_len,
+        .content_type = HD_CLOUDEVENTS_MEDIA_TYPE,
+        .type = m->type,
+        .message_id = m->event_id,
+        .correlation_id = correlation,
+        .headers = n_headers ? headers : NULL,
+        .n_headers = n_headers,
+        .flags = 0, /* persistent and mandatory */
+        .user = (void *)(uintptr_t)i,
+    };
+    /* Set before publishing: the fate may be reported from inside the call. */
+    it->state = ITEM_PUBLISHED;
+    hd_error why;
+    int rc = hd_publisher_publish(r->pub, &msg, NULL, &why);
+    json_decref(h);
+    if (rc == 0)
+        return 0;
+    it->state = ITEM_UNPUBLISHED;
+    if (rc == HD_EINVAL) { /* this message can never be published as it is */
+        it->state = ITEM_REFUSED;
+        set_reason(it, "%s", why.text);
+        return 0;
+    }
+    return hd_error_set(err, rc, "%s", why.text);
+}
+
+/* ---- marking --------------------------------------------------------------------------- */
+
+/* The one transaction of a cycle: dispatched, failed, released. */
+static int settle_tx(hd_relay *r, hd_relay_stats *c, int broker_up, hd_error *err)
+{
+    const hd_outbox_batch *b = r->batch;
+    size_t n_ok = 0, n_release = 0;
+    for (size_t i = 0; i < b->count; i++) {
+        item *it = &r->items[i];
+        it->parked = 0;
+        if (it->state == ITEM_CONFIRMED)
+            r->seqs_ok[n_ok++] = b->messages[i].seq;
+        else if (it->state == ITEM_UNPUBLISHED || (it->state == ITEM_LOST && !broker_up))
+            r->seqs_release[n_release++] = b->messages[i].seq;
+    }
+    int rc = hd_store_begin(r->store, err);
+    if (rc < 0)
+        return rc;
+    if (n_ok > 0 && (rc = hd_outbox_mark_dispatched(r->store, r->seqs_ok, n_ok, err)) < 0)
+        goto fail;
+    uint64_t failed = 0, parked = 0;
+    for (size_t i = 0; i < b->count; i++) {
+        item *it = &r->items[i];
+        /* A message lost while the connection stayed up was refused by the broker (it
+         * closed our channel: a missing exchange, say): that is the events' failure. */
+        int fails = it->state == ITEM_RETURNED || it->state == ITEM_NACKED ||
+                    it->state == ITEM_REFUSED || (it->state == ITEM_LOST && broker_up);
+        if (!fails)
+            continue;
+        const hd_outbox_message *m = &b->messages[i];
+        int64_t delay = hd_backoff_delay(&r->backoff, (unsigned)m->attempts);
+        hd_error why;
+        rc = hd_outbox_mark_failed(r->store, m->seq, it->reason, delay, r->opts.max_attempts, &why);
+        if (rc == HD_ENOTFOUND)
+            continue; /* settled meanwhile by a relay that took over after our lease */
+        if (rc < 0) {
+            hd_error_set(err, rc, "%s", why.text);
+            goto fail;
+        }
+        failed++;
+        if (rc == 1) {
+            it->parked = 1;
+            parked++;
+        }
+    }
+    if (n_release > 0 && (rc = hd_outbox_release(r->store, r->seqs_release, n_release, err)) < 0)
+        goto fail;
+    if ((rc = hd_store_commit(r->store, err)) < 0)
+        return rc;
+    c->confirmed += n_ok;
+    c->failed += failed;
+    c->parked += parked;
+    c->released += n_release;
+    return 0;
+
+fail:
+    hd_store_rollback(r->store, NULL);
+    return rc;
+}
+
+/* Log what happened to the rows that did not go through, after the commit made it true. */
+static void log_failures(hd_relay *r)
+{
+    hd_logger *lg = r->opts.logger;
+    if (lg == NULL || !hd_logger_enabled(lg, HD_LOG_WARN))
+        return;
+    const hd_outbox_batch *b = r->batch;
+    for (size_t i = 0; i < b->count; i++) {
+        const item *it = &r->items[i];
+        const hd_outbox_message *m = &b->messages[i];
+        if (it->reason == NULL || it->state == ITEM_CONFIRMED || it->state == ITEM_UNPUBLISHED)
+            continue;
+        if (it->state == ITEM_LOST && !hd_amqp_is_open(r->amqp))
+            continue; /* released, reported once per outage by hd_relay_run */
+        hd_log_json(lg, it->parked ? HD_LOG_ERROR : HD_LOG_WARN, NULL,
+                    it->parked ? "outbox row parked after its last attempt: redrive it once "
+                                 "the cause is fixed"
+                               : "publish failed, will retry",
+                    json_pack("{s:s, s:I, s:s, s:s, s:i, s:i, s:s}", "relay", r->id, "seq",
+                              (json_int_t)m->seq, "event_id", m->event_id, "type", m->type,
+                              "attempt", m->attempts + 1, "max_attempts", r->opts.max_attempts,
+                              "error", it->reason ? it->reason : ""));
+    }
+}
+
+/* ---- one cycle ------------------------------------------------------------------------- */
+
+int hd_relay_run_once(hd_relay *r, hd_relay_stats *cycle, hd_error *err)
+{
+    hd_relay_stats c;
+    memset(&c, 0, sizeof c);
+    if (cycle != NULL)
+        memset(cycle, 0, sizeof *cycle);
+    if (r == NULL)
+        return hd_error_set(err, HD_EINVAL, "hd_relay_run_once: relay is NULL");
+
+    /* A closed connection: claim nothing. Rows claimed now could only be released again,
+     * and a broker outage must not cost the events anything. */
+    if (!hd_amqp_is_open(r->amqp))
+        return hd_error_set(err, HD_ECLOSED, "broker connection %s is closed: reconnect first",
+                            hd_amqp_url_text(r->amqp));
+    int rc;
+    if (r->pub == NULL) {
+        hd_publisher_options po = {.window = r->opts.window,
+                                   .confirm_timeout_ms = r->opts.confirm_timeout_ms,
+                                   .on_fate = on_fate,
+                                   .ctx = r};
+        if ((rc = hd_publisher_new(r->amqp, &po, &r->pub, err)) < 0)
+            return rc;
+    }
+
+    /* 1. Claim. */
+    hd_outbox_batch *b = NULL;
+    hd_outbox_claim_opts co = {.relay_id = r->id, .lease_ms = r->opts.lease_ms};
+    rc = hd_outbox_claim(r->store, r->opts.batch, &co, &b, err);
+    c.cycles = 1;
+    if (rc < 0) {
+        add_totals(r, &c);
+        if (cycle != NULL)
+            *cycle = c;
+        return rc;
+    }
+    size_t n = b->count;
+    if (n == 0) {
+        hd_outbox_batch_free(b);
+        add_totals(r, &c);
+        if (cycle != NULL)
+            *cycle = c;
+        return 0;
+    }
+    c.batches = 1;
+    c.claimed = n;
+    r->cycle_no++;
+    r->batch = b;
+    memset(r->items, 0, n * sizeof r->items[0]);
+
+    /* 2. Route (declare what this connection has not declared yet) and publish, in seq
+     * order, on one channel. */
+    int broken = 0; /* the code that stopped publishing, 0 if none */
+    hd_error why;
+    hd_error_clear(&why);
+    for (size_t i = 0; i < n && !broken; i++) {
+        if ((rc = route_item(r, i, &why)) < 0) {
+            broken = rc;
+            break;
+        }
+        if (r->items[i].state == ITEM_REFUSED)
+            continue;
+        if ((rc = publish_item(r, i, &why)) < 0) {
+            broken = rc;
+            break;
+        }
+        if (r->items[i].state != ITEM_REFUSED)
+            c.published++;
+    }
+
+    /* 3. The fates of the whole batch. A confirm that does not come within the timeout
+     * leaves us not knowing: treat the connection as dead, which reports the rest LOST
+     * (released below, republished later: at-least-once). */
+    if (hd_publisher_outstanding(r->pub) > 0) {
+        hd_error werr;
+        rc = hd_publisher_wait(r->pub, -1, &werr);
+        if (rc == HD_ETIMEOUT) {
+            hd_amqp_mark_broken(r->amqp);
+            (void)hd_publisher_wait(r->pub, 0, NULL);
+        }
+        if (rc < 0 && !broken) {
+            broken = rc == HD_ETIMEOUT ? HD_ECLOSED : rc;
+            why = werr;
+        }
+    }
+    if (broken == HD_ETIMEOUT) { /* the window stayed full: same treatment */
+        hd_amqp_mark_broken(r->amqp);
+        (void)hd_publisher_wait(r->pub, 0, NULL);
+        broken = HD_ECLOSED;
+    }
+    int broker_up = hd_amqp_is_open(r->amqp);
+    for (size_t i = 0; i < n; i++) {
+        switch (r->items[i].state) {
+        case ITEM_RETURNED:
+            c.returned++;
+            break;
+        case ITEM_NACKED:
+            c.nacked++;
+            break;
+        case ITEM_LOST:
+            c.lost++;
+            /* Lost while the connection stayed up: the broker closed our channel, most
+             * likely 404 for an exchange deleted since we declared it. Declare again. */
+            if (broker_up) {
+                forget_exchanges(r);
+                item *it = &r->items[i];
+                if (it->reason != NULL && strncmp(it->reason, "lost: ", 6) == 0) {
+                    char *lost = it->reason;
+                    it->reason = NULL;
+                    set_reason(it, "refused: %s", lost + 6);
+                    free(lost);
+                }
+            }
+            break;
+        case ITEM_PUBLISHED: /* no fate: cannot happen after a wait; be safe, publish again */
+            r->items[i].state = ITEM_UNPUBLISHED;
+            break;
+        default:
+            break;
+        }
+    }
+    if (broken == HD_EAMQP)
+        forget_exchanges(r);
+
+    /* 4. Mark, in one transaction. Past the lease another relay may have taken the rows
+     * over; marking is still right (they were confirmed), but they may go out twice. */
+    if (hd_time_now_ms() > b->lease_until_ms) {
+        c.lease_expired++;
+        if (r->opts.logger != NULL)
+            hd_log_json(r->opts.logger, HD_LOG_WARN, NULL,
+                        "lease ran out before the batch was marked: rows may be published "
+                        "twice; raise the lease or lower the batch",
+                        json_pack("{s:s, s:I}", "relay", r->id, "rows", (json_int_t)n));
+    }
+    for (int attempt = 1;; attempt++) {
+        rc = settle_tx(r, &c, broker_up, err);
+        if (rc != HD_EBUSY || attempt == SETTLE_TRIES)
+            break;
+        hd_sleep_ms(50 * attempt, NULL);
+    }
+    if (rc == 0)
+        log_failures(r);
+    for (size_t i = 0; i < n; i++) { /* reasons live for one cycle */
+        free(r->items[i].reason);
+        r->items[i].reason = NULL;
+    }
+    r->batch = NULL;
+    hd_outbox_batch_free(b);
+    if (rc < 0)
+        c.errors++;
+    add_totals(r, &c);
+    if (cycle != NULL)
+        *cycle = c;
+    if (rc < 0)
+        return rc; /* the rows stay leased: republished after the lease, not lost */
+    if (broken)
+        return hd_error_set(err, broken == HD_EAMQP && broker_up ? HD_EAMQP : HD_ECLOSED, "%s",
+                            why.text);
+    return (int)n;
+}
+
+/* ---- the loop -------------------------------------------------------------------------- */
+
+int hd_relay_purge(hd_relay *r, int64_t *purged, hd_error *err)
+{
+    if (purged != NULL)
+        *purged = 0;
+    if (r == NULL)
+        return hd_error_set(err, HD_EINVAL, "hd_relay_purge: relay is NULL");
+    if (r->opts.retention_ms < 0)
+        return 0;
+    int rc = hd_outbox_purge_dispatched(r->store, r->opts.retention_ms, err);
+    if (rc < 0)
+        return rc;
+    hd_relay_stats c;
+    memset(&c, 0, sizeof c);
+    c.purged = (uint64_t)rc;
+    add_totals(r, &c);
+    if (purged != NULL)
+        *purged = rc;
+    return 0;
+}
+
+static int stopped(const volatile int *stop)
+{
+    return stop != NULL && *stop;
+}
+
+/* Sleep until there may be work: a NOTIFY, a notifier signal, or poll_ms. */
+static void wait_for_work(hd_relay *r, const volatile int *stop)
+{
+    int64_t deadline = hd_clock_ms() + r->opts.poll_ms;
+    for (;;) {
+        int64_t left = deadline - hd_clock_ms();
+        if (stopped(stop) || left <= 0)
+            return;
+        int slice = left < WAIT_SLICE_MS ? (int)left : WAIT_SLICE_MS;
+        if (r->listening) {
+            hd_error e;
+            int got = hd_store_pg_wait(r->store, slice, NULL, &e);
+            if (got > 0)
+                return;
+            if (got < 0) /* connection lost: the next call reconnects; do not spin */
+                hd_sleep_ms(slice, stop);
+        } else if (r->opts.notifier != NULL) {
+            if (hd_outbox_notifier_wait(r->opts.notifier, &r->seen, slice) == 1)
+                return;
+        } else {
+            hd_sleep_ms(slice, stop);
+        }
+    }
+}
+
+static json_t *stats_json(const hd_relay_stats *s)
+{
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "published",
+                     (json_int_t)s->published, "confirmed", (json_int_t)s->confirmed, "returned",
+                     (json_int_t)s->returned, "nacked", (json_int_t)s->nacked, "lost",
+                     (json_int_t)s->lost, "parked", (json_int_t)s->parked, "released",
+                     (json_int_t)s->released, "batches", (json_int_t)s->batches, "reconnects",
+                     (json_int_t)s->reconnects, "errors", (json_int_t)s->errors);
+}
+
+static void log_progress(hd_relay *r, hd_relay_stats *last, int64_t *last_ms)
+{
+    hd_relay_stats now;
+    hd_relay_get_stats(r, &now);
+    int64_t t = hd_clock_ms();
+    if (now.claimed == last->claimed && now.errors == last->errors &&
+        now.reconnects == last->reconnects)
+        return; /* idle: say nothing rather than the same line every few seconds */
+    double secs = (double)(t - *last_ms) / 1000.0;
+    json_t *f = stats_json(&now);
+    json_object_set_new(f, "relay", json_string(r->id));
+    json_object_set_new(
+        f, "rate_per_s",
+        json_integer(secs > 0 ? (json_int_t)((double)(now.confirmed - last->confirmed) / secs)
+                              : 0));
+    int64_t pending = 0, oldest = 0, parked = 0;
+    if (hd_outbox_depth(r->store, &pending, &oldest, &parked, NULL) == 0) {
+        json_object_set_new(f, "pending", json_integer(pending));
+        json_object_set_new(f, "oldest_age_ms", json_integer(oldest));
+        json_object_set_new(f, "parked_rows", json_integer(parked));
+    }
+    hd_log_json(r->opts.logger, HD_LOG_INFO, NULL, "relay progress", f);
+    *last = now;
+    *last_ms = t;
+}
+
+int hd_relay_run(hd_relay *r, const volatile int *stop, hd_error *err)
+{
+    if (r == NULL)
+        return hd_error_set(err, HD_EINVAL, "hd_relay_run: relay is NULL");
+    hd_logger *lg = r->opts.logger;
+    hd_backoff store_backoff;
+    hd_backoff_init(&store_backoff, STORE_BACKOFF_BASE_MS, STORE_BACKOFF_CAP_MS,
+                    (uint64_t)hd_clock_ns());
+    unsigned failures = 0;              /* cycles failed in a row, for the backoff */
+    int64_t next_purge = hd_clock_ms(); /* purge once at start: a relay may have been down */
+    int64_t last_progress_ms = hd_clock_ms();
+    hd_relay_stats last_progress;
+    hd_relay_get_stats(r, &last_progress);
+    int outage = 0; /* the broker is known to be down: log once, not every attempt */
+    hd_error e;
+
+    if (lg != NULL)
+        hd_log_json(lg, HD_LOG_INFO, NULL, "relay started",
+                    json_pack("{s:s, s:s, s:s, s:I, s:I, s:i, s:I, s:i, s:s}", "relay", r->id,
+                              "store", hd_store_dialect(r->store), "broker",
+                              hd_amqp_url_text(r->amqp), "batch", (json_int_t)r->opts.batch,
+                              "window", (json_int_t)r->opts.window, "poll_ms", r->opts.poll_ms,
+                              "lease_ms", (json_int_t)r->opts.lease_ms, "max_attempts",
+                              r->opts.max_attempts, "exchange",
+                              r->exchange ? r->exchange : "(per event type)"));
+
+    while (!stopped(stop)) {
+        /* LISTEN first (PostgreSQL); retried while it fails, polling meanwhile. The store
+         * listens again by itself after it reconnects. */
+        if (!r->listening && hd_store_is_pg(r->store)) {
+            if (hd_store_pg_listen(r->store, HD_OUTBOX_CHANNEL, &e) == 0)
+                r->listening = 1;
+            else if (lg != NULL)
+                hd_log_warn(lg, NULL, "LISTEN failed; polling meanwhile", "relay", r->id, "error",
+                            e.text, NULL);
+        }
+
+        if (!hd_amqp_is_open(r->amqp)) {
+            if (lg != NULL && !outage)
+                hd_log_warn(lg, NULL,
+                            "broker unreachable: reconnecting with backoff; nothing "
+                            "is claimed meanwhile",
+                            "relay", r->id, "broker", hd_amqp_url_text(r->amqp), NULL);
+            outage = 1;
+            int rc = hd_amqp_reconnect(r->amqp, stop, &e);
+            if (rc == HD_EINTR)
+                break;
+            if (rc < 0) {
+                if (lg != NULL)
+                    hd_log_error(lg, NULL, "cannot reconnect to the broker", "relay", r->id,
+                                 "error", e.text, NULL);
+                return hd_error_set(err, rc, "%s", e.text);
+            }
+            hd_relay_stats c;
+            memset(&c, 0, sizeof c);
+            c.reconnects = 1;
+            add_totals(r, &c);
+            outage = 0;
+            if (lg != NULL)
+                hd_log_info(lg, NULL, "reconnected to the broker: catching up", "relay", r->id,
+                            NULL);
+        }
+
+        int rc = hd_relay_run_once(r, NULL, &e);
+        if (rc < 0) {
+            if (rc == HD_ECLOSED || !hd_amqp_is_open(r->amqp)) {
+                if (lg != NULL && !outage)
+                    hd_log_warn(lg, NULL, "broker connection lost: unconfirmed rows released",
+                                "relay", r->id, "error", e.text, NULL);
+                outage = 1;
+                continue; /* reconnect at the top */
+            }
+            if (rc == HD_EINVAL)
+                return hd_error_set(err, rc, "%s", e.text);
+            /* Store trouble (busy, connection lost, refused): back off and try again; the
+             * rows of a failed mark stay leased and are republished after the lease. */
+            int64_t delay = hd_backoff_delay(&store_backoff, failures++);
+            if (lg != NULL)
+                hd_log_json(lg, HD_LOG_WARN, NULL, "relay cycle failed, retrying",
+                            json_pack("{s:s, s:s, s:s, s:I}", "relay", r->id, "code",
+                                      hd_err_name(rc), "error", e.text, "retry_in_ms",
+                                      (json_int_t)delay));
+            hd_sleep_ms(delay, stop);
+            continue;
+        }
+        failures = 0;
+
+        int64_t now = hd_clock_ms();
+        if (r->opts.retention_ms >= 0 && now >= next_purge) {
+            int64_t purged = 0;
+            if (hd_relay_purge(r, &purged, &e) < 0) {
+                if (lg != NULL)
+                    hd_log_warn(lg, NULL, "retention purge failed", "relay", r->id, "error", e.text,
+                                NULL);
+            } else if (purged > 0 && lg != NULL) {
+                hd_log_json(lg, HD_LOG_INFO, NULL, "purged dispatched outbox rows",
+                            json_pack("{s:s, s:I, s:I}", "relay", r->id, "rows", (json_int_t)purged,
+                                      "older_than_ms", (json_int_t)r->opts.retention_ms));
+            }
+            next_purge = now + r->opts.purge_every_ms;
+        }
+        if (lg != NULL && r->opts.progress_ms > 0 && now - last_progress_ms >= r->opts.progress_ms)
+            log_progress(r, &last_progress, &last_progress_ms);
+
+        if ((size_t)rc == r->opts.batch)
+            continue; /* a full batch: more is probably waiting */
+        if (r->opts.drain) {
+            int64_t pending = 0;
+            if (hd_outbox_depth(r->store, &pending, NULL, NULL, &e) == 0 && pending == 0)
+                break;
+        }
+        wait_for_work(r, stop);
+    }
+
+    if (lg != NULL) {
+        hd_relay_stats t;
+        hd_relay_get_stats(r, &t);
+        json_t *f = stats_json(&t);
+        json_object_set_new(f, "relay", json_string(r->id));
+        hd_log_json(lg, HD_LOG_INFO, NULL, "relay stopped", f);
+    }
+    return 0;
+}

@@ -1,0 +1,807 @@
+/* Integration: the outbox relay against a real RabbitMQ, on SQLite (a temp file,
+ * synchronous=FULL) and on PostgreSQL. Needs HD_AMQP_URL, HD_PG_URL and HD_SERVERS_CTL.
+ *
+ * The broker-down test STOPS the broker: run it on a private instance (see
+ * docs/testing.md), never on one shared with other runs.
+ *
+ *  1. Everything appended arrives, once each, with its properties; nothing stays pending
+ *     (SQLite and PostgreSQL, 2000 events appended in transactions).
+ *  2. Broker down: the relay keeps trying without marking, failing or losing anything;
+ *     when the broker is back it catches up.
+ *  3. An unroutable event is returned, retried with backoff, parked after max attempts with
+ *     its last error; redriven after a queue is bound, it is delivered.
+ *  4. Retention purges dispatched rows and keeps parked ones.
+ *  5. Two relays on one PostgreSQL outbox deliver each row once.
+ *  6. Wake-ups: NOTIFY (PostgreSQL) and the in-process notifier (SQLite) start a cycle at
+ *     once, long before the poll interval.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <ctype.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "hd_test.h"
+#include "herald/amqp.h"
+#include "herald/clock.h"
+#include "herald/envelope.h"
+#include "herald/outbox.h"
+#include "herald/relay.h"
+#include "herald/store.h"
+#include "herald/topology.h"
+
+static const hd_amqp_options fast_reconnect = {
+    .connect_timeout_ms = 2000, .reconnect_base_ms = 100, .reconnect_cap_ms = 1000};
+
+/* ---- databases --------------------------------------------------------------------------- */
+
+typedef struct db {
+    char url[512];
+    char pg_name[128]; /* PostgreSQL: the database created for this test, to drop */
+    char *dir;         /* SQLite: the temp directory */
+} db;
+
+static void sqlite_db(db *d)
+{
+    memset(d, 0, sizeof *d);
+    d->dir = hd_test_tmpdir("relay");
+    assert_non_null(d->dir);
+    snprintf(d->url, sizeof d->url, "sqlite://%s/outbox.db?synchronous=full", d->dir);
+}
+
+/* A new database on the test server, so tests never see each other's outbox rows. The name
+ * goes into the SQL text (CREATE DATABASE takes no parameters): it is ours, lower-case
+ * letters, digits and '_'. */
+static void pg_db(db *d)
+{
+    memset(d, 0, sizeof *d);
+    const char *base = hd_test_require_env("HD_PG_URL");
+    char *name = hd_test_unique_name("hd_relay");
+    for (char *p = name; *p; p++)
+        *p = *p == '-' ? '_' : (char)tolower((unsigned char)*p);
+    snprintf(d->pg_name, sizeof d->pg_name, "%s", name);
+    free(name);
+
+    hd_error err;
+    hd_store *admin = NULL;
+    assert_hd_err(0, hd_store_open(base, &admin, &err), &err);
+    char sql[256];
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", d->pg_name);
+    assert_hd_err(0, hd_store_exec(admin, sql, NULL, 0, &err), &err);
+    hd_store_close(admin);
+
+    /* Same server and user, another path: postgresql://user@host:port/<name>?query */
+    const char *q = strchr(base, '?');
+    size_t head = q ? (size_t)(q - base) : strlen(base);
+    size_t slash = head;
+    while (slash > 0 && base[slash - 1] != '/')
+        slash--;
+    assert_true(slash > strlen("postgresql://"));
+    snprintf(d->url, sizeof d->url, "%.*s%s%s", (int)slash, base, d->pg_name, q ? q : "");
+}
+
+static void db_drop(db *d)
+{
+    if (d->dir != NULL) {
+        hd_test_rmtree(d->dir);
+        free(d->dir);
+        d->dir = NULL;
+    }
+    if (d->pg_name[0] != '\0') {
+        hd_error err;
+        hd_store *admin = NULL;
+        assert_hd_err(0, hd_store_open(hd_test_require_env("HD_PG_URL"), &admin, &err), &err);
+        char sql[256];
+        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", d->pg_name);
+        assert_hd_err(0, hd_store_exec(admin, sql, NULL, 0, &err), &err);
+        hd_store_close(admin);
+        d->pg_name[0] = '\0';
+    }
+}
+
+static hd_store *open_store(const db *d)
+{
+    hd_error err;
+    hd_store *s = NULL;
+    assert_hd_err(0, hd_store_open(d->url, &s, &err), &err);
+    int rc = hd_outbox_migrate(s, &err);
+    assert_true(rc >= 0);
+    return s;
+}
+
+/* Append n events of type "<topic>.item_added", per_tx of them per transaction, each for
+ * its own aggregate (so no row waits for another's retry). Every third carries a
+ * traceparent and a correlation id. */
+static void append_events(hd_store *s, const char *topic, int n, int per_tx)
+{
+    hd_error err;
+    char type[256];
+    snprintf(type, sizeof type, "%s.item_added", topic);
+    for (int i = 0; i < n; i += per_tx) {
+        assert_hd_err(0, hd_store_begin(s, &err), &err);
+        for (int k = i; k < i + per_tx && k < n; k++) {
+            hd_envelope *env = hd_envelope_new(type, 1, "/test", json_pack("{s:i}", "n", k));
+            assert_non_null(env);
+            if (k % 3 == 0) {
+                assert_int_equal(
+                    0, hd_envelope_set_traceparent(
+                           env, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+                assert_int_equal(0, hd_envelope_set_correlation_id(env, "corr-test"));
+            }
+            char agg[32];
+            snprintf(agg, sizeof agg, "item-%d", k);
+            assert_hd_err(0, hd_outbox_append(s, env, "item", agg, &err), &err);
+            hd_envelope_free(env);
+        }
+        assert_hd_err(0, hd_store_commit(s, &err), &err);
+    }
+}
+
+static int64_t pending_rows(hd_store *s)
+{
+    hd_error err;
+    int64_t pending = -1;
+    assert_hd_err(0, hd_outbox_depth(s, &pending, NULL, NULL, &err), &err);
+    return pending;
+}
+
+static int64_t count_where(hd_store *s, const char *where)
+{
+    hd_error err;
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM hd_outbox WHERE %s", where);
+    hd_rows *rows = NULL;
+    assert_hd_err(0, hd_store_query(s, sql, NULL, 0, &rows, &err), &err);
+    int64_t n = hd_rows_int(rows, 0, 0);
+    hd_rows_free(rows);
+    return n;
+}
+
+/* ---- the broker side --------------------------------------------------------------------- */
+
+/* A durable queue bound to the topic exchange `topic` with "#" (declares the exchange as the
+ * relay would: durable topic). Returns the queue name (new). */
+static char *bind_queue(hd_amqp *a, const char *topic)
+{
+    hd_error err;
+    char *q = hd_test_unique_name("hd-relay-q");
+    hd_exchange_spec ex = {.name = topic, .type = HD_EXCHANGE_TOPIC, .durable = 1};
+    hd_queue_spec qs = {.name = q, .durable = 1};
+    hd_binding_spec bs = {.queue = q, .exchange = topic, .key = "#"};
+    assert_hd_err(0, hd_exchange_declare(a, &ex, &err), &err);
+    assert_hd_err(0, hd_queue_declare(a, &qs, NULL, &err), &err);
+    assert_hd_err(0, hd_queue_bind(a, &bs, &err), &err);
+    return q;
+}
+
+static void drop_broker_side(hd_amqp *a, const char *queue, const char *topic)
+{
+    hd_error err;
+    if (queue != NULL)
+        assert_hd_err(0, hd_queue_delete(a, queue, NULL, &err), &err);
+    assert_hd_err(0, hd_exchange_delete(a, topic, &err), &err);
+}
+
+typedef struct received {
+    size_t n;        /* messages taken from the queue */
+    size_t distinct; /* distinct message ids among them */
+    int bad_props;   /* messages whose properties were not what the relay must set */
+    int with_trace;  /* messages that carried a traceparent header */
+} received;
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int header_is(const amqp_basic_properties_t *p, const char *key, const char *value)
+{
+    if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG))
+        return 0;
+    for (int i = 0; i < p->headers.num_entries; i++) {
+        const amqp_table_entry_t *e = &p->headers.entries[i];
+        if (e->key.len == strlen(key) && memcmp(e->key.bytes, key, e->key.len) == 0 &&
+            e->value.kind == AMQP_FIELD_KIND_UTF8)
+            return e->value.value.bytes.len == strlen(value) &&
+                   memcmp(e->value.value.bytes.bytes, value, strlen(value)) == 0;
+    }
+    return 0;
+}
+
+/* memmem is a GNU extension; the build is POSIX. */
+static int contains(amqp_bytes_t b, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (size_t i = 0; n <= b.len && i <= b.len - n; i++)
+        if (memcmp((const char *)b.bytes + i, needle, n) == 0)
+            return 1;
+    return 0;
+}
+
+static int bytes_eq(amqp_bytes_t b, const char *s)
+{
+    return b.len == strlen(s) && memcmp(b.bytes, s, b.len) == 0;
+}
+
+/* Take every message of queue with basic.get (auto-ack) and check what the relay set:
+ * persistent, content type, message id = the envelope's id (found in the body), type. */
+static received drain_queue(hd_amqp *a, const char *queue, const char *type)
+{
+    received r = {0};
+    size_t cap = 1024;
+    char **ids = malloc(cap * sizeof *ids);
+    assert_non_null(ids);
+    amqp_connection_state_t st = hd_amqp_state(a);
+    amqp_channel_t ch = hd_amqp_channel(a);
+    hd_error err;
+    for (;;) {
+        amqp_rpc_reply_t rep = amqp_basic_get(st, ch, amqp_cstring_bytes(queue), 1);
+        assert_hd_err(0, hd_amqp_check_reply(a, rep, "basic.get", &err), &err);
+        if (rep.reply.id == AMQP_BASIC_GET_EMPTY_METHOD)
+            break;
+        amqp_message_t msg;
+        rep = amqp_read_message(st, ch, &msg, 0);
+        assert_hd_err(0, hd_amqp_check_reply(a, rep, "read message", &err), &err);
+        const amqp_basic_properties_t *p = &msg.properties;
+        char id[64] = "";
+        if (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG)
+            snprintf(id, sizeof id, "%.*s", (int)p->message_id.len, (char *)p->message_id.bytes);
+        char needle[80];
+        snprintf(needle, sizeof needle, "\"id\":\"%s\"", id);
+        int ok = id[0] != '\0' && p->delivery_mode == 2 &&
+                 (p->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG) &&
+                 bytes_eq(p->content_type, HD_CLOUDEVENTS_MEDIA_TYPE) &&
+                 (p->_flags & AMQP_BASIC_TYPE_FLAG) && bytes_eq(p->type, type) &&
+                 contains(msg.body, needle);
+        if (!ok)
+            r.bad_props++;
+        if (header_is(p, "traceparent",
+                      "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")) {
+            r.with_trace++;
+            if (!(p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG) ||
+                !bytes_eq(p->correlation_id, "corr-test"))
+                r.bad_props++;
+        }
+        if (r.n == cap) {
+            cap *= 2;
+            ids = realloc(ids, cap * sizeof *ids);
+            assert_non_null(ids);
+        }
+        ids[r.n++] = strdup(id);
+        amqp_destroy_message(&msg);
+        amqp_maybe_release_buffers(st);
+    }
+    qsort(ids, r.n, sizeof *ids, cmp_str);
+    for (size_t i = 0; i < r.n; i++) {
+        if (i == 0 || strcmp(ids[i], ids[i - 1]) != 0)
+            r.distinct++;
+    }
+    for (size_t i = 0; i < r.n; i++)
+        free(ids[i]);
+    free(ids);
+    return r;
+}
+
+/* Run cycles until nothing is pending (or fail after timeout_ms). */
+static void relay_until_empty(hd_relay *r, hd_store *s, int64_t timeout_ms)
+{
+    hd_error err;
+    int64_t end = hd_clock_ms() + timeout_ms;
+    while (pending_rows(s) > 0) {
+        int rc = hd_relay_run_once(r, NULL, &err);
+        assert_true(rc >= 0 || (fprintf(stderr, "run_once: %s\n", err.text), 0));
+        assert_true(hd_clock_ms() < end);
+    }
+}
+
+/* ---- 1. everything arrives ----------------------------------------------------------------- */
+
+#define N_EVENTS 2000
+
+static void delivers_everything(db *d)
+{
+    const char *url = hd_test_require_env("HD_AMQP_URL");
+    hd_error err;
+    hd_store *s = open_store(d);
+    hd_amqp *a = NULL, *pa = NULL;
+    assert_hd_err(0, hd_amqp_open(url, NULL, &a, &err), &err);
+    assert_hd_err(0, hd_amqp_open(url, NULL, &pa, &err), &err);
+    char *topic = hd_test_unique_name("hd-relay-topic");
+    char *queue = bind_queue(a, topic);
+    char type[256];
+    snprintf(type, sizeof type, "%s.item_added", topic);
+
+    int64_t t0 = hd_clock_ms();
+    append_events(s, topic, N_EVENTS, 20);
+    int64_t t1 = hd_clock_ms();
+    assert_int_equal(pending_rows(s), N_EVENTS);
+
+    hd_relay *r = NULL;
+    hd_relay_options o = {.batch = 500, .window = 500};
+    assert_hd_err(0, hd_relay_new(s, pa, &o, &r, &err), &err);
+    relay_until_empty(r, s, 60000);
+    int64_t t2 = hd_clock_ms();
+    hd_relay_stats st;
+    hd_relay_get_stats(r, &st);
+    assert_int_equal(st.confirmed, N_EVENTS);
+    assert_int_equal(st.published, N_EVENTS);
+    assert_int_equal(st.returned + st.nacked + st.lost + st.failed, 0);
+    assert_int_equal(count_where(s, "dispatched_at IS NOT NULL"), N_EVENTS);
+
+    received got = drain_queue(a, queue, type);
+    print_message("    %s: %d appended in %lld ms, relayed in %lld ms (%d batches): %zu received, "
+                  "%zu distinct, %d with traceparent\n",
+                  hd_store_dialect(s), N_EVENTS, (long long)(t1 - t0), (long long)(t2 - t1),
+                  (int)st.batches, got.n, got.distinct, got.with_trace);
+    assert_int_equal(got.n, N_EVENTS);
+    assert_int_equal(got.distinct, N_EVENTS);
+    assert_int_equal(got.bad_props, 0);
+    assert_int_equal(got.with_trace, (N_EVENTS + 2) / 3);
+
+    hd_relay_free(r);
+    drop_broker_side(a, queue, topic);
+    hd_amqp_close(pa);
+    hd_amqp_close(a);
+    hd_store_close(s);
+    free(queue);
+    free(topic);
+}
+
+static void sqlite_delivers_everything(void **state)
+{
+    (void)state;
+    db d;
+    sqlite_db(&d);
+    delivers_everything(&d);
+    db_drop(&d);
+}
+
+static void postgres_delivers_everything(void **state)
+{
+    (void)state;
+    db d;
+    pg_db(&d);
+    delivers_everything(&d);
+    db_drop(&d);
+}
+
+/* ---- 2. broker down ------------------------------------------------------------------------ */
+
+typedef struct runner {
+    hd_relay *relay;
+    volatile int stop;
+    int rc;
+    hd_error err;
+    pthread_t thread;
+} runner;
+
+static void *run_relay(void *arg)
+{
+    runner *rn = arg;
+    rn->rc = hd_relay_run(rn->relay, &rn->stop, &rn->err);
+    return NULL;
+}
+
+static void servers_ctl(const char *verb)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "'%s' %s rabbitmq >/dev/null 2>&1",
+             hd_test_require_env("HD_SERVERS_CTL"), verb);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void broker_down_then_catch_up(void **state)
+{
+    (void)state;
+    const char *url = hd_test_require_env("HD_AMQP_URL");
+    hd_error err;
+    db d;
+    sqlite_db(&d);
+    hd_store *s = open_store(&d);
+    hd_store *rs = open_store(&d); /* the relay thread's own handle */
+    hd_amqp *a = NULL, *pa = NULL;
+    assert_hd_err(0, hd_amqp_open(url, &fast_reconnect, &a, &err), &err);
+    assert_hd_err(0, hd_amqp_open(url, &fast_reconnect, &pa, &err), &err);
+    char *topic = hd_test_unique_name("hd-relay-down");
+    char *queue = bind_queue(a, topic); /* durable: it survives the broker's stop */
+    char type[256];
+    snprintf(type, sizeof type, "%s.item_added", topic);
+
+    /* A relay that is running and has published (its channel and exchange are set up)... */
+    runner rn = {0};
+    hd_relay_options o = {.batch = 100, .poll_ms = 100};
+    assert_hd_err(0, hd_relay_new(rs, pa, &o, &rn.relay, &err), &err);
+    assert_int_equal(0, pthread_create(&rn.thread, NULL, run_relay, &rn));
+    append_events(s, topic, 300, 10);
+    int64_t end = hd_clock_ms() + 30000;
+    while (pending_rows(s) > 0) {
+        assert_true(hd_clock_ms() < end);
+        hd_sleep_ms(20, NULL);
+    }
+
+    /* ...loses its broker, while the service keeps writing events. */
+    servers_ctl("stop");
+    int64_t t_down = hd_clock_ms();
+    append_events(s, topic, 200, 10);
+    hd_sleep_ms(2000, NULL);
+    assert_int_equal(pending_rows(s), 200);
+    assert_int_equal(count_where(s, "dispatched_at IS NOT NULL"), 300);
+    assert_int_equal(count_where(s, "attempts > 0 OR parked_at IS NOT NULL"), 0);
+    hd_relay_stats st;
+    hd_relay_get_stats(rn.relay, &st);
+    assert_int_equal(st.confirmed, 300);
+    assert_int_equal(st.failed, 0);
+
+    servers_ctl("start");
+    int64_t t_up = hd_clock_ms();
+    end = t_up + 60000;
+    while (pending_rows(s) > 0) {
+        assert_true(hd_clock_ms() < end);
+        hd_sleep_ms(20, NULL);
+    }
+    int64_t t_done = hd_clock_ms();
+    rn.stop = 1;
+    assert_int_equal(0, pthread_join(rn.thread, NULL));
+    assert_hd_err(0, rn.rc, &rn.err);
+    hd_relay_get_stats(rn.relay, &st);
+
+    assert_hd_err(0, hd_amqp_reconnect(a, NULL, &err), &err);
+    received got = drain_queue(a, queue, type);
+    print_message("    broker down %lld ms; caught up %lld ms after it was back (%llu reconnects, "
+                  "%llu rows released, %llu lost in flight): %zu received, %zu distinct\n",
+                  (long long)(t_up - t_down), (long long)(t_done - t_up),
+                  (unsigned long long)st.reconnects, (unsigned long long)st.released,
+                  (unsigned long long)st.lost, got.n, got.distinct);
+    assert_int_equal(got.distinct, 500); /* the 300 persisted through the stop, + 200 */
+    assert_true(got.n >= 500);           /* a message lost in flight may have arrived */
+    assert_int_equal(got.bad_props, 0);
+    assert_int_equal(count_where(s, "attempts > 0 OR parked_at IS NOT NULL"), 0);
+    assert_true(st.reconnects >= 1);
+    assert_int_equal(st.failed, 0);
+
+    hd_relay_free(rn.relay);
+    drop_broker_side(a, queue, topic);
+    hd_amqp_close(pa);
+    hd_amqp_close(a);
+    hd_store_close(rs);
+    hd_store_close(s);
+    db_drop(&d);
+    free(queue);
+    free(topic);
+}
+
+/* ---- 3. unroutable: returned, retried, parked, redriven ------------------------------------ */
+
+static void unroutable_is_parked_then_redriven(void **state)
+{
+    (void)state;
+    const char *url = hd_test_require_env("HD_AMQP_URL");
+    hd_error err;
+    db d;
+    sqlite_db(&d);
+    hd_store *s = open_store(&d);
+    hd_amqp *a = NULL, *pa = NULL;
+    assert_hd_err(0, hd_amqp_open(url, NULL, &a, &err), &err);
+    assert_hd_err(0, hd_amqp_open(url, NULL, &pa, &err), &err);
+    char *topic = hd_test_unique_name("hd-relay-unroutable");
+    char type[256];
+    snprintf(type, sizeof type, "%s.item_added", topic);
+    append_events(s, topic, 1, 1); /* the relay declares the exchange; no queue is bound */
+
+    hd_relay *r = NULL;
+    hd_relay_options o = {.max_attempts = 3, .backoff_base_ms = 100, .backoff_cap_ms = 200};
+    assert_hd_err(0, hd_relay_new(s, pa, &o, &r, &err), &err);
+    int64_t end = hd_clock_ms() + 10000;
+    int retried_later = 0;
+    while (count_where(s, "parked_at IS NOT NULL") == 0) {
+        assert_true(hd_clock_ms() < end);
+        hd_relay_stats c;
+        int rc = hd_relay_run_once(r, &c, &err);
+        assert_true(rc >= 0);
+        if (rc == 0 && count_where(s, "attempts > 0") == 1)
+            retried_later = 1; /* a cycle found the row not yet due: the backoff at work */
+        hd_sleep_ms(5, NULL);
+    }
+    hd_relay_stats st;
+    hd_relay_get_stats(r, &st);
+    assert_int_equal(st.returned, 3);
+    assert_int_equal(st.failed, 3);
+    assert_int_equal(st.parked, 1);
+    assert_int_equal(st.confirmed, 0);
+
+    hd_rows *rows = NULL;
+    assert_hd_err(
+        0,
+        hd_store_query(s, "SELECT seq, attempts, last_error FROM hd_outbox", NULL, 0, &rows, &err),
+        &err);
+    int64_t seq = hd_rows_int(rows, 0, 0);
+    const char *last_error = hd_rows_text(rows, 0, 2);
+    print_message("    parked after %lld attempts (retried after a backoff: %s): %s\n",
+                  (long long)hd_rows_int(rows, 0, 1), retried_later ? "yes" : "no", last_error);
+    assert_int_equal(hd_rows_int(rows, 0, 1), 3);
+    assert_non_null(strstr(last_error, "312 NO_ROUTE"));
+    hd_rows_free(rows);
+
+    /* A parked row is never claimed... */
+    assert_int_equal(hd_relay_run_once(r, NULL, &err), 0);
+    /* ...until an operator fixes the cause (binds a queue) and redrives it. */
+    char *queue = bind_queue(a, topic);
+    assert_int_equal(hd_outbox_redrive(s, seq, &err), 1);
+    assert_int_equal(hd_relay_run_once(r, NULL, &err), 1);
+    hd_relay_get_stats(r, &st);
+    assert_int_equal(st.confirmed, 1);
+    assert_int_equal(count_where(s, "dispatched_at IS NOT NULL"), 1);
+    received got = drain_queue(a, queue, type);
+    assert_int_equal(got.n, 1);
+
+    hd_relay_free(r);
+    drop_broker_side(a, queue, topic);
+    hd_amqp_close(pa);
+    hd_amqp_close(a);
+    hd_store_close(s);
+    db_drop(&d);
+    free(queue);
+    free(topic);
+}
+
+/* With no_declare the topology belongs to someone else. A missing exchange makes the broker
+ * close the publishing channel (404): the event fails with that reason, like a nack, and is
+ * parked; the connection stays up and the next cycle carries on. */
+static void missing_exchange_without_declare_is_parked(void **state)
+{
+    (void)state;
+    const char *url = hd_test_require_env("HD_AMQP_URL");
+    hd_error err;
+    db d;
+    sqlite_db(&d);
+    hd_store *s = open_store(&d);
+    hd_amqp *pa = NULL;
+    assert_hd_err(0, hd_amqp_open(url, NULL, &pa, &err), &err);
+    char *topic = hd_test_unique_name("hd-relay-missing");
+    append_events(s, topic, 1, 1);
+
+    hd_relay *r = NULL;
+    hd_relay_options o = {
+        .no_declare = 1, .max_attempts = 2, .backoff_base_ms = 1, .backoff_cap_ms = 1};
+    assert_hd_err(0, hd_relay_new(s, pa, &o, &r, &err), &err);
+    int64_t end = hd_clock_ms() + 10000;
+    while (count_where(s, "parked_at IS NOT NULL") == 0) {
+        assert_true(hd_clock_ms() < end);
+        int rc = hd_relay_run_once(r, NULL, &err);
+        assert_true(rc >= 0 || rc == HD_EAMQP);
+        hd_sleep_ms(5, NULL);
+    }
+    assert_true(hd_amqp_is_open(pa)); /* a channel was lost, not the connection */
+    hd_rows *rows = NULL;
+    assert_hd_err(
+        0, hd_store_query(s, "SELECT attempts, last_error FROM hd_outbox", NULL, 0, &rows, &err),
+        &err);
+    print_message("    parked after %lld attempts: %s\n", (long long)hd_rows_int(rows, 0, 0),
+                  hd_rows_text(rows, 0, 1));
+    assert_int_equal(hd_rows_int(rows, 0, 0), 2);
+    assert_non_null(strstr(hd_rows_text(rows, 0, 1), "404"));
+    hd_rows_free(rows);
+    hd_relay_stats st;
+    hd_relay_get_stats(r, &st);
+    assert_int_equal(st.confirmed, 0);
+    assert_int_equal(st.parked, 1);
+
+    hd_relay_free(r);
+    hd_amqp_close(pa);
+    hd_store_close(s);
+    db_drop(&d);
+    free(topic);
+}
+
+/* ---- 4. retention ---------------------------------------------------------------------- */
+
+static void retention_purges_dispatched_keeps_parked(void **state)
+{
+    (void)state;
+    const char *url = hd_test_require_env("HD_AMQP_URL");
+    hd_error err;
+    db d;
+    sqlite_db(&d);
+    hd_store *s = open_store(&d);
+    hd_amqp *a = NULL, *pa = NULL;
+    assert_hd_err(0, hd_amqp_open(url, NULL, &a, &err), &err);
+    assert_hd_err(0, hd_amqp_open(url, NULL, &pa, &err), &err);
+    char *topic = hd_test_unique_name("hd-relay-kept");
+    char *lost_topic = hd_test_unique_name("hd-relay-nobody");
+    char *queue = bind_queue(a, topic);
+    append_events(s, topic, 50, 10);
+    append_events(s, lost_topic, 1, 1); /* no queue: parked at the first failure */
+
+    hd_relay *r = NULL;
+    hd_relay_options o = {.max_attempts = 1, .retention_ms = 1};
+    assert_hd_err(0, hd_relay_new(s, pa, &o, &r, &err), &err);
+    relay_until_empty(r, s, 10000);
+    assert_int_equal(count_where(s, "dispatched_at IS NOT NULL"), 50);
+    assert_int_equal(count_where(s, "parked_at IS NOT NULL"), 1);
+
+    hd_sleep_ms(10, NULL); /* older than the retention of 1 ms */
+    int64_t purged = 0;
+    assert_hd_err(0, hd_relay_purge(r, &purged, &err), &err);
+    assert_int_equal(purged, 50);
+    assert_int_equal(count_where(s, "1 = 1"), 1); /* only the parked row is left */
+    assert_int_equal(count_where(s, "parked_at IS NOT NULL"), 1);
+    hd_relay_stats st;
+    hd_relay_get_stats(r, &st);
+    assert_int_equal(st.purged, 50);
+
+    hd_relay_free(r);
+    drop_broker_side(a, queue, topic);
+    drop_broker_side(a, NULL, lost_topic);
+    hd_amqp_close(pa);
+    hd_amqp_close(a);
+    hd_store_close(s);
+    db_drop(&d);
+    free(queue);
+    free(lost_topic);
+    free(topic);
+}
+
+/* ---- 5. two relays on PostgreSQL ------------------------------------------------------------ */
+
+static void two_relays_deliver_each_row_once(void **state)
+{
+    (void)state;
+    const char *url = hd_test_require_env("HD_AMQP_URL");
+    hd_error err;
+    db d;
+    pg_db(&d);
+    hd_store *s = open_store(&d);
+    hd_amqp *a = NULL;
+    assert_hd_err(0, hd_amqp_open(url, NULL, &a, &err), &err);
+    char *topic = hd_test_unique_name("hd-relay-two");
+    char *queue = bind_queue(a, topic);
+    char type[256];
+    snprintf(type, sizeof type, "%s.item_added", topic);
+    append_events(s, topic, N_EVENTS, 20);
+
+    /* Each relay: its own store connection, its own broker connection, its own thread.
+     * Small batches, so that the two really interleave. */
+    runner rn[2];
+    hd_store *rs[2];
+    hd_amqp *ra[2];
+    for (int i = 0; i < 2; i++) {
+        memset(&rn[i], 0, sizeof rn[i]);
+        rs[i] = open_store(&d);
+        assert_hd_err(0, hd_amqp_open(url, NULL, &ra[i], &err), &err);
+        char id[32];
+        snprintf(id, sizeof id, "relay-%d", i + 1);
+        hd_relay_options o = {.batch = 50, .poll_ms = 50, .relay_id = id, .drain = 1};
+        assert_hd_err(0, hd_relay_new(rs[i], ra[i], &o, &rn[i].relay, &err), &err);
+    }
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(0, pthread_create(&rn[i].thread, NULL, run_relay, &rn[i]));
+    hd_relay_stats st[2];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(0, pthread_join(rn[i].thread, NULL));
+        assert_hd_err(0, rn[i].rc, &rn[i].err);
+        hd_relay_get_stats(rn[i].relay, &st[i]);
+    }
+    received got = drain_queue(a, queue, type);
+    print_message("    relay-1 confirmed %llu, relay-2 confirmed %llu: %zu received, %zu distinct, "
+                  "%zu duplicates\n",
+                  (unsigned long long)st[0].confirmed, (unsigned long long)st[1].confirmed, got.n,
+                  got.distinct, got.n - got.distinct);
+    assert_int_equal(pending_rows(s), 0);
+    assert_int_equal(st[0].confirmed + st[1].confirmed, N_EVENTS);
+    assert_int_equal(got.n, N_EVENTS); /* each row once: no duplicates in normal operation */
+    assert_int_equal(got.distinct, N_EVENTS);
+    assert_true(st[0].confirmed > 0 && st[1].confirmed > 0);
+
+    for (int i = 0; i < 2; i++) {
+        hd_relay_free(rn[i].relay);
+        hd_amqp_close(ra[i]);
+        hd_store_close(rs[i]);
+    }
+    drop_broker_side(a, queue, topic);
+    hd_amqp_close(a);
+    hd_store_close(s);
+    db_drop(&d);
+    free(queue);
+    free(topic);
+}
+
+/* ---- 6. wake-ups ---------------------------------------------------------------------------- */
+
+/* With a poll interval of 20 s, an event that arrives within a second arrived because the
+ * relay was woken. */
+static void wakes_up(db *d, int use_notifier)
+{
+    const char *url = hd_test_require_env("HD_AMQP_URL");
+    hd_error err;
+    hd_store *s = open_store(d);
+    hd_store *rs = open_store(d);
+    hd_amqp *a = NULL, *pa = NULL;
+    assert_hd_err(0, hd_amqp_open(url, NULL, &a, &err), &err);
+    assert_hd_err(0, hd_amqp_open(url, NULL, &pa, &err), &err);
+    char *topic = hd_test_unique_name("hd-relay-wake");
+    char *queue = bind_queue(a, topic);
+
+    hd_outbox_notifier *n = NULL;
+    if (use_notifier) {
+        n = hd_outbox_notifier_new();
+        assert_non_null(n);
+        hd_outbox_set_notify(hd_outbox_notifier_signal, n);
+    }
+    runner rn = {0};
+    hd_relay_options o = {.poll_ms = 20000, .notifier = n};
+    assert_hd_err(0, hd_relay_new(rs, pa, &o, &rn.relay, &err), &err);
+    assert_int_equal(0, pthread_create(&rn.thread, NULL, run_relay, &rn));
+    hd_sleep_ms(300, NULL); /* let it make its first (empty) claim and go to sleep */
+
+    int64_t t0 = hd_clock_ms();
+    append_events(s, topic, 1, 1);
+    if (use_notifier)
+        hd_outbox_signal(); /* what hd_outbox_append_uow does after the commit */
+    hd_queue_info info = {0};
+    while (info.message_count == 0) {
+        assert_true(hd_clock_ms() - t0 < 5000);
+        hd_sleep_ms(5, NULL);
+        assert_hd_err(0, hd_queue_inspect(a, queue, &info, &err), &err);
+    }
+    int64_t latency = hd_clock_ms() - t0;
+    print_message("    %s: event in the queue %lld ms after the commit (poll interval 20 s)\n",
+                  use_notifier ? "in-process notifier" : "LISTEN/NOTIFY", (long long)latency);
+    assert_true(latency < 2000);
+
+    rn.stop = 1;
+    assert_int_equal(0, pthread_join(rn.thread, NULL));
+    assert_hd_err(0, rn.rc, &rn.err);
+    if (use_notifier) {
+        hd_outbox_set_notify(NULL, NULL);
+        hd_outbox_notifier_free(n);
+    }
+    hd_relay_free(rn.relay);
+    drop_broker_side(a, queue, topic);
+    hd_amqp_close(pa);
+    hd_amqp_close(a);
+    hd_store_close(rs);
+    hd_store_close(s);
+    free(queue);
+    free(topic);
+}
+
+static void postgres_notify_wakes_the_relay(void **state)
+{
+    (void)state;
+    db d;
+    pg_db(&d);
+    wakes_up(&d, 0);
+    db_drop(&d);
+}
+
+static void notifier_wakes_the_relay(void **state)
+{
+    (void)state;
+    db d;
+    sqlite_db(&d);
+    wakes_up(&d, 1);
+    db_drop(&d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(sqlite_delivers_everything),
+        cmocka_unit_test(postgres_delivers_everything),
+        cmocka_unit_test(unroutable_is_parked_then_redriven),
+        cmocka_unit_test(missing_exchange_without_declare_is_parked),
+        cmocka_unit_test(retention_purges_dispatched_keeps_parked),
+        cmocka_unit_test(two_relays_deliver_each_row_once),
+        cmocka_unit_test(postgres_notify_wakes_the_relay),
+        cmocka_unit_test(notifier_wakes_the_relay),
+        cmocka_unit_test(broker_down_then_catch_up),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
