@@ -10,7 +10,7 @@ PACKAGES=(
   libsqlite3-dev sqlite3
   libpq-dev postgresql
   libmicrohttpd-dev libcurl4-openssl-dev libsodium-dev uuid-dev
-  python3 python3-aiosmtpd
+  python3 python3-aiosmtpd python3-yaml
   gcovr valgrind curl gnuplot-nox
 )
 
