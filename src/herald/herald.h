@@ -44,6 +44,11 @@
 #include "herald/bus_memory.h"
 #include "herald/bus_rabbit.h"
 
+/* service plumbing: settings, HTTP with problem+json, Prometheus metrics */
+#include "herald/config.h"
+#include "herald/http.h"
+#include "herald/metrics.h"
+
 /* email: templates and senders (SMTP, log, in-memory) */
 #include "herald/template.h"
 #include "herald/sender.h"

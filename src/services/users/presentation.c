@@ -1,0 +1,513 @@
+/* users/presentation.c — the HTTP API; see presentation.h.
+ *
+ * File-local names carry the prefix pres_ (the service's layers may be compiled into one
+ * test program, so static names must be unique across its files).
+ */
+#include "presentation.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "herald/clock.h"
+
+struct users_http {
+    users_app *app;
+    char *admin_token;
+    hd_logger *logger;
+    hd_metrics *metrics;
+    hd_counter *requests;
+    hd_histogram *latency;
+    users_health_fn health;
+    void *health_ctx;
+    hd_http_server *srv;
+};
+
+/* ---- JSON out -------------------------------------------------------------------------- */
+
+json_t *users_http_user_json(const user_view *v)
+{
+    char created[HD_TIME_LEN + 1], updated[HD_TIME_LEN + 1];
+    hd_time_format(v->created_at_ms, created);
+    hd_time_format(v->updated_at_ms, updated);
+    return json_pack("{s:s, s:s, s:s, s:b, s:s, s:s}", "id", v->id, "email", v->email, "name",
+                     v->name, "verified", v->verified, "created_at", created, "updated_at",
+                     updated);
+}
+
+/* ---- JSON in ----------------------------------------------------------------------------- */
+
+/* The body as a JSON object (new reference), or NULL after replying 400/413/415. */
+static json_t *pres_body(hd_http_request *req, hd_http_response *resp)
+{
+    json_t *in = NULL;
+    hd_error err;
+    if (hd_http_request_json(req, &in, &err) < 0) {
+        hd_http_reply_error(resp, err.code, err.text);
+        return NULL;
+    }
+    if (!json_is_object(in)) {
+        json_decref(in);
+        hd_http_reply_problem(resp, 400, NULL, "the body must be a JSON object");
+        return NULL;
+    }
+    return in;
+}
+
+/* Record that field is invalid, and why, in errors (a JSON array). */
+static void pres_field_error(json_t *errors, const char *field, const char *detail)
+{
+    json_array_append_new(errors, json_pack("{s:s, s:s}", "field", field, "detail", detail));
+}
+
+/* The string member `name` of in: 1 with *out (borrowed from in) and *len (may be NULL)
+ * set; 0 when it is absent or null and optional; 0 with an entry in errors when it is
+ * required and absent, or not a string. */
+static int pres_string(json_t *in, const char *name, int required, const char **out, size_t *len,
+                       json_t *errors)
+{
+    json_t *v = json_object_get(in, name);
+    if (v == NULL || json_is_null(v)) {
+        if (required)
+            pres_field_error(errors, name, "is required");
+        return 0;
+    }
+    if (!json_is_string(v)) {
+        pres_field_error(errors, name, "must be a string");
+        return 0;
+    }
+    *out = json_string_value(v);
+    if (len != NULL)
+        *len = json_string_length(v); /* the real length: the string may hold a NUL */
+    return 1;
+}
+
+/* A domain parser's verdict on field: rc < 0 adds err's reason to errors. */
+static void pres_check(json_t *errors, const char *field, int rc, const hd_error *err)
+{
+    if (rc < 0)
+        pres_field_error(errors, field, err->text);
+}
+
+/* When errors holds anything, reply 422 listing every invalid field, and return 1. Takes
+ * errors over (stolen) either way. */
+static int pres_reply_fields(hd_http_response *resp, json_t *errors)
+{
+    size_t n = json_array_size(errors);
+    if (n == 0) {
+        json_decref(errors);
+        return 0;
+    }
+    char detail[64];
+    snprintf(detail, sizeof detail, "%zu field%s invalid", n, n == 1 ? " is" : "s are");
+    hd_http_reply_problem_json(resp, 422,
+                               json_pack("{s:s, s:s, s:o}", "title", "Invalid fields", "detail",
+                                         detail, "errors", errors));
+    return 1;
+}
+
+/* ---- results out ---------------------------------------------------------------------------- */
+
+/* A use case failed with rc: map it to a status. estate_status is what HD_ESTATE means on
+ * this route (410 for tokens, 409 elsewhere). 5xx details are logged, not sent. */
+static void pres_fail(hd_http_response *resp, int rc, const hd_error *err, int estate_status)
+{
+    int status;
+    switch (rc) {
+    case HD_EBUSY:
+        status = 409;
+        break; /* changed concurrently: a conflict, retry */
+    case HD_ESTATE:
+        status = estate_status;
+        break;
+    default:
+        hd_http_reply_error(resp, rc, err->text);
+        return;
+    }
+    hd_http_reply_problem(resp, status, NULL, err->text);
+}
+
+static void pres_reply_user(hd_http_response *resp, int status, const user_view *v)
+{
+    hd_http_reply_json(resp, status, users_http_user_json(v));
+}
+
+/* Admin routes: 1 when the bearer token is right, else 0 after replying 401. */
+static int pres_admin(users_http *h, hd_http_request *req, hd_http_response *resp)
+{
+    return hd_http_require_bearer(req, resp, h->admin_token) == 0;
+}
+
+/* ---- public routes ----------------------------------------------------------------------------
+ */
+
+/* POST /users {email, password, name?} */
+static void pres_register(hd_http_request *req, hd_http_response *resp, void *ctx)
+{
+    users_http *h = ctx;
+    json_t *in = pres_body(req, resp);
+    if (in == NULL)
+        return;
+    json_t *errors = json_array();
+    hd_error err;
+    const char *raw_email, *password = NULL, *raw_name = NULL;
+    size_t password_len = 0;
+    email addr;
+    char name[USER_NAME_BYTES_MAX + 1] = "";
+    if (pres_string(in, "email", 1, &raw_email, NULL, errors))
+        pres_check(errors, "email", email_parse(raw_email, &addr, &err), &err);
+    if (pres_string(in, "password", 1, &password, &password_len, errors))
+        pres_check(errors, "password", password_check(password, password_len, &err), &err);
+    if (pres_string(in, "name", 0, &raw_name, NULL, errors))
+        pres_check(errors, "name", name_parse(raw_name, name, &err), &err);
+    if (pres_reply_fields(resp, errors)) {
+        json_decref(in);
+        return;
+    }
+    const char *cid = hd_http_request_correlation_id(req);
+    user_view v;
+    int rc = users_register(h->app, cid, &addr, password, password_len, name, &v, &err);
+    json_decref(in); /* the password's last copy in this layer */
+    if (rc < 0) {
+        pres_fail(resp, rc, &err, 409);
+        return;
+    }
+    hd_log_info(h->logger, cid, "user registered", "user_id", v.id, "email", v.email, NULL);
+    char location[16 + HD_UUID_LEN];
+    snprintf(location, sizeof location, "/users/%s", v.id);
+    hd_http_response_set_header(resp, "Location", location);
+    pres_reply_user(resp, 201, &v);
+}
+
+/* POST /users/verify {token} */
+static void pres_verify(hd_http_request *req, hd_http_response *resp, void *ctx)
+{
+    users_http *h = ctx;
+    json_t *in = pres_body(req, resp);
+    if (in == NULL)
+        return;
+    json_t *errors = json_array();
+    const char *token = NULL;
+    pres_string(in, "token", 1, &token, NULL, errors);
+    if (pres_reply_fields(resp, errors)) {
+        json_decref(in);
+        return;
+    }
+    const char *cid = hd_http_request_correlation_id(req);
+    hd_error err;
+    user_view v;
+    int rc = users_verify_email(h->app, cid, token, &v, &err);
+    json_decref(in);
+    if (rc < 0) {
+        /* 400 malformed, 404 never issued, 410 used or expired: the client can tell "the
+         * link is broken" from "the link is old" and offer a new one. */
+        pres_fail(resp, rc, &err, 410);
+        hd_log_info(h->logger, cid, "email verification refused", "reason", err.text, NULL);
+        return;
+    }
+    hd_log_info(h->logger, cid, "email verified", "user_id", v.id, NULL);
+    pres_reply_user(resp, 200, &v);
+}
+
+/* POST /users/password-reset {email}: 202 whether or not the address has an account. */
+static void pres_password_reset(hd_http_request *req, hd_http_response *resp, void *ctx)
+{
+    users_http *h = ctx;
+    json_t *in = pres_body(req, resp);
+    if (in == NULL)
+        return;
+    json_t *errors = json_array();
+    hd_error err;
+    const char *raw_email;
+    email addr;
+    if (pres_string(in, "email", 1, &raw_email, NULL, errors))
+        pres_check(errors, "email", email_parse(raw_email, &addr, &err), &err);
+    json_decref(in);
+    if (pres_reply_fields(resp, errors))
+        return;
+    const char *cid = hd_http_request_correlation_id(req);
+    int rc = users_request_password_reset(h->app, cid, &addr, &err);
+    if (rc < 0) {
+        pres_fail(resp, rc, &err, 409);
+        return;
+    }
+    /* The log may say which case it was (operators need it); the reply must not. */
+    hd_log_info(h->logger, cid, "password reset requested", "email", addr.text, "issued",
+                rc == 1 ? "true" : "false", NULL);
+    hd_http_reply_json(resp, 202,
+                       json_pack("{s:s}", "message",
+                                 "If an account exists for this address, a link to reset its "
+                                 "password is on its way."));
+}
+
+/* POST /users/password-reset/confirm {token, password}: 204 when the password changed. */
+static void pres_password_reset_confirm(hd_http_request *req, hd_http_response *resp, void *ctx)
+{
+    users_http *h = ctx;
+    json_t *in = pres_body(req, resp);
+    if (in == NULL)
+        return;
+    json_t *errors = json_array();
+    hd_error err;
+    const char *token = NULL, *password = NULL;
+    size_t password_len = 0;
+    pres_string(in, "token", 1, &token, NULL, errors);
+    if (pres_string(in, "password", 1, &password, &password_len, errors))
+        pres_check(errors, "password", password_check(password, password_len, &err), &err);
+    if (pres_reply_fields(resp, errors)) {
+        json_decref(in);
+        return;
+    }
+    const char *cid = hd_http_request_correlation_id(req);
+    int rc = users_reset_password(h->app, cid, token, password, password_len, &err);
+    json_decref(in);
+    if (rc < 0) {
+        pres_fail(resp, rc, &err, 410); /* as for verification: 400, 404, 410 */
+        hd_log_info(h->logger, cid, "password reset refused", "reason", err.text, NULL);
+        return;
+    }
+    hd_log_info(h->logger, cid, "password reset", NULL);
+    hd_http_reply_empty(resp, 204);
+}
+
+/* ---- admin routes -----------------------------------------------------------------------------
+ */
+
+/* {"items": [...], "next_cursor": "..." | null} */
+static json_t *pres_page_json(const user_view *items, size_t n, const char *next_cursor)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, users_http_user_json(&items[i]));
+    return json_pack("{s:o, s:o}", "items", arr, "next_cursor",
+                     next_cursor && *next_cursor ? json_string(next_cursor) : json_null());
+}
+
+/* GET /users?email=... : the collection filtered to at most one user. */
+static void pres_find_by_email(users_http *h, hd_http_response *resp, const char *raw)
+{
+    email addr;
+    hd_error err;
+    if (email_parse(raw, &addr, &err) < 0) {
+        hd_http_reply_problemf(resp, 400, NULL, "query parameter 'email': %s", err.text);
+        return;
+    }
+    user_view v;
+    int rc = users_get_by_email(h->app, &addr, &v, &err);
+    if (rc < 0 && rc != HD_ENOTFOUND) {
+        pres_fail(resp, rc, &err, 409);
+        return;
+    }
+    hd_http_reply_json(resp, 200, pres_page_json(&v, rc == 0 ? 1 : 0, NULL));
+}
+
+/* GET /users?limit=&cursor= or ?email= */
+static void pres_list(hd_http_request *req, hd_http_response *resp, void *ctx)
+{
+    users_http *h = ctx;
+    if (!pres_admin(h, req, resp))
+        return;
+    const char *raw_email = hd_http_request_query(req, "email");
+    if (raw_email != NULL) {
+        pres_find_by_email(h, resp, raw_email);
+        return;
+    }
+    int64_t limit;
+    hd_error err;
+    if (hd_http_request_query_int(req, "limit", USERS_PAGE_DEFAULT, 1, USERS_PAGE_MAX, &limit,
+                                  &err) < 0) {
+        hd_http_reply_error(resp, err.code, err.text);
+        return;
+    }
+    users_page page;
+    int rc = users_list(h->app, hd_http_request_query(req, "cursor"), (size_t)limit, &page, &err);
+    if (rc == HD_EINVAL)
+        hd_http_reply_problem(resp, 400, NULL,
+                              "query parameter 'cursor': not a cursor from this API");
+    else if (rc < 0)
+        pres_fail(resp, rc, &err, 409);
+    else
+        hd_http_reply_json(resp, 200, pres_page_json(page.items, page.count, page.next_cursor));
+    users_page_release(&page);
+}
+
+/* GET /users/{id} */
+static void pres_get(hd_http_request *req, hd_http_response *resp, void *ctx)
+{
+    users_http *h = ctx;
+    if (!pres_admin(h, req, resp))
+        return;
+    user_view v;
+    hd_error err;
+    int rc = users_get(h->app, hd_http_request_param(req, "id"), &v, &err);
+    if (rc < 0)
+        pres_fail(resp, rc, &err, 409);
+    else
+        pres_reply_user(resp, 200, &v);
+}
+
+/* PATCH /users/{id} {name}: the name only (domain.h says why not the email). */
+static void pres_patch(hd_http_request *req, hd_http_response *resp, void *ctx)
+{
+    users_http *h = ctx;
+    if (!pres_admin(h, req, resp))
+        return;
+    json_t *in = pres_body(req, resp);
+    if (in == NULL)
+        return;
+    json_t *errors = json_array();
+    hd_error err;
+    const char *raw_name;
+    char name[USER_NAME_BYTES_MAX + 1] = "";
+    if (json_object_get(in, "email") != NULL)
+        pres_field_error(errors, "email", "cannot be changed");
+    if (json_object_get(in, "password") != NULL)
+        pres_field_error(errors, "password", "cannot be changed here: request a password reset");
+    if (pres_string(in, "name", 1, &raw_name, NULL, errors))
+        pres_check(errors, "name", name_parse(raw_name, name, &err), &err);
+    json_decref(in);
+    if (pres_reply_fields(resp, errors))
+        return;
+    const char *cid = hd_http_request_correlation_id(req);
+    user_view v;
+    int rc = users_rename(h->app, cid, hd_http_request_param(req, "id"), name, &v, &err);
+    if (rc < 0) {
+        pres_fail(resp, rc, &err, 409);
+        return;
+    }
+    hd_log_info(h->logger, cid, "user updated", "user_id", v.id, NULL);
+    pres_reply_user(resp, 200, &v);
+}
+
+/* DELETE /users/{id} */
+static void pres_delete(hd_http_request *req, hd_http_response *resp, void *ctx)
+{
+    users_http *h = ctx;
+    if (!pres_admin(h, req, resp))
+        return;
+    const char *cid = hd_http_request_correlation_id(req);
+    const char *id = hd_http_request_param(req, "id");
+    hd_error err;
+    int rc = users_delete(h->app, cid, id, &err);
+    if (rc < 0) {
+        pres_fail(resp, rc, &err, 409);
+        return;
+    }
+    hd_log_info(h->logger, cid, "user deleted", "user_id", id, NULL);
+    hd_http_reply_empty(resp, 204);
+}
+
+/* ---- operations
+ * ---------------------------------------------------------------------------------- */
+
+/* GET /health: 503 while stopping (so a load balancer drains us) or when a dependency is
+ * down; the body says which. */
+static void pres_health(hd_http_request *req, hd_http_response *resp, void *ctx)
+{
+    (void)req;
+    users_http *h = ctx;
+    json_t *checks = json_object();
+    int ok = 1;
+    if (hd_http_server_stopping(h->srv)) {
+        json_object_set_new(checks, "server", json_string("stopping"));
+        ok = 0;
+    }
+    if (h->health != NULL && h->health(h->health_ctx, checks) < 0)
+        ok = 0;
+    hd_http_reply_json(
+        resp, ok ? 200 : 503,
+        json_pack("{s:s, s:o}", "status", ok ? "ok" : "unavailable", "checks", checks));
+}
+
+/* GET /metrics */
+static void pres_metrics(hd_http_request *req, hd_http_response *resp, void *ctx)
+{
+    (void)req;
+    users_http *h = ctx;
+    char *text = NULL;
+    if (hd_metrics_render(h->metrics, &text, NULL) < 0) {
+        hd_http_reply_error(resp, HD_ENOMEM, "cannot render the metrics");
+        return;
+    }
+    hd_http_reply_text(resp, 200, HD_METRICS_CONTENT_TYPE, text);
+    free(text);
+}
+
+/* Every answered request: counted by route pattern and status, timed, logged. */
+static void pres_observe(const hd_http_access *a, void *ctx)
+{
+    users_http *h = ctx;
+    if (h->metrics != NULL) {
+        char status[8];
+        snprintf(status, sizeof status, "%d", a->status);
+        hd_counter_inc(h->requests, (const char *[]){a->method, a->route, status}, 1);
+        hd_histogram_observe(h->latency, (const char *[]){a->method, a->route}, a->duration_s);
+    }
+    hd_http_log_access(h->logger, a);
+}
+
+/* ---- wiring
+ * ---------------------------------------------------------------------------------------- */
+
+int users_http_new(hd_http_server *srv, const users_http_options *opts, users_http **out,
+                   hd_error *err)
+{
+    if (srv == NULL || opts == NULL || opts->app == NULL || out == NULL)
+        return hd_error_set(err, HD_EINVAL, "users_http_new: NULL argument");
+    users_http *h = calloc(1, sizeof *h);
+    if (h == NULL)
+        return hd_error_set(err, HD_ENOMEM, NULL);
+    h->app = opts->app;
+    h->admin_token = strdup(opts->admin_token ? opts->admin_token : "");
+    h->logger = opts->logger;
+    h->metrics = opts->metrics;
+    h->health = opts->health;
+    h->health_ctx = opts->health_ctx;
+    h->srv = srv;
+    if (h->metrics != NULL) {
+        h->requests = hd_metrics_counter(h->metrics, "http_requests_total",
+                                         "HTTP requests answered, by route pattern and status.",
+                                         "method", "route", "status", NULL);
+        h->latency = hd_metrics_histogram(h->metrics, "http_request_duration_seconds",
+                                          "Time to answer an HTTP request.", NULL, 0, "method",
+                                          "route", NULL);
+    }
+    if (h->admin_token == NULL || (h->metrics != NULL && (!h->requests || !h->latency))) {
+        users_http_free(h);
+        return hd_error_set(err, HD_ENOMEM, NULL);
+    }
+    const struct {
+        const char *method, *pattern;
+        hd_http_handler fn;
+    } routes[] = {
+        {"POST", "/users", pres_register},
+        {"POST", "/users/verify", pres_verify},
+        {"POST", "/users/password-reset", pres_password_reset},
+        {"POST", "/users/password-reset/confirm", pres_password_reset_confirm},
+        {"GET", "/users", pres_list},
+        {"GET", "/users/{id}", pres_get},
+        {"PATCH", "/users/{id}", pres_patch},
+        {"DELETE", "/users/{id}", pres_delete},
+        {"GET", "/health", pres_health},
+        {"GET", "/metrics", pres_metrics},
+    };
+    size_t n = sizeof routes / sizeof routes[0] - (h->metrics == NULL);
+    for (size_t i = 0; i < n; i++) {
+        int rc = hd_http_route(srv, routes[i].method, routes[i].pattern, routes[i].fn, h);
+        if (rc < 0) {
+            users_http_free(h);
+            return hd_error_set(err, rc, "cannot route %s %s", routes[i].method, routes[i].pattern);
+        }
+    }
+    hd_http_server_observe(srv, pres_observe, h);
+    *out = h;
+    return 0;
+}
+
+void users_http_free(users_http *h)
+{
+    if (h == NULL)
+        return;
+    free(h->admin_token);
+    free(h);
+}
