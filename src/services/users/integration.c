@@ -166,7 +166,10 @@ static int integ_emit(users_integration *ui, hd_uow *uow, const hd_event *ev, co
     hd_envelope *env = hd_envelope_new(type, USERS_EVENT_VERSION, ui->source, data);
     if (env == NULL)
         return hd_error_set(err, HD_ENOMEM, "cannot build %s", type);
-    int rc = hd_envelope_set_correlation_id(env, users_uow_correlation_id(uow));
+    /* A use case called without a correlation id (not through HTTP) starts a new flow:
+     * the first envelope's id names it, as the contracts require one. */
+    const char *cid = users_uow_correlation_id(uow);
+    int rc = hd_envelope_set_correlation_id(env, cid ? cid : hd_envelope_id(env));
     if (rc == 0)
         rc = hd_envelope_set_causation_id(env, hd_event_id(ev));
     if (rc < 0) {
