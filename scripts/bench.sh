@@ -12,5 +12,10 @@ if [ -z "$benches" ]; then
 fi
 for b in $benches; do
   printf '\n================ %s ================\n' "$(basename "$b")"
-  "$b" --out "$build/bench/$(basename "$b").json"
+  out="$build/bench/$(basename "$b").json"
+  "$b" --out "$out"
+  # A PNG bar chart next to the JSON, when gnuplot is there (make deps installs it).
+  if command -v gnuplot >/dev/null; then
+    "$(dirname "$0")/../bench/plot.sh" "$out" && echo "bench: plot ${out%.json}.png"
+  fi
 done

@@ -1,0 +1,1529 @@
+/* bench/relay_inbox.c — herald's relay and its consumer + inbox, each against the raw limit
+ * of the same broker, measured in one run.
+ *
+ * Four phases on one durable classic queue (bound with "#" to a durable topic exchange),
+ * repeated --rounds times (the phases of a round run back to back, so each herald figure is
+ * measured close in time to the raw figure it is compared with; medians are reported):
+ *
+ *   1. raw publish       librabbitmq directly: N persistent 200-byte messages, publisher
+ *                        confirms with a window (default 1,000) of unconfirmed messages.
+ *                        The broker's limit for what the relay does.
+ *   2. raw consume       librabbitmq directly: drain those N with basic.consume, prefetch
+ *                        100, one basic.ack per message. The broker's limit for a consumer.
+ *   3. relay             hd_relay_run_once cycles draining an outbox of N rows pre-filled in
+ *                        SQLite (synchronous=FULL, a file in the work directory): claim,
+ *                        publish with confirms, mark. Then the queue must hold N.
+ *   4. consumer + inbox  hd_consumer in batch mode (group commit) drains those N: per batch
+ *                        ONE SQLite FULL transaction with hd_inbox_accept_many and one effect
+ *                        row per message, commit, then one multiple ack. Then the effect
+ *                        table must hold N distinct message ids.
+ *
+ * and, with --publisher, for the diagnosis only (no target), herald's publisher alone:
+ * hd_publisher with the window of phase 1 and the relay's message properties, without outbox
+ * or relay. The gap between phase 1 and it is the publisher's; between it and phase 3, the
+ * relay cycle's. It is off by default: with it, raw consume ran at twice its usual rate in
+ * some later rounds (docs/bench.md, "Caveats"), which upsets the consumer's baseline.
+ *
+ * Rates are messages per second of wall time; the relay's is compared with phase 1, the
+ * consumer's with phase 2 (targets: 80 % and 70 %). A missed target is reported, never
+ * hidden, and does not change the exit status; a lost message or a failed phase does (exit 1).
+ * docs/bench.md explains the phases, the figures and the caveats.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <sys/vfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <amqp.h>
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "herald/amqp.h"
+#include "herald/clock.h"
+#include "herald/consumer.h"
+#include "herald/delivery.h"
+#include "herald/envelope.h"
+#include "herald/error.h"
+#include "herald/inbox.h"
+#include "herald/outbox.h"
+#include "herald/publisher.h"
+#include "herald/relay.h"
+#include "herald/store.h"
+#include "herald/topology.h"
+
+#define BODY_BYTES      200   /* raw messages, and the target size of the relay's events */
+#define FILL_PER_TX     1000  /* outbox rows per transaction while pre-filling (untimed) */
+#define STALL_MS        30000 /* no progress for this long: give up on the phase */
+#define TARGET_RELAY    0.80  /* relay >= 80 % of raw publish */
+#define TARGET_CONSUMER 0.70  /* consumer + inbox >= 70 % of raw consume */
+#define CONSUMER_NAME   "bench"
+#define MAX_ROUNDS      15
+
+/* ---- options ---------------------------------------------------------------------------- */
+
+typedef struct config {
+    const char *url;
+    size_t count;
+    int rounds;          /* every phase this often, interleaved; medians are reported */
+    size_t raw_window;   /* phase 1 */
+    int raw_prefetch;    /* phase 2 */
+    size_t batch;        /* phase 3: rows per claim */
+    size_t window;       /* phase 3: unconfirmed messages in flight */
+    int prefetch;        /* phase 4 */
+    size_t batch_max;    /* phase 4: deliveries per group commit */
+    int decode;          /* phase 4: decode every body as an envelope (a registry) */
+    int publisher;       /* also measure hd_publisher alone (diagnosis) */
+    const char *workdir; /* where the SQLite files go; NULL = a new temp directory */
+    const char *out;     /* JSON results; NULL = none */
+    int keep;            /* keep the work directory */
+} config;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: bench-relay_inbox [options]\n"
+            "\n"
+            "Measures, on one broker and in one run: raw confirmed publish, raw consume + ack,\n"
+            "herald's relay draining a SQLite (synchronous=FULL) outbox, and herald's consumer\n"
+            "committing inbox + effect rows per batch (group commit). Prints progress on stderr\n"
+            "and a table on stdout; exit 0 (targets met or missed), 1 (a message was lost or a\n"
+            "phase failed), 2 (bad usage).\n"
+            "\n"
+            "  --amqp-url URL     broker (default: $HD_AMQP_URL)\n"
+            "  --count N          messages per phase (default 20000)\n"
+            "  --rounds R         run the four phases R times, one after the other, and report\n"
+            "                     each rate's median (default 5; the ratios compare medians)\n"
+            "  --quick            a smoke run: --count 2000 --rounds 1\n"
+            "  --batch N          relay: rows per claim (default 1000)\n"
+            "  --window N         relay: unconfirmed messages in flight (default = batch)\n"
+            "  --prefetch N       consumer + inbox: prefetch (default 256)\n"
+            "  --batch-max N      consumer + inbox: deliveries per transaction (default\n"
+            "                     prefetch / 2: one half arrives while the other commits)\n"
+            "  --raw-window N     raw publish: confirm window (default 1000)\n"
+            "  --raw-prefetch N   raw consume: prefetch (default 100)\n"
+            "  --decode           consumer + inbox: decode each body as a CloudEvents envelope\n"
+            "  --publisher        also measure herald's publisher alone (hd_publisher, no\n"
+            "                     outbox): where the relay's gap to raw publish comes from\n"
+            "  --workdir DIR      where the SQLite files go (default: a new directory in\n"
+            "                     $TMPDIR or /tmp; must be on a real disk, not tmpfs)\n"
+            "  --keep             keep the SQLite files\n"
+            "  --out FILE         write the results as JSON (bench/plot.sh draws them)\n"
+            "  --help             this text\n");
+}
+
+static int parse_size(const char *s, const char *name, size_t lo, size_t hi, size_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || *s == '-' || v < lo || v > hi) {
+        fprintf(stderr, "bench-relay_inbox: %s must be a number in %zu..%zu (got '%s')\n", name, lo,
+                hi, s);
+        return -1;
+    }
+    *out = (size_t)v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, config *cfg)
+{
+    enum {
+        O_RAW_WINDOW = 256,
+        O_RAW_PREFETCH,
+        O_BATCH_MAX,
+        O_KEEP,
+        O_DECODE,
+        O_ROUNDS,
+        O_PUBLISHER
+    };
+    static const struct option longs[] = {
+        {"amqp-url", required_argument, NULL, 'u'},
+        {"count", required_argument, NULL, 'n'},
+        {"quick", no_argument, NULL, 'q'},
+        {"rounds", required_argument, NULL, O_ROUNDS},
+        {"batch", required_argument, NULL, 'b'},
+        {"window", required_argument, NULL, 'w'},
+        {"prefetch", required_argument, NULL, 'p'},
+        {"batch-max", required_argument, NULL, O_BATCH_MAX},
+        {"raw-window", required_argument, NULL, O_RAW_WINDOW},
+        {"raw-prefetch", required_argument, NULL, O_RAW_PREFETCH},
+        {"decode", no_argument, NULL, O_DECODE},
+        {"publisher", no_argument, NULL, O_PUBLISHER},
+        {"workdir", required_argument, NULL, 'd'},
+        {"keep", no_argument, NULL, O_KEEP},
+        {"out", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    memset(cfg, 0, sizeof *cfg);
+    cfg->url = getenv("HD_AMQP_URL");
+    cfg->count = 20000;
+    cfg->rounds = 5;
+    cfg->raw_window = 1000;
+    cfg->raw_prefetch = 100;
+    cfg->batch = 1000;
+    cfg->prefetch = 256;
+    int quick = 0, count_set = 0, rounds_set = 0;
+    size_t v;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
+        switch (opt) {
+        case 'u':
+            cfg->url = optarg;
+            break;
+        case 'n':
+            if (parse_size(optarg, "--count", 1, 10000000, &cfg->count) < 0)
+                return 2;
+            count_set = 1;
+            break;
+        case 'q':
+            quick = 1;
+            break;
+        case O_ROUNDS:
+            if (parse_size(optarg, "--rounds", 1, MAX_ROUNDS, &v) < 0)
+                return 2;
+            cfg->rounds = (int)v;
+            rounds_set = 1;
+            break;
+        case 'b':
+            if (parse_size(optarg, "--batch", 1, HD_OUTBOX_BATCH_MAX, &cfg->batch) < 0)
+                return 2;
+            break;
+        case 'w':
+            if (parse_size(optarg, "--window", 1, 1000000, &cfg->window) < 0)
+                return 2;
+            break;
+        case 'p':
+            if (parse_size(optarg, "--prefetch", 1, 65535, &v) < 0)
+                return 2;
+            cfg->prefetch = (int)v;
+            break;
+        case O_BATCH_MAX:
+            if (parse_size(optarg, "--batch-max", 1, 256, &cfg->batch_max) < 0)
+                return 2;
+            break;
+        case O_RAW_WINDOW:
+            if (parse_size(optarg, "--raw-window", 1, 1000000, &cfg->raw_window) < 0)
+                return 2;
+            break;
+        case O_RAW_PREFETCH:
+            if (parse_size(optarg, "--raw-prefetch", 1, 65535, &v) < 0)
+                return 2;
+            cfg->raw_prefetch = (int)v;
+            break;
+        case O_DECODE:
+            cfg->decode = 1;
+            break;
+        case O_PUBLISHER:
+            cfg->publisher = 1;
+            break;
+        case 'd':
+            cfg->workdir = optarg;
+            break;
+        case O_KEEP:
+            cfg->keep = 1;
+            break;
+        case 'o':
+            cfg->out = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 1;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "bench-relay_inbox: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    if (quick && !count_set)
+        cfg->count = 2000;
+    if (quick && !rounds_set)
+        cfg->rounds = 1;
+    if (cfg->window == 0)
+        cfg->window = cfg->batch;
+    if (cfg->batch_max == 0) {
+        /* Half the prefetch: while one half is being committed, the broker already sends the
+         * other half, so the socket never runs dry during the fsync. */
+        size_t half = (size_t)cfg->prefetch / 2;
+        cfg->batch_max = half == 0 ? 1 : half > 256 ? 256 : half;
+    }
+    if (cfg->url == NULL || *cfg->url == '\0') {
+        fprintf(stderr, "bench-relay_inbox: no broker: set HD_AMQP_URL or pass --amqp-url "
+                        "(scripts/servers.sh up rabbitmq writes the env file)\n");
+        return 2;
+    }
+    return 0;
+}
+
+/* ---- measuring -------------------------------------------------------------------------- */
+
+/* "12,345" */
+static const char *thousands(char *buf, size_t cap, double v)
+{
+    char digits[32];
+    snprintf(digits, sizeof digits, "%.0f", v < 0 ? 0 : v);
+    size_t n = strlen(digits), o = 0;
+    for (size_t i = 0; i < n && o + 2 < cap; i++) {
+        if (i > 0 && (n - i) % 3 == 0)
+            buf[o++] = ',';
+        buf[o++] = digits[i];
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* Jiffies of the whole machine from /proc/stat: busy (everything but idle and iowait) and
+ * total. Zero when unavailable (not Linux). */
+static void machine_jiffies(unsigned long long *busy, unsigned long long *total)
+{
+    *busy = *total = 0;
+    FILE *f = fopen("/proc/stat", "r");
+    if (f == NULL)
+        return;
+    unsigned long long v[8] = {0};
+    if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4],
+               &v[5], &v[6], &v[7]) == 8) {
+        for (int i = 0; i < 8; i++)
+            *total += v[i];
+        *busy = *total - v[3] - v[4];
+    }
+    fclose(f);
+}
+
+/* One measurement: one phase of one round. */
+typedef struct phase {
+    const char *key; /* JSON name */
+    size_t messages; /* handled in the timed part */
+    double seconds;
+    double rate;
+    double client_cpu;   /* CPU seconds of this process during the phase */
+    double machine_busy; /* share of all CPUs busy during the phase (every process), 0..1 */
+    int ran;
+    /* running */
+    int64_t t0;
+    double cpu0;
+    unsigned long long busy0, total0;
+} phase;
+
+static void phase_begin(phase *p)
+{
+    machine_jiffies(&p->busy0, &p->total0);
+    p->cpu0 = cpu_seconds();
+    p->t0 = hd_clock_ns();
+}
+
+static void phase_end(phase *p, size_t messages)
+{
+    int64_t t1 = hd_clock_ns();
+    p->client_cpu = cpu_seconds() - p->cpu0;
+    unsigned long long busy, total;
+    machine_jiffies(&busy, &total);
+    p->machine_busy =
+        total > p->total0 ? (double)(busy - p->busy0) / (double)(total - p->total0) : 0.0;
+    p->messages = messages;
+    p->seconds = (double)(t1 - p->t0) / 1e9;
+    p->rate = p->seconds > 0 ? (double)messages / p->seconds : 0.0;
+    p->ran = 1;
+}
+
+/* Progress on stderr about once a second: "relay: 12000/20000 (60%) 11,800/s". */
+typedef struct progress {
+    const char *name;
+    size_t total;
+    int64_t last_ns;
+    size_t last_done;
+} progress;
+
+static void progress_start(progress *pr, const char *name, size_t total)
+{
+    pr->name = name;
+    pr->total = total;
+    pr->last_ns = hd_clock_ns();
+    pr->last_done = 0;
+}
+
+static void progress_tick(progress *pr, size_t done)
+{
+    int64_t now = hd_clock_ns();
+    if (now - pr->last_ns < 1000000000LL)
+        return;
+    char r[32];
+    double rate = (double)(done - pr->last_done) * 1e9 / (double)(now - pr->last_ns);
+    fprintf(stderr, "%s: %zu/%zu (%zu%%) %s/s\n", pr->name, done, pr->total,
+            pr->total ? done * 100 / pr->total : 0, thousands(r, sizeof r, rate));
+    pr->last_ns = now;
+    pr->last_done = done;
+}
+
+static void progress_done(const progress *pr, const phase *p)
+{
+    char r[32];
+    fprintf(stderr, "%s: %zu/%zu done in %.2f s, %s/s\n", pr->name, p->messages, pr->total,
+            p->seconds, thousands(r, sizeof r, p->rate));
+}
+
+/* ---- the broker side -------------------------------------------------------------------- */
+
+typedef struct broker {
+    hd_amqp *admin; /* declarations and counts */
+    char exchange[64];
+    char queue[80];
+    char routing_key[96]; /* also the relay's event type: "<exchange>.item_added" */
+    char version[64];
+} broker;
+
+static int broker_setup(broker *b, const char *url, hd_error *err)
+{
+    hd_amqp_options ao = {.connection_name = "bench admin"};
+    int rc = hd_amqp_open(url, &ao, &b->admin, err);
+    if (rc < 0)
+        return rc;
+    snprintf(b->exchange, sizeof b->exchange, "hdbench-%ld", (long)getpid());
+    snprintf(b->queue, sizeof b->queue, "%s.q", b->exchange);
+    snprintf(b->routing_key, sizeof b->routing_key, "%s.item_added", b->exchange);
+
+    snprintf(b->version, sizeof b->version, "?");
+    amqp_table_t *props = amqp_get_server_properties(hd_amqp_state(b->admin));
+    for (int i = 0; props != NULL && i < props->num_entries; i++) {
+        const amqp_table_entry_t *e = &props->entries[i];
+        if (e->key.len == 7 && memcmp(e->key.bytes, "version", 7) == 0 &&
+            (e->value.kind == AMQP_FIELD_KIND_UTF8 || e->value.kind == AMQP_FIELD_KIND_BYTES))
+            snprintf(b->version, sizeof b->version, "%.*s", (int)e->value.value.bytes.len,
+                     (const char *)e->value.value.bytes.bytes);
+    }
+
+    /* The exchange as the relay declares it (durable topic), so the relay's own declare is
+     * the idempotent no-op it is in production. */
+    hd_exchange_spec ex = {.name = b->exchange, .type = HD_EXCHANGE_TOPIC, .durable = 1};
+    hd_queue_spec qs = {.name = b->queue, .durable = 1, .type = HD_QUEUE_CLASSIC};
+    hd_binding_spec bs = {.queue = b->queue, .exchange = b->exchange, .key = "#"};
+    if ((rc = hd_exchange_declare(b->admin, &ex, err)) < 0 ||
+        (rc = hd_queue_declare(b->admin, &qs, NULL, err)) < 0 ||
+        (rc = hd_queue_bind(b->admin, &bs, err)) < 0)
+        return rc;
+    return 0;
+}
+
+static void broker_teardown(broker *b)
+{
+    if (b->admin == NULL)
+        return;
+    if (hd_amqp_is_open(b->admin)) {
+        hd_queue_delete(b->admin, b->queue, NULL, NULL);
+        hd_exchange_delete(b->admin, b->exchange, NULL);
+    }
+    hd_amqp_close(b->admin);
+    b->admin = NULL;
+}
+
+/* Ready messages in the queue, or -1. */
+static long queue_depth(broker *b, hd_error *err)
+{
+    hd_queue_info info;
+    if (hd_queue_inspect(b->admin, b->queue, &info, err) < 0)
+        return -1;
+    return (long)info.message_count;
+}
+
+/* ---- phase 1: raw confirmed publish ------------------------------------------------------ */
+
+/* Settled flags by delivery tag, and the lowest tag not settled yet: acks may be multiple
+ * (everything up to the tag) or single, in any order. */
+typedef struct confirms {
+    unsigned char *settled; /* count + 1 */
+    uint64_t low;           /* lowest unsettled tag */
+    uint64_t acked, nacked;
+} confirms;
+
+static void confirm_settle(confirms *c, uint64_t tag, int multiple, int ack, uint64_t next)
+{
+    if (tag >= next)
+        return; /* not ours: ignore rather than write out of bounds */
+    uint64_t from = multiple ? c->low : tag;
+    for (uint64_t t = from; t <= tag; t++) {
+        if (c->settled[t])
+            continue;
+        c->settled[t] = 1;
+        if (ack)
+            c->acked++;
+        else
+            c->nacked++;
+    }
+    while (c->low < next && c->settled[c->low])
+        c->low++;
+}
+
+static int raw_publish(const config *cfg, broker *b, phase *p, hd_error *err)
+{
+    hd_amqp *a = NULL;
+    hd_amqp_options ao = {.connection_name = "bench raw publish"};
+    int rc = hd_amqp_open(cfg->url, &ao, &a, err);
+    if (rc < 0)
+        return rc;
+    amqp_channel_t ch = 0;
+    confirms c = {.settled = calloc(cfg->count + 1, 1), .low = 1};
+    if (c.settled == NULL) {
+        rc = hd_error_set(err, HD_ENOMEM, "raw publish");
+        goto out;
+    }
+    if ((rc = hd_amqp_channel_open(a, &ch, err)) < 0)
+        goto out;
+    amqp_connection_state_t st = hd_amqp_state(a);
+    amqp_confirm_select(st, ch);
+    if ((rc = hd_amqp_check_reply_on(a, ch, amqp_get_rpc_reply(st), "confirm.select", err)) < 0) {
+        ch = 0;
+        goto out;
+    }
+
+    char body[BODY_BYTES];
+    memset(body, 'x', sizeof body);
+    amqp_basic_properties_t props;
+    memset(&props, 0, sizeof props);
+    props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG;
+    props.delivery_mode = 2; /* persistent */
+    props.content_type = amqp_cstring_bytes("application/octet-stream");
+    amqp_bytes_t bytes = {.len = sizeof body, .bytes = body};
+
+    progress pr;
+    progress_start(&pr, "raw publish", cfg->count);
+    phase_begin(p);
+    uint64_t next = 1; /* delivery tag of the next publish */
+    while (c.low <= cfg->count) {
+        if (next <= cfg->count && next - c.low < cfg->raw_window) {
+            int status =
+                amqp_basic_publish(st, ch, amqp_cstring_bytes(b->exchange),
+                                   amqp_cstring_bytes(b->routing_key), 0, 0, &props, bytes);
+            if ((rc = hd_amqp_check_status(a, status, "raw publish", err)) < 0)
+                goto out;
+            next++;
+            if ((next & 255) == 0)
+                progress_tick(&pr, (size_t)(c.acked + c.nacked));
+            continue;
+        }
+        /* Window full (or everything sent): wait for the next confirm. */
+        amqp_frame_t f;
+        struct timeval tv = {.tv_sec = STALL_MS / 1000, .tv_usec = 0};
+        int status = amqp_simple_wait_frame_noblock(st, &f, &tv);
+        if ((rc = hd_amqp_check_status(a, status, "wait for confirms", err)) < 0)
+            goto out;
+        if (f.frame_type == AMQP_FRAME_METHOD && f.channel == ch) {
+            amqp_method_t *m = &f.payload.method;
+            if (m->id == AMQP_BASIC_ACK_METHOD) {
+                const amqp_basic_ack_t *ack = m->decoded;
+                confirm_settle(&c, ack->delivery_tag, ack->multiple, 1, next);
+            } else if (m->id == AMQP_BASIC_NACK_METHOD) {
+                const amqp_basic_nack_t *nack = m->decoded;
+                confirm_settle(&c, nack->delivery_tag, nack->multiple, 0, next);
+            } else if (m->id == AMQP_CHANNEL_CLOSE_METHOD) {
+                rc = hd_amqp_handle_close(a, ch, m, "raw publish", err);
+                ch = 0;
+                goto out;
+            }
+        } else if (f.frame_type == AMQP_FRAME_METHOD &&
+                   f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD) {
+            rc = hd_amqp_handle_close(a, f.channel, &f.payload.method, "raw publish", err);
+            goto out;
+        }
+        amqp_maybe_release_buffers(st);
+        progress_tick(&pr, (size_t)(c.acked + c.nacked));
+    }
+    phase_end(p, (size_t)c.acked);
+    progress_done(&pr, p);
+    if (c.nacked > 0)
+        rc = hd_error_set(err, HD_ENACKED, "raw publish: the broker nacked %" PRIu64 " messages",
+                          c.nacked);
+out:
+    if (ch != 0)
+        hd_amqp_channel_close(a, ch);
+    hd_amqp_close(a);
+    free(c.settled);
+    return rc;
+}
+
+/* ---- between 1 and 3: herald's publisher alone -------------------------------------------- */
+
+/* The relay's publisher without the relay: hd_publisher with the window of phase 1 and the
+ * properties the relay sets (persistent, mandatory, content type, type, message id). Tells
+ * apart what the publisher costs and what the relay's cycle (claim, wait, mark) costs. The
+ * messages are purged afterwards (untimed): they are not the relay's. */
+typedef struct fates {
+    uint64_t confirmed, other;
+} fates;
+
+static void count_fate(void *ctx, uint64_t seq, void *user, hd_fate fate, const char *reason)
+{
+    (void)seq;
+    (void)user;
+    (void)reason;
+    fates *f = ctx;
+    if (fate == HD_FATE_CONFIRMED)
+        f->confirmed++;
+    else
+        f->other++;
+}
+
+static int publisher_phase(const config *cfg, broker *b, phase *p, hd_error *err)
+{
+    hd_amqp *a = NULL;
+    hd_publisher *pub = NULL;
+    fates f = {0, 0};
+    hd_amqp_options ao = {.connection_name = "bench publisher"};
+    int rc = hd_amqp_open(cfg->url, &ao, &a, err);
+    if (rc < 0)
+        return rc;
+    hd_publisher_options po = {.window = cfg->raw_window, .on_fate = count_fate, .ctx = &f};
+    if ((rc = hd_publisher_new(a, &po, &pub, err)) < 0)
+        goto out;
+    char body[BODY_BYTES];
+    memset(body, 'x', sizeof body);
+    char id[64];
+    hd_message m = {.exchange = b->exchange,
+                    .routing_key = b->routing_key,
+                    .body = body,
+                    .len = sizeof body,
+                    .content_type = HD_CLOUDEVENTS_MEDIA_TYPE,
+                    .type = b->routing_key,
+                    .message_id = id};
+    progress pr;
+    progress_start(&pr, "herald publisher", cfg->count);
+    phase_begin(p);
+    for (size_t i = 0; i < cfg->count; i++) {
+        snprintf(id, sizeof id, "bench-%zu", i);
+        if ((rc = hd_publisher_publish(pub, &m, NULL, err)) < 0)
+            goto out;
+        if ((i & 255) == 0)
+            progress_tick(&pr, (size_t)f.confirmed);
+    }
+    if ((rc = hd_publisher_wait(pub, STALL_MS, err)) < 0)
+        goto out;
+    phase_end(p, (size_t)f.confirmed);
+    progress_done(&pr, p);
+    if (f.other > 0)
+        rc = hd_error_set(err, HD_ENACKED, "herald publisher: %" PRIu64 " messages not confirmed",
+                          f.other);
+    else
+        rc = hd_queue_purge(b->admin, b->queue, NULL, err);
+out:
+    hd_publisher_free(pub);
+    hd_amqp_close(a);
+    return rc;
+}
+
+/* ---- phase 2: raw consume + ack ---------------------------------------------------------- */
+
+static int raw_consume(const config *cfg, broker *b, phase *p, hd_error *err)
+{
+    hd_amqp *a = NULL;
+    hd_amqp_options ao = {.connection_name = "bench raw consume"};
+    int rc = hd_amqp_open(cfg->url, &ao, &a, err);
+    if (rc < 0)
+        return rc;
+    amqp_channel_t ch = 0;
+    if ((rc = hd_amqp_channel_open(a, &ch, err)) < 0)
+        goto out;
+    amqp_connection_state_t st = hd_amqp_state(a);
+    amqp_basic_qos(st, ch, 0, (uint16_t)cfg->raw_prefetch, 0);
+    if ((rc = hd_amqp_check_reply_on(a, ch, amqp_get_rpc_reply(st), "basic.qos", err)) < 0) {
+        ch = 0;
+        goto out;
+    }
+
+    progress pr;
+    progress_start(&pr, "raw consume", cfg->count);
+    size_t got = 0;
+    phase_begin(p); /* basic.consume is where deliveries start: the clock starts before it */
+    amqp_basic_consume(st, ch, amqp_cstring_bytes(b->queue), amqp_empty_bytes, 0, 0, 0,
+                       amqp_empty_table);
+    if ((rc = hd_amqp_check_reply_on(a, ch, amqp_get_rpc_reply(st), "basic.consume", err)) < 0) {
+        ch = 0;
+        goto out;
+    }
+    while (got < cfg->count) {
+        amqp_envelope_t env;
+        struct timeval tv = {.tv_sec = STALL_MS / 1000, .tv_usec = 0};
+        amqp_maybe_release_buffers(st);
+        amqp_rpc_reply_t r = amqp_consume_message(st, &env, &tv, 0);
+        if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+            /* One ack per message, not multiple: the plain consumer loop. */
+            int status = amqp_basic_ack(st, ch, env.delivery_tag, 0);
+            amqp_destroy_envelope(&env);
+            if ((rc = hd_amqp_check_status(a, status, "basic.ack", err)) < 0)
+                goto out;
+            got++;
+            if ((got & 255) == 0)
+                progress_tick(&pr, got);
+            continue;
+        }
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+            amqp_frame_t f;
+            int status = amqp_simple_wait_frame(st, &f);
+            if ((rc = hd_amqp_check_status(a, status, "raw consume", err)) < 0)
+                goto out;
+            if (f.frame_type == AMQP_FRAME_METHOD &&
+                (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD ||
+                 f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD)) {
+                rc = hd_amqp_handle_close(a, f.channel, &f.payload.method, "raw consume", err);
+                ch = 0;
+                goto out;
+            }
+            continue;
+        }
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_TIMEOUT) {
+            rc = hd_error_set(err, HD_ETIMEOUT,
+                              "raw consume: nothing for %d s after %zu of %zu messages",
+                              STALL_MS / 1000, got, cfg->count);
+            goto out;
+        }
+        rc = hd_amqp_reply_error(r, "raw consume", NULL, err);
+        goto out;
+    }
+    phase_end(p, got);
+    progress_done(&pr, p);
+out:
+    if (ch != 0)
+        hd_amqp_channel_close(a, ch);
+    hd_amqp_close(a);
+    return rc;
+}
+
+/* ---- phase 3: the relay ------------------------------------------------------------------ */
+
+/* An envelope about BODY_BYTES long once encoded: a counter and padding in its data. */
+static hd_envelope *make_event(const char *type, size_t i, const char *pad)
+{
+    json_t *data = *pad ? json_pack("{s:I, s:s}", "n", (json_int_t)i, "pad", pad)
+                        : json_pack("{s:I}", "n", (json_int_t)i);
+    return hd_envelope_new(type, 1, "/bench", data);
+}
+
+/* The padding that brings an encoded event to BODY_BYTES (events differ by the digits of
+ * their counter only), or none when the bare event is already longer (it is: the envelope's
+ * own attributes take about 210 bytes). Writes the encoded size of event 10000 in *size. */
+static void choose_padding(const char *type, char *pad, size_t cap, size_t *size)
+{
+    pad[0] = '\0';
+    hd_envelope *env = make_event(type, 10000, pad);
+    char *text = NULL;
+    size_t len = 0;
+    if (env != NULL && hd_envelope_encode(env, &text, &len, NULL) == 0) {
+        /* ',"pad":""' costs 9 bytes before the first byte of padding. */
+        size_t want = len + 9 < BODY_BYTES ? BODY_BYTES - len - 9 : 0;
+        if (want >= cap)
+            want = cap - 1;
+        memset(pad, 'x', want);
+        pad[want] = '\0';
+        *size = want ? len + 9 + want : len;
+    } else {
+        *size = 0;
+    }
+    free(text);
+    hd_envelope_free(env);
+}
+
+static int fill_outbox(const config *cfg, hd_store *s, const char *type, const char *pad,
+                       hd_error *err)
+{
+    progress pr;
+    progress_start(&pr, "outbox fill (untimed)", cfg->count);
+    for (size_t i = 0; i < cfg->count; i += FILL_PER_TX) {
+        int rc = hd_store_begin(s, err);
+        if (rc < 0)
+            return rc;
+        for (size_t k = i; k < i + FILL_PER_TX && k < cfg->count; k++) {
+            hd_envelope *env = make_event(type, k, pad);
+            if (env == NULL) {
+                hd_store_rollback(s, NULL);
+                return hd_error_set(err, HD_ENOMEM, "outbox fill");
+            }
+            /* One aggregate per event (a user each): no row waits for another's retry. */
+            char agg[32];
+            snprintf(agg, sizeof agg, "user-%zu", k);
+            rc = hd_outbox_append(s, env, "user", agg, err);
+            hd_envelope_free(env);
+            if (rc < 0) {
+                hd_store_rollback(s, NULL);
+                return rc;
+            }
+        }
+        if ((rc = hd_store_commit(s, err)) < 0)
+            return rc;
+        progress_tick(&pr, i + FILL_PER_TX < cfg->count ? i + FILL_PER_TX : cfg->count);
+    }
+    return 0;
+}
+
+typedef struct relay_extra {
+    size_t event_bytes;
+    uint64_t cycles;
+    double mean_cycle_ms;
+    double max_cycle_ms;
+    hd_relay_stats stats;
+    long queue_after; /* messages in the queue afterwards */
+    int64_t pending_after;
+} relay_extra;
+
+static int relay_phase(const config *cfg, broker *b, const char *dir, int round, phase *p,
+                       relay_extra *x, hd_error *err)
+{
+    char url[4200];
+    snprintf(url, sizeof url, "sqlite://%s/outbox-%d.db?synchronous=full", dir, round);
+    hd_store *s = NULL;
+    hd_amqp *a = NULL;
+    hd_relay *r = NULL;
+    int rc = hd_store_open(url, &s, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = hd_outbox_migrate(s, err)) < 0)
+        goto out;
+    char pad[BODY_BYTES + 1];
+    choose_padding(b->routing_key, pad, sizeof pad, &x->event_bytes);
+    if ((rc = fill_outbox(cfg, s, b->routing_key, pad, err)) < 0)
+        goto out;
+
+    hd_amqp_options ao = {.connection_name = "bench relay"};
+    if ((rc = hd_amqp_open(cfg->url, &ao, &a, err)) < 0)
+        goto out;
+    hd_relay_options ro = {.batch = cfg->batch, .window = cfg->window, .relay_id = "bench"};
+    if ((rc = hd_relay_new(s, a, &ro, &r, err)) < 0)
+        goto out;
+
+    progress pr;
+    progress_start(&pr, "relay", cfg->count);
+    hd_relay_stats tot;
+    memset(&tot, 0, sizeof tot);
+    int64_t last_progress = hd_clock_ns();
+    phase_begin(p);
+    while (tot.confirmed < cfg->count) {
+        int64_t c0 = hd_clock_ns();
+        hd_relay_stats cyc;
+        rc = hd_relay_run_once(r, &cyc, err);
+        int64_t c1 = hd_clock_ns();
+        if (rc < 0)
+            goto out;
+        hd_relay_get_stats(r, &tot);
+        if (rc > 0) {
+            double ms = (double)(c1 - c0) / 1e6;
+            x->cycles++;
+            x->mean_cycle_ms += ms;
+            if (ms > x->max_cycle_ms)
+                x->max_cycle_ms = ms;
+            last_progress = c1;
+        } else if (c1 - last_progress > (int64_t)STALL_MS * 1000000) {
+            rc = hd_error_set(
+                err, HD_ETIMEOUT,
+                "relay: nothing claimable for %d s with %" PRIu64 " of %zu "
+                "confirmed (returned %" PRIu64 ", nacked %" PRIu64 ", lost %" PRIu64 ")",
+                STALL_MS / 1000, tot.confirmed, cfg->count, tot.returned, tot.nacked, tot.lost);
+            goto out;
+        } else {
+            hd_sleep_ms(10, NULL); /* rows waiting for a retry: do not spin */
+        }
+        progress_tick(&pr, (size_t)tot.confirmed);
+    }
+    phase_end(p, (size_t)tot.confirmed);
+    progress_done(&pr, p);
+    if (x->cycles > 0)
+        x->mean_cycle_ms /= (double)x->cycles;
+    x->stats = tot;
+    x->queue_after = queue_depth(b, err);
+    if (x->queue_after < 0) {
+        rc = HD_EAMQP;
+        goto out;
+    }
+    rc = hd_outbox_depth(s, &x->pending_after, NULL, NULL, err);
+out:
+    hd_relay_free(r);
+    hd_amqp_close(a);
+    hd_store_close(s);
+    return rc;
+}
+
+/* ---- phase 4: consumer + inbox, group commit ---------------------------------------------- */
+
+typedef struct sink {
+    hd_store *store;
+    size_t batches; /* group commits */
+    size_t singles; /* messages handled one per transaction (fallback) */
+    size_t largest; /* largest batch */
+    size_t missing_id;
+    int64_t handler_ns; /* time inside the handlers: the SQLite share of the phase */
+    int failed;
+    hd_error err;
+} sink;
+
+/* Accept ids[0..n) and write one effect row per new one, in the open transaction. */
+static int write_batch(sink *k, const hd_delivery *const *ds, size_t n)
+{
+    const char *ids[256] = {NULL};
+    unsigned char fresh[256] = {0};
+    if (n > 256)
+        return hd_error_set(&k->err, HD_ERANGE, "a batch of %zu deliveries", n);
+    for (size_t i = 0; i < n; i++) {
+        if (ds[i]->message_id == NULL) {
+            k->missing_id++;
+            return hd_error_set(&k->err, HD_EMISSING, "a delivery without message id");
+        }
+        ids[i] = ds[i]->message_id;
+    }
+    int rc = hd_inbox_accept_many(k->store, CONSUMER_NAME, ids, n, fresh, &k->err);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        if (!fresh[i])
+            continue; /* a duplicate: already done, nothing to repeat */
+        hd_value v[] = {hd_value_text(ids[i]), hd_value_int((int64_t)ds[i]->body_len)};
+        rc = hd_store_exec(k->store,
+                           "INSERT INTO bench_effect (message_id, body_len) VALUES ($1, $2)", v, 2,
+                           &k->err);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static hd_consume_result in_one_tx(sink *k, const hd_delivery *const *ds, size_t n)
+{
+    int64_t t0 = hd_clock_ns();
+    int rc = hd_store_begin(k->store, &k->err);
+    if (rc == 0 && (rc = write_batch(k, ds, n)) == 0)
+        rc = hd_store_commit(k->store, &k->err);
+    k->handler_ns += hd_clock_ns() - t0;
+    if (rc < 0) {
+        if (hd_store_in_transaction(k->store))
+            hd_store_rollback(k->store, NULL);
+        k->failed = 1;
+        return HD_CONSUME_RETRY;
+    }
+    return HD_CONSUME_OK;
+}
+
+static hd_consume_result on_batch(void *ctx, const hd_delivery *const *ds, size_t n)
+{
+    sink *k = ctx;
+    if (n > 256)
+        return HD_CONSUME_RETRY;
+    k->batches++;
+    if (n > k->largest)
+        k->largest = n;
+    return in_one_tx(k, ds, n);
+}
+
+static hd_consume_result on_one(void *ctx, const hd_delivery *d)
+{
+    sink *k = ctx;
+    k->singles++;
+    const hd_delivery *ds[1] = {d};
+    return in_one_tx(k, ds, 1);
+}
+
+typedef struct consumer_extra {
+    size_t batches, singles, largest;
+    double handler_s; /* of the phase's seconds, spent in the handlers (SQLite) */
+    double mean_batch;
+    int64_t effects, distinct_effects, inbox_rows;
+    long queue_after;
+    hd_consumer_counts counts;
+} consumer_extra;
+
+static int64_t scalar(hd_store *s, const char *sql, hd_error *err)
+{
+    hd_rows *rows = NULL;
+    if (hd_store_query(s, sql, NULL, 0, &rows, err) < 0)
+        return -1;
+    int64_t v = hd_rows_int(rows, 0, 0);
+    hd_rows_free(rows);
+    return v;
+}
+
+static int consumer_phase(const config *cfg, broker *b, const char *dir, int round, phase *p,
+                          consumer_extra *x, hd_error *err)
+{
+    char url[4200];
+    snprintf(url, sizeof url, "sqlite://%s/inbox-%d.db?synchronous=full", dir, round);
+    sink k;
+    memset(&k, 0, sizeof k);
+    hd_consumer *c = NULL;
+    hd_registry *reg = NULL;
+    int rc = hd_store_open(url, &k.store, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = hd_inbox_migrate(k.store, err)) < 0 ||
+        (rc = hd_store_exec(k.store,
+                            "CREATE TABLE bench_effect (id INTEGER PRIMARY KEY,"
+                            " message_id TEXT NOT NULL, body_len INTEGER NOT NULL)",
+                            NULL, 0, err)) < 0)
+        goto out;
+    if (cfg->decode) {
+        reg = hd_registry_new();
+        if (reg == NULL || hd_registry_add(reg, b->routing_key, 1, NULL, NULL) < 0) {
+            rc = hd_error_set(err, HD_ENOMEM, "registry");
+            goto out;
+        }
+    }
+
+    hd_consumer_options co = {.queue = b->queue,
+                              .handler = on_one,
+                              .batch_handler = on_batch,
+                              .batch_max = cfg->batch_max,
+                              .ctx = &k,
+                              .prefetch = cfg->prefetch,
+                              .registry = reg};
+    if ((rc = hd_consumer_open(cfg->url, &co, &c, err)) < 0)
+        goto out;
+
+    progress pr;
+    progress_start(&pr, "consumer + inbox", cfg->count);
+    hd_consumer_counts counts;
+    memset(&counts, 0, sizeof counts);
+    phase_begin(p);
+    int64_t last_progress = hd_clock_ns();
+    while (counts.acked < cfg->count) {
+        rc = hd_consumer_poll(c, 1000, err);
+        hd_consumer_get_counts(c, &counts);
+        if (k.failed) {
+            *err = k.err;
+            rc = k.err.code < 0 ? k.err.code : HD_EHANDLER;
+            goto out;
+        }
+        if (rc < 0)
+            goto out;
+        int64_t now = hd_clock_ns();
+        if (rc > 0)
+            last_progress = now;
+        else if (now - last_progress > (int64_t)STALL_MS * 1000000) {
+            rc = hd_error_set(err, HD_ETIMEOUT,
+                              "consumer: nothing for %d s after %" PRIu64 " of %zu acked",
+                              STALL_MS / 1000, counts.acked, cfg->count);
+            goto out;
+        }
+        progress_tick(&pr, (size_t)counts.acked);
+    }
+    phase_end(p, (size_t)counts.acked);
+    progress_done(&pr, p);
+    rc = 0;
+    x->counts = counts;
+    x->batches = k.batches;
+    x->singles = k.singles;
+    x->largest = k.largest;
+    x->handler_s = (double)k.handler_ns / 1e9;
+    x->mean_batch = k.batches ? (double)(counts.acked - k.singles) / (double)k.batches : 0.0;
+    x->effects = scalar(k.store, "SELECT COUNT(*) FROM bench_effect", err);
+    x->distinct_effects =
+        scalar(k.store, "SELECT COUNT(DISTINCT message_id) FROM bench_effect", err);
+    x->inbox_rows = scalar(k.store, "SELECT COUNT(*) FROM hd_inbox", err);
+    if (x->effects < 0 || x->distinct_effects < 0 || x->inbox_rows < 0)
+        rc = HD_ESTORE;
+out:
+    hd_consumer_close(c);
+    hd_registry_free(reg);
+    hd_store_close(k.store);
+    if (rc == 0) {
+        x->queue_after = queue_depth(b, err);
+        if (x->queue_after < 0)
+            rc = HD_EAMQP;
+    }
+    return rc;
+}
+
+/* ---- work directory ------------------------------------------------------------------- */
+
+static char *make_workdir(const config *cfg)
+{
+    char path[4096];
+    if (cfg->workdir != NULL) {
+        if (mkdir(cfg->workdir, 0700) < 0 && errno != EEXIST)
+            return NULL;
+        snprintf(path, sizeof path, "%s/relay_inbox-XXXXXX", cfg->workdir);
+    } else {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(path, sizeof path, "%s/herald-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    }
+    if (mkdtemp(path) == NULL)
+        return NULL;
+    return strdup(path);
+}
+
+/* 1 when dir is on tmpfs (Linux): there an fsync costs nothing, and SQLite's FULL
+ * synchronous mode, the cost group commit exists to share, would not be measured. */
+static int on_tmpfs(const char *dir)
+{
+    struct statfs fs;
+    return statfs(dir, &fs) == 0 && fs.f_type == 0x01021994; /* TMPFS_MAGIC */
+}
+
+static void remove_workdir(const char *dir, int rounds)
+{
+    static const char *const names[] = {"outbox", "inbox"};
+    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+    char path[4200];
+    for (int r = 0; r < rounds; r++)
+        for (size_t n = 0; n < 2; n++)
+            for (size_t k = 0; k < sizeof suffixes / sizeof suffixes[0]; k++) {
+                snprintf(path, sizeof path, "%s/%s-%d.db%s", dir, names[n], r, suffixes[k]);
+                unlink(path);
+            }
+    rmdir(dir);
+}
+
+/* ---- one round: the four phases ---------------------------------------------------------- */
+
+/* In the order of the table; they run in another order (see run_round). */
+#define NPHASES 5
+enum { P_RAW_PUBLISH = 0, P_PUBLISHER, P_RELAY, P_RAW_CONSUME, P_CONSUMER };
+
+typedef struct round_result {
+    phase ph[NPHASES];
+    relay_extra rx;
+    consumer_extra cx;
+} round_result;
+
+/* Run every phase once: raw publish, raw consume, herald's publisher alone (its messages
+ * purged), relay, consumer + inbox. Returns 0, or -1 with the reason in failure; *lost
+ * counts messages that did not arrive. */
+static int run_round(const config *cfg, broker *b, const char *dir, int round, round_result *rr,
+                     size_t *lost, char *failure, size_t cap)
+{
+    hd_error err;
+    hd_error_clear(&err);
+    static const char *const keys[NPHASES] = {"raw_publish", "publisher", "relay", "raw_consume",
+                                              "consumer_inbox"};
+    for (int i = 0; i < NPHASES; i++)
+        rr->ph[i].key = keys[i];
+
+    /* 1 and 2: the broker's limits; then the publisher without the relay around it. */
+    if (raw_publish(cfg, b, &rr->ph[P_RAW_PUBLISH], &err) < 0) {
+        snprintf(failure, cap, "raw publish: %s", err.text);
+        return -1;
+    }
+    if (raw_consume(cfg, b, &rr->ph[P_RAW_CONSUME], &err) < 0) {
+        snprintf(failure, cap, "raw consume: %s", err.text);
+        return -1;
+    }
+    long left = queue_depth(b, &err);
+    if (left != 0) {
+        snprintf(failure, cap, "after raw consume the queue holds %ld messages", left);
+        return -1;
+    }
+    if (cfg->publisher && publisher_phase(cfg, b, &rr->ph[P_PUBLISHER], &err) < 0) {
+        snprintf(failure, cap, "herald publisher: %s", err.text);
+        return -1;
+    }
+
+    /* 3: the relay, then the count in the queue. */
+    relay_extra *rx = &rr->rx;
+    if (relay_phase(cfg, b, dir, round, &rr->ph[P_RELAY], rx, &err) < 0) {
+        snprintf(failure, cap, "relay: %s", err.text);
+        return -1;
+    }
+    if (rx->queue_after != (long)cfg->count || rx->stats.confirmed != cfg->count ||
+        rx->pending_after != 0) {
+        size_t have = rx->queue_after > 0 ? (size_t)rx->queue_after : 0;
+        *lost += have < cfg->count ? cfg->count - have : 0;
+        snprintf(failure, cap,
+                 "relay: the queue holds %ld messages for %zu rows (%" PRIu64
+                 " confirmed, %lld rows still pending)",
+                 rx->queue_after, cfg->count, rx->stats.confirmed, (long long)rx->pending_after);
+        return -1;
+    }
+
+    /* 4: consumer + inbox, then the effects. */
+    consumer_extra *cx = &rr->cx;
+    if (consumer_phase(cfg, b, dir, round, &rr->ph[P_CONSUMER], cx, &err) < 0) {
+        snprintf(failure, cap, "consumer + inbox: %s", err.text);
+        return -1;
+    }
+    if (cx->effects != (int64_t)cfg->count || cx->distinct_effects != (int64_t)cfg->count ||
+        cx->inbox_rows != (int64_t)cfg->count || cx->queue_after != 0) {
+        int64_t have = cx->distinct_effects;
+        *lost += have < (int64_t)cfg->count ? cfg->count - (size_t)have : 0;
+        snprintf(failure, cap,
+                 "consumer + inbox: %lld effect rows (%lld distinct) and %lld inbox rows for "
+                 "%zu messages; %ld left in the queue",
+                 (long long)cx->effects, (long long)cx->distinct_effects, (long long)cx->inbox_rows,
+                 cfg->count, cx->queue_after);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- results ---------------------------------------------------------------------------- */
+
+/* One phase over the rounds: the median rate, and the spread. */
+typedef struct summary {
+    const char *key;
+    char label[96];
+    int n; /* rounds in which it ran */
+    double rate, min, max;
+    double cpu_share; /* median of bench CPU / wall */
+    double busy;      /* median machine busy share */
+} summary;
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    if (n <= 0)
+        return 0.0;
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0;
+}
+
+static void summarise(const round_result *rr, int rounds, int which, summary *s)
+{
+    double rates[MAX_ROUNDS], cpu[MAX_ROUNDS], busy[MAX_ROUNDS];
+    int n = 0;
+    for (int r = 0; r < rounds; r++) {
+        const phase *p = &rr[r].ph[which];
+        if (!p->ran)
+            continue;
+        rates[n] = p->rate;
+        cpu[n] = p->seconds > 0 ? p->client_cpu / p->seconds : 0.0;
+        busy[n] = p->machine_busy;
+        n++;
+    }
+    s->n = n;
+    s->rate = median(rates, n); /* sorts rates: min and max are its ends */
+    s->min = n ? rates[0] : 0.0;
+    s->max = n ? rates[n - 1] : 0.0;
+    s->cpu_share = median(cpu, n);
+    s->busy = median(busy, n);
+}
+
+typedef struct verdict {
+    const char *key;
+    const char *what;
+    double ratio;
+    double target;
+    int pass;
+    int known;
+} verdict;
+
+static verdict judge(const char *key, const char *what, const summary *herald, const summary *raw,
+                     double target)
+{
+    verdict v = {.key = key, .what = what, .target = target};
+    if (herald->n > 0 && raw->n > 0 && raw->rate > 0) {
+        v.known = 1;
+        v.ratio = herald->rate / raw->rate;
+        v.pass = v.ratio >= target;
+    }
+    return v;
+}
+
+static void now_utc(char *buf, size_t cap)
+{
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Totals of the relay's and the consumer's details over the rounds that ran. */
+typedef struct details {
+    uint64_t cycles;
+    double mean_cycle_ms, max_cycle_ms;
+    size_t event_bytes;
+    size_t commits, singles, largest;
+    double mean_batch;
+    double handler_s, consumer_s; /* time in the handler, and the phase's time */
+} details;
+
+static void gather(const round_result *rr, int rounds, details *d)
+{
+    memset(d, 0, sizeof *d);
+    double cycle_ms = 0;
+    size_t batched = 0;
+    for (int r = 0; r < rounds; r++) {
+        const relay_extra *x = &rr[r].rx;
+        if (rr[r].ph[P_RELAY].ran) {
+            d->cycles += x->cycles;
+            cycle_ms += x->mean_cycle_ms * (double)x->cycles;
+            if (x->max_cycle_ms > d->max_cycle_ms)
+                d->max_cycle_ms = x->max_cycle_ms;
+        }
+        if (x->event_bytes)
+            d->event_bytes = x->event_bytes;
+        const consumer_extra *c = &rr[r].cx;
+        if (rr[r].ph[P_CONSUMER].ran) {
+            d->commits += c->batches;
+            d->singles += c->singles;
+            if (c->largest > d->largest)
+                d->largest = c->largest;
+            batched += (size_t)c->counts.acked - c->singles;
+            d->handler_s += c->handler_s;
+            d->consumer_s += rr[r].ph[P_CONSUMER].seconds;
+        }
+    }
+    d->mean_cycle_ms = d->cycles ? cycle_ms / (double)d->cycles : 0.0;
+    d->mean_batch = d->commits ? (double)batched / (double)d->commits : 0.0;
+}
+
+static void print_table(const config *cfg, const broker *b, const summary *s, const verdict *v,
+                        size_t nv, const details *d, const char *date)
+{
+    char r[32], lo[32], hi[32];
+    printf("\nherald bench: relay + inbox  (%zu messages x %d round%s, %d-byte bodies, RabbitMQ "
+           "%s, SQLite %s synchronous=FULL, %ld CPUs, %s)\n\n",
+           cfg->count, cfg->rounds, cfg->rounds == 1 ? "" : "s", BODY_BYTES, b->version,
+           sqlite3_libversion(), sysconf(_SC_NPROCESSORS_ONLN), date);
+    printf("  %-50s %10s %17s %9s %8s\n", "phase", "msg/s", "min..max", "bench CPU", "machine");
+    for (int i = 0; i < NPHASES; i++) {
+        if (s[i].n == 0 && i == P_PUBLISHER)
+            continue; /* only with --publisher */
+        if (s[i].n == 0) {
+            printf("  %-50s %10s\n", s[i].label, "(not run)");
+            continue;
+        }
+        char range[80];
+        snprintf(range, sizeof range, "%s..%s", thousands(lo, sizeof lo, s[i].min),
+                 thousands(hi, sizeof hi, s[i].max));
+        printf("  %-50s %10s %17s %8.0f%% %7.0f%%\n", s[i].label, thousands(r, sizeof r, s[i].rate),
+               range, 100.0 * s[i].cpu_share, 100.0 * s[i].busy);
+        if (i == P_RELAY)
+            printf("\n");
+    }
+    printf("\n  %-50s %8s %8s  %s\n", "ratio of the medians", "measured", "target", "verdict");
+    for (size_t i = 0; i < nv; i++) {
+        if (!v[i].known)
+            printf("  %-50s %8s %7.0f%%  %s\n", v[i].what, "-", 100.0 * v[i].target, "n/a");
+        else
+            printf("  %-50s %7.1f%% %7.0f%%  %s\n", v[i].what, 100.0 * v[i].ratio,
+                   100.0 * v[i].target, v[i].pass ? "PASS" : "MISS");
+    }
+    if (d->cycles > 0)
+        printf("\n  relay: %" PRIu64 " cycles of %.1f ms on average (longest %.1f ms), events "
+               "of %zu bytes\n",
+               d->cycles, d->mean_cycle_ms, d->max_cycle_ms, d->event_bytes);
+    if (d->commits + d->singles > 0)
+        printf("  consumer: %zu group commits of %.1f messages on average (largest %zu), %zu "
+               "single; %.0f%% of the time in the handler (SQLite)\n",
+               d->commits, d->mean_batch, d->largest, d->singles,
+               d->consumer_s > 0 ? 100.0 * d->handler_s / d->consumer_s : 0.0);
+    printf("\n  msg/s = median over the rounds; bench CPU = this process's CPU time / wall time "
+           "(100%% = one\n  core); machine = share of all CPUs busy, every process counted (the "
+           "broker, and anything\n  else running on the machine).\n");
+}
+
+static json_t *phase_json(const summary *s, const round_result *rr, int rounds, int which)
+{
+    if (s->n == 0)
+        return json_null();
+    json_t *runs = json_array();
+    for (int r = 0; r < rounds; r++) {
+        const phase *p = &rr[r].ph[which];
+        if (p->ran)
+            json_array_append_new(
+                runs, json_pack("{s:I, s:f, s:f, s:f, s:f}", "messages", (json_int_t)p->messages,
+                                "seconds", p->seconds, "rate_per_s", p->rate, "bench_cpu_s",
+                                p->client_cpu, "machine_cpu_busy", p->machine_busy));
+    }
+    return json_pack("{s:s, s:f, s:f, s:f, s:f, s:f, s:o}", "label", s->label, "rate_per_s",
+                     s->rate, "min_rate_per_s", s->min, "max_rate_per_s", s->max, "bench_cpu_share",
+                     s->cpu_share, "machine_cpu_busy", s->busy, "rounds", runs);
+}
+
+static int write_json(const char *path, const config *cfg, const broker *b, const summary *s,
+                      const round_result *rr, int rounds_done, const verdict *v, size_t nv,
+                      const details *d, const char *date, int tmpfs, size_t lost,
+                      const char *failure)
+{
+    struct utsname un;
+    memset(&un, 0, sizeof un);
+    uname(&un);
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    double load[3] = {0, 0, 0};
+    if (getloadavg(load, 3) < 0)
+        load[0] = load[1] = load[2] = 0;
+
+    json_t *phases = json_object();
+    for (int i = 0; i < NPHASES; i++)
+        json_object_set_new(phases, s[i].key, phase_json(&s[i], rr, rounds_done, i));
+    json_t *ratios = json_object();
+    for (size_t i = 0; i < nv; i++)
+        json_object_set_new(
+            ratios, v[i].key,
+            v[i].known ? json_pack("{s:f, s:f, s:b}", "value", v[i].ratio, "target", v[i].target,
+                                   "pass", v[i].pass)
+                       : json_pack("{s:n, s:f, s:n}", "value", "target", v[i].target, "pass"));
+    json_t *root = json_pack(
+        "{s:s, s:i, s:s, s:{s:s, s:i, s:s, s:s, s:s, s:[f,f,f]},"
+        " s:{s:s, s:s}, s:s,"
+        " s:{s:I, s:i, s:i, s:I, s:i, s:I, s:I, s:i, s:I, s:b, s:s, s:s}}",
+        "benchmark", "relay_inbox", "format", 1, "date", date, "host", "hostname", host, "nproc",
+        (int)sysconf(_SC_NPROCESSORS_ONLN), "kernel", un.release, "machine", un.machine, "note",
+        "wall-clock rates; the machine may have been shared with other work", "loadavg", load[0],
+        load[1], load[2], "broker", "product", "RabbitMQ", "version", b->version, "sqlite",
+        sqlite3_libversion(), "parameters", "count", (json_int_t)cfg->count, "rounds", cfg->rounds,
+        "body_bytes", BODY_BYTES, "raw_window", (json_int_t)cfg->raw_window, "raw_prefetch",
+        cfg->raw_prefetch, "relay_batch", (json_int_t)cfg->batch, "relay_window",
+        (json_int_t)cfg->window, "consumer_prefetch", cfg->prefetch, "consumer_batch_max",
+        (json_int_t)cfg->batch_max, "decode", cfg->decode, "synchronous", "full", "queue_type",
+        "classic");
+    if (root == NULL) {
+        json_decref(phases);
+        json_decref(ratios);
+        return -1;
+    }
+    json_object_set_new(json_object_get(root, "parameters"), "workdir_on_tmpfs",
+                        json_boolean(tmpfs));
+    json_object_set_new(json_object_get(root, "parameters"), "publisher_phase",
+                        json_boolean(cfg->publisher));
+    json_object_set_new(root, "rounds_done", json_integer(rounds_done));
+    json_object_set_new(root, "phases", phases);
+    json_object_set_new(root, "ratios", ratios);
+    json_object_set_new(root, "relay",
+                        json_pack("{s:I, s:f, s:f, s:I}", "cycles", (json_int_t)d->cycles,
+                                  "mean_cycle_ms", d->mean_cycle_ms, "max_cycle_ms",
+                                  d->max_cycle_ms, "event_bytes", (json_int_t)d->event_bytes));
+    json_object_set_new(root, "consumer",
+                        json_pack("{s:I, s:I, s:I, s:f, s:f, s:f}", "group_commits",
+                                  (json_int_t)d->commits, "single_commits", (json_int_t)d->singles,
+                                  "largest_batch", (json_int_t)d->largest, "mean_batch",
+                                  d->mean_batch, "handler_seconds", d->handler_s, "phase_seconds",
+                                  d->consumer_s));
+    json_object_set_new(root, "lost", json_integer((json_int_t)lost));
+    json_object_set_new(root, "error", failure ? json_string(failure) : json_null());
+    json_object_set_new(root, "ok", json_boolean(lost == 0 && failure == NULL));
+    int rc =
+        json_dump_file(root, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+    json_decref(root);
+    return rc;
+}
+
+/* ---- main ------------------------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    config cfg;
+    int prc = parse_args(argc, argv, &cfg);
+    if (prc == 1)
+        return 0; /* --help */
+    if (prc != 0)
+        return 2;
+
+    summary s[NPHASES];
+    memset(s, 0, sizeof s);
+    s[P_RAW_PUBLISH].key = "raw_publish";
+    snprintf(s[P_RAW_PUBLISH].label, sizeof s[0].label, "raw publish (confirms, window %zu)",
+             cfg.raw_window);
+    s[P_PUBLISHER].key = "publisher";
+    snprintf(s[P_PUBLISHER].label, sizeof s[0].label, "herald publisher alone (window %zu)",
+             cfg.raw_window);
+    s[P_RAW_CONSUME].key = "raw_consume";
+    snprintf(s[P_RAW_CONSUME].label, sizeof s[0].label, "raw consume (ack each, prefetch %d)",
+             cfg.raw_prefetch);
+    s[P_RELAY].key = "relay";
+    snprintf(s[P_RELAY].label, sizeof s[0].label, "herald relay (batch %zu, window %zu)", cfg.batch,
+             cfg.window);
+    s[P_CONSUMER].key = "consumer_inbox";
+    snprintf(s[P_CONSUMER].label, sizeof s[0].label,
+             "herald consumer + inbox (prefetch %d, batch %zu)", cfg.prefetch, cfg.batch_max);
+
+    round_result *rr = calloc((size_t)cfg.rounds, sizeof *rr);
+    char *dir = make_workdir(&cfg);
+    if (rr == NULL || dir == NULL) {
+        fprintf(stderr, "bench-relay_inbox: cannot create a work directory: %s\n", strerror(errno));
+        free(rr);
+        return 1;
+    }
+    broker b;
+    memset(&b, 0, sizeof b);
+    snprintf(b.version, sizeof b.version, "?");
+    hd_error err;
+    hd_error_clear(&err);
+    char failure[HD_ERROR_TEXT_MAX + 128] = "";
+    size_t lost = 0;
+    char date[32];
+    now_utc(date, sizeof date);
+    char redacted[512];
+    hd_amqp_url_redact(cfg.url, redacted, sizeof redacted);
+    fprintf(stderr, "bench-relay_inbox: %zu messages x %d rounds, broker %s, SQLite files in %s\n",
+            cfg.count, cfg.rounds, redacted, dir);
+    int tmpfs = on_tmpfs(dir);
+    if (tmpfs)
+        fprintf(stderr,
+                "bench-relay_inbox: WARNING: %s is on tmpfs, where fsync is free: the "
+                "SQLite figures will look too good (use --workdir on a disk)\n",
+                dir);
+
+    int rounds_done = 0;
+    if (broker_setup(&b, cfg.url, &err) < 0) {
+        snprintf(failure, sizeof failure, "broker setup: %s", err.text);
+    } else {
+        fprintf(stderr, "queue %s (durable, classic), exchange %s (topic)\n", b.queue, b.exchange);
+        /* Rounds interleave the phases: on a machine whose load changes, each herald figure
+         * is measured close in time to the raw figure it is compared with. */
+        for (int r = 0; r < cfg.rounds; r++) {
+            if (cfg.rounds > 1)
+                fprintf(stderr, "---- round %d of %d\n", r + 1, cfg.rounds);
+            rounds_done = r + 1;
+            if (run_round(&cfg, &b, dir, r, &rr[r], &lost, failure, sizeof failure) < 0)
+                break;
+        }
+    }
+
+    for (int i = 0; i < NPHASES; i++)
+        summarise(rr, rounds_done, i, &s[i]);
+    verdict v[2];
+    v[0] = judge("relay_vs_raw_publish", "relay / raw publish", &s[P_RELAY], &s[P_RAW_PUBLISH],
+                 TARGET_RELAY);
+    v[1] = judge("consumer_inbox_vs_raw_consume", "consumer + inbox / raw consume", &s[P_CONSUMER],
+                 &s[P_RAW_CONSUME], TARGET_CONSUMER);
+    details d;
+    gather(rr, rounds_done, &d);
+    fflush(stderr);
+    print_table(&cfg, &b, s, v, 2, &d, date);
+    if (tmpfs)
+        printf("\n  WARNING: the SQLite files were on tmpfs, where fsync costs nothing\n");
+    if (lost > 0)
+        printf("\n  LOST: %zu messages did not arrive\n", lost);
+    if (failure[0] != '\0')
+        printf("\n  FAILED: %s\n", failure);
+    fflush(stdout);
+
+    if (cfg.out != NULL) {
+        if (write_json(cfg.out, &cfg, &b, s, rr, rounds_done, v, 2, &d, date, tmpfs, lost,
+                       failure[0] ? failure : NULL) < 0)
+            fprintf(stderr, "bench-relay_inbox: cannot write %s\n", cfg.out);
+        else
+            fprintf(stderr, "results: %s (bench/plot.sh %s draws them)\n", cfg.out, cfg.out);
+    }
+
+    broker_teardown(&b);
+    if (cfg.keep)
+        fprintf(stderr, "kept %s\n", dir);
+    else
+        remove_workdir(dir, rounds_done);
+    free(dir);
+    free(rr);
+    return lost > 0 || failure[0] != '\0' ? 1 : 0;
+}
