@@ -1,0 +1,472 @@
+/* notifications/api.c — the HTTP API (see api.h for the routes and the status codes). */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "herald/clock.h"
+#include "herald/outbox.h"
+
+#include "api.h"
+#include "repository.h"
+
+#define HISTORY_LIMIT_DEFAULT 20
+
+/* What a gauge callback needs: the API (its store and lock) and which number to read. */
+typedef struct gauge_ctx {
+    notif_api *api;
+    int which;
+} gauge_ctx;
+
+struct notif_api {
+    notif_api_deps d;
+    pthread_mutex_t lock; /* guards w (its store handle) */
+    notif_worker w;
+    hd_http_server *srv; /* borrowed, for "stopping" in /health */
+    hd_counter *requests;
+    hd_histogram *latency;
+    gauge_ctx gauges[4]; /* the contexts of the table gauges (register_metrics) */
+};
+
+/* ---- JSON views of the aggregates ------------------------------------------------------- */
+
+/* An RFC 3339 string for epoch ms, or JSON null for 0 ("never"). New reference. */
+static json_t *time_or_null(int64_t ms)
+{
+    if (ms == 0)
+        return json_null();
+    char t[HD_TIME_LEN + 1];
+    hd_time_format(ms, t);
+    return json_string(t);
+}
+
+static json_t *notification_json(const notification *n)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s, s:i, s:s?, s:o, s:o, s:o, s:s?}", "id",
+                     notification_id(n), "user_id", n->user_id, "type",
+                     notification_type_name(n->type), "recipient", n->recipient, "subject",
+                     n->subject, "status", notification_status_name(n->status), "attempts",
+                     n->attempts, "last_error", n->last_error, "created_at",
+                     time_or_null(n->created_at_ms), "updated_at", time_or_null(n->updated_at_ms),
+                     "sent_at", time_or_null(n->sent_at_ms), "correlation_id", n->correlation_id);
+}
+
+static json_t *preferences_json(const preferences *p)
+{
+    json_t *on = json_object();
+    for (int i = 0; on != NULL && i < NOTIFY_TYPE_COUNT; i++)
+        json_object_set_new(on, notification_type_name((notification_type)i),
+                            json_boolean(preferences_allows(p, (notification_type)i)));
+    return json_pack("{s:s, s:s?, s:o, s:b, s:o, s:o}", "user_id", preferences_user_id(p), "email",
+                     p->email[0] ? p->email : NULL, "preferences", on, "stored", p->stored,
+                     "created_at", time_or_null(p->created_at_ms), "updated_at",
+                     time_or_null(p->updated_at_ms));
+}
+
+/* ---- reading request bodies ------------------------------------------------------------- */
+
+/* body.name as a string into *out (borrowed from body): HD_EMISSING when required and
+ * absent or null, HD_ETYPE when not a string. */
+static int member_string(const json_t *body, const char *name, int required, const char **out,
+                         hd_error *err)
+{
+    const json_t *v = json_object_get(body, name);
+    *out = NULL;
+    if (v == NULL || json_is_null(v))
+        return required ? hd_error_set(err, HD_EMISSING, "member '%s' is required", name) : 0;
+    if (!json_is_string(v))
+        return hd_error_set(err, HD_ETYPE, "member '%s' must be a string", name);
+    *out = json_string_value(v);
+    return 0;
+}
+
+static int read_body_object(const hd_http_request *req, json_t **body, hd_error *err)
+{
+    int rc = hd_http_request_json(req, body, err);
+    if (rc == 0 && !json_is_object(*body)) {
+        json_decref(*body);
+        *body = NULL;
+        return hd_error_set(err, HD_ETYPE, "the body must be a JSON object");
+    }
+    return rc;
+}
+
+/* {"email": "..." | null, "preferences": {"welcome": false, ...}} into c. email null removes
+ * the address; absent members keep what is stored. An unknown type is a rule (422), a
+ * value of the wrong kind a malformed body (400). */
+static int read_change(const json_t *body, preferences_change *c, hd_error *err)
+{
+    preferences_change_init(c);
+    const json_t *email = json_object_get(body, "email");
+    if (json_is_null(email))
+        c->email = "";
+    else if (email != NULL && (c->email = json_string_value(email)) == NULL)
+        return hd_error_set(err, HD_ETYPE, "member 'email' must be a string or null");
+    const json_t *prefs = json_object_get(body, "preferences");
+    if (prefs == NULL || json_is_null(prefs))
+        return 0;
+    if (!json_is_object(prefs))
+        return hd_error_set(err, HD_ETYPE, "member 'preferences' must be an object");
+    const char *key;
+    const json_t *v;
+    json_object_foreach((json_t *)prefs, key, v)
+    {
+        notification_type t;
+        int rc = notification_type_parse(key, &t, err);
+        if (rc < 0)
+            return rc;
+        if (!json_is_boolean(v))
+            return hd_error_set(err, HD_ETYPE, "preferences.%s must be true or false", key);
+        c->enabled[t] = json_is_true(v);
+    }
+    return 0;
+}
+
+/* ---- handlers ---------------------------------------------------------------------------- */
+
+/* POST /notifications: {user_id, type, recipient, variables}. *vars is a new reference
+ * (an empty object when the body has none). */
+static int read_request(const json_t *body, notif_request *r, json_t **vars, hd_error *err)
+{
+    int rc = member_string(body, "user_id", 1, &r->user_id, err);
+    if (rc == 0)
+        rc = member_string(body, "type", 1, &r->type, err);
+    if (rc == 0)
+        rc = member_string(body, "recipient", 1, &r->recipient, err);
+    if (rc < 0)
+        return rc;
+    json_t *v = json_object_get(body, "variables");
+    if (v != NULL && !json_is_object(v))
+        return hd_error_set(err, HD_ETYPE, "member 'variables' must be an object");
+    *vars = v != NULL ? json_incref(v) : json_object();
+    r->variables = *vars;
+    return *vars != NULL ? 0 : hd_error_set(err, HD_ENOMEM, NULL);
+}
+
+static void reply_accepted(hd_http_response *resp, const notification *n)
+{
+    char location[64];
+    snprintf(location, sizeof location, "/notifications/%s", notification_id(n));
+    hd_http_response_set_header(resp, "Location", location);
+    hd_http_reply_json(resp, 202,
+                       json_pack("{s:s, s:s}", "id", notification_id(n), "status",
+                                 notification_status_name(n->status)));
+}
+
+static void post_notification(hd_http_request *req, hd_http_response *resp, void *ctx)
+{
+    notif_api *api = ctx;
+    hd_error err;
+    json_t *body = NULL, *vars = NULL;
+    notif_request r = {.correlation_id = hd_http_request_correlation_id(req)};
+    notification n;
+    int rc = read_body_object(req, &body, &err);
+    if (rc == 0)
+        rc = read_request(body, &r, &vars, &err);
+    if (rc == 0) {
+        pthread_mutex_lock(&api->lock);
+        rc = notif_request_send(&api->w, &r, &n, &err);
+        pthread_mutex_unlock(&api->lock);
+    }
+    if (rc < 0) {
+        hd_http_reply_error(resp, rc, err.text);
+    } else {
+        reply_accepted(resp, &n);
+        notification_release(&n);
+    }
+    json_decref(vars);
+    json_decref(body);
+}
+
+static void get_notification(hd_http_request *req, hd_http_response *resp, void *ctx)
+{
+    notif_api *api = ctx;
+    hd_error err;
+    notification n;
+    pthread_mutex_lock(&api->lock);
+    int rc = notif_get(&api->w, hd_http_request_param(req, "id"), &n, &err);
+    pthread_mutex_unlock(&api->lock);
+    if (rc < 0) {
+        hd_http_reply_error(resp, rc, err.text);
+        return;
+    }
+    hd_http_reply_json(resp, 200, notification_json(&n));
+    notification_release(&n);
+}
+
+/* Reply with the preferences (status 200 or 201), or the failure. Releases p on success. */
+static void reply_preferences(hd_http_response *resp, int rc, int status, preferences *p,
+                              const hd_error *err)
+{
+    if (rc < 0) {
+        hd_http_reply_error(resp, rc, err->text);
+        return;
+    }
+    hd_http_reply_json(resp, status, preferences_json(p));
+    preferences_release(p);
+}
+
+static void post_preferences(hd_http_request *req, hd_http_response *resp, void *ctx)
+{
+    notif_api *api = ctx;
+    hd_error err;
+    json_t *body = NULL;
+    const char *user_id = NULL;
+    preferences_change c;
+    preferences p;
+    int rc = read_body_object(req, &body, &err);
+    if (rc == 0 && (rc = member_string(body, "user_id", 1, &user_id, &err)) == 0)
+        rc = read_change(body, &c, &err);
+    if (rc == 0) {
+        pthread_mutex_lock(&api->lock);
+        rc = notif_prefs_create(&api->w, user_id, &c, &p, &err);
+        pthread_mutex_unlock(&api->lock);
+    }
+    reply_preferences(resp, rc, 201, &p, &err);
+    json_decref(body);
+}
+
+/* A user id from the path that is not one is a malformed request (400): nobody has it. */
+static int path_user_id(const hd_http_request *req, const char **out, hd_error *err)
+{
+    *out = hd_http_request_param(req, "user_id");
+    if (!notify_user_id_valid(*out))
+        return hd_error_set(err, HD_EINVAL,
+                            "user id must be 1 to %d characters of A-Z a-z 0-9 "
+                            ". _ : -",
+                            NOTIFY_USER_ID_MAX);
+    return 0;
+}
+
+static void get_preferences(hd_http_request *req, hd_http_response *resp, void *ctx)
+{
+    notif_api *api = ctx;
+    hd_error err;
+    const char *user_id;
+    preferences p;
+    int rc = path_user_id(req, &user_id, &err);
+    if (rc == 0) {
+        pthread_mutex_lock(&api->lock);
+        rc = notif_prefs_get(&api->w, user_id, &p, &err);
+        pthread_mutex_unlock(&api->lock);
+    }
+    reply_preferences(resp, rc, 200, &p, &err);
+}
+
+static void put_preferences(hd_http_request *req, hd_http_response *resp, void *ctx)
+{
+    notif_api *api = ctx;
+    hd_error err;
+    json_t *body = NULL;
+    const char *user_id;
+    preferences_change c;
+    preferences p;
+    int rc = path_user_id(req, &user_id, &err);
+    if (rc == 0)
+        rc = read_body_object(req, &body, &err);
+    if (rc == 0)
+        rc = read_change(body, &c, &err);
+    if (rc == 0) {
+        pthread_mutex_lock(&api->lock);
+        rc = notif_prefs_update(&api->w, user_id, &c, &p, &err);
+        pthread_mutex_unlock(&api->lock);
+    }
+    reply_preferences(resp, rc, 200, &p, &err);
+    json_decref(body);
+}
+
+static json_t *history_json(const notification *list, size_t n, const char *next)
+{
+    json_t *items = json_array();
+    for (size_t i = 0; items != NULL && i < n; i++)
+        json_array_append_new(items, notification_json(&list[i]));
+    return json_pack("{s:o, s:s?}", "items", items, "next_cursor", next[0] ? next : NULL);
+}
+
+static void get_history(hd_http_request *req, hd_http_response *resp, void *ctx)
+{
+    notif_api *api = ctx;
+    hd_error err;
+    const char *user_id;
+    int64_t limit = HISTORY_LIMIT_DEFAULT;
+    notification *list = NULL;
+    size_t n = 0;
+    char next[NOTIF_CURSOR_MAX + 1] = "";
+    int rc = path_user_id(req, &user_id, &err);
+    if (rc == 0)
+        rc = hd_http_request_query_int(req, "limit", HISTORY_LIMIT_DEFAULT, 1,
+                                       NOTIF_HISTORY_LIMIT_MAX, &limit, &err);
+    if (rc == 0) {
+        pthread_mutex_lock(&api->lock);
+        rc = notif_history(&api->w, user_id, (size_t)limit, hd_http_request_query(req, "cursor"),
+                           &list, &n, next, &err);
+        pthread_mutex_unlock(&api->lock);
+    }
+    /* A cursor we did not hand out is a malformed query, not a rule: 400. */
+    if (rc == HD_EVALIDATE)
+        rc = HD_EINVAL;
+    if (rc < 0)
+        hd_http_reply_error(resp, rc, err.text);
+    else
+        hd_http_reply_json(resp, 200, history_json(list, n, next));
+    notif_history_free(list, n);
+}
+
+static int store_ok(notif_api *api, hd_error *err)
+{
+    hd_rows *rows = NULL;
+    pthread_mutex_lock(&api->lock);
+    int rc = hd_store_query(api->d.store, "SELECT 1", NULL, 0, &rows, err);
+    pthread_mutex_unlock(&api->lock);
+    hd_rows_free(rows);
+    return rc;
+}
+
+static void get_health(hd_http_request *req, hd_http_response *resp, void *ctx)
+{
+    (void)req;
+    notif_api *api = ctx;
+    hd_error err;
+    int store = store_ok(api, &err) == 0;
+    int broker = api->d.broker_up == NULL || api->d.broker_up(api->d.broker_ctx);
+    int stopping = api->srv != NULL && hd_http_server_stopping(api->srv);
+    int ok = store && broker && !stopping;
+    hd_http_reply_json(resp, ok ? 200 : 503,
+                       json_pack("{s:s, s:s, s:s}", "status",
+                                 ok         ? "ok"
+                                 : stopping ? "stopping"
+                                            : "degraded",
+                                 "store", store ? "ok" : "down", "broker", broker ? "ok" : "down"));
+}
+
+static void get_metrics(hd_http_request *req, hd_http_response *resp, void *ctx)
+{
+    (void)req;
+    notif_api *api = ctx;
+    char *text = NULL;
+    if (api->d.metrics == NULL) {
+        hd_http_reply_problem(resp, 404, NULL, "metrics are not enabled");
+        return;
+    }
+    int rc = hd_metrics_render(api->d.metrics, &text, NULL);
+    if (rc < 0)
+        hd_http_reply_error(resp, rc, "cannot render the metrics");
+    else
+        hd_http_reply_text(resp, 200, HD_METRICS_CONTENT_TYPE, text);
+    free(text);
+}
+
+/* ---- metrics of the API and of the tables it can see ------------------------------------- */
+
+static void observe(const hd_http_access *a, void *ctx)
+{
+    notif_api *api = ctx;
+    char status[8];
+    snprintf(status, sizeof status, "%d", a->status);
+    if (api->requests != NULL)
+        hd_counter_inc(api->requests, (const char *const[]){a->method, a->route, status}, 1);
+    if (api->latency != NULL)
+        hd_histogram_observe(api->latency, (const char *const[]){a->route}, a->duration_s);
+    /* /metrics and /health are scraped every few seconds: keep them out of the access log. */
+    if (strcmp(a->route, "/metrics") != 0 && strcmp(a->route, "/health") != 0)
+        hd_http_log_access(api->d.lg, a);
+}
+
+enum { G_OUTBOX_PENDING, G_OUTBOX_AGE, G_OUTBOX_PARKED, G_PENDING };
+
+static int read_gauge(void *ctx, double *out)
+{
+    gauge_ctx *g = ctx;
+    int64_t pending = 0, age = 0, parked = 0, notif = 0;
+    int rc;
+    pthread_mutex_lock(&g->api->lock);
+    if (g->which == G_PENDING)
+        rc = notif_repo_pending(g->api->d.store, &notif, NULL);
+    else
+        rc = hd_outbox_depth(g->api->d.store, &pending, &age, &parked, NULL);
+    pthread_mutex_unlock(&g->api->lock);
+    double v[] = {(double)pending, (double)age / 1000.0, (double)parked, (double)notif};
+    *out = v[g->which];
+    return rc;
+}
+
+static int register_metrics(notif_api *api)
+{
+    hd_metrics *m = api->d.metrics;
+    if (m == NULL)
+        return 0;
+    api->requests = hd_metrics_counter(m, "http_requests_total", "HTTP requests served.", "method",
+                                       "route", "status", NULL);
+    api->latency = hd_metrics_histogram(m, "http_request_duration_seconds",
+                                        "Time to answer an HTTP request.", NULL, 0, "route", NULL);
+    static const struct {
+        const char *name, *help;
+    } g[] = {
+        {"notifications_outbox_pending", "Outbox rows waiting for the relay."},
+        {"notifications_outbox_oldest_age_seconds", "Age of the oldest waiting outbox row."},
+        {"notifications_outbox_parked", "Outbox rows parked after too many failed publishes."},
+        {"notifications_pending", "Notifications waiting to be sent (first try or retry)."},
+    };
+    for (int i = 0; i < 4; i++) {
+        hd_gauge *gauge = hd_metrics_gauge(m, g[i].name, g[i].help, NULL);
+        api->gauges[i] = (gauge_ctx){api, i};
+        if (gauge == NULL || hd_gauge_set_func(gauge, NULL, read_gauge, &api->gauges[i]) < 0)
+            return HD_ENOMEM;
+    }
+    return api->requests && api->latency ? 0 : HD_ENOMEM;
+}
+
+/* ---- lifecycle --------------------------------------------------------------------------- */
+
+int notif_api_new(const notif_api_deps *deps, notif_api **out, hd_error *err)
+{
+    *out = NULL;
+    if (deps == NULL || deps->app == NULL || deps->store == NULL)
+        return hd_error_set(err, HD_EINVAL, "notif_api_new: app and store are required");
+    notif_api *api = calloc(1, sizeof *api);
+    if (api == NULL)
+        return hd_error_set(err, HD_ENOMEM, NULL);
+    api->d = *deps;
+    pthread_mutex_init(&api->lock, NULL);
+    notif_worker_init(&api->w, deps->app, deps->store, NULL);
+    if (register_metrics(api) < 0) {
+        notif_api_free(api);
+        return hd_error_set(err, HD_ENOMEM, "cannot register the API's metrics");
+    }
+    *out = api;
+    return 0;
+}
+
+int notif_api_mount(notif_api *api, hd_http_server *srv, hd_error *err)
+{
+    static const struct {
+        const char *method, *pattern;
+        hd_http_handler fn;
+    } routes[] = {
+        {"POST", "/notifications", post_notification},
+        {"GET", "/notifications/{id}", get_notification},
+        {"POST", "/notifications/preferences", post_preferences},
+        {"GET", "/notifications/preferences/{user_id}", get_preferences},
+        {"PUT", "/notifications/preferences/{user_id}", put_preferences},
+        {"GET", "/notifications/history/{user_id}", get_history},
+        {"GET", "/health", get_health},
+        {"GET", "/metrics", get_metrics},
+    };
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        int rc = hd_http_route(srv, routes[i].method, routes[i].pattern, routes[i].fn, api);
+        if (rc < 0)
+            return hd_error_set(err, rc, "route %s %s: %s", routes[i].method, routes[i].pattern,
+                                hd_strerror(rc));
+    }
+    hd_http_server_observe(srv, observe, api);
+    api->srv = srv;
+    return 0;
+}
+
+void notif_api_free(notif_api *api)
+{
+    if (api == NULL)
+        return;
+    pthread_mutex_destroy(&api->lock);
+    free(api);
+}

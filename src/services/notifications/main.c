@@ -1,0 +1,244 @@
+/* herald-notifications — sends the e-mails the users service's events ask for.
+ *
+ * A thin main(): read the settings (environment, then ./.env; --help lists them), check
+ * them, and hand over to runtime.c. Everything it prints is a JSON log line on stderr
+ * (herald/log.h), except --help and configuration errors.
+ *
+ * Exit codes:
+ *   0  stopped by SIGTERM/SIGINT (the window in flight was finished; unacked messages are
+ *      redelivered to the next consumer)
+ *   1  a failure at run time: a template missing or broken, the database or the broker
+ *      refused the credentials, the port is taken
+ *   2  a configuration error: a bad setting, a malformed URL
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "herald/config.h"
+#include "herald/log.h"
+#include "herald/sender.h"
+#include "herald/template.h"
+
+#include "runtime.h"
+
+enum { EXIT_STOPPED = 0, EXIT_FAILED = 1, EXIT_CONFIG = 2 };
+
+static const hd_setting settings[] = {
+    {"HD_NOTIFICATIONS_LISTEN", "127.0.0.1:8082", "address:port of the HTTP API"},
+    {"HD_DATABASE_URL", "sqlite://notifications.db",
+     "the service's database: sqlite:///path/notifications.db or postgresql://..."},
+    {"HD_AMQP_URL", NULL, "the broker: amqp://user:password@host:5672/vhost"},
+    {"HD_SENDER", "smtp if HD_SMTP_URL is set, else log",
+     "smtp or log (log: one JSON line a "
+     "mail, nothing delivered)"},
+    {"HD_SMTP_URL", "", "smtp://host:port or smtps://user:password@host:465"},
+    {"HD_SMTP_TIMEOUT_MS", "10000", "longest time one send may take, ms"},
+    {"HD_MAIL_FROM", "noreply@herald.example", "From of every mail; its domain names Message-IDs"},
+    {"HD_TEMPLATES_DIR", "templates", "directory of <type>.subject/.html/.txt"},
+    {"HD_NOTIFY_MAX_ATTEMPTS", "5", "send attempts before a notification fails for good"},
+    {"HD_NOTIFY_BACKOFF_BASE_MS", "1000",
+     "retry delay ceiling after the first failure, ms "
+     "(doubles each time, full jitter)"},
+    {"HD_NOTIFY_BACKOFF_CAP_MS", "300000", "largest retry delay, ms"},
+    {"HD_NOTIFY_LEASE_MS", "60000",
+     "how long a sender holds a pending notification before "
+     "another may take it (crash recovery time); more than "
+     "twice HD_SMTP_TIMEOUT_MS"},
+    {"HD_NOTIFY_SWEEP_MS", "1000", "longest sleep of the sweeper (retries, API sends), ms"},
+    {"HD_PREFETCH", "100", "unacked deliveries held, and the group-commit window (1..256)"},
+    {"HD_USERS_EXCHANGE", "users", "the users service's topic exchange"},
+    {"HD_NOTIFICATIONS_QUEUE", "users.notifications", "the work queue (with .retry.*, .dlq)"},
+    {"HD_NOTIFICATIONS_RELAY", "true",
+     "relay this service's outbox to RabbitMQ in-process "
+     "(false: run herald-relay instead)"},
+    {"HD_INBOX_RETENTION", "168h",
+     "forget processed message ids after this (units ms, s, m, "
+     "h); longer than any redelivery; 0 keeps them"},
+    {"HD_LOG_LEVEL", "info", "debug, info, warn or error"},
+    {NULL, NULL, NULL},
+};
+
+static const char summary[] =
+    "Consumes the users service's events (users.user_registered, users.user_verified,\n"
+    "users.password_reset_requested, users.user_deleted) through an inbox, sends the e-mails\n"
+    "they ask for (verification, welcome, password reset) with retries and backoff, keeps\n"
+    "per-user preferences and a history, and emits notifications.notification_sent /\n"
+    "notification_failed through its own outbox. HTTP API: POST /notifications,\n"
+    "/notifications/preferences, /notifications/history/{user_id}, /health, /metrics.\n"
+    "Settings come from the environment and ./.env (the environment wins).\n"
+    "\n"
+    "Exit codes: 0 stopped by SIGTERM/SIGINT; 1 run-time failure; 2 bad configuration.";
+
+/* "127.0.0.1:8082" or "[::1]:8082" into a numeric address (in buf) and a port. */
+static int parse_listen(const char *s, char *buf, size_t cap, uint16_t *port, hd_error *err)
+{
+    const char *colon = strrchr(s, ':');
+    const char *host = s;
+    size_t len = colon ? (size_t)(colon - s) : 0;
+    if (len >= 2 && s[0] == '[' && s[len - 1] == ']') {
+        host = s + 1;
+        len -= 2;
+    }
+    char *end = NULL;
+    long p = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (colon == NULL || len == 0 || len >= cap || end == colon + 1 || *end != '\0' || p < 0 ||
+        p > 65535)
+        return hd_error_set(err, HD_ECONFIG,
+                            "HD_NOTIFICATIONS_LISTEN: '%s' is not address:port (e.g. "
+                            "127.0.0.1:8082)",
+                            s);
+    memcpy(buf, host, len);
+    buf[len] = '\0';
+    *port = (uint16_t)p;
+    return 0;
+}
+
+static int read_sender(const hd_config *cfg, notif_config *c, hd_error *err)
+{
+    const char *sender = hd_config_get(cfg, "HD_SENDER", "");
+    const char *url = hd_config_get(cfg, "HD_SMTP_URL", "");
+    int64_t v;
+    int rc = hd_config_get_int(cfg, "HD_SMTP_TIMEOUT_MS", 10000, 100, 600000, &v, err);
+    if (rc < 0)
+        return rc;
+    c->smtp_timeout_ms = (long)v;
+    if (strcmp(sender, "log") == 0 || (*sender == '\0' && *url == '\0')) {
+        c->smtp_url = NULL;
+        return 0;
+    }
+    if (strcmp(sender, "smtp") != 0 && *sender != '\0')
+        return hd_error_set(err, HD_ECONFIG, "HD_SENDER: '%s' is not smtp or log", sender);
+    if (*url == '\0')
+        return hd_error_set(err, HD_ECONFIG, "HD_SENDER=smtp needs HD_SMTP_URL");
+    c->smtp_url = url;
+    return 0;
+}
+
+static int read_app(const hd_config *cfg, notif_config *c, hd_error *err)
+{
+    notif_settings *s = &c->app;
+    int64_t v;
+    int rc;
+    s->mail_from = hd_config_get(cfg, "HD_MAIL_FROM", "noreply@herald.example");
+    if (!hd_mail_address_valid(s->mail_from))
+        return hd_error_set(err, HD_ECONFIG, "HD_MAIL_FROM: '%s' is not an e-mail address",
+                            s->mail_from);
+    if ((rc = hd_config_get_int(cfg, "HD_NOTIFY_MAX_ATTEMPTS", NOTIF_MAX_ATTEMPTS_DEFAULT, 1, 1000,
+                                &v, err)) < 0)
+        return rc;
+    s->max_attempts = (int)v;
+    if ((rc = hd_config_get_int(cfg, "HD_NOTIFY_BACKOFF_BASE_MS", NOTIF_BACKOFF_BASE_DEFAULT, 0,
+                                3600000, &v, err)) < 0)
+        return rc;
+    s->backoff_base_ms = v == 0 ? -1 : v; /* 0 here means "no delay" */
+    if ((rc = hd_config_get_int(cfg, "HD_NOTIFY_BACKOFF_CAP_MS", NOTIF_BACKOFF_CAP_DEFAULT, 1,
+                                7LL * 24 * 3600000, &v, err)) < 0)
+        return rc;
+    s->backoff_cap_ms = v;
+    if ((rc = hd_config_get_int(cfg, "HD_NOTIFY_LEASE_MS", NOTIF_LEASE_DEFAULT, 1000,
+                                24LL * 3600000, &v, err)) < 0)
+        return rc;
+    s->lease_ms = v;
+    /* A send starts only in the first half of a lease (application.c): with the lease more
+     * than twice the longest send, a slow send never races the sweeper. */
+    if (s->lease_ms <= 2 * (int64_t)c->smtp_timeout_ms)
+        return hd_error_set(err, HD_ECONFIG,
+                            "HD_NOTIFY_LEASE_MS (%lld) must be more than twice "
+                            "HD_SMTP_TIMEOUT_MS (%ld)",
+                            (long long)s->lease_ms, c->smtp_timeout_ms);
+    return 0;
+}
+
+static int read_broker(const hd_config *cfg, notif_config *c, hd_error *err)
+{
+    int64_t v;
+    int rc;
+    c->amqp_url = hd_config_get(cfg, "HD_AMQP_URL", "");
+    if (*c->amqp_url == '\0')
+        return hd_error_set(err, HD_ECONFIG, "HD_AMQP_URL is required (see --help)");
+    c->users_exchange = hd_config_get(cfg, "HD_USERS_EXCHANGE", "users");
+    c->queue = hd_config_get(cfg, "HD_NOTIFICATIONS_QUEUE", "users.notifications");
+    if (*c->users_exchange == '\0' || *c->queue == '\0')
+        return hd_error_set(err, HD_ECONFIG,
+                            "HD_USERS_EXCHANGE and HD_NOTIFICATIONS_QUEUE "
+                            "may not be empty");
+    /* 256 is the consumer's largest batch: a window never holds more. */
+    if ((rc = hd_config_get_int(cfg, "HD_PREFETCH", 100, 1, 256, &v, err)) < 0)
+        return rc;
+    c->prefetch = (int)v;
+    return hd_config_get_bool(cfg, "HD_NOTIFICATIONS_RELAY", 1, &c->relay, err);
+}
+
+static int read_settings(const hd_config *cfg, notif_config *c, char *addr, size_t cap,
+                         hd_log_level *level, hd_error *err)
+{
+    int64_t v;
+    int rc;
+    memset(c, 0, sizeof *c);
+    if ((rc = parse_listen(hd_config_get(cfg, "HD_NOTIFICATIONS_LISTEN", "127.0.0.1:8082"), addr,
+                           cap, &c->listen_port, err)) < 0)
+        return rc;
+    c->listen_address = addr;
+    c->database_url = hd_config_get(cfg, "HD_DATABASE_URL", "sqlite://notifications.db");
+    /* Each thread opens its own handle, and each open of sqlite::memory: is a new, empty
+     * database: the threads would not see each other's rows. */
+    if (strncmp(c->database_url, "sqlite::memory:", 15) == 0)
+        return hd_error_set(err, HD_ECONFIG,
+                            "HD_DATABASE_URL: sqlite::memory: cannot be shared "
+                            "between the service's threads; use a file");
+    c->templates_dir = hd_config_get(cfg, "HD_TEMPLATES_DIR", hd_templates_default_dir());
+    if ((rc = read_sender(cfg, c, err)) < 0 || (rc = read_app(cfg, c, err)) < 0 ||
+        (rc = read_broker(cfg, c, err)) < 0)
+        return rc;
+    if ((rc = hd_config_get_int(cfg, "HD_NOTIFY_SWEEP_MS", 1000, 10, 3600000, &v, err)) < 0)
+        return rc;
+    c->sweep_ms = (int)v;
+    if ((rc = hd_config_get_duration_ms(cfg, "HD_INBOX_RETENTION", 168LL * 3600000, 0,
+                                        3650LL * 24 * 3600000, &c->inbox_retention_ms, err)) < 0)
+        return rc;
+    const char *lv = hd_config_get(cfg, "HD_LOG_LEVEL", "info");
+    *level = HD_LOG_INFO;
+    if (*lv != '\0' && hd_log_level_parse(lv, level) < 0)
+        return hd_error_set(err, HD_ECONFIG,
+                            "HD_LOG_LEVEL: '%s' is not debug, info, warn or "
+                            "error",
+                            lv);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (hd_config_wants_help(argc, argv)) {
+        hd_config_print_help(stdout, "herald-notifications", summary, settings);
+        return EXIT_STOPPED;
+    }
+    if (argc > 1) {
+        fprintf(stderr, "herald-notifications: unknown argument '%s' (try --help)\n", argv[1]);
+        return EXIT_CONFIG;
+    }
+    hd_error err;
+    hd_config *cfg = NULL;
+    notif_config c;
+    char addr[64];
+    hd_log_level level;
+    if (hd_config_load(&cfg, NULL, &err) < 0 ||
+        read_settings(cfg, &c, addr, sizeof addr, &level, &err) < 0) {
+        fprintf(stderr, "herald-notifications: %s\n", err.text);
+        hd_config_free(cfg);
+        return EXIT_CONFIG;
+    }
+    hd_logger *lg = hd_logger_new("notifications", level, NULL);
+    if (lg == NULL) {
+        fprintf(stderr, "herald-notifications: cannot create the logger\n");
+        hd_config_free(cfg);
+        return EXIT_FAILED;
+    }
+    hd_log_set_default(lg);
+    notif_install_signals();
+    int status = notif_run(&c, lg);
+    hd_log_set_default(NULL);
+    hd_logger_free(lg);
+    hd_config_free(cfg);
+    return status;
+}

@@ -1,0 +1,416 @@
+/* notifications/runtime.c — threads, connections and the order of stopping (runtime.h). */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "herald/amqp.h"
+#include "herald/backoff.h"
+#include "herald/clock.h"
+#include "herald/consumer.h"
+#include "herald/http.h"
+#include "herald/inbox.h"
+#include "herald/metrics.h"
+#include "herald/outbox.h"
+#include "herald/relay.h"
+#include "herald/template.h"
+#include "herald/topology.h"
+
+#include "api.h"
+#include "integration.h"
+#include "runtime.h"
+
+#define SWEEP_BATCH      100
+#define PURGE_EVERY_MS   (10 * 60 * 1000)
+#define CONSUMER_POLL_MS 200
+
+volatile sig_atomic_t notif_stop;
+
+/* The threads read the flag through a volatile int pointer (hd_sleep_ms, hd_relay_run). */
+_Static_assert(sizeof(sig_atomic_t) == sizeof(int), "sig_atomic_t must be an int");
+#define STOP ((const volatile int *)&notif_stop)
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    notif_stop = 1;
+}
+
+void notif_install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    /* A peer that closes its socket while we write must not kill the process. */
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* Everything the process holds, so that one function can free it in the right order. */
+typedef struct runtime {
+    const notif_config *cfg;
+    hd_logger *lg;
+    hd_metrics *metrics;
+    notif_metrics nm;
+    hd_templates *templates;
+    notif_app *app;
+    atomic_int broker_up;
+
+    hd_store *consumer_store, *sweeper_store, *api_store, *relay_store;
+    hd_sender *consumer_sender, *sweeper_sender;
+    notif_worker consumer_w, sweeper_w;
+    hd_consumer *consumer;
+
+    hd_outbox_notifier *sweeper_wake; /* "a notification is due now" */
+    hd_outbox_notifier *outbox_wake;  /* "rows were committed to the outbox" */
+    pthread_t sweeper_thread, relay_thread;
+    int sweeper_started, relay_started;
+    hd_amqp *relay_amqp;
+    hd_relay *relay;
+
+    notif_api *api;
+    hd_http_server *http;
+} runtime;
+
+/* A code that retrying cannot fix. */
+static int permanent(int rc)
+{
+    return rc == HD_EURL || rc == HD_EAUTH || rc == HD_EINVAL || rc == HD_EUNSUPPORTED ||
+           rc == HD_ECONFIG;
+}
+
+/* ---- connections, waiting for servers that are not up yet ------------------------------ */
+
+/* In a deployment the database, the broker and the service start in any order: wait for
+ * the servers with capped, jittered backoff instead of failing at once. */
+static int open_store(runtime *rt, hd_store **out, hd_error *err)
+{
+    hd_backoff b;
+    hd_backoff_init(&b, 200, 10000, (uint64_t)hd_clock_ns());
+    for (unsigned attempt = 0;; attempt++) {
+        int rc = hd_store_open(rt->cfg->database_url, out, err);
+        if (rc == 0 || permanent(rc))
+            return rc;
+        int64_t delay = hd_backoff_delay(&b, attempt < 16 ? attempt : 16);
+        hd_log_json(rt->lg, HD_LOG_WARN, NULL, "database unreachable, retrying",
+                    json_pack("{s:s, s:I}", "error", err->text, "retry_in_ms", (json_int_t)delay));
+        hd_sleep_ms(delay, STOP);
+        if (notif_stop)
+            return HD_EINTR;
+    }
+}
+
+static int open_broker(runtime *rt, const char *name, hd_amqp **out, hd_error *err)
+{
+    hd_amqp_options ao = {.connection_name = name};
+    hd_backoff b;
+    hd_backoff_init(&b, 200, 10000, (uint64_t)hd_clock_ns());
+    for (unsigned attempt = 0;; attempt++) {
+        int rc = hd_amqp_open(rt->cfg->amqp_url, &ao, out, err);
+        if (rc == 0 || permanent(rc))
+            return rc;
+        int64_t delay = hd_backoff_delay(&b, attempt < 16 ? attempt : 16);
+        hd_log_json(rt->lg, HD_LOG_WARN, NULL, "broker unreachable, retrying",
+                    json_pack("{s:s, s:I}", "error", err->text, "retry_in_ms", (json_int_t)delay));
+        hd_sleep_ms(delay, STOP);
+        if (notif_stop)
+            return HD_EINTR;
+    }
+}
+
+/* One sender per sending thread: the SMTP sender owns a libcurl handle. */
+static int new_sender(runtime *rt, hd_sender **out, hd_error *err)
+{
+    if (rt->cfg->smtp_url == NULL)
+        return hd_sender_log_new(rt->lg, out) < 0 ? hd_error_set(err, HD_ENOMEM, NULL) : 0;
+    return hd_sender_smtp_new(rt->cfg->smtp_url, rt->cfg->app.mail_from, rt->cfg->smtp_timeout_ms,
+                              out, err);
+}
+
+/* ---- the application ---------------------------------------------------------------------- */
+
+static int open_stores(runtime *rt, hd_error *err)
+{
+    int rc = open_store(rt, &rt->consumer_store, err);
+    /* Migrate on one handle before the others open: two migrations racing would only wait
+     * for each other, but one is simpler to read in the logs. */
+    if (rc == 0 && (rc = notif_app_migrate(rt->consumer_store, err)) == 0)
+        rc = open_store(rt, &rt->sweeper_store, err);
+    if (rc == 0)
+        rc = open_store(rt, &rt->api_store, err);
+    if (rc == 0 && rt->cfg->relay)
+        rc = open_store(rt, &rt->relay_store, err);
+    return rc;
+}
+
+static int start_app(runtime *rt, hd_error *err)
+{
+    int rc = hd_templates_open(rt->cfg->templates_dir, &rt->templates, err);
+    if (rc < 0)
+        return rc;
+    if ((rt->metrics = hd_metrics_new()) == NULL ||
+        notif_metrics_register(rt->metrics, &rt->nm) < 0)
+        return hd_error_set(err, HD_ENOMEM, "metrics");
+    if ((rc = notif_app_new(&rt->cfg->app, rt->templates, rt->lg, &rt->nm, &rt->app, err)) < 0)
+        return rc;
+    rt->sweeper_wake = hd_outbox_notifier_new();
+    rt->outbox_wake = hd_outbox_notifier_new();
+    if (rt->sweeper_wake == NULL || rt->outbox_wake == NULL)
+        return hd_error_set(err, HD_ENOMEM, NULL);
+    notif_app_on_due(rt->app, hd_outbox_notifier_signal, rt->sweeper_wake);
+    hd_outbox_set_notify(hd_outbox_notifier_signal, rt->outbox_wake);
+    if ((rc = open_stores(rt, err)) < 0)
+        return rc;
+    if ((rc = new_sender(rt, &rt->consumer_sender, err)) < 0 ||
+        (rc = new_sender(rt, &rt->sweeper_sender, err)) < 0)
+        return rc;
+    notif_worker_init(&rt->consumer_w, rt->app, rt->consumer_store, rt->consumer_sender);
+    notif_worker_init(&rt->sweeper_w, rt->app, rt->sweeper_store, rt->sweeper_sender);
+    return 0;
+}
+
+/* ---- HTTP --------------------------------------------------------------------------------- */
+
+static int broker_up(void *ctx)
+{
+    return atomic_load(&((runtime *)ctx)->broker_up);
+}
+
+static int start_http(runtime *rt, hd_error *err)
+{
+    notif_api_deps deps = {.app = rt->app,
+                           .store = rt->api_store,
+                           .metrics = rt->metrics,
+                           .lg = rt->lg,
+                           .broker_up = broker_up,
+                           .broker_ctx = rt};
+    hd_http_options opts = {
+        .bind_address = rt->cfg->listen_address, .port = rt->cfg->listen_port, .logger = rt->lg};
+    int rc = notif_api_new(&deps, &rt->api, err);
+    if (rc == 0)
+        rc = hd_http_server_new(&opts, &rt->http, err);
+    if (rc == 0)
+        rc = notif_api_mount(rt->api, rt->http, err);
+    if (rc == 0)
+        rc = hd_http_server_start(rt->http, err);
+    if (rc == 0)
+        hd_log_json(rt->lg, HD_LOG_INFO, NULL, "listening",
+                    json_pack("{s:s, s:i}", "address", rt->cfg->listen_address, "port",
+                              (int)hd_http_server_port(rt->http)));
+    return rc;
+}
+
+/* ---- the sweeper -------------------------------------------------------------------------- */
+
+static void purge_inbox(runtime *rt, int64_t *next)
+{
+    if (rt->cfg->inbox_retention_ms <= 0 || hd_clock_ms() < *next)
+        return;
+    *next = hd_clock_ms() + PURGE_EVERY_MS;
+    hd_error err;
+    int rc = hd_inbox_purge(rt->sweeper_store, rt->cfg->inbox_retention_ms, &err);
+    if (rc < 0)
+        hd_log_warn(rt->lg, NULL, "inbox purge failed", "error", err.text, NULL);
+}
+
+static void *sweeper_main(void *arg)
+{
+    runtime *rt = arg;
+    uint64_t seen = 0;
+    int64_t next_purge = hd_clock_ms();
+    while (!notif_stop) {
+        hd_error err;
+        int n = notif_sweep(&rt->sweeper_w, 0, SWEEP_BATCH, &err);
+        if (n < 0)
+            hd_log_warn(rt->lg, NULL, "sweep failed", "error", err.text, NULL);
+        if (n == SWEEP_BATCH)
+            continue; /* more may be due: no sleep */
+        purge_inbox(rt, &next_purge);
+        hd_outbox_notifier_wait(rt->sweeper_wake, &seen, rt->cfg->sweep_ms);
+    }
+    return NULL;
+}
+
+/* ---- the broker: topology, relay, consumer ------------------------------------------------ */
+
+/* The users exchange (the users service's relay declares it the same way), the work queue
+ * with its retry tiers and dead-letter queue, and one binding per consumed event type. */
+static int declare_topology(runtime *rt, hd_error *err)
+{
+    hd_amqp *a = NULL;
+    int rc = open_broker(rt, "herald-notifications setup", &a, err);
+    if (rc < 0)
+        return rc;
+    hd_exchange_spec ex = {
+        .name = rt->cfg->users_exchange, .type = HD_EXCHANGE_TOPIC, .durable = 1};
+    rc = hd_exchange_declare(a, &ex, err);
+    if (rc == 0)
+        rc = hd_consumer_declare(a, rt->cfg->queue, NULL, err);
+    size_t n;
+    const char *const *types = notif_consumed_types(&n);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        hd_binding_spec bind = {
+            .queue = rt->cfg->queue, .exchange = rt->cfg->users_exchange, .key = types[i]};
+        rc = hd_queue_bind(a, &bind, err);
+    }
+    hd_amqp_close(a);
+    return rc;
+}
+
+static void *relay_main(void *arg)
+{
+    runtime *rt = arg;
+    hd_error err;
+    if (hd_relay_run(rt->relay, STOP, &err) < 0)
+        hd_log_error(rt->lg, NULL, "relay stopped", "error", err.text, NULL);
+    return NULL;
+}
+
+static int start_relay(runtime *rt, hd_error *err)
+{
+    if (!rt->cfg->relay)
+        return 0;
+    int rc = open_broker(rt, "herald-notifications relay", &rt->relay_amqp, err);
+    if (rc < 0)
+        return rc;
+    hd_relay_options opts = {.notifier = rt->outbox_wake, .logger = rt->lg};
+    if ((rc = hd_relay_new(rt->relay_store, rt->relay_amqp, &opts, &rt->relay, err)) < 0)
+        return rc;
+    if (pthread_create(&rt->relay_thread, NULL, relay_main, rt) != 0)
+        return hd_error_set(err, HD_ENOMEM, "cannot start the relay thread");
+    rt->relay_started = 1;
+    return 0;
+}
+
+static int open_consumer(runtime *rt, hd_error *err)
+{
+    hd_amqp_options ao = {.connection_name = "herald-notifications consumer"};
+    hd_consumer_options o = {
+        .queue = rt->cfg->queue,
+        .handler = notif_handle_delivery,
+        .batch_handler = notif_handle_batch,
+        .ctx = &rt->consumer_w,
+        .prefetch = rt->cfg->prefetch,
+        .batch_max = (size_t)rt->cfg->prefetch,
+        .declare = 1,
+        .amqp = &ao,
+    };
+    int rc = hd_consumer_open(rt->cfg->amqp_url, &o, &rt->consumer, err);
+    if (rc == 0)
+        atomic_store(&rt->broker_up, 1);
+    return rc;
+}
+
+/* Poll until stopped, repairing the connection when it breaks (unacked messages are
+ * redelivered by the broker meanwhile: nothing is lost, the inbox drops duplicates). */
+static int consume(runtime *rt)
+{
+    hd_backoff b;
+    hd_backoff_init(&b, 100, 5000, (uint64_t)hd_clock_ns());
+    unsigned failures = 0;
+    while (!notif_stop) {
+        hd_error err;
+        int rc = hd_consumer_poll(rt->consumer, CONSUMER_POLL_MS, &err);
+        if (rc >= 0) {
+            failures = 0;
+            continue;
+        }
+        atomic_store(&rt->broker_up, 0);
+        hd_log_warn(rt->lg, NULL, "consumer interrupted, reconnecting", "error", err.text, NULL);
+        if (permanent(rc))
+            return 1;
+        hd_sleep_ms(hd_backoff_delay(&b, failures < 16 ? failures++ : failures), STOP);
+        rc = hd_consumer_reconnect(rt->consumer, STOP, &err);
+        if (rc == 0)
+            atomic_store(&rt->broker_up, 1);
+        else if (rc != HD_EINTR && permanent(rc)) {
+            hd_log_error(rt->lg, NULL, "cannot reconnect to the broker", "error", err.text, NULL);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* ---- stopping ------------------------------------------------------------------------------ */
+
+static void stop_and_free(runtime *rt)
+{
+    notif_stop = 1;
+    hd_consumer_close(rt->consumer); /* unacked deliveries go back to the queue */
+    if (rt->http != NULL)
+        hd_http_server_stop(rt->http); /* in-flight requests finish */
+    if (rt->sweeper_started) {
+        hd_outbox_notifier_signal(rt->sweeper_wake);
+        pthread_join(rt->sweeper_thread, NULL);
+    }
+    if (rt->relay_started) {
+        hd_outbox_notifier_signal(rt->outbox_wake);
+        pthread_join(rt->relay_thread, NULL);
+    }
+    hd_outbox_set_notify(NULL, NULL);
+    hd_http_server_free(rt->http);
+    notif_api_free(rt->api);
+    hd_relay_free(rt->relay);
+    hd_amqp_close(rt->relay_amqp);
+    hd_sender_free(rt->consumer_sender);
+    hd_sender_free(rt->sweeper_sender);
+    hd_store_close(rt->consumer_store);
+    hd_store_close(rt->sweeper_store);
+    hd_store_close(rt->api_store);
+    hd_store_close(rt->relay_store);
+    hd_outbox_notifier_free(rt->sweeper_wake);
+    hd_outbox_notifier_free(rt->outbox_wake);
+    notif_app_free(rt->app);
+    hd_metrics_free(rt->metrics);
+    hd_templates_close(rt->templates);
+}
+
+/* Start everything in the order that lets each part work as soon as it runs: the API and
+ * the sweeper first (pending notifications of a previous run go out even while the broker
+ * is down), then the broker's part. */
+static int start(runtime *rt, hd_error *err)
+{
+    int rc = start_app(rt, err);
+    if (rc == 0)
+        rc = start_http(rt, err);
+    if (rc == 0) {
+        if (pthread_create(&rt->sweeper_thread, NULL, sweeper_main, rt) != 0)
+            return hd_error_set(err, HD_ENOMEM, "cannot start the sweeper thread");
+        rt->sweeper_started = 1;
+    }
+    if (rc == 0)
+        rc = declare_topology(rt, err);
+    if (rc == 0)
+        rc = start_relay(rt, err);
+    if (rc == 0)
+        rc = open_consumer(rt, err);
+    return rc;
+}
+
+int notif_run(const notif_config *cfg, hd_logger *lg)
+{
+    runtime rt;
+    memset(&rt, 0, sizeof rt);
+    rt.cfg = cfg;
+    rt.lg = lg;
+    atomic_init(&rt.broker_up, 0);
+    hd_error err;
+    hd_error_clear(&err);
+    int status = 0;
+    int rc = start(&rt, &err);
+    if (rc == 0) {
+        hd_log_json(lg, HD_LOG_INFO, NULL, "consuming",
+                    json_pack("{s:s, s:i, s:s}", "queue", cfg->queue, "prefetch", cfg->prefetch,
+                              "sender", hd_sender_name(rt.consumer_sender)));
+        status = consume(&rt);
+    } else if (rc != HD_EINTR) {
+        hd_log_error(lg, NULL, "cannot start", "error", err.text, NULL);
+        status = 1;
+    }
+    stop_and_free(&rt);
+    hd_log_info(lg, NULL, status == 0 ? "stopped" : "stopped after a failure", NULL);
+    return status;
+}

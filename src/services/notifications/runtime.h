@@ -1,0 +1,62 @@
+/* notifications/runtime.h — the running process: threads, connections, stopping.
+ *
+ * herald-notifications is four activities in one process, each on its own thread with its
+ * own database handle (a handle belongs to one thread at a time):
+ *
+ *   consumer   (the main thread) consumes the users queue in batches of up to a prefetch,
+ *              through the application's batch handler: record, send, record the outcome
+ *   sweeper    sends what is due: retries after their backoff, notifications asked for
+ *              through the API, and those a crashed process left behind once their lease
+ *              ran out; also forgets old inbox rows
+ *   relay      drains the service's own outbox into RabbitMQ (relay.h), woken in-process
+ *              whenever a unit of work appended to it
+ *   HTTP       libmicrohttpd's threads: the API (api.h)
+ *
+ * Stopping (SIGTERM, SIGINT): the signal handler only sets a flag. The consumer finishes the
+ * window it is handling (its mails sent and their outcomes recorded), stops consuming and
+ * closes its connections: messages delivered to it and not acked go back to the queue, and
+ * the broker delivers them again to the next consumer (never lost; the inbox absorbs the
+ * duplicates). Then the HTTP server drains its requests, the sweeper and the relay finish
+ * their cycle, and the process exits 0. What is still pending in the database is sent by
+ * the next start; what is still in the outbox is relayed by it.
+ */
+#ifndef NOTIFICATIONS_RUNTIME_H
+#define NOTIFICATIONS_RUNTIME_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "herald/log.h"
+
+#include "application.h"
+
+/* Everything the process needs to know, read by main.c from the environment. Strings are
+ * borrowed from the configuration. */
+typedef struct notif_config {
+    const char *listen_address; /* numeric IP */
+    uint16_t listen_port;
+    const char *database_url;
+    const char *amqp_url;
+    const char *smtp_url; /* NULL: the log sender */
+    long smtp_timeout_ms;
+    const char *templates_dir;
+    const char *users_exchange;
+    const char *queue;
+    int prefetch;
+    int sweep_ms;
+    int relay; /* 1: run the outbox relay in this process */
+    int64_t inbox_retention_ms;
+    notif_settings app; /* mail_from, attempts, backoff, lease */
+} notif_config;
+
+/* Set by the signal handler; every thread polls it. */
+extern volatile sig_atomic_t notif_stop;
+
+/* Install the handlers of SIGTERM and SIGINT (set notif_stop) and ignore SIGPIPE. */
+void notif_install_signals(void);
+
+/* Run the service until notif_stop is set. lg is borrowed. Returns the process's exit
+ * status: 0 stopped cleanly, 1 a failure at run time (logged). */
+int notif_run(const notif_config *cfg, hd_logger *lg);
+
+#endif /* NOTIFICATIONS_RUNTIME_H */
