@@ -7,13 +7,44 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <sodium.h>
+#include <unistd.h>
 #include <uuid/uuid.h>
+
+/* Every event, envelope and notification gets a UUID, so generating one is on the hot path
+ * of the relay and the consumer. uuid_generate_random asks the kernel for 16 bytes each
+ * time (a system call or more per id); instead each thread keeps a pool of random bytes,
+ * refilled 4 KiB at a time from libsodium's CSPRNG, and formats them with libuuid.
+ * A child process must not reuse its parent's pool (both would hand out the same ids), so
+ * the pool remembers the process it was filled in. */
+#define UUID_POOL_BYTES 4096
+
+static _Thread_local struct {
+    unsigned char bytes[UUID_POOL_BYTES];
+    size_t used;
+    pid_t pid;
+} uuid_pool = {.used = UUID_POOL_BYTES};
 
 void hd_uuid_v4(char out[HD_UUID_LEN + 1])
 {
-    uuid_t u;
-    uuid_generate_random(u);
+    pid_t pid = getpid();
+    if (uuid_pool.used + 16 > UUID_POOL_BYTES || uuid_pool.pid != pid) {
+        if (sodium_init() < 0) { /* no entropy source at all: fall back to libuuid's own */
+            uuid_t u;
+            uuid_generate_random(u);
+            uuid_unparse_lower(u, out);
+            return;
+        }
+        randombytes_buf(uuid_pool.bytes, UUID_POOL_BYTES);
+        uuid_pool.used = 0;
+        uuid_pool.pid = pid;
+    }
+    unsigned char *u = uuid_pool.bytes + uuid_pool.used;
+    uuid_pool.used += 16;
+    u[6] = (unsigned char)((u[6] & 0x0f) | 0x40); /* version 4: random */
+    u[8] = (unsigned char)((u[8] & 0x3f) | 0x80); /* variant 1: RFC 4122 */
     uuid_unparse_lower(u, out);
+    sodium_memzero(u, 16); /* an id handed out is not left behind to be read again */
 }
 
 int hd_uuid_valid(const char *s)

@@ -5,7 +5,10 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "hd_test.h"
 #include "herald/clock.h"
@@ -23,6 +26,43 @@ static void uuids_are_v4_and_distinct(void **state)
     assert_false(hd_uuid_valid("123e4567-e89b-12d3-a456-42661417400g"));
     assert_false(hd_uuid_valid(NULL));
     assert_true(hd_uuid_valid("123e4567-e89b-12d3-a456-426614174000"));
+}
+
+static void uuids_stay_unique_across_many_and_across_fork(void **state)
+{
+    (void)state;
+    /* Many ids from the pool: all v4, variant 1, and distinct (sorted neighbours). */
+    enum { N = 3000 };
+    static char ids[N][HD_UUID_LEN + 1];
+    for (int i = 0; i < N; i++) {
+        hd_uuid_v4(ids[i]);
+        assert_true(hd_uuid_valid(ids[i]));
+        assert_int_equal(ids[i][14], '4');
+        assert_non_null(strchr("89ab", ids[i][19]));
+    }
+    qsort(ids, N, sizeof ids[0], (int (*)(const void *, const void *))strcmp);
+    for (int i = 1; i < N; i++)
+        assert_string_not_equal(ids[i - 1], ids[i]);
+
+    /* A child must not hand out the ids its parent's pool would hand out next. */
+    int fd[2];
+    assert_int_equal(pipe(fd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char c[HD_UUID_LEN + 1];
+        hd_uuid_v4(c);
+        ssize_t w = write(fd[1], c, sizeof c);
+        _exit(w == (ssize_t)sizeof c ? 0 : 1);
+    }
+    char child[HD_UUID_LEN + 1] = {0}, parent[HD_UUID_LEN + 1];
+    assert_int_equal(read(fd[0], child, sizeof child), (ssize_t)sizeof child);
+    int status;
+    waitpid(pid, &status, 0);
+    hd_uuid_v4(parent);
+    assert_string_not_equal(child, parent);
+    close(fd[0]);
+    close(fd[1]);
 }
 
 static void format_and_parse_round_trip(void **state)
@@ -66,6 +106,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(uuids_are_v4_and_distinct),
+        cmocka_unit_test(uuids_stay_unique_across_many_and_across_fork),
         cmocka_unit_test(format_and_parse_round_trip),
         cmocka_unit_test(parse_rejects_malformed_times),
         cmocka_unit_test(clocks_move_forward),
