@@ -1,5 +1,6 @@
 /* envelope.c — CloudEvents 1.0 structured JSON envelopes; see envelope.h. */
 #include "herald/envelope.h"
+#include "herald/buf.h"
 #include "herald/clock.h"
 
 #include <inttypes.h>
@@ -336,19 +337,21 @@ static json_t *envelope_to_json(const hd_envelope *env, int copy)
     json_t *obj = json_object();
     if (obj == NULL)
         return NULL;
-    int bad = json_object_set_new(obj, "specversion", json_string(HD_CLOUDEVENTS_SPECVERSION));
-    bad |= set_str(obj, "id", env->id);
-    bad |= set_str(obj, "source", env->source);
-    bad |= set_str(obj, "type", env->type);
-    bad |= json_object_set_new(obj, "schemaversion", json_integer(env->version));
-    bad |= set_str(obj, "time", env->time);
-    bad |= set_str(obj, "datacontenttype", env->datacontenttype);
+    /* In the alphabetical order of the names (jansson keeps insertion order), so that
+     * hd_envelope_encode rarely has to sort. */
+    int bad = set_str(obj, "causationid", env->causation_id);
     bad |= set_str(obj, "correlationid", env->correlation_id);
-    bad |= set_str(obj, "causationid", env->causation_id);
-    bad |= set_str(obj, "traceparent", env->traceparent);
     if (env->data)
         bad |= json_object_set_new(obj, "data",
                                    copy ? json_deep_copy(env->data) : json_incref(env->data));
+    bad |= set_str(obj, "datacontenttype", env->datacontenttype);
+    bad |= set_str(obj, "id", env->id);
+    bad |= json_object_set_new(obj, "schemaversion", json_integer(env->version));
+    bad |= set_str(obj, "source", env->source);
+    bad |= json_object_set_new(obj, "specversion", json_string(HD_CLOUDEVENTS_SPECVERSION));
+    bad |= set_str(obj, "time", env->time);
+    bad |= set_str(obj, "traceparent", env->traceparent);
+    bad |= set_str(obj, "type", env->type);
     if (env->extra) {
         const char *key;
         json_t *value;
@@ -369,30 +372,13 @@ json_t *hd_envelope_to_json(const hd_envelope *env)
     return envelope_to_json(env, 1);
 }
 
-/* A growing buffer that jansson's dump callback fills, so the result is ours (malloc) and
- * its length is known without a strlen. */
-struct out_buf {
-    char *p;
-    size_t len, cap;
-};
-
-static int out_buf_append(const char *s, size_t n, void *ud)
+/* jansson's dump callback appends to an hd_buf, so the result is ours (malloc) and its
+ * length is known without a strlen. */
+static int buf_append(const char *s, size_t n, void *ud)
 {
-    struct out_buf *b = ud;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL)
-            return -1;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-    return 0;
+    hd_buf *b = ud;
+    hd_buf_add(b, s, n);
+    return b->oom ? -1 : 0;
 }
 
 int hd_envelope_encode(const hd_envelope *env, char **out, size_t *len, hd_error *err)
@@ -403,17 +389,25 @@ int hd_envelope_encode(const hd_envelope *env, char **out, size_t *len, hd_error
     json_t *obj = envelope_to_json(env, 0);
     if (obj == NULL)
         return hd_error_set(err, HD_ENOMEM, "out of memory building the envelope");
-    struct out_buf b = {0};
-    /* JSON_SORT_KEYS: deterministic bytes. JSON_COMPACT: no whitespace on the wire. */
-    int rc = json_dump_callback(obj, out_buf_append, &b, JSON_COMPACT | JSON_SORT_KEYS);
+    hd_buf b = HD_BUF_INIT;
+    /* Deterministic bytes: keys sorted at every level. envelope_to_json inserts the known
+     * attributes in sorted order already and jansson keeps insertion order, so sorting is
+     * only needed when there are extension attributes or a data object to put in order.
+     * JSON_COMPACT: no whitespace on the wire. */
+    size_t flags = JSON_COMPACT;
+    if (env->extra != NULL || (env->data != NULL && json_object_size(env->data) > 1))
+        flags |= JSON_SORT_KEYS;
+    int rc = json_dump_callback(obj, buf_append, &b, flags);
     json_decref(obj);
-    if (rc != 0 || b.p == NULL) {
-        free(b.p);
+    size_t n = b.len;
+    char *text = hd_buf_take(&b);
+    if (rc != 0 || text == NULL) {
+        free(text);
         return hd_error_set(err, HD_ENOMEM, "out of memory encoding the envelope");
     }
-    *out = b.p;
+    *out = text;
     if (len)
-        *len = b.len;
+        *len = n;
     return HD_OK;
 }
 
