@@ -1,5 +1,6 @@
 /* metrics.c — counters, gauges, histograms; Prometheus text exposition; see metrics.h. */
 #include "herald/metrics.h"
+#include "herald/buf.h"
 #include "herald/error.h"
 
 #include <math.h>
@@ -458,53 +459,17 @@ int hd_histogram_value(hd_histogram *h, const char *const *labels, double *count
 
 /* ---- rendering --------------------------------------------------------------------------- */
 
-/* A growing output buffer. Writes after a failed allocation are dropped and remembered in
- * oom, so the formatting code needs no error check per line. */
-struct buf {
-    char *p;
-    size_t len, cap;
-    int oom;
-};
-
-static void buf_put(struct buf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *grown = realloc(b->p, cap);
-        if (grown == NULL) {
-            b->oom = 1;
-            return;
-        }
-        b->p = grown;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void buf_puts(struct buf *b, const char *s)
-{
-    buf_put(b, s, strlen(s));
-}
-
-/* Escape per the format: in HELP text \ and newline; in label values also ". Anything
- * else, UTF-8 included, is written as is. */
-static void buf_escaped(struct buf *b, const char *s, int quote)
+static void buf_escaped(hd_buf *b, const char *s, int quote)
 {
     for (; *s; s++) {
         if (*s == '\\')
-            buf_puts(b, "\\\\");
+            hd_buf_puts(b, "\\\\");
         else if (*s == '\n')
-            buf_puts(b, "\\n");
+            hd_buf_puts(b, "\\n");
         else if (quote && *s == '"')
-            buf_puts(b, "\\\"");
+            hd_buf_puts(b, "\\\"");
         else
-            buf_put(b, s, 1);
+            hd_buf_add(b, s, 1);
     }
 }
 
@@ -530,11 +495,11 @@ static void format_double(double v, char out[32])
     }
 }
 
-static void buf_double(struct buf *b, double v)
+static void buf_double(hd_buf *b, double v)
 {
     char num[32];
     format_double(v, num);
-    buf_puts(b, num);
+    hd_buf_puts(b, num);
 }
 
 /* What rendering needs of a series, copied under the family lock. */
@@ -568,33 +533,33 @@ static int cmp_family(const void *a, const void *b)
 }
 
 /* name{l1="v1",l2="v2"[,le="x"]} — braces only when there is something inside. */
-static void buf_series_name(struct buf *b, const struct family *f, const char *suffix,
+static void buf_series_name(hd_buf *b, const struct family *f, const char *suffix,
                             char **labels, const char *le)
 {
-    buf_puts(b, f->name);
-    buf_puts(b, suffix);
+    hd_buf_puts(b, f->name);
+    hd_buf_puts(b, suffix);
     if (f->nlabels == 0 && le == NULL)
         return;
-    buf_puts(b, "{");
+    hd_buf_puts(b, "{");
     for (size_t i = 0; i < f->nlabels; i++) {
         if (i > 0)
-            buf_puts(b, ",");
-        buf_puts(b, f->label_names[i]);
-        buf_puts(b, "=\"");
+            hd_buf_puts(b, ",");
+        hd_buf_puts(b, f->label_names[i]);
+        hd_buf_puts(b, "=\"");
         buf_escaped(b, labels[i], 1);
-        buf_puts(b, "\"");
+        hd_buf_puts(b, "\"");
     }
     if (le != NULL) {
         if (f->nlabels > 0)
-            buf_puts(b, ",");
-        buf_puts(b, "le=\"");
-        buf_puts(b, le);
-        buf_puts(b, "\"");
+            hd_buf_puts(b, ",");
+        hd_buf_puts(b, "le=\"");
+        hd_buf_puts(b, le);
+        hd_buf_puts(b, "\"");
     }
-    buf_puts(b, "}");
+    hd_buf_puts(b, "}");
 }
 
-static void render_family(struct buf *b, struct family *f)
+static void render_family(hd_buf *b, struct family *f)
 {
     pthread_mutex_lock(&f->lock);
     size_t n = f->nseries;
@@ -636,15 +601,15 @@ static void render_family(struct buf *b, struct family *f)
         shown += !snaps[i].skip;
     /* A family with no series has nothing to say (the Go client omits it too). */
     if (shown > 0 && !b->oom) {
-        buf_puts(b, "# HELP ");
-        buf_puts(b, f->name);
-        buf_puts(b, " ");
+        hd_buf_puts(b, "# HELP ");
+        hd_buf_puts(b, f->name);
+        hd_buf_puts(b, " ");
         buf_escaped(b, f->help, 0);
-        buf_puts(b, "\n# TYPE ");
-        buf_puts(b, f->name);
-        buf_puts(b, " ");
-        buf_puts(b, kind_names[f->kind]);
-        buf_puts(b, "\n");
+        hd_buf_puts(b, "\n# TYPE ");
+        hd_buf_puts(b, f->name);
+        hd_buf_puts(b, " ");
+        hd_buf_puts(b, kind_names[f->kind]);
+        hd_buf_puts(b, "\n");
     }
     for (size_t i = 0; i < n && !b->oom; i++) {
         struct snap *s = &snaps[i];
@@ -652,9 +617,9 @@ static void render_family(struct buf *b, struct family *f)
             continue;
         if (f->kind != KIND_HISTOGRAM) {
             buf_series_name(b, f, "", s->labels, NULL);
-            buf_puts(b, " ");
+            hd_buf_puts(b, " ");
             buf_double(b, s->value);
-            buf_puts(b, "\n");
+            hd_buf_puts(b, "\n");
             continue;
         }
         /* Stored per bucket, exported cumulative: le="0.1" counts every observation
@@ -669,16 +634,16 @@ static void render_family(struct buf *b, struct family *f)
                 strcpy(le, "+Inf");
             buf_series_name(b, f, "_bucket", s->labels, le);
             snprintf(count, sizeof count, " %llu\n", (unsigned long long)cumulative);
-            buf_puts(b, count);
+            hd_buf_puts(b, count);
         }
         buf_series_name(b, f, "_sum", s->labels, NULL);
-        buf_puts(b, " ");
+        hd_buf_puts(b, " ");
         buf_double(b, s->sum);
-        buf_puts(b, "\n");
+        hd_buf_puts(b, "\n");
         buf_series_name(b, f, "_count", s->labels, NULL);
         char count[32];
         snprintf(count, sizeof count, " %llu\n", (unsigned long long)s->count);
-        buf_puts(b, count);
+        hd_buf_puts(b, count);
     }
     for (size_t i = 0; i < n; i++)
         free(snaps[i].buckets);
@@ -704,17 +669,16 @@ int hd_metrics_render(hd_metrics *m, char **out, size_t *len)
     if (n > 1)
         qsort(fams, n, sizeof *fams, cmp_family);
 
-    struct buf b = {0};
-    buf_put(&b, "", 0); /* an empty registry still gives a valid (empty) string */
+    /* Writes after a failed allocation are dropped and remembered in b.oom, so the
+     * formatting code needs no error check per line; hd_buf_take reports it once. */
+    hd_buf b = HD_BUF_INIT;
     for (size_t i = 0; i < n && !b.oom; i++)
         render_family(&b, fams[i]);
     free(fams);
-    if (b.oom) {
-        free(b.p);
+    size_t used = b.len;
+    if ((*out = hd_buf_take(&b)) == NULL) /* "" for an empty registry: a valid page */
         return HD_ENOMEM;
-    }
-    *out = b.p;
     if (len != NULL)
-        *len = b.len;
+        *len = used;
     return HD_OK;
 }
