@@ -1,11 +1,14 @@
 /* relay.c — the outbox relay; see relay.h.
  *
- * A cycle keeps one small record per claimed row (struct item): where it goes and what
- * happened to it. The publisher reports each message's fate through on_fate with the row's
- * index as its user pointer; once every fate is in, settle() turns the records into one
- * database transaction. Everything the relay needs per cycle is allocated once, in
- * hd_relay_new, for a full batch: a relay that runs for months does not allocate per
- * message except for failure reasons.
+ * A claimed batch travels in a FLIGHT: the batch, one small record per row (struct item:
+ * where it goes and what happened to it) and the batch's counts. The publisher reports each
+ * message's fate through on_fate with the flight and the row's index as its user pointer;
+ * once every fate of a batch is in, settle_tx turns the records into one database
+ * transaction. hd_relay_run_once runs one flight from claim to mark; hd_relay_run keeps two
+ * (see "Two batches in flight" in relay.h), so the records of batch k and batch k+1 live
+ * side by side. Everything a flight needs is allocated once, in hd_relay_new, for a full
+ * batch: a relay that runs for months does not allocate per message except for failure
+ * reasons.
  */
 #include "herald/relay.h"
 
@@ -28,6 +31,7 @@
 
 #define WINDOW_MAX            1000000 /* the publisher's own limit */
 #define WAIT_SLICE_MS         250     /* idle waits are cut in slices so that *stop is seen soon */
+#define AWAIT_SLICE_MS        1       /* waits for batch k's fates while k+1 is in flight */
 #define SETTLE_TRIES          3       /* a mark refused with HD_EBUSY is tried again this often */
 #define STORE_BACKOFF_BASE_MS 200
 #define STORE_BACKOFF_CAP_MS  10000
@@ -49,6 +53,17 @@ typedef struct item {
     int parked;           /* set by settle: mark_failed parked the row */
 } item;
 
+/* One claimed batch on its way from claim to mark. */
+typedef struct flight {
+    hd_outbox_batch *batch; /* new: the claimed rows; NULL while the flight is empty */
+    item *items;            /* opts.batch of them, one per row */
+    size_t unsettled;       /* messages published whose fate has not come yet */
+    uint64_t cycle_no;      /* the relay's claim number (one exchange refusal per claim) */
+    int broken;             /* what stopped publishing or waiting (HD_ECLOSED...), 0: nothing */
+    hd_error why;           /* and why */
+    hd_relay_stats c;       /* this batch's counts, added to the totals when it is marked */
+} flight;
+
 /* An exchange this relay has declared: name and the connection generation it was declared
  * on (0 = not on the current one). Exchanges survive reconnects, but a broker that lost its
  * data would not have them, so a new connection declares again (one RPC per exchange). */
@@ -68,11 +83,12 @@ struct hd_relay {
     hd_publisher *pub;
     hd_backoff backoff; /* retry delays of failed rows */
 
-    /* the current cycle */
-    uint64_t cycle_no;
-    const hd_outbox_batch *batch;
-    item *items;      /* opts.batch of them */
-    int64_t *seqs_ok; /* opts.batch each: rows to mark dispatched, rows to release */
+    /* Two flights: hd_relay_run publishes batch k+1 in one while the broker confirms batch
+     * k in the other; hd_relay_run_once uses the first. */
+    flight flights[2];
+    uint64_t cycle_no; /* claims that returned rows */
+    uint64_t fates;    /* fates reported so far: progress, seen by await_batch */
+    int64_t *seqs_ok;  /* opts.batch each: rows to mark dispatched, rows to release */
     int64_t *seqs_release;
 
     exchange_entry *exchanges;
@@ -239,10 +255,12 @@ int hd_relay_new(hd_store *store, hd_amqp *amqp, const hd_relay_options *opts, h
     if (o.exchange != NULL && (r->exchange = strdup(o.exchange)) == NULL)
         goto nomem;
     r->opts.exchange = r->exchange;
-    r->items = calloc(o.batch, sizeof *r->items);
+    for (int k = 0; k < 2; k++)
+        if ((r->flights[k].items = calloc(o.batch, sizeof(item))) == NULL)
+            goto nomem;
     r->seqs_ok = calloc(o.batch, sizeof *r->seqs_ok);
     r->seqs_release = calloc(o.batch, sizeof *r->seqs_release);
-    if (r->items == NULL || r->seqs_ok == NULL || r->seqs_release == NULL)
+    if (r->seqs_ok == NULL || r->seqs_release == NULL)
         goto nomem;
     /* Seeded per process: relays started together must not retry in lockstep. */
     hd_backoff_init(&r->backoff, o.backoff_base_ms, o.backoff_cap_ms,
@@ -252,7 +270,8 @@ int hd_relay_new(hd_store *store, hd_amqp *amqp, const hd_relay_options *opts, h
     return 0;
 
 nomem:
-    free(r->items);
+    free(r->flights[0].items);
+    free(r->flights[1].items);
     free(r->seqs_ok);
     free(r->seqs_release);
     free(r->exchange);
@@ -270,7 +289,8 @@ void hd_relay_free(hd_relay *r)
         free(r->exchanges[i].refusal);
     }
     free(r->exchanges);
-    free(r->items);
+    free(r->flights[0].items);
+    free(r->flights[1].items);
     free(r->seqs_ok);
     free(r->seqs_release);
     free(r->exchange);
@@ -298,16 +318,26 @@ static void set_reason(item *it, const char *fmt, ...)
     it->reason = strdup(buf); /* NULL on ENOMEM: the row is marked with no reason */
 }
 
-/* The publisher calls this once per message, from inside publish or wait. */
+/* A message's user pointer: its flight (0 or 1) in the lowest bit, its row above. */
+static void *fate_user(const hd_relay *r, const flight *f, size_t i)
+{
+    return (void *)(uintptr_t)(i << 1 | (size_t)(f - r->flights));
+}
+
+/* The publisher calls this once per message, from inside publish or wait: the fate may be
+ * of either batch in flight. */
 static void on_fate(void *ctx, uint64_t seq, void *user, hd_fate fate, const char *reason)
 {
     (void)seq;
     hd_relay *r = ctx;
-    size_t i = (size_t)(uintptr_t)user;
-    if (r->batch == NULL || i >= r->batch->count)
-        return; /* not a message of the current cycle: cannot happen, fates are awaited */
-    item *it = &r->items[i];
-    const hd_outbox_message *m = &r->batch->messages[i];
+    flight *f = &r->flights[(uintptr_t)user & 1];
+    size_t i = (size_t)((uintptr_t)user >> 1);
+    if (f->batch == NULL || i >= f->batch->count)
+        return; /* not a message of a batch in flight: cannot happen, fates are awaited */
+    item *it = &f->items[i];
+    const hd_outbox_message *m = &f->batch->messages[i];
+    r->fates++;
+    f->unsettled--; /* exactly one fate per accepted message (publisher.h) */
     switch (fate) {
     case HD_FATE_CONFIRMED:
         it->state = ITEM_CONFIRMED;
@@ -358,13 +388,13 @@ static void forget_exchanges(hd_relay *r)
         r->exchanges[i].generation = 0;
 }
 
-/* Give item i its exchange, declaring it when this connection has not yet. Returns 0 (the
- * item may have been refused: its state says so), HD_ENOMEM, or HD_ECLOSED (the
- * connection died while declaring: the cycle stops). */
-static int route_item(hd_relay *r, size_t i, hd_error *err)
+/* Give item i of f its exchange, declaring it when this connection has not yet. Returns 0
+ * (the item may have been refused: its state says so), HD_ENOMEM, or HD_ECLOSED (the
+ * connection died while declaring: publishing stops). */
+static int route_item(hd_relay *r, flight *f, size_t i, hd_error *err)
 {
-    item *it = &r->items[i];
-    const hd_outbox_message *m = &r->batch->messages[i];
+    item *it = &f->items[i];
+    const hd_outbox_message *m = &f->batch->messages[i];
     char name[HD_AMQP_NAME_MAX + 1];
     if (r->exchange != NULL) {
         snprintf(name, sizeof name, "%s", r->exchange);
@@ -379,8 +409,8 @@ static int route_item(hd_relay *r, size_t i, hd_error *err)
     it->exchange = e->name;
     if (r->opts.no_declare)
         return 0;
-    if (e->refused_cycle == r->cycle_no) {
-        /* Declared and refused earlier in this cycle: one refusal per exchange and cycle. */
+    if (e->refused_cycle == f->cycle_no) {
+        /* Declared and refused earlier in this claim: one refusal per exchange and claim. */
         it->state = ITEM_REFUSED;
         set_reason(it, "%s", e->refusal ? e->refusal : "exchange refused");
         return 0;
@@ -398,7 +428,7 @@ static int route_item(hd_relay *r, size_t i, hd_error *err)
         return hd_error_set(err, HD_ECLOSED, "%s", why.text);
     /* Refused (406: it exists with another type) or broken in another way: the events for
      * it fail visibly and are retried with backoff; the other exchanges carry on. */
-    e->refused_cycle = r->cycle_no;
+    e->refused_cycle = f->cycle_no;
     free(e->refusal);
     e->refusal = strdup(why.text);
     it->state = ITEM_REFUSED;
@@ -408,12 +438,12 @@ static int route_item(hd_relay *r, size_t i, hd_error *err)
 
 /* ---- publishing ------------------------------------------------------------------------ */
 
-/* Publish item i. Returns 0 (published, or refused as malformed: see its state), or the
- * publisher's HD_ECLOSED / HD_EAMQP / HD_ETIMEOUT: the cycle stops publishing. */
-static int publish_item(hd_relay *r, size_t i, hd_error *err)
+/* Publish item i of f. Returns 0 (published, or refused as malformed: see its state), or
+ * the publisher's HD_ECLOSED / HD_EAMQP / HD_ETIMEOUT: publishing stops. */
+static int publish_item(hd_relay *r, flight *f, size_t i, hd_error *err)
 {
-    item *it = &r->items[i];
-    const hd_outbox_message *m = &r->batch->messages[i];
+    item *it = &f->items[i];
+    const hd_outbox_message *m = &f->batch->messages[i];
 
     /* The tracing attributes were stored next to the payload so that the relay need not
      * parse the payload; a row whose headers do not parse is still published. */
@@ -440,16 +470,18 @@ static int publish_item(hd_relay *r, size_t i, hd_error *err)
         .headers = n_headers ? headers : NULL,
         .n_headers = n_headers,
         .flags = 0, /* persistent and mandatory */
-        .user = (void *)(uintptr_t)i,
+        .user = fate_user(r, f, i),
     };
     /* Set before publishing: the fate may be reported from inside the call. */
     it->state = ITEM_PUBLISHED;
+    f->unsettled++;
     hd_error why;
     int rc = hd_publisher_publish(r->pub, &msg, NULL, &why);
     json_decref(h);
     if (rc == 0)
         return 0;
-    it->state = ITEM_UNPUBLISHED;
+    it->state = ITEM_UNPUBLISHED; /* not accepted: no fate will come for it */
+    f->unsettled--;
     if (rc == HD_EINVAL) { /* this message can never be published as it is */
         it->state = ITEM_REFUSED;
         set_reason(it, "%s", why.text);
@@ -460,13 +492,14 @@ static int publish_item(hd_relay *r, size_t i, hd_error *err)
 
 /* ---- marking --------------------------------------------------------------------------- */
 
-/* The one transaction of a cycle: dispatched, failed, released. */
-static int settle_tx(hd_relay *r, hd_relay_stats *c, int broker_up, hd_error *err)
+/* The one transaction of a batch: dispatched, failed, released. */
+static int settle_tx(hd_relay *r, flight *f, int broker_up, hd_error *err)
 {
-    const hd_outbox_batch *b = r->batch;
+    const hd_outbox_batch *b = f->batch;
+    hd_relay_stats *c = &f->c;
     size_t n_ok = 0, n_release = 0;
     for (size_t i = 0; i < b->count; i++) {
-        item *it = &r->items[i];
+        item *it = &f->items[i];
         it->parked = 0;
         if (it->state == ITEM_CONFIRMED)
             r->seqs_ok[n_ok++] = b->messages[i].seq;
@@ -480,7 +513,7 @@ static int settle_tx(hd_relay *r, hd_relay_stats *c, int broker_up, hd_error *er
         goto fail;
     uint64_t failed = 0, parked = 0;
     for (size_t i = 0; i < b->count; i++) {
-        item *it = &r->items[i];
+        item *it = &f->items[i];
         /* A message lost while the connection stayed up was refused by the broker (it
          * closed our channel: a missing exchange, say): that is the events' failure. */
         int fails = it->state == ITEM_RETURNED || it->state == ITEM_NACKED ||
@@ -519,14 +552,14 @@ fail:
 }
 
 /* Log what happened to the rows that did not go through, after the commit made it true. */
-static void log_failures(hd_relay *r)
+static void log_failures(hd_relay *r, const flight *f)
 {
     hd_logger *lg = r->opts.logger;
     if (lg == NULL || !hd_logger_enabled(lg, HD_LOG_WARN))
         return;
-    const hd_outbox_batch *b = r->batch;
+    const hd_outbox_batch *b = f->batch;
     for (size_t i = 0; i < b->count; i++) {
-        const item *it = &r->items[i];
+        const item *it = &f->items[i];
         const hd_outbox_message *m = &b->messages[i];
         if (it->reason == NULL || it->state == ITEM_CONFIRMED || it->state == ITEM_UNPUBLISHED)
             continue;
@@ -543,17 +576,18 @@ static void log_failures(hd_relay *r)
     }
 }
 
-/* ---- one cycle ------------------------------------------------------------------------- */
+/* ---- one batch: claim, publish, wait, mark --------------------------------------------- */
 
-int hd_relay_run_once(hd_relay *r, hd_relay_stats *cycle, hd_error *err)
+/* Steps 1 and 2 of a cycle, into the empty flight f: claim a batch and publish it. Returns
+ * the number of rows claimed; when > 0, f holds the batch, published as far as the broker
+ * let it (f->broken says why it stopped short), and finish_batch must follow. 0 (nothing
+ * was due) or a code leave f empty: HD_ECLOSED (the connection is closed; nothing was
+ * claimed), the publisher's creation codes, the claim's (the store's) codes. */
+static int start_batch(hd_relay *r, flight *f, hd_error *err)
 {
-    hd_relay_stats c;
-    memset(&c, 0, sizeof c);
-    if (cycle != NULL)
-        memset(cycle, 0, sizeof *cycle);
-    if (r == NULL)
-        return hd_error_set(err, HD_EINVAL, "hd_relay_run_once: relay is NULL");
-
+    memset(&f->c, 0, sizeof f->c);
+    f->broken = 0;
+    hd_error_clear(&f->why);
     /* A closed connection: claim nothing. Rows claimed now could only be released again,
      * and a broker outage must not cost the events anything. */
     if (!hd_amqp_is_open(r->amqp))
@@ -573,83 +607,118 @@ int hd_relay_run_once(hd_relay *r, hd_relay_stats *cycle, hd_error *err)
     hd_outbox_batch *b = NULL;
     hd_outbox_claim_opts co = {.relay_id = r->id, .lease_ms = r->opts.lease_ms};
     rc = hd_outbox_claim(r->store, r->opts.batch, &co, &b, err);
-    c.cycles = 1;
-    if (rc < 0) {
-        add_totals(r, &c);
-        if (cycle != NULL)
-            *cycle = c;
+    f->c.cycles = 1;
+    if (rc <= 0) {
+        hd_outbox_batch_free(b);
+        add_totals(r, &f->c);
         return rc;
     }
     size_t n = b->count;
-    if (n == 0) {
-        hd_outbox_batch_free(b);
-        add_totals(r, &c);
-        if (cycle != NULL)
-            *cycle = c;
-        return 0;
-    }
-    c.batches = 1;
-    c.claimed = n;
-    r->cycle_no++;
-    r->batch = b;
-    memset(r->items, 0, n * sizeof r->items[0]);
+    f->c.batches = 1;
+    f->c.claimed = n;
+    f->batch = b;
+    f->cycle_no = ++r->cycle_no;
+    f->unsettled = 0;
+    memset(f->items, 0, n * sizeof f->items[0]);
 
     /* 2. Route (declare what this connection has not declared yet) and publish, in seq
-     * order, on one channel. */
-    int broken = 0; /* the code that stopped publishing, 0 if none */
-    hd_error why;
-    hd_error_clear(&why);
-    for (size_t i = 0; i < n && !broken; i++) {
-        if ((rc = route_item(r, i, &why)) < 0) {
-            broken = rc;
+     * order, on one channel. When the window is full, publishing reads confirms: of this
+     * batch, or of the one before it when two are in flight. */
+    for (size_t i = 0; i < n; i++) {
+        if ((rc = route_item(r, f, i, &f->why)) < 0)
             break;
-        }
-        if (r->items[i].state == ITEM_REFUSED)
+        if (f->items[i].state == ITEM_REFUSED)
             continue;
-        if ((rc = publish_item(r, i, &why)) < 0) {
-            broken = rc;
+        if ((rc = publish_item(r, f, i, &f->why)) < 0)
             break;
-        }
-        if (r->items[i].state != ITEM_REFUSED)
-            c.published++;
+        if (f->items[i].state != ITEM_REFUSED)
+            f->c.published++;
     }
-
-    /* 3. The fates of the whole batch. A confirm that does not come within the timeout
-     * leaves us not knowing: treat the connection as dead, which reports the rest LOST
-     * (released below, republished later: at-least-once). */
-    if (hd_publisher_outstanding(r->pub) > 0) {
-        hd_error werr;
-        rc = hd_publisher_wait(r->pub, -1, &werr);
-        if (rc == HD_ETIMEOUT) {
-            hd_amqp_mark_broken(r->amqp);
-            (void)hd_publisher_wait(r->pub, 0, NULL);
-        }
-        if (rc < 0 && !broken) {
-            broken = rc == HD_ETIMEOUT ? HD_ECLOSED : rc;
-            why = werr;
-        }
-    }
-    if (broken == HD_ETIMEOUT) { /* the window stayed full: same treatment */
+    if (rc == HD_ETIMEOUT) {
+        /* The window stayed full for a confirm timeout: we no longer know what the broker
+         * has. Treat the connection as dead, which reports every message in flight LOST
+         * (released when marked, republished later: at-least-once). */
         hd_amqp_mark_broken(r->amqp);
         (void)hd_publisher_wait(r->pub, 0, NULL);
-        broken = HD_ECLOSED;
+        rc = HD_ECLOSED;
     }
+    f->broken = rc < 0 ? rc : 0;
+    return (int)n;
+}
+
+/* Step 3: read confirms until every message of f has its fate. Returns 0, or HD_ECLOSED /
+ * HD_EAMQP: the connection or the channel died, and every message in flight (of both
+ * batches) was reported LOST. */
+static int await_batch(hd_relay *r, flight *f, hd_error *err)
+{
+    int64_t quiet_since = hd_clock_ms();
+    uint64_t fates = r->fates;
+    while (f->unsettled > 0 && hd_publisher_outstanding(r->pub) > 0) {
+        /* Alone in flight, f is done when the publisher has nothing outstanding: its own
+         * wait does it, with its confirm timeout. With the next batch in flight too, wait in
+         * short slices and look at f after each: confirms come in publish order, so f's come
+         * first, and batch k is marked as soon as its last fate is in. */
+        int alone = hd_publisher_outstanding(r->pub) == f->unsettled;
+        int rc = hd_publisher_wait(r->pub, alone ? -1 : AWAIT_SLICE_MS, err);
+        if (rc == 0)
+            continue;
+        if (rc != HD_ETIMEOUT)
+            return rc;
+        if (!alone) {
+            int64_t now = hd_clock_ms();
+            if (r->fates != fates) {
+                fates = r->fates;
+                quiet_since = now;
+                continue;
+            }
+            if (now - quiet_since < r->opts.confirm_timeout_ms)
+                continue;
+        }
+        /* No confirm within the timeout: we no longer know what the broker has. Treat the
+         * connection as dead, which reports the rest LOST (released, republished later). */
+        hd_amqp_mark_broken(r->amqp);
+        (void)hd_publisher_wait(r->pub, 0, NULL);
+        return hd_error_set(err, HD_ECLOSED, "no confirm from %s within %d ms",
+                            hd_amqp_url_text(r->amqp), r->opts.confirm_timeout_ms);
+    }
+    return 0;
+}
+
+/* Steps 3 and 4: wait for every fate of f's batch, mark it in one transaction, and empty f.
+ * Returns the number of rows of the batch, or: the store's code (the mark failed: the rows
+ * stay leased, republished after the lease: duplicates, never a loss), HD_ECLOSED or
+ * HD_EAMQP (what hd_relay_run_once says about them). */
+static int finish_batch(hd_relay *r, flight *f, hd_error *err)
+{
+    const hd_outbox_batch *b = f->batch;
+    size_t n = b->count;
+    hd_relay_stats *c = &f->c;
+    hd_error why;
+    /* Also after a failed publish: the messages already on the wire get their fates
+     * (LOST, when the connection died) from the publisher here. */
+    int rc = await_batch(r, f, &why);
+    if (rc < 0 && !f->broken) {
+        f->broken = rc;
+        f->why = why;
+    }
+
     int broker_up = hd_amqp_is_open(r->amqp);
+    const char *lost_reason = NULL;
     for (size_t i = 0; i < n; i++) {
-        switch (r->items[i].state) {
+        item *it = &f->items[i];
+        switch (it->state) {
         case ITEM_RETURNED:
-            c.returned++;
+            c->returned++;
             break;
         case ITEM_NACKED:
-            c.nacked++;
+            c->nacked++;
             break;
         case ITEM_LOST:
-            c.lost++;
+            c->lost++;
             /* Lost while the connection stayed up: the broker closed our channel, most
              * likely 404 for an exchange deleted since we declared it. Declare again. */
             if (broker_up) {
                 forget_exchanges(r);
-                item *it = &r->items[i];
                 if (it->reason != NULL && strncmp(it->reason, "lost: ", 6) == 0) {
                     char *lost = it->reason;
                     it->reason = NULL;
@@ -657,21 +726,29 @@ int hd_relay_run_once(hd_relay *r, hd_relay_stats *cycle, hd_error *err)
                     free(lost);
                 }
             }
+            if (lost_reason == NULL)
+                lost_reason = it->reason;
             break;
         case ITEM_PUBLISHED: /* no fate: cannot happen after a wait; be safe, publish again */
-            r->items[i].state = ITEM_UNPUBLISHED;
+            it->state = ITEM_UNPUBLISHED;
             break;
         default:
             break;
         }
     }
-    if (broken == HD_EAMQP)
+    if (f->broken == HD_EAMQP)
         forget_exchanges(r);
+    /* Lost with the other batch: the connection or the channel died while the next batch
+     * was being published. Say so for this batch too. */
+    if (!f->broken && c->lost > 0) {
+        f->broken = broker_up ? HD_EAMQP : HD_ECLOSED;
+        hd_error_set(&f->why, f->broken, "%s", lost_reason ? lost_reason : "lost");
+    }
 
     /* 4. Mark, in one transaction. Past the lease another relay may have taken the rows
      * over; marking is still right (they were confirmed), but they may go out twice. */
     if (hd_time_now_ms() > b->lease_until_ms) {
-        c.lease_expired++;
+        c->lease_expired++;
         if (r->opts.logger != NULL)
             hd_log_json(r->opts.logger, HD_LOG_WARN, NULL,
                         "lease ran out before the batch was marked: rows may be published "
@@ -679,30 +756,43 @@ int hd_relay_run_once(hd_relay *r, hd_relay_stats *cycle, hd_error *err)
                         json_pack("{s:s, s:I}", "relay", r->id, "rows", (json_int_t)n));
     }
     for (int attempt = 1;; attempt++) {
-        rc = settle_tx(r, &c, broker_up, err);
+        rc = settle_tx(r, f, broker_up, err);
         if (rc != HD_EBUSY || attempt == SETTLE_TRIES)
             break;
         hd_sleep_ms(50 * attempt, NULL);
     }
     if (rc == 0)
-        log_failures(r);
-    for (size_t i = 0; i < n; i++) { /* reasons live for one cycle */
-        free(r->items[i].reason);
-        r->items[i].reason = NULL;
+        log_failures(r, f);
+    for (size_t i = 0; i < n; i++) { /* reasons live as long as their batch */
+        free(f->items[i].reason);
+        f->items[i].reason = NULL;
     }
-    r->batch = NULL;
-    hd_outbox_batch_free(b);
+    hd_outbox_batch_free(f->batch);
+    f->batch = NULL;
     if (rc < 0)
-        c.errors++;
-    add_totals(r, &c);
-    if (cycle != NULL)
-        *cycle = c;
+        c->errors++;
+    add_totals(r, c);
     if (rc < 0)
         return rc; /* the rows stay leased: republished after the lease, not lost */
-    if (broken)
-        return hd_error_set(err, broken == HD_EAMQP && broker_up ? HD_EAMQP : HD_ECLOSED, "%s",
-                            why.text);
+    if (f->broken)
+        return hd_error_set(err, f->broken == HD_EAMQP && broker_up ? HD_EAMQP : HD_ECLOSED, "%s",
+                            f->why.text);
     return (int)n;
+}
+
+int hd_relay_run_once(hd_relay *r, hd_relay_stats *cycle, hd_error *err)
+{
+    if (cycle != NULL)
+        memset(cycle, 0, sizeof *cycle);
+    if (r == NULL)
+        return hd_error_set(err, HD_EINVAL, "hd_relay_run_once: relay is NULL");
+    flight *f = &r->flights[0];
+    int rc = start_batch(r, f, err);
+    if (rc > 0)
+        rc = finish_batch(r, f, err);
+    if (cycle != NULL)
+        *cycle = f->c;
+    return rc;
 }
 
 /* ---- the loop -------------------------------------------------------------------------- */
@@ -793,6 +883,19 @@ static void log_progress(hd_relay *r, hd_relay_stats *last, int64_t *last_ms)
     *last_ms = t;
 }
 
+/* Whether hd_relay_run may claim the next batch while busy (batch k) is still in flight.
+ * Only after a full batch: a short one means the outbox is (nearly) empty. And only while
+ * batch k has more than half its lease left and more than a confirm timeout: it is marked
+ * after batch k+1 was claimed and published, and must be marked before its lease runs out
+ * (a claim after that would also take batch k's own rows again). */
+static int may_overlap(const hd_relay *r, const flight *busy)
+{
+    if (r->opts.no_pipeline || busy->broken || busy->batch->count < r->opts.batch)
+        return 0;
+    int64_t left = busy->batch->lease_until_ms - hd_time_now_ms();
+    return left > r->opts.lease_ms / 2 && left > r->opts.confirm_timeout_ms;
+}
+
 int hd_relay_run(hd_relay *r, const volatile int *stop, hd_error *err)
 {
     if (r == NULL)
@@ -801,63 +904,118 @@ int hd_relay_run(hd_relay *r, const volatile int *stop, hd_error *err)
     hd_backoff store_backoff;
     hd_backoff_init(&store_backoff, STORE_BACKOFF_BASE_MS, STORE_BACKOFF_CAP_MS,
                     (uint64_t)hd_clock_ns());
-    unsigned failures = 0;              /* cycles failed in a row, for the backoff */
+    unsigned failures = 0;              /* turns failed in a row, for the backoff */
     int64_t next_purge = hd_clock_ms(); /* purge once at start: a relay may have been down */
     int64_t last_progress_ms = hd_clock_ms();
     hd_relay_stats last_progress;
     hd_relay_get_stats(r, &last_progress);
-    int outage = 0; /* the broker is known to be down: log once, not every attempt */
+    int outage = 0;      /* the broker is known to be down: log once, not every attempt */
+    flight *busy = NULL; /* batch k: published, its fates not all in yet */
+    int more = 1;        /* rows are probably due: claim again without waiting */
     hd_error e;
 
     if (lg != NULL)
         hd_log_json(lg, HD_LOG_INFO, NULL, "relay started",
-                    json_pack("{s:s, s:s, s:s, s:I, s:I, s:i, s:I, s:i, s:s}", "relay", r->id,
+                    json_pack("{s:s, s:s, s:s, s:I, s:I, s:b, s:i, s:I, s:i, s:s}", "relay", r->id,
                               "store", hd_store_dialect(r->store), "broker",
                               hd_amqp_url_text(r->amqp), "batch", (json_int_t)r->opts.batch,
-                              "window", (json_int_t)r->opts.window, "poll_ms", r->opts.poll_ms,
-                              "lease_ms", (json_int_t)r->opts.lease_ms, "max_attempts",
-                              r->opts.max_attempts, "exchange",
-                              r->exchange ? r->exchange : "(per event type)"));
+                              "window", (json_int_t)r->opts.window, "pipeline",
+                              !r->opts.no_pipeline, "poll_ms", r->opts.poll_ms, "lease_ms",
+                              (json_int_t)r->opts.lease_ms, "max_attempts", r->opts.max_attempts,
+                              "exchange", r->exchange ? r->exchange : "(per event type)"));
 
-    while (!stopped(stop)) {
-        /* LISTEN first (PostgreSQL); retried while it fails, polling meanwhile. The store
-         * listens again by itself after it reconnects. */
-        if (!r->listening && hd_store_is_pg(r->store)) {
-            if (hd_store_pg_listen(r->store, HD_OUTBOX_CHANNEL, &e) == 0)
-                r->listening = 1;
-            else if (lg != NULL)
-                hd_log_warn(lg, NULL, "LISTEN failed; polling meanwhile", "relay", r->id, "error",
-                            e.text, NULL);
-        }
-
-        if (!hd_amqp_is_open(r->amqp)) {
-            if (lg != NULL && !outage)
-                hd_log_warn(lg, NULL,
-                            "broker unreachable: reconnecting with backoff; nothing "
-                            "is claimed meanwhile",
-                            "relay", r->id, "broker", hd_amqp_url_text(r->amqp), NULL);
-            outage = 1;
-            int rc = hd_amqp_reconnect(r->amqp, stop, &e);
-            if (rc == HD_EINTR)
-                break;
-            if (rc < 0) {
-                if (lg != NULL)
-                    hd_log_error(lg, NULL, "cannot reconnect to the broker", "relay", r->id,
-                                 "error", e.text, NULL);
-                return hd_error_set(err, rc, "%s", e.text);
+    /* Each turn claims and publishes batch k+1 (when it may), then waits for the fates of
+     * batch k and marks it. A stop lets the turns finish what is in flight, claiming nothing. */
+    while (busy != NULL || !stopped(stop)) {
+        if (busy == NULL) {
+            /* Nothing in flight: the one place to go idle, to LISTEN and to reconnect. */
+            if (!more) {
+                if (r->opts.drain) {
+                    int64_t pending = 0;
+                    if (hd_outbox_depth(r->store, &pending, NULL, NULL, &e) == 0 && pending == 0)
+                        break;
+                }
+                wait_for_work(r, stop);
+                more = 1;
+                continue; /* look at *stop again */
             }
-            hd_relay_stats c;
-            memset(&c, 0, sizeof c);
-            c.reconnects = 1;
-            add_totals(r, &c);
-            outage = 0;
-            if (lg != NULL)
-                hd_log_info(lg, NULL, "reconnected to the broker: catching up", "relay", r->id,
-                            NULL);
+            /* LISTEN first (PostgreSQL); retried while it fails, polling meanwhile. The store
+             * listens again by itself after it reconnects. */
+            if (!r->listening && hd_store_is_pg(r->store)) {
+                if (hd_store_pg_listen(r->store, HD_OUTBOX_CHANNEL, &e) == 0)
+                    r->listening = 1;
+                else if (lg != NULL)
+                    hd_log_warn(lg, NULL, "LISTEN failed; polling meanwhile", "relay", r->id,
+                                "error", e.text, NULL);
+            }
+            if (!hd_amqp_is_open(r->amqp)) {
+                if (lg != NULL && !outage)
+                    hd_log_warn(lg, NULL,
+                                "broker unreachable: reconnecting with backoff; nothing "
+                                "is claimed meanwhile",
+                                "relay", r->id, "broker", hd_amqp_url_text(r->amqp), NULL);
+                outage = 1;
+                int rc = hd_amqp_reconnect(r->amqp, stop, &e);
+                if (rc == HD_EINTR)
+                    break;
+                if (rc < 0) {
+                    if (lg != NULL)
+                        hd_log_error(lg, NULL, "cannot reconnect to the broker", "relay", r->id,
+                                     "error", e.text, NULL);
+                    return hd_error_set(err, rc, "%s", e.text);
+                }
+                hd_relay_stats c;
+                memset(&c, 0, sizeof c);
+                c.reconnects = 1;
+                add_totals(r, &c);
+                outage = 0;
+                if (lg != NULL)
+                    hd_log_info(lg, NULL, "reconnected to the broker: catching up", "relay", r->id,
+                                NULL);
+            }
         }
 
-        int rc = hd_relay_run_once(r, NULL, &e);
+        /* Batch k+1: claimed and published while the broker still confirms batch k, so the
+         * claim's database work overlaps the broker's instead of following it. The claim
+         * skips the aggregates of batch k's rows (they are leased): per-aggregate order
+         * holds. A claim made beside batch k may come back short because of that, so it
+         * does not mean the outbox is empty: only a short claim made alone does. */
+        int rc = 0; /* the first failure of this turn */
+        flight *next = NULL;
+        if (!stopped(stop) && (busy == NULL || may_overlap(r, busy))) {
+            next = busy == &r->flights[0] ? &r->flights[1] : &r->flights[0];
+            int n = start_batch(r, next, &e);
+            more = n < 0 || (size_t)n == r->opts.batch || busy != NULL;
+            if (n <= 0) {
+                rc = n;
+                next = NULL;
+            }
+        }
+        /* Batch k: its fates are in once the publisher has taken batch k+1 (with a window of
+         * one batch) or soon after; mark it while the broker works on batch k+1. */
+        hd_error fe;
+        if (busy != NULL) {
+            int n = finish_batch(r, busy, &fe);
+            if (n < 0 && rc == 0) {
+                rc = n;
+                e = fe;
+            }
+        }
+        busy = next;
+        /* A failure empties the pipeline before it is handled: batch k+1 is waited for and
+         * marked (or released) too, so that nothing is in flight while the relay reconnects
+         * or backs off. */
+        if (busy != NULL && (rc < 0 || busy->broken)) {
+            int n = finish_batch(r, busy, &fe);
+            if (n < 0 && rc == 0) {
+                rc = n;
+                e = fe;
+            }
+            busy = NULL;
+        }
+
         if (rc < 0) {
+            more = 1; /* after the reconnect or the backoff, claim at once */
             if (rc == HD_ECLOSED || !hd_amqp_is_open(r->amqp)) {
                 if (lg != NULL && !outage)
                     hd_log_warn(lg, NULL, "broker connection lost: unconfirmed rows released",
@@ -867,8 +1025,9 @@ int hd_relay_run(hd_relay *r, const volatile int *stop, hd_error *err)
             }
             if (rc == HD_EINVAL)
                 return hd_error_set(err, rc, "%s", e.text);
-            /* Store trouble (busy, connection lost, refused): back off and try again; the
-             * rows of a failed mark stay leased and are republished after the lease. */
+            /* Store trouble (busy, connection lost, refused) or a channel the broker closed:
+             * back off and try again; the rows of a failed mark stay leased and are
+             * republished after the lease. */
             int64_t delay = hd_backoff_delay(&store_backoff, failures++);
             if (lg != NULL)
                 hd_log_json(lg, HD_LOG_WARN, NULL, "relay cycle failed, retrying",
@@ -896,15 +1055,6 @@ int hd_relay_run(hd_relay *r, const volatile int *stop, hd_error *err)
         }
         if (lg != NULL && r->opts.progress_ms > 0 && now - last_progress_ms >= r->opts.progress_ms)
             log_progress(r, &last_progress, &last_progress_ms);
-
-        if ((size_t)rc == r->opts.batch)
-            continue; /* a full batch: more is probably waiting */
-        if (r->opts.drain) {
-            int64_t pending = 0;
-            if (hd_outbox_depth(r->store, &pending, NULL, NULL, &e) == 0 && pending == 0)
-                break;
-        }
-        wait_for_work(r, stop);
     }
 
     if (lg != NULL) {

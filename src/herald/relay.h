@@ -24,6 +24,27 @@
  * never a lost event: at-least-once delivery. Consumers absorb the duplicates with the
  * inbox (inbox.h), keyed by the message id, which never changes on republish.
  *
+ * Two batches in flight (hd_relay_run). Done one after the other, the four steps leave the
+ * broker idle during claim and mark, and the window of unconfirmed messages drains to zero
+ * at the end of every batch. So hd_relay_run overlaps two cycles: it claims and publishes
+ * batch k+1 while the broker still confirms batch k, then waits for the last fates of batch
+ * k (with a window of one batch they are in once batch k+1 has been handed to the
+ * publisher) and marks batch k, in its own transaction, while the broker works on batch
+ * k+1. Nothing else changes: a row is marked only after its own fate, no transaction is
+ * open while the relay waits, and a dead connection releases the rows of both batches.
+ * Three rules keep it that way:
+ *   - per-aggregate order: the claim of batch k+1 skips every aggregate with a row leased
+ *     in batch k (the claim's own rule: an earlier row of the aggregate is leased), so the
+ *     later events of an aggregate wait until its earlier one is marked;
+ *   - the lease: batch k is marked after batch k+1 was claimed and published, so the relay
+ *     claims beside batch k only while batch k has more than half its lease left (and more
+ *     than a confirm timeout); otherwise it finishes batch k first;
+ *   - only after a full batch: a short batch means the outbox is nearly empty, and the
+ *     relay finishes it before it claims again or waits for work.
+ * A crash can now leave two batches leased, so it may cost up to two batches of duplicates.
+ * hd_relay_run_once is one whole cycle, steps 1 to 4, as before; options.no_pipeline makes
+ * hd_relay_run run such cycles one after the other.
+ *
  * Fates, and what the relay does with each:
  *   CONFIRMED  routed and stored by the broker          -> dispatched
  *   RETURNED   no queue bound for its routing key       -> failed (retried with backoff,
@@ -51,20 +72,22 @@
  *
  * Ordering: within one relay, the rows of a batch are published in seq order on one
  * channel, and the claim never takes a row while an earlier row of its aggregate waits for
- * a retry or is leased elsewhere: per aggregate, consumers see events in the order they
- * were written. Not across aggregates (seq is insertion order, not commit order, on
- * PostgreSQL), and not for a row that was nacked or returned and retried (outbox.h,
- * "Ordering").
+ * a retry or is leased (to another relay, or in this relay's batch still in flight): per
+ * aggregate, consumers see events in the order they were written. Not across aggregates
+ * (seq is insertion order, not commit order, on PostgreSQL), and not for a row that was
+ * nacked or returned and retried (outbox.h, "Ordering").
  *
  * Several relays may share one outbox on PostgreSQL: claims use FOR UPDATE SKIP LOCKED and
- * leases, so each row goes to one relay at a time. Keep the lease well above the confirm
- * timeout: a relay that marks after its lease ran out may have been overtaken, and the
- * overtaking relay publishes a duplicate (counted in stats.lease_expired).
+ * leases, so each row goes to one relay at a time. Keep the lease well above the time of
+ * two batches and the confirm timeout: a relay that marks after its lease ran out may have
+ * been overtaken, and the overtaking relay publishes a duplicate (counted in
+ * stats.lease_expired).
  *
  * Waking up (hd_relay_run): on PostgreSQL the relay LISTENs to the outbox's NOTIFY channel
  * and wakes when a transaction that appended rows commits; in one process it waits on an
  * hd_outbox_notifier (options.notifier); otherwise, and always as a fallback, it polls
- * every poll_ms. A full batch is followed by the next claim at once.
+ * every poll_ms. A full batch is followed by the next claim at once (beside it, see above);
+ * the relay waits only after a claim, made with nothing else in flight, came back short.
  *
  * Threads: a relay is used by one thread. Its store and its AMQP connection are borrowed
  * and belong to that thread for the relay's life: give the relay its own store handle
@@ -133,6 +156,8 @@ typedef struct hd_relay_options {
                                      reconnects, failures, parked rows, progress */
     int drain;                    /* 1: hd_relay_run returns once no row is pending (parked
                                      rows do not count): for batch jobs and tests */
+    int no_pipeline;              /* 1: hd_relay_run finishes each batch before it claims the
+                                     next (one batch in flight, like hd_relay_run_once) */
 } hd_relay_options;
 
 /* What a relay did: per cycle (hd_relay_run_once) or since it was created
@@ -180,8 +205,9 @@ int hd_relay_exchange_for(const char *type, char *out, size_t cap);
 int hd_relay_new(hd_store *store, hd_amqp *amqp, const hd_relay_options *opts, hd_relay **out,
                  hd_error *err);
 
-/* Free r (NULL allowed). A relay is between cycles whenever this can be called, so nothing
- * is in flight; rows it claimed and could not mark stay leased until their lease expires.
+/* Free r (NULL allowed). A relay is between cycles whenever this can be called (both
+ * hd_relay_run_once and hd_relay_run return with nothing in flight); rows it claimed and
+ * could not mark stay leased until their lease expires.
  * Does not close the store or the connection (they are borrowed). */
 void hd_relay_free(hd_relay *r);
 
@@ -205,14 +231,17 @@ const char *hd_relay_id(const hd_relay *r);
  * nacked, exchange refused) still succeeds: that event was marked failed. */
 int hd_relay_run_once(hd_relay *r, hd_relay_stats *cycle, hd_error *err);
 
-/* Run cycles until *stop becomes non-zero (stop may be NULL: forever): a full batch is
- * followed by the next at once; otherwise the relay waits for a wake-up (NOTIFY on
- * PostgreSQL, options.notifier, or poll_ms). A closed broker connection is reconnected
- * with capped exponential backoff (hd_amqp_reconnect) and the relay catches up; a store
- * error is logged and retried after a backoff. Dispatched rows older than the retention
- * are purged every purge_every_ms; parked rows are kept. The cycle in progress when *stop
- * is set is finished (its rows marked) before returning. With options.drain it also
- * returns once the outbox has no pending row (rows waiting for a retry are waited for).
+/* Run cycles until *stop becomes non-zero (stop may be NULL: forever), two batches in
+ * flight (see "Two batches in flight"; options.no_pipeline: one): a full batch is followed
+ * by the next at once; otherwise the relay waits for a wake-up (NOTIFY on PostgreSQL,
+ * options.notifier, or poll_ms). A closed broker connection is reconnected with capped
+ * exponential backoff (hd_amqp_reconnect) and the relay catches up; a store error is
+ * logged and retried after a backoff; either way the batches in flight are finished
+ * (marked or released) first. Dispatched rows older than the retention are purged every
+ * purge_every_ms; parked rows are kept. The batches in flight when *stop is set are
+ * finished (their rows marked) before returning; nothing new is claimed. With
+ * options.drain it also returns once the outbox has no pending row (rows waiting for a
+ * retry are waited for).
  * Returns 0 when stopped or drained, or a permanent failure: HD_EAUTH / HD_EURL from the broker,
  * HD_EINVAL. */
 int hd_relay_run(hd_relay *r, const volatile int *stop, hd_error *err);

@@ -14,6 +14,11 @@
  *  5. Two relays on one PostgreSQL outbox deliver each row once.
  *  6. Wake-ups: NOTIFY (PostgreSQL) and the in-process notifier (SQLite) start a cycle at
  *     once, long before the poll interval.
+ *  7. Two batches in flight (hd_relay_run): with routable and unroutable rows in both
+ *     batches, every routable event is delivered and marked dispatched, every returned one
+ *     parked and never marked dispatched; and no aggregate ever has rows in both batches,
+ *     although the claim beside a batch in flight would otherwise take their later events
+ *     (SQLite and PostgreSQL).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -155,7 +160,7 @@ static int64_t pending_rows(hd_store *s)
 static int64_t count_where(hd_store *s, const char *where)
 {
     hd_error err;
-    char sql[256];
+    char sql[640];
     snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM hd_outbox WHERE %s", where);
     hd_rows *rows = NULL;
     assert_hd_err(0, hd_store_query(s, sql, NULL, 0, &rows, &err), &err);
@@ -790,6 +795,209 @@ static void notifier_wakes_the_relay(void **state)
     db_drop(&d);
 }
 
+/* ---- 7. two batches in flight --------------------------------------------------------------- */
+
+#define PIPE_BLOCKS 4  /* blocks of PIPE_BATCH aggregates, two events each */
+#define PIPE_BATCH  50 /* rows per claim */
+#define PIPE_AGGS   (PIPE_BLOCKS * PIPE_BATCH)
+
+/* Whether aggregate agg's first event goes to the topic nobody listens to. */
+static int pipe_unroutable(int agg)
+{
+    return agg % 4 == 0;
+}
+
+/* The events of the pipelined test, block by block: the first events of PIPE_BATCH
+ * aggregates, then their second events. An aggregate's two events are thus one claim apart:
+ * the claim made beside the batch holding the first events would take the second ones, if it
+ * did not skip the aggregates leased in that batch. Every fourth first event is of a topic
+ * with no queue (returned); second events are all routable. The data says which aggregate
+ * and which step, for the order check. */
+static void append_pipeline_events(hd_store *s, const char *topic, const char *nowhere)
+{
+    hd_error err;
+    char type[256], lost_type[256];
+    snprintf(type, sizeof type, "%s.item_added", topic);
+    snprintf(lost_type, sizeof lost_type, "%s.item_added", nowhere);
+    for (int block = 0; block < PIPE_BLOCKS; block++) {
+        assert_hd_err(0, hd_store_begin(s, &err), &err);
+        for (int step = 1; step <= 2; step++) {
+            for (int k = 0; k < PIPE_BATCH; k++) {
+                int agg = block * PIPE_BATCH + k;
+                const char *t = step == 1 && pipe_unroutable(agg) ? lost_type : type;
+                hd_envelope *env = hd_envelope_new(
+                    t, 1, "/test", json_pack("{s:i, s:i}", "agg", agg, "step", step));
+                assert_non_null(env);
+                char id[32];
+                snprintf(id, sizeof id, "agg-%d", agg);
+                assert_hd_err(0, hd_outbox_append(s, env, "item", id, &err), &err);
+                hd_envelope_free(env);
+            }
+        }
+        assert_hd_err(0, hd_store_commit(s, &err), &err);
+    }
+}
+
+typedef struct in_order {
+    size_t n;         /* messages taken from the queue */
+    size_t distinct;  /* distinct (aggregate, step) among them */
+    int out_of_order; /* second events that came before the routable first event */
+} in_order;
+
+/* Take every message of queue (basic.get, auto-ack) and check each aggregate's order. */
+static in_order drain_in_order(hd_amqp *a, const char *queue)
+{
+    in_order r = {0};
+    static unsigned char seen[PIPE_AGGS][2];
+    memset(seen, 0, sizeof seen);
+    amqp_connection_state_t st = hd_amqp_state(a);
+    amqp_channel_t ch = hd_amqp_channel(a);
+    hd_error err;
+    for (;;) {
+        amqp_rpc_reply_t rep = amqp_basic_get(st, ch, amqp_cstring_bytes(queue), 1);
+        assert_hd_err(0, hd_amqp_check_reply(a, rep, "basic.get", &err), &err);
+        if (rep.reply.id == AMQP_BASIC_GET_EMPTY_METHOD)
+            break;
+        amqp_message_t msg;
+        rep = amqp_read_message(st, ch, &msg, 0);
+        assert_hd_err(0, hd_amqp_check_reply(a, rep, "read message", &err), &err);
+        json_t *body = json_loadb(msg.body.bytes, msg.body.len, 0, NULL);
+        json_t *data = json_object_get(body, "data");
+        int agg = (int)json_integer_value(json_object_get(data, "agg"));
+        int step = (int)json_integer_value(json_object_get(data, "step"));
+        assert_true(agg >= 0 && agg < PIPE_AGGS && (step == 1 || step == 2));
+        r.n++;
+        if (!seen[agg][step - 1]++)
+            r.distinct++;
+        if (step == 2 && !pipe_unroutable(agg) && !seen[agg][0])
+            r.out_of_order++;
+        json_decref(body);
+        amqp_destroy_message(&msg);
+        amqp_maybe_release_buffers(st);
+    }
+    return r;
+}
+
+static void two_batches_in_flight(db *d)
+{
+    const char *url = hd_test_require_env("HD_AMQP_URL");
+    hd_error err;
+    hd_store *s = open_store(d);
+    hd_store *rs = open_store(d); /* the relay thread's own handle */
+    hd_amqp *a = NULL, *pa = NULL;
+    assert_hd_err(0, hd_amqp_open(url, NULL, &a, &err), &err);
+    assert_hd_err(0, hd_amqp_open(url, NULL, &pa, &err), &err);
+    char *topic = hd_test_unique_name("hd-relay-pipe");
+    char *nowhere = hd_test_unique_name("hd-relay-pipe-nobody");
+    char *queue = bind_queue(a, topic);
+    append_pipeline_events(s, topic, nowhere);
+    int total = 2 * PIPE_AGGS, returned_rows = 0;
+    for (int agg = 0; agg < PIPE_AGGS; agg++)
+        returned_rows += pipe_unroutable(agg);
+
+    /* A window of 10: publishing batch k+1 takes a while, and batch k stays leased meanwhile,
+     * which the watcher below can see. Two attempts, a short backoff: a returned row is
+     * retried (its aggregate's second event waits for it) and parked. */
+    runner rn = {0};
+    hd_relay_options o = {.batch = PIPE_BATCH,
+                          .window = 10,
+                          .poll_ms = 20,
+                          .max_attempts = 2,
+                          .backoff_base_ms = 20,
+                          .backoff_cap_ms = 50,
+                          .drain = 1};
+    assert_hd_err(0, hd_relay_new(rs, pa, &o, &rn.relay, &err), &err);
+    assert_int_equal(0, pthread_create(&rn.thread, NULL, run_relay, &rn));
+    /* Watched from another connection while it runs. More rows under a live lease than one
+     * claim takes: two batches were in flight at once. An aggregate with rows under two
+     * different leases (two claims): the claim beside batch k took a later event of an
+     * aggregate whose earlier event is in batch k, and per-aggregate order would be lost
+     * if that earlier event were returned. Each query is one snapshot. */
+    int64_t most_leased = 0, split = 0;
+    int samples = 0;
+    int64_t end = hd_clock_ms() + 60000;
+    while (pending_rows(s) > 0) {
+        assert_true(hd_clock_ms() < end);
+        long long now = (long long)hd_time_now_ms();
+        char where[512];
+        snprintf(where, sizeof where, "dispatched_at IS NULL AND claimed_until > %lld", now);
+        int64_t leased = count_where(s, where);
+        if (leased > most_leased)
+            most_leased = leased;
+        snprintf(where, sizeof where,
+                 "seq IN (SELECT b.seq FROM hd_outbox a JOIN hd_outbox b ON a.aggregate_id ="
+                 " b.aggregate_id AND a.seq < b.seq WHERE a.dispatched_at IS NULL AND"
+                 " b.dispatched_at IS NULL AND a.claimed_until > %lld AND b.claimed_until > %lld"
+                 " AND a.claimed_until <> b.claimed_until)",
+                 now, now);
+        split += count_where(s, where);
+        samples++;
+        hd_sleep_ms(1, NULL);
+    }
+    assert_int_equal(0, pthread_join(rn.thread, NULL)); /* drain: it returns by itself */
+    assert_hd_err(0, rn.rc, &rn.err);
+    hd_relay_stats st;
+    hd_relay_get_stats(rn.relay, &st);
+
+    in_order got = drain_in_order(a, queue);
+    print_message("    %s: %d events (%d unroutable), batch %d: at most %lld rows leased at once, "
+                  "%lld split aggregates in %d samples; %llu batches, %llu confirmed, %llu "
+                  "returned, %llu parked; %zu received, %zu distinct, %d out of order\n",
+                  hd_store_dialect(s), total, returned_rows, PIPE_BATCH, (long long)most_leased,
+                  (long long)split, samples, (unsigned long long)st.batches,
+                  (unsigned long long)st.confirmed, (unsigned long long)st.returned,
+                  (unsigned long long)st.parked, got.n, got.distinct, got.out_of_order);
+    assert_true(most_leased > PIPE_BATCH); /* the pipeline was at work */
+    assert_int_equal(split, 0);
+    assert_int_equal(st.confirmed, total - returned_rows);
+    assert_int_equal(st.returned, 2 * returned_rows); /* two attempts each */
+    assert_int_equal(st.parked, returned_rows);
+    assert_int_equal(st.lost + st.nacked + st.released, 0);
+    assert_int_equal(got.n, total - returned_rows);
+    assert_int_equal(got.distinct, total - returned_rows);
+    assert_int_equal(got.out_of_order, 0);
+
+    /* In the table: the routable rows dispatched, the returned ones parked and never marked
+     * dispatched. */
+    char lost_type[300];
+    snprintf(lost_type, sizeof lost_type, "type = '%s.item_added'", nowhere);
+    assert_int_equal(count_where(s, "dispatched_at IS NOT NULL"), total - returned_rows);
+    assert_int_equal(count_where(s, "parked_at IS NOT NULL"), returned_rows);
+    assert_int_equal(count_where(s, "parked_at IS NOT NULL AND dispatched_at IS NOT NULL"), 0);
+    char parked_lost[400];
+    snprintf(parked_lost, sizeof parked_lost, "%s AND parked_at IS NOT NULL", lost_type);
+    assert_int_equal(count_where(s, parked_lost), returned_rows);
+
+    hd_relay_free(rn.relay);
+    drop_broker_side(a, queue, topic);
+    drop_broker_side(a, NULL, nowhere);
+    hd_amqp_close(pa);
+    hd_amqp_close(a);
+    hd_store_close(rs);
+    hd_store_close(s);
+    free(queue);
+    free(nowhere);
+    free(topic);
+}
+
+static void sqlite_two_batches_in_flight(void **state)
+{
+    (void)state;
+    db d;
+    sqlite_db(&d);
+    two_batches_in_flight(&d);
+    db_drop(&d);
+}
+
+static void postgres_two_batches_in_flight(void **state)
+{
+    (void)state;
+    db d;
+    pg_db(&d);
+    two_batches_in_flight(&d);
+    db_drop(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -801,6 +1009,8 @@ int main(void)
         cmocka_unit_test(two_relays_deliver_each_row_once),
         cmocka_unit_test(postgres_notify_wakes_the_relay),
         cmocka_unit_test(notifier_wakes_the_relay),
+        cmocka_unit_test(sqlite_two_batches_in_flight),
+        cmocka_unit_test(postgres_two_batches_in_flight),
         cmocka_unit_test(broker_down_then_catch_up),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

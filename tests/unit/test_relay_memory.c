@@ -65,6 +65,7 @@ static void defaults_fill_every_zero(void **state)
     assert_int_equal(o.retention_ms, HD_RELAY_RETENTION_DEFAULT);
     assert_int_equal(o.purge_every_ms, HD_RELAY_PURGE_EVERY_DEFAULT);
     assert_int_equal(o.progress_ms, HD_RELAY_PROGRESS_DEFAULT);
+    assert_int_equal(o.no_pipeline, 0); /* hd_relay_run keeps two batches in flight */
 
     hd_relay_options in = {.batch = 100,
                            .window = 20,
@@ -79,6 +80,10 @@ static void defaults_fill_every_zero(void **state)
     assert_int_equal(o.retention_ms, -1);
     assert_int_equal(o.progress_ms, -1);
     assert_int_equal(o.confirm_timeout_ms, 30000); /* a third of the lease, at most 30 s */
+
+    hd_relay_options one = {.no_pipeline = 1};
+    assert_hd_err(0, hd_relay_options_resolve(&one, &o, &err), &err);
+    assert_int_equal(o.no_pipeline, 1);
 }
 
 static void options_out_of_range_are_refused_with_a_reason(void **state)
