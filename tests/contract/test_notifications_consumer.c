@@ -232,8 +232,8 @@ static void test_every_mail_event_sends_its_mail(void **state)
             snprintf(where, sizeof where, "%s/v%d/examples/%s", c->type, c->version,
                      c->examples[e].name);
             check_mail_for(i, c->examples[e].json, where);
-            print_message("%s: %s mail sent as expected\n", where,
-                          notification_type_name(expected_mails[i].mail));
+            const char *mail = notification_type_name(expected_mails[i].mail);
+            print_message("%s: %s mail sent as expected\n", where, mail ? mail : "?");
         }
     }
 }

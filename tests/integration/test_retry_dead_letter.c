@@ -117,7 +117,7 @@ static int dlq_get(fixture *f, dead_letter *out)
     copy_text(out->body, sizeof out->body, msg.body);
     if (msg.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG)
         copy_text(out->message_id, sizeof out->message_id, msg.properties.message_id);
-    amqp_field_value_t v;
+    amqp_field_value_t v = {0};
     const amqp_table_t *h = &msg.properties.headers;
     assert_true(msg.properties._flags & AMQP_BASIC_HEADERS_FLAG);
     assert_true(table_find(h, HD_HEADER_REASON, &v));

@@ -6,7 +6,7 @@
  * JSON log line on stderr (herald/log.h); `--help` lists the settings.
  *
  * Exit codes:
- *   0  stopped by SIGTERM/SIGINT (the batch in flight was finished and marked), or
+ *   0  stopped by SIGTERM/SIGINT (the batches in flight was finished and marked), or
  *      --drain found nothing left to relay
  *   1  a failure at run time: the outbox table could not be created, the broker refused
  *      the credentials or the virtual host, out of memory
