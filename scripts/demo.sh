@@ -124,7 +124,7 @@ for s in users notifications; do
 done
 
 step "The notifications service's own outbox." \
-     "It emits notifications.notification_sent for every mail; nothing subscribes to them in this demo, so the broker returns them (mandatory) and the relay keeps each row and retries it: nothing is dropped in silence."
+     "It emits notifications.notification_sent for every mail, through its own outbox and relay. They are announcements (published without the mandatory flag): nothing subscribes in this demo, so the broker drops them, and each row is marked dispatched once the broker confirmed it."
 python3 - "$SVC_DIR/notifications.db" <<'PY' | indent
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1], timeout=5)

@@ -469,7 +469,8 @@ static int publish_item(hd_relay *r, flight *f, size_t i, hd_error *err)
         .correlation_id = correlation,
         .headers = n_headers ? headers : NULL,
         .n_headers = n_headers,
-        .flags = 0, /* persistent and mandatory */
+        /* persistent, and mandatory unless the caller accepts unroutable events */
+        .flags = r->opts.no_mandatory ? HD_MSG_NOT_MANDATORY : 0,
         .user = fate_user(r, f, i),
     };
     /* Set before publishing: the fate may be reported from inside the call. */

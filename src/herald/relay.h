@@ -144,6 +144,10 @@ typedef struct hd_relay_options {
     const char *exchange;         /* NULL or "": each event to its topic exchange (the type
                                      up to the first '.'); else every event to this one */
     int no_declare;               /* 1: never declare exchanges (the topology exists) */
+    int no_mandatory;             /* 1: publish without the mandatory flag: an event no
+                                     queue is bound for is dropped by the broker and counts
+                                     as delivered (publish/subscribe with no subscriber
+                                     yet); 0: it is returned, retried, then parked */
     const char *relay_id;         /* recorded in claimed_by and logs; NULL = "<host>-<pid>" */
     int64_t retention_ms;         /* hd_relay_run purges rows dispatched longer ago than
                                      this; 0 = a week; negative = never purge */

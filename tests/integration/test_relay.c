@@ -556,6 +556,44 @@ static void unroutable_is_parked_then_redriven(void **state)
     free(topic);
 }
 
+/* With no_mandatory an event no queue is bound for is an announcement nobody listens to
+ * yet: the broker drops it, and the relay counts it delivered instead of retrying and
+ * parking it (the notifications service publishes its own events this way). */
+static void unroutable_without_mandatory_counts_as_delivered(void **state)
+{
+    (void)state;
+    const char *url = hd_test_require_env("HD_AMQP_URL");
+    hd_error err;
+    db d;
+    sqlite_db(&d);
+    hd_store *s = open_store(&d);
+    hd_amqp *a = NULL, *pa = NULL;
+    assert_hd_err(0, hd_amqp_open(url, NULL, &a, &err), &err);
+    assert_hd_err(0, hd_amqp_open(url, NULL, &pa, &err), &err);
+    char *topic = hd_test_unique_name("hd-relay-optional");
+    append_events(s, topic, 3, 1); /* the relay declares the exchange; no queue is bound */
+
+    hd_relay *r = NULL;
+    hd_relay_options o = {.max_attempts = 3, .no_mandatory = 1};
+    assert_hd_err(0, hd_relay_new(s, pa, &o, &r, &err), &err);
+    assert_int_equal(hd_relay_run_once(r, NULL, &err), 3);
+    hd_relay_stats st;
+    hd_relay_get_stats(r, &st);
+    assert_int_equal(st.confirmed, 3);
+    assert_int_equal(st.returned, 0);
+    assert_int_equal(st.parked, 0);
+    assert_int_equal(count_where(s, "dispatched_at IS NOT NULL"), 3);
+    assert_int_equal(count_where(s, "attempts > 0"), 0);
+
+    hd_relay_free(r);
+    drop_broker_side(a, NULL, topic);
+    hd_amqp_close(pa);
+    hd_amqp_close(a);
+    hd_store_close(s);
+    db_drop(&d);
+    free(topic);
+}
+
 /* With no_declare the topology belongs to someone else. A missing exchange makes the broker
  * close the publishing channel (404): the event fails with that reason, like a nack, and is
  * parked; the connection stays up and the next cycle carries on. */
@@ -1004,6 +1042,7 @@ int main(void)
         cmocka_unit_test(sqlite_delivers_everything),
         cmocka_unit_test(postgres_delivers_everything),
         cmocka_unit_test(unroutable_is_parked_then_redriven),
+        cmocka_unit_test(unroutable_without_mandatory_counts_as_delivered),
         cmocka_unit_test(missing_exchange_without_declare_is_parked),
         cmocka_unit_test(retention_purges_dispatched_keeps_parked),
         cmocka_unit_test(two_relays_deliver_each_row_once),

@@ -276,7 +276,10 @@ static int start_relay(runtime *rt, hd_error *err)
     int rc = open_broker(rt, "herald-notifications relay", &rt->relay_amqp, err);
     if (rc < 0)
         return rc;
-    hd_relay_options opts = {.notifier = rt->outbox_wake, .logger = rt->lg};
+    /* The notifications.* events are announcements: nothing needs to subscribe to them
+     * (unlike users.*, whose consumer must exist), so an event nobody listens to yet is not
+     * a failure to retry and park. */
+    hd_relay_options opts = {.notifier = rt->outbox_wake, .logger = rt->lg, .no_mandatory = 1};
     if ((rc = hd_relay_new(rt->relay_store, rt->relay_amqp, &opts, &rt->relay, err)) < 0)
         return rc;
     if (pthread_create(&rt->relay_thread, NULL, relay_main, rt) != 0)

@@ -52,6 +52,9 @@ static const hd_setting settings[] = {
      "publish every event to this exchange (empty: the event "
      "type's topic, e.g. users.user_registered -> users)"},
     {"HD_RELAY_DECLARE", "true", "declare the topic exchanges (durable, topic) it publishes to"},
+    {"HD_RELAY_MANDATORY", "true",
+     "publish mandatory: an event no queue is bound for is returned, retried and parked "
+     "(false: the broker drops it and it counts as delivered)"},
     {"HD_RELAY_RETENTION", "168h",
      "delete dispatched rows older than this (units ms, s, m, h); "
      "0 keeps them forever"},
@@ -102,6 +105,7 @@ typedef struct relay_settings {
     const char *amqp_url;
     hd_relay_options opts;
     int declare;
+    int mandatory;
     int migrate;
     hd_log_level level;
 } relay_settings;
@@ -153,6 +157,9 @@ static int read_settings(const hd_config *cfg, relay_settings *s, hd_error *err)
     if ((rc = hd_config_get_bool(cfg, "HD_RELAY_DECLARE", 1, &s->declare, err)) < 0)
         return rc;
     o->no_declare = !s->declare;
+    if ((rc = hd_config_get_bool(cfg, "HD_RELAY_MANDATORY", 1, &s->mandatory, err)) < 0)
+        return rc;
+    o->no_mandatory = !s->mandatory;
     if ((rc = hd_config_get_duration_ms(cfg, "HD_RELAY_RETENTION", HD_RELAY_RETENTION_DEFAULT, 0,
                                         3650LL * 24 * 3600 * 1000, &v, err)) < 0)
         return rc;
