@@ -1,0 +1,2538 @@
+/* bench/e2e_notifications.c — end-to-end notifications per second: events committed to the
+ * users outbox -> herald-relay -> RabbitMQ -> herald-notifications (inbox, template,
+ * history, the log sender, notification_sent in its outbox), with durable settings, every
+ * event counted. The services are the real binaries, started by this program.
+ *
+ *   1. raw limits    librabbitmq alone, on the same broker: N persistent messages of the
+ *                    events' size published with confirms (window 1,000), then consumed
+ *                    with prefetch 100 and one ack each. Raw consume is the denominator of
+ *                    the ratio; raw publish is printed beside it.
+ *   2. throughput    a users outbox (SQLite file, synchronous=FULL, hd_outbox_migrate) is
+ *                    pre-filled with N users.user_registered v1 events, valid per the
+ *                    contract, committed in batches (untimed). herald-notifications runs
+ *                    (log sender, SQLite FULL) and answers /health; the clock starts when
+ *                    herald-relay is started on the users outbox and stops at the last
+ *                    notification recorded as sent with its notification_sent row in the
+ *                    notifications outbox (times read from the service's database, so the
+ *                    polling interval does not blur them). rate = N / that time.
+ *   3. latency       both services keep running (relay poll 2 ms: SQLite has no cross-process
+ *                    NOTIFY); one event is appended and committed on its own every 1/rate s
+ *                    (absolute deadlines, clock_nanosleep) for --latency-seconds; latency of
+ *                    an event = the notification's sent_at - the event's commit time
+ *                    (recorded here, in memory). sent_at has a resolution of 1 ms.
+ *   4. peak RSS      VmHWM of each service just before SIGTERM (and ru_maxrss from wait4);
+ *                    each must exit 0.
+ *
+ * Zero lost: every event must have a sent notification in the notifications database
+ * (matched by the notification's cause_id = the event id) with its notification_sent row in
+ * the service's outbox, and the broker must have received every notification_sent (a sink
+ * queue bound to the "notifications" exchange takes them). Duplicates, notifications of
+ * unknown cause and the inbox rows are counted and reported. Exit 1 when an event was lost or
+ * a phase failed (then the work directory is kept), 2 on bad usage, 0 otherwise (targets met
+ * or missed).
+ *
+ * Where the time goes: over phases 2 and 3 the CPU time of each process (herald-relay,
+ * herald-notifications, the broker, found by its listening port, and this program) is read
+ * from /proc, giving the CPU per notification of each and the rate they would allow on this
+ * machine's CPUs if nothing else ran; the machine's busy share and pressure stall information
+ * (/proc/pressure) tell how much other work took; a short fsync probe at the start tells what
+ * a commit costs on the disk at that moment. --no-service-relay (diagnosis) leaves the
+ * notification_sent events in the service's outbox, to tell what publishing them costs.
+ *
+ * The users service itself is not on the measured path: its HTTP handling and argon2id
+ * (tens of ms of CPU per registration, on purpose) would dominate. The path starts at the
+ * users outbox, where the users service's transaction ends. docs/bench.md has the figures.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/utsname.h>
+#include <sys/vfs.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <amqp.h>
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "herald/amqp.h"
+#include "herald/clock.h"
+#include "herald/envelope.h"
+#include "herald/error.h"
+#include "herald/outbox.h"
+#include "herald/store.h"
+#include "herald/topology.h"
+
+extern char **environ;
+
+#define PROG             "bench-e2e_notifications"
+#define FILL_PER_TX      1000    /* outbox rows per transaction while pre-filling (untimed) */
+#define STALL_MS         30000   /* no progress for this long: give up */
+#define START_TIMEOUT_MS 30000   /* a service must answer /health within this */
+#define STOP_TIMEOUT_MS  30000   /* a service must exit within this after SIGTERM */
+#define POLL_MS          100     /* reading the notifications database */
+#define TARGET_RATE      10000.0 /* notifications/s on 2 cores */
+#define TARGET_P99_MS    25.0    /* at the offered load */
+#define EVENT_TYPE       "users.user_registered"
+#define SENT_TYPE        "notifications.notification_sent"
+#define NOTIF_EXCHANGE   "notifications" /* the service's relay: the type's topic */
+
+/* ---- options ---------------------------------------------------------------------------- */
+
+typedef struct config {
+    const char *url;
+    size_t count;           /* throughput: events */
+    double rate;            /* latency: offered events per second */
+    double latency_seconds; /* latency: how long */
+    int prefetch;           /* HD_PREFETCH of herald-notifications */
+    size_t relay_batch;     /* HD_RELAY_BATCH of herald-relay */
+    int relay_poll_ms;      /* HD_RELAY_POLL_MS of herald-relay */
+    size_t raw_window;
+    int raw_prefetch;
+    const char *bin_dir;
+    const char *templates;
+    const char *workdir;
+    const char *out;
+    int keep;
+    int service_relay; /* HD_NOTIFICATIONS_RELAY: publish notification_sent in-process */
+} config;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: " PROG " [options]\n"
+            "\n"
+            "End-to-end notifications per second: users.user_registered events committed to a\n"
+            "users outbox (SQLite, synchronous=FULL) -> herald-relay -> RabbitMQ ->\n"
+            "herald-notifications (inbox, template, history, log sender, notification_sent in\n"
+            "its outbox; SQLite FULL). Measures, in one run: the raw broker limits (confirmed\n"
+            "publish, consume + ack), the end-to-end rate over N events, latency percentiles at\n"
+            "a fixed offered load, each service's peak RSS; every event is counted. Progress on\n"
+            "stderr, a table on stdout. Exit 0 (targets met or missed), 1 (an event was lost or\n"
+            "a phase failed), 2 (bad usage).\n"
+            "\n"
+            "  --amqp-url URL         broker (default: $HD_AMQP_URL)\n"
+            "  --count N              events of the throughput phase (default 20000)\n"
+            "  --rate R               latency phase: events offered per second (default 1000)\n"
+            "  --latency-seconds S    latency phase: duration (default 10; 0 skips it)\n"
+            "  --quick                a smoke run: --count 2000 --latency-seconds 3\n"
+            "  --prefetch N           herald-notifications HD_PREFETCH, its group-commit window\n"
+            "                         (1..256, default 256)\n"
+            "  --relay-batch N        herald-relay HD_RELAY_BATCH (default 500, its default)\n"
+            "  --relay-poll-ms N      herald-relay HD_RELAY_POLL_MS (default 2)\n"
+            "  --no-service-relay     diagnosis: HD_NOTIFICATIONS_RELAY=false, notification_sent\n"
+            "                         stays in the service's outbox (not published)\n"
+            "  --raw-window N         raw publish: confirm window (default 1000)\n"
+            "  --raw-prefetch N       raw consume: prefetch (default 100)\n"
+            "  --bin-dir DIR          where herald-relay and herald-notifications are (default:\n"
+            "                         the directory of this program)\n"
+            "  --templates DIR        the e-mail templates (default: $HD_TEMPLATES_DIR, else the\n"
+            "                         first templates/ found above --bin-dir or the current dir)\n"
+            "  --workdir DIR          where the SQLite files and the logs go (default: a new\n"
+            "                         directory in $TMPDIR or /tmp; must be on a disk, not tmpfs)\n"
+            "  --keep                 keep the work directory (databases, service logs)\n"
+            "  --out FILE             write the results as JSON (bench/plot.sh draws them)\n"
+            "  --help                 this text\n");
+}
+
+static int parse_num(const char *s, const char *name, double lo, double hi, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno != 0 || end == s || *end != '\0' || !(v >= lo && v <= hi)) {
+        fprintf(stderr, PROG ": %s must be a number in %g..%g (got '%s')\n", name, lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, config *cfg)
+{
+    enum {
+        O_RATE = 256,
+        O_LAT,
+        O_PREFETCH,
+        O_RBATCH,
+        O_RPOLL,
+        O_RAW_WINDOW,
+        O_RAW_PREFETCH,
+        O_BIN,
+        O_TEMPLATES,
+        O_KEEP,
+        O_NO_SERVICE_RELAY
+    };
+    static const struct option longs[] = {
+        {"amqp-url", required_argument, NULL, 'u'},
+        {"count", required_argument, NULL, 'n'},
+        {"quick", no_argument, NULL, 'q'},
+        {"rate", required_argument, NULL, O_RATE},
+        {"latency-seconds", required_argument, NULL, O_LAT},
+        {"prefetch", required_argument, NULL, O_PREFETCH},
+        {"relay-batch", required_argument, NULL, O_RBATCH},
+        {"relay-poll-ms", required_argument, NULL, O_RPOLL},
+        {"raw-window", required_argument, NULL, O_RAW_WINDOW},
+        {"raw-prefetch", required_argument, NULL, O_RAW_PREFETCH},
+        {"bin-dir", required_argument, NULL, O_BIN},
+        {"templates", required_argument, NULL, O_TEMPLATES},
+        {"workdir", required_argument, NULL, 'd'},
+        {"keep", no_argument, NULL, O_KEEP},
+        {"no-service-relay", no_argument, NULL, O_NO_SERVICE_RELAY},
+        {"out", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    memset(cfg, 0, sizeof *cfg);
+    cfg->url = getenv("HD_AMQP_URL");
+    cfg->count = 20000;
+    cfg->rate = 1000;
+    cfg->latency_seconds = 10;
+    cfg->prefetch = 256;
+    cfg->relay_batch = 500;
+    cfg->relay_poll_ms = 2;
+    cfg->raw_window = 1000;
+    cfg->raw_prefetch = 100;
+    cfg->service_relay = 1;
+    int quick = 0, count_set = 0, lat_set = 0;
+    double v;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
+        switch (opt) {
+        case 'u':
+            cfg->url = optarg;
+            break;
+        case 'n':
+            if (parse_num(optarg, "--count", 1, 2000000, &v) < 0)
+                return 2;
+            cfg->count = (size_t)v;
+            count_set = 1;
+            break;
+        case 'q':
+            quick = 1;
+            break;
+        case O_RATE:
+            if (parse_num(optarg, "--rate", 1, 100000, &v) < 0)
+                return 2;
+            cfg->rate = v;
+            break;
+        case O_LAT:
+            if (parse_num(optarg, "--latency-seconds", 0, 3600, &v) < 0)
+                return 2;
+            cfg->latency_seconds = v;
+            lat_set = 1;
+            break;
+        case O_PREFETCH:
+            if (parse_num(optarg, "--prefetch", 1, 256, &v) < 0)
+                return 2;
+            cfg->prefetch = (int)v;
+            break;
+        case O_RBATCH:
+            if (parse_num(optarg, "--relay-batch", 1, HD_OUTBOX_BATCH_MAX, &v) < 0)
+                return 2;
+            cfg->relay_batch = (size_t)v;
+            break;
+        case O_RPOLL:
+            if (parse_num(optarg, "--relay-poll-ms", 1, 3600000, &v) < 0)
+                return 2;
+            cfg->relay_poll_ms = (int)v;
+            break;
+        case O_RAW_WINDOW:
+            if (parse_num(optarg, "--raw-window", 1, 1000000, &v) < 0)
+                return 2;
+            cfg->raw_window = (size_t)v;
+            break;
+        case O_RAW_PREFETCH:
+            if (parse_num(optarg, "--raw-prefetch", 1, 65535, &v) < 0)
+                return 2;
+            cfg->raw_prefetch = (int)v;
+            break;
+        case O_BIN:
+            cfg->bin_dir = optarg;
+            break;
+        case O_TEMPLATES:
+            cfg->templates = optarg;
+            break;
+        case 'd':
+            cfg->workdir = optarg;
+            break;
+        case O_KEEP:
+            cfg->keep = 1;
+            break;
+        case O_NO_SERVICE_RELAY:
+            cfg->service_relay = 0;
+            break;
+        case 'o':
+            cfg->out = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 1;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, PROG ": unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    if (quick && !count_set)
+        cfg->count = 2000;
+    if (quick && !lat_set)
+        cfg->latency_seconds = 3;
+    if (cfg->url == NULL || *cfg->url == '\0') {
+        fprintf(stderr, PROG ": no broker: set HD_AMQP_URL or pass --amqp-url "
+                             "(scripts/servers.sh up rabbitmq writes the env file)\n");
+        return 2;
+    }
+    return 0;
+}
+
+/* ---- small things ----------------------------------------------------------------------- */
+
+/* "12,345" */
+static const char *thousands(char *buf, size_t cap, double v)
+{
+    char digits[32];
+    snprintf(digits, sizeof digits, "%.0f", v < 0 ? 0 : v);
+    size_t n = strlen(digits), o = 0;
+    for (size_t i = 0; i < n && o + 2 < cap; i++) {
+        if (i > 0 && (n - i) % 3 == 0)
+            buf[o++] = ',';
+        buf[o++] = digits[i];
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* Jiffies of the whole machine from /proc/stat: busy (everything but idle and iowait) and
+ * total. Zero when unavailable. */
+static void machine_jiffies(unsigned long long *busy, unsigned long long *total)
+{
+    *busy = *total = 0;
+    FILE *f = fopen("/proc/stat", "r");
+    if (f == NULL)
+        return;
+    unsigned long long v[8] = {0};
+    if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4],
+               &v[5], &v[6], &v[7]) == 8) {
+        for (int i = 0; i < 8; i++)
+            *total += v[i];
+        *busy = *total - v[3] - v[4];
+    }
+    fclose(f);
+}
+
+/* utime + stime of a process (all its threads), in clock ticks; -1 when it is gone. */
+static long long proc_cpu_ticks(pid_t pid)
+{
+    if (pid <= 0)
+        return -1;
+    char path[64], buf[2048];
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    if (p == NULL)
+        return -1;
+    /* After ") ": state (field 3) ... utime is field 14, stime 15. */
+    unsigned long long ut = 0, st = 0;
+    int field = 2;
+    for (char *tok = strtok(p + 1, " "); tok != NULL; tok = strtok(NULL, " ")) {
+        field++;
+        if (field == 14)
+            ut = strtoull(tok, NULL, 10);
+        else if (field == 15) {
+            st = strtoull(tok, NULL, 10);
+            break;
+        }
+    }
+    return (long long)(ut + st);
+}
+
+/* A "Key:   123 kB" line of /proc/<pid>/status; -1 when absent. */
+static long proc_status_kb(pid_t pid, const char *key)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%ld/status", (long)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    long kb = -1;
+    size_t klen = strlen(key);
+    while (fgets(line, sizeof line, f) != NULL)
+        if (strncmp(line, key, klen) == 0 && line[klen] == ':') {
+            kb = strtol(line + klen + 1, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return kb;
+}
+
+/* The process listening on 127.0.0.1:port or *:port (the broker, to count its CPU): the
+ * socket's inode from /proc/net/tcp{,6}, then the process holding it. 0 when not found
+ * (another user's process, or not Linux). */
+static pid_t find_listener(int port)
+{
+    unsigned long inode = 0;
+    static const char *const tables[] = {"/proc/net/tcp", "/proc/net/tcp6"};
+    for (size_t t = 0; t < 2 && inode == 0; t++) {
+        FILE *f = fopen(tables[t], "r");
+        if (f == NULL)
+            continue;
+        char line[512];
+        while (fgets(line, sizeof line, f) != NULL) {
+            char local[128], remote[128];
+            unsigned st;
+            unsigned long ino;
+            if (sscanf(line, " %*d: %127s %127s %x %*s %*s %*s %*s %*s %lu", local, remote, &st,
+                       &ino) != 4)
+                continue;
+            const char *colon = strrchr(local, ':');
+            if (st == 0x0A && colon != NULL && strtol(colon + 1, NULL, 16) == port) {
+                inode = ino;
+                break;
+            }
+        }
+        fclose(f);
+    }
+    if (inode == 0)
+        return 0;
+    char want[64];
+    snprintf(want, sizeof want, "socket:[%lu]", inode);
+    DIR *proc = opendir("/proc");
+    if (proc == NULL)
+        return 0;
+    pid_t found = 0;
+    struct dirent *de;
+    while (found == 0 && (de = readdir(proc)) != NULL) {
+        if (de->d_name[0] < '0' || de->d_name[0] > '9')
+            continue;
+        char fddir[300];
+        snprintf(fddir, sizeof fddir, "/proc/%s/fd", de->d_name);
+        DIR *fds = opendir(fddir);
+        if (fds == NULL)
+            continue;
+        struct dirent *fe;
+        while ((fe = readdir(fds)) != NULL) {
+            char link[600], target[128];
+            snprintf(link, sizeof link, "%s/%s", fddir, fe->d_name);
+            ssize_t n = readlink(link, target, sizeof target - 1);
+            if (n <= 0)
+                continue;
+            target[n] = '\0';
+            if (strcmp(target, want) == 0) {
+                found = (pid_t)strtol(de->d_name, NULL, 10);
+                break;
+            }
+        }
+        closedir(fds);
+    }
+    closedir(proc);
+    return found;
+}
+
+/* ---- CPU of every process of the pipeline over a phase ----------------------------------- */
+
+enum { W_BENCH = 0, W_RELAY, W_NOTIF, W_BROKER, NWHO };
+static const char *const who_names[NWHO] = {"bench", "herald-relay", "herald-notifications",
+                                            "RabbitMQ"};
+static const char *const who_keys[NWHO] = {"bench", "relay", "notifications", "broker"};
+
+typedef struct cpu_probe {
+    pid_t pid[NWHO]; /* 0: not measured */
+    long long t0[NWHO];
+    unsigned long long busy0, total0;
+    int64_t ns0;
+    double bench0;
+    long long psi0[2];
+    /* results: share of one core (1.0 = a core busy all the phase); -1 unknown */
+    double share[NWHO];
+    double cpu_s[NWHO]; /* CPU seconds over the phase; -1 unknown */
+    double seconds;
+    double machine; /* share of all CPUs busy */
+    double psi[2];  /* share of the time some task waited for a CPU / for I/O; -1 unknown */
+} cpu_probe;
+
+/* "some ... total=<us>" of /proc/pressure/<what> (Linux >= 4.20 with PSI); -1 if absent. */
+static long long psi_some_us(const char *what)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/pressure/%s", what);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    long long v = -1;
+    if (fgets(line, sizeof line, f) != NULL && strncmp(line, "some", 4) == 0) {
+        const char *t = strstr(line, "total=");
+        if (t != NULL)
+            v = strtoll(t + 6, NULL, 10);
+    }
+    fclose(f);
+    return v;
+}
+static const char *const psi_names[2] = {"cpu", "io"};
+
+static void probe_begin(cpu_probe *c)
+{
+    for (int i = 0; i < NWHO; i++)
+        c->t0[i] = c->pid[i] > 0 ? proc_cpu_ticks(c->pid[i]) : -1;
+    c->bench0 = cpu_seconds();
+    machine_jiffies(&c->busy0, &c->total0);
+    for (int k = 0; k < 2; k++)
+        c->psi0[k] = psi_some_us(psi_names[k]);
+    c->ns0 = hd_clock_ns();
+}
+
+static void probe_end(cpu_probe *c)
+{
+    double secs = (double)(hd_clock_ns() - c->ns0) / 1e9;
+    double hz = (double)sysconf(_SC_CLK_TCK);
+    c->seconds = secs;
+    for (int i = 0; i < NWHO; i++) {
+        c->share[i] = c->cpu_s[i] = -1;
+        if (i == W_BENCH)
+            c->cpu_s[i] = cpu_seconds() - c->bench0;
+        else {
+            long long t1 = c->pid[i] > 0 ? proc_cpu_ticks(c->pid[i]) : -1;
+            if (c->t0[i] >= 0 && t1 >= c->t0[i])
+                c->cpu_s[i] = (double)(t1 - c->t0[i]) / hz;
+        }
+        if (c->cpu_s[i] >= 0 && secs > 0)
+            c->share[i] = c->cpu_s[i] / secs;
+    }
+    for (int k = 0; k < 2; k++) {
+        long long v = psi_some_us(psi_names[k]);
+        c->psi[k] =
+            v >= 0 && c->psi0[k] >= 0 && secs > 0 ? (double)(v - c->psi0[k]) / 1e6 / secs : -1;
+    }
+    unsigned long long busy, total;
+    machine_jiffies(&busy, &total);
+    c->machine = total > c->total0 ? (double)(busy - c->busy0) / (double)(total - c->total0) : 0;
+}
+
+static json_t *probe_json(const cpu_probe *c)
+{
+    json_t *o = json_object();
+    for (int i = 0; i < NWHO; i++)
+        json_object_set_new(o, who_keys[i],
+                            c->share[i] >= 0 ? json_real(c->share[i]) : json_null());
+    json_object_set_new(o, "machine_busy", json_real(c->machine));
+    for (int k = 0; k < 2; k++) {
+        char key[32];
+        snprintf(key, sizeof key, "psi_%s_some", psi_names[k]);
+        json_object_set_new(o, key, c->psi[k] >= 0 ? json_real(c->psi[k]) : json_null());
+    }
+    return o;
+}
+
+/* "relay 45%, notifications 98%, RabbitMQ 60%, bench 3%; machine 100% of 2 CPUs" */
+static void probe_print(const char *indent, const cpu_probe *c)
+{
+    printf("%sCPU (100%% = one core): ", indent);
+    int first = 1;
+    for (int i = W_RELAY; i <= NWHO; i++) {
+        int k = i == NWHO ? W_BENCH : i;
+        if (c->share[k] < 0)
+            continue;
+        printf("%s%s %.0f%%", first ? "" : ", ", who_names[k], 100.0 * c->share[k]);
+        first = 0;
+    }
+    printf("; machine %.0f%% busy of %ld CPUs", 100.0 * c->machine, sysconf(_SC_NPROCESSORS_ONLN));
+    if (c->psi[0] >= 0 && c->psi[1] >= 0)
+        printf("; stalled on CPU %.0f%%, on I/O %.0f%% of the time", 100.0 * c->psi[0],
+               100.0 * c->psi[1]);
+    printf("\n");
+}
+
+/* ---- progress --------------------------------------------------------------------------- */
+
+typedef struct progress {
+    const char *name;
+    size_t total;
+    int64_t last_ns;
+    size_t last_done;
+} progress;
+
+static void progress_start(progress *pr, const char *name, size_t total)
+{
+    pr->name = name;
+    pr->total = total;
+    pr->last_ns = hd_clock_ns();
+    pr->last_done = 0;
+}
+
+/* About once a second: "name: done/total (pct%) rate/s[ extra]". */
+static void progress_tick(progress *pr, size_t done, const char *extra)
+{
+    int64_t now = hd_clock_ns();
+    if (now - pr->last_ns < 1000000000LL)
+        return;
+    char r[32];
+    double rate = (double)(done - pr->last_done) * 1e9 / (double)(now - pr->last_ns);
+    fprintf(stderr, "%s: %zu/%zu (%zu%%) %s/s%s%s\n", pr->name, done, pr->total,
+            pr->total ? done * 100 / pr->total : 0, thousands(r, sizeof r, rate),
+            extra && *extra ? ", " : "", extra ? extra : "");
+    pr->last_ns = now;
+    pr->last_done = done;
+}
+
+/* ---- the broker ------------------------------------------------------------------------- */
+
+typedef struct broker {
+    hd_amqp *admin;
+    int port;
+    char version[64];
+    char users_exchange[80]; /* the relay publishes here (HD_RELAY_EXCHANGE) */
+    char queue[96];          /* herald-notifications' work queue (HD_NOTIFICATIONS_QUEUE) */
+    char raw_exchange[80];
+    char raw_queue[96];
+    char sink[96]; /* bound to "notifications": receives every notification_sent */
+} broker;
+
+static int broker_setup(broker *b, const char *url, hd_error *err)
+{
+    hd_amqp_url u;
+    if (hd_amqp_url_parse(url, &u, err) < 0)
+        return err->code;
+    b->port = u.port;
+    hd_amqp_options ao = {.connection_name = "bench admin"};
+    int rc = hd_amqp_open(url, &ao, &b->admin, err);
+    if (rc < 0)
+        return rc;
+    long pid = (long)getpid();
+    snprintf(b->users_exchange, sizeof b->users_exchange, "hdbench-%ld.users", pid);
+    snprintf(b->queue, sizeof b->queue, "hdbench-%ld.users.notifications", pid);
+    snprintf(b->raw_exchange, sizeof b->raw_exchange, "hdbench-%ld.raw", pid);
+    snprintf(b->raw_queue, sizeof b->raw_queue, "hdbench-%ld.raw.q", pid);
+    snprintf(b->sink, sizeof b->sink, "hdbench-%ld.notification_sent", pid);
+
+    snprintf(b->version, sizeof b->version, "?");
+    amqp_table_t *props = amqp_get_server_properties(hd_amqp_state(b->admin));
+    for (int i = 0; props != NULL && i < props->num_entries; i++) {
+        const amqp_table_entry_t *e = &props->entries[i];
+        if (e->key.len == 7 && memcmp(e->key.bytes, "version", 7) == 0 &&
+            (e->value.kind == AMQP_FIELD_KIND_UTF8 || e->value.kind == AMQP_FIELD_KIND_BYTES))
+            snprintf(b->version, sizeof b->version, "%.*s", (int)e->value.value.bytes.len,
+                     (const char *)e->value.value.bytes.bytes);
+    }
+
+    /* Every exchange as herald's relays declare them (durable topic): their own declares are
+     * then the no-ops they are in production. The users exchange exists before the service
+     * binds its queue to it; the sink makes the service's notification_sent routable (a
+     * mandatory publish that no queue takes is returned and retried). */
+    hd_exchange_spec users = {.name = b->users_exchange, .type = HD_EXCHANGE_TOPIC, .durable = 1};
+    hd_exchange_spec notif = {.name = NOTIF_EXCHANGE, .type = HD_EXCHANGE_TOPIC, .durable = 1};
+    hd_exchange_spec raw = {.name = b->raw_exchange, .type = HD_EXCHANGE_TOPIC, .durable = 1};
+    hd_queue_spec rq = {.name = b->raw_queue, .durable = 1, .type = HD_QUEUE_CLASSIC};
+    hd_queue_spec sq = {.name = b->sink, .durable = 1, .type = HD_QUEUE_CLASSIC};
+    hd_binding_spec rb = {.queue = b->raw_queue, .exchange = b->raw_exchange, .key = "#"};
+    hd_binding_spec sb = {.queue = b->sink, .exchange = NOTIF_EXCHANGE, .key = SENT_TYPE};
+    if ((rc = hd_exchange_declare(b->admin, &users, err)) < 0 ||
+        (rc = hd_exchange_declare(b->admin, &notif, err)) < 0 ||
+        (rc = hd_exchange_declare(b->admin, &raw, err)) < 0 ||
+        (rc = hd_queue_declare(b->admin, &rq, NULL, err)) < 0 ||
+        (rc = hd_queue_declare(b->admin, &sq, NULL, err)) < 0 ||
+        (rc = hd_queue_bind(b->admin, &rb, err)) < 0 ||
+        (rc = hd_queue_bind(b->admin, &sb, err)) < 0)
+        return rc;
+    return 0;
+}
+
+/* Ready messages in a queue, or -1. */
+static long queue_depth(broker *b, const char *queue)
+{
+    hd_queue_info info;
+    hd_error err;
+    if (hd_queue_inspect(b->admin, queue, &info, &err) < 0)
+        return -1;
+    return (long)info.message_count;
+}
+
+/* Everything this run declared, except the shared "notifications" exchange. */
+static void broker_teardown(broker *b)
+{
+    if (b->admin == NULL)
+        return;
+    if (hd_amqp_is_open(b->admin)) {
+        char name[160];
+        static const char *const tiers[] = {".retry.1000ms", ".retry.5000ms", ".retry.30000ms",
+                                            ".dlq"};
+        for (size_t i = 0; i < sizeof tiers / sizeof tiers[0]; i++) {
+            snprintf(name, sizeof name, "%s%s", b->queue, tiers[i]);
+            hd_queue_delete(b->admin, name, NULL, NULL);
+        }
+        snprintf(name, sizeof name, "%s.retry", b->queue);
+        hd_exchange_delete(b->admin, name, NULL);
+        hd_queue_delete(b->admin, b->queue, NULL, NULL);
+        hd_queue_delete(b->admin, b->raw_queue, NULL, NULL);
+        hd_queue_delete(b->admin, b->sink, NULL, NULL);
+        hd_exchange_delete(b->admin, b->raw_exchange, NULL);
+        hd_exchange_delete(b->admin, b->users_exchange, NULL);
+    }
+    hd_amqp_close(b->admin);
+    b->admin = NULL;
+}
+
+/* ---- phase 1: the raw limits ------------------------------------------------------------ */
+
+typedef struct raw_result {
+    int ran;
+    size_t messages;
+    double seconds, rate, bench_cpu, machine;
+    cpu_probe cpu; /* the broker's CPU, and the machine's */
+} raw_result;
+
+typedef struct confirms {
+    unsigned char *settled;
+    uint64_t low;
+    uint64_t acked, nacked;
+} confirms;
+
+static void confirm_settle(confirms *c, uint64_t tag, int multiple, int ack, uint64_t next)
+{
+    if (tag >= next)
+        return;
+    uint64_t from = multiple ? c->low : tag;
+    for (uint64_t t = from; t <= tag; t++) {
+        if (c->settled[t])
+            continue;
+        c->settled[t] = 1;
+        if (ack)
+            c->acked++;
+        else
+            c->nacked++;
+    }
+    while (c->low < next && c->settled[c->low])
+        c->low++;
+}
+
+typedef struct timer {
+    int64_t t0;
+    double cpu0;
+    unsigned long long busy0, total0;
+    cpu_probe *probe;
+} timer;
+
+static pid_t broker_pid; /* the broker's process, when found (its CPU is measured) */
+
+static void timer_begin(timer *t, raw_result *r)
+{
+    t->probe = &r->cpu;
+    t->probe->pid[W_BROKER] = broker_pid;
+    probe_begin(t->probe);
+    machine_jiffies(&t->busy0, &t->total0);
+    t->cpu0 = cpu_seconds();
+    t->t0 = hd_clock_ns();
+}
+
+static void timer_end(const timer *t, size_t messages, raw_result *r)
+{
+    int64_t t1 = hd_clock_ns();
+    unsigned long long busy, total;
+    probe_end(t->probe);
+    r->bench_cpu = cpu_seconds() - t->cpu0;
+    machine_jiffies(&busy, &total);
+    r->machine = total > t->total0 ? (double)(busy - t->busy0) / (double)(total - t->total0) : 0;
+    r->messages = messages;
+    r->seconds = (double)(t1 - t->t0) / 1e9;
+    r->rate = r->seconds > 0 ? (double)messages / r->seconds : 0;
+    r->ran = 1;
+}
+
+/* Raw confirmed publish of n persistent messages of len bytes, at most window unconfirmed. */
+static int raw_publish(const config *cfg, broker *b, size_t n, size_t len, raw_result *res,
+                       hd_error *err)
+{
+    hd_amqp *a = NULL;
+    hd_amqp_options ao = {.connection_name = "bench raw publish"};
+    int rc = hd_amqp_open(cfg->url, &ao, &a, err);
+    if (rc < 0)
+        return rc;
+    amqp_channel_t ch = 0;
+    char *body = malloc(len);
+    confirms c = {.settled = calloc(n + 1, 1), .low = 1};
+    if (c.settled == NULL || body == NULL) {
+        rc = hd_error_set(err, HD_ENOMEM, "raw publish");
+        goto out;
+    }
+    memset(body, 'x', len);
+    if ((rc = hd_amqp_channel_open(a, &ch, err)) < 0)
+        goto out;
+    amqp_connection_state_t st = hd_amqp_state(a);
+    amqp_confirm_select(st, ch);
+    if ((rc = hd_amqp_check_reply_on(a, ch, amqp_get_rpc_reply(st), "confirm.select", err)) < 0) {
+        ch = 0;
+        goto out;
+    }
+    amqp_basic_properties_t props;
+    memset(&props, 0, sizeof props);
+    props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG;
+    props.delivery_mode = 2;
+    props.content_type = amqp_cstring_bytes("application/octet-stream");
+    amqp_bytes_t bytes = {.len = len, .bytes = body};
+
+    progress pr;
+    progress_start(&pr, "raw publish", n);
+    timer t;
+    timer_begin(&t, res);
+    uint64_t next = 1;
+    while (c.low <= n) {
+        if (next <= n && next - c.low < cfg->raw_window) {
+            int status = amqp_basic_publish(st, ch, amqp_cstring_bytes(b->raw_exchange),
+                                            amqp_cstring_bytes("raw"), 0, 0, &props, bytes);
+            if ((rc = hd_amqp_check_status(a, status, "raw publish", err)) < 0)
+                goto out;
+            next++;
+            if ((next & 255) == 0)
+                progress_tick(&pr, (size_t)(c.acked + c.nacked), NULL);
+            continue;
+        }
+        amqp_frame_t f;
+        struct timeval tv = {.tv_sec = STALL_MS / 1000, .tv_usec = 0};
+        int status = amqp_simple_wait_frame_noblock(st, &f, &tv);
+        if ((rc = hd_amqp_check_status(a, status, "wait for confirms", err)) < 0)
+            goto out;
+        if (f.frame_type == AMQP_FRAME_METHOD && f.channel == ch) {
+            amqp_method_t *m = &f.payload.method;
+            if (m->id == AMQP_BASIC_ACK_METHOD) {
+                const amqp_basic_ack_t *ack = m->decoded;
+                confirm_settle(&c, ack->delivery_tag, ack->multiple, 1, next);
+            } else if (m->id == AMQP_BASIC_NACK_METHOD) {
+                const amqp_basic_nack_t *nack = m->decoded;
+                confirm_settle(&c, nack->delivery_tag, nack->multiple, 0, next);
+            } else if (m->id == AMQP_CHANNEL_CLOSE_METHOD) {
+                rc = hd_amqp_handle_close(a, ch, m, "raw publish", err);
+                ch = 0;
+                goto out;
+            }
+        } else if (f.frame_type == AMQP_FRAME_METHOD &&
+                   f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD) {
+            rc = hd_amqp_handle_close(a, f.channel, &f.payload.method, "raw publish", err);
+            goto out;
+        }
+        amqp_maybe_release_buffers(st);
+        progress_tick(&pr, (size_t)(c.acked + c.nacked), NULL);
+    }
+    timer_end(&t, (size_t)c.acked, res);
+    fprintf(stderr, "raw publish: %zu done in %.2f s\n", res->messages, res->seconds);
+    if (c.nacked > 0)
+        rc = hd_error_set(err, HD_ENACKED, "raw publish: the broker nacked %" PRIu64 " messages",
+                          c.nacked);
+out:
+    if (ch != 0)
+        hd_amqp_channel_close(a, ch);
+    hd_amqp_close(a);
+    free(c.settled);
+    free(body);
+    return rc;
+}
+
+/* Raw consume of n messages, prefetch raw_prefetch, one basic.ack each. */
+static int raw_consume(const config *cfg, broker *b, size_t n, raw_result *res, hd_error *err)
+{
+    hd_amqp *a = NULL;
+    hd_amqp_options ao = {.connection_name = "bench raw consume"};
+    int rc = hd_amqp_open(cfg->url, &ao, &a, err);
+    if (rc < 0)
+        return rc;
+    amqp_channel_t ch = 0;
+    if ((rc = hd_amqp_channel_open(a, &ch, err)) < 0)
+        goto out;
+    amqp_connection_state_t st = hd_amqp_state(a);
+    amqp_basic_qos(st, ch, 0, (uint16_t)cfg->raw_prefetch, 0);
+    if ((rc = hd_amqp_check_reply_on(a, ch, amqp_get_rpc_reply(st), "basic.qos", err)) < 0) {
+        ch = 0;
+        goto out;
+    }
+    progress pr;
+    progress_start(&pr, "raw consume", n);
+    size_t got = 0;
+    timer t;
+    timer_begin(&t, res);
+    amqp_basic_consume(st, ch, amqp_cstring_bytes(b->raw_queue), amqp_empty_bytes, 0, 0, 0,
+                       amqp_empty_table);
+    if ((rc = hd_amqp_check_reply_on(a, ch, amqp_get_rpc_reply(st), "basic.consume", err)) < 0) {
+        ch = 0;
+        goto out;
+    }
+    while (got < n) {
+        amqp_envelope_t env;
+        struct timeval tv = {.tv_sec = STALL_MS / 1000, .tv_usec = 0};
+        amqp_maybe_release_buffers(st);
+        amqp_rpc_reply_t r = amqp_consume_message(st, &env, &tv, 0);
+        if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+            int status = amqp_basic_ack(st, ch, env.delivery_tag, 0);
+            amqp_destroy_envelope(&env);
+            if ((rc = hd_amqp_check_status(a, status, "basic.ack", err)) < 0)
+                goto out;
+            got++;
+            if ((got & 255) == 0)
+                progress_tick(&pr, got, NULL);
+            continue;
+        }
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+            amqp_frame_t f;
+            int status = amqp_simple_wait_frame(st, &f);
+            if ((rc = hd_amqp_check_status(a, status, "raw consume", err)) < 0)
+                goto out;
+            if (f.frame_type == AMQP_FRAME_METHOD &&
+                (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD ||
+                 f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD)) {
+                rc = hd_amqp_handle_close(a, f.channel, &f.payload.method, "raw consume", err);
+                ch = 0;
+                goto out;
+            }
+            continue;
+        }
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_TIMEOUT) {
+            rc = hd_error_set(err, HD_ETIMEOUT,
+                              "raw consume: nothing for %d s after %zu of %zu messages",
+                              STALL_MS / 1000, got, n);
+            goto out;
+        }
+        rc = hd_amqp_reply_error(r, "raw consume", NULL, err);
+        goto out;
+    }
+    timer_end(&t, got, res);
+    fprintf(stderr, "raw consume: %zu done in %.2f s\n", res->messages, res->seconds);
+out:
+    if (ch != 0)
+        hd_amqp_channel_close(a, ch);
+    hd_amqp_close(a);
+    return rc;
+}
+
+/* ---- the events ------------------------------------------------------------------------- */
+
+/* One event of the run, and what became of it. Times are epoch ms (the services' clock)
+ * except commit_us. */
+typedef struct event {
+    char id[HD_UUID_LEN + 1];
+    int phase;             /* 0 throughput, 1 latency */
+    int committed;         /* in the users outbox (an event never committed cannot be lost) */
+    int64_t commit_us;     /* latency events: when its commit returned (epoch us) */
+    int64_t dispatched_ms; /* users outbox: marked dispatched by the relay (after its confirm) */
+    int notifications;     /* rows whose cause_id is this event */
+    int sent;              /* of those, status sent */
+    int recorded;          /* notification_sent rows in the notifications outbox */
+    int64_t created_ms;    /* the notification row: when the consumer's window took it */
+    int64_t sent_ms;       /* when the mail was handed to the sender and returned */
+    int64_t recorded_ms;   /* the notification_sent outbox row (transaction 2) */
+} event;
+
+typedef struct events {
+    event *v;
+    size_t n, cap;
+    size_t *by_id; /* indexes of v sorted by id (after index_events) */
+} events;
+
+static const events *sort_ctx; /* qsort has no context argument */
+static int cmp_by_id(const void *a, const void *b)
+{
+    const size_t *x = a, *y = b;
+    return strcmp(sort_ctx->v[*x].id, sort_ctx->v[*y].id);
+}
+
+static int index_events(events *es)
+{
+    free(es->by_id);
+    es->by_id = malloc((es->n ? es->n : 1) * sizeof *es->by_id);
+    if (es->by_id == NULL)
+        return -1;
+    for (size_t i = 0; i < es->n; i++)
+        es->by_id[i] = i;
+    sort_ctx = es;
+    qsort(es->by_id, es->n, sizeof *es->by_id, cmp_by_id);
+    return 0;
+}
+
+static event *find_event(const events *es, const char *id)
+{
+    if (id == NULL)
+        return NULL;
+    size_t lo = 0, hi = es->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(es->v[es->by_id[mid]].id, id);
+        if (c == 0)
+            return &es->v[es->by_id[mid]];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+/* A users.user_registered v1 event as the users service writes it (the contract:
+ * tests/contract/events/users.user_registered/v1): user_id a UUID, email, name,
+ * verification_link with a 64-hex token; correlation and causation ids set. */
+static hd_envelope *make_event(size_t i)
+{
+    char user[HD_UUID_LEN + 1], cause[HD_UUID_LEN + 1], token[65], email[64], name[64], link[160],
+        cid[64];
+    hd_uuid_v4(user);
+    hd_uuid_v4(cause);
+    static const char hex[] = "0123456789abcdef";
+    for (int k = 0; k < 64; k++)
+        token[k] = hex[(unsigned)rand() & 15u];
+    token[64] = '\0';
+    snprintf(email, sizeof email, "user%zu@example.com", i);
+    snprintf(name, sizeof name, "Bench User %zu", i);
+    snprintf(link, sizeof link, "https://app.example.com/verify-email?token=%s", token);
+    snprintf(cid, sizeof cid, "bench-%ld-%zu", (long)getpid(), i);
+    json_t *data = json_pack("{s:s, s:s, s:s, s:s}", "user_id", user, "email", email, "name", name,
+                             "verification_link", link);
+    hd_envelope *env = hd_envelope_new(EVENT_TYPE, 1, "herald-users", data);
+    if (env == NULL)
+        return NULL;
+    if (hd_envelope_set_correlation_id(env, cid) < 0 ||
+        hd_envelope_set_causation_id(env, cause) < 0) {
+        hd_envelope_free(env);
+        return NULL;
+    }
+    return env;
+}
+
+static event *add_event(events *es, const hd_envelope *env, int phase)
+{
+    if (es->n == es->cap) {
+        size_t cap = es->cap ? es->cap * 2 : 1024;
+        event *v = realloc(es->v, cap * sizeof *v);
+        if (v == NULL)
+            return NULL;
+        es->v = v;
+        es->cap = cap;
+    }
+    event *e = &es->v[es->n++];
+    memset(e, 0, sizeof *e);
+    snprintf(e->id, sizeof e->id, "%s", hd_envelope_id(env));
+    e->phase = phase;
+    return e;
+}
+
+/* Append one event for its user, in the open transaction. */
+static int append_event(hd_store *s, const hd_envelope *env, hd_error *err)
+{
+    const char *user = json_string_value(json_object_get(hd_envelope_data(env), "user_id"));
+    return hd_outbox_append(s, env, "user", user, err);
+}
+
+static int fill_outbox(hd_store *s, size_t n, events *es, hd_error *err)
+{
+    progress pr;
+    progress_start(&pr, "users outbox fill (untimed)", n);
+    for (size_t i = 0; i < n; i += FILL_PER_TX) {
+        int rc = hd_store_begin(s, err);
+        if (rc < 0)
+            return rc;
+        for (size_t k = i; k < i + FILL_PER_TX && k < n; k++) {
+            hd_envelope *env = make_event(k);
+            if (env == NULL || add_event(es, env, 0) == NULL) {
+                hd_envelope_free(env);
+                hd_store_rollback(s, NULL);
+                return hd_error_set(err, HD_ENOMEM, "outbox fill");
+            }
+            rc = append_event(s, env, err);
+            hd_envelope_free(env);
+            if (rc < 0) {
+                hd_store_rollback(s, NULL);
+                return rc;
+            }
+        }
+        if ((rc = hd_store_commit(s, err)) < 0)
+            return rc;
+        for (size_t k = i; k < i + FILL_PER_TX && k < n; k++)
+            es->v[k].committed = 1;
+        progress_tick(&pr, i + FILL_PER_TX < n ? i + FILL_PER_TX : n, NULL);
+    }
+    return 0;
+}
+
+/* ---- the services ----------------------------------------------------------------------- */
+
+typedef struct child {
+    const char *name;
+    pid_t pid;
+    char log[4200];
+    int reaped;
+    int status;      /* wait status */
+    long vmhwm_kb;   /* just before SIGTERM */
+    long maxrss_kb;  /* wait4 */
+    double cpu_s;    /* user + system over its life (wait4) */
+    int64_t stop_ms; /* SIGTERM to exit */
+} child;
+
+static child *children[2];
+
+typedef struct envlist {
+    char **v;
+    size_t n, cap;
+} envlist;
+
+static int env_put(envlist *e, const char *fmt, ...)
+{
+    if (e->n + 2 > e->cap) {
+        size_t cap = e->cap ? e->cap * 2 : 64;
+        char **v = realloc(e->v, cap * sizeof *v);
+        if (v == NULL)
+            return -1;
+        e->v = v;
+        e->cap = cap;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    int len = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (len < 0 || (s = malloc((size_t)len + 1)) == NULL)
+        return -1;
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)len + 1, fmt, ap);
+    va_end(ap);
+    e->v[e->n++] = s;
+    e->v[e->n] = NULL;
+    return 0;
+}
+
+/* This process's environment without any HD_* setting (a sourced env file, a developer's
+ * HD_LOG_LEVEL): each service gets exactly the settings written below. */
+static int env_base(envlist *e)
+{
+    for (char **p = environ; p != NULL && *p != NULL; p++)
+        if (strncmp(*p, "HD_", 3) != 0 && env_put(e, "%s", *p) < 0)
+            return -1;
+    return 0;
+}
+
+static void env_free(envlist *e)
+{
+    for (size_t i = 0; i < e->n; i++)
+        free(e->v[i]);
+    free(e->v);
+    memset(e, 0, sizeof *e);
+}
+
+/* Start exe with envp in cwd (no ./.env of the caller applies there), stdout and stderr to
+ * the log file, stdin from /dev/null. */
+static int child_spawn(child *c, const char *name, const char *exe, const char *arg, char **envp,
+                       const char *cwd, hd_error *err)
+{
+    c->name = name;
+    c->reaped = 0;
+    c->vmhwm_kb = c->maxrss_kb = -1;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        return hd_error_set(err, HD_EINVAL, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        if (chdir(cwd) < 0)
+            _exit(126);
+        int fd = open(c->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        int in = open("/dev/null", O_RDONLY);
+        if (fd < 0 || in < 0)
+            _exit(126);
+        dup2(in, 0);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        for (int k = 3; k < 1024; k++) /* the bench's databases and sockets stay here */
+            close(k);
+        char *argv[3] = {(char *)exe, (char *)arg, NULL};
+        execve(exe, argv, envp);
+        fprintf(stderr, "%s: cannot run %s: %s\n", PROG, exe, strerror(errno));
+        _exit(127);
+    }
+    c->pid = pid;
+    return 0;
+}
+
+/* 1 while it runs; 0 once it has exited (reaped here). */
+static int child_alive(child *c)
+{
+    if (c->pid <= 0 || c->reaped)
+        return 0;
+    int st;
+    struct rusage ru;
+    pid_t r = wait4(c->pid, &st, WNOHANG, &ru);
+    if (r == 0)
+        return 1;
+    if (r == c->pid) {
+        c->reaped = 1;
+        c->status = st;
+        c->maxrss_kb = ru.ru_maxrss;
+        c->cpu_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+                   (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    }
+    return 0;
+}
+
+static const char *exit_text(const child *c, char *buf, size_t cap)
+{
+    if (!c->reaped)
+        snprintf(buf, cap, "still running");
+    else if (WIFEXITED(c->status))
+        snprintf(buf, cap, "exit %d", WEXITSTATUS(c->status));
+    else if (WIFSIGNALED(c->status))
+        snprintf(buf, cap, "killed by signal %d", WTERMSIG(c->status));
+    else
+        snprintf(buf, cap, "status %d", c->status);
+    return buf;
+}
+
+/* Peak RSS now, then SIGTERM and wait (SIGKILL after STOP_TIMEOUT_MS). Returns 0 when it
+ * exited 0. */
+static int child_stop(child *c)
+{
+    if (c->pid <= 0)
+        return -1;
+    if (!child_alive(c)) {
+        return c->reaped && WIFEXITED(c->status) && WEXITSTATUS(c->status) == 0 ? 0 : -1;
+    }
+    c->vmhwm_kb = proc_status_kb(c->pid, "VmHWM");
+    int64_t t0 = hd_clock_ms();
+    kill(c->pid, SIGTERM);
+    while (child_alive(c)) {
+        if (hd_clock_ms() - t0 > STOP_TIMEOUT_MS) {
+            fprintf(stderr, "%s: %s did not stop in %d s after SIGTERM: SIGKILL\n", PROG, c->name,
+                    STOP_TIMEOUT_MS / 1000);
+            kill(c->pid, SIGKILL);
+            t0 = hd_clock_ms() + 1000000; /* no second SIGKILL */
+        }
+        hd_sleep_ms(10, NULL);
+    }
+    c->stop_ms = hd_clock_ms() - t0;
+    return WIFEXITED(c->status) && WEXITSTATUS(c->status) == 0 ? 0 : -1;
+}
+
+static void stop_all(void)
+{
+    for (int i = 1; i >= 0; i--)
+        if (children[i] != NULL && children[i]->pid > 0 && !children[i]->reaped)
+            child_stop(children[i]);
+}
+
+/* The port in the service's "listening" log line: 0 while it is not there. */
+static int listening_port(const char *log)
+{
+    FILE *f = fopen(log, "r");
+    if (f == NULL)
+        return 0;
+    char line[4096];
+    int port = 0;
+    while (port == 0 && fgets(line, sizeof line, f) != NULL) {
+        if (strstr(line, "\"message\":\"listening\"") == NULL)
+            continue;
+        const char *p = strstr(line, "\"port\":");
+        if (p != NULL)
+            port = (int)strtol(p + 7, NULL, 10);
+    }
+    fclose(f);
+    return port;
+}
+
+/* GET /health on 127.0.0.1:port: the HTTP status, or -1. */
+static int http_health(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = {.tv_sec = 2, .tv_usec = 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    int status = -1;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+        static const char req[] = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                  "Connection: close\r\n\r\n";
+        char buf[256];
+        if (write(fd, req, sizeof req - 1) == (ssize_t)(sizeof req - 1)) {
+            ssize_t n = read(fd, buf, sizeof buf - 1);
+            if (n > 12) {
+                buf[n] = '\0';
+                if (strncmp(buf, "HTTP/1.", 7) == 0)
+                    status = (int)strtol(buf + 9, NULL, 10);
+            }
+        }
+    }
+    close(fd);
+    return status;
+}
+
+/* Warnings and errors in a service's log; the first few are kept to be printed. */
+typedef struct log_scan {
+    size_t warnings, errors, lines;
+    char first[3][320];
+    size_t nfirst;
+} log_scan;
+
+static void scan_log(const char *path, log_scan *s)
+{
+    memset(s, 0, sizeof *s);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return;
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) > 0) {
+        s->lines++;
+        int warn = strstr(line, "\"level\":\"warn\"") != NULL;
+        int error = strstr(line, "\"level\":\"error\"") != NULL;
+        /* A line that is not JSON (a crash message, a sanitizer report) counts as an error. */
+        if (!warn && !error && line[0] != '{')
+            error = 1;
+        s->warnings += warn;
+        s->errors += error;
+        if ((warn || error) && s->nfirst < 3) {
+            line[strcspn(line, "\n")] = '\0';
+            snprintf(s->first[s->nfirst++], sizeof s->first[0], "%.300s", line);
+        }
+    }
+    free(line);
+    fclose(f);
+}
+
+static int cmp_double(const void *a, const void *b);
+
+/* ---- the disk: what an fsync costs right now ------------------------------------------------ */
+
+/* 4 KiB write + fdatasync, n times, in dir: the median and the worst, in ms. Every commit of
+ * the pipeline pays at least one; on a shared machine it moves from minute to minute. */
+static int fsync_probe(const char *dir, int n, double *p50, double *max)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/fsync-probe", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0)
+        return -1;
+    char block[4096];
+    memset(block, 'f', sizeof block);
+    double *v = malloc((size_t)n * sizeof *v);
+    int rc = v == NULL ? -1 : 0;
+    for (int i = 0; rc == 0 && i < n; i++) {
+        int64_t t0 = hd_clock_ns();
+        if (pwrite(fd, block, sizeof block, (off_t)(i % 16) * 4096) != (ssize_t)sizeof block ||
+            fdatasync(fd) < 0)
+            rc = -1;
+        else
+            v[i] = (double)(hd_clock_ns() - t0) / 1e6;
+    }
+    close(fd);
+    unlink(path);
+    if (rc == 0) {
+        qsort(v, (size_t)n, sizeof *v, cmp_double);
+        *p50 = v[n / 2];
+        *max = v[n - 1];
+    }
+    free(v);
+    return rc;
+}
+
+/* ---- reading the databases (read-only, from outside the services) ------------------------ */
+
+static sqlite3 *db_open_ro(const char *path)
+{
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        sqlite3_close(db);
+        return NULL;
+    }
+    sqlite3_busy_timeout(db, 5000);
+    return db;
+}
+
+/* A one-integer query; -1 on failure. */
+static int64_t db_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_type(st, 0) == SQLITE_NULL ? 0 : sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* Cheap progress counters (index lookups, no scan of the history): notifications inserted
+ * (rowid: nothing is deleted here) minus those still pending, and notification_sent rows
+ * appended (seq; it is the only type emitted here); events relayed from the users outbox. */
+typedef struct counters {
+    int64_t inserted, pending, recorded, relayed;
+} counters;
+
+static void read_counters(sqlite3 *notif, sqlite3 *users, size_t total_events, counters *c)
+{
+    c->inserted = db_int(notif, "SELECT MAX(rowid) FROM notifications");
+    c->pending = db_int(notif, "SELECT COUNT(*) FROM notifications WHERE status = 'pending'");
+    c->recorded = db_int(notif, "SELECT MAX(seq) FROM hd_outbox");
+    int64_t left = db_int(users, "SELECT COUNT(*) FROM hd_outbox WHERE dispatched_at IS NULL"
+                                 " AND parked_at IS NULL");
+    c->relayed = left >= 0 ? (int64_t)total_events - left : -1;
+}
+
+static int64_t sent_count(const counters *c)
+{
+    return c->inserted >= 0 && c->pending >= 0 ? c->inserted - c->pending : 0;
+}
+
+/* What the databases say about every event: notifications (by cause_id), notification_sent
+ * rows (joined on the notification id), the relay's dispatch time; and the totals. */
+typedef struct tally {
+    int64_t notifications, sent, not_sent, recorded, unknown, inbox_rows, failed_rows;
+    size_t matched;     /* events with at least one sent notification */
+    size_t duplicates;  /* notifications beyond the first for an event */
+    size_t undelivered; /* events without a sent notification, or without notification_sent */
+    size_t lost;        /* undelivered once every phase completed (a failed run loses nothing:
+                           what it did not deliver is still in an outbox or a queue) */
+    int64_t users_pending;
+} tally;
+
+static int collect(events *es, sqlite3 *notif, sqlite3 *users, tally *t, hd_error *err)
+{
+    memset(t, 0, sizeof *t);
+    for (size_t i = 0; i < es->n; i++) {
+        event *e = &es->v[i];
+        e->notifications = e->sent = e->recorded = 0;
+        e->created_ms = e->sent_ms = e->recorded_ms = e->dispatched_ms = 0;
+    }
+    sqlite3_stmt *st = NULL;
+    /* The notification_sent rows carry the notification's id as their aggregate id. */
+    const char *sql = "SELECT n.cause_id, n.status, n.created_at, n.sent_at, o.created_at"
+                      " FROM notifications n LEFT JOIN hd_outbox o"
+                      " ON o.aggregate_id = n.id AND o.type = '" SENT_TYPE "'";
+    if (sqlite3_prepare_v2(notif, sql, -1, &st, NULL) != SQLITE_OK)
+        return hd_error_set(err, HD_ESTORE, "notifications database: %s", sqlite3_errmsg(notif));
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        t->notifications++;
+        const char *cause = (const char *)sqlite3_column_text(st, 0);
+        const char *status = (const char *)sqlite3_column_text(st, 1);
+        int sent = status != NULL && strcmp(status, "sent") == 0;
+        int has_record = sqlite3_column_type(st, 4) != SQLITE_NULL;
+        t->sent += sent;
+        t->not_sent += !sent;
+        t->failed_rows += status != NULL && strcmp(status, "failed") == 0;
+        t->recorded += has_record;
+        event *e = find_event(es, cause);
+        if (e == NULL) {
+            t->unknown++;
+            continue;
+        }
+        e->notifications++;
+        if (sent && e->sent++ == 0) {
+            e->created_ms = sqlite3_column_int64(st, 2);
+            e->sent_ms = sqlite3_column_int64(st, 3);
+        }
+        if (has_record && e->recorded++ == 0)
+            e->recorded_ms = sqlite3_column_int64(st, 4);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return hd_error_set(err, HD_ESTORE, "notifications database: %s", sqlite3_errmsg(notif));
+    t->inbox_rows = db_int(notif, "SELECT COUNT(*) FROM hd_inbox");
+
+    if (sqlite3_prepare_v2(users, "SELECT event_id, dispatched_at FROM hd_outbox", -1, &st, NULL) !=
+        SQLITE_OK)
+        return hd_error_set(err, HD_ESTORE, "users database: %s", sqlite3_errmsg(users));
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        event *e = find_event(es, (const char *)sqlite3_column_text(st, 0));
+        if (e != NULL && sqlite3_column_type(st, 1) != SQLITE_NULL)
+            e->dispatched_ms = sqlite3_column_int64(st, 1);
+        else if (e != NULL)
+            t->users_pending++;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return hd_error_set(err, HD_ESTORE, "users database: %s", sqlite3_errmsg(users));
+
+    for (size_t i = 0; i < es->n; i++) {
+        const event *e = &es->v[i];
+        if (e->sent > 0)
+            t->matched++;
+        if (e->notifications > 1)
+            t->duplicates += (size_t)e->notifications - 1;
+        if (e->committed && (e->sent == 0 || e->recorded == 0))
+            t->undelivered++;
+    }
+    return 0;
+}
+
+/* ---- phase 2: throughput ---------------------------------------------------------------- */
+
+typedef struct run {
+    const config *cfg;
+    broker *b;
+    char dir[4096];
+    char users_db[4200], notif_db[4200];
+    char relay_exe[4200], notif_exe[4200];
+    char templates[4200];
+    child relay, notif;
+    int notif_port;
+    sqlite3 *ro_notif, *ro_users;
+    hd_store *users; /* the bench's writer on the users outbox */
+    events es;
+    size_t event_bytes;
+    pid_t broker_pid;
+
+    /* results */
+    raw_result raw_pub, raw_con;
+    int tp_ran;
+    double tp_seconds, tp_rate, tp_seconds_polled;
+    int64_t tp_t0_us, tp_end_ms;
+    double tp_first_sent_s; /* relay start -> first notification sent */
+    cpu_probe tp_cpu;
+    double tail_s; /* end -> every notification_sent published to the broker */
+
+    int lat_ran;
+    size_t lat_events;
+    double lat_offered, lat_achieved, lat_max_lag_ms;
+    size_t lat_late; /* commits that started more than 1 ms after their deadline */
+    cpu_probe lat_cpu;
+    double lat_commit_ms_max, lat_commit_ms_mean;
+
+    tally t;
+    long sink_depth;
+    double fsync_p50_ms, fsync_max_ms; /* -1: not measured */
+    double loadavg[3];                 /* when the run started */
+} run;
+
+static const char *sqlite_url(char *buf, size_t cap, const char *path)
+{
+    snprintf(buf, cap, "sqlite://%s?synchronous=full", path);
+    return buf;
+}
+
+static int start_notifications(run *r, hd_error *err)
+{
+    const config *cfg = r->cfg;
+    envlist e = {0};
+    char url[4300];
+    int rc = 0;
+    if (env_base(&e) < 0 ||
+        env_put(&e, "HD_DATABASE_URL=%s", sqlite_url(url, sizeof url, r->notif_db)) < 0 ||
+        env_put(&e, "HD_AMQP_URL=%s", cfg->url) < 0 || env_put(&e, "HD_SENDER=log") < 0 ||
+        env_put(&e, "HD_PREFETCH=%d", cfg->prefetch) < 0 ||
+        env_put(&e, "HD_NOTIFICATIONS_LISTEN=127.0.0.1:0") < 0 ||
+        env_put(&e, "HD_USERS_EXCHANGE=%s", r->b->users_exchange) < 0 ||
+        env_put(&e, "HD_NOTIFICATIONS_QUEUE=%s", r->b->queue) < 0 ||
+        env_put(&e, "HD_NOTIFICATIONS_RELAY=%s", cfg->service_relay ? "true" : "false") < 0 ||
+        env_put(&e, "HD_TEMPLATES_DIR=%s", r->templates) < 0 ||
+        env_put(&e, "HD_LOG_LEVEL=info") < 0) {
+        env_free(&e);
+        return hd_error_set(err, HD_ENOMEM, "environment");
+    }
+    snprintf(r->notif.log, sizeof r->notif.log, "%s/notifications.log", r->dir);
+    rc = child_spawn(&r->notif, "herald-notifications", r->notif_exe, NULL, e.v, r->dir, err);
+    env_free(&e);
+    if (rc < 0)
+        return rc;
+    children[1] = &r->notif;
+    /* Up when its log says where it listens and /health answers 200 (the consumer is
+     * open: its queue is declared and bound). */
+    int64_t t0 = hd_clock_ms();
+    while (hd_clock_ms() - t0 < START_TIMEOUT_MS) {
+        char why[64];
+        if (!child_alive(&r->notif))
+            return hd_error_set(err, HD_ESTATE,
+                                "herald-notifications stopped at start (%s); see %s",
+                                exit_text(&r->notif, why, sizeof why), r->notif.log);
+        if (r->notif_port == 0)
+            r->notif_port = listening_port(r->notif.log);
+        if (r->notif_port > 0 && http_health(r->notif_port) == 200) {
+            fprintf(stderr, "herald-notifications: pid %ld, healthy on port %d after %.2f s\n",
+                    (long)r->notif.pid, r->notif_port, (double)(hd_clock_ms() - t0) / 1e3);
+            return 0;
+        }
+        hd_sleep_ms(50, NULL);
+    }
+    return hd_error_set(err, HD_ETIMEOUT, "herald-notifications not healthy after %d s; see %s",
+                        START_TIMEOUT_MS / 1000, r->notif.log);
+}
+
+static int start_relay(run *r, hd_error *err)
+{
+    const config *cfg = r->cfg;
+    envlist e = {0};
+    char url[4300];
+    if (env_base(&e) < 0 ||
+        env_put(&e, "HD_DATABASE_URL=%s", sqlite_url(url, sizeof url, r->users_db)) < 0 ||
+        env_put(&e, "HD_AMQP_URL=%s", cfg->url) < 0 ||
+        env_put(&e, "HD_RELAY_EXCHANGE=%s", r->b->users_exchange) < 0 ||
+        env_put(&e, "HD_RELAY_BATCH=%zu", cfg->relay_batch) < 0 ||
+        env_put(&e, "HD_RELAY_POLL_MS=%d", cfg->relay_poll_ms) < 0 ||
+        env_put(&e, "HD_RELAY_ID=bench-relay") < 0 || env_put(&e, "HD_LOG_LEVEL=info") < 0) {
+        env_free(&e);
+        return hd_error_set(err, HD_ENOMEM, "environment");
+    }
+    snprintf(r->relay.log, sizeof r->relay.log, "%s/relay.log", r->dir);
+    int rc = child_spawn(&r->relay, "herald-relay", r->relay_exe, NULL, e.v, r->dir, err);
+    env_free(&e);
+    if (rc == 0)
+        children[0] = &r->relay;
+    return rc;
+}
+
+static int both_alive(run *r, hd_error *err)
+{
+    char why[64];
+    if (!child_alive(&r->relay))
+        return hd_error_set(err, HD_ESTATE, "herald-relay stopped (%s); see %s",
+                            exit_text(&r->relay, why, sizeof why), r->relay.log);
+    if (!child_alive(&r->notif))
+        return hd_error_set(err, HD_ESTATE, "herald-notifications stopped (%s); see %s",
+                            exit_text(&r->notif, why, sizeof why), r->notif.log);
+    return 0;
+}
+
+/* Poll the databases until `want` notifications are sent and recorded (or a stall). */
+static int wait_for(run *r, int64_t want, progress *pr, size_t base, hd_error *err)
+{
+    int64_t last_change = hd_clock_ms();
+    counters c, prev = {-1, -1, -1, -1};
+    for (;;) {
+        int rc = both_alive(r, err);
+        if (rc < 0)
+            return rc;
+        read_counters(r->ro_notif, r->ro_users, r->es.n, &c);
+        int64_t sent = sent_count(&c);
+        if (c.inserted != prev.inserted || c.pending != prev.pending ||
+            c.recorded != prev.recorded || c.relayed != prev.relayed)
+            last_change = hd_clock_ms();
+        prev = c;
+        if (pr != NULL) {
+            char extra[160];
+            snprintf(extra, sizeof extra, "relayed %lld, notification_sent %lld",
+                     (long long)c.relayed - (long long)base,
+                     (long long)c.recorded - (long long)base);
+            progress_tick(pr, sent > (int64_t)base ? (size_t)(sent - (int64_t)base) : 0, extra);
+        }
+        if (sent >= want && c.recorded >= want)
+            return 0;
+        if (hd_clock_ms() - last_change > STALL_MS)
+            return hd_error_set(err, HD_ETIMEOUT,
+                                "no progress for %d s: %lld of %lld notifications sent, %lld "
+                                "notification_sent rows, %lld events relayed",
+                                STALL_MS / 1000, (long long)sent, (long long)want,
+                                (long long)c.recorded, (long long)c.relayed);
+        hd_sleep_ms(POLL_MS, NULL);
+    }
+}
+
+/* Until the sink queue holds want notification_sent messages (the service's relay). */
+static int wait_sink(run *r, size_t want, hd_error *err)
+{
+    if (!r->cfg->service_relay)
+        return 0; /* nothing is published */
+    int64_t w0 = hd_clock_ms();
+    for (;;) {
+        long d = queue_depth(r->b, r->b->sink);
+        if (d >= (long)want)
+            return 0;
+        if (hd_clock_ms() - w0 > STALL_MS)
+            return hd_error_set(err, HD_ETIMEOUT,
+                                "only %ld of %zu notification_sent reached the broker after %d s",
+                                d, want, STALL_MS / 1000);
+        int rc = both_alive(r, err);
+        if (rc < 0)
+            return rc;
+        hd_sleep_ms(20, NULL);
+    }
+}
+
+static int throughput_phase(run *r, hd_error *err)
+{
+    size_t n = r->cfg->count;
+    /* The notifications database exists once the service answered /health. */
+    if ((r->ro_notif = db_open_ro(r->notif_db)) == NULL ||
+        (r->ro_users = db_open_ro(r->users_db)) == NULL)
+        return hd_error_set(err, HD_ESTORE, "cannot open the databases read-only");
+
+    progress pr;
+    progress_start(&pr, "e2e notifications sent", n);
+    r->tp_cpu.pid[W_NOTIF] = r->notif.pid;
+    r->tp_cpu.pid[W_BROKER] = r->broker_pid;
+    probe_begin(&r->tp_cpu);
+    int64_t t0 = hd_clock_ns();
+    r->tp_t0_us = wall_us();
+    int rc = start_relay(r, err);
+    if (rc < 0)
+        return rc;
+    r->tp_cpu.pid[W_RELAY] = r->relay.pid;
+    r->tp_cpu.t0[W_RELAY] = 0; /* it starts now: all its CPU is the phase's */
+    fprintf(stderr, "herald-relay: pid %ld started (batch %zu, poll %d ms)\n", (long)r->relay.pid,
+            r->cfg->relay_batch, r->cfg->relay_poll_ms);
+    rc = wait_for(r, (int64_t)n, &pr, 0, err);
+    if (rc < 0)
+        return rc;
+    probe_end(&r->tp_cpu);
+    r->tp_seconds_polled = (double)(hd_clock_ns() - t0) / 1e9;
+
+    /* The exact end, from the service's own clock: the last notification sent and the last
+     * notification_sent row (both epoch ms; the start is this process's wall clock). */
+    int64_t last_sent = db_int(r->ro_notif, "SELECT MAX(sent_at) FROM notifications");
+    int64_t last_rec = db_int(r->ro_notif, "SELECT MAX(created_at) FROM hd_outbox");
+    int64_t first_sent = db_int(r->ro_notif, "SELECT MIN(sent_at) FROM notifications");
+    r->tp_end_ms = last_sent > last_rec ? last_sent : last_rec;
+    r->tp_seconds = (double)(r->tp_end_ms * 1000 - r->tp_t0_us) / 1e6;
+    if (r->tp_seconds <= 0) /* clocks disagree?: fall back on the polled time */
+        r->tp_seconds = r->tp_seconds_polled;
+    r->tp_rate = (double)n / r->tp_seconds;
+    r->tp_first_sent_s = (double)(first_sent * 1000 - r->tp_t0_us) / 1e6;
+    r->tp_ran = 1;
+    char a[32];
+    fprintf(stderr,
+            "e2e notifications sent: %zu in %.2f s (to the last notification_sent row), %s/s "
+            "(polled: %.2f s)\n",
+            n, r->tp_seconds, thousands(a, sizeof a, r->tp_rate), r->tp_seconds_polled);
+
+    /* Let the service's own relay publish every notification_sent before the next phase
+     * (it is part of the pipeline, and must not overlap the latency measurement). */
+    if ((rc = wait_sink(r, n, err)) < 0)
+        return rc;
+    r->tail_s = (double)(wall_us() / 1000 - r->tp_end_ms) / 1e3;
+    return 0;
+}
+
+/* ---- phase 3: latency at a fixed offered load --------------------------------------------- */
+
+static int latency_phase(run *r, hd_error *err)
+{
+    const config *cfg = r->cfg;
+    size_t m = (size_t)(cfg->rate * cfg->latency_seconds + 0.5);
+    if (m == 0)
+        return 0;
+    size_t base = r->es.n;
+    /* Every envelope made beforehand: the loop only appends and commits. */
+    hd_envelope **envs = calloc(m, sizeof *envs);
+    if (envs == NULL)
+        return hd_error_set(err, HD_ENOMEM, "latency");
+    int rc = 0;
+    for (size_t i = 0; i < m; i++)
+        if ((envs[i] = make_event(base + i)) == NULL || add_event(&r->es, envs[i], 1) == NULL) {
+            rc = hd_error_set(err, HD_ENOMEM, "latency");
+            goto out;
+        }
+
+    hd_sleep_ms(1000, NULL); /* settle after the throughput phase */
+    fprintf(stderr, "latency: %zu events, one commit every %.3f ms (%.0f/s) for %.1f s\n", m,
+            1000.0 / cfg->rate, cfg->rate, cfg->latency_seconds);
+    r->lat_cpu.pid[W_RELAY] = r->relay.pid;
+    r->lat_cpu.pid[W_NOTIF] = r->notif.pid;
+    r->lat_cpu.pid[W_BROKER] = r->broker_pid;
+    probe_begin(&r->lat_cpu);
+    int64_t period = (int64_t)(1e9 / cfg->rate);
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    int64_t start_ns = (int64_t)start.tv_sec * 1000000000LL + start.tv_nsec + 10000000; /* +10 ms */
+    int64_t last_report = start_ns;
+    double commit_sum = 0;
+    for (size_t i = 0; i < m; i++) {
+        int64_t deadline = start_ns + (int64_t)i * period;
+        struct timespec ts = {.tv_sec = deadline / 1000000000LL,
+                              .tv_nsec = deadline % 1000000000LL};
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+            ;
+        int64_t began = hd_clock_ns();
+        double lag = (double)(began - deadline) / 1e6;
+        if (lag > 1.0)
+            r->lat_late++;
+        if (lag > r->lat_max_lag_ms)
+            r->lat_max_lag_ms = lag;
+        event *e = &r->es.v[base + i];
+        if ((rc = hd_store_begin(r->users, err)) < 0 ||
+            (rc = append_event(r->users, envs[i], err)) < 0 ||
+            (rc = hd_store_commit(r->users, err)) < 0) {
+            if (hd_store_in_transaction(r->users))
+                hd_store_rollback(r->users, NULL);
+            goto out;
+        }
+        e->commit_us = wall_us();
+        e->committed = 1;
+        double cms = (double)(hd_clock_ns() - began) / 1e6;
+        commit_sum += cms;
+        if (cms > r->lat_commit_ms_max)
+            r->lat_commit_ms_max = cms;
+        if (began - last_report >= 1000000000LL) {
+            last_report = began;
+            fprintf(stderr, "latency: %zu/%zu committed (%zu%%), %zu late by more than 1 ms\n",
+                    i + 1, m, (i + 1) * 100 / m, r->lat_late);
+            if ((rc = both_alive(r, err)) < 0)
+                goto out;
+        }
+    }
+    int64_t end_ns = hd_clock_ns();
+    r->lat_events = m;
+    r->lat_offered = cfg->rate;
+    r->lat_achieved = end_ns > start_ns ? (double)(m - 1) * 1e9 / (double)(end_ns - start_ns) : 0;
+    r->lat_commit_ms_mean = commit_sum / (double)m;
+    /* Wait for the last of them, then stop the CPU probe. */
+    progress pr;
+    progress_start(&pr, "latency: notifications sent", m);
+    if ((rc = wait_for(r, (int64_t)(base + m), &pr, base, err)) < 0)
+        goto out;
+    probe_end(&r->lat_cpu);
+    r->lat_ran = 1;
+    fprintf(stderr, "latency: %zu notifications sent (offered %.0f/s, achieved %.1f/s)\n", m,
+            r->lat_offered, r->lat_achieved);
+    rc = wait_sink(r, base + m, err);
+out:
+    for (size_t i = 0; i < m; i++)
+        hd_envelope_free(envs[i]);
+    free(envs);
+    return rc;
+}
+
+/* ---- results ---------------------------------------------------------------------------- */
+
+typedef struct dist {
+    size_t n;
+    double min, p50, p90, p95, p99, p999, max, mean;
+} dist;
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The nearest-rank percentile p (0..1) of sorted v[0..n), n > 0: the smallest value with at
+ * least p * n values at or below it. */
+static double rank(const double *v, size_t n, double p)
+{
+    size_t k = (size_t)(p * (double)n);
+    if ((double)k < p * (double)n)
+        k++; /* ceil */
+    return v[k > 0 ? (k <= n ? k - 1 : n - 1) : 0];
+}
+
+/* Nearest-rank percentiles of v[0..n) (sorted here). */
+static dist distribution(double *v, size_t n)
+{
+    dist d;
+    memset(&d, 0, sizeof d);
+    d.n = n;
+    if (n == 0)
+        return d;
+    qsort(v, n, sizeof *v, cmp_double);
+    double sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += v[i];
+    d.min = v[0];
+    d.p50 = rank(v, n, 0.50);
+    d.p90 = rank(v, n, 0.90);
+    d.p95 = rank(v, n, 0.95);
+    d.p99 = rank(v, n, 0.99);
+    d.p999 = rank(v, n, 0.999);
+    d.max = v[n - 1];
+    d.mean = sum / (double)n;
+    return d;
+}
+
+static json_t *dist_json(const dist *d)
+{
+    if (d->n == 0)
+        return json_null();
+    return json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "n", (json_int_t)d->n, "min",
+                     d->min, "p50", d->p50, "p90", d->p90, "p95", d->p95, "p99", d->p99, "p999",
+                     d->p999, "max", d->max, "mean", d->mean);
+}
+
+/* The latency stages of the latency phase's events, in ms:
+ *   total     commit -> mail sent (sent_at)            the figure with the target
+ *   recorded  commit -> notification_sent row (transaction 2)
+ *   received  commit -> the consumer's window took it (the notification's created_at):
+ *             relay poll, claim, publish, broker routing, delivery
+ *   handled   received -> sent: transaction 1 (inbox, row; one fsync), ack, render, send
+ *   relayed   commit -> the relay marked it dispatched (after the broker's confirm)
+ * Service times have a 1 ms resolution (epoch ms, truncated); the commit is in us. */
+enum { L_TOTAL = 0, L_RECORDED, L_RECEIVED, L_HANDLED, L_RELAYED, NLAT };
+static const char *const lat_keys[NLAT] = {"sent", "recorded", "received", "handled",
+                                           "relay_marked"};
+static const char *const lat_labels[NLAT] = {
+    "commit -> mail sent (sent_at)", "commit -> notification_sent row",
+    "commit -> consumer took it (created_at)", "consumer took it -> mail sent",
+    "commit -> relay marked it dispatched"};
+
+static void latency_dists(const run *r, dist out[NLAT])
+{
+    size_t m = r->es.n;
+    double *v[NLAT];
+    size_t k[NLAT] = {0};
+    for (int j = 0; j < NLAT; j++)
+        v[j] = malloc((m ? m : 1) * sizeof(double));
+    for (size_t i = 0; i < m; i++) {
+        const event *e = &r->es.v[i];
+        if (e->phase != 1 || e->commit_us == 0)
+            continue;
+        double c = (double)e->commit_us / 1000.0;
+        if (v[L_TOTAL] && e->sent_ms > 0)
+            v[L_TOTAL][k[L_TOTAL]++] = (double)e->sent_ms - c;
+        if (v[L_RECORDED] && e->recorded_ms > 0)
+            v[L_RECORDED][k[L_RECORDED]++] = (double)e->recorded_ms - c;
+        if (v[L_RECEIVED] && e->created_ms > 0)
+            v[L_RECEIVED][k[L_RECEIVED]++] = (double)e->created_ms - c;
+        if (v[L_HANDLED] && e->created_ms > 0 && e->sent_ms > 0)
+            v[L_HANDLED][k[L_HANDLED]++] = (double)(e->sent_ms - e->created_ms);
+        if (v[L_RELAYED] && e->dispatched_ms > 0)
+            v[L_RELAYED][k[L_RELAYED]++] = (double)e->dispatched_ms - c;
+    }
+    for (int j = 0; j < NLAT; j++) {
+        out[j] = v[j] ? distribution(v[j], k[j]) : (dist){0};
+        free(v[j]);
+    }
+}
+
+static void now_utc(char *buf, size_t cap)
+{
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void print_results(const run *r, const dist *lat, const log_scan *logs, const char *date,
+                          int tmpfs, const char *failure)
+{
+    const config *cfg = r->cfg;
+    char a[32], b2[32];
+    printf("\nherald bench: end-to-end notifications  (%zu events, RabbitMQ %s, SQLite %s "
+           "synchronous=FULL, %ld CPUs, %s)\n",
+           cfg->count, r->b->version, sqlite3_libversion(), sysconf(_SC_NPROCESSORS_ONLN), date);
+    printf("  machine: load average %.2f at the start", r->loadavg[0]);
+    if (r->fsync_p50_ms >= 0)
+        printf("; 4 KiB write + fdatasync %.2f ms (median), worst %.1f ms", r->fsync_p50_ms,
+               r->fsync_max_ms);
+    printf("\n");
+    printf("  path: users outbox -> herald-relay (batch %zu, poll %d ms) -> RabbitMQ (classic "
+           "durable queue)\n        -> herald-notifications (prefetch %d, log sender) -> "
+           "notification_sent in its outbox\n        -> %s\n\n",
+           cfg->relay_batch, cfg->relay_poll_ms, cfg->prefetch,
+           cfg->service_relay ? "its in-process relay publishes it (a queue takes every one)"
+                              : "NOT published (--no-service-relay)");
+
+    printf("  %-58s %12s\n", "throughput", "per second");
+    if (r->raw_pub.ran)
+        printf("  %-58s %12s\n", "raw publish (confirms, window 1000; event-sized bodies)",
+               thousands(a, sizeof a, r->raw_pub.rate));
+    if (r->raw_con.ran)
+        printf("  %-58s %12s\n", "raw consume (prefetch 100, ack each)",
+               thousands(a, sizeof a, r->raw_con.rate));
+    if (r->tp_ran) {
+        printf("  %-58s %12s\n", "end to end: notifications sent + recorded",
+               thousands(a, sizeof a, r->tp_rate));
+        printf(
+            "    %zu events in %.2f s from the relay's start to the last notification_sent row;"
+            "\n    first mail after %.3f s; every notification_sent on the broker %.2f s later\n",
+            cfg->count, r->tp_seconds, r->tp_first_sent_s, r->tail_s);
+        printf("    ");
+        probe_print("", &r->tp_cpu);
+        double total = 0;
+        int known = 1;
+        printf("    CPU per notification:");
+        for (int i = W_RELAY; i <= W_BROKER; i++) {
+            if (r->tp_cpu.cpu_s[i] < 0) {
+                known = 0;
+                continue;
+            }
+            double us = 1e6 * r->tp_cpu.cpu_s[i] / (double)cfg->count;
+            total += us;
+            printf(" %s %.0f us,", who_names[i], us);
+        }
+        if (known && total > 0)
+            printf(" together %.0f us:\n    at most %s notifications/s on %ld CPUs doing nothing "
+                   "else\n",
+                   total,
+                   thousands(a, sizeof a, 1e6 * (double)sysconf(_SC_NPROCESSORS_ONLN) / total),
+                   sysconf(_SC_NPROCESSORS_ONLN));
+        else
+            printf(" (the broker's process was not found)\n");
+        if (r->raw_pub.ran && r->raw_con.ran && r->raw_pub.cpu.cpu_s[W_BROKER] >= 0 &&
+            r->raw_con.cpu.cpu_s[W_BROKER] >= 0)
+            printf("    broker CPU per raw message: publish %.0f us, consume %.0f us\n",
+                   1e6 * r->raw_pub.cpu.cpu_s[W_BROKER] / (double)r->raw_pub.messages,
+                   1e6 * r->raw_con.cpu.cpu_s[W_BROKER] / (double)r->raw_con.messages);
+    }
+    printf("\n  %-58s %8s %8s  %s\n", "verdicts", "measured", "target", "verdict");
+    if (r->tp_ran && r->raw_con.ran)
+        printf("  %-58s %7.1f%% %8s  %s\n", "end to end / raw consume",
+               100.0 * r->tp_rate / r->raw_con.rate, "-", "(ratio)");
+    if (r->tp_ran && r->raw_pub.ran)
+        printf("  %-58s %7.1f%% %8s  %s\n", "end to end / raw publish",
+               100.0 * r->tp_rate / r->raw_pub.rate, "-", "(ratio)");
+    if (r->tp_ran)
+        printf("  %-58s %8s %8s  %s\n", "notifications per second (2 cores)",
+               thousands(a, sizeof a, r->tp_rate), thousands(b2, sizeof b2, TARGET_RATE),
+               r->tp_rate >= TARGET_RATE ? "PASS" : "MISS");
+    else
+        printf("  %-58s %8s %8s  %s\n", "notifications per second (2 cores)", "-",
+               thousands(b2, sizeof b2, TARGET_RATE), "n/a");
+    if (r->lat_ran && lat[L_TOTAL].n > 0)
+        printf("  %-58s %5.1f ms %5.0f ms  %s\n",
+               "p99 latency, commit -> mail sent, at the offered load", lat[L_TOTAL].p99,
+               TARGET_P99_MS, lat[L_TOTAL].p99 <= TARGET_P99_MS ? "PASS" : "MISS");
+    else
+        printf("  %-58s %8s %5.0f ms  %s\n", "p99 latency at the offered load", "-", TARGET_P99_MS,
+               "n/a");
+
+    if (r->lat_ran) {
+        printf(
+            "\n  latency at %.0f events/s offered (%.1f/s achieved, %zu events, %zu commits late "
+            "> 1 ms, worst %.1f ms;\n  one commit per event: %.2f ms mean, %.1f ms max), in ms:\n",
+            r->lat_offered, r->lat_achieved, r->lat_events, r->lat_late, r->lat_max_lag_ms,
+            r->lat_commit_ms_mean, r->lat_commit_ms_max);
+        printf("  %-44s %7s %7s %7s %7s %7s %7s\n", "", "p50", "p90", "p95", "p99", "max", "mean");
+        for (int j = 0; j < NLAT; j++) {
+            const dist *d = &lat[j];
+            if (d->n == 0)
+                continue;
+            printf("  %-44s %7.1f %7.1f %7.1f %7.1f %7.1f %7.1f\n", lat_labels[j], d->p50, d->p90,
+                   d->p95, d->p99, d->max, d->mean);
+        }
+        printf("    ");
+        probe_print("", &r->lat_cpu);
+    }
+
+    printf("\n  %-22s %12s %12s %10s %10s %12s\n", "service", "peak RSS", "ru_maxrss", "CPU s",
+           "stop", "exit");
+    const child *cs[2] = {&r->relay, &r->notif};
+    for (int i = 0; i < 2; i++) {
+        char why[64];
+        if (cs[i]->pid <= 0)
+            continue;
+        printf("  %-22s %8.1f MiB %8.1f MiB %10.2f %7lld ms %12s\n", cs[i]->name,
+               (double)cs[i]->vmhwm_kb / 1024.0, (double)cs[i]->maxrss_kb / 1024.0, cs[i]->cpu_s,
+               (long long)cs[i]->stop_ms, exit_text(cs[i], why, sizeof why));
+    }
+    for (int i = 0; i < 2; i++)
+        if (logs[i].warnings + logs[i].errors > 0) {
+            printf("  %s log: %zu warnings, %zu errors (%s), e.g.\n", cs[i]->name, logs[i].warnings,
+                   logs[i].errors, cs[i]->log);
+            for (size_t k = 0; k < logs[i].nfirst; k++)
+                printf("    %s\n", logs[i].first[k]);
+        }
+
+    const tally *t = &r->t;
+    printf("\n  counted: %zu events; %lld notifications (%lld sent, %lld not sent, %lld unknown "
+           "cause);\n  %lld notification_sent rows, %lld inbox rows, %ld notification_sent on the "
+           "broker;\n  %zu events with a sent notification, %zu duplicates, %zu LOST\n",
+           r->es.n, (long long)t->notifications, (long long)t->sent, (long long)t->not_sent,
+           (long long)t->unknown, (long long)t->recorded, (long long)t->inbox_rows, r->sink_depth,
+           t->matched, t->duplicates, t->lost);
+    if (tmpfs)
+        printf("\n  WARNING: the work directory was on tmpfs, where fsync costs nothing\n");
+    if (failure != NULL && *failure)
+        printf("\n  FAILED: %s\n", failure);
+    printf("\n  The users service is not on this path (its HTTP and argon2id would dominate); the "
+           "path starts\n  at its outbox. Times from the services' databases have 1 ms resolution. "
+           "CPU: 100%% = one core.\n");
+}
+
+static json_t *raw_json(const raw_result *x, const char *label)
+{
+    if (!x->ran)
+        return json_null();
+    json_t *o =
+        json_pack("{s:s, s:f, s:f, s:f, s:I, s:f, s:f, s:f}", "label", label, "rate_per_s", x->rate,
+                  "min_rate_per_s", x->rate, "max_rate_per_s", x->rate, "messages",
+                  (json_int_t)x->messages, "seconds", x->seconds, "bench_cpu_share",
+                  x->seconds > 0 ? x->bench_cpu / x->seconds : 0.0, "machine_cpu_busy", x->machine);
+    /* min = max = the one measurement: the shape plot.sh reads. */
+    if (o != NULL) {
+        json_object_set_new(o, "cpu_share", probe_json(&x->cpu));
+        json_object_set_new(o, "broker_cpu_us_per_message",
+                            x->cpu.cpu_s[W_BROKER] >= 0 && x->messages > 0
+                                ? json_real(1e6 * x->cpu.cpu_s[W_BROKER] / (double)x->messages)
+                                : json_null());
+    }
+    return o;
+}
+
+static json_t *child_json(const child *c)
+{
+    char why[64];
+    if (c->pid <= 0)
+        return json_null();
+    return json_pack("{s:I, s:I, s:f, s:I, s:s, s:b}", "vmhwm_kb", (json_int_t)c->vmhwm_kb,
+                     "ru_maxrss_kb", (json_int_t)c->maxrss_kb, "cpu_seconds", c->cpu_s, "stop_ms",
+                     (json_int_t)c->stop_ms, "exit", exit_text(c, why, sizeof why), "exit_ok",
+                     c->reaped && WIFEXITED(c->status) && WEXITSTATUS(c->status) == 0);
+}
+
+static int write_json(const char *path, const run *r, const dist *lat, const log_scan *logs,
+                      const char *date, int tmpfs, const char *failure)
+{
+    const config *cfg = r->cfg;
+    struct utsname un;
+    memset(&un, 0, sizeof un);
+    uname(&un);
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    double load[3] = {0, 0, 0};
+    if (getloadavg(load, 3) < 0)
+        load[0] = load[1] = load[2] = 0;
+    json_t *root = json_pack(
+        "{s:s, s:i, s:s, s:{s:s, s:i, s:s, s:s, s:s, s:[f,f,f]}, s:{s:s, s:s}, s:s}", "benchmark",
+        "e2e_notifications", "format", 1, "date", date, "host", "hostname", host, "nproc",
+        (int)sysconf(_SC_NPROCESSORS_ONLN), "kernel", un.release, "machine", un.machine, "note",
+        "wall-clock rates; the machine may have been shared with other work", "loadavg", load[0],
+        load[1], load[2], "broker", "product", "RabbitMQ", "version", r->b->version, "sqlite",
+        sqlite3_libversion());
+    if (root == NULL)
+        return -1;
+    json_object_set_new(root, "machine",
+                        json_pack("{s:[f,f,f], s:o, s:o}", "loadavg_at_start", r->loadavg[0],
+                                  r->loadavg[1], r->loadavg[2], "fsync_p50_ms",
+                                  r->fsync_p50_ms >= 0 ? json_real(r->fsync_p50_ms) : json_null(),
+                                  "fsync_max_ms",
+                                  r->fsync_max_ms >= 0 ? json_real(r->fsync_max_ms) : json_null()));
+    json_object_set_new(
+        root, "parameters",
+        json_pack("{s:I, s:f, s:f, s:i, s:I, s:i, s:I, s:i, s:I, s:s, s:s, s:s, s:b, s:i}", "count",
+                  (json_int_t)cfg->count, "latency_rate_per_s", cfg->rate, "latency_seconds",
+                  cfg->latency_seconds, "prefetch", cfg->prefetch, "relay_batch",
+                  (json_int_t)cfg->relay_batch, "relay_poll_ms", cfg->relay_poll_ms, "raw_window",
+                  (json_int_t)cfg->raw_window, "raw_prefetch", cfg->raw_prefetch, "event_bytes",
+                  (json_int_t)r->event_bytes, "synchronous", "full", "sender", "log", "queue_type",
+                  "classic", "workdir_on_tmpfs", tmpfs, "rounds", 1));
+    json_object_set_new(json_object_get(root, "parameters"), "service_relay",
+                        json_boolean(cfg->service_relay));
+
+    json_t *phases = json_object();
+    json_object_set_new(phases, "raw_publish",
+                        raw_json(&r->raw_pub, "raw publish (confirms, window 1000)"));
+    json_object_set_new(phases, "raw_consume",
+                        raw_json(&r->raw_con, "raw consume (prefetch 100, ack each)"));
+    if (r->tp_ran) {
+        json_t *e2e =
+            json_pack("{s:s, s:f, s:f, s:f, s:I, s:f, s:f, s:f, s:f}", "label",
+                      "end to end: outbox -> relay -> broker -> notifications", "rate_per_s",
+                      r->tp_rate, "min_rate_per_s", r->tp_rate, "max_rate_per_s", r->tp_rate,
+                      "messages", (json_int_t)cfg->count, "seconds", r->tp_seconds,
+                      "seconds_polled", r->tp_seconds_polled, "first_sent_after_s",
+                      r->tp_first_sent_s, "notification_sent_published_after_s", r->tail_s);
+        json_object_set_new(e2e, "cpu_share", probe_json(&r->tp_cpu));
+        json_t *per = json_object();
+        double total = 0;
+        int known = 1;
+        for (int i = 0; i < NWHO; i++) {
+            double us =
+                r->tp_cpu.cpu_s[i] >= 0 ? 1e6 * r->tp_cpu.cpu_s[i] / (double)cfg->count : -1;
+            json_object_set_new(per, who_keys[i], us >= 0 ? json_real(us) : json_null());
+            if (i != W_BENCH) {
+                known &= us >= 0;
+                total += us >= 0 ? us : 0;
+            }
+        }
+        json_object_set_new(per, "services_and_broker", known ? json_real(total) : json_null());
+        json_object_set_new(e2e, "cpu_us_per_notification", per);
+        json_object_set_new(e2e, "cpu_ceiling_per_s",
+                            known && total > 0
+                                ? json_real(1e6 * (double)sysconf(_SC_NPROCESSORS_ONLN) / total)
+                                : json_null());
+        json_object_set_new(phases, "e2e", e2e);
+    } else {
+        json_object_set_new(phases, "e2e", json_null());
+    }
+    json_object_set_new(root, "phases", phases);
+
+    json_t *ratios = json_object();
+    if (r->tp_ran && r->raw_con.ran)
+        json_object_set_new(
+            ratios, "e2e_vs_raw_consume",
+            json_pack("{s:f, s:n, s:n}", "value", r->tp_rate / r->raw_con.rate, "target", "pass"));
+    if (r->tp_ran && r->raw_pub.ran)
+        json_object_set_new(
+            ratios, "e2e_vs_raw_publish",
+            json_pack("{s:f, s:n, s:n}", "value", r->tp_rate / r->raw_pub.rate, "target", "pass"));
+    json_object_set_new(root, "ratios", ratios);
+
+    json_t *targets = json_object();
+    json_object_set_new(targets, "notifications_per_s",
+                        r->tp_ran
+                            ? json_pack("{s:f, s:f, s:b}", "value", r->tp_rate, "target",
+                                        TARGET_RATE, "pass", r->tp_rate >= TARGET_RATE)
+                            : json_pack("{s:n, s:f, s:n}", "value", "target", TARGET_RATE, "pass"));
+    json_object_set_new(
+        targets, "latency_p99_ms",
+        r->lat_ran && lat[L_TOTAL].n > 0
+            ? json_pack("{s:f, s:f, s:b}", "value", lat[L_TOTAL].p99, "target", TARGET_P99_MS,
+                        "pass", lat[L_TOTAL].p99 <= TARGET_P99_MS)
+            : json_pack("{s:n, s:f, s:n}", "value", "target", TARGET_P99_MS, "pass"));
+    json_object_set_new(root, "targets", targets);
+
+    if (r->lat_ran) {
+        json_t *l =
+            json_pack("{s:f, s:f, s:I, s:I, s:f, s:f, s:f, s:s}", "offered_per_s", r->lat_offered,
+                      "achieved_per_s", r->lat_achieved, "events", (json_int_t)r->lat_events,
+                      "late_commits", (json_int_t)r->lat_late, "max_lag_ms", r->lat_max_lag_ms,
+                      "commit_ms_mean", r->lat_commit_ms_mean, "commit_ms_max",
+                      r->lat_commit_ms_max, "resolution", "1 ms (service times are epoch ms)");
+        json_t *ms = json_object();
+        for (int j = 0; j < NLAT; j++)
+            json_object_set_new(ms, lat_keys[j], dist_json(&lat[j]));
+        json_object_set_new(l, "ms", ms);
+        json_object_set_new(l, "cpu_share", probe_json(&r->lat_cpu));
+        json_object_set_new(root, "latency", l);
+    } else {
+        json_object_set_new(root, "latency", json_null());
+    }
+
+    json_t *svc = json_object();
+    json_object_set_new(svc, "relay", child_json(&r->relay));
+    json_object_set_new(svc, "notifications", child_json(&r->notif));
+    json_object_set_new(svc, "relay_log",
+                        json_pack("{s:I, s:I}", "warnings", (json_int_t)logs[0].warnings, "errors",
+                                  (json_int_t)logs[0].errors));
+    json_object_set_new(svc, "notifications_log",
+                        json_pack("{s:I, s:I}", "warnings", (json_int_t)logs[1].warnings, "errors",
+                                  (json_int_t)logs[1].errors));
+    json_object_set_new(root, "services", svc);
+
+    const tally *t = &r->t;
+    json_object_set_new(
+        root, "counts",
+        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "events",
+                  (json_int_t)r->es.n, "notifications", (json_int_t)t->notifications, "sent",
+                  (json_int_t)t->sent, "not_sent", (json_int_t)t->not_sent, "unknown_cause",
+                  (json_int_t)t->unknown, "notification_sent_rows", (json_int_t)t->recorded,
+                  "inbox_rows", (json_int_t)t->inbox_rows, "notification_sent_on_broker",
+                  (json_int_t)r->sink_depth, "events_with_sent_notification",
+                  (json_int_t)t->matched, "duplicates", (json_int_t)t->duplicates));
+    json_object_set_new(root, "lost", json_integer((json_int_t)t->lost));
+    json_object_set_new(root, "undelivered", json_integer((json_int_t)t->undelivered));
+    json_object_set_new(root, "error", failure && *failure ? json_string(failure) : json_null());
+    json_object_set_new(root, "ok", json_boolean(t->lost == 0 && !(failure && *failure)));
+    int rc =
+        json_dump_file(root, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+    json_decref(root);
+    return rc;
+}
+
+/* ---- files ------------------------------------------------------------------------------ */
+
+static int is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int is_exe(const char *p)
+{
+    return access(p, X_OK) == 0;
+}
+
+/* The first DIR/templates holding email_verification.subject, DIR = start and its parents. */
+static int find_templates(const char *start, char *out, size_t cap)
+{
+    char dir[4096];
+    if (realpath(start, dir) == NULL)
+        return -1;
+    for (;;) {
+        char probe[4200];
+        snprintf(probe, sizeof probe, "%s/templates/email_verification.subject", dir);
+        if (access(probe, R_OK) == 0) {
+            snprintf(out, cap, "%s/templates", dir);
+            return 0;
+        }
+        char *slash = strrchr(dir, '/');
+        if (slash == NULL || slash == dir)
+            return -1;
+        *slash = '\0';
+    }
+}
+
+static int on_tmpfs(const char *dir)
+{
+    struct statfs fs;
+    return statfs(dir, &fs) == 0 && fs.f_type == 0x01021994; /* TMPFS_MAGIC */
+}
+
+static void remove_workdir(const char *dir)
+{
+    static const char *const names[] = {"users.db", "notifications.db", "relay.log",
+                                        "notifications.log"};
+    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+    char path[4200];
+    for (size_t n = 0; n < sizeof names / sizeof names[0]; n++)
+        for (size_t k = 0; k < sizeof suffixes / sizeof suffixes[0]; k++) {
+            snprintf(path, sizeof path, "%s/%s%s", dir, names[n], suffixes[k]);
+            unlink(path);
+        }
+    rmdir(dir);
+}
+
+static void on_fatal_signal(int sig)
+{
+    /* Ctrl-C: the services (same process group) got it too; let them finish, then go. */
+    signal(sig, SIG_DFL);
+    stop_all();
+    raise(sig);
+}
+
+/* ---- main ------------------------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    config cfg;
+    int prc = parse_args(argc, argv, &cfg);
+    if (prc == 1)
+        return 0;
+    if (prc != 0)
+        return 2;
+
+    run *r = calloc(1, sizeof *r);
+    broker b;
+    memset(&b, 0, sizeof b);
+    snprintf(b.version, sizeof b.version, "?");
+    if (r == NULL)
+        return 1;
+    r->cfg = &cfg;
+    r->b = &b;
+    srand((unsigned)(hd_clock_ns() ^ getpid()));
+
+    /* The binaries and the templates. */
+    char bindir[4096];
+    if (cfg.bin_dir != NULL) {
+        snprintf(bindir, sizeof bindir, "%s", cfg.bin_dir);
+    } else {
+        ssize_t n = readlink("/proc/self/exe", bindir, sizeof bindir - 1);
+        if (n <= 0)
+            snprintf(bindir, sizeof bindir, "%s", argv[0]);
+        else
+            bindir[n] = '\0';
+        char *slash = strrchr(bindir, '/');
+        if (slash != NULL)
+            *slash = '\0';
+        else
+            snprintf(bindir, sizeof bindir, ".");
+    }
+    snprintf(r->relay_exe, sizeof r->relay_exe, "%s/herald-relay", bindir);
+    snprintf(r->notif_exe, sizeof r->notif_exe, "%s/herald-notifications", bindir);
+    if (!is_exe(r->relay_exe) || !is_exe(r->notif_exe)) {
+        fprintf(stderr,
+                PROG ": %s and %s must be built (cmake --build ... --target herald-relay "
+                     "herald-notifications), or pass --bin-dir\n",
+                r->relay_exe, r->notif_exe);
+        return 2;
+    }
+    const char *tpl = cfg.templates ? cfg.templates : getenv("HD_TEMPLATES_DIR");
+    if (tpl != NULL && *tpl) {
+        if (realpath(tpl, r->templates) == NULL || !is_dir(r->templates)) {
+            fprintf(stderr, PROG ": templates directory %s not found\n", tpl);
+            return 2;
+        }
+    } else if (find_templates(bindir, r->templates, sizeof r->templates) < 0 &&
+               find_templates(".", r->templates, sizeof r->templates) < 0) {
+        fprintf(stderr, PROG ": cannot find templates/ above %s or here: pass --templates\n",
+                bindir);
+        return 2;
+    }
+
+    /* The work directory. */
+    char path[4096];
+    if (cfg.workdir != NULL) {
+        if (mkdir(cfg.workdir, 0700) < 0 && errno != EEXIST) {
+            fprintf(stderr, PROG ": cannot create %s: %s\n", cfg.workdir, strerror(errno));
+            return 1;
+        }
+        snprintf(path, sizeof path, "%s/e2e_notifications-XXXXXX", cfg.workdir);
+    } else {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(path, sizeof path, "%s/herald-e2e-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    }
+    if (mkdtemp(path) == NULL || realpath(path, r->dir) == NULL) {
+        fprintf(stderr, PROG ": cannot create a work directory: %s\n", strerror(errno));
+        return 1;
+    }
+    snprintf(r->users_db, sizeof r->users_db, "%s/users.db", r->dir);
+    snprintf(r->notif_db, sizeof r->notif_db, "%s/notifications.db", r->dir);
+    int tmpfs = on_tmpfs(r->dir);
+
+    char redacted[512], date[32];
+    hd_amqp_url_redact(cfg.url, redacted, sizeof redacted);
+    now_utc(date, sizeof date);
+    fprintf(stderr, PROG ": %zu events, then %.0f/s for %.0f s; broker %s; work directory %s\n",
+            cfg.count, cfg.rate, cfg.latency_seconds, redacted, r->dir);
+    fprintf(stderr, PROG ": services from %s, templates %s\n", bindir, r->templates);
+    if (tmpfs)
+        fprintf(stderr,
+                PROG ": WARNING: %s is on tmpfs, where fsync is free: the figures will "
+                     "look too good (use --workdir on a disk)\n",
+                r->dir);
+    r->fsync_p50_ms = r->fsync_max_ms = -1;
+    if (fsync_probe(r->dir, 200, &r->fsync_p50_ms, &r->fsync_max_ms) == 0)
+        fprintf(stderr,
+                PROG ": disk: 4 KiB write + fdatasync %.2f ms (median of 200), worst %.1f "
+                     "ms\n",
+                r->fsync_p50_ms, r->fsync_max_ms);
+    if (getloadavg(r->loadavg, 3) < 0)
+        r->loadavg[0] = r->loadavg[1] = r->loadavg[2] = 0;
+    signal(SIGINT, on_fatal_signal);
+    signal(SIGTERM, on_fatal_signal);
+    signal(SIGPIPE, SIG_IGN);
+
+    hd_error err;
+    hd_error_clear(&err);
+    char failure[HD_ERROR_TEXT_MAX + 160] = "";
+#define FAIL(what)                                                                                 \
+    do {                                                                                           \
+        snprintf(failure, sizeof failure, "%s: %s", what, err.text);                               \
+        goto done;                                                                                 \
+    } while (0)
+
+    if (broker_setup(&b, cfg.url, &err) < 0)
+        FAIL("broker setup");
+    r->broker_pid = broker_pid = find_listener(b.port);
+    fprintf(stderr, "RabbitMQ %s%s; exchange %s, queue %s\n", b.version,
+            r->broker_pid > 0 ? "" : " (its process was not found: its CPU is not reported)",
+            b.users_exchange, b.queue);
+
+    /* The size of the events, for the raw messages. */
+    {
+        hd_envelope *env = make_event(0);
+        char *text = NULL;
+        if (env != NULL && hd_envelope_encode(env, &text, &r->event_bytes, NULL) == 0)
+            free(text);
+        hd_envelope_free(env);
+        if (r->event_bytes == 0)
+            r->event_bytes = 400;
+    }
+
+    /* 1: the raw limits, before any service runs. */
+    if (raw_publish(&cfg, &b, cfg.count, r->event_bytes, &r->raw_pub, &err) < 0)
+        FAIL("raw publish");
+    if (raw_consume(&cfg, &b, cfg.count, &r->raw_con, &err) < 0)
+        FAIL("raw consume");
+
+    /* 2: the users outbox, the service, then the relay. */
+    {
+        char url[4300];
+        if (hd_store_open(sqlite_url(url, sizeof url, r->users_db), &r->users, &err) < 0 ||
+            hd_outbox_migrate(r->users, &err) < 0)
+            FAIL("users outbox");
+    }
+    if (fill_outbox(r->users, cfg.count, &r->es, &err) < 0)
+        FAIL("users outbox fill");
+    if (start_notifications(r, &err) < 0)
+        FAIL("start");
+    if (throughput_phase(r, &err) < 0)
+        FAIL("throughput");
+
+    /* 3: latency at the offered load. */
+    if (cfg.latency_seconds > 0 && latency_phase(r, &err) < 0)
+        FAIL("latency");
+
+done:
+    /* 4: peak RSS, stop, exit status; then count everything. */
+    if (r->relay.pid > 0 && child_stop(&r->relay) < 0 && failure[0] == '\0') {
+        char why[64];
+        snprintf(failure, sizeof failure, "herald-relay did not stop cleanly (%s)",
+                 exit_text(&r->relay, why, sizeof why));
+    }
+    if (r->notif.pid > 0 && child_stop(&r->notif) < 0 && failure[0] == '\0') {
+        char why[64];
+        snprintf(failure, sizeof failure, "herald-notifications did not stop cleanly (%s)",
+                 exit_text(&r->notif, why, sizeof why));
+    }
+    children[0] = children[1] = NULL;
+    log_scan logs[2];
+    memset(logs, 0, sizeof logs);
+    if (r->relay.pid > 0)
+        scan_log(r->relay.log, &logs[0]);
+    if (r->notif.pid > 0)
+        scan_log(r->notif.log, &logs[1]);
+
+    dist lat[NLAT];
+    memset(lat, 0, sizeof lat);
+    int completed = failure[0] == '\0'; /* every phase ran to its end */
+    if (r->es.n > 0 && r->ro_notif != NULL && r->ro_users != NULL) {
+        if (index_events(&r->es) < 0) {
+            snprintf(failure, sizeof failure, "out of memory");
+        } else if (collect(&r->es, r->ro_notif, r->ro_users, &r->t, &err) < 0) {
+            if (failure[0] == '\0')
+                snprintf(failure, sizeof failure, "counting: %s", err.text);
+        } else {
+            latency_dists(r, lat);
+            if (completed)
+                r->t.lost = r->t.undelivered;
+        }
+        r->sink_depth = b.admin ? queue_depth(&b, b.sink) : -1;
+        if (failure[0] == '\0' && cfg.service_relay && r->sink_depth != (long)r->es.n)
+            snprintf(failure, sizeof failure, "%ld notification_sent on the broker for %zu events",
+                     r->sink_depth, r->es.n);
+    }
+    fflush(stderr);
+    print_results(r, lat, logs, date, tmpfs, failure);
+    if (r->t.lost > 0)
+        printf("\n  LOST: %zu events have no sent notification with its notification_sent row\n",
+               r->t.lost);
+    else if (!completed && r->t.undelivered > 0)
+        printf("\n  %zu events were not delivered when the run failed (still in an outbox or a "
+               "queue)\n",
+               r->t.undelivered);
+    fflush(stdout);
+    if (cfg.out != NULL) {
+        if (write_json(cfg.out, r, lat, logs, date, tmpfs, failure) < 0)
+            fprintf(stderr, PROG ": cannot write %s\n", cfg.out);
+        else
+            fprintf(stderr, "results: %s (bench/plot.sh %s draws them)\n", cfg.out, cfg.out);
+    }
+
+    sqlite3_close(r->ro_notif);
+    sqlite3_close(r->ro_users);
+    hd_store_close(r->users);
+    broker_teardown(&b);
+    int evidence = (failure[0] != '\0' && (r->relay.pid > 0 || r->notif.pid > 0)) || r->t.lost > 0;
+    if (cfg.keep || evidence)
+        fprintf(stderr, "kept %s%s\n", r->dir,
+                cfg.keep ? ""
+                         : " (the run failed: the databases and the services' logs are there)");
+    else
+        remove_workdir(r->dir);
+    int status = r->t.lost > 0 || failure[0] != '\0' ? 1 : 0;
+    free(r->es.v);
+    free(r->es.by_id);
+    free(r);
+    return status;
+}
