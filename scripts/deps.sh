@@ -37,6 +37,13 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
   chmod +x /usr/sbin/policy-rc.d
   trap 'rm -f /usr/sbin/policy-rc.d' EXIT
 fi
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}"
-echo "deps: done"
+# apt and dpkg talk a lot; keep it in a log and show it only when something fails.
+log=${TMPDIR:-/tmp}/herald-deps.log
+start=$(date +%s)
+if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+     >"$log" 2>&1; then
+  tail -n 30 "$log" >&2
+  echo "deps: apt-get failed (full log: $log)" >&2
+  exit 1
+fi
+echo "deps: done in $(( $(date +%s) - start )) s (log: $log)"
