@@ -46,7 +46,7 @@ static const hd_setting settings[] = {
      "another may take it (crash recovery time); more than "
      "twice HD_SMTP_TIMEOUT_MS"},
     {"HD_NOTIFY_SWEEP_MS", "1000", "longest sleep of the sweeper (retries, API sends), ms"},
-    {"HD_PREFETCH", "100", "unacked deliveries held, and the group-commit window (1..256)"},
+    {"HD_PREFETCH", "256", "unacked deliveries held, and the group-commit window (1..256)"},
     {"HD_USERS_EXCHANGE", "users", "the users service's topic exchange"},
     {"HD_NOTIFICATIONS_QUEUE", "users.notifications", "the work queue (with .retry.*, .dlq)"},
     {"HD_NOTIFICATIONS_RELAY", "true",
@@ -164,7 +164,7 @@ static int read_broker(const hd_config *cfg, notif_config *c, hd_error *err)
                             "HD_USERS_EXCHANGE and HD_NOTIFICATIONS_QUEUE "
                             "may not be empty");
     /* 256 is the consumer's largest batch: a window never holds more. */
-    if ((rc = hd_config_get_int(cfg, "HD_PREFETCH", 100, 1, 256, &v, err)) < 0)
+    if ((rc = hd_config_get_int(cfg, "HD_PREFETCH", 256, 1, 256, &v, err)) < 0)
         return rc;
     c->prefetch = (int)v;
     return hd_config_get_bool(cfg, "HD_NOTIFICATIONS_RELAY", 1, &c->relay, err);
