@@ -559,3 +559,68 @@ int contract_data_requires(const event_contract *c, const char *name)
     }
     return 0;
 }
+
+/* ---- what every contract test shares ------------------------------------------------------ */
+
+static int contract_suite_setup(void **state)
+{
+    (void)state;
+    char why[1024];
+    if (contract_set_load(CONTRACT_EVENTS_DIR, &contracts, why, sizeof why) < 0) {
+        fprintf(stderr, "cannot load the contracts: %s\n", why);
+        return -1;
+    }
+    return 0;
+}
+
+static int contract_suite_teardown(void **state)
+{
+    (void)state;
+    contract_set_release(&contracts);
+    return 0;
+}
+
+/* unused: the consumer's test checks examples through the consumer instead. */
+__attribute__((unused)) static int contract_check_examples(const contract_set *set,
+                                                           const char *prefix,
+                                                           const hd_registry *reg,
+                                                           const char *reg_name, size_t *checked)
+{
+    int broken = 0;
+    *checked = 0;
+    for (size_t i = 0; i < set->count; i++) {
+        const event_contract *c = &set->items[i];
+        if (strncmp(c->type, prefix, strlen(prefix)) != 0)
+            continue;
+        if (c->n_examples == 0) {
+            fprintf(stderr, "%s v%d has no example: add one under examples/\n", c->type,
+                    c->version);
+            broken++;
+        }
+        for (size_t e = 0; e < c->n_examples; e++, (*checked)++) {
+            const contract_example *ex = &c->examples[e];
+            char why[2048];
+            /* Against the schema of its own folder, whatever its "type" says. */
+            if (contract_validate(c->schema, ex->json, why, sizeof why) > 0) {
+                fprintf(stderr, "%s/v%d/examples/%s does not validate: %s\n", c->type,
+                        c->version, ex->name, why);
+                broken++;
+                continue;
+            }
+            /* The producer's validators (C field lists) accept it too: they and the JSON
+             * schema describe the same thing. */
+            char *text = json_dumps(ex->json, JSON_COMPACT);
+            hd_envelope *env = NULL;
+            hd_error err;
+            if (text == NULL ||
+                hd_envelope_decode(reg, text, strlen(text), &env, &err) != HD_OK) {
+                fprintf(stderr, "%s/v%d/examples/%s: %s refuses it: %s\n", c->type, c->version,
+                        ex->name, reg_name, text ? err.text : "cannot encode the example");
+                broken++;
+            }
+            hd_envelope_free(env);
+            free(text);
+        }
+    }
+    return broken;
+}

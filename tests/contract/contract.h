@@ -38,6 +38,8 @@
 
 #include <jansson.h>
 
+#include "herald/envelope.h"
+
 /* Where the contracts live in the source tree. */
 #define CONTRACT_EVENTS_DIR HD_SOURCE_DIR "/tests/contract/events"
 
@@ -66,6 +68,22 @@ typedef struct contract_set {
  * (naming the file) in why. */
 int contract_set_load(const char *root, contract_set *set, char *why, size_t why_len);
 void contract_set_release(contract_set *set);
+
+/* The set every contract test works on, loaded once per test program by
+ * contract_suite_setup and released by contract_suite_teardown (pass both to
+ * cmocka_run_group_tests_name). */
+static contract_set contracts;
+static int contract_suite_setup(void **state);
+static int contract_suite_teardown(void **state);
+
+/* Check every example of the contracts whose type starts with prefix: it must validate
+ * against the schema of its own folder, and the producer's registry reg (its C validators,
+ * named reg_name in messages) must accept it, so that the two descriptions of an event
+ * cannot drift apart. A contract without an example counts as broken. Each problem is
+ * printed to stderr; returns how many there were, and sets *checked to the examples seen. */
+static int contract_check_examples(const contract_set *set, const char *prefix,
+                                   const hd_registry *reg, const char *reg_name,
+                                   size_t *checked);
 
 /* The contract of (type, version) in set, borrowed; NULL when there is none. */
 const event_contract *contract_find(const contract_set *set, const char *type, int version);

@@ -36,7 +36,6 @@
 
 #include "contract.c"
 
-static contract_set contracts; /* loaded once, for every case */
 
 /* What each users event must lead to: the behaviour half of the contract. */
 static const struct {
@@ -395,24 +394,6 @@ static void test_template_variables_come_from_the_contract(void **state)
 
 /* ---- main ----------------------------------------------------------------------------------- */
 
-static int load_contracts(void **state)
-{
-    (void)state;
-    char why[1024];
-    if (contract_set_load(CONTRACT_EVENTS_DIR, &contracts, why, sizeof why) < 0) {
-        fprintf(stderr, "cannot load the contracts: %s\n", why);
-        return -1;
-    }
-    return 0;
-}
-
-static int release_contracts(void **state)
-{
-    (void)state;
-    contract_set_release(&contracts);
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -423,6 +404,6 @@ int main(void)
         cmocka_unit_test(test_removing_a_required_member_is_refused),
         cmocka_unit_test(test_template_variables_come_from_the_contract),
     };
-    return cmocka_run_group_tests_name("notifications consumer contract", tests, load_contracts,
-                                       release_contracts);
+    return cmocka_run_group_tests_name("notifications consumer contract", tests, contract_suite_setup,
+                                       contract_suite_teardown);
 }

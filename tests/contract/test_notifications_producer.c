@@ -37,7 +37,6 @@
 #define PRODUCER_PREFIX "notifications."
 #define MAX_ATTEMPTS    3
 
-static contract_set contracts; /* loaded once, for every case */
 
 /* The users events that ask for a mail, whose examples drive the service. */
 static const char *const mail_events[] = {
@@ -243,37 +242,9 @@ static void test_examples_validate_against_their_own_schema(void **state)
     (void)state;
     hd_registry *producer = notif_emitted_registry();
     assert_non_null(producer);
-    int broken = 0;
     size_t checked = 0;
-    for (size_t i = 0; i < contracts.count; i++) {
-        const event_contract *c = &contracts.items[i];
-        if (strncmp(c->type, PRODUCER_PREFIX, strlen(PRODUCER_PREFIX)) != 0)
-            continue;
-        if (c->n_examples == 0) {
-            print_error("%s v%d has no example: add one under examples/\n", c->type, c->version);
-            broken++;
-        }
-        for (size_t e = 0; e < c->n_examples; e++, checked++) {
-            const contract_example *ex = &c->examples[e];
-            char why[2048];
-            if (contract_validate(c->schema, ex->json, why, sizeof why) > 0) {
-                print_error("%s/v%d/examples/%s does not validate: %s\n", c->type, c->version,
-                            ex->name, why);
-                broken++;
-                continue;
-            }
-            char *text = json_dumps(ex->json, JSON_COMPACT);
-            hd_envelope *env = NULL;
-            hd_error err;
-            if (hd_envelope_decode(producer, text, strlen(text), &env, &err) != HD_OK) {
-                print_error("%s/v%d/examples/%s: notif_emitted_registry refuses it: %s\n", c->type,
-                            c->version, ex->name, err.text);
-                broken++;
-            }
-            hd_envelope_free(env);
-            free(text);
-        }
-    }
+    int broken = contract_check_examples(&contracts, PRODUCER_PREFIX, producer, "notif_emitted_registry",
+                                         &checked);
     hd_registry_free(producer);
     assert_true(checked >= 2);
     assert_int_equal(broken, 0);
@@ -321,24 +292,6 @@ static void test_emitted_types_are_exactly_the_contracts(void **state)
 
 /* ---- main ----------------------------------------------------------------------------------- */
 
-static int load_contracts(void **state)
-{
-    (void)state;
-    char why[1024];
-    if (contract_set_load(CONTRACT_EVENTS_DIR, &contracts, why, sizeof why) < 0) {
-        fprintf(stderr, "cannot load the contracts: %s\n", why);
-        return -1;
-    }
-    return 0;
-}
-
-static int release_contracts(void **state)
-{
-    (void)state;
-    contract_set_release(&contracts);
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -347,6 +300,6 @@ int main(void)
         cmocka_unit_test(test_examples_validate_against_their_own_schema),
         cmocka_unit_test(test_emitted_types_are_exactly_the_contracts),
     };
-    return cmocka_run_group_tests_name("notifications producer contract", tests, load_contracts,
-                                       release_contracts);
+    return cmocka_run_group_tests_name("notifications producer contract", tests, contract_suite_setup,
+                                       contract_suite_teardown);
 }
