@@ -62,7 +62,6 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/utsname.h>
-#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -71,6 +70,7 @@
 #include <jansson.h>
 #include <sqlite3.h>
 
+#include "bench_util.h"
 #include "herald/amqp.h"
 #include "herald/clock.h"
 #include "herald/envelope.h"
@@ -308,52 +308,11 @@ static int parse_args(int argc, char **argv, config *cfg)
 
 /* ---- small things ----------------------------------------------------------------------- */
 
-/* "12,345" */
-static const char *thousands(char *buf, size_t cap, double v)
-{
-    char digits[32];
-    snprintf(digits, sizeof digits, "%.0f", v < 0 ? 0 : v);
-    size_t n = strlen(digits), o = 0;
-    for (size_t i = 0; i < n && o + 2 < cap; i++) {
-        if (i > 0 && (n - i) % 3 == 0)
-            buf[o++] = ',';
-        buf[o++] = digits[i];
-    }
-    buf[o] = '\0';
-    return buf;
-}
-
 static int64_t wall_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static double cpu_seconds(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-}
-
-/* Jiffies of the whole machine from /proc/stat: busy (everything but idle and iowait) and
- * total. Zero when unavailable. */
-static void machine_jiffies(unsigned long long *busy, unsigned long long *total)
-{
-    *busy = *total = 0;
-    FILE *f = fopen("/proc/stat", "r");
-    if (f == NULL)
-        return;
-    unsigned long long v[8] = {0};
-    if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4],
-               &v[5], &v[6], &v[7]) == 8) {
-        for (int i = 0; i < 8; i++)
-            *total += v[i];
-        *busy = *total - v[3] - v[4];
-    }
-    fclose(f);
 }
 
 /* utime + stime of a process (all its threads), in clock ticks; -1 when it is gone. */
@@ -514,8 +473,8 @@ static void probe_begin(cpu_probe *c)
 {
     for (int i = 0; i < NWHO; i++)
         c->t0[i] = c->pid[i] > 0 ? proc_cpu_ticks(c->pid[i]) : -1;
-    c->bench0 = cpu_seconds();
-    machine_jiffies(&c->busy0, &c->total0);
+    c->bench0 = bench_cpu_seconds();
+    bench_machine_jiffies(&c->busy0, &c->total0);
     for (int k = 0; k < 2; k++)
         c->psi0[k] = psi_some_us(psi_names[k]);
     c->ns0 = hd_clock_ns();
@@ -529,7 +488,7 @@ static void probe_end(cpu_probe *c)
     for (int i = 0; i < NWHO; i++) {
         c->share[i] = c->cpu_s[i] = -1;
         if (i == W_BENCH)
-            c->cpu_s[i] = cpu_seconds() - c->bench0;
+            c->cpu_s[i] = bench_cpu_seconds() - c->bench0;
         else {
             long long t1 = c->pid[i] > 0 ? proc_cpu_ticks(c->pid[i]) : -1;
             if (c->t0[i] >= 0 && t1 >= c->t0[i])
@@ -544,7 +503,7 @@ static void probe_end(cpu_probe *c)
             v >= 0 && c->psi0[k] >= 0 && secs > 0 ? (double)(v - c->psi0[k]) / 1e6 / secs : -1;
     }
     unsigned long long busy, total;
-    machine_jiffies(&busy, &total);
+    bench_machine_jiffies(&busy, &total);
     c->machine = total > c->total0 ? (double)(busy - c->busy0) / (double)(total - c->total0) : 0;
 }
 
@@ -608,7 +567,7 @@ static void progress_tick(progress *pr, size_t done, const char *extra)
     char r[32];
     double rate = (double)(done - pr->last_done) * 1e9 / (double)(now - pr->last_ns);
     fprintf(stderr, "%s: %zu/%zu (%zu%%) %s/s%s%s\n", pr->name, done, pr->total,
-            pr->total ? done * 100 / pr->total : 0, thousands(r, sizeof r, rate),
+            pr->total ? done * 100 / pr->total : 0, bench_thousands(r, sizeof r, rate),
             extra && *extra ? ", " : "", extra ? extra : "");
     pr->last_ns = now;
     pr->last_done = done;
@@ -758,8 +717,8 @@ static void timer_begin(timer *t, raw_result *r)
     t->probe = &r->cpu;
     t->probe->pid[W_BROKER] = broker_pid;
     probe_begin(t->probe);
-    machine_jiffies(&t->busy0, &t->total0);
-    t->cpu0 = cpu_seconds();
+    bench_machine_jiffies(&t->busy0, &t->total0);
+    t->cpu0 = bench_cpu_seconds();
     t->t0 = hd_clock_ns();
 }
 
@@ -768,8 +727,8 @@ static void timer_end(const timer *t, size_t messages, raw_result *r)
     int64_t t1 = hd_clock_ns();
     unsigned long long busy, total;
     probe_end(t->probe);
-    r->bench_cpu = cpu_seconds() - t->cpu0;
-    machine_jiffies(&busy, &total);
+    r->bench_cpu = bench_cpu_seconds() - t->cpu0;
+    bench_machine_jiffies(&busy, &total);
     r->machine = total > t->total0 ? (double)(busy - t->busy0) / (double)(total - t->total0) : 0;
     r->messages = messages;
     r->seconds = (double)(t1 - t->t0) / 1e9;
@@ -1334,7 +1293,6 @@ static void scan_log(const char *path, log_scan *s)
     fclose(f);
 }
 
-static int cmp_double(const void *a, const void *b);
 
 /* ---- the disk: what an fsync costs right now ------------------------------------------------ */
 
@@ -1362,7 +1320,7 @@ static int fsync_probe(const char *dir, int n, double *p50, double *max)
     close(fd);
     unlink(path);
     if (rc == 0) {
-        qsort(v, (size_t)n, sizeof *v, cmp_double);
+        qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
         *p50 = v[n / 2];
         *max = v[n - 1];
     }
@@ -1724,7 +1682,7 @@ static int throughput_phase(run *r, hd_error *err)
     fprintf(stderr,
             "e2e notifications sent: %zu in %.2f s (to the last notification_sent row), %s/s "
             "(polled: %.2f s)\n",
-            n, r->tp_seconds, thousands(a, sizeof a, r->tp_rate), r->tp_seconds_polled);
+            n, r->tp_seconds, bench_thousands(a, sizeof a, r->tp_rate), r->tp_seconds_polled);
 
     /* Let the service's own relay publish every notification_sent before the next phase
      * (it is part of the pipeline, and must not overlap the latency measurement). */
@@ -1830,12 +1788,6 @@ typedef struct dist {
     double min, p50, p90, p95, p99, p999, max, mean;
 } dist;
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* The nearest-rank percentile p (0..1) of sorted v[0..n), n > 0: the smallest value with at
  * least p * n values at or below it. */
 static double rank(const double *v, size_t n, double p)
@@ -1854,7 +1806,7 @@ static dist distribution(double *v, size_t n)
     d.n = n;
     if (n == 0)
         return d;
-    qsort(v, n, sizeof *v, cmp_double);
+    qsort(v, n, sizeof *v, bench_cmp_double);
     double sum = 0;
     for (size_t i = 0; i < n; i++)
         sum += v[i];
@@ -1923,14 +1875,6 @@ static void latency_dists(const run *r, dist out[NLAT])
     }
 }
 
-static void now_utc(char *buf, size_t cap)
-{
-    time_t t = time(NULL);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 static void print_results(const run *r, const dist *lat, const log_scan *logs, const char *date,
                           int tmpfs, const char *failure)
 {
@@ -1954,13 +1898,13 @@ static void print_results(const run *r, const dist *lat, const log_scan *logs, c
     printf("  %-58s %12s\n", "throughput", "per second");
     if (r->raw_pub.ran)
         printf("  %-58s %12s\n", "raw publish (confirms, window 1000; event-sized bodies)",
-               thousands(a, sizeof a, r->raw_pub.rate));
+               bench_thousands(a, sizeof a, r->raw_pub.rate));
     if (r->raw_con.ran)
         printf("  %-58s %12s\n", "raw consume (prefetch 100, ack each)",
-               thousands(a, sizeof a, r->raw_con.rate));
+               bench_thousands(a, sizeof a, r->raw_con.rate));
     if (r->tp_ran) {
         printf("  %-58s %12s\n", "end to end: notifications sent + recorded",
-               thousands(a, sizeof a, r->tp_rate));
+               bench_thousands(a, sizeof a, r->tp_rate));
         printf(
             "    %zu events in %.2f s from the relay's start to the last notification_sent row;"
             "\n    first mail after %.3f s; every notification_sent on the broker %.2f s later\n",
@@ -1983,7 +1927,7 @@ static void print_results(const run *r, const dist *lat, const log_scan *logs, c
             printf(" together %.0f us:\n    at most %s notifications/s on %ld CPUs doing nothing "
                    "else\n",
                    total,
-                   thousands(a, sizeof a, 1e6 * (double)sysconf(_SC_NPROCESSORS_ONLN) / total),
+                   bench_thousands(a, sizeof a, 1e6 * (double)sysconf(_SC_NPROCESSORS_ONLN) / total),
                    sysconf(_SC_NPROCESSORS_ONLN));
         else
             printf(" (the broker's process was not found)\n");
@@ -2002,11 +1946,11 @@ static void print_results(const run *r, const dist *lat, const log_scan *logs, c
                100.0 * r->tp_rate / r->raw_pub.rate, "-", "(ratio)");
     if (r->tp_ran)
         printf("  %-58s %8s %8s  %s\n", "notifications per second (2 cores)",
-               thousands(a, sizeof a, r->tp_rate), thousands(b2, sizeof b2, TARGET_RATE),
+               bench_thousands(a, sizeof a, r->tp_rate), bench_thousands(b2, sizeof b2, TARGET_RATE),
                r->tp_rate >= TARGET_RATE ? "PASS" : "MISS");
     else
         printf("  %-58s %8s %8s  %s\n", "notifications per second (2 cores)", "-",
-               thousands(b2, sizeof b2, TARGET_RATE), "n/a");
+               bench_thousands(b2, sizeof b2, TARGET_RATE), "n/a");
     if (r->lat_ran && lat[L_TOTAL].n > 0)
         printf("  %-58s %5.1f ms %5.0f ms  %s\n",
                "p99 latency, commit -> mail sent, at the offered load", lat[L_TOTAL].p99,
@@ -2094,7 +2038,7 @@ static json_t *child_json(const child *c)
     if (c->pid <= 0)
         return json_null();
     return json_pack("{s:I, s:I, s:f, s:I, s:s, s:b}", "vmhwm_kb", (json_int_t)c->vmhwm_kb,
-                     "ru_maxrss_kb", (json_int_t)c->maxrss_kb, "cpu_seconds", c->cpu_s, "stop_ms",
+                     "ru_maxrss_kb", (json_int_t)c->maxrss_kb, "bench_cpu_seconds", c->cpu_s, "stop_ms",
                      (json_int_t)c->stop_ms, "exit", exit_text(c, why, sizeof why), "exit_ok",
                      c->reaped && WIFEXITED(c->status) && WEXITSTATUS(c->status) == 0);
 }
@@ -2282,12 +2226,6 @@ static int find_templates(const char *start, char *out, size_t cap)
     }
 }
 
-static int on_tmpfs(const char *dir)
-{
-    struct statfs fs;
-    return statfs(dir, &fs) == 0 && fs.f_type == 0x01021994; /* TMPFS_MAGIC */
-}
-
 static void remove_workdir(const char *dir)
 {
     static const char *const names[] = {"users.db", "notifications.db", "relay.log",
@@ -2387,11 +2325,11 @@ int main(int argc, char **argv)
     }
     snprintf(r->users_db, sizeof r->users_db, "%s/users.db", r->dir);
     snprintf(r->notif_db, sizeof r->notif_db, "%s/notifications.db", r->dir);
-    int tmpfs = on_tmpfs(r->dir);
+    int tmpfs = bench_on_tmpfs(r->dir);
 
     char redacted[512], date[32];
     hd_amqp_url_redact(cfg.url, redacted, sizeof redacted);
-    now_utc(date, sizeof date);
+    bench_now_utc(date, sizeof date);
     fprintf(stderr, PROG ": %zu events, then %.0f/s for %.0f s; broker %s; work directory %s\n",
             cfg.count, cfg.rate, cfg.latency_seconds, redacted, r->dir);
     fprintf(stderr, PROG ": services from %s, templates %s\n", bindir, r->templates);

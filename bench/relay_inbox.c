@@ -39,10 +39,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
-#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,6 +48,7 @@
 #include <jansson.h>
 #include <sqlite3.h>
 
+#include "bench_util.h"
 #include "herald/amqp.h"
 #include "herald/clock.h"
 #include "herald/consumer.h"
@@ -281,47 +280,6 @@ static int parse_args(int argc, char **argv, config *cfg)
 
 /* ---- measuring -------------------------------------------------------------------------- */
 
-/* "12,345" */
-static const char *thousands(char *buf, size_t cap, double v)
-{
-    char digits[32];
-    snprintf(digits, sizeof digits, "%.0f", v < 0 ? 0 : v);
-    size_t n = strlen(digits), o = 0;
-    for (size_t i = 0; i < n && o + 2 < cap; i++) {
-        if (i > 0 && (n - i) % 3 == 0)
-            buf[o++] = ',';
-        buf[o++] = digits[i];
-    }
-    buf[o] = '\0';
-    return buf;
-}
-
-static double cpu_seconds(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-}
-
-/* Jiffies of the whole machine from /proc/stat: busy (everything but idle and iowait) and
- * total. Zero when unavailable (not Linux). */
-static void machine_jiffies(unsigned long long *busy, unsigned long long *total)
-{
-    *busy = *total = 0;
-    FILE *f = fopen("/proc/stat", "r");
-    if (f == NULL)
-        return;
-    unsigned long long v[8] = {0};
-    if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4],
-               &v[5], &v[6], &v[7]) == 8) {
-        for (int i = 0; i < 8; i++)
-            *total += v[i];
-        *busy = *total - v[3] - v[4];
-    }
-    fclose(f);
-}
-
 /* One measurement: one phase of one round. */
 typedef struct phase {
     const char *key; /* JSON name */
@@ -339,17 +297,17 @@ typedef struct phase {
 
 static void phase_begin(phase *p)
 {
-    machine_jiffies(&p->busy0, &p->total0);
-    p->cpu0 = cpu_seconds();
+    bench_machine_jiffies(&p->busy0, &p->total0);
+    p->cpu0 = bench_cpu_seconds();
     p->t0 = hd_clock_ns();
 }
 
 static void phase_end(phase *p, size_t messages)
 {
     int64_t t1 = hd_clock_ns();
-    p->client_cpu = cpu_seconds() - p->cpu0;
+    p->client_cpu = bench_cpu_seconds() - p->cpu0;
     unsigned long long busy, total;
-    machine_jiffies(&busy, &total);
+    bench_machine_jiffies(&busy, &total);
     p->machine_busy =
         total > p->total0 ? (double)(busy - p->busy0) / (double)(total - p->total0) : 0.0;
     p->messages = messages;
@@ -382,7 +340,7 @@ static void progress_tick(progress *pr, size_t done)
     char r[32];
     double rate = (double)(done - pr->last_done) * 1e9 / (double)(now - pr->last_ns);
     fprintf(stderr, "%s: %zu/%zu (%zu%%) %s/s\n", pr->name, done, pr->total,
-            pr->total ? done * 100 / pr->total : 0, thousands(r, sizeof r, rate));
+            pr->total ? done * 100 / pr->total : 0, bench_thousands(r, sizeof r, rate));
     pr->last_ns = now;
     pr->last_done = done;
 }
@@ -391,7 +349,7 @@ static void progress_done(const progress *pr, const phase *p)
 {
     char r[32];
     fprintf(stderr, "%s: %zu/%zu done in %.2f s, %s/s\n", pr->name, p->messages, pr->total,
-            p->seconds, thousands(r, sizeof r, p->rate));
+            p->seconds, bench_thousands(r, sizeof r, p->rate));
 }
 
 /* ---- the broker side -------------------------------------------------------------------- */
@@ -1105,14 +1063,6 @@ static char *make_workdir(const config *cfg)
     return strdup(path);
 }
 
-/* 1 when dir is on tmpfs (Linux): there an fsync costs nothing, and SQLite's FULL
- * synchronous mode, the cost group commit exists to share, would not be measured. */
-static int on_tmpfs(const char *dir)
-{
-    struct statfs fs;
-    return statfs(dir, &fs) == 0 && fs.f_type == 0x01021994; /* TMPFS_MAGIC */
-}
-
 static void remove_workdir(const char *dir, int rounds)
 {
     static const char *const names[] = {"outbox", "inbox"};
@@ -1220,17 +1170,11 @@ typedef struct summary {
     double busy;      /* median machine busy share */
 } summary;
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static double median(double *v, int n)
 {
     if (n <= 0)
         return 0.0;
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0;
 }
 
@@ -1274,14 +1218,6 @@ static verdict judge(const char *key, const char *what, const summary *herald, c
         v.pass = v.ratio >= target;
     }
     return v;
-}
-
-static void now_utc(char *buf, size_t cap)
-{
-    time_t t = time(NULL);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
 /* Totals of the relay's and the consumer's details over the rounds that ran. */
@@ -1339,9 +1275,9 @@ static void print_table(const config *cfg, const broker *b, const summary *s, co
             continue;
         }
         char range[80];
-        snprintf(range, sizeof range, "%s..%s", thousands(lo, sizeof lo, s[i].min),
-                 thousands(hi, sizeof hi, s[i].max));
-        printf("  %-50s %10s %17s %8.0f%% %7.0f%%\n", s[i].label, thousands(r, sizeof r, s[i].rate),
+        snprintf(range, sizeof range, "%s..%s", bench_thousands(lo, sizeof lo, s[i].min),
+                 bench_thousands(hi, sizeof hi, s[i].max));
+        printf("  %-50s %10s %17s %8.0f%% %7.0f%%\n", s[i].label, bench_thousands(r, sizeof r, s[i].rate),
                range, 100.0 * s[i].cpu_share, 100.0 * s[i].busy);
         if (i == P_RELAY)
             printf("\n");
@@ -1501,12 +1437,12 @@ int main(int argc, char **argv)
     char failure[HD_ERROR_TEXT_MAX + 128] = "";
     size_t lost = 0;
     char date[32];
-    now_utc(date, sizeof date);
+    bench_now_utc(date, sizeof date);
     char redacted[512];
     hd_amqp_url_redact(cfg.url, redacted, sizeof redacted);
     fprintf(stderr, "bench-relay_inbox: %zu messages x %d rounds, broker %s, SQLite files in %s\n",
             cfg.count, cfg.rounds, redacted, dir);
-    int tmpfs = on_tmpfs(dir);
+    int tmpfs = bench_on_tmpfs(dir);
     if (tmpfs)
         fprintf(stderr,
                 "bench-relay_inbox: WARNING: %s is on tmpfs, where fsync is free: the "
