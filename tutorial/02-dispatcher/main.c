@@ -140,9 +140,12 @@ static int complete_order(hd_store *store, hd_dispatcher *d, struct order *o, hd
 static int count(hd_store *store, const char *sql, const hd_value *p, size_t n, int64_t *out)
 {
     hd_rows *rows = NULL;
-    int rc = hd_store_query(store, sql, p, n, &rows, NULL);
-    if (rc < 0)
+    hd_error err;
+    int rc = hd_store_query(store, sql, p, n, &rows, &err);
+    if (rc < 0) {
+        fprintf(stderr, "%s: %s\n", sql, err.text);
         return rc;
+    }
     *out = hd_rows_int(rows, 0, 0);
     hd_rows_free(rows);
     return HD_OK;

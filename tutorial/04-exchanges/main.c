@@ -22,6 +22,8 @@
 #include "herald/publisher.h"
 #include "herald/topology.h"
 
+#include "tutorial.h"
+
 #define N_QUEUES 3
 
 static char exchange_names[3][64];
@@ -98,12 +100,9 @@ static int publish_and_show(hd_amqp *a, hd_publisher *pub, int step, const char 
 
 int main(void)
 {
-    const char *url = getenv("HD_AMQP_URL");
-    if (url == NULL || *url == '\0') {
-        fprintf(stderr, "HD_AMQP_URL is not set: start a broker (make servers-up) and source "
-                        "the env file it prints\n");
+    const char *url = tutorial_require_env("HD_AMQP_URL");
+    if (url == NULL)
         return 1;
-    }
     int rc = 1;
     hd_error err;
     hd_amqp *a = NULL, *pa = NULL;

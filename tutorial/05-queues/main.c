@@ -28,6 +28,8 @@
 #include "herald/publisher.h"
 #include "herald/topology.h"
 
+#include "tutorial.h"
+
 static char names[6][64];
 
 /* Publish n small persistent messages straight to queue (the default exchange routes by
@@ -65,12 +67,9 @@ static long count(hd_amqp *a, const char *queue, hd_error *err)
 
 int main(void)
 {
-    const char *url = getenv("HD_AMQP_URL");
-    if (url == NULL || *url == '\0') {
-        fprintf(stderr, "HD_AMQP_URL is not set: start a broker (make servers-up) and source "
-                        "the env file it prints\n");
+    const char *url = tutorial_require_env("HD_AMQP_URL");
+    if (url == NULL)
         return 1;
-    }
     const char *labels[6] = {"orders", "exclusive", "autodelete", "quorum", "ttl", "bounded"};
     for (int i = 0; i < 6; i++)
         snprintf(names[i], sizeof names[i], "tutorial05-%d-%s", (int)getpid(), labels[i]);
@@ -107,8 +106,10 @@ int main(void)
     int r = hd_queue_declare(a, &not_durable, NULL, &err);
     printf("[3] redeclare it as not durable: %s\n", hd_err_name(r));
     printf("    %s\n", broker_says(err.text));
-    if (r != HD_EAMQP)
+    if (r != HD_EAMQP) {
+        fprintf(stderr, "expected HD_EAMQP (PRECONDITION_FAILED), got %s\n", hd_err_name(r));
         goto cleanup;
+    }
     if (hd_queue_declare(a, &durable, &info, &err) < 0) {
         fprintf(stderr, "%s\n", err.text);
         goto cleanup;
@@ -125,8 +126,10 @@ int main(void)
     printf("[4] exclusive queue, named by the broker: %.8s...\n", exclusive_name);
     r = hd_queue_purge(other, exclusive_name, NULL, &err);
     printf("    another connection purges it: %s\n    %s\n", hd_err_name(r), broker_says(err.text));
-    if (r != HD_EAMQP)
+    if (r != HD_EAMQP) {
+        fprintf(stderr, "expected HD_EAMQP (RESOURCE_LOCKED), got %s\n", hd_err_name(r));
         goto cleanup;
+    }
 
     /* 5. Auto-delete: lives while it has consumers. basic.consume and basic.cancel are raw
      * librabbitmq calls here; chapter 08 wraps them. */

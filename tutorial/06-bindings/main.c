@@ -19,6 +19,8 @@
 #include "herald/publisher.h"
 #include "herald/topology.h"
 
+#include "tutorial.h"
+
 #define N_QUEUES 6
 #define N_KEYS   8
 
@@ -97,12 +99,9 @@ static void header_row(void)
 
 int main(void)
 {
-    const char *url = getenv("HD_AMQP_URL");
-    if (url == NULL || *url == '\0') {
-        fprintf(stderr, "HD_AMQP_URL is not set: start a broker (make servers-up) and source "
-                        "the env file it prints\n");
+    const char *url = tutorial_require_env("HD_AMQP_URL");
+    if (url == NULL)
         return 1;
-    }
     snprintf(exchange, sizeof exchange, "tutorial06-%d-events", (int)getpid());
     for (int q = 0; q < N_QUEUES; q++)
         snprintf(queues[q], sizeof queues[q], "tutorial06-%d-%s", (int)getpid(), labels[q]);

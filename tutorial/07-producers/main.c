@@ -32,6 +32,8 @@
 #include "herald/publisher.h"
 #include "herald/topology.h"
 
+#include "tutorial.h"
+
 #define N        2000
 #define WINDOW   500
 #define BODY_LEN 200
@@ -67,12 +69,9 @@ static void on_fate(void *ctx, uint64_t seq, void *user, hd_fate fate, const cha
 
 int main(void)
 {
-    const char *url = getenv("HD_AMQP_URL");
-    if (url == NULL || *url == '\0') {
-        fprintf(stderr, "HD_AMQP_URL is not set: start a broker (make servers-up) and source "
-                        "the env file it prints\n");
+    const char *url = tutorial_require_env("HD_AMQP_URL");
+    if (url == NULL)
         return 1;
-    }
     char queue[64];
     snprintf(queue, sizeof queue, "tutorial07-%d-jobs", (int)getpid());
     char body[BODY_LEN];
@@ -159,8 +158,11 @@ int main(void)
     printf("[7] unroutable message: %s, fate %s (%s); confirmed count unchanged: %s\n",
            hd_err_name(r), t2.returned == 1 ? "RETURNED" : "?", t2.last_reason,
            t2.confirmed == confirmed_before ? "yes" : "no");
-    if (r != HD_ERETURNED)
+    if (r != HD_ERETURNED) {
+        fprintf(stderr, "expected HD_ERETURNED, got %s%s%s\n", hd_err_name(r), r < 0 ? ": " : "",
+                r < 0 ? err.text : "");
         goto cleanup;
+    }
     rc = 0;
 
 cleanup:

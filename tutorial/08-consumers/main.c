@@ -23,6 +23,8 @@
 #include "herald/publisher.h"
 #include "herald/topology.h"
 
+#include "tutorial.h"
+
 /* Messages ready for delivery, as the broker counts them (a passive declare). A message a
  * consumer holds unacked is not "ready": it is out, waiting for its ack. */
 static long ready(hd_amqp *a, const char *queue, hd_error *err)
@@ -47,12 +49,9 @@ static hd_consume_result handle(void *ctx, const hd_delivery *d)
 
 int main(void)
 {
-    const char *url = getenv("HD_AMQP_URL");
-    if (url == NULL || *url == '\0') {
-        fprintf(stderr, "HD_AMQP_URL is not set: start a broker (make servers-up) and source "
-                        "the env file it prints\n");
+    const char *url = tutorial_require_env("HD_AMQP_URL");
+    if (url == NULL)
         return 1;
-    }
     char queue[64];
     snprintf(queue, sizeof queue, "tutorial08-%d-tasks", (int)getpid());
 

@@ -26,6 +26,8 @@
 #include "herald/consumer.h"
 #include "herald/publisher.h"
 
+#include "tutorial.h"
+
 #define MESSAGES 20
 
 static atomic_int done; /* messages handled by both workers together */
@@ -142,12 +144,9 @@ out:
 
 int main(void)
 {
-    const char *url = getenv("HD_AMQP_URL");
-    if (url == NULL || *url == '\0') {
-        fprintf(stderr, "HD_AMQP_URL is not set: start a broker (make servers-up) and source "
-                        "the env file it prints\n");
+    const char *url = tutorial_require_env("HD_AMQP_URL");
+    if (url == NULL)
         return 1;
-    }
     hd_error err;
     hd_amqp *admin = NULL;
     if (hd_amqp_open(url, NULL, &admin, &err) < 0) {

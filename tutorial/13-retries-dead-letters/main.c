@@ -32,6 +32,8 @@
 #include "herald/retry.h"
 #include "herald/topology.h"
 
+#include "tutorial.h"
+
 /* What the failing handler remembers between attempts. */
 typedef struct payments {
     int64_t last_ms;    /* when the previous attempt ran */
@@ -146,12 +148,9 @@ static int poll_until_depth(hd_consumer *c, hd_amqp *a, const char *queue, uint3
 
 int main(void)
 {
-    const char *url = getenv("HD_AMQP_URL");
-    if (url == NULL || *url == '\0') {
-        fprintf(stderr, "HD_AMQP_URL is not set: start a broker (make servers-up) and source "
-                        "the env file it prints\n");
+    const char *url = tutorial_require_env("HD_AMQP_URL");
+    if (url == NULL)
         return 1;
-    }
     char queue[64], dlq[80];
     snprintf(queue, sizeof queue, "tutorial13-%d-payments", (int)getpid());
     hd_retry_dlq_name(dlq, sizeof dlq, queue);

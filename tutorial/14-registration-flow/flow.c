@@ -1,15 +1,11 @@
-/* Chapter 14's plumbing (flow.h): processes, HTTP and the mail sink. Read main.c first. */
+/* Chapter 14's plumbing (flow.h): processes (on hd_proc), HTTP and the mail sink. Read main.c
+ * first. */
 #include <ctype.h>
 #include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,8 +14,6 @@
 #include "herald/clock.h"
 
 #include "flow.h"
-
-extern char **environ;
 
 #define POLL_MS 50
 
@@ -30,181 +24,57 @@ int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* ---- processes ---------------------------------------------------------------------------- */
-
-/* The caller's environment with `changes` applied ("NAME=value" sets, "NAME" removes). A new
- * array of borrowed strings, built before fork: after fork only async-signal-safe calls
- * are allowed in the child, and setenv is not one. */
-static char **child_environment(const char *const *changes)
-{
-    size_t n = 0, k = 0;
-    while (environ[n] != NULL)
-        n++;
-    while (changes[k] != NULL)
-        k++;
-    char **envp = calloc(n + k + 1, sizeof *envp);
-    if (envp == NULL)
-        return NULL;
-    size_t out = 0;
-    for (size_t i = 0; i < n; i++) {
-        int replaced = 0;
-        for (size_t j = 0; j < k && !replaced; j++) {
-            size_t len = strcspn(changes[j], "=");
-            replaced = strncmp(environ[i], changes[j], len) == 0 && environ[i][len] == '=';
-        }
-        if (!replaced)
-            envp[out++] = environ[i];
-    }
-    for (size_t j = 0; j < k; j++)
-        if (strchr(changes[j], '=') != NULL)
-            envp[out++] = (char *)changes[j];
-    return envp;
-}
-
-/* 1 once pid has exited (reaped; *status filled), 0 while it runs. */
-static int exited(pid_t pid, int *status)
-{
-    return waitpid(pid, status, WNOHANG) == pid;
-}
-
-/* Scan the log lines written since `from` (a byte offset): the relay's start line, or the
- * port of the "listening" line (a number or a string, depending on the service). */
-static int scan_log(service *s, long from, int *relay_started)
-{
-    FILE *f = fopen(s->log, "r");
-    if (f == NULL || fseek(f, from, SEEK_SET) != 0) {
-        if (f != NULL)
-            fclose(f);
-        return -1;
-    }
-    char *line = NULL;
-    size_t cap = 0;
-    while (getline(&line, &cap, f) > 0) {
-        json_t *j = json_loads(line, 0, NULL);
-        const char *msg = json_string_value(json_object_get(j, "message"));
-        if (msg != NULL && strcmp(msg, "relay started") == 0)
-            *relay_started = 1;
-        if (msg != NULL && strcmp(msg, "listening") == 0) {
-            json_t *p = json_object_get(j, "port");
-            s->port = json_is_integer(p) ? (int)json_integer_value(p)
-                                         : atoi(json_string_value(p) ? json_string_value(p) : "0");
-        }
-        json_decref(j);
-    }
-    free(line);
-    fclose(f);
-    return 0;
-}
+/* ---- processes (tests/support/hd_proc.h does the fork, exec, waiting and signals) ------- */
 
 void service_dump_log(const service *s)
 {
-    FILE *f = fopen(s->log, "r");
-    if (f == NULL)
-        return;
-    /* The last 30 lines: read them all, keep a ring. */
-    char *ring[30] = {0};
-    size_t n = 0;
-    char *line = NULL;
-    size_t cap = 0;
-    while (getline(&line, &cap, f) > 0) {
-        free(ring[n % 30]);
-        ring[n % 30] = strdup(line);
-        n++;
-    }
-    free(line);
-    fclose(f);
-    fprintf(stderr, "---- end of %s\n", s->log);
-    for (size_t i = n > 30 ? n - 30 : 0; i < n; i++)
-        fputs(ring[i % 30] ? ring[i % 30] : "", stderr);
-    for (size_t i = 0; i < 30; i++)
-        free(ring[i]);
+    hd_proc_dump_log(s->proc, stderr, 30);
 }
 
 int service_start(service *s, const char *bin_dir, const char *dir, const char *const *env)
 {
-    char bin[512];
+    char bin[512], log[600];
     snprintf(bin, sizeof bin, "%s/%s", bin_dir, s->name);
-    snprintf(s->log, sizeof s->log, "%s/%s.log", dir, s->name);
-    s->port = 0;
-    if (access(bin, X_OK) != 0) {
-        fprintf(stderr, "%s: not found or not executable (build it, or set HD_BIN_DIR)\n", bin);
+    snprintf(log, sizeof log, "%s/%s.log", dir, s->name);
+    s->pid = 0;
+    s->url[0] = '\0';
+    const char *argv[] = {bin, NULL};
+    hd_proc_options o = {.argv = argv, .env = env, .cwd = dir, .log_path = log, .name = s->name};
+    hd_error err;
+    /* Ready: a service with HTTP answers GET /health with 200 (on the port its "listening"
+     * log line names); the relay, which has no HTTP, has logged that it started. */
+    int rc = hd_proc_start(&o, &s->proc, &err);
+    if (rc == 0) {
+        s->pid = hd_proc_pid(s->proc);
+        rc = strcmp(s->name, "herald-relay") == 0
+                 ? hd_proc_wait_log(s->proc, "\"message\":\"relay started\"", WAIT_MS, &err)
+                 : hd_proc_wait_health(s->proc, WAIT_MS, &err);
+    }
+    if (rc < 0) {
+        fprintf(stderr, "%s%s\n", err.text,
+                rc == HD_ENOTFOUND ? " (build it, or set HD_BIN_DIR)" : "");
         return -1;
     }
-    struct stat st;
-    long from = stat(s->log, &st) == 0 ? (long)st.st_size : 0;
-    char **envp = child_environment(env);
-    if (envp == NULL)
-        return -1;
-    char *const argv[] = {bin, NULL};
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd < 0 || dup2(fd, STDERR_FILENO) < 0 || dup2(fd, STDOUT_FILENO) < 0 || chdir(dir) < 0)
-            _exit(127);
-        execve(bin, argv, envp);
-        _exit(127);
-    }
-    free(envp);
-    if (pid < 0) {
-        fprintf(stderr, "fork: %s\n", strerror(errno));
-        return -1;
-    }
-    s->pid = pid;
-    char health[128] = "";
-    for (int waited = 0; waited < WAIT_MS; waited += POLL_MS) {
-        int status, started = 0;
-        if (exited(pid, &status)) {
-            fprintf(stderr, "%s exited while starting (status %d)\n", s->name,
-                    WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-            s->pid = 0;
-            return -1;
-        }
-        scan_log(s, from, &started);
-        if (strcmp(s->name, "herald-relay") == 0 && started)
-            return 0;
-        if (s->port > 0) {
-            snprintf(s->url, sizeof s->url, "http://127.0.0.1:%d", s->port);
-            snprintf(health, sizeof health, "%s/health", s->url);
-            http_reply r;
-            if (http_call(health, NULL, NULL, &r) == 0 && r.status == 200) {
-                http_reply_release(&r);
-                return 0;
-            }
-            http_reply_release(&r);
-        }
-        hd_sleep_ms(POLL_MS, NULL);
-    }
-    fprintf(stderr, "%s not ready after %d ms\n", s->name, WAIT_MS);
-    return -1;
+    if (hd_proc_port(s->proc) > 0)
+        snprintf(s->url, sizeof s->url, "http://127.0.0.1:%d", hd_proc_port(s->proc));
+    return 0;
 }
 
 int service_stop(service *s)
 {
-    if (s->pid <= 0)
+    hd_error err;
+    if (s->proc == NULL)
         return -1;
-    kill(s->pid, SIGTERM);
-    int status = 0;
-    for (int waited = 0;; waited += 20) {
-        if (exited(s->pid, &status))
-            break;
-        if (waited >= WAIT_MS) {
-            fprintf(stderr, "%s still running %d ms after SIGTERM: SIGKILL\n", s->name, WAIT_MS);
-            service_kill(s);
-            return -1;
-        }
-        hd_sleep_ms(20, NULL);
-    }
-    s->pid = 0;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    int rc = hd_proc_stop(s->proc, WAIT_MS, &err);
+    if (rc < 0)
+        fprintf(stderr, "%s\n", err.text);
+    return rc == HD_ETIMEOUT ? -1 : hd_proc_exit_code(s->proc);
 }
 
 void service_kill(service *s)
 {
-    if (s->pid <= 0)
-        return;
-    kill(s->pid, SIGKILL);
-    waitpid(s->pid, NULL, 0);
-    s->pid = 0;
+    hd_proc_free(s->proc); /* SIGKILL if it still runs */
+    s->proc = NULL;
 }
 
 void remove_dir(const char *dir)

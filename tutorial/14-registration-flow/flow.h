@@ -13,32 +13,36 @@
 
 #include <jansson.h>
 
+#include "hd_proc.h"
+
 #define WAIT_MS 20000 /* the longest any step waits: a service to start, a mail to arrive */
 
-/* One running service binary. */
+/* One running service binary, supervised by hd_proc (tests/support/hd_proc.h: the same
+ * supervisor the integration tests and benchmarks use). */
 typedef struct service {
     const char *name; /* "herald-users": the binary's file name, borrowed */
-    pid_t pid;        /* 0 when not running */
-    char log[512];    /* its stderr: JSON log lines */
-    int port;         /* its HTTP port, read from its "listening" log line; 0 for the relay */
-    char url[64];     /* http://127.0.0.1:<port> */
+    hd_proc *proc;    /* NULL when not started */
+    pid_t pid;        /* for the story's output */
+    char url[64];     /* http://127.0.0.1:<port>, the port read from its "listening" log line;
+                         "" for the relay */
 } service;
 
 /* Start bin_dir/s->name with the caller's environment changed by `env` (a NULL-terminated
  * list of "NAME=value" to set and "NAME" to remove), working directory `dir` (no stray
- * .env is read there), stderr appended to dir/<name>.log. Returns once it is ready: for a
- * service with HTTP, GET /health answered 200; for the relay, it logged "relay started".
- * 0, or -1 when it exited or was not ready within WAIT_MS (service_dump_log tells why). */
+ * .env is read there), stdout and stderr appended to dir/<name>.log. Returns once it is
+ * ready: for a service with HTTP, GET /health answered 200; for the relay, it logged "relay
+ * started". 0, or -1 when it exited or was not ready within WAIT_MS (service_dump_log
+ * tells why). */
 int service_start(service *s, const char *bin_dir, const char *dir, const char *const *env);
 
 /* SIGTERM, then wait up to WAIT_MS for it to exit (SIGKILL after that). Returns its exit
  * status (0 = a clean stop), or -1 if it had to be killed or died of a signal. */
 int service_stop(service *s);
 
-/* SIGKILL and reap, for the failure path. No-op when not running. */
+/* SIGKILL if it still runs, and forget it, for the clean-up path. No-op when not started. */
 void service_kill(service *s);
 
-/* Print the last lines of the service's log on stderr. */
+/* Print the last lines of the service's log (this run's) on stderr. */
 void service_dump_log(const service *s);
 
 /* An HTTP exchange: the status, and the body parsed as JSON (NULL when it is not JSON). */

@@ -14,7 +14,8 @@
  *                          by SMTP, records "sent" and appends notifications.notification_sent
  *                          to ITS outbox, which its in-process relay publishes (ch. 10, 11)
  *
- * The program starts the three binaries (fork + exec: flow.c), registers a user with
+ * The program starts the three binaries (hd_proc, the supervisor the tests use: flow.c),
+ * registers a user with
  * libcurl, waits for the verification mail in the SMTP sink's maildir, follows the link's
  * token to POST /users/verify, waits for the welcome mail, reads the history and the
  * notification_sent events, and stops everything with SIGTERM, checking that every process
@@ -25,6 +26,7 @@
  * mail templates from HD_TEMPLATES_DIR, HD_SOURCE_DIR/templates, or the source tree this
  * file is in. Read along: docs/tutorial/14-registration-flow.md.
  */
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +41,7 @@
 #include "herald/topology.h"
 
 #include "flow.h"
+#include "tutorial.h"
 
 /* The templates directory: a setting, else the source tree this file was compiled from. */
 static void templates_dir(char *out, size_t cap)
@@ -98,13 +101,10 @@ static int take_sent_events(hd_amqp *a, const char *queue, char *types, size_t c
 
 int main(void)
 {
-    const char *amqp_url = getenv("HD_AMQP_URL"), *maildir = getenv("HD_SMTP_MAILDIR");
-    if (amqp_url == NULL || *amqp_url == '\0' || maildir == NULL || *maildir == '\0' ||
-        getenv("HD_SMTP_URL") == NULL) {
-        fprintf(stderr, "HD_AMQP_URL, HD_SMTP_URL and HD_SMTP_MAILDIR must be set: start the "
-                        "servers (make servers-up) and source the env file it prints\n");
+    const char *amqp_url = tutorial_require_env("HD_AMQP_URL");
+    const char *maildir = tutorial_require_env("HD_SMTP_MAILDIR");
+    if (amqp_url == NULL || maildir == NULL || tutorial_require_env("HD_SMTP_URL") == NULL)
         return 1;
-    }
     int rc = 1;
     hd_error err;
     char dir[] = "/tmp/herald-ch14-XXXXXX";
@@ -122,8 +122,12 @@ int main(void)
 
     /* 1. A directory for the databases and logs; where the binaries and templates are. */
     const char *bins = getenv("HD_BIN_DIR") ? getenv("HD_BIN_DIR") : ".";
-    if (realpath(bins, bin_dir) == NULL || mkdtemp(dir) == NULL) {
-        perror(bins);
+    if (realpath(bins, bin_dir) == NULL) {
+        fprintf(stderr, "binaries directory %s: %s (set HD_BIN_DIR)\n", bins, strerror(errno));
+        goto out;
+    }
+    if (mkdtemp(dir) == NULL) {
+        fprintf(stderr, "cannot create a working directory %s: %s\n", dir, strerror(errno));
         goto out;
     }
     made_dir = 1;
@@ -189,6 +193,10 @@ int main(void)
     }
     user_id = strdup(json_string_value(json_object_get(r.json, "id")));
     http_reply_release(&r);
+    if (user_id == NULL) {
+        fprintf(stderr, "out of memory\n");
+        goto out;
+    }
     printf("[6] POST /users %s -> 201 Created, user %s, correlation id %s\n", email, user_id, cid);
 
     /* 7. The verification mail: users' outbox -> relay -> "users" -> queue -> consumer ->
@@ -247,8 +255,11 @@ int main(void)
         sent += status != NULL && strcmp(status, "sent") == 0;
     }
     printf("\n");
-    if (json_array_size(items) != 2 || sent != 2)
+    if (json_array_size(items) != 2 || sent != 2) {
+        fprintf(stderr, "history: %zu notifications, %d sent; expected 2, both sent\n",
+                json_array_size(items), sent);
         goto out;
+    }
     http_reply_release(&r);
 
     /* 11. Each sent mail left the notifications service as an event of its own. */
@@ -265,15 +276,19 @@ int main(void)
             hd_sleep_ms(100, NULL);
     }
     printf("[11] notifications.notification_sent events in our queue: %d (%s)\n", events, types);
-    if (events != 2)
+    if (events != 2) {
+        fprintf(stderr, "%d notification_sent events after %d ms; expected 2\n", events, WAIT_MS);
         goto out;
+    }
 
     /* 12. One mail of each kind: at-least-once delivery, exactly-once effect (the inbox). */
     int nv = mail_count(maildir, since, email, "Confirm your e-mail address");
     int nw = mail_count(maildir, since, email, "Welcome to herald");
     printf("[12] mails to %s: %d verification, %d welcome\n", email, nv, nw);
-    if (nv != 1 || nw != 1)
+    if (nv != 1 || nw != 1) {
+        fprintf(stderr, "expected exactly one mail of each kind\n");
         goto out;
+    }
 
     /* 13. SIGTERM: each process finishes what it holds and exits 0. The relay first: the
      * users service no longer writes, and whatever it wrote is published. */
@@ -282,8 +297,10 @@ int main(void)
     printf("[13] SIGTERM: herald-relay exited %d, herald-users exited %d, herald-notifications "
            "exited %d\n",
            s_relay, s_users, s_notif);
-    if (s_relay != 0 || s_users != 0 || s_notif != 0)
+    if (s_relay != 0 || s_users != 0 || s_notif != 0) {
+        fprintf(stderr, "every process must exit 0 after SIGTERM\n");
         goto out;
+    }
     printf("[14] done\n");
     rc = 0;
 
