@@ -1,8 +1,9 @@
 /* herald/bus.h — the integration event bus: send events to a topic, register consumers.
  *
- * The bus of the seeds (../shared/seeds/002): producers SEND an integration event to a
- * TOPIC; a CONSUMER REGISTERS for some event types of a topic; the bus is STARTED UP before
- * use and SHUT DOWN after. What a topic and a consumer are depends on the technology
+ * The bus of the Python `events` package herald re-implements (docs/README.md, "The systems
+ * herald re-implements"): producers SEND an integration event to a TOPIC; a CONSUMER
+ * REGISTERS for some event types of a topic; the bus is STARTED UP before use and SHUT DOWN
+ * after. What a topic and a consumer are depends on the technology
  * underneath, so the bus is an interface with two implementations:
  *
  *   RabbitMQ (bus_rabbit.h)  a topic is an exchange; a consumer is a durable queue named

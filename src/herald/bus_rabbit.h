@@ -1,6 +1,7 @@
 /* herald/bus_rabbit.h — the integration event bus on RabbitMQ.
  *
- * The seeds' mapping (../shared/seeds/002), made durable and reliable:
+ * The mapping of the Python `events` package's RabbitMQ bus (docs/README.md, "The systems
+ * herald re-implements"), made durable and reliable:
  *
  *   topic       a durable exchange named after the topic (type topic by default, so that an
  *               event type registered as "users.*" or "users.#" works as a pattern)

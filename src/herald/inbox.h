@@ -32,11 +32,12 @@
  * the effect happens twice. Days, not minutes.
  *
  * Group commit: committing costs one disk flush (an fsync), whatever the transaction holds,
- * and one flush per message caps a consumer at the disk's flush rate (SERVERS.md: ~6,000/s
- * on SQLite FULL). A consumer with a prefetch window of N messages can accept and handle
- * all N in ONE transaction (hd_inbox_accept_many, then each fresh handler), commit once,
- * then ack all N (AMQP's multiple-ack). If one handler fails, roll back and redo the window
- * one message per transaction, so that only the poison message is retried or dead-lettered.
+ * and one flush per message caps a consumer at the disk's flush rate (some thousands per
+ * second on SQLite FULL; see docs/limits.md, which `make limits` measures on your machine).
+ * A consumer with a prefetch window of N messages can accept and handle all N in ONE
+ * transaction (hd_inbox_accept_many, then each fresh handler), commit once, then ack all N
+ * (AMQP's multiple-ack). If one handler fails, roll back and redo the window one message
+ * per transaction, so that only the poison message is retried or dead-lettered.
  *
  * Ownership follows jansson: "new" = the caller owns the result and frees it; "borrowed" =
  * valid while its owner lives and is not modified; "stolen" = the callee takes ownership,

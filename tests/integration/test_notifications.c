@@ -34,7 +34,6 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -42,12 +41,12 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "hd_proc.h"
 #include "hd_test.h"
 #include "herald/amqp.h"
 #include "herald/clock.h"
@@ -72,7 +71,7 @@ typedef struct world {
     char pg_db[128]; /* the database of the PostgreSQL phase, created and dropped here */
     char log_path[600];
     int port;
-    pid_t pid;
+    hd_proc *proc; /* the service, supervised by tests/support/hd_proc */
     hd_amqp *amqp;
     hd_publisher *pub;
 } world;
@@ -97,61 +96,57 @@ static long http(const char *method, const char *path, const char *body, char **
 
 static void start_service(int prefetch)
 {
-    char listen[64], pf[16], exe[600];
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", W.port);
-    snprintf(pf, sizeof pf, "%d", prefetch);
-    snprintf(exe, sizeof exe, "%s/herald-notifications", HD_BINARY_DIR);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        setenv("HD_DATABASE_URL", W.db_url, 1);
-        setenv("HD_NOTIFICATIONS_LISTEN", listen, 1);
-        setenv("HD_USERS_EXCHANGE", W.exchange, 1);
-        setenv("HD_NOTIFICATIONS_QUEUE", W.queue, 1);
-        setenv("HD_SMTP_URL", W.smtp_url, 1);
-        setenv("HD_SENDER", "smtp", 1);
-        setenv("HD_SMTP_TIMEOUT_MS", "1000", 1);
-        setenv("HD_NOTIFY_LEASE_MS", "3000", 1);
-        setenv("HD_NOTIFY_SWEEP_MS", "200", 1);
-        setenv("HD_NOTIFY_BACKOFF_BASE_MS", "200", 1);
-        setenv("HD_TEMPLATES_DIR", HD_SOURCE_DIR "/templates", 1);
-        setenv("HD_PREFETCH", pf, 1);
-        setenv("HD_LOG_LEVEL", "info", 1);
-        int fd = open(W.log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        dup2(fd, 2);
-        dup2(fd, 1);
-        execl(exe, exe, (char *)NULL);
-        _exit(127);
-    }
-    W.pid = pid;
+    char listen[64], pf[32], db[700], exchange[300], queue[300], smtp[600], health[64];
+    snprintf(listen, sizeof listen, "HD_NOTIFICATIONS_LISTEN=127.0.0.1:%d", W.port);
+    snprintf(pf, sizeof pf, "HD_PREFETCH=%d", prefetch);
+    snprintf(db, sizeof db, "HD_DATABASE_URL=%s", W.db_url);
+    snprintf(exchange, sizeof exchange, "HD_USERS_EXCHANGE=%s", W.exchange);
+    snprintf(queue, sizeof queue, "HD_NOTIFICATIONS_QUEUE=%s", W.queue);
+    snprintf(smtp, sizeof smtp, "HD_SMTP_URL=%s", W.smtp_url);
+    const char *env[] = {db,
+                         listen,
+                         exchange,
+                         queue,
+                         smtp,
+                         "HD_SENDER=smtp",
+                         "HD_SMTP_TIMEOUT_MS=1000",
+                         "HD_NOTIFY_LEASE_MS=3000",
+                         "HD_NOTIFY_SWEEP_MS=200",
+                         "HD_NOTIFY_BACKOFF_BASE_MS=200",
+                         "HD_TEMPLATES_DIR=" HD_SOURCE_DIR "/templates",
+                         pf,
+                         "HD_LOG_LEVEL=info",
+                         NULL};
+    const char *argv[] = {HD_BINARY_DIR "/herald-notifications", NULL};
+    hd_proc_options o = {.argv = argv, .env = env, .log_path = W.log_path};
+    hd_error err;
+    hd_proc_free(W.proc); /* the previous run, stopped or killed by the test */
+    W.proc = NULL;
+    assert_hd_err(0, hd_proc_start(&o, &W.proc, &err), &err);
     /* Ready when /health says so (the consumer is connected). */
-    for (int i = 0; i < 300; i++) {
-        char *body = NULL;
-        long st = http("GET", "/health", NULL, &body, NULL, 0);
-        free(body);
-        if (st == 200)
-            return;
-        int status;
-        if (waitpid(pid, &status, WNOHANG) == pid)
-            fail_msg("herald-notifications exited at startup (status %d): see %s", status,
-                     W.log_path);
-        hd_sleep_ms(100, NULL);
+    snprintf(health, sizeof health, "http://127.0.0.1:%d/health", W.port);
+    if (hd_proc_wait_http(W.proc, health, 30000, &err) < 0) {
+        hd_proc_dump_log(W.proc, stderr, 30);
+        fail_msg("%s", err.text);
     }
-    fail_msg("herald-notifications never became healthy: see %s", W.log_path);
 }
 
-/* Wait for the child to exit within timeout_ms; its wait status, or -1. */
-static int wait_exit(int timeout_ms)
+/* SIGTERM: it must exit 0 within 20 s (SIGKILL after that, and the test fails). */
+static void stop_service(void)
 {
-    for (int waited = 0; waited <= timeout_ms; waited += 50) {
-        int status;
-        if (waitpid(W.pid, &status, WNOHANG) == W.pid) {
-            W.pid = 0;
-            return status;
-        }
-        hd_sleep_ms(50, NULL);
-    }
-    return -1;
+    hd_error err;
+    int rc = hd_proc_stop(W.proc, 20000, &err);
+    if (rc < 0)
+        hd_proc_dump_log(W.proc, stderr, 30);
+    assert_hd_err(0, rc, &err);
+}
+
+/* kill -9, mid-stream. */
+static void kill_service(void)
+{
+    hd_error err;
+    assert_hd_err(0, hd_proc_kill(W.proc, &err), &err); /* 0: it was still running */
+    assert_int_equal(hd_proc_term_signal(W.proc), SIGKILL);
 }
 
 /* ---- HTTP -------------------------------------------------------------------------------- */
@@ -458,10 +453,8 @@ static void drop_pg_database(void)
 static int group_teardown(void **state)
 {
     (void)state;
-    if (W.pid > 0) {
-        kill(W.pid, SIGKILL);
-        waitpid(W.pid, NULL, 0);
-    }
+    hd_proc_free(W.proc); /* SIGKILL if it still runs */
+    W.proc = NULL;
     hd_error err;
     drop_pg_database();
     hd_consumer_undeclare(W.amqp, W.queue, NULL, &err);
@@ -814,15 +807,12 @@ static void test_sigkill_mid_stream_loses_nothing(void **state)
     (void)state;
     /* A small window, so that the kill lands with work in every state: unacked deliveries,
      * committed but unsent notifications, sent but unrecorded ones. */
-    kill(W.pid, SIGTERM);
-    assert_int_equal(wait_exit(20000), 0);
+    stop_service();
     start_service(10);
     publish_many("kill", KILL_EVENTS);
     int dups = 0;
     int before = wait_distinct("kill", KILL_EVENTS, 50, 30000, &dups);
-    kill(W.pid, SIGKILL);
-    int status = wait_exit(10000);
-    assert_true(WIFSIGNALED(status));
+    kill_service();
     count_kind("kill", KILL_EVENTS, &before, &dups);
     fprintf(stderr, "# SIGKILL after %d of %d mails\n", before, KILL_EVENTS);
     start_service(10);
@@ -838,10 +828,7 @@ static void test_sigterm_mid_stream_exits_0_and_loses_nothing(void **state)
     publish_many("term", TERM_EVENTS);
     int dups = 0;
     int before = wait_distinct("term", TERM_EVENTS, 20, 30000, &dups);
-    kill(W.pid, SIGTERM);
-    int status = wait_exit(20000);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
+    stop_service(); /* exit 0 */
     count_kind("term", TERM_EVENTS, &before, &dups);
     fprintf(stderr, "# SIGTERM after %d of %d mails: exit 0\n", before, TERM_EVENTS);
     start_service(100);
@@ -872,8 +859,7 @@ static void test_postgresql_store(void **state)
     snprintf(sql, sizeof sql, "CREATE DATABASE %s", W.pg_db);
     hd_error err;
     assert_hd_err(0, pg_admin(sql, &err), &err);
-    kill(W.pid, SIGTERM);
-    assert_int_equal(wait_exit(20000), 0);
+    stop_service();
     pg_url_for(W.pg_db, W.db_url, sizeof W.db_url);
     start_service(100);
 
@@ -959,10 +945,7 @@ static void test_postgresql_store(void **state)
 static void test_sigterm_idle_exits_0(void **state)
 {
     (void)state;
-    kill(W.pid, SIGTERM);
-    int status = wait_exit(20000);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
+    stop_service(); /* exit 0 */
 }
 
 int main(void)

@@ -23,14 +23,13 @@
 #include <cmocka.h>
 
 #include <ctype.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include "hd_proc.h"
 #include "hd_test.h"
 #include "herald/amqp.h"
 #include "herald/backoff.h"
@@ -112,53 +111,38 @@ static int64_t scalar(hd_store *s, const char *sql)
 }
 
 /* Start build/herald-relay with the settings of this test; its log goes to dir/relay.log. */
-static pid_t spawn_relay(const db *d, const char *amqp_url, const char *relay_id, int drain)
+static hd_proc *spawn_relay(const db *d, const char *amqp_url, const char *relay_id, int drain)
 {
-    char log[1024];
+    char log[1024], db_url[600], amqp[600], id[64];
     snprintf(log, sizeof log, "%s/relay.log", d->dir);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, STDOUT_FILENO);
-            dup2(fd, STDERR_FILENO);
-            close(fd);
-        }
-        setenv("HD_DATABASE_URL", d->url, 1);
-        setenv("HD_AMQP_URL", amqp_url, 1);
-        setenv("HD_RELAY_BATCH", "50", 1);
-        setenv("HD_RELAY_LEASE_MS", LEASE_MS, 1);
-        setenv("HD_RELAY_POLL_MS", "50", 1);
-        setenv("HD_RELAY_PROGRESS_MS", "0", 1);
-        setenv("HD_LOG_LEVEL", "warn", 1);
-        setenv("HD_RELAY_ID", relay_id, 1);
-        if (drain)
-            execl(HD_BINARY_DIR "/herald-relay", "herald-relay", "--drain", (char *)NULL);
-        else
-            execl(HD_BINARY_DIR "/herald-relay", "herald-relay", (char *)NULL);
-        _exit(127);
-    }
-    return pid;
+    snprintf(db_url, sizeof db_url, "HD_DATABASE_URL=%s", d->url);
+    snprintf(amqp, sizeof amqp, "HD_AMQP_URL=%s", amqp_url);
+    snprintf(id, sizeof id, "HD_RELAY_ID=%s", relay_id);
+    const char *env[] = {db_url,
+                         amqp,
+                         "HD_RELAY_BATCH=50",
+                         "HD_RELAY_LEASE_MS=" LEASE_MS,
+                         "HD_RELAY_POLL_MS=50",
+                         "HD_RELAY_PROGRESS_MS=0",
+                         "HD_LOG_LEVEL=warn",
+                         id,
+                         NULL};
+    const char *argv[] = {HD_BINARY_DIR "/herald-relay", drain ? "--drain" : NULL, NULL};
+    hd_proc_options o = {.argv = argv, .env = env, .log_path = log};
+    hd_proc *p = NULL;
+    hd_error err;
+    assert_hd_err(0, hd_proc_start(&o, &p, &err), &err);
+    return p;
 }
 
-/* Wait for pid, failing the test after timeout_ms. Returns its wait status. */
-static int wait_for(pid_t pid, int64_t timeout_ms)
+/* Wait for p to exit, failing the test (with the end of its log) after timeout_ms. */
+static void wait_for(hd_proc *p, int timeout_ms)
 {
-    int64_t end = hd_clock_ms() + timeout_ms;
-    int status = 0;
-    for (;;) {
-        pid_t got = waitpid(pid, &status, WNOHANG);
-        assert_true(got >= 0);
-        if (got == pid)
-            return status;
-        if (hd_clock_ms() > end) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            fail_msg("herald-relay (pid %d) did not finish within %lld ms", (int)pid,
-                     (long long)timeout_ms);
-        }
-        hd_sleep_ms(20, NULL);
+    hd_error err;
+    if (hd_proc_wait(p, timeout_ms, &err) < 0) {
+        hd_proc_dump_log(p, stderr, 30);
+        hd_proc_kill(p, NULL);
+        fail_msg("%s", err.text);
     }
 }
 
@@ -298,15 +282,15 @@ static void kill_relay_repeatedly(int postgres)
     for (int k = 0; k < KILLS; k++) {
         char id[32];
         snprintf(id, sizeof id, "crash-%d", k + 1);
-        pid_t pid = spawn_relay(d, amqp_url, id, 0);
+        hd_proc *relay = spawn_relay(d, amqp_url, id, 0);
         /* Kill while it works: once it has claimed its first batch, at a random moment
          * 0..40 ms later (a batch takes a few ms to publish, confirm and mark, so the kill
          * lands anywhere in claim -> publish -> confirm -> mark of some batch). */
         wait_for_first_claim(s, id);
         hd_sleep_ms(hd_backoff_delay(&rnd, 0), NULL);
-        assert_int_equal(0, kill(pid, SIGKILL));
-        int status = wait_for(pid, 10000);
-        assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        assert_hd_err(0, hd_proc_kill(relay, &err), &err); /* 0: it was still running */
+        assert_int_equal(hd_proc_term_signal(relay), SIGKILL);
+        hd_proc_free(relay);
         int64_t leased = leased_now(s);
         if (leased > 0)
             while_leased++;
@@ -316,10 +300,12 @@ static void kill_relay_repeatedly(int postgres)
             (long long)leased);
     }
     /* A last relay, left alone until nothing is pending. */
-    pid_t pid = spawn_relay(d, amqp_url, "crash-final", 1);
-    int status = wait_for(pid, 60000);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
+    hd_proc *last = spawn_relay(d, amqp_url, "crash-final", 1);
+    wait_for(last, 60000);
+    if (hd_proc_exit_code(last) != 0)
+        hd_proc_dump_log(last, stderr, 30);
+    assert_int_equal(hd_proc_exit_code(last), 0);
+    hd_proc_free(last);
     int64_t t1 = hd_clock_ms();
     assert_int_equal(scalar(s, "SELECT COUNT(*) FROM hd_outbox WHERE dispatched_at IS NULL"), 0);
     assert_int_equal(scalar(s, "SELECT COUNT(*) FROM hd_outbox WHERE dispatched_at IS NOT NULL"),
@@ -366,17 +352,18 @@ static void sigterm_finishes_the_batch(void **state)
     (void)state;
     fixture fx;
     fixture_init(&fx, 0);
-    pid_t pid = spawn_relay(&fx.d, hd_test_require_env("HD_AMQP_URL"), "term-1", 0);
+    hd_proc *relay = spawn_relay(&fx.d, hd_test_require_env("HD_AMQP_URL"), "term-1", 0);
     wait_for_first_claim(fx.s, "term-1");
     hd_sleep_ms(20, NULL);
-    assert_int_equal(0, kill(pid, SIGTERM));
-    int status = wait_for(pid, 10000);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
+    hd_error err;
+    int rc = hd_proc_stop(relay, 10000, &err); /* SIGTERM; SIGKILL after 10 s */
+    if (rc < 0)
+        hd_proc_dump_log(relay, stderr, 30);
+    assert_hd_err(0, rc, &err); /* exited 0 in time */
+    hd_proc_free(relay);
 
     int64_t dispatched =
         scalar(fx.s, "SELECT COUNT(*) FROM hd_outbox WHERE dispatched_at IS NOT NULL");
-    hd_error err;
     hd_queue_info info;
     assert_hd_err(0, hd_queue_inspect(fx.a, fx.queue, &info, &err), &err);
     print_message("    SIGTERM: exit 0 after %lld rows dispatched; %u messages in the queue; "
