@@ -476,30 +476,38 @@ int hd_proc_http_status(const char *url, int timeout_ms)
     hints.ai_socktype = SOCK_STREAM;
     if (getaddrinfo(hp, port, &hints, &ai) != 0 || ai == NULL)
         return HD_EURL;
-    int status = HD_ECONNECT;
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd >= 0) {
-        /* connect, send and read all obey these on Linux: no nonblocking dance needed. */
+    /* "localhost" may give ::1 first while the service listens on 127.0.0.1 only: try each. */
+    int fd = -1;
+    for (struct addrinfo *a = ai; a != NULL && fd < 0; a = a->ai_next) {
+        fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            continue;
+        /* connect, send and recv all obey these on Linux: no nonblocking dance needed. */
         struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-            char req[1024];
-            int n = snprintf(req, sizeof req,
-                             "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
-                             *path ? path : "/", hp);
-            char buf[64];
-            ssize_t got = 0, r;
-            status = HD_EPROTO;
-            if (n > 0 && (size_t)n < sizeof req &&
-                send(fd, req, (size_t)n, MSG_NOSIGNAL) == (ssize_t)n) {
-                while (got < (ssize_t)sizeof buf - 1 &&
-                       (r = recv(fd, buf + got, sizeof buf - 1 - (size_t)got, 0)) > 0)
-                    got += r;
-                buf[got] = '\0';
-                if (got >= 12 && strncmp(buf, "HTTP/1.", 7) == 0)
-                    status = (int)strtol(buf + 9, NULL, 10);
-            }
+        if (connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    int status = HD_ECONNECT;
+    if (fd >= 0) {
+        char req[1024];
+        int n =
+            snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
+                     *path ? path : "/", hp);
+        char buf[64];
+        ssize_t got = 0, r;
+        status = HD_EPROTO;
+        if (n > 0 && (size_t)n < sizeof req &&
+            send(fd, req, (size_t)n, MSG_NOSIGNAL) == (ssize_t)n) {
+            while (got < (ssize_t)sizeof buf - 1 &&
+                   (r = recv(fd, buf + got, sizeof buf - 1 - (size_t)got, 0)) > 0)
+                got += r;
+            buf[got] = '\0';
+            if (got >= 12 && strncmp(buf, "HTTP/1.", 7) == 0)
+                status = (int)strtol(buf + 9, NULL, 10);
         }
         close(fd);
     }

@@ -23,6 +23,8 @@
  * own pid, so a program that also reaps with waitpid(-1) or ignores SIGCHLD will take the
  * exit status away from it (hd_proc then reports the child as gone with status unknown).
  * The HTTP check speaks plain HTTP/1.1 to an IPv4 or IPv6 literal or a host name, no TLS.
+ * The child closes the caller's descriptors up to 65,536 (sysconf's limit when lower); one
+ * above that survives unless it was opened with O_CLOEXEC.
  */
 #ifndef HD_PROC_H
 #define HD_PROC_H

@@ -173,9 +173,7 @@ static void wait_log_sees_only_this_start(void **state)
     p = sh("sleep 0.2; echo second run up; exec sleep 30", NULL, "twice.log");
     assert_hd_err(HD_ETIMEOUT, hd_proc_wait_log(p, "first run ready", 100, &err), &err);
     assert_non_null(strstr(err.text, "first run ready"));
-    int64_t t0 = hd_clock_ms();
     assert_hd_err(0, hd_proc_wait_log(p, "second run up", 5000, &err), &err);
-    assert_true(hd_clock_ms() - t0 >= 100);
     assert_true(hd_proc_running(p));
 
     /* The dump shows this start's last lines only, framed. */
