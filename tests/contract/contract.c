@@ -1,7 +1,6 @@
 /* contract.c — loading event contracts and checking JSON against them (contract.h).
  *
- * NOT compiled on its own: each contract test does `#include "contract.c"` (CMake builds
- * only tests/contract/test_*.c, so no build file needs a line for this one).
+ * Compiled once, into hd_contract_support, which every contract test links.
  *
  * The checker walks a schema and a value side by side. Each keyword is one small test on
  * the value, and a problem is written down rather than returned at once, so that a broken
@@ -562,7 +561,9 @@ int contract_data_requires(const event_contract *c, const char *name)
 
 /* ---- what every contract test shares ------------------------------------------------------ */
 
-static int contract_suite_setup(void **state)
+contract_set contracts;
+
+int contract_suite_setup(void **state)
 {
     (void)state;
     char why[1024];
@@ -573,18 +574,15 @@ static int contract_suite_setup(void **state)
     return 0;
 }
 
-static int contract_suite_teardown(void **state)
+int contract_suite_teardown(void **state)
 {
     (void)state;
     contract_set_release(&contracts);
     return 0;
 }
 
-/* unused: the consumer's test checks examples through the consumer instead. */
-__attribute__((unused)) static int contract_check_examples(const contract_set *set,
-                                                           const char *prefix,
-                                                           const hd_registry *reg,
-                                                           const char *reg_name, size_t *checked)
+int contract_check_examples(const contract_set *set, const char *prefix, const hd_registry *reg,
+                            const char *reg_name, size_t *checked)
 {
     int broken = 0;
     *checked = 0;
@@ -602,8 +600,8 @@ __attribute__((unused)) static int contract_check_examples(const contract_set *s
             char why[2048];
             /* Against the schema of its own folder, whatever its "type" says. */
             if (contract_validate(c->schema, ex->json, why, sizeof why) > 0) {
-                fprintf(stderr, "%s/v%d/examples/%s does not validate: %s\n", c->type,
-                        c->version, ex->name, why);
+                fprintf(stderr, "%s/v%d/examples/%s does not validate: %s\n", c->type, c->version,
+                        ex->name, why);
                 broken++;
                 continue;
             }
@@ -612,8 +610,7 @@ __attribute__((unused)) static int contract_check_examples(const contract_set *s
             char *text = json_dumps(ex->json, JSON_COMPACT);
             hd_envelope *env = NULL;
             hd_error err;
-            if (text == NULL ||
-                hd_envelope_decode(reg, text, strlen(text), &env, &err) != HD_OK) {
+            if (text == NULL || hd_envelope_decode(reg, text, strlen(text), &env, &err) != HD_OK) {
                 fprintf(stderr, "%s/v%d/examples/%s: %s refuses it: %s\n", c->type, c->version,
                         ex->name, reg_name, text ? err.text : "cannot encode the example");
                 broken++;

@@ -29,12 +29,12 @@
 
 #include "hd_test.h"
 
-#include "../../src/services/notifications/application.c"
-#include "../../src/services/notifications/domain.c"
-#include "../../src/services/notifications/integration.c"
-#include "../../src/services/notifications/repository.c"
+#include "notifications/application.h"
+#include "notifications/domain.h"
+#include "notifications/integration.h"
+#include "notifications/repository.h"
 
-#include "contract.c"
+#include "contract.h"
 
 
 /* What each users event must lead to: the behaviour half of the contract. */

@@ -18,8 +18,7 @@
  *   - the checker is not vacuous: envelopes broken on purpose are reported, naming the
  *     member at fault.
  *
- * The service is not a library: its layers are compiled into this program, as in
- * tests/unit/test_users_app.c. */
+ * It links the service's library (hd_svc_users), as tests/unit/test_users_app.c does. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -30,14 +29,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "hd_test.h"
 
-#include "../../src/services/users/domain.c"
-#include "../../src/services/users/repository.c"
-#include "../../src/services/users/integration.c"
-#include "../../src/services/users/application.c"
+#include "users/domain.h"
+#include "users/repository.h"
+#include "users/integration.h"
+#include "users/application.h"
 
-#include "contract.c"
+#include "contract.h"
 
 #define PRODUCER_PREFIX "users."
 #define PASSWORD        "correct horse battery staple"

@@ -18,10 +18,10 @@
 
 #include "hd_test.h"
 
-#include "../../src/services/notifications/application.c"
-#include "../../src/services/notifications/domain.c"
-#include "../../src/services/notifications/integration.c"
-#include "../../src/services/notifications/repository.c"
+#include "notifications/application.h"
+#include "notifications/domain.h"
+#include "notifications/integration.h"
+#include "notifications/repository.h"
 
 #define LINK "https://app.example.com/verify?token=0123456789abcdef"
 

@@ -17,7 +17,7 @@
 
 #include "hd_test.h"
 
-#include "../../src/services/notifications/domain.c"
+#include "notifications/domain.h"
 
 /* The only pending event of agg, taken (the caller frees it). */
 static hd_event *take_one(hd_aggregate *agg)
