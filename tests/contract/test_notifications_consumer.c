@@ -36,7 +36,6 @@
 
 #include "contract.h"
 
-
 /* What each users event must lead to: the behaviour half of the contract. */
 static const struct {
     const char *event;
@@ -404,6 +403,6 @@ int main(void)
         cmocka_unit_test(test_removing_a_required_member_is_refused),
         cmocka_unit_test(test_template_variables_come_from_the_contract),
     };
-    return cmocka_run_group_tests_name("notifications consumer contract", tests, contract_suite_setup,
-                                       contract_suite_teardown);
+    return cmocka_run_group_tests_name("notifications consumer contract", tests,
+                                       contract_suite_setup, contract_suite_teardown);
 }

@@ -43,7 +43,6 @@
 #define PRODUCER_PREFIX "users."
 #define PASSWORD        "correct horse battery staple"
 
-
 /* ---- fixture: one users application over a fresh in-memory database ------------------------ */
 
 typedef struct fixture {
@@ -192,8 +191,8 @@ static void test_examples_validate_against_their_own_schema(void **state)
     hd_registry *producer = users_integration_registry();
     assert_non_null(producer);
     size_t checked = 0;
-    int broken = contract_check_examples(&contracts, PRODUCER_PREFIX, producer, "users_integration_registry",
-                                         &checked);
+    int broken = contract_check_examples(&contracts, PRODUCER_PREFIX, producer,
+                                         "users_integration_registry", &checked);
     hd_registry_free(producer);
     assert_true(checked >= 4);
     assert_int_equal(broken, 0);
