@@ -1,7 +1,6 @@
 /* contract.c — loading event contracts and checking JSON against them (contract.h).
  *
- * NOT compiled on its own: each contract test does `#include "contract.c"` (CMake builds
- * only tests/contract/test_*.c, so no build file needs a line for this one).
+ * Compiled once, into hd_contract_support, which every contract test links.
  *
  * The checker walks a schema and a value side by side. Each keyword is one small test on
  * the value, and a problem is written down rather than returned at once, so that a broken
@@ -18,17 +17,17 @@
 
 /* ---- collecting problems ------------------------------------------------------------------ */
 
-typedef struct contract_problems {
+typedef struct problems {
     char *buf; /* may be NULL */
     size_t cap;
     size_t len;
     int count;
-} contract_problems;
+} problems;
 
-static void contract_problem(contract_problems *p, const char *path, const char *fmt, ...)
+static void problem(problems *p, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-static void contract_problem(contract_problems *p, const char *path, const char *fmt, ...)
+static void problem(problems *p, const char *path, const char *fmt, ...)
 {
     char text[512];
     va_list ap;
@@ -47,7 +46,7 @@ static void contract_problem(contract_problems *p, const char *path, const char 
 /* ---- formats ------------------------------------------------------------------------------ */
 
 /* 8-4-4-4-12 hexadecimal digits: "27c55631-d860-40c0-a8e7-c94b1b805ca3". */
-static int contract_is_uuid(const char *s)
+static int is_uuid(const char *s)
 {
     if (strlen(s) != 36)
         return 0;
@@ -59,7 +58,7 @@ static int contract_is_uuid(const char *s)
     return 1;
 }
 
-static int contract_has_blank_or_control(const char *s)
+static int has_blank_or_control(const char *s)
 {
     for (; *s; s++)
         if ((unsigned char)*s <= ' ' || *s == 0x7f)
@@ -69,10 +68,10 @@ static int contract_has_blank_or_control(const char *s)
 
 /* local@domain.tld: one '@', something on both sides, a dot inside the domain, no blank.
  * Not RFC 5322 in full (nobody sends quoted local parts to a sign-up form). */
-static int contract_is_email(const char *s)
+static int is_email(const char *s)
 {
     const char *at = strchr(s, '@');
-    if (at == NULL || at == s || strchr(at + 1, '@') != NULL || contract_has_blank_or_control(s))
+    if (at == NULL || at == s || strchr(at + 1, '@') != NULL || has_blank_or_control(s))
         return 0;
     const char *dot = strrchr(at + 1, '.');
     return dot != NULL && dot > at + 1 && dot[1] != '\0';
@@ -80,9 +79,9 @@ static int contract_is_email(const char *s)
 
 /* An absolute URI (RFC 3986): scheme ":" something, the scheme a letter then letters,
  * digits, '+', '-' or '.'; no blank or control character anywhere. */
-static int contract_is_uri(const char *s)
+static int is_uri(const char *s)
 {
-    if (!isalpha((unsigned char)*s) || contract_has_blank_or_control(s))
+    if (!isalpha((unsigned char)*s) || has_blank_or_control(s))
         return 0;
     const char *p = s + 1;
     while (isalnum((unsigned char)*p) || *p == '+' || *p == '-' || *p == '.')
@@ -91,7 +90,7 @@ static int contract_is_uri(const char *s)
 }
 
 /* RFC 3339: 2026-11-23T04:35:12.386Z, or with an offset (+01:00) instead of Z. */
-static int contract_is_date_time(const char *s)
+static int is_date_time(const char *s)
 {
     static const char shape[] = "dddd-dd-ddTdd:dd:dd";
     for (size_t i = 0; i < sizeof shape - 1; i++) {
@@ -123,13 +122,13 @@ static const struct {
     const char *name;
     int (*check)(const char *);
 } contract_formats[] = {
-    {"uuid", contract_is_uuid},
-    {"email", contract_is_email},
-    {"uri", contract_is_uri},
-    {"date-time", contract_is_date_time},
+    {"uuid", is_uuid},
+    {"email", is_email},
+    {"uri", is_uri},
+    {"date-time", is_date_time},
 };
 
-static int (*contract_format(const char *name))(const char *)
+static int (*format_checker(const char *name))(const char *)
 {
     for (size_t i = 0; name != NULL && i < sizeof contract_formats / sizeof contract_formats[0];
          i++)
@@ -141,7 +140,7 @@ static int (*contract_format(const char *name))(const char *)
 /* ---- the checker -------------------------------------------------------------------------- */
 
 /* The JSON Schema type name of a value ("integer" for whole numbers). */
-static const char *contract_type_of(const json_t *v)
+static const char *type_of(const json_t *v)
 {
     switch (json_typeof(v)) {
     case JSON_OBJECT:
@@ -162,16 +161,16 @@ static const char *contract_type_of(const json_t *v)
     }
 }
 
-static int contract_has_type(const json_t *v, const char *type)
+static int has_type(const json_t *v, const char *type)
 {
-    const char *actual = contract_type_of(v);
+    const char *actual = type_of(v);
     /* every integer is a number too */
     return strcmp(actual, type) == 0 ||
            (strcmp(type, "number") == 0 && strcmp(actual, "integer") == 0);
 }
 
 /* Characters, not bytes: "Seán" has length 4. */
-static size_t contract_utf8_length(const char *s)
+static size_t utf8_length(const char *s)
 {
     size_t n = 0;
     for (; *s; s++)
@@ -180,18 +179,16 @@ static size_t contract_utf8_length(const char *s)
     return n;
 }
 
-static int contract_is_annotation(const char *key)
+static int is_annotation(const char *key)
 {
     return key[0] == '$' || strncmp(key, "x-", 2) == 0 || strcmp(key, "title") == 0 ||
            strcmp(key, "description") == 0 || strcmp(key, "examples") == 0;
 }
 
-static void contract_check_value(const json_t *schema, const json_t *v, const char *path,
-                                 contract_problems *p);
+static void check_value(const json_t *schema, const json_t *v, const char *path, problems *p);
 
 /* The object keywords: required, properties, additionalProperties. */
-static void contract_check_object(const json_t *schema, const json_t *v, const char *path,
-                                  contract_problems *p)
+static void check_object(const json_t *schema, const json_t *v, const char *path, problems *p)
 {
     const json_t *props = json_object_get(schema, "properties");
     char sub[256];
@@ -201,7 +198,7 @@ static void contract_check_object(const json_t *schema, const json_t *v, const c
     {
         if (json_object_get(v, json_string_value(name)) == NULL) {
             snprintf(sub, sizeof sub, "%s.%s", path, json_string_value(name));
-            contract_problem(p, sub, "required member is missing");
+            problem(p, sub, "required member is missing");
         }
     }
     const char *key;
@@ -211,28 +208,27 @@ static void contract_check_object(const json_t *schema, const json_t *v, const c
         snprintf(sub, sizeof sub, "%s.%s", path, key);
         const json_t *rule = json_object_get(props, key);
         if (rule != NULL)
-            contract_check_value(rule, member, sub, p);
+            check_value(rule, member, sub, p);
         else if (json_is_false(json_object_get(schema, "additionalProperties")))
-            contract_problem(p, sub,
-                             "member not declared by the contract"
-                             " (additionalProperties is false)");
+            problem(p, sub,
+                    "member not declared by the contract"
+                    " (additionalProperties is false)");
     }
 }
 
-static void contract_check_value(const json_t *schema, const json_t *v, const char *path,
-                                 contract_problems *p)
+static void check_value(const json_t *schema, const json_t *v, const char *path, problems *p)
 {
     const json_t *rule;
     const char *type = json_string_value(json_object_get(schema, "type"));
-    if (type != NULL && !contract_has_type(v, type)) {
-        contract_problem(p, path, "must be of type %s, is %s", type, contract_type_of(v));
+    if (type != NULL && !has_type(v, type)) {
+        problem(p, path, "must be of type %s, is %s", type, type_of(v));
         return; /* the other keywords would only repeat it */
     }
     if ((rule = json_object_get(schema, "const")) != NULL &&
         !json_equal((json_t *)rule, (json_t *)v)) {
         char *want = json_dumps(rule, JSON_ENCODE_ANY);
         char *got = json_dumps(v, JSON_ENCODE_ANY);
-        contract_problem(p, path, "must be %s, is %s", want ? want : "?", got ? got : "?");
+        problem(p, path, "must be %s, is %s", want ? want : "?", got ? got : "?");
         free(want);
         free(got);
     }
@@ -245,36 +241,36 @@ static void contract_check_value(const json_t *schema, const json_t *v, const ch
         }
         if (!found) {
             char *list = json_dumps(rule, 0);
-            contract_problem(p, path, "must be one of %s", list ? list : "?");
+            problem(p, path, "must be one of %s", list ? list : "?");
             free(list);
         }
     }
     const char *s = json_string_value(v);
     if (s != NULL && (rule = json_object_get(schema, "minLength")) != NULL &&
-        contract_utf8_length(s) < (size_t)json_integer_value(rule))
-        contract_problem(p, path, "must be at least %lld characters long",
-                         (long long)json_integer_value(rule));
+        utf8_length(s) < (size_t)json_integer_value(rule))
+        problem(p, path, "must be at least %lld characters long",
+                (long long)json_integer_value(rule));
     if (s != NULL && (rule = json_object_get(schema, "format")) != NULL) {
-        int (*valid)(const char *) = contract_format(json_string_value(rule));
+        int (*valid)(const char *) = format_checker(json_string_value(rule));
         if (valid == NULL || !valid(s))
-            contract_problem(p, path, "is not a valid %s: '%.80s'", json_string_value(rule), s);
+            problem(p, path, "is not a valid %s: '%.80s'", json_string_value(rule), s);
     }
     if (json_is_number(v) && (rule = json_object_get(schema, "minimum")) != NULL &&
         json_number_value(v) < json_number_value(rule))
-        contract_problem(p, path, "must be at least %g, is %g", json_number_value(rule),
-                         json_number_value(v));
+        problem(p, path, "must be at least %g, is %g", json_number_value(rule),
+                json_number_value(v));
     if (json_is_object(v))
-        contract_check_object(schema, v, path, p);
+        check_object(schema, v, path, p);
 }
 
 /* ---- checking a schema before using it ---------------------------------------------------- */
 
-static void contract_check_schema(const json_t *schema, const char *path, contract_problems *p)
+static void check_schema(const json_t *schema, const char *path, problems *p)
 {
     static const char *const types[] = {"object", "array",   "string", "integer",
                                         "number", "boolean", "null"};
     if (!json_is_object(schema)) {
-        contract_problem(p, path, "a schema must be an object");
+        problem(p, path, "a schema must be an object");
         return;
     }
     const json_t *props = json_object_get(schema, "properties");
@@ -295,8 +291,8 @@ static void contract_check_schema(const json_t *schema, const char *path, contra
             json_array_foreach(rule, i, name)
             {
                 if (json_object_get(props, json_string_value(name)) == NULL)
-                    contract_problem(p, path, "required member '%s' is not in properties",
-                                     json_string_value(name) ? json_string_value(name) : "?");
+                    problem(p, path, "required member '%s' is not in properties",
+                            json_string_value(name) ? json_string_value(name) : "?");
             }
         } else if (strcmp(key, "properties") == 0) {
             const char *member;
@@ -305,7 +301,7 @@ static void contract_check_schema(const json_t *schema, const char *path, contra
             json_object_foreach((json_t *)rule, member, sub_schema)
             {
                 snprintf(sub, sizeof sub, "%s.%s", path, member);
-                contract_check_schema(sub_schema, sub, p);
+                check_schema(sub_schema, sub, p);
             }
         } else if (strcmp(key, "additionalProperties") == 0) {
             ok = json_is_boolean(rule);
@@ -316,43 +312,43 @@ static void contract_check_schema(const json_t *schema, const char *path, contra
         } else if (strcmp(key, "minimum") == 0) {
             ok = json_is_number(rule);
         } else if (strcmp(key, "format") == 0) {
-            ok = contract_format(json_string_value(rule)) != NULL;
-        } else if (strcmp(key, "const") != 0 && !contract_is_annotation(key)) {
-            contract_problem(p, path, "keyword '%s' is not supported by this checker", key);
+            ok = format_checker(json_string_value(rule)) != NULL;
+        } else if (strcmp(key, "const") != 0 && !is_annotation(key)) {
+            problem(p, path, "keyword '%s' is not supported by this checker", key);
             continue;
         }
         if (!ok)
-            contract_problem(p, path, "keyword '%s' has a value this checker does not accept", key);
+            problem(p, path, "keyword '%s' has a value this checker does not accept", key);
     }
 }
 
 int contract_validate(const json_t *schema, const json_t *value, char *why, size_t why_len)
 {
-    contract_problems p = {why, why_len, 0, 0};
+    problems p = {why, why_len, 0, 0};
     if (why != NULL && why_len > 0)
         why[0] = '\0';
     /* A schema this checker cannot fully enforce is refused, never half-applied. */
-    contract_check_schema(schema, "schema", &p);
+    check_schema(schema, "schema", &p);
     if (p.count == 0)
-        contract_check_value(schema, value, "$", &p);
+        check_value(schema, value, "$", &p);
     return p.count;
 }
 
 /* ---- loading ------------------------------------------------------------------------------ */
 
-static int contract_visible(const struct dirent *d)
+static int visible(const struct dirent *d)
 {
     return d->d_name[0] != '.';
 }
 
 /* The entries of dir, sorted, without the hidden ones, into *names (free with
- * contract_free_names); the count, or -1 when dir cannot be read. */
-static int contract_list(const char *dir, struct dirent ***names)
+ * free_names); the count, or -1 when dir cannot be read. */
+static int list_dir(const char *dir, struct dirent ***names)
 {
-    return scandir(dir, names, contract_visible, alphasort);
+    return scandir(dir, names, visible, alphasort);
 }
 
-static void contract_free_names(struct dirent **names, int n)
+static void free_names(struct dirent **names, int n)
 {
     for (int i = 0; i < n; i++)
         free(names[i]);
@@ -360,8 +356,8 @@ static void contract_free_names(struct dirent **names, int n)
 }
 
 /* dir/name into out (size bytes); 0, or -1 with why when it does not fit. */
-static int contract_join(char *out, size_t size, const char *dir, const char *name, char *why,
-                         size_t why_len)
+static int join_path(char *out, size_t size, const char *dir, const char *name, char *why,
+                     size_t why_len)
 {
     int n = snprintf(out, size, "%s/%s", dir, name);
     if (n < 0 || (size_t)n >= size) {
@@ -371,7 +367,7 @@ static int contract_join(char *out, size_t size, const char *dir, const char *na
     return 0;
 }
 
-static json_t *contract_read_json(const char *path, char *why, size_t why_len)
+static json_t *read_json(const char *path, char *why, size_t why_len)
 {
     json_error_t jerr;
     json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
@@ -380,10 +376,10 @@ static json_t *contract_read_json(const char *path, char *why, size_t why_len)
     return j;
 }
 
-static int contract_load_examples(event_contract *c, const char *dir, char *why, size_t why_len)
+static int load_examples(event_contract *c, const char *dir, char *why, size_t why_len)
 {
     struct dirent **names;
-    int n = contract_list(dir, &names);
+    int n = list_dir(dir, &names);
     if (n < 0)
         return 0; /* no examples folder: the test that wants examples says so */
     int rc = 0;
@@ -395,46 +391,45 @@ static int contract_load_examples(event_contract *c, const char *dir, char *why,
             continue;
         char path[4096];
         json_t *j = NULL;
-        if (contract_join(path, sizeof path, dir, name, why, why_len) < 0 ||
-            (j = contract_read_json(path, why, why_len)) == NULL) {
+        if (join_path(path, sizeof path, dir, name, why, why_len) < 0 ||
+            (j = read_json(path, why, why_len)) == NULL) {
             rc = -1;
             break;
         }
         c->examples[c->n_examples].name = strdup(name);
         c->examples[c->n_examples++].json = j;
     }
-    contract_free_names(names, n);
+    free_names(names, n);
     return rc;
 }
 
 /* The folder <root>/<type>/v<version>: its schema, checked, and its examples. */
-static int contract_load_one(event_contract *c, const char *dir, char *why, size_t why_len)
+static int load_one(event_contract *c, const char *dir, char *why, size_t why_len)
 {
     char path[4096];
-    if (contract_join(path, sizeof path, dir, "schema.json", why, why_len) < 0 ||
-        (c->schema = contract_read_json(path, why, why_len)) == NULL)
+    if (join_path(path, sizeof path, dir, "schema.json", why, why_len) < 0 ||
+        (c->schema = read_json(path, why, why_len)) == NULL)
         return -1;
-    contract_problems p = {why, why_len, 0, 0};
-    contract_check_schema(c->schema, path, &p);
+    problems p = {why, why_len, 0, 0};
+    check_schema(c->schema, path, &p);
     const json_t *props = json_object_get(c->schema, "properties");
     const char *type = json_string_value(json_object_get(json_object_get(props, "type"), "const"));
     json_t *version = json_object_get(json_object_get(props, "schemaversion"), "const");
     if (type == NULL || strcmp(type, c->type) != 0)
-        contract_problem(&p, path, "properties.type.const must be \"%s\", the folder's name",
-                         c->type);
+        problem(&p, path, "properties.type.const must be \"%s\", the folder's name", c->type);
     if (!json_is_integer(version) || json_integer_value(version) != c->version)
-        contract_problem(&p, path, "properties.schemaversion.const must be %d, the folder's name",
-                         c->version);
+        problem(&p, path, "properties.schemaversion.const must be %d, the folder's name",
+                c->version);
     if (!json_is_object(json_object_get(props, "data")))
-        contract_problem(&p, path, "properties.data must describe the payload");
+        problem(&p, path, "properties.data must describe the payload");
     if (p.count > 0)
         return -1;
-    if (contract_join(path, sizeof path, dir, "examples", why, why_len) < 0)
+    if (join_path(path, sizeof path, dir, "examples", why, why_len) < 0)
         return -1;
-    return contract_load_examples(c, path, why, why_len);
+    return load_examples(c, path, why, why_len);
 }
 
-static int contract_compare(const void *a, const void *b)
+static int compare_contracts(const void *a, const void *b)
 {
     const event_contract *x = a, *y = b;
     int c = strcmp(x->type, y->type);
@@ -445,7 +440,7 @@ int contract_set_load(const char *root, contract_set *set, char *why, size_t why
 {
     memset(set, 0, sizeof *set);
     struct dirent **types;
-    int n_types = contract_list(root, &types);
+    int n_types = list_dir(root, &types);
     if (n_types < 0) {
         snprintf(why, why_len, "%s: cannot read the folder", root);
         return -1;
@@ -453,12 +448,12 @@ int contract_set_load(const char *root, contract_set *set, char *why, size_t why
     int rc = 0;
     for (int t = 0; t < n_types && rc == 0; t++) {
         char type_dir[4096];
-        if (contract_join(type_dir, sizeof type_dir, root, types[t]->d_name, why, why_len) < 0) {
+        if (join_path(type_dir, sizeof type_dir, root, types[t]->d_name, why, why_len) < 0) {
             rc = -1;
             break;
         }
         struct dirent **versions;
-        int n_versions = contract_list(type_dir, &versions);
+        int n_versions = list_dir(type_dir, &versions);
         if (n_versions < 0) {
             snprintf(why, why_len, "%s: cannot read the folder", type_dir);
             rc = -1;
@@ -486,15 +481,15 @@ int contract_set_load(const char *root, contract_set *set, char *why, size_t why
             c->type = strdup(types[t]->d_name);
             c->version = (int)number;
             char dir[4096];
-            rc = contract_join(dir, sizeof dir, type_dir, vname, why, why_len);
+            rc = join_path(dir, sizeof dir, type_dir, vname, why, why_len);
             if (rc == 0)
-                rc = contract_load_one(c, dir, why, why_len);
+                rc = load_one(c, dir, why, why_len);
         }
-        contract_free_names(versions, n_versions);
+        free_names(versions, n_versions);
     }
-    contract_free_names(types, n_types);
+    free_names(types, n_types);
     if (rc == 0 && set->count > 0)
-        qsort(set->items, set->count, sizeof *set->items, contract_compare);
+        qsort(set->items, set->count, sizeof *set->items, compare_contracts);
     return rc;
 }
 
@@ -562,7 +557,9 @@ int contract_data_requires(const event_contract *c, const char *name)
 
 /* ---- what every contract test shares ------------------------------------------------------ */
 
-static int contract_suite_setup(void **state)
+contract_set contracts;
+
+int contract_suite_setup(void **state)
 {
     (void)state;
     char why[1024];
@@ -573,18 +570,15 @@ static int contract_suite_setup(void **state)
     return 0;
 }
 
-static int contract_suite_teardown(void **state)
+int contract_suite_teardown(void **state)
 {
     (void)state;
     contract_set_release(&contracts);
     return 0;
 }
 
-/* unused: the consumer's test checks examples through the consumer instead. */
-__attribute__((unused)) static int contract_check_examples(const contract_set *set,
-                                                           const char *prefix,
-                                                           const hd_registry *reg,
-                                                           const char *reg_name, size_t *checked)
+int contract_check_examples(const contract_set *set, const char *prefix, const hd_registry *reg,
+                            const char *reg_name, size_t *checked)
 {
     int broken = 0;
     *checked = 0;
@@ -602,8 +596,8 @@ __attribute__((unused)) static int contract_check_examples(const contract_set *s
             char why[2048];
             /* Against the schema of its own folder, whatever its "type" says. */
             if (contract_validate(c->schema, ex->json, why, sizeof why) > 0) {
-                fprintf(stderr, "%s/v%d/examples/%s does not validate: %s\n", c->type,
-                        c->version, ex->name, why);
+                fprintf(stderr, "%s/v%d/examples/%s does not validate: %s\n", c->type, c->version,
+                        ex->name, why);
                 broken++;
                 continue;
             }
@@ -612,8 +606,7 @@ __attribute__((unused)) static int contract_check_examples(const contract_set *s
             char *text = json_dumps(ex->json, JSON_COMPACT);
             hd_envelope *env = NULL;
             hd_error err;
-            if (text == NULL ||
-                hd_envelope_decode(reg, text, strlen(text), &env, &err) != HD_OK) {
+            if (text == NULL || hd_envelope_decode(reg, text, strlen(text), &env, &err) != HD_OK) {
                 fprintf(stderr, "%s/v%d/examples/%s: %s refuses it: %s\n", c->type, c->version,
                         ex->name, reg_name, text ? err.text : "cannot encode the example");
                 broken++;

@@ -24,9 +24,9 @@
  * keyword makes the SCHEMA invalid when it is loaded: a checker that silently skipped
  * "pattern" would let a contract promise something that nobody checks.
  *
- * Build: this is test code, compiled into each contract test with `#include "contract.c"`
- * (CMake builds only tests/contract/test_*.c, and this way no build file changes). The
- * tests also #include the services' .c files, so every name here starts with contract_.
+ * Build: test code, compiled once into the static library hd_contract_support that every
+ * contract test links (CMakeLists.txt: the .c files of tests/<kind>/ that are not
+ * test_*.c are that kind's helpers). Its public names start with contract_.
  *
  * Ownership follows jansson: "new" = the caller owns the result and frees it; "borrowed" =
  * valid while its owner lives and is not modified.
@@ -72,18 +72,17 @@ void contract_set_release(contract_set *set);
 /* The set every contract test works on, loaded once per test program by
  * contract_suite_setup and released by contract_suite_teardown (pass both to
  * cmocka_run_group_tests_name). */
-static contract_set contracts;
-static int contract_suite_setup(void **state);
-static int contract_suite_teardown(void **state);
+extern contract_set contracts;
+int contract_suite_setup(void **state);
+int contract_suite_teardown(void **state);
 
 /* Check every example of the contracts whose type starts with prefix: it must validate
  * against the schema of its own folder, and the producer's registry reg (its C validators,
  * named reg_name in messages) must accept it, so that the two descriptions of an event
  * cannot drift apart. A contract without an example counts as broken. Each problem is
  * printed to stderr; returns how many there were, and sets *checked to the examples seen. */
-static int contract_check_examples(const contract_set *set, const char *prefix,
-                                   const hd_registry *reg, const char *reg_name,
-                                   size_t *checked);
+int contract_check_examples(const contract_set *set, const char *prefix, const hd_registry *reg,
+                            const char *reg_name, size_t *checked);
 
 /* The contract of (type, version) in set, borrowed; NULL when there is none. */
 const event_contract *contract_find(const contract_set *set, const char *type, int version);

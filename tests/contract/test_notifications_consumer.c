@@ -29,13 +29,12 @@
 
 #include "hd_test.h"
 
-#include "../../src/services/notifications/application.c"
-#include "../../src/services/notifications/domain.c"
-#include "../../src/services/notifications/integration.c"
-#include "../../src/services/notifications/repository.c"
+#include "notifications/application.h"
+#include "notifications/domain.h"
+#include "notifications/integration.h"
+#include "notifications/repository.h"
 
-#include "contract.c"
-
+#include "contract.h"
 
 /* What each users event must lead to: the behaviour half of the contract. */
 static const struct {
@@ -404,6 +403,6 @@ int main(void)
         cmocka_unit_test(test_removing_a_required_member_is_refused),
         cmocka_unit_test(test_template_variables_come_from_the_contract),
     };
-    return cmocka_run_group_tests_name("notifications consumer contract", tests, contract_suite_setup,
-                                       contract_suite_teardown);
+    return cmocka_run_group_tests_name("notifications consumer contract", tests,
+                                       contract_suite_setup, contract_suite_teardown);
 }

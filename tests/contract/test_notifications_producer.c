@@ -27,16 +27,15 @@
 
 #include "hd_test.h"
 
-#include "../../src/services/notifications/application.c"
-#include "../../src/services/notifications/domain.c"
-#include "../../src/services/notifications/integration.c"
-#include "../../src/services/notifications/repository.c"
+#include "notifications/application.h"
+#include "notifications/domain.h"
+#include "notifications/integration.h"
+#include "notifications/repository.h"
 
-#include "contract.c"
+#include "contract.h"
 
 #define PRODUCER_PREFIX "notifications."
 #define MAX_ATTEMPTS    3
-
 
 /* The users events that ask for a mail, whose examples drive the service. */
 static const char *const mail_events[] = {
@@ -243,8 +242,8 @@ static void test_examples_validate_against_their_own_schema(void **state)
     hd_registry *producer = notif_emitted_registry();
     assert_non_null(producer);
     size_t checked = 0;
-    int broken = contract_check_examples(&contracts, PRODUCER_PREFIX, producer, "notif_emitted_registry",
-                                         &checked);
+    int broken = contract_check_examples(&contracts, PRODUCER_PREFIX, producer,
+                                         "notif_emitted_registry", &checked);
     hd_registry_free(producer);
     assert_true(checked >= 2);
     assert_int_equal(broken, 0);
@@ -300,6 +299,6 @@ int main(void)
         cmocka_unit_test(test_examples_validate_against_their_own_schema),
         cmocka_unit_test(test_emitted_types_are_exactly_the_contracts),
     };
-    return cmocka_run_group_tests_name("notifications producer contract", tests, contract_suite_setup,
-                                       contract_suite_teardown);
+    return cmocka_run_group_tests_name("notifications producer contract", tests,
+                                       contract_suite_setup, contract_suite_teardown);
 }

@@ -18,8 +18,7 @@
  *   - the checker is not vacuous: envelopes broken on purpose are reported, naming the
  *     member at fault.
  *
- * The service is not a library: its layers are compiled into this program, as in
- * tests/unit/test_users_app.c. */
+ * It links the service's library (hd_svc_users), as tests/unit/test_users_app.c does. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -30,18 +29,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "hd_test.h"
 
-#include "../../src/services/users/domain.c"
-#include "../../src/services/users/repository.c"
-#include "../../src/services/users/integration.c"
-#include "../../src/services/users/application.c"
+#include "users/domain.h"
+#include "users/repository.h"
+#include "users/integration.h"
+#include "users/application.h"
 
-#include "contract.c"
+#include "contract.h"
 
 #define PRODUCER_PREFIX "users."
 #define PASSWORD        "correct horse battery staple"
-
 
 /* ---- fixture: one users application over a fresh in-memory database ------------------------ */
 
@@ -191,8 +191,8 @@ static void test_examples_validate_against_their_own_schema(void **state)
     hd_registry *producer = users_integration_registry();
     assert_non_null(producer);
     size_t checked = 0;
-    int broken = contract_check_examples(&contracts, PRODUCER_PREFIX, producer, "users_integration_registry",
-                                         &checked);
+    int broken = contract_check_examples(&contracts, PRODUCER_PREFIX, producer,
+                                         "users_integration_registry", &checked);
     hd_registry_free(producer);
     assert_true(checked >= 4);
     assert_int_equal(broken, 0);

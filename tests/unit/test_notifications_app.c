@@ -3,9 +3,9 @@
  * record the outcome), the inbox, retries with backoff, the preferences, the dead-letter
  * verdicts, the crash sweeper, the erasure of a deleted user, and the API's use cases.
  *
- * The service is not a library: its files are compiled into this test. No broker and no
- * mail server are involved; the handlers get hd_delivery structs as the consumer would
- * hand them over. */
+ * It links the service's library (hd_svc_notifications); internal.h lets the crash cases
+ * stop a window between its steps. No broker and no mail server are involved; the
+ * handlers get hd_delivery structs as the consumer would hand them over. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -18,10 +18,11 @@
 
 #include "hd_test.h"
 
-#include "../../src/services/notifications/application.c"
-#include "../../src/services/notifications/domain.c"
-#include "../../src/services/notifications/integration.c"
-#include "../../src/services/notifications/repository.c"
+#include "notifications/application.h"
+#include "notifications/internal.h"
+#include "notifications/domain.h"
+#include "notifications/integration.h"
+#include "notifications/repository.h"
 
 #define LINK "https://app.example.com/verify?token=0123456789abcdef"
 
@@ -479,11 +480,11 @@ static void test_crash_after_commit_is_swept(void **state)
     fixture *f = *state;
     msg *m = registered("u1", "ada@example.com", NULL);
     const hd_delivery *ds[1] = {&m->d};
-    window win;
-    assert_hd(0, window_init(&win, &f->w, ds, 1, 1));
-    assert_int_equal(decode_window(&win), HD_CONSUME_OK);
-    assert_int_equal(record_window(&win), HD_CONSUME_OK);
-    window_release(&win); /* "crash": never delivered */
+    notif_window win;
+    assert_hd(0, notif_window_init(&win, &f->w, ds, 1, 1));
+    assert_int_equal(notif_window_decode(&win), HD_CONSUME_OK);
+    assert_int_equal(notif_window_record(&win), HD_CONSUME_OK);
+    notif_window_release(&win); /* "crash": never delivered */
     assert_int_equal(hd_sender_memory_attempts(f->sender), 0);
 
     /* The redelivery of the unacked message is a duplicate: no second notification. */
@@ -513,17 +514,17 @@ static void test_lost_lease_records_nothing(void **state)
     fixture *f = *state;
     msg *m = registered("u1", "ada@example.com", NULL);
     const hd_delivery *ds[1] = {&m->d};
-    window win;
-    assert_hd(0, window_init(&win, &f->w, ds, 1, 1));
-    assert_int_equal(decode_window(&win), HD_CONSUME_OK);
-    assert_int_equal(record_window(&win), HD_CONSUME_OK);
+    notif_window win;
+    assert_hd(0, notif_window_init(&win, &f->w, ds, 1, 1));
+    assert_int_equal(notif_window_decode(&win), HD_CONSUME_OK);
+    assert_int_equal(notif_window_record(&win), HD_CONSUME_OK);
     /* The sweeper takes the row over (as if our lease had run out) and sends it. */
     hd_error err;
     int64_t later = hd_time_now_ms() + notif_app_settings(f->app)->lease_ms + 1;
     assert_int_equal(notif_sweep(&f->w, later, 100, &err), 1);
     /* The slow worker now sends too (the duplicate at-least-once allows) and records... */
-    deliver(&f->w, win.jobs, 1, win.claim, win.lease_until);
-    window_release(&win);
+    notif_deliver(&f->w, win.jobs, 1, win.claim, win.lease_until);
+    notif_window_release(&win);
     assert_int_equal(hd_sender_memory_count(f->sender), 2);
     /* ...nothing: one notification_sent, one row, attempts 1. */
     assert_int_equal(outbox_count(f, NOTIFICATIONS_EVENT_SENT), 1);

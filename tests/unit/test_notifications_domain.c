@@ -3,8 +3,9 @@
  * turned off, where a mail goes) and the Notification aggregate's life (pending -> sent |
  * failed, skipped) with the events it raises.
  *
- * The service's code is not a library, so the test compiles the domain file into itself.
- * The domain includes no infrastructure header: no database, broker or mail server here. */
+ * It links the service's static library (hd_svc_notifications), from which the linker
+ * takes domain.o alone: the domain includes no infrastructure header, so no database,
+ * broker or mail server here. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -17,7 +18,7 @@
 
 #include "hd_test.h"
 
-#include "../../src/services/notifications/domain.c"
+#include "notifications/domain.h"
 
 /* The only pending event of agg, taken (the caller frees it). */
 static hd_event *take_one(hd_aggregate *agg)

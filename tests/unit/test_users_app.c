@@ -3,9 +3,8 @@
  * HD_USERS_TEST_PG_URL names a server (tests/integration/test_users_http.sh runs this
  * program that way, so the same cases prove the SQL on both databases).
  *
- * The service is not a library, so its layers are compiled into this program: domain,
- * repository, integration and application (everything but HTTP and main). Their file-local
- * names carry per-file prefixes (dom_, repo_, integ_, app_) so that they do not collide.
+ * It links the service's library (hd_svc_users) and drives the application layer's
+ * functions directly: domain, repository, integration and application, no HTTP.
  *
  * Password hashing uses libsodium's minimum argon2id cost here (valgrind runs these tests;
  * the service's real cost is measured in docs/services/users.md). */
@@ -21,12 +20,14 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "hd_test.h"
 
-#include "../../src/services/users/domain.c"
-#include "../../src/services/users/repository.c"
-#include "../../src/services/users/integration.c"
-#include "../../src/services/users/application.c"
+#include "users/domain.h"
+#include "users/repository.h"
+#include "users/integration.h"
+#include "users/application.h"
 
 #define VERIFY_BASE "https://app.test/verify?token="
 #define RESET_BASE  "https://app.test/reset?token="
@@ -267,7 +268,7 @@ static void test_register_writes_user_and_outbox_together(void **state)
     assert_int_equal(
         count(f->store, "SELECT COUNT(*) FROM user_tokens WHERE token_hash = $1", token), 0);
     char hash[USERS_TOKEN_HASH_LEN + 1];
-    app_token_hash(token, hash);
+    users_token_hash(token, hash);
     assert_int_equal(
         count(f->store, "SELECT COUNT(*) FROM user_tokens WHERE token_hash = $1", hash), 1);
     json_decref(env);

@@ -1,9 +1,9 @@
 /* Unit tests for the users service's domain (src/services/users/domain.c): the Email value
  * object, the password policy, names, and the events the User aggregate raises.
  *
- * The service's code is not a library, so the test compiles the domain file into itself.
- * The domain includes no infrastructure header, so this program needs no database, no
- * broker and no crypto: that is the point of keeping the domain pure. */
+ * It links the service's static library (hd_svc_users), from which the linker takes
+ * domain.o alone: the domain includes no infrastructure header, so this program needs no
+ * database, no broker and no crypto: that is the point of keeping the domain pure. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,7 +16,7 @@
 
 #include "hd_test.h"
 
-#include "../../src/services/users/domain.c"
+#include "users/domain.h"
 
 /* ---- Email -------------------------------------------------------------------------------- */
 

@@ -115,7 +115,7 @@ static char *dup_or_null(const char *s, int *failed)
 }
 
 /* Raise an event of type with payload (stolen) on agg, or report why it failed. */
-static int dom_raise(hd_aggregate *agg, const char *type, json_t *payload, hd_error *err)
+static int raise_event(hd_aggregate *agg, const char *type, json_t *payload, hd_error *err)
 {
     int rc = hd_aggregate_raise(agg, hd_event_new(type, payload));
     if (rc < 0)
@@ -237,7 +237,7 @@ int preferences_apply(preferences *p, const preferences_change *c, int64_t now_m
     if (!changed && p->stored)
         return 0;
     json_t *payload = prefs_to_json(preferences_user_id(p), email, enabled);
-    if ((rc = dom_raise(&p->base, PREFERENCES_UPDATED, payload, err)) < 0)
+    if ((rc = raise_event(&p->base, PREFERENCES_UPDATED, payload, err)) < 0)
         return rc;
     strcpy(p->email, email);
     memcpy(p->enabled, enabled, sizeof enabled);
@@ -380,7 +380,7 @@ int notification_record_sent(notification *n, int64_t now_ms, hd_error *err)
     json_t *payload = notif_facts(n, n->attempts + 1);
     if (payload != NULL)
         json_object_set_new(payload, "sent_at_ms", json_integer(now_ms));
-    if ((rc = dom_raise(&n->base, NOTIFICATION_SENT, payload, err)) < 0)
+    if ((rc = raise_event(&n->base, NOTIFICATION_SENT, payload, err)) < 0)
         return rc;
     n->attempts++;
     n->status = NOTIFY_SENT;
@@ -425,7 +425,7 @@ int notification_record_failure(notification *n, const char *reason, int max_att
             json_object_set_new(payload, "last_error", json_string(copy));
             json_object_set_new(payload, "failed_at_ms", json_integer(now_ms));
         }
-        if ((rc = dom_raise(&n->base, NOTIFICATION_FAILED, payload, err)) < 0) {
+        if ((rc = raise_event(&n->base, NOTIFICATION_FAILED, payload, err)) < 0) {
             free(copy);
             return rc;
         }

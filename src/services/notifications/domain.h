@@ -4,7 +4,7 @@
  * This layer knows the rules and nothing else: it includes herald's event and aggregate
  * modules and jansson, and no header of a database, a broker, an HTTP server or a mail
  * transport. Rendering a template, sending a mail, computing a backoff delay and writing a
- * row are done by the layers around it (application.c, repository.c), which hand the
+ * row are done by the layers around it (the application layer, repository.c), which hand the
  * results in. That is what lets test_notifications_domain.c check every rule without a
  * database or a mail server.
  *

@@ -140,7 +140,7 @@ static int read_app(const hd_config *cfg, notif_config *c, hd_error *err)
                                 24LL * 3600000, &v, err)) < 0)
         return rc;
     s->lease_ms = v;
-    /* A send starts only in the first half of a lease (application.c): with the lease more
+    /* A send starts only in the first half of a lease (delivery.c): with the lease more
      * than twice the longest send, a slow send never races the sweeper. */
     if (s->lease_ms <= 2 * (int64_t)c->smtp_timeout_ms)
         return hd_error_set(err, HD_ECONFIG,

@@ -1,8 +1,4 @@
-/* users/application.c — the use cases; see application.h.
- *
- * File-local names carry the prefix app_ (the unit tests compile the layers into one
- * program, so static names must be unique across the service's files).
- */
+/* users/application.c — the use cases; see application.h. */
 #include "application.h"
 
 #include <pthread.h>
@@ -37,7 +33,7 @@ struct users_app {
 
 /* ---- lifecycle -------------------------------------------------------------------------- */
 
-static const char *app_or(const char *s, const char *def)
+static const char *or_default(const char *s, const char *def)
 {
     return (s != NULL && *s != '\0') ? s : def;
 }
@@ -71,9 +67,9 @@ int users_app_new(hd_store *store, const users_config *cfg, users_app **out, hd_
     app->hash_slots = cfg->max_hashing ? cfg->max_hashing : USERS_HASHING_DEFAULT;
     app->dispatcher = hd_dispatcher_new();
     app->integration =
-        users_integration_new(app_or(cfg->source, USERS_SOURCE_DEFAULT),
-                              app_or(cfg->verify_base_url, USERS_VERIFY_BASE_DEFAULT),
-                              app_or(cfg->reset_base_url, USERS_RESET_BASE_DEFAULT));
+        users_integration_new(or_default(cfg->source, USERS_SOURCE_DEFAULT),
+                              or_default(cfg->verify_base_url, USERS_VERIFY_BASE_DEFAULT),
+                              or_default(cfg->reset_base_url, USERS_RESET_BASE_DEFAULT));
     if (app->dispatcher == NULL || app->integration == NULL ||
         users_integration_register(app->integration, app->dispatcher) < 0) {
         users_app_free(app);
@@ -122,7 +118,7 @@ int users_app_outbox_depth(users_app *app, int64_t *pending, int64_t *oldest_age
 /* ---- helpers ------------------------------------------------------------------------------ */
 
 /* Copy src into dst (cap bytes), cut if it must be (it never is: the sizes match). */
-static void app_copy(char *dst, size_t cap, const char *src)
+static void copy_text(char *dst, size_t cap, const char *src)
 {
     size_t n = strlen(src);
     if (n >= cap)
@@ -131,13 +127,13 @@ static void app_copy(char *dst, size_t cap, const char *src)
     dst[n] = '\0';
 }
 
-static void app_view(const user *u, user_view *v)
+static void view_of(const user *u, user_view *v)
 {
     if (v == NULL)
         return;
-    app_copy(v->id, sizeof v->id, user_id(u));
-    app_copy(v->email, sizeof v->email, u->email.text);
-    app_copy(v->name, sizeof v->name, u->name);
+    copy_text(v->id, sizeof v->id, user_id(u));
+    copy_text(v->email, sizeof v->email, u->email.text);
+    copy_text(v->name, sizeof v->name, u->name);
     v->verified = u->verified;
     v->created_at_ms = u->created_at_ms;
     v->updated_at_ms = u->updated_at_ms;
@@ -145,7 +141,7 @@ static void app_view(const user *u, user_view *v)
 
 /* A new token: 32 bytes from the operating system's CSPRNG (randombytes_buf), in hex.
  * 256 bits cannot be guessed, so the token needs no rate limiting to be safe. */
-static void app_new_token(char token[USERS_TOKEN_LEN + 1])
+static void new_token(char token[USERS_TOKEN_LEN + 1])
 {
     unsigned char raw[USERS_TOKEN_LEN / 2];
     randombytes_buf(raw, sizeof raw);
@@ -158,7 +154,7 @@ static void app_new_token(char token[USERS_TOKEN_LEN + 1])
  * dictionary to try and nothing for a salt to defend; and because the same token always
  * gives the same hash, the hash is the lookup key. Whoever reads the table (a backup, an
  * SQL injection elsewhere) still cannot verify anybody's email or reset a password. */
-static void app_token_hash(const char *token, char out[USERS_TOKEN_HASH_LEN + 1])
+void users_token_hash(const char *token, char out[USERS_TOKEN_HASH_LEN + 1])
 {
     unsigned char digest[crypto_hash_sha256_BYTES];
     crypto_hash_sha256(digest, (const unsigned char *)token, strlen(token));
@@ -166,7 +162,7 @@ static void app_token_hash(const char *token, char out[USERS_TOKEN_HASH_LEN + 1]
 }
 
 /* A token as the client sent it, lower-cased into out: 64 hex digits, nothing else. */
-static int app_token_parse(const char *raw, char out[USERS_TOKEN_LEN + 1], hd_error *err)
+static int token_parse(const char *raw, char out[USERS_TOKEN_LEN + 1], hd_error *err)
 {
     if (raw == NULL || strlen(raw) != USERS_TOKEN_LEN)
         return hd_error_set(err, HD_EINVAL, "token must be %d hexadecimal characters",
@@ -236,8 +232,7 @@ static int app_hash_password(users_app *app, const char *password, size_t len,
 /* ---- register --------------------------------------------------------------------------- */
 
 /* The part that runs in the transaction: user row, token row, track for dispatch. */
-static int app_register_tx(users_app *app, hd_uow *uow, user *u, const char *token_hash,
-                           hd_error *err)
+static int register_tx(users_app *app, hd_uow *uow, user *u, const char *token_hash, hd_error *err)
 {
     hd_store *s = hd_uow_store(uow);
     int rc = users_repo_add(s, u, err);
@@ -266,8 +261,8 @@ int users_register(users_app *app, const char *correlation_id, const email *addr
     if (app_hash_password(app, password, password_len, hash) < 0)
         return hd_error_set(err, HD_ENOMEM, "argon2id: not enough memory to hash");
     char token[USERS_TOKEN_LEN + 1], token_hash[USERS_TOKEN_HASH_LEN + 1];
-    app_new_token(token);
-    app_token_hash(token, token_hash);
+    new_token(token);
+    users_token_hash(token, token_hash);
     user u;
     rc = user_register(&u, addr, name, hash, token, app->clock(), err);
     sodium_memzero(token, sizeof token); /* from now on only the event holds it */
@@ -276,9 +271,9 @@ int users_register(users_app *app, const char *correlation_id, const email *addr
     hd_uow *uow;
     rc = app_begin(app, correlation_id, &uow, err);
     if (rc == 0)
-        rc = app_end(app, uow, app_register_tx(app, uow, &u, token_hash, err), err);
+        rc = app_end(app, uow, register_tx(app, uow, &u, token_hash, err), err);
     if (rc == 0)
-        app_view(&u, out);
+        view_of(&u, out);
     user_release(&u);
     return rc;
 }
@@ -287,8 +282,8 @@ int users_register(users_app *app, const char *correlation_id, const email *addr
 
 /* Find the token and decide whether it may be used now. Tokens of the other purpose are
  * "not found": a reset token must not verify an address, nor the reverse. */
-static int app_check_token(users_app *app, hd_store *s, const char *token_hash, const char *purpose,
-                           users_token *tok, hd_error *err)
+static int check_token(users_app *app, hd_store *s, const char *token_hash, const char *purpose,
+                       users_token *tok, hd_error *err)
 {
     int rc = users_tokens_find(s, token_hash, tok, err);
     if (rc < 0)
@@ -302,12 +297,12 @@ static int app_check_token(users_app *app, hd_store *s, const char *token_hash, 
     return 0;
 }
 
-static int app_verify_tx(users_app *app, hd_uow *uow, const char *token_hash, user *u, int *loaded,
-                         hd_error *err)
+static int verify_tx(users_app *app, hd_uow *uow, const char *token_hash, user *u, int *loaded,
+                     hd_error *err)
 {
     hd_store *s = hd_uow_store(uow);
     users_token tok;
-    int rc = app_check_token(app, s, token_hash, USERS_TOKEN_VERIFY, &tok, err);
+    int rc = check_token(app, s, token_hash, USERS_TOKEN_VERIFY, &tok, err);
     if (rc == 0)
         rc = users_repo_get(s, tok.user_id, u, err);
     if (rc < 0)
@@ -336,18 +331,18 @@ int users_verify_email(users_app *app, const char *correlation_id, const char *t
     if (app == NULL)
         return hd_error_set(err, HD_EINVAL, "users_verify_email: NULL app");
     char clean[USERS_TOKEN_LEN + 1], token_hash[USERS_TOKEN_HASH_LEN + 1];
-    int rc = app_token_parse(token, clean, err);
+    int rc = token_parse(token, clean, err);
     if (rc < 0)
         return rc;
-    app_token_hash(clean, token_hash);
+    users_token_hash(clean, token_hash);
     user u;
     int loaded = 0;
     hd_uow *uow;
     rc = app_begin(app, correlation_id, &uow, err);
     if (rc == 0)
-        rc = app_end(app, uow, app_verify_tx(app, uow, token_hash, &u, &loaded, err), err);
+        rc = app_end(app, uow, verify_tx(app, uow, token_hash, &u, &loaded, err), err);
     if (rc == 0)
-        app_view(&u, out);
+        view_of(&u, out);
     if (loaded)
         user_release(&u);
     return rc;
@@ -355,8 +350,8 @@ int users_verify_email(users_app *app, const char *correlation_id, const char *t
 
 /* ---- password reset ------------------------------------------------------------------------ */
 
-static int app_reset_tx(users_app *app, hd_uow *uow, const email *addr, const char *token,
-                        const char *token_hash, user *u, int *loaded, hd_error *err)
+static int reset_tx(users_app *app, hd_uow *uow, const email *addr, const char *token,
+                    const char *token_hash, user *u, int *loaded, hd_error *err)
 {
     hd_store *s = hd_uow_store(uow);
     int rc = users_repo_get_by_email(s, addr, u, err);
@@ -381,8 +376,8 @@ int users_request_password_reset(users_app *app, const char *correlation_id, con
     /* The token is made (and its hash computed) whether or not the user exists, so both
      * paths do the same work: the answer's timing says nothing about the account. */
     char token[USERS_TOKEN_LEN + 1], token_hash[USERS_TOKEN_HASH_LEN + 1];
-    app_new_token(token);
-    app_token_hash(token, token_hash);
+    new_token(token);
+    users_token_hash(token, token_hash);
     hd_uow *uow;
     int rc = app_begin(app, correlation_id, &uow, err);
     if (rc < 0) {
@@ -391,7 +386,7 @@ int users_request_password_reset(users_app *app, const char *correlation_id, con
     }
     user u;
     int loaded = 0;
-    rc = app_reset_tx(app, uow, addr, token, token_hash, &u, &loaded, err);
+    rc = reset_tx(app, uow, addr, token, token_hash, &u, &loaded, err);
     sodium_memzero(token, sizeof token);
     if (rc == HD_ENOTFOUND && !loaded) {
         /* Nobody to tell. hd_error_clear, so that no "not found" reason can reach a log
@@ -406,12 +401,12 @@ int users_request_password_reset(users_app *app, const char *correlation_id, con
     return rc < 0 ? rc : 1;
 }
 
-static int app_reset_password_tx(users_app *app, hd_uow *uow, const char *token_hash,
-                                 const char *password_hash, user *u, int *loaded, hd_error *err)
+static int reset_password_tx(users_app *app, hd_uow *uow, const char *token_hash,
+                             const char *password_hash, user *u, int *loaded, hd_error *err)
 {
     hd_store *s = hd_uow_store(uow);
     users_token tok;
-    int rc = app_check_token(app, s, token_hash, USERS_TOKEN_RESET, &tok, err);
+    int rc = check_token(app, s, token_hash, USERS_TOKEN_RESET, &tok, err);
     if (rc == 0)
         rc = users_repo_get(s, tok.user_id, u, err);
     if (rc < 0)
@@ -440,12 +435,12 @@ int users_reset_password(users_app *app, const char *correlation_id, const char 
     if (app == NULL || password == NULL)
         return hd_error_set(err, HD_EINVAL, "users_reset_password: NULL argument");
     char clean[USERS_TOKEN_LEN + 1], token_hash[USERS_TOKEN_HASH_LEN + 1];
-    int rc = app_token_parse(token, clean, err);
+    int rc = token_parse(token, clean, err);
     if (rc == 0)
         rc = password_check(password, password_len, err);
     if (rc < 0)
         return rc;
-    app_token_hash(clean, token_hash);
+    users_token_hash(clean, token_hash);
     /* Hashed before the transaction, as in users_register; a bad token costs a hash, which
      * also makes guessing tokens here as slow as guessing passwords. */
     char hash[crypto_pwhash_STRBYTES];
@@ -456,8 +451,8 @@ int users_reset_password(users_app *app, const char *correlation_id, const char 
     hd_uow *uow;
     rc = app_begin(app, correlation_id, &uow, err);
     if (rc == 0)
-        rc = app_end(app, uow, app_reset_password_tx(app, uow, token_hash, hash, &u, &loaded, err),
-                     err);
+        rc =
+            app_end(app, uow, reset_password_tx(app, uow, token_hash, hash, &u, &loaded, err), err);
     if (loaded)
         user_release(&u);
     return rc;
@@ -466,7 +461,7 @@ int users_reset_password(users_app *app, const char *correlation_id, const char 
 /* ---- rename and delete --------------------------------------------------------------------- */
 
 /* Load the user by id in uow (a non-UUID is simply not found: no query needed). */
-static int app_load(hd_uow *uow, const char *id, user *u, int *loaded, hd_error *err)
+static int load_user(hd_uow *uow, const char *id, user *u, int *loaded, hd_error *err)
 {
     if (id == NULL || !hd_uuid_valid(id))
         return hd_error_set(err, HD_ENOTFOUND, "no such user");
@@ -476,10 +471,10 @@ static int app_load(hd_uow *uow, const char *id, user *u, int *loaded, hd_error 
     return rc;
 }
 
-static int app_rename_tx(users_app *app, hd_uow *uow, const char *id, const char *name, user *u,
-                         int *loaded, hd_error *err)
+static int rename_tx(users_app *app, hd_uow *uow, const char *id, const char *name, user *u,
+                     int *loaded, hd_error *err)
 {
-    int rc = app_load(uow, id, u, loaded, err);
+    int rc = load_user(uow, id, u, loaded, err);
     if (rc < 0)
         return rc;
     int64_t version = hd_aggregate_version(&u->base);
@@ -501,18 +496,18 @@ int users_rename(users_app *app, const char *correlation_id, const char *id, con
     hd_uow *uow;
     int rc = app_begin(app, correlation_id, &uow, err);
     if (rc == 0)
-        rc = app_end(app, uow, app_rename_tx(app, uow, id, name, &u, &loaded, err), err);
+        rc = app_end(app, uow, rename_tx(app, uow, id, name, &u, &loaded, err), err);
     if (rc == 0)
-        app_view(&u, out);
+        view_of(&u, out);
     if (loaded)
         user_release(&u);
     return rc;
 }
 
-static int app_delete_tx(users_app *app, hd_uow *uow, const char *id, user *u, int *loaded,
-                         hd_error *err)
+static int delete_tx(users_app *app, hd_uow *uow, const char *id, user *u, int *loaded,
+                     hd_error *err)
 {
-    int rc = app_load(uow, id, u, loaded, err);
+    int rc = load_user(uow, id, u, loaded, err);
     if (rc < 0)
         return rc;
     int64_t version = hd_aggregate_version(&u->base);
@@ -533,7 +528,7 @@ int users_delete(users_app *app, const char *correlation_id, const char *id, hd_
     hd_uow *uow;
     int rc = app_begin(app, correlation_id, &uow, err);
     if (rc == 0)
-        rc = app_end(app, uow, app_delete_tx(app, uow, id, &u, &loaded, err), err);
+        rc = app_end(app, uow, delete_tx(app, uow, id, &u, &loaded, err), err);
     if (loaded)
         user_release(&u);
     return rc;
@@ -554,7 +549,7 @@ int users_get(users_app *app, const char *id, user_view *out, hd_error *err)
     int rc = users_repo_get(app->store, id, &u, err);
     pthread_mutex_unlock(&app->lock);
     if (rc == 0) {
-        app_view(&u, out);
+        view_of(&u, out);
         user_release(&u);
     }
     return rc;
@@ -569,7 +564,7 @@ int users_get_by_email(users_app *app, const email *addr, user_view *out, hd_err
     int rc = users_repo_get_by_email(app->store, addr, &u, err);
     pthread_mutex_unlock(&app->lock);
     if (rc == 0) {
-        app_view(&u, out);
+        view_of(&u, out);
         user_release(&u);
     }
     return rc;
@@ -578,7 +573,7 @@ int users_get_by_email(users_app *app, const email *addr, user_view *out, hd_err
 /* The cursor is the position of the last user of a page, "v1.<created_at_ms>.<id>", in
  * base64url so that clients treat it as opaque (and the format can change: v2). It is
  * not secret and not signed: a forged cursor only moves the client's own listing. */
-static int app_cursor_encode(const user *last, char out[USERS_CURSOR_MAX])
+static int cursor_encode(const user *last, char out[USERS_CURSOR_MAX])
 {
     char plain[64];
     int n =
@@ -590,7 +585,7 @@ static int app_cursor_encode(const user *last, char out[USERS_CURSOR_MAX])
     return 0;
 }
 
-static int app_cursor_decode(const char *cursor, users_position *pos, hd_error *err)
+static int cursor_decode(const char *cursor, users_position *pos, hd_error *err)
 {
     char plain[64];
     size_t n = 0;
@@ -605,14 +600,14 @@ static int app_cursor_decode(const char *cursor, users_position *pos, hd_error *
         !hd_uuid_valid(plain + used))
         return hd_error_set(err, HD_EINVAL, "invalid cursor");
     pos->created_at_ms = ms;
-    app_copy(pos->id, sizeof pos->id, plain + used);
+    copy_text(pos->id, sizeof pos->id, plain + used);
     return 0;
 }
 
 /* Read one more than asked: if it exists, there is a next page, and the cursor points at
  * the last user shown (not at the extra one, which opens the next page). */
-static int app_list_locked(users_app *app, const users_position *after, size_t limit, user *rows,
-                           users_page *page, hd_error *err)
+static int list_locked(users_app *app, const users_position *after, size_t limit, user *rows,
+                       users_page *page, hd_error *err)
 {
     size_t count = 0;
     int rc = users_repo_list(app->store, after, limit + 1, rows, &count, err);
@@ -620,10 +615,10 @@ static int app_list_locked(users_app *app, const users_position *after, size_t l
         return rc;
     size_t shown = count > limit ? limit : count;
     for (size_t i = 0; i < shown; i++)
-        app_view(&rows[i], &page->items[i]);
+        view_of(&rows[i], &page->items[i]);
     page->count = shown;
     if (count > limit)
-        rc = app_cursor_encode(&rows[shown - 1], page->next_cursor);
+        rc = cursor_encode(&rows[shown - 1], page->next_cursor);
     for (size_t i = 0; i < count; i++)
         user_release(&rows[i]);
     return rc;
@@ -639,7 +634,7 @@ int users_list(users_app *app, const char *cursor, size_t limit, users_page *pag
     users_position pos;
     int has_cursor = cursor != NULL && *cursor != '\0';
     if (has_cursor) {
-        int rc = app_cursor_decode(cursor, &pos, err);
+        int rc = cursor_decode(cursor, &pos, err);
         if (rc < 0)
             return rc;
     }
@@ -650,7 +645,7 @@ int users_list(users_app *app, const char *cursor, size_t limit, users_page *pag
         return hd_error_set(err, HD_ENOMEM, NULL);
     }
     pthread_mutex_lock(&app->lock);
-    int rc = app_list_locked(app, has_cursor ? &pos : NULL, limit, rows, page, err);
+    int rc = list_locked(app, has_cursor ? &pos : NULL, limit, rows, page, err);
     pthread_mutex_unlock(&app->lock);
     free(rows);
     return rc;

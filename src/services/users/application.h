@@ -50,6 +50,7 @@
 #include "herald/store.h"
 
 #include "domain.h"
+#include "repository.h" /* USERS_TOKEN_HASH_LEN */
 
 #define USERS_VERIFY_TTL_DEFAULT_MS (24LL * 3600 * 1000) /* a day: people read mail late */
 #define USERS_RESET_TTL_DEFAULT_MS  (3600LL * 1000)      /* an hour: it grants the account */
@@ -180,5 +181,10 @@ typedef struct users_page {
 int users_list(users_app *app, const char *cursor, size_t limit, users_page *page, hd_error *err);
 
 void users_page_release(users_page *page);
+
+/* The stored form of a token (borrowed, USERS_TOKEN_LEN hex characters) into out: the hex
+ * SHA-256 of its text, which is what user_tokens keeps and looks up (tests check that the
+ * clear token is never stored). */
+void users_token_hash(const char *token, char out[USERS_TOKEN_HASH_LEN + 1]);
 
 #endif /* USERS_APPLICATION_H */

@@ -1,8 +1,4 @@
-/* users/domain.c — the users service's rules; see domain.h.
- *
- * File-local helpers carry the prefix dom_: the unit tests compile the service's layers
- * into one program (#include "…/domain.c"), so static names must not collide across files.
- */
+/* users/domain.c — the users service's rules; see domain.h. */
 #include "domain.h"
 
 #include <stdlib.h>
@@ -14,26 +10,26 @@
 
 /* Blanks that trimming removes. Only ASCII: a non-breaking space inside a name is the
  * user's business. */
-static int dom_is_blank(unsigned char c)
+static int is_blank(unsigned char c)
 {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
 
 /* C0 controls and DEL: invisible, and dangerous in logs and mail headers (CR LF). */
-static int dom_is_control(unsigned char c)
+static int is_control(unsigned char c)
 {
     return c < 0x20 || c == 0x7f;
 }
 
 /* The span of s without leading and trailing blanks: *start and the returned length. */
-static size_t dom_trim(const char *s, const char **start)
+static size_t trim(const char *s, const char **start)
 {
     size_t len = strlen(s);
-    while (len > 0 && dom_is_blank((unsigned char)*s)) {
+    while (len > 0 && is_blank((unsigned char)*s)) {
         s++;
         len--;
     }
-    while (len > 0 && dom_is_blank((unsigned char)s[len - 1]))
+    while (len > 0 && is_blank((unsigned char)s[len - 1]))
         len--;
     *start = s;
     return len;
@@ -41,7 +37,7 @@ static size_t dom_trim(const char *s, const char **start)
 
 /* Characters in n bytes of UTF-8: every byte that is not a continuation byte (10xxxxxx)
  * starts one. The text is assumed valid UTF-8 (jansson only produces that). */
-static size_t dom_utf8_chars(const char *s, size_t n)
+static size_t utf8_chars(const char *s, size_t n)
 {
     size_t count = 0;
     for (size_t i = 0; i < n; i++)
@@ -53,7 +49,7 @@ static size_t dom_utf8_chars(const char *s, size_t n)
 /* ---- Email ------------------------------------------------------------------------------ */
 
 /* The domain's rules, once the single '@' is found. */
-static int dom_check_domain(const char *d, size_t n, hd_error *err)
+static int check_domain(const char *d, size_t n, hd_error *err)
 {
     if (n == 0)
         return hd_error_set(err, HD_EVALIDATE, "domain part is empty");
@@ -72,7 +68,7 @@ int email_parse(const char *raw, email *out, hd_error *err)
     if (raw == NULL || out == NULL)
         return hd_error_set(err, HD_EINVAL, "email_parse: NULL argument");
     const char *s;
-    size_t n = dom_trim(raw, &s);
+    size_t n = trim(raw, &s);
     if (n == 0)
         return hd_error_set(err, HD_EVALIDATE, "must not be empty");
     if (n > USER_EMAIL_MAX)
@@ -80,7 +76,7 @@ int email_parse(const char *raw, email *out, hd_error *err)
     const char *at = NULL;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c == ' ' || dom_is_control(c))
+        if (c == ' ' || is_control(c))
             return hd_error_set(err, HD_EVALIDATE, "must not contain spaces or control characters");
         if (c == '@') {
             if (at != NULL)
@@ -96,7 +92,7 @@ int email_parse(const char *raw, email *out, hd_error *err)
     if (local > USER_EMAIL_LOCAL_MAX)
         return hd_error_set(err, HD_EVALIDATE, "local part must be at most %d characters",
                             USER_EMAIL_LOCAL_MAX);
-    int rc = dom_check_domain(at + 1, n - local - 1, err);
+    int rc = check_domain(at + 1, n - local - 1, err);
     if (rc < 0)
         return rc;
     /* ASCII lower-casing only, byte by byte: tolower() depends on the locale, and the
@@ -117,7 +113,7 @@ int password_check(const char *password, size_t len, hd_error *err)
         return hd_error_set(err, HD_EINVAL, "password_check: NULL password");
     if (memchr(password, '\0', len) != NULL)
         return hd_error_set(err, HD_EVALIDATE, "must not contain a NUL character");
-    size_t chars = dom_utf8_chars(password, len);
+    size_t chars = utf8_chars(password, len);
     if (chars < USER_PASSWORD_MIN)
         return hd_error_set(err, HD_EVALIDATE, "must be at least %d characters", USER_PASSWORD_MIN);
     if (chars > USER_PASSWORD_MAX)
@@ -134,11 +130,11 @@ int name_parse(const char *raw, char out[USER_NAME_BYTES_MAX + 1], hd_error *err
         return 0;
     }
     const char *s;
-    size_t n = dom_trim(raw, &s);
+    size_t n = trim(raw, &s);
     for (size_t i = 0; i < n; i++)
-        if (dom_is_control((unsigned char)s[i]))
+        if (is_control((unsigned char)s[i]))
             return hd_error_set(err, HD_EVALIDATE, "must not contain control characters");
-    if (n > USER_NAME_BYTES_MAX || dom_utf8_chars(s, n) > USER_NAME_MAX)
+    if (n > USER_NAME_BYTES_MAX || utf8_chars(s, n) > USER_NAME_MAX)
         return hd_error_set(err, HD_EVALIDATE, "must be at most %d characters", USER_NAME_MAX);
     memcpy(out, s, n);
     out[n] = '\0';
@@ -148,8 +144,8 @@ int name_parse(const char *raw, char out[USER_NAME_BYTES_MAX + 1], hd_error *err
 /* ---- User ------------------------------------------------------------------------------- */
 
 /* Fill the fields every user has; shared by register (new) and load (stored). */
-static int dom_user_init(user *u, const char *id, int64_t version, const email *addr,
-                         const char *name, const char *password_hash)
+static int user_init(user *u, const char *id, int64_t version, const email *addr, const char *name,
+                     const char *password_hash)
 {
     memset(u, 0, sizeof *u);
     int rc = hd_aggregate_init(&u->base, USER_AGGREGATE, id, version);
@@ -166,7 +162,7 @@ static int dom_user_init(user *u, const char *id, int64_t version, const email *
 }
 
 /* Raise an event of type with payload (stolen) on u, or report why it failed. */
-static int dom_raise(user *u, const char *type, json_t *payload, hd_error *err)
+static int raise_event(user *u, const char *type, json_t *payload, hd_error *err)
 {
     int rc = hd_aggregate_raise(&u->base, hd_event_new(type, payload));
     if (rc < 0)
@@ -180,14 +176,15 @@ int user_register(user *u, const email *addr, const char *name, const char *pass
     if (u == NULL || addr == NULL || name == NULL || password_hash == NULL ||
         verification_token == NULL || password_hash[0] == '\0' || verification_token[0] == '\0')
         return hd_error_set(err, HD_EINVAL, "user_register: NULL or empty argument");
-    int rc = dom_user_init(u, NULL, 0, addr, name, password_hash);
+    int rc = user_init(u, NULL, 0, addr, name, password_hash);
     if (rc < 0)
         return hd_error_set(err, rc, "user_register: %s", hd_strerror(rc));
     u->created_at_ms = u->updated_at_ms = now_ms;
-    rc = dom_raise(u, USER_REGISTERED,
-                   json_pack("{s:s, s:s, s:s, s:s}", "user_id", user_id(u), "email", u->email.text,
-                             "name", u->name, "verification_token", verification_token),
-                   err);
+    rc =
+        raise_event(u, USER_REGISTERED,
+                    json_pack("{s:s, s:s, s:s, s:s}", "user_id", user_id(u), "email", u->email.text,
+                              "name", u->name, "verification_token", verification_token),
+                    err);
     if (rc < 0)
         user_release(u);
     return rc;
@@ -198,7 +195,7 @@ int user_load(user *u, const char *id, int64_t version, const email *addr, const
 {
     if (u == NULL || id == NULL || addr == NULL || name == NULL || password_hash == NULL)
         return HD_EINVAL;
-    int rc = dom_user_init(u, id, version, addr, name, password_hash);
+    int rc = user_init(u, id, version, addr, name, password_hash);
     if (rc < 0)
         return rc;
     u->verified = verified != 0;
@@ -223,7 +220,7 @@ const char *user_id(const user *u)
 }
 
 /* Every operation on a deleted user is refused the same way. */
-static int dom_check_alive(const user *u, const char *op, hd_error *err)
+static int check_alive(const user *u, const char *op, hd_error *err)
 {
     if (u == NULL)
         return hd_error_set(err, HD_EINVAL, "%s: NULL user", op);
@@ -234,15 +231,15 @@ static int dom_check_alive(const user *u, const char *op, hd_error *err)
 
 int user_verify(user *u, int64_t now_ms, hd_error *err)
 {
-    int rc = dom_check_alive(u, "user_verify", err);
+    int rc = check_alive(u, "user_verify", err);
     if (rc < 0)
         return rc;
     if (u->verified)
         return hd_error_set(err, HD_ESTATE, "email already verified");
-    rc = dom_raise(u, USER_VERIFIED,
-                   json_pack("{s:s, s:s, s:s}", "user_id", user_id(u), "email", u->email.text,
-                             "name", u->name),
-                   err);
+    rc = raise_event(u, USER_VERIFIED,
+                     json_pack("{s:s, s:s, s:s}", "user_id", user_id(u), "email", u->email.text,
+                               "name", u->name),
+                     err);
     if (rc < 0)
         return rc; /* unchanged: no event, no new state */
     u->verified = 1;
@@ -253,20 +250,20 @@ int user_verify(user *u, int64_t now_ms, hd_error *err)
 int user_request_password_reset(user *u, const char *reset_token, int64_t now_ms, hd_error *err)
 {
     (void)now_ms; /* nothing changes: the event alone records the request */
-    int rc = dom_check_alive(u, "user_request_password_reset", err);
+    int rc = check_alive(u, "user_request_password_reset", err);
     if (rc < 0)
         return rc;
     if (reset_token == NULL || reset_token[0] == '\0')
         return hd_error_set(err, HD_EINVAL, "user_request_password_reset: empty token");
-    return dom_raise(u, USER_PASSWORD_RESET_REQUESTED,
-                     json_pack("{s:s, s:s, s:s, s:s}", "user_id", user_id(u), "email",
-                               u->email.text, "name", u->name, "reset_token", reset_token),
-                     err);
+    return raise_event(u, USER_PASSWORD_RESET_REQUESTED,
+                       json_pack("{s:s, s:s, s:s, s:s}", "user_id", user_id(u), "email",
+                                 u->email.text, "name", u->name, "reset_token", reset_token),
+                       err);
 }
 
 int user_rename(user *u, const char *name, int64_t now_ms, hd_error *err)
 {
-    int rc = dom_check_alive(u, "user_rename", err);
+    int rc = check_alive(u, "user_rename", err);
     if (rc < 0)
         return rc;
     if (name == NULL)
@@ -277,7 +274,7 @@ int user_rename(user *u, const char *name, int64_t now_ms, hd_error *err)
     if (copy == NULL)
         return hd_error_set(err, HD_ENOMEM, NULL);
     /* Raise first, with both names, then swap: if raising fails the user is unchanged. */
-    rc = dom_raise(
+    rc = raise_event(
         u, USER_UPDATED,
         json_pack("{s:s, s:s, s:s}", "user_id", user_id(u), "name", copy, "previous_name", u->name),
         err);
@@ -293,7 +290,7 @@ int user_rename(user *u, const char *name, int64_t now_ms, hd_error *err)
 
 int user_change_password(user *u, const char *password_hash, int64_t now_ms, hd_error *err)
 {
-    int rc = dom_check_alive(u, "user_change_password", err);
+    int rc = check_alive(u, "user_change_password", err);
     if (rc < 0)
         return rc;
     if (password_hash == NULL || password_hash[0] == '\0')
@@ -301,7 +298,7 @@ int user_change_password(user *u, const char *password_hash, int64_t now_ms, hd_
     char *copy = strdup(password_hash);
     if (copy == NULL)
         return hd_error_set(err, HD_ENOMEM, NULL);
-    rc = dom_raise(u, USER_PASSWORD_CHANGED, json_pack("{s:s}", "user_id", user_id(u)), err);
+    rc = raise_event(u, USER_PASSWORD_CHANGED, json_pack("{s:s}", "user_id", user_id(u)), err);
     if (rc < 0) {
         free(copy);
         return rc;
@@ -314,11 +311,11 @@ int user_change_password(user *u, const char *password_hash, int64_t now_ms, hd_
 
 int user_delete(user *u, int64_t now_ms, hd_error *err)
 {
-    int rc = dom_check_alive(u, "user_delete", err);
+    int rc = check_alive(u, "user_delete", err);
     if (rc < 0)
         return rc;
-    rc = dom_raise(u, USER_DELETED,
-                   json_pack("{s:s, s:s}", "user_id", user_id(u), "email", u->email.text), err);
+    rc = raise_event(u, USER_DELETED,
+                     json_pack("{s:s, s:s}", "user_id", user_id(u), "email", u->email.text), err);
     if (rc < 0)
         return rc;
     u->deleted = 1;

@@ -1,8 +1,4 @@
-/* users/integration.c — domain events to integration events; see integration.h.
- *
- * File-local names carry the prefix integ_ (the unit tests compile the layers into one
- * program, so static names must be unique across the service's files).
- */
+/* users/integration.c — domain events to integration events; see integration.h. */
 #include "integration.h"
 
 #include <stdio.h>
@@ -25,34 +21,34 @@ struct users_integration {
 /* ---- the contract -------------------------------------------------------------------------
  * One field list per event, as data, so that the producer (here) and any consumer or
  * contract test check the same thing. */
-static const hd_field_spec integ_registered_fields[] = {
+static const hd_field_spec registered_fields[] = {
     {"user_id", HD_JSON_STRING, 1},
     {"email", HD_JSON_STRING, 1},
     {"name", HD_JSON_STRING, 1},
     {"verification_link", HD_JSON_STRING, 1},
     {NULL, 0, 0},
 };
-static const hd_field_spec integ_verified_fields[] = {
+static const hd_field_spec verified_fields[] = {
     {"user_id", HD_JSON_STRING, 1},
     {"email", HD_JSON_STRING, 1},
     {"name", HD_JSON_STRING, 1},
     {NULL, 0, 0},
 };
-static const hd_field_spec integ_reset_fields[] = {
+static const hd_field_spec reset_fields[] = {
     {"user_id", HD_JSON_STRING, 1},
     {"email", HD_JSON_STRING, 1},
     {"name", HD_JSON_STRING, 1},
     {"reset_link", HD_JSON_STRING, 1},
     {NULL, 0, 0},
 };
-static const hd_field_spec integ_deleted_fields[] = {
+static const hd_field_spec deleted_fields[] = {
     {"user_id", HD_JSON_STRING, 1},
     {NULL, 0, 0},
 };
 
 /* The types check the shape; what a type cannot say (an id is a UUID, an email has an
  * '@') is checked here, on the fields that exist in every event. */
-static int integ_validate(const json_t *data, hd_error *err, void *ctx)
+static int validate(const json_t *data, hd_error *err, void *ctx)
 {
     int rc = hd_validate_fields(data, ctx, err);
     if (rc < 0)
@@ -74,14 +70,14 @@ hd_registry *users_integration_registry(void)
         const char *type;
         const hd_field_spec *fields;
     } contract[] = {
-        {USERS_EVENT_REGISTERED, integ_registered_fields},
-        {USERS_EVENT_VERIFIED, integ_verified_fields},
-        {USERS_EVENT_RESET_REQUESTED, integ_reset_fields},
-        {USERS_EVENT_DELETED, integ_deleted_fields},
+        {USERS_EVENT_REGISTERED, registered_fields},
+        {USERS_EVENT_VERIFIED, verified_fields},
+        {USERS_EVENT_RESET_REQUESTED, reset_fields},
+        {USERS_EVENT_DELETED, deleted_fields},
     };
     for (size_t i = 0; i < sizeof contract / sizeof contract[0]; i++) {
         /* The cast drops const: validators get a void * context, and only read it. */
-        if (hd_registry_add(reg, contract[i].type, USERS_EVENT_VERSION, integ_validate,
+        if (hd_registry_add(reg, contract[i].type, USERS_EVENT_VERSION, validate,
                             (void *)contract[i].fields) < 0) {
             hd_registry_free(reg);
             return NULL;
@@ -127,7 +123,7 @@ void users_integration_free(users_integration *ui)
 /* ---- the request scope ------------------------------------------------------------------ */
 
 /* Any unique address will do as a key; this one is private to the file. */
-static const char integ_correlation_key;
+static const char correlation_key;
 
 int users_uow_set_correlation_id(hd_uow *uow, const char *correlation_id)
 {
@@ -138,18 +134,18 @@ int users_uow_set_correlation_id(hd_uow *uow, const char *correlation_id)
     char *copy = strdup(correlation_id);
     if (copy == NULL)
         return HD_ENOMEM;
-    return hd_uow_attach(uow, &integ_correlation_key, copy, free);
+    return hd_uow_attach(uow, &correlation_key, copy, free);
 }
 
 const char *users_uow_correlation_id(hd_uow *uow)
 {
-    return hd_uow_attached(uow, &integ_correlation_key);
+    return hd_uow_attached(uow, &correlation_key);
 }
 
 /* ---- the handlers ----------------------------------------------------------------------- */
 
 /* base followed by token, as a new string; NULL when out of memory. */
-static char *integ_link(const char *base, const char *token)
+static char *make_link(const char *base, const char *token)
 {
     size_t n = strlen(base) + strlen(token) + 1;
     char *link = malloc(n);
@@ -160,8 +156,8 @@ static char *integ_link(const char *base, const char *token)
 
 /* The common end of every handler: wrap data (stolen) in an envelope of type, stamp the
  * ids, check it against the contract and append it to the outbox in uow's transaction. */
-static int integ_emit(users_integration *ui, hd_uow *uow, const hd_event *ev, const char *type,
-                      json_t *data, hd_error *err)
+static int emit(users_integration *ui, hd_uow *uow, const hd_event *ev, const char *type,
+                json_t *data, hd_error *err)
 {
     hd_envelope *env = hd_envelope_new(type, USERS_EVENT_VERSION, ui->source, data);
     if (env == NULL)
@@ -184,72 +180,71 @@ static int integ_emit(users_integration *ui, hd_uow *uow, const hd_event *ev, co
 }
 
 /* A string field of the domain event's payload (borrowed), "" when absent. */
-static const char *integ_field(const hd_event *ev, const char *name)
+static const char *field(const hd_event *ev, const char *name)
 {
     const char *s = json_string_value(json_object_get(hd_event_payload(ev), name));
     return s ? s : "";
 }
 
 /* A link to the clear token, wrapped with the user's fields in an event of type. */
-static int integ_emit_with_link(users_integration *ui, hd_uow *uow, const hd_event *ev,
-                                const char *type, const char *link_field, const char *base,
-                                const char *token_field, hd_error *err)
+static int emit_with_link(users_integration *ui, hd_uow *uow, const hd_event *ev, const char *type,
+                          const char *link_field, const char *base, const char *token_field,
+                          hd_error *err)
 {
-    char *link = integ_link(base, integ_field(ev, token_field));
+    char *link = make_link(base, field(ev, token_field));
     if (link == NULL)
         return hd_error_set(err, HD_ENOMEM, NULL);
-    json_t *data =
-        json_pack("{s:s, s:s, s:s, s:s}", "user_id", integ_field(ev, "user_id"), "email",
-                  integ_field(ev, "email"), "name", integ_field(ev, "name"), link_field, link);
+    json_t *data = json_pack("{s:s, s:s, s:s, s:s}", "user_id", field(ev, "user_id"), "email",
+                             field(ev, "email"), "name", field(ev, "name"), link_field, link);
     free(link);
     if (data == NULL)
         return hd_error_set(err, HD_ENOMEM, NULL);
-    return integ_emit(ui, uow, ev, type, data, err);
+    return emit(ui, uow, ev, type, data, err);
 }
 
-static int integ_on_registered(void *handler, hd_uow *uow, const hd_event *ev, hd_error *err)
+static int on_registered(void *handler, hd_uow *uow, const hd_event *ev, hd_error *err)
 {
     users_integration *ui = handler;
-    return integ_emit_with_link(ui, uow, ev, USERS_EVENT_REGISTERED, "verification_link",
-                                ui->verify_base_url, "verification_token", err);
+    return emit_with_link(ui, uow, ev, USERS_EVENT_REGISTERED, "verification_link",
+                          ui->verify_base_url, "verification_token", err);
 }
 
-static int integ_on_reset_requested(void *handler, hd_uow *uow, const hd_event *ev, hd_error *err)
+static int on_reset_requested(void *handler, hd_uow *uow, const hd_event *ev, hd_error *err)
 {
     users_integration *ui = handler;
-    return integ_emit_with_link(ui, uow, ev, USERS_EVENT_RESET_REQUESTED, "reset_link",
-                                ui->reset_base_url, "reset_token", err);
+    return emit_with_link(ui, uow, ev, USERS_EVENT_RESET_REQUESTED, "reset_link",
+                          ui->reset_base_url, "reset_token", err);
 }
 
-static int integ_on_verified(void *handler, hd_uow *uow, const hd_event *ev, hd_error *err)
+static int on_verified(void *handler, hd_uow *uow, const hd_event *ev, hd_error *err)
 {
-    json_t *data = json_pack("{s:s, s:s, s:s}", "user_id", integ_field(ev, "user_id"), "email",
-                             integ_field(ev, "email"), "name", integ_field(ev, "name"));
+    json_t *data = json_pack("{s:s, s:s, s:s}", "user_id", field(ev, "user_id"), "email",
+                             field(ev, "email"), "name", field(ev, "name"));
     if (data == NULL)
         return hd_error_set(err, HD_ENOMEM, NULL);
-    return integ_emit(handler, uow, ev, USERS_EVENT_VERIFIED, data, err);
+    return emit(handler, uow, ev, USERS_EVENT_VERIFIED, data, err);
 }
 
 /* Only the id: the user is gone, and a deletion event that repeats the personal data
  * would spread exactly what the deletion was meant to remove. */
-static int integ_on_deleted(void *handler, hd_uow *uow, const hd_event *ev, hd_error *err)
+static int on_deleted(void *handler, hd_uow *uow, const hd_event *ev, hd_error *err)
 {
-    json_t *data = json_pack("{s:s}", "user_id", integ_field(ev, "user_id"));
+    json_t *data = json_pack("{s:s}", "user_id", field(ev, "user_id"));
     if (data == NULL)
         return hd_error_set(err, HD_ENOMEM, NULL);
-    return integ_emit(handler, uow, ev, USERS_EVENT_DELETED, data, err);
+    return emit(handler, uow, ev, USERS_EVENT_DELETED, data, err);
 }
 
 int users_integration_register(users_integration *ui, hd_dispatcher *d)
 {
     if (ui == NULL || d == NULL)
         return HD_EINVAL;
-    int rc = hd_dispatcher_register(d, USER_REGISTERED, integ_on_registered, ui);
+    int rc = hd_dispatcher_register(d, USER_REGISTERED, on_registered, ui);
     if (rc == 0)
-        rc = hd_dispatcher_register(d, USER_VERIFIED, integ_on_verified, ui);
+        rc = hd_dispatcher_register(d, USER_VERIFIED, on_verified, ui);
     if (rc == 0)
-        rc = hd_dispatcher_register(d, USER_PASSWORD_RESET_REQUESTED, integ_on_reset_requested, ui);
+        rc = hd_dispatcher_register(d, USER_PASSWORD_RESET_REQUESTED, on_reset_requested, ui);
     if (rc == 0)
-        rc = hd_dispatcher_register(d, USER_DELETED, integ_on_deleted, ui);
+        rc = hd_dispatcher_register(d, USER_DELETED, on_deleted, ui);
     return rc;
 }

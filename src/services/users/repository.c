@@ -1,8 +1,4 @@
-/* users/repository.c — users and tokens in the store; see repository.h.
- *
- * File-local helpers carry the prefix repo_ (the unit tests compile the layers into one
- * program, so static names must be unique across the service's files).
- */
+/* users/repository.c — users and tokens in the store; see repository.h. */
 #include "repository.h"
 
 #include <stdio.h>
@@ -13,7 +9,7 @@
 /* The same DDL runs on SQLite and PostgreSQL: TEXT, BIGINT (64-bit on both; INTEGER is 32
  * bits on PostgreSQL) and INTEGER 0/1 for the flag (a PostgreSQL BOOLEAN would come back as
  * "t"/"f" text, SQLite's as 1/0: an integer reads the same on both). */
-static const char *const repo_steps[] = {
+static const char *const migrations[] = {
     "CREATE TABLE users ("
     " id TEXT PRIMARY KEY,"
     " email TEXT NOT NULL UNIQUE,"
@@ -37,7 +33,7 @@ static const char *const repo_steps[] = {
 int users_repo_migrate(hd_store *store, hd_error *err)
 {
     int applied =
-        hd_store_migrate(store, "users", repo_steps, sizeof repo_steps / sizeof repo_steps[0], err);
+        hd_store_migrate(store, "users", migrations, sizeof migrations / sizeof migrations[0], err);
     if (applied < 0)
         return applied;
     int outbox = hd_outbox_migrate(store, err);
@@ -65,7 +61,7 @@ int users_repo_add(hd_store *store, const user *u, hd_error *err)
 }
 
 /* After a conditional UPDATE or DELETE matched nothing: was the row gone, or changed? */
-static int repo_explain_miss(hd_store *store, const char *id, hd_error *err)
+static int explain_miss(hd_store *store, const char *id, hd_error *err)
 {
     hd_value p[] = {hd_value_text(id)};
     hd_rows *rows = NULL;
@@ -96,7 +92,7 @@ int users_repo_save(hd_store *store, const user *u, int64_t loaded_version, hd_e
                            p, 7, err);
     if (rc < 0)
         return rc;
-    return rc > 0 ? 0 : repo_explain_miss(store, user_id(u), err);
+    return rc > 0 ? 0 : explain_miss(store, user_id(u), err);
 }
 
 int users_repo_remove(hd_store *store, const user *u, int64_t loaded_version, hd_error *err)
@@ -106,11 +102,11 @@ int users_repo_remove(hd_store *store, const user *u, int64_t loaded_version, hd
     if (rc < 0)
         return rc;
     /* > 0, not == 1: SQLite counts the token rows the cascade deleted too. */
-    return rc > 0 ? 0 : repo_explain_miss(store, user_id(u), err);
+    return rc > 0 ? 0 : explain_miss(store, user_id(u), err);
 }
 
 /* Row r of rows (in REPO_USER_COLUMNS order) into *out. */
-static int repo_row_to_user(const hd_rows *rows, size_t r, user *out, hd_error *err)
+static int row_to_user(const hd_rows *rows, size_t r, user *out, hd_error *err)
 {
     email addr;
     if (email_parse(hd_rows_text(rows, r, 1), &addr, NULL) < 0)
@@ -126,7 +122,7 @@ static int repo_row_to_user(const hd_rows *rows, size_t r, user *out, hd_error *
 }
 
 /* One user by a unique column (sql has one parameter). */
-static int repo_get_one(hd_store *store, const char *sql, const char *key, user *out, hd_error *err)
+static int get_one(hd_store *store, const char *sql, const char *key, user *out, hd_error *err)
 {
     hd_value p[] = {hd_value_text(key)};
     hd_rows *rows = NULL;
@@ -136,21 +132,20 @@ static int repo_get_one(hd_store *store, const char *sql, const char *key, user 
     if (hd_rows_count(rows) == 0)
         rc = hd_error_set(err, HD_ENOTFOUND, "no such user");
     else
-        rc = repo_row_to_user(rows, 0, out, err);
+        rc = row_to_user(rows, 0, out, err);
     hd_rows_free(rows);
     return rc;
 }
 
 int users_repo_get(hd_store *store, const char *id, user *out, hd_error *err)
 {
-    return repo_get_one(store, "SELECT " REPO_USER_COLUMNS " FROM users WHERE id = $1", id, out,
-                        err);
+    return get_one(store, "SELECT " REPO_USER_COLUMNS " FROM users WHERE id = $1", id, out, err);
 }
 
 int users_repo_get_by_email(hd_store *store, const email *addr, user *out, hd_error *err)
 {
-    return repo_get_one(store, "SELECT " REPO_USER_COLUMNS " FROM users WHERE email = $1",
-                        addr->text, out, err);
+    return get_one(store, "SELECT " REPO_USER_COLUMNS " FROM users WHERE email = $1", addr->text,
+                   out, err);
 }
 
 int users_repo_list(hd_store *store, const users_position *after, size_t limit, user *out,
@@ -182,7 +177,7 @@ int users_repo_list(hd_store *store, const users_position *after, size_t limit, 
         return rc;
     size_t n = hd_rows_count(rows);
     for (size_t r = 0; r < n && r < limit; r++) {
-        rc = repo_row_to_user(rows, r, &out[r], err);
+        rc = row_to_user(rows, r, &out[r], err);
         if (rc < 0) {
             while (r > 0)
                 user_release(&out[--r]);

@@ -1,6 +1,6 @@
-/* users/presentation.h — the users service's HTTP API, over herald's http module.
+/* users/api.h — the users service's HTTP API, over herald's http module.
  *
- * The presentation layer turns HTTP into use cases and back, and does nothing else: it
+ * The API layer turns HTTP into use cases and back, and does nothing else: it
  * parses and checks input (with the domain's own parsers, so that a 422 lists every bad
  * field at once), calls one function of application.h, and maps the result to a status
  * and a JSON body. docs/openapi/users.yaml is the contract of these routes; the
@@ -30,8 +30,8 @@
  * valid while its owner lives and is not modified; "stolen" = the callee takes ownership,
  * also when it fails.
  */
-#ifndef USERS_PRESENTATION_H
-#define USERS_PRESENTATION_H
+#ifndef USERS_API_H
+#define USERS_API_H
 
 #include <jansson.h>
 
@@ -70,4 +70,4 @@ void users_http_free(users_http *h);
  * RFC 3339 times. New reference; NULL when memory runs out. */
 json_t *users_http_user_json(const user_view *v);
 
-#endif /* USERS_PRESENTATION_H */
+#endif /* USERS_API_H */

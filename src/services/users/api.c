@@ -1,9 +1,5 @@
-/* users/presentation.c — the HTTP API; see presentation.h.
- *
- * File-local names carry the prefix pres_ (the service's layers may be compiled into one
- * test program, so static names must be unique across its files).
- */
-#include "presentation.h"
+/* users/api.c — the HTTP API; see api.h. */
+#include "api.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +34,7 @@ json_t *users_http_user_json(const user_view *v)
 /* ---- JSON in ----------------------------------------------------------------------------- */
 
 /* The body as a JSON object (new reference), or NULL after replying 400/413/415. */
-static json_t *pres_body(hd_http_request *req, hd_http_response *resp)
+static json_t *read_body(hd_http_request *req, hd_http_response *resp)
 {
     json_t *in = NULL;
     hd_error err;
@@ -55,7 +51,7 @@ static json_t *pres_body(hd_http_request *req, hd_http_response *resp)
 }
 
 /* Record that field is invalid, and why, in errors (a JSON array). */
-static void pres_field_error(json_t *errors, const char *field, const char *detail)
+static void add_field_error(json_t *errors, const char *field, const char *detail)
 {
     json_array_append_new(errors, json_pack("{s:s, s:s}", "field", field, "detail", detail));
 }
@@ -63,17 +59,17 @@ static void pres_field_error(json_t *errors, const char *field, const char *deta
 /* The string member `name` of in: 1 with *out (borrowed from in) and *len (may be NULL)
  * set; 0 when it is absent or null and optional; 0 with an entry in errors when it is
  * required and absent, or not a string. */
-static int pres_string(json_t *in, const char *name, int required, const char **out, size_t *len,
-                       json_t *errors)
+static int member_string(json_t *in, const char *name, int required, const char **out, size_t *len,
+                         json_t *errors)
 {
     json_t *v = json_object_get(in, name);
     if (v == NULL || json_is_null(v)) {
         if (required)
-            pres_field_error(errors, name, "is required");
+            add_field_error(errors, name, "is required");
         return 0;
     }
     if (!json_is_string(v)) {
-        pres_field_error(errors, name, "must be a string");
+        add_field_error(errors, name, "must be a string");
         return 0;
     }
     *out = json_string_value(v);
@@ -83,15 +79,15 @@ static int pres_string(json_t *in, const char *name, int required, const char **
 }
 
 /* A domain parser's verdict on field: rc < 0 adds err's reason to errors. */
-static void pres_check(json_t *errors, const char *field, int rc, const hd_error *err)
+static void check_field(json_t *errors, const char *field, int rc, const hd_error *err)
 {
     if (rc < 0)
-        pres_field_error(errors, field, err->text);
+        add_field_error(errors, field, err->text);
 }
 
 /* When errors holds anything, reply 422 listing every invalid field, and return 1. Takes
  * errors over (stolen) either way. */
-static int pres_reply_fields(hd_http_response *resp, json_t *errors)
+static int reply_fields(hd_http_response *resp, json_t *errors)
 {
     size_t n = json_array_size(errors);
     if (n == 0) {
@@ -110,7 +106,7 @@ static int pres_reply_fields(hd_http_response *resp, json_t *errors)
 
 /* A use case failed with rc: map it to a status. estate_status is what HD_ESTATE means on
  * this route (410 for tokens, 409 elsewhere). 5xx details are logged, not sent. */
-static void pres_fail(hd_http_response *resp, int rc, const hd_error *err, int estate_status)
+static void reply_error(hd_http_response *resp, int rc, const hd_error *err, int estate_status)
 {
     int status;
     switch (rc) {
@@ -127,13 +123,13 @@ static void pres_fail(hd_http_response *resp, int rc, const hd_error *err, int e
     hd_http_reply_problem(resp, status, NULL, err->text);
 }
 
-static void pres_reply_user(hd_http_response *resp, int status, const user_view *v)
+static void reply_user(hd_http_response *resp, int status, const user_view *v)
 {
     hd_http_reply_json(resp, status, users_http_user_json(v));
 }
 
 /* Admin routes: 1 when the bearer token is right, else 0 after replying 401. */
-static int pres_admin(users_http *h, hd_http_request *req, hd_http_response *resp)
+static int require_admin(users_http *h, hd_http_request *req, hd_http_response *resp)
 {
     return hd_http_require_bearer(req, resp, h->admin_token) == 0;
 }
@@ -142,10 +138,10 @@ static int pres_admin(users_http *h, hd_http_request *req, hd_http_response *res
  */
 
 /* POST /users {email, password, name?} */
-static void pres_register(hd_http_request *req, hd_http_response *resp, void *ctx)
+static void post_user(hd_http_request *req, hd_http_response *resp, void *ctx)
 {
     users_http *h = ctx;
-    json_t *in = pres_body(req, resp);
+    json_t *in = read_body(req, resp);
     if (in == NULL)
         return;
     json_t *errors = json_array();
@@ -154,13 +150,13 @@ static void pres_register(hd_http_request *req, hd_http_response *resp, void *ct
     size_t password_len = 0;
     email addr;
     char name[USER_NAME_BYTES_MAX + 1] = "";
-    if (pres_string(in, "email", 1, &raw_email, NULL, errors))
-        pres_check(errors, "email", email_parse(raw_email, &addr, &err), &err);
-    if (pres_string(in, "password", 1, &password, &password_len, errors))
-        pres_check(errors, "password", password_check(password, password_len, &err), &err);
-    if (pres_string(in, "name", 0, &raw_name, NULL, errors))
-        pres_check(errors, "name", name_parse(raw_name, name, &err), &err);
-    if (pres_reply_fields(resp, errors)) {
+    if (member_string(in, "email", 1, &raw_email, NULL, errors))
+        check_field(errors, "email", email_parse(raw_email, &addr, &err), &err);
+    if (member_string(in, "password", 1, &password, &password_len, errors))
+        check_field(errors, "password", password_check(password, password_len, &err), &err);
+    if (member_string(in, "name", 0, &raw_name, NULL, errors))
+        check_field(errors, "name", name_parse(raw_name, name, &err), &err);
+    if (reply_fields(resp, errors)) {
         json_decref(in);
         return;
     }
@@ -169,27 +165,27 @@ static void pres_register(hd_http_request *req, hd_http_response *resp, void *ct
     int rc = users_register(h->app, cid, &addr, password, password_len, name, &v, &err);
     json_decref(in); /* the password's last copy in this layer */
     if (rc < 0) {
-        pres_fail(resp, rc, &err, 409);
+        reply_error(resp, rc, &err, 409);
         return;
     }
     hd_log_info(h->logger, cid, "user registered", "user_id", v.id, "email", v.email, NULL);
     char location[16 + HD_UUID_LEN];
     snprintf(location, sizeof location, "/users/%s", v.id);
     hd_http_response_set_header(resp, "Location", location);
-    pres_reply_user(resp, 201, &v);
+    reply_user(resp, 201, &v);
 }
 
 /* POST /users/verify {token} */
-static void pres_verify(hd_http_request *req, hd_http_response *resp, void *ctx)
+static void post_verify(hd_http_request *req, hd_http_response *resp, void *ctx)
 {
     users_http *h = ctx;
-    json_t *in = pres_body(req, resp);
+    json_t *in = read_body(req, resp);
     if (in == NULL)
         return;
     json_t *errors = json_array();
     const char *token = NULL;
-    pres_string(in, "token", 1, &token, NULL, errors);
-    if (pres_reply_fields(resp, errors)) {
+    member_string(in, "token", 1, &token, NULL, errors);
+    if (reply_fields(resp, errors)) {
         json_decref(in);
         return;
     }
@@ -201,34 +197,34 @@ static void pres_verify(hd_http_request *req, hd_http_response *resp, void *ctx)
     if (rc < 0) {
         /* 400 malformed, 404 never issued, 410 used or expired: the client can tell "the
          * link is broken" from "the link is old" and offer a new one. */
-        pres_fail(resp, rc, &err, 410);
+        reply_error(resp, rc, &err, 410);
         hd_log_info(h->logger, cid, "email verification refused", "reason", err.text, NULL);
         return;
     }
     hd_log_info(h->logger, cid, "email verified", "user_id", v.id, NULL);
-    pres_reply_user(resp, 200, &v);
+    reply_user(resp, 200, &v);
 }
 
 /* POST /users/password-reset {email}: 202 whether or not the address has an account. */
-static void pres_password_reset(hd_http_request *req, hd_http_response *resp, void *ctx)
+static void post_password_reset(hd_http_request *req, hd_http_response *resp, void *ctx)
 {
     users_http *h = ctx;
-    json_t *in = pres_body(req, resp);
+    json_t *in = read_body(req, resp);
     if (in == NULL)
         return;
     json_t *errors = json_array();
     hd_error err;
     const char *raw_email;
     email addr;
-    if (pres_string(in, "email", 1, &raw_email, NULL, errors))
-        pres_check(errors, "email", email_parse(raw_email, &addr, &err), &err);
+    if (member_string(in, "email", 1, &raw_email, NULL, errors))
+        check_field(errors, "email", email_parse(raw_email, &addr, &err), &err);
     json_decref(in);
-    if (pres_reply_fields(resp, errors))
+    if (reply_fields(resp, errors))
         return;
     const char *cid = hd_http_request_correlation_id(req);
     int rc = users_request_password_reset(h->app, cid, &addr, &err);
     if (rc < 0) {
-        pres_fail(resp, rc, &err, 409);
+        reply_error(resp, rc, &err, 409);
         return;
     }
     /* The log may say which case it was (operators need it); the reply must not. */
@@ -241,20 +237,20 @@ static void pres_password_reset(hd_http_request *req, hd_http_response *resp, vo
 }
 
 /* POST /users/password-reset/confirm {token, password}: 204 when the password changed. */
-static void pres_password_reset_confirm(hd_http_request *req, hd_http_response *resp, void *ctx)
+static void post_password_reset_confirm(hd_http_request *req, hd_http_response *resp, void *ctx)
 {
     users_http *h = ctx;
-    json_t *in = pres_body(req, resp);
+    json_t *in = read_body(req, resp);
     if (in == NULL)
         return;
     json_t *errors = json_array();
     hd_error err;
     const char *token = NULL, *password = NULL;
     size_t password_len = 0;
-    pres_string(in, "token", 1, &token, NULL, errors);
-    if (pres_string(in, "password", 1, &password, &password_len, errors))
-        pres_check(errors, "password", password_check(password, password_len, &err), &err);
-    if (pres_reply_fields(resp, errors)) {
+    member_string(in, "token", 1, &token, NULL, errors);
+    if (member_string(in, "password", 1, &password, &password_len, errors))
+        check_field(errors, "password", password_check(password, password_len, &err), &err);
+    if (reply_fields(resp, errors)) {
         json_decref(in);
         return;
     }
@@ -262,7 +258,7 @@ static void pres_password_reset_confirm(hd_http_request *req, hd_http_response *
     int rc = users_reset_password(h->app, cid, token, password, password_len, &err);
     json_decref(in);
     if (rc < 0) {
-        pres_fail(resp, rc, &err, 410); /* as for verification: 400, 404, 410 */
+        reply_error(resp, rc, &err, 410); /* as for verification: 400, 404, 410 */
         hd_log_info(h->logger, cid, "password reset refused", "reason", err.text, NULL);
         return;
     }
@@ -274,7 +270,7 @@ static void pres_password_reset_confirm(hd_http_request *req, hd_http_response *
  */
 
 /* {"items": [...], "next_cursor": "..." | null} */
-static json_t *pres_page_json(const user_view *items, size_t n, const char *next_cursor)
+static json_t *page_json(const user_view *items, size_t n, const char *next_cursor)
 {
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++)
@@ -284,7 +280,7 @@ static json_t *pres_page_json(const user_view *items, size_t n, const char *next
 }
 
 /* GET /users?email=... : the collection filtered to at most one user. */
-static void pres_find_by_email(users_http *h, hd_http_response *resp, const char *raw)
+static void find_by_email(users_http *h, hd_http_response *resp, const char *raw)
 {
     email addr;
     hd_error err;
@@ -295,21 +291,21 @@ static void pres_find_by_email(users_http *h, hd_http_response *resp, const char
     user_view v;
     int rc = users_get_by_email(h->app, &addr, &v, &err);
     if (rc < 0 && rc != HD_ENOTFOUND) {
-        pres_fail(resp, rc, &err, 409);
+        reply_error(resp, rc, &err, 409);
         return;
     }
-    hd_http_reply_json(resp, 200, pres_page_json(&v, rc == 0 ? 1 : 0, NULL));
+    hd_http_reply_json(resp, 200, page_json(&v, rc == 0 ? 1 : 0, NULL));
 }
 
 /* GET /users?limit=&cursor= or ?email= */
-static void pres_list(hd_http_request *req, hd_http_response *resp, void *ctx)
+static void get_users(hd_http_request *req, hd_http_response *resp, void *ctx)
 {
     users_http *h = ctx;
-    if (!pres_admin(h, req, resp))
+    if (!require_admin(h, req, resp))
         return;
     const char *raw_email = hd_http_request_query(req, "email");
     if (raw_email != NULL) {
-        pres_find_by_email(h, resp, raw_email);
+        find_by_email(h, resp, raw_email);
         return;
     }
     int64_t limit;
@@ -325,34 +321,34 @@ static void pres_list(hd_http_request *req, hd_http_response *resp, void *ctx)
         hd_http_reply_problem(resp, 400, NULL,
                               "query parameter 'cursor': not a cursor from this API");
     else if (rc < 0)
-        pres_fail(resp, rc, &err, 409);
+        reply_error(resp, rc, &err, 409);
     else
-        hd_http_reply_json(resp, 200, pres_page_json(page.items, page.count, page.next_cursor));
+        hd_http_reply_json(resp, 200, page_json(page.items, page.count, page.next_cursor));
     users_page_release(&page);
 }
 
 /* GET /users/{id} */
-static void pres_get(hd_http_request *req, hd_http_response *resp, void *ctx)
+static void get_user(hd_http_request *req, hd_http_response *resp, void *ctx)
 {
     users_http *h = ctx;
-    if (!pres_admin(h, req, resp))
+    if (!require_admin(h, req, resp))
         return;
     user_view v;
     hd_error err;
     int rc = users_get(h->app, hd_http_request_param(req, "id"), &v, &err);
     if (rc < 0)
-        pres_fail(resp, rc, &err, 409);
+        reply_error(resp, rc, &err, 409);
     else
-        pres_reply_user(resp, 200, &v);
+        reply_user(resp, 200, &v);
 }
 
 /* PATCH /users/{id} {name}: the name only (domain.h says why not the email). */
-static void pres_patch(hd_http_request *req, hd_http_response *resp, void *ctx)
+static void patch_user(hd_http_request *req, hd_http_response *resp, void *ctx)
 {
     users_http *h = ctx;
-    if (!pres_admin(h, req, resp))
+    if (!require_admin(h, req, resp))
         return;
-    json_t *in = pres_body(req, resp);
+    json_t *in = read_body(req, resp);
     if (in == NULL)
         return;
     json_t *errors = json_array();
@@ -360,37 +356,37 @@ static void pres_patch(hd_http_request *req, hd_http_response *resp, void *ctx)
     const char *raw_name;
     char name[USER_NAME_BYTES_MAX + 1] = "";
     if (json_object_get(in, "email") != NULL)
-        pres_field_error(errors, "email", "cannot be changed");
+        add_field_error(errors, "email", "cannot be changed");
     if (json_object_get(in, "password") != NULL)
-        pres_field_error(errors, "password", "cannot be changed here: request a password reset");
-    if (pres_string(in, "name", 1, &raw_name, NULL, errors))
-        pres_check(errors, "name", name_parse(raw_name, name, &err), &err);
+        add_field_error(errors, "password", "cannot be changed here: request a password reset");
+    if (member_string(in, "name", 1, &raw_name, NULL, errors))
+        check_field(errors, "name", name_parse(raw_name, name, &err), &err);
     json_decref(in);
-    if (pres_reply_fields(resp, errors))
+    if (reply_fields(resp, errors))
         return;
     const char *cid = hd_http_request_correlation_id(req);
     user_view v;
     int rc = users_rename(h->app, cid, hd_http_request_param(req, "id"), name, &v, &err);
     if (rc < 0) {
-        pres_fail(resp, rc, &err, 409);
+        reply_error(resp, rc, &err, 409);
         return;
     }
     hd_log_info(h->logger, cid, "user updated", "user_id", v.id, NULL);
-    pres_reply_user(resp, 200, &v);
+    reply_user(resp, 200, &v);
 }
 
 /* DELETE /users/{id} */
-static void pres_delete(hd_http_request *req, hd_http_response *resp, void *ctx)
+static void delete_user(hd_http_request *req, hd_http_response *resp, void *ctx)
 {
     users_http *h = ctx;
-    if (!pres_admin(h, req, resp))
+    if (!require_admin(h, req, resp))
         return;
     const char *cid = hd_http_request_correlation_id(req);
     const char *id = hd_http_request_param(req, "id");
     hd_error err;
     int rc = users_delete(h->app, cid, id, &err);
     if (rc < 0) {
-        pres_fail(resp, rc, &err, 409);
+        reply_error(resp, rc, &err, 409);
         return;
     }
     hd_log_info(h->logger, cid, "user deleted", "user_id", id, NULL);
@@ -402,7 +398,7 @@ static void pres_delete(hd_http_request *req, hd_http_response *resp, void *ctx)
 
 /* GET /health: 503 while stopping (so a load balancer drains us) or when a dependency is
  * down; the body says which. */
-static void pres_health(hd_http_request *req, hd_http_response *resp, void *ctx)
+static void get_health(hd_http_request *req, hd_http_response *resp, void *ctx)
 {
     (void)req;
     users_http *h = ctx;
@@ -420,7 +416,7 @@ static void pres_health(hd_http_request *req, hd_http_response *resp, void *ctx)
 }
 
 /* GET /metrics */
-static void pres_metrics(hd_http_request *req, hd_http_response *resp, void *ctx)
+static void get_metrics(hd_http_request *req, hd_http_response *resp, void *ctx)
 {
     (void)req;
     users_http *h = ctx;
@@ -434,7 +430,7 @@ static void pres_metrics(hd_http_request *req, hd_http_response *resp, void *ctx
 }
 
 /* Every answered request: counted by route pattern and status, timed, logged. */
-static void pres_observe(const hd_http_access *a, void *ctx)
+static void observe(const hd_http_access *a, void *ctx)
 {
     users_http *h = ctx;
     if (h->metrics != NULL) {
@@ -480,16 +476,16 @@ int users_http_new(hd_http_server *srv, const users_http_options *opts, users_ht
         const char *method, *pattern;
         hd_http_handler fn;
     } routes[] = {
-        {"POST", "/users", pres_register},
-        {"POST", "/users/verify", pres_verify},
-        {"POST", "/users/password-reset", pres_password_reset},
-        {"POST", "/users/password-reset/confirm", pres_password_reset_confirm},
-        {"GET", "/users", pres_list},
-        {"GET", "/users/{id}", pres_get},
-        {"PATCH", "/users/{id}", pres_patch},
-        {"DELETE", "/users/{id}", pres_delete},
-        {"GET", "/health", pres_health},
-        {"GET", "/metrics", pres_metrics},
+        {"POST", "/users", post_user},
+        {"POST", "/users/verify", post_verify},
+        {"POST", "/users/password-reset", post_password_reset},
+        {"POST", "/users/password-reset/confirm", post_password_reset_confirm},
+        {"GET", "/users", get_users},
+        {"GET", "/users/{id}", get_user},
+        {"PATCH", "/users/{id}", patch_user},
+        {"DELETE", "/users/{id}", delete_user},
+        {"GET", "/health", get_health},
+        {"GET", "/metrics", get_metrics},
     };
     size_t n = sizeof routes / sizeof routes[0] - (h->metrics == NULL);
     for (size_t i = 0; i < n; i++) {
@@ -499,7 +495,7 @@ int users_http_new(hd_http_server *srv, const users_http_options *opts, users_ht
             return hd_error_set(err, rc, "cannot route %s %s", routes[i].method, routes[i].pattern);
         }
     }
-    hd_http_server_observe(srv, pres_observe, h);
+    hd_http_server_observe(srv, observe, h);
     *out = h;
     return 0;
 }

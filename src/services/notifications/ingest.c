@@ -1,0 +1,361 @@
+/* notifications/ingest.c — step 1: what comes in becomes a recorded notification.
+ *
+ * A window of users events (or one, handed over alone), decoded and checked against the
+ * consumed contract, recorded in one transaction: the inbox drops duplicates, the
+ * preferences may skip a type, the template is rendered (a missing variable REJECTs the
+ * message), and the notification is inserted pending, claimed by the window for a lease.
+ * Then delivery.c sends. A request of the HTTP API takes the same path without a message:
+ * recorded due at once and held by nobody, so the sweeper sends it.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "herald/clock.h"
+#include "herald/inbox.h"
+#include "herald/uow.h"
+
+#include "internal.h"
+
+/* Errors that a later attempt cannot fix: the message (or request) is wrong. */
+static int permanent(int code)
+{
+    switch (code) {
+    case HD_EVALIDATE:
+    case HD_EMISSING:
+    case HD_ETYPE:
+    case HD_EUNKNOWN:
+    case HD_EVERSION:
+    case HD_EJSON:
+    case HD_ETOOBIG:
+    case HD_EUNSUPPORTED:
+    case HD_EINVAL:
+    case HD_ERANGE:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* ---- step 1: recording users events ------------------------------------------------------ */
+
+int notif_window_init(notif_window *win, notif_worker *w, const hd_delivery *const *ds, size_t n,
+                      int single)
+{
+    memset(win, 0, sizeof *win);
+    win->w = w;
+    win->n = n;
+    win->single = single;
+    win->ds = ds;
+    win->envs = calloc(n, sizeof *win->envs);
+    win->owned = calloc(n, sizeof *win->owned);
+    win->ids = calloc(n, sizeof *win->ids);
+    win->fresh = calloc(n, sizeof *win->fresh);
+    win->jobs = calloc(n, sizeof *win->jobs);
+    win->now = hd_time_now_ms();
+    win->lease_until = win->now + w->app->s.lease_ms;
+    notif_new_claim(win->claim);
+    return win->envs && win->owned && win->ids && win->fresh && win->jobs ? 0 : HD_ENOMEM;
+}
+
+void notif_window_release(notif_window *win)
+{
+    for (size_t i = 0; i < win->n; i++) {
+        if (win->jobs != NULL)
+            notif_job_release(&win->jobs[i]);
+        if (win->owned != NULL)
+            hd_envelope_free(win->owned[i]);
+    }
+    free(win->envs);
+    free(win->owned);
+    free(win->ids);
+    free(win->fresh);
+    free(win->jobs);
+}
+
+/* The envelope of d: the consumer's, checked against our contract, or decoded here. *owned
+ * receives what must be freed. */
+static int envelope_of(const notif_app *app, const hd_delivery *d, const hd_envelope **env,
+                       hd_envelope **owned, hd_error *err)
+{
+    *owned = NULL;
+    if (d->envelope != NULL) {
+        *env = d->envelope;
+        return hd_registry_check(app->registry, d->envelope, err);
+    }
+    int rc = hd_envelope_decode(app->registry, d->body, d->body_len, owned, err);
+    *env = *owned;
+    return rc;
+}
+
+/* The verdict for a failure of delivery i: REJECT what can never succeed, RETRY the rest.
+ * In a batch every failure is RETRY without a word: the consumer then hands each delivery
+ * over alone, and the culprit gets its verdict (and its log line, and its count) then. */
+static hd_consume_result verdict(notif_window *win, size_t i, int rc, const char *why)
+{
+    notif_app *app = win->w->app;
+    const hd_delivery *d = win->ds[i];
+    if (!win->single)
+        return HD_CONSUME_RETRY;
+    hd_delivery_reason(d, "%s", why);
+    if (!permanent(rc)) {
+        hd_log_warn(app->lg, d->correlation_id, "message will be retried", "message_id",
+                    d->message_id, "reason", why, NULL);
+        return HD_CONSUME_RETRY;
+    }
+    notif_count(app->m.rejected,
+                rc == HD_EMISSING || rc == HD_ETYPE ? "template" : "invalid_event");
+    hd_log_warn(app->lg, d->correlation_id, "message rejected", "message_id", d->message_id,
+                "reason", why, NULL);
+    return HD_CONSUME_REJECT;
+}
+
+hd_consume_result notif_window_decode(notif_window *win)
+{
+    for (size_t i = 0; i < win->n; i++) {
+        hd_error err;
+        int rc = envelope_of(win->w->app, win->ds[i], &win->envs[i], &win->owned[i], &err);
+        if (rc < 0)
+            return verdict(win, i, rc, err.text);
+        win->ids[i] = hd_envelope_id(win->envs[i]);
+    }
+    return HD_CONSUME_OK;
+}
+
+static int erase_user(notif_window *win, const hd_envelope *env, hd_error *err)
+{
+    const char *user_id = json_string_value(json_object_get(hd_envelope_data(env), "user_id"));
+    int rc = notif_repo_erase_user(win->w->store, user_id, err);
+    if (rc >= 0)
+        hd_log_info(win->w->app->lg, hd_envelope_correlation_id(env), "user erased", "user_id",
+                    user_id, NULL);
+    return rc < 0 ? rc : 0;
+}
+
+/* Render t's template with data into j->mail, and the variables' JSON text into *text. */
+static int render(const notif_app *app, notification_type t, const json_t *data, notif_job *j,
+                  char **text, hd_error *err)
+{
+    json_t *vars = notif_template_variables(data);
+    if (vars == NULL)
+        return hd_error_set(err, HD_ENOMEM, NULL);
+    int rc = hd_templates_render(app->templates, notification_type_name(t), vars, &j->mail, err);
+    if (rc == 0 && (*text = json_dumps(vars, JSON_COMPACT)) == NULL)
+        rc = hd_error_set(err, HD_ENOMEM, NULL);
+    json_decref(vars);
+    return rc;
+}
+
+/* Record one notification asked for by spec in j: pending (rendered, claimed by win until
+ * its lease ends; win->claim "" = due at once, held by nobody) or skipped (prefs). */
+static int record(notif_window *win, notification_spec *spec, const preferences *prefs,
+                  const json_t *data, notif_job *j, hd_error *err)
+{
+    char *text = NULL;
+    int allowed = preferences_allows(prefs, spec->type);
+    int rc = allowed ? render(win->w->app, spec->type, data, j, &text, err) : 0;
+    if (rc == 0 && allowed)
+        spec->subject = j->mail->subject;
+    if (rc == 0 && (rc = notification_new(&j->n, spec, prefs, win->now, err)) >= 0) {
+        j->live = 1;
+        j->to_send = rc;
+        const char *claim = j->to_send && win->claim[0] ? win->claim : NULL;
+        rc = notif_repo_insert(win->w->store, &j->n, text, win->lease_until, claim, err);
+    }
+    free(text);
+    return rc < 0 ? rc : 0;
+}
+
+static int notify_user(notif_window *win, const hd_envelope *env, notification_type t, notif_job *j,
+                       hd_error *err)
+{
+    const json_t *data = hd_envelope_data(env);
+    const char *user_id = json_string_value(json_object_get(data, "user_id"));
+    const char *email = json_string_value(json_object_get(data, "email"));
+    preferences prefs;
+    int rc = notif_repo_prefs_find(win->w->store, user_id, &prefs, err);
+    if (rc < 0)
+        return rc;
+    const char *cid = hd_envelope_correlation_id(env);
+    notification_spec spec = {
+        .user_id = user_id,
+        .type = t,
+        .recipient = preferences_recipient(&prefs, t, email),
+        .correlation_id = cid != NULL ? cid : hd_envelope_id(env), /* it starts a flow */
+        .cause_id = hd_envelope_id(env),
+    };
+    rc = record(win, &spec, &prefs, data, j, err);
+    preferences_release(&prefs);
+    return rc;
+}
+
+/* Step 1 for one fresh event. */
+static int apply_event(notif_window *win, size_t i, hd_error *err)
+{
+    notification_type t;
+    const hd_envelope *env = win->envs[i];
+    switch (notif_intent_of(hd_envelope_type(env), &t)) {
+    case NOTIF_INTENT_NOTIFY:
+        return notify_user(win, env, t, &win->jobs[i], err);
+    case NOTIF_INTENT_ERASE:
+        return erase_user(win, env, err);
+    default:
+        return hd_error_set(err, HD_EUNKNOWN, "event type is not one this service handles");
+    }
+}
+
+/* The inbox, then every fresh event, in the open transaction. *culprit is the index of the
+ * event that failed. */
+static int record_events(notif_window *win, size_t *culprit, hd_error *err)
+{
+    *culprit = 0;
+    int rc = hd_inbox_accept_many(win->w->store, NOTIFICATIONS_CONSUMER, win->ids, win->n,
+                                  win->fresh, err);
+    for (size_t i = 0; rc >= 0 && i < win->n; i++) {
+        *culprit = i;
+        if (win->fresh[i])
+            rc = apply_event(win, i, err);
+    }
+    return rc < 0 ? rc : 0;
+}
+
+static void count_recorded(const notif_window *win)
+{
+    const notif_metrics *m = &win->w->app->m;
+    for (size_t i = 0; i < win->n; i++) {
+        const notif_job *j = &win->jobs[i];
+        if (!win->fresh[i])
+            notif_count(m->duplicates, NULL);
+        else
+            notif_count(m->consumed, hd_envelope_type(win->envs[i]));
+        if (win->fresh[i] && j->live && j->n.status == NOTIFY_SKIPPED)
+            notif_count(m->skipped, notification_type_name(j->n.type));
+        else if (win->fresh[i] && !j->live)
+            notif_count(m->erased, NULL);
+    }
+}
+
+/* Step 1 for the whole window: one transaction, one fsync. */
+hd_consume_result notif_window_record(notif_window *win)
+{
+    size_t culprit = 0;
+    hd_error err;
+    hd_uow *uow = NULL;
+    int rc = hd_uow_begin(win->w->store, win->w->app->dispatcher, &uow, &err);
+    if (rc == 0) {
+        if ((rc = record_events(win, &culprit, &err)) < 0)
+            hd_uow_rollback(uow, NULL);
+        else
+            rc = hd_uow_commit(uow, &err);
+    }
+    if (rc < 0) {
+        for (size_t i = 0; i < win->n; i++)
+            notif_job_release(&win->jobs[i]);
+        return verdict(win, culprit, rc, err.text);
+    }
+    count_recorded(win);
+    return HD_CONSUME_OK;
+}
+
+/* Decode, record (step 1), deliver (steps 2 and 3) a window of n deliveries. single: they
+ * came one by one (notif_handle_delivery), not as a batch. */
+static hd_consume_result handle_window(notif_worker *w, const hd_delivery *const *ds, size_t n,
+                                       int single)
+{
+    notif_window win;
+    hd_consume_result v = HD_CONSUME_RETRY;
+    if (notif_window_init(&win, w, ds, n, single) == 0 &&
+        (v = notif_window_decode(&win)) == HD_CONSUME_OK &&
+        (v = notif_window_record(&win)) == HD_CONSUME_OK)
+        notif_deliver(w, win.jobs, n, win.claim, win.lease_until);
+    notif_window_release(&win);
+    return v;
+}
+
+hd_consume_result notif_handle_delivery(void *ctx, const hd_delivery *d)
+{
+    return handle_window(ctx, &d, 1, 1);
+}
+
+/* A batch that fails answers RETRY without a verdict of its own (see verdict()), even a
+ * batch of one: the consumer then hands each delivery to notif_handle_delivery. */
+hd_consume_result notif_handle_batch(void *ctx, const hd_delivery *const *ds, size_t n)
+{
+    return n > 0 ? handle_window(ctx, ds, n, 0) : HD_CONSUME_OK;
+}
+
+/* ---- a request of the HTTP API ---------------------------------------------------------- */
+
+/* Check a direct request before anything is read or written. */
+static int check_request(const notif_request *req, notification_type *t, hd_error *err)
+{
+    int rc = notification_type_parse(req->type, t, err);
+    if (rc < 0)
+        return rc;
+    if (!notify_user_id_valid(req->user_id))
+        return hd_error_set(err, HD_EVALIDATE,
+                            "user_id must be 1 to %d characters of A-Z a-z "
+                            "0-9 . _ : -",
+                            NOTIFY_USER_ID_MAX);
+    if (!hd_mail_address_valid(req->recipient))
+        return hd_error_set(err, HD_EVALIDATE, "recipient is not a valid e-mail address");
+    if (!json_is_object(req->variables))
+        return hd_error_set(err, HD_EVALIDATE, "variables must be an object");
+    return 0;
+}
+
+/* In the open unit of work: read the preferences, render, insert. */
+static int record_request(notif_worker *w, const notif_request *req, notification_type t,
+                          notif_job *j, hd_error *err)
+{
+    preferences prefs;
+    int rc = notif_repo_prefs_find(w->store, req->user_id, &prefs, err);
+    if (rc < 0)
+        return rc;
+    notification_spec spec = {.user_id = req->user_id,
+                              .type = t,
+                              .recipient = req->recipient,
+                              .correlation_id = req->correlation_id};
+    /* Due at once and held by nobody (no claim): the sweeper sends it. */
+    notif_window win = {.w = w, .now = hd_time_now_ms()};
+    win.lease_until = win.now;
+    rc = record(&win, &spec, &prefs, req->variables, j, err);
+    preferences_release(&prefs);
+    /* A template that cannot be filled is the request's fault: 422, not 400 or 500. */
+    if (rc == HD_EMISSING || rc == HD_ETYPE) {
+        char why[HD_ERROR_TEXT_MAX];
+        snprintf(why, sizeof why, "%s", err ? err->text : "template");
+        rc = hd_error_set(err, HD_EVALIDATE, "%s", why);
+    }
+    return rc;
+}
+
+int notif_request_send(notif_worker *w, const notif_request *req, notification *out, hd_error *err)
+{
+    notification_type t;
+    int rc = check_request(req, &t, err);
+    if (rc < 0)
+        return rc;
+    notif_job j;
+    memset(&j, 0, sizeof j);
+    hd_uow *uow = NULL;
+    if ((rc = hd_uow_begin(w->store, w->app->dispatcher, &uow, err)) < 0)
+        return rc;
+    if ((rc = record_request(w, req, t, &j, err)) < 0)
+        hd_uow_rollback(uow, NULL);
+    else
+        rc = hd_uow_commit(uow, err);
+    if (rc < 0) {
+        notif_job_release(&j);
+        return rc;
+    }
+    int pending = j.to_send;
+    if (!pending)
+        notif_count(w->app->m.skipped, notification_type_name(t));
+    if (pending && w->app->on_due != NULL)
+        w->app->on_due(w->app->on_due_ctx);
+    *out = j.n; /* moved to the caller */
+    j.live = 0;
+    notif_job_release(&j);
+    return pending;
+}

@@ -1,0 +1,400 @@
+/* users/runtime.c — herald-users as a process: wiring, the in-process relay, stopping
+ * (runtime.h). */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "herald/amqp.h"
+#include "herald/http.h"
+#include "herald/metrics.h"
+#include "herald/outbox.h"
+#include "herald/relay.h"
+#include "herald/store.h"
+
+#include "api.h"
+#include "application.h"
+#include "repository.h"
+#include "runtime.h"
+
+/* Everything users_run builds, so that one function can take it down. */
+typedef struct service {
+    const hd_config *cfg;
+    hd_logger *log;
+    const char *db_url;
+    hd_store *store;
+    users_app *app;
+    hd_metrics *metrics;
+    hd_http_server *http;
+    users_http *api;
+    /* the in-process relay */
+    const char *amqp_url;
+    pthread_t relay_thread;
+    int relay_started;
+    volatile int relay_stop;
+    pthread_mutex_t relay_lock; /* guards relay: the thread frees it, /metrics reads it */
+    hd_relay *relay;
+    hd_outbox_notifier *notifier;
+} service;
+
+/* ---- settings ------------------------------------------------------------------------- */
+
+/* "host:port" or "[v6]:port" into host (cap bytes) and port. */
+static int parse_listen(const char *s, char *host, size_t cap, uint16_t *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL || colon == s)
+        return HD_ECONFIG;
+    const char *h = s;
+    size_t n = (size_t)(colon - s);
+    if (h[0] == '[' && n >= 2 && h[n - 1] == ']') {
+        h++;
+        n -= 2;
+    }
+    char *end;
+    errno = 0;
+    long p = strtol(colon + 1, &end, 10);
+    if (n == 0 || n >= cap || *end != '\0' || end == colon + 1 || errno || p < 0 || p > 65535)
+        return HD_ECONFIG;
+    memcpy(host, h, n);
+    host[n] = '\0';
+    *port = (uint16_t)p;
+    return 0;
+}
+
+/* The application's settings from cfg. Strings stay borrowed from cfg. */
+static int read_app_config(const hd_config *cfg, users_config *out, hd_error *err)
+{
+    memset(out, 0, sizeof *out);
+    out->verify_base_url =
+        hd_config_get(cfg, "HD_USERS_VERIFY_BASE_URL", USERS_VERIFY_BASE_DEFAULT);
+    out->reset_base_url = hd_config_get(cfg, "HD_USERS_RESET_BASE_URL", USERS_RESET_BASE_DEFAULT);
+    int rc = hd_config_get_duration_ms(cfg, "HD_USERS_TOKEN_TTL", USERS_VERIFY_TTL_DEFAULT_MS, 1000,
+                                       30LL * 24 * 3600 * 1000, &out->verify_ttl_ms, err);
+    if (rc == 0)
+        rc = hd_config_get_duration_ms(cfg, "HD_USERS_RESET_TOKEN_TTL", USERS_RESET_TTL_DEFAULT_MS,
+                                       1000, 24LL * 3600 * 1000, &out->reset_ttl_ms, err);
+    int64_t hashing = USERS_HASHING_DEFAULT;
+    if (rc == 0)
+        rc = hd_config_get_int(cfg, "HD_USERS_MAX_HASHING", USERS_HASHING_DEFAULT, 1, 256, &hashing,
+                               err);
+    if (rc < 0)
+        return rc;
+    out->max_hashing = (unsigned)hashing;
+    const char *cost = hd_config_get(cfg, "HD_USERS_PWHASH", "interactive");
+    if (strcmp(cost, "moderate") == 0) {
+        out->pwhash_opslimit = crypto_pwhash_OPSLIMIT_MODERATE;
+        out->pwhash_memlimit = crypto_pwhash_MEMLIMIT_MODERATE;
+    } else if (strcmp(cost, "interactive") != 0 && *cost != '\0') {
+        return hd_error_set(err, HD_ECONFIG,
+                            "HD_USERS_PWHASH: '%s' is not 'interactive' or 'moderate'", cost);
+    }
+    return 0;
+}
+
+/* ---- metrics and health ---------------------------------------------------------------- */
+
+static int gauge_outbox_pending(void *ctx, double *out)
+{
+    int64_t v;
+    int rc = users_app_outbox_depth(ctx, &v, NULL, NULL, NULL);
+    *out = (double)v;
+    return rc;
+}
+
+static int gauge_outbox_oldest(void *ctx, double *out)
+{
+    int64_t ms;
+    int rc = users_app_outbox_depth(ctx, NULL, &ms, NULL, NULL);
+    *out = (double)ms / 1000.0;
+    return rc;
+}
+
+static int gauge_outbox_parked(void *ctx, double *out)
+{
+    int64_t v;
+    int rc = users_app_outbox_depth(ctx, NULL, NULL, &v, NULL);
+    *out = (double)v;
+    return rc;
+}
+
+/* The relay's totals: one callback per fate, the fate chosen by the context's address. */
+typedef struct relay_gauge {
+    service *svc;
+    size_t offset; /* of the uint64_t in hd_relay_stats */
+} relay_gauge;
+
+static int gauge_relay(void *ctx, double *out)
+{
+    relay_gauge *g = ctx;
+    hd_relay_stats st;
+    pthread_mutex_lock(&g->svc->relay_lock);
+    if (g->svc->relay == NULL) {
+        pthread_mutex_unlock(&g->svc->relay_lock);
+        return HD_ESTATE; /* not connected yet: leave the series out */
+    }
+    hd_relay_get_stats(g->svc->relay, &st);
+    pthread_mutex_unlock(&g->svc->relay_lock);
+    uint64_t v;
+    memcpy(&v, (const char *)&st + g->offset, sizeof v);
+    *out = (double)v;
+    return 0;
+}
+
+static relay_gauge relay_gauges[4];
+
+static int setup_metrics(service *svc, hd_error *err)
+{
+    svc->metrics = hd_metrics_new();
+    if (svc->metrics == NULL)
+        return hd_error_set(err, HD_ENOMEM, NULL);
+    hd_gauge *pending = hd_metrics_gauge(svc->metrics, "outbox_pending",
+                                         "Outbox rows waiting to be published.", NULL);
+    hd_gauge *oldest = hd_metrics_gauge(svc->metrics, "outbox_oldest_age_seconds",
+                                        "Age of the oldest row waiting (0 when none).", NULL);
+    hd_gauge *parked = hd_metrics_gauge(svc->metrics, "outbox_parked",
+                                        "Outbox rows parked after too many failures.", NULL);
+    if (!pending || !oldest || !parked ||
+        hd_gauge_set_func(pending, NULL, gauge_outbox_pending, svc->app) < 0 ||
+        hd_gauge_set_func(oldest, NULL, gauge_outbox_oldest, svc->app) < 0 ||
+        hd_gauge_set_func(parked, NULL, gauge_outbox_parked, svc->app) < 0)
+        return hd_error_set(err, HD_ENOMEM, "cannot register the outbox gauges");
+    if (svc->amqp_url == NULL)
+        return 0;
+    /* Totals since start; a gauge because metrics.h computes only gauges on demand. */
+    hd_gauge *fates = hd_metrics_gauge(svc->metrics, "relay_messages",
+                                       "Messages the in-process relay handled, by outcome, "
+                                       "since start.",
+                                       "outcome", NULL);
+    const struct {
+        const char *outcome;
+        size_t offset;
+    } f[4] = {
+        {"published", offsetof(hd_relay_stats, published)},
+        {"confirmed", offsetof(hd_relay_stats, confirmed)},
+        {"returned", offsetof(hd_relay_stats, returned)},
+        {"parked", offsetof(hd_relay_stats, parked)},
+    };
+    for (size_t i = 0; i < 4; i++) {
+        relay_gauges[i] = (relay_gauge){svc, f[i].offset};
+        if (fates == NULL || hd_gauge_set_func(fates, (const char *[]){f[i].outcome}, gauge_relay,
+                                               &relay_gauges[i]) < 0)
+            return hd_error_set(err, HD_ENOMEM, "cannot register the relay gauges");
+    }
+    return 0;
+}
+
+/* /health: the store answers a query; with a relay, the broker accepts a connection. */
+static int health(void *ctx, json_t *checks)
+{
+    service *svc = ctx;
+    hd_error err;
+    int rc = users_app_ping(svc->app, &err);
+    json_object_set_new(checks, "store", json_string(rc == 0 ? "ok" : "unreachable"));
+    if (svc->amqp_url == NULL)
+        return rc;
+    hd_amqp_options o = {
+        .connect_timeout_ms = 2000, .heartbeat_s = -1, .connection_name = "herald-users health"};
+    hd_amqp *a = NULL;
+    int b = hd_amqp_open(svc->amqp_url, &o, &a, &err);
+    hd_amqp_close(a);
+    json_object_set_new(checks, "broker", json_string(b == 0 ? "ok" : "unreachable"));
+    return rc < 0 ? rc : b;
+}
+
+/* ---- the in-process relay ------------------------------------------------------------ */
+
+/* Connect to the broker, retrying until it answers or we are told to stop. */
+static hd_amqp *relay_connect(service *svc)
+{
+    hd_amqp_options o = {.connection_name = "herald-users relay"};
+    int64_t delay = 200;
+    while (!svc->relay_stop) {
+        hd_amqp *a = NULL;
+        hd_error err;
+        if (hd_amqp_open(svc->amqp_url, &o, &a, &err) == 0)
+            return a;
+        hd_log_warn(svc->log, NULL, "relay: broker unreachable, retrying", "error", err.text, NULL);
+        hd_sleep_ms(delay, &svc->relay_stop);
+        delay = delay * 2 > 10000 ? 10000 : delay * 2;
+    }
+    return NULL;
+}
+
+static void *relay_main(void *arg)
+{
+    service *svc = arg;
+    hd_store *store = NULL;
+    hd_error err;
+    /* Its own connection: a store handle belongs to one thread (store.h). */
+    if (hd_store_open(svc->db_url, &store, &err) < 0) {
+        hd_log_error(svc->log, NULL, "relay: cannot open the store", "error", err.text, NULL);
+        return NULL;
+    }
+    hd_amqp *amqp = relay_connect(svc);
+    hd_relay *relay = NULL;
+    hd_relay_options opts = {.notifier = svc->notifier,
+                             .logger = svc->log,
+                             .exchange = hd_config_get(svc->cfg, "HD_RELAY_EXCHANGE", "")};
+    if (amqp != NULL && hd_relay_new(store, amqp, &opts, &relay, &err) == 0) {
+        pthread_mutex_lock(&svc->relay_lock);
+        svc->relay = relay;
+        pthread_mutex_unlock(&svc->relay_lock);
+        hd_log_info(svc->log, NULL, "relay: running", "relay_id", hd_relay_id(relay), NULL);
+        if (hd_relay_run(relay, &svc->relay_stop, &err) < 0)
+            hd_log_error(svc->log, NULL, "relay: stopped on a permanent error", "error", err.text,
+                         NULL);
+        pthread_mutex_lock(&svc->relay_lock);
+        svc->relay = NULL;
+        pthread_mutex_unlock(&svc->relay_lock);
+        hd_relay_free(relay);
+    } else if (amqp != NULL) {
+        hd_log_error(svc->log, NULL, "relay: cannot start", "error", err.text, NULL);
+    }
+    hd_amqp_close(amqp);
+    hd_store_close(store);
+    return NULL;
+}
+
+static int start_relay(service *svc, hd_error *err)
+{
+    if (strncmp(svc->db_url, "sqlite::memory:", 15) == 0)
+        return hd_error_set(
+            err, HD_ECONFIG,
+            "HD_AMQP_URL needs a database the relay can open too, not sqlite::memory:");
+    svc->notifier = hd_outbox_notifier_new();
+    if (svc->notifier == NULL)
+        return hd_error_set(err, HD_ENOMEM, NULL);
+    hd_outbox_set_notify(hd_outbox_notifier_signal, svc->notifier);
+    if (pthread_create(&svc->relay_thread, NULL, relay_main, svc) != 0)
+        return hd_error_set(err, HD_ENOMEM, "cannot start the relay thread");
+    svc->relay_started = 1;
+    return 0;
+}
+
+static void stop_relay(service *svc)
+{
+    if (!svc->relay_started)
+        return;
+    svc->relay_stop = 1;
+    hd_outbox_notifier_signal(svc->notifier); /* wake it if it sleeps */
+    pthread_join(svc->relay_thread, NULL);
+    svc->relay_started = 0;
+}
+
+/* ---- start and stop ------------------------------------------------------------------- */
+
+static int start_http(service *svc, hd_error *err)
+{
+    char host[128];
+    uint16_t port;
+    const char *listen = hd_config_get(svc->cfg, "HD_USERS_LISTEN", "127.0.0.1:8081");
+    if (parse_listen(listen, host, sizeof host, &port) < 0)
+        return hd_error_set(err, HD_ECONFIG, "HD_USERS_LISTEN: '%s' is not address:port", listen);
+    /* 16 KiB: a registration is a few hundred bytes; anything far larger is not one. */
+    hd_http_options o = {
+        .bind_address = host, .port = port, .max_body_bytes = 16 * 1024, .logger = svc->log};
+    int rc = hd_http_server_new(&o, &svc->http, err);
+    if (rc < 0)
+        return rc;
+    const char *token = hd_config_get(svc->cfg, "HD_USERS_ADMIN_TOKEN", "");
+    if (*token == '\0')
+        hd_log_warn(svc->log, NULL, "HD_USERS_ADMIN_TOKEN is not set: admin routes answer 401",
+                    NULL);
+    users_http_options ho = {.app = svc->app,
+                             .admin_token = token,
+                             .logger = svc->log,
+                             .metrics = svc->metrics,
+                             .health = health,
+                             .health_ctx = svc};
+    rc = users_http_new(svc->http, &ho, &svc->api, err);
+    if (rc == 0)
+        rc = hd_http_server_start(svc->http, err);
+    if (rc == 0) {
+        char port_text[8];
+        snprintf(port_text, sizeof port_text, "%u", (unsigned)hd_http_server_port(svc->http));
+        hd_log_info(svc->log, NULL, "listening", "address", host, "port", port_text, NULL);
+    }
+    return rc;
+}
+
+static int start(service *svc, hd_error *err)
+{
+    svc->db_url = hd_config_get(svc->cfg, "HD_DATABASE_URL", "sqlite://users.db");
+    const char *amqp = hd_config_get(svc->cfg, "HD_AMQP_URL", "");
+    svc->amqp_url = *amqp ? amqp : NULL;
+    users_config ac;
+    int rc = read_app_config(svc->cfg, &ac, err);
+    if (rc == 0)
+        rc = hd_store_open(svc->db_url, &svc->store, err);
+    if (rc == 0) {
+        rc = users_repo_migrate(svc->store, err);
+        if (rc > 0)
+            hd_log_info(svc->log, NULL, "schema migrated", NULL);
+    }
+    if (rc >= 0)
+        rc = users_app_new(svc->store, &ac, &svc->app, err);
+    if (rc == 0)
+        rc = setup_metrics(svc, err);
+    if (rc == 0 && svc->amqp_url != NULL)
+        rc = start_relay(svc, err);
+    if (rc == 0)
+        rc = start_http(svc, err);
+    if (rc == 0 && svc->amqp_url == NULL)
+        hd_log_info(svc->log, NULL,
+                    "HD_AMQP_URL not set: events stay in the outbox for a herald-relay", NULL);
+    return rc;
+}
+
+/* Reverse order of start. Returns 0, or HD_ETIMEOUT when requests were cut off. */
+static int stop(service *svc)
+{
+    int rc = 0;
+    if (svc->http != NULL)
+        rc = hd_http_server_stop(svc->http); /* stop accepting, finish in-flight requests */
+    stop_relay(svc);                         /* after HTTP: the last commits signal it */
+    hd_http_server_free(svc->http);
+    users_http_free(svc->api);
+    hd_outbox_set_notify(NULL, NULL);
+    hd_outbox_notifier_free(svc->notifier);
+    hd_metrics_free(svc->metrics);
+    users_app_free(svc->app);
+    hd_store_close(svc->store);
+    return rc;
+}
+
+int users_run(const hd_config *cfg, hd_logger *lg)
+{
+    service svc = {.cfg = cfg, .log = lg};
+    pthread_mutex_init(&svc.relay_lock, NULL);
+    hd_error err;
+
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* before any thread: they inherit it */
+    signal(SIGPIPE, SIG_IGN);                /* a client that hangs up is not fatal */
+
+    int status = 0;
+    if (start(&svc, &err) < 0) {
+        hd_log_error(svc.log, NULL, "cannot start", "error", err.text, NULL);
+        status = 1;
+    } else {
+        int sig = 0;
+        sigwait(&sigs, &sig);
+        hd_log_info(svc.log, NULL, "stopping", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                    NULL);
+    }
+    if (stop(&svc) < 0)
+        hd_log_warn(svc.log, NULL, "some requests were still running at the stop deadline", NULL);
+    if (status == 0)
+        hd_log_info(svc.log, NULL, "stopped", NULL);
+    pthread_mutex_destroy(&svc.relay_lock);
+    return status;
+}
