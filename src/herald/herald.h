@@ -39,7 +39,7 @@
 #include "herald/inbox.h"
 #include "herald/relay.h"
 
-/* the integration event bus of the seeds: RabbitMQ and in-memory */
+/* the integration event bus (topic / consumer / event types): RabbitMQ and in-memory */
 #include "herald/bus.h"
 #include "herald/bus_memory.h"
 #include "herald/bus_rabbit.h"
