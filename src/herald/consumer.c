@@ -351,8 +351,9 @@ static int forward(hd_consumer *c, slot *s, const char *exchange, const char *ro
     free(entries);
     if (rc < 0) {
         requeue(c, s);
-        return hd_error_set(err, rc, "consumer '%s': %s/%s not forwarded, message requeued: %s",
-                            c->queue, *exchange ? exchange : "(default)", routing_key, why.text);
+        return hd_error_set(err, rc, "consumer '%s': %s/%s not forwarded, message requeued: %s%s",
+                            c->queue, *exchange ? exchange : "(default)", routing_key, why.text,
+                            rc == HD_ERETURNED ? " (is the retry topology declared?)" : "");
     }
     return ack(c, s, 0, err);
 }
