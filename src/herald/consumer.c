@@ -3,7 +3,7 @@
 
 #include "herald/backoff.h"
 #include "herald/clock.h"
-#include "herald/topology.h"
+#include "herald/publisher.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -33,17 +33,19 @@ struct hd_consumer {
     char *queue;
     hd_consumer_options opts;
     hd_retry_policy policy;
-    char tier_names[HD_RETRY_MAX_TIERS][HD_AMQP_NAME_MAX + 1]; /* by tier index */
-    const char *tier_list[HD_RETRY_MAX_TIERS];                 /* the same, as a list */
-    char retry_exchange[HD_AMQP_NAME_MAX + 1];
-    char dlq[HD_AMQP_NAME_MAX + 1];
+    hd_retry_names names;                      /* retry exchange, tier queues, DLQ */
+    const char *tier_list[HD_RETRY_MAX_TIERS]; /* names.tiers, as a list */
 
     hd_amqp *conn;     /* consumes */
     amqp_channel_t ch; /* the consuming channel; 0 = not consuming */
     unsigned ch_gen;
-    hd_amqp *pub;          /* publishes retries and dead letters */
-    amqp_channel_t pub_ch; /* in confirm mode; 0 = to open */
-    unsigned pub_gen;
+    hd_amqp *pub; /* publishes retries and dead letters, through `publisher` only */
+    /* The one confirm state machine (publisher.h), on its own connection: a publisher reads
+     * every frame of its connection and would swallow the deliveries of a consumer sharing
+     * it, and flow control that blocks a publishing connection must not also block the acks
+     * and the prefetch window of the consuming one. It reopens its confirm channel by itself
+     * after hd_amqp_reconnect(pub). */
+    hd_publisher *publisher;
 
     size_t batch_max;
     slot *slots; /* batch_max of them */
@@ -51,102 +53,16 @@ struct hd_consumer {
     hd_backoff backoff;
 };
 
-/* ---- names and topology --------------------------------------------------------------- */
-
-/* The names derived from the work queue and the policy. Tier queues are named by their delay,
- * so two tiers with the same delay share a queue. */
-typedef struct names {
-    char retry_exchange[HD_AMQP_NAME_MAX + 1];
-    char dlq[HD_AMQP_NAME_MAX + 1];
-    char tiers[HD_RETRY_MAX_TIERS][HD_AMQP_NAME_MAX + 1];
-} names;
-
-static int make_names(const char *queue, const hd_retry_policy *p, names *n, hd_error *err)
-{
-    if (queue == NULL || *queue == '\0')
-        return hd_error_set(err, HD_EINVAL, "consumer: a work queue name is required");
-    int rc = hd_retry_policy_check(p, err);
-    if (rc < 0)
-        return rc;
-    if (hd_retry_exchange_name(n->retry_exchange, sizeof n->retry_exchange, queue) < 0 ||
-        hd_retry_dlq_name(n->dlq, sizeof n->dlq, queue) < 0)
-        return hd_error_set(err, HD_ERANGE, "consumer: queue name '%s' too long", queue);
-    for (int i = 0; i < p->ntiers; i++)
-        if (hd_retry_tier_queue_name(n->tiers[i], sizeof n->tiers[i], queue, p->tier_ms[i]) < 0)
-            return hd_error_set(err, HD_ERANGE, "consumer: queue name '%s' too long", queue);
-    return HD_OK;
-}
-
-static const hd_retry_policy *policy_or_default(const hd_retry_policy *p, hd_retry_policy *tmp)
-{
-    if (p != NULL)
-        return p;
-    hd_retry_policy_default(tmp);
-    return tmp;
-}
-
-/* The specs of the whole retry topology, built into caller-provided arrays. */
-typedef struct retry_topology {
-    hd_exchange_spec exchange;
-    hd_queue_spec queues[HD_RETRY_MAX_TIERS + 2];
-    hd_binding_spec bindings[HD_RETRY_MAX_TIERS];
-    hd_topology t;
-} retry_topology;
-
-static void build_topology(retry_topology *rt, const char *queue, const hd_retry_policy *p,
-                           const names *n)
-{
-    memset(rt, 0, sizeof *rt);
-    rt->exchange =
-        (hd_exchange_spec){.name = n->retry_exchange, .type = HD_EXCHANGE_DIRECT, .durable = 1};
-    size_t nq = 0, nb = 0;
-    rt->queues[nq++] = (hd_queue_spec){.name = queue, .durable = 1};
-    for (int i = 0; i < p->ntiers; i++) {
-        int seen = 0;
-        for (int k = 0; k < i; k++)
-            seen |= strcmp(n->tiers[k], n->tiers[i]) == 0;
-        if (seen)
-            continue;
-        /* Nobody consumes a tier queue. Its messages wait out the TTL at the head of the
-         * queue (all share one TTL, so the oldest always expires first: a classic queue only
-         * expires messages at its head) and are dead-lettered back to the work queue through
-         * the default exchange, whose routing key is a queue name. */
-        rt->queues[nq++] = (hd_queue_spec){.name = n->tiers[i],
-                                           .durable = 1,
-                                           .dead_letter_exchange = "",
-                                           .dead_letter_routing_key = queue,
-                                           .message_ttl_ms = p->tier_ms[i]};
-        rt->bindings[nb++] = (hd_binding_spec){
-            .queue = n->tiers[i], .exchange = n->retry_exchange, .key = n->tiers[i]};
-    }
-    rt->queues[nq++] = (hd_queue_spec){.name = n->dlq, .durable = 1};
-    rt->t = (hd_topology){&rt->exchange, 1, rt->queues, nq, rt->bindings, nb};
-}
+/* ---- topology (retry.h declares it) ----------------------------------------------------- */
 
 int hd_consumer_declare(hd_amqp *a, const char *queue, const hd_retry_policy *p, hd_error *err)
 {
-    hd_retry_policy tmp;
-    p = policy_or_default(p, &tmp);
-    names n;
-    int rc = make_names(queue, p, &n, err);
-    if (rc < 0)
-        return rc;
-    retry_topology rt;
-    build_topology(&rt, queue, p, &n);
-    return hd_topology_declare(a, &rt.t, err);
+    return hd_retry_declare(a, queue, p, err);
 }
 
 int hd_consumer_undeclare(hd_amqp *a, const char *queue, const hd_retry_policy *p, hd_error *err)
 {
-    hd_retry_policy tmp;
-    p = policy_or_default(p, &tmp);
-    names n;
-    int rc = make_names(queue, p, &n, err);
-    if (rc < 0)
-        return rc;
-    retry_topology rt;
-    build_topology(&rt, queue, p, &n);
-    return hd_topology_delete(a, &rt.t, err);
+    return hd_retry_undeclare(a, queue, p, err);
 }
 
 /* ---- connections and channels --------------------------------------------------------- */
@@ -186,116 +102,6 @@ static int start_consuming(hd_consumer *c, hd_error *err)
 static int consuming(const hd_consumer *c)
 {
     return c->ch != 0 && c->ch_gen == hd_amqp_generation(c->conn);
-}
-
-/* The publishing channel, in confirm mode. */
-static int pub_ready(hd_consumer *c, hd_error *err)
-{
-    if (!hd_amqp_is_open(c->pub))
-        return hd_error_set(err, HD_ECLOSED, "consumer '%s': publishing connection is closed",
-                            c->queue);
-    if (c->pub_ch != 0 && c->pub_gen == hd_amqp_generation(c->pub))
-        return HD_OK;
-    amqp_channel_t ch;
-    int rc = hd_amqp_channel_open(c->pub, &ch, err);
-    if (rc < 0)
-        return rc;
-    amqp_connection_state_t st = hd_amqp_state(c->pub);
-    amqp_confirm_select(st, ch);
-    if ((rc = hd_amqp_check_reply_on(c->pub, ch, amqp_get_rpc_reply(st), "confirm.select", err)) <
-        0)
-        return rc;
-    c->pub_ch = ch;
-    c->pub_gen = hd_amqp_generation(c->pub);
-    return HD_OK;
-}
-
-/* Give up on the publishing channel after a failure; the next publish opens a fresh one. */
-static void pub_drop(hd_consumer *c)
-{
-    if (c->pub_ch != 0 && c->pub_gen == hd_amqp_generation(c->pub))
-        hd_amqp_channel_close(c->pub, c->pub_ch);
-    c->pub_ch = 0;
-}
-
-/* Publish one message, mandatory, with the given properties, and wait for its confirm.
- * 0 = confirmed and routed; HD_ERETURNED, HD_ENACKED, HD_ETIMEOUT, HD_ECLOSED, HD_EAMQP.
- *
- * Why not publisher.h? A retry must carry the message's headers as received, x-death (an
- * array of tables) included, and hd_message takes string headers only. One message at a time
- * also keeps this short: every ack on the channel is ours. */
-static int publish_confirmed(hd_consumer *c, const char *exchange, const char *routing_key,
-                             const amqp_basic_properties_t *props, amqp_bytes_t body, hd_error *err)
-{
-    int rc = pub_ready(c, err);
-    if (rc < 0)
-        return rc;
-    amqp_connection_state_t st = hd_amqp_state(c->pub);
-    amqp_maybe_release_buffers(st);
-    int status =
-        amqp_basic_publish(st, c->pub_ch, amqp_cstring_bytes(exchange),
-                           amqp_cstring_bytes(routing_key), 1 /* mandatory */, 0, props, body);
-    if (status != AMQP_STATUS_OK) {
-        rc = hd_amqp_check_status(c->pub, status, "publish retry", err);
-        pub_drop(c);
-        return rc;
-    }
-
-    int timeout = c->opts.confirm_timeout_ms > 0 ? c->opts.confirm_timeout_ms : 10000;
-    int64_t deadline = hd_clock_ms() + timeout;
-    int returned = 0;
-    for (;;) {
-        int64_t left = deadline - hd_clock_ms();
-        if (left <= 0) {
-            /* A confirm may still come, late, and be taken for the next message's. Start
-             * over on a fresh connection instead (hd_consumer_reconnect). */
-            hd_amqp_mark_broken(c->pub);
-            c->pub_ch = 0;
-            return hd_error_set(err, HD_ETIMEOUT, "no confirm for %s/%s within %d ms", exchange,
-                                routing_key, timeout);
-        }
-        struct timeval tv = {.tv_sec = left / 1000, .tv_usec = (left % 1000) * 1000};
-        amqp_frame_t f;
-        status = amqp_simple_wait_frame_noblock(st, &f, &tv);
-        if (status == AMQP_STATUS_TIMEOUT)
-            continue;
-        if (status != AMQP_STATUS_OK) {
-            rc = hd_amqp_check_status(c->pub, status, "wait for confirm", err);
-            pub_drop(c);
-            return rc;
-        }
-        if (f.frame_type != AMQP_FRAME_METHOD)
-            continue;
-        amqp_method_t *m = &f.payload.method;
-        if (m->id == AMQP_CONNECTION_CLOSE_METHOD ||
-            (m->id == AMQP_CHANNEL_CLOSE_METHOD && f.channel == c->pub_ch)) {
-            c->pub_ch = 0;
-            return hd_amqp_handle_close(c->pub, f.channel, m, "publish retry", err);
-        }
-        if (f.channel != c->pub_ch)
-            continue;
-        if (m->id == AMQP_BASIC_RETURN_METHOD) {
-            /* Unroutable (a tier queue or the DLQ is missing). The broker still acks it
-             * afterwards; read the returned content to keep the frame stream in step. */
-            returned = ((amqp_basic_return_t *)m->decoded)->reply_code;
-            amqp_message_t msg;
-            amqp_rpc_reply_t r = amqp_read_message(st, c->pub_ch, &msg, 0);
-            if ((rc = hd_amqp_check_reply_on(c->pub, c->pub_ch, r, "read return", err)) < 0) {
-                c->pub_ch = 0;
-                return rc;
-            }
-            amqp_destroy_message(&msg);
-        } else if (m->id == AMQP_BASIC_ACK_METHOD) {
-            if (returned)
-                return hd_error_set(err, HD_ERETURNED,
-                                    "%s/%s: returned %d NO_ROUTE (is the topology declared?)",
-                                    *exchange ? exchange : "(default)", routing_key, returned);
-            return HD_OK;
-        } else if (m->id == AMQP_BASIC_NACK_METHOD) {
-            return hd_error_set(err, HD_ENACKED, "%s/%s: nacked by the broker",
-                                *exchange ? exchange : "(default)", routing_key);
-        }
-    }
 }
 
 /* ---- building a delivery -------------------------------------------------------------- */
@@ -489,21 +295,21 @@ static int header_is(const amqp_table_entry_t *e, const char *name)
     return e->key.len == n && memcmp(e->key.bytes, name, n) == 0;
 }
 
-/* Republish s (body, properties, headers with x-death) to exchange/routing key, then ack it.
- * extra (n_extra entries) replace or add headers. */
+/* Republish s (body, properties, headers with x-death) to exchange/routing key through the
+ * publisher, and ack it only once the broker confirmed the copy. extra (n_extra entries)
+ * replace or add headers. */
 static int forward(hd_consumer *c, slot *s, const char *exchange, const char *routing_key,
                    const amqp_table_entry_t *extra, int n_extra, hd_error *err)
 {
-    amqp_basic_properties_t props = s->env.message.properties;
+    const amqp_basic_properties_t *got = &s->env.message.properties;
+    amqp_basic_properties_t props = *got;
     /* A per-message TTL would expire the copy again in the tier queue or the DLQ (the broker
      * removes it when it dead-letters, for the same reason). */
     props._flags &= ~AMQP_BASIC_EXPIRATION_FLAG;
-    if (!(props._flags & AMQP_BASIC_DELIVERY_MODE_FLAG)) {
-        props._flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
-        props.delivery_mode = 2; /* persistent */
-    }
 
-    const amqp_table_t *h = (props._flags & AMQP_BASIC_HEADERS_FLAG) ? &props.headers : NULL;
+    /* The headers as received (x-death is an array of tables: it goes as it is), with the
+     * extra ones replacing those of the same name. */
+    const amqp_table_t *h = (got->_flags & AMQP_BASIC_HEADERS_FLAG) ? &got->headers : NULL;
     int nh = h ? h->num_entries : 0;
     amqp_table_entry_t *entries = malloc(((size_t)nh + (size_t)n_extra + 1) * sizeof *entries);
     if (entries == NULL)
@@ -518,19 +324,36 @@ static int forward(hd_consumer *c, slot *s, const char *exchange, const char *ro
     }
     for (int k = 0; k < n_extra; k++)
         entries[n++] = extra[k];
-    if (n > 0) {
-        props._flags |= AMQP_BASIC_HEADERS_FLAG;
-        props.headers.num_entries = n;
-        props.headers.entries = entries;
-    }
+    amqp_table_t headers = {.num_entries = n, .entries = entries};
+
+    hd_message m = {
+        .exchange = exchange,
+        .routing_key = routing_key,
+        .body = s->env.message.body.bytes,
+        .len = s->env.message.body.len,
+        /* Mandatory (a missing tier queue or DLQ is RETURNED, not silently dropped), and
+         * persistent unless the original was explicitly transient. */
+        .flags = (got->_flags & AMQP_BASIC_DELIVERY_MODE_FLAG) && got->delivery_mode == 1
+                     ? HD_MSG_TRANSIENT
+                     : 0,
+        .raw_headers = n > 0 ? &headers : NULL,
+        .raw_properties = &props,
+    };
 
     /* Confirm first, ack second: between the two the message exists twice (at least once),
-     * never zero times. */
-    int rc = publish_confirmed(c, exchange, routing_key, &props, s->env.message.body, err);
+     * never zero times. Anything but CONFIRMED — NACKED, RETURNED, LOST, or no confirm within
+     * confirm_timeout_ms — hands the original back to its queue unacked. After a timeout the
+     * copy stays outstanding in the publisher, whose late confirm is matched by number and
+     * cannot be taken for the next forward's: the copy may exist (a duplicate, deduplicated
+     * by message id), the original is never acked without it. */
+    hd_error why;
+    int rc = hd_publish_confirmed(c->publisher, &m, -1, &why);
     free(entries);
     if (rc < 0) {
         requeue(c, s);
-        return rc;
+        return hd_error_set(err, rc, "consumer '%s': %s/%s not forwarded, message requeued: %s%s",
+                            c->queue, *exchange ? exchange : "(default)", routing_key, why.text,
+                            rc == HD_ERETURNED ? " (is the retry topology declared?)" : "");
     }
     return ack(c, s, 0, err);
 }
@@ -553,7 +376,7 @@ static int bury(hd_consumer *c, slot *s, const char *reason, hd_error *err)
     extra[1].value.value.i64 = s->d.attempt;
     extra[2] = str_entry(HD_HEADER_QUEUE, c->queue);
     /* Straight into the DLQ through the default exchange (routing key = queue name). */
-    int rc = forward(c, s, "", c->dlq, extra, 3, err);
+    int rc = forward(c, s, "", c->names.dlq, extra, 3, err);
     if (rc == 0)
         c->counts.dead++;
     return rc;
@@ -562,7 +385,7 @@ static int bury(hd_consumer *c, slot *s, const char *reason, hd_error *err)
 static int retry_later(hd_consumer *c, slot *s, hd_error *err)
 {
     int tier = hd_retry_tier(&c->policy, s->d.attempt);
-    int rc = forward(c, s, c->retry_exchange, c->tier_names[tier], NULL, 0, err);
+    int rc = forward(c, s, c->names.retry_exchange, c->names.tiers[tier], NULL, 0, err);
     if (rc == 0)
         c->counts.retried++;
     return rc;
@@ -753,8 +576,7 @@ int hd_consumer_open(const char *url, const hd_consumer_options *opts, hd_consum
     else
         hd_retry_policy_default(&c->policy);
     c->opts.retry = &c->policy;
-    names n;
-    if ((rc = make_names(opts->queue, &c->policy, &n, err)) < 0)
+    if ((rc = hd_retry_names_make(opts->queue, &c->policy, &c->names, err)) < 0)
         goto fail;
     c->queue = strdup(opts->queue);
     if (c->queue == NULL) {
@@ -762,12 +584,8 @@ int hd_consumer_open(const char *url, const hd_consumer_options *opts, hd_consum
         goto fail;
     }
     c->opts.queue = c->queue;
-    memcpy(c->retry_exchange, n.retry_exchange, sizeof c->retry_exchange);
-    memcpy(c->dlq, n.dlq, sizeof c->dlq);
-    for (int i = 0; i < c->policy.ntiers; i++) {
-        memcpy(c->tier_names[i], n.tiers[i], sizeof c->tier_names[i]);
-        c->tier_list[i] = c->tier_names[i];
-    }
+    for (int i = 0; i < c->policy.ntiers; i++)
+        c->tier_list[i] = c->names.tiers[i];
 
     /* A batch never holds more than the prefetch: the broker would not send more. */
     size_t cap = opts->prefetch > 0 ? (size_t)opts->prefetch : BATCH_LIMIT;
@@ -793,6 +611,15 @@ int hd_consumer_open(const char *url, const hd_consumer_options *opts, hd_consum
         goto fail;
     if ((rc = hd_amqp_open(url, &ao, &c->pub, err)) < 0)
         goto fail;
+    /* One forward at a time (hd_publish_confirmed), so the window only matters after a
+     * timeout: copies whose confirm is late stay in it until settled, and a full window makes
+     * the next forward wait for the oldest — back-pressure on a broker that stopped
+     * confirming. */
+    hd_publisher_options po = {.window = 16,
+                               .confirm_timeout_ms =
+                                   opts->confirm_timeout_ms > 0 ? opts->confirm_timeout_ms : 10000};
+    if ((rc = hd_publisher_new(c->pub, &po, &c->publisher, err)) < 0)
+        goto fail;
     if ((rc = start_consuming(c, err)) < 0)
         goto fail;
     c->opts.amqp = NULL; /* the caller's, and only needed above: each hd_amqp keeps a copy */
@@ -809,6 +636,7 @@ void hd_consumer_close(hd_consumer *c)
     if (c == NULL)
         return;
     /* Closing the connections hands every unacked delivery back to the broker. */
+    hd_publisher_free(c->publisher);
     hd_amqp_close(c->pub);
     hd_amqp_close(c->conn);
     if (c->slots != NULL)
@@ -829,7 +657,6 @@ int hd_consumer_reconnect(hd_consumer *c, const volatile int *stop, hd_error *er
         c->counts.reconnects++;
     }
     if (!hd_amqp_is_open(c->pub)) {
-        c->pub_ch = 0;
         if ((rc = hd_amqp_reconnect(c->pub, stop, err)) < 0)
             return rc;
     }

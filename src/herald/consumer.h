@@ -37,10 +37,14 @@
  *                       x-herald-reason, x-herald-attempts and x-herald-queue
  *
  * Never lose a message on the way: a retry or a dead letter is published (persistent,
- * mandatory) in CONFIRM mode, and the original is acked only AFTER the broker confirmed the
- * copy. A crash in between leaves two copies (the original is redelivered): at-least-once,
- * and consumers deduplicate by message id (inbox.h). If the copy is refused, the original is
- * handed back to the queue (nack, requeue) and poll reports the failure.
+ * mandatory) through an hd_publisher (publisher.h) — the same confirm state machine as the
+ * relay's, so a nack, a basic.return, a closed channel and a missing confirm mean the same
+ * on both paths — and the original is acked only AFTER the broker confirmed the copy. A
+ * crash in between leaves two copies (the original is redelivered): at-least-once, and
+ * consumers deduplicate by message id (inbox.h). If the copy is not CONFIRMED (nacked,
+ * returned, lost, or no confirm within confirm_timeout_ms), the original is handed back to
+ * the queue (nack, requeue) and poll reports the failure. A copy whose confirm was only late
+ * may still arrive: a duplicate, never a loss.
  *
  * The republished message keeps its body, properties and headers — x-death included, since
  * that is where the broker keeps its count. This works on the RabbitMQ 3.10 of Debian 12 and
@@ -49,9 +53,10 @@
  * republish, so count attempts with a header of your own or a quorum queue's delivery limit.
  *
  * Connections: a consumer owns TWO connections to the same URL, one that consumes and one that
- * publishes retries and dead letters. RabbitMQ blocks a publishing connection under memory
- * pressure (flow control); on a shared connection that would also stop the acks that free the
- * memory. And librabbitmq allows one asynchronous reader per connection (amqp.h).
+ * publishes retries and dead letters (its hd_publisher's). RabbitMQ blocks a publishing
+ * connection under memory pressure (flow control); on a shared connection that would also
+ * stop the acks that free the memory. And librabbitmq allows one asynchronous reader per
+ * connection (amqp.h): the publisher reading confirms would swallow the deliveries.
  *
  * Threads: a consumer is used by one thread. Run one consumer per thread for parallelism;
  * prefetch spreads the work between them.
@@ -94,7 +99,8 @@ typedef struct hd_consumer_options {
     int declare;                  /* 1 = declare the topology (hd_consumer_declare) on open
                                      and after every reconnect */
     const hd_amqp_options *amqp;  /* for both connections; NULL = defaults */
-    int confirm_timeout_ms;       /* wait for the confirm of a retry/dead letter; 0 = 10000 */
+    int confirm_timeout_ms;       /* wait for the confirm of a retry/dead letter; 0 = 10000
+                                     (the forwarding publisher's confirm_timeout_ms) */
 
     /* Group commit (optional): with batch_handler set, poll gathers up to batch_max
      * deliveries that have already arrived (bounded by the prefetch) and hands them over in
@@ -116,15 +122,16 @@ typedef struct hd_consumer_counts {
 
 /* ---- topology ------------------------------------------------------------------------- */
 
-/* Declare the work queue `queue` (durable, classic), its retry exchange, one delay queue per
- * distinct tier of p (NULL = the default policy), the bindings and the dead-letter queue, on
- * connection a's main channel. Idempotent. Returns 0, HD_ECONFIG (bad policy), HD_ERANGE (a
+/* hd_retry_declare (retry.h), under the consumer's name: declare the work queue `queue`
+ * (durable, classic), its retry exchange, one delay queue per distinct tier of p (NULL = the
+ * default policy), the bindings and the dead-letter queue, on connection a's main channel
+ * (borrowed). Idempotent. Returns 0, HD_ECONFIG (bad policy), HD_ERANGE (a
  * name too long) or the topology module's errors (HD_EAMQP with the broker's reason). The
  * work queue's own bindings (to the application's exchanges) are the caller's. */
 int hd_consumer_declare(hd_amqp *a, const char *queue, const hd_retry_policy *p, hd_error *err);
 
-/* Delete everything hd_consumer_declare declared (tests and tutorial chapters clean up with
- * it). Keeps going past failures and returns the first. */
+/* hd_retry_undeclare: delete everything hd_consumer_declare declared (tests and tutorial
+ * chapters clean up with it). Keeps going past failures and returns the first. */
 int hd_consumer_undeclare(hd_amqp *a, const char *queue, const hd_retry_policy *p, hd_error *err);
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
@@ -150,7 +157,7 @@ void hd_consumer_close(hd_consumer *c);
  *   HD_EAMQP    the broker closed the consuming channel or cancelled the consumer (queue
  *               deleted); or refused a retry/dead letter (the message was requeued)
  *   HD_ENACKED, HD_ERETURNED, HD_ETIMEOUT  a retry/dead letter was not confirmed (the
- *               message was requeued; back off before the next poll)
+ *               message was requeued, not acked; back off before the next poll)
  * Handlers run inside this call, in the caller's thread. */
 int hd_consumer_poll(hd_consumer *c, int timeout_ms, hd_error *err);
 

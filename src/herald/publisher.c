@@ -93,8 +93,8 @@ static void report(hd_publisher *p, slot *s, hd_fate fate, const char *reason)
         p->watch_done = 1;
         p->watch_fate = fate;
         /* Precision bound: reasons may be longer than the slot; truncation is fine. */
-        snprintf(p->watch_reason, sizeof p->watch_reason, "%.*s",
-                 (int)sizeof p->watch_reason - 1, reason ? reason : "");
+        snprintf(p->watch_reason, sizeof p->watch_reason, "%.*s", (int)sizeof p->watch_reason - 1,
+                 reason ? reason : "");
     }
     if (p->on_fate != NULL)
         p->on_fate(p->ctx, s->seq, s->user, fate, reason);
@@ -399,7 +399,88 @@ static int check_message(const hd_message *m, hd_error *err)
     for (size_t i = 0; i < m->n_headers; i++)
         if (m->headers[i].key == NULL || m->headers[i].value == NULL)
             return hd_error_set(err, HD_EINVAL, "publish: header %zu has a NULL key or value", i);
+    if (m->raw_headers != NULL && (m->raw_headers->num_entries < 0 ||
+                                   (m->raw_headers->num_entries > 0 && !m->raw_headers->entries)))
+        return hd_error_set(err, HD_EINVAL, "publish: raw_headers has %d entries at %p",
+                            m->raw_headers->num_entries, (void *)m->raw_headers->entries);
     return 0;
+}
+
+static int key_is(amqp_bytes_t key, const char *name)
+{
+    size_t n = strlen(name);
+    return key.len == n && (n == 0 || memcmp(key.bytes, name, n) == 0);
+}
+
+/* A raw header the message's own headers replace (or the publish number, which is ours). */
+static int raw_header_replaced(const hd_message *m, amqp_bytes_t key)
+{
+    if (key_is(key, HD_SEQ_HEADER))
+        return 1;
+    for (size_t i = 0; i < m->n_headers; i++)
+        if (key_is(key, m->headers[i].key))
+            return 1;
+    return 0;
+}
+
+/* The properties of m's publish. entries has room for every header of m plus the publish
+ * number; the table points into it (and, for raw headers, into m's borrowed memory). */
+static void build_properties(const hd_message *m, int mandatory, uint64_t seq,
+                             amqp_table_entry_t *entries, amqp_basic_properties_t *props)
+{
+    if (m->raw_properties != NULL) {
+        *props = *m->raw_properties;
+        props->_flags &= ~AMQP_BASIC_HEADERS_FLAG;
+        props->headers = amqp_empty_table;
+    } else {
+        memset(props, 0, sizeof *props);
+    }
+    props->_flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
+    /* 2 = persistent: written to disk by a durable queue, so it survives a broker restart.
+     * Persistence in a non-durable queue is pointless: the queue itself is gone. */
+    props->delivery_mode = (m->flags & HD_MSG_TRANSIENT) ? 1 : 2;
+    if (m->content_type) {
+        props->_flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
+        props->content_type = amqp_cstring_bytes(m->content_type);
+    }
+    if (m->type) {
+        props->_flags |= AMQP_BASIC_TYPE_FLAG;
+        props->type = amqp_cstring_bytes(m->type);
+    }
+    if (m->message_id) {
+        props->_flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
+        props->message_id = amqp_cstring_bytes(m->message_id);
+    }
+    if (m->correlation_id) {
+        props->_flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
+        props->correlation_id = amqp_cstring_bytes(m->correlation_id);
+    }
+    if (m->expiration) {
+        props->_flags |= AMQP_BASIC_EXPIRATION_FLAG;
+        props->expiration = amqp_cstring_bytes(m->expiration);
+    }
+    int n = 0;
+    if (m->raw_headers != NULL)
+        for (int i = 0; i < m->raw_headers->num_entries; i++)
+            if (!raw_header_replaced(m, m->raw_headers->entries[i].key))
+                entries[n++] = m->raw_headers->entries[i]; /* values shared, not copied */
+    for (size_t i = 0; i < m->n_headers; i++) {
+        entries[n].key = amqp_cstring_bytes(m->headers[i].key);
+        entries[n].value.kind = AMQP_FIELD_KIND_UTF8;
+        entries[n].value.value.bytes = amqp_cstring_bytes(m->headers[i].value);
+        n++;
+    }
+    if (mandatory) {
+        entries[n].key = amqp_cstring_bytes(HD_SEQ_HEADER);
+        entries[n].value.kind = AMQP_FIELD_KIND_I64;
+        entries[n].value.value.i64 = (int64_t)seq;
+        n++;
+    }
+    if (n > 0) {
+        props->_flags |= AMQP_BASIC_HEADERS_FLAG;
+        props->headers.num_entries = n;
+        props->headers.entries = entries;
+    }
 }
 
 /* The publish behind hd_publisher_publish; watch = 1 makes hd_publish_confirmed's watch
@@ -424,57 +505,23 @@ static int publish(hd_publisher *p, const hd_message *m, uint64_t *seq_out, int 
     int mandatory = !(m->flags & HD_MSG_NOT_MANDATORY);
     uint64_t seq = p->next_seq;
 
+    /* Header entries: on the stack for the common case, on the heap for a large raw table
+     * (a forwarded message's headers are whatever its producer and the broker put there). */
+    size_t cap = m->n_headers + 1 + (m->raw_headers ? (size_t)m->raw_headers->num_entries : 0);
+    amqp_table_entry_t stack_entries[HD_PUBLISH_HEADERS_MAX + 1];
+    amqp_table_entry_t *entries = stack_entries;
+    if (cap > HD_PUBLISH_HEADERS_MAX + 1 && (entries = malloc(cap * sizeof *entries)) == NULL)
+        return hd_error_set(err, HD_ENOMEM, "publish: %zu headers", cap);
     amqp_basic_properties_t props;
-    memset(&props, 0, sizeof props);
-    props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG;
-    /* 2 = persistent: written to disk by a durable queue, so it survives a broker restart.
-     * Persistence in a non-durable queue is pointless: the queue itself is gone. */
-    props.delivery_mode = (m->flags & HD_MSG_TRANSIENT) ? 1 : 2;
-    if (m->content_type) {
-        props._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
-        props.content_type = amqp_cstring_bytes(m->content_type);
-    }
-    if (m->type) {
-        props._flags |= AMQP_BASIC_TYPE_FLAG;
-        props.type = amqp_cstring_bytes(m->type);
-    }
-    if (m->message_id) {
-        props._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
-        props.message_id = amqp_cstring_bytes(m->message_id);
-    }
-    if (m->correlation_id) {
-        props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
-        props.correlation_id = amqp_cstring_bytes(m->correlation_id);
-    }
-    if (m->expiration) {
-        props._flags |= AMQP_BASIC_EXPIRATION_FLAG;
-        props.expiration = amqp_cstring_bytes(m->expiration);
-    }
-    amqp_table_entry_t entries[HD_PUBLISH_HEADERS_MAX + 1];
-    int n = 0;
-    for (size_t i = 0; i < m->n_headers; i++) {
-        entries[n].key = amqp_cstring_bytes(m->headers[i].key);
-        entries[n].value.kind = AMQP_FIELD_KIND_UTF8;
-        entries[n].value.value.bytes = amqp_cstring_bytes(m->headers[i].value);
-        n++;
-    }
-    if (mandatory) {
-        entries[n].key = amqp_cstring_bytes(HD_SEQ_HEADER);
-        entries[n].value.kind = AMQP_FIELD_KIND_I64;
-        entries[n].value.value.i64 = (int64_t)seq;
-        n++;
-    }
-    if (n > 0) {
-        props._flags |= AMQP_BASIC_HEADERS_FLAG;
-        props.headers.num_entries = n;
-        props.headers.entries = entries;
-    }
+    build_properties(m, mandatory, seq, entries, &props);
 
     amqp_bytes_t body = {.len = m->len, .bytes = (void *)m->body};
     int status = amqp_basic_publish(
         hd_amqp_state(p->amqp), p->ch, amqp_cstring_bytes(m->exchange ? m->exchange : ""),
         amqp_cstring_bytes(m->routing_key ? m->routing_key : ""), mandatory,
         0 /* immediate: unsupported by RabbitMQ */, &props, body);
+    if (entries != stack_entries)
+        free(entries);
     if (status != AMQP_STATUS_OK) {
         hd_error why;
         rc = hd_amqp_check_status(p->amqp, status, "publish", &why);
@@ -567,7 +614,9 @@ int hd_publish_confirmed(hd_publisher *p, const hd_message *m, int timeout_ms, h
                                 (unsigned long long)seq, limit);
         }
         rc = read_one(p, (int)left, err);
-        if (rc < 0 && rc != HD_ETIMEOUT && !p->watch_done) {
+        if (rc < 0 && rc != HD_ETIMEOUT && (!p->watch_done || p->watch_fate == HD_FATE_LOST)) {
+            /* Lost with the channel or connection: the code says which (HD_EAMQP for a
+             * channel the broker closed, e.g. 404 for a missing exchange; HD_ECLOSED). */
             p->watch_seq = 0;
             return rc;
         }

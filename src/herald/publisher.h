@@ -91,6 +91,21 @@ typedef struct hd_message {
     size_t n_headers;
     unsigned flags; /* HD_MSG_* */
     void *user;     /* the caller's: handed back to on_fate, never touched */
+
+    /* Forwarding a received message as it is (the consumer's retries and dead letters).
+     * Both optional and borrowed for the call, like the rest.
+     *
+     * raw_headers: application headers of any AMQP kind, sent exactly as given — nested
+     * tables and arrays included, so x-death travels unchanged. They come first; an entry
+     * whose key is also in `headers` is left out (the string header replaces it), and so is
+     * an "x-herald-seq" (the copy gets its own publish number when mandatory).
+     *
+     * raw_properties: the AMQP properties to start from, e.g. those of a delivery: every
+     * property set in it is sent as it is (timestamp, app_id, reply_to, priority, user_id,
+     * expiration...) except two: delivery_mode always comes from `flags`, and its headers are
+     * ignored (pass them as raw_headers). The fields above override it when not NULL. */
+    const amqp_table_t *raw_headers;
+    const amqp_basic_properties_t *raw_properties;
 } hd_message;
 
 /* Called once per accepted message with its fate. seq is its publish number on the current
@@ -139,10 +154,15 @@ int hd_publisher_wait(hd_publisher *p, int timeout_ms, hd_error *err);
 size_t hd_publisher_outstanding(const hd_publisher *p);
 
 /* Publish one message and wait for its fate: 0 when CONFIRMED, HD_ENACKED, HD_ERETURNED,
- * HD_ECLOSED/HD_EAMQP when LOST or not accepted, HD_ETIMEOUT after timeout_ms (negative =
- * confirm_timeout_ms). Other outstanding messages are waited for too (confirms come in
- * order). The fate is also reported to on_fate. One round trip per message: simple, and
- * slow — see the window. */
+ * HD_ECLOSED/HD_EAMQP when LOST (HD_EAMQP when the broker closed the channel, e.g. a missing
+ * exchange) or not accepted, HD_ETIMEOUT after timeout_ms (negative = confirm_timeout_ms).
+ * Other outstanding messages are waited for too (confirms come in order). The fate is also
+ * reported to on_fate. One round trip per message: simple, and slow — see the window.
+ *
+ * After HD_ETIMEOUT the message stays outstanding: its confirm may still come, and is then
+ * matched by its number and reported to on_fate like any other (never mistaken for the next
+ * message's). So a caller that gives up on a message must treat it as "maybe delivered" —
+ * send it again later and let consumers deduplicate — never as confirmed. */
 int hd_publish_confirmed(hd_publisher *p, const hd_message *m, int timeout_ms, hd_error *err);
 
 #ifdef __cplusplus

@@ -1,4 +1,4 @@
-/* retry.c — retry tiers, attempt counting from x-death; see retry.h. */
+/* retry.c — retry tiers, attempt counting from x-death, and the retry topology; see retry.h. */
 #include "herald/retry.h"
 
 #include <inttypes.h>
@@ -201,4 +201,95 @@ int hd_retry_exchange_name(char *buf, size_t cap, const char *queue)
         return HD_EINVAL;
     int len = snprintf(buf, cap, "%s.retry", queue);
     return name_fits(len, cap) ? HD_OK : HD_ERANGE;
+}
+
+/* ---- topology ------------------------------------------------------------------------- */
+
+int hd_retry_names_make(const char *queue, const hd_retry_policy *p, hd_retry_names *out,
+                        hd_error *err)
+{
+    hd_retry_policy tmp;
+    if (p == NULL) {
+        hd_retry_policy_default(&tmp);
+        p = &tmp;
+    }
+    memset(out, 0, sizeof *out);
+    if (queue == NULL || *queue == '\0')
+        return hd_error_set(err, HD_EINVAL, "consumer: a work queue name is required");
+    int rc = hd_retry_policy_check(p, err);
+    if (rc < 0)
+        return rc;
+    if (strlen(queue) > HD_AMQP_NAME_MAX ||
+        hd_retry_exchange_name(out->retry_exchange, sizeof out->retry_exchange, queue) < 0 ||
+        hd_retry_dlq_name(out->dlq, sizeof out->dlq, queue) < 0)
+        return hd_error_set(err, HD_ERANGE, "consumer: queue name '%s' too long", queue);
+    for (int i = 0; i < p->ntiers; i++)
+        if (hd_retry_tier_queue_name(out->tiers[i], sizeof out->tiers[i], queue, p->tier_ms[i]) < 0)
+            return hd_error_set(err, HD_ERANGE, "consumer: queue name '%s' too long", queue);
+    snprintf(out->queue, sizeof out->queue, "%s", queue);
+    out->ntiers = p->ntiers;
+    return HD_OK;
+}
+
+/* The specs of the whole retry topology, built into arrays of the caller's. */
+typedef struct retry_topology {
+    hd_retry_names n;
+    hd_exchange_spec exchange;
+    hd_queue_spec queues[HD_RETRY_MAX_TIERS + 2];
+    hd_binding_spec bindings[HD_RETRY_MAX_TIERS];
+    hd_topology t;
+} retry_topology;
+
+static int build_topology(retry_topology *rt, const char *queue, const hd_retry_policy *p,
+                          hd_error *err)
+{
+    hd_retry_policy tmp;
+    if (p == NULL) {
+        hd_retry_policy_default(&tmp);
+        p = &tmp;
+    }
+    memset(rt, 0, sizeof *rt);
+    int rc = hd_retry_names_make(queue, p, &rt->n, err);
+    if (rc < 0)
+        return rc;
+    const hd_retry_names *n = &rt->n;
+    rt->exchange =
+        (hd_exchange_spec){.name = n->retry_exchange, .type = HD_EXCHANGE_DIRECT, .durable = 1};
+    size_t nq = 0, nb = 0;
+    rt->queues[nq++] = (hd_queue_spec){.name = n->queue, .durable = 1};
+    for (int i = 0; i < p->ntiers; i++) {
+        int seen = 0;
+        for (int k = 0; k < i; k++)
+            seen |= strcmp(n->tiers[k], n->tiers[i]) == 0;
+        if (seen)
+            continue;
+        /* Nobody consumes a tier queue. Its messages wait out the TTL at the head of the
+         * queue (all share one TTL, so the oldest always expires first: a classic queue only
+         * expires messages at its head) and are dead-lettered back to the work queue through
+         * the default exchange, whose routing key is a queue name. */
+        rt->queues[nq++] = (hd_queue_spec){.name = n->tiers[i],
+                                           .durable = 1,
+                                           .dead_letter_exchange = "",
+                                           .dead_letter_routing_key = n->queue,
+                                           .message_ttl_ms = p->tier_ms[i]};
+        rt->bindings[nb++] = (hd_binding_spec){
+            .queue = n->tiers[i], .exchange = n->retry_exchange, .key = n->tiers[i]};
+    }
+    rt->queues[nq++] = (hd_queue_spec){.name = n->dlq, .durable = 1};
+    rt->t = (hd_topology){&rt->exchange, 1, rt->queues, nq, rt->bindings, nb};
+    return HD_OK;
+}
+
+int hd_retry_declare(hd_amqp *a, const char *queue, const hd_retry_policy *p, hd_error *err)
+{
+    retry_topology rt;
+    int rc = build_topology(&rt, queue, p, err);
+    return rc < 0 ? rc : hd_topology_declare(a, &rt.t, err);
+}
+
+int hd_retry_undeclare(hd_amqp *a, const char *queue, const hd_retry_policy *p, hd_error *err)
+{
+    retry_topology rt;
+    int rc = build_topology(&rt, queue, p, err);
+    return rc < 0 ? rc : hd_topology_delete(a, &rt.t, err);
 }

@@ -15,8 +15,12 @@
  * Entries of other queues (the message may have been dead-lettered elsewhere before it
  * reached us) are ignored, and so are other reasons ("rejected", "maxlen", "delivery_limit").
  *
- * Everything here is pure: no I/O, no allocation, so it is unit-tested without a broker. The
- * one function that reads librabbitmq's types, hd_xdeath_parse(), only walks a table.
+ * The arithmetic is pure: no I/O, no allocation, so it is unit-tested without a broker. The
+ * one function of it that reads librabbitmq's types, hd_xdeath_parse(), only walks a table.
+ *
+ * The last part of this header ("topology") is where the arithmetic meets a broker: the
+ * names of a work queue's retry exchange, delay queues and dead-letter queue, and their
+ * declaration (hd_retry_declare). The consumer forwards into that topology (consumer.h).
  */
 #ifndef HERALD_RETRY_H
 #define HERALD_RETRY_H
@@ -26,7 +30,9 @@
 
 #include <amqp.h>
 
+#include "herald/amqp.h"
 #include "herald/error.h"
+#include "herald/topology.h" /* HD_AMQP_NAME_MAX */
 
 #ifdef __cplusplus
 extern "C" {
@@ -104,6 +110,42 @@ int hd_retry_dlq_name(char *buf, size_t cap, const char *queue);
 
 /* The name of the retry exchange of work queue `queue`: "<queue>.retry". Same contract. */
 int hd_retry_exchange_name(char *buf, size_t cap, const char *queue);
+
+/* ---- topology ------------------------------------------------------------------------- */
+
+/* Every name of the retry topology of one work queue and policy (a plain value):
+ *   queue           the work queue itself
+ *   retry_exchange  "<queue>.retry", a direct exchange; a retry is published here with the
+ *                   name of its tier queue as the routing key
+ *   tiers[i]        the delay queue of tier i, "<queue>.retry.<tier_ms[i]>ms" (two tiers with
+ *                   the same delay share a queue, so names may repeat)
+ *   dlq             "<queue>.dlq", reached through the default exchange */
+typedef struct hd_retry_names {
+    char queue[HD_AMQP_NAME_MAX + 1];
+    char retry_exchange[HD_AMQP_NAME_MAX + 1];
+    char dlq[HD_AMQP_NAME_MAX + 1];
+    char tiers[HD_RETRY_MAX_TIERS][HD_AMQP_NAME_MAX + 1];
+    int ntiers;
+} hd_retry_names;
+
+/* Fill *out for work queue `queue` and policy p (NULL = the default policy). Returns 0,
+ * HD_EINVAL (no queue name), HD_ECONFIG (bad policy) or HD_ERANGE (a name too long). */
+int hd_retry_names_make(const char *queue, const hd_retry_policy *p, hd_retry_names *out,
+                        hd_error *err);
+
+/* Declare the work queue `queue` (durable, classic), its retry exchange, one delay queue per
+ * distinct tier of p (NULL = the default policy) — x-message-ttl the delay,
+ * x-dead-letter-exchange "" and x-dead-letter-routing-key `queue`, so that an expired
+ * message goes back to the work queue with an x-death entry — the bindings and the
+ * dead-letter queue, on connection a's main channel (borrowed). Idempotent. Returns 0, the
+ * errors of hd_retry_names_make, or the topology module's (HD_EAMQP with the broker's
+ * reason). The work queue's own bindings (to the application's exchanges) are the caller's.
+ * hd_consumer_declare is this function. */
+int hd_retry_declare(hd_amqp *a, const char *queue, const hd_retry_policy *p, hd_error *err);
+
+/* Delete everything hd_retry_declare declared (tests and tutorial chapters clean up with it).
+ * Keeps going past failures and returns the first. */
+int hd_retry_undeclare(hd_amqp *a, const char *queue, const hd_retry_policy *p, hd_error *err);
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,9 @@
 /* Integration tests for herald/publisher.h against the real broker (HD_AMQP_URL): every
  * message of a window gets exactly one fate; unroutable mandatory messages are RETURNED and
  * never CONFIRMED (the broker acks them too); nacks; a channel error reports the messages in
- * flight LOST and the publisher carries on; message properties arrive intact. */
+ * flight LOST and the publisher carries on; message properties arrive intact, and so do raw
+ * AMQP header tables (nested arrays and tables, as x-death is) and raw properties, which is
+ * how the consumer forwards retries and dead letters. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -252,6 +254,12 @@ static void missing_exchange_loses_the_window_and_the_publisher_recovers(void **
     assert_int_equal(seq, 1);
     assert_hd_err(0, hd_publisher_wait(fx->pub, 10000, &err), &err);
     assert_int_equal(fx->rec->fates[HD_FATE_CONFIRMED], 1);
+
+    /* The one-message helper says why the message was lost: the broker closed the channel. */
+    assert_hd(HD_EAMQP, hd_publish_confirmed(fx->pub, &bad, 5000, &err));
+    assert_non_null(strstr(err.text, "404 NOT_FOUND"));
+    assert_int_equal(fx->rec->fates[HD_FATE_LOST], 1);
+    assert_hd_err(0, hd_publish_confirmed(fx->pub, &m, 5000, &err), &err);
     free(missing);
     close_fixture(fx);
 }
@@ -309,6 +317,223 @@ static void properties_arrive_intact(void **state)
     close_fixture(fx);
 }
 
+/* Deep equality of two field values, as librabbitmq decodes them. */
+static int field_equal(const amqp_field_value_t *a, const amqp_field_value_t *b);
+
+static int table_equal(const amqp_table_t *a, const amqp_table_t *b)
+{
+    if (a->num_entries != b->num_entries)
+        return 0;
+    for (int i = 0; i < a->num_entries; i++)
+        if (a->entries[i].key.len != b->entries[i].key.len ||
+            memcmp(a->entries[i].key.bytes, b->entries[i].key.bytes, a->entries[i].key.len) != 0 ||
+            !field_equal(&a->entries[i].value, &b->entries[i].value))
+            return 0;
+    return 1;
+}
+
+static int field_equal(const amqp_field_value_t *a, const amqp_field_value_t *b)
+{
+    if (a->kind != b->kind)
+        return 0;
+    switch (a->kind) {
+    case AMQP_FIELD_KIND_UTF8:
+    case AMQP_FIELD_KIND_BYTES:
+        return a->value.bytes.len == b->value.bytes.len &&
+               memcmp(a->value.bytes.bytes, b->value.bytes.bytes, a->value.bytes.len) == 0;
+    case AMQP_FIELD_KIND_TABLE:
+        return table_equal(&a->value.table, &b->value.table);
+    case AMQP_FIELD_KIND_ARRAY:
+        if (a->value.array.num_entries != b->value.array.num_entries)
+            return 0;
+        for (int i = 0; i < a->value.array.num_entries; i++)
+            if (!field_equal(&a->value.array.entries[i], &b->value.array.entries[i]))
+                return 0;
+        return 1;
+    case AMQP_FIELD_KIND_BOOLEAN:
+        return !a->value.boolean == !b->value.boolean;
+    case AMQP_FIELD_KIND_I32:
+        return a->value.i32 == b->value.i32;
+    case AMQP_FIELD_KIND_I64:
+        return a->value.i64 == b->value.i64;
+    case AMQP_FIELD_KIND_F64:
+        return a->value.f64 == b->value.f64;
+    case AMQP_FIELD_KIND_TIMESTAMP:
+    case AMQP_FIELD_KIND_U64:
+        return a->value.u64 == b->value.u64;
+    default:
+        return 0; /* kinds this test does not send */
+    }
+}
+
+static const amqp_field_value_t *header(const amqp_table_t *t, const char *key, int *times)
+{
+    const amqp_field_value_t *found = NULL;
+    *times = 0;
+    for (int i = 0; i < t->num_entries; i++)
+        if (bytes_eq(t->entries[i].key, key)) {
+            found = &t->entries[i].value;
+            (*times)++;
+        }
+    return found;
+}
+
+#define UTF8(s)                                                                                    \
+    {                                                                                              \
+        .kind = AMQP_FIELD_KIND_UTF8, .value.bytes = { sizeof(s) - 1, (void *)(s) }                \
+    }
+#define I64(n)                                                                                     \
+    {                                                                                              \
+        .kind = AMQP_FIELD_KIND_I64, .value.i64 = (n)                                              \
+    }
+
+static void raw_headers_and_properties_arrive_exactly(void **state)
+{
+    (void)state;
+    fixture *fx = open_fixture(10);
+    hd_error err;
+
+    /* An x-death-like value: an array of tables holding strings, integers, a timestamp and
+     * an array — every nesting the broker uses. */
+    amqp_field_value_t keys[1] = {UTF8("orders")};
+    amqp_table_entry_t death1[] = {
+        {amqp_cstring_bytes("count"), I64(3)},
+        {amqp_cstring_bytes("reason"), UTF8("expired")},
+        {amqp_cstring_bytes("queue"), UTF8("orders.retry.1000ms")},
+        {amqp_cstring_bytes("time"), {.kind = AMQP_FIELD_KIND_TIMESTAMP, .value.u64 = 1700000000}},
+        {amqp_cstring_bytes("exchange"), UTF8("orders.retry")},
+        {amqp_cstring_bytes("routing-keys"),
+         {.kind = AMQP_FIELD_KIND_ARRAY, .value.array = {1, keys}}},
+    };
+    amqp_table_entry_t death2[] = {
+        {amqp_cstring_bytes("count"), I64(1)},
+        {amqp_cstring_bytes("reason"), UTF8("rejected")},
+        {amqp_cstring_bytes("queue"), UTF8("elsewhere")},
+    };
+    amqp_field_value_t deaths[2] = {
+        {.kind = AMQP_FIELD_KIND_TABLE, .value.table = {6, death1}},
+        {.kind = AMQP_FIELD_KIND_TABLE, .value.table = {3, death2}},
+    };
+    amqp_table_entry_t deep[] = {
+        {amqp_cstring_bytes("pi"), {.kind = AMQP_FIELD_KIND_F64, .value.f64 = 3.25}},
+        {amqp_cstring_bytes("on"), {.kind = AMQP_FIELD_KIND_BOOLEAN, .value.boolean = 1}}};
+    amqp_table_entry_t nested[] = {
+        {amqp_cstring_bytes("deep"), {.kind = AMQP_FIELD_KIND_TABLE, .value.table = {2, deep}}},
+        {amqp_cstring_bytes("n"), {.kind = AMQP_FIELD_KIND_I32, .value.i32 = -7}}};
+    amqp_table_entry_t raw[] = {
+        {amqp_cstring_bytes("x-death"),
+         {.kind = AMQP_FIELD_KIND_ARRAY, .value.array = {2, deaths}}},
+        {amqp_cstring_bytes("x-nested"),
+         {.kind = AMQP_FIELD_KIND_TABLE, .value.table = {2, nested}}},
+        /* replaced by the string header of the same name */
+        {amqp_cstring_bytes("tenant"), UTF8("old")},
+        /* a number from an earlier publish (a delivery forwarded): replaced by ours */
+        {amqp_cstring_bytes("x-herald-seq"), I64(999)},
+        {amqp_cstring_bytes("x-attempts"), I64(2)},
+    };
+    amqp_table_t raw_table = {.num_entries = 5, .entries = raw};
+
+    amqp_table_entry_t ignored[] = {{amqp_cstring_bytes("ignored"), UTF8("yes")}};
+    amqp_basic_properties_t base;
+    memset(&base, 0, sizeof base);
+    base._flags = AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_APP_ID_FLAG | AMQP_BASIC_REPLY_TO_FLAG |
+                  AMQP_BASIC_PRIORITY_FLAG | AMQP_BASIC_CONTENT_ENCODING_FLAG |
+                  AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_HEADERS_FLAG |
+                  AMQP_BASIC_DELIVERY_MODE_FLAG;
+    base.timestamp = 1700000123;
+    base.app_id = amqp_cstring_bytes("billing");
+    base.reply_to = amqp_cstring_bytes("replies");
+    base.priority = 3;
+    base.content_encoding = amqp_cstring_bytes("identity");
+    base.message_id = amqp_cstring_bytes("from-base");
+    base.type = amqp_cstring_bytes("type-from-base");
+    base.headers = (amqp_table_t){1, ignored}; /* raw_properties' headers are not sent */
+    base.delivery_mode = 1;                    /* flags decide: persistent */
+
+    static const hd_amqp_kv strings[] = {{"tenant", "new"}};
+    hd_message m = {.exchange = fx->x,
+                    .routing_key = "routed",
+                    .body = "b",
+                    .len = 1,
+                    .message_id = "overrides-base",
+                    .headers = strings,
+                    .n_headers = 1,
+                    .raw_headers = &raw_table,
+                    .raw_properties = &base};
+    assert_hd_err(0, hd_publish_confirmed(fx->pub, &m, 5000, &err), &err);
+
+    amqp_connection_state_t c = hd_amqp_state(fx->a);
+    amqp_basic_get(c, hd_amqp_channel(fx->a), amqp_cstring_bytes(fx->q), 1 /* no_ack */);
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(c);
+    assert_hd_err(0, hd_amqp_check_reply(fx->a, r, "basic.get", &err), &err);
+    assert_int_equal(r.reply.id, AMQP_BASIC_GET_OK_METHOD);
+    amqp_message_t msg;
+    r = amqp_read_message(c, hd_amqp_channel(fx->a), &msg, 0);
+    assert_hd_err(0, hd_amqp_check_reply(fx->a, r, "read message", &err), &err);
+    const amqp_basic_properties_t *p = &msg.properties;
+    assert_true(p->_flags & AMQP_BASIC_HEADERS_FLAG);
+    const amqp_table_t *h = &p->headers;
+    int times;
+    const amqp_field_value_t *v = header(h, "x-death", &times);
+    assert_int_equal(times, 1);
+    assert_true(field_equal(v, &raw[0].value)); /* nested arrays and tables, exactly */
+    v = header(h, "x-nested", &times);
+    assert_int_equal(times, 1);
+    assert_true(field_equal(v, &raw[1].value));
+    v = header(h, "x-attempts", &times);
+    assert_int_equal(times, 1);
+    assert_true(field_equal(v, &raw[4].value));
+    v = header(h, "tenant", &times);
+    assert_int_equal(times, 1);
+    assert_true(bytes_eq(v->value.bytes, "new"));
+    v = header(h, "x-herald-seq", &times);
+    assert_int_equal(times, 1);
+    assert_int_equal(v->value.i64, 1); /* this publish's number, not the forwarded 999 */
+    assert_null(header(h, "ignored", &times));
+    assert_int_equal(h->num_entries, 5);
+
+    assert_true(p->_flags & AMQP_BASIC_TIMESTAMP_FLAG);
+    assert_int_equal(p->timestamp, 1700000123);
+    assert_true(bytes_eq(p->app_id, "billing"));
+    assert_true(bytes_eq(p->reply_to, "replies"));
+    assert_int_equal(p->priority, 3);
+    assert_true(bytes_eq(p->content_encoding, "identity"));
+    assert_true(bytes_eq(p->message_id, "overrides-base"));
+    assert_true(bytes_eq(p->type, "type-from-base"));
+    assert_int_equal(p->delivery_mode, 2);
+    amqp_destroy_message(&msg);
+
+    /* A malformed raw table is refused before anything is sent. */
+    amqp_table_t broken = {.num_entries = 2, .entries = NULL};
+    hd_message bad = {.exchange = fx->x, .routing_key = "routed", .raw_headers = &broken};
+    assert_hd(HD_EINVAL, hd_publisher_publish(fx->pub, &bad, NULL, &err));
+
+    /* More raw headers than fit on the stack: all of them arrive. */
+    enum { MANY = 100 };
+    amqp_table_entry_t many[MANY];
+    char names[MANY][16];
+    for (int i = 0; i < MANY; i++) {
+        snprintf(names[i], sizeof names[i], "h%d", i);
+        many[i].key = amqp_cstring_bytes(names[i]);
+        many[i].value.kind = AMQP_FIELD_KIND_I64;
+        many[i].value.value.i64 = i;
+    }
+    amqp_table_t many_table = {.num_entries = MANY, .entries = many};
+    hd_message big = {.exchange = fx->x, .routing_key = "routed", .raw_headers = &many_table};
+    assert_hd_err(0, hd_publish_confirmed(fx->pub, &big, 5000, &err), &err);
+    amqp_basic_get(c, hd_amqp_channel(fx->a), amqp_cstring_bytes(fx->q), 1);
+    r = amqp_get_rpc_reply(c);
+    assert_hd_err(0, hd_amqp_check_reply(fx->a, r, "basic.get", &err), &err);
+    r = amqp_read_message(c, hd_amqp_channel(fx->a), &msg, 0);
+    assert_hd_err(0, hd_amqp_check_reply(fx->a, r, "read message", &err), &err);
+    assert_int_equal(msg.properties.headers.num_entries, MANY + 1); /* + x-herald-seq */
+    v = header(&msg.properties.headers, "h99", &times);
+    assert_int_equal(times, 1);
+    assert_int_equal(v->value.i64, 99);
+    amqp_destroy_message(&msg);
+    close_fixture(fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -318,6 +543,7 @@ int main(void)
         cmocka_unit_test(full_queue_with_reject_publish_nacks),
         cmocka_unit_test(missing_exchange_loses_the_window_and_the_publisher_recovers),
         cmocka_unit_test(properties_arrive_intact),
+        cmocka_unit_test(raw_headers_and_properties_arrive_exactly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

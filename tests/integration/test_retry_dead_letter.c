@@ -1,15 +1,24 @@
 /* Integration: retry tiers delay as configured, attempts come from x-death, the dead-letter
  * queue gets what fails N times, what the handler rejects and what does not decode — and the
- * queue keeps flowing. Needs HD_AMQP_URL. */
+ * queue keeps flowing. Forwards keep their header tables exactly (nested x-death values
+ * included), and a forward that is returned or whose confirm does not come leaves the
+ * original unacked (requeued). Needs HD_AMQP_URL. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "hd_test.h"
 #include "herald/clock.h"
@@ -431,6 +440,387 @@ static void batch_mode_acks_a_window_at_once(void **state)
     fixture_close(&f);
 }
 
+/* ---- forwarding: headers as received, and nothing acked without a confirm -------------- */
+
+static int field_equal(const amqp_field_value_t *a, const amqp_field_value_t *b);
+
+static int table_equal(const amqp_table_t *a, const amqp_table_t *b)
+{
+    if (a->num_entries != b->num_entries)
+        return 0;
+    for (int i = 0; i < a->num_entries; i++)
+        if (a->entries[i].key.len != b->entries[i].key.len ||
+            memcmp(a->entries[i].key.bytes, b->entries[i].key.bytes, a->entries[i].key.len) != 0 ||
+            !field_equal(&a->entries[i].value, &b->entries[i].value))
+            return 0;
+    return 1;
+}
+
+static int field_equal(const amqp_field_value_t *a, const amqp_field_value_t *b)
+{
+    if (a->kind != b->kind)
+        return 0;
+    switch (a->kind) {
+    case AMQP_FIELD_KIND_UTF8:
+    case AMQP_FIELD_KIND_BYTES:
+        return a->value.bytes.len == b->value.bytes.len &&
+               memcmp(a->value.bytes.bytes, b->value.bytes.bytes, a->value.bytes.len) == 0;
+    case AMQP_FIELD_KIND_TABLE:
+        return table_equal(&a->value.table, &b->value.table);
+    case AMQP_FIELD_KIND_ARRAY:
+        if (a->value.array.num_entries != b->value.array.num_entries)
+            return 0;
+        for (int i = 0; i < a->value.array.num_entries; i++)
+            if (!field_equal(&a->value.array.entries[i], &b->value.array.entries[i]))
+                return 0;
+        return 1;
+    case AMQP_FIELD_KIND_I64:
+        return a->value.i64 == b->value.i64;
+    case AMQP_FIELD_KIND_TIMESTAMP:
+        return a->value.u64 == b->value.u64;
+    case AMQP_FIELD_KIND_BOOLEAN:
+        return !a->value.boolean == !b->value.boolean;
+    default:
+        return 0; /* kinds this test does not send */
+    }
+}
+
+#define UTF8(s)                                                                                    \
+    {                                                                                              \
+        .kind = AMQP_FIELD_KIND_UTF8, .value.bytes = { sizeof(s) - 1, (void *)(s) }                \
+    }
+#define I64(n)                                                                                     \
+    {                                                                                              \
+        .kind = AMQP_FIELD_KIND_I64, .value.i64 = (n)                                              \
+    }
+
+static hd_consume_result retry_always(void *ctx, const hd_delivery *d)
+{
+    seen *s = ctx;
+    if (s->calls < 16)
+        s->attempts[s->calls] = d->attempt;
+    s->calls++;
+    hd_delivery_reason(d, "still failing");
+    return HD_CONSUME_RETRY;
+}
+
+/* A message that was dead-lettered elsewhere before (an x-death entry of another queue, with
+ * an array inside) and carries a nested header of its own goes through a retry tier and into
+ * the DLQ: both arrive exactly as sent, next to the broker's new x-death entry. */
+static void forwards_keep_table_headers_exactly(void **state)
+{
+    (void)state;
+    fixture f;
+    fixture_open(&f, 2);
+    hd_error err;
+
+    amqp_field_value_t keys[2] = {UTF8("orders"), UTF8("orders.eu")};
+    amqp_table_entry_t earlier[] = {
+        {amqp_cstring_bytes("count"), I64(2)},
+        {amqp_cstring_bytes("reason"), UTF8("rejected")},
+        {amqp_cstring_bytes("queue"), UTF8("elsewhere")},
+        {amqp_cstring_bytes("time"), {.kind = AMQP_FIELD_KIND_TIMESTAMP, .value.u64 = 1700000000}},
+        {amqp_cstring_bytes("exchange"), UTF8("orders")},
+        {amqp_cstring_bytes("routing-keys"),
+         {.kind = AMQP_FIELD_KIND_ARRAY, .value.array = {2, keys}}},
+    };
+    amqp_field_value_t death = {.kind = AMQP_FIELD_KIND_TABLE, .value.table = {6, earlier}};
+    amqp_table_entry_t hop[] = {
+        {amqp_cstring_bytes("service"), UTF8("billing")},
+        {amqp_cstring_bytes("ok"), {.kind = AMQP_FIELD_KIND_BOOLEAN, .value.boolean = 1}}};
+    amqp_field_value_t hops[1] = {{.kind = AMQP_FIELD_KIND_TABLE, .value.table = {2, hop}}};
+    amqp_table_entry_t trace[] = {
+        {amqp_cstring_bytes("hops"), {.kind = AMQP_FIELD_KIND_ARRAY, .value.array = {1, hops}}},
+        {amqp_cstring_bytes("depth"), I64(1)}};
+    amqp_table_entry_t raw[] = {
+        {amqp_cstring_bytes("x-death"),
+         {.kind = AMQP_FIELD_KIND_ARRAY, .value.array = {1, &death}}},
+        {amqp_cstring_bytes("x-trace"), {.kind = AMQP_FIELD_KIND_TABLE, .value.table = {2, trace}}},
+    };
+    amqp_table_t raw_table = {2, raw};
+    amqp_basic_properties_t base;
+    memset(&base, 0, sizeof base);
+    base._flags = AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_APP_ID_FLAG;
+    base.timestamp = 1700000321;
+    base.app_id = amqp_cstring_bytes("orders-app");
+    hd_message m = {.exchange = "",
+                    .routing_key = f.queue,
+                    .body = "{}",
+                    .len = 2,
+                    .message_id = "m-table",
+                    .raw_headers = &raw_table,
+                    .raw_properties = &base};
+    assert_hd_err(HD_OK, hd_publish_confirmed(f.pub, &m, 5000, &err), &err);
+
+    seen s = {0};
+    hd_consumer_options o = {
+        .queue = f.queue, .handler = retry_always, .ctx = &s, .retry = &f.policy};
+    hd_consumer *c = NULL;
+    assert_hd_err(HD_OK, hd_consumer_open(f.url, &o, &c, &err), &err);
+    until_dead u = {&f, 1};
+    poll_until(c, dlq_has, &u, 10000);
+    assert_int_equal(s.calls, 2);
+    assert_int_equal(s.attempts[0], 1); /* the other queue's death is not an attempt */
+    assert_int_equal(s.attempts[1], 2); /* the tier's is */
+    hd_consumer_close(c);
+
+    char dlq[300];
+    hd_retry_dlq_name(dlq, sizeof dlq, f.queue);
+    amqp_connection_state_t st = hd_amqp_state(f.admin);
+    amqp_channel_t ch = hd_amqp_channel(f.admin);
+    amqp_rpc_reply_t r = amqp_basic_get(st, ch, amqp_cstring_bytes(dlq), 1);
+    assert_hd_err(HD_OK, hd_amqp_check_reply(f.admin, r, "basic.get", &err), &err);
+    assert_int_equal(r.reply.id, AMQP_BASIC_GET_OK_METHOD);
+    amqp_message_t msg;
+    r = amqp_read_message(st, ch, &msg, 0);
+    assert_hd_err(HD_OK, hd_amqp_check_reply(f.admin, r, "read message", &err), &err);
+    const amqp_basic_properties_t *p = &msg.properties;
+    assert_int_equal(p->timestamp, 1700000321);
+    assert_int_equal(p->app_id.len, strlen("orders-app"));
+    amqp_field_value_t v;
+    assert_true(table_find(&p->headers, "x-trace", &v));
+    assert_true(field_equal(&v, &raw[1].value));
+    assert_true(table_find(&p->headers, "x-death", &v));
+    assert_int_equal(v.kind, AMQP_FIELD_KIND_ARRAY);
+    /* The broker put the tier's entry in front and kept ours, nested values and all. */
+    assert_int_equal(v.value.array.num_entries, 2);
+    assert_true(field_equal(&v.value.array.entries[1], &death));
+    hd_xdeath parsed[4];
+    size_t n = 0;
+    assert_hd(HD_OK, hd_xdeath_parse(&p->headers, parsed, 4, &n));
+    assert_int_equal(n, 2);
+    assert_string_equal(parsed[0].reason, "expired");
+    assert_int_equal(parsed[0].count, 1);
+    assert_string_equal(parsed[1].queue, "elsewhere");
+    int seqs = 0;
+    for (int i = 0; i < p->headers.num_entries; i++)
+        seqs += p->headers.entries[i].key.len == strlen("x-herald-seq") &&
+                memcmp(p->headers.entries[i].key.bytes, "x-herald-seq", 12) == 0;
+    assert_int_equal(seqs, 1); /* one publish number, never a pile of them */
+    amqp_destroy_message(&msg);
+    fixture_close(&f);
+}
+
+/* A dead letter the broker returns (the DLQ is gone) is not a dead letter: the original is
+ * handed back, unacked, and goes to the DLQ once it exists again. */
+static void a_returned_forward_leaves_the_original_unacked(void **state)
+{
+    (void)state;
+    fixture f;
+    fixture_open(&f, 3);
+    hd_error err;
+    char dlq[300];
+    hd_retry_dlq_name(dlq, sizeof dlq, f.queue);
+    assert_hd_err(HD_OK, hd_queue_delete(f.admin, dlq, NULL, &err), &err);
+
+    seen s = {.reject = 1};
+    hd_consumer_options o = {.queue = f.queue, .handler = handler, .ctx = &s, .retry = &f.policy};
+    hd_consumer *c = NULL;
+    assert_hd_err(HD_OK, hd_consumer_open(f.url, &o, &c, &err), &err);
+    publish(&f, "{\"customer\":7}", "m-returned");
+    int rc = 0;
+    int64_t end = hd_clock_ms() + 5000;
+    while (rc == 0 && hd_clock_ms() < end)
+        rc = hd_consumer_poll(c, 100, &err);
+    assert_hd(HD_ERETURNED, rc);
+    print_message("    error: %s\n", err.text);
+    assert_non_null(strstr(err.text, "312 NO_ROUTE"));
+    hd_consumer_counts n;
+    hd_consumer_get_counts(c, &n);
+    assert_int_equal(n.dead, 0);
+    assert_int_equal(n.acked, 0);
+    assert_int_equal(n.requeued, 1);
+
+    /* The DLQ is back: the requeued original now becomes a dead letter. */
+    assert_hd_err(HD_OK, hd_consumer_declare(f.admin, f.queue, &f.policy, &err), &err);
+    until_dead u = {&f, 1};
+    poll_until(c, dlq_has, &u, 5000);
+    hd_consumer_get_counts(c, &n);
+    assert_int_equal(n.dead, 1);
+    hd_consumer_close(c);
+    assert_int_equal(queue_depth(&f, f.queue), 0);
+    dead_letter d;
+    assert_true(dlq_get(&f, &d));
+    assert_string_equal(d.message_id, "m-returned");
+    fixture_close(&f);
+}
+
+/* A TCP relay between the consumer and the broker that can hold back what the broker sends on
+ * one connection: its confirms then never arrive, while everything else works. */
+typedef struct proxy {
+    int lfd;
+    int port;
+    struct sockaddr_in broker;
+    atomic_int held; /* index of the connection whose broker->client bytes wait; -1 none */
+    atomic_int stop;
+    atomic_int accepted;
+    pthread_t thread;
+} proxy;
+
+#define PROXY_MAX 8
+
+static int write_all(int fd, const char *b, ssize_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, b, (size_t)n);
+        if (w <= 0)
+            return -1;
+        b += w;
+        n -= w;
+    }
+    return 0;
+}
+
+static void *proxy_run(void *arg)
+{
+    proxy *px = arg;
+    int cli[PROXY_MAX], srv[PROXY_MAX], n = 0;
+    char buf[65536];
+    while (!atomic_load(&px->stop)) {
+        struct pollfd fds[1 + 2 * PROXY_MAX];
+        int nf = 0;
+        fds[nf++] = (struct pollfd){.fd = px->lfd, .events = POLLIN};
+        int held = atomic_load(&px->held);
+        for (int i = 0; i < n; i++) {
+            fds[nf++] = (struct pollfd){.fd = cli[i], .events = cli[i] >= 0 ? POLLIN : 0};
+            fds[nf++] = (struct pollfd){.fd = srv[i], .events = i == held ? 0 : POLLIN};
+        }
+        if (poll(fds, (nfds_t)nf, 20) <= 0)
+            continue;
+        if ((fds[0].revents & POLLIN) && n < PROXY_MAX) {
+            int c = accept(px->lfd, NULL, NULL);
+            int s = socket(AF_INET, SOCK_STREAM, 0);
+            if (c >= 0 && s >= 0 &&
+                connect(s, (struct sockaddr *)&px->broker, sizeof px->broker) == 0) {
+                cli[n] = c;
+                srv[n] = s;
+                n++;
+                atomic_fetch_add(&px->accepted, 1);
+            }
+        }
+        for (int i = 0; i < n; i++) {
+            struct pollfd *pc = &fds[1 + 2 * i], *ps = &fds[2 + 2 * i];
+            if (cli[i] < 0)
+                continue;
+            ssize_t r = 1;
+            if (pc->revents & (POLLIN | POLLHUP | POLLERR)) {
+                r = read(cli[i], buf, sizeof buf);
+                if (r > 0)
+                    r = write_all(srv[i], buf, r) == 0 ? 1 : 0;
+            }
+            if (r > 0 && (ps->revents & (POLLIN | POLLHUP | POLLERR))) {
+                r = read(srv[i], buf, sizeof buf);
+                if (r > 0)
+                    r = write_all(cli[i], buf, r) == 0 ? 1 : 0;
+            }
+            if (r <= 0) {
+                close(cli[i]);
+                close(srv[i]);
+                cli[i] = srv[i] = -1;
+            }
+        }
+    }
+    for (int i = 0; i < n; i++)
+        if (cli[i] >= 0) {
+            close(cli[i]);
+            close(srv[i]);
+        }
+    return NULL;
+}
+
+/* Start a proxy in front of the broker of url; *proxy_url gets the URL to use instead. */
+static void proxy_start(proxy *px, const char *url, char *proxy_url, size_t cap)
+{
+    hd_amqp_url u;
+    hd_error err;
+    assert_hd_err(HD_OK, hd_amqp_url_parse(url, &u, &err), &err);
+    assert_false(u.tls);
+    assert_string_equal(u.vhost, "/"); /* the test servers' */
+    memset(px, 0, sizeof *px);
+    atomic_init(&px->held, -1);
+    atomic_init(&px->stop, 0);
+    atomic_init(&px->accepted, 0);
+    px->broker.sin_family = AF_INET;
+    px->broker.sin_port = htons((uint16_t)u.port);
+    assert_int_equal(inet_pton(AF_INET, strcmp(u.host, "localhost") == 0 ? "127.0.0.1" : u.host,
+                               &px->broker.sin_addr),
+                     1);
+    px->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(px->lfd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(px->lfd, 8), 0);
+    socklen_t len = sizeof a;
+    assert_int_equal(getsockname(px->lfd, (struct sockaddr *)&a, &len), 0);
+    px->port = ntohs(a.sin_port);
+    snprintf(proxy_url, cap, "amqp://%s:%s@127.0.0.1:%d/", u.user, u.password, px->port);
+    assert_int_equal(pthread_create(&px->thread, NULL, proxy_run, px), 0);
+}
+
+static void proxy_stop(proxy *px)
+{
+    atomic_store(&px->stop, 1);
+    pthread_join(px->thread, NULL);
+    close(px->lfd);
+}
+
+/* The broker takes the dead letter but its confirm does not come in time: the original must
+ * not be acked. When the late confirm does come, it settles that copy and is not taken for
+ * the next forward's. */
+static void a_forward_without_a_confirm_leaves_the_original_unacked(void **state)
+{
+    (void)state;
+    fixture f;
+    fixture_open(&f, 3);
+    hd_error err;
+    proxy px;
+    char url[600];
+    proxy_start(&px, f.url, url, sizeof url);
+
+    seen s = {.reject = 1};
+    hd_consumer_options o = {.queue = f.queue,
+                             .handler = handler,
+                             .ctx = &s,
+                             .retry = &f.policy,
+                             .confirm_timeout_ms = 300};
+    hd_consumer *c = NULL;
+    assert_hd_err(HD_OK, hd_consumer_open(url, &o, &c, &err), &err);
+    /* hd_consumer_open connects the consuming connection first, the publishing one second. */
+    assert_int_equal(atomic_load(&px.accepted), 2);
+    atomic_store(&px.held, 1);
+
+    publish(&f, "{\"customer\":8}", "m-late");
+    int rc = 0;
+    int64_t end = hd_clock_ms() + 5000;
+    while (rc == 0 && hd_clock_ms() < end)
+        rc = hd_consumer_poll(c, 100, &err);
+    assert_hd(HD_ETIMEOUT, rc);
+    print_message("    error: %s\n", err.text);
+    hd_consumer_counts n;
+    hd_consumer_get_counts(c, &n);
+    assert_int_equal(n.dead, 0);
+    assert_int_equal(n.acked, 0);
+    assert_int_equal(n.requeued, 1);
+
+    /* The confirms flow again: the redelivered original is dead-lettered (a second copy: the
+     * first was stored, only its confirm was late — at least once, never zero times). */
+    atomic_store(&px.held, -1);
+    until_dead u = {&f, 2};
+    poll_until(c, dlq_has, &u, 5000);
+    hd_consumer_get_counts(c, &n);
+    assert_int_equal(n.dead, 1);
+    assert_int_equal(n.delivered, 2);
+    hd_consumer_close(c);
+    proxy_stop(&px);
+    assert_int_equal(queue_depth(&f, f.queue), 0);
+    for (int i = 0; i < 2; i++) {
+        dead_letter d;
+        assert_true(dlq_get(&f, &d));
+        assert_string_equal(d.message_id, "m-late");
+    }
+    fixture_close(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -439,6 +829,9 @@ int main(void)
         cmocka_unit_test(reject_is_dead_at_once),
         cmocka_unit_test(undecodable_messages_skip_the_retries),
         cmocka_unit_test(batch_mode_acks_a_window_at_once),
+        cmocka_unit_test(forwards_keep_table_headers_exactly),
+        cmocka_unit_test(a_returned_forward_leaves_the_original_unacked),
+        cmocka_unit_test(a_forward_without_a_confirm_leaves_the_original_unacked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

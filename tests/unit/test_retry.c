@@ -216,6 +216,35 @@ static void names_follow_the_queue(void **state)
     assert_hd(HD_EINVAL, hd_retry_exchange_name(buf, sizeof buf, NULL));
 }
 
+static void topology_names_come_in_one_value(void **state)
+{
+    (void)state;
+    hd_retry_names n;
+    hd_error err;
+    hd_retry_policy p = {.max_attempts = 3, .ntiers = 3, .tier_ms = {200, 200, 1000}};
+    assert_hd(HD_OK, hd_retry_names_make("orders", &p, &n, &err));
+    assert_string_equal(n.queue, "orders");
+    assert_string_equal(n.retry_exchange, "orders.retry");
+    assert_string_equal(n.dlq, "orders.dlq");
+    assert_int_equal(n.ntiers, 3);
+    assert_string_equal(n.tiers[0], "orders.retry.200ms");
+    assert_string_equal(n.tiers[1], "orders.retry.200ms"); /* same delay, same queue */
+    assert_string_equal(n.tiers[2], "orders.retry.1000ms");
+
+    assert_hd(HD_OK, hd_retry_names_make("orders", NULL, &n, &err)); /* the default policy */
+    assert_int_equal(n.ntiers, 3);
+    assert_string_equal(n.tiers[2], "orders.retry.30000ms");
+
+    assert_hd(HD_EINVAL, hd_retry_names_make("", &p, &n, &err));
+    assert_hd(HD_EINVAL, hd_retry_names_make(NULL, &p, &n, &err));
+    hd_retry_policy bad = {.max_attempts = 0, .ntiers = 1, .tier_ms = {1}};
+    assert_hd(HD_ECONFIG, hd_retry_names_make("orders", &bad, &n, &err));
+    char longq[252];
+    memset(longq, 'q', sizeof longq - 1);
+    longq[sizeof longq - 1] = '\0'; /* 251 bytes: "<q>.dlq" fits, "<q>.retry" does not */
+    assert_hd(HD_ERANGE, hd_retry_names_make(longq, &p, &n, &err));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -226,6 +255,7 @@ int main(void)
         cmocka_unit_test(attempts_count_only_our_expired_tiers),
         cmocka_unit_test(xdeath_is_parsed_from_headers),
         cmocka_unit_test(names_follow_the_queue),
+        cmocka_unit_test(topology_names_come_in_one_value),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
