@@ -232,7 +232,7 @@ static void reconnect_after_connection_loss(void **state)
  * keeps consuming until stopped. */
 typedef struct runner {
     hd_consumer *c;
-    volatile int stop;
+    hd_stop stop;
     int rc;
     hd_error err;
 } runner;
@@ -259,7 +259,7 @@ static void wait_calls(int n)
     int64_t end = hd_clock_ms() + 15000;
     while (atomic_load(&run_calls) < n) {
         assert_true(hd_clock_ms() < end);
-        hd_sleep_ms(20, NULL);
+        hd_sleep_ms(20);
     }
 }
 
@@ -272,6 +272,7 @@ static void run_recovers_and_stops(void **state)
     hd_amqp *admin = NULL;
     assert_hd_err(HD_OK, hd_amqp_open(url, NULL, &admin, &err), &err);
     runner r = {0};
+    assert_hd_err(HD_OK, hd_stop_init(&r.stop, &err), &err);
     hd_consumer_options o = {.queue = queue, .handler = count_call, .declare = 1};
     assert_hd_err(HD_OK, hd_consumer_open(url, &o, &r.c, &err), &err);
     atomic_store(&run_calls, 0);
@@ -282,7 +283,7 @@ static void run_recovers_and_stops(void **state)
     wait_calls(1);
     /* A dead network under the running consumer. */
     assert_int_equal(shutdown(hd_consumer_fd(r.c), SHUT_RDWR), 0);
-    hd_sleep_ms(300, NULL);
+    hd_sleep_ms(300);
     publish(admin, queue, "two", "r-2");
     wait_calls(2);
     /* (A deleted work queue — the broker cancels the consumer, run redeclares — needs
@@ -291,8 +292,9 @@ static void run_recovers_and_stops(void **state)
     publish(admin, queue, "three", "r-3");
     wait_calls(3);
 
-    r.stop = 1;
+    hd_stop_request(&r.stop);
     pthread_join(t, NULL);
+    hd_stop_release(&r.stop);
     assert_hd_err(HD_OK, r.rc, &r.err);
     hd_consumer_counts n;
     hd_consumer_get_counts(r.c, &n);

@@ -58,7 +58,7 @@ static int race(const char *url, int a_commits)
     assert_int_equal(hd_inbox_accept(a, "mailer", "m1", NULL), 1);
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, accept_m1, &b), 0);
-    hd_sleep_ms(200, NULL);
+    hd_sleep_ms(200);
     assert_false(b.done); /* B waits on A's uncommitted key */
     if (a_commits)
         assert_hd(HD_OK, hd_store_commit(a, NULL));

@@ -135,7 +135,7 @@ static void start_service(int prefetch)
         if (waitpid(pid, &status, WNOHANG) == pid)
             fail_msg("herald-notifications exited at startup (status %d): see %s", status,
                      W.log_path);
-        hd_sleep_ms(100, NULL);
+        hd_sleep_ms(100);
     }
     fail_msg("herald-notifications never became healthy: see %s", W.log_path);
 }
@@ -149,7 +149,7 @@ static int wait_exit(int timeout_ms)
             W.pid = 0;
             return status;
         }
-        hd_sleep_ms(50, NULL);
+        hd_sleep_ms(50);
     }
     return -1;
 }
@@ -393,7 +393,7 @@ static char **wait_mails(const char *to, size_t want, size_t *n, int timeout_ms)
         if (*n >= want || hd_clock_ms() > until)
             return m;
         free_mails(m, *n);
-        hd_sleep_ms(50, NULL);
+        hd_sleep_ms(50);
     }
 }
 
@@ -511,7 +511,7 @@ static void test_duplicate_delivery_one_mail(void **state)
     size_t n = 0;
     char **m = wait_mails(to, 1, &n, 20000);
     free_mails(m, n);
-    hd_sleep_ms(1500, NULL); /* time for a second mail, if one were coming */
+    hd_sleep_ms(1500); /* time for a second mail, if one were coming */
     m = mails_to(to, &n);
     assert_int_equal(n, 1);
     free_mails(m, n);
@@ -533,7 +533,7 @@ static void test_missing_variable_dead_letters(void **state)
     hd_error err;
     int64_t until = hd_clock_ms() + 20000;
     do {
-        hd_sleep_ms(100, NULL);
+        hd_sleep_ms(100);
         assert_hd_err(0, hd_queue_inspect(W.amqp, dlq, &info, &err), &err);
     } while (info.message_count == 0 && hd_clock_ms() < until);
     assert_int_equal(info.message_count, 1);
@@ -576,7 +576,7 @@ static void test_notification_sent_is_published(void **state)
     hd_error err;
     int64_t until = hd_clock_ms() + 20000;
     do {
-        hd_sleep_ms(100, NULL);
+        hd_sleep_ms(100);
         assert_hd_err(0, hd_queue_inspect(W.amqp, W.events_queue, &info, &err), &err);
     } while (info.message_count < 2 && hd_clock_ms() < until);
     /* One notification_sent per mail so far: registered + duplicate. */
@@ -626,7 +626,7 @@ static void test_http_endpoints(void **state)
         sent = strstr(resp, "\"status\":\"sent\"") != NULL;
         free(resp);
         if (!sent)
-            hd_sleep_ms(100, NULL);
+            hd_sleep_ms(100);
     }
     assert_true(sent);
     size_t n = 0;
@@ -804,7 +804,7 @@ static int wait_distinct(const char *kind, int n, int want, int timeout_ms, int 
         count_kind(kind, n, &distinct, dups);
         if (distinct >= want)
             break;
-        hd_sleep_ms(20, NULL);
+        hd_sleep_ms(20);
     } while (hd_clock_ms() < until);
     return distinct;
 }
@@ -946,7 +946,7 @@ static void test_postgresql_store(void **state)
         empty = strstr(resp, "\"items\":[]") != NULL;
         free(resp);
         if (!empty)
-            hd_sleep_ms(100, NULL);
+            hd_sleep_ms(100);
     }
     assert_true(empty);
     snprintf(path, sizeof path, "/notifications/preferences/%s", user);

@@ -158,7 +158,7 @@ static int wait_for(pid_t pid, int64_t timeout_ms)
             fail_msg("herald-relay (pid %d) did not finish within %lld ms", (int)pid,
                      (long long)timeout_ms);
         }
-        hd_sleep_ms(20, NULL);
+        hd_sleep_ms(20);
     }
 }
 
@@ -265,7 +265,7 @@ static void wait_for_first_claim(hd_store *s, const char *id)
     int64_t give_up = hd_clock_ms() + 3000;
     while (scalar_p(s, "SELECT COUNT(*) FROM hd_outbox WHERE claimed_by = $1", &who, 1) == 0 &&
            hd_clock_ms() < give_up)
-        hd_sleep_ms(1, NULL);
+        hd_sleep_ms(1);
 }
 
 static int64_t leased_now(hd_store *s)
@@ -303,7 +303,7 @@ static void kill_relay_repeatedly(int postgres)
          * 0..40 ms later (a batch takes a few ms to publish, confirm and mark, so the kill
          * lands anywhere in claim -> publish -> confirm -> mark of some batch). */
         wait_for_first_claim(s, id);
-        hd_sleep_ms(hd_backoff_delay(&rnd, 0), NULL);
+        hd_sleep_ms(hd_backoff_delay(&rnd, 0));
         assert_int_equal(0, kill(pid, SIGKILL));
         int status = wait_for(pid, 10000);
         assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
@@ -368,7 +368,7 @@ static void sigterm_finishes_the_batch(void **state)
     fixture_init(&fx, 0);
     pid_t pid = spawn_relay(&fx.d, hd_test_require_env("HD_AMQP_URL"), "term-1", 0);
     wait_for_first_claim(fx.s, "term-1");
-    hd_sleep_ms(20, NULL);
+    hd_sleep_ms(20);
     assert_int_equal(0, kill(pid, SIGTERM));
     int status = wait_for(pid, 10000);
     assert_true(WIFEXITED(status));

@@ -172,7 +172,7 @@ int service_start(service *s, const char *bin_dir, const char *dir, const char *
             }
             http_reply_release(&r);
         }
-        hd_sleep_ms(POLL_MS, NULL);
+        hd_sleep_ms(POLL_MS);
     }
     fprintf(stderr, "%s not ready after %d ms\n", s->name, WAIT_MS);
     return -1;
@@ -192,7 +192,7 @@ int service_stop(service *s)
             service_kill(s);
             return -1;
         }
-        hd_sleep_ms(20, NULL);
+        hd_sleep_ms(20);
     }
     s->pid = 0;
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -429,7 +429,7 @@ int mail_wait(const char *maildir, int64_t since_ns, const char *to, const char 
     for (int waited = 0; waited < WAIT_MS; waited += POLL_MS) {
         if (scan_maildir(maildir, since_ns, to, subject, out) > 0)
             return 0;
-        hd_sleep_ms(POLL_MS, NULL);
+        hd_sleep_ms(POLL_MS);
     }
     fprintf(stderr, "no mail to %s with subject '%s...' in %s after %d ms\n", to, subject, maildir,
             WAIT_MS);
