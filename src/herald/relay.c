@@ -858,8 +858,8 @@ static void wait_for_work(hd_relay *r, const hd_stop *stop)
         if (pg_fd >= 0)
             fds[n++] = (struct pollfd){.fd = pg_fd, .events = POLLIN};
         if (r->opts.notifier != NULL)
-            fds[n++] = (struct pollfd){.fd = hd_outbox_notifier_fd(r->opts.notifier),
-                                       .events = POLLIN};
+            fds[n++] =
+                (struct pollfd){.fd = hd_outbox_notifier_fd(r->opts.notifier), .events = POLLIN};
         int rc = hd_stop_poll(stop, fds, n, left);
         if (rc == HD_EINTR || rc == 0)
             return; /* stopped, or poll_ms is up: look for work anyway */

@@ -237,13 +237,14 @@ const char *hd_relay_id(const hd_relay *r);
  * nacked, exchange refused) still succeeds: that event was marked failed. */
 int hd_relay_run_once(hd_relay *r, hd_relay_stats *cycle, hd_error *err);
 
-/* Run cycles until stop (borrowed; NULL: forever) is requested, two batches in
- * flight (see "Two batches in flight"; options.no_pipeline: one): a full batch is followed
- * by the next at once; otherwise the relay waits for a wake-up (NOTIFY on PostgreSQL,
- * options.notifier, or poll_ms; a stop ends that wait at once too). A closed broker connection is reconnected with capped
- * exponential backoff (hd_amqp_reconnect) and the relay catches up; a store error is
- * logged and retried after a backoff; either way the batches in flight are finished
- * (marked or released) first. Dispatched rows older than the retention are purged every
+/* Run cycles until stop (borrowed; NULL: forever) is requested, two batches in flight (see
+ * "Two batches in flight"; options.no_pipeline: one): a full batch is followed by the next
+ * at once; otherwise the relay waits for a wake-up (NOTIFY on PostgreSQL, options.notifier,
+ * or poll_ms), in one poll(2) with the stop, so a stop ends that wait at once. A closed
+ * broker connection is reconnected with capped exponential backoff (hd_amqp_reconnect) and
+ * the relay catches up; a store error is logged and retried after a backoff (both backoffs
+ * end at once on a stop); either way the batches in flight are finished (marked or
+ * released) first. Dispatched rows older than the retention are purged every
  * purge_every_ms; parked rows are kept. The batches in flight when the stop comes are
  * finished (their rows marked) before returning; nothing new is claimed. With
  * options.drain it also returns once the outbox has no pending row (rows waiting for a

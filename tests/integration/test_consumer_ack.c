@@ -326,7 +326,7 @@ static void run_stops_at_once_while_waiting(void **state)
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, run_thread, &r), 0);
     publish(admin, queue, "one", "s-1");
-    wait_calls(1); /* the socket wakes the wait as well */
+    wait_calls(1);    /* the socket wakes the wait as well */
     hd_sleep_ms(300); /* idle again, inside a 5 s wait */
     int64_t t0 = hd_clock_ms();
     hd_stop_request(&r.stop);

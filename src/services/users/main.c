@@ -79,7 +79,7 @@ typedef struct service {
     const char *amqp_url;
     pthread_t relay_thread;
     int relay_started;
-    hd_stop relay_stop; /* main asks the relay thread to stop */
+    hd_stop relay_stop;         /* main asks the relay thread to stop */
     pthread_mutex_t relay_lock; /* guards relay: the thread frees it, /metrics reads it */
     hd_relay *relay;
     hd_outbox_notifier *notifier;
