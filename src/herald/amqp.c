@@ -548,7 +548,7 @@ void hd_amqp_close(hd_amqp *a)
     hd_amqp_free(a);
 }
 
-int hd_amqp_reconnect(hd_amqp *a, const volatile int *stop, hd_error *err)
+int hd_amqp_reconnect(hd_amqp *a, const hd_stop *stop, hd_error *err)
 {
     drop_connection(a);
     /* Full jitter (see backoff.h): after a broker restart every client reconnects at once;
@@ -557,7 +557,7 @@ int hd_amqp_reconnect(hd_amqp *a, const volatile int *stop, hd_error *err)
     (void)hd_backoff_init(&b, a->opts.reconnect_base_ms, a->opts.reconnect_cap_ms,
                           (uint64_t)hd_clock_ns() ^ (uint64_t)(uintptr_t)a);
     for (unsigned attempt = 0;; attempt++) {
-        if (stop != NULL && *stop)
+        if (hd_stop_requested(stop))
             return hd_error_set(err, HD_EINTR, "reconnect to %s: stopped", a->redacted);
         hd_error last;
         int rc = connect_once(a, &last);
@@ -565,7 +565,10 @@ int hd_amqp_reconnect(hd_amqp *a, const volatile int *stop, hd_error *err)
             return 0;
         if (rc == HD_EAUTH || rc == HD_EURL || rc == HD_ENOMEM)
             return hd_error_set(err, rc, "%s", last.text);
-        hd_sleep_ms(hd_backoff_delay(&b, attempt), stop);
+        /* The backoff ends at once on a stop: a broker down for minutes must not keep a
+         * stopping process waiting for its next attempt. */
+        if (hd_stop_wait_ms(stop, hd_backoff_delay(&b, attempt)))
+            return hd_error_set(err, HD_EINTR, "reconnect to %s: stopped", a->redacted);
     }
 }
 

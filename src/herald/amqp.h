@@ -52,6 +52,7 @@
 #include <amqp.h>
 
 #include "herald/error.h"
+#include "herald/stop.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -121,10 +122,11 @@ void hd_amqp_close(hd_amqp *a);
 
 /* Drop the current connection (without a clean close if it is broken) and connect again to
  * the same URL with the same options, retrying with capped exponential backoff and full
- * jitter until it succeeds or *stop becomes non-zero (stop may be NULL: retry forever).
- * Returns 0 (connected; channel 1 open; generation incremented), HD_EINTR when stopped, or
- * HD_EURL/HD_EAUTH at once — retrying a wrong password never helps. */
-int hd_amqp_reconnect(hd_amqp *a, const volatile int *stop, hd_error *err);
+ * jitter until it succeeds or stop (borrowed; NULL: retry forever) is requested; a stop
+ * ends a backoff sleep at once. Returns 0 (connected; channel 1 open; generation
+ * incremented), HD_EINTR when stopped, or HD_EURL/HD_EAUTH at once — retrying a wrong
+ * password never helps. */
+int hd_amqp_reconnect(hd_amqp *a, const hd_stop *stop, hd_error *err);
 
 /* 1 while the connection is usable, 0 once it is known to be broken. */
 int hd_amqp_is_open(const hd_amqp *a);

@@ -11,7 +11,7 @@
  *     hd_backoff b;
  *     hd_backoff_init(&b, 100, 30000, (uint64_t)hd_clock_ns());
  *     for (unsigned attempt = 0; try_connect() != 0; attempt++)
- *         hd_sleep_ms(hd_backoff_delay(&b, attempt), &stop);
+ *         hd_stop_wait_ms(&stop, hd_backoff_delay(&b, attempt));
  *
  * The generator is a small seeded PRNG (splitmix64) kept inside the struct, not rand():
  * rand() has hidden global state shared with the whole process, and a seed makes tests

@@ -100,16 +100,24 @@ int hd_bus_poll(hd_bus *bus, int timeout_ms, hd_error *err)
     return bus->methods->poll(bus, timeout_ms < 0 ? 0 : timeout_ms, err);
 }
 
-int hd_bus_run(hd_bus *bus, const volatile int *stop, hd_error *err)
+int hd_bus_run(hd_bus *bus, const hd_stop *stop, hd_error *err)
 {
-    /* A short poll keeps the loop responsive to *stop; the implementation waits inside it,
-     * so the loop does not spin. */
-    while (stop == NULL || !*stop) {
-        int rc = hd_bus_poll(bus, 200, err);
+    if (bus == NULL)
+        return hd_error_set(err, HD_EINVAL, "run: bus is NULL");
+    /* The implementation's poll waits on the stop too, so the timeout is only how often
+     * the loop comes round when nothing happens, not how long a stop takes. */
+    bus->stop = stop;
+    int rc = HD_OK;
+    while (!hd_stop_requested(stop)) {
+        rc = hd_bus_poll(bus, 1000, err);
         if (rc < 0)
-            return rc;
+            break;
+        rc = HD_OK;
     }
-    return HD_OK;
+    bus->stop = NULL;
+    if (rc == HD_EINTR && hd_stop_requested(stop))
+        rc = HD_OK; /* a reconnect cut short by the stop */
+    return rc;
 }
 
 int hd_bus_shutdown(hd_bus *bus, hd_error *err)

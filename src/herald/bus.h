@@ -43,6 +43,7 @@
 #include "herald/delivery.h"
 #include "herald/envelope.h"
 #include "herald/error.h"
+#include "herald/stop.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -94,6 +95,9 @@ typedef enum hd_bus_state { HD_BUS_NEW = 0, HD_BUS_STARTED, HD_BUS_STOPPED } hd_
 struct hd_bus {
     const hd_bus_methods *methods;
     hd_bus_state state;
+    /* Borrowed from hd_bus_run while it runs, else NULL: poll waits on it too (hd_stop_poll,
+     * hd_stop_wait_ms), so that a stop ends an idle wait at once. */
+    const hd_stop *stop;
 };
 
 /* Register `consumer` for `types` (n_types >= 1, non-empty strings) of `topic`, delivered to
@@ -121,9 +125,10 @@ int hd_bus_send_raw(hd_bus *bus, const hd_bus_message *msg, hd_error *err);
  * nothing has. Returns the number of deliveries handled, HD_ESTATE, or a failure. */
 int hd_bus_poll(hd_bus *bus, int timeout_ms, hd_error *err);
 
-/* Poll until *stop becomes non-zero (a signal handler sets it). Returns 0 when stopped, or
- * the first failure the implementation could not recover from. */
-int hd_bus_run(hd_bus *bus, const volatile int *stop, hd_error *err);
+/* Poll until stop (borrowed; NULL: forever) is requested — a signal handler or another
+ * thread calls hd_stop_request. An idle wait wakes at once on the stop. Returns 0 when
+ * stopped, or the first failure the implementation could not recover from. */
+int hd_bus_run(hd_bus *bus, const hd_stop *stop, hd_error *err);
 
 /* Stop consuming and release connections; registrations are kept for the record. Returns 0
  * or HD_ESTATE when the bus was not started. */

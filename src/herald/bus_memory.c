@@ -320,7 +320,7 @@ static int mem_poll(hd_bus *bus, int timeout_ms, hd_error *err)
     /* Nothing can arrive while we wait (one thread), but waiting keeps hd_bus_run from
      * spinning a core. */
     if (handled == 0 && timeout_ms > 0)
-        hd_sleep_ms(timeout_ms, NULL);
+        hd_stop_wait_ms(bus->stop, timeout_ms); /* hd_bus_run's stop ends it */
     return handled;
 }
 

@@ -194,7 +194,7 @@ static int poll_ready(rabbit_bus *b, int *handled, hd_error *err)
         if (rc == HD_ECLOSED || rc == HD_EAMQP) {
             /* Repair it (waits for the broker when it is down) and go on: the messages it
              * held come back redelivered. */
-            rc = hd_consumer_reconnect(c, NULL, err);
+            rc = hd_consumer_reconnect(c, b->base.stop, err);
         }
         if (rc < 0)
             return rc;
@@ -213,17 +213,19 @@ static int rb_poll(hd_bus *bus, int timeout_ms, hd_error *err)
 
     /* Nothing yet: sleep on every consumer's socket at once (the libuv way), unless
      * librabbitmq already buffered frames, which the socket would not announce. */
-    struct pollfd fds[64];
-    nfds_t n = 0;
+    struct pollfd fds[HD_STOP_POLL_MAX];
+    size_t n = 0;
     int buffered = 0;
-    for (size_t i = 0; i < b->n_regs && n < 64; i++) {
+    for (size_t i = 0; i < b->n_regs && n < HD_STOP_POLL_MAX; i++) {
         buffered |= hd_consumer_has_buffered(b->regs[i].c);
         int fd = hd_consumer_fd(b->regs[i].c);
         if (fd >= 0)
             fds[n++] = (struct pollfd){.fd = fd, .events = POLLIN};
     }
-    if (!buffered && n > 0)
-        poll(fds, n, timeout_ms);
+    /* With hd_bus_run's stop among them: a stop ends the wait at once. Known limit: past
+     * HD_STOP_POLL_MAX consumers the others are only looked at when the wait ends. */
+    if (!buffered && n > 0 && hd_stop_poll(bus->stop, fds, n, timeout_ms) == HD_EINTR)
+        return handled;
     rc = poll_ready(b, &handled, err);
     return rc < 0 ? rc : handled;
 }

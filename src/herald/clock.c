@@ -166,13 +166,11 @@ int hd_time_parse(const char *s, int64_t *epoch_ms)
     return HD_OK;
 }
 
-void hd_sleep_ms(int64_t ms, const volatile int *stop)
+void hd_sleep_ms(int64_t ms)
 {
     if (ms <= 0)
         return;
     struct timespec req = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
-    while (nanosleep(&req, &req) == -1 && errno == EINTR) {
-        if (stop && *stop)
-            return;
-    }
+    while (nanosleep(&req, &req) == -1 && errno == EINTR)
+        ;
 }

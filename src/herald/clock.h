@@ -39,9 +39,9 @@ void hd_time_format(int64_t epoch_ms, char out[HD_TIME_LEN + 1]);
  * such a timestamp. */
 int hd_time_parse(const char *s, int64_t *epoch_ms);
 
-/* Sleep for ms milliseconds (restarts on EINTR unless *stop becomes non-zero; stop may be
- * NULL). */
-void hd_sleep_ms(int64_t ms, const volatile int *stop);
+/* Sleep for ms milliseconds (restarts on EINTR). A sleep that must end at once when the
+ * process is told to stop is hd_stop_wait_ms (herald/stop.h). */
+void hd_sleep_ms(int64_t ms);
 
 #ifdef __cplusplus
 }

@@ -6,6 +6,7 @@
 #include "herald/publisher.h"
 
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -647,7 +648,7 @@ void hd_consumer_close(hd_consumer *c)
     free(c);
 }
 
-int hd_consumer_reconnect(hd_consumer *c, const volatile int *stop, hd_error *err)
+int hd_consumer_reconnect(hd_consumer *c, const hd_stop *stop, hd_error *err)
 {
     int rc;
     if (!hd_amqp_is_open(c->conn)) {
@@ -672,11 +673,36 @@ static int permanent(int rc)
            rc == HD_ENOMEM;
 }
 
-int hd_consumer_run(hd_consumer *c, const volatile int *stop, hd_error *err)
+int hd_consumer_wait(hd_consumer *c, const hd_stop *stop, int timeout_ms)
 {
+    if (c == NULL)
+        return HD_EINVAL;
+    if (hd_stop_requested(stop))
+        return HD_EINTR;
+    /* Nothing to wait on, or something to do at once: let the poll see it. */
+    if (!hd_amqp_is_open(c->conn) || !consuming(c) || hd_consumer_has_buffered(c))
+        return 1;
+    struct pollfd fd = {.fd = hd_consumer_fd(c), .events = POLLIN};
+    int rc = hd_stop_poll(stop, &fd, 1, timeout_ms);
+    return rc > 0 ? 1 : rc;
+}
+
+int hd_consumer_run(hd_consumer *c, const hd_stop *stop, hd_error *err)
+{
+    if (c == NULL)
+        return hd_error_set(err, HD_EINVAL, "run: consumer is NULL");
+    int wait_ms = c->opts.idle_wait_ms > 0 ? c->opts.idle_wait_ms : 1000;
     unsigned failures = 0;
-    while (stop == NULL || !*stop) {
-        int rc = hd_consumer_poll(c, 200, err);
+    while (!hd_stop_requested(stop)) {
+        /* Wait on the socket and the stop together, then read what came without blocking:
+         * librabbitmq's own wait (amqp_consume_message with a timeout) cannot see the stop. */
+        int rc = hd_consumer_wait(c, stop, wait_ms);
+        if (rc == HD_EINTR)
+            break;
+        if (rc > 0)
+            rc = hd_consumer_poll(c, 0, err);
+        else if (rc < 0)
+            hd_error_set(err, rc, "consumer '%s': waiting for a frame failed", c->queue);
         if (rc >= 0) {
             failures = 0;
             continue;
@@ -685,7 +711,9 @@ int hd_consumer_run(hd_consumer *c, const volatile int *stop, hd_error *err)
             return rc;
         /* A refused retry, a cancelled consumer, a lost connection: wait a little (growing,
          * jittered) so that a broker in trouble is not hammered, then repair what broke. */
-        hd_sleep_ms(hd_backoff_delay(&c->backoff, failures < 16 ? failures++ : failures), stop);
+        if (hd_stop_wait_ms(stop,
+                            hd_backoff_delay(&c->backoff, failures < 16 ? failures++ : failures)))
+            break;
         rc = hd_consumer_reconnect(c, stop, err);
         if (rc == HD_EINTR)
             return HD_OK;

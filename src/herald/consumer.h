@@ -72,6 +72,7 @@
 #include "herald/envelope.h"
 #include "herald/error.h"
 #include "herald/retry.h"
+#include "herald/stop.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -107,6 +108,9 @@ typedef struct hd_consumer_options {
      * one call; OK acks them all with one multiple ack. See hd_consume_batch_fn. */
     hd_consume_batch_fn batch_handler;
     size_t batch_max; /* 0 = the prefetch (at most 256) */
+
+    int idle_wait_ms; /* hd_consumer_run's longest wait for a frame when idle; a frame or a
+                         stop ends it at once; 0 = 1000. Keep it under the heartbeat. */
 } hd_consumer_options;
 
 /* What a consumer has done since it was opened (a plain value). */
@@ -161,15 +165,24 @@ void hd_consumer_close(hd_consumer *c);
  * Handlers run inside this call, in the caller's thread. */
 int hd_consumer_poll(hd_consumer *c, int timeout_ms, hd_error *err);
 
+/* Wait up to timeout_ms (negative: no limit) until a frame may be there to read (the
+ * consuming socket is readable, or librabbitmq has buffered frames, or the consumer is not
+ * consuming and a poll would repair it) or stop (borrowed; may be NULL) is requested,
+ * whichever comes first. Reads nothing: follow with hd_consumer_poll(c, 0, err).
+ * Returns 1 (poll now), 0 (time ran out), HD_EINTR (stopped), HD_EINVAL or HD_EIO. */
+int hd_consumer_wait(hd_consumer *c, const hd_stop *stop, int timeout_ms);
+
 /* Reconnect what is broken (hd_amqp_reconnect: capped exponential backoff with jitter),
  * redeclare when opts->declare, set the prefetch and consume again. Returns 0, HD_EINTR when
- * *stop became non-zero (stop may be NULL), or a permanent failure (HD_EAUTH, HD_EURL, the
- * broker refusing the declarations). */
-int hd_consumer_reconnect(hd_consumer *c, const volatile int *stop, hd_error *err);
+ * stop (borrowed; may be NULL) was requested — a backoff sleep ends at once —, or a
+ * permanent failure (HD_EAUTH, HD_EURL, the broker refusing the declarations). */
+int hd_consumer_reconnect(hd_consumer *c, const hd_stop *stop, hd_error *err);
 
-/* Poll until *stop becomes non-zero, reconnecting after connection losses and backing off
- * after refused retries. Returns 0 when stopped, or the first permanent failure. */
-int hd_consumer_run(hd_consumer *c, const volatile int *stop, hd_error *err);
+/* Poll until stop (borrowed; NULL: forever) is requested, reconnecting after connection
+ * losses and backing off after refused retries. Idle, it waits on the socket and the stop
+ * together (hd_consumer_wait, up to opts->idle_wait_ms): a stop ends the wait at once, not
+ * at its timeout. Returns 0 when stopped, or the first permanent failure. */
+int hd_consumer_run(hd_consumer *c, const hd_stop *stop, hd_error *err);
 
 /* ---- looking in ----------------------------------------------------------------------- */
 

@@ -7,13 +7,17 @@
 #include "herald/outbox.h"
 
 #include "herald/clock.h"
+#include "herald/store_internal.h"
 #include "herald/store_pg.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -149,10 +153,9 @@ int hd_outbox_append(hd_store *store, const hd_envelope *env, const char *aggreg
 /* The key under which a unit of work remembers that it must signal when it ends. */
 static const char signal_key;
 
-static void signal_when_unit_ends(void *obj)
+static void signal_when_unit_ends(void *store)
 {
-    (void)obj;
-    hd_outbox_signal();
+    hd_outbox_signal(store);
 }
 
 int hd_outbox_append_uow(hd_uow *uow, const hd_envelope *env, const char *aggregate_type,
@@ -167,7 +170,7 @@ int hd_outbox_append_uow(hd_uow *uow, const hd_envelope *env, const char *aggreg
      * moment the row becomes visible (or vanished: a spurious wake-up is harmless). Attach
      * once per unit; attaching a second time would fail and "destroy" (signal) at once. */
     if (hd_uow_attached(uow, &signal_key) == NULL) {
-        rc = hd_uow_attach(uow, &signal_key, (void *)&signal_key, signal_when_unit_ends);
+        rc = hd_uow_attach(uow, &signal_key, hd_uow_store(uow), signal_when_unit_ends);
         if (rc < 0)
             return hd_error_set(err, rc, "cannot arrange the relay's wake-up");
     }
@@ -448,40 +451,42 @@ int hd_outbox_depth(hd_store *store, int64_t *pending, int64_t *oldest_age_ms, i
 
 /* ---- the in-process signal ------------------------------------------------------------ */
 
-static pthread_mutex_t hook_lock = PTHREAD_MUTEX_INITIALIZER;
-static hd_outbox_notify_fn hook_fn;
-static void *hook_ctx;
-
-void hd_outbox_set_notify(hd_outbox_notify_fn fn, void *ctx)
-{
-    pthread_mutex_lock(&hook_lock);
-    hook_fn = fn;
-    hook_ctx = fn ? ctx : NULL;
-    pthread_mutex_unlock(&hook_lock);
-}
-
-void hd_outbox_signal(void)
-{
-    /* Call under the lock, so that after hd_outbox_set_notify(NULL, NULL) returns no call
-     * to the old hook is still running and its ctx can be freed. Hooks must be quick and
-     * must not call hd_outbox_set_notify. */
-    pthread_mutex_lock(&hook_lock);
-    if (hook_fn != NULL)
-        hook_fn(hook_ctx);
-    pthread_mutex_unlock(&hook_lock);
-}
-
 struct hd_outbox_notifier {
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    uint64_t count;
+    uint64_t count; /* signals so far */
+    int armed;      /* a byte is in the pipe (under lock): one byte at most, however many
+                       signals, so a burst cannot fill the pipe and block a writer */
+    int rfd, wfd;   /* the pipe: readable while armed */
 };
+
+static int nonblocking_cloexec(int fd)
+{
+    int fl = fcntl(fd, F_GETFL), fdfl = fcntl(fd, F_GETFD);
+    return fl < 0 || fdfl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+                   fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) < 0
+               ? -1
+               : 0;
+}
 
 hd_outbox_notifier *hd_outbox_notifier_new(void)
 {
     hd_outbox_notifier *n = calloc(1, sizeof *n);
     if (n == NULL)
         return NULL;
+    int fds[2];
+    if (pipe(fds) < 0) {
+        free(n);
+        return NULL;
+    }
+    if (nonblocking_cloexec(fds[0]) < 0 || nonblocking_cloexec(fds[1]) < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        free(n);
+        return NULL;
+    }
+    n->rfd = fds[0];
+    n->wfd = fds[1];
     /* Time out on the monotonic clock: a wall-clock step (NTP) must not stretch a wait. */
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
@@ -489,6 +494,8 @@ hd_outbox_notifier *hd_outbox_notifier_new(void)
     int rc = pthread_cond_init(&n->cond, &attr);
     pthread_condattr_destroy(&attr);
     if (rc != 0) {
+        close(n->rfd);
+        close(n->wfd);
         free(n);
         return NULL;
     }
@@ -502,6 +509,8 @@ void hd_outbox_notifier_free(hd_outbox_notifier *n)
         return;
     pthread_cond_destroy(&n->cond);
     pthread_mutex_destroy(&n->lock);
+    close(n->rfd);
+    close(n->wfd);
     free(n);
 }
 
@@ -512,8 +521,26 @@ void hd_outbox_notifier_signal(void *notifier)
         return;
     pthread_mutex_lock(&n->lock);
     n->count++;
+    if (!n->armed) {
+        ssize_t w;
+        do
+            w = write(n->wfd, "x", 1);
+        while (w < 0 && errno == EINTR);
+        n->armed = w == 1;
+    }
     pthread_cond_broadcast(&n->cond);
     pthread_mutex_unlock(&n->lock);
+}
+
+/* Under n->lock: the signals up to now are taken, the pipe need not say so any more. */
+static void disarm(hd_outbox_notifier *n)
+{
+    if (!n->armed)
+        return;
+    char buf[8];
+    while (read(n->rfd, buf, sizeof buf) > 0)
+        ;
+    n->armed = 0;
 }
 
 int hd_outbox_notifier_wait(hd_outbox_notifier *n, uint64_t *seen, int timeout_ms)
@@ -540,6 +567,29 @@ int hd_outbox_notifier_wait(hd_outbox_notifier *n, uint64_t *seen, int timeout_m
     }
     int changed = n->count != *seen;
     *seen = n->count;
+    disarm(n);
     pthread_mutex_unlock(&n->lock);
     return changed;
+}
+
+int hd_outbox_notifier_fd(const hd_outbox_notifier *n)
+{
+    return n != NULL ? n->rfd : -1;
+}
+
+void hd_outbox_set_notifier(hd_store *store, hd_outbox_notifier *n)
+{
+    if (store != NULL)
+        store->outbox_notifier = n;
+}
+
+hd_outbox_notifier *hd_outbox_get_notifier(const hd_store *store)
+{
+    return store != NULL ? store->outbox_notifier : NULL;
+}
+
+void hd_outbox_signal(hd_store *store)
+{
+    if (store != NULL)
+        hd_outbox_notifier_signal(store->outbox_notifier);
 }

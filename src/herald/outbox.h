@@ -57,8 +57,9 @@
  *
  * Waking the relay: on PostgreSQL a trigger sends NOTIFY hd_outbox (delivered at commit)
  * for every INSERT, and a relay waits with hd_store_pg_wait (store_pg.h). In one process
- * (SQLite) the relay waits on an hd_outbox_notifier, which hd_outbox_append_uow signals
- * after the unit of work ended. Either way the relay also polls: a wake-up can be missed.
+ * (SQLite) the relay waits on an hd_outbox_notifier set on the writers' store handles
+ * (hd_outbox_set_notifier), which hd_outbox_append_uow signals after the unit of work
+ * ended. Either way the relay also polls: a wake-up can be missed.
  *
  * Times are epoch milliseconds from the application's clock (hd_time_now_ms), so several
  * relays on several hosts need reasonably synchronised clocks (NTP) for leases to mean the
@@ -105,9 +106,10 @@ int hd_outbox_migrate(hd_store *store, hd_error *err);
 int hd_outbox_append(hd_store *store, const hd_envelope *env, const char *aggregate_type,
                      const char *aggregate_id, hd_error *err);
 
-/* The same in a unit of work's transaction (hd_uow_store(uow)), and the in-process relay is
- * signalled (hd_outbox_signal) when the unit ends: after its commit, when the row can be
- * seen, not before. This is what a domain event handler calls. Same codes. */
+/* The same in a unit of work's transaction (hd_uow_store(uow)), and the store's notifier
+ * (hd_outbox_set_notifier), if it has one, is signalled (hd_outbox_signal) when the unit
+ * ends: after its commit, when the row can be seen, not before. This is what a domain
+ * event handler calls. Same codes. */
 int hd_outbox_append_uow(hd_uow *uow, const hd_envelope *env, const char *aggregate_type,
                          const char *aggregate_id, hd_error *err);
 
@@ -193,38 +195,60 @@ int hd_outbox_depth(hd_store *store, int64_t *pending, int64_t *oldest_age_ms, i
 
 /* ---- waking an in-process relay ------------------------------------------------------ */
 
-typedef void (*hd_outbox_notify_fn)(void *ctx);
-
-/* Set the process-wide hook that hd_outbox_signal calls (fn NULL: none). ctx is borrowed
- * and must outlive the registration. Thread-safe. */
-void hd_outbox_set_notify(hd_outbox_notify_fn fn, void *ctx);
-
-/* Call the hook, if any: "rows were committed to an outbox". hd_outbox_append_uow does it
- * after the unit of work ends; call it yourself after committing a transaction in which you
- * used hd_outbox_append directly. Spurious calls are harmless (the relay finds nothing). */
-void hd_outbox_signal(void);
-
-/* A notifier a relay can wait on: a counter of signals, a mutex and a condition variable.
- *     n = hd_outbox_notifier_new();  hd_outbox_set_notify(hd_outbox_notifier_signal, n);
+/* A notifier a relay can wait on: a counter of signals (behind a mutex and a condition
+ * variable) and a pipe that is readable while a signal has not been taken, so that the
+ * relay can poll(2) it together with its stop token and its database socket.
+ *     n = hd_outbox_notifier_new();
+ *     hd_outbox_set_notifier(writer_store, n);      // each store that appends rows
+ *     relay options.notifier = n;                   // the relay waits on it
+ *     ...
  *     uint64_t seen = 0;
  *     for (;;) { drain the outbox; hd_outbox_notifier_wait(n, &seen, poll_ms); }
  * A signal that comes while the relay is draining is not lost: the counter moved, so the
- * next wait returns at once. */
+ * next wait returns at once. Any number of threads may signal and wait with
+ * hd_outbox_notifier_wait; the fd is for ONE poller (taking a signal empties the pipe, so
+ * a second poller could sleep through it until its timeout): give each relay its own. */
 typedef struct hd_outbox_notifier hd_outbox_notifier;
 
-/* New notifier (free with hd_outbox_notifier_free), NULL when out of memory. */
+/* New notifier (free with hd_outbox_notifier_free), NULL when out of memory or file
+ * descriptors. */
 hd_outbox_notifier *hd_outbox_notifier_new(void);
 
-/* Free it; unregister it first (hd_outbox_set_notify(NULL, NULL)). NULL is fine. */
+/* Free it; take it off every store first (hd_outbox_set_notifier(store, NULL)) and stop
+ * whatever waits on it. NULL is fine. */
 void hd_outbox_notifier_free(hd_outbox_notifier *n);
 
-/* Signal (notifier is an hd_outbox_notifier *; the void * makes this an hd_outbox_notify_fn).
- * Thread-safe. */
+/* Signal: "rows were committed to the outbox" (notifier is an hd_outbox_notifier *; the
+ * void * lets it serve as a plain callback). Thread-safe. NULL is fine. */
 void hd_outbox_notifier_signal(void *notifier);
 
-/* Wait up to timeout_ms (negative: no limit) until the counter differs from *seen; then
- * set *seen to it and return 1. Returns 0 on timeout, HD_EINVAL on NULL arguments. */
+/* Wait up to timeout_ms (negative: no limit; 0: just look) until the counter differs from
+ * *seen; then set *seen to it and return 1. Returns 0 on timeout, HD_EINVAL on NULL
+ * arguments. A wait that must also end on a stop polls hd_outbox_notifier_fd and
+ * hd_stop_fd together (hd_stop_poll), then calls this with timeout 0. */
 int hd_outbox_notifier_wait(hd_outbox_notifier *n, uint64_t *seen, int timeout_ms);
+
+/* A file descriptor that is readable (POLLIN) while a signal has not been taken by a wait
+ * (hd_outbox_notifier_wait of any caller empties it). Borrowed: do not read or close it.
+ * -1 for NULL. */
+int hd_outbox_notifier_fd(const hd_outbox_notifier *n);
+
+/* Give store (borrowed) a notifier (borrowed, NULL: none) that hd_outbox_signal(store)
+ * signals — and so hd_outbox_append_uow after its unit commits. The notifier belongs to the
+ * store handle, not to the process: two services, or two outboxes, in one process do not
+ * wake each other's relays. Set it before the handle appends and clear it (NULL) before
+ * freeing the notifier; like the store handle itself, from the thread that uses it. NULL
+ * store is ignored. */
+void hd_outbox_set_notifier(hd_store *store, hd_outbox_notifier *n);
+
+/* The notifier set on store (borrowed), or NULL. */
+hd_outbox_notifier *hd_outbox_get_notifier(const hd_store *store);
+
+/* Signal store's notifier, if it has one: "rows were committed to this store's outbox".
+ * hd_outbox_append_uow does it after the unit of work ends; call it yourself after
+ * committing a transaction in which you used hd_outbox_append directly. Spurious calls are
+ * harmless (the relay finds nothing). NULL is fine. */
+void hd_outbox_signal(hd_store *store);
 
 #ifdef __cplusplus
 }

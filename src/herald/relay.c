@@ -12,6 +12,7 @@
  */
 #include "herald/relay.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -30,7 +31,7 @@
 #include "herald/topology.h"
 
 #define WINDOW_MAX            1000000 /* the publisher's own limit */
-#define WAIT_SLICE_MS         250     /* idle waits are cut in slices so that *stop is seen soon */
+#define WAIT_SLICE_MS         250     /* the retry interval of a lost LISTEN connection */
 #define AWAIT_SLICE_MS        1       /* waits for batch k's fates while k+1 is in flight */
 #define SETTLE_TRIES          3       /* a mark refused with HD_EBUSY is tried again this often */
 #define STORE_BACKOFF_BASE_MS 200
@@ -760,7 +761,7 @@ static int finish_batch(hd_relay *r, flight *f, hd_error *err)
         rc = settle_tx(r, f, broker_up, err);
         if (rc != HD_EBUSY || attempt == SETTLE_TRIES)
             break;
-        hd_sleep_ms(50 * attempt, NULL);
+        hd_sleep_ms(50 * attempt);
     }
     if (rc == 0)
         log_failures(r, f);
@@ -818,33 +819,53 @@ int hd_relay_purge(hd_relay *r, int64_t *purged, hd_error *err)
     return 0;
 }
 
-static int stopped(const volatile int *stop)
+static int stopped(const hd_stop *stop)
 {
-    return stop != NULL && *stop;
+    return hd_stop_requested(stop);
 }
 
-/* Sleep until there may be work: a NOTIFY, a notifier signal, or poll_ms. */
-static void wait_for_work(hd_relay *r, const volatile int *stop)
+/* Sleep until there may be work — a NOTIFY, a notifier signal, or poll_ms — or until the
+ * stop, whichever comes first: one poll(2) on the stop token, the notifier's pipe and
+ * PostgreSQL's socket, so that no wake-up waits for another's timeout. */
+static void wait_for_work(hd_relay *r, const hd_stop *stop)
 {
     int64_t deadline = hd_clock_ms() + r->opts.poll_ms;
     for (;;) {
-        int64_t left = deadline - hd_clock_ms();
-        if (stopped(stop) || left <= 0)
+        if (stopped(stop))
             return;
-        int slice = left < WAIT_SLICE_MS ? (int)left : WAIT_SLICE_MS;
+        /* What came before we sleep: a signal while we drained, buffered notifications. */
+        if (r->opts.notifier != NULL && hd_outbox_notifier_wait(r->opts.notifier, &r->seen, 0))
+            return;
+        int pg_fd = -1;
         if (r->listening) {
             hd_error e;
-            int got = hd_store_pg_wait(r->store, slice, NULL, &e);
+            int got = hd_store_pg_wait(r->store, 0, NULL, &e);
             if (got > 0)
                 return;
-            if (got < 0) /* connection lost: the next call reconnects; do not spin */
-                hd_sleep_ms(slice, stop);
-        } else if (r->opts.notifier != NULL) {
-            if (hd_outbox_notifier_wait(r->opts.notifier, &r->seen, slice) == 1)
-                return;
-        } else {
-            hd_sleep_ms(slice, stop);
+            pg_fd = got == 0 ? hd_store_pg_fd(r->store) : -1;
+            if (pg_fd < 0) { /* connection lost: the next wait reconnects; do not spin */
+                int64_t left = deadline - hd_clock_ms();
+                if (left <= 0 || hd_stop_wait_ms(stop, left < WAIT_SLICE_MS ? left : WAIT_SLICE_MS))
+                    return;
+                continue;
+            }
         }
+        int64_t left = deadline - hd_clock_ms();
+        if (left <= 0)
+            return;
+        struct pollfd fds[2];
+        size_t n = 0;
+        if (pg_fd >= 0)
+            fds[n++] = (struct pollfd){.fd = pg_fd, .events = POLLIN};
+        if (r->opts.notifier != NULL)
+            fds[n++] =
+                (struct pollfd){.fd = hd_outbox_notifier_fd(r->opts.notifier), .events = POLLIN};
+        int rc = hd_stop_poll(stop, fds, n, left);
+        if (rc == HD_EINTR || rc == 0)
+            return; /* stopped, or poll_ms is up: look for work anyway */
+        if (rc < 0 && hd_stop_wait_ms(stop, left < WAIT_SLICE_MS ? left : WAIT_SLICE_MS))
+            return; /* poll failed (not expected): degrade to sleeping in slices */
+        /* Something is readable: the top of the loop takes it (NOTIFY, signal). */
     }
 }
 
@@ -897,7 +918,7 @@ static int may_overlap(const hd_relay *r, const flight *busy)
     return left > r->opts.lease_ms / 2 && left > r->opts.confirm_timeout_ms;
 }
 
-int hd_relay_run(hd_relay *r, const volatile int *stop, hd_error *err)
+int hd_relay_run(hd_relay *r, const hd_stop *stop, hd_error *err)
 {
     if (r == NULL)
         return hd_error_set(err, HD_EINVAL, "hd_relay_run: relay is NULL");
@@ -1035,7 +1056,7 @@ int hd_relay_run(hd_relay *r, const volatile int *stop, hd_error *err)
                             json_pack("{s:s, s:s, s:s, s:I}", "relay", r->id, "code",
                                       hd_err_name(rc), "error", e.text, "retry_in_ms",
                                       (json_int_t)delay));
-            hd_sleep_ms(delay, stop);
+            hd_stop_wait_ms(stop, delay); /* a stop ends the backoff at once */
             continue;
         }
         failures = 0;

@@ -108,6 +108,7 @@
 #include "herald/error.h"
 #include "herald/log.h"
 #include "herald/outbox.h"
+#include "herald/stop.h"
 #include "herald/store.h"
 
 #ifdef __cplusplus
@@ -155,7 +156,8 @@ typedef struct hd_relay_options {
     int progress_ms;              /* hd_relay_run logs counts this often (only when something
                                      happened); 0 = 5000; negative = never */
     hd_outbox_notifier *notifier; /* borrowed, may be NULL: an in-process wake-up the caller
-                                     registered with hd_outbox_set_notify */
+                                     set on the writers' stores (hd_outbox_set_notifier);
+                                     this relay must be its only poller */
     hd_logger *logger;            /* borrowed, may be NULL (then the relay logs nothing):
                                      reconnects, failures, parked rows, progress */
     int drain;                    /* 1: hd_relay_run returns once no row is pending (parked
@@ -235,20 +237,21 @@ const char *hd_relay_id(const hd_relay *r);
  * nacked, exchange refused) still succeeds: that event was marked failed. */
 int hd_relay_run_once(hd_relay *r, hd_relay_stats *cycle, hd_error *err);
 
-/* Run cycles until *stop becomes non-zero (stop may be NULL: forever), two batches in
- * flight (see "Two batches in flight"; options.no_pipeline: one): a full batch is followed
- * by the next at once; otherwise the relay waits for a wake-up (NOTIFY on PostgreSQL,
- * options.notifier, or poll_ms). A closed broker connection is reconnected with capped
- * exponential backoff (hd_amqp_reconnect) and the relay catches up; a store error is
- * logged and retried after a backoff; either way the batches in flight are finished
- * (marked or released) first. Dispatched rows older than the retention are purged every
- * purge_every_ms; parked rows are kept. The batches in flight when *stop is set are
+/* Run cycles until stop (borrowed; NULL: forever) is requested, two batches in flight (see
+ * "Two batches in flight"; options.no_pipeline: one): a full batch is followed by the next
+ * at once; otherwise the relay waits for a wake-up (NOTIFY on PostgreSQL, options.notifier,
+ * or poll_ms), in one poll(2) with the stop, so a stop ends that wait at once. A closed
+ * broker connection is reconnected with capped exponential backoff (hd_amqp_reconnect) and
+ * the relay catches up; a store error is logged and retried after a backoff (both backoffs
+ * end at once on a stop); either way the batches in flight are finished (marked or
+ * released) first. Dispatched rows older than the retention are purged every
+ * purge_every_ms; parked rows are kept. The batches in flight when the stop comes are
  * finished (their rows marked) before returning; nothing new is claimed. With
  * options.drain it also returns once the outbox has no pending row (rows waiting for a
  * retry are waited for).
  * Returns 0 when stopped or drained, or a permanent failure: HD_EAUTH / HD_EURL from the broker,
  * HD_EINVAL. */
-int hd_relay_run(hd_relay *r, const volatile int *stop, hd_error *err);
+int hd_relay_run(hd_relay *r, const hd_stop *stop, hd_error *err);
 
 /* Purge now: delete rows dispatched more than options.retention_ms ago (parked and pending
  * rows are never deleted). *purged (may be NULL) receives the count. Returns 0 or the

@@ -45,6 +45,9 @@ struct hd_store {
     const hd_store_vtab *vtab;
     int in_tx;   /* between begin and commit/rollback (kept by store.c) */
     int aborted; /* a statement failed inside the transaction (kept by store.c) */
+    /* borrowed, may be NULL: what hd_outbox_signal(store) wakes (outbox.c; the adapter
+     * leaves it zeroed) */
+    struct hd_outbox_notifier *outbox_notifier;
 };
 
 /* Adapters' open functions, called by hd_store_open with the full URL. On success *out is a

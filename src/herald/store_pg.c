@@ -790,3 +790,11 @@ int hd_store_pg_wait(hd_store *store, int timeout_ms, char channel[HD_STORE_PG_C
                             "connection lost while waiting: ", PQerrorMessage(ps->conn));
     return drain_notifications(ps, channel);
 }
+
+int hd_store_pg_fd(hd_store *store)
+{
+    pg_store *ps = as_pg(store);
+    if (ps == NULL || ps->conn == NULL || PQstatus(ps->conn) != CONNECTION_OK)
+        return -1;
+    return PQsocket(ps->conn);
+}

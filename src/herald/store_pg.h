@@ -72,6 +72,13 @@ int hd_store_pg_notify(hd_store *store, const char *channel, const char *payload
 int hd_store_pg_wait(hd_store *store, int timeout_ms, char channel[HD_STORE_PG_CHANNEL_MAX + 1],
                      hd_error *err);
 
+/* The connection's socket, to poll(2) for notifications together with other descriptors
+ * (a relay adds its stop token): when it turns readable, hd_store_pg_wait(store, 0, ...)
+ * reads what came. Call hd_store_pg_wait(store, 0, ...) first: it reconnects and takes what
+ * is already buffered, which the socket would not announce. Borrowed: do not read or close
+ * it. -1 when store is not PostgreSQL or not connected. */
+int hd_store_pg_fd(hd_store *store);
+
 #ifdef __cplusplus
 }
 #endif

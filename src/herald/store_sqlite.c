@@ -493,7 +493,7 @@ int hd_store_sqlite_open(const char *url, hd_store **out, hd_error *err)
      * SQLITE_BUSY straight away. Retry within the busy timeout instead of failing. */
     int64_t give_up = hd_clock_ms() + o.busy_timeout_ms;
     while ((rc = sq_script(&ss->base, pragmas, err)) == HD_EBUSY && hd_clock_ms() < give_up)
-        hd_sleep_ms(5, NULL);
+        hd_sleep_ms(5);
     if (rc < 0) {
         sq_close(&ss->base);
         return rc;

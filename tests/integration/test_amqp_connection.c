@@ -169,8 +169,11 @@ static void reconnect_gives_a_new_generation(void **state)
     assert_int_equal(hd_amqp_generation(a), 3);
 
     /* Stopped before it starts: HD_EINTR, and the object can still be closed. */
-    volatile int stop = 1;
+    hd_stop stop;
+    assert_hd_err(HD_OK, hd_stop_init(&stop, &err), &err);
+    hd_stop_request(&stop);
     assert_hd(HD_EINTR, hd_amqp_reconnect(a, &stop, &err));
+    hd_stop_release(&stop);
     assert_false(hd_amqp_is_open(a));
     hd_amqp_close(a);
 }

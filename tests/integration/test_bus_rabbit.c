@@ -7,6 +7,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -133,6 +134,52 @@ static void bus_delivers_to_each_registered_consumer(void **state)
     free(topic);
 }
 
+typedef struct bus_runner {
+    hd_bus *bus;
+    hd_stop stop;
+    int rc;
+    hd_error err;
+} bus_runner;
+
+static void *run_bus(void *arg)
+{
+    bus_runner *r = arg;
+    r->rc = hd_bus_run(r->bus, &r->stop, &r->err);
+    return NULL;
+}
+
+/* hd_bus_run waits on its consumers' sockets and the stop together: a stop ends an idle
+ * wait at once, not at the end of the poll interval. */
+static void run_stops_at_once_while_idle(void **state)
+{
+    (void)state;
+    hd_error err;
+    const char *url = hd_test_require_env("HD_AMQP_URL");
+    char *topic = hd_test_unique_name("users");
+    bus_runner r = {0};
+    assert_hd_err(HD_OK, hd_stop_init(&r.stop, &err), &err);
+    assert_hd_err(HD_OK, hd_bus_rabbit_new(url, NULL, &r.bus, &err), &err);
+    inbox in = {0};
+    const char *types[] = {"users.user_registered"};
+    assert_hd_err(HD_OK, hd_bus_register(r.bus, "idle", topic, types, 1, on_event, &in, &err),
+                  &err);
+    assert_hd_err(HD_OK, hd_bus_startup(r.bus, &err), &err);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, run_bus, &r), 0);
+    hd_sleep_ms(300);
+    int64_t t0 = hd_clock_ms();
+    hd_stop_request(&r.stop);
+    pthread_join(t, NULL);
+    int64_t took = hd_clock_ms() - t0;
+    print_message("    idle bus: hd_bus_run returned %lld ms after the stop\n", (long long)took);
+    assert_true(took < 200);
+    assert_hd_err(HD_OK, r.rc, &r.err);
+    assert_hd_err(HD_OK, hd_bus_rabbit_undeclare(r.bus, &err), &err);
+    hd_bus_free(r.bus);
+    hd_stop_release(&r.stop);
+    free(topic);
+}
+
 static void bad_url_is_refused_early(void **state)
 {
     (void)state;
@@ -146,6 +193,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(bus_delivers_to_each_registered_consumer),
+        cmocka_unit_test(run_stops_at_once_while_idle),
         cmocka_unit_test(bad_url_is_refused_early),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

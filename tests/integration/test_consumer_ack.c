@@ -232,7 +232,7 @@ static void reconnect_after_connection_loss(void **state)
  * keeps consuming until stopped. */
 typedef struct runner {
     hd_consumer *c;
-    volatile int stop;
+    hd_stop stop;
     int rc;
     hd_error err;
 } runner;
@@ -259,7 +259,7 @@ static void wait_calls(int n)
     int64_t end = hd_clock_ms() + 15000;
     while (atomic_load(&run_calls) < n) {
         assert_true(hd_clock_ms() < end);
-        hd_sleep_ms(20, NULL);
+        hd_sleep_ms(20);
     }
 }
 
@@ -272,6 +272,7 @@ static void run_recovers_and_stops(void **state)
     hd_amqp *admin = NULL;
     assert_hd_err(HD_OK, hd_amqp_open(url, NULL, &admin, &err), &err);
     runner r = {0};
+    assert_hd_err(HD_OK, hd_stop_init(&r.stop, &err), &err);
     hd_consumer_options o = {.queue = queue, .handler = count_call, .declare = 1};
     assert_hd_err(HD_OK, hd_consumer_open(url, &o, &r.c, &err), &err);
     atomic_store(&run_calls, 0);
@@ -282,7 +283,7 @@ static void run_recovers_and_stops(void **state)
     wait_calls(1);
     /* A dead network under the running consumer. */
     assert_int_equal(shutdown(hd_consumer_fd(r.c), SHUT_RDWR), 0);
-    hd_sleep_ms(300, NULL);
+    hd_sleep_ms(300);
     publish(admin, queue, "two", "r-2");
     wait_calls(2);
     /* (A deleted work queue — the broker cancels the consumer, run redeclares — needs
@@ -291,13 +292,52 @@ static void run_recovers_and_stops(void **state)
     publish(admin, queue, "three", "r-3");
     wait_calls(3);
 
-    r.stop = 1;
+    hd_stop_request(&r.stop);
     pthread_join(t, NULL);
+    hd_stop_release(&r.stop);
     assert_hd_err(HD_OK, r.rc, &r.err);
     hd_consumer_counts n;
     hd_consumer_get_counts(r.c, &n);
     assert_int_equal(n.reconnects, 1);
     assert_int_equal(n.acked, 3);
+    hd_consumer_close(r.c);
+    assert_hd_err(HD_OK, hd_consumer_undeclare(admin, queue, NULL, &err), &err);
+    hd_amqp_close(admin);
+    free(queue);
+}
+
+/* An idle consumer waits on its socket and the stop token together: with an idle wait of
+ * 5 s, hd_consumer_run returns within a fraction of a second of the stop (librabbitmq's own
+ * wait, which it replaced, could only be cut at its timeout). */
+static void run_stops_at_once_while_waiting(void **state)
+{
+    (void)state;
+    hd_error err;
+    const char *url = hd_test_require_env("HD_AMQP_URL");
+    char *queue = hd_test_unique_name("ack-stop");
+    hd_amqp *admin = NULL;
+    assert_hd_err(HD_OK, hd_amqp_open(url, NULL, &admin, &err), &err);
+    runner r = {0};
+    assert_hd_err(HD_OK, hd_stop_init(&r.stop, &err), &err);
+    hd_consumer_options o = {
+        .queue = queue, .handler = count_call, .declare = 1, .idle_wait_ms = 5000};
+    assert_hd_err(HD_OK, hd_consumer_open(url, &o, &r.c, &err), &err);
+    atomic_store(&run_calls, 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, run_thread, &r), 0);
+    publish(admin, queue, "one", "s-1");
+    wait_calls(1);    /* the socket wakes the wait as well */
+    hd_sleep_ms(300); /* idle again, inside a 5 s wait */
+    int64_t t0 = hd_clock_ms();
+    hd_stop_request(&r.stop);
+    pthread_join(t, NULL);
+    int64_t took = hd_clock_ms() - t0;
+    print_message("    idle consumer: hd_consumer_run returned %lld ms after the stop "
+                  "(idle wait 5 s)\n",
+                  (long long)took);
+    assert_true(took < 200);
+    assert_hd_err(HD_OK, r.rc, &r.err);
+    hd_stop_release(&r.stop);
     hd_consumer_close(r.c);
     assert_hd_err(HD_OK, hd_consumer_undeclare(admin, queue, NULL, &err), &err);
     hd_amqp_close(admin);
@@ -311,6 +351,7 @@ int main(void)
         cmocka_unit_test(consumer_dying_mid_message_loses_nothing),
         cmocka_unit_test(reconnect_after_connection_loss),
         cmocka_unit_test(run_recovers_and_stops),
+        cmocka_unit_test(run_stops_at_once_while_waiting),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

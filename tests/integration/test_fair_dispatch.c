@@ -35,7 +35,7 @@ static hd_consume_result work(void *ctx, const hd_delivery *d)
 {
     (void)d;
     worker *w = ctx;
-    hd_sleep_ms(w->work_ms, NULL);
+    hd_sleep_ms(w->work_ms);
     w->handled++;
     atomic_fetch_add(&total, 1);
     return HD_CONSUME_OK;

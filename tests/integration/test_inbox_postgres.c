@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "hd_test.h"
@@ -29,7 +30,7 @@ static void server_is_configured(void **state)
 
 typedef struct racer {
     hd_store *s;
-    volatile int done;
+    atomic_int done; /* set by the worker thread, read by the test */
     int rc;
 } racer;
 
@@ -44,7 +45,7 @@ static void *accept_m1(void *p)
         if (c < 0)
             r->rc = c;
     }
-    r->done = 1;
+    atomic_store(&r->done, 1);
     return NULL;
 }
 
@@ -58,8 +59,8 @@ static int race(const char *url, int a_commits)
     assert_int_equal(hd_inbox_accept(a, "mailer", "m1", NULL), 1);
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, accept_m1, &b), 0);
-    hd_sleep_ms(200, NULL);
-    assert_false(b.done); /* B waits on A's uncommitted key */
+    hd_sleep_ms(200);
+    assert_false(atomic_load(&b.done)); /* B waits on A's uncommitted key */
     if (a_commits)
         assert_hd(HD_OK, hd_store_commit(a, NULL));
     else

@@ -388,7 +388,7 @@ static char **wait_mails(const char *to, size_t want, size_t *n, int timeout_ms)
         if (*n >= want || hd_clock_ms() > until)
             return m;
         free_mails(m, *n);
-        hd_sleep_ms(50, NULL);
+        hd_sleep_ms(50);
     }
 }
 
@@ -504,7 +504,7 @@ static void test_duplicate_delivery_one_mail(void **state)
     size_t n = 0;
     char **m = wait_mails(to, 1, &n, 20000);
     free_mails(m, n);
-    hd_sleep_ms(1500, NULL); /* time for a second mail, if one were coming */
+    hd_sleep_ms(1500); /* time for a second mail, if one were coming */
     m = mails_to(to, &n);
     assert_int_equal(n, 1);
     free_mails(m, n);
@@ -526,7 +526,7 @@ static void test_missing_variable_dead_letters(void **state)
     hd_error err;
     int64_t until = hd_clock_ms() + 20000;
     do {
-        hd_sleep_ms(100, NULL);
+        hd_sleep_ms(100);
         assert_hd_err(0, hd_queue_inspect(W.amqp, dlq, &info, &err), &err);
     } while (info.message_count == 0 && hd_clock_ms() < until);
     assert_int_equal(info.message_count, 1);
@@ -569,7 +569,7 @@ static void test_notification_sent_is_published(void **state)
     hd_error err;
     int64_t until = hd_clock_ms() + 20000;
     do {
-        hd_sleep_ms(100, NULL);
+        hd_sleep_ms(100);
         assert_hd_err(0, hd_queue_inspect(W.amqp, W.events_queue, &info, &err), &err);
     } while (info.message_count < 2 && hd_clock_ms() < until);
     /* One notification_sent per mail so far: registered + duplicate. */
@@ -619,7 +619,7 @@ static void test_http_endpoints(void **state)
         sent = strstr(resp, "\"status\":\"sent\"") != NULL;
         free(resp);
         if (!sent)
-            hd_sleep_ms(100, NULL);
+            hd_sleep_ms(100);
     }
     assert_true(sent);
     size_t n = 0;
@@ -797,7 +797,7 @@ static int wait_distinct(const char *kind, int n, int want, int timeout_ms, int 
         count_kind(kind, n, &distinct, dups);
         if (distinct >= want)
             break;
-        hd_sleep_ms(20, NULL);
+        hd_sleep_ms(20);
     } while (hd_clock_ms() < until);
     return distinct;
 }
@@ -932,7 +932,7 @@ static void test_postgresql_store(void **state)
         empty = strstr(resp, "\"items\":[]") != NULL;
         free(resp);
         if (!empty)
-            hd_sleep_ms(100, NULL);
+            hd_sleep_ms(100);
     }
     assert_true(empty);
     snprintf(path, sizeof path, "/notifications/preferences/%s", user);

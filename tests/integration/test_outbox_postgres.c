@@ -90,7 +90,7 @@ static void *relay(void *p)
         a->rc = hd_outbox_depth(s, &pending, NULL, NULL, &err);
         if (a->rc < 0 || pending == 0)
             break;
-        hd_sleep_ms(1, NULL);
+        hd_sleep_ms(1);
     }
     if (a->rc < 0)
         snprintf(a->why, sizeof a->why, "%s", err.text);

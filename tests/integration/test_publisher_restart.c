@@ -46,7 +46,7 @@ static void reconnect(hd_amqp *a)
     int rc;
     while ((rc = hd_amqp_reconnect(a, NULL, &err)) != 0) {
         assert_true(hd_clock_ms() - t0 < 60000);
-        hd_sleep_ms(200, NULL);
+        hd_sleep_ms(200);
     }
 }
 
@@ -182,7 +182,7 @@ static void publisher_recovers_after_a_restart(void **state)
             /* While the restart is under way, publish slowly (about 200 a second) so that
              * the broker goes down mid-stream rather than after the last message. */
             if (restarted && access(done_file, F_OK) != 0)
-                hd_sleep_ms(5, NULL);
+                hd_sleep_ms(5);
         } else {
             rc = hd_publisher_wait(pub, 5000, &err);
         }
@@ -198,7 +198,7 @@ static void publisher_recovers_after_a_restart(void **state)
     /* Let the restart script finish before counting. */
     while (access(done_file, F_OK) != 0) {
         assert_true(hd_clock_ms() - t0 < 240000);
-        hd_sleep_ms(200, NULL);
+        hd_sleep_ms(200);
     }
     unlink(done_file);
     print_message("    %d confirmed, %d lost and re-sent, %d reconnects\n", r->n_confirmed, r->lost,

@@ -381,7 +381,7 @@ static void postgres_delivers_everything(void **state)
 
 typedef struct runner {
     hd_relay *relay;
-    volatile int stop;
+    hd_stop stop;
     int rc;
     hd_error err;
     pthread_t thread;
@@ -392,6 +392,32 @@ static void *run_relay(void *arg)
     runner *rn = arg;
     rn->rc = hd_relay_run(rn->relay, &rn->stop, &rn->err);
     return NULL;
+}
+
+/* hd_relay_run in a thread of its own, with a fresh stop token. */
+static void start_runner(runner *rn)
+{
+    hd_error err;
+    assert_hd_err(0, hd_stop_init(&rn->stop, &err), &err);
+    assert_int_equal(0, pthread_create(&rn->thread, NULL, run_relay, rn));
+}
+
+/* Wait for it (it drains, or was stopped) and release its stop token. */
+static void join_runner(runner *rn)
+{
+    assert_int_equal(0, pthread_join(rn->thread, NULL));
+    hd_stop_release(&rn->stop);
+}
+
+/* Stop it and wait for it: returns how long hd_relay_run took to return, in ms. */
+static int64_t stop_runner(runner *rn)
+{
+    int64_t t0 = hd_clock_ms();
+    hd_stop_request(&rn->stop);
+    assert_int_equal(0, pthread_join(rn->thread, NULL));
+    int64_t took = hd_clock_ms() - t0;
+    hd_stop_release(&rn->stop);
+    return took;
 }
 
 static void servers_ctl(const char *verb)
@@ -423,19 +449,19 @@ static void broker_down_then_catch_up(void **state)
     runner rn = {0};
     hd_relay_options o = {.batch = 100, .poll_ms = 100};
     assert_hd_err(0, hd_relay_new(rs, pa, &o, &rn.relay, &err), &err);
-    assert_int_equal(0, pthread_create(&rn.thread, NULL, run_relay, &rn));
+    start_runner(&rn);
     append_events(s, topic, 300, 10);
     int64_t end = hd_clock_ms() + 30000;
     while (pending_rows(s) > 0) {
         assert_true(hd_clock_ms() < end);
-        hd_sleep_ms(20, NULL);
+        hd_sleep_ms(20);
     }
 
     /* ...loses its broker, while the service keeps writing events. */
     servers_ctl("stop");
     int64_t t_down = hd_clock_ms();
     append_events(s, topic, 200, 10);
-    hd_sleep_ms(2000, NULL);
+    hd_sleep_ms(2000);
     assert_int_equal(pending_rows(s), 200);
     assert_int_equal(count_where(s, "dispatched_at IS NOT NULL"), 300);
     assert_int_equal(count_where(s, "attempts > 0 OR parked_at IS NOT NULL"), 0);
@@ -449,11 +475,10 @@ static void broker_down_then_catch_up(void **state)
     end = t_up + 60000;
     while (pending_rows(s) > 0) {
         assert_true(hd_clock_ms() < end);
-        hd_sleep_ms(20, NULL);
+        hd_sleep_ms(20);
     }
     int64_t t_done = hd_clock_ms();
-    rn.stop = 1;
-    assert_int_equal(0, pthread_join(rn.thread, NULL));
+    stop_runner(&rn);
     assert_hd_err(0, rn.rc, &rn.err);
     hd_relay_get_stats(rn.relay, &st);
 
@@ -512,7 +537,7 @@ static void unroutable_is_parked_then_redriven(void **state)
         assert_true(rc >= 0);
         if (rc == 0 && count_where(s, "attempts > 0") == 1)
             retried_later = 1; /* a cycle found the row not yet due: the backoff at work */
-        hd_sleep_ms(5, NULL);
+        hd_sleep_ms(5);
     }
     hd_relay_stats st;
     hd_relay_get_stats(r, &st);
@@ -619,7 +644,7 @@ static void missing_exchange_without_declare_is_parked(void **state)
         assert_true(hd_clock_ms() < end);
         int rc = hd_relay_run_once(r, NULL, &err);
         assert_true(rc >= 0 || rc == HD_EAMQP);
-        hd_sleep_ms(5, NULL);
+        hd_sleep_ms(5);
     }
     assert_true(hd_amqp_is_open(pa)); /* a channel was lost, not the connection */
     hd_rows *rows = NULL;
@@ -669,7 +694,7 @@ static void retention_purges_dispatched_keeps_parked(void **state)
     assert_int_equal(count_where(s, "dispatched_at IS NOT NULL"), 50);
     assert_int_equal(count_where(s, "parked_at IS NOT NULL"), 1);
 
-    hd_sleep_ms(10, NULL); /* older than the retention of 1 ms */
+    hd_sleep_ms(10); /* older than the retention of 1 ms */
     int64_t purged = 0;
     assert_hd_err(0, hd_relay_purge(r, &purged, &err), &err);
     assert_int_equal(purged, 50);
@@ -724,10 +749,10 @@ static void two_relays_deliver_each_row_once(void **state)
         assert_hd_err(0, hd_relay_new(rs[i], ra[i], &o, &rn[i].relay, &err), &err);
     }
     for (int i = 0; i < 2; i++)
-        assert_int_equal(0, pthread_create(&rn[i].thread, NULL, run_relay, &rn[i]));
+        start_runner(&rn[i]);
     hd_relay_stats st[2];
     for (int i = 0; i < 2; i++) {
-        assert_int_equal(0, pthread_join(rn[i].thread, NULL));
+        join_runner(&rn[i]);
         assert_hd_err(0, rn[i].rc, &rn[i].err);
         hd_relay_get_stats(rn[i].relay, &st[i]);
     }
@@ -775,22 +800,22 @@ static void wakes_up(db *d, int use_notifier)
     if (use_notifier) {
         n = hd_outbox_notifier_new();
         assert_non_null(n);
-        hd_outbox_set_notify(hd_outbox_notifier_signal, n);
+        hd_outbox_set_notifier(s, n); /* the writer's handle wakes the relay */
     }
     runner rn = {0};
     hd_relay_options o = {.poll_ms = 20000, .notifier = n};
     assert_hd_err(0, hd_relay_new(rs, pa, &o, &rn.relay, &err), &err);
-    assert_int_equal(0, pthread_create(&rn.thread, NULL, run_relay, &rn));
-    hd_sleep_ms(300, NULL); /* let it make its first (empty) claim and go to sleep */
+    start_runner(&rn);
+    hd_sleep_ms(300); /* let it make its first (empty) claim and go to sleep */
 
     int64_t t0 = hd_clock_ms();
     append_events(s, topic, 1, 1);
     if (use_notifier)
-        hd_outbox_signal(); /* what hd_outbox_append_uow does after the commit */
+        hd_outbox_signal(s); /* what hd_outbox_append_uow does after the commit */
     hd_queue_info info = {0};
     while (info.message_count == 0) {
         assert_true(hd_clock_ms() - t0 < 5000);
-        hd_sleep_ms(5, NULL);
+        hd_sleep_ms(5);
         assert_hd_err(0, hd_queue_inspect(a, queue, &info, &err), &err);
     }
     int64_t latency = hd_clock_ms() - t0;
@@ -798,11 +823,17 @@ static void wakes_up(db *d, int use_notifier)
                   use_notifier ? "in-process notifier" : "LISTEN/NOTIFY", (long long)latency);
     assert_true(latency < 2000);
 
-    rn.stop = 1;
-    assert_int_equal(0, pthread_join(rn.thread, NULL));
+    /* Idle again, waiting with a poll interval of 20 s: a stop must end that wait at once
+     * (one poll on the stop token, the notifier's pipe and PostgreSQL's socket), not when
+     * the interval or a slice of it runs out. */
+    hd_sleep_ms(300);
+    int64_t took = stop_runner(&rn);
+    print_message("    %s: hd_relay_run returned %lld ms after the stop\n",
+                  use_notifier ? "in-process notifier" : "LISTEN/NOTIFY", (long long)took);
+    assert_true(took < 200);
     assert_hd_err(0, rn.rc, &rn.err);
     if (use_notifier) {
-        hd_outbox_set_notify(NULL, NULL);
+        hd_outbox_set_notifier(s, NULL);
         hd_outbox_notifier_free(n);
     }
     hd_relay_free(rn.relay);
@@ -945,7 +976,7 @@ static void two_batches_in_flight(db *d)
                           .backoff_cap_ms = 50,
                           .drain = 1};
     assert_hd_err(0, hd_relay_new(rs, pa, &o, &rn.relay, &err), &err);
-    assert_int_equal(0, pthread_create(&rn.thread, NULL, run_relay, &rn));
+    start_runner(&rn);
     /* Watched from another connection while it runs. More rows under a live lease than one
      * claim takes: two batches were in flight at once. An aggregate with rows under two
      * different leases (two claims): the claim beside batch k took a later event of an
@@ -970,9 +1001,9 @@ static void two_batches_in_flight(db *d)
                  now, now);
         split += count_where(s, where);
         samples++;
-        hd_sleep_ms(1, NULL);
+        hd_sleep_ms(1);
     }
-    assert_int_equal(0, pthread_join(rn.thread, NULL)); /* drain: it returns by itself */
+    join_runner(&rn); /* drain: it returns by itself */
     assert_hd_err(0, rn.rc, &rn.err);
     hd_relay_stats st;
     hd_relay_get_stats(rn.relay, &st);

@@ -249,7 +249,7 @@ static void wait_for_first_claim(hd_store *s, const char *id)
     int64_t give_up = hd_clock_ms() + 3000;
     while (scalar_p(s, "SELECT COUNT(*) FROM hd_outbox WHERE claimed_by = $1", &who, 1) == 0 &&
            hd_clock_ms() < give_up)
-        hd_sleep_ms(1, NULL);
+        hd_sleep_ms(1);
 }
 
 static int64_t leased_now(hd_store *s)
@@ -287,7 +287,7 @@ static void kill_relay_repeatedly(int postgres)
          * 0..40 ms later (a batch takes a few ms to publish, confirm and mark, so the kill
          * lands anywhere in claim -> publish -> confirm -> mark of some batch). */
         wait_for_first_claim(s, id);
-        hd_sleep_ms(hd_backoff_delay(&rnd, 0), NULL);
+        hd_sleep_ms(hd_backoff_delay(&rnd, 0));
         assert_hd_err(0, hd_proc_kill(relay, &err), &err); /* 0: it was still running */
         assert_int_equal(hd_proc_term_signal(relay), SIGKILL);
         hd_proc_free(relay);
@@ -354,7 +354,7 @@ static void sigterm_finishes_the_batch(void **state)
     fixture_init(&fx, 0);
     hd_proc *relay = spawn_relay(&fx.d, hd_test_require_env("HD_AMQP_URL"), "term-1", 0);
     wait_for_first_claim(fx.s, "term-1");
-    hd_sleep_ms(20, NULL);
+    hd_sleep_ms(20);
     hd_error err;
     int rc = hd_proc_stop(relay, 10000, &err); /* SIGTERM; SIGKILL after 10 s */
     if (rc < 0)

@@ -73,7 +73,7 @@ static char *find_message(const char *maildir, const char *rcpt)
             free(msg);
         }
         closedir(d);
-        hd_sleep_ms(50, NULL);
+        hd_sleep_ms(50);
     } while (hd_clock_ms() < deadline);
     fail_msg("no message for %s arrived in %s within 10 s", rcpt, maildir);
     return NULL;

@@ -334,7 +334,7 @@ int hd_proc_wait_ready(hd_proc *p, hd_proc_ready_fn ready, void *ctx, int timeou
             return hd_error_set(err, HD_ETIMEOUT, "%s not ready after %d ms%s%s", p->name,
                                 timeout_ms, p->log_path ? "; see " : "",
                                 p->log_path ? p->log_path : "");
-        hd_sleep_ms(POLL_MS, NULL);
+        hd_sleep_ms(POLL_MS);
     }
 }
 
@@ -526,7 +526,7 @@ int hd_proc_wait(hd_proc *p, int timeout_ms, hd_error *err)
         if (hd_clock_ms() >= end)
             return hd_error_set(err, HD_ETIMEOUT, "%s (pid %ld) still running after %d ms", p->name,
                                 (long)p->pid, timeout_ms);
-        hd_sleep_ms(10, NULL); /* finer than POLL_MS: stop_ms is reported */
+        hd_sleep_ms(10); /* finer than POLL_MS: stop_ms is reported */
     }
     return 0;
 }

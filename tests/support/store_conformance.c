@@ -1065,7 +1065,8 @@ static void outbox_signal_fires_after_the_unit_of_work_commits(void **state)
     exec_ok(f->s, "CREATE TABLE things (id TEXT PRIMARY KEY)");
     hd_outbox_notifier *n = hd_outbox_notifier_new();
     assert_non_null(n);
-    hd_outbox_set_notify(hd_outbox_notifier_signal, n);
+    hd_outbox_set_notifier(f->s, n);
+    assert_ptr_equal(hd_outbox_get_notifier(f->s), n);
     uint64_t seen = 0;
     assert_int_equal(hd_outbox_notifier_wait(n, &seen, 0), 0);
 
@@ -1081,8 +1082,9 @@ static void outbox_signal_fires_after_the_unit_of_work_commits(void **state)
     assert_int_equal(seen, 1); /* one signal per unit of work, not per row */
     assert_int_equal(hd_outbox_notifier_wait(n, &seen, 10), 0);
     assert_hd(HD_EINVAL, hd_outbox_append_uow(NULL, a, "user", "u1", NULL));
-    hd_outbox_set_notify(NULL, NULL);
-    hd_outbox_signal(); /* no hook: nothing happens */
+    hd_outbox_set_notifier(f->s, NULL);
+    hd_outbox_signal(f->s); /* no notifier: nothing happens */
+    hd_outbox_signal(NULL);
     assert_int_equal(hd_outbox_notifier_wait(n, &seen, 0), 0);
     hd_envelope_free(a);
     hd_envelope_free(b);

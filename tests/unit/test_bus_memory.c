@@ -256,13 +256,13 @@ static void lifecycle_is_enforced(void **state)
     assert_null(hd_bus_memory_new(&bad));
 }
 
-static volatile int stop_flag;
+static hd_stop stop_flag;
 
 static hd_consume_result stop_after_one(void *ctx, const hd_delivery *d)
 {
     (void)d;
     ++*(int *)ctx;
-    stop_flag = 1;
+    hd_stop_request(&stop_flag);
     return HD_CONSUME_OK;
 }
 
@@ -276,10 +276,11 @@ static void run_returns_on_stop(void **state)
     assert_hd(HD_OK, hd_bus_register(bus, "c", "topic", types, 1, stop_after_one, &calls, &err));
     assert_hd(HD_OK, hd_bus_startup(bus, &err));
     send_type(bus, "topic", "t");
-    stop_flag = 0;
+    assert_hd(HD_OK, hd_stop_init(&stop_flag, &err));
     assert_hd(HD_OK, hd_bus_run(bus, &stop_flag, &err));
     assert_int_equal(calls, 1);
     hd_bus_free(bus);
+    hd_stop_release(&stop_flag);
 }
 
 int main(void)

@@ -353,7 +353,7 @@ static void slow(hd_http_request *req, hd_http_response *resp, void *ctx)
     fx->entered_slow = 1;
     pthread_cond_broadcast(&fx->cond);
     pthread_mutex_unlock(&fx->lock);
-    hd_sleep_ms(400, NULL);
+    hd_sleep_ms(400);
     hd_http_reply_text(resp, 200, NULL, "finished");
 }
 

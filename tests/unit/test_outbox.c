@@ -8,6 +8,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,11 +43,11 @@ static void notifier_counts_signals_and_times_out(void **state)
     hd_outbox_notifier_free(NULL);
 }
 
-static void *signal_later(void *arg)
+static void *signal_later(void *store)
 {
-    hd_sleep_ms(30, NULL);
-    hd_outbox_signal();
-    return arg;
+    hd_sleep_ms(30);
+    hd_outbox_signal(store);
+    return NULL;
 }
 
 static void notifier_wakes_a_waiting_thread(void **state)
@@ -54,16 +55,65 @@ static void notifier_wakes_a_waiting_thread(void **state)
     (void)state;
     hd_outbox_notifier *n = hd_outbox_notifier_new();
     assert_non_null(n);
-    hd_outbox_set_notify(hd_outbox_notifier_signal, n);
+    hd_store *s = hd_conf_open("sqlite::memory:");
+    hd_outbox_set_notifier(s, n);
     pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, signal_later, NULL), 0);
+    assert_int_equal(pthread_create(&th, NULL, signal_later, s), 0);
     uint64_t seen = 0;
     int64_t t0 = hd_clock_ms();
     assert_int_equal(hd_outbox_notifier_wait(n, &seen, -1), 1); /* no limit: woken */
     assert_true(hd_clock_ms() - t0 < 5000);
     pthread_join(th, NULL);
-    hd_outbox_set_notify(NULL, NULL);
+    hd_outbox_set_notifier(s, NULL);
+    hd_store_close(s);
     hd_outbox_notifier_free(n);
+}
+
+/* The notifier's fd: readable after a signal until a wait takes it, so that a relay can
+ * poll it with its stop token and its database socket. */
+static void notifier_fd_is_readable_until_a_wait_takes_the_signal(void **state)
+{
+    (void)state;
+    hd_outbox_notifier *n = hd_outbox_notifier_new();
+    assert_non_null(n);
+    assert_int_equal(hd_outbox_notifier_fd(NULL), -1);
+    struct pollfd p = {.fd = hd_outbox_notifier_fd(n), .events = POLLIN};
+    assert_true(p.fd >= 0);
+    assert_int_equal(poll(&p, 1, 0), 0);
+    for (int i = 0; i < 10000; i++) /* a burst: one byte in the pipe, never a full pipe */
+        hd_outbox_notifier_signal(n);
+    assert_int_equal(poll(&p, 1, 0), 1);
+    uint64_t seen = 0;
+    assert_int_equal(hd_outbox_notifier_wait(n, &seen, 0), 1);
+    assert_int_equal(seen, 10000);
+    assert_int_equal(poll(&p, 1, 0), 0);
+    hd_outbox_notifier_signal(n);
+    assert_int_equal(poll(&p, 1, 1000), 1);
+    hd_outbox_notifier_free(n);
+}
+
+/* Two store handles, two notifiers: a commit wakes only its own store's relay (the hook
+ * was process-wide before). */
+static void notifiers_belong_to_their_store(void **state)
+{
+    (void)state;
+    hd_store *a = hd_conf_open("sqlite::memory:"), *b = hd_conf_open("sqlite::memory:");
+    hd_outbox_notifier *na = hd_outbox_notifier_new(), *nb = hd_outbox_notifier_new();
+    hd_outbox_set_notifier(a, na);
+    hd_outbox_set_notifier(b, nb);
+    assert_ptr_equal(hd_outbox_get_notifier(a), na);
+    assert_null(hd_outbox_get_notifier(NULL));
+    hd_outbox_signal(a);
+    uint64_t sa = 0, sb = 0;
+    assert_int_equal(hd_outbox_notifier_wait(na, &sa, 0), 1);
+    assert_int_equal(hd_outbox_notifier_wait(nb, &sb, 0), 0);
+    hd_outbox_set_notifier(NULL, na); /* ignored */
+    hd_outbox_set_notifier(a, NULL);
+    hd_outbox_set_notifier(b, NULL);
+    hd_store_close(a);
+    hd_store_close(b);
+    hd_outbox_notifier_free(na);
+    hd_outbox_notifier_free(nb);
 }
 
 static void claim_on_a_null_store_is_einval(void **state)
@@ -168,6 +218,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(notifier_counts_signals_and_times_out),
         cmocka_unit_test(notifier_wakes_a_waiting_thread),
+        cmocka_unit_test(notifier_fd_is_readable_until_a_wait_takes_the_signal),
+        cmocka_unit_test(notifiers_belong_to_their_store),
         cmocka_unit_test(claim_on_a_null_store_is_einval),
         cmocka_unit_test(two_relays_on_one_file_never_share_a_row),
     };

@@ -180,7 +180,7 @@ int main(void)
         goto cleanup;
     }
     long before = count(a, ttl, &err);
-    hd_sleep_ms(1000, NULL);
+    hd_sleep_ms(1000);
     long after = count(a, ttl, &err);
     printf("[7] x-message-ttl=500: %ld messages, 1000 ms later %ld\n", before, after);
 

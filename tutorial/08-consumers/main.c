@@ -123,7 +123,7 @@ int main(void)
     raw = NULL;
     /* The broker requeues it when it processes the close: give it a moment. */
     for (int i = 0; i < 50 && (n = ready(admin, queue, &err)) == 0; i++)
-        hd_sleep_ms(20, NULL);
+        hd_sleep_ms(20);
     if (n < 0) {
         fprintf(stderr, "%s\n", err.text);
         goto cleanup;
@@ -150,7 +150,7 @@ int main(void)
     }
     hd_consumer_close(consumer);
     consumer = NULL;
-    hd_sleep_ms(100, NULL);
+    hd_sleep_ms(100);
     if ((n = ready(admin, queue, &err)) < 0) {
         fprintf(stderr, "%s\n", err.text);
         goto cleanup;

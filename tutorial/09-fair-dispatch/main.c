@@ -45,7 +45,7 @@ static hd_consume_result work(void *ctx, const hd_delivery *d)
 {
     (void)d;
     worker *w = ctx;
-    hd_sleep_ms(w->work_ms, NULL); /* the work */
+    hd_sleep_ms(w->work_ms); /* the work */
     w->handled++;
     atomic_fetch_add(&done, 1);
     return HD_CONSUME_OK; /* the consumer acks now, and the broker may send the next */

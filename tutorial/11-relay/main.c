@@ -307,7 +307,7 @@ int main(void)
     }
     printf("[7] restarted relay: claimed %llu (the rows are leased for %d ms)\n",
            (unsigned long long)c.claimed, CRASH_LEASE_MS);
-    hd_sleep_ms(CRASH_LEASE_MS + 100, NULL);
+    hd_sleep_ms(CRASH_LEASE_MS + 100);
     if (hd_relay_run_once(restarted, &c, &err) < 0) {
         fprintf(stderr, "%s\n", err.text);
         goto cleanup;

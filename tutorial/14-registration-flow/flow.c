@@ -299,7 +299,7 @@ int mail_wait(const char *maildir, int64_t since_ns, const char *to, const char 
     for (int waited = 0; waited < WAIT_MS; waited += POLL_MS) {
         if (scan_maildir(maildir, since_ns, to, subject, out) > 0)
             return 0;
-        hd_sleep_ms(POLL_MS, NULL);
+        hd_sleep_ms(POLL_MS);
     }
     fprintf(stderr, "no mail to %s with subject '%s...' in %s after %d ms\n", to, subject, maildir,
             WAIT_MS);

@@ -273,7 +273,7 @@ int main(void)
         }
         events += n;
         if (events < 2)
-            hd_sleep_ms(100, NULL);
+            hd_sleep_ms(100);
     }
     printf("[11] notifications.notification_sent events in our queue: %d (%s)\n", events, types);
     if (events != 2) {

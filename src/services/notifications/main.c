@@ -235,7 +235,13 @@ int main(int argc, char **argv)
         return EXIT_FAILED;
     }
     hd_log_set_default(lg);
-    notif_install_signals();
+    if (notif_install_signals(&err) < 0) {
+        fprintf(stderr, "herald-notifications: %s\n", err.text);
+        hd_log_set_default(NULL);
+        hd_logger_free(lg);
+        hd_config_free(cfg);
+        return EXIT_FAILED;
+    }
     int status = notif_run(&c, lg);
     hd_log_set_default(NULL);
     hd_logger_free(lg);

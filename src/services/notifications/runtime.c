@@ -14,6 +14,7 @@
 #include "herald/metrics.h"
 #include "herald/outbox.h"
 #include "herald/relay.h"
+#include "herald/stop.h"
 #include "herald/template.h"
 #include "herald/topology.h"
 
@@ -25,20 +26,22 @@
 #define PURGE_EVERY_MS   (10 * 60 * 1000)
 #define CONSUMER_POLL_MS 200
 
-volatile sig_atomic_t notif_stop;
+/* Never released: a signal that comes late must still find its pipe. */
+hd_stop notif_stop;
 
-/* The threads read the flag through a volatile int pointer (hd_sleep_ms, hd_relay_run). */
-_Static_assert(sizeof(sig_atomic_t) == sizeof(int), "sig_atomic_t must be an int");
-#define STOP ((const volatile int *)&notif_stop)
+#define STOP (&notif_stop)
 
 static void on_signal(int sig)
 {
     (void)sig;
-    notif_stop = 1;
+    hd_stop_request(&notif_stop); /* async-signal-safe; the waits wake at once */
 }
 
-void notif_install_signals(void)
+int notif_install_signals(hd_error *err)
 {
+    int rc = hd_stop_init(&notif_stop, err);
+    if (rc < 0)
+        return rc;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -47,6 +50,7 @@ void notif_install_signals(void)
     sigaction(SIGINT, &sa, NULL);
     /* A peer that closes its socket while we write must not kill the process. */
     signal(SIGPIPE, SIG_IGN);
+    return 0;
 }
 
 /* Everything the process holds, so that one function can free it in the right order. */
@@ -97,8 +101,7 @@ static int open_store(runtime *rt, hd_store **out, hd_error *err)
         int64_t delay = hd_backoff_delay(&b, attempt < 16 ? attempt : 16);
         hd_log_json(rt->lg, HD_LOG_WARN, NULL, "database unreachable, retrying",
                     json_pack("{s:s, s:I}", "error", err->text, "retry_in_ms", (json_int_t)delay));
-        hd_sleep_ms(delay, STOP);
-        if (notif_stop)
+        if (hd_stop_wait_ms(STOP, delay))
             return HD_EINTR;
     }
 }
@@ -115,8 +118,7 @@ static int open_broker(runtime *rt, const char *name, hd_amqp **out, hd_error *e
         int64_t delay = hd_backoff_delay(&b, attempt < 16 ? attempt : 16);
         hd_log_json(rt->lg, HD_LOG_WARN, NULL, "broker unreachable, retrying",
                     json_pack("{s:s, s:I}", "error", err->text, "retry_in_ms", (json_int_t)delay));
-        hd_sleep_ms(delay, STOP);
-        if (notif_stop)
+        if (hd_stop_wait_ms(STOP, delay))
             return HD_EINTR;
     }
 }
@@ -161,9 +163,12 @@ static int start_app(runtime *rt, hd_error *err)
     if (rt->sweeper_wake == NULL || rt->outbox_wake == NULL)
         return hd_error_set(err, HD_ENOMEM, NULL);
     notif_app_on_due(rt->app, hd_outbox_notifier_signal, rt->sweeper_wake);
-    hd_outbox_set_notify(hd_outbox_notifier_signal, rt->outbox_wake);
     if ((rc = open_stores(rt, err)) < 0)
         return rc;
+    /* The stores that append to the outbox wake the relay after their commits. */
+    hd_outbox_set_notifier(rt->consumer_store, rt->outbox_wake);
+    hd_outbox_set_notifier(rt->sweeper_store, rt->outbox_wake);
+    hd_outbox_set_notifier(rt->api_store, rt->outbox_wake);
     if ((rc = new_sender(rt, &rt->consumer_sender, err)) < 0 ||
         (rc = new_sender(rt, &rt->sweeper_sender, err)) < 0)
         return rc;
@@ -221,7 +226,7 @@ static void *sweeper_main(void *arg)
     runtime *rt = arg;
     uint64_t seen = 0;
     int64_t next_purge = hd_clock_ms();
-    while (!notif_stop) {
+    while (!hd_stop_requested(STOP)) {
         hd_error err;
         int n = notif_sweep(&rt->sweeper_w, 0, SWEEP_BATCH, &err);
         if (n < 0)
@@ -314,7 +319,7 @@ static int consume(runtime *rt)
     hd_backoff b;
     hd_backoff_init(&b, 100, 5000, (uint64_t)hd_clock_ns());
     unsigned failures = 0;
-    while (!notif_stop) {
+    while (!hd_stop_requested(STOP)) {
         hd_error err;
         int rc = hd_consumer_poll(rt->consumer, CONSUMER_POLL_MS, &err);
         if (rc >= 0) {
@@ -325,7 +330,7 @@ static int consume(runtime *rt)
         hd_log_warn(rt->lg, NULL, "consumer interrupted, reconnecting", "error", err.text, NULL);
         if (permanent(rc))
             return 1;
-        hd_sleep_ms(hd_backoff_delay(&b, failures < 16 ? failures++ : failures), STOP);
+        hd_stop_wait_ms(STOP, hd_backoff_delay(&b, failures < 16 ? failures++ : failures));
         rc = hd_consumer_reconnect(rt->consumer, STOP, &err);
         if (rc == 0)
             atomic_store(&rt->broker_up, 1);
@@ -341,7 +346,7 @@ static int consume(runtime *rt)
 
 static void stop_and_free(runtime *rt)
 {
-    notif_stop = 1;
+    hd_stop_request(&notif_stop);
     hd_consumer_close(rt->consumer); /* unacked deliveries go back to the queue */
     if (rt->http != NULL)
         hd_http_server_stop(rt->http); /* in-flight requests finish */
@@ -353,7 +358,9 @@ static void stop_and_free(runtime *rt)
         hd_outbox_notifier_signal(rt->outbox_wake);
         pthread_join(rt->relay_thread, NULL);
     }
-    hd_outbox_set_notify(NULL, NULL);
+    hd_outbox_set_notifier(rt->consumer_store, NULL);
+    hd_outbox_set_notifier(rt->sweeper_store, NULL);
+    hd_outbox_set_notifier(rt->api_store, NULL);
     hd_http_server_free(rt->http);
     notif_api_free(rt->api);
     hd_relay_free(rt->relay);

@@ -26,7 +26,9 @@
 #include <signal.h>
 #include <stdint.h>
 
+#include "herald/error.h"
 #include "herald/log.h"
+#include "herald/stop.h"
 
 #include "application.h"
 
@@ -49,11 +51,12 @@ typedef struct notif_config {
     notif_settings app; /* mail_from, attempts, backoff, lease */
 } notif_config;
 
-/* Set by the signal handler; every thread polls it. */
-extern volatile sig_atomic_t notif_stop;
+/* Requested by the signal handler; every thread watches it and every wait wakes on it. */
+extern hd_stop notif_stop;
 
-/* Install the handlers of SIGTERM and SIGINT (set notif_stop) and ignore SIGPIPE. */
-void notif_install_signals(void);
+/* Initialise notif_stop, install the handlers of SIGTERM and SIGINT (they request it) and
+ * ignore SIGPIPE. Returns 0 or hd_stop_init's code. */
+int notif_install_signals(hd_error *err);
 
 /* Run the service until notif_stop is set. lg is borrowed. Returns the process's exit
  * status: 0 stopped cleanly, 1 a failure at run time (logged). */

@@ -29,6 +29,7 @@
 #include "herald/log.h"
 #include "herald/outbox.h"
 #include "herald/relay.h"
+#include "herald/stop.h"
 #include "herald/store.h"
 
 enum { EXIT_STOPPED = 0, EXIT_FAILED = 1, EXIT_CONFIG = 2 };
@@ -79,12 +80,14 @@ static const char summary[] =
     "Exit codes: 0 stopped by SIGTERM/SIGINT or drained; 1 run-time failure; 2 bad "
     "configuration.";
 
-static volatile sig_atomic_t stop_flag;
+/* Static: the signal handler reaches it without a pointer. Never released: a signal that
+ * comes late must still find its pipe; the process's exit closes it. */
+static hd_stop stop;
 
 static void on_signal(int sig)
 {
     (void)sig;
-    stop_flag = 1;
+    hd_stop_request(&stop); /* async-signal-safe; every wait wakes at once */
 }
 
 /* No SA_RESTART: a signal must interrupt the idle wait (poll on PostgreSQL's socket). */
@@ -208,8 +211,7 @@ static int open_store(const char *url, hd_logger *lg, hd_store **out, hd_error *
         int64_t delay = hd_backoff_delay(&b, attempt);
         hd_log_json(lg, HD_LOG_WARN, NULL, "database unreachable, retrying",
                     json_pack("{s:s, s:I}", "error", err->text, "retry_in_ms", (json_int_t)delay));
-        hd_sleep_ms(delay, &stop_flag);
-        if (stop_flag)
+        if (hd_stop_wait_ms(&stop, delay))
             return HD_EINTR;
     }
 }
@@ -226,8 +228,7 @@ static int open_broker(const char *url, const hd_amqp_options *ao, hd_logger *lg
         int64_t delay = hd_backoff_delay(&b, attempt);
         hd_log_json(lg, HD_LOG_WARN, NULL, "broker unreachable, retrying",
                     json_pack("{s:s, s:I}", "error", err->text, "retry_in_ms", (json_int_t)delay));
-        hd_sleep_ms(delay, &stop_flag);
-        if (stop_flag)
+        if (hd_stop_wait_ms(&stop, delay))
             return HD_EINTR;
     }
 }
@@ -266,6 +267,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "herald-relay: cannot create the logger\n");
         goto out;
     }
+    if (hd_stop_init(&stop, &err) < 0) {
+        hd_log_error(lg, NULL, "cannot create the stop token", "error", err.text, NULL);
+        goto out;
+    }
     install_signals();
 
     int rc = open_store(s.database_url, lg, &store, &err);
@@ -302,10 +307,7 @@ int main(int argc, char **argv)
         status = rc == HD_EINVAL ? EXIT_CONFIG : EXIT_FAILED;
         goto out;
     }
-    /* sig_atomic_t is int on every platform herald builds on; the relay reads the flag
-     * through a volatile int pointer. */
-    _Static_assert(sizeof(sig_atomic_t) == sizeof(int), "sig_atomic_t must be an int");
-    rc = hd_relay_run(relay, (const volatile int *)&stop_flag, &err);
+    rc = hd_relay_run(relay, &stop, &err);
     if (rc < 0) {
         hd_log_error(lg, NULL, "relay failed", "error", err.text, NULL);
         goto out;

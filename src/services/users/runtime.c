@@ -15,6 +15,7 @@
 #include "herald/metrics.h"
 #include "herald/outbox.h"
 #include "herald/relay.h"
+#include "herald/stop.h"
 #include "herald/store.h"
 
 #include "api.h"
@@ -36,10 +37,11 @@ typedef struct service {
     const char *amqp_url;
     pthread_t relay_thread;
     int relay_started;
-    volatile int relay_stop;
+    hd_stop relay_stop;         /* main asks the relay thread to stop */
     pthread_mutex_t relay_lock; /* guards relay: the thread frees it, /metrics reads it */
     hd_relay *relay;
     hd_outbox_notifier *notifier;
+    int relay_stop_ready; /* relay_stop was initialised */
 } service;
 
 /* ---- settings ------------------------------------------------------------------------- */
@@ -214,13 +216,13 @@ static hd_amqp *relay_connect(service *svc)
 {
     hd_amqp_options o = {.connection_name = "herald-users relay"};
     int64_t delay = 200;
-    while (!svc->relay_stop) {
+    while (!hd_stop_requested(&svc->relay_stop)) {
         hd_amqp *a = NULL;
         hd_error err;
         if (hd_amqp_open(svc->amqp_url, &o, &a, &err) == 0)
             return a;
         hd_log_warn(svc->log, NULL, "relay: broker unreachable, retrying", "error", err.text, NULL);
-        hd_sleep_ms(delay, &svc->relay_stop);
+        hd_stop_wait_ms(&svc->relay_stop, delay);
         delay = delay * 2 > 10000 ? 10000 : delay * 2;
     }
     return NULL;
@@ -270,7 +272,11 @@ static int start_relay(service *svc, hd_error *err)
     svc->notifier = hd_outbox_notifier_new();
     if (svc->notifier == NULL)
         return hd_error_set(err, HD_ENOMEM, NULL);
-    hd_outbox_set_notify(hd_outbox_notifier_signal, svc->notifier);
+    int rc = hd_stop_init(&svc->relay_stop, err);
+    if (rc < 0)
+        return rc;
+    svc->relay_stop_ready = 1;
+    hd_outbox_set_notifier(svc->store, svc->notifier); /* the handlers' commits wake it */
     if (pthread_create(&svc->relay_thread, NULL, relay_main, svc) != 0)
         return hd_error_set(err, HD_ENOMEM, "cannot start the relay thread");
     svc->relay_started = 1;
@@ -281,8 +287,7 @@ static void stop_relay(service *svc)
 {
     if (!svc->relay_started)
         return;
-    svc->relay_stop = 1;
-    hd_outbox_notifier_signal(svc->notifier); /* wake it if it sleeps */
+    hd_stop_request(&svc->relay_stop); /* wakes it at once, wherever it waits */
     pthread_join(svc->relay_thread, NULL);
     svc->relay_started = 0;
 }
@@ -360,8 +365,10 @@ static int stop(service *svc)
     stop_relay(svc);                         /* after HTTP: the last commits signal it */
     hd_http_server_free(svc->http);
     users_http_free(svc->api);
-    hd_outbox_set_notify(NULL, NULL);
+    hd_outbox_set_notifier(svc->store, NULL);
     hd_outbox_notifier_free(svc->notifier);
+    if (svc->relay_stop_ready)
+        hd_stop_release(&svc->relay_stop);
     hd_metrics_free(svc->metrics);
     users_app_free(svc->app);
     hd_store_close(svc->store);
