@@ -321,7 +321,15 @@ static int consume(runtime *rt)
     unsigned failures = 0;
     while (!hd_stop_requested(STOP)) {
         hd_error err;
-        int rc = hd_consumer_poll(rt->consumer, CONSUMER_POLL_MS, &err);
+        /* Wait on the socket and the stop together (a stop ends the wait at once), then
+         * read what came without blocking. */
+        int rc = hd_consumer_wait(rt->consumer, STOP, CONSUMER_POLL_MS);
+        if (rc == HD_EINTR)
+            break;
+        if (rc > 0)
+            rc = hd_consumer_poll(rt->consumer, 0, &err);
+        else if (rc < 0)
+            hd_error_set(&err, rc, "waiting for a delivery failed");
         if (rc >= 0) {
             failures = 0;
             continue;
