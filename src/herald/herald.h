@@ -19,6 +19,7 @@
 #include "herald/event.h"
 #include "herald/aggregate.h"
 #include "herald/dispatcher.h"
+#include "herald/scope.h"
 #include "herald/store.h"
 #include "herald/uow.h"
 

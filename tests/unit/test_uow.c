@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "hd_test.h"
+#include "herald/dispatcher.h"
 #include "herald/store.h"
 #include "herald/uow.h"
 
