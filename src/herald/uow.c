@@ -12,8 +12,8 @@ struct hd_uow {
     hd_dispatcher *dispatcher; /* borrowed; may be NULL */
     hd_aggregate **tracked;    /* borrowed, in tracking order */
     size_t ntracked, captracked;
-    hd_tx_scope *scope;        /* owned: what lives as long as the unit (hd_uow_attach) */
-    int dispatching; /* inside a handler: the unit must not end under its feet */
+    hd_tx_scope *scope; /* owned: what lives as long as the unit (hd_uow_attach) */
+    int dispatching;    /* inside a handler: the unit must not end under its feet */
 };
 
 /* New capacity for an array that is full: doubling keeps appends O(1) amortised. */

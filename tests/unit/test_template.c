@@ -227,8 +227,8 @@ static void shipped_templates_load_list_and_render(void **state)
     const char *shipped[] = {want[0].name, want[1].name, want[2].name, want[3].name};
     hd_templates *set = NULL;
     hd_error err;
-    assert_hd_err(HD_OK, hd_templates_open_names(HD_SOURCE_DIR "/templates", shipped, 4, &set, &err),
-                  &err);
+    assert_hd_err(
+        HD_OK, hd_templates_open_names(HD_SOURCE_DIR "/templates", shipped, 4, &set, &err), &err);
     assert_int_equal(hd_templates_count(set), 4);
     json_t *vars = json_pack("{s:s, s:s, s:s, s:s, s:s}", "name", "Ada <3", "verification_link",
                              "https://app.example/verify?token=t0k&u=1", "reset_link",
