@@ -71,8 +71,10 @@ grep -q 'outbox pending: 1' <<<"$out"
 if ldd "$work/consumer-build/consumer" | grep -q libherald; then
   echo "expected the CMake build to link the static library"; exit 1
 fi
-if grep -Eq 'microhttpd|curl|herald-service' "$work/consumer-build.log"; then
-  grep -E 'microhttpd|curl|herald-service' "$work/consumer-build.log"
+link_line=$(grep -E -- '-o consumer( |$)' "$work/consumer-build.log")
+[ -n "$link_line" ] || { echo "no link line in the consumer's build log"; exit 1; }
+if grep -Eq 'microhttpd|curl|herald-service' <<<"$link_line"; then
+  echo "$link_line"
   echo "the herald-only consumer's link line names herald-service or its dependencies"; exit 1
 fi
 no_service_deps consumer "$work/consumer-build/consumer"

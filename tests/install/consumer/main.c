@@ -20,8 +20,8 @@ int main(void)
     hd_envelope *env = hd_envelope_new("order.completed", 1, "/install-consumer",
                                        json_pack("{s:s}", "order_id", "1001"));
     int rc = env ? hd_store_open("sqlite::memory:", &store, &err) : HD_ENOMEM;
-    if (rc == 0)
-        rc = hd_outbox_migrate(store, &err);
+    if (rc == 0 && (rc = hd_outbox_migrate(store, &err)) > 0)
+        rc = 0; /* the number of migration steps applied */
     if (rc == 0)
         rc = hd_store_begin(store, &err);
     if (rc == 0) {
