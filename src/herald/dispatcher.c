@@ -1,13 +1,13 @@
 /* dispatcher.c — event type -> handlers; see dispatcher.h. */
 #include "herald/dispatcher.h"
 
-#include "herald/uow.h"
+#include "herald/scope.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 /* Each registration is its own allocation so that its address never changes: the unit of
- * work keeps factory-made handlers under that address (hd_uow_attach's key). */
+ * work's scope keeps factory-made handlers under that address (hd_tx_scope_attach's key). */
 typedef struct registration {
     char *type; /* "*" matches every event */
     hd_handler_factory factory;
@@ -90,7 +90,8 @@ static int handler_for(registration *r, hd_uow *uow, void **handler, int *tempor
         *handler = r->ctx;
         return HD_OK;
     }
-    if (uow != NULL && (*handler = hd_uow_attached(uow, r)) != NULL)
+    hd_tx_scope *scope = hd_uow_scope(uow); /* NULL without a unit of work */
+    if (scope != NULL && (*handler = hd_tx_scope_attached(scope, r)) != NULL)
         return HD_OK;
     void *made = NULL;
     int rc = r->factory.create(r->ctx, uow, &made, err);
@@ -99,10 +100,10 @@ static int handler_for(registration *r, hd_uow *uow, void **handler, int *tempor
     if (made == NULL)
         return hd_error_set(err, HD_EHANDLER, "the factory of a '%s' handler made no handler",
                             r->type);
-    if (uow == NULL) {
+    if (scope == NULL) {
         *temporary = 1;
     } else {
-        rc = hd_uow_attach(uow, r, made, r->factory.destroy); /* destroys made on failure */
+        rc = hd_tx_scope_attach(scope, r, made, r->factory.destroy); /* destroys made on failure */
         if (rc < 0)
             return hd_error_set(err, rc, "cannot keep a '%s' handler in the unit of work", r->type);
     }

@@ -26,6 +26,9 @@
  *     handle(handler, uow, event, err)  for each matching event of that unit of work
  *     destroy(handler)                  when the unit of work ends (commit or rollback)
  *
+ * The handlers made live in the unit's transaction scope (herald/scope.h), next to what
+ * hd_uow_attach keeps.
+ *
  * hd_dispatcher_register is simply a factory without create/destroy, whose handler is ctx.
  *
  * Type "*" registers a handler for every event (auditing, logging, an outbox of all
@@ -51,7 +54,9 @@ extern "C" {
 #endif
 
 typedef struct hd_dispatcher hd_dispatcher;
-typedef struct hd_uow hd_uow; /* uow.h */
+/* The unit of work (uow.h) is only passed on to handlers here; the one thing the dispatcher
+ * needs of it, the scope that keeps factory-made handlers, is herald/scope.h's. */
+typedef struct hd_uow hd_uow;
 
 /* Handle one event. handler: the registration's ctx, or what the factory created. uow may
  * be NULL when the dispatcher is used without a unit of work (tests). Return 0 or a

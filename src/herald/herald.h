@@ -1,8 +1,10 @@
-/* herald/herald.h — the whole library in one include.
+/* herald/herald.h — the whole of libherald (the patterns) in one include.
  *
  * Each module has its own header, and including just the ones you use is fine; this header
  * exists so that a program can start with one line. The order below is the learning order
- * of the tutorial.
+ * of the tutorial. The service plumbing (HTTP, metrics, settings, templates, senders) is a
+ * library of its own, libherald-service, with herald/service.h as its one include: a program
+ * that only wants the outbox links neither libmicrohttpd nor libcurl.
  */
 #ifndef HERALD_HERALD_H
 #define HERALD_HERALD_H
@@ -17,6 +19,7 @@
 #include "herald/event.h"
 #include "herald/aggregate.h"
 #include "herald/dispatcher.h"
+#include "herald/scope.h"
 #include "herald/store.h"
 #include "herald/uow.h"
 
@@ -43,15 +46,6 @@
 #include "herald/bus.h"
 #include "herald/bus_memory.h"
 #include "herald/bus_rabbit.h"
-
-/* service plumbing: settings, HTTP with problem+json, Prometheus metrics */
-#include "herald/config.h"
-#include "herald/http.h"
-#include "herald/metrics.h"
-
-/* email: templates and senders (SMTP, log, in-memory) */
-#include "herald/template.h"
-#include "herald/sender.h"
 
 #define HD_VERSION_STRING "0.1.0"
 

@@ -40,14 +40,6 @@ struct hd_templates {
     size_t n;
 };
 
-/* The shipped templates, in the order of template.h. */
-static const char *const known_names[] = {
-    HD_TEMPLATE_EMAIL_VERIFICATION,
-    HD_TEMPLATE_PASSWORD_RESET,
-    HD_TEMPLATE_WELCOME,
-    HD_TEMPLATE_SECURITY_ALERT,
-};
-
 /* ---- small checks ---------------------------------------------------------------------- */
 
 int hd_template_name_valid(const char *name)
@@ -565,12 +557,6 @@ int hd_templates_open_names(const char *dir, const char *const *names, size_t n,
     }
     *out = set;
     return 0;
-}
-
-int hd_templates_open(const char *dir, hd_templates **out, hd_error *err)
-{
-    return hd_templates_open_names(dir, known_names, sizeof known_names / sizeof known_names[0],
-                                   out, err);
 }
 
 const hd_template *hd_templates_get(const hd_templates *set, const char *name)

@@ -8,8 +8,9 @@
  *
  * and filled in at send time with the variables of one event, a JSON object:
  *
+ *     static const char *const names[] = {"welcome", "password_reset"};
  *     hd_templates *set;
- *     hd_templates_open(hd_templates_default_dir(), &set, &err);   // at startup
+ *     hd_templates_open_names(hd_templates_default_dir(), names, 2, &set, &err);  // at startup
  *     json_t *vars = json_pack("{s:s}", "name", "Ada");
  *     hd_rendered *mail;
  *     if (hd_templates_render(set, "welcome", vars, &mail, &err) == 0) {
@@ -63,17 +64,6 @@ extern "C" {
 
 #define HD_TEMPLATE_NAME_MAX 64          /* longest template name */
 #define HD_TEMPLATE_FILE_MAX (64 * 1024) /* largest template file, in bytes */
-
-/* The templates the notifications service ships (templates/<name>.{subject,html,txt}) and
- * hd_templates_open loads, with the variables each needs:
- *   email_verification  name, verification_link
- *   password_reset      name, reset_link
- *   welcome             name
- *   security_alert      name, event, time */
-#define HD_TEMPLATE_EMAIL_VERIFICATION "email_verification"
-#define HD_TEMPLATE_PASSWORD_RESET     "password_reset"
-#define HD_TEMPLATE_WELCOME            "welcome"
-#define HD_TEMPLATE_SECURITY_ALERT     "security_alert"
 
 typedef struct hd_template hd_template;
 
@@ -131,13 +121,12 @@ char *hd_html_escape(const char *s);
 
 typedef struct hd_templates hd_templates;
 
-/* Load the four templates the notifications service knows (HD_TEMPLATE_* above) from dir
- * into *out (new; close with hd_templates_close). Fails if any is missing or broken: a
- * service should refuse to start rather than discover a missing template at 3 a.m. Returns
- * 0 or the first failure of hd_template_load. */
-int hd_templates_open(const char *dir, hd_templates **out, hd_error *err);
-
-/* The same for an explicit list of n names (borrowed; duplicates are HD_EINVAL). */
+/* Load the n templates called names (borrowed; duplicates are HD_EINVAL) from dir into *out
+ * (new; close with hd_templates_close). Fails if any is missing or broken: a service should
+ * refuse to start rather than discover a missing template at 3 a.m. Returns 0 or the first
+ * failure of hd_template_load. The library renders any template: which names a service
+ * needs is the service's knowledge (the notifications service lists its four in
+ * src/services/notifications/templates.h). */
 int hd_templates_open_names(const char *dir, const char *const *names, size_t n, hd_templates **out,
                             hd_error *err);
 

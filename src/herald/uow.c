@@ -1,23 +1,19 @@
 /* uow.c — the unit of work; see uow.h. */
 #include "herald/uow.h"
 
+#include "herald/dispatcher.h"
+#include "herald/scope.h"
+
 #include <stdlib.h>
 #include <string.h>
-
-typedef struct attachment {
-    const void *key;
-    void *obj;
-    void (*destroy)(void *obj);
-} attachment;
 
 struct hd_uow {
     hd_store *store;           /* borrowed; its transaction is ours */
     hd_dispatcher *dispatcher; /* borrowed; may be NULL */
     hd_aggregate **tracked;    /* borrowed, in tracking order */
     size_t ntracked, captracked;
-    attachment *attached; /* owned objects, in attachment order */
-    size_t nattached, capattached;
-    int dispatching; /* inside a handler: the unit must not end under its feet */
+    hd_tx_scope *scope; /* owned: what lives as long as the unit (hd_uow_attach) */
+    int dispatching;    /* inside a handler: the unit must not end under its feet */
 };
 
 /* New capacity for an array that is full: doubling keeps appends O(1) amortised. */
@@ -33,10 +29,13 @@ int hd_uow_begin(hd_store *store, hd_dispatcher *dispatcher, hd_uow **out, hd_er
     if (store == NULL || out == NULL)
         return hd_error_set(err, HD_EINVAL, "hd_uow_begin: store and out are required");
     hd_uow *uow = calloc(1, sizeof *uow);
-    if (uow == NULL)
+    if (uow == NULL || (uow->scope = hd_tx_scope_new()) == NULL) {
+        free(uow);
         return hd_error_set(err, HD_ENOMEM, NULL);
+    }
     int rc = hd_store_begin(store, err);
     if (rc < 0) {
+        hd_tx_scope_free(uow->scope);
         free(uow);
         return rc;
     }
@@ -54,6 +53,11 @@ hd_store *hd_uow_store(hd_uow *uow)
 hd_dispatcher *hd_uow_dispatcher(hd_uow *uow)
 {
     return uow ? uow->dispatcher : NULL;
+}
+
+hd_tx_scope *hd_uow_scope(hd_uow *uow)
+{
+    return uow ? uow->scope : NULL;
 }
 
 int hd_uow_track(hd_uow *uow, hd_aggregate *agg)
@@ -125,13 +129,10 @@ int hd_uow_flush(hd_uow *uow, hd_error *err)
     }
 }
 
-/* Free the unit: attached objects last-in first-out, as a stack unwinds. */
+/* Free the unit: its scope destroys attached objects last-in first-out, as a stack unwinds. */
 static void end(hd_uow *uow)
 {
-    for (size_t i = uow->nattached; i-- > 0;)
-        if (uow->attached[i].destroy != NULL)
-            uow->attached[i].destroy(uow->attached[i].obj);
-    free(uow->attached);
+    hd_tx_scope_free(uow->scope);
     free(uow->tracked);
     free(uow);
 }
@@ -171,42 +172,17 @@ int hd_uow_rollback(hd_uow *uow, hd_error *err)
     return rc < 0 ? rc : HD_OK;
 }
 
-static attachment *find(hd_uow *uow, const void *key)
-{
-    for (size_t i = 0; uow != NULL && i < uow->nattached; i++)
-        if (uow->attached[i].key == key)
-            return &uow->attached[i];
-    return NULL;
-}
-
 int hd_uow_attach(hd_uow *uow, const void *key, void *obj, void (*destroy)(void *obj))
 {
-    int rc = HD_OK;
-    if (uow == NULL || key == NULL) {
-        rc = HD_EINVAL;
-    } else if (find(uow, key) != NULL) {
-        rc = HD_EEXIST;
-    } else if (uow->nattached == uow->capattached) {
-        size_t cap = next_cap(uow->capattached);
-        attachment *p = realloc(uow->attached, cap * sizeof *p);
-        if (p == NULL) {
-            rc = HD_ENOMEM;
-        } else {
-            uow->attached = p;
-            uow->capattached = cap;
-        }
-    }
-    if (rc < 0) {
+    if (uow == NULL) {
         if (destroy != NULL)
             destroy(obj); /* stolen, also on failure */
-        return rc;
+        return HD_EINVAL;
     }
-    uow->attached[uow->nattached++] = (attachment){key, obj, destroy};
-    return HD_OK;
+    return hd_tx_scope_attach(uow->scope, key, obj, destroy);
 }
 
 void *hd_uow_attached(hd_uow *uow, const void *key)
 {
-    attachment *a = find(uow, key);
-    return a ? a->obj : NULL;
+    return hd_tx_scope_attached(hd_uow_scope(uow), key);
 }

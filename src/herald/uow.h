@@ -24,8 +24,9 @@
  * until then. After a rollback their in-memory state is stale: load them again.
  *
  * The unit of work is also the scope of per-operation objects (the "request scope" of a
- * dependency-injection container): hd_uow_attach keeps an object until the unit ends. The
- * dispatcher keeps the handlers made by factories there.
+ * dependency-injection container): hd_uow_attach keeps an object until the unit ends, in
+ * the unit's hd_tx_scope (herald/scope.h; hd_uow_scope gives it). The dispatcher keeps the
+ * handlers made by factories there.
  *
  * A unit of work belongs to one thread. Ownership follows jansson: "new" = the caller owns
  * the result and frees it; "borrowed" = valid while its owner lives and is not modified;
@@ -37,8 +38,8 @@
 #include <stddef.h>
 
 #include "herald/aggregate.h"
-#include "herald/dispatcher.h"
 #include "herald/error.h"
+#include "herald/scope.h"
 #include "herald/store.h"
 
 #ifdef __cplusplus
@@ -46,6 +47,9 @@ extern "C" {
 #endif
 
 typedef struct hd_uow hd_uow;
+/* The dispatcher is only passed along here: include herald/dispatcher.h to make and fill
+ * one. Neither header includes the other; what both need is herald/scope.h. */
+typedef struct hd_dispatcher hd_dispatcher;
 
 /* Handler cascades deeper than this are taken for a loop (A raises for B, B for A...). */
 #define HD_UOW_MAX_ROUNDS 16
@@ -88,7 +92,8 @@ int hd_uow_rollback(hd_uow *uow, hd_error *err);
 /* Keep obj until the unit ends, under key (any unique address, e.g. of a static or of a
  * registration). obj is stolen: destroy(obj) runs when the unit ends (after its
  * transaction ended; objects in reverse order of attachment), or at once when attaching
- * fails. destroy may be NULL. Returns 0, HD_EINVAL, HD_EEXIST (key taken), HD_ENOMEM. */
+ * fails. destroy may be NULL. Returns 0, HD_EINVAL, HD_EEXIST (key taken), HD_ENOMEM.
+ * Same as hd_tx_scope_attach(hd_uow_scope(uow), ...). */
 int hd_uow_attach(hd_uow *uow, const void *key, void *obj, void (*destroy)(void *obj));
 
 /* The object attached under key (borrowed), or NULL. */

@@ -33,6 +33,7 @@
 #include "notifications/domain.h"
 #include "notifications/integration.h"
 #include "notifications/repository.h"
+#include "notifications/templates.h"
 
 #include "contract.h"
 
@@ -67,7 +68,7 @@ static fixture *fixture_new(void)
     hd_error err;
     assert_hd_err(0, hd_store_open("sqlite::memory:", &f->store, &err), &err);
     assert_hd_err(0, notif_app_migrate(f->store, &err), &err);
-    assert_hd_err(0, hd_templates_open(HD_SOURCE_DIR "/templates", &f->templates, &err), &err);
+    assert_hd_err(0, notif_templates_open(HD_SOURCE_DIR "/templates", &f->templates, &err), &err);
     assert_hd(0, hd_sender_memory_new(0, &f->sender));
     f->log_out = tmpfile();
     f->lg = hd_logger_new("notifications", HD_LOG_DEBUG, f->log_out);

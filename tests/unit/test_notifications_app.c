@@ -23,6 +23,7 @@
 #include "notifications/domain.h"
 #include "notifications/integration.h"
 #include "notifications/repository.h"
+#include "notifications/templates.h"
 
 #define LINK "https://app.example.com/verify?token=0123456789abcdef"
 
@@ -48,7 +49,7 @@ static fixture *fixture_new(int fail_times, int max_attempts)
     hd_error err;
     assert_hd_err(0, hd_store_open("sqlite::memory:", &f->store, &err), &err);
     assert_hd_err(0, notif_app_migrate(f->store, &err), &err);
-    assert_hd_err(0, hd_templates_open(HD_SOURCE_DIR "/templates", &f->templates, &err), &err);
+    assert_hd_err(0, notif_templates_open(HD_SOURCE_DIR "/templates", &f->templates, &err), &err);
     assert_hd(0, hd_sender_memory_new(fail_times, &f->sender));
     f->log_out = tmpfile();
     f->lg = hd_logger_new("notifications", HD_LOG_DEBUG, f->log_out);

@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include "hd_test.h"
+#include "herald/dispatcher.h"
+#include "herald/scope.h"
 #include "herald/store.h"
 #include "herald/uow.h"
 
@@ -383,6 +385,44 @@ static void attached_objects_live_until_the_unit_ends_in_reverse_order(void **st
     assert_hd(HD_OK, hd_uow_commit(uow, NULL));
     assert_string_equal(destroyed, "cba");
     assert_null(hd_uow_attached(NULL, &key1));
+    /* Without a unit the object is still stolen. */
+    destroyed[0] = '\0';
+    assert_hd(HD_EINVAL, hd_uow_attach(NULL, &key1, (void *)&a, note_destroy));
+    assert_string_equal(destroyed, "a");
+}
+
+/* The scope on its own (scope.h): what the unit of work and the dispatcher share. */
+static void tx_scope_keeps_objects_by_key_and_frees_them_in_reverse(void **state)
+{
+    fixture *f = *state;
+    static const char a = 'a', b = 'b', c = 'c', d = 'd', e = 'e';
+    static int keys[6];
+    destroyed[0] = '\0';
+    hd_tx_scope *scope = hd_tx_scope_new();
+    assert_non_null(scope);
+    /* more than the first allocation holds, so the list grows */
+    const char *objs[] = {&a, &b, &c, &d, &e};
+    for (int i = 0; i < 5; i++)
+        assert_hd(HD_OK, hd_tx_scope_attach(scope, &keys[i], (void *)objs[i], note_destroy));
+    for (int i = 0; i < 5; i++)
+        assert_ptr_equal(hd_tx_scope_attached(scope, &keys[i]), objs[i]);
+    assert_null(hd_tx_scope_attached(scope, &keys[5]));
+    assert_null(hd_tx_scope_attached(NULL, &keys[0]));
+    assert_hd(HD_EEXIST, hd_tx_scope_attach(scope, &keys[0], (void *)&e, note_destroy));
+    assert_hd(HD_EINVAL, hd_tx_scope_attach(NULL, &keys[5], (void *)&d, note_destroy));
+    assert_string_equal(destroyed, "ed"); /* stolen: destroyed at once on failure */
+    hd_tx_scope_free(scope);
+    assert_string_equal(destroyed, "ededcba");
+    hd_tx_scope_free(NULL);
+
+    /* A unit of work has one, and hd_uow_attach is a shortcut to it. */
+    assert_null(hd_uow_scope(NULL));
+    hd_uow *uow = NULL;
+    assert_hd(HD_OK, hd_uow_begin(f->store, f->d, &uow, NULL));
+    assert_non_null(hd_uow_scope(uow));
+    assert_hd(HD_OK, hd_uow_attach(uow, &keys[0], (void *)&a, NULL));
+    assert_ptr_equal(hd_tx_scope_attached(hd_uow_scope(uow), &keys[0]), &a);
+    assert_hd(HD_OK, hd_uow_rollback(uow, NULL));
 }
 
 int main(void)
@@ -401,6 +441,7 @@ int main(void)
         T(failed_statement_in_the_use_case_fails_the_commit),
         T(handler_cannot_end_its_own_unit),
         T(attached_objects_live_until_the_unit_ends_in_reverse_order),
+        T(tx_scope_keeps_objects_by_key_and_frees_them_in_reverse),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

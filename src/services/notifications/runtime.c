@@ -21,6 +21,7 @@
 #include "api.h"
 #include "integration.h"
 #include "runtime.h"
+#include "templates.h"
 
 #define SWEEP_BATCH      100
 #define PURGE_EVERY_MS   (10 * 60 * 1000)
@@ -150,7 +151,7 @@ static int open_stores(runtime *rt, hd_error *err)
 
 static int start_app(runtime *rt, hd_error *err)
 {
-    int rc = hd_templates_open(rt->cfg->templates_dir, &rt->templates, err);
+    int rc = notif_templates_open(rt->cfg->templates_dir, &rt->templates, err);
     if (rc < 0)
         return rc;
     if ((rt->metrics = hd_metrics_new()) == NULL ||
