@@ -49,6 +49,9 @@
 #include <sqlite3.h>
 
 #include "bench_util.h"
+#include "progress.h"
+#include "raw_broker.h"
+#include "stats.h"
 #include "herald/amqp.h"
 #include "herald/clock.h"
 #include "herald/consumer.h"
@@ -62,11 +65,11 @@
 #include "herald/store.h"
 #include "herald/topology.h"
 
-#define BODY_BYTES      200   /* raw messages, and the target size of the relay's events */
-#define FILL_PER_TX     1000  /* outbox rows per transaction while pre-filling (untimed) */
-#define STALL_MS        30000 /* no progress for this long: give up on the phase */
-#define TARGET_RELAY    0.80  /* relay >= 80 % of raw publish */
-#define TARGET_CONSUMER 0.70  /* consumer + inbox >= 70 % of raw consume */
+#define BODY_BYTES      200  /* raw messages, and the target size of the relay's events */
+#define FILL_PER_TX     1000 /* outbox rows per transaction while pre-filling (untimed) */
+#define STALL_MS        BENCH_STALL_MS
+#define TARGET_RELAY    0.80 /* relay >= 80 % of raw publish */
+#define TARGET_CONSUMER 0.70 /* consumer + inbox >= 70 % of raw consume */
 #define CONSUMER_NAME   "bench"
 #define MAX_ROUNDS      15
 
@@ -280,77 +283,12 @@ static int parse_args(int argc, char **argv, config *cfg)
 
 /* ---- measuring -------------------------------------------------------------------------- */
 
-/* One measurement: one phase of one round. */
+/* One measurement: one phase of one round (bench_span: the same definitions as every
+ * bench's). */
 typedef struct phase {
     const char *key; /* JSON name */
-    size_t messages; /* handled in the timed part */
-    double seconds;
-    double rate;
-    double client_cpu;   /* CPU seconds of this process during the phase */
-    double machine_busy; /* share of all CPUs busy during the phase (every process), 0..1 */
-    int ran;
-    /* running */
-    int64_t t0;
-    double cpu0;
-    unsigned long long busy0, total0;
+    bench_span m;
 } phase;
-
-static void phase_begin(phase *p)
-{
-    bench_machine_jiffies(&p->busy0, &p->total0);
-    p->cpu0 = bench_cpu_seconds();
-    p->t0 = hd_clock_ns();
-}
-
-static void phase_end(phase *p, size_t messages)
-{
-    int64_t t1 = hd_clock_ns();
-    p->client_cpu = bench_cpu_seconds() - p->cpu0;
-    unsigned long long busy, total;
-    bench_machine_jiffies(&busy, &total);
-    p->machine_busy =
-        total > p->total0 ? (double)(busy - p->busy0) / (double)(total - p->total0) : 0.0;
-    p->messages = messages;
-    p->seconds = (double)(t1 - p->t0) / 1e9;
-    p->rate = p->seconds > 0 ? (double)messages / p->seconds : 0.0;
-    p->ran = 1;
-}
-
-/* Progress on stderr about once a second: "relay: 12000/20000 (60%) 11,800/s". */
-typedef struct progress {
-    const char *name;
-    size_t total;
-    int64_t last_ns;
-    size_t last_done;
-} progress;
-
-static void progress_start(progress *pr, const char *name, size_t total)
-{
-    pr->name = name;
-    pr->total = total;
-    pr->last_ns = hd_clock_ns();
-    pr->last_done = 0;
-}
-
-static void progress_tick(progress *pr, size_t done)
-{
-    int64_t now = hd_clock_ns();
-    if (now - pr->last_ns < 1000000000LL)
-        return;
-    char r[32];
-    double rate = (double)(done - pr->last_done) * 1e9 / (double)(now - pr->last_ns);
-    fprintf(stderr, "%s: %zu/%zu (%zu%%) %s/s\n", pr->name, done, pr->total,
-            pr->total ? done * 100 / pr->total : 0, bench_thousands(r, sizeof r, rate));
-    pr->last_ns = now;
-    pr->last_done = done;
-}
-
-static void progress_done(const progress *pr, const phase *p)
-{
-    char r[32];
-    fprintf(stderr, "%s: %zu/%zu done in %.2f s, %s/s\n", pr->name, p->messages, pr->total,
-            p->seconds, bench_thousands(r, sizeof r, p->rate));
-}
 
 /* ---- the broker side -------------------------------------------------------------------- */
 
@@ -364,170 +302,44 @@ typedef struct broker {
 
 static int broker_setup(broker *b, const char *url, hd_error *err)
 {
-    hd_amqp_options ao = {.connection_name = "bench admin"};
-    int rc = hd_amqp_open(url, &ao, &b->admin, err);
+    int rc = bench_broker_open(url, &b->admin, b->version, sizeof b->version, err);
     if (rc < 0)
         return rc;
     snprintf(b->exchange, sizeof b->exchange, "hdbench-%ld", (long)getpid());
     snprintf(b->queue, sizeof b->queue, "%s.q", b->exchange);
     snprintf(b->routing_key, sizeof b->routing_key, "%s.item_added", b->exchange);
-
-    snprintf(b->version, sizeof b->version, "?");
-    amqp_table_t *props = amqp_get_server_properties(hd_amqp_state(b->admin));
-    for (int i = 0; props != NULL && i < props->num_entries; i++) {
-        const amqp_table_entry_t *e = &props->entries[i];
-        if (e->key.len == 7 && memcmp(e->key.bytes, "version", 7) == 0 &&
-            (e->value.kind == AMQP_FIELD_KIND_UTF8 || e->value.kind == AMQP_FIELD_KIND_BYTES))
-            snprintf(b->version, sizeof b->version, "%.*s", (int)e->value.value.bytes.len,
-                     (const char *)e->value.value.bytes.bytes);
-    }
-
     /* The exchange as the relay declares it (durable topic), so the relay's own declare is
      * the idempotent no-op it is in production. */
-    hd_exchange_spec ex = {.name = b->exchange, .type = HD_EXCHANGE_TOPIC, .durable = 1};
-    hd_queue_spec qs = {.name = b->queue, .durable = 1, .type = HD_QUEUE_CLASSIC};
-    hd_binding_spec bs = {.queue = b->queue, .exchange = b->exchange, .key = "#"};
-    if ((rc = hd_exchange_declare(b->admin, &ex, err)) < 0 ||
-        (rc = hd_queue_declare(b->admin, &qs, NULL, err)) < 0 ||
-        (rc = hd_queue_bind(b->admin, &bs, err)) < 0)
+    if ((rc = bench_broker_declare_exchange(b->admin, b->exchange, err)) < 0 ||
+        (rc = bench_broker_declare_queue(b->admin, b->queue, b->exchange, "#", err)) < 0)
         return rc;
     return 0;
 }
 
 static void broker_teardown(broker *b)
 {
-    if (b->admin == NULL)
-        return;
-    if (hd_amqp_is_open(b->admin)) {
-        hd_queue_delete(b->admin, b->queue, NULL, NULL);
-        hd_exchange_delete(b->admin, b->exchange, NULL);
-    }
-    hd_amqp_close(b->admin);
+    bench_broker_drop(b->admin, b->queue, b->exchange);
+    bench_broker_close(b->admin);
     b->admin = NULL;
 }
 
 /* Ready messages in the queue, or -1. */
 static long queue_depth(broker *b, hd_error *err)
 {
-    hd_queue_info info;
-    if (hd_queue_inspect(b->admin, b->queue, &info, err) < 0)
-        return -1;
-    return (long)info.message_count;
+    return bench_queue_depth(b->admin, b->queue, err);
 }
 
-/* ---- phase 1: raw confirmed publish ------------------------------------------------------ */
-
-/* Settled flags by delivery tag, and the lowest tag not settled yet: acks may be multiple
- * (everything up to the tag) or single, in any order. */
-typedef struct confirms {
-    unsigned char *settled; /* count + 1 */
-    uint64_t low;           /* lowest unsettled tag */
-    uint64_t acked, nacked;
-} confirms;
-
-static void confirm_settle(confirms *c, uint64_t tag, int multiple, int ack, uint64_t next)
-{
-    if (tag >= next)
-        return; /* not ours: ignore rather than write out of bounds */
-    uint64_t from = multiple ? c->low : tag;
-    for (uint64_t t = from; t <= tag; t++) {
-        if (c->settled[t])
-            continue;
-        c->settled[t] = 1;
-        if (ack)
-            c->acked++;
-        else
-            c->nacked++;
-    }
-    while (c->low < next && c->settled[c->low])
-        c->low++;
-}
+/* ---- phases 1 and 2: the raw limits (bench/common/raw_broker.c) ---------------------------- */
 
 static int raw_publish(const config *cfg, broker *b, phase *p, hd_error *err)
 {
-    hd_amqp *a = NULL;
-    hd_amqp_options ao = {.connection_name = "bench raw publish"};
-    int rc = hd_amqp_open(cfg->url, &ao, &a, err);
-    if (rc < 0)
-        return rc;
-    amqp_channel_t ch = 0;
-    confirms c = {.settled = calloc(cfg->count + 1, 1), .low = 1};
-    if (c.settled == NULL) {
-        rc = hd_error_set(err, HD_ENOMEM, "raw publish");
-        goto out;
-    }
-    if ((rc = hd_amqp_channel_open(a, &ch, err)) < 0)
-        goto out;
-    amqp_connection_state_t st = hd_amqp_state(a);
-    amqp_confirm_select(st, ch);
-    if ((rc = hd_amqp_check_reply_on(a, ch, amqp_get_rpc_reply(st), "confirm.select", err)) < 0) {
-        ch = 0;
-        goto out;
-    }
+    return bench_raw_publish(cfg->url, b->exchange, b->routing_key, cfg->count, BODY_BYTES,
+                             cfg->raw_window, &p->m, err);
+}
 
-    char body[BODY_BYTES];
-    memset(body, 'x', sizeof body);
-    amqp_basic_properties_t props;
-    memset(&props, 0, sizeof props);
-    props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG;
-    props.delivery_mode = 2; /* persistent */
-    props.content_type = amqp_cstring_bytes("application/octet-stream");
-    amqp_bytes_t bytes = {.len = sizeof body, .bytes = body};
-
-    progress pr;
-    progress_start(&pr, "raw publish", cfg->count);
-    phase_begin(p);
-    uint64_t next = 1; /* delivery tag of the next publish */
-    while (c.low <= cfg->count) {
-        if (next <= cfg->count && next - c.low < cfg->raw_window) {
-            int status =
-                amqp_basic_publish(st, ch, amqp_cstring_bytes(b->exchange),
-                                   amqp_cstring_bytes(b->routing_key), 0, 0, &props, bytes);
-            if ((rc = hd_amqp_check_status(a, status, "raw publish", err)) < 0)
-                goto out;
-            next++;
-            if ((next & 255) == 0)
-                progress_tick(&pr, (size_t)(c.acked + c.nacked));
-            continue;
-        }
-        /* Window full (or everything sent): wait for the next confirm. */
-        amqp_frame_t f;
-        struct timeval tv = {.tv_sec = STALL_MS / 1000, .tv_usec = 0};
-        int status = amqp_simple_wait_frame_noblock(st, &f, &tv);
-        if ((rc = hd_amqp_check_status(a, status, "wait for confirms", err)) < 0)
-            goto out;
-        if (f.frame_type == AMQP_FRAME_METHOD && f.channel == ch) {
-            amqp_method_t *m = &f.payload.method;
-            if (m->id == AMQP_BASIC_ACK_METHOD) {
-                const amqp_basic_ack_t *ack = m->decoded;
-                confirm_settle(&c, ack->delivery_tag, ack->multiple, 1, next);
-            } else if (m->id == AMQP_BASIC_NACK_METHOD) {
-                const amqp_basic_nack_t *nack = m->decoded;
-                confirm_settle(&c, nack->delivery_tag, nack->multiple, 0, next);
-            } else if (m->id == AMQP_CHANNEL_CLOSE_METHOD) {
-                rc = hd_amqp_handle_close(a, ch, m, "raw publish", err);
-                ch = 0;
-                goto out;
-            }
-        } else if (f.frame_type == AMQP_FRAME_METHOD &&
-                   f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD) {
-            rc = hd_amqp_handle_close(a, f.channel, &f.payload.method, "raw publish", err);
-            goto out;
-        }
-        amqp_maybe_release_buffers(st);
-        progress_tick(&pr, (size_t)(c.acked + c.nacked));
-    }
-    phase_end(p, (size_t)c.acked);
-    progress_done(&pr, p);
-    if (c.nacked > 0)
-        rc = hd_error_set(err, HD_ENACKED, "raw publish: the broker nacked %" PRIu64 " messages",
-                          c.nacked);
-out:
-    if (ch != 0)
-        hd_amqp_channel_close(a, ch);
-    hd_amqp_close(a);
-    free(c.settled);
-    return rc;
+static int raw_consume(const config *cfg, broker *b, phase *p, hd_error *err)
+{
+    return bench_raw_consume(cfg->url, b->queue, cfg->count, cfg->raw_prefetch, &p->m, err);
 }
 
 /* ---- between 1 and 3: herald's publisher alone -------------------------------------------- */
@@ -574,20 +386,20 @@ static int publisher_phase(const config *cfg, broker *b, phase *p, hd_error *err
                     .content_type = HD_CLOUDEVENTS_MEDIA_TYPE,
                     .type = b->routing_key,
                     .message_id = id};
-    progress pr;
-    progress_start(&pr, "herald publisher", cfg->count);
-    phase_begin(p);
+    bench_progress pr;
+    bench_progress_start(&pr, "herald publisher", cfg->count);
+    bench_span_begin(&p->m);
     for (size_t i = 0; i < cfg->count; i++) {
         snprintf(id, sizeof id, "bench-%zu", i);
         if ((rc = hd_publisher_publish(pub, &m, NULL, err)) < 0)
             goto out;
         if ((i & 255) == 0)
-            progress_tick(&pr, (size_t)f.confirmed);
+            bench_progress_tick(&pr, (size_t)f.confirmed, NULL);
     }
     if ((rc = hd_publisher_wait(pub, STALL_MS, err)) < 0)
         goto out;
-    phase_end(p, (size_t)f.confirmed);
-    progress_done(&pr, p);
+    bench_span_end(&p->m, (size_t)f.confirmed);
+    bench_progress_done(&pr, &p->m);
     if (f.other > 0)
         rc = hd_error_set(err, HD_ENACKED, "herald publisher: %" PRIu64 " messages not confirmed",
                           f.other);
@@ -595,85 +407,6 @@ static int publisher_phase(const config *cfg, broker *b, phase *p, hd_error *err
         rc = hd_queue_purge(b->admin, b->queue, NULL, err);
 out:
     hd_publisher_free(pub);
-    hd_amqp_close(a);
-    return rc;
-}
-
-/* ---- phase 2: raw consume + ack ---------------------------------------------------------- */
-
-static int raw_consume(const config *cfg, broker *b, phase *p, hd_error *err)
-{
-    hd_amqp *a = NULL;
-    hd_amqp_options ao = {.connection_name = "bench raw consume"};
-    int rc = hd_amqp_open(cfg->url, &ao, &a, err);
-    if (rc < 0)
-        return rc;
-    amqp_channel_t ch = 0;
-    if ((rc = hd_amqp_channel_open(a, &ch, err)) < 0)
-        goto out;
-    amqp_connection_state_t st = hd_amqp_state(a);
-    amqp_basic_qos(st, ch, 0, (uint16_t)cfg->raw_prefetch, 0);
-    if ((rc = hd_amqp_check_reply_on(a, ch, amqp_get_rpc_reply(st), "basic.qos", err)) < 0) {
-        ch = 0;
-        goto out;
-    }
-
-    progress pr;
-    progress_start(&pr, "raw consume", cfg->count);
-    size_t got = 0;
-    phase_begin(p); /* basic.consume is where deliveries start: the clock starts before it */
-    amqp_basic_consume(st, ch, amqp_cstring_bytes(b->queue), amqp_empty_bytes, 0, 0, 0,
-                       amqp_empty_table);
-    if ((rc = hd_amqp_check_reply_on(a, ch, amqp_get_rpc_reply(st), "basic.consume", err)) < 0) {
-        ch = 0;
-        goto out;
-    }
-    while (got < cfg->count) {
-        amqp_envelope_t env;
-        struct timeval tv = {.tv_sec = STALL_MS / 1000, .tv_usec = 0};
-        amqp_maybe_release_buffers(st);
-        amqp_rpc_reply_t r = amqp_consume_message(st, &env, &tv, 0);
-        if (r.reply_type == AMQP_RESPONSE_NORMAL) {
-            /* One ack per message, not multiple: the plain consumer loop. */
-            int status = amqp_basic_ack(st, ch, env.delivery_tag, 0);
-            amqp_destroy_envelope(&env);
-            if ((rc = hd_amqp_check_status(a, status, "basic.ack", err)) < 0)
-                goto out;
-            got++;
-            if ((got & 255) == 0)
-                progress_tick(&pr, got);
-            continue;
-        }
-        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-            r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
-            amqp_frame_t f;
-            int status = amqp_simple_wait_frame(st, &f);
-            if ((rc = hd_amqp_check_status(a, status, "raw consume", err)) < 0)
-                goto out;
-            if (f.frame_type == AMQP_FRAME_METHOD &&
-                (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD ||
-                 f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD)) {
-                rc = hd_amqp_handle_close(a, f.channel, &f.payload.method, "raw consume", err);
-                ch = 0;
-                goto out;
-            }
-            continue;
-        }
-        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-            r.library_error == AMQP_STATUS_TIMEOUT) {
-            rc = hd_error_set(err, HD_ETIMEOUT,
-                              "raw consume: nothing for %d s after %zu of %zu messages",
-                              STALL_MS / 1000, got, cfg->count);
-            goto out;
-        }
-        rc = hd_amqp_reply_error(r, "raw consume", NULL, err);
-        goto out;
-    }
-    phase_end(p, got);
-    progress_done(&pr, p);
-out:
-    if (ch != 0)
-        hd_amqp_channel_close(a, ch);
     hd_amqp_close(a);
     return rc;
 }
@@ -715,8 +448,8 @@ static void choose_padding(const char *type, char *pad, size_t cap, size_t *size
 static int fill_outbox(const config *cfg, hd_store *s, const char *type, const char *pad,
                        hd_error *err)
 {
-    progress pr;
-    progress_start(&pr, "outbox fill (untimed)", cfg->count);
+    bench_progress pr;
+    bench_progress_start(&pr, "outbox fill (untimed)", cfg->count);
     for (size_t i = 0; i < cfg->count; i += FILL_PER_TX) {
         int rc = hd_store_begin(s, err);
         if (rc < 0)
@@ -739,7 +472,7 @@ static int fill_outbox(const config *cfg, hd_store *s, const char *type, const c
         }
         if ((rc = hd_store_commit(s, err)) < 0)
             return rc;
-        progress_tick(&pr, i + FILL_PER_TX < cfg->count ? i + FILL_PER_TX : cfg->count);
+        bench_progress_tick(&pr, i + FILL_PER_TX < cfg->count ? i + FILL_PER_TX : cfg->count, NULL);
     }
     return 0;
 }
@@ -757,7 +490,7 @@ typedef struct relay_extra {
  * with hd_relay_get_stats, the one relay call another thread may make. */
 typedef struct relay_watch {
     hd_relay *relay; /* borrowed */
-    progress *pr;
+    bench_progress *pr;
     volatile int stop; /* hd_relay_run's stop flag: set on a stall */
     volatile int done; /* hd_relay_run returned: the watcher ends */
     int stalled;
@@ -774,7 +507,7 @@ static void *watch_relay(void *arg)
         hd_relay_get_stats(w->relay, &t);
         int64_t now = hd_clock_ns();
         if (!w->done)
-            progress_tick(w->pr, (size_t)t.confirmed);
+            bench_progress_tick(w->pr, (size_t)t.confirmed, NULL);
         if (t.confirmed != last) {
             last = t.confirmed;
             last_change = now;
@@ -819,19 +552,19 @@ static int relay_phase(const config *cfg, broker *b, const char *dir, int round,
     if ((rc = hd_relay_new(s, a, &ro, &r, err)) < 0)
         goto out;
 
-    progress pr;
-    progress_start(&pr, "relay", cfg->count);
+    bench_progress pr;
+    bench_progress_start(&pr, "relay", cfg->count);
     relay_watch w = {.relay = r, .pr = &pr};
     pthread_t watcher;
     if (pthread_create(&watcher, NULL, watch_relay, &w) != 0) {
         rc = hd_error_set(err, HD_ENOMEM, "relay: cannot start the watcher thread");
         goto out;
     }
-    phase_begin(p);
+    bench_span_begin(&p->m);
     rc = hd_relay_run(r, &w.stop, err);
     hd_relay_stats *tot = &x->stats;
     hd_relay_get_stats(r, tot);
-    phase_end(p, (size_t)tot->confirmed);
+    bench_span_end(&p->m, (size_t)tot->confirmed);
     w.done = 1;
     pthread_join(watcher, NULL); /* at most one 50 ms nap: outside the timed part */
     if (rc == 0 && w.stalled)
@@ -841,10 +574,10 @@ static int relay_phase(const config *cfg, broker *b, const char *dir, int round,
             "%" PRIu64 ", nacked %" PRIu64 ", lost %" PRIu64 ")",
             STALL_MS / 1000, tot->confirmed, cfg->count, tot->returned, tot->nacked, tot->lost);
     if (rc < 0) {
-        p->ran = 0; /* a failed phase is not a measurement */
+        p->m.ran = 0; /* a failed phase is not a measurement */
         goto out;
     }
-    progress_done(&pr, p);
+    bench_progress_done(&pr, &p->m);
     x->queue_after = queue_depth(b, err);
     if (x->queue_after < 0) {
         rc = HD_EAMQP;
@@ -991,11 +724,11 @@ static int consumer_phase(const config *cfg, broker *b, const char *dir, int rou
     if ((rc = hd_consumer_open(cfg->url, &co, &c, err)) < 0)
         goto out;
 
-    progress pr;
-    progress_start(&pr, "consumer + inbox", cfg->count);
+    bench_progress pr;
+    bench_progress_start(&pr, "consumer + inbox", cfg->count);
     hd_consumer_counts counts;
     memset(&counts, 0, sizeof counts);
-    phase_begin(p);
+    bench_span_begin(&p->m);
     int64_t last_progress = hd_clock_ns();
     while (counts.acked < cfg->count) {
         rc = hd_consumer_poll(c, 1000, err);
@@ -1016,10 +749,10 @@ static int consumer_phase(const config *cfg, broker *b, const char *dir, int rou
                               STALL_MS / 1000, counts.acked, cfg->count);
             goto out;
         }
-        progress_tick(&pr, (size_t)counts.acked);
+        bench_progress_tick(&pr, (size_t)counts.acked, NULL);
     }
-    phase_end(p, (size_t)counts.acked);
-    progress_done(&pr, p);
+    bench_span_end(&p->m, (size_t)counts.acked);
+    bench_progress_done(&pr, &p->m);
     rc = 0;
     x->counts = counts;
     x->batches = k.batches;
@@ -1170,33 +903,25 @@ typedef struct summary {
     double busy;      /* median machine busy share */
 } summary;
 
-static double median(double *v, int n)
-{
-    if (n <= 0)
-        return 0.0;
-    qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0;
-}
-
 static void summarise(const round_result *rr, int rounds, int which, summary *s)
 {
     double rates[MAX_ROUNDS], cpu[MAX_ROUNDS], busy[MAX_ROUNDS];
     int n = 0;
     for (int r = 0; r < rounds; r++) {
         const phase *p = &rr[r].ph[which];
-        if (!p->ran)
+        if (!p->m.ran)
             continue;
-        rates[n] = p->rate;
-        cpu[n] = p->seconds > 0 ? p->client_cpu / p->seconds : 0.0;
-        busy[n] = p->machine_busy;
+        rates[n] = p->m.rate;
+        cpu[n] = p->m.seconds > 0 ? p->m.bench_cpu / p->m.seconds : 0.0;
+        busy[n] = p->m.machine;
         n++;
     }
     s->n = n;
-    s->rate = median(rates, n); /* sorts rates: min and max are its ends */
+    s->rate = bench_median(rates, (size_t)n); /* sorts rates: min and max are its ends */
     s->min = n ? rates[0] : 0.0;
     s->max = n ? rates[n - 1] : 0.0;
-    s->cpu_share = median(cpu, n);
-    s->busy = median(busy, n);
+    s->cpu_share = bench_median(cpu, (size_t)n);
+    s->busy = bench_median(busy, (size_t)n);
 }
 
 typedef struct verdict {
@@ -1237,21 +962,21 @@ static void gather(const round_result *rr, int rounds, details *d)
     size_t batched = 0;
     for (int r = 0; r < rounds; r++) {
         const relay_extra *x = &rr[r].rx;
-        if (rr[r].ph[P_RELAY].ran) {
+        if (rr[r].ph[P_RELAY].m.ran) {
             d->batches += x->stats.batches;
-            relay_s += rr[r].ph[P_RELAY].seconds;
+            relay_s += rr[r].ph[P_RELAY].m.seconds;
         }
         if (x->event_bytes)
             d->event_bytes = x->event_bytes;
         const consumer_extra *c = &rr[r].cx;
-        if (rr[r].ph[P_CONSUMER].ran) {
+        if (rr[r].ph[P_CONSUMER].m.ran) {
             d->commits += c->batches;
             d->singles += c->singles;
             if (c->largest > d->largest)
                 d->largest = c->largest;
             batched += (size_t)c->counts.acked - c->singles;
             d->handler_s += c->handler_s;
-            d->consumer_s += rr[r].ph[P_CONSUMER].seconds;
+            d->consumer_s += rr[r].ph[P_CONSUMER].m.seconds;
         }
     }
     d->ms_per_batch = d->batches ? 1000.0 * relay_s / (double)d->batches : 0.0;
@@ -1277,8 +1002,9 @@ static void print_table(const config *cfg, const broker *b, const summary *s, co
         char range[80];
         snprintf(range, sizeof range, "%s..%s", bench_thousands(lo, sizeof lo, s[i].min),
                  bench_thousands(hi, sizeof hi, s[i].max));
-        printf("  %-50s %10s %17s %8.0f%% %7.0f%%\n", s[i].label, bench_thousands(r, sizeof r, s[i].rate),
-               range, 100.0 * s[i].cpu_share, 100.0 * s[i].busy);
+        printf("  %-50s %10s %17s %8.0f%% %7.0f%%\n", s[i].label,
+               bench_thousands(r, sizeof r, s[i].rate), range, 100.0 * s[i].cpu_share,
+               100.0 * s[i].busy);
         if (i == P_RELAY)
             printf("\n");
     }
@@ -1311,11 +1037,11 @@ static json_t *phase_json(const summary *s, const round_result *rr, int rounds, 
     json_t *runs = json_array();
     for (int r = 0; r < rounds; r++) {
         const phase *p = &rr[r].ph[which];
-        if (p->ran)
+        if (p->m.ran)
             json_array_append_new(
-                runs, json_pack("{s:I, s:f, s:f, s:f, s:f}", "messages", (json_int_t)p->messages,
-                                "seconds", p->seconds, "rate_per_s", p->rate, "bench_cpu_s",
-                                p->client_cpu, "machine_cpu_busy", p->machine_busy));
+                runs, json_pack("{s:I, s:f, s:f, s:f, s:f}", "messages", (json_int_t)p->m.messages,
+                                "seconds", p->m.seconds, "rate_per_s", p->m.rate, "bench_cpu_s",
+                                p->m.bench_cpu, "machine_cpu_busy", p->m.machine));
     }
     return json_pack("{s:s, s:f, s:f, s:f, s:f, s:f, s:o}", "label", s->label, "rate_per_s",
                      s->rate, "min_rate_per_s", s->min, "max_rate_per_s", s->max, "bench_cpu_share",
