@@ -71,6 +71,7 @@
 #include <sqlite3.h>
 
 #include "bench_util.h"
+#include "options.h"
 #include "disk_probe.h"
 #include "proc_stats.h"
 #include "progress.h"
@@ -101,21 +102,17 @@ extern char **environ;
 /* ---- options ---------------------------------------------------------------------------- */
 
 typedef struct config {
-    const char *url;
-    size_t count;           /* throughput: events */
+    bench_options o;        /* --amqp-url, --count (throughput: events), --quick, --raw-*,
+                               --workdir, --keep, --out */
     double rate;            /* latency: offered events per second */
     double latency_seconds; /* latency: how long */
     int prefetch;           /* HD_PREFETCH of herald-notifications */
     size_t relay_batch;     /* HD_RELAY_BATCH of herald-relay */
     int relay_poll_ms;      /* HD_RELAY_POLL_MS of herald-relay */
-    size_t raw_window;
-    int raw_prefetch;
     const char *bin_dir;
     const char *templates;
-    const char *workdir;
-    const char *out;
-    int keep;
     int service_relay; /* HD_NOTIFICATIONS_RELAY: publish notification_sent in-process */
+    int lat_set;       /* --latency-seconds given (--quick then keeps it) */
 } config;
 
 static void usage(FILE *f)
@@ -158,156 +155,77 @@ static void usage(FILE *f)
 
 static int parse_num(const char *s, const char *name, double lo, double hi, double *out)
 {
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno != 0 || end == s || *end != '\0' || !(v >= lo && v <= hi)) {
-        fprintf(stderr, PROG ": %s must be a number in %g..%g (got '%s')\n", name, lo, hi, s);
+    return bench_parse_num(PROG, s, name, lo, hi, out);
+}
+
+enum { O_RATE = 256, O_LAT, O_PREFETCH, O_RBATCH, O_RPOLL, O_BIN, O_TEMPLATES,
+       O_NO_SERVICE_RELAY };
+
+static int own_option(void *ctx, int opt, const char *arg)
+{
+    config *cfg = ctx;
+    double v;
+    switch (opt) {
+    case O_RATE:
+        return parse_num(arg, "--rate", 1, 100000, &cfg->rate);
+    case O_LAT:
+        cfg->lat_set = 1;
+        return parse_num(arg, "--latency-seconds", 0, 3600, &cfg->latency_seconds);
+    case O_PREFETCH:
+        if (parse_num(arg, "--prefetch", 1, 256, &v) < 0)
+            return -1;
+        cfg->prefetch = (int)v;
+        return 0;
+    case O_RBATCH:
+        if (parse_num(arg, "--relay-batch", 1, HD_OUTBOX_BATCH_MAX, &v) < 0)
+            return -1;
+        cfg->relay_batch = (size_t)v;
+        return 0;
+    case O_RPOLL:
+        if (parse_num(arg, "--relay-poll-ms", 1, 3600000, &v) < 0)
+            return -1;
+        cfg->relay_poll_ms = (int)v;
+        return 0;
+    case O_BIN:
+        cfg->bin_dir = arg;
+        return 0;
+    case O_TEMPLATES:
+        cfg->templates = arg;
+        return 0;
+    case O_NO_SERVICE_RELAY:
+        cfg->service_relay = 0;
+        return 0;
+    default:
         return -1;
     }
-    *out = v;
-    return 0;
 }
 
 static int parse_args(int argc, char **argv, config *cfg)
 {
-    enum {
-        O_RATE = 256,
-        O_LAT,
-        O_PREFETCH,
-        O_RBATCH,
-        O_RPOLL,
-        O_RAW_WINDOW,
-        O_RAW_PREFETCH,
-        O_BIN,
-        O_TEMPLATES,
-        O_KEEP,
-        O_NO_SERVICE_RELAY
-    };
-    static const struct option longs[] = {
-        {"amqp-url", required_argument, NULL, 'u'},
-        {"count", required_argument, NULL, 'n'},
-        {"quick", no_argument, NULL, 'q'},
+    static const struct option own[] = {
         {"rate", required_argument, NULL, O_RATE},
         {"latency-seconds", required_argument, NULL, O_LAT},
         {"prefetch", required_argument, NULL, O_PREFETCH},
         {"relay-batch", required_argument, NULL, O_RBATCH},
         {"relay-poll-ms", required_argument, NULL, O_RPOLL},
-        {"raw-window", required_argument, NULL, O_RAW_WINDOW},
-        {"raw-prefetch", required_argument, NULL, O_RAW_PREFETCH},
         {"bin-dir", required_argument, NULL, O_BIN},
         {"templates", required_argument, NULL, O_TEMPLATES},
-        {"workdir", required_argument, NULL, 'd'},
-        {"keep", no_argument, NULL, O_KEEP},
         {"no-service-relay", no_argument, NULL, O_NO_SERVICE_RELAY},
-        {"out", required_argument, NULL, 'o'},
-        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     memset(cfg, 0, sizeof *cfg);
-    cfg->url = getenv("HD_AMQP_URL");
-    cfg->count = 20000;
+    bench_options_init(&cfg->o, PROG, 20000, 2000, 2000000);
     cfg->rate = 1000;
     cfg->latency_seconds = 10;
     cfg->prefetch = 256;
     cfg->relay_batch = 500;
     cfg->relay_poll_ms = 2;
-    cfg->raw_window = 1000;
-    cfg->raw_prefetch = 100;
     cfg->service_relay = 1;
-    int quick = 0, count_set = 0, lat_set = 0;
-    double v;
-    int opt;
-    while ((opt = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
-        switch (opt) {
-        case 'u':
-            cfg->url = optarg;
-            break;
-        case 'n':
-            if (parse_num(optarg, "--count", 1, 2000000, &v) < 0)
-                return 2;
-            cfg->count = (size_t)v;
-            count_set = 1;
-            break;
-        case 'q':
-            quick = 1;
-            break;
-        case O_RATE:
-            if (parse_num(optarg, "--rate", 1, 100000, &v) < 0)
-                return 2;
-            cfg->rate = v;
-            break;
-        case O_LAT:
-            if (parse_num(optarg, "--latency-seconds", 0, 3600, &v) < 0)
-                return 2;
-            cfg->latency_seconds = v;
-            lat_set = 1;
-            break;
-        case O_PREFETCH:
-            if (parse_num(optarg, "--prefetch", 1, 256, &v) < 0)
-                return 2;
-            cfg->prefetch = (int)v;
-            break;
-        case O_RBATCH:
-            if (parse_num(optarg, "--relay-batch", 1, HD_OUTBOX_BATCH_MAX, &v) < 0)
-                return 2;
-            cfg->relay_batch = (size_t)v;
-            break;
-        case O_RPOLL:
-            if (parse_num(optarg, "--relay-poll-ms", 1, 3600000, &v) < 0)
-                return 2;
-            cfg->relay_poll_ms = (int)v;
-            break;
-        case O_RAW_WINDOW:
-            if (parse_num(optarg, "--raw-window", 1, 1000000, &v) < 0)
-                return 2;
-            cfg->raw_window = (size_t)v;
-            break;
-        case O_RAW_PREFETCH:
-            if (parse_num(optarg, "--raw-prefetch", 1, 65535, &v) < 0)
-                return 2;
-            cfg->raw_prefetch = (int)v;
-            break;
-        case O_BIN:
-            cfg->bin_dir = optarg;
-            break;
-        case O_TEMPLATES:
-            cfg->templates = optarg;
-            break;
-        case 'd':
-            cfg->workdir = optarg;
-            break;
-        case O_KEEP:
-            cfg->keep = 1;
-            break;
-        case O_NO_SERVICE_RELAY:
-            cfg->service_relay = 0;
-            break;
-        case 'o':
-            cfg->out = optarg;
-            break;
-        case 'h':
-            usage(stdout);
-            return 1;
-        default:
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, PROG ": unexpected argument '%s'\n", argv[optind]);
-        usage(stderr);
-        return 2;
-    }
-    if (quick && !count_set)
-        cfg->count = 2000;
-    if (quick && !lat_set)
+    int rc = bench_options_parse(&cfg->o, argc, argv, own, own_option, cfg, usage);
+    if (rc != 0)
+        return rc;
+    if (cfg->o.quick && !cfg->lat_set)
         cfg->latency_seconds = 3;
-    if (cfg->url == NULL || *cfg->url == '\0') {
-        fprintf(stderr, PROG ": no broker: set HD_AMQP_URL or pass --amqp-url "
-                             "(scripts/servers.sh up rabbitmq writes the env file)\n");
-        return 2;
-    }
     return 0;
 }
 
@@ -465,7 +383,7 @@ static int raw_publish(const config *cfg, broker *b, size_t n, size_t len, raw_r
                        hd_error *err)
 {
     raw_prepare(res);
-    return bench_raw_publish(cfg->url, b->raw_exchange, "raw", n, len, cfg->raw_window, &res->s,
+    return bench_raw_publish(cfg->o.url, b->raw_exchange, "raw", n, len, cfg->o.raw_window, &res->s,
                              err);
 }
 
@@ -473,7 +391,7 @@ static int raw_publish(const config *cfg, broker *b, size_t n, size_t len, raw_r
 static int raw_consume(const config *cfg, broker *b, size_t n, raw_result *res, hd_error *err)
 {
     raw_prepare(res);
-    return bench_raw_consume(cfg->url, b->raw_queue, n, cfg->raw_prefetch, &res->s, err);
+    return bench_raw_consume(cfg->o.url, b->raw_queue, n, cfg->o.raw_prefetch, &res->s, err);
 }
 
 /* ---- the events ------------------------------------------------------------------------- */
@@ -1050,7 +968,7 @@ static int start_notifications(run *r, hd_error *err)
     int rc = 0;
     if (env_base(&e) < 0 ||
         env_put(&e, "HD_DATABASE_URL=%s", sqlite_url(url, sizeof url, r->notif_db)) < 0 ||
-        env_put(&e, "HD_AMQP_URL=%s", cfg->url) < 0 || env_put(&e, "HD_SENDER=log") < 0 ||
+        env_put(&e, "HD_AMQP_URL=%s", cfg->o.url) < 0 || env_put(&e, "HD_SENDER=log") < 0 ||
         env_put(&e, "HD_PREFETCH=%d", cfg->prefetch) < 0 ||
         env_put(&e, "HD_NOTIFICATIONS_LISTEN=127.0.0.1:0") < 0 ||
         env_put(&e, "HD_USERS_EXCHANGE=%s", r->b->users_exchange) < 0 ||
@@ -1096,7 +1014,7 @@ static int start_relay(run *r, hd_error *err)
     char url[4300];
     if (env_base(&e) < 0 ||
         env_put(&e, "HD_DATABASE_URL=%s", sqlite_url(url, sizeof url, r->users_db)) < 0 ||
-        env_put(&e, "HD_AMQP_URL=%s", cfg->url) < 0 ||
+        env_put(&e, "HD_AMQP_URL=%s", cfg->o.url) < 0 ||
         env_put(&e, "HD_RELAY_EXCHANGE=%s", r->b->users_exchange) < 0 ||
         env_put(&e, "HD_RELAY_BATCH=%zu", cfg->relay_batch) < 0 ||
         env_put(&e, "HD_RELAY_POLL_MS=%d", cfg->relay_poll_ms) < 0 ||
@@ -1182,7 +1100,7 @@ static int wait_sink(run *r, size_t want, hd_error *err)
 
 static int throughput_phase(run *r, hd_error *err)
 {
-    size_t n = r->cfg->count;
+    size_t n = r->cfg->o.count;
     /* The notifications database exists once the service answered /health. */
     if ((r->ro_notif = db_open_ro(r->notif_db)) == NULL ||
         (r->ro_users = db_open_ro(r->users_db)) == NULL)
@@ -1379,7 +1297,7 @@ static void print_results(const run *r, const dist *lat, const log_scan *logs, c
     char a[32], b2[32];
     printf("\nherald bench: end-to-end notifications  (%zu events, RabbitMQ %s, SQLite %s "
            "synchronous=FULL, %ld CPUs, %s)\n",
-           cfg->count, r->b->version, sqlite3_libversion(), sysconf(_SC_NPROCESSORS_ONLN), date);
+           cfg->o.count, r->b->version, sqlite3_libversion(), sysconf(_SC_NPROCESSORS_ONLN), date);
     printf("  machine: load average %.2f at the start", r->loadavg[0]);
     if (r->fsync_p50_ms >= 0)
         printf("; 4 KiB write + fdatasync %.2f ms (median), worst %.1f ms", r->fsync_p50_ms,
@@ -1405,7 +1323,7 @@ static void print_results(const run *r, const dist *lat, const log_scan *logs, c
         printf(
             "    %zu events in %.2f s from the relay's start to the last notification_sent row;"
             "\n    first mail after %.3f s; every notification_sent on the broker %.2f s later\n",
-            cfg->count, r->tp_seconds, r->tp_first_sent_s, r->tail_s);
+            cfg->o.count, r->tp_seconds, r->tp_first_sent_s, r->tail_s);
         printf("    ");
         probe_print("", &r->tp_cpu);
         double total = 0;
@@ -1416,7 +1334,7 @@ static void print_results(const run *r, const dist *lat, const log_scan *logs, c
                 known = 0;
                 continue;
             }
-            double us = 1e6 * r->tp_cpu.cpu_s[i] / (double)cfg->count;
+            double us = 1e6 * r->tp_cpu.cpu_s[i] / (double)cfg->o.count;
             total += us;
             printf(" %s %.0f us,", who_names[i], us);
         }
@@ -1572,10 +1490,10 @@ static int write_json(const char *path, const run *r, const dist *lat, const log
     json_object_set_new(
         root, "parameters",
         json_pack("{s:I, s:f, s:f, s:i, s:I, s:i, s:I, s:i, s:I, s:s, s:s, s:s, s:b, s:i}", "count",
-                  (json_int_t)cfg->count, "latency_rate_per_s", cfg->rate, "latency_seconds",
+                  (json_int_t)cfg->o.count, "latency_rate_per_s", cfg->rate, "latency_seconds",
                   cfg->latency_seconds, "prefetch", cfg->prefetch, "relay_batch",
                   (json_int_t)cfg->relay_batch, "relay_poll_ms", cfg->relay_poll_ms, "raw_window",
-                  (json_int_t)cfg->raw_window, "raw_prefetch", cfg->raw_prefetch, "event_bytes",
+                  (json_int_t)cfg->o.raw_window, "raw_prefetch", cfg->o.raw_prefetch, "event_bytes",
                   (json_int_t)r->event_bytes, "synchronous", "full", "sender", "log", "queue_type",
                   "classic", "workdir_on_tmpfs", tmpfs, "rounds", 1));
     json_object_set_new(json_object_get(root, "parameters"), "service_relay",
@@ -1591,7 +1509,7 @@ static int write_json(const char *path, const run *r, const dist *lat, const log
             json_pack("{s:s, s:f, s:f, s:f, s:I, s:f, s:f, s:f, s:f}", "label",
                       "end to end: outbox -> relay -> broker -> notifications", "rate_per_s",
                       r->tp_rate, "min_rate_per_s", r->tp_rate, "max_rate_per_s", r->tp_rate,
-                      "messages", (json_int_t)cfg->count, "seconds", r->tp_seconds,
+                      "messages", (json_int_t)cfg->o.count, "seconds", r->tp_seconds,
                       "seconds_polled", r->tp_seconds_polled, "first_sent_after_s",
                       r->tp_first_sent_s, "notification_sent_published_after_s", r->tail_s);
         json_object_set_new(e2e, "cpu_share", probe_json(&r->tp_cpu));
@@ -1600,7 +1518,7 @@ static int write_json(const char *path, const run *r, const dist *lat, const log
         int known = 1;
         for (int i = 0; i < NWHO; i++) {
             double us =
-                r->tp_cpu.cpu_s[i] >= 0 ? 1e6 * r->tp_cpu.cpu_s[i] / (double)cfg->count : -1;
+                r->tp_cpu.cpu_s[i] >= 0 ? 1e6 * r->tp_cpu.cpu_s[i] / (double)cfg->o.count : -1;
             json_object_set_new(per, who_keys[i], us >= 0 ? json_real(us) : json_null());
             if (i != W_BENCH) {
                 known &= us >= 0;
@@ -1808,12 +1726,12 @@ int main(int argc, char **argv)
 
     /* The work directory. */
     char path[4096];
-    if (cfg.workdir != NULL) {
-        if (mkdir(cfg.workdir, 0700) < 0 && errno != EEXIST) {
-            fprintf(stderr, PROG ": cannot create %s: %s\n", cfg.workdir, strerror(errno));
+    if (cfg.o.workdir != NULL) {
+        if (mkdir(cfg.o.workdir, 0700) < 0 && errno != EEXIST) {
+            fprintf(stderr, PROG ": cannot create %s: %s\n", cfg.o.workdir, strerror(errno));
             return 1;
         }
-        snprintf(path, sizeof path, "%s/e2e_notifications-XXXXXX", cfg.workdir);
+        snprintf(path, sizeof path, "%s/e2e_notifications-XXXXXX", cfg.o.workdir);
     } else {
         const char *tmp = getenv("TMPDIR");
         snprintf(path, sizeof path, "%s/herald-e2e-XXXXXX", tmp && *tmp ? tmp : "/tmp");
@@ -1827,10 +1745,10 @@ int main(int argc, char **argv)
     int tmpfs = bench_on_tmpfs(r->dir);
 
     char redacted[512], date[32];
-    hd_amqp_url_redact(cfg.url, redacted, sizeof redacted);
+    hd_amqp_url_redact(cfg.o.url, redacted, sizeof redacted);
     bench_now_utc(date, sizeof date);
     fprintf(stderr, PROG ": %zu events, then %.0f/s for %.0f s; broker %s; work directory %s\n",
-            cfg.count, cfg.rate, cfg.latency_seconds, redacted, r->dir);
+            cfg.o.count, cfg.rate, cfg.latency_seconds, redacted, r->dir);
     fprintf(stderr, PROG ": services from %s, templates %s\n", bindir, r->templates);
     if (tmpfs)
         fprintf(stderr,
@@ -1858,7 +1776,7 @@ int main(int argc, char **argv)
         goto done;                                                                                 \
     } while (0)
 
-    if (broker_setup(&b, cfg.url, &err) < 0)
+    if (broker_setup(&b, cfg.o.url, &err) < 0)
         FAIL("broker setup");
     r->broker_pid = broker_pid = bench_find_listener(b.port);
     fprintf(stderr, "RabbitMQ %s%s; exchange %s, queue %s\n", b.version,
@@ -1877,9 +1795,9 @@ int main(int argc, char **argv)
     }
 
     /* 1: the raw limits, before any service runs. */
-    if (raw_publish(&cfg, &b, cfg.count, r->event_bytes, &r->raw_pub, &err) < 0)
+    if (raw_publish(&cfg, &b, cfg.o.count, r->event_bytes, &r->raw_pub, &err) < 0)
         FAIL("raw publish");
-    if (raw_consume(&cfg, &b, cfg.count, &r->raw_con, &err) < 0)
+    if (raw_consume(&cfg, &b, cfg.o.count, &r->raw_con, &err) < 0)
         FAIL("raw consume");
 
     /* 2: the users outbox, the service, then the relay. */
@@ -1889,7 +1807,7 @@ int main(int argc, char **argv)
             hd_outbox_migrate(r->users, &err) < 0)
             FAIL("users outbox");
     }
-    if (fill_outbox(r->users, cfg.count, &r->es, &err) < 0)
+    if (fill_outbox(r->users, cfg.o.count, &r->es, &err) < 0)
         FAIL("users outbox fill");
     if (start_notifications(r, &err) < 0)
         FAIL("start");
@@ -1949,11 +1867,11 @@ done:
                "queue)\n",
                r->t.undelivered);
     fflush(stdout);
-    if (cfg.out != NULL) {
-        if (write_json(cfg.out, r, lat, logs, date, tmpfs, failure) < 0)
-            fprintf(stderr, PROG ": cannot write %s\n", cfg.out);
+    if (cfg.o.out != NULL) {
+        if (write_json(cfg.o.out, r, lat, logs, date, tmpfs, failure) < 0)
+            fprintf(stderr, PROG ": cannot write %s\n", cfg.o.out);
         else
-            fprintf(stderr, "results: %s (bench/plot.sh %s draws them)\n", cfg.out, cfg.out);
+            fprintf(stderr, "results: %s (bench/plot.sh %s draws them)\n", cfg.o.out, cfg.o.out);
     }
 
     sqlite3_close(r->ro_notif);
@@ -1961,10 +1879,10 @@ done:
     hd_store_close(r->users);
     broker_teardown(&b);
     int evidence = (failure[0] != '\0' && (r->relay.pid > 0 || r->notif.pid > 0)) || r->t.lost > 0;
-    if (cfg.keep || evidence)
+    if (cfg.o.keep || evidence)
         fprintf(stderr, "kept %s%s\n", r->dir,
-                cfg.keep ? ""
-                         : " (the run failed: the databases and the services' logs are there)");
+                cfg.o.keep ? ""
+                           : " (the run failed: the databases and the services' logs are there)");
     else
         remove_workdir(r->dir);
     int status = r->t.lost > 0 || failure[0] != '\0' ? 1 : 0;

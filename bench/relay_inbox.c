@@ -49,6 +49,7 @@
 #include <sqlite3.h>
 
 #include "bench_util.h"
+#include "options.h"
 #include "progress.h"
 #include "raw_broker.h"
 #include "stats.h"
@@ -76,21 +77,16 @@
 /* ---- options ---------------------------------------------------------------------------- */
 
 typedef struct config {
-    const char *url;
-    size_t count;
-    int rounds;          /* every phase this often, interleaved; medians are reported */
-    size_t raw_window;   /* phase 1 */
-    int raw_prefetch;    /* phase 2 */
-    size_t batch;        /* phase 3: rows per claim */
-    size_t window;       /* phase 3: unconfirmed messages in flight */
-    int no_pipeline;     /* phase 3: one batch in flight instead of two */
-    int prefetch;        /* phase 4 */
-    size_t batch_max;    /* phase 4: deliveries per group commit */
-    int decode;          /* phase 4: decode every body as an envelope (a registry) */
-    int publisher;       /* also measure hd_publisher alone (diagnosis) */
-    const char *workdir; /* where the SQLite files go; NULL = a new temp directory */
-    const char *out;     /* JSON results; NULL = none */
-    int keep;            /* keep the work directory */
+    bench_options o;  /* --amqp-url, --count, --quick, --raw-*, --workdir, --keep, --out */
+    int rounds;       /* every phase this often, interleaved; medians are reported */
+    size_t batch;     /* phase 3: rows per claim */
+    size_t window;    /* phase 3: unconfirmed messages in flight */
+    int no_pipeline;  /* phase 3: one batch in flight instead of two */
+    int prefetch;     /* phase 4 */
+    size_t batch_max; /* phase 4: deliveries per group commit */
+    int decode;       /* phase 4: decode every body as an envelope (a registry) */
+    int publisher;    /* also measure hd_publisher alone (diagnosis) */
+    int rounds_set;   /* --rounds given (--quick then keeps it) */
 } config;
 
 static void usage(FILE *f)
@@ -128,142 +124,82 @@ static void usage(FILE *f)
             "  --help             this text\n");
 }
 
+#define PROG "bench-relay_inbox"
+
 static int parse_size(const char *s, const char *name, size_t lo, size_t hi, size_t *out)
 {
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || *s == '-' || v < lo || v > hi) {
-        fprintf(stderr, "bench-relay_inbox: %s must be a number in %zu..%zu (got '%s')\n", name, lo,
-                hi, s);
+    return bench_parse_size(PROG, s, name, lo, hi, out);
+}
+
+enum {
+    O_BATCH_MAX = 256,
+    O_DECODE,
+    O_ROUNDS,
+    O_PUBLISHER,
+    O_NO_PIPELINE,
+    O_BATCH,
+    O_WINDOW,
+    O_PREFETCH
+};
+
+static int own_option(void *ctx, int opt, const char *arg)
+{
+    config *cfg = ctx;
+    size_t v;
+    switch (opt) {
+    case O_ROUNDS:
+        if (parse_size(arg, "--rounds", 1, MAX_ROUNDS, &v) < 0)
+            return -1;
+        cfg->rounds = (int)v;
+        cfg->rounds_set = 1;
+        return 0;
+    case O_BATCH:
+        return parse_size(arg, "--batch", 1, HD_OUTBOX_BATCH_MAX, &cfg->batch);
+    case O_WINDOW:
+        return parse_size(arg, "--window", 1, 1000000, &cfg->window);
+    case O_PREFETCH:
+        if (parse_size(arg, "--prefetch", 1, 65535, &v) < 0)
+            return -1;
+        cfg->prefetch = (int)v;
+        return 0;
+    case O_BATCH_MAX:
+        return parse_size(arg, "--batch-max", 1, 256, &cfg->batch_max);
+    case O_DECODE:
+        cfg->decode = 1;
+        return 0;
+    case O_NO_PIPELINE:
+        cfg->no_pipeline = 1;
+        return 0;
+    case O_PUBLISHER:
+        cfg->publisher = 1;
+        return 0;
+    default:
         return -1;
     }
-    *out = (size_t)v;
-    return 0;
 }
 
 static int parse_args(int argc, char **argv, config *cfg)
 {
-    enum {
-        O_RAW_WINDOW = 256,
-        O_RAW_PREFETCH,
-        O_BATCH_MAX,
-        O_KEEP,
-        O_DECODE,
-        O_ROUNDS,
-        O_PUBLISHER,
-        O_NO_PIPELINE
-    };
-    static const struct option longs[] = {
-        {"amqp-url", required_argument, NULL, 'u'},
-        {"count", required_argument, NULL, 'n'},
-        {"quick", no_argument, NULL, 'q'},
+    static const struct option own[] = {
         {"rounds", required_argument, NULL, O_ROUNDS},
-        {"batch", required_argument, NULL, 'b'},
-        {"window", required_argument, NULL, 'w'},
+        {"batch", required_argument, NULL, O_BATCH},
+        {"window", required_argument, NULL, O_WINDOW},
         {"no-pipeline", no_argument, NULL, O_NO_PIPELINE},
-        {"prefetch", required_argument, NULL, 'p'},
+        {"prefetch", required_argument, NULL, O_PREFETCH},
         {"batch-max", required_argument, NULL, O_BATCH_MAX},
-        {"raw-window", required_argument, NULL, O_RAW_WINDOW},
-        {"raw-prefetch", required_argument, NULL, O_RAW_PREFETCH},
         {"decode", no_argument, NULL, O_DECODE},
         {"publisher", no_argument, NULL, O_PUBLISHER},
-        {"workdir", required_argument, NULL, 'd'},
-        {"keep", no_argument, NULL, O_KEEP},
-        {"out", required_argument, NULL, 'o'},
-        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     memset(cfg, 0, sizeof *cfg);
-    cfg->url = getenv("HD_AMQP_URL");
-    cfg->count = 20000;
+    bench_options_init(&cfg->o, PROG, 20000, 2000, 10000000);
     cfg->rounds = 5;
-    cfg->raw_window = 1000;
-    cfg->raw_prefetch = 100;
     cfg->batch = 1000;
     cfg->prefetch = 256;
-    int quick = 0, count_set = 0, rounds_set = 0;
-    size_t v;
-    int opt;
-    while ((opt = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
-        switch (opt) {
-        case 'u':
-            cfg->url = optarg;
-            break;
-        case 'n':
-            if (parse_size(optarg, "--count", 1, 10000000, &cfg->count) < 0)
-                return 2;
-            count_set = 1;
-            break;
-        case 'q':
-            quick = 1;
-            break;
-        case O_ROUNDS:
-            if (parse_size(optarg, "--rounds", 1, MAX_ROUNDS, &v) < 0)
-                return 2;
-            cfg->rounds = (int)v;
-            rounds_set = 1;
-            break;
-        case 'b':
-            if (parse_size(optarg, "--batch", 1, HD_OUTBOX_BATCH_MAX, &cfg->batch) < 0)
-                return 2;
-            break;
-        case 'w':
-            if (parse_size(optarg, "--window", 1, 1000000, &cfg->window) < 0)
-                return 2;
-            break;
-        case 'p':
-            if (parse_size(optarg, "--prefetch", 1, 65535, &v) < 0)
-                return 2;
-            cfg->prefetch = (int)v;
-            break;
-        case O_BATCH_MAX:
-            if (parse_size(optarg, "--batch-max", 1, 256, &cfg->batch_max) < 0)
-                return 2;
-            break;
-        case O_RAW_WINDOW:
-            if (parse_size(optarg, "--raw-window", 1, 1000000, &cfg->raw_window) < 0)
-                return 2;
-            break;
-        case O_RAW_PREFETCH:
-            if (parse_size(optarg, "--raw-prefetch", 1, 65535, &v) < 0)
-                return 2;
-            cfg->raw_prefetch = (int)v;
-            break;
-        case O_DECODE:
-            cfg->decode = 1;
-            break;
-        case O_NO_PIPELINE:
-            cfg->no_pipeline = 1;
-            break;
-        case O_PUBLISHER:
-            cfg->publisher = 1;
-            break;
-        case 'd':
-            cfg->workdir = optarg;
-            break;
-        case O_KEEP:
-            cfg->keep = 1;
-            break;
-        case 'o':
-            cfg->out = optarg;
-            break;
-        case 'h':
-            usage(stdout);
-            return 1;
-        default:
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "bench-relay_inbox: unexpected argument '%s'\n", argv[optind]);
-        usage(stderr);
-        return 2;
-    }
-    if (quick && !count_set)
-        cfg->count = 2000;
-    if (quick && !rounds_set)
+    int rc = bench_options_parse(&cfg->o, argc, argv, own, own_option, cfg, usage);
+    if (rc != 0)
+        return rc;
+    if (cfg->o.quick && !cfg->rounds_set)
         cfg->rounds = 1;
     if (cfg->window == 0)
         cfg->window = cfg->batch;
@@ -272,11 +208,6 @@ static int parse_args(int argc, char **argv, config *cfg)
          * other half, so the socket never runs dry during the fsync. */
         size_t half = (size_t)cfg->prefetch / 2;
         cfg->batch_max = half == 0 ? 1 : half > 256 ? 256 : half;
-    }
-    if (cfg->url == NULL || *cfg->url == '\0') {
-        fprintf(stderr, "bench-relay_inbox: no broker: set HD_AMQP_URL or pass --amqp-url "
-                        "(scripts/servers.sh up rabbitmq writes the env file)\n");
-        return 2;
     }
     return 0;
 }
@@ -333,13 +264,13 @@ static long queue_depth(broker *b, hd_error *err)
 
 static int raw_publish(const config *cfg, broker *b, phase *p, hd_error *err)
 {
-    return bench_raw_publish(cfg->url, b->exchange, b->routing_key, cfg->count, BODY_BYTES,
-                             cfg->raw_window, &p->m, err);
+    return bench_raw_publish(cfg->o.url, b->exchange, b->routing_key, cfg->o.count, BODY_BYTES,
+                             cfg->o.raw_window, &p->m, err);
 }
 
 static int raw_consume(const config *cfg, broker *b, phase *p, hd_error *err)
 {
-    return bench_raw_consume(cfg->url, b->queue, cfg->count, cfg->raw_prefetch, &p->m, err);
+    return bench_raw_consume(cfg->o.url, b->queue, cfg->o.count, cfg->o.raw_prefetch, &p->m, err);
 }
 
 /* ---- between 1 and 3: herald's publisher alone -------------------------------------------- */
@@ -370,10 +301,10 @@ static int publisher_phase(const config *cfg, broker *b, phase *p, hd_error *err
     hd_publisher *pub = NULL;
     fates f = {0, 0};
     hd_amqp_options ao = {.connection_name = "bench publisher"};
-    int rc = hd_amqp_open(cfg->url, &ao, &a, err);
+    int rc = hd_amqp_open(cfg->o.url, &ao, &a, err);
     if (rc < 0)
         return rc;
-    hd_publisher_options po = {.window = cfg->raw_window, .on_fate = count_fate, .ctx = &f};
+    hd_publisher_options po = {.window = cfg->o.raw_window, .on_fate = count_fate, .ctx = &f};
     if ((rc = hd_publisher_new(a, &po, &pub, err)) < 0)
         goto out;
     char body[BODY_BYTES];
@@ -387,9 +318,9 @@ static int publisher_phase(const config *cfg, broker *b, phase *p, hd_error *err
                     .type = b->routing_key,
                     .message_id = id};
     bench_progress pr;
-    bench_progress_start(&pr, "herald publisher", cfg->count);
+    bench_progress_start(&pr, "herald publisher", cfg->o.count);
     bench_span_begin(&p->m);
-    for (size_t i = 0; i < cfg->count; i++) {
+    for (size_t i = 0; i < cfg->o.count; i++) {
         snprintf(id, sizeof id, "bench-%zu", i);
         if ((rc = hd_publisher_publish(pub, &m, NULL, err)) < 0)
             goto out;
@@ -449,12 +380,12 @@ static int fill_outbox(const config *cfg, hd_store *s, const char *type, const c
                        hd_error *err)
 {
     bench_progress pr;
-    bench_progress_start(&pr, "outbox fill (untimed)", cfg->count);
-    for (size_t i = 0; i < cfg->count; i += FILL_PER_TX) {
+    bench_progress_start(&pr, "outbox fill (untimed)", cfg->o.count);
+    for (size_t i = 0; i < cfg->o.count; i += FILL_PER_TX) {
         int rc = hd_store_begin(s, err);
         if (rc < 0)
             return rc;
-        for (size_t k = i; k < i + FILL_PER_TX && k < cfg->count; k++) {
+        for (size_t k = i; k < i + FILL_PER_TX && k < cfg->o.count; k++) {
             hd_envelope *env = make_event(type, k, pad);
             if (env == NULL) {
                 hd_store_rollback(s, NULL);
@@ -472,7 +403,8 @@ static int fill_outbox(const config *cfg, hd_store *s, const char *type, const c
         }
         if ((rc = hd_store_commit(s, err)) < 0)
             return rc;
-        bench_progress_tick(&pr, i + FILL_PER_TX < cfg->count ? i + FILL_PER_TX : cfg->count, NULL);
+        bench_progress_tick(&pr, i + FILL_PER_TX < cfg->o.count ? i + FILL_PER_TX : cfg->o.count,
+                            NULL);
     }
     return 0;
 }
@@ -538,7 +470,7 @@ static int relay_phase(const config *cfg, broker *b, const char *dir, int round,
         goto out;
 
     hd_amqp_options ao = {.connection_name = "bench relay"};
-    if ((rc = hd_amqp_open(cfg->url, &ao, &a, err)) < 0)
+    if ((rc = hd_amqp_open(cfg->o.url, &ao, &a, err)) < 0)
         goto out;
     /* As herald-relay --drain runs it, except that retention is off: the purge at start is
      * not what is measured. poll_ms only matters for rows waiting for a retry (none here). */
@@ -553,7 +485,7 @@ static int relay_phase(const config *cfg, broker *b, const char *dir, int round,
         goto out;
 
     bench_progress pr;
-    bench_progress_start(&pr, "relay", cfg->count);
+    bench_progress_start(&pr, "relay", cfg->o.count);
     relay_watch w = {.relay = r, .pr = &pr};
     pthread_t watcher;
     if (pthread_create(&watcher, NULL, watch_relay, &w) != 0) {
@@ -572,7 +504,7 @@ static int relay_phase(const config *cfg, broker *b, const char *dir, int round,
             err, HD_ETIMEOUT,
             "relay: nothing confirmed for %d s with %" PRIu64 " of %zu confirmed (returned "
             "%" PRIu64 ", nacked %" PRIu64 ", lost %" PRIu64 ")",
-            STALL_MS / 1000, tot->confirmed, cfg->count, tot->returned, tot->nacked, tot->lost);
+            STALL_MS / 1000, tot->confirmed, cfg->o.count, tot->returned, tot->nacked, tot->lost);
     if (rc < 0) {
         p->m.ran = 0; /* a failed phase is not a measurement */
         goto out;
@@ -721,16 +653,16 @@ static int consumer_phase(const config *cfg, broker *b, const char *dir, int rou
                               .ctx = &k,
                               .prefetch = cfg->prefetch,
                               .registry = reg};
-    if ((rc = hd_consumer_open(cfg->url, &co, &c, err)) < 0)
+    if ((rc = hd_consumer_open(cfg->o.url, &co, &c, err)) < 0)
         goto out;
 
     bench_progress pr;
-    bench_progress_start(&pr, "consumer + inbox", cfg->count);
+    bench_progress_start(&pr, "consumer + inbox", cfg->o.count);
     hd_consumer_counts counts;
     memset(&counts, 0, sizeof counts);
     bench_span_begin(&p->m);
     int64_t last_progress = hd_clock_ns();
-    while (counts.acked < cfg->count) {
+    while (counts.acked < cfg->o.count) {
         rc = hd_consumer_poll(c, 1000, err);
         hd_consumer_get_counts(c, &counts);
         if (k.failed) {
@@ -746,7 +678,7 @@ static int consumer_phase(const config *cfg, broker *b, const char *dir, int rou
         else if (now - last_progress > (int64_t)STALL_MS * 1000000) {
             rc = hd_error_set(err, HD_ETIMEOUT,
                               "consumer: nothing for %d s after %" PRIu64 " of %zu acked",
-                              STALL_MS / 1000, counts.acked, cfg->count);
+                              STALL_MS / 1000, counts.acked, cfg->o.count);
             goto out;
         }
         bench_progress_tick(&pr, (size_t)counts.acked, NULL);
@@ -783,10 +715,10 @@ out:
 static char *make_workdir(const config *cfg)
 {
     char path[4096];
-    if (cfg->workdir != NULL) {
-        if (mkdir(cfg->workdir, 0700) < 0 && errno != EEXIST)
+    if (cfg->o.workdir != NULL) {
+        if (mkdir(cfg->o.workdir, 0700) < 0 && errno != EEXIST)
             return NULL;
-        snprintf(path, sizeof path, "%s/relay_inbox-XXXXXX", cfg->workdir);
+        snprintf(path, sizeof path, "%s/relay_inbox-XXXXXX", cfg->o.workdir);
     } else {
         const char *tmp = getenv("TMPDIR");
         snprintf(path, sizeof path, "%s/herald-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
@@ -860,14 +792,14 @@ static int run_round(const config *cfg, broker *b, const char *dir, int round, r
         snprintf(failure, cap, "relay: %s", err.text);
         return -1;
     }
-    if (rx->queue_after != (long)cfg->count || rx->stats.confirmed != cfg->count ||
+    if (rx->queue_after != (long)cfg->o.count || rx->stats.confirmed != cfg->o.count ||
         rx->pending_after != 0) {
         size_t have = rx->queue_after > 0 ? (size_t)rx->queue_after : 0;
-        *lost += have < cfg->count ? cfg->count - have : 0;
+        *lost += have < cfg->o.count ? cfg->o.count - have : 0;
         snprintf(failure, cap,
                  "relay: the queue holds %ld messages for %zu rows (%" PRIu64
                  " confirmed, %lld rows still pending)",
-                 rx->queue_after, cfg->count, rx->stats.confirmed, (long long)rx->pending_after);
+                 rx->queue_after, cfg->o.count, rx->stats.confirmed, (long long)rx->pending_after);
         return -1;
     }
 
@@ -877,15 +809,15 @@ static int run_round(const config *cfg, broker *b, const char *dir, int round, r
         snprintf(failure, cap, "consumer + inbox: %s", err.text);
         return -1;
     }
-    if (cx->effects != (int64_t)cfg->count || cx->distinct_effects != (int64_t)cfg->count ||
-        cx->inbox_rows != (int64_t)cfg->count || cx->queue_after != 0) {
+    if (cx->effects != (int64_t)cfg->o.count || cx->distinct_effects != (int64_t)cfg->o.count ||
+        cx->inbox_rows != (int64_t)cfg->o.count || cx->queue_after != 0) {
         int64_t have = cx->distinct_effects;
-        *lost += have < (int64_t)cfg->count ? cfg->count - (size_t)have : 0;
+        *lost += have < (int64_t)cfg->o.count ? cfg->o.count - (size_t)have : 0;
         snprintf(failure, cap,
                  "consumer + inbox: %lld effect rows (%lld distinct) and %lld inbox rows for "
                  "%zu messages; %ld left in the queue",
                  (long long)cx->effects, (long long)cx->distinct_effects, (long long)cx->inbox_rows,
-                 cfg->count, cx->queue_after);
+                 cfg->o.count, cx->queue_after);
         return -1;
     }
     return 0;
@@ -989,7 +921,7 @@ static void print_table(const config *cfg, const broker *b, const summary *s, co
     char r[32], lo[32], hi[32];
     printf("\nherald bench: relay + inbox  (%zu messages x %d round%s, %d-byte bodies, RabbitMQ "
            "%s, SQLite %s synchronous=FULL, %ld CPUs, %s)\n\n",
-           cfg->count, cfg->rounds, cfg->rounds == 1 ? "" : "s", BODY_BYTES, b->version,
+           cfg->o.count, cfg->rounds, cfg->rounds == 1 ? "" : "s", BODY_BYTES, b->version,
            sqlite3_libversion(), sysconf(_SC_NPROCESSORS_ONLN), date);
     printf("  %-50s %10s %17s %9s %8s\n", "phase", "msg/s", "min..max", "bench CPU", "machine");
     for (int i = 0; i < NPHASES; i++) {
@@ -1080,9 +1012,9 @@ static int write_json(const char *path, const config *cfg, const broker *b, cons
         (int)sysconf(_SC_NPROCESSORS_ONLN), "kernel", un.release, "machine", un.machine, "note",
         "wall-clock rates; the machine may have been shared with other work", "loadavg", load[0],
         load[1], load[2], "broker", "product", "RabbitMQ", "version", b->version, "sqlite",
-        sqlite3_libversion(), "parameters", "count", (json_int_t)cfg->count, "rounds", cfg->rounds,
-        "body_bytes", BODY_BYTES, "raw_window", (json_int_t)cfg->raw_window, "raw_prefetch",
-        cfg->raw_prefetch, "relay_batch", (json_int_t)cfg->batch, "relay_window",
+        sqlite3_libversion(), "parameters", "count", (json_int_t)cfg->o.count, "rounds",
+        cfg->rounds, "body_bytes", BODY_BYTES, "raw_window", (json_int_t)cfg->o.raw_window,
+        "raw_prefetch", cfg->o.raw_prefetch, "relay_batch", (json_int_t)cfg->batch, "relay_window",
         (json_int_t)cfg->window, "consumer_prefetch", cfg->prefetch, "consumer_batch_max",
         (json_int_t)cfg->batch_max, "decode", cfg->decode, "synchronous", "full", "queue_type",
         "classic");
@@ -1134,13 +1066,13 @@ int main(int argc, char **argv)
     memset(s, 0, sizeof s);
     s[P_RAW_PUBLISH].key = "raw_publish";
     snprintf(s[P_RAW_PUBLISH].label, sizeof s[0].label, "raw publish (confirms, window %zu)",
-             cfg.raw_window);
+             cfg.o.raw_window);
     s[P_PUBLISHER].key = "publisher";
     snprintf(s[P_PUBLISHER].label, sizeof s[0].label, "herald publisher alone (window %zu)",
-             cfg.raw_window);
+             cfg.o.raw_window);
     s[P_RAW_CONSUME].key = "raw_consume";
     snprintf(s[P_RAW_CONSUME].label, sizeof s[0].label, "raw consume (ack each, prefetch %d)",
-             cfg.raw_prefetch);
+             cfg.o.raw_prefetch);
     s[P_RELAY].key = "relay";
     snprintf(s[P_RELAY].label, sizeof s[0].label, "herald relay (batch %zu, window %zu%s)",
              cfg.batch, cfg.window, cfg.no_pipeline ? ", 1 in flight" : "");
@@ -1165,9 +1097,9 @@ int main(int argc, char **argv)
     char date[32];
     bench_now_utc(date, sizeof date);
     char redacted[512];
-    hd_amqp_url_redact(cfg.url, redacted, sizeof redacted);
+    hd_amqp_url_redact(cfg.o.url, redacted, sizeof redacted);
     fprintf(stderr, "bench-relay_inbox: %zu messages x %d rounds, broker %s, SQLite files in %s\n",
-            cfg.count, cfg.rounds, redacted, dir);
+            cfg.o.count, cfg.rounds, redacted, dir);
     int tmpfs = bench_on_tmpfs(dir);
     if (tmpfs)
         fprintf(stderr,
@@ -1176,7 +1108,7 @@ int main(int argc, char **argv)
                 dir);
 
     int rounds_done = 0;
-    if (broker_setup(&b, cfg.url, &err) < 0) {
+    if (broker_setup(&b, cfg.o.url, &err) < 0) {
         snprintf(failure, sizeof failure, "broker setup: %s", err.text);
     } else {
         fprintf(stderr, "queue %s (durable, classic), exchange %s (topic)\n", b.queue, b.exchange);
@@ -1210,16 +1142,16 @@ int main(int argc, char **argv)
         printf("\n  FAILED: %s\n", failure);
     fflush(stdout);
 
-    if (cfg.out != NULL) {
-        if (write_json(cfg.out, &cfg, &b, s, rr, rounds_done, v, 2, &d, date, tmpfs, lost,
+    if (cfg.o.out != NULL) {
+        if (write_json(cfg.o.out, &cfg, &b, s, rr, rounds_done, v, 2, &d, date, tmpfs, lost,
                        failure[0] ? failure : NULL) < 0)
-            fprintf(stderr, "bench-relay_inbox: cannot write %s\n", cfg.out);
+            fprintf(stderr, "bench-relay_inbox: cannot write %s\n", cfg.o.out);
         else
-            fprintf(stderr, "results: %s (bench/plot.sh %s draws them)\n", cfg.out, cfg.out);
+            fprintf(stderr, "results: %s (bench/plot.sh %s draws them)\n", cfg.o.out, cfg.o.out);
     }
 
     broker_teardown(&b);
-    if (cfg.keep)
+    if (cfg.o.keep)
         fprintf(stderr, "kept %s\n", dir);
     else
         remove_workdir(dir, rounds_done);
