@@ -76,6 +76,7 @@
 #include "proc_stats.h"
 #include "progress.h"
 #include "raw_broker.h"
+#include "results.h"
 #include "stats.h"
 #include "herald/amqp.h"
 #include "herald/clock.h"
@@ -158,8 +159,7 @@ static int parse_num(const char *s, const char *name, double lo, double hi, doub
     return bench_parse_num(PROG, s, name, lo, hi, out);
 }
 
-enum { O_RATE = 256, O_LAT, O_PREFETCH, O_RBATCH, O_RPOLL, O_BIN, O_TEMPLATES,
-       O_NO_SERVICE_RELAY };
+enum { O_RATE = 256, O_LAT, O_PREFETCH, O_RBATCH, O_RPOLL, O_BIN, O_TEMPLATES, O_NO_SERVICE_RELAY };
 
 static int own_option(void *ctx, int opt, const char *arg)
 {
@@ -200,33 +200,32 @@ static int own_option(void *ctx, int opt, const char *arg)
     }
 }
 
+/* The options of this bench alone (the shared ones: bench/common/options.h). */
+static const struct option e2e_options[] = {
+    {"rate", required_argument, NULL, O_RATE},
+    {"latency-seconds", required_argument, NULL, O_LAT},
+    {"prefetch", required_argument, NULL, O_PREFETCH},
+    {"relay-batch", required_argument, NULL, O_RBATCH},
+    {"relay-poll-ms", required_argument, NULL, O_RPOLL},
+    {"bin-dir", required_argument, NULL, O_BIN},
+    {"templates", required_argument, NULL, O_TEMPLATES},
+    {"no-service-relay", no_argument, NULL, O_NO_SERVICE_RELAY},
+    {NULL, 0, NULL, 0},
+};
+
 static int parse_args(int argc, char **argv, config *cfg)
 {
-    static const struct option own[] = {
-        {"rate", required_argument, NULL, O_RATE},
-        {"latency-seconds", required_argument, NULL, O_LAT},
-        {"prefetch", required_argument, NULL, O_PREFETCH},
-        {"relay-batch", required_argument, NULL, O_RBATCH},
-        {"relay-poll-ms", required_argument, NULL, O_RPOLL},
-        {"bin-dir", required_argument, NULL, O_BIN},
-        {"templates", required_argument, NULL, O_TEMPLATES},
-        {"no-service-relay", no_argument, NULL, O_NO_SERVICE_RELAY},
-        {NULL, 0, NULL, 0},
-    };
-    memset(cfg, 0, sizeof *cfg);
+    *cfg = (config){.rate = 1000,
+                    .latency_seconds = 10,
+                    .prefetch = 256,
+                    .relay_batch = 500,
+                    .relay_poll_ms = 2,
+                    .service_relay = 1};
     bench_options_init(&cfg->o, PROG, 20000, 2000, 2000000);
-    cfg->rate = 1000;
-    cfg->latency_seconds = 10;
-    cfg->prefetch = 256;
-    cfg->relay_batch = 500;
-    cfg->relay_poll_ms = 2;
-    cfg->service_relay = 1;
-    int rc = bench_options_parse(&cfg->o, argc, argv, own, own_option, cfg, usage);
-    if (rc != 0)
-        return rc;
-    if (cfg->o.quick && !cfg->lat_set)
+    int rc = bench_options_parse(&cfg->o, argc, argv, e2e_options, own_option, cfg, usage);
+    if (rc == 0 && cfg->o.quick && !cfg->lat_set)
         cfg->latency_seconds = 3;
-    return 0;
+    return rc;
 }
 
 /* ---- small things ----------------------------------------------------------------------- */
@@ -1464,21 +1463,7 @@ static int write_json(const char *path, const run *r, const dist *lat, const log
                       const char *date, int tmpfs, const char *failure)
 {
     const config *cfg = r->cfg;
-    struct utsname un;
-    memset(&un, 0, sizeof un);
-    uname(&un);
-    char host[256] = "";
-    gethostname(host, sizeof host - 1);
-    double load[3] = {0, 0, 0};
-    if (getloadavg(load, 3) < 0)
-        load[0] = load[1] = load[2] = 0;
-    json_t *root = json_pack(
-        "{s:s, s:i, s:s, s:{s:s, s:i, s:s, s:s, s:s, s:[f,f,f]}, s:{s:s, s:s}, s:s}", "benchmark",
-        "e2e_notifications", "format", 1, "date", date, "host", "hostname", host, "nproc",
-        (int)sysconf(_SC_NPROCESSORS_ONLN), "kernel", un.release, "machine", un.machine, "note",
-        "wall-clock rates; the machine may have been shared with other work", "loadavg", load[0],
-        load[1], load[2], "broker", "product", "RabbitMQ", "version", r->b->version, "sqlite",
-        sqlite3_libversion());
+    json_t *root = bench_results_new("e2e_notifications", date, r->b->version);
     if (root == NULL)
         return -1;
     json_object_set_new(root, "machine",
@@ -1604,8 +1589,7 @@ static int write_json(const char *path, const run *r, const dist *lat, const log
     json_object_set_new(root, "undelivered", json_integer((json_int_t)t->undelivered));
     json_object_set_new(root, "error", failure && *failure ? json_string(failure) : json_null());
     json_object_set_new(root, "ok", json_boolean(t->lost == 0 && !(failure && *failure)));
-    int rc =
-        json_dump_file(root, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+    int rc = bench_results_write(root, path, PROG);
     json_decref(root);
     return rc;
 }
@@ -1867,12 +1851,8 @@ done:
                "queue)\n",
                r->t.undelivered);
     fflush(stdout);
-    if (cfg.o.out != NULL) {
-        if (write_json(cfg.o.out, r, lat, logs, date, tmpfs, failure) < 0)
-            fprintf(stderr, PROG ": cannot write %s\n", cfg.o.out);
-        else
-            fprintf(stderr, "results: %s (bench/plot.sh %s draws them)\n", cfg.o.out, cfg.o.out);
-    }
+    if (cfg.o.out != NULL)
+        write_json(cfg.o.out, r, lat, logs, date, tmpfs, failure);
 
     sqlite3_close(r->ro_notif);
     sqlite3_close(r->ro_users);

@@ -42,7 +42,7 @@
 #define PROG         "bench-limits"
 #define BODY_BYTES   200
 #define MAX_RUNS     9
-#define FSYNCS       300  /* disk: write + fdatasync per run */
+#define FSYNCS       1000 /* disk: write + fdatasync per run */
 #define BATCH_ROWS   1000 /* SQLite batch: rows per transaction */
 #define CONFIRM_EACH 1000 /* messages of the window-1 publish (about half a second) */
 
@@ -97,23 +97,22 @@ static int own_option(void *ctx, int opt, const char *arg)
     }
 }
 
+static const struct option limits_options[] = {
+    {"runs", required_argument, NULL, O_RUNS},
+    {"seconds", required_argument, NULL, O_SECONDS},
+    {NULL, 0, NULL, 0},
+};
+
 static int parse_args(int argc, char **argv, config *cfg)
 {
-    static const struct option own[] = {
-        {"runs", required_argument, NULL, O_RUNS},
-        {"seconds", required_argument, NULL, O_SECONDS},
-        {NULL, 0, NULL, 0},
-    };
-    memset(cfg, 0, sizeof *cfg);
+    *cfg = (config){.runs = 0};
     bench_options_init(&cfg->o, PROG, 20000, 2000, 10000000);
-    int rc = bench_options_parse(&cfg->o, argc, argv, own, own_option, cfg, usage);
-    if (rc != 0)
-        return rc;
+    int rc = bench_options_parse(&cfg->o, argc, argv, limits_options, own_option, cfg, usage);
     if (cfg->runs == 0)
         cfg->runs = cfg->o.quick ? 1 : 3;
     if (cfg->seconds == 0)
         cfg->seconds = cfg->o.quick ? 0.3 : 2.0;
-    return 0;
+    return rc;
 }
 
 /* ---- the figures ---------------------------------------------------------------------- */
@@ -388,10 +387,8 @@ int main(int argc, char **argv)
 {
     config cfg;
     int prc = parse_args(argc, argv, &cfg);
-    if (prc == 1)
-        return 0;
     if (prc != 0)
-        return 2;
+        return prc == 1 ? 0 : 2; /* --help, or bad usage */
 
     char dir[4200];
     const char *tmp = getenv("TMPDIR");

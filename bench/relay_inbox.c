@@ -52,6 +52,7 @@
 #include "options.h"
 #include "progress.h"
 #include "raw_broker.h"
+#include "results.h"
 #include "stats.h"
 #include "herald/amqp.h"
 #include "herald/clock.h"
@@ -178,28 +179,25 @@ static int own_option(void *ctx, int opt, const char *arg)
     }
 }
 
+/* Options of the relay and consumer phases; bench_options_parse adds the shared ones. */
+static const struct option relay_inbox_options[] = {
+    {"rounds", required_argument, NULL, O_ROUNDS},
+    {"batch", required_argument, NULL, O_BATCH},
+    {"window", required_argument, NULL, O_WINDOW},
+    {"no-pipeline", no_argument, NULL, O_NO_PIPELINE},
+    {"prefetch", required_argument, NULL, O_PREFETCH},
+    {"batch-max", required_argument, NULL, O_BATCH_MAX},
+    {"decode", no_argument, NULL, O_DECODE},
+    {"publisher", no_argument, NULL, O_PUBLISHER},
+    {NULL, 0, NULL, 0},
+};
+
 static int parse_args(int argc, char **argv, config *cfg)
 {
-    static const struct option own[] = {
-        {"rounds", required_argument, NULL, O_ROUNDS},
-        {"batch", required_argument, NULL, O_BATCH},
-        {"window", required_argument, NULL, O_WINDOW},
-        {"no-pipeline", no_argument, NULL, O_NO_PIPELINE},
-        {"prefetch", required_argument, NULL, O_PREFETCH},
-        {"batch-max", required_argument, NULL, O_BATCH_MAX},
-        {"decode", no_argument, NULL, O_DECODE},
-        {"publisher", no_argument, NULL, O_PUBLISHER},
-        {NULL, 0, NULL, 0},
-    };
-    memset(cfg, 0, sizeof *cfg);
+    *cfg = (config){.rounds = 5, .batch = 1000, .prefetch = 256};
     bench_options_init(&cfg->o, PROG, 20000, 2000, 10000000);
-    cfg->rounds = 5;
-    cfg->batch = 1000;
-    cfg->prefetch = 256;
-    int rc = bench_options_parse(&cfg->o, argc, argv, own, own_option, cfg, usage);
-    if (rc != 0)
-        return rc;
-    if (cfg->o.quick && !cfg->rounds_set)
+    int rc = bench_options_parse(&cfg->o, argc, argv, relay_inbox_options, own_option, cfg, usage);
+    if (rc == 0 && cfg->o.quick && !cfg->rounds_set)
         cfg->rounds = 1;
     if (cfg->window == 0)
         cfg->window = cfg->batch;
@@ -209,7 +207,7 @@ static int parse_args(int argc, char **argv, config *cfg)
         size_t half = (size_t)cfg->prefetch / 2;
         cfg->batch_max = half == 0 ? 1 : half > 256 ? 256 : half;
     }
-    return 0;
+    return rc;
 }
 
 /* ---- measuring -------------------------------------------------------------------------- */
@@ -985,15 +983,6 @@ static int write_json(const char *path, const config *cfg, const broker *b, cons
                       const details *d, const char *date, int tmpfs, size_t lost,
                       const char *failure)
 {
-    struct utsname un;
-    memset(&un, 0, sizeof un);
-    uname(&un);
-    char host[256] = "";
-    gethostname(host, sizeof host - 1);
-    double load[3] = {0, 0, 0};
-    if (getloadavg(load, 3) < 0)
-        load[0] = load[1] = load[2] = 0;
-
     json_t *phases = json_object();
     for (int i = 0; i < NPHASES; i++)
         json_object_set_new(phases, s[i].key, phase_json(&s[i], rr, rounds_done, i));
@@ -1004,21 +993,19 @@ static int write_json(const char *path, const config *cfg, const broker *b, cons
             v[i].known ? json_pack("{s:f, s:f, s:b}", "value", v[i].ratio, "target", v[i].target,
                                    "pass", v[i].pass)
                        : json_pack("{s:n, s:f, s:n}", "value", "target", v[i].target, "pass"));
-    json_t *root = json_pack(
-        "{s:s, s:i, s:s, s:{s:s, s:i, s:s, s:s, s:s, s:[f,f,f]},"
-        " s:{s:s, s:s}, s:s,"
-        " s:{s:I, s:i, s:i, s:I, s:i, s:I, s:I, s:i, s:I, s:b, s:s, s:s}}",
-        "benchmark", "relay_inbox", "format", 1, "date", date, "host", "hostname", host, "nproc",
-        (int)sysconf(_SC_NPROCESSORS_ONLN), "kernel", un.release, "machine", un.machine, "note",
-        "wall-clock rates; the machine may have been shared with other work", "loadavg", load[0],
-        load[1], load[2], "broker", "product", "RabbitMQ", "version", b->version, "sqlite",
-        sqlite3_libversion(), "parameters", "count", (json_int_t)cfg->o.count, "rounds",
-        cfg->rounds, "body_bytes", BODY_BYTES, "raw_window", (json_int_t)cfg->o.raw_window,
-        "raw_prefetch", cfg->o.raw_prefetch, "relay_batch", (json_int_t)cfg->batch, "relay_window",
-        (json_int_t)cfg->window, "consumer_prefetch", cfg->prefetch, "consumer_batch_max",
-        (json_int_t)cfg->batch_max, "decode", cfg->decode, "synchronous", "full", "queue_type",
-        "classic");
-    if (root == NULL) {
+    json_t *root = bench_results_new("relay_inbox", date, b->version);
+    if (root != NULL)
+        json_object_set_new(
+            root, "parameters",
+            json_pack("{s:I, s:i, s:i, s:I, s:i, s:I, s:I, s:i, s:I, s:b, s:s, s:s}", "count",
+                      (json_int_t)cfg->o.count, "rounds", cfg->rounds, "body_bytes", BODY_BYTES,
+                      "raw_window", (json_int_t)cfg->o.raw_window, "raw_prefetch",
+                      cfg->o.raw_prefetch, "relay_batch", (json_int_t)cfg->batch, "relay_window",
+                      (json_int_t)cfg->window, "consumer_prefetch", cfg->prefetch,
+                      "consumer_batch_max", (json_int_t)cfg->batch_max, "decode", cfg->decode,
+                      "synchronous", "full", "queue_type", "classic"));
+    if (root == NULL || json_object_get(root, "parameters") == NULL) {
+        json_decref(root);
         json_decref(phases);
         json_decref(ratios);
         return -1;
@@ -1045,8 +1032,7 @@ static int write_json(const char *path, const config *cfg, const broker *b, cons
     json_object_set_new(root, "lost", json_integer((json_int_t)lost));
     json_object_set_new(root, "error", failure ? json_string(failure) : json_null());
     json_object_set_new(root, "ok", json_boolean(lost == 0 && failure == NULL));
-    int rc =
-        json_dump_file(root, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+    int rc = bench_results_write(root, path, PROG);
     json_decref(root);
     return rc;
 }
@@ -1142,13 +1128,9 @@ int main(int argc, char **argv)
         printf("\n  FAILED: %s\n", failure);
     fflush(stdout);
 
-    if (cfg.o.out != NULL) {
-        if (write_json(cfg.o.out, &cfg, &b, s, rr, rounds_done, v, 2, &d, date, tmpfs, lost,
-                       failure[0] ? failure : NULL) < 0)
-            fprintf(stderr, "bench-relay_inbox: cannot write %s\n", cfg.o.out);
-        else
-            fprintf(stderr, "results: %s (bench/plot.sh %s draws them)\n", cfg.o.out, cfg.o.out);
-    }
+    if (cfg.o.out != NULL)
+        write_json(cfg.o.out, &cfg, &b, s, rr, rounds_done, v, 2, &d, date, tmpfs, lost,
+                   failure[0] ? failure : NULL);
 
     broker_teardown(&b);
     if (cfg.o.keep)
