@@ -4,6 +4,8 @@
 #   make test        install, build (coverage + asan), start the servers, run every test,
 #                    the sanitizer run and valgrind on the unit tests, stop the servers
 #   make coverage    the test suite on the coverage build + gcovr HTML and threshold
+#   make bench       the benchmarks (docs/bench.md); make limits: the machine's raw limits,
+#                    written to docs/limits.md
 #
 # Variables: JOBS (parallel build jobs), COVERAGE_MIN (line coverage threshold, percent).
 
@@ -13,12 +15,12 @@ SERVERS      := scripts/servers.sh
 export HD_SOURCE_DIR := $(CURDIR)
 
 .PHONY: all deps build configure-% build-% test test-unit test-asan test-valgrind coverage \
-        tutorial demo bench format format-check servers-up servers-down install clean help
+        tutorial demo bench limits format format-check servers-up servers-down install clean help
 
 all: build
 
 help:
-	@sed -n '1,12p' Makefile
+	@sed -n '1,14p' Makefile
 
 deps:
 	@scripts/deps.sh
@@ -56,6 +58,10 @@ demo: deps build-dev
 
 bench: deps build-release
 	@$(SERVERS) run -- scripts/bench.sh build/release
+
+# The machine's raw limits (disk, SQLite, RabbitMQ; about a minute), into docs/limits.md.
+limits: deps build-release
+	@$(SERVERS) run -- build/release/bench-limits --out docs/limits.md
 
 servers-up: deps
 	@$(SERVERS) up

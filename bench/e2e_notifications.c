@@ -71,6 +71,13 @@
 #include <sqlite3.h>
 
 #include "bench_util.h"
+#include "options.h"
+#include "disk_probe.h"
+#include "proc_stats.h"
+#include "progress.h"
+#include "raw_broker.h"
+#include "results.h"
+#include "stats.h"
 #include "herald/amqp.h"
 #include "herald/clock.h"
 #include "herald/envelope.h"
@@ -82,13 +89,13 @@
 extern char **environ;
 
 #define PROG             "bench-e2e_notifications"
-#define FILL_PER_TX      1000    /* outbox rows per transaction while pre-filling (untimed) */
-#define STALL_MS         30000   /* no progress for this long: give up */
-#define START_TIMEOUT_MS 30000   /* a service must answer /health within this */
-#define STOP_TIMEOUT_MS  30000   /* a service must exit within this after SIGTERM */
-#define POLL_MS          100     /* reading the notifications database */
-#define TARGET_RATE      10000.0 /* notifications/s on 2 cores */
-#define TARGET_P99_MS    25.0    /* at the offered load */
+#define FILL_PER_TX      1000 /* outbox rows per transaction while pre-filling (untimed) */
+#define STALL_MS         BENCH_STALL_MS /* no progress for this long: give up */
+#define START_TIMEOUT_MS 30000          /* a service must answer /health within this */
+#define STOP_TIMEOUT_MS  30000          /* a service must exit within this after SIGTERM */
+#define POLL_MS          100            /* reading the notifications database */
+#define TARGET_RATE      10000.0        /* notifications/s on 2 cores */
+#define TARGET_P99_MS    25.0           /* at the offered load */
 #define EVENT_TYPE       "users.user_registered"
 #define SENT_TYPE        "notifications.notification_sent"
 #define NOTIF_EXCHANGE   "notifications" /* the service's relay: the type's topic */
@@ -96,21 +103,17 @@ extern char **environ;
 /* ---- options ---------------------------------------------------------------------------- */
 
 typedef struct config {
-    const char *url;
-    size_t count;           /* throughput: events */
+    bench_options o;        /* --amqp-url, --count (throughput: events), --quick, --raw-*,
+                               --workdir, --keep, --out */
     double rate;            /* latency: offered events per second */
     double latency_seconds; /* latency: how long */
     int prefetch;           /* HD_PREFETCH of herald-notifications */
     size_t relay_batch;     /* HD_RELAY_BATCH of herald-relay */
     int relay_poll_ms;      /* HD_RELAY_POLL_MS of herald-relay */
-    size_t raw_window;
-    int raw_prefetch;
     const char *bin_dir;
     const char *templates;
-    const char *workdir;
-    const char *out;
-    int keep;
     int service_relay; /* HD_NOTIFICATIONS_RELAY: publish notification_sent in-process */
+    int lat_set;       /* --latency-seconds given (--quick then keeps it) */
 } config;
 
 static void usage(FILE *f)
@@ -153,157 +156,76 @@ static void usage(FILE *f)
 
 static int parse_num(const char *s, const char *name, double lo, double hi, double *out)
 {
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno != 0 || end == s || *end != '\0' || !(v >= lo && v <= hi)) {
-        fprintf(stderr, PROG ": %s must be a number in %g..%g (got '%s')\n", name, lo, hi, s);
+    return bench_parse_num(PROG, s, name, lo, hi, out);
+}
+
+enum { O_RATE = 256, O_LAT, O_PREFETCH, O_RBATCH, O_RPOLL, O_BIN, O_TEMPLATES, O_NO_SERVICE_RELAY };
+
+static int own_option(void *ctx, int opt, const char *arg)
+{
+    config *cfg = ctx;
+    double v;
+    switch (opt) {
+    case O_RATE:
+        return parse_num(arg, "--rate", 1, 100000, &cfg->rate);
+    case O_LAT:
+        cfg->lat_set = 1;
+        return parse_num(arg, "--latency-seconds", 0, 3600, &cfg->latency_seconds);
+    case O_PREFETCH:
+        if (parse_num(arg, "--prefetch", 1, 256, &v) < 0)
+            return -1;
+        cfg->prefetch = (int)v;
+        return 0;
+    case O_RBATCH:
+        if (parse_num(arg, "--relay-batch", 1, HD_OUTBOX_BATCH_MAX, &v) < 0)
+            return -1;
+        cfg->relay_batch = (size_t)v;
+        return 0;
+    case O_RPOLL:
+        if (parse_num(arg, "--relay-poll-ms", 1, 3600000, &v) < 0)
+            return -1;
+        cfg->relay_poll_ms = (int)v;
+        return 0;
+    case O_BIN:
+        cfg->bin_dir = arg;
+        return 0;
+    case O_TEMPLATES:
+        cfg->templates = arg;
+        return 0;
+    case O_NO_SERVICE_RELAY:
+        cfg->service_relay = 0;
+        return 0;
+    default:
         return -1;
     }
-    *out = v;
-    return 0;
 }
+
+/* The options of this bench alone (the shared ones: bench/common/options.h). */
+static const struct option e2e_options[] = {
+    {"rate", required_argument, NULL, O_RATE},
+    {"latency-seconds", required_argument, NULL, O_LAT},
+    {"prefetch", required_argument, NULL, O_PREFETCH},
+    {"relay-batch", required_argument, NULL, O_RBATCH},
+    {"relay-poll-ms", required_argument, NULL, O_RPOLL},
+    {"bin-dir", required_argument, NULL, O_BIN},
+    {"templates", required_argument, NULL, O_TEMPLATES},
+    {"no-service-relay", no_argument, NULL, O_NO_SERVICE_RELAY},
+    {NULL, 0, NULL, 0},
+};
 
 static int parse_args(int argc, char **argv, config *cfg)
 {
-    enum {
-        O_RATE = 256,
-        O_LAT,
-        O_PREFETCH,
-        O_RBATCH,
-        O_RPOLL,
-        O_RAW_WINDOW,
-        O_RAW_PREFETCH,
-        O_BIN,
-        O_TEMPLATES,
-        O_KEEP,
-        O_NO_SERVICE_RELAY
-    };
-    static const struct option longs[] = {
-        {"amqp-url", required_argument, NULL, 'u'},
-        {"count", required_argument, NULL, 'n'},
-        {"quick", no_argument, NULL, 'q'},
-        {"rate", required_argument, NULL, O_RATE},
-        {"latency-seconds", required_argument, NULL, O_LAT},
-        {"prefetch", required_argument, NULL, O_PREFETCH},
-        {"relay-batch", required_argument, NULL, O_RBATCH},
-        {"relay-poll-ms", required_argument, NULL, O_RPOLL},
-        {"raw-window", required_argument, NULL, O_RAW_WINDOW},
-        {"raw-prefetch", required_argument, NULL, O_RAW_PREFETCH},
-        {"bin-dir", required_argument, NULL, O_BIN},
-        {"templates", required_argument, NULL, O_TEMPLATES},
-        {"workdir", required_argument, NULL, 'd'},
-        {"keep", no_argument, NULL, O_KEEP},
-        {"no-service-relay", no_argument, NULL, O_NO_SERVICE_RELAY},
-        {"out", required_argument, NULL, 'o'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    memset(cfg, 0, sizeof *cfg);
-    cfg->url = getenv("HD_AMQP_URL");
-    cfg->count = 20000;
-    cfg->rate = 1000;
-    cfg->latency_seconds = 10;
-    cfg->prefetch = 256;
-    cfg->relay_batch = 500;
-    cfg->relay_poll_ms = 2;
-    cfg->raw_window = 1000;
-    cfg->raw_prefetch = 100;
-    cfg->service_relay = 1;
-    int quick = 0, count_set = 0, lat_set = 0;
-    double v;
-    int opt;
-    while ((opt = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
-        switch (opt) {
-        case 'u':
-            cfg->url = optarg;
-            break;
-        case 'n':
-            if (parse_num(optarg, "--count", 1, 2000000, &v) < 0)
-                return 2;
-            cfg->count = (size_t)v;
-            count_set = 1;
-            break;
-        case 'q':
-            quick = 1;
-            break;
-        case O_RATE:
-            if (parse_num(optarg, "--rate", 1, 100000, &v) < 0)
-                return 2;
-            cfg->rate = v;
-            break;
-        case O_LAT:
-            if (parse_num(optarg, "--latency-seconds", 0, 3600, &v) < 0)
-                return 2;
-            cfg->latency_seconds = v;
-            lat_set = 1;
-            break;
-        case O_PREFETCH:
-            if (parse_num(optarg, "--prefetch", 1, 256, &v) < 0)
-                return 2;
-            cfg->prefetch = (int)v;
-            break;
-        case O_RBATCH:
-            if (parse_num(optarg, "--relay-batch", 1, HD_OUTBOX_BATCH_MAX, &v) < 0)
-                return 2;
-            cfg->relay_batch = (size_t)v;
-            break;
-        case O_RPOLL:
-            if (parse_num(optarg, "--relay-poll-ms", 1, 3600000, &v) < 0)
-                return 2;
-            cfg->relay_poll_ms = (int)v;
-            break;
-        case O_RAW_WINDOW:
-            if (parse_num(optarg, "--raw-window", 1, 1000000, &v) < 0)
-                return 2;
-            cfg->raw_window = (size_t)v;
-            break;
-        case O_RAW_PREFETCH:
-            if (parse_num(optarg, "--raw-prefetch", 1, 65535, &v) < 0)
-                return 2;
-            cfg->raw_prefetch = (int)v;
-            break;
-        case O_BIN:
-            cfg->bin_dir = optarg;
-            break;
-        case O_TEMPLATES:
-            cfg->templates = optarg;
-            break;
-        case 'd':
-            cfg->workdir = optarg;
-            break;
-        case O_KEEP:
-            cfg->keep = 1;
-            break;
-        case O_NO_SERVICE_RELAY:
-            cfg->service_relay = 0;
-            break;
-        case 'o':
-            cfg->out = optarg;
-            break;
-        case 'h':
-            usage(stdout);
-            return 1;
-        default:
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, PROG ": unexpected argument '%s'\n", argv[optind]);
-        usage(stderr);
-        return 2;
-    }
-    if (quick && !count_set)
-        cfg->count = 2000;
-    if (quick && !lat_set)
+    *cfg = (config){.rate = 1000,
+                    .latency_seconds = 10,
+                    .prefetch = 256,
+                    .relay_batch = 500,
+                    .relay_poll_ms = 2,
+                    .service_relay = 1};
+    bench_options_init(&cfg->o, PROG, 20000, 2000, 2000000);
+    int rc = bench_options_parse(&cfg->o, argc, argv, e2e_options, own_option, cfg, usage);
+    if (rc == 0 && cfg->o.quick && !cfg->lat_set)
         cfg->latency_seconds = 3;
-    if (cfg->url == NULL || *cfg->url == '\0') {
-        fprintf(stderr, PROG ": no broker: set HD_AMQP_URL or pass --amqp-url "
-                             "(scripts/servers.sh up rabbitmq writes the env file)\n");
-        return 2;
-    }
-    return 0;
+    return rc;
 }
 
 /* ---- small things ----------------------------------------------------------------------- */
@@ -315,117 +237,10 @@ static int64_t wall_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* utime + stime of a process (all its threads), in clock ticks; -1 when it is gone. */
-static long long proc_cpu_ticks(pid_t pid)
-{
-    if (pid <= 0)
-        return -1;
-    char path[64], buf[2048];
-    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
-    if (p == NULL)
-        return -1;
-    /* After ") ": state (field 3) ... utime is field 14, stime 15. */
-    unsigned long long ut = 0, st = 0;
-    int field = 2;
-    for (char *tok = strtok(p + 1, " "); tok != NULL; tok = strtok(NULL, " ")) {
-        field++;
-        if (field == 14)
-            ut = strtoull(tok, NULL, 10);
-        else if (field == 15) {
-            st = strtoull(tok, NULL, 10);
-            break;
-        }
-    }
-    return (long long)(ut + st);
-}
-
-/* A "Key:   123 kB" line of /proc/<pid>/status; -1 when absent. */
+/* The services' supervisor below reads their peak RSS with this (bench/common/proc_stats). */
 static long proc_status_kb(pid_t pid, const char *key)
 {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%ld/status", (long)pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return -1;
-    long kb = -1;
-    size_t klen = strlen(key);
-    while (fgets(line, sizeof line, f) != NULL)
-        if (strncmp(line, key, klen) == 0 && line[klen] == ':') {
-            kb = strtol(line + klen + 1, NULL, 10);
-            break;
-        }
-    fclose(f);
-    return kb;
-}
-
-/* The process listening on 127.0.0.1:port or *:port (the broker, to count its CPU): the
- * socket's inode from /proc/net/tcp{,6}, then the process holding it. 0 when not found
- * (another user's process, or not Linux). */
-static pid_t find_listener(int port)
-{
-    unsigned long inode = 0;
-    static const char *const tables[] = {"/proc/net/tcp", "/proc/net/tcp6"};
-    for (size_t t = 0; t < 2 && inode == 0; t++) {
-        FILE *f = fopen(tables[t], "r");
-        if (f == NULL)
-            continue;
-        char line[512];
-        while (fgets(line, sizeof line, f) != NULL) {
-            char local[128], remote[128];
-            unsigned st;
-            unsigned long ino;
-            if (sscanf(line, " %*d: %127s %127s %x %*s %*s %*s %*s %*s %lu", local, remote, &st,
-                       &ino) != 4)
-                continue;
-            const char *colon = strrchr(local, ':');
-            if (st == 0x0A && colon != NULL && strtol(colon + 1, NULL, 16) == port) {
-                inode = ino;
-                break;
-            }
-        }
-        fclose(f);
-    }
-    if (inode == 0)
-        return 0;
-    char want[64];
-    snprintf(want, sizeof want, "socket:[%lu]", inode);
-    DIR *proc = opendir("/proc");
-    if (proc == NULL)
-        return 0;
-    pid_t found = 0;
-    struct dirent *de;
-    while (found == 0 && (de = readdir(proc)) != NULL) {
-        if (de->d_name[0] < '0' || de->d_name[0] > '9')
-            continue;
-        char fddir[300];
-        snprintf(fddir, sizeof fddir, "/proc/%s/fd", de->d_name);
-        DIR *fds = opendir(fddir);
-        if (fds == NULL)
-            continue;
-        struct dirent *fe;
-        while ((fe = readdir(fds)) != NULL) {
-            char link[600], target[128];
-            snprintf(link, sizeof link, "%s/%s", fddir, fe->d_name);
-            ssize_t n = readlink(link, target, sizeof target - 1);
-            if (n <= 0)
-                continue;
-            target[n] = '\0';
-            if (strcmp(target, want) == 0) {
-                found = (pid_t)strtol(de->d_name, NULL, 10);
-                break;
-            }
-        }
-        closedir(fds);
-    }
-    closedir(proc);
-    return found;
+    return bench_proc_status_kb(pid, key);
 }
 
 /* ---- CPU of every process of the pipeline over a phase ----------------------------------- */
@@ -435,91 +250,23 @@ static const char *const who_names[NWHO] = {"bench", "herald-relay", "herald-not
                                             "RabbitMQ"};
 static const char *const who_keys[NWHO] = {"bench", "relay", "notifications", "broker"};
 
-typedef struct cpu_probe {
-    pid_t pid[NWHO]; /* 0: not measured */
-    long long t0[NWHO];
-    unsigned long long busy0, total0;
-    int64_t ns0;
-    double bench0;
-    long long psi0[2];
-    /* results: share of one core (1.0 = a core busy all the phase); -1 unknown */
-    double share[NWHO];
-    double cpu_s[NWHO]; /* CPU seconds over the phase; -1 unknown */
-    double seconds;
-    double machine; /* share of all CPUs busy */
-    double psi[2];  /* share of the time some task waited for a CPU / for I/O; -1 unknown */
-} cpu_probe;
-
-/* "some ... total=<us>" of /proc/pressure/<what> (Linux >= 4.20 with PSI); -1 if absent. */
-static long long psi_some_us(const char *what)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/pressure/%s", what);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return -1;
-    long long v = -1;
-    if (fgets(line, sizeof line, f) != NULL && strncmp(line, "some", 4) == 0) {
-        const char *t = strstr(line, "total=");
-        if (t != NULL)
-            v = strtoll(t + 6, NULL, 10);
-    }
-    fclose(f);
-    return v;
-}
-static const char *const psi_names[2] = {"cpu", "io"};
+/* Slot W_BENCH is this process (BENCH_PROBE_SELF); the others are set when known. */
+typedef bench_probe cpu_probe;
 
 static void probe_begin(cpu_probe *c)
 {
-    for (int i = 0; i < NWHO; i++)
-        c->t0[i] = c->pid[i] > 0 ? proc_cpu_ticks(c->pid[i]) : -1;
-    c->bench0 = bench_cpu_seconds();
-    bench_machine_jiffies(&c->busy0, &c->total0);
-    for (int k = 0; k < 2; k++)
-        c->psi0[k] = psi_some_us(psi_names[k]);
-    c->ns0 = hd_clock_ns();
+    c->pid[W_BENCH] = BENCH_PROBE_SELF;
+    bench_probe_begin(c);
 }
 
 static void probe_end(cpu_probe *c)
 {
-    double secs = (double)(hd_clock_ns() - c->ns0) / 1e9;
-    double hz = (double)sysconf(_SC_CLK_TCK);
-    c->seconds = secs;
-    for (int i = 0; i < NWHO; i++) {
-        c->share[i] = c->cpu_s[i] = -1;
-        if (i == W_BENCH)
-            c->cpu_s[i] = bench_cpu_seconds() - c->bench0;
-        else {
-            long long t1 = c->pid[i] > 0 ? proc_cpu_ticks(c->pid[i]) : -1;
-            if (c->t0[i] >= 0 && t1 >= c->t0[i])
-                c->cpu_s[i] = (double)(t1 - c->t0[i]) / hz;
-        }
-        if (c->cpu_s[i] >= 0 && secs > 0)
-            c->share[i] = c->cpu_s[i] / secs;
-    }
-    for (int k = 0; k < 2; k++) {
-        long long v = psi_some_us(psi_names[k]);
-        c->psi[k] =
-            v >= 0 && c->psi0[k] >= 0 && secs > 0 ? (double)(v - c->psi0[k]) / 1e6 / secs : -1;
-    }
-    unsigned long long busy, total;
-    bench_machine_jiffies(&busy, &total);
-    c->machine = total > c->total0 ? (double)(busy - c->busy0) / (double)(total - c->total0) : 0;
+    bench_probe_end(c);
 }
 
 static json_t *probe_json(const cpu_probe *c)
 {
-    json_t *o = json_object();
-    for (int i = 0; i < NWHO; i++)
-        json_object_set_new(o, who_keys[i],
-                            c->share[i] >= 0 ? json_real(c->share[i]) : json_null());
-    json_object_set_new(o, "machine_busy", json_real(c->machine));
-    for (int k = 0; k < 2; k++) {
-        char key[32];
-        snprintf(key, sizeof key, "psi_%s_some", psi_names[k]);
-        json_object_set_new(o, key, c->psi[k] >= 0 ? json_real(c->psi[k]) : json_null());
-    }
-    return o;
+    return bench_probe_json(c, who_keys, NWHO);
 }
 
 /* "relay 45%, notifications 98%, RabbitMQ 60%, bench 3%; machine 100% of 2 CPUs" */
@@ -541,38 +288,6 @@ static void probe_print(const char *indent, const cpu_probe *c)
     printf("\n");
 }
 
-/* ---- progress --------------------------------------------------------------------------- */
-
-typedef struct progress {
-    const char *name;
-    size_t total;
-    int64_t last_ns;
-    size_t last_done;
-} progress;
-
-static void progress_start(progress *pr, const char *name, size_t total)
-{
-    pr->name = name;
-    pr->total = total;
-    pr->last_ns = hd_clock_ns();
-    pr->last_done = 0;
-}
-
-/* About once a second: "name: done/total (pct%) rate/s[ extra]". */
-static void progress_tick(progress *pr, size_t done, const char *extra)
-{
-    int64_t now = hd_clock_ns();
-    if (now - pr->last_ns < 1000000000LL)
-        return;
-    char r[32];
-    double rate = (double)(done - pr->last_done) * 1e9 / (double)(now - pr->last_ns);
-    fprintf(stderr, "%s: %zu/%zu (%zu%%) %s/s%s%s\n", pr->name, done, pr->total,
-            pr->total ? done * 100 / pr->total : 0, bench_thousands(r, sizeof r, rate),
-            extra && *extra ? ", " : "", extra ? extra : "");
-    pr->last_ns = now;
-    pr->last_done = done;
-}
-
 /* ---- the broker ------------------------------------------------------------------------- */
 
 typedef struct broker {
@@ -592,8 +307,7 @@ static int broker_setup(broker *b, const char *url, hd_error *err)
     if (hd_amqp_url_parse(url, &u, err) < 0)
         return err->code;
     b->port = u.port;
-    hd_amqp_options ao = {.connection_name = "bench admin"};
-    int rc = hd_amqp_open(url, &ao, &b->admin, err);
+    int rc = bench_broker_open(url, &b->admin, b->version, sizeof b->version, err);
     if (rc < 0)
         return rc;
     long pid = (long)getpid();
@@ -603,34 +317,15 @@ static int broker_setup(broker *b, const char *url, hd_error *err)
     snprintf(b->raw_queue, sizeof b->raw_queue, "hdbench-%ld.raw.q", pid);
     snprintf(b->sink, sizeof b->sink, "hdbench-%ld.notification_sent", pid);
 
-    snprintf(b->version, sizeof b->version, "?");
-    amqp_table_t *props = amqp_get_server_properties(hd_amqp_state(b->admin));
-    for (int i = 0; props != NULL && i < props->num_entries; i++) {
-        const amqp_table_entry_t *e = &props->entries[i];
-        if (e->key.len == 7 && memcmp(e->key.bytes, "version", 7) == 0 &&
-            (e->value.kind == AMQP_FIELD_KIND_UTF8 || e->value.kind == AMQP_FIELD_KIND_BYTES))
-            snprintf(b->version, sizeof b->version, "%.*s", (int)e->value.value.bytes.len,
-                     (const char *)e->value.value.bytes.bytes);
-    }
-
     /* Every exchange as herald's relays declare them (durable topic): their own declares are
      * then the no-ops they are in production. The users exchange exists before the service
      * binds its queue to it; the sink makes the service's notification_sent routable (a
      * mandatory publish that no queue takes is returned and retried). */
-    hd_exchange_spec users = {.name = b->users_exchange, .type = HD_EXCHANGE_TOPIC, .durable = 1};
-    hd_exchange_spec notif = {.name = NOTIF_EXCHANGE, .type = HD_EXCHANGE_TOPIC, .durable = 1};
-    hd_exchange_spec raw = {.name = b->raw_exchange, .type = HD_EXCHANGE_TOPIC, .durable = 1};
-    hd_queue_spec rq = {.name = b->raw_queue, .durable = 1, .type = HD_QUEUE_CLASSIC};
-    hd_queue_spec sq = {.name = b->sink, .durable = 1, .type = HD_QUEUE_CLASSIC};
-    hd_binding_spec rb = {.queue = b->raw_queue, .exchange = b->raw_exchange, .key = "#"};
-    hd_binding_spec sb = {.queue = b->sink, .exchange = NOTIF_EXCHANGE, .key = SENT_TYPE};
-    if ((rc = hd_exchange_declare(b->admin, &users, err)) < 0 ||
-        (rc = hd_exchange_declare(b->admin, &notif, err)) < 0 ||
-        (rc = hd_exchange_declare(b->admin, &raw, err)) < 0 ||
-        (rc = hd_queue_declare(b->admin, &rq, NULL, err)) < 0 ||
-        (rc = hd_queue_declare(b->admin, &sq, NULL, err)) < 0 ||
-        (rc = hd_queue_bind(b->admin, &rb, err)) < 0 ||
-        (rc = hd_queue_bind(b->admin, &sb, err)) < 0)
+    if ((rc = bench_broker_declare_exchange(b->admin, b->users_exchange, err)) < 0 ||
+        (rc = bench_broker_declare_exchange(b->admin, NOTIF_EXCHANGE, err)) < 0 ||
+        (rc = bench_broker_declare_exchange(b->admin, b->raw_exchange, err)) < 0 ||
+        (rc = bench_broker_declare_queue(b->admin, b->raw_queue, b->raw_exchange, "#", err)) < 0 ||
+        (rc = bench_broker_declare_queue(b->admin, b->sink, NOTIF_EXCHANGE, SENT_TYPE, err)) < 0)
         return rc;
     return 0;
 }
@@ -638,11 +333,8 @@ static int broker_setup(broker *b, const char *url, hd_error *err)
 /* Ready messages in a queue, or -1. */
 static long queue_depth(broker *b, const char *queue)
 {
-    hd_queue_info info;
     hd_error err;
-    if (hd_queue_inspect(b->admin, queue, &info, &err) < 0)
-        return -1;
-    return (long)info.message_count;
+    return bench_queue_depth(b->admin, queue, &err);
 }
 
 /* Everything this run declared, except the shared "notifications" exchange. */
@@ -660,245 +352,45 @@ static void broker_teardown(broker *b)
         }
         snprintf(name, sizeof name, "%s.retry", b->queue);
         hd_exchange_delete(b->admin, name, NULL);
-        hd_queue_delete(b->admin, b->queue, NULL, NULL);
-        hd_queue_delete(b->admin, b->raw_queue, NULL, NULL);
-        hd_queue_delete(b->admin, b->sink, NULL, NULL);
-        hd_exchange_delete(b->admin, b->raw_exchange, NULL);
-        hd_exchange_delete(b->admin, b->users_exchange, NULL);
+        bench_broker_drop(b->admin, b->queue, NULL);
+        bench_broker_drop(b->admin, b->raw_queue, b->raw_exchange);
+        bench_broker_drop(b->admin, b->sink, b->users_exchange);
     }
-    hd_amqp_close(b->admin);
+    bench_broker_close(b->admin);
     b->admin = NULL;
 }
 
 /* ---- phase 1: the raw limits ------------------------------------------------------------ */
 
+/* One raw phase: its timing (bench_span) and the broker's CPU over it. */
 typedef struct raw_result {
-    int ran;
-    size_t messages;
-    double seconds, rate, bench_cpu, machine;
+    bench_span s;
     cpu_probe cpu; /* the broker's CPU, and the machine's */
 } raw_result;
 
-typedef struct confirms {
-    unsigned char *settled;
-    uint64_t low;
-    uint64_t acked, nacked;
-} confirms;
-
-static void confirm_settle(confirms *c, uint64_t tag, int multiple, int ack, uint64_t next)
-{
-    if (tag >= next)
-        return;
-    uint64_t from = multiple ? c->low : tag;
-    for (uint64_t t = from; t <= tag; t++) {
-        if (c->settled[t])
-            continue;
-        c->settled[t] = 1;
-        if (ack)
-            c->acked++;
-        else
-            c->nacked++;
-    }
-    while (c->low < next && c->settled[c->low])
-        c->low++;
-}
-
-typedef struct timer {
-    int64_t t0;
-    double cpu0;
-    unsigned long long busy0, total0;
-    cpu_probe *probe;
-} timer;
-
 static pid_t broker_pid; /* the broker's process, when found (its CPU is measured) */
 
-static void timer_begin(timer *t, raw_result *r)
+static void raw_prepare(raw_result *res)
 {
-    t->probe = &r->cpu;
-    t->probe->pid[W_BROKER] = broker_pid;
-    probe_begin(t->probe);
-    bench_machine_jiffies(&t->busy0, &t->total0);
-    t->cpu0 = bench_cpu_seconds();
-    t->t0 = hd_clock_ns();
-}
-
-static void timer_end(const timer *t, size_t messages, raw_result *r)
-{
-    int64_t t1 = hd_clock_ns();
-    unsigned long long busy, total;
-    probe_end(t->probe);
-    r->bench_cpu = bench_cpu_seconds() - t->cpu0;
-    bench_machine_jiffies(&busy, &total);
-    r->machine = total > t->total0 ? (double)(busy - t->busy0) / (double)(total - t->total0) : 0;
-    r->messages = messages;
-    r->seconds = (double)(t1 - t->t0) / 1e9;
-    r->rate = r->seconds > 0 ? (double)messages / r->seconds : 0;
-    r->ran = 1;
+    res->s.probe = &res->cpu;
+    res->cpu.pid[W_BENCH] = BENCH_PROBE_SELF;
+    res->cpu.pid[W_BROKER] = broker_pid;
 }
 
 /* Raw confirmed publish of n persistent messages of len bytes, at most window unconfirmed. */
 static int raw_publish(const config *cfg, broker *b, size_t n, size_t len, raw_result *res,
                        hd_error *err)
 {
-    hd_amqp *a = NULL;
-    hd_amqp_options ao = {.connection_name = "bench raw publish"};
-    int rc = hd_amqp_open(cfg->url, &ao, &a, err);
-    if (rc < 0)
-        return rc;
-    amqp_channel_t ch = 0;
-    char *body = malloc(len);
-    confirms c = {.settled = calloc(n + 1, 1), .low = 1};
-    if (c.settled == NULL || body == NULL) {
-        rc = hd_error_set(err, HD_ENOMEM, "raw publish");
-        goto out;
-    }
-    memset(body, 'x', len);
-    if ((rc = hd_amqp_channel_open(a, &ch, err)) < 0)
-        goto out;
-    amqp_connection_state_t st = hd_amqp_state(a);
-    amqp_confirm_select(st, ch);
-    if ((rc = hd_amqp_check_reply_on(a, ch, amqp_get_rpc_reply(st), "confirm.select", err)) < 0) {
-        ch = 0;
-        goto out;
-    }
-    amqp_basic_properties_t props;
-    memset(&props, 0, sizeof props);
-    props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG;
-    props.delivery_mode = 2;
-    props.content_type = amqp_cstring_bytes("application/octet-stream");
-    amqp_bytes_t bytes = {.len = len, .bytes = body};
-
-    progress pr;
-    progress_start(&pr, "raw publish", n);
-    timer t;
-    timer_begin(&t, res);
-    uint64_t next = 1;
-    while (c.low <= n) {
-        if (next <= n && next - c.low < cfg->raw_window) {
-            int status = amqp_basic_publish(st, ch, amqp_cstring_bytes(b->raw_exchange),
-                                            amqp_cstring_bytes("raw"), 0, 0, &props, bytes);
-            if ((rc = hd_amqp_check_status(a, status, "raw publish", err)) < 0)
-                goto out;
-            next++;
-            if ((next & 255) == 0)
-                progress_tick(&pr, (size_t)(c.acked + c.nacked), NULL);
-            continue;
-        }
-        amqp_frame_t f;
-        struct timeval tv = {.tv_sec = STALL_MS / 1000, .tv_usec = 0};
-        int status = amqp_simple_wait_frame_noblock(st, &f, &tv);
-        if ((rc = hd_amqp_check_status(a, status, "wait for confirms", err)) < 0)
-            goto out;
-        if (f.frame_type == AMQP_FRAME_METHOD && f.channel == ch) {
-            amqp_method_t *m = &f.payload.method;
-            if (m->id == AMQP_BASIC_ACK_METHOD) {
-                const amqp_basic_ack_t *ack = m->decoded;
-                confirm_settle(&c, ack->delivery_tag, ack->multiple, 1, next);
-            } else if (m->id == AMQP_BASIC_NACK_METHOD) {
-                const amqp_basic_nack_t *nack = m->decoded;
-                confirm_settle(&c, nack->delivery_tag, nack->multiple, 0, next);
-            } else if (m->id == AMQP_CHANNEL_CLOSE_METHOD) {
-                rc = hd_amqp_handle_close(a, ch, m, "raw publish", err);
-                ch = 0;
-                goto out;
-            }
-        } else if (f.frame_type == AMQP_FRAME_METHOD &&
-                   f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD) {
-            rc = hd_amqp_handle_close(a, f.channel, &f.payload.method, "raw publish", err);
-            goto out;
-        }
-        amqp_maybe_release_buffers(st);
-        progress_tick(&pr, (size_t)(c.acked + c.nacked), NULL);
-    }
-    timer_end(&t, (size_t)c.acked, res);
-    fprintf(stderr, "raw publish: %zu done in %.2f s\n", res->messages, res->seconds);
-    if (c.nacked > 0)
-        rc = hd_error_set(err, HD_ENACKED, "raw publish: the broker nacked %" PRIu64 " messages",
-                          c.nacked);
-out:
-    if (ch != 0)
-        hd_amqp_channel_close(a, ch);
-    hd_amqp_close(a);
-    free(c.settled);
-    free(body);
-    return rc;
+    raw_prepare(res);
+    return bench_raw_publish(cfg->o.url, b->raw_exchange, "raw", n, len, cfg->o.raw_window, &res->s,
+                             err);
 }
 
 /* Raw consume of n messages, prefetch raw_prefetch, one basic.ack each. */
 static int raw_consume(const config *cfg, broker *b, size_t n, raw_result *res, hd_error *err)
 {
-    hd_amqp *a = NULL;
-    hd_amqp_options ao = {.connection_name = "bench raw consume"};
-    int rc = hd_amqp_open(cfg->url, &ao, &a, err);
-    if (rc < 0)
-        return rc;
-    amqp_channel_t ch = 0;
-    if ((rc = hd_amqp_channel_open(a, &ch, err)) < 0)
-        goto out;
-    amqp_connection_state_t st = hd_amqp_state(a);
-    amqp_basic_qos(st, ch, 0, (uint16_t)cfg->raw_prefetch, 0);
-    if ((rc = hd_amqp_check_reply_on(a, ch, amqp_get_rpc_reply(st), "basic.qos", err)) < 0) {
-        ch = 0;
-        goto out;
-    }
-    progress pr;
-    progress_start(&pr, "raw consume", n);
-    size_t got = 0;
-    timer t;
-    timer_begin(&t, res);
-    amqp_basic_consume(st, ch, amqp_cstring_bytes(b->raw_queue), amqp_empty_bytes, 0, 0, 0,
-                       amqp_empty_table);
-    if ((rc = hd_amqp_check_reply_on(a, ch, amqp_get_rpc_reply(st), "basic.consume", err)) < 0) {
-        ch = 0;
-        goto out;
-    }
-    while (got < n) {
-        amqp_envelope_t env;
-        struct timeval tv = {.tv_sec = STALL_MS / 1000, .tv_usec = 0};
-        amqp_maybe_release_buffers(st);
-        amqp_rpc_reply_t r = amqp_consume_message(st, &env, &tv, 0);
-        if (r.reply_type == AMQP_RESPONSE_NORMAL) {
-            int status = amqp_basic_ack(st, ch, env.delivery_tag, 0);
-            amqp_destroy_envelope(&env);
-            if ((rc = hd_amqp_check_status(a, status, "basic.ack", err)) < 0)
-                goto out;
-            got++;
-            if ((got & 255) == 0)
-                progress_tick(&pr, got, NULL);
-            continue;
-        }
-        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-            r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
-            amqp_frame_t f;
-            int status = amqp_simple_wait_frame(st, &f);
-            if ((rc = hd_amqp_check_status(a, status, "raw consume", err)) < 0)
-                goto out;
-            if (f.frame_type == AMQP_FRAME_METHOD &&
-                (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD ||
-                 f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD)) {
-                rc = hd_amqp_handle_close(a, f.channel, &f.payload.method, "raw consume", err);
-                ch = 0;
-                goto out;
-            }
-            continue;
-        }
-        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-            r.library_error == AMQP_STATUS_TIMEOUT) {
-            rc = hd_error_set(err, HD_ETIMEOUT,
-                              "raw consume: nothing for %d s after %zu of %zu messages",
-                              STALL_MS / 1000, got, n);
-            goto out;
-        }
-        rc = hd_amqp_reply_error(r, "raw consume", NULL, err);
-        goto out;
-    }
-    timer_end(&t, got, res);
-    fprintf(stderr, "raw consume: %zu done in %.2f s\n", res->messages, res->seconds);
-out:
-    if (ch != 0)
-        hd_amqp_channel_close(a, ch);
-    hd_amqp_close(a);
-    return rc;
+    raw_prepare(res);
+    return bench_raw_consume(cfg->o.url, b->raw_queue, n, cfg->o.raw_prefetch, &res->s, err);
 }
 
 /* ---- the events ------------------------------------------------------------------------- */
@@ -1019,8 +511,8 @@ static int append_event(hd_store *s, const hd_envelope *env, hd_error *err)
 
 static int fill_outbox(hd_store *s, size_t n, events *es, hd_error *err)
 {
-    progress pr;
-    progress_start(&pr, "users outbox fill (untimed)", n);
+    bench_progress pr;
+    bench_progress_start(&pr, "users outbox fill (untimed)", n);
     for (size_t i = 0; i < n; i += FILL_PER_TX) {
         int rc = hd_store_begin(s, err);
         if (rc < 0)
@@ -1043,7 +535,7 @@ static int fill_outbox(hd_store *s, size_t n, events *es, hd_error *err)
             return rc;
         for (size_t k = i; k < i + FILL_PER_TX && k < n; k++)
             es->v[k].committed = 1;
-        progress_tick(&pr, i + FILL_PER_TX < n ? i + FILL_PER_TX : n, NULL);
+        bench_progress_tick(&pr, i + FILL_PER_TX < n ? i + FILL_PER_TX : n, NULL);
     }
     return 0;
 }
@@ -1294,40 +786,6 @@ static void scan_log(const char *path, log_scan *s)
 }
 
 
-/* ---- the disk: what an fsync costs right now ------------------------------------------------ */
-
-/* 4 KiB write + fdatasync, n times, in dir: the median and the worst, in ms. Every commit of
- * the pipeline pays at least one; on a shared machine it moves from minute to minute. */
-static int fsync_probe(const char *dir, int n, double *p50, double *max)
-{
-    char path[4200];
-    snprintf(path, sizeof path, "%s/fsync-probe", dir);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (fd < 0)
-        return -1;
-    char block[4096];
-    memset(block, 'f', sizeof block);
-    double *v = malloc((size_t)n * sizeof *v);
-    int rc = v == NULL ? -1 : 0;
-    for (int i = 0; rc == 0 && i < n; i++) {
-        int64_t t0 = hd_clock_ns();
-        if (pwrite(fd, block, sizeof block, (off_t)(i % 16) * 4096) != (ssize_t)sizeof block ||
-            fdatasync(fd) < 0)
-            rc = -1;
-        else
-            v[i] = (double)(hd_clock_ns() - t0) / 1e6;
-    }
-    close(fd);
-    unlink(path);
-    if (rc == 0) {
-        qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
-        *p50 = v[n / 2];
-        *max = v[n - 1];
-    }
-    free(v);
-    return rc;
-}
-
 /* ---- reading the databases (read-only, from outside the services) ------------------------ */
 
 static sqlite3 *db_open_ro(const char *path)
@@ -1509,7 +967,7 @@ static int start_notifications(run *r, hd_error *err)
     int rc = 0;
     if (env_base(&e) < 0 ||
         env_put(&e, "HD_DATABASE_URL=%s", sqlite_url(url, sizeof url, r->notif_db)) < 0 ||
-        env_put(&e, "HD_AMQP_URL=%s", cfg->url) < 0 || env_put(&e, "HD_SENDER=log") < 0 ||
+        env_put(&e, "HD_AMQP_URL=%s", cfg->o.url) < 0 || env_put(&e, "HD_SENDER=log") < 0 ||
         env_put(&e, "HD_PREFETCH=%d", cfg->prefetch) < 0 ||
         env_put(&e, "HD_NOTIFICATIONS_LISTEN=127.0.0.1:0") < 0 ||
         env_put(&e, "HD_USERS_EXCHANGE=%s", r->b->users_exchange) < 0 ||
@@ -1555,7 +1013,7 @@ static int start_relay(run *r, hd_error *err)
     char url[4300];
     if (env_base(&e) < 0 ||
         env_put(&e, "HD_DATABASE_URL=%s", sqlite_url(url, sizeof url, r->users_db)) < 0 ||
-        env_put(&e, "HD_AMQP_URL=%s", cfg->url) < 0 ||
+        env_put(&e, "HD_AMQP_URL=%s", cfg->o.url) < 0 ||
         env_put(&e, "HD_RELAY_EXCHANGE=%s", r->b->users_exchange) < 0 ||
         env_put(&e, "HD_RELAY_BATCH=%zu", cfg->relay_batch) < 0 ||
         env_put(&e, "HD_RELAY_POLL_MS=%d", cfg->relay_poll_ms) < 0 ||
@@ -1584,7 +1042,7 @@ static int both_alive(run *r, hd_error *err)
 }
 
 /* Poll the databases until `want` notifications are sent and recorded (or a stall). */
-static int wait_for(run *r, int64_t want, progress *pr, size_t base, hd_error *err)
+static int wait_for(run *r, int64_t want, bench_progress *pr, size_t base, hd_error *err)
 {
     int64_t last_change = hd_clock_ms();
     counters c, prev = {-1, -1, -1, -1};
@@ -1603,7 +1061,8 @@ static int wait_for(run *r, int64_t want, progress *pr, size_t base, hd_error *e
             snprintf(extra, sizeof extra, "relayed %lld, notification_sent %lld",
                      (long long)c.relayed - (long long)base,
                      (long long)c.recorded - (long long)base);
-            progress_tick(pr, sent > (int64_t)base ? (size_t)(sent - (int64_t)base) : 0, extra);
+            bench_progress_tick(pr, sent > (int64_t)base ? (size_t)(sent - (int64_t)base) : 0,
+                                extra);
         }
         if (sent >= want && c.recorded >= want)
             return 0;
@@ -1640,14 +1099,14 @@ static int wait_sink(run *r, size_t want, hd_error *err)
 
 static int throughput_phase(run *r, hd_error *err)
 {
-    size_t n = r->cfg->count;
+    size_t n = r->cfg->o.count;
     /* The notifications database exists once the service answered /health. */
     if ((r->ro_notif = db_open_ro(r->notif_db)) == NULL ||
         (r->ro_users = db_open_ro(r->users_db)) == NULL)
         return hd_error_set(err, HD_ESTORE, "cannot open the databases read-only");
 
-    progress pr;
-    progress_start(&pr, "e2e notifications sent", n);
+    bench_progress pr;
+    bench_progress_start(&pr, "e2e notifications sent", n);
     r->tp_cpu.pid[W_NOTIF] = r->notif.pid;
     r->tp_cpu.pid[W_BROKER] = r->broker_pid;
     probe_begin(&r->tp_cpu);
@@ -1765,8 +1224,8 @@ static int latency_phase(run *r, hd_error *err)
     r->lat_achieved = end_ns > start_ns ? (double)(m - 1) * 1e9 / (double)(end_ns - start_ns) : 0;
     r->lat_commit_ms_mean = commit_sum / (double)m;
     /* Wait for the last of them, then stop the CPU probe. */
-    progress pr;
-    progress_start(&pr, "latency: notifications sent", m);
+    bench_progress pr;
+    bench_progress_start(&pr, "latency: notifications sent", m);
     if ((rc = wait_for(r, (int64_t)(base + m), &pr, base, err)) < 0)
         goto out;
     probe_end(&r->lat_cpu);
@@ -1783,52 +1242,7 @@ out:
 
 /* ---- results ---------------------------------------------------------------------------- */
 
-typedef struct dist {
-    size_t n;
-    double min, p50, p90, p95, p99, p999, max, mean;
-} dist;
-
-/* The nearest-rank percentile p (0..1) of sorted v[0..n), n > 0: the smallest value with at
- * least p * n values at or below it. */
-static double rank(const double *v, size_t n, double p)
-{
-    size_t k = (size_t)(p * (double)n);
-    if ((double)k < p * (double)n)
-        k++; /* ceil */
-    return v[k > 0 ? (k <= n ? k - 1 : n - 1) : 0];
-}
-
-/* Nearest-rank percentiles of v[0..n) (sorted here). */
-static dist distribution(double *v, size_t n)
-{
-    dist d;
-    memset(&d, 0, sizeof d);
-    d.n = n;
-    if (n == 0)
-        return d;
-    qsort(v, n, sizeof *v, bench_cmp_double);
-    double sum = 0;
-    for (size_t i = 0; i < n; i++)
-        sum += v[i];
-    d.min = v[0];
-    d.p50 = rank(v, n, 0.50);
-    d.p90 = rank(v, n, 0.90);
-    d.p95 = rank(v, n, 0.95);
-    d.p99 = rank(v, n, 0.99);
-    d.p999 = rank(v, n, 0.999);
-    d.max = v[n - 1];
-    d.mean = sum / (double)n;
-    return d;
-}
-
-static json_t *dist_json(const dist *d)
-{
-    if (d->n == 0)
-        return json_null();
-    return json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "n", (json_int_t)d->n, "min",
-                     d->min, "p50", d->p50, "p90", d->p90, "p95", d->p95, "p99", d->p99, "p999",
-                     d->p999, "max", d->max, "mean", d->mean);
-}
+typedef bench_dist dist; /* nearest-rank percentiles (bench/common/stats.h) */
 
 /* The latency stages of the latency phase's events, in ms:
  *   total     commit -> mail sent (sent_at)            the figure with the target
@@ -1870,7 +1284,7 @@ static void latency_dists(const run *r, dist out[NLAT])
             v[L_RELAYED][k[L_RELAYED]++] = (double)e->dispatched_ms - c;
     }
     for (int j = 0; j < NLAT; j++) {
-        out[j] = v[j] ? distribution(v[j], k[j]) : (dist){0};
+        out[j] = v[j] ? bench_distribution(v[j], k[j]) : (dist){0};
         free(v[j]);
     }
 }
@@ -1882,7 +1296,7 @@ static void print_results(const run *r, const dist *lat, const log_scan *logs, c
     char a[32], b2[32];
     printf("\nherald bench: end-to-end notifications  (%zu events, RabbitMQ %s, SQLite %s "
            "synchronous=FULL, %ld CPUs, %s)\n",
-           cfg->count, r->b->version, sqlite3_libversion(), sysconf(_SC_NPROCESSORS_ONLN), date);
+           cfg->o.count, r->b->version, sqlite3_libversion(), sysconf(_SC_NPROCESSORS_ONLN), date);
     printf("  machine: load average %.2f at the start", r->loadavg[0]);
     if (r->fsync_p50_ms >= 0)
         printf("; 4 KiB write + fdatasync %.2f ms (median), worst %.1f ms", r->fsync_p50_ms,
@@ -1896,19 +1310,19 @@ static void print_results(const run *r, const dist *lat, const log_scan *logs, c
                               : "NOT published (--no-service-relay)");
 
     printf("  %-58s %12s\n", "throughput", "per second");
-    if (r->raw_pub.ran)
+    if (r->raw_pub.s.ran)
         printf("  %-58s %12s\n", "raw publish (confirms, window 1000; event-sized bodies)",
-               bench_thousands(a, sizeof a, r->raw_pub.rate));
-    if (r->raw_con.ran)
+               bench_thousands(a, sizeof a, r->raw_pub.s.rate));
+    if (r->raw_con.s.ran)
         printf("  %-58s %12s\n", "raw consume (prefetch 100, ack each)",
-               bench_thousands(a, sizeof a, r->raw_con.rate));
+               bench_thousands(a, sizeof a, r->raw_con.s.rate));
     if (r->tp_ran) {
         printf("  %-58s %12s\n", "end to end: notifications sent + recorded",
                bench_thousands(a, sizeof a, r->tp_rate));
         printf(
             "    %zu events in %.2f s from the relay's start to the last notification_sent row;"
             "\n    first mail after %.3f s; every notification_sent on the broker %.2f s later\n",
-            cfg->count, r->tp_seconds, r->tp_first_sent_s, r->tail_s);
+            cfg->o.count, r->tp_seconds, r->tp_first_sent_s, r->tail_s);
         printf("    ");
         probe_print("", &r->tp_cpu);
         double total = 0;
@@ -1919,34 +1333,36 @@ static void print_results(const run *r, const dist *lat, const log_scan *logs, c
                 known = 0;
                 continue;
             }
-            double us = 1e6 * r->tp_cpu.cpu_s[i] / (double)cfg->count;
+            double us = 1e6 * r->tp_cpu.cpu_s[i] / (double)cfg->o.count;
             total += us;
             printf(" %s %.0f us,", who_names[i], us);
         }
         if (known && total > 0)
-            printf(" together %.0f us:\n    at most %s notifications/s on %ld CPUs doing nothing "
-                   "else\n",
-                   total,
-                   bench_thousands(a, sizeof a, 1e6 * (double)sysconf(_SC_NPROCESSORS_ONLN) / total),
-                   sysconf(_SC_NPROCESSORS_ONLN));
+            printf(
+                " together %.0f us:\n    at most %s notifications/s on %ld CPUs doing nothing "
+                "else\n",
+                total,
+                bench_thousands(a, sizeof a, 1e6 * (double)sysconf(_SC_NPROCESSORS_ONLN) / total),
+                sysconf(_SC_NPROCESSORS_ONLN));
         else
             printf(" (the broker's process was not found)\n");
-        if (r->raw_pub.ran && r->raw_con.ran && r->raw_pub.cpu.cpu_s[W_BROKER] >= 0 &&
+        if (r->raw_pub.s.ran && r->raw_con.s.ran && r->raw_pub.cpu.cpu_s[W_BROKER] >= 0 &&
             r->raw_con.cpu.cpu_s[W_BROKER] >= 0)
             printf("    broker CPU per raw message: publish %.0f us, consume %.0f us\n",
-                   1e6 * r->raw_pub.cpu.cpu_s[W_BROKER] / (double)r->raw_pub.messages,
-                   1e6 * r->raw_con.cpu.cpu_s[W_BROKER] / (double)r->raw_con.messages);
+                   1e6 * r->raw_pub.cpu.cpu_s[W_BROKER] / (double)r->raw_pub.s.messages,
+                   1e6 * r->raw_con.cpu.cpu_s[W_BROKER] / (double)r->raw_con.s.messages);
     }
     printf("\n  %-58s %8s %8s  %s\n", "verdicts", "measured", "target", "verdict");
-    if (r->tp_ran && r->raw_con.ran)
+    if (r->tp_ran && r->raw_con.s.ran)
         printf("  %-58s %7.1f%% %8s  %s\n", "end to end / raw consume",
-               100.0 * r->tp_rate / r->raw_con.rate, "-", "(ratio)");
-    if (r->tp_ran && r->raw_pub.ran)
+               100.0 * r->tp_rate / r->raw_con.s.rate, "-", "(ratio)");
+    if (r->tp_ran && r->raw_pub.s.ran)
         printf("  %-58s %7.1f%% %8s  %s\n", "end to end / raw publish",
-               100.0 * r->tp_rate / r->raw_pub.rate, "-", "(ratio)");
+               100.0 * r->tp_rate / r->raw_pub.s.rate, "-", "(ratio)");
     if (r->tp_ran)
         printf("  %-58s %8s %8s  %s\n", "notifications per second (2 cores)",
-               bench_thousands(a, sizeof a, r->tp_rate), bench_thousands(b2, sizeof b2, TARGET_RATE),
+               bench_thousands(a, sizeof a, r->tp_rate),
+               bench_thousands(b2, sizeof b2, TARGET_RATE),
                r->tp_rate >= TARGET_RATE ? "PASS" : "MISS");
     else
         printf("  %-58s %8s %8s  %s\n", "notifications per second (2 cores)", "-",
@@ -2014,19 +1430,19 @@ static void print_results(const run *r, const dist *lat, const log_scan *logs, c
 
 static json_t *raw_json(const raw_result *x, const char *label)
 {
-    if (!x->ran)
+    if (!x->s.ran)
         return json_null();
-    json_t *o =
-        json_pack("{s:s, s:f, s:f, s:f, s:I, s:f, s:f, s:f}", "label", label, "rate_per_s", x->rate,
-                  "min_rate_per_s", x->rate, "max_rate_per_s", x->rate, "messages",
-                  (json_int_t)x->messages, "seconds", x->seconds, "bench_cpu_share",
-                  x->seconds > 0 ? x->bench_cpu / x->seconds : 0.0, "machine_cpu_busy", x->machine);
+    json_t *o = json_pack("{s:s, s:f, s:f, s:f, s:I, s:f, s:f, s:f}", "label", label, "rate_per_s",
+                          x->s.rate, "min_rate_per_s", x->s.rate, "max_rate_per_s", x->s.rate,
+                          "messages", (json_int_t)x->s.messages, "seconds", x->s.seconds,
+                          "bench_cpu_share", x->s.seconds > 0 ? x->s.bench_cpu / x->s.seconds : 0.0,
+                          "machine_cpu_busy", x->s.machine);
     /* min = max = the one measurement: the shape plot.sh reads. */
     if (o != NULL) {
         json_object_set_new(o, "cpu_share", probe_json(&x->cpu));
         json_object_set_new(o, "broker_cpu_us_per_message",
-                            x->cpu.cpu_s[W_BROKER] >= 0 && x->messages > 0
-                                ? json_real(1e6 * x->cpu.cpu_s[W_BROKER] / (double)x->messages)
+                            x->cpu.cpu_s[W_BROKER] >= 0 && x->s.messages > 0
+                                ? json_real(1e6 * x->cpu.cpu_s[W_BROKER] / (double)x->s.messages)
                                 : json_null());
     }
     return o;
@@ -2047,21 +1463,7 @@ static int write_json(const char *path, const run *r, const dist *lat, const log
                       const char *date, int tmpfs, const char *failure)
 {
     const config *cfg = r->cfg;
-    struct utsname un;
-    memset(&un, 0, sizeof un);
-    uname(&un);
-    char host[256] = "";
-    gethostname(host, sizeof host - 1);
-    double load[3] = {0, 0, 0};
-    if (getloadavg(load, 3) < 0)
-        load[0] = load[1] = load[2] = 0;
-    json_t *root = json_pack(
-        "{s:s, s:i, s:s, s:{s:s, s:i, s:s, s:s, s:s, s:[f,f,f]}, s:{s:s, s:s}, s:s}", "benchmark",
-        "e2e_notifications", "format", 1, "date", date, "host", "hostname", host, "nproc",
-        (int)sysconf(_SC_NPROCESSORS_ONLN), "kernel", un.release, "machine", un.machine, "note",
-        "wall-clock rates; the machine may have been shared with other work", "loadavg", load[0],
-        load[1], load[2], "broker", "product", "RabbitMQ", "version", r->b->version, "sqlite",
-        sqlite3_libversion());
+    json_t *root = bench_results_new("e2e_notifications", date, r->b->version);
     if (root == NULL)
         return -1;
     json_object_set_new(root, "machine",
@@ -2073,10 +1475,10 @@ static int write_json(const char *path, const run *r, const dist *lat, const log
     json_object_set_new(
         root, "parameters",
         json_pack("{s:I, s:f, s:f, s:i, s:I, s:i, s:I, s:i, s:I, s:s, s:s, s:s, s:b, s:i}", "count",
-                  (json_int_t)cfg->count, "latency_rate_per_s", cfg->rate, "latency_seconds",
+                  (json_int_t)cfg->o.count, "latency_rate_per_s", cfg->rate, "latency_seconds",
                   cfg->latency_seconds, "prefetch", cfg->prefetch, "relay_batch",
                   (json_int_t)cfg->relay_batch, "relay_poll_ms", cfg->relay_poll_ms, "raw_window",
-                  (json_int_t)cfg->raw_window, "raw_prefetch", cfg->raw_prefetch, "event_bytes",
+                  (json_int_t)cfg->o.raw_window, "raw_prefetch", cfg->o.raw_prefetch, "event_bytes",
                   (json_int_t)r->event_bytes, "synchronous", "full", "sender", "log", "queue_type",
                   "classic", "workdir_on_tmpfs", tmpfs, "rounds", 1));
     json_object_set_new(json_object_get(root, "parameters"), "service_relay",
@@ -2092,7 +1494,7 @@ static int write_json(const char *path, const run *r, const dist *lat, const log
             json_pack("{s:s, s:f, s:f, s:f, s:I, s:f, s:f, s:f, s:f}", "label",
                       "end to end: outbox -> relay -> broker -> notifications", "rate_per_s",
                       r->tp_rate, "min_rate_per_s", r->tp_rate, "max_rate_per_s", r->tp_rate,
-                      "messages", (json_int_t)cfg->count, "seconds", r->tp_seconds,
+                      "messages", (json_int_t)cfg->o.count, "seconds", r->tp_seconds,
                       "seconds_polled", r->tp_seconds_polled, "first_sent_after_s",
                       r->tp_first_sent_s, "notification_sent_published_after_s", r->tail_s);
         json_object_set_new(e2e, "cpu_share", probe_json(&r->tp_cpu));
@@ -2101,7 +1503,7 @@ static int write_json(const char *path, const run *r, const dist *lat, const log
         int known = 1;
         for (int i = 0; i < NWHO; i++) {
             double us =
-                r->tp_cpu.cpu_s[i] >= 0 ? 1e6 * r->tp_cpu.cpu_s[i] / (double)cfg->count : -1;
+                r->tp_cpu.cpu_s[i] >= 0 ? 1e6 * r->tp_cpu.cpu_s[i] / (double)cfg->o.count : -1;
             json_object_set_new(per, who_keys[i], us >= 0 ? json_real(us) : json_null());
             if (i != W_BENCH) {
                 known &= us >= 0;
@@ -2121,14 +1523,14 @@ static int write_json(const char *path, const run *r, const dist *lat, const log
     json_object_set_new(root, "phases", phases);
 
     json_t *ratios = json_object();
-    if (r->tp_ran && r->raw_con.ran)
-        json_object_set_new(
-            ratios, "e2e_vs_raw_consume",
-            json_pack("{s:f, s:n, s:n}", "value", r->tp_rate / r->raw_con.rate, "target", "pass"));
-    if (r->tp_ran && r->raw_pub.ran)
-        json_object_set_new(
-            ratios, "e2e_vs_raw_publish",
-            json_pack("{s:f, s:n, s:n}", "value", r->tp_rate / r->raw_pub.rate, "target", "pass"));
+    if (r->tp_ran && r->raw_con.s.ran)
+        json_object_set_new(ratios, "e2e_vs_raw_consume",
+                            json_pack("{s:f, s:n, s:n}", "value", r->tp_rate / r->raw_con.s.rate,
+                                      "target", "pass"));
+    if (r->tp_ran && r->raw_pub.s.ran)
+        json_object_set_new(ratios, "e2e_vs_raw_publish",
+                            json_pack("{s:f, s:n, s:n}", "value", r->tp_rate / r->raw_pub.s.rate,
+                                      "target", "pass"));
     json_object_set_new(root, "ratios", ratios);
 
     json_t *targets = json_object();
@@ -2154,7 +1556,7 @@ static int write_json(const char *path, const run *r, const dist *lat, const log
                       r->lat_commit_ms_max, "resolution", "1 ms (service times are epoch ms)");
         json_t *ms = json_object();
         for (int j = 0; j < NLAT; j++)
-            json_object_set_new(ms, lat_keys[j], dist_json(&lat[j]));
+            json_object_set_new(ms, lat_keys[j], bench_dist_json(&lat[j]));
         json_object_set_new(l, "ms", ms);
         json_object_set_new(l, "cpu_share", probe_json(&r->lat_cpu));
         json_object_set_new(root, "latency", l);
@@ -2187,8 +1589,7 @@ static int write_json(const char *path, const run *r, const dist *lat, const log
     json_object_set_new(root, "undelivered", json_integer((json_int_t)t->undelivered));
     json_object_set_new(root, "error", failure && *failure ? json_string(failure) : json_null());
     json_object_set_new(root, "ok", json_boolean(t->lost == 0 && !(failure && *failure)));
-    int rc =
-        json_dump_file(root, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+    int rc = bench_results_write(root, path, PROG);
     json_decref(root);
     return rc;
 }
@@ -2309,12 +1710,12 @@ int main(int argc, char **argv)
 
     /* The work directory. */
     char path[4096];
-    if (cfg.workdir != NULL) {
-        if (mkdir(cfg.workdir, 0700) < 0 && errno != EEXIST) {
-            fprintf(stderr, PROG ": cannot create %s: %s\n", cfg.workdir, strerror(errno));
+    if (cfg.o.workdir != NULL) {
+        if (mkdir(cfg.o.workdir, 0700) < 0 && errno != EEXIST) {
+            fprintf(stderr, PROG ": cannot create %s: %s\n", cfg.o.workdir, strerror(errno));
             return 1;
         }
-        snprintf(path, sizeof path, "%s/e2e_notifications-XXXXXX", cfg.workdir);
+        snprintf(path, sizeof path, "%s/e2e_notifications-XXXXXX", cfg.o.workdir);
     } else {
         const char *tmp = getenv("TMPDIR");
         snprintf(path, sizeof path, "%s/herald-e2e-XXXXXX", tmp && *tmp ? tmp : "/tmp");
@@ -2328,10 +1729,10 @@ int main(int argc, char **argv)
     int tmpfs = bench_on_tmpfs(r->dir);
 
     char redacted[512], date[32];
-    hd_amqp_url_redact(cfg.url, redacted, sizeof redacted);
+    hd_amqp_url_redact(cfg.o.url, redacted, sizeof redacted);
     bench_now_utc(date, sizeof date);
     fprintf(stderr, PROG ": %zu events, then %.0f/s for %.0f s; broker %s; work directory %s\n",
-            cfg.count, cfg.rate, cfg.latency_seconds, redacted, r->dir);
+            cfg.o.count, cfg.rate, cfg.latency_seconds, redacted, r->dir);
     fprintf(stderr, PROG ": services from %s, templates %s\n", bindir, r->templates);
     if (tmpfs)
         fprintf(stderr,
@@ -2339,7 +1740,7 @@ int main(int argc, char **argv)
                      "look too good (use --workdir on a disk)\n",
                 r->dir);
     r->fsync_p50_ms = r->fsync_max_ms = -1;
-    if (fsync_probe(r->dir, 200, &r->fsync_p50_ms, &r->fsync_max_ms) == 0)
+    if (bench_fsync_probe(r->dir, 200, &r->fsync_p50_ms, &r->fsync_max_ms, NULL) == 0)
         fprintf(stderr,
                 PROG ": disk: 4 KiB write + fdatasync %.2f ms (median of 200), worst %.1f "
                      "ms\n",
@@ -2359,9 +1760,9 @@ int main(int argc, char **argv)
         goto done;                                                                                 \
     } while (0)
 
-    if (broker_setup(&b, cfg.url, &err) < 0)
+    if (broker_setup(&b, cfg.o.url, &err) < 0)
         FAIL("broker setup");
-    r->broker_pid = broker_pid = find_listener(b.port);
+    r->broker_pid = broker_pid = bench_find_listener(b.port);
     fprintf(stderr, "RabbitMQ %s%s; exchange %s, queue %s\n", b.version,
             r->broker_pid > 0 ? "" : " (its process was not found: its CPU is not reported)",
             b.users_exchange, b.queue);
@@ -2378,9 +1779,9 @@ int main(int argc, char **argv)
     }
 
     /* 1: the raw limits, before any service runs. */
-    if (raw_publish(&cfg, &b, cfg.count, r->event_bytes, &r->raw_pub, &err) < 0)
+    if (raw_publish(&cfg, &b, cfg.o.count, r->event_bytes, &r->raw_pub, &err) < 0)
         FAIL("raw publish");
-    if (raw_consume(&cfg, &b, cfg.count, &r->raw_con, &err) < 0)
+    if (raw_consume(&cfg, &b, cfg.o.count, &r->raw_con, &err) < 0)
         FAIL("raw consume");
 
     /* 2: the users outbox, the service, then the relay. */
@@ -2390,7 +1791,7 @@ int main(int argc, char **argv)
             hd_outbox_migrate(r->users, &err) < 0)
             FAIL("users outbox");
     }
-    if (fill_outbox(r->users, cfg.count, &r->es, &err) < 0)
+    if (fill_outbox(r->users, cfg.o.count, &r->es, &err) < 0)
         FAIL("users outbox fill");
     if (start_notifications(r, &err) < 0)
         FAIL("start");
@@ -2450,22 +1851,18 @@ done:
                "queue)\n",
                r->t.undelivered);
     fflush(stdout);
-    if (cfg.out != NULL) {
-        if (write_json(cfg.out, r, lat, logs, date, tmpfs, failure) < 0)
-            fprintf(stderr, PROG ": cannot write %s\n", cfg.out);
-        else
-            fprintf(stderr, "results: %s (bench/plot.sh %s draws them)\n", cfg.out, cfg.out);
-    }
+    if (cfg.o.out != NULL)
+        write_json(cfg.o.out, r, lat, logs, date, tmpfs, failure);
 
     sqlite3_close(r->ro_notif);
     sqlite3_close(r->ro_users);
     hd_store_close(r->users);
     broker_teardown(&b);
     int evidence = (failure[0] != '\0' && (r->relay.pid > 0 || r->notif.pid > 0)) || r->t.lost > 0;
-    if (cfg.keep || evidence)
+    if (cfg.o.keep || evidence)
         fprintf(stderr, "kept %s%s\n", r->dir,
-                cfg.keep ? ""
-                         : " (the run failed: the databases and the services' logs are there)");
+                cfg.o.keep ? ""
+                           : " (the run failed: the databases and the services' logs are there)");
     else
         remove_workdir(r->dir);
     int status = r->t.lost > 0 || failure[0] != '\0' ? 1 : 0;

@@ -49,6 +49,11 @@
 #include <sqlite3.h>
 
 #include "bench_util.h"
+#include "options.h"
+#include "progress.h"
+#include "raw_broker.h"
+#include "results.h"
+#include "stats.h"
 #include "herald/amqp.h"
 #include "herald/clock.h"
 #include "herald/consumer.h"
@@ -62,32 +67,27 @@
 #include "herald/store.h"
 #include "herald/topology.h"
 
-#define BODY_BYTES      200   /* raw messages, and the target size of the relay's events */
-#define FILL_PER_TX     1000  /* outbox rows per transaction while pre-filling (untimed) */
-#define STALL_MS        30000 /* no progress for this long: give up on the phase */
-#define TARGET_RELAY    0.80  /* relay >= 80 % of raw publish */
-#define TARGET_CONSUMER 0.70  /* consumer + inbox >= 70 % of raw consume */
+#define BODY_BYTES      200  /* raw messages, and the target size of the relay's events */
+#define FILL_PER_TX     1000 /* outbox rows per transaction while pre-filling (untimed) */
+#define STALL_MS        BENCH_STALL_MS
+#define TARGET_RELAY    0.80 /* relay >= 80 % of raw publish */
+#define TARGET_CONSUMER 0.70 /* consumer + inbox >= 70 % of raw consume */
 #define CONSUMER_NAME   "bench"
 #define MAX_ROUNDS      15
 
 /* ---- options ---------------------------------------------------------------------------- */
 
 typedef struct config {
-    const char *url;
-    size_t count;
-    int rounds;          /* every phase this often, interleaved; medians are reported */
-    size_t raw_window;   /* phase 1 */
-    int raw_prefetch;    /* phase 2 */
-    size_t batch;        /* phase 3: rows per claim */
-    size_t window;       /* phase 3: unconfirmed messages in flight */
-    int no_pipeline;     /* phase 3: one batch in flight instead of two */
-    int prefetch;        /* phase 4 */
-    size_t batch_max;    /* phase 4: deliveries per group commit */
-    int decode;          /* phase 4: decode every body as an envelope (a registry) */
-    int publisher;       /* also measure hd_publisher alone (diagnosis) */
-    const char *workdir; /* where the SQLite files go; NULL = a new temp directory */
-    const char *out;     /* JSON results; NULL = none */
-    int keep;            /* keep the work directory */
+    bench_options o;  /* --amqp-url, --count, --quick, --raw-*, --workdir, --keep, --out */
+    int rounds;       /* every phase this often, interleaved; medians are reported */
+    size_t batch;     /* phase 3: rows per claim */
+    size_t window;    /* phase 3: unconfirmed messages in flight */
+    int no_pipeline;  /* phase 3: one batch in flight instead of two */
+    int prefetch;     /* phase 4 */
+    size_t batch_max; /* phase 4: deliveries per group commit */
+    int decode;       /* phase 4: decode every body as an envelope (a registry) */
+    int publisher;    /* also measure hd_publisher alone (diagnosis) */
+    int rounds_set;   /* --rounds given (--quick then keeps it) */
 } config;
 
 static void usage(FILE *f)
@@ -125,142 +125,79 @@ static void usage(FILE *f)
             "  --help             this text\n");
 }
 
+#define PROG "bench-relay_inbox"
+
 static int parse_size(const char *s, const char *name, size_t lo, size_t hi, size_t *out)
 {
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || *s == '-' || v < lo || v > hi) {
-        fprintf(stderr, "bench-relay_inbox: %s must be a number in %zu..%zu (got '%s')\n", name, lo,
-                hi, s);
+    return bench_parse_size(PROG, s, name, lo, hi, out);
+}
+
+enum {
+    O_BATCH_MAX = 256,
+    O_DECODE,
+    O_ROUNDS,
+    O_PUBLISHER,
+    O_NO_PIPELINE,
+    O_BATCH,
+    O_WINDOW,
+    O_PREFETCH
+};
+
+static int own_option(void *ctx, int opt, const char *arg)
+{
+    config *cfg = ctx;
+    size_t v;
+    switch (opt) {
+    case O_ROUNDS:
+        if (parse_size(arg, "--rounds", 1, MAX_ROUNDS, &v) < 0)
+            return -1;
+        cfg->rounds = (int)v;
+        cfg->rounds_set = 1;
+        return 0;
+    case O_BATCH:
+        return parse_size(arg, "--batch", 1, HD_OUTBOX_BATCH_MAX, &cfg->batch);
+    case O_WINDOW:
+        return parse_size(arg, "--window", 1, 1000000, &cfg->window);
+    case O_PREFETCH:
+        if (parse_size(arg, "--prefetch", 1, 65535, &v) < 0)
+            return -1;
+        cfg->prefetch = (int)v;
+        return 0;
+    case O_BATCH_MAX:
+        return parse_size(arg, "--batch-max", 1, 256, &cfg->batch_max);
+    case O_DECODE:
+        cfg->decode = 1;
+        return 0;
+    case O_NO_PIPELINE:
+        cfg->no_pipeline = 1;
+        return 0;
+    case O_PUBLISHER:
+        cfg->publisher = 1;
+        return 0;
+    default:
         return -1;
     }
-    *out = (size_t)v;
-    return 0;
 }
+
+/* Options of the relay and consumer phases; bench_options_parse adds the shared ones. */
+static const struct option relay_inbox_options[] = {
+    {"rounds", required_argument, NULL, O_ROUNDS},
+    {"batch", required_argument, NULL, O_BATCH},
+    {"window", required_argument, NULL, O_WINDOW},
+    {"no-pipeline", no_argument, NULL, O_NO_PIPELINE},
+    {"prefetch", required_argument, NULL, O_PREFETCH},
+    {"batch-max", required_argument, NULL, O_BATCH_MAX},
+    {"decode", no_argument, NULL, O_DECODE},
+    {"publisher", no_argument, NULL, O_PUBLISHER},
+    {NULL, 0, NULL, 0},
+};
 
 static int parse_args(int argc, char **argv, config *cfg)
 {
-    enum {
-        O_RAW_WINDOW = 256,
-        O_RAW_PREFETCH,
-        O_BATCH_MAX,
-        O_KEEP,
-        O_DECODE,
-        O_ROUNDS,
-        O_PUBLISHER,
-        O_NO_PIPELINE
-    };
-    static const struct option longs[] = {
-        {"amqp-url", required_argument, NULL, 'u'},
-        {"count", required_argument, NULL, 'n'},
-        {"quick", no_argument, NULL, 'q'},
-        {"rounds", required_argument, NULL, O_ROUNDS},
-        {"batch", required_argument, NULL, 'b'},
-        {"window", required_argument, NULL, 'w'},
-        {"no-pipeline", no_argument, NULL, O_NO_PIPELINE},
-        {"prefetch", required_argument, NULL, 'p'},
-        {"batch-max", required_argument, NULL, O_BATCH_MAX},
-        {"raw-window", required_argument, NULL, O_RAW_WINDOW},
-        {"raw-prefetch", required_argument, NULL, O_RAW_PREFETCH},
-        {"decode", no_argument, NULL, O_DECODE},
-        {"publisher", no_argument, NULL, O_PUBLISHER},
-        {"workdir", required_argument, NULL, 'd'},
-        {"keep", no_argument, NULL, O_KEEP},
-        {"out", required_argument, NULL, 'o'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    memset(cfg, 0, sizeof *cfg);
-    cfg->url = getenv("HD_AMQP_URL");
-    cfg->count = 20000;
-    cfg->rounds = 5;
-    cfg->raw_window = 1000;
-    cfg->raw_prefetch = 100;
-    cfg->batch = 1000;
-    cfg->prefetch = 256;
-    int quick = 0, count_set = 0, rounds_set = 0;
-    size_t v;
-    int opt;
-    while ((opt = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
-        switch (opt) {
-        case 'u':
-            cfg->url = optarg;
-            break;
-        case 'n':
-            if (parse_size(optarg, "--count", 1, 10000000, &cfg->count) < 0)
-                return 2;
-            count_set = 1;
-            break;
-        case 'q':
-            quick = 1;
-            break;
-        case O_ROUNDS:
-            if (parse_size(optarg, "--rounds", 1, MAX_ROUNDS, &v) < 0)
-                return 2;
-            cfg->rounds = (int)v;
-            rounds_set = 1;
-            break;
-        case 'b':
-            if (parse_size(optarg, "--batch", 1, HD_OUTBOX_BATCH_MAX, &cfg->batch) < 0)
-                return 2;
-            break;
-        case 'w':
-            if (parse_size(optarg, "--window", 1, 1000000, &cfg->window) < 0)
-                return 2;
-            break;
-        case 'p':
-            if (parse_size(optarg, "--prefetch", 1, 65535, &v) < 0)
-                return 2;
-            cfg->prefetch = (int)v;
-            break;
-        case O_BATCH_MAX:
-            if (parse_size(optarg, "--batch-max", 1, 256, &cfg->batch_max) < 0)
-                return 2;
-            break;
-        case O_RAW_WINDOW:
-            if (parse_size(optarg, "--raw-window", 1, 1000000, &cfg->raw_window) < 0)
-                return 2;
-            break;
-        case O_RAW_PREFETCH:
-            if (parse_size(optarg, "--raw-prefetch", 1, 65535, &v) < 0)
-                return 2;
-            cfg->raw_prefetch = (int)v;
-            break;
-        case O_DECODE:
-            cfg->decode = 1;
-            break;
-        case O_NO_PIPELINE:
-            cfg->no_pipeline = 1;
-            break;
-        case O_PUBLISHER:
-            cfg->publisher = 1;
-            break;
-        case 'd':
-            cfg->workdir = optarg;
-            break;
-        case O_KEEP:
-            cfg->keep = 1;
-            break;
-        case 'o':
-            cfg->out = optarg;
-            break;
-        case 'h':
-            usage(stdout);
-            return 1;
-        default:
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "bench-relay_inbox: unexpected argument '%s'\n", argv[optind]);
-        usage(stderr);
-        return 2;
-    }
-    if (quick && !count_set)
-        cfg->count = 2000;
-    if (quick && !rounds_set)
+    *cfg = (config){.rounds = 5, .batch = 1000, .prefetch = 256};
+    bench_options_init(&cfg->o, PROG, 20000, 2000, 10000000);
+    int rc = bench_options_parse(&cfg->o, argc, argv, relay_inbox_options, own_option, cfg, usage);
+    if (rc == 0 && cfg->o.quick && !cfg->rounds_set)
         cfg->rounds = 1;
     if (cfg->window == 0)
         cfg->window = cfg->batch;
@@ -270,87 +207,17 @@ static int parse_args(int argc, char **argv, config *cfg)
         size_t half = (size_t)cfg->prefetch / 2;
         cfg->batch_max = half == 0 ? 1 : half > 256 ? 256 : half;
     }
-    if (cfg->url == NULL || *cfg->url == '\0') {
-        fprintf(stderr, "bench-relay_inbox: no broker: set HD_AMQP_URL or pass --amqp-url "
-                        "(scripts/servers.sh up rabbitmq writes the env file)\n");
-        return 2;
-    }
-    return 0;
+    return rc;
 }
 
 /* ---- measuring -------------------------------------------------------------------------- */
 
-/* One measurement: one phase of one round. */
+/* One measurement: one phase of one round (bench_span: the same definitions as every
+ * bench's). */
 typedef struct phase {
     const char *key; /* JSON name */
-    size_t messages; /* handled in the timed part */
-    double seconds;
-    double rate;
-    double client_cpu;   /* CPU seconds of this process during the phase */
-    double machine_busy; /* share of all CPUs busy during the phase (every process), 0..1 */
-    int ran;
-    /* running */
-    int64_t t0;
-    double cpu0;
-    unsigned long long busy0, total0;
+    bench_span m;
 } phase;
-
-static void phase_begin(phase *p)
-{
-    bench_machine_jiffies(&p->busy0, &p->total0);
-    p->cpu0 = bench_cpu_seconds();
-    p->t0 = hd_clock_ns();
-}
-
-static void phase_end(phase *p, size_t messages)
-{
-    int64_t t1 = hd_clock_ns();
-    p->client_cpu = bench_cpu_seconds() - p->cpu0;
-    unsigned long long busy, total;
-    bench_machine_jiffies(&busy, &total);
-    p->machine_busy =
-        total > p->total0 ? (double)(busy - p->busy0) / (double)(total - p->total0) : 0.0;
-    p->messages = messages;
-    p->seconds = (double)(t1 - p->t0) / 1e9;
-    p->rate = p->seconds > 0 ? (double)messages / p->seconds : 0.0;
-    p->ran = 1;
-}
-
-/* Progress on stderr about once a second: "relay: 12000/20000 (60%) 11,800/s". */
-typedef struct progress {
-    const char *name;
-    size_t total;
-    int64_t last_ns;
-    size_t last_done;
-} progress;
-
-static void progress_start(progress *pr, const char *name, size_t total)
-{
-    pr->name = name;
-    pr->total = total;
-    pr->last_ns = hd_clock_ns();
-    pr->last_done = 0;
-}
-
-static void progress_tick(progress *pr, size_t done)
-{
-    int64_t now = hd_clock_ns();
-    if (now - pr->last_ns < 1000000000LL)
-        return;
-    char r[32];
-    double rate = (double)(done - pr->last_done) * 1e9 / (double)(now - pr->last_ns);
-    fprintf(stderr, "%s: %zu/%zu (%zu%%) %s/s\n", pr->name, done, pr->total,
-            pr->total ? done * 100 / pr->total : 0, bench_thousands(r, sizeof r, rate));
-    pr->last_ns = now;
-    pr->last_done = done;
-}
-
-static void progress_done(const progress *pr, const phase *p)
-{
-    char r[32];
-    fprintf(stderr, "%s: %zu/%zu done in %.2f s, %s/s\n", pr->name, p->messages, pr->total,
-            p->seconds, bench_thousands(r, sizeof r, p->rate));
-}
 
 /* ---- the broker side -------------------------------------------------------------------- */
 
@@ -364,170 +231,44 @@ typedef struct broker {
 
 static int broker_setup(broker *b, const char *url, hd_error *err)
 {
-    hd_amqp_options ao = {.connection_name = "bench admin"};
-    int rc = hd_amqp_open(url, &ao, &b->admin, err);
+    int rc = bench_broker_open(url, &b->admin, b->version, sizeof b->version, err);
     if (rc < 0)
         return rc;
     snprintf(b->exchange, sizeof b->exchange, "hdbench-%ld", (long)getpid());
     snprintf(b->queue, sizeof b->queue, "%s.q", b->exchange);
     snprintf(b->routing_key, sizeof b->routing_key, "%s.item_added", b->exchange);
-
-    snprintf(b->version, sizeof b->version, "?");
-    amqp_table_t *props = amqp_get_server_properties(hd_amqp_state(b->admin));
-    for (int i = 0; props != NULL && i < props->num_entries; i++) {
-        const amqp_table_entry_t *e = &props->entries[i];
-        if (e->key.len == 7 && memcmp(e->key.bytes, "version", 7) == 0 &&
-            (e->value.kind == AMQP_FIELD_KIND_UTF8 || e->value.kind == AMQP_FIELD_KIND_BYTES))
-            snprintf(b->version, sizeof b->version, "%.*s", (int)e->value.value.bytes.len,
-                     (const char *)e->value.value.bytes.bytes);
-    }
-
     /* The exchange as the relay declares it (durable topic), so the relay's own declare is
      * the idempotent no-op it is in production. */
-    hd_exchange_spec ex = {.name = b->exchange, .type = HD_EXCHANGE_TOPIC, .durable = 1};
-    hd_queue_spec qs = {.name = b->queue, .durable = 1, .type = HD_QUEUE_CLASSIC};
-    hd_binding_spec bs = {.queue = b->queue, .exchange = b->exchange, .key = "#"};
-    if ((rc = hd_exchange_declare(b->admin, &ex, err)) < 0 ||
-        (rc = hd_queue_declare(b->admin, &qs, NULL, err)) < 0 ||
-        (rc = hd_queue_bind(b->admin, &bs, err)) < 0)
+    if ((rc = bench_broker_declare_exchange(b->admin, b->exchange, err)) < 0 ||
+        (rc = bench_broker_declare_queue(b->admin, b->queue, b->exchange, "#", err)) < 0)
         return rc;
     return 0;
 }
 
 static void broker_teardown(broker *b)
 {
-    if (b->admin == NULL)
-        return;
-    if (hd_amqp_is_open(b->admin)) {
-        hd_queue_delete(b->admin, b->queue, NULL, NULL);
-        hd_exchange_delete(b->admin, b->exchange, NULL);
-    }
-    hd_amqp_close(b->admin);
+    bench_broker_drop(b->admin, b->queue, b->exchange);
+    bench_broker_close(b->admin);
     b->admin = NULL;
 }
 
 /* Ready messages in the queue, or -1. */
 static long queue_depth(broker *b, hd_error *err)
 {
-    hd_queue_info info;
-    if (hd_queue_inspect(b->admin, b->queue, &info, err) < 0)
-        return -1;
-    return (long)info.message_count;
+    return bench_queue_depth(b->admin, b->queue, err);
 }
 
-/* ---- phase 1: raw confirmed publish ------------------------------------------------------ */
-
-/* Settled flags by delivery tag, and the lowest tag not settled yet: acks may be multiple
- * (everything up to the tag) or single, in any order. */
-typedef struct confirms {
-    unsigned char *settled; /* count + 1 */
-    uint64_t low;           /* lowest unsettled tag */
-    uint64_t acked, nacked;
-} confirms;
-
-static void confirm_settle(confirms *c, uint64_t tag, int multiple, int ack, uint64_t next)
-{
-    if (tag >= next)
-        return; /* not ours: ignore rather than write out of bounds */
-    uint64_t from = multiple ? c->low : tag;
-    for (uint64_t t = from; t <= tag; t++) {
-        if (c->settled[t])
-            continue;
-        c->settled[t] = 1;
-        if (ack)
-            c->acked++;
-        else
-            c->nacked++;
-    }
-    while (c->low < next && c->settled[c->low])
-        c->low++;
-}
+/* ---- phases 1 and 2: the raw limits (bench/common/raw_broker.c) ---------------------------- */
 
 static int raw_publish(const config *cfg, broker *b, phase *p, hd_error *err)
 {
-    hd_amqp *a = NULL;
-    hd_amqp_options ao = {.connection_name = "bench raw publish"};
-    int rc = hd_amqp_open(cfg->url, &ao, &a, err);
-    if (rc < 0)
-        return rc;
-    amqp_channel_t ch = 0;
-    confirms c = {.settled = calloc(cfg->count + 1, 1), .low = 1};
-    if (c.settled == NULL) {
-        rc = hd_error_set(err, HD_ENOMEM, "raw publish");
-        goto out;
-    }
-    if ((rc = hd_amqp_channel_open(a, &ch, err)) < 0)
-        goto out;
-    amqp_connection_state_t st = hd_amqp_state(a);
-    amqp_confirm_select(st, ch);
-    if ((rc = hd_amqp_check_reply_on(a, ch, amqp_get_rpc_reply(st), "confirm.select", err)) < 0) {
-        ch = 0;
-        goto out;
-    }
+    return bench_raw_publish(cfg->o.url, b->exchange, b->routing_key, cfg->o.count, BODY_BYTES,
+                             cfg->o.raw_window, &p->m, err);
+}
 
-    char body[BODY_BYTES];
-    memset(body, 'x', sizeof body);
-    amqp_basic_properties_t props;
-    memset(&props, 0, sizeof props);
-    props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG;
-    props.delivery_mode = 2; /* persistent */
-    props.content_type = amqp_cstring_bytes("application/octet-stream");
-    amqp_bytes_t bytes = {.len = sizeof body, .bytes = body};
-
-    progress pr;
-    progress_start(&pr, "raw publish", cfg->count);
-    phase_begin(p);
-    uint64_t next = 1; /* delivery tag of the next publish */
-    while (c.low <= cfg->count) {
-        if (next <= cfg->count && next - c.low < cfg->raw_window) {
-            int status =
-                amqp_basic_publish(st, ch, amqp_cstring_bytes(b->exchange),
-                                   amqp_cstring_bytes(b->routing_key), 0, 0, &props, bytes);
-            if ((rc = hd_amqp_check_status(a, status, "raw publish", err)) < 0)
-                goto out;
-            next++;
-            if ((next & 255) == 0)
-                progress_tick(&pr, (size_t)(c.acked + c.nacked));
-            continue;
-        }
-        /* Window full (or everything sent): wait for the next confirm. */
-        amqp_frame_t f;
-        struct timeval tv = {.tv_sec = STALL_MS / 1000, .tv_usec = 0};
-        int status = amqp_simple_wait_frame_noblock(st, &f, &tv);
-        if ((rc = hd_amqp_check_status(a, status, "wait for confirms", err)) < 0)
-            goto out;
-        if (f.frame_type == AMQP_FRAME_METHOD && f.channel == ch) {
-            amqp_method_t *m = &f.payload.method;
-            if (m->id == AMQP_BASIC_ACK_METHOD) {
-                const amqp_basic_ack_t *ack = m->decoded;
-                confirm_settle(&c, ack->delivery_tag, ack->multiple, 1, next);
-            } else if (m->id == AMQP_BASIC_NACK_METHOD) {
-                const amqp_basic_nack_t *nack = m->decoded;
-                confirm_settle(&c, nack->delivery_tag, nack->multiple, 0, next);
-            } else if (m->id == AMQP_CHANNEL_CLOSE_METHOD) {
-                rc = hd_amqp_handle_close(a, ch, m, "raw publish", err);
-                ch = 0;
-                goto out;
-            }
-        } else if (f.frame_type == AMQP_FRAME_METHOD &&
-                   f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD) {
-            rc = hd_amqp_handle_close(a, f.channel, &f.payload.method, "raw publish", err);
-            goto out;
-        }
-        amqp_maybe_release_buffers(st);
-        progress_tick(&pr, (size_t)(c.acked + c.nacked));
-    }
-    phase_end(p, (size_t)c.acked);
-    progress_done(&pr, p);
-    if (c.nacked > 0)
-        rc = hd_error_set(err, HD_ENACKED, "raw publish: the broker nacked %" PRIu64 " messages",
-                          c.nacked);
-out:
-    if (ch != 0)
-        hd_amqp_channel_close(a, ch);
-    hd_amqp_close(a);
-    free(c.settled);
-    return rc;
+static int raw_consume(const config *cfg, broker *b, phase *p, hd_error *err)
+{
+    return bench_raw_consume(cfg->o.url, b->queue, cfg->o.count, cfg->o.raw_prefetch, &p->m, err);
 }
 
 /* ---- between 1 and 3: herald's publisher alone -------------------------------------------- */
@@ -558,10 +299,10 @@ static int publisher_phase(const config *cfg, broker *b, phase *p, hd_error *err
     hd_publisher *pub = NULL;
     fates f = {0, 0};
     hd_amqp_options ao = {.connection_name = "bench publisher"};
-    int rc = hd_amqp_open(cfg->url, &ao, &a, err);
+    int rc = hd_amqp_open(cfg->o.url, &ao, &a, err);
     if (rc < 0)
         return rc;
-    hd_publisher_options po = {.window = cfg->raw_window, .on_fate = count_fate, .ctx = &f};
+    hd_publisher_options po = {.window = cfg->o.raw_window, .on_fate = count_fate, .ctx = &f};
     if ((rc = hd_publisher_new(a, &po, &pub, err)) < 0)
         goto out;
     char body[BODY_BYTES];
@@ -574,20 +315,20 @@ static int publisher_phase(const config *cfg, broker *b, phase *p, hd_error *err
                     .content_type = HD_CLOUDEVENTS_MEDIA_TYPE,
                     .type = b->routing_key,
                     .message_id = id};
-    progress pr;
-    progress_start(&pr, "herald publisher", cfg->count);
-    phase_begin(p);
-    for (size_t i = 0; i < cfg->count; i++) {
+    bench_progress pr;
+    bench_progress_start(&pr, "herald publisher", cfg->o.count);
+    bench_span_begin(&p->m);
+    for (size_t i = 0; i < cfg->o.count; i++) {
         snprintf(id, sizeof id, "bench-%zu", i);
         if ((rc = hd_publisher_publish(pub, &m, NULL, err)) < 0)
             goto out;
         if ((i & 255) == 0)
-            progress_tick(&pr, (size_t)f.confirmed);
+            bench_progress_tick(&pr, (size_t)f.confirmed, NULL);
     }
     if ((rc = hd_publisher_wait(pub, STALL_MS, err)) < 0)
         goto out;
-    phase_end(p, (size_t)f.confirmed);
-    progress_done(&pr, p);
+    bench_span_end(&p->m, (size_t)f.confirmed);
+    bench_progress_done(&pr, &p->m);
     if (f.other > 0)
         rc = hd_error_set(err, HD_ENACKED, "herald publisher: %" PRIu64 " messages not confirmed",
                           f.other);
@@ -595,85 +336,6 @@ static int publisher_phase(const config *cfg, broker *b, phase *p, hd_error *err
         rc = hd_queue_purge(b->admin, b->queue, NULL, err);
 out:
     hd_publisher_free(pub);
-    hd_amqp_close(a);
-    return rc;
-}
-
-/* ---- phase 2: raw consume + ack ---------------------------------------------------------- */
-
-static int raw_consume(const config *cfg, broker *b, phase *p, hd_error *err)
-{
-    hd_amqp *a = NULL;
-    hd_amqp_options ao = {.connection_name = "bench raw consume"};
-    int rc = hd_amqp_open(cfg->url, &ao, &a, err);
-    if (rc < 0)
-        return rc;
-    amqp_channel_t ch = 0;
-    if ((rc = hd_amqp_channel_open(a, &ch, err)) < 0)
-        goto out;
-    amqp_connection_state_t st = hd_amqp_state(a);
-    amqp_basic_qos(st, ch, 0, (uint16_t)cfg->raw_prefetch, 0);
-    if ((rc = hd_amqp_check_reply_on(a, ch, amqp_get_rpc_reply(st), "basic.qos", err)) < 0) {
-        ch = 0;
-        goto out;
-    }
-
-    progress pr;
-    progress_start(&pr, "raw consume", cfg->count);
-    size_t got = 0;
-    phase_begin(p); /* basic.consume is where deliveries start: the clock starts before it */
-    amqp_basic_consume(st, ch, amqp_cstring_bytes(b->queue), amqp_empty_bytes, 0, 0, 0,
-                       amqp_empty_table);
-    if ((rc = hd_amqp_check_reply_on(a, ch, amqp_get_rpc_reply(st), "basic.consume", err)) < 0) {
-        ch = 0;
-        goto out;
-    }
-    while (got < cfg->count) {
-        amqp_envelope_t env;
-        struct timeval tv = {.tv_sec = STALL_MS / 1000, .tv_usec = 0};
-        amqp_maybe_release_buffers(st);
-        amqp_rpc_reply_t r = amqp_consume_message(st, &env, &tv, 0);
-        if (r.reply_type == AMQP_RESPONSE_NORMAL) {
-            /* One ack per message, not multiple: the plain consumer loop. */
-            int status = amqp_basic_ack(st, ch, env.delivery_tag, 0);
-            amqp_destroy_envelope(&env);
-            if ((rc = hd_amqp_check_status(a, status, "basic.ack", err)) < 0)
-                goto out;
-            got++;
-            if ((got & 255) == 0)
-                progress_tick(&pr, got);
-            continue;
-        }
-        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-            r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
-            amqp_frame_t f;
-            int status = amqp_simple_wait_frame(st, &f);
-            if ((rc = hd_amqp_check_status(a, status, "raw consume", err)) < 0)
-                goto out;
-            if (f.frame_type == AMQP_FRAME_METHOD &&
-                (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD ||
-                 f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD)) {
-                rc = hd_amqp_handle_close(a, f.channel, &f.payload.method, "raw consume", err);
-                ch = 0;
-                goto out;
-            }
-            continue;
-        }
-        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-            r.library_error == AMQP_STATUS_TIMEOUT) {
-            rc = hd_error_set(err, HD_ETIMEOUT,
-                              "raw consume: nothing for %d s after %zu of %zu messages",
-                              STALL_MS / 1000, got, cfg->count);
-            goto out;
-        }
-        rc = hd_amqp_reply_error(r, "raw consume", NULL, err);
-        goto out;
-    }
-    phase_end(p, got);
-    progress_done(&pr, p);
-out:
-    if (ch != 0)
-        hd_amqp_channel_close(a, ch);
     hd_amqp_close(a);
     return rc;
 }
@@ -715,13 +377,13 @@ static void choose_padding(const char *type, char *pad, size_t cap, size_t *size
 static int fill_outbox(const config *cfg, hd_store *s, const char *type, const char *pad,
                        hd_error *err)
 {
-    progress pr;
-    progress_start(&pr, "outbox fill (untimed)", cfg->count);
-    for (size_t i = 0; i < cfg->count; i += FILL_PER_TX) {
+    bench_progress pr;
+    bench_progress_start(&pr, "outbox fill (untimed)", cfg->o.count);
+    for (size_t i = 0; i < cfg->o.count; i += FILL_PER_TX) {
         int rc = hd_store_begin(s, err);
         if (rc < 0)
             return rc;
-        for (size_t k = i; k < i + FILL_PER_TX && k < cfg->count; k++) {
+        for (size_t k = i; k < i + FILL_PER_TX && k < cfg->o.count; k++) {
             hd_envelope *env = make_event(type, k, pad);
             if (env == NULL) {
                 hd_store_rollback(s, NULL);
@@ -739,7 +401,8 @@ static int fill_outbox(const config *cfg, hd_store *s, const char *type, const c
         }
         if ((rc = hd_store_commit(s, err)) < 0)
             return rc;
-        progress_tick(&pr, i + FILL_PER_TX < cfg->count ? i + FILL_PER_TX : cfg->count);
+        bench_progress_tick(&pr, i + FILL_PER_TX < cfg->o.count ? i + FILL_PER_TX : cfg->o.count,
+                            NULL);
     }
     return 0;
 }
@@ -757,7 +420,7 @@ typedef struct relay_extra {
  * with hd_relay_get_stats, the one relay call another thread may make. */
 typedef struct relay_watch {
     hd_relay *relay; /* borrowed */
-    progress *pr;
+    bench_progress *pr;
     volatile int stop; /* hd_relay_run's stop flag: set on a stall */
     volatile int done; /* hd_relay_run returned: the watcher ends */
     int stalled;
@@ -774,7 +437,7 @@ static void *watch_relay(void *arg)
         hd_relay_get_stats(w->relay, &t);
         int64_t now = hd_clock_ns();
         if (!w->done)
-            progress_tick(w->pr, (size_t)t.confirmed);
+            bench_progress_tick(w->pr, (size_t)t.confirmed, NULL);
         if (t.confirmed != last) {
             last = t.confirmed;
             last_change = now;
@@ -805,7 +468,7 @@ static int relay_phase(const config *cfg, broker *b, const char *dir, int round,
         goto out;
 
     hd_amqp_options ao = {.connection_name = "bench relay"};
-    if ((rc = hd_amqp_open(cfg->url, &ao, &a, err)) < 0)
+    if ((rc = hd_amqp_open(cfg->o.url, &ao, &a, err)) < 0)
         goto out;
     /* As herald-relay --drain runs it, except that retention is off: the purge at start is
      * not what is measured. poll_ms only matters for rows waiting for a retry (none here). */
@@ -819,19 +482,19 @@ static int relay_phase(const config *cfg, broker *b, const char *dir, int round,
     if ((rc = hd_relay_new(s, a, &ro, &r, err)) < 0)
         goto out;
 
-    progress pr;
-    progress_start(&pr, "relay", cfg->count);
+    bench_progress pr;
+    bench_progress_start(&pr, "relay", cfg->o.count);
     relay_watch w = {.relay = r, .pr = &pr};
     pthread_t watcher;
     if (pthread_create(&watcher, NULL, watch_relay, &w) != 0) {
         rc = hd_error_set(err, HD_ENOMEM, "relay: cannot start the watcher thread");
         goto out;
     }
-    phase_begin(p);
+    bench_span_begin(&p->m);
     rc = hd_relay_run(r, &w.stop, err);
     hd_relay_stats *tot = &x->stats;
     hd_relay_get_stats(r, tot);
-    phase_end(p, (size_t)tot->confirmed);
+    bench_span_end(&p->m, (size_t)tot->confirmed);
     w.done = 1;
     pthread_join(watcher, NULL); /* at most one 50 ms nap: outside the timed part */
     if (rc == 0 && w.stalled)
@@ -839,12 +502,12 @@ static int relay_phase(const config *cfg, broker *b, const char *dir, int round,
             err, HD_ETIMEOUT,
             "relay: nothing confirmed for %d s with %" PRIu64 " of %zu confirmed (returned "
             "%" PRIu64 ", nacked %" PRIu64 ", lost %" PRIu64 ")",
-            STALL_MS / 1000, tot->confirmed, cfg->count, tot->returned, tot->nacked, tot->lost);
+            STALL_MS / 1000, tot->confirmed, cfg->o.count, tot->returned, tot->nacked, tot->lost);
     if (rc < 0) {
-        p->ran = 0; /* a failed phase is not a measurement */
+        p->m.ran = 0; /* a failed phase is not a measurement */
         goto out;
     }
-    progress_done(&pr, p);
+    bench_progress_done(&pr, &p->m);
     x->queue_after = queue_depth(b, err);
     if (x->queue_after < 0) {
         rc = HD_EAMQP;
@@ -988,16 +651,16 @@ static int consumer_phase(const config *cfg, broker *b, const char *dir, int rou
                               .ctx = &k,
                               .prefetch = cfg->prefetch,
                               .registry = reg};
-    if ((rc = hd_consumer_open(cfg->url, &co, &c, err)) < 0)
+    if ((rc = hd_consumer_open(cfg->o.url, &co, &c, err)) < 0)
         goto out;
 
-    progress pr;
-    progress_start(&pr, "consumer + inbox", cfg->count);
+    bench_progress pr;
+    bench_progress_start(&pr, "consumer + inbox", cfg->o.count);
     hd_consumer_counts counts;
     memset(&counts, 0, sizeof counts);
-    phase_begin(p);
+    bench_span_begin(&p->m);
     int64_t last_progress = hd_clock_ns();
-    while (counts.acked < cfg->count) {
+    while (counts.acked < cfg->o.count) {
         rc = hd_consumer_poll(c, 1000, err);
         hd_consumer_get_counts(c, &counts);
         if (k.failed) {
@@ -1013,13 +676,13 @@ static int consumer_phase(const config *cfg, broker *b, const char *dir, int rou
         else if (now - last_progress > (int64_t)STALL_MS * 1000000) {
             rc = hd_error_set(err, HD_ETIMEOUT,
                               "consumer: nothing for %d s after %" PRIu64 " of %zu acked",
-                              STALL_MS / 1000, counts.acked, cfg->count);
+                              STALL_MS / 1000, counts.acked, cfg->o.count);
             goto out;
         }
-        progress_tick(&pr, (size_t)counts.acked);
+        bench_progress_tick(&pr, (size_t)counts.acked, NULL);
     }
-    phase_end(p, (size_t)counts.acked);
-    progress_done(&pr, p);
+    bench_span_end(&p->m, (size_t)counts.acked);
+    bench_progress_done(&pr, &p->m);
     rc = 0;
     x->counts = counts;
     x->batches = k.batches;
@@ -1050,10 +713,10 @@ out:
 static char *make_workdir(const config *cfg)
 {
     char path[4096];
-    if (cfg->workdir != NULL) {
-        if (mkdir(cfg->workdir, 0700) < 0 && errno != EEXIST)
+    if (cfg->o.workdir != NULL) {
+        if (mkdir(cfg->o.workdir, 0700) < 0 && errno != EEXIST)
             return NULL;
-        snprintf(path, sizeof path, "%s/relay_inbox-XXXXXX", cfg->workdir);
+        snprintf(path, sizeof path, "%s/relay_inbox-XXXXXX", cfg->o.workdir);
     } else {
         const char *tmp = getenv("TMPDIR");
         snprintf(path, sizeof path, "%s/herald-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
@@ -1127,14 +790,14 @@ static int run_round(const config *cfg, broker *b, const char *dir, int round, r
         snprintf(failure, cap, "relay: %s", err.text);
         return -1;
     }
-    if (rx->queue_after != (long)cfg->count || rx->stats.confirmed != cfg->count ||
+    if (rx->queue_after != (long)cfg->o.count || rx->stats.confirmed != cfg->o.count ||
         rx->pending_after != 0) {
         size_t have = rx->queue_after > 0 ? (size_t)rx->queue_after : 0;
-        *lost += have < cfg->count ? cfg->count - have : 0;
+        *lost += have < cfg->o.count ? cfg->o.count - have : 0;
         snprintf(failure, cap,
                  "relay: the queue holds %ld messages for %zu rows (%" PRIu64
                  " confirmed, %lld rows still pending)",
-                 rx->queue_after, cfg->count, rx->stats.confirmed, (long long)rx->pending_after);
+                 rx->queue_after, cfg->o.count, rx->stats.confirmed, (long long)rx->pending_after);
         return -1;
     }
 
@@ -1144,15 +807,15 @@ static int run_round(const config *cfg, broker *b, const char *dir, int round, r
         snprintf(failure, cap, "consumer + inbox: %s", err.text);
         return -1;
     }
-    if (cx->effects != (int64_t)cfg->count || cx->distinct_effects != (int64_t)cfg->count ||
-        cx->inbox_rows != (int64_t)cfg->count || cx->queue_after != 0) {
+    if (cx->effects != (int64_t)cfg->o.count || cx->distinct_effects != (int64_t)cfg->o.count ||
+        cx->inbox_rows != (int64_t)cfg->o.count || cx->queue_after != 0) {
         int64_t have = cx->distinct_effects;
-        *lost += have < (int64_t)cfg->count ? cfg->count - (size_t)have : 0;
+        *lost += have < (int64_t)cfg->o.count ? cfg->o.count - (size_t)have : 0;
         snprintf(failure, cap,
                  "consumer + inbox: %lld effect rows (%lld distinct) and %lld inbox rows for "
                  "%zu messages; %ld left in the queue",
                  (long long)cx->effects, (long long)cx->distinct_effects, (long long)cx->inbox_rows,
-                 cfg->count, cx->queue_after);
+                 cfg->o.count, cx->queue_after);
         return -1;
     }
     return 0;
@@ -1170,33 +833,25 @@ typedef struct summary {
     double busy;      /* median machine busy share */
 } summary;
 
-static double median(double *v, int n)
-{
-    if (n <= 0)
-        return 0.0;
-    qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0;
-}
-
 static void summarise(const round_result *rr, int rounds, int which, summary *s)
 {
     double rates[MAX_ROUNDS], cpu[MAX_ROUNDS], busy[MAX_ROUNDS];
     int n = 0;
     for (int r = 0; r < rounds; r++) {
         const phase *p = &rr[r].ph[which];
-        if (!p->ran)
+        if (!p->m.ran)
             continue;
-        rates[n] = p->rate;
-        cpu[n] = p->seconds > 0 ? p->client_cpu / p->seconds : 0.0;
-        busy[n] = p->machine_busy;
+        rates[n] = p->m.rate;
+        cpu[n] = p->m.seconds > 0 ? p->m.bench_cpu / p->m.seconds : 0.0;
+        busy[n] = p->m.machine;
         n++;
     }
     s->n = n;
-    s->rate = median(rates, n); /* sorts rates: min and max are its ends */
+    s->rate = bench_median(rates, (size_t)n); /* sorts rates: min and max are its ends */
     s->min = n ? rates[0] : 0.0;
     s->max = n ? rates[n - 1] : 0.0;
-    s->cpu_share = median(cpu, n);
-    s->busy = median(busy, n);
+    s->cpu_share = bench_median(cpu, (size_t)n);
+    s->busy = bench_median(busy, (size_t)n);
 }
 
 typedef struct verdict {
@@ -1237,21 +892,21 @@ static void gather(const round_result *rr, int rounds, details *d)
     size_t batched = 0;
     for (int r = 0; r < rounds; r++) {
         const relay_extra *x = &rr[r].rx;
-        if (rr[r].ph[P_RELAY].ran) {
+        if (rr[r].ph[P_RELAY].m.ran) {
             d->batches += x->stats.batches;
-            relay_s += rr[r].ph[P_RELAY].seconds;
+            relay_s += rr[r].ph[P_RELAY].m.seconds;
         }
         if (x->event_bytes)
             d->event_bytes = x->event_bytes;
         const consumer_extra *c = &rr[r].cx;
-        if (rr[r].ph[P_CONSUMER].ran) {
+        if (rr[r].ph[P_CONSUMER].m.ran) {
             d->commits += c->batches;
             d->singles += c->singles;
             if (c->largest > d->largest)
                 d->largest = c->largest;
             batched += (size_t)c->counts.acked - c->singles;
             d->handler_s += c->handler_s;
-            d->consumer_s += rr[r].ph[P_CONSUMER].seconds;
+            d->consumer_s += rr[r].ph[P_CONSUMER].m.seconds;
         }
     }
     d->ms_per_batch = d->batches ? 1000.0 * relay_s / (double)d->batches : 0.0;
@@ -1264,7 +919,7 @@ static void print_table(const config *cfg, const broker *b, const summary *s, co
     char r[32], lo[32], hi[32];
     printf("\nherald bench: relay + inbox  (%zu messages x %d round%s, %d-byte bodies, RabbitMQ "
            "%s, SQLite %s synchronous=FULL, %ld CPUs, %s)\n\n",
-           cfg->count, cfg->rounds, cfg->rounds == 1 ? "" : "s", BODY_BYTES, b->version,
+           cfg->o.count, cfg->rounds, cfg->rounds == 1 ? "" : "s", BODY_BYTES, b->version,
            sqlite3_libversion(), sysconf(_SC_NPROCESSORS_ONLN), date);
     printf("  %-50s %10s %17s %9s %8s\n", "phase", "msg/s", "min..max", "bench CPU", "machine");
     for (int i = 0; i < NPHASES; i++) {
@@ -1277,8 +932,9 @@ static void print_table(const config *cfg, const broker *b, const summary *s, co
         char range[80];
         snprintf(range, sizeof range, "%s..%s", bench_thousands(lo, sizeof lo, s[i].min),
                  bench_thousands(hi, sizeof hi, s[i].max));
-        printf("  %-50s %10s %17s %8.0f%% %7.0f%%\n", s[i].label, bench_thousands(r, sizeof r, s[i].rate),
-               range, 100.0 * s[i].cpu_share, 100.0 * s[i].busy);
+        printf("  %-50s %10s %17s %8.0f%% %7.0f%%\n", s[i].label,
+               bench_thousands(r, sizeof r, s[i].rate), range, 100.0 * s[i].cpu_share,
+               100.0 * s[i].busy);
         if (i == P_RELAY)
             printf("\n");
     }
@@ -1311,11 +967,11 @@ static json_t *phase_json(const summary *s, const round_result *rr, int rounds, 
     json_t *runs = json_array();
     for (int r = 0; r < rounds; r++) {
         const phase *p = &rr[r].ph[which];
-        if (p->ran)
+        if (p->m.ran)
             json_array_append_new(
-                runs, json_pack("{s:I, s:f, s:f, s:f, s:f}", "messages", (json_int_t)p->messages,
-                                "seconds", p->seconds, "rate_per_s", p->rate, "bench_cpu_s",
-                                p->client_cpu, "machine_cpu_busy", p->machine_busy));
+                runs, json_pack("{s:I, s:f, s:f, s:f, s:f}", "messages", (json_int_t)p->m.messages,
+                                "seconds", p->m.seconds, "rate_per_s", p->m.rate, "bench_cpu_s",
+                                p->m.bench_cpu, "machine_cpu_busy", p->m.machine));
     }
     return json_pack("{s:s, s:f, s:f, s:f, s:f, s:f, s:o}", "label", s->label, "rate_per_s",
                      s->rate, "min_rate_per_s", s->min, "max_rate_per_s", s->max, "bench_cpu_share",
@@ -1327,15 +983,6 @@ static int write_json(const char *path, const config *cfg, const broker *b, cons
                       const details *d, const char *date, int tmpfs, size_t lost,
                       const char *failure)
 {
-    struct utsname un;
-    memset(&un, 0, sizeof un);
-    uname(&un);
-    char host[256] = "";
-    gethostname(host, sizeof host - 1);
-    double load[3] = {0, 0, 0};
-    if (getloadavg(load, 3) < 0)
-        load[0] = load[1] = load[2] = 0;
-
     json_t *phases = json_object();
     for (int i = 0; i < NPHASES; i++)
         json_object_set_new(phases, s[i].key, phase_json(&s[i], rr, rounds_done, i));
@@ -1346,21 +993,19 @@ static int write_json(const char *path, const config *cfg, const broker *b, cons
             v[i].known ? json_pack("{s:f, s:f, s:b}", "value", v[i].ratio, "target", v[i].target,
                                    "pass", v[i].pass)
                        : json_pack("{s:n, s:f, s:n}", "value", "target", v[i].target, "pass"));
-    json_t *root = json_pack(
-        "{s:s, s:i, s:s, s:{s:s, s:i, s:s, s:s, s:s, s:[f,f,f]},"
-        " s:{s:s, s:s}, s:s,"
-        " s:{s:I, s:i, s:i, s:I, s:i, s:I, s:I, s:i, s:I, s:b, s:s, s:s}}",
-        "benchmark", "relay_inbox", "format", 1, "date", date, "host", "hostname", host, "nproc",
-        (int)sysconf(_SC_NPROCESSORS_ONLN), "kernel", un.release, "machine", un.machine, "note",
-        "wall-clock rates; the machine may have been shared with other work", "loadavg", load[0],
-        load[1], load[2], "broker", "product", "RabbitMQ", "version", b->version, "sqlite",
-        sqlite3_libversion(), "parameters", "count", (json_int_t)cfg->count, "rounds", cfg->rounds,
-        "body_bytes", BODY_BYTES, "raw_window", (json_int_t)cfg->raw_window, "raw_prefetch",
-        cfg->raw_prefetch, "relay_batch", (json_int_t)cfg->batch, "relay_window",
-        (json_int_t)cfg->window, "consumer_prefetch", cfg->prefetch, "consumer_batch_max",
-        (json_int_t)cfg->batch_max, "decode", cfg->decode, "synchronous", "full", "queue_type",
-        "classic");
-    if (root == NULL) {
+    json_t *root = bench_results_new("relay_inbox", date, b->version);
+    if (root != NULL)
+        json_object_set_new(
+            root, "parameters",
+            json_pack("{s:I, s:i, s:i, s:I, s:i, s:I, s:I, s:i, s:I, s:b, s:s, s:s}", "count",
+                      (json_int_t)cfg->o.count, "rounds", cfg->rounds, "body_bytes", BODY_BYTES,
+                      "raw_window", (json_int_t)cfg->o.raw_window, "raw_prefetch",
+                      cfg->o.raw_prefetch, "relay_batch", (json_int_t)cfg->batch, "relay_window",
+                      (json_int_t)cfg->window, "consumer_prefetch", cfg->prefetch,
+                      "consumer_batch_max", (json_int_t)cfg->batch_max, "decode", cfg->decode,
+                      "synchronous", "full", "queue_type", "classic"));
+    if (root == NULL || json_object_get(root, "parameters") == NULL) {
+        json_decref(root);
         json_decref(phases);
         json_decref(ratios);
         return -1;
@@ -1387,8 +1032,7 @@ static int write_json(const char *path, const config *cfg, const broker *b, cons
     json_object_set_new(root, "lost", json_integer((json_int_t)lost));
     json_object_set_new(root, "error", failure ? json_string(failure) : json_null());
     json_object_set_new(root, "ok", json_boolean(lost == 0 && failure == NULL));
-    int rc =
-        json_dump_file(root, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+    int rc = bench_results_write(root, path, PROG);
     json_decref(root);
     return rc;
 }
@@ -1408,13 +1052,13 @@ int main(int argc, char **argv)
     memset(s, 0, sizeof s);
     s[P_RAW_PUBLISH].key = "raw_publish";
     snprintf(s[P_RAW_PUBLISH].label, sizeof s[0].label, "raw publish (confirms, window %zu)",
-             cfg.raw_window);
+             cfg.o.raw_window);
     s[P_PUBLISHER].key = "publisher";
     snprintf(s[P_PUBLISHER].label, sizeof s[0].label, "herald publisher alone (window %zu)",
-             cfg.raw_window);
+             cfg.o.raw_window);
     s[P_RAW_CONSUME].key = "raw_consume";
     snprintf(s[P_RAW_CONSUME].label, sizeof s[0].label, "raw consume (ack each, prefetch %d)",
-             cfg.raw_prefetch);
+             cfg.o.raw_prefetch);
     s[P_RELAY].key = "relay";
     snprintf(s[P_RELAY].label, sizeof s[0].label, "herald relay (batch %zu, window %zu%s)",
              cfg.batch, cfg.window, cfg.no_pipeline ? ", 1 in flight" : "");
@@ -1439,9 +1083,9 @@ int main(int argc, char **argv)
     char date[32];
     bench_now_utc(date, sizeof date);
     char redacted[512];
-    hd_amqp_url_redact(cfg.url, redacted, sizeof redacted);
+    hd_amqp_url_redact(cfg.o.url, redacted, sizeof redacted);
     fprintf(stderr, "bench-relay_inbox: %zu messages x %d rounds, broker %s, SQLite files in %s\n",
-            cfg.count, cfg.rounds, redacted, dir);
+            cfg.o.count, cfg.rounds, redacted, dir);
     int tmpfs = bench_on_tmpfs(dir);
     if (tmpfs)
         fprintf(stderr,
@@ -1450,7 +1094,7 @@ int main(int argc, char **argv)
                 dir);
 
     int rounds_done = 0;
-    if (broker_setup(&b, cfg.url, &err) < 0) {
+    if (broker_setup(&b, cfg.o.url, &err) < 0) {
         snprintf(failure, sizeof failure, "broker setup: %s", err.text);
     } else {
         fprintf(stderr, "queue %s (durable, classic), exchange %s (topic)\n", b.queue, b.exchange);
@@ -1484,16 +1128,12 @@ int main(int argc, char **argv)
         printf("\n  FAILED: %s\n", failure);
     fflush(stdout);
 
-    if (cfg.out != NULL) {
-        if (write_json(cfg.out, &cfg, &b, s, rr, rounds_done, v, 2, &d, date, tmpfs, lost,
-                       failure[0] ? failure : NULL) < 0)
-            fprintf(stderr, "bench-relay_inbox: cannot write %s\n", cfg.out);
-        else
-            fprintf(stderr, "results: %s (bench/plot.sh %s draws them)\n", cfg.out, cfg.out);
-    }
+    if (cfg.o.out != NULL)
+        write_json(cfg.o.out, &cfg, &b, s, rr, rounds_done, v, 2, &d, date, tmpfs, lost,
+                   failure[0] ? failure : NULL);
 
     broker_teardown(&b);
-    if (cfg.keep)
+    if (cfg.o.keep)
         fprintf(stderr, "kept %s\n", dir);
     else
         remove_workdir(dir, rounds_done);

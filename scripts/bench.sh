@@ -5,7 +5,8 @@
 set -euo pipefail
 build=${1:-build/release}
 mkdir -p "$build/bench"
-benches=$(find "$build" -maxdepth 1 -type f -executable -name 'bench-*' | sort)
+# bench-limits measures the machine, not herald: `make limits` runs it (docs/limits.md).
+benches=$(find "$build" -maxdepth 1 -type f -executable -name 'bench-*' ! -name bench-limits | sort)
 if [ -z "$benches" ]; then
   echo "bench: no benchmark programs in $build/ (bench/*.c) yet" >&2
   exit 1

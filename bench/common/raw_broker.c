@@ -1,0 +1,274 @@
+/* raw_broker.c — see raw_broker.h. */
+#include "raw_broker.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include <amqp.h>
+
+#include "herald/topology.h"
+#include "progress.h"
+
+/* ---- setup ---------------------------------------------------------------------------- */
+
+int bench_broker_open(const char *url, hd_amqp **admin, char *version, size_t cap, hd_error *err)
+{
+    hd_amqp_options ao = {.connection_name = "bench admin"};
+    snprintf(version, cap, "?");
+    int rc = hd_amqp_open(url, &ao, admin, err);
+    if (rc < 0)
+        return rc;
+    amqp_table_t *props = amqp_get_server_properties(hd_amqp_state(*admin));
+    for (int i = 0; props != NULL && i < props->num_entries; i++) {
+        const amqp_table_entry_t *e = &props->entries[i];
+        if (e->key.len == 7 && memcmp(e->key.bytes, "version", 7) == 0 &&
+            (e->value.kind == AMQP_FIELD_KIND_UTF8 || e->value.kind == AMQP_FIELD_KIND_BYTES))
+            snprintf(version, cap, "%.*s", (int)e->value.value.bytes.len,
+                     (const char *)e->value.value.bytes.bytes);
+    }
+    return 0;
+}
+
+int bench_broker_declare_exchange(hd_amqp *admin, const char *exchange, hd_error *err)
+{
+    hd_exchange_spec ex = {.name = exchange, .type = HD_EXCHANGE_TOPIC, .durable = 1};
+    return hd_exchange_declare(admin, &ex, err);
+}
+
+int bench_broker_declare_queue(hd_amqp *admin, const char *queue, const char *exchange,
+                               const char *key, hd_error *err)
+{
+    hd_queue_spec qs = {.name = queue, .durable = 1, .type = HD_QUEUE_CLASSIC};
+    hd_binding_spec bs = {.queue = queue, .exchange = exchange, .key = key};
+    int rc = hd_queue_declare(admin, &qs, NULL, err);
+    return rc < 0 ? rc : hd_queue_bind(admin, &bs, err);
+}
+
+long bench_queue_depth(hd_amqp *admin, const char *queue, hd_error *err)
+{
+    hd_queue_info info;
+    if (hd_queue_inspect(admin, queue, &info, err) < 0)
+        return -1;
+    return (long)info.message_count;
+}
+
+void bench_broker_drop(hd_amqp *admin, const char *queue, const char *exchange)
+{
+    if (admin == NULL || !hd_amqp_is_open(admin))
+        return;
+    if (queue != NULL)
+        hd_queue_delete(admin, queue, NULL, NULL);
+    if (exchange != NULL)
+        hd_exchange_delete(admin, exchange, NULL);
+}
+
+void bench_broker_close(hd_amqp *admin)
+{
+    hd_amqp_close(admin);
+}
+
+/* ---- confirms --------------------------------------------------------------------------- */
+
+int bench_confirms_init(bench_confirms *c, size_t n)
+{
+    memset(c, 0, sizeof *c);
+    c->low = 1;
+    c->settled = calloc(n + 1, 1);
+    return c->settled == NULL ? HD_ENOMEM : 0;
+}
+
+void bench_confirms_free(bench_confirms *c)
+{
+    free(c->settled);
+    c->settled = NULL;
+}
+
+void bench_confirm_settle(bench_confirms *c, uint64_t tag, int multiple, int ack, uint64_t next)
+{
+    if (tag >= next)
+        return; /* not ours: ignore rather than write out of bounds */
+    uint64_t from = multiple ? c->low : tag;
+    for (uint64_t t = from; t <= tag; t++) {
+        if (c->settled[t])
+            continue;
+        c->settled[t] = 1;
+        if (ack)
+            c->acked++;
+        else
+            c->nacked++;
+    }
+    while (c->low < next && c->settled[c->low])
+        c->low++;
+}
+
+/* ---- raw publish -------------------------------------------------------------------------- */
+
+int bench_raw_publish(const char *url, const char *exchange, const char *routing_key, size_t n,
+                      size_t body_bytes, size_t window, bench_span *out, hd_error *err)
+{
+    hd_amqp *a = NULL;
+    hd_amqp_options ao = {.connection_name = "bench raw publish"};
+    int rc = hd_amqp_open(url, &ao, &a, err);
+    if (rc < 0)
+        return rc;
+    amqp_channel_t ch = 0;
+    char *body = malloc(body_bytes ? body_bytes : 1);
+    bench_confirms c;
+    if (bench_confirms_init(&c, n) < 0 || body == NULL) {
+        rc = hd_error_set(err, HD_ENOMEM, "raw publish");
+        goto out;
+    }
+    memset(body, 'x', body_bytes);
+    if ((rc = hd_amqp_channel_open(a, &ch, err)) < 0)
+        goto out;
+    amqp_connection_state_t st = hd_amqp_state(a);
+    amqp_confirm_select(st, ch);
+    if ((rc = hd_amqp_check_reply_on(a, ch, amqp_get_rpc_reply(st), "confirm.select", err)) < 0) {
+        ch = 0;
+        goto out;
+    }
+    amqp_basic_properties_t props;
+    memset(&props, 0, sizeof props);
+    props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG;
+    props.delivery_mode = 2; /* persistent */
+    props.content_type = amqp_cstring_bytes("application/octet-stream");
+    amqp_bytes_t bytes = {.len = body_bytes, .bytes = body};
+
+    bench_progress pr;
+    bench_progress_start(&pr, "raw publish", n);
+    bench_span_begin(out);
+    uint64_t next = 1; /* delivery tag of the next publish */
+    while (c.low <= n) {
+        if (next <= n && next - c.low < window) {
+            int status = amqp_basic_publish(st, ch, amqp_cstring_bytes(exchange),
+                                            amqp_cstring_bytes(routing_key), 0, 0, &props, bytes);
+            if ((rc = hd_amqp_check_status(a, status, "raw publish", err)) < 0)
+                goto out;
+            next++;
+            if ((next & 255) == 0)
+                bench_progress_tick(&pr, (size_t)(c.acked + c.nacked), NULL);
+            continue;
+        }
+        /* Window full (or everything sent): wait for the next confirm. */
+        amqp_frame_t f;
+        struct timeval tv = {.tv_sec = BENCH_STALL_MS / 1000, .tv_usec = 0};
+        int status = amqp_simple_wait_frame_noblock(st, &f, &tv);
+        if ((rc = hd_amqp_check_status(a, status, "wait for confirms", err)) < 0)
+            goto out;
+        if (f.frame_type == AMQP_FRAME_METHOD && f.channel == ch) {
+            amqp_method_t *m = &f.payload.method;
+            if (m->id == AMQP_BASIC_ACK_METHOD) {
+                const amqp_basic_ack_t *ack = m->decoded;
+                bench_confirm_settle(&c, ack->delivery_tag, ack->multiple, 1, next);
+            } else if (m->id == AMQP_BASIC_NACK_METHOD) {
+                const amqp_basic_nack_t *nack = m->decoded;
+                bench_confirm_settle(&c, nack->delivery_tag, nack->multiple, 0, next);
+            } else if (m->id == AMQP_CHANNEL_CLOSE_METHOD) {
+                rc = hd_amqp_handle_close(a, ch, m, "raw publish", err);
+                ch = 0;
+                goto out;
+            }
+        } else if (f.frame_type == AMQP_FRAME_METHOD &&
+                   f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD) {
+            rc = hd_amqp_handle_close(a, f.channel, &f.payload.method, "raw publish", err);
+            goto out;
+        }
+        amqp_maybe_release_buffers(st);
+        bench_progress_tick(&pr, (size_t)(c.acked + c.nacked), NULL);
+    }
+    bench_span_end(out, (size_t)c.acked);
+    bench_progress_done(&pr, out);
+    if (c.nacked > 0)
+        rc = hd_error_set(err, HD_ENACKED, "raw publish: the broker nacked %" PRIu64 " messages",
+                          c.nacked);
+out:
+    if (ch != 0)
+        hd_amqp_channel_close(a, ch);
+    hd_amqp_close(a);
+    bench_confirms_free(&c);
+    free(body);
+    return rc;
+}
+
+/* ---- raw consume -------------------------------------------------------------------------- */
+
+int bench_raw_consume(const char *url, const char *queue, size_t n, int prefetch, bench_span *out,
+                      hd_error *err)
+{
+    hd_amqp *a = NULL;
+    hd_amqp_options ao = {.connection_name = "bench raw consume"};
+    int rc = hd_amqp_open(url, &ao, &a, err);
+    if (rc < 0)
+        return rc;
+    amqp_channel_t ch = 0;
+    if ((rc = hd_amqp_channel_open(a, &ch, err)) < 0)
+        goto out;
+    amqp_connection_state_t st = hd_amqp_state(a);
+    amqp_basic_qos(st, ch, 0, (uint16_t)prefetch, 0);
+    if ((rc = hd_amqp_check_reply_on(a, ch, amqp_get_rpc_reply(st), "basic.qos", err)) < 0) {
+        ch = 0;
+        goto out;
+    }
+
+    bench_progress pr;
+    bench_progress_start(&pr, "raw consume", n);
+    size_t got = 0;
+    bench_span_begin(out); /* basic.consume is where deliveries start: the clock starts before it */
+    amqp_basic_consume(st, ch, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 0, 0,
+                       amqp_empty_table);
+    if ((rc = hd_amqp_check_reply_on(a, ch, amqp_get_rpc_reply(st), "basic.consume", err)) < 0) {
+        ch = 0;
+        goto out;
+    }
+    while (got < n) {
+        amqp_envelope_t env;
+        struct timeval tv = {.tv_sec = BENCH_STALL_MS / 1000, .tv_usec = 0};
+        amqp_maybe_release_buffers(st);
+        amqp_rpc_reply_t r = amqp_consume_message(st, &env, &tv, 0);
+        if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+            /* One ack per message, not multiple: the plain consumer loop. */
+            int status = amqp_basic_ack(st, ch, env.delivery_tag, 0);
+            amqp_destroy_envelope(&env);
+            if ((rc = hd_amqp_check_status(a, status, "basic.ack", err)) < 0)
+                goto out;
+            got++;
+            if ((got & 255) == 0)
+                bench_progress_tick(&pr, got, NULL);
+            continue;
+        }
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+            amqp_frame_t f;
+            int status = amqp_simple_wait_frame(st, &f);
+            if ((rc = hd_amqp_check_status(a, status, "raw consume", err)) < 0)
+                goto out;
+            if (f.frame_type == AMQP_FRAME_METHOD &&
+                (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD ||
+                 f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD)) {
+                rc = hd_amqp_handle_close(a, f.channel, &f.payload.method, "raw consume", err);
+                ch = 0;
+                goto out;
+            }
+            continue;
+        }
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_TIMEOUT) {
+            rc = hd_error_set(err, HD_ETIMEOUT,
+                              "raw consume: nothing for %d s after %zu of %zu messages",
+                              BENCH_STALL_MS / 1000, got, n);
+            goto out;
+        }
+        rc = hd_amqp_reply_error(r, "raw consume", NULL, err);
+        goto out;
+    }
+    bench_span_end(out, got);
+    bench_progress_done(&pr, out);
+out:
+    if (ch != 0)
+        hd_amqp_channel_close(a, ch);
+    hd_amqp_close(a);
+    return rc;
+}

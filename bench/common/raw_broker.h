@@ -1,0 +1,83 @@
+/* raw_broker.h — the broker's raw limits, with librabbitmq alone (no herald publisher or
+ * consumer): the denominators every benchmark compares herald with, measured the same way in
+ * all of them. Also the broker setup they share: an admin connection, the server's version,
+ * durable declarations, queue depths, teardown.
+ *
+ *   raw publish   n persistent messages of body_bytes bytes, publisher confirms, at most
+ *                 `window` unconfirmed: the broker flushes many at once and confirms them with
+ *                 one multiple ack. rate = confirmed messages / seconds from the first publish
+ *                 to the last confirm.
+ *   raw consume   n messages drained with basic.consume, prefetch `prefetch`, one basic.ack per
+ *                 message (the plain consumer loop). The clock starts before basic.consume
+ *                 (deliveries start there) and stops at the n-th ack.
+ *
+ * Both open their own connection (connection names "bench raw publish" / "bench raw
+ * consume"), and fail with HD_ETIMEOUT when nothing arrives for BENCH_STALL_MS. */
+#ifndef HERALD_BENCH_RAW_BROKER_H
+#define HERALD_BENCH_RAW_BROKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "herald/amqp.h"
+#include "herald/error.h"
+#include "proc_stats.h"
+
+#define BENCH_STALL_MS 30000 /* no progress for this long: give up on the phase */
+
+/* ---- setup ---------------------------------------------------------------------------- */
+
+/* Opens an admin connection ("bench admin") to url into *admin (new: bench_broker_close it)
+ * and writes the server's "version" property in version (cap bytes; "?" when absent). */
+int bench_broker_open(const char *url, hd_amqp **admin, char *version, size_t cap, hd_error *err);
+
+/* A durable topic exchange, as herald's relays declare theirs (so that their own declare is
+ * the idempotent no-op it is in production). Names are borrowed. */
+int bench_broker_declare_exchange(hd_amqp *admin, const char *exchange, hd_error *err);
+
+/* A durable classic queue bound to exchange (which must exist) with key ("#": everything). */
+int bench_broker_declare_queue(hd_amqp *admin, const char *queue, const char *exchange,
+                               const char *key, hd_error *err);
+
+/* Ready messages in queue, or -1 (err set). */
+long bench_queue_depth(hd_amqp *admin, const char *queue, hd_error *err);
+
+/* Deletes queue then exchange (either may be NULL), ignoring errors, when admin is open. */
+void bench_broker_drop(hd_amqp *admin, const char *queue, const char *exchange);
+
+/* Closes and frees admin (stolen; NULL is fine). */
+void bench_broker_close(hd_amqp *admin);
+
+/* ---- confirms --------------------------------------------------------------------------- */
+
+/* Settled flags by delivery tag, and the lowest tag not settled yet: acks and nacks may be
+ * multiple (every unsettled tag up to the tag) or single, in any order. */
+typedef struct bench_confirms {
+    unsigned char *settled; /* n + 1 flags, tag 1..n (owned) */
+    uint64_t low;           /* lowest unsettled tag */
+    uint64_t acked, nacked;
+} bench_confirms;
+
+/* For tags 1..n: 0, or HD_ENOMEM. */
+int bench_confirms_init(bench_confirms *c, size_t n);
+void bench_confirms_free(bench_confirms *c);
+
+/* One basic.ack (ack = 1) or basic.nack (ack = 0). next is the tag of the next publish: a tag
+ * at or above it is not ours (a broker bug or another channel's) and is ignored rather than
+ * written out of bounds. Tags already settled are not counted twice. */
+void bench_confirm_settle(bench_confirms *c, uint64_t tag, int multiple, int ack, uint64_t next);
+
+/* ---- the raw phases ------------------------------------------------------------------- */
+
+/* Raw confirmed publish of n persistent messages (body_bytes of 'x', content type
+ * application/octet-stream) to exchange with routing_key. out (borrowed) receives the timing
+ * (out->probe, when set by the caller, is sampled over the same span); out->messages is the
+ * number confirmed. HD_ENACKED when the broker nacked any. Progress on stderr. */
+int bench_raw_publish(const char *url, const char *exchange, const char *routing_key, size_t n,
+                      size_t body_bytes, size_t window, bench_span *out, hd_error *err);
+
+/* Raw consume of n messages from queue, prefetch 1..65535, one basic.ack each. out as above. */
+int bench_raw_consume(const char *url, const char *queue, size_t n, int prefetch, bench_span *out,
+                      hd_error *err);
+
+#endif

@@ -1,0 +1,21 @@
+/* results.h — the head of every benchmark's JSON results (--out), the same keys in the same
+ * order for all of them, so that bench/plot.sh and anyone comparing runs read them one way:
+ *
+ *   {"benchmark": name, "format": 1, "date": ..., "host": {"hostname", "nproc", "kernel",
+ *    "machine", "note", "loadavg": [1, 5, 15 min]}, "broker": {"product": "RabbitMQ",
+ *    "version"}, "sqlite": version}
+ *
+ * A benchmark adds its own keys after these. */
+#ifndef HERALD_BENCH_RESULTS_H
+#define HERALD_BENCH_RESULTS_H
+
+#include <jansson.h>
+
+/* A new object (NULL on allocation failure). Arguments are borrowed (copied). */
+json_t *bench_results_new(const char *benchmark, const char *date, const char *broker_version);
+
+/* Writes root to path, indented, in insertion order, 6 significant digits; 0 or -1. root is
+ * borrowed. Then "results: PATH (bench/plot.sh PATH draws them)" on stderr, or why not. */
+int bench_results_write(const json_t *root, const char *path, const char *prog);
+
+#endif
