@@ -689,7 +689,7 @@ static int child_stop(child *c)
             kill(c->pid, SIGKILL);
             t0 = hd_clock_ms() + 1000000; /* no second SIGKILL */
         }
-        hd_sleep_ms(10, NULL);
+        hd_sleep_ms(10);
     }
     c->stop_ms = hd_clock_ms() - t0;
     return WIFEXITED(c->status) && WEXITSTATUS(c->status) == 0 ? 0 : -1;
@@ -1000,7 +1000,7 @@ static int start_notifications(run *r, hd_error *err)
                     (long)r->notif.pid, r->notif_port, (double)(hd_clock_ms() - t0) / 1e3);
             return 0;
         }
-        hd_sleep_ms(50, NULL);
+        hd_sleep_ms(50);
     }
     return hd_error_set(err, HD_ETIMEOUT, "herald-notifications not healthy after %d s; see %s",
                         START_TIMEOUT_MS / 1000, r->notif.log);
@@ -1072,7 +1072,7 @@ static int wait_for(run *r, int64_t want, bench_progress *pr, size_t base, hd_er
                                 "notification_sent rows, %lld events relayed",
                                 STALL_MS / 1000, (long long)sent, (long long)want,
                                 (long long)c.recorded, (long long)c.relayed);
-        hd_sleep_ms(POLL_MS, NULL);
+        hd_sleep_ms(POLL_MS);
     }
 }
 
@@ -1093,7 +1093,7 @@ static int wait_sink(run *r, size_t want, hd_error *err)
         int rc = both_alive(r, err);
         if (rc < 0)
             return rc;
-        hd_sleep_ms(20, NULL);
+        hd_sleep_ms(20);
     }
 }
 
@@ -1171,7 +1171,7 @@ static int latency_phase(run *r, hd_error *err)
             goto out;
         }
 
-    hd_sleep_ms(1000, NULL); /* settle after the throughput phase */
+    hd_sleep_ms(1000); /* settle after the throughput phase */
     fprintf(stderr, "latency: %zu events, one commit every %.3f ms (%.0f/s) for %.1f s\n", m,
             1000.0 / cfg->rate, cfg->rate, cfg->latency_seconds);
     r->lat_cpu.pid[W_RELAY] = r->relay.pid;

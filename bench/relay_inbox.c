@@ -64,6 +64,7 @@
 #include "herald/outbox.h"
 #include "herald/publisher.h"
 #include "herald/relay.h"
+#include "herald/stop.h"
 #include "herald/store.h"
 #include "herald/topology.h"
 
@@ -421,8 +422,8 @@ typedef struct relay_extra {
 typedef struct relay_watch {
     hd_relay *relay; /* borrowed */
     bench_progress *pr;
-    volatile int stop; /* hd_relay_run's stop flag: set on a stall */
-    volatile int done; /* hd_relay_run returned: the watcher ends */
+    hd_stop stop; /* hd_relay_run's stop token: requested on a stall */
+    hd_stop done; /* hd_relay_run returned: the watcher ends (at once, not after a nap) */
     int stalled;
 } relay_watch;
 
@@ -431,19 +432,19 @@ static void *watch_relay(void *arg)
     relay_watch *w = arg;
     uint64_t last = 0;
     int64_t last_change = hd_clock_ns();
-    while (!w->done) {
-        hd_sleep_ms(50, &w->done);
+    while (!hd_stop_requested(&w->done)) {
+        hd_stop_wait_ms(&w->done, 50);
         hd_relay_stats t;
         hd_relay_get_stats(w->relay, &t);
         int64_t now = hd_clock_ns();
-        if (!w->done)
+        if (!hd_stop_requested(&w->done))
             bench_progress_tick(w->pr, (size_t)t.confirmed, NULL);
         if (t.confirmed != last) {
             last = t.confirmed;
             last_change = now;
         } else if (!w->stalled && now - last_change > (int64_t)STALL_MS * 1000000) {
             w->stalled = 1;
-            w->stop = 1;
+            hd_stop_request(&w->stop);
         }
     }
     return NULL;
@@ -485,8 +486,16 @@ static int relay_phase(const config *cfg, broker *b, const char *dir, int round,
     bench_progress pr;
     bench_progress_start(&pr, "relay", cfg->o.count);
     relay_watch w = {.relay = r, .pr = &pr};
+    if ((rc = hd_stop_init(&w.stop, err)) < 0)
+        goto out;
+    if ((rc = hd_stop_init(&w.done, err)) < 0) {
+        hd_stop_release(&w.stop);
+        goto out;
+    }
     pthread_t watcher;
     if (pthread_create(&watcher, NULL, watch_relay, &w) != 0) {
+        hd_stop_release(&w.stop);
+        hd_stop_release(&w.done);
         rc = hd_error_set(err, HD_ENOMEM, "relay: cannot start the watcher thread");
         goto out;
     }
@@ -495,8 +504,10 @@ static int relay_phase(const config *cfg, broker *b, const char *dir, int round,
     hd_relay_stats *tot = &x->stats;
     hd_relay_get_stats(r, tot);
     bench_span_end(&p->m, (size_t)tot->confirmed);
-    w.done = 1;
-    pthread_join(watcher, NULL); /* at most one 50 ms nap: outside the timed part */
+    hd_stop_request(&w.done);
+    pthread_join(watcher, NULL); /* outside the timed part */
+    hd_stop_release(&w.stop);
+    hd_stop_release(&w.done);
     if (rc == 0 && w.stalled)
         rc = hd_error_set(
             err, HD_ETIMEOUT,
