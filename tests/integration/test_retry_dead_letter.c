@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "amqp_equal.h"
 #include "hd_test.h"
 #include "herald/clock.h"
 #include "herald/consumer.h"
@@ -442,49 +443,6 @@ static void batch_mode_acks_a_window_at_once(void **state)
 
 /* ---- forwarding: headers as received, and nothing acked without a confirm -------------- */
 
-static int field_equal(const amqp_field_value_t *a, const amqp_field_value_t *b);
-
-static int table_equal(const amqp_table_t *a, const amqp_table_t *b)
-{
-    if (a->num_entries != b->num_entries)
-        return 0;
-    for (int i = 0; i < a->num_entries; i++)
-        if (a->entries[i].key.len != b->entries[i].key.len ||
-            memcmp(a->entries[i].key.bytes, b->entries[i].key.bytes, a->entries[i].key.len) != 0 ||
-            !field_equal(&a->entries[i].value, &b->entries[i].value))
-            return 0;
-    return 1;
-}
-
-static int field_equal(const amqp_field_value_t *a, const amqp_field_value_t *b)
-{
-    if (a->kind != b->kind)
-        return 0;
-    switch (a->kind) {
-    case AMQP_FIELD_KIND_UTF8:
-    case AMQP_FIELD_KIND_BYTES:
-        return a->value.bytes.len == b->value.bytes.len &&
-               memcmp(a->value.bytes.bytes, b->value.bytes.bytes, a->value.bytes.len) == 0;
-    case AMQP_FIELD_KIND_TABLE:
-        return table_equal(&a->value.table, &b->value.table);
-    case AMQP_FIELD_KIND_ARRAY:
-        if (a->value.array.num_entries != b->value.array.num_entries)
-            return 0;
-        for (int i = 0; i < a->value.array.num_entries; i++)
-            if (!field_equal(&a->value.array.entries[i], &b->value.array.entries[i]))
-                return 0;
-        return 1;
-    case AMQP_FIELD_KIND_I64:
-        return a->value.i64 == b->value.i64;
-    case AMQP_FIELD_KIND_TIMESTAMP:
-        return a->value.u64 == b->value.u64;
-    case AMQP_FIELD_KIND_BOOLEAN:
-        return !a->value.boolean == !b->value.boolean;
-    default:
-        return 0; /* kinds this test does not send */
-    }
-}
-
 #define UTF8(s)                                                                                    \
     {                                                                                              \
         .kind = AMQP_FIELD_KIND_UTF8, .value.bytes = { sizeof(s) - 1, (void *)(s) }                \
@@ -579,12 +537,12 @@ static void forwards_keep_table_headers_exactly(void **state)
     assert_int_equal(p->app_id.len, strlen("orders-app"));
     amqp_field_value_t v;
     assert_true(table_find(&p->headers, "x-trace", &v));
-    assert_true(field_equal(&v, &raw[1].value));
+    assert_true(hd_test_amqp_field_equal(&v, &raw[1].value));
     assert_true(table_find(&p->headers, "x-death", &v));
     assert_int_equal(v.kind, AMQP_FIELD_KIND_ARRAY);
     /* The broker put the tier's entry in front and kept ours, nested values and all. */
     assert_int_equal(v.value.array.num_entries, 2);
-    assert_true(field_equal(&v.value.array.entries[1], &death));
+    assert_true(hd_test_amqp_field_equal(&v.value.array.entries[1], &death));
     hd_xdeath parsed[4];
     size_t n = 0;
     assert_hd(HD_OK, hd_xdeath_parse(&p->headers, parsed, 4, &n));
