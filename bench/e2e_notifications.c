@@ -49,20 +49,14 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <sys/utsname.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -85,8 +79,7 @@
 #include "herald/outbox.h"
 #include "herald/store.h"
 #include "herald/topology.h"
-
-extern char **environ;
+#include "hd_proc.h"
 
 #define PROG             "bench-e2e_notifications"
 #define FILL_PER_TX      1000 /* outbox rows per transaction while pre-filling (untimed) */
@@ -235,12 +228,6 @@ static int64_t wall_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-/* The services' supervisor below reads their peak RSS with this (bench/common/proc_stats). */
-static long proc_status_kb(pid_t pid, const char *key)
-{
-    return bench_proc_status_kb(pid, key);
 }
 
 /* ---- CPU of every process of the pipeline over a phase ----------------------------------- */
@@ -540,251 +527,69 @@ static int fill_outbox(hd_store *s, size_t n, events *es, hd_error *err)
     return 0;
 }
 
-/* ---- the services ----------------------------------------------------------------------- */
+/* ---- the services (tests/support/hd_proc: start, readiness, stop, exit status, log) ------- */
 
+/* A service of the pipeline. hd_proc does the supervising; the bench adds the peak RSS it
+ * samples itself (VmHWM, just before SIGTERM: wait4's ru_maxrss also counts what the exit
+ * path touches). */
 typedef struct child {
     const char *name;
-    pid_t pid;
-    char log[4200];
-    int reaped;
-    int status;      /* wait status */
-    long vmhwm_kb;   /* just before SIGTERM */
-    long maxrss_kb;  /* wait4 */
-    double cpu_s;    /* user + system over its life (wait4) */
-    int64_t stop_ms; /* SIGTERM to exit */
+    hd_proc *proc;   /* NULL until started */
+    long vmhwm_kb;   /* just before SIGTERM; -1 when not sampled */
+    hd_proc_usage u; /* wait4 (maxrss_kb, cpu_s) and SIGTERM -> exit (stop_ms), once stopped */
 } child;
 
+/* For the Ctrl-C handler: the services started, stopped in reverse order. */
 static child *children[2];
 
-typedef struct envlist {
-    char **v;
-    size_t n, cap;
-} envlist;
-
-static int env_put(envlist *e, const char *fmt, ...)
+/* NAME=value into buf; -1 when it does not fit (a setting is never cut short). */
+static int setting(char *buf, size_t cap, const char *fmt, ...)
 {
-    if (e->n + 2 > e->cap) {
-        size_t cap = e->cap ? e->cap * 2 : 64;
-        char **v = realloc(e->v, cap * sizeof *v);
-        if (v == NULL)
-            return -1;
-        e->v = v;
-        e->cap = cap;
-    }
     va_list ap;
     va_start(ap, fmt);
-    char *s = NULL;
-    int len = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(buf, cap, fmt, ap);
     va_end(ap);
-    if (len < 0 || (s = malloc((size_t)len + 1)) == NULL)
-        return -1;
-    va_start(ap, fmt);
-    vsnprintf(s, (size_t)len + 1, fmt, ap);
-    va_end(ap);
-    e->v[e->n++] = s;
-    e->v[e->n] = NULL;
-    return 0;
+    return n < 0 || (size_t)n >= cap ? -1 : 0;
 }
 
-/* This process's environment without any HD_* setting (a sourced env file, a developer's
- * HD_LOG_LEVEL): each service gets exactly the settings written below. */
-static int env_base(envlist *e)
+/* Start exe in cwd (no ./.env of the caller applies there) with this process's environment
+ * less every HD_* setting (a sourced env file, a developer's HD_LOG_LEVEL) plus exactly the
+ * settings in env; stdout and stderr to log. */
+static int child_start(child *c, const char *name, const char *exe, const char *const *env,
+                       const char *cwd, const char *log, hd_error *err)
 {
-    for (char **p = environ; p != NULL && *p != NULL; p++)
-        if (strncmp(*p, "HD_", 3) != 0 && env_put(e, "%s", *p) < 0)
-            return -1;
-    return 0;
-}
-
-static void env_free(envlist *e)
-{
-    for (size_t i = 0; i < e->n; i++)
-        free(e->v[i]);
-    free(e->v);
-    memset(e, 0, sizeof *e);
-}
-
-/* Start exe with envp in cwd (no ./.env of the caller applies there), stdout and stderr to
- * the log file, stdin from /dev/null. */
-static int child_spawn(child *c, const char *name, const char *exe, const char *arg, char **envp,
-                       const char *cwd, hd_error *err)
-{
+    const char *argv[] = {exe, NULL};
+    hd_proc_options o = {.argv = argv,
+                         .env = env,
+                         .env_drop_prefix = "HD_",
+                         .cwd = cwd,
+                         .log_path = log,
+                         .name = name};
     c->name = name;
-    c->reaped = 0;
-    c->vmhwm_kb = c->maxrss_kb = -1;
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0)
-        return hd_error_set(err, HD_EINVAL, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        if (chdir(cwd) < 0)
-            _exit(126);
-        int fd = open(c->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        int in = open("/dev/null", O_RDONLY);
-        if (fd < 0 || in < 0)
-            _exit(126);
-        dup2(in, 0);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        for (int k = 3; k < 1024; k++) /* the bench's databases and sockets stay here */
-            close(k);
-        char *argv[3] = {(char *)exe, (char *)arg, NULL};
-        execve(exe, argv, envp);
-        fprintf(stderr, "%s: cannot run %s: %s\n", PROG, exe, strerror(errno));
-        _exit(127);
-    }
-    c->pid = pid;
-    return 0;
-}
-
-/* 1 while it runs; 0 once it has exited (reaped here). */
-static int child_alive(child *c)
-{
-    if (c->pid <= 0 || c->reaped)
-        return 0;
-    int st;
-    struct rusage ru;
-    pid_t r = wait4(c->pid, &st, WNOHANG, &ru);
-    if (r == 0)
-        return 1;
-    if (r == c->pid) {
-        c->reaped = 1;
-        c->status = st;
-        c->maxrss_kb = ru.ru_maxrss;
-        c->cpu_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-                   (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-    }
-    return 0;
-}
-
-static const char *exit_text(const child *c, char *buf, size_t cap)
-{
-    if (!c->reaped)
-        snprintf(buf, cap, "still running");
-    else if (WIFEXITED(c->status))
-        snprintf(buf, cap, "exit %d", WEXITSTATUS(c->status));
-    else if (WIFSIGNALED(c->status))
-        snprintf(buf, cap, "killed by signal %d", WTERMSIG(c->status));
-    else
-        snprintf(buf, cap, "status %d", c->status);
-    return buf;
+    c->vmhwm_kb = -1;
+    hd_proc_usage_get(NULL, &c->u);
+    return hd_proc_start(&o, &c->proc, err);
 }
 
 /* Peak RSS now, then SIGTERM and wait (SIGKILL after STOP_TIMEOUT_MS). Returns 0 when it
- * exited 0. */
-static int child_stop(child *c)
+ * exited 0, else hd_proc_stop's code (HD_ETIMEOUT: it needed the SIGKILL). */
+static int child_stop(child *c, hd_error *err)
 {
-    if (c->pid <= 0)
-        return -1;
-    if (!child_alive(c)) {
-        return c->reaped && WIFEXITED(c->status) && WEXITSTATUS(c->status) == 0 ? 0 : -1;
-    }
-    c->vmhwm_kb = proc_status_kb(c->pid, "VmHWM");
-    int64_t t0 = hd_clock_ms();
-    kill(c->pid, SIGTERM);
-    while (child_alive(c)) {
-        if (hd_clock_ms() - t0 > STOP_TIMEOUT_MS) {
-            fprintf(stderr, "%s: %s did not stop in %d s after SIGTERM: SIGKILL\n", PROG, c->name,
-                    STOP_TIMEOUT_MS / 1000);
-            kill(c->pid, SIGKILL);
-            t0 = hd_clock_ms() + 1000000; /* no second SIGKILL */
-        }
-        hd_sleep_ms(10);
-    }
-    c->stop_ms = hd_clock_ms() - t0;
-    return WIFEXITED(c->status) && WEXITSTATUS(c->status) == 0 ? 0 : -1;
+    if (c->proc == NULL)
+        return hd_error_set(err, HD_EINVAL, "not started");
+    if (hd_proc_running(c->proc))
+        c->vmhwm_kb = bench_proc_status_kb(hd_proc_pid(c->proc), "VmHWM");
+    int rc = hd_proc_stop(c->proc, STOP_TIMEOUT_MS, err);
+    hd_proc_usage_get(c->proc, &c->u);
+    return rc;
 }
 
 static void stop_all(void)
 {
     for (int i = 1; i >= 0; i--)
-        if (children[i] != NULL && children[i]->pid > 0 && !children[i]->reaped)
-            child_stop(children[i]);
+        if (children[i] != NULL && children[i]->proc != NULL)
+            child_stop(children[i], NULL);
 }
-
-/* The port in the service's "listening" log line: 0 while it is not there. */
-static int listening_port(const char *log)
-{
-    FILE *f = fopen(log, "r");
-    if (f == NULL)
-        return 0;
-    char line[4096];
-    int port = 0;
-    while (port == 0 && fgets(line, sizeof line, f) != NULL) {
-        if (strstr(line, "\"message\":\"listening\"") == NULL)
-            continue;
-        const char *p = strstr(line, "\"port\":");
-        if (p != NULL)
-            port = (int)strtol(p + 7, NULL, 10);
-    }
-    fclose(f);
-    return port;
-}
-
-/* GET /health on 127.0.0.1:port: the HTTP status, or -1. */
-static int http_health(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    struct timeval tv = {.tv_sec = 2, .tv_usec = 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    int status = -1;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
-        static const char req[] = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                  "Connection: close\r\n\r\n";
-        char buf[256];
-        if (write(fd, req, sizeof req - 1) == (ssize_t)(sizeof req - 1)) {
-            ssize_t n = read(fd, buf, sizeof buf - 1);
-            if (n > 12) {
-                buf[n] = '\0';
-                if (strncmp(buf, "HTTP/1.", 7) == 0)
-                    status = (int)strtol(buf + 9, NULL, 10);
-            }
-        }
-    }
-    close(fd);
-    return status;
-}
-
-/* Warnings and errors in a service's log; the first few are kept to be printed. */
-typedef struct log_scan {
-    size_t warnings, errors, lines;
-    char first[3][320];
-    size_t nfirst;
-} log_scan;
-
-static void scan_log(const char *path, log_scan *s)
-{
-    memset(s, 0, sizeof *s);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return;
-    char *line = NULL;
-    size_t cap = 0;
-    while (getline(&line, &cap, f) > 0) {
-        s->lines++;
-        int warn = strstr(line, "\"level\":\"warn\"") != NULL;
-        int error = strstr(line, "\"level\":\"error\"") != NULL;
-        /* A line that is not JSON (a crash message, a sanitizer report) counts as an error. */
-        if (!warn && !error && line[0] != '{')
-            error = 1;
-        s->warnings += warn;
-        s->errors += error;
-        if ((warn || error) && s->nfirst < 3) {
-            line[strcspn(line, "\n")] = '\0';
-            snprintf(s->first[s->nfirst++], sizeof s->first[0], "%.300s", line);
-        }
-    }
-    free(line);
-    fclose(f);
-}
-
 
 /* ---- reading the databases (read-only, from outside the services) ------------------------ */
 
@@ -924,7 +729,6 @@ typedef struct run {
     char relay_exe[4200], notif_exe[4200];
     char templates[4200];
     child relay, notif;
-    int notif_port;
     sqlite3 *ro_notif, *ro_users;
     hd_store *users; /* the bench's writer on the users outbox */
     events es;
@@ -962,68 +766,53 @@ static const char *sqlite_url(char *buf, size_t cap, const char *path)
 static int start_notifications(run *r, hd_error *err)
 {
     const config *cfg = r->cfg;
-    envlist e = {0};
-    char url[4300];
-    int rc = 0;
-    if (env_base(&e) < 0 ||
-        env_put(&e, "HD_DATABASE_URL=%s", sqlite_url(url, sizeof url, r->notif_db)) < 0 ||
-        env_put(&e, "HD_AMQP_URL=%s", cfg->o.url) < 0 || env_put(&e, "HD_SENDER=log") < 0 ||
-        env_put(&e, "HD_PREFETCH=%d", cfg->prefetch) < 0 ||
-        env_put(&e, "HD_NOTIFICATIONS_LISTEN=127.0.0.1:0") < 0 ||
-        env_put(&e, "HD_USERS_EXCHANGE=%s", r->b->users_exchange) < 0 ||
-        env_put(&e, "HD_NOTIFICATIONS_QUEUE=%s", r->b->queue) < 0 ||
-        env_put(&e, "HD_NOTIFICATIONS_RELAY=%s", cfg->service_relay ? "true" : "false") < 0 ||
-        env_put(&e, "HD_TEMPLATES_DIR=%s", r->templates) < 0 ||
-        env_put(&e, "HD_LOG_LEVEL=info") < 0) {
-        env_free(&e);
-        return hd_error_set(err, HD_ENOMEM, "environment");
-    }
-    snprintf(r->notif.log, sizeof r->notif.log, "%s/notifications.log", r->dir);
-    rc = child_spawn(&r->notif, "herald-notifications", r->notif_exe, NULL, e.v, r->dir, err);
-    env_free(&e);
+    char db[4300], url[4400], amqp[4400], prefetch[32], exchange[300], queue[300], relay[64],
+        tpl[4400], log[4200];
+    snprintf(log, sizeof log, "%s/notifications.log", r->dir);
+    if (setting(url, sizeof url, "HD_DATABASE_URL=%s", sqlite_url(db, sizeof db, r->notif_db)) <
+            0 ||
+        setting(amqp, sizeof amqp, "HD_AMQP_URL=%s", cfg->o.url) < 0 ||
+        setting(prefetch, sizeof prefetch, "HD_PREFETCH=%d", cfg->prefetch) < 0 ||
+        setting(exchange, sizeof exchange, "HD_USERS_EXCHANGE=%s", r->b->users_exchange) < 0 ||
+        setting(queue, sizeof queue, "HD_NOTIFICATIONS_QUEUE=%s", r->b->queue) < 0 ||
+        setting(relay, sizeof relay, "HD_NOTIFICATIONS_RELAY=%s",
+                cfg->service_relay ? "true" : "false") < 0 ||
+        setting(tpl, sizeof tpl, "HD_TEMPLATES_DIR=%s", r->templates) < 0)
+        return hd_error_set(err, HD_EINVAL, "herald-notifications: a setting is too long");
+    const char *env[] = {
+        url,      amqp,  "HD_SENDER=log", prefetch, "HD_NOTIFICATIONS_LISTEN=127.0.0.1:0",
+        exchange, queue, relay,           tpl,      "HD_LOG_LEVEL=info",
+        NULL};
+    int rc = child_start(&r->notif, "herald-notifications", r->notif_exe, env, r->dir, log, err);
     if (rc < 0)
         return rc;
     children[1] = &r->notif;
     /* Up when its log says where it listens and /health answers 200 (the consumer is
      * open: its queue is declared and bound). */
     int64_t t0 = hd_clock_ms();
-    while (hd_clock_ms() - t0 < START_TIMEOUT_MS) {
-        char why[64];
-        if (!child_alive(&r->notif))
-            return hd_error_set(err, HD_ESTATE,
-                                "herald-notifications stopped at start (%s); see %s",
-                                exit_text(&r->notif, why, sizeof why), r->notif.log);
-        if (r->notif_port == 0)
-            r->notif_port = listening_port(r->notif.log);
-        if (r->notif_port > 0 && http_health(r->notif_port) == 200) {
-            fprintf(stderr, "herald-notifications: pid %ld, healthy on port %d after %.2f s\n",
-                    (long)r->notif.pid, r->notif_port, (double)(hd_clock_ms() - t0) / 1e3);
-            return 0;
-        }
-        hd_sleep_ms(50);
-    }
-    return hd_error_set(err, HD_ETIMEOUT, "herald-notifications not healthy after %d s; see %s",
-                        START_TIMEOUT_MS / 1000, r->notif.log);
+    if ((rc = hd_proc_wait_health(r->notif.proc, START_TIMEOUT_MS, err)) < 0)
+        return rc;
+    fprintf(stderr, "herald-notifications: pid %ld, healthy on port %d after %.2f s\n",
+            (long)hd_proc_pid(r->notif.proc), hd_proc_port(r->notif.proc),
+            (double)(hd_clock_ms() - t0) / 1e3);
+    return 0;
 }
 
 static int start_relay(run *r, hd_error *err)
 {
     const config *cfg = r->cfg;
-    envlist e = {0};
-    char url[4300];
-    if (env_base(&e) < 0 ||
-        env_put(&e, "HD_DATABASE_URL=%s", sqlite_url(url, sizeof url, r->users_db)) < 0 ||
-        env_put(&e, "HD_AMQP_URL=%s", cfg->o.url) < 0 ||
-        env_put(&e, "HD_RELAY_EXCHANGE=%s", r->b->users_exchange) < 0 ||
-        env_put(&e, "HD_RELAY_BATCH=%zu", cfg->relay_batch) < 0 ||
-        env_put(&e, "HD_RELAY_POLL_MS=%d", cfg->relay_poll_ms) < 0 ||
-        env_put(&e, "HD_RELAY_ID=bench-relay") < 0 || env_put(&e, "HD_LOG_LEVEL=info") < 0) {
-        env_free(&e);
-        return hd_error_set(err, HD_ENOMEM, "environment");
-    }
-    snprintf(r->relay.log, sizeof r->relay.log, "%s/relay.log", r->dir);
-    int rc = child_spawn(&r->relay, "herald-relay", r->relay_exe, NULL, e.v, r->dir, err);
-    env_free(&e);
+    char db[4300], url[4400], amqp[4400], exchange[300], batch[64], poll[64], log[4200];
+    snprintf(log, sizeof log, "%s/relay.log", r->dir);
+    if (setting(url, sizeof url, "HD_DATABASE_URL=%s", sqlite_url(db, sizeof db, r->users_db)) <
+            0 ||
+        setting(amqp, sizeof amqp, "HD_AMQP_URL=%s", cfg->o.url) < 0 ||
+        setting(exchange, sizeof exchange, "HD_RELAY_EXCHANGE=%s", r->b->users_exchange) < 0 ||
+        setting(batch, sizeof batch, "HD_RELAY_BATCH=%zu", cfg->relay_batch) < 0 ||
+        setting(poll, sizeof poll, "HD_RELAY_POLL_MS=%d", cfg->relay_poll_ms) < 0)
+        return hd_error_set(err, HD_EINVAL, "herald-relay: a setting is too long");
+    const char *env[] = {
+        url, amqp, exchange, batch, poll, "HD_RELAY_ID=bench-relay", "HD_LOG_LEVEL=info", NULL};
+    int rc = child_start(&r->relay, "herald-relay", r->relay_exe, env, r->dir, log, err);
     if (rc == 0)
         children[0] = &r->relay;
     return rc;
@@ -1031,13 +820,14 @@ static int start_relay(run *r, hd_error *err)
 
 static int both_alive(run *r, hd_error *err)
 {
-    char why[64];
-    if (!child_alive(&r->relay))
-        return hd_error_set(err, HD_ESTATE, "herald-relay stopped (%s); see %s",
-                            exit_text(&r->relay, why, sizeof why), r->relay.log);
-    if (!child_alive(&r->notif))
-        return hd_error_set(err, HD_ESTATE, "herald-notifications stopped (%s); see %s",
-                            exit_text(&r->notif, why, sizeof why), r->notif.log);
+    const child *cs[2] = {&r->relay, &r->notif};
+    for (int i = 0; i < 2; i++) {
+        char why[64];
+        if (!hd_proc_running(cs[i]->proc))
+            return hd_error_set(err, HD_ESTATE, "%s stopped (%s); see %s", cs[i]->name,
+                                hd_proc_exit_text(cs[i]->proc, why, sizeof why),
+                                hd_proc_log_path(cs[i]->proc));
+    }
     return 0;
 }
 
@@ -1107,7 +897,7 @@ static int throughput_phase(run *r, hd_error *err)
 
     bench_progress pr;
     bench_progress_start(&pr, "e2e notifications sent", n);
-    r->tp_cpu.pid[W_NOTIF] = r->notif.pid;
+    r->tp_cpu.pid[W_NOTIF] = hd_proc_pid(r->notif.proc);
     r->tp_cpu.pid[W_BROKER] = r->broker_pid;
     probe_begin(&r->tp_cpu);
     int64_t t0 = hd_clock_ns();
@@ -1115,10 +905,10 @@ static int throughput_phase(run *r, hd_error *err)
     int rc = start_relay(r, err);
     if (rc < 0)
         return rc;
-    r->tp_cpu.pid[W_RELAY] = r->relay.pid;
+    r->tp_cpu.pid[W_RELAY] = hd_proc_pid(r->relay.proc);
     r->tp_cpu.t0[W_RELAY] = 0; /* it starts now: all its CPU is the phase's */
-    fprintf(stderr, "herald-relay: pid %ld started (batch %zu, poll %d ms)\n", (long)r->relay.pid,
-            r->cfg->relay_batch, r->cfg->relay_poll_ms);
+    fprintf(stderr, "herald-relay: pid %ld started (batch %zu, poll %d ms)\n",
+            (long)hd_proc_pid(r->relay.proc), r->cfg->relay_batch, r->cfg->relay_poll_ms);
     rc = wait_for(r, (int64_t)n, &pr, 0, err);
     if (rc < 0)
         return rc;
@@ -1174,8 +964,8 @@ static int latency_phase(run *r, hd_error *err)
     hd_sleep_ms(1000); /* settle after the throughput phase */
     fprintf(stderr, "latency: %zu events, one commit every %.3f ms (%.0f/s) for %.1f s\n", m,
             1000.0 / cfg->rate, cfg->rate, cfg->latency_seconds);
-    r->lat_cpu.pid[W_RELAY] = r->relay.pid;
-    r->lat_cpu.pid[W_NOTIF] = r->notif.pid;
+    r->lat_cpu.pid[W_RELAY] = hd_proc_pid(r->relay.proc);
+    r->lat_cpu.pid[W_NOTIF] = hd_proc_pid(r->notif.proc);
     r->lat_cpu.pid[W_BROKER] = r->broker_pid;
     probe_begin(&r->lat_cpu);
     int64_t period = (int64_t)(1e9 / cfg->rate);
@@ -1289,8 +1079,8 @@ static void latency_dists(const run *r, dist out[NLAT])
     }
 }
 
-static void print_results(const run *r, const dist *lat, const log_scan *logs, const char *date,
-                          int tmpfs, const char *failure)
+static void print_results(const run *r, const dist *lat, const hd_proc_log_counts *logs,
+                          const char *date, int tmpfs, const char *failure)
 {
     const config *cfg = r->cfg;
     char a[32], b2[32];
@@ -1398,18 +1188,19 @@ static void print_results(const run *r, const dist *lat, const log_scan *logs, c
     const child *cs[2] = {&r->relay, &r->notif};
     for (int i = 0; i < 2; i++) {
         char why[64];
-        if (cs[i]->pid <= 0)
+        if (cs[i]->proc == NULL)
             continue;
         printf("  %-22s %8.1f MiB %8.1f MiB %10.2f %7lld ms %12s\n", cs[i]->name,
-               (double)cs[i]->vmhwm_kb / 1024.0, (double)cs[i]->maxrss_kb / 1024.0, cs[i]->cpu_s,
-               (long long)cs[i]->stop_ms, exit_text(cs[i], why, sizeof why));
+               (double)cs[i]->vmhwm_kb / 1024.0, (double)cs[i]->u.maxrss_kb / 1024.0,
+               cs[i]->u.cpu_s, (long long)cs[i]->u.stop_ms,
+               hd_proc_exit_text(cs[i]->proc, why, sizeof why));
     }
     for (int i = 0; i < 2; i++)
         if (logs[i].warnings + logs[i].errors > 0) {
             printf("  %s log: %zu warnings, %zu errors (%s), e.g.\n", cs[i]->name, logs[i].warnings,
-                   logs[i].errors, cs[i]->log);
-            for (size_t k = 0; k < logs[i].nfirst; k++)
-                printf("    %s\n", logs[i].first[k]);
+                   logs[i].errors, hd_proc_log_path(cs[i]->proc));
+            for (size_t k = 0; k < logs[i].nexamples; k++)
+                printf("    %s\n", logs[i].examples[k]);
         }
 
     const tally *t = &r->t;
@@ -1451,16 +1242,18 @@ static json_t *raw_json(const raw_result *x, const char *label)
 static json_t *child_json(const child *c)
 {
     char why[64];
-    if (c->pid <= 0)
+    if (c->proc == NULL)
         return json_null();
     return json_pack("{s:I, s:I, s:f, s:I, s:s, s:b}", "vmhwm_kb", (json_int_t)c->vmhwm_kb,
-                     "ru_maxrss_kb", (json_int_t)c->maxrss_kb, "bench_cpu_seconds", c->cpu_s, "stop_ms",
-                     (json_int_t)c->stop_ms, "exit", exit_text(c, why, sizeof why), "exit_ok",
-                     c->reaped && WIFEXITED(c->status) && WEXITSTATUS(c->status) == 0);
+                     "ru_maxrss_kb", (json_int_t)c->u.maxrss_kb, "bench_cpu_seconds", c->u.cpu_s,
+                     "stop_ms", (json_int_t)c->u.stop_ms, "exit",
+                     hd_proc_exit_text(c->proc, why, sizeof why), "exit_ok",
+                     hd_proc_exit_code(c->proc) == 0);
 }
 
-static int write_json(const char *path, const run *r, const dist *lat, const log_scan *logs,
-                      const char *date, int tmpfs, const char *failure)
+static int write_json(const char *path, const run *r, const dist *lat,
+                      const hd_proc_log_counts *logs, const char *date, int tmpfs,
+                      const char *failure)
 {
     const config *cfg = r->cfg;
     json_t *root = bench_results_new("e2e_notifications", date, r->b->version);
@@ -1804,23 +1597,23 @@ int main(int argc, char **argv)
 
 done:
     /* 4: peak RSS, stop, exit status; then count everything. */
-    if (r->relay.pid > 0 && child_stop(&r->relay) < 0 && failure[0] == '\0') {
-        char why[64];
-        snprintf(failure, sizeof failure, "herald-relay did not stop cleanly (%s)",
-                 exit_text(&r->relay, why, sizeof why));
-    }
-    if (r->notif.pid > 0 && child_stop(&r->notif) < 0 && failure[0] == '\0') {
-        char why[64];
-        snprintf(failure, sizeof failure, "herald-notifications did not stop cleanly (%s)",
-                 exit_text(&r->notif, why, sizeof why));
+    hd_proc_log_counts logs[2];
+    memset(logs, 0, sizeof logs);
+    child *cs[2] = {&r->relay, &r->notif};
+    for (int i = 0; i < 2; i++) {
+        if (cs[i]->proc == NULL)
+            continue;
+        int rc = child_stop(cs[i], &err);
+        if (rc == HD_ETIMEOUT)
+            fprintf(stderr, "%s: %s\n", PROG, err.text);
+        if (rc < 0 && failure[0] == '\0') {
+            char why[64];
+            snprintf(failure, sizeof failure, "%s did not stop cleanly (%s)", cs[i]->name,
+                     hd_proc_exit_text(cs[i]->proc, why, sizeof why));
+        }
+        hd_proc_log_scan(cs[i]->proc, &logs[i], NULL);
     }
     children[0] = children[1] = NULL;
-    log_scan logs[2];
-    memset(logs, 0, sizeof logs);
-    if (r->relay.pid > 0)
-        scan_log(r->relay.log, &logs[0]);
-    if (r->notif.pid > 0)
-        scan_log(r->notif.log, &logs[1]);
 
     dist lat[NLAT];
     memset(lat, 0, sizeof lat);
@@ -1858,7 +1651,8 @@ done:
     sqlite3_close(r->ro_users);
     hd_store_close(r->users);
     broker_teardown(&b);
-    int evidence = (failure[0] != '\0' && (r->relay.pid > 0 || r->notif.pid > 0)) || r->t.lost > 0;
+    int evidence =
+        (failure[0] != '\0' && (r->relay.proc != NULL || r->notif.proc != NULL)) || r->t.lost > 0;
     if (cfg.o.keep || evidence)
         fprintf(stderr, "kept %s%s\n", r->dir,
                 cfg.o.keep ? ""
@@ -1866,6 +1660,8 @@ done:
     else
         remove_workdir(r->dir);
     int status = r->t.lost > 0 || failure[0] != '\0' ? 1 : 0;
+    hd_proc_free(r->relay.proc);
+    hd_proc_free(r->notif.proc);
     free(r->es.v);
     free(r->es.by_id);
     free(r);

@@ -594,6 +594,35 @@ void hd_proc_free(hd_proc *p)
     free(p);
 }
 
+static int count_line(const char *line, void *ctx)
+{
+    hd_proc_log_counts *c = ctx;
+    c->lines++;
+    int warn = strstr(line, "\"level\":\"warn\"") != NULL;
+    int error = strstr(line, "\"level\":\"error\"") != NULL;
+    if (!warn && !error && line[0] != '{')
+        error = 1;
+    c->warnings += (size_t)warn;
+    c->errors += (size_t)error;
+    if ((warn || error) && c->nexamples < HD_PROC_LOG_EXAMPLES)
+        snprintf(c->examples[c->nexamples++], sizeof c->examples[0], "%.*s",
+                 (int)(strcspn(line, "\n") < 300 ? strcspn(line, "\n") : 300), line);
+    return 0; /* every line */
+}
+
+int hd_proc_log_scan(const hd_proc *p, hd_proc_log_counts *out, hd_error *err)
+{
+    if (out != NULL)
+        memset(out, 0, sizeof *out);
+    if (p == NULL || out == NULL || p->log_path == NULL)
+        return hd_error_set(err, HD_EINVAL, "hd_proc_log_scan: the process has no log file");
+    if (access(p->log_path, R_OK) != 0)
+        return hd_error_set(err, HD_EIO, "%s: cannot read its log %s: %s", p->name, p->log_path,
+                            strerror(errno));
+    each_log_line(p, count_line, out);
+    return 0;
+}
+
 void hd_proc_dump_log(const hd_proc *p, FILE *to, size_t lines)
 {
     if (p == NULL || p->log_path == NULL || lines == 0)

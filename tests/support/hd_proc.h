@@ -137,6 +137,21 @@ typedef struct hd_proc_usage {
 } hd_proc_usage;
 void hd_proc_usage_get(const hd_proc *p, hd_proc_usage *out);
 
+/* Warnings and errors in the child's log since the start (needs a log_path). A herald
+ * service writes one JSON object a line: "level":"warn" counts as a warning, "level":"error"
+ * as an error, and so does a line that is not JSON (a crash message, a sanitizer report).
+ * The first HD_PROC_LOG_EXAMPLES warning or error lines are kept, without their newline,
+ * cut at 300 bytes. */
+#define HD_PROC_LOG_EXAMPLES 3
+typedef struct hd_proc_log_counts {
+    size_t lines, warnings, errors;
+    size_t nexamples;
+    char examples[HD_PROC_LOG_EXAMPLES][320];
+} hd_proc_log_counts;
+/* Fills *out (zeros first). 0; HD_EINVAL without a log file; HD_EIO when it cannot be read
+ * (out then counts nothing). */
+int hd_proc_log_scan(const hd_proc *p, hd_proc_log_counts *out, hd_error *err);
+
 /* The last `lines` lines the child wrote to its log since the start, to `to` (stderr when
  * NULL), framed by "---- <name> (pid N, <exit text>): last lines of <log>" and "----". For
  * failure paths; prints nothing without a log file. */

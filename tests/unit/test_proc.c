@@ -1,7 +1,8 @@
 /* Unit tests for tests/support/hd_proc.h, the child-process supervisor, on /bin/sh: start
  * with a changed environment, readiness by log line and by HTTP /health (a tiny server in a
  * thread of this test), exit status, SIGTERM with a timeout then SIGKILL, kill -9, the log
- * of this start only, and the errors of a start that cannot happen. */
+ * of this start only (its last lines, its warnings and errors), and the errors of a start
+ * that cannot happen. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -192,6 +193,45 @@ static void wait_log_sees_only_this_start(void **state)
     pid_t pid = hd_proc_pid(p);
     hd_proc_free(p);
     assert_int_equal(kill(pid, 0), -1);
+}
+
+static void log_scan_counts_warnings_and_errors(void **state)
+{
+    (void)state;
+    hd_error err;
+    hd_proc *p =
+        sh("echo '{\"level\":\"error\",\"message\":\"an earlier run\"}'", NULL, "scan.log");
+    assert_hd_err(0, hd_proc_wait(p, 5000, &err), &err);
+    hd_proc_free(p);
+
+    /* Same log: only this start's lines count. A line that is not JSON is an error; a long
+     * one is cut at 300 bytes; only the first examples are kept. */
+    p = sh("echo '{\"level\":\"info\",\"message\":\"listening\"}';"
+           "echo '{\"level\":\"warn\",\"message\":\"slow\"}';"
+           "echo 'Segmentation fault';"
+           "printf '{\"level\":\"error\",\"message\":\"%0400d\"}\\n' 7;"
+           "echo '{\"level\":\"warn\",\"message\":\"fourth\"}'",
+           NULL, "scan.log");
+    assert_hd_err(0, hd_proc_wait(p, 5000, &err), &err);
+    hd_proc_log_counts c;
+    assert_hd_err(0, hd_proc_log_scan(p, &c, &err), &err);
+    assert_int_equal(c.lines, 5);
+    assert_int_equal(c.warnings, 2);
+    assert_int_equal(c.errors, 2);
+    assert_int_equal(c.nexamples, HD_PROC_LOG_EXAMPLES);
+    assert_string_equal(c.examples[0], "{\"level\":\"warn\",\"message\":\"slow\"}");
+    assert_string_equal(c.examples[1], "Segmentation fault");
+    assert_int_equal(strlen(c.examples[2]), 300);
+    assert_null(strstr(c.examples[2], "\n"));
+    hd_proc_free(p);
+
+    /* Without a log file there is nothing to scan. */
+    const char *argv[] = {"/bin/true", NULL};
+    hd_proc_options o = {.argv = argv};
+    assert_hd_err(0, hd_proc_start(&o, &p, &err), &err);
+    assert_hd_err(HD_EINVAL, hd_proc_log_scan(p, &c, &err), &err);
+    assert_int_equal(c.lines, 0);
+    hd_proc_free(p);
 }
 
 static void dump_log_keeps_the_last_lines(void **state)
@@ -451,6 +491,7 @@ int main(void)
         cmocka_unit_test(environment_changes_and_drop_prefix),
         cmocka_unit_test(descriptors_are_not_inherited),
         cmocka_unit_test(wait_log_sees_only_this_start),
+        cmocka_unit_test(log_scan_counts_warnings_and_errors),
         cmocka_unit_test(dump_log_keeps_the_last_lines),
         cmocka_unit_test(exit_while_starting_and_timeout),
         cmocka_unit_test(stop_clean_exit),
