@@ -12,6 +12,13 @@
  *                 take the answer prepared earlier) and queue the response.
  *   on_completed  the response is sent (or the connection died). Report to the observer,
  *                 free the request, and wake hd_http_server_stop when nothing is in flight.
+ *
+ * hd_http_server_dispatch runs the same steps (request_begin, take_body, finish, report)
+ * without MHD, for tests and fuzzing.
+ *
+ * Slow clients: on_connection tracks every open connection with the phase it is in and
+ * since when; the watchdog thread shuts down the socket of one whose phase outlived its
+ * limit (see http.h). MHD's own idle timeout cannot do it: it counts inactivity only.
  */
 #include "herald/http.h"
 #include "herald/clock.h"
@@ -46,6 +53,29 @@ struct route {
 
 enum state { STATE_NEW, STATE_RUNNING, STATE_STOPPED };
 
+/* Where a connection is, for the whole-request deadline. */
+enum phase {
+    PHASE_IDLE,      /* waiting for a request line: limit idle_timeout + request_timeout */
+    PHASE_RECEIVING, /* request line seen, body not complete: limit request_timeout */
+    PHASE_BUSY,      /* handler running or response going out: no deadline of ours */
+};
+
+/* One open connection, known from MHD's NOTIFY_CONNECTION STARTED to CLOSED. */
+struct track {
+    struct track *prev, *next;
+    int fd;
+    enum phase phase;
+    int64_t since_ns;
+    int cut; /* the watchdog shut it down already */
+};
+
+/* At most one message per HD_HTTP_WARN_INTERVAL_S; the rest are counted. */
+struct ratelimit {
+    pthread_mutex_t lock;
+    int64_t last_ns; /* 0: nothing logged yet */
+    unsigned long suppressed;
+};
+
 struct hd_http_server {
     hd_http_options opts; /* defaults filled in; bind_address points to bind_copy */
     char *bind_copy;
@@ -62,6 +92,14 @@ struct hd_http_server {
     pthread_mutex_t lock; /* guards inflight */
     pthread_cond_t idle;  /* signalled when inflight drops to 0 */
     size_t inflight;
+    /* slow clients */
+    pthread_mutex_t track_lock; /* guards the track list, every track, wd_stop */
+    pthread_cond_t wd_wake;     /* wakes the watchdog to stop */
+    struct track *tracks;
+    pthread_t watchdog;
+    int wd_running, wd_stop;
+    atomic_ulong cut_count;
+    struct ratelimit warn_slow, warn_mhd;
 };
 
 struct param {
@@ -85,7 +123,10 @@ struct hd_http_response {
 
 struct hd_http_request {
     hd_http_server *srv;
-    struct MHD_Connection *conn;
+    struct MHD_Connection *conn; /* NULL for hd_http_server_dispatch */
+    const char *const *headers;  /* dispatch only: name, value, ..., NULL (borrowed) */
+    struct track *track;         /* NULL for dispatch, or when MHD gave none */
+    const char *bad_request;     /* why the request line is refused (400), or NULL */
     int64_t start_ns;
     char *uri; /* the raw request target ("/users/a%2Fb?x=1") */
     char *method;
@@ -173,6 +214,82 @@ static int is_tchar(int c)
     return isalnum(c) || (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
 }
 
+/* The length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong forms, no
+ * surrogates, nothing past U+10FFFF), or 0 when the byte there does not start one. */
+static size_t utf8_seq(const unsigned char *s)
+{
+    unsigned char c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xBF; /* the range of the second byte */
+    if (c >= 0xC2 && c <= 0xDF)
+        n = 2;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        lo = c == 0xE0 ? 0xA0 : 0x80;
+        hi = c == 0xED ? 0x9F : 0xBF;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        lo = c == 0xF0 ? 0x90 : 0x80;
+        hi = c == 0xF4 ? 0x8F : 0xBF;
+    } else
+        return 0;
+    if (s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (s[i] < 0x80 || s[i] > 0xBF)
+            return 0;
+    return n;
+}
+
+static int utf8_valid(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        size_t n = utf8_seq(p);
+        if (n == 0)
+            return 0;
+        p += n;
+    }
+    return 1;
+}
+
+/* s with every byte that does not start a well-formed UTF-8 sequence replaced by U+FFFD
+ * (new; NULL when out of memory). jansson refuses invalid UTF-8, so a client's bytes must
+ * pass through here before they go into a JSON problem or a JSON log line: a refused
+ * json_string() is what used to turn a hostile path into an empty 500. */
+static char *utf8_clean(const char *s)
+{
+    size_t n = strlen(s);
+    char *out = malloc(3 * n + 1), *o = out; /* each bad byte becomes 3 */
+    if (out == NULL)
+        return NULL;
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        size_t k = utf8_seq(p);
+        if (k == 0) {
+            memcpy(o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            p++;
+        } else {
+            memcpy(o, p, k);
+            o += k;
+            p += k;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+/* A borrowed s when it is valid UTF-8, else a cleaned copy kept in *owned (free it). */
+static const char *utf8_or_clean(const char *s, char **owned)
+{
+    *owned = NULL;
+    if (s == NULL || utf8_valid(s))
+        return s;
+    *owned = utf8_clean(s);
+    return *owned ? *owned : "";
+}
+
 /* ---- server lifecycle -------------------------------------------------------------------- */
 
 int hd_http_server_new(const hd_http_options *opts, hd_http_server **out, hd_error *err)
@@ -194,6 +311,10 @@ int hd_http_server_new(const hd_http_options *opts, hd_http_server **out, hd_err
         o->idle_timeout_s = HD_HTTP_DEFAULT_IDLE_TIMEOUT_S;
     if (o->stop_timeout_ms <= 0)
         o->stop_timeout_ms = HD_HTTP_DEFAULT_STOP_TIMEOUT_MS;
+    if (o->per_ip_connection_limit == 0)
+        o->per_ip_connection_limit = HD_HTTP_DEFAULT_PER_IP_CONNECTIONS;
+    if (o->request_timeout_ms <= 0)
+        o->request_timeout_ms = HD_HTTP_DEFAULT_REQUEST_TIMEOUT_MS;
     srv->bind_copy = strdup(o->bind_address ? o->bind_address : HD_HTTP_DEFAULT_ADDRESS);
     if (srv->bind_copy == NULL) {
         free(srv);
@@ -230,7 +351,20 @@ int hd_http_server_new(const hd_http_options *opts, hd_http_server **out, hd_err
         pthread_mutex_destroy(&srv->lock);
         ok = 0;
     }
+    if (ok && pthread_cond_init(&srv->wd_wake, &ca) != 0) {
+        pthread_cond_destroy(&srv->idle);
+        pthread_mutex_destroy(&srv->lock);
+        ok = 0;
+    }
     pthread_condattr_destroy(&ca);
+    /* Plain mutexes cannot fail to initialise on Linux; the checks above are for the
+     * condition variables' clock attribute. */
+    if (ok) {
+        pthread_mutex_init(&srv->track_lock, NULL);
+        pthread_mutex_init(&srv->warn_slow.lock, NULL);
+        pthread_mutex_init(&srv->warn_mhd.lock, NULL);
+        atomic_init(&srv->cut_count, 0);
+    }
     if (!ok) {
         free(srv->bind_copy);
         free(srv);
@@ -261,6 +395,10 @@ void hd_http_server_free(hd_http_server *srv)
     free(srv->routes);
     pthread_cond_destroy(&srv->idle);
     pthread_mutex_destroy(&srv->lock);
+    pthread_cond_destroy(&srv->wd_wake);
+    pthread_mutex_destroy(&srv->track_lock);
+    pthread_mutex_destroy(&srv->warn_slow.lock);
+    pthread_mutex_destroy(&srv->warn_mhd.lock);
     free(srv->bind_copy);
     free(srv);
 }
@@ -416,6 +554,8 @@ static int parse_query(hd_http_request *req, const char *q)
             if (rc == HD_OK)
                 rc = eq ? url_decode(eq + 1, len - nlen - 1, 1, &value)
                         : ((value = strdup("")) ? HD_OK : HD_ENOMEM);
+            if (rc == HD_OK && (!utf8_valid(name) || !utf8_valid(value)))
+                rc = HD_EURL;
             if (rc == HD_OK) {
                 struct param *grown = realloc(req->query, (req->nquery + 1) * sizeof *grown);
                 if (grown == NULL)
@@ -518,8 +658,13 @@ static void resolve(hd_http_request *req)
 {
     hd_http_server *srv = req->srv;
     hd_http_response *resp = &req->resp;
+    if (req->bad_request != NULL) {
+        hd_http_reply_problem(resp, 400, NULL, req->bad_request);
+        return;
+    }
     if (req->bad_target) {
-        hd_http_reply_problem(resp, 400, NULL, "the query string is not valid percent-encoding");
+        hd_http_reply_problem(resp, 400, NULL,
+                              "the query string is not valid percent-encoded UTF-8");
         return;
     }
     char *copy = strdup(req->path);
@@ -541,6 +686,15 @@ static void resolve(hd_http_request *req)
         else
             req->oom = 1;
         goto out;
+    }
+    /* A parameter goes to handlers that put it into JSON, SQL and logs: "%FF" must stop
+     * here, as the raw byte would have. */
+    for (int i = 0; i < decoded; i++) {
+        if (!utf8_valid(segs[i])) {
+            hd_http_reply_problem(resp, 400, NULL,
+                                  "the path is not valid UTF-8 once percent-decoded");
+            goto out;
+        }
     }
     int path_known = 0;
     const struct route *route = NULL;
@@ -574,6 +728,52 @@ out:
     free(copy);
 }
 
+/* The request line must not carry bytes that cannot be echoed safely: a method is an
+ * HTTP token (RFC 9110 5.6.2), a target has no controls, spaces or invalid UTF-8 (RFC 9112
+ * wants it percent-encoded ASCII; raw UTF-8 is tolerated, as browsers' address bars send
+ * it). Returns the reason for the 400, or NULL. */
+static const char *check_request_line(const char *method, const char *uri)
+{
+    if (*method == '\0')
+        return "the request has no method";
+    for (const char *m = method; *m; m++)
+        if (!is_tchar((unsigned char)*m))
+            return "the method is not an HTTP token";
+    for (const unsigned char *u = (const unsigned char *)uri; *u; u++)
+        if (*u <= 0x20 || *u == 0x7f)
+            return "the request target contains control characters or spaces";
+    if (!utf8_valid(uri))
+        return "the request target contains bytes that are not UTF-8; percent-encode them";
+    return NULL;
+}
+
+/* Once the headers are in (or at once, for a dispatched request): take the method and
+ * target apart, pick the correlation id, find the route. Returns 0, or HD_ENOMEM (the
+ * connection is then closed). */
+static int request_begin(hd_http_request *req, const char *method)
+{
+    req->started = 1;
+    const char *q = strchr(req->uri, '?');
+    req->method = strdup(method ? method : "");
+    req->path = strndup(req->uri, q ? (size_t)(q - req->uri) : strlen(req->uri));
+    if (req->method == NULL || req->path == NULL)
+        return HD_ENOMEM;
+    req->bad_request = check_request_line(req->method, req->uri);
+    if (q != NULL && req->bad_request == NULL) {
+        int rc = parse_query(req, q + 1);
+        if (rc == HD_ENOMEM)
+            return HD_ENOMEM;
+        req->bad_target = rc != HD_OK;
+    }
+    const char *cid = hd_http_request_header(req, "X-Correlation-Id");
+    if (valid_correlation_id(cid))
+        strcpy(req->cid, cid);
+    else
+        hd_uuid_v4(req->cid);
+    resolve(req);
+    return HD_OK;
+}
+
 /* Once the body is in: run the handler, unless resolve already decided the answer. */
 static void finish(hd_http_request *req)
 {
@@ -594,15 +794,147 @@ static void finish(hd_http_request *req)
 
 /* ---- libmicrohttpd callbacks ------------------------------------------------------------- */
 
+/* 1 when a message may be logged now; then *suppressed is how many were not since the
+ * last one. */
+static int ratelimit_allow(struct ratelimit *rl, unsigned long *suppressed)
+{
+    int64_t now = hd_clock_ns();
+    int ok;
+    pthread_mutex_lock(&rl->lock);
+    ok = rl->last_ns == 0 || now - rl->last_ns >= (int64_t)HD_HTTP_WARN_INTERVAL_S * 1000000000;
+    if (ok) {
+        rl->last_ns = now;
+        *suppressed = rl->suppressed;
+        rl->suppressed = 0;
+    } else {
+        rl->suppressed++;
+    }
+    pthread_mutex_unlock(&rl->lock);
+    return ok;
+}
+
+/* MHD logs a line for every connection it refuses (over a limit): rate-limited, or an
+ * attacker opening connections in a loop writes our log for us. */
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     hd_http_server *srv = cls;
-    char msg[512];
+    unsigned long suppressed;
+    if (!ratelimit_allow(&srv->warn_mhd, &suppressed))
+        return;
+    char msg[512], count[24];
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = '\0';
-    hd_log(srv->opts.logger, HD_LOG_WARN, NULL, "libmicrohttpd", "detail", msg, NULL);
+    snprintf(count, sizeof count, "%lu", suppressed);
+    char *clean;
+    hd_log(srv->opts.logger, HD_LOG_WARN, NULL, "libmicrohttpd", "detail",
+           utf8_or_clean(msg, &clean), "suppressed", count, NULL);
+    free(clean);
+}
+
+/* A request was cut at its deadline: count it, and warn at most once per interval. */
+static void slow_client_cut(hd_http_server *srv)
+{
+    atomic_fetch_add(&srv->cut_count, 1);
+    unsigned long suppressed;
+    if (!ratelimit_allow(&srv->warn_slow, &suppressed))
+        return;
+    char limit[24], count[24];
+    snprintf(limit, sizeof limit, "%lld", (long long)srv->opts.request_timeout_ms);
+    snprintf(count, sizeof count, "%lu", suppressed);
+    hd_log(srv->opts.logger, HD_LOG_WARN, NULL, "http: slow client cut at the request deadline",
+           "request_timeout_ms", limit, "suppressed", count, NULL);
+}
+
+static void set_phase(hd_http_request *req, enum phase phase)
+{
+    if (req->track == NULL)
+        return;
+    pthread_mutex_lock(&req->srv->track_lock);
+    req->track->phase = phase;
+    req->track->since_ns = hd_clock_ns();
+    pthread_mutex_unlock(&req->srv->track_lock);
+}
+
+/* MHD tells us of every connection it accepts and closes; we keep a track for the
+ * watchdog. MHD calls CLOSED before it closes the socket, and the watchdog only touches
+ * a socket under track_lock while its track is listed, so it never shuts down a
+ * descriptor that was closed and reused. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    hd_http_server *srv = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *fd =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        struct track *t = fd ? calloc(1, sizeof *t) : NULL;
+        *socket_context = t;
+        if (t == NULL)
+            return; /* untracked: only MHD's idle timeout applies to it */
+        t->fd = fd->connect_fd;
+        t->phase = PHASE_IDLE;
+        t->since_ns = hd_clock_ns();
+        pthread_mutex_lock(&srv->track_lock);
+        t->next = srv->tracks;
+        if (srv->tracks)
+            srv->tracks->prev = t;
+        srv->tracks = t;
+        pthread_mutex_unlock(&srv->track_lock);
+    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context != NULL) {
+        struct track *t = *socket_context;
+        pthread_mutex_lock(&srv->track_lock);
+        if (t->prev)
+            t->prev->next = t->next;
+        else
+            srv->tracks = t->next;
+        if (t->next)
+            t->next->prev = t->prev;
+        pthread_mutex_unlock(&srv->track_lock);
+        free(t);
+        *socket_context = NULL;
+    }
+}
+
+/* Every quarter of the deadline (at most 250 ms), shut down the sockets of connections
+ * past their phase's limit. shutdown() wakes MHD's poll on that socket; MHD then reads
+ * end-of-file and closes the connection the usual way (on_completed, CLOSED). */
+static void *watchdog_main(void *arg)
+{
+    hd_http_server *srv = arg;
+    int64_t req_ns = srv->opts.request_timeout_ms * 1000000;
+    int64_t idle_ns = (int64_t)srv->opts.idle_timeout_s * 1000000000 + req_ns;
+    int64_t tick_ns = req_ns / 4 < 250000000 ? req_ns / 4 : 250000000;
+    pthread_mutex_lock(&srv->track_lock);
+    while (!srv->wd_stop) {
+        int64_t now = hd_clock_ns();
+        unsigned cut = 0;
+        for (struct track *t = srv->tracks; t != NULL; t = t->next) {
+            int64_t limit = t->phase == PHASE_RECEIVING ? req_ns
+                            : t->phase == PHASE_IDLE    ? idle_ns
+                                                        : -1;
+            if (limit < 0 || t->cut || now - t->since_ns <= limit)
+                continue;
+            shutdown(t->fd, SHUT_RDWR);
+            t->cut = 1;
+            cut++;
+        }
+        if (cut > 0) {
+            pthread_mutex_unlock(&srv->track_lock); /* the log write may block */
+            for (unsigned i = 0; i < cut; i++)
+                slow_client_cut(srv);
+            pthread_mutex_lock(&srv->track_lock);
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t at = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + tick_ns;
+        ts.tv_sec = (time_t)(at / 1000000000);
+        ts.tv_nsec = (long)(at % 1000000000);
+        if (!srv->wd_stop)
+            pthread_cond_timedwait(&srv->wd_wake, &srv->track_lock, &ts);
+    }
+    pthread_mutex_unlock(&srv->track_lock);
+    return NULL;
 }
 
 /* MHD calls this once per request, as soon as the request line is read, with the raw
@@ -626,6 +958,10 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
         free(req);
         return NULL;
     }
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    req->track = ci ? ci->socket_context : NULL;
+    set_phase(req, PHASE_RECEIVING);
     return req;
 }
 
@@ -712,44 +1048,60 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         return MHD_YES; /* answered early (413); MHD discards the rest */
 
     if (!req->started) { /* first call: the headers are in */
-        req->started = 1;
         req->conn = conn;
-        const char *q = strchr(req->uri, '?');
-        req->method = strdup(method);
-        req->path = strndup(req->uri, q ? (size_t)(q - req->uri) : strlen(req->uri));
-        if (req->method == NULL || req->path == NULL)
+        if (request_begin(req, method) < 0)
             return MHD_NO;
-        if (q != NULL) {
-            int rc = parse_query(req, q + 1);
-            if (rc == HD_ENOMEM)
-                return MHD_NO;
-            req->bad_target = rc != HD_OK;
-        }
-        const char *cid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Correlation-Id");
-        if (valid_correlation_id(cid))
-            strcpy(req->cid, cid);
-        else
-            hd_uuid_v4(req->cid);
-        resolve(req);
         /* A declared length over the limit is refused before a byte of it is read. MHD
          * then closes the connection after the answer, since the body was not consumed. */
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         if (cl != NULL && strtoull(cl, NULL, 10) > srv->opts.max_body_bytes && !req->oom) {
             req->too_big = 1;
-            if (req->resp.status == 0) /* else a 404 / 405 from resolve says more */
+            if (req->resp.status == 0) /* else a 400 / 404 / 405 from resolve says more */
                 hd_http_reply_problemf(&req->resp, 413, NULL, "the body is larger than %zu bytes",
                                        srv->opts.max_body_bytes);
             return queue_response(req);
         }
         return MHD_YES;
     }
+    /* A body still arriving after the deadline: close now rather than wait for the
+     * watchdog's next round. */
+    if (*upload_data_size > 0 && req->track != NULL &&
+        hd_clock_ns() - req->start_ns > srv->opts.request_timeout_ms * 1000000) {
+        slow_client_cut(srv);
+        return MHD_NO;
+    }
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0; /* all consumed (kept or dropped) */
         return take_body(req, upload_data, n);
     }
+    set_phase(req, PHASE_BUSY);
     finish(req);
     return queue_response(req);
+}
+
+/* Tell the observer about an answered request. Everything it sees is valid UTF-8 (see
+ * hd_http_access), whatever bytes the client sent. */
+static void report(hd_http_request *req)
+{
+    hd_http_server *srv = req->srv;
+    if (!req->answered || srv->observer == NULL)
+        return;
+    char *method_owned, *path_owned;
+    hd_http_access a = {
+        .method = hd_http_method_label(req->method),
+        .method_raw = utf8_or_clean(req->method ? req->method : "", &method_owned),
+        .route = req->route ? req->route->pattern : HD_HTTP_ROUTE_UNMATCHED,
+        .path = utf8_or_clean(req->path ? req->path : "", &path_owned),
+        .status = req->status_sent,
+        .duration_s = (double)(hd_clock_ns() - req->start_ns) / 1e9,
+        .correlation_id = req->cid,
+        .request_bytes = (size_t)req->body_seen,
+        .response_bytes = req->bytes_sent,
+    };
+    srv->observer(&a, srv->observer_ctx);
+    free(method_owned);
+    free(path_owned);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -758,20 +1110,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     hd_http_server *srv = cls;
     hd_http_request *req = *con_cls;
     *con_cls = NULL;
+    (void)conn;
+    (void)toe;
     if (req != NULL) {
-        if (req->answered && srv->observer != NULL) {
-            hd_http_access a = {
-                .method = req->method,
-                .route = req->route ? req->route->pattern : HD_HTTP_ROUTE_UNMATCHED,
-                .path = req->path,
-                .status = req->status_sent,
-                .duration_s = (double)(hd_clock_ns() - req->start_ns) / 1e9,
-                .correlation_id = req->cid,
-                .request_bytes = (size_t)req->body_seen,
-                .response_bytes = req->bytes_sent,
-            };
-            srv->observer(&a, srv->observer_ctx);
-        }
+        report(req);
+        set_phase(req, PHASE_IDLE); /* the next request line's wait starts now */
         request_free(req);
     }
     pthread_mutex_lock(&srv->lock);
@@ -805,18 +1148,26 @@ int hd_http_server_start(hd_http_server *srv, hd_error *err)
     srv->daemon = MHD_start_daemon(
         flags, o->port, NULL, NULL, on_access, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&srv->addr, MHD_OPTION_URI_LOG_CALLBACK, on_uri,
-        srv, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_CONNECTION_LIMIT,
-        o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, o->idle_timeout_s,
+        srv, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION,
+        on_connection, srv, MHD_OPTION_CONNECTION_LIMIT, o->max_connections,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, o->per_ip_connection_limit,
+        MHD_OPTION_CONNECTION_TIMEOUT, o->idle_timeout_s,
         /* The pool option goes last and only when there is a pool: libmicrohttpd warns
          * about a size of 0, and MHD_OPTION_END in its place ends the list early. */
-        o->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, o->threads,
-        MHD_OPTION_END);
+        o->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, o->threads, MHD_OPTION_END);
     if (srv->daemon == NULL)
         return hd_error_set(err, HD_EIO, "cannot listen on %s%s%s:%u: %s", srv->ipv6 ? "[" : "",
                             o->bind_address, srv->ipv6 ? "]" : "", (unsigned)o->port,
                             errno ? strerror(errno) : "libmicrohttpd refused");
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
     srv->port = info ? info->port : o->port;
+    srv->wd_stop = 0;
+    if (pthread_create(&srv->watchdog, NULL, watchdog_main, srv) != 0) {
+        MHD_stop_daemon(srv->daemon);
+        srv->daemon = NULL;
+        return hd_error_set(err, HD_ENOMEM, "cannot start the request-deadline watchdog");
+    }
+    srv->wd_running = 1;
     srv->state = STATE_RUNNING;
     return HD_OK;
 }
@@ -852,8 +1203,91 @@ int hd_http_server_stop(hd_http_server *srv)
     srv->daemon = NULL;
     if (listen_fd != MHD_INVALID_SOCKET)
         close(listen_fd);
+    /* 4. Every connection is closed (and untracked) now: stop the watchdog. */
+    if (srv->wd_running) {
+        pthread_mutex_lock(&srv->track_lock);
+        srv->wd_stop = 1;
+        pthread_cond_signal(&srv->wd_wake);
+        pthread_mutex_unlock(&srv->track_lock);
+        pthread_join(srv->watchdog, NULL);
+        srv->wd_running = 0;
+    }
     srv->state = STATE_STOPPED;
     return late ? HD_ETIMEOUT : HD_OK;
+}
+
+/* ---- in-process dispatch ----------------------------------------------------------------- */
+
+int hd_http_server_dispatch(hd_http_server *srv, const char *method, const char *target,
+                            const char *const *headers, const char *body, size_t body_len,
+                            hd_http_dispatched *out)
+{
+    if (out != NULL)
+        memset(out, 0, sizeof *out);
+    if (srv == NULL || method == NULL || target == NULL || out == NULL ||
+        (body == NULL && body_len > 0))
+        return HD_EINVAL;
+    hd_http_request *req = calloc(1, sizeof *req);
+    if (req == NULL)
+        return HD_ENOMEM;
+    req->srv = srv;
+    req->start_ns = hd_clock_ns();
+    req->resp.req = req;
+    req->headers = headers;
+    if ((req->uri = strdup(target)) == NULL || request_begin(req, method) < 0) {
+        request_free(req);
+        return HD_ENOMEM;
+    }
+    /* The same order as over a socket: a body over the limit is refused unread (as a
+     * declared Content-Length would be), else it is taken and the handler runs. */
+    if (body_len > srv->opts.max_body_bytes && !req->oom) {
+        req->too_big = 1;
+        req->body_seen = body_len;
+        if (req->resp.status == 0)
+            hd_http_reply_problemf(&req->resp, 413, NULL, "the body is larger than %zu bytes",
+                                   srv->opts.max_body_bytes);
+    } else {
+        if (body_len > 0)
+            take_body(req, body, body_len);
+        finish(req);
+    }
+    hd_http_response *r = &req->resp;
+    out->status = r->status;
+    out->len = r->len;
+    out->body = malloc(r->len + 1);
+    out->content_type = r->content_type ? strdup(r->content_type) : NULL;
+    if (out->body == NULL || (r->content_type != NULL && out->content_type == NULL)) {
+        request_free(req);
+        hd_http_dispatched_release(out);
+        return HD_ENOMEM;
+    }
+    if (r->len > 0)
+        memcpy(out->body, r->body, r->len);
+    out->body[r->len] = '\0';
+    req->answered = 1;
+    req->status_sent = r->status;
+    req->bytes_sent = r->len;
+    report(req);
+    request_free(req);
+    return HD_OK;
+}
+
+void hd_http_dispatched_release(hd_http_dispatched *out)
+{
+    if (out == NULL)
+        return;
+    free(out->body);
+    free(out->content_type);
+    memset(out, 0, sizeof *out);
+}
+
+const char *hd_http_method_label(const char *method)
+{
+    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"};
+    for (size_t i = 0; method != NULL && i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(method, known[i]) == 0)
+            return known[i];
+    return HD_HTTP_METHOD_OTHER;
 }
 
 /* ---- request accessors ------------------------------------------------------------------- */
@@ -919,9 +1353,14 @@ int hd_http_request_query_int(const hd_http_request *req, const char *name, int6
 
 const char *hd_http_request_header(const hd_http_request *req, const char *name)
 {
-    if (req == NULL || name == NULL || req->conn == NULL)
+    if (req == NULL || name == NULL)
         return NULL;
-    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+    if (req->conn != NULL)
+        return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+    for (const char *const *h = req->headers; h != NULL && h[0] != NULL && h[1] != NULL; h += 2)
+        if (strcasecmp(h[0], name) == 0)
+            return h[1];
+    return NULL;
 }
 
 const char *hd_http_request_body(const hd_http_request *req, size_t *len)
@@ -1100,8 +1539,12 @@ int hd_http_reply_problem_json(hd_http_response *resp, int status, json_t *probl
         ok &= json_object_set_new(problem, "title", json_string(hd_http_reason(status))) == 0;
     /* The status member repeats the HTTP status (RFC 7807 3.1): make sure they agree. */
     ok &= json_object_set_new(problem, "status", json_integer(status)) == 0;
-    if (json_object_get(problem, "instance") == NULL && resp->req && resp->req->path)
-        ok &= json_object_set_new(problem, "instance", json_string(resp->req->path)) == 0;
+    if (json_object_get(problem, "instance") == NULL && resp->req && resp->req->path) {
+        char *clean;
+        const char *instance = utf8_or_clean(resp->req->path, &clean);
+        ok &= json_object_set_new(problem, "instance", json_string(instance)) == 0;
+        free(clean);
+    }
     char *text = ok ? json_dumps(problem, JSON_COMPACT) : NULL;
     json_decref(problem);
     if (text == NULL)
@@ -1111,15 +1554,21 @@ int hd_http_reply_problem_json(hd_http_response *resp, int status, json_t *probl
 
 int hd_http_reply_problem(hd_http_response *resp, int status, const char *title, const char *detail)
 {
-    /* Members in the order RFC 7807 lists them, which is also the order a reader wants. */
+    /* Members in the order RFC 7807 lists them, which is also the order a reader wants.
+     * A detail may quote the client ("'%.64s' is not an integer") and so carry bytes that
+     * are not UTF-8, or a character cut in half: cleaned, never a reason to fail. */
+    char *title_owned, *detail_owned;
+    title = utf8_or_clean(title ? title : hd_http_reason(status), &title_owned);
+    detail = utf8_or_clean(detail, &detail_owned);
     json_t *p = json_object();
     int ok = p != NULL;
     ok = ok && json_object_set_new(p, "type", json_string("about:blank")) == 0;
-    ok = ok &&
-         json_object_set_new(p, "title", json_string(title ? title : hd_http_reason(status))) == 0;
+    ok = ok && json_object_set_new(p, "title", json_string(title)) == 0;
     ok = ok && json_object_set_new(p, "status", json_integer(status)) == 0;
     if (ok && detail != NULL)
         ok = json_object_set_new(p, "detail", json_string(detail)) == 0;
+    free(title_owned);
+    free(detail_owned);
     if (!ok) {
         json_decref(p);
         return resp ? reply_fail(resp, HD_ENOMEM) : HD_ENOMEM;
@@ -1269,11 +1718,20 @@ void hd_http_log_access(hd_logger *lg, const hd_http_access *a)
 {
     if (a == NULL || !hd_logger_enabled(lg ? lg : hd_log_default(), HD_LOG_INFO))
         return;
-    /* The path without its query: ?email=... must not reach the log. */
+    /* The path without its query: ?email=... must not reach the log. The observer's
+     * strings are valid UTF-8 already; an access built by hand may not be, and json_pack
+     * would refuse it and lose the whole line. */
+    char *m_owned, *r_owned, *p_owned;
+    const char *method = utf8_or_clean(a->method_raw ? a->method_raw : a->method, &m_owned);
+    const char *route = utf8_or_clean(a->route, &r_owned);
+    const char *path = utf8_or_clean(a->path, &p_owned);
     hd_log_json(lg, HD_LOG_INFO, a->correlation_id, "http request",
-                json_pack("{s:s, s:s, s:s, s:i, s:f, s:I, s:I}", "method",
-                          a->method ? a->method : "", "route", a->route ? a->route : "", "path",
-                          a->path ? a->path : "", "status", a->status, "duration_ms",
-                          a->duration_s * 1000.0, "request_bytes", (json_int_t)a->request_bytes,
-                          "response_bytes", (json_int_t)a->response_bytes));
+                json_pack("{s:s, s:s, s:s, s:i, s:f, s:I, s:I}", "method", method ? method : "",
+                          "route", route ? route : "", "path", path ? path : "", "status",
+                          a->status, "duration_ms", a->duration_s * 1000.0, "request_bytes",
+                          (json_int_t)a->request_bytes, "response_bytes",
+                          (json_int_t)a->response_bytes));
+    free(m_owned);
+    free(r_owned);
+    free(p_owned);
 }

@@ -39,8 +39,25 @@
  *     a byte is read; a chunked body is counted while it streams, never buffered past the
  *     limit, and the connection is cut if the client keeps sending;
  *   - a request target that is not valid percent-encoding: 400;
+ *   - a method that is not an HTTP token, or a request target with control characters or
+ *     bytes that are not UTF-8 (raw, or once percent-decoded in the path or the query):
+ *     400 — such bytes cannot be echoed in a JSON problem, a log line or a metric label;
  *   - a handler that sets no reply: 500.
  * Trailing slashes are significant: "/users/" does not match "/users".
+ *
+ * Slow clients. libmicrohttpd's idle timeout counts inactivity, so a client that sends one
+ * byte a second is never idle and holds its connection (and, with a thread per connection,
+ * a thread) forever; a handful of them fill max_connections and lock everybody out. Two
+ * limits stop that: per_ip_connection_limit caps what one address may hold, so a few
+ * slow sockets from one place leave the other slots free; request_timeout_ms bounds the
+ * whole request, from its request line to the last byte of its body, however steadily
+ * it trickles (and the request line itself must come within idle_timeout_s +
+ * request_timeout_ms of the connection's start or of the previous response). A request
+ * past its deadline loses its connection without an answer (libmicrohttpd cannot answer
+ * in the middle of an upload); a warning is logged at most once per
+ * HD_HTTP_WARN_INTERVAL_S with the count of the ones suppressed. The handler's own time
+ * and the sending of the response do not count: responses are small enough for the
+ * socket buffer, and the idle timeout covers a client that stops reading.
  *
  * Threads. With the default threads = 0, libmicrohttpd runs one thread per connection
  * (MHD_USE_THREAD_PER_CONNECTION with an internal listening thread): handlers of different
@@ -70,11 +87,18 @@
 extern "C" {
 #endif
 
-#define HD_HTTP_DEFAULT_ADDRESS         "127.0.0.1"
-#define HD_HTTP_DEFAULT_MAX_BODY        (64 * 1024)
-#define HD_HTTP_DEFAULT_MAX_CONNECTIONS 256
-#define HD_HTTP_DEFAULT_IDLE_TIMEOUT_S  30
-#define HD_HTTP_DEFAULT_STOP_TIMEOUT_MS 10000
+#define HD_HTTP_DEFAULT_ADDRESS            "127.0.0.1"
+#define HD_HTTP_DEFAULT_MAX_BODY           (64 * 1024)
+#define HD_HTTP_DEFAULT_MAX_CONNECTIONS    256
+#define HD_HTTP_DEFAULT_IDLE_TIMEOUT_S     30
+#define HD_HTTP_DEFAULT_STOP_TIMEOUT_MS    10000
+#define HD_HTTP_DEFAULT_PER_IP_CONNECTIONS 32
+#define HD_HTTP_DEFAULT_REQUEST_TIMEOUT_MS 10000
+
+/* At most one "slow client cut" warning (and one libmicrohttpd message) per this many
+ * seconds; the next one says how many were suppressed in between. A flood of slow or
+ * refused connections must not become a flood of log lines. */
+#define HD_HTTP_WARN_INTERVAL_S 10
 
 /* The route label given to the observer for requests that matched no route: a constant,
  * so that probes of random paths cannot create new metric series. */
@@ -93,12 +117,20 @@ typedef struct hd_http_response hd_http_response;
  * other handlers. */
 typedef void (*hd_http_handler)(hd_http_request *req, hd_http_response *resp, void *ctx);
 
+/* The method label given to the observer for any method outside the fixed set (see
+ * hd_http_method_label). */
+#define HD_HTTP_METHOD_OTHER "other"
+
 /* What the observer learns about each answered request. All strings are borrowed for the
- * duration of the call. */
+ * duration of the call and are valid UTF-8 (raw bytes a client sent that are not are
+ * replaced by U+FFFD), so they can go into JSON log lines and metric labels as they are. */
 typedef struct hd_http_access {
-    const char *method;
-    const char *route; /* the PATTERN ("/users/{id}"), or HD_HTTP_ROUTE_UNMATCHED */
-    const char *path;  /* the raw path as sent, without the query: for logs, never labels */
+    const char *method;     /* hd_http_method_label() of the request's method: one of a
+                               fixed set, safe as a metric label */
+    const char *method_raw; /* the method as sent (for logs, never labels): a client can
+                               invent any number of methods */
+    const char *route;      /* the PATTERN ("/users/{id}"), or HD_HTTP_ROUTE_UNMATCHED */
+    const char *path;       /* the raw path as sent, without the query: for logs, never labels */
     int status;
     double duration_s; /* from the request line to the last byte of the response */
     const char *correlation_id;
@@ -124,6 +156,12 @@ typedef struct hd_http_options {
     int64_t stop_timeout_ms;  /* how long hd_http_server_stop waits; 0 = 10 s */
     hd_logger *logger;        /* borrowed; for libmicrohttpd's own messages and 5xx
                                  details; NULL = the default logger */
+    /* Slow clients (see "Slow clients" above). */
+    unsigned per_ip_connection_limit; /* connections one client address may hold at once;
+                                         0 = 32. Behind a reverse proxy every client has the
+                                         proxy's address: raise it to max_connections there */
+    int64_t request_timeout_ms;       /* whole-request deadline, from the request line to
+                                         the last byte of the body; 0 = 10 s */
 } hd_http_options;
 
 /* ---- the server -------------------------------------------------------------------------- */
@@ -165,6 +203,39 @@ int hd_http_server_stopping(const hd_http_server *srv);
 
 /* Stop (if running) and free srv. NULL allowed. */
 void hd_http_server_free(hd_http_server *srv);
+
+/* The method as a metric label: "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE" or
+ * "OPTIONS" when method is one of them (exactly, case-sensitive as RFC 9110 says), else
+ * HD_HTTP_METHOD_OTHER. Label values must come from a small closed set; methods are
+ * chosen by the client, and every invented one would otherwise add a series. Borrowed
+ * (a static string). */
+const char *hd_http_method_label(const char *method);
+
+/* ---- in-process dispatch (tests and fuzzing) --------------------------------------------- */
+
+/* What hd_http_server_dispatch answered. */
+typedef struct hd_http_dispatched {
+    int status;
+    char *content_type; /* new, NULL when the reply has none */
+    char *body;         /* new, NUL-terminated ("" for none) */
+    size_t len;
+} hd_http_dispatched;
+
+/* Run one request through the router, the handlers and the observer, as if it had come
+ * over a socket, without one: for tests and fuzz targets, which need the whole path from
+ * the request line to the reply with none of the network. method and target (the raw
+ * request target, "/users/a%2Fb?x=1") are taken byte for byte, as a client could send
+ * them; headers is NULL or a NULL-terminated array of name, value, name, value, ...
+ * (borrowed; looked up case-insensitively); body of body_len bytes (borrowed; may be NULL
+ * when body_len is 0). Works before hd_http_server_start (routes must be registered) and
+ * concurrently with served requests. Fills *out (release with
+ * hd_http_dispatched_release) and returns 0, or HD_EINVAL / HD_ENOMEM. */
+int hd_http_server_dispatch(hd_http_server *srv, const char *method, const char *target,
+                            const char *const *headers, const char *body, size_t body_len,
+                            hd_http_dispatched *out);
+
+/* Free what out holds (not out itself) and zero it. NULL allowed. */
+void hd_http_dispatched_release(hd_http_dispatched *out);
 
 /* ---- the request (valid during the handler call; strings borrowed) ---------------------- */
 
@@ -276,8 +347,10 @@ int hd_http_require_bearer(const hd_http_request *req, hd_http_response *resp,
 
 /* ---- access log -------------------------------------------------------------------------- */
 
-/* One info line for an answered request ("http request", method, route, path, status,
- * duration_ms, correlation id), to call from an observer. lg NULL = the default logger. */
+/* One info line for an answered request ("http request", method as sent, route, path,
+ * status, duration_ms, correlation id), to call from an observer. Strings that are not
+ * valid UTF-8 are logged with U+FFFD in place of the bad bytes, never dropped, so a
+ * hostile request still leaves its line. lg NULL = the default logger. */
 void hd_http_log_access(hd_logger *lg, const hd_http_access *access);
 
 #ifdef __cplusplus

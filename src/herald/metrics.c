@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -44,12 +45,16 @@ struct family {
     pthread_mutex_t lock; /* guards series, nseries and every number in them */
     struct series **series;
     size_t nseries, cap;
+    struct series *overflow; /* the fold target, created at the first fold (also listed) */
+    hd_metrics *m;           /* for the cap and the overflow counter */
 };
 
 struct hd_metrics {
     pthread_mutex_t lock; /* guards the family list; families are never removed */
     struct family **families;
     size_t nfamilies, cap;
+    atomic_size_t max_series;
+    struct family *overflow; /* HD_METRICS_OVERFLOW_FAMILY */
 };
 
 /* ---- names ------------------------------------------------------------------------------- */
@@ -86,7 +91,25 @@ hd_metrics *hd_metrics_new(void)
         free(m);
         return NULL;
     }
+    atomic_init(&m->max_series, HD_METRICS_DEFAULT_MAX_SERIES);
+    /* Labelled, so it renders nothing until the first fold. */
+    m->overflow = (struct family *)hd_metrics_counter(
+        m, HD_METRICS_OVERFLOW_FAMILY,
+        "Updates folded into a family's overflow series because it reached its series cap.",
+        "family", NULL);
+    if (m->overflow == NULL) {
+        hd_metrics_free(m);
+        return NULL;
+    }
     return m;
+}
+
+int hd_metrics_set_max_series(hd_metrics *m, size_t max_series)
+{
+    if (m == NULL)
+        return HD_EINVAL;
+    atomic_store(&m->max_series, max_series ? max_series : HD_METRICS_DEFAULT_MAX_SERIES);
+    return HD_OK;
 }
 
 static void series_free(struct series *s, size_t nlabels)
@@ -152,11 +175,102 @@ static int labels_ok(const struct family *f, const char *const *labels)
     return 1;
 }
 
+/* The length of the well-formed UTF-8 sequence at s, or 0 when the byte there does not
+ * start one (RFC 3629: no overlong forms, surrogates, or code points past U+10FFFF). */
+static size_t utf8_seq(const unsigned char *s)
+{
+    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
+    size_t n;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        n = 2;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        lo = c == 0xE0 ? 0xA0 : 0x80;
+        hi = c == 0xED ? 0x9F : 0xBF;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        lo = c == 0xF0 ? 0x90 : 0x80;
+        hi = c == 0xF4 ? 0x8F : 0xBF;
+    } else
+        return 0;
+    if (s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (s[i] < 0x80 || s[i] > 0xBF)
+            return 0;
+    return n;
+}
+
+/* NULL when s is valid UTF-8; else a copy with U+FFFD for each bad byte (*owned = 1: the
+ * caller frees it), or "" when memory runs out (*owned = 0). */
+static char *utf8_clean(const char *s, int *owned)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t k;
+    *owned = 0;
+    while (*p && (k = utf8_seq(p)) > 0)
+        p += k;
+    if (*p == '\0')
+        return NULL;
+    char *out = malloc(3 * strlen(s) + 1), *o = out;
+    if (out == NULL)
+        return (char *)"";
+    *owned = 1;
+    for (p = (const unsigned char *)s; *p;) {
+        if ((k = utf8_seq(p)) == 0) {
+            memcpy(o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            p++;
+        } else {
+            memcpy(o, p, k);
+            o += k;
+            p += k;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+static struct series *find_series_clean(struct family *f, const char *const *labels, int create,
+                                        int *folded);
+
 /* The series with these label values; created (zeroed) when create is set. Call with
  * f->lock held. A family has tens of series, so a scan comparing hashes first is fast
  * and easy to read; thousands of series would call for a hash table, and first for a
- * second look at the labels. */
-static struct series *find_series(struct family *f, const char *const *labels, int create)
+ * second look at the labels.
+ *
+ * Values that are not valid UTF-8 are looked up (and stored) cleaned, so the rendered
+ * text is always UTF-8. When create is set and the family is at its cap, a new
+ * combination gives the overflow series and sets *folded (folded may be NULL). */
+static struct series *find_series(struct family *f, const char *const *labels, int create,
+                                  int *folded)
+{
+    if (folded != NULL)
+        *folded = 0;
+    char *clean[HD_METRICS_MAX_LABELS];
+    int owned[HD_METRICS_MAX_LABELS], any = 0;
+    for (size_t i = 0; i < f->nlabels; i++) {
+        clean[i] = utf8_clean(labels[i], &owned[i]);
+        any |= clean[i] != NULL;
+    }
+    if (!any)
+        return find_series_clean(f, labels, create, folded);
+    const char *fixed[HD_METRICS_MAX_LABELS];
+    for (size_t i = 0; i < f->nlabels; i++)
+        fixed[i] = clean[i] ? clean[i] : labels[i];
+    struct series *s = find_series_clean(f, fixed, create, folded);
+    for (size_t i = 0; i < f->nlabels; i++)
+        if (owned[i])
+            free(clean[i]);
+    return s;
+}
+
+static struct series *new_series(struct family *f, const char *const *labels, uint64_t h);
+
+static struct series *find_series_clean(struct family *f, const char *const *labels, int create,
+                                        int *folded)
 {
     uint64_t h = hash_labels(labels, f->nlabels);
     for (size_t i = 0; i < f->nseries; i++) {
@@ -171,6 +285,36 @@ static struct series *find_series(struct family *f, const char *const *labels, i
     }
     if (!create)
         return NULL;
+    /* At the cap (the overflow series does not count against it): fold. */
+    size_t regular = f->nseries - (f->overflow != NULL);
+    if (f->nlabels > 0 && regular >= atomic_load(&f->m->max_series)) {
+        if (folded != NULL)
+            *folded = 1;
+        if (f->overflow == NULL) {
+            const char *over[HD_METRICS_MAX_LABELS];
+            for (size_t i = 0; i < f->nlabels; i++)
+                over[i] = HD_METRICS_OVERFLOW_VALUE;
+            /* A label value of a regular series may already be the overflow value (a
+             * client sending "__overflow__"): share that series then. */
+            uint64_t oh = hash_labels(over, f->nlabels);
+            for (size_t i = 0; i < f->nseries && f->overflow == NULL; i++) {
+                size_t j = 0;
+                while (j < f->nlabels && strcmp(f->series[i]->labels[j], over[j]) == 0)
+                    j++;
+                if (f->series[i]->hash == oh && j == f->nlabels)
+                    f->overflow = f->series[i];
+            }
+            if (f->overflow == NULL)
+                f->overflow = new_series(f, over, oh);
+        }
+        return f->overflow;
+    }
+    return new_series(f, labels, h);
+}
+
+/* A zeroed series with copies of labels, appended to f. Call with f->lock held. */
+static struct series *new_series(struct family *f, const char *const *labels, uint64_t h)
+{
     if (f->nseries == f->cap) {
         size_t cap = f->cap ? f->cap * 2 : 4;
         struct series **grown = realloc(f->series, cap * sizeof *grown);
@@ -276,6 +420,7 @@ static struct family *family_register(hd_metrics *m, enum kind kind, const char 
         goto out;
     }
     f->kind = kind;
+    f->m = m;
     int ok = (f->name = strdup(name)) != NULL;
     ok = ok && (f->help = strdup(help ? help : "")) != NULL;
     for (size_t i = 0; ok && i < n; i++, f->nlabels++)
@@ -291,7 +436,7 @@ static struct family *family_register(hd_metrics *m, enum kind kind, const char 
      * exported as 0 from the first scrape (a counter that appears only at its first
      * increment makes rate() miss that increment). */
     if (ok && n == 0)
-        ok = find_series(f, NULL, 1) != NULL;
+        ok = find_series(f, NULL, 1, NULL) != NULL;
     if (!ok) {
         family_free(f);
         f = NULL;
@@ -335,12 +480,22 @@ hd_histogram *hd_metrics_histogram(hd_metrics *m, const char *name, const char *
 
 enum op { OP_ADD, OP_SET };
 
+/* An update went to the overflow series: count it, with no family lock held. The
+ * overflow family's own folds (more families than the cap) are not counted, or counting
+ * would recurse. */
+static void count_fold(struct family *f)
+{
+    if (f->m->overflow != f)
+        hd_counter_inc((hd_counter *)f->m->overflow, (const char *const[]){f->name}, 1);
+}
+
 static int update(struct family *f, const char *const *labels, enum op op, double v)
 {
     if (f == NULL || !labels_ok(f, labels))
         return HD_EINVAL;
+    int folded;
     pthread_mutex_lock(&f->lock);
-    struct series *s = find_series(f, labels, 1);
+    struct series *s = find_series(f, labels, 1, &folded);
     if (s != NULL) {
         if (op == OP_SET)
             s->value = v;
@@ -348,6 +503,8 @@ static int update(struct family *f, const char *const *labels, enum op op, doubl
             s->value += v;
     }
     pthread_mutex_unlock(&f->lock);
+    if (folded)
+        count_fold(f);
     return s ? HD_OK : HD_ENOMEM;
 }
 
@@ -380,13 +537,16 @@ int hd_gauge_set_func(hd_gauge *g, const char *const *labels, hd_gauge_fn fn, vo
     struct family *f = (struct family *)g;
     if (f == NULL || !labels_ok(f, labels))
         return HD_EINVAL;
+    int folded;
     pthread_mutex_lock(&f->lock);
-    struct series *s = find_series(f, labels, 1);
-    if (s != NULL) {
+    struct series *s = find_series(f, labels, 1, &folded);
+    if (s != NULL && !folded) {
         s->fn = fn;
         s->fn_ctx = fn ? ctx : NULL;
     }
     pthread_mutex_unlock(&f->lock);
+    if (folded)
+        return HD_ERANGE;
     return s ? HD_OK : HD_ENOMEM;
 }
 
@@ -400,14 +560,17 @@ int hd_histogram_observe(hd_histogram *h, const char *const *labels, double valu
     size_t b = 0;
     while (b < f->nbounds && value > f->bounds[b])
         b++;
+    int folded;
     pthread_mutex_lock(&f->lock);
-    struct series *s = find_series(f, labels, 1);
+    struct series *s = find_series(f, labels, 1, &folded);
     if (s != NULL) {
         s->buckets[b]++;
         s->count++;
         s->sum += value;
     }
     pthread_mutex_unlock(&f->lock);
+    if (folded)
+        count_fold(f);
     return s ? HD_OK : HD_ENOMEM;
 }
 
@@ -419,7 +582,7 @@ int hd_counter_value(hd_counter *c, const char *const *labels, double *out)
     if (f == NULL || out == NULL || !labels_ok(f, labels))
         return HD_EINVAL;
     pthread_mutex_lock(&f->lock);
-    struct series *s = find_series(f, labels, 0);
+    struct series *s = find_series(f, labels, 0, NULL);
     *out = s ? s->value : 0;
     pthread_mutex_unlock(&f->lock);
     return HD_OK;
@@ -431,7 +594,7 @@ int hd_gauge_value(hd_gauge *g, const char *const *labels, double *out)
     if (f == NULL || out == NULL || !labels_ok(f, labels))
         return HD_EINVAL;
     pthread_mutex_lock(&f->lock);
-    struct series *s = find_series(f, labels, 0);
+    struct series *s = find_series(f, labels, 0, NULL);
     double v = s ? s->value : 0;
     hd_gauge_fn fn = s ? s->fn : NULL;
     void *ctx = s ? s->fn_ctx : NULL;
@@ -448,7 +611,7 @@ int hd_histogram_value(hd_histogram *h, const char *const *labels, double *count
     if (f == NULL || !labels_ok(f, labels))
         return HD_EINVAL;
     pthread_mutex_lock(&f->lock);
-    struct series *s = find_series(f, labels, 0);
+    struct series *s = find_series(f, labels, 0, NULL);
     if (count)
         *count = s ? (double)s->count : 0;
     if (sum)
@@ -533,8 +696,8 @@ static int cmp_family(const void *a, const void *b)
 }
 
 /* name{l1="v1",l2="v2"[,le="x"]} — braces only when there is something inside. */
-static void buf_series_name(hd_buf *b, const struct family *f, const char *suffix,
-                            char **labels, const char *le)
+static void buf_series_name(hd_buf *b, const struct family *f, const char *suffix, char **labels,
+                            const char *le)
 {
     hd_buf_puts(b, f->name);
     hd_buf_puts(b, suffix);

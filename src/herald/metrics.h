@@ -24,6 +24,21 @@
  *     char *text; size_t len;
  *     hd_metrics_render(m, &text, &len);   // serve with HD_METRICS_CONTENT_TYPE, then free
  *
+ * Bounded cardinality. Keeping label values closed is the caller's job, but one mistake
+ * (a client-chosen value used as a label) must not take the process down, so every
+ * family holds at most max_series series (HD_METRICS_DEFAULT_MAX_SERIES = 256, set with
+ * hd_metrics_set_max_series). Past the cap, an update with a NEW combination of values
+ * is FOLDED into one overflow series whose every label is HD_METRICS_OVERFLOW_VALUE,
+ * instead of being dropped: sums over the family (total requests, total latency) stay
+ * right, and the overflow series itself shows on a dashboard. Each fold also counts in
+ * HD_METRICS_OVERFLOW_FAMILY{family="<name>"}, which is what to alert on. Series that
+ * exist keep being updated as usual. 256 is far above what a closed label set needs (the
+ * services' http_requests_total: ~10 routes x 8 method labels x a few statuses), and
+ * small enough that a histogram family at the cap renders in about 200 KB.
+ *
+ * Label values are UTF-8 text in the exposition format: a value that is not valid UTF-8
+ * is stored with U+FFFD in place of each bad byte, so a scrape never fails to parse.
+ *
  * Label names are given once, at registration, as a NULL-terminated list; label values are
  * given at each update as an array of exactly that many strings, in the same order (NULL
  * for a family without labels). The values are copied when a series is created.
@@ -62,6 +77,16 @@ extern "C" {
 /* At most this many label names per family (more is a design smell anyway). */
 #define HD_METRICS_MAX_LABELS 8
 
+/* Series per family before new label combinations are folded (see "Bounded cardinality"). */
+#define HD_METRICS_DEFAULT_MAX_SERIES 256
+
+/* The value of every label of a family's overflow series. */
+#define HD_METRICS_OVERFLOW_VALUE "__overflow__"
+
+/* The counter, with one label "family", of updates folded into an overflow series. Every
+ * registry has it; it is rendered once a fold has happened. */
+#define HD_METRICS_OVERFLOW_FAMILY "herald_metrics_series_overflow_total"
+
 typedef struct hd_metrics hd_metrics;
 /* The three handle types are distinct so the compiler catches observe() on a counter. */
 typedef struct hd_counter hd_counter;
@@ -85,6 +110,11 @@ hd_metrics *hd_metrics_new(void);
 /* Free m (NULL allowed) and every metric in it. No thread may still use its handles. */
 void hd_metrics_free(hd_metrics *m);
 
+/* Series per family (of every family, also those registered before) past which new label
+ * combinations are folded into the overflow series; 0 = HD_METRICS_DEFAULT_MAX_SERIES.
+ * Lowering it keeps the series that exist. Returns 0 or HD_EINVAL (m NULL). */
+int hd_metrics_set_max_series(hd_metrics *m, size_t max_series);
+
 /* Register, or look up, a family. name: [a-zA-Z_:][a-zA-Z0-9_:]* (counters by convention
  * end in "_total"); help: one line of text, copied (may be NULL); then the label names,
  * [a-zA-Z_][a-zA-Z0-9_]*, not starting with "__", ended by NULL (histograms may not use
@@ -104,8 +134,10 @@ hd_histogram *hd_metrics_histogram(hd_metrics *m, const char *name, const char *
                                    const double *buckets, size_t nbuckets, ...) HD_METRICS_SENTINEL;
 
 /* Updates. labels: an array with one value per label name (borrowed, copied into a new
- * series; NULL when the family has no labels). Each returns 0, HD_EINVAL (NULL handle,
- * missing label value, a counter delta that is negative or NaN) or HD_ENOMEM. */
+ * series; NULL when the family has no labels). A new combination in a family at its cap
+ * updates the overflow series instead (and still returns 0). Each returns 0, HD_EINVAL
+ * (NULL handle, missing label value, a counter delta that is negative or NaN) or
+ * HD_ENOMEM. */
 int hd_counter_inc(hd_counter *c, const char *const *labels, double delta);
 int hd_gauge_set(hd_gauge *g, const char *const *labels, double value);
 int hd_gauge_inc(hd_gauge *g, const char *const *labels, double delta);
@@ -115,7 +147,8 @@ int hd_histogram_observe(hd_histogram *h, const char *const *labels, double valu
 /* Make the gauge series with these label values computed by fn(ctx) at each render
  * instead of stored (fn NULL goes back to the stored value). ctx is borrowed: it must
  * stay valid until hd_metrics_free or until the callback is replaced. Returns 0,
- * HD_EINVAL or HD_ENOMEM. */
+ * HD_EINVAL, HD_ENOMEM, or HD_ERANGE for a new series in a family at its cap (a callback
+ * on the shared overflow series would make no sense). */
 int hd_gauge_set_func(hd_gauge *g, const char *const *labels, hd_gauge_fn fn, void *ctx);
 
 /* Read back the current value of a series (0 when it does not exist yet; a callback gauge

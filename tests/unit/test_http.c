@@ -6,8 +6,13 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -920,6 +925,338 @@ static void route_and_server_arguments_are_checked(void **state)
     assert_string_equal(hd_http_reason(413), "Content Too Large");
 }
 
+/* ---- hostile request lines ---------------------------------------------------------------- */
+
+/* Send raw bytes (what curl would refuse to send) from source address src (NULL = any)
+ * and read the whole answer into out; the server closes after a 400. */
+static void raw_exchange(uint16_t port, const char *src, const char *request, char *out, size_t cap)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    if (src != NULL) {
+        struct sockaddr_in me = {.sin_family = AF_INET};
+        inet_pton(AF_INET, src, &me.sin_addr);
+        assert_int_equal(bind(fd, (struct sockaddr *)&me, sizeof me), 0);
+    }
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&to, sizeof to), 0);
+    assert_int_equal(send(fd, request, strlen(request), MSG_NOSIGNAL), (ssize_t)strlen(request));
+    size_t len = 0;
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 5000) <= 0)
+            break;
+        ssize_t n = recv(fd, out + len, cap - 1 - len, 0);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        if (strstr(out, "\r\n\r\n") && (strstr(out, "}") || len == cap - 1))
+            break; /* the whole (small) problem body is in */
+    }
+    out[len] = '\0';
+    close(fd);
+}
+
+/* The test's own UTF-8 check, independent of the module's. */
+static int valid_utf8(const char *str)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    while (*s) {
+        size_t n = *s < 0x80             ? 1
+                   : (*s & 0xE0) == 0xC0 ? 2
+                   : (*s & 0xF0) == 0xE0 ? 3
+                   : (*s & 0xF8) == 0xF0 ? 4
+                                         : 0;
+        if (n == 0 || (n == 2 && *s < 0xC2))
+            return 0;
+        for (size_t i = 1; i < n; i++)
+            if ((s[i] & 0xC0) != 0x80)
+                return 0;
+        s += n;
+    }
+    return 1;
+}
+
+/* A raw non-UTF-8 byte in the method or the path used to give "500" with an empty body
+ * (jansson refused the path as "instance"), a log line without method/route/status and
+ * an invalid metric label. Now: a 400 problem whose every string is UTF-8. */
+static void non_utf8_request_lines_are_400_problems(void **state)
+{
+    struct fixture *fx = *state;
+    static const char *const requests[] = {
+        "GET /users/\xff HTTP/1.1\r\nHost: x\r\nX-Correlation-Id: raw-1\r\n\r\n",
+        "GET /nowhere/\xc3 HTTP/1.1\r\nHost: x\r\nX-Correlation-Id: raw-2\r\n\r\n",
+        "G\xffT /users/1 HTTP/1.1\r\nHost: x\r\nX-Correlation-Id: raw-3\r\n\r\n",
+        "GET /users?email=\xff HTTP/1.1\r\nHost: x\r\nX-Correlation-Id: raw-4\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof requests / sizeof requests[0]; i++) {
+        char out[4096];
+        raw_exchange(fx->port, NULL, requests[i], out, sizeof out);
+        if (strncmp(out, "HTTP/1.1 400", 12) != 0)
+            print_error("request %zu got: %s\n", i, out);
+        assert_memory_equal(out, "HTTP/1.1 400", 12);
+        assert_non_null(strstr(out, "application/problem+json"));
+        const char *body = strstr(out, "\r\n\r\n");
+        assert_non_null(body);
+        json_error_t je;
+        json_t *p = json_loads(body + 4, 0, &je);
+        assert_non_null(p);
+        assert_int_equal(json_integer_value(json_object_get(p, "status")), 400);
+        assert_true(valid_utf8(json_string_value(json_object_get(p, "instance"))));
+        json_decref(p);
+        char cid[16];
+        snprintf(cid, sizeof cid, "raw-%zu", i + 1);
+        struct record rec = observed(fx, cid);
+        assert_int_equal(rec.status, 400);
+        assert_true(valid_utf8(rec.method));
+        assert_string_equal(rec.route, HD_HTTP_ROUTE_UNMATCHED);
+    }
+    /* Percent-escapes that decode to bytes that are not UTF-8: refused the same way,
+     * before a handler can put them into JSON or SQL. */
+    struct reply r;
+    perform(fx->port, &(struct call){.target = "/users/%FF"}, &r);
+    assert_problem(&r, 400, "/users/%FF");
+    perform(fx->port, &(struct call){.target = "/users?email=%C3"}, &r);
+    assert_problem(&r, 400, "/users");
+    perform(fx->port, &(struct call){.target = "/users/%C3%A9"}, &r); /* "é" is fine */
+    assert_int_equal(r.status, 200);
+}
+
+/* The access log line of a hostile request keeps method, route and status. */
+struct log_ctx {
+    hd_logger *lg;
+};
+
+static void log_observer(const hd_http_access *a, void *ctx)
+{
+    hd_http_log_access(((struct log_ctx *)ctx)->lg, a);
+}
+
+static void hostile_requests_keep_their_access_log_line(void **state)
+{
+    (void)state;
+    FILE *out = tmpfile();
+    assert_non_null(out);
+    struct log_ctx lc = {hd_logger_new("test", HD_LOG_INFO, out)};
+    hd_http_server *srv;
+    assert_hd(HD_OK, hd_http_server_new(NULL, &srv, NULL));
+    assert_hd(HD_OK, hd_http_route(srv, "GET", "/users/{id}", get_user, NULL));
+    hd_http_server_observe(srv, log_observer, &lc);
+    hd_http_dispatched d;
+    assert_hd(HD_OK, hd_http_server_dispatch(srv, "G\xffT", "/users/\xfe?x=1", NULL, NULL, 0, &d));
+    assert_int_equal(d.status, 400);
+    assert_string_equal(d.content_type, "application/problem+json");
+    json_t *p = json_loads(d.body, 0, NULL);
+    assert_non_null(p);
+    assert_string_equal(json_string_value(json_object_get(p, "instance")), "/users/\xef\xbf\xbd");
+    json_decref(p);
+    hd_http_dispatched_release(&d);
+    /* an access built by hand with bad bytes still logs (the function is public) */
+    hd_http_log_access(lc.lg, &(hd_http_access){.method = "\xff",
+                                                .route = "/r",
+                                                .path = "/\xff",
+                                                .status = 418,
+                                                .correlation_id = "c"});
+    hd_http_server_free(srv);
+    fflush(out);
+    rewind(out);
+    char line[2048];
+    int lines = 0;
+    while (fgets(line, sizeof line, out)) {
+        json_t *j = json_loads(line, 0, NULL);
+        assert_non_null(j);
+        const char *method = json_string_value(json_object_get(j, "method"));
+        assert_non_null(method);
+        assert_true(valid_utf8(method));
+        assert_non_null(json_string_value(json_object_get(j, "route")));
+        assert_non_null(json_string_value(json_object_get(j, "path")));
+        int status = (int)json_integer_value(json_object_get(j, "status"));
+        assert_int_equal(status, lines == 0 ? 400 : 418);
+        if (lines == 0) {
+            assert_string_equal(method, "G\xef\xbf\xbdT");
+            assert_string_equal(json_string_value(json_object_get(j, "path")),
+                                "/users/\xef\xbf\xbd");
+        }
+        json_decref(j);
+        lines++;
+    }
+    assert_int_equal(lines, 2);
+    hd_logger_free(lc.lg);
+    fclose(out);
+}
+
+/* ---- method labels ------------------------------------------------------------------------- */
+
+static void methods_map_to_a_fixed_label_set(void **state)
+{
+    struct fixture *fx = *state;
+    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        assert_string_equal(hd_http_method_label(known[i]), known[i]);
+    assert_string_equal(hd_http_method_label("get"), HD_HTTP_METHOD_OTHER);
+    assert_string_equal(hd_http_method_label("BREW"), HD_HTTP_METHOD_OTHER);
+    assert_string_equal(hd_http_method_label("GETX"), HD_HTTP_METHOD_OTHER);
+    assert_string_equal(hd_http_method_label(""), HD_HTTP_METHOD_OTHER);
+    assert_string_equal(hd_http_method_label(NULL), HD_HTTP_METHOD_OTHER);
+
+    /* What the observer gets as "method" (what services use as a label) is the label; 50
+     * invented methods give one value, not 50. */
+    for (int i = 0; i < 50; i++) {
+        char m[16], cid[32], h[64];
+        snprintf(m, sizeof m, "X%02dMETHOD", i);
+        snprintf(cid, sizeof cid, "invented-%d", i);
+        snprintf(h, sizeof h, "X-Correlation-Id: %s", cid);
+        struct reply r;
+        perform(fx->port, &(struct call){.method = m, .target = "/users/1", .headers = {h}}, &r);
+        assert_int_equal(r.status, 405);
+        struct record rec = observed(fx, cid);
+        assert_string_equal(rec.method, HD_HTTP_METHOD_OTHER);
+    }
+    struct reply r;
+    perform(fx->port,
+            &(struct call){
+                .method = "PATCH", .target = "/users/1", .headers = {"X-Correlation-Id: patch-1"}},
+            &r);
+    assert_string_equal(observed(fx, "patch-1").method, "PATCH");
+}
+
+/* ---- in-process dispatch ------------------------------------------------------------------- */
+
+static void dispatch_runs_the_router_without_a_socket(void **state)
+{
+    (void)state;
+    hd_http_server *srv;
+    assert_hd(HD_OK, hd_http_server_new(&(hd_http_options){.max_body_bytes = 16}, &srv, NULL));
+    assert_hd(HD_OK, hd_http_route(srv, "GET", "/users/{id}", get_user, NULL));
+    assert_hd(HD_OK, hd_http_route(srv, "POST", "/echo", echo, NULL));
+    assert_hd(HD_OK, hd_http_route(srv, "GET", "/secret", secret, TOKEN));
+    hd_http_dispatched d;
+    assert_hd(HD_OK, hd_http_server_dispatch(srv, "GET", "/users/a%2Fb", NULL, NULL, 0, &d));
+    assert_int_equal(d.status, 200);
+    assert_non_null(strstr(d.body, "\"id\":\"a/b\""));
+    hd_http_dispatched_release(&d);
+    const char *const json[] = {"content-type", "application/json", NULL};
+    assert_hd(HD_OK, hd_http_server_dispatch(srv, "POST", "/echo", json, "{\"a\":1}", 7, &d));
+    assert_int_equal(d.status, 201);
+    assert_string_equal(d.body, "{\"a\":1}");
+    hd_http_dispatched_release(&d);
+    assert_hd(HD_OK, hd_http_server_dispatch(srv, "POST", "/echo", json,
+                                             "{\"a\":\"0123456789abcdef\"}", 24, &d));
+    assert_int_equal(d.status, 413);
+    hd_http_dispatched_release(&d);
+    const char *const bearer[] = {"Authorization", "Bearer " TOKEN, NULL};
+    assert_hd(HD_OK, hd_http_server_dispatch(srv, "GET", "/secret", bearer, NULL, 0, &d));
+    assert_int_equal(d.status, 200);
+    hd_http_dispatched_release(&d);
+    assert_hd(HD_OK, hd_http_server_dispatch(srv, "GET", "/nope", NULL, NULL, 0, &d));
+    assert_int_equal(d.status, 404);
+    hd_http_dispatched_release(&d);
+    assert_hd(HD_EINVAL, hd_http_server_dispatch(srv, "GET", "/x", NULL, NULL, 3, &d));
+    hd_http_server_free(srv);
+}
+
+/* ---- slow clients -------------------------------------------------------------------------- */
+
+struct slow_socket {
+    uint16_t port;
+    double closed_after; /* seconds until the server closed it; -1 = never (within 8 s) */
+};
+
+/* A slowloris: a request line, then one header byte a second, from 127.0.0.2. */
+static void *slow_client(void *arg)
+{
+    struct slow_socket *s = arg;
+    s->closed_after = -1;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in me = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "127.0.0.2", &me.sin_addr);
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(s->port)};
+    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&me, sizeof me) != 0 ||
+        connect(fd, (struct sockaddr *)&to, sizeof to) != 0) {
+        if (fd >= 0)
+            close(fd);
+        s->closed_after = 0;
+        return NULL;
+    }
+    int64_t t0 = hd_clock_ns();
+    const char *line = "GET /whoami HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    int ok = send(fd, line, strlen(line), MSG_NOSIGNAL) > 0;
+    while (ok && hd_clock_ns() - t0 < 8000000000LL) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 1000) > 0) {
+            char buf[256];
+            if (recv(fd, buf, sizeof buf, 0) <= 0)
+                break; /* closed by the server */
+            continue;
+        }
+        ok = send(fd, "a", 1, MSG_NOSIGNAL) == 1;
+    }
+    if (hd_clock_ns() - t0 < 8000000000LL)
+        s->closed_after = (double)(hd_clock_ns() - t0) / 1e9;
+    close(fd);
+    return NULL;
+}
+
+static int count_lines_with(FILE *f, const char *needle)
+{
+    fflush(f);
+    rewind(f);
+    char line[2048];
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, needle) != NULL;
+    return n;
+}
+
+/* Six sockets trickling one byte a second used to fill every connection slot: a normal
+ * client was refused until they gave up. Now one address holds at most two slots, and
+ * the two it holds are cut at the request deadline; the warnings are rate-limited. */
+static void slow_clients_do_not_lock_out_others_and_are_cut_at_the_deadline(void **state)
+{
+    (void)state;
+    FILE *logf = tmpfile();
+    hd_logger *lg = hd_logger_new("test", HD_LOG_INFO, logf);
+    hd_http_options opts = {.max_connections = 6,
+                            .per_ip_connection_limit = 2,
+                            .request_timeout_ms = 1500,
+                            .logger = lg};
+    struct fixture *fx = start_server(&opts);
+    enum { SLOW = 6 };
+    pthread_t th[SLOW];
+    struct slow_socket ss[SLOW];
+    for (int i = 0; i < SLOW; i++) {
+        ss[i].port = fx->port;
+        assert_int_equal(pthread_create(&th[i], NULL, slow_client, &ss[i]), 0);
+    }
+    hd_sleep_ms(500); /* the slow ones are in (or refused) */
+    int64_t t0 = hd_clock_ns();
+    struct reply r;
+    perform(fx->port, &(struct call){.target = "/whoami"}, &r);
+    double normal_s = (double)(hd_clock_ns() - t0) / 1e9;
+    assert_int_equal(r.rc, CURLE_OK);
+    assert_int_equal(r.status, 200);
+    assert_true(normal_s < 1.0);
+    int cut_at_deadline = 0;
+    for (int i = 0; i < SLOW; i++) {
+        pthread_join(th[i], NULL);
+        /* every slow socket is gone well before it finished its trickle: refused at once
+         * (over the per-address limit) or cut at the 1.5 s deadline */
+        if (ss[i].closed_after < 0)
+            print_error("slow socket %d was never closed\n", i);
+        assert_true(ss[i].closed_after >= 0 && ss[i].closed_after < 3.0);
+        cut_at_deadline += ss[i].closed_after >= 1.4;
+    }
+    assert_int_equal(cut_at_deadline, 2);
+    stop_server(fx);
+    /* two cuts, one warning: the second falls in the same interval and is counted */
+    assert_int_equal(count_lines_with(logf, "slow client cut at the request deadline"), 1);
+    assert_true(count_lines_with(logf, "libmicrohttpd") <= 1);
+    hd_logger_free(lg);
+    fclose(logf);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_ALL);
@@ -946,6 +1283,11 @@ int main(void)
         cmocka_unit_test(stop_gives_up_after_its_timeout),
         cmocka_unit_test(thread_pool_mode_serves_requests),
         cmocka_unit_test(route_and_server_arguments_are_checked),
+        cmocka_unit_test_setup_teardown(non_utf8_request_lines_are_400_problems, setup, teardown),
+        cmocka_unit_test(hostile_requests_keep_their_access_log_line),
+        cmocka_unit_test_setup_teardown(methods_map_to_a_fixed_label_set, setup, teardown),
+        cmocka_unit_test(dispatch_runs_the_router_without_a_socket),
+        cmocka_unit_test(slow_clients_do_not_lock_out_others_and_are_cut_at_the_deadline),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     hd_log_set_default(NULL);

@@ -7,6 +7,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -321,6 +322,114 @@ static void concurrent_updates_are_not_lost(void **state)
     hd_metrics_free(m);
 }
 
+/* A test's own UTF-8 check (not the module's): every byte sequence well-formed. */
+static int valid_utf8(const unsigned char *s)
+{
+    while (*s) {
+        size_t n = *s < 0x80             ? 1
+                   : (*s & 0xE0) == 0xC0 ? 2
+                   : (*s & 0xF0) == 0xE0 ? 3
+                   : (*s & 0xF8) == 0xF0 ? 4
+                                         : 0;
+        if (n == 0 || (n == 2 && *s < 0xC2))
+            return 0;
+        for (size_t i = 1; i < n; i++)
+            if ((s[i] & 0xC0) != 0x80)
+                return 0;
+        s += n;
+    }
+    return 1;
+}
+
+/* 500 invented methods used to add 500 series (600 KB of /metrics): past the cap, new
+ * combinations fold into one overflow series, the totals stay right, and the folds are
+ * counted per family. */
+static void series_past_the_cap_fold_into_the_overflow_series(void **state)
+{
+    (void)state;
+    hd_metrics *m = hd_metrics_new();
+    assert_non_null(m);
+    assert_hd(HD_OK, hd_metrics_set_max_series(m, 3));
+    hd_counter *c = hd_metrics_counter(m, "req_total", "Requests.", "method", NULL);
+    hd_histogram *h =
+        hd_metrics_histogram(m, "lat_seconds", "Latency.", (const double[]){1}, 1, "method", NULL);
+    assert_non_null(c);
+    assert_non_null(h);
+    for (int i = 0; i < 500; i++) {
+        char method[16];
+        snprintf(method, sizeof method, "M%03d", i);
+        assert_hd(HD_OK, hd_counter_inc(c, (const char *[]){method}, 1));
+        assert_hd(HD_OK, hd_histogram_observe(h, (const char *[]){method}, 0.5));
+    }
+    /* an existing series keeps counting after the cap */
+    assert_hd(HD_OK, hd_counter_inc(c, (const char *[]){"M001"}, 1));
+    double v;
+    assert_hd(HD_OK, hd_counter_value(c, (const char *[]){"M001"}, &v));
+    assert_true(v == 2);
+    assert_hd(HD_OK, hd_counter_value(c, (const char *[]){HD_METRICS_OVERFLOW_VALUE}, &v));
+    assert_true(v == 497);
+    double count, sum;
+    assert_hd(HD_OK,
+              hd_histogram_value(h, (const char *[]){HD_METRICS_OVERFLOW_VALUE}, &count, &sum));
+    assert_true(count == 497);
+
+    char *text;
+    size_t len;
+    assert_hd(HD_OK, hd_metrics_render(m, &text, &len));
+    assert_true(len < 4096);
+    assert_null(strstr(text, "M499"));
+    assert_non_null(strstr(text, "req_total{method=\"__overflow__\"} 497\n"));
+    assert_non_null(strstr(text, "# TYPE " HD_METRICS_OVERFLOW_FAMILY
+                                 " counter\n" HD_METRICS_OVERFLOW_FAMILY
+                                 "{family=\"lat_seconds\"} 497\n" HD_METRICS_OVERFLOW_FAMILY
+                                 "{family=\"req_total\"} 497\n"));
+    free(text);
+
+    /* A callback on the shared overflow series makes no sense: refused. */
+    hd_gauge *g = hd_metrics_gauge(m, "g", "G.", "k", NULL);
+    for (int i = 0; i < 3; i++)
+        assert_hd(HD_OK, hd_gauge_set(g, (const char *[]){i == 0 ? "a" : i == 1 ? "b" : "c"}, 1));
+    assert_hd(HD_ERANGE, hd_gauge_set_func(g, (const char *[]){"d"}, NULL, NULL));
+    hd_metrics_free(m);
+
+    /* The default cap is documented and in force. */
+    m = hd_metrics_new();
+    c = hd_metrics_counter(m, "req_total", "Requests.", "method", NULL);
+    for (int i = 0; i < HD_METRICS_DEFAULT_MAX_SERIES + 10; i++) {
+        char method[16];
+        snprintf(method, sizeof method, "M%04d", i);
+        assert_hd(HD_OK, hd_counter_inc(c, (const char *[]){method}, 1));
+    }
+    assert_hd(HD_OK, hd_counter_value(c, (const char *[]){HD_METRICS_OVERFLOW_VALUE}, &v));
+    assert_true(v == 10);
+    hd_metrics_free(m);
+}
+
+/* A label value with bytes that are not UTF-8 (a raw HTTP method) must not make the
+ * exposition unparseable: stored with U+FFFD, looked up the same way. */
+static void label_values_are_always_valid_utf8(void **state)
+{
+    (void)state;
+    hd_metrics *m = hd_metrics_new();
+    hd_counter *c = hd_metrics_counter(m, "req_total", "Requests.", "method", "route", NULL);
+    assert_hd(HD_OK, hd_counter_inc(c, (const char *[]){"G\xffT", "/a\xc3"}, 1));
+    assert_hd(HD_OK, hd_counter_inc(c, (const char *[]){"G\xffT", "/a\xc3"}, 1));
+    assert_hd(HD_OK, hd_counter_inc(c, (const char *[]){"\xed\xa0\x80", "\xc3\xa9"}, 1));
+    double v;
+    assert_hd(HD_OK, hd_counter_value(c, (const char *[]){"G\xffT", "/a\xc3"}, &v));
+    assert_true(v == 2);
+    char *text;
+    assert_hd(HD_OK, hd_metrics_render(m, &text, NULL));
+    assert_true(valid_utf8((const unsigned char *)text));
+    assert_non_null(
+        strstr(text, "req_total{method=\"G\xef\xbf\xbdT\",route=\"/a\xef\xbf\xbd\"} 2\n"));
+    /* a surrogate (ED A0 80) is three bad bytes; a valid "é" is kept */
+    assert_non_null(
+        strstr(text, "method=\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\",route=\"\xc3\xa9\"}"));
+    free(text);
+    hd_metrics_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -333,6 +442,8 @@ int main(void)
         cmocka_unit_test(updates_reject_bad_input),
         cmocka_unit_test(numbers_use_the_shortest_exact_form),
         cmocka_unit_test(concurrent_updates_are_not_lost),
+        cmocka_unit_test(series_past_the_cap_fold_into_the_overflow_series),
+        cmocka_unit_test(label_values_are_always_valid_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
