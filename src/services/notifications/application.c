@@ -33,6 +33,52 @@ static int app_settings(notif_settings *s, hd_error *err)
     return 0;
 }
 
+/* 1 when s is an absolute http(s) URL with a host and then a '/': a prefix without the
+ * slash ("https://app.example.com") would also admit "https://app.example.com.evil.test". */
+static int link_base_valid(const char *s)
+{
+    const char *host = strncmp(s, "https://", 8) == 0  ? s + 8
+                       : strncmp(s, "http://", 7) == 0 ? s + 7
+                                                       : NULL;
+    if (host == NULL || *host == '/' || strchr(host, '/') == NULL)
+        return 0;
+    for (const char *p = s; *p; p++)
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
+            return 0;
+    return 1;
+}
+
+/* Split the settings' link_base_urls into app->link_bases (trimmed, empty items skipped). */
+static int link_bases(notif_app *app, hd_error *err)
+{
+    const char *list = app->s.link_base_urls;
+    if (list == NULL || *list == '\0')
+        return 0;
+    if ((app->link_bases_buf = strdup(list)) == NULL)
+        return hd_error_set(err, HD_ENOMEM, NULL);
+    char *save = NULL;
+    for (char *item = strtok_r(app->link_bases_buf, ",", &save); item != NULL;
+         item = strtok_r(NULL, ",", &save)) {
+        while (*item == ' ')
+            item++;
+        size_t n = strlen(item);
+        while (n > 0 && item[n - 1] == ' ')
+            item[--n] = '\0';
+        if (n == 0)
+            continue;
+        if (!link_base_valid(item))
+            return hd_error_set(err, HD_EINVAL,
+                                "link base URL '%.200s' is not http(s)://host/... (a path, "
+                                "at least '/', must follow the host)",
+                                item);
+        if (app->n_link_bases == NOTIF_LINK_BASES_MAX)
+            return hd_error_set(err, HD_EINVAL, "more than %d link base URLs",
+                                NOTIF_LINK_BASES_MAX);
+        app->link_bases[app->n_link_bases++] = item;
+    }
+    return 0;
+}
+
 static int log_preferences(void *handler, hd_uow *uow, const hd_event *ev, hd_error *err)
 {
     (void)uow;
@@ -73,6 +119,11 @@ int notif_app_new(const notif_settings *s, const hd_templates *templates, hd_log
         notif_app_free(app);
         return hd_error_set(err, HD_ENOMEM, NULL);
     }
+    if ((rc = link_bases(app, err)) < 0) {
+        notif_app_free(app);
+        return rc;
+    }
+    app->s.link_base_urls = app->link_bases_buf;
     app->s.mail_from = app->mail_from;
     app->s.source = app->source;
     app->msgid_domain = strchr(app->mail_from, '@') + 1;
@@ -89,6 +140,7 @@ void notif_app_free(notif_app *app)
     hd_registry_free(app->registry);
     free(app->mail_from);
     free(app->source);
+    free(app->link_bases_buf);
     free(app);
 }
 
