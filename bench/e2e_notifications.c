@@ -785,7 +785,6 @@ static void scan_log(const char *path, log_scan *s)
     fclose(f);
 }
 
-
 /* ---- reading the databases (read-only, from outside the services) ------------------------ */
 
 static sqlite3 *db_open_ro(const char *path)
@@ -965,7 +964,12 @@ static int start_notifications(run *r, hd_error *err)
     envlist e = {0};
     char url[4300];
     int rc = 0;
-    if (env_base(&e) < 0 ||
+    /* Its API answers only to a bearer token (the bench uses /health and /metrics alone,
+     * which stay open): a random one, as the service refuses to start without. */
+    char token[2 * (HD_UUID_LEN + 1)];
+    hd_uuid_v4(token);
+    hd_uuid_v4(token + HD_UUID_LEN);
+    if (env_base(&e) < 0 || env_put(&e, "HD_NOTIFICATIONS_API_TOKEN=%s", token) < 0 ||
         env_put(&e, "HD_DATABASE_URL=%s", sqlite_url(url, sizeof url, r->notif_db)) < 0 ||
         env_put(&e, "HD_AMQP_URL=%s", cfg->o.url) < 0 || env_put(&e, "HD_SENDER=log") < 0 ||
         env_put(&e, "HD_PREFETCH=%d", cfg->prefetch) < 0 ||
@@ -1454,9 +1458,9 @@ static json_t *child_json(const child *c)
     if (c->pid <= 0)
         return json_null();
     return json_pack("{s:I, s:I, s:f, s:I, s:s, s:b}", "vmhwm_kb", (json_int_t)c->vmhwm_kb,
-                     "ru_maxrss_kb", (json_int_t)c->maxrss_kb, "bench_cpu_seconds", c->cpu_s, "stop_ms",
-                     (json_int_t)c->stop_ms, "exit", exit_text(c, why, sizeof why), "exit_ok",
-                     c->reaped && WIFEXITED(c->status) && WEXITSTATUS(c->status) == 0);
+                     "ru_maxrss_kb", (json_int_t)c->maxrss_kb, "bench_cpu_seconds", c->cpu_s,
+                     "stop_ms", (json_int_t)c->stop_ms, "exit", exit_text(c, why, sizeof why),
+                     "exit_ok", c->reaped && WIFEXITED(c->status) && WEXITSTATUS(c->status) == 0);
 }
 
 static int write_json(const char *path, const run *r, const dist *lat, const log_scan *logs,
