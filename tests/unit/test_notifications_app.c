@@ -754,7 +754,14 @@ static void test_api_send_links_under_base_urls(void **state)
         s.link_base_urls = bad[i];
         assert_hd_err(HD_EINVAL, notif_app_new(&s, f->templates, f->lg, NULL, &app, &err), &err);
         assert_null(app);
+        assert_hd(HD_EINVAL, notif_link_bases_check(bad[i], NULL)); /* what main.c checks */
     }
+    assert_hd(0, notif_link_bases_check(NULL, NULL));
+    assert_hd(0, notif_link_bases_check("", NULL));
+    assert_hd(0, notif_link_bases_check("https://a.example/,http://b.example/x/", NULL));
+    /* The settings in effect keep the text as given. */
+    assert_string_equal(notif_app_settings(f->app)->link_base_urls,
+                        " https://app.example.com/ , https://help.example.org/docs/");
 }
 
 /* ---- the HTTP layer: the token and /health ------------------------------------------------- */

@@ -48,35 +48,47 @@ static int link_base_valid(const char *s)
     return 1;
 }
 
-/* Split the settings' link_base_urls into app->link_bases (trimmed, empty items skipped). */
-static int link_bases(notif_app *app, hd_error *err)
+/* Split list into bases (up to NOTIF_LINK_BASES_MAX, trimmed, empty items skipped), which
+ * point into *buf: a new copy of list, split in place (free it, also on failure). */
+static int split_link_bases(const char *list, char **buf, const char **bases, size_t *n,
+                            hd_error *err)
 {
-    const char *list = app->s.link_base_urls;
+    *buf = NULL;
+    *n = 0;
     if (list == NULL || *list == '\0')
         return 0;
-    if ((app->link_bases_buf = strdup(list)) == NULL)
+    if ((*buf = strdup(list)) == NULL)
         return hd_error_set(err, HD_ENOMEM, NULL);
     char *save = NULL;
-    for (char *item = strtok_r(app->link_bases_buf, ",", &save); item != NULL;
-         item = strtok_r(NULL, ",", &save)) {
+    for (char *item = strtok_r(*buf, ",", &save); item != NULL; item = strtok_r(NULL, ",", &save)) {
         while (*item == ' ')
             item++;
-        size_t n = strlen(item);
-        while (n > 0 && item[n - 1] == ' ')
-            item[--n] = '\0';
-        if (n == 0)
+        size_t len = strlen(item);
+        while (len > 0 && item[len - 1] == ' ')
+            item[--len] = '\0';
+        if (len == 0)
             continue;
         if (!link_base_valid(item))
             return hd_error_set(err, HD_EINVAL,
                                 "link base URL '%.200s' is not http(s)://host/... (a path, "
                                 "at least '/', must follow the host)",
                                 item);
-        if (app->n_link_bases == NOTIF_LINK_BASES_MAX)
+        if (*n == NOTIF_LINK_BASES_MAX)
             return hd_error_set(err, HD_EINVAL, "more than %d link base URLs",
                                 NOTIF_LINK_BASES_MAX);
-        app->link_bases[app->n_link_bases++] = item;
+        bases[(*n)++] = item;
     }
     return 0;
+}
+
+int notif_link_bases_check(const char *list, hd_error *err)
+{
+    char *buf = NULL;
+    const char *bases[NOTIF_LINK_BASES_MAX];
+    size_t n = 0;
+    int rc = split_link_bases(list, &buf, bases, &n, err);
+    free(buf);
+    return rc;
 }
 
 static int log_preferences(void *handler, hd_uow *uow, const hd_event *ev, hd_error *err)
@@ -119,11 +131,17 @@ int notif_app_new(const notif_settings *s, const hd_templates *templates, hd_log
         notif_app_free(app);
         return hd_error_set(err, HD_ENOMEM, NULL);
     }
-    if ((rc = link_bases(app, err)) < 0) {
+    if ((rc = split_link_bases(s->link_base_urls, &app->link_bases_buf, app->link_bases,
+                               &app->n_link_bases, err)) < 0) {
         notif_app_free(app);
         return rc;
     }
-    app->s.link_base_urls = app->link_bases_buf;
+    /* The settings keep the text as given (the buffer above is split in place). */
+    if (s->link_base_urls != NULL && (app->link_bases_text = strdup(s->link_base_urls)) == NULL) {
+        notif_app_free(app);
+        return hd_error_set(err, HD_ENOMEM, NULL);
+    }
+    app->s.link_base_urls = app->link_bases_text;
     app->s.mail_from = app->mail_from;
     app->s.source = app->source;
     app->msgid_domain = strchr(app->mail_from, '@') + 1;
@@ -141,6 +159,7 @@ void notif_app_free(notif_app *app)
     free(app->mail_from);
     free(app->source);
     free(app->link_bases_buf);
+    free(app->link_bases_text);
     free(app);
 }
 

@@ -125,6 +125,11 @@ typedef struct notif_metrics {
  * HD_ENOMEM. */
 int notif_metrics_register(hd_metrics *m, notif_metrics *out);
 
+/* 0 when list is a usable link_base_urls (see notif_settings: comma-separated http(s)://
+ * host/... prefixes, at most NOTIF_LINK_BASES_MAX), else HD_EINVAL with the reason; NULL and
+ * "" are usable (no links). For checking a setting before the app exists. */
+int notif_link_bases_check(const char *list, hd_error *err);
+
 typedef struct notif_app notif_app;
 
 /* A new application (free with notif_app_free). s is copied; templates (loaded once, at

@@ -225,6 +225,11 @@ static int read_api(const hd_config *cfg, notif_config *c, hd_error *err)
     if (c->api_token != NULL)
         c->api_open = 0; /* a token given means it is used */
     c->app.link_base_urls = hd_config_get(cfg, "HD_NOTIFICATIONS_LINK_BASE_URL", "");
+    if (notif_link_bases_check(c->app.link_base_urls, err) < 0) {
+        char why[HD_ERROR_TEXT_MAX];
+        snprintf(why, sizeof why, "%s", err->text);
+        return hd_error_set(err, HD_ECONFIG, "HD_NOTIFICATIONS_LINK_BASE_URL: %s", why);
+    }
     return 0;
 }
 
