@@ -767,9 +767,15 @@ static int start_notifications(run *r, hd_error *err)
 {
     const config *cfg = r->cfg;
     char db[4300], url[4400], amqp[4400], prefetch[32], exchange[300], queue[300], relay[64],
-        tpl[4400], log[4200];
+        tpl[4400], log[4200], token[64 + 2 * HD_UUID_LEN];
     snprintf(log, sizeof log, "%s/notifications.log", r->dir);
-    if (setting(url, sizeof url, "HD_DATABASE_URL=%s", sqlite_url(db, sizeof db, r->notif_db)) <
+    /* Its API answers only to a bearer token (the bench uses /health and /metrics alone,
+     * which stay open): a random one, as the service refuses to start without. */
+    char uuid[2][HD_UUID_LEN + 1];
+    hd_uuid_v4(uuid[0]);
+    hd_uuid_v4(uuid[1]);
+    if (setting(token, sizeof token, "HD_NOTIFICATIONS_API_TOKEN=%s%s", uuid[0], uuid[1]) < 0 ||
+        setting(url, sizeof url, "HD_DATABASE_URL=%s", sqlite_url(db, sizeof db, r->notif_db)) <
             0 ||
         setting(amqp, sizeof amqp, "HD_AMQP_URL=%s", cfg->o.url) < 0 ||
         setting(prefetch, sizeof prefetch, "HD_PREFETCH=%d", cfg->prefetch) < 0 ||
@@ -779,10 +785,18 @@ static int start_notifications(run *r, hd_error *err)
                 cfg->service_relay ? "true" : "false") < 0 ||
         setting(tpl, sizeof tpl, "HD_TEMPLATES_DIR=%s", r->templates) < 0)
         return hd_error_set(err, HD_EINVAL, "herald-notifications: a setting is too long");
-    const char *env[] = {
-        url,      amqp,  "HD_SENDER=log", prefetch, "HD_NOTIFICATIONS_LISTEN=127.0.0.1:0",
-        exchange, queue, relay,           tpl,      "HD_LOG_LEVEL=info",
-        NULL};
+    const char *env[] = {token,
+                         url,
+                         amqp,
+                         "HD_SENDER=log",
+                         prefetch,
+                         "HD_NOTIFICATIONS_LISTEN=127.0.0.1:0",
+                         exchange,
+                         queue,
+                         relay,
+                         tpl,
+                         "HD_LOG_LEVEL=info",
+                         NULL};
     int rc = child_start(&r->notif, "herald-notifications", r->notif_exe, env, r->dir, log, err);
     if (rc < 0)
         return rc;

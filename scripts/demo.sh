@@ -113,8 +113,8 @@ echo "    ----------------------------------------------------------------------
 
 # ---------------------------------------------------------------------------------------------
 step "The notification history of the user." \
-     "\$ curl $(svc_url notifications)/notifications/history/$USER_ID"
-curl -s -m 10 "$(svc_url notifications)/notifications/history/$USER_ID" | pretty | indent
+     "\$ curl -H 'Authorization: Bearer \$HD_NOTIFICATIONS_API_TOKEN' $(svc_url notifications)/notifications/history/$USER_ID"
+curl -s -m 10 -H "$(svc_notif_auth)" "$(svc_url notifications)/notifications/history/$USER_ID" | pretty | indent
 
 step "The log lines of both services with the demo's correlation ids ($CID-*)." \
      "The id of the HTTP request travels in the event (correlationid) to the consumer, the mail header and the history."

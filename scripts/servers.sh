@@ -26,6 +26,7 @@ SELF=$(readlink -f "${BASH_SOURCE[0]}")
 ROOT=$(cd "$(dirname "$SELF")/.." && pwd)
 PY=/usr/bin/python3                   # Debian's python3-aiosmtpd; a pyenv python lacks it
 RMQ_BIN=/usr/lib/rabbitmq/bin         # the inner scripts: /usr/sbin/* would su to rabbitmq
+RMQ_MAX_MESSAGE_SIZE=1048576          # 1 MiB: rabbitmq.conf max_message_size (the services assume it)
 PG_BIN=/usr/lib/postgresql/15/bin
 ALL_SERVERS=(rabbitmq postgres smtp)
 NODE=herald@localhost
@@ -190,6 +191,10 @@ listeners.tcp.default = 127.0.0.1:$AMQP_PORT
 loopback_users.guest = true
 log.console = false
 log.file.level = info
+# The largest message the broker accepts (bytes): a bigger publish closes the publisher's
+# channel with 406 PRECONDITION_FAILED. It bounds what a consumer can be handed: at most
+# prefetch x max_message_size bytes in flight (docs/modules/consumer.md, docs/testing.md).
+max_message_size = $RMQ_MAX_MESSAGE_SIZE
 EOF
   rm -f "$R/rabbit.pid" "$R/server.pid"
   port_free "$AMQP_PORT" "RabbitMQ AMQP" && port_free "$DIST_PORT" "RabbitMQ distribution" || return 1

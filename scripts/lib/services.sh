@@ -23,6 +23,9 @@
 #   notifications  herald-notifications  HD_NOTIFICATIONS_LISTEN=127.0.0.1:0
 #                                        HD_DATABASE_URL=sqlite://$SVC_DIR/notifications.db
 #                                        HD_TEMPLATES_DIR=$SOURCE_DIR/templates
+#                                        HD_NOTIFICATIONS_API_TOKEN=$SVC_NOTIF_TOKEN
+#                                        (its API answers 401 without it: call it with
+#                                        curl -H "$(svc_notif_auth)" ...)
 #   relay          herald-relay          HD_DATABASE_URL=sqlite://$SVC_DIR/users.db (the users
 #                                        service's outbox); ready at its "relay started" line
 #
@@ -47,6 +50,8 @@ svc_init() {
   SVC_SRC=$(cd "$2" && pwd) || return 1
   SVC_DIR=$(mktemp -d "${TMPDIR:-/tmp}/herald-svc-XXXXXX") || return 1
   SVC_ADMIN_TOKEN=${SVC_ADMIN_TOKEN:-admin-$RANDOM$RANDOM}
+  # The notifications API's bearer token: 32 characters at least, random for each run.
+  SVC_NOTIF_TOKEN=${SVC_NOTIF_TOKEN:-notif-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')}
   # The sink's files are named <epoch-ns>-<n>.eml: the mail helpers skip older ones, so a
   # maildir shared with earlier tests costs nothing to search.
   SVC_MAIL_SINCE=$(date +%s%N)
@@ -59,6 +64,8 @@ svc_init() {
 svc_log() { echo "$SVC_DIR/$1.log"; }
 svc_pid() { echo "${SVC_PID[$1]:-}"; }
 svc_url() { echo "http://127.0.0.1:${SVC_PORT[$1]}"; }
+# The header that opens the notifications API: curl -H "$(svc_notif_auth)" ...
+svc_notif_auth() { echo "Authorization: Bearer $SVC_NOTIF_TOKEN"; }
 
 # True while PID runs (a zombie — exited, not yet reaped by wait — does not count).
 svc__alive() {
@@ -83,7 +90,8 @@ svc_start() {
       bin=herald-notifications
       defaults=(HD_NOTIFICATIONS_LISTEN=127.0.0.1:0
                 "HD_DATABASE_URL=sqlite://$SVC_DIR/notifications.db"
-                "HD_TEMPLATES_DIR=$SVC_SRC/templates") ;;
+                "HD_TEMPLATES_DIR=$SVC_SRC/templates"
+                "HD_NOTIFICATIONS_API_TOKEN=$SVC_NOTIF_TOKEN") ;;
     relay)
       bin=herald-relay
       defaults=("HD_DATABASE_URL=sqlite://$SVC_DIR/users.db") ;;

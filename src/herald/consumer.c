@@ -386,6 +386,10 @@ static int bury(hd_consumer *c, slot *s, const char *reason, hd_error *err)
 static int retry_later(hd_consumer *c, slot *s, hd_error *err)
 {
     int tier = hd_retry_tier(&c->policy, s->d.attempt);
+    /* A tier outside the array (an attempt hd_retry_attempt would never give) must not be
+     * used as an index: the message has nowhere to wait, so it is exhausted. */
+    if (tier < 0 || tier >= c->policy.ntiers)
+        return bury(c, s, "attempt number out of range (forged x-death?)", err);
     int rc = forward(c, s, c->names.retry_exchange, c->names.tiers[tier], NULL, 0, err);
     if (rc == 0)
         c->counts.retried++;

@@ -2,6 +2,7 @@
 #include "herald/retry.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -48,7 +49,9 @@ int64_t hd_retry_delay_ms(const hd_retry_policy *p, int attempt)
 
 int hd_retry_exhausted(const hd_retry_policy *p, int attempt)
 {
-    return attempt >= p->max_attempts;
+    /* An attempt below 1 is not a number the broker counted (hd_retry_attempt never returns
+     * one): it has no tier to wait in, so the only safe place for the message is the DLQ. */
+    return attempt < 1 || attempt >= p->max_attempts;
 }
 
 static int in_list(const char *name, const char *const *list, size_t n)
@@ -62,19 +65,26 @@ static int in_list(const char *name, const char *const *list, size_t n)
 int hd_retry_attempt(const hd_xdeath *deaths, size_t ndeaths, const char *const *tier_queues,
                      size_t n_tier_queues)
 {
+    /* x-death arrives with the message, and a publisher can write any header it likes: the
+     * counts are hostile input. Adding two counts near INT64_MAX is signed overflow (undefined;
+     * in practice a negative attempt, then a tier index before the tier array and a message
+     * that never reaches the DLQ). So the sum saturates at SUM_MAX, checked BEFORE each
+     * addition, and counts below 1 add nothing. The attempt is then at most INT_MAX: far
+     * past any max_attempts, so a forged count sends the message to the DLQ. */
+    const int64_t SUM_MAX = INT_MAX - 1;
     int64_t sum = 0;
-    for (size_t i = 0; i < ndeaths; i++) {
+    for (size_t i = 0; i < ndeaths && sum < SUM_MAX; i++) {
         /* Only our own delay tiers count: a message may arrive already carrying deaths from
          * another service's queues, and those are not attempts of ours. */
         if (strcmp(deaths[i].reason, "expired") != 0)
             continue;
         if (!in_list(deaths[i].queue, tier_queues, n_tier_queues))
             continue;
-        if (deaths[i].count > 0)
-            sum += deaths[i].count;
+        int64_t count = deaths[i].count;
+        if (count < 1)
+            continue;
+        sum = count >= SUM_MAX - sum ? SUM_MAX : sum + count;
     }
-    if (sum > INT32_MAX - 1)
-        sum = INT32_MAX - 1;
     return (int)sum + 1;
 }
 

@@ -71,7 +71,8 @@ int hd_retry_tier(const hd_retry_policy *p, int attempt);
 int64_t hd_retry_delay_ms(const hd_retry_policy *p, int attempt);
 
 /* 1 when a message whose attempt `attempt` just failed must go to the dead-letter queue
- * instead of being retried (attempt >= max_attempts), else 0. */
+ * instead of being retried (attempt >= max_attempts, or attempt < 1: an attempt number
+ * that is not one has no tier to wait in), else 0. */
 int hd_retry_exhausted(const hd_retry_policy *p, int attempt);
 
 /* One entry of the broker's x-death header, copied out of the message (a plain value: the
@@ -86,7 +87,10 @@ typedef struct hd_xdeath {
 
 /* Attempt number of a delivery from its parsed x-death entries: 1 + the counts of entries
  * whose reason is "expired" and whose queue is one of tier_queues (borrowed, n_tier_queues
- * names). A queue listed twice is still counted once per entry. Never less than 1. */
+ * names). A queue listed twice is still counted once per entry. Never less than 1 and never
+ * more than INT_MAX: x-death is a header any publisher can forge, so counts below 1 add
+ * nothing and the sum saturates instead of overflowing (a forged huge count gives an
+ * attempt past every max_attempts: the message goes to the dead-letter queue). */
 int hd_retry_attempt(const hd_xdeath *deaths, size_t ndeaths, const char *const *tier_queues,
                      size_t n_tier_queues);
 

@@ -134,6 +134,13 @@ const char *hd_sender_name(const hd_sender *s);
  *                                      then upgrade with STARTTLS or the send fails, so a
  *                                      password never crosses the network in clear
  *
+ * smtp:// without credentials still tries STARTTLS (opportunistic TLS, RFC 3207): when the
+ * server offers it the mail (addresses, links, tokens) is encrypted on the wire; when it
+ * does not, or refuses the STARTTLS command, the send goes on in clear. A server that
+ * offers STARTTLS with a certificate that does not verify fails the send: trying TLS and
+ * then accepting anyone's certificate would protect against nothing. hd_sender_smtp_tls
+ * says which of the three a URL gets.
+ *
  * from (copied) is the default sender address. timeout_ms bounds each send as a whole,
  * connecting included (<= 0: 30 s): a mail server that hangs must not hang the consumer.
  * The libcurl handle and its connection are kept between sends (libcurl reconnects when
@@ -144,6 +151,18 @@ const char *hd_sender_name(const hd_sender *s);
  * addresses, not the URL (it may hold a password). */
 int hd_sender_smtp_new(const char *url, const char *from, long timeout_ms, hd_sender **out,
                        hd_error *err);
+
+/* How an SMTP sender protects the connection (libcurl's CURLOPT_USE_SSL, chosen from the
+ * URL alone). */
+typedef enum hd_smtp_tls {
+    HD_SMTP_TLS_TRY,      /* smtp:// without credentials: STARTTLS when offered (CURLUSESSL_TRY) */
+    HD_SMTP_TLS_REQUIRED, /* smtp:// with credentials: STARTTLS or fail (CURLUSESSL_ALL) */
+    HD_SMTP_TLS_IMPLICIT  /* smtps://: TLS from the first byte */
+} hd_smtp_tls;
+
+/* The protection hd_sender_smtp_new(url, ...) uses, into *out, without connecting (tests
+ * and start-up logs). Returns 0 or HD_EURL (the URL hd_sender_smtp_new would refuse). */
+int hd_sender_smtp_tls(const char *url, hd_smtp_tls *out, hd_error *err);
 
 /* ---- log (sender_log.c) ----------------------------------------------------------------- */
 

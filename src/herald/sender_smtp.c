@@ -152,6 +152,24 @@ static int check_url(const char *url, int *has_credentials, int *implicit_tls, h
     return rc;
 }
 
+static hd_smtp_tls tls_mode(int has_credentials, int implicit_tls)
+{
+    if (implicit_tls)
+        return HD_SMTP_TLS_IMPLICIT;
+    return has_credentials ? HD_SMTP_TLS_REQUIRED : HD_SMTP_TLS_TRY;
+}
+
+int hd_sender_smtp_tls(const char *url, hd_smtp_tls *out, hd_error *err)
+{
+    if (url == NULL || out == NULL)
+        return hd_error_set(err, HD_EURL, "SMTP sender: NULL URL");
+    int has_credentials = 0, implicit_tls = 0;
+    int rc = check_url(url, &has_credentials, &implicit_tls, err);
+    if (rc == 0)
+        *out = tls_mode(has_credentials, implicit_tls);
+    return rc;
+}
+
 int hd_sender_smtp_new(const char *url, const char *from, long timeout_ms, hd_sender **out,
                        hd_error *err)
 {
@@ -195,9 +213,16 @@ int hd_sender_smtp_new(const char *url, const char *from, long timeout_ms, hd_se
     /* Without this, libcurl times out name resolution with SIGALRM, which is unsafe in a
      * program with threads (and the services have several). */
     ok = ok && curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) == CURLE_OK;
-    if (ok && has_credentials && !implicit_tls)
+    hd_smtp_tls tls = tls_mode(has_credentials, implicit_tls);
+    if (ok && tls == HD_SMTP_TLS_REQUIRED)
         /* A password in the URL: STARTTLS or no send at all, never AUTH in clear. */
         ok = curl_easy_setopt(c, CURLOPT_USE_SSL, (long)CURLUSESSL_ALL) == CURLE_OK;
+    else if (ok && tls == HD_SMTP_TLS_TRY)
+        /* No password to protect, but the mail itself carries addresses and sign-in links:
+         * upgrade whenever the server offers STARTTLS, go on in clear when it does not (most
+         * relays on a private network, the test sink). The certificate is still verified:
+         * an upgrade to an unverified peer would only hide the mail from honest observers. */
+        ok = curl_easy_setopt(c, CURLOPT_USE_SSL, (long)CURLUSESSL_TRY) == CURLE_OK;
     if (!ok) {
         smtp_destroy(&s->base);
         return hd_error_set(err, HD_EUNSUPPORTED,

@@ -231,15 +231,17 @@ check "every one of the $N_CRASH users got a verification mail ($users_mailed)" 
 
 # ---- 4. history -------------------------------------------------------------------------------
 step "4. GET /notifications/history/{user_id}"
-call GET "$(svc_url notifications)/notifications/history/$ADA_ID"
+call GET "$(svc_url notifications)/notifications/history/$ADA_ID" - -H "$(svc_notif_auth)"
 [ "$STATUS" = 200 ] || bad "history: expected 200, got $STATUS"
 jget "[(i['type'], i['status'], i['correlation_id']) for i in d['items']]"
 check "history of $ADA: welcome then email_verification, both sent" \
   test "$(jget "[(i['type'], i['status']) for i in d['items']]")" = "[('welcome', 'sent'), ('email_verification', 'sent')]"
 check "history keeps each request's correlation id" \
   test "$(jget "[i['correlation_id'] for i in d['items']]")" = "['$RUN-verify', '$CID']"
+call GET "$(svc_url notifications)/notifications/history/$ADA_ID"
+check "history without the notifications API token: 401 (got $STATUS)" test "$STATUS" = 401
 CRASH1_ID=$(usql "SELECT id FROM users WHERE email = '${CRASH}1@example.com'")
-call GET "$(svc_url notifications)/notifications/history/$CRASH1_ID"
+call GET "$(svc_url notifications)/notifications/history/$CRASH1_ID" - -H "$(svc_notif_auth)"
 check "history of a user of step 3: one verification, sent (got $(jget "[(i['type'], i['status']) for i in d['items']]"))" \
   test "$(jget "[(i['type'], i['status']) for i in d['items']]")" = "[('email_verification', 'sent')]"
 

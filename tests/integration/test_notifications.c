@@ -15,7 +15,11 @@
  *   2. the same envelope delivered twice gives one mail (the inbox);
  *   3. a message missing a template variable ends in the dead-letter queue with the reason;
  *   4. notifications.notification_sent reaches a queue bound to the "notifications" topic;
- *   5. the HTTP endpoints answer with the right status codes and problem+json;
+ *   5. the HTTP endpoints answer with the right status codes and problem+json; every route
+ *      but /health and /metrics needs the bearer token (none or a wrong one: 401 with
+ *      WWW-Authenticate: Bearer); direct sends are for security_alert only and their links
+ *      must start with HD_NOTIFICATIONS_LINK_BASE_URL; without a token the service refuses
+ *      to start (exit 2);
  *   6. every path and method of docs/openapi/notifications.openapi.json answers with a
  *      status the document lists;
  *   7. SIGKILL mid-stream (200 events, killed after ~50 mails, restarted): every event
@@ -59,6 +63,10 @@
 #define KILL_EVENTS 200
 #define TERM_EVENTS 100
 
+/* The API's bearer token (HD_NOTIFICATIONS_API_TOKEN) and its allowed link prefix. */
+#define API_TOKEN     "it-notifications-0123456789abcdef0123456789abcdef"
+#define LINK_BASE_URL "https://app.example.com/"
+
 typedef struct world {
     const char *amqp_url, *smtp_url, *maildir;
     char *tmp;
@@ -93,6 +101,8 @@ static int free_port(void)
 
 static long http(const char *method, const char *path, const char *body, char **resp,
                  char *content_type, size_t ct_cap);
+static long http_auth(const char *auth, const char *method, const char *path, const char *body,
+                      char **resp, char *content_type, size_t ct_cap);
 
 static void start_service(int prefetch)
 {
@@ -116,6 +126,8 @@ static void start_service(int prefetch)
                          "HD_TEMPLATES_DIR=" HD_SOURCE_DIR "/templates",
                          pf,
                          "HD_LOG_LEVEL=info",
+                         "HD_NOTIFICATIONS_API_TOKEN=" API_TOKEN,
+                         "HD_NOTIFICATIONS_LINK_BASE_URL=" LINK_BASE_URL,
                          NULL};
     const char *argv[] = {HD_BINARY_DIR "/herald-notifications", NULL};
     hd_proc_options o = {.argv = argv, .env = env, .log_path = W.log_path};
@@ -169,10 +181,17 @@ static size_t on_body(char *p, size_t size, size_t n, void *ctx)
     return size * n;
 }
 
-/* One request; the status (0 when the server did not answer), the body (new, may be NULL)
- * and the Content-Type (may be NULL). */
+/* One request with the API's token; the status (0 when the server did not answer), the body
+ * (new, may be NULL) and the Content-Type (may be NULL). */
 static long http(const char *method, const char *path, const char *body, char **resp,
                  char *content_type, size_t ct_cap)
+{
+    return http_auth("Bearer " API_TOKEN, method, path, body, resp, content_type, ct_cap);
+}
+
+/* The same with the Authorization header auth (NULL: none). */
+static long http_auth(const char *auth, const char *method, const char *path, const char *body,
+                      char **resp, char *content_type, size_t ct_cap)
 {
     char url[1024];
     if ((size_t)snprintf(url, sizeof url, "http://127.0.0.1:%d%s", W.port, path) >= sizeof url)
@@ -186,11 +205,16 @@ static long http(const char *method, const char *path, const char *body, char **
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    char authorization[256];
+    if (auth != NULL) {
+        snprintf(authorization, sizeof authorization, "Authorization: %s", auth);
+        h = curl_slist_append(h, authorization);
+    }
     if (body != NULL) {
         h = curl_slist_append(h, "Content-Type: application/json");
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
     }
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     long status = 0;
     if (curl_easy_perform(c) == CURLE_OK) {
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
@@ -685,6 +709,120 @@ static void test_http_endpoints(void **state)
     free(to);
 }
 
+/* ---- 5b: who may call the API, and what a direct send may carry ------------------------------ */
+
+static void expect_401(const char *auth, const char *method, const char *path, const char *body)
+{
+    char *resp = NULL;
+    char ct[128] = "";
+    long got = http_auth(auth, method, path, body, &resp, ct, sizeof ct);
+    if (got != 401)
+        fail_msg("%s %s with %s: expected 401, got %ld: %s", method, path,
+                 auth ? "a wrong token" : "no token", got, resp ? resp : "");
+    assert_non_null(strstr(ct, "application/problem+json"));
+    free(resp);
+}
+
+static void test_http_token_and_direct_send_rules(void **state)
+{
+    (void)state;
+    char user[128], path[256], body[1024];
+    snprintf(user, sizeof user, "auth-%s", W.tag);
+    char *to = recipient("auth", 0);
+    snprintf(body, sizeof body,
+             "{\"user_id\":\"%s\",\"type\":\"security_alert\",\"recipient\":\"%s\","
+             "\"variables\":{\"name\":\"Ada\",\"event\":\"e\",\"time\":\"now\"}}",
+             user, to);
+    snprintf(path, sizeof path, "/notifications/history/%s", user);
+    const char *wrong = "Bearer it-notifications-0123456789abcdef0123456789abcdeF";
+    expect_401(NULL, "POST", "/notifications", body);
+    expect_401(wrong, "POST", "/notifications", body);
+    expect_401(NULL, "GET", path, NULL);
+    expect_401(wrong, "GET", path, NULL);
+    free(expect(200, "GET", path, NULL)); /* the right token */
+    /* The WWW-Authenticate challenge, as RFC 6750 says. */
+    char url[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", W.port, path);
+    CURL *c = curl_easy_init();
+    buf hdrs = {0};
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &hdrs);
+    curl_easy_setopt(c, CURLOPT_NOBODY, 0L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    buf ignored = {0};
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &ignored);
+    assert_int_equal(curl_easy_perform(c), CURLE_OK);
+    curl_easy_cleanup(c);
+    assert_non_null(hdrs.data);
+    assert_non_null(strstr(hdrs.data, "WWW-Authenticate: Bearer"));
+    free(hdrs.data);
+    free(ignored.data);
+    /* /health and /metrics stay open. */
+    assert_int_equal(http_auth(NULL, "GET", "/health", NULL, NULL, NULL, 0), 200);
+    assert_int_equal(http_auth(NULL, "GET", "/metrics", NULL, NULL, NULL, 0), 200);
+
+    /* Direct sends: security_alert only (422 for the others, token or not). */
+    snprintf(body, sizeof body,
+             "{\"user_id\":\"%s\",\"type\":\"password_reset\",\"recipient\":\"%s\","
+             "\"variables\":{\"name\":\"Ada\",\"reset_link\":\"%sreset?token=x\"}}",
+             user, to, LINK_BASE_URL);
+    char *resp = expect(422, "POST", "/notifications", body);
+    assert_non_null(strstr(resp, "cannot be sent directly"));
+    free(resp);
+    /* Links only under the configured base URL. */
+    snprintf(body, sizeof body,
+             "{\"user_id\":\"%s\",\"type\":\"security_alert\",\"recipient\":\"%s\","
+             "\"variables\":{\"name\":\"Ada\",\"event\":\"e\",\"time\":\"now\","
+             "\"account_url\":\"https://evil.test/account\"}}",
+             user, to);
+    resp = expect(422, "POST", "/notifications", body);
+    assert_non_null(strstr(resp, "HD_NOTIFICATIONS_LINK_BASE_URL"));
+    free(resp);
+    snprintf(body, sizeof body,
+             "{\"user_id\":\"%s\",\"type\":\"security_alert\",\"recipient\":\"%s\","
+             "\"variables\":{\"name\":\"Ada\",\"event\":\"e\",\"time\":\"now\","
+             "\"account_url\":\"%saccount\"}}",
+             user, to, LINK_BASE_URL);
+    free(expect(202, "POST", "/notifications", body));
+    free(to);
+}
+
+/* Without HD_NOTIFICATIONS_API_TOKEN (and not HD_NOTIFICATIONS_API_OPEN) the service does
+ * not start: exit 2, a configuration error, before it listens or touches the broker. */
+static void test_start_without_token_is_refused(void **state)
+{
+    (void)state;
+    char listen[64], log_path[700];
+    snprintf(listen, sizeof listen, "HD_NOTIFICATIONS_LISTEN=127.0.0.1:%d", free_port());
+    snprintf(log_path, sizeof log_path, "%s/no-token.log", W.tmp);
+    char amqp[600];
+    snprintf(amqp, sizeof amqp, "HD_AMQP_URL=%s", W.amqp_url);
+    const char *env_none[] = {amqp, listen, "HD_DATABASE_URL=sqlite:///nonexistent/x.db", NULL};
+    const char *env_short[] = {amqp, listen, "HD_DATABASE_URL=sqlite:///nonexistent/x.db",
+                               "HD_NOTIFICATIONS_API_TOKEN=short", NULL};
+    const char *const *envs[] = {env_none, env_short};
+    const char *argv[] = {HD_BINARY_DIR "/herald-notifications", NULL};
+    for (int i = 0; i < 2; i++) {
+        hd_proc_options o = {.argv = argv,
+                             .env = envs[i],
+                             .env_drop_prefix = "HD_NOTIFICATIONS_API", /* none inherited */
+                             .cwd = W.tmp,                              /* no ./.env with a token */
+                             .log_path = log_path};
+        hd_proc *p = NULL;
+        hd_error err;
+        assert_hd_err(0, hd_proc_start(&o, &p, &err), &err);
+        assert_hd_err(0, hd_proc_wait(p, 10000, &err), &err);
+        assert_int_equal(hd_proc_exit_code(p), 2);
+        hd_proc_free(p);
+    }
+    char *log = read_file(log_path);
+    assert_non_null(log);
+    assert_non_null(strstr(log, "HD_NOTIFICATIONS_API_TOKEN is required"));
+    assert_non_null(strstr(log, "at least 32 characters"));
+    free(log);
+}
+
 /* ---- 6: the server against its OpenAPI document -------------------------------------------- */
 
 /* The path with its parameters filled: {id} a notification of ours, {user_id} a user. */
@@ -956,6 +1094,8 @@ int main(void)
         cmocka_unit_test(test_missing_variable_dead_letters),
         cmocka_unit_test(test_notification_sent_is_published),
         cmocka_unit_test(test_http_endpoints),
+        cmocka_unit_test(test_http_token_and_direct_send_rules),
+        cmocka_unit_test(test_start_without_token_is_refused),
         cmocka_unit_test(test_openapi_contract),
         cmocka_unit_test(test_sigkill_mid_stream_loses_nothing),
         cmocka_unit_test(test_sigterm_mid_stream_exits_0_and_loses_nothing),

@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -559,6 +560,62 @@ static void forwards_keep_table_headers_exactly(void **state)
     fixture_close(&f);
 }
 
+/* x-death is a header any publisher can write. Counts of our own tier queues that sum past
+ * INT64_MAX once made the attempt negative: the consumer then read a routing key from before
+ * its tier array and the message never reached the DLQ. Now the sum saturates, the attempt
+ * is past max_attempts, and the first failure buries it. */
+static void forged_xdeath_goes_to_the_dlq(void **state)
+{
+    (void)state;
+    fixture f;
+    fixture_open(&f, 4);
+    hd_error err;
+    hd_retry_names names;
+    assert_hd_err(HD_OK, hd_retry_names_make(f.queue, &f.policy, &names, &err), &err);
+    amqp_table_entry_t d0[] = {
+        {amqp_cstring_bytes("count"), I64(INT64_MAX)},
+        {amqp_cstring_bytes("reason"), UTF8("expired")},
+        {amqp_cstring_bytes("queue"), UTF8(names.tiers[0])},
+    };
+    amqp_table_entry_t d1[] = {
+        {amqp_cstring_bytes("count"), I64(INT64_MAX)},
+        {amqp_cstring_bytes("reason"), UTF8("expired")},
+        {amqp_cstring_bytes("queue"), UTF8(names.tiers[1])},
+    };
+    amqp_field_value_t deaths[2] = {{.kind = AMQP_FIELD_KIND_TABLE, .value.table = {3, d0}},
+                                    {.kind = AMQP_FIELD_KIND_TABLE, .value.table = {3, d1}}};
+    amqp_table_entry_t raw[] = {{amqp_cstring_bytes("x-death"),
+                                 {.kind = AMQP_FIELD_KIND_ARRAY, .value.array = {2, deaths}}}};
+    amqp_table_t raw_table = {1, raw};
+    hd_message m = {.exchange = "",
+                    .routing_key = f.queue,
+                    .body = "{}",
+                    .len = 2,
+                    .message_id = "m-forged",
+                    .raw_headers = &raw_table};
+    assert_hd_err(HD_OK, hd_publish_confirmed(f.pub, &m, 5000, &err), &err);
+
+    seen s = {0};
+    hd_consumer_options o = {
+        .queue = f.queue, .handler = retry_always, .ctx = &s, .retry = &f.policy};
+    hd_consumer *c = NULL;
+    assert_hd_err(HD_OK, hd_consumer_open(f.url, &o, &c, &err), &err);
+    until_dead u = {&f, 1};
+    poll_until(c, dlq_has, &u, 10000);
+    assert_int_equal(s.calls, 1);
+    assert_int_equal(s.attempts[0], INT_MAX); /* saturated, never negative */
+    hd_consumer_close(c);
+    dead_letter dl;
+    assert_true(dlq_get(&f, &dl));
+    assert_string_equal(dl.message_id, "m-forged");
+    assert_int_equal(dl.attempts, INT_MAX);
+    assert_string_equal(dl.reason, "still failing");
+    /* Nothing was left waiting in a tier. */
+    assert_int_equal(queue_depth(&f, names.tiers[0]), 0);
+    assert_int_equal(queue_depth(&f, names.tiers[1]), 0);
+    fixture_close(&f);
+}
+
 /* A dead letter the broker returns (the DLQ is gone) is not a dead letter: the original is
  * handed back, unacked, and goes to the DLQ once it exists again. */
 static void a_returned_forward_leaves_the_original_unacked(void **state)
@@ -788,6 +845,7 @@ int main(void)
         cmocka_unit_test(undecodable_messages_skip_the_retries),
         cmocka_unit_test(batch_mode_acks_a_window_at_once),
         cmocka_unit_test(forwards_keep_table_headers_exactly),
+        cmocka_unit_test(forged_xdeath_goes_to_the_dlq),
         cmocka_unit_test(a_returned_forward_leaves_the_original_unacked),
         cmocka_unit_test(a_forward_without_a_confirm_leaves_the_original_unacked),
     };

@@ -1,7 +1,8 @@
 /* Unit tests for the notifications service's application layer over `sqlite::memory:`, the
  * in-memory sender and hand-built CloudEvents envelopes: the three steps (record, send,
  * record the outcome), the inbox, retries with backoff, the preferences, the dead-letter
- * verdicts, the crash sweeper, the erasure of a deleted user, and the API's use cases.
+ * verdicts, the crash sweeper, the erasure of a deleted user, the API's use cases, and the
+ * API's HTTP layer (its bearer token and /health) on a loopback server driven by libcurl.
  *
  * It links the service's library (hd_svc_notifications); internal.h lets the crash cases
  * stop a window between its steps. No broker and no mail server are involved; the
@@ -12,12 +13,18 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
 
 #include "hd_test.h"
+#include "herald/http.h"
 
+#include "notifications/api.h"
 #include "notifications/application.h"
 #include "notifications/internal.h"
 #include "notifications/domain.h"
@@ -654,6 +661,322 @@ static void test_api_send_skipped_by_preferences(void **state)
     json_decref(vars);
 }
 
+/* Direct requests are for security_alert only: the other types are answers to the users
+ * service's events, and a direct password_reset would let the caller choose the link. */
+static void test_api_send_only_direct_types(void **state)
+{
+    fixture *f = *state;
+    json_t *vars = json_pack("{s:s, s:s, s:s}", "name", "Ada", "reset_link",
+                             "https://app.example.com/reset?token=x", "verification_link",
+                             "https://app.example.com/verify?token=x");
+    const char *types[] = {"password_reset", "email_verification", "welcome"};
+    notification n;
+    hd_error err;
+    for (size_t i = 0; i < 3; i++) {
+        notif_request req = {
+            .user_id = "u1", .type = types[i], .recipient = "ada@example.com", .variables = vars};
+        assert_hd_err(HD_EVALIDATE, notif_request_send(&f->w, &req, &n, &err), &err);
+        assert_non_null(strstr(err.text, "cannot be sent directly"));
+    }
+    assert_int_equal(scalar(f, "SELECT COUNT(*) FROM notifications", NULL), 0);
+    assert_int_equal(f->woken, 0);
+    json_decref(vars);
+}
+
+/* Replace the fixture's app with one whose link base URLs are bases. */
+static void use_link_bases(fixture *f, const char *bases)
+{
+    notif_app_free(f->app);
+    notif_settings s = {.mail_from = "noreply@herald.example",
+                        .backoff_base_ms = -1,
+                        .lease_ms = 60000,
+                        .link_base_urls = bases};
+    hd_error err;
+    assert_hd_err(0, notif_app_new(&s, f->templates, f->lg, NULL, &f->app, &err), &err);
+    notif_app_on_due(f->app, on_due, f);
+    notif_worker_init(&f->w, f->app, f->store, f->sender);
+}
+
+static int send_alert_with(fixture *f, const char *name, json_t *value, hd_error *err)
+{
+    json_t *vars =
+        json_pack("{s:s, s:s, s:s}", "name", "Ada", "event", "new sign-in", "time", "now");
+    json_object_set_new(vars, name, value);
+    notif_request req = {.user_id = "u1",
+                         .type = "security_alert",
+                         .recipient = "ada@example.com",
+                         .variables = vars};
+    notification n;
+    int rc = notif_request_send(&f->w, &req, &n, err);
+    if (rc >= 0)
+        notification_release(&n);
+    json_decref(vars);
+    return rc;
+}
+
+/* A link variable (name ending in _link or _url) must start with a configured base URL. */
+static void test_api_send_links_under_base_urls(void **state)
+{
+    fixture *f = *state;
+    hd_error err;
+    /* None configured: no link at all in a direct request. */
+    assert_hd_err(HD_EVALIDATE,
+                  send_alert_with(f, "account_url", json_string("https://app.example.com/a"), &err),
+                  &err);
+    assert_non_null(strstr(err.text, "HD_NOTIFICATIONS_LINK_BASE_URL"));
+    assert_null(strstr(err.text, "app.example.com")); /* the value is not echoed */
+
+    use_link_bases(f, " https://app.example.com/ , https://help.example.org/docs/");
+    assert_int_equal(
+        send_alert_with(f, "account_url", json_string("https://app.example.com/a"), &err), 1);
+    assert_int_equal(
+        send_alert_with(f, "help_link", json_string("https://help.example.org/docs/2fa"), &err), 1);
+    /* Foreign, look-alike, other path, not a string: refused. */
+    const char *foreign[] = {"https://evil.test/reset",  "https://app.example.com.evil.test/",
+                             "http://app.example.com/a", "https://help.example.org/other",
+                             "javascript:alert(1)",      ""};
+    for (size_t i = 0; i < sizeof foreign / sizeof foreign[0]; i++)
+        assert_hd_err(HD_EVALIDATE, send_alert_with(f, "reset_link", json_string(foreign[i]), &err),
+                      &err);
+    assert_hd(HD_EVALIDATE, send_alert_with(f, "reset_link", json_integer(1), NULL));
+    assert_hd(HD_EVALIDATE, send_alert_with(f, "reset_link", json_null(), NULL));
+    /* A variable that is not named as a link is not a link. */
+    assert_int_equal(send_alert_with(f, "linkage", json_string("https://evil.test/"), NULL), 1);
+    assert_int_equal(scalar(f, "SELECT COUNT(*) FROM notifications", NULL), 3);
+
+    /* A base without a path would admit app.example.com.evil.test; other schemes are no web
+     * links: the app refuses them at start. */
+    notif_settings s = {.mail_from = "noreply@herald.example"};
+    notif_app *app = NULL;
+    const char *bad[] = {"https://app.example.com", "ftp://app.example.com/", "https:///x",
+                         "https://app.example.com/ a"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        s.link_base_urls = bad[i];
+        assert_hd_err(HD_EINVAL, notif_app_new(&s, f->templates, f->lg, NULL, &app, &err), &err);
+        assert_null(app);
+        assert_hd(HD_EINVAL, notif_link_bases_check(bad[i], NULL)); /* what main.c checks */
+    }
+    assert_hd(0, notif_link_bases_check(NULL, NULL));
+    assert_hd(0, notif_link_bases_check("", NULL));
+    assert_hd(0, notif_link_bases_check("https://a.example/,http://b.example/x/", NULL));
+    /* The settings in effect keep the text as given. */
+    assert_string_equal(notif_app_settings(f->app)->link_base_urls,
+                        " https://app.example.com/ , https://help.example.org/docs/");
+}
+
+/* ---- the HTTP layer: the token and /health ------------------------------------------------- */
+
+#define TOKEN "0123456789abcdef0123456789abcdef-test"
+
+typedef struct http_reply {
+    long status;
+    char body[4096];
+    size_t len;
+    char www_authenticate[256];
+    char content_type[128];
+} http_reply;
+
+static size_t on_body(char *p, size_t size, size_t n, void *ctx)
+{
+    http_reply *r = ctx;
+    size_t k = size * n, room = sizeof r->body - 1 - r->len;
+    memcpy(r->body + r->len, p, k < room ? k : room);
+    r->len += k < room ? k : room;
+    r->body[r->len] = '\0';
+    return size * n;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ctx)
+{
+    http_reply *r = ctx;
+    size_t k = size * n;
+    if (k > 18 && strncasecmp(p, "WWW-Authenticate: ", 18) == 0)
+        snprintf(r->www_authenticate, sizeof r->www_authenticate, "%.*s", (int)(k - 18), p + 18);
+    return k;
+}
+
+/* One request to the API on port; auth NULL = no Authorization header. */
+static http_reply call(uint16_t port, const char *method, const char *path, const char *auth,
+                       const char *body)
+{
+    http_reply r;
+    memset(&r, 0, sizeof r);
+    char url[256], h[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u%s", (unsigned)port, path);
+    CURL *c = curl_easy_init();
+    struct curl_slist *hs = curl_slist_append(NULL, "Content-Type: application/json");
+    if (auth != NULL) {
+        snprintf(h, sizeof h, "Authorization: %s", auth);
+        hs = curl_slist_append(hs, h);
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hs);
+    if (body != NULL)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    assert_int_equal(curl_easy_perform(c), CURLE_OK);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+    char *ct = NULL;
+    curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ct);
+    snprintf(r.content_type, sizeof r.content_type, "%s", ct ? ct : "");
+    curl_slist_free_all(hs);
+    curl_easy_cleanup(c);
+    return r;
+}
+
+/* The consumer's connection state as the runtime keeps it, and how often /health read it. */
+typedef struct broker_state {
+    atomic_int up;
+    atomic_int reads;
+} broker_state;
+
+static int broker_up(void *ctx)
+{
+    broker_state *b = ctx;
+    atomic_fetch_add(&b->reads, 1);
+    return atomic_load(&b->up);
+}
+
+typedef struct api_server {
+    notif_api *api;
+    hd_http_server *srv;
+    uint16_t port;
+} api_server;
+
+static void api_start(fixture *f, api_server *a, const char *token, int open, broker_state *b)
+{
+    notif_api_deps deps = {.app = f->app,
+                           .store = f->store,
+                           .lg = f->lg,
+                           .broker_up = broker_up,
+                           .broker_ctx = b,
+                           .token = token,
+                           .open = open};
+    hd_error err;
+    hd_http_options o = {.port = 0, .logger = f->lg};
+    assert_hd_err(0, notif_api_new(&deps, &a->api, &err), &err);
+    assert_hd_err(0, hd_http_server_new(&o, &a->srv, &err), &err);
+    assert_hd_err(0, notif_api_mount(a->api, a->srv, &err), &err);
+    assert_hd_err(0, hd_http_server_start(a->srv, &err), &err);
+    a->port = hd_http_server_port(a->srv);
+}
+
+static void api_stop(api_server *a)
+{
+    hd_http_server_stop(a->srv);
+    hd_http_server_free(a->srv);
+    notif_api_free(a->api);
+}
+
+static void expect_401(http_reply r, int invalid_token)
+{
+    assert_int_equal(r.status, 401);
+    assert_non_null(strstr(r.content_type, "application/problem+json"));
+    assert_non_null(strstr(r.www_authenticate, "Bearer"));
+    assert_true((strstr(r.www_authenticate, "invalid_token") != NULL) == invalid_token);
+}
+
+static void test_api_http_needs_the_token(void **state)
+{
+    fixture *f = *state;
+    broker_state b = {1, 0};
+    api_server a;
+    api_start(f, &a, TOKEN, 0, &b);
+    static const char *const routes[][3] = {
+        {"GET", "/notifications/preferences/u1", NULL},
+        {"GET", "/notifications/history/u1", NULL},
+        {"GET", "/notifications/6f1c2a4e-1b2c-4d5e-8f90-123456789abc", NULL},
+        {"PUT", "/notifications/preferences/u1", "{\"preferences\":{\"security_alert\":false}}"},
+        {"POST", "/notifications/preferences", "{\"user_id\":\"u2\"}"},
+        {"POST", "/notifications",
+         "{\"user_id\":\"u1\",\"type\":\"security_alert\",\"recipient\":\"a@example.com\","
+         "\"variables\":{\"name\":\"A\",\"event\":\"e\",\"time\":\"t\"}}"},
+    };
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        const char *m = routes[i][0], *p = routes[i][1], *body = routes[i][2];
+        expect_401(call(a.port, m, p, NULL, body), 0);
+        expect_401(call(a.port, m, p, "Bearer wrong-token-wrong-token-wrong-token", body), 1);
+        expect_401(call(a.port, m, p, "Bearer " TOKEN "x", body), 1);       /* longer */
+        expect_401(call(a.port, m, p, "Bearer 0123456789abcdef", body), 1); /* a prefix */
+        expect_401(call(a.port, m, p, "Basic " TOKEN, body), 0);
+    }
+    /* Nothing was written by the refused requests. */
+    assert_int_equal(scalar(f, "SELECT COUNT(*) FROM notifications", NULL), 0);
+    assert_int_equal(scalar(f, "SELECT COUNT(*) FROM notification_preferences", NULL), 0);
+    /* The right token: the routes answer. */
+    http_reply r = call(a.port, "GET", "/notifications/preferences/u1", "Bearer " TOKEN, NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"stored\":false"));
+    r = call(a.port, "POST", "/notifications", "Bearer " TOKEN, routes[5][2]);
+    assert_int_equal(r.status, 202);
+    r = call(a.port, "POST", "/notifications", "bearer " TOKEN,
+             "{\"user_id\":\"u1\",\"type\":\"password_reset\",\"recipient\":\"a@example.com\","
+             "\"variables\":{\"name\":\"A\",\"reset_link\":\"https://evil.test/r\"}}");
+    assert_int_equal(r.status, 422); /* authenticated, and still not a direct type */
+    r = call(a.port, "POST", "/notifications", "Bearer " TOKEN,
+             "{\"user_id\":\"u1\",\"type\":\"security_alert\",\"recipient\":\"a@example.com\","
+             "\"variables\":{\"name\":\"A\",\"event\":\"e\",\"time\":\"t\","
+             "\"account_url\":\"https://evil.test/r\"}}");
+    assert_int_equal(r.status, 422); /* a foreign link */
+    /* /health and /metrics are open. */
+    assert_int_equal(call(a.port, "GET", "/health", NULL, NULL).status, 200);
+    assert_int_equal(call(a.port, "GET", "/metrics", NULL, NULL).status, 404); /* no metrics */
+    api_stop(&a);
+}
+
+static void test_api_http_refuses_to_run_without_a_token(void **state)
+{
+    fixture *f = *state;
+    notif_api_deps deps = {.app = f->app, .store = f->store, .lg = f->lg};
+    notif_api *api = NULL;
+    hd_error err;
+    assert_hd_err(HD_ECONFIG, notif_api_new(&deps, &api, &err), &err);
+    assert_null(api);
+    deps.token = "";
+    assert_hd(HD_ECONFIG, notif_api_new(&deps, &api, NULL));
+    deps.token = "too-short-0123456789";
+    assert_hd_err(HD_ECONFIG, notif_api_new(&deps, &api, &err), &err);
+    assert_null(strstr(err.text, "too-short"));       /* never the token in a message */
+    deps.token = "0123456789abcdef 0123456789abcdef"; /* a blank */
+    assert_hd(HD_ECONFIG, notif_api_new(&deps, &api, NULL));
+    assert_hd(0, notif_api_token_check(TOKEN, NULL));
+    /* Open is a decision: then no token is needed and none is asked for. */
+    broker_state b = {1, 0};
+    api_server a;
+    api_start(f, &a, NULL, 1, &b);
+    assert_int_equal(call(a.port, "GET", "/notifications/preferences/u1", NULL, NULL).status, 200);
+    api_stop(&a);
+}
+
+/* /health reports the consumer's connection state (an atomic the consumer keeps), so no
+ * request opens a broker connection: here there is no broker at all, and it still answers,
+ * 200 or 503 as the state says, reading it once a request. */
+static void test_api_health_reads_the_broker_state(void **state)
+{
+    fixture *f = *state;
+    broker_state b = {1, 0};
+    api_server a;
+    api_start(f, &a, TOKEN, 0, &b);
+    for (int i = 0; i < 20; i++) {
+        http_reply r = call(a.port, "GET", "/health", NULL, NULL);
+        assert_int_equal(r.status, 200);
+        assert_non_null(strstr(r.body, "\"broker\":\"ok\""));
+    }
+    assert_int_equal(atomic_load(&b.reads), 20);
+    atomic_store(&b.up, 0); /* the consumer lost its connection */
+    http_reply r = call(a.port, "GET", "/health", NULL, NULL);
+    assert_int_equal(r.status, 503);
+    assert_non_null(strstr(r.body, "\"broker\":\"down\""));
+    assert_non_null(strstr(r.content_type, "application/json"));
+    api_stop(&a);
+}
+
 static void test_api_preferences(void **state)
 {
     fixture *f = *state;
@@ -815,6 +1138,11 @@ int main(void)
         T(test_api_send_security_alert),
         T(test_api_send_refusals),
         T(test_api_send_skipped_by_preferences),
+        T(test_api_send_only_direct_types),
+        T(test_api_send_links_under_base_urls),
+        T(test_api_http_needs_the_token),
+        T(test_api_http_refuses_to_run_without_a_token),
+        T(test_api_health_reads_the_broker_state),
         T(test_api_preferences),
         T(test_api_history_pages),
         T(test_log_line_carries_correlation_id),

@@ -5,6 +5,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <limits.h>
 #include <string.h>
 
 #include "hd_test.h"
@@ -197,6 +198,110 @@ static void xdeath_is_parsed_from_headers(void **state)
     assert_hd(HD_EPROTO, hd_xdeath_parse(&headers, out, 4, &n));
 }
 
+/* One x-death table entry of the forged header below: queue, reason and a count field of
+ * any kind (the forger chooses). */
+static void forged_entry(amqp_table_entry_t e[3], const char *queue, amqp_field_value_t count)
+{
+    e[0] = entry_str("queue", queue);
+    e[1] = entry_str("reason", "expired");
+    e[2].key = amqp_cstring_bytes("count");
+    e[2].value = count;
+}
+
+/* x-death comes with the message, and any publisher can write it. Counts that sum past
+ * INT64_MAX once made the attempt negative: hd_retry_exhausted said "retry", hd_retry_tier
+ * said HD_EINVAL, and the consumer indexed its tier array with that. Now the sum saturates
+ * and the message is exhausted: it goes to the DLQ. */
+static void forged_xdeath_counts_saturate(void **state)
+{
+    (void)state;
+    int64_t ms[] = {1000, 5000};
+    hd_retry_policy p = policy(4, 2, ms);
+    const char *tiers[] = {"orders.retry.1000ms", "orders.retry.5000ms"};
+
+    /* Huge counts, parsed from a header as the consumer does. */
+    amqp_field_value_t big = {.kind = AMQP_FIELD_KIND_I64, .value.i64 = INT64_MAX};
+    amqp_field_value_t ubig = {.kind = AMQP_FIELD_KIND_U64, .value.u64 = UINT64_MAX};
+    amqp_field_value_t neg = {.kind = AMQP_FIELD_KIND_I64, .value.i64 = INT64_MIN};
+    amqp_field_value_t text = {.kind = AMQP_FIELD_KIND_UTF8,
+                               .value.bytes = amqp_cstring_bytes("9999")};
+    amqp_field_value_t real = {.kind = AMQP_FIELD_KIND_F64, .value.f64 = 1e300};
+    amqp_table_entry_t e[5][3];
+    forged_entry(e[0], tiers[0], big);
+    forged_entry(e[1], tiers[1], big);
+    forged_entry(e[2], tiers[0], ubig);
+    forged_entry(e[3], tiers[1], neg);
+    forged_entry(e[4], tiers[0], text);
+    amqp_field_value_t items[5];
+    for (int i = 0; i < 5; i++) {
+        items[i].kind = AMQP_FIELD_KIND_TABLE;
+        items[i].value.table.num_entries = 3;
+        items[i].value.table.entries = e[i];
+    }
+    amqp_table_entry_t h[1];
+    h[0].key = amqp_cstring_bytes("x-death");
+    h[0].value.kind = AMQP_FIELD_KIND_ARRAY;
+    h[0].value.value.array.num_entries = 5;
+    h[0].value.value.array.entries = items;
+    amqp_table_t headers = {1, h};
+    hd_xdeath out[8];
+    size_t n = 0;
+    assert_hd(HD_OK, hd_xdeath_parse(&headers, out, 8, &n));
+    assert_int_equal(n, 5);
+    assert_true(out[2].count == INT64_MAX); /* u64 clamped when parsed */
+    assert_int_equal(out[4].count, 0);      /* a string is no count */
+    int attempt = hd_retry_attempt(out, n, tiers, 2);
+    assert_int_equal(attempt, INT_MAX);
+    assert_true(hd_retry_exhausted(&p, attempt));
+    int tier = hd_retry_tier(&p, attempt);
+    assert_true(tier >= 0 && tier < p.ntiers);
+
+    /* The sum saturates whatever the order: huge after small, small after huge. */
+    hd_xdeath ds[] = {
+        death(tiers[0], "expired", 3),
+        death(tiers[1], "expired", INT64_MAX - 1),
+        death(tiers[0], "expired", INT64_MAX),
+        death(tiers[1], "expired", 5),
+    };
+    assert_int_equal(hd_retry_attempt(ds, 4, tiers, 2), INT_MAX);
+    assert_int_equal(hd_retry_attempt(ds + 2, 2, tiers, 2), INT_MAX);
+    /* Just below the cap stays exact; one more saturates. */
+    hd_xdeath edge[] = {death(tiers[0], "expired", INT_MAX - 2), death(tiers[1], "expired", 1)};
+    assert_int_equal(hd_retry_attempt(edge, 1, tiers, 2), INT_MAX - 1);
+    assert_int_equal(hd_retry_attempt(edge, 2, tiers, 2), INT_MAX);
+
+    /* Negative and zero counts add nothing, even many of them. */
+    hd_xdeath negs[] = {death(tiers[0], "expired", INT64_MIN), death(tiers[1], "expired", -1),
+                        death(tiers[0], "expired", 0), death(tiers[1], "expired", 2)};
+    assert_int_equal(hd_retry_attempt(negs, 4, tiers, 2), 3);
+
+    /* Wrong types inside a well-formed array: no count, a count of another kind, a queue
+     * that is a number. None of them counts, none of them fails. */
+    amqp_field_value_t num = {.kind = AMQP_FIELD_KIND_I32, .value.i32 = 7};
+    amqp_table_entry_t w[2][3];
+    forged_entry(w[0], tiers[0], text);
+    forged_entry(w[1], tiers[0], num);
+    w[1][0].value = num; /* "queue": 7 */
+    for (int i = 0; i < 2; i++)
+        items[i].value.table.entries = w[i];
+    h[0].value.value.array.num_entries = 2;
+    assert_hd(HD_OK, hd_xdeath_parse(&headers, out, 8, &n));
+    assert_int_equal(n, 2);
+    assert_int_equal(hd_retry_attempt(out, n, tiers, 2), 1);
+    items[0].value.table.entries[2].value = real; /* a float count */
+    assert_hd(HD_OK, hd_xdeath_parse(&headers, out, 8, &n));
+    assert_int_equal(hd_retry_attempt(out, n, tiers, 2), 1);
+
+    /* Whatever the attempt, the tier is inside the array or the message is exhausted. */
+    const int probes[] = {INT_MIN, -22, -1, 0, 1, 2, 3, 4, 5, INT_MAX - 1, INT_MAX};
+    for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++) {
+        int t = hd_retry_tier(&p, probes[i]);
+        assert_true(hd_retry_exhausted(&p, probes[i]) || (t >= 0 && t < p.ntiers));
+    }
+    assert_true(hd_retry_exhausted(&p, 0));
+    assert_true(hd_retry_exhausted(&p, -1));
+}
+
 static void names_follow_the_queue(void **state)
 {
     (void)state;
@@ -254,6 +359,7 @@ int main(void)
         cmocka_unit_test(dead_after_max_attempts),
         cmocka_unit_test(attempts_count_only_our_expired_tiers),
         cmocka_unit_test(xdeath_is_parsed_from_headers),
+        cmocka_unit_test(forged_xdeath_counts_saturate),
         cmocka_unit_test(names_follow_the_queue),
         cmocka_unit_test(topology_names_come_in_one_value),
     };

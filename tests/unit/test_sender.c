@@ -1,15 +1,23 @@
 /* Unit tests for herald/sender.h: mail validation, the MIME message, the log sender and the
  * memory test double. No server: the SMTP sender's delivery is tested in
- * tests/integration/test_sender_smtp.c. */
+ * tests/integration/test_sender_smtp.c; here only its TLS choice, against a scripted
+ * in-process SMTP peer on loopback that offers STARTTLS and then refuses it. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include "hd_test.h"
 #include "herald/sender.h"
@@ -544,6 +552,167 @@ static void smtp_sender_checks_its_settings_without_connecting(void **state)
     }
 }
 
+/* ---- STARTTLS: the choice, and what goes over the wire ----------------------------------- */
+
+static void smtp_tls_mode_follows_the_url(void **state)
+{
+    (void)state;
+    hd_smtp_tls t = HD_SMTP_TLS_IMPLICIT;
+    assert_hd(HD_OK, hd_sender_smtp_tls("smtp://127.0.0.1:2525", &t, NULL));
+    assert_int_equal(t, HD_SMTP_TLS_TRY); /* no credentials: still try */
+    assert_hd(HD_OK, hd_sender_smtp_tls("smtp://mail.example.com/herald.example", &t, NULL));
+    assert_int_equal(t, HD_SMTP_TLS_TRY);
+    assert_hd(HD_OK, hd_sender_smtp_tls("smtp://user:pw@mail.example.com:587", &t, NULL));
+    assert_int_equal(t, HD_SMTP_TLS_REQUIRED);
+    assert_hd(HD_OK, hd_sender_smtp_tls("smtps://user:pw@mail.example.com", &t, NULL));
+    assert_int_equal(t, HD_SMTP_TLS_IMPLICIT);
+    assert_hd(HD_OK, hd_sender_smtp_tls("smtps://mail.example.com", &t, NULL));
+    assert_int_equal(t, HD_SMTP_TLS_IMPLICIT);
+    assert_hd(HD_EURL, hd_sender_smtp_tls("http://mail.example.com", &t, NULL));
+    assert_hd(HD_EURL, hd_sender_smtp_tls(NULL, &t, NULL));
+}
+
+/* A scripted SMTP server for one connection: it offers STARTTLS in its EHLO reply, answers
+ * the STARTTLS command with 454 (no TLS here: a unit test has no certificate), and accepts
+ * whatever else comes. It records which commands it saw. */
+typedef struct fake_smtp {
+    int listen_fd;
+    uint16_t port;
+    int offer_starttls;
+    int saw_starttls, saw_auth, saw_data, saw_quit;
+    pthread_t thread;
+} fake_smtp;
+
+static void say(int fd, const char *s)
+{
+    size_t n = strlen(s);
+    assert_true(send(fd, s, n, MSG_NOSIGNAL) == (ssize_t)n);
+}
+
+/* Read one CRLF-terminated line (at most cap-1 bytes kept). 0 at EOF or timeout. */
+static int read_line(int fd, char *line, size_t cap)
+{
+    size_t n = 0;
+    char c;
+    for (;;) {
+        if (recv(fd, &c, 1, 0) != 1)
+            return 0;
+        if (c == '\n')
+            break;
+        if (c != '\r' && n + 1 < cap)
+            line[n++] = c;
+    }
+    line[n] = '\0';
+    return 1;
+}
+
+static void *fake_smtp_main(void *arg)
+{
+    fake_smtp *f = arg;
+    int fd = accept(f->listen_fd, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char line[1024];
+    say(fd, "220 fake.example ESMTP\r\n");
+    while (read_line(fd, line, sizeof line)) {
+        if (strncasecmp(line, "EHLO", 4) == 0) {
+            say(fd, "250-fake.example\r\n");
+            if (f->offer_starttls)
+                say(fd, "250-STARTTLS\r\n");
+            say(fd, "250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n");
+        } else if (strncasecmp(line, "STARTTLS", 8) == 0) {
+            f->saw_starttls = 1;
+            say(fd, "454 4.7.0 TLS not available\r\n");
+        } else if (strncasecmp(line, "AUTH", 4) == 0) {
+            f->saw_auth = 1;
+            say(fd, "535 5.7.8 no\r\n");
+        } else if (strncasecmp(line, "DATA", 4) == 0) {
+            f->saw_data = 1;
+            say(fd, "354 go ahead\r\n");
+            while (read_line(fd, line, sizeof line) && strcmp(line, ".") != 0)
+                ;
+            say(fd, "250 2.0.0 queued\r\n");
+        } else if (strncasecmp(line, "QUIT", 4) == 0) {
+            f->saw_quit = 1;
+            say(fd, "221 bye\r\n");
+            break;
+        } else {
+            say(fd, "250 ok\r\n"); /* MAIL FROM, RCPT TO, RSET, NOOP */
+        }
+    }
+    close(fd);
+    return NULL;
+}
+
+static void fake_smtp_start(fake_smtp *f, int offer_starttls)
+{
+    memset(f, 0, sizeof *f);
+    f->offer_starttls = offer_starttls;
+    f->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(f->listen_fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(f->listen_fd, 1), 0);
+    assert_int_equal(getsockname(f->listen_fd, (struct sockaddr *)&a, &len), 0);
+    f->port = ntohs(a.sin_port);
+    assert_int_equal(pthread_create(&f->thread, NULL, fake_smtp_main, f), 0);
+}
+
+static void fake_smtp_join(fake_smtp *f)
+{
+    pthread_join(f->thread, NULL);
+    close(f->listen_fd);
+}
+
+/* Send one mail through url_fmt (with %u for the port) to a fake server; returns the code. */
+static int send_via_fake(fake_smtp *f, const char *url_fmt, hd_error *err)
+{
+    char url[256];
+    snprintf(url, sizeof url, url_fmt, (unsigned)f->port);
+    hd_sender *s = NULL;
+    assert_hd_err(HD_OK, hd_sender_smtp_new(url, "noreply@herald.example", 5000, &s, err), err);
+    hd_mail m = sample_mail();
+    int rc = hd_sender_send(s, &m, err);
+    hd_sender_free(s); /* QUIT, then the fake's thread ends */
+    return rc;
+}
+
+static void smtp_without_credentials_tries_starttls(void **state)
+{
+    (void)state;
+    hd_error err;
+    fake_smtp f;
+    /* Offered: the sender asks for it; refused, it goes on in clear and delivers. */
+    fake_smtp_start(&f, 1);
+    assert_hd_err(HD_OK, send_via_fake(&f, "smtp://127.0.0.1:%u", &err), &err);
+    fake_smtp_join(&f);
+    assert_true(f.saw_starttls);
+    assert_true(f.saw_data);
+    /* Not offered (like the test sink): no STARTTLS command, the mail goes out. */
+    fake_smtp_start(&f, 0);
+    assert_hd_err(HD_OK, send_via_fake(&f, "smtp://127.0.0.1:%u", &err), &err);
+    fake_smtp_join(&f);
+    assert_false(f.saw_starttls);
+    assert_true(f.saw_data);
+}
+
+static void smtp_with_credentials_requires_starttls(void **state)
+{
+    (void)state;
+    hd_error err;
+    fake_smtp f;
+    /* Refused STARTTLS with a password in the URL: no AUTH in clear, no mail. */
+    fake_smtp_start(&f, 1);
+    assert_hd_err(HD_ESMTP, send_via_fake(&f, "smtp://user:hunter2@127.0.0.1:%u", &err), &err);
+    fake_smtp_join(&f);
+    assert_true(f.saw_starttls);
+    assert_false(f.saw_auth);
+    assert_false(f.saw_data);
+    assert_null(strstr(err.text, "hunter2"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -555,6 +724,9 @@ int main(void)
         cmocka_unit_test(memory_sender_fails_first_n_then_keeps_copies),
         cmocka_unit_test(log_sender_writes_one_redacted_json_line),
         cmocka_unit_test(smtp_sender_checks_its_settings_without_connecting),
+        cmocka_unit_test(smtp_tls_mode_follows_the_url),
+        cmocka_unit_test(smtp_without_credentials_tries_starttls),
+        cmocka_unit_test(smtp_with_credentials_requires_starttls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -116,6 +116,12 @@ static size_t collect(char *p, size_t size, size_t n, void *ctx)
 
 int http_call(const char *url, const char *body, const char *correlation_id, http_reply *out)
 {
+    return http_call_auth(url, body, correlation_id, NULL, out);
+}
+
+int http_call_auth(const char *url, const char *body, const char *correlation_id, const char *token,
+                   http_reply *out)
+{
     out->status = 0;
     out->json = NULL;
     CURL *c = curl_easy_init();
@@ -123,7 +129,11 @@ int http_call(const char *url, const char *body, const char *correlation_id, htt
         return -1;
     buffer b = {0};
     struct curl_slist *headers = NULL;
-    char cid[160];
+    char cid[160], auth[160];
+    if (token != NULL) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+        headers = curl_slist_append(headers, auth);
+    }
     if (body != NULL)
         headers = curl_slist_append(headers, "Content-Type: application/json");
     if (correlation_id != NULL) {

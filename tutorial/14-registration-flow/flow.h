@@ -54,6 +54,10 @@ typedef struct http_reply {
 /* POST body (JSON) to url with an X-Correlation-Id header (NULL: none); GET when body is
  * NULL. 0 when a reply came back (whatever its status), -1 on a transport error. */
 int http_call(const char *url, const char *body, const char *correlation_id, http_reply *out);
+
+/* The same with `Authorization: Bearer <token>` (NULL: none), for the notifications API. */
+int http_call_auth(const char *url, const char *body, const char *correlation_id, const char *token,
+                   http_reply *out);
 void http_reply_release(http_reply *r);
 
 /* A mail as the SMTP sink stored it. */

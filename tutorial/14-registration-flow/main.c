@@ -99,6 +99,22 @@ static int take_sent_events(hd_amqp *a, const char *queue, char *types, size_t c
     }
 }
 
+/* cap-1 hex digits of /dev/urandom into out (NUL-terminated). 0, or -1 with errno. */
+static int random_token(char *out, size_t cap)
+{
+    unsigned char raw[32];
+    FILE *f = fopen("/dev/urandom", "rb");
+    size_t got = f != NULL ? fread(raw, 1, sizeof raw, f) : 0;
+    if (f != NULL)
+        fclose(f);
+    if (got != sizeof raw || cap < 2)
+        return -1;
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof raw && n + 2 < cap; i++)
+        n += (size_t)snprintf(out + n, cap - n, "%02x", raw[i]);
+    return 0;
+}
+
 int main(void)
 {
     const char *amqp_url = tutorial_require_env("HD_AMQP_URL");
@@ -139,7 +155,17 @@ int main(void)
      * producer, the first events would find no queue: returned (mandatory), retried. */
     snprintf(setting[0], sizeof setting[0], "HD_DATABASE_URL=sqlite://%s/notifications.db", dir);
     snprintf(setting[1], sizeof setting[1], "HD_TEMPLATES_DIR=%s", templates);
-    const char *notif_env[] = {setting[0], setting[1], "HD_NOTIFICATIONS_LISTEN=127.0.0.1:0", NULL};
+    /* Its HTTP API (history, preferences, direct sends) answers only to a bearer token of
+     * 32 characters or more: one made up for this run, as a deployment would take one from
+     * its secret store (docs/security.md). Without it the service refuses to start. */
+    char api_token[65], token_setting[100];
+    if (random_token(api_token, sizeof api_token) < 0) {
+        fprintf(stderr, "cannot read /dev/urandom: %s\n", strerror(errno));
+        goto out;
+    }
+    snprintf(token_setting, sizeof token_setting, "HD_NOTIFICATIONS_API_TOKEN=%s", api_token);
+    const char *notif_env[] = {setting[0], setting[1], "HD_NOTIFICATIONS_LISTEN=127.0.0.1:0",
+                               token_setting, NULL};
     if (service_start(&notif, bin_dir, dir, notif_env) < 0)
         goto out;
     printf("[2] herald-notifications started (pid %d) on %s: queue 'users.notifications' bound "
@@ -237,7 +263,7 @@ int main(void)
     /* 10. The notifications service's history of this user, newest first. */
     snprintf(url, sizeof url, "%s/notifications/history/%s", notif.url, user_id);
     json_t *items = NULL;
-    if (http_call(url, NULL, NULL, &r) < 0 || r.status != 200 ||
+    if (http_call_auth(url, NULL, NULL, api_token, &r) < 0 || r.status != 200 ||
         !json_is_array(items = json_object_get(r.json, "items"))) {
         fprintf(stderr, "GET /notifications/history: status %ld, expected 200\n", r.status);
         goto out;

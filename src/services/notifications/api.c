@@ -12,6 +12,14 @@
 
 #define HISTORY_LIMIT_DEFAULT 20
 
+/* A route that needs the bearer token: the API and the handler to call once it is right. */
+typedef struct guarded {
+    notif_api *api;
+    hd_http_handler fn;
+} guarded;
+
+#define ROUTES_MAX 8
+
 /* What a gauge callback needs: the API (its store and lock) and which number to read. */
 typedef struct gauge_ctx {
     notif_api *api;
@@ -25,7 +33,8 @@ struct notif_api {
     hd_http_server *srv; /* borrowed, for "stopping" in /health */
     hd_counter *requests;
     hd_histogram *latency;
-    gauge_ctx gauges[4]; /* the contexts of the table gauges (register_metrics) */
+    gauge_ctx gauges[4];        /* the contexts of the table gauges (register_metrics) */
+    guarded guards[ROUTES_MAX]; /* the contexts of the routes behind the token */
 };
 
 /* ---- JSON views of the aggregates ------------------------------------------------------- */
@@ -356,6 +365,34 @@ static void get_metrics(hd_http_request *req, hd_http_response *resp, void *ctx)
     free(text);
 }
 
+/* ---- authentication ------------------------------------------------------------------------ */
+
+int notif_api_token_check(const char *token, hd_error *err)
+{
+    size_t n = token != NULL ? strlen(token) : 0;
+    if (n < NOTIF_API_TOKEN_MIN)
+        return hd_error_set(err, HD_ECONFIG,
+                            "HD_NOTIFICATIONS_API_TOKEN must be at least %d characters (it has "
+                            "%zu); e.g. openssl rand -hex 32",
+                            NOTIF_API_TOKEN_MIN, n);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)token[i] <= ' ' || (unsigned char)token[i] >= 0x7f)
+            return hd_error_set(err, HD_ECONFIG,
+                                "HD_NOTIFICATIONS_API_TOKEN must be visible ASCII only (no "
+                                "blank, no control character)");
+    return 0;
+}
+
+/* Every protected route goes through here, so a route added to the table in
+ * notif_api_mount is protected unless it is explicitly listed as open. */
+static void require_token(hd_http_request *req, hd_http_response *resp, void *ctx)
+{
+    guarded *g = ctx;
+    if (!g->api->d.open && hd_http_require_bearer(req, resp, g->api->d.token) < 0)
+        return; /* 401 and WWW-Authenticate: Bearer are in resp */
+    g->fn(req, resp, g->api);
+}
+
 /* ---- metrics of the API and of the tables it can see ------------------------------------- */
 
 static void observe(const hd_http_access *a, void *ctx)
@@ -423,6 +460,12 @@ int notif_api_new(const notif_api_deps *deps, notif_api **out, hd_error *err)
     *out = NULL;
     if (deps == NULL || deps->app == NULL || deps->store == NULL)
         return hd_error_set(err, HD_EINVAL, "notif_api_new: app and store are required");
+    /* No token is a decision (open), never an omission. */
+    if (!deps->open) {
+        int rc = notif_api_token_check(deps->token, err);
+        if (rc < 0)
+            return rc;
+    }
     notif_api *api = calloc(1, sizeof *api);
     if (api == NULL)
         return hd_error_set(err, HD_ENOMEM, NULL);
@@ -442,18 +485,24 @@ int notif_api_mount(notif_api *api, hd_http_server *srv, hd_error *err)
     static const struct {
         const char *method, *pattern;
         hd_http_handler fn;
+        int open; /* 1: no token (the load balancer's and the scraper's routes) */
     } routes[] = {
-        {"POST", "/notifications", post_notification},
-        {"GET", "/notifications/{id}", get_notification},
-        {"POST", "/notifications/preferences", post_preferences},
-        {"GET", "/notifications/preferences/{user_id}", get_preferences},
-        {"PUT", "/notifications/preferences/{user_id}", put_preferences},
-        {"GET", "/notifications/history/{user_id}", get_history},
-        {"GET", "/health", get_health},
-        {"GET", "/metrics", get_metrics},
+        {"POST", "/notifications", post_notification, 0},
+        {"GET", "/notifications/{id}", get_notification, 0},
+        {"POST", "/notifications/preferences", post_preferences, 0},
+        {"GET", "/notifications/preferences/{user_id}", get_preferences, 0},
+        {"PUT", "/notifications/preferences/{user_id}", put_preferences, 0},
+        {"GET", "/notifications/history/{user_id}", get_history, 0},
+        {"GET", "/health", get_health, 1},
+        {"GET", "/metrics", get_metrics, 1},
     };
+    _Static_assert(sizeof routes / sizeof routes[0] <= ROUTES_MAX, "raise ROUTES_MAX");
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        int rc = hd_http_route(srv, routes[i].method, routes[i].pattern, routes[i].fn, api);
+        api->guards[i] = (guarded){api, routes[i].fn};
+        int rc = routes[i].open
+                     ? hd_http_route(srv, routes[i].method, routes[i].pattern, routes[i].fn, api)
+                     : hd_http_route(srv, routes[i].method, routes[i].pattern, require_token,
+                                     &api->guards[i]);
         if (rc < 0)
             return hd_error_set(err, rc, "route %s %s: %s", routes[i].method, routes[i].pattern,
                                 hd_strerror(rc));

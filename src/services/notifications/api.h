@@ -16,10 +16,25 @@
  *                                                broker is down or the server is stopping
  *   GET  /metrics                                Prometheus text
  *
+ * Authentication: every route but /health and /metrics needs `Authorization: Bearer
+ * <token>` (RFC 6750), the token compared in constant time (hd_http_require_bearer); a
+ * missing or wrong one gets 401 with `WWW-Authenticate: Bearer` and a problem+json. The
+ * token is one shared secret of the callers inside the deployment (the only one today is an
+ * operator or a back office): the API reads histories and preferences of every user and
+ * sends mails in our name, so nobody else may reach it. /health and /metrics stay open for
+ * the load balancer and the scraper; they tell nothing about a user. Running without a
+ * token takes an explicit `open` (HD_NOTIFICATIONS_API_OPEN, for a laptop), never a
+ * missing setting.
+ *
+ * /health never opens a connection: it reads the consumer's connection state through
+ * broker_up (an atomic the consumer thread keeps) and runs SELECT 1 on the API's own store
+ * handle, so a scraper polling it costs the broker nothing.
+ *
  * The mapping, once: a body that is not what the route reads (not JSON, a member of the
  * wrong kind, a required member missing) is 400; a well-formed request that a rule refuses
- * (an unknown notification type, an address that is not one, switching off
- * email_verification, a template variable missing) is 422.
+ * (an unknown notification type, a type that is not for direct requests, a link outside
+ * the configured base URLs, an address that is not one, switching off email_verification,
+ * a template variable missing) is 422.
  *
  * Threads: libmicrohttpd runs handlers concurrently, one thread per connection. They share
  * ONE store handle (a handle belongs to one thread at a time), taken under a mutex for each
@@ -51,12 +66,26 @@ typedef struct notif_api_deps {
      * reported as up. Called from HTTP threads: it must be thread-safe. */
     int (*broker_up)(void *ctx);
     void *broker_ctx;
+    /* The bearer token of every route but /health and /metrics (borrowed; at least
+     * NOTIF_API_TOKEN_MIN characters of visible ASCII). NULL or "" only with open = 1. */
+    const char *token;
+    int open; /* 1: no authentication at all (HD_NOTIFICATIONS_API_OPEN; never in production) */
 } notif_api_deps;
+
+/* The shortest token accepted: 32 characters, e.g. `openssl rand -hex 32` gives 64. A short
+ * token is guessable over the network whatever the comparison. */
+#define NOTIF_API_TOKEN_MIN 32
+
+/* 0 when token is a usable API token (NOTIF_API_TOKEN_MIN or more characters, all visible
+ * ASCII: no blank, which would not survive the Authorization header), else HD_ECONFIG with
+ * the reason (never the token itself) in err. */
+int notif_api_token_check(const char *token, hd_error *err);
 
 typedef struct notif_api notif_api;
 
 /* A new API over deps (copied; what it points to is borrowed). Registers the HTTP metrics
- * and the outbox / pending gauges in deps->metrics. Returns 0, HD_ENOMEM. */
+ * and the outbox / pending gauges in deps->metrics. Returns 0, HD_ENOMEM, HD_EINVAL (no app
+ * or store) or HD_ECONFIG (no usable token and not open). */
 int notif_api_new(const notif_api_deps *deps, notif_api **out, hd_error *err);
 
 /* Route every endpoint on srv (before it starts) and observe its requests (metrics and the

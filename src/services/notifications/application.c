@@ -33,6 +33,64 @@ static int app_settings(notif_settings *s, hd_error *err)
     return 0;
 }
 
+/* 1 when s is an absolute http(s) URL with a host and then a '/': a prefix without the
+ * slash ("https://app.example.com") would also admit "https://app.example.com.evil.test". */
+static int link_base_valid(const char *s)
+{
+    const char *host = strncmp(s, "https://", 8) == 0  ? s + 8
+                       : strncmp(s, "http://", 7) == 0 ? s + 7
+                                                       : NULL;
+    if (host == NULL || *host == '/' || strchr(host, '/') == NULL)
+        return 0;
+    for (const char *p = s; *p; p++)
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
+            return 0;
+    return 1;
+}
+
+/* Split list into bases (up to NOTIF_LINK_BASES_MAX, trimmed, empty items skipped), which
+ * point into *buf: a new copy of list, split in place (free it, also on failure). */
+static int split_link_bases(const char *list, char **buf, const char **bases, size_t *n,
+                            hd_error *err)
+{
+    *buf = NULL;
+    *n = 0;
+    if (list == NULL || *list == '\0')
+        return 0;
+    if ((*buf = strdup(list)) == NULL)
+        return hd_error_set(err, HD_ENOMEM, NULL);
+    char *save = NULL;
+    for (char *item = strtok_r(*buf, ",", &save); item != NULL; item = strtok_r(NULL, ",", &save)) {
+        while (*item == ' ')
+            item++;
+        size_t len = strlen(item);
+        while (len > 0 && item[len - 1] == ' ')
+            item[--len] = '\0';
+        if (len == 0)
+            continue;
+        if (!link_base_valid(item))
+            return hd_error_set(err, HD_EINVAL,
+                                "link base URL '%.200s' is not http(s)://host/... (a path, "
+                                "at least '/', must follow the host)",
+                                item);
+        if (*n == NOTIF_LINK_BASES_MAX)
+            return hd_error_set(err, HD_EINVAL, "more than %d link base URLs",
+                                NOTIF_LINK_BASES_MAX);
+        bases[(*n)++] = item;
+    }
+    return 0;
+}
+
+int notif_link_bases_check(const char *list, hd_error *err)
+{
+    char *buf = NULL;
+    const char *bases[NOTIF_LINK_BASES_MAX];
+    size_t n = 0;
+    int rc = split_link_bases(list, &buf, bases, &n, err);
+    free(buf);
+    return rc;
+}
+
 static int log_preferences(void *handler, hd_uow *uow, const hd_event *ev, hd_error *err)
 {
     (void)uow;
@@ -73,6 +131,17 @@ int notif_app_new(const notif_settings *s, const hd_templates *templates, hd_log
         notif_app_free(app);
         return hd_error_set(err, HD_ENOMEM, NULL);
     }
+    if ((rc = split_link_bases(s->link_base_urls, &app->link_bases_buf, app->link_bases,
+                               &app->n_link_bases, err)) < 0) {
+        notif_app_free(app);
+        return rc;
+    }
+    /* The settings keep the text as given (the buffer above is split in place). */
+    if (s->link_base_urls != NULL && (app->link_bases_text = strdup(s->link_base_urls)) == NULL) {
+        notif_app_free(app);
+        return hd_error_set(err, HD_ENOMEM, NULL);
+    }
+    app->s.link_base_urls = app->link_bases_text;
     app->s.mail_from = app->mail_from;
     app->s.source = app->source;
     app->msgid_domain = strchr(app->mail_from, '@') + 1;
@@ -89,6 +158,8 @@ void notif_app_free(notif_app *app)
     hd_registry_free(app->registry);
     free(app->mail_from);
     free(app->source);
+    free(app->link_bases_buf);
+    free(app->link_bases_text);
     free(app);
 }
 

@@ -90,16 +90,23 @@
 #define NOTIF_CURSOR_MAX           (20 + 1 + 36) /* "<ms>.<uuid>" */
 
 typedef struct notif_settings {
-    const char *mail_from;   /* From of every mail, and the domain of Message-IDs; required */
-    const char *source;      /* CloudEvents source of emitted events; NULL = default */
-    int max_attempts;        /* sends before a notification fails for good; 0 = default */
-    int64_t backoff_base_ms; /* ceiling of the first retry delay; 0 = default; < 0: none */
-    int64_t backoff_cap_ms;  /* largest retry delay; 0 = default */
-    int64_t lease_ms;        /* how long a sender holds a pending notification before the
-                                sweeper may take it; 0 = default. Must exceed the longest
-                                send (the SMTP timeout) by a margin, or a slow send races
-                                the sweeper and the mail goes out twice */
+    const char *mail_from;      /* From of every mail, and the domain of Message-IDs; required */
+    const char *source;         /* CloudEvents source of emitted events; NULL = default */
+    int max_attempts;           /* sends before a notification fails for good; 0 = default */
+    int64_t backoff_base_ms;    /* ceiling of the first retry delay; 0 = default; < 0: none */
+    int64_t backoff_cap_ms;     /* largest retry delay; 0 = default */
+    int64_t lease_ms;           /* how long a sender holds a pending notification before the
+                                   sweeper may take it; 0 = default. Must exceed the longest
+                                   send (the SMTP timeout) by a margin, or a slow send races
+                                   the sweeper and the mail goes out twice */
+    const char *link_base_urls; /* comma-separated prefixes that every link variable (a name
+                                   ending in _link or _url) of a direct request must start
+                                   with, each an http(s) URL with a path ("https://app.
+                                   example.com/"); NULL or "": a direct request may carry
+                                   no link at all */
 } notif_settings;
+
+#define NOTIF_LINK_BASES_MAX 8 /* prefixes in link_base_urls */
 
 /* The service's metrics (handles borrowed from an hd_metrics). All may be NULL. */
 typedef struct notif_metrics {
@@ -117,6 +124,11 @@ typedef struct notif_metrics {
 /* Register the families of notif_metrics in m (borrowed) and fill *out. Returns 0 or
  * HD_ENOMEM. */
 int notif_metrics_register(hd_metrics *m, notif_metrics *out);
+
+/* 0 when list is a usable link_base_urls (see notif_settings: comma-separated http(s)://
+ * host/... prefixes, at most NOTIF_LINK_BASES_MAX), else HD_EINVAL with the reason; NULL and
+ * "" are usable (no links). For checking a setting before the app exists. */
+int notif_link_bases_check(const char *list, hd_error *err);
 
 typedef struct notif_app notif_app;
 
@@ -189,8 +201,10 @@ typedef struct notif_request {
 
 /* Record the notification (pending and due now, or skipped by the preferences) and wake the
  * sweeper, which sends it. *out (new on success: notification_release it) is the recorded
- * notification. Returns 1 (pending), 0 (skipped), HD_EVALIDATE (unknown type, bad user id
- * or recipient, a variable the template needs is missing or unusable) or a store code. */
+ * notification. Returns 1 (pending), 0 (skipped), HD_EVALIDATE (unknown type, a type that
+ * is not for direct requests (notification_type_direct), bad user id or recipient, a link
+ * variable outside the settings' link_base_urls, a variable the template needs is missing
+ * or unusable) or a store code. */
 int notif_request_send(notif_worker *w, const notif_request *req, notification *out, hd_error *err);
 
 /* The preferences of user_id into *out (release it): 1 stored, 0 the defaults (never

@@ -57,6 +57,11 @@ int notification_type_switchable(notification_type t)
     return t != NOTIFY_EMAIL_VERIFICATION && t != NOTIFY_PASSWORD_RESET;
 }
 
+int notification_type_direct(notification_type t)
+{
+    return t == NOTIFY_SECURITY_ALERT;
+}
+
 const char *notification_status_name(notification_status s)
 {
     return (unsigned)s < NOTIFY_STATUS_COUNT ? status_names[s] : NULL;

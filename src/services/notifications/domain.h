@@ -85,6 +85,13 @@ int notification_type_parse(const char *s, notification_type *out, hd_error *err
 /* 0 for the types a user cannot switch off (email_verification, password_reset), else 1. */
 int notification_type_switchable(notification_type t);
 
+/* 1 for the types a client may ask for directly (POST /notifications): security_alert only.
+ * The others are the users service's to trigger, through its events: a direct
+ * password_reset or email_verification would let whoever calls the API choose the link in
+ * a mail that looks like ours, and a direct welcome has no use. Refused with HD_EVALIDATE
+ * (422) by notif_request_send. */
+int notification_type_direct(notification_type t);
+
 /* ---- small value checks (shared by both aggregates and the HTTP layer) ------------------ */
 
 /* 1 when s is a user id this service accepts: 1..NOTIFY_USER_ID_MAX bytes of

@@ -286,12 +286,54 @@ hd_consume_result notif_handle_batch(void *ctx, const hd_delivery *const *ds, si
 
 /* ---- a request of the HTTP API ---------------------------------------------------------- */
 
+/* 1 when name ends in "_link" or "_url": a variable that becomes a link in the mail. */
+static int is_link_variable(const char *name)
+{
+    size_t n = strlen(name);
+    return (n >= 5 && strcmp(name + n - 5, "_link") == 0) ||
+           (n >= 4 && strcmp(name + n - 4, "_url") == 0);
+}
+
+/* Every link variable of a direct request must start with a configured base URL: the API's
+ * callers choose the text of a mail that comes from us, and a link of their choosing in it
+ * is phishing with our name on it. The value is not echoed in the error (it may be long,
+ * and it is the attacker's text). */
+static int check_links(const notif_app *app, const json_t *vars, hd_error *err)
+{
+    const char *key;
+    const json_t *v;
+    json_object_foreach((json_t *)vars, key, v)
+    {
+        if (!is_link_variable(key))
+            continue;
+        const char *s = json_string_value(v);
+        int ok = 0;
+        for (size_t i = 0; s != NULL && !ok && i < app->n_link_bases; i++)
+            ok = strncmp(s, app->link_bases[i], strlen(app->link_bases[i])) == 0;
+        if (!ok)
+            return hd_error_set(err, HD_EVALIDATE,
+                                app->n_link_bases == 0
+                                    ? "variable '%.64s' is a link, and no link base URL is "
+                                      "configured (HD_NOTIFICATIONS_LINK_BASE_URL)"
+                                    : "variable '%.64s' must be a link that starts with a "
+                                      "configured base URL (HD_NOTIFICATIONS_LINK_BASE_URL)",
+                                key);
+    }
+    return 0;
+}
+
 /* Check a direct request before anything is read or written. */
-static int check_request(const notif_request *req, notification_type *t, hd_error *err)
+static int check_request(const notif_app *app, const notif_request *req, notification_type *t,
+                         hd_error *err)
 {
     int rc = notification_type_parse(req->type, t, err);
     if (rc < 0)
         return rc;
+    if (!notification_type_direct(*t))
+        return hd_error_set(err, HD_EVALIDATE,
+                            "type '%s' cannot be sent directly: it is sent in answer to "
+                            "the users service's events (direct requests: security_alert)",
+                            notification_type_name(*t));
     if (!notify_user_id_valid(req->user_id))
         return hd_error_set(err, HD_EVALIDATE,
                             "user_id must be 1 to %d characters of A-Z a-z "
@@ -301,7 +343,7 @@ static int check_request(const notif_request *req, notification_type *t, hd_erro
         return hd_error_set(err, HD_EVALIDATE, "recipient is not a valid e-mail address");
     if (!json_is_object(req->variables))
         return hd_error_set(err, HD_EVALIDATE, "variables must be an object");
-    return 0;
+    return check_links(app, req->variables, err);
 }
 
 /* In the open unit of work: read the preferences, render, insert. */
@@ -333,7 +375,7 @@ static int record_request(notif_worker *w, const notif_request *req, notificatio
 int notif_request_send(notif_worker *w, const notif_request *req, notification *out, hd_error *err)
 {
     notification_type t;
-    int rc = check_request(req, &t, err);
+    int rc = check_request(w->app, req, &t, err);
     if (rc < 0)
         return rc;
     notif_job j;

@@ -46,6 +46,10 @@ struct notif_app {
     notif_translator *translator;
     void (*on_due)(void *ctx);
     void *on_due_ctx;
+    char *link_bases_text;                        /* a copy of s.link_base_urls, as given */
+    char *link_bases_buf;                         /* a copy of s.link_base_urls, split in place */
+    const char *link_bases[NOTIF_LINK_BASES_MAX]; /* into link_bases_buf */
+    size_t n_link_bases;
 };
 
 /* ---- metrics.c -------------------------------------------------------------------------- */

@@ -9,7 +9,8 @@
  *      redelivered to the next consumer)
  *   1  a failure at run time: a template missing or broken, the database or the broker
  *      refused the credentials, the port is taken
- *   2  a configuration error: a bad setting, a malformed URL
+ *   2  a configuration error: a bad setting, a malformed URL, no API token (and not
+ *      HD_NOTIFICATIONS_API_OPEN), a prefetch whose deliveries do not fit the memory budget
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 #include "herald/sender.h"
 #include "herald/template.h"
 
+#include "api.h"
 #include "runtime.h"
 
 enum { EXIT_STOPPED = 0, EXIT_FAILED = 1, EXIT_CONFIG = 2 };
@@ -46,7 +48,22 @@ static const hd_setting settings[] = {
      "another may take it (crash recovery time); more than "
      "twice HD_SMTP_TIMEOUT_MS"},
     {"HD_NOTIFY_SWEEP_MS", "1000", "longest sleep of the sweeper (retries, API sends), ms"},
+    {"HD_NOTIFICATIONS_API_TOKEN", NULL,
+     "bearer token of every HTTP route but /health and /metrics (at least 32 visible ASCII "
+     "characters, e.g. openssl rand -hex 32); required unless HD_NOTIFICATIONS_API_OPEN"},
+    {"HD_NOTIFICATIONS_API_OPEN", "false",
+     "true: run the HTTP API without authentication (a laptop, never production; logged "
+     "as a warning)"},
+    {"HD_NOTIFICATIONS_LINK_BASE_URL", "",
+     "comma-separated URL prefixes (https://host/...) that every link variable (*_link, "
+     "*_url) of POST /notifications must start with; empty: no links in direct sends"},
     {"HD_PREFETCH", "256", "unacked deliveries held, and the group-commit window (1..256)"},
+    {"HD_MAX_MESSAGE_BYTES", "1048576",
+     "the broker's max_message_size (rabbitmq.conf), the largest delivery the consumer can "
+     "be handed"},
+    {"HD_CONSUMER_MEMORY_MB", "256",
+     "memory budget of the deliveries in flight: HD_PREFETCH x HD_MAX_MESSAGE_BYTES must "
+     "fit in it, or the service refuses to start"},
     {"HD_USERS_EXCHANGE", "users", "the users service's topic exchange"},
     {"HD_NOTIFICATIONS_QUEUE", "users.notifications", "the work queue (with .retry.*, .dlq)"},
     {"HD_NOTIFICATIONS_RELAY", "true",
@@ -167,7 +184,53 @@ static int read_broker(const hd_config *cfg, notif_config *c, hd_error *err)
     if ((rc = hd_config_get_int(cfg, "HD_PREFETCH", 256, 1, 256, &v, err)) < 0)
         return rc;
     c->prefetch = (int)v;
+    /* The broker hands over up to a prefetch of unacked deliveries, each up to its
+     * max_message_size: that product is the memory the consumer may have to hold at once,
+     * and it is checked here, at start, rather than discovered by the OOM killer. 512 MiB
+     * is RabbitMQ's own ceiling for max_message_size. */
+    if ((rc = hd_config_get_int(cfg, "HD_MAX_MESSAGE_BYTES", 1048576, 1024, 512LL << 20,
+                                &c->max_message_bytes, err)) < 0)
+        return rc;
+    if ((rc = hd_config_get_int(cfg, "HD_CONSUMER_MEMORY_MB", 256, 1, 1LL << 20, &v, err)) < 0)
+        return rc;
+    c->memory_budget = v << 20;
+    if ((int64_t)c->prefetch * c->max_message_bytes > c->memory_budget)
+        return hd_error_set(err, HD_ECONFIG,
+                            "HD_PREFETCH (%d) x HD_MAX_MESSAGE_BYTES (%lld) = %lld MiB does not "
+                            "fit in HD_CONSUMER_MEMORY_MB (%lld): lower the prefetch or the "
+                            "broker's max_message_size, or raise the budget",
+                            c->prefetch, (long long)c->max_message_bytes,
+                            (long long)((c->prefetch * c->max_message_bytes + (1 << 20) - 1) >> 20),
+                            (long long)(c->memory_budget >> 20));
     return hd_config_get_bool(cfg, "HD_NOTIFICATIONS_RELAY", 1, &c->relay, err);
+}
+
+/* The API's token, or the explicit decision to run it open. */
+static int read_api(const hd_config *cfg, notif_config *c, hd_error *err)
+{
+    int rc = hd_config_get_bool(cfg, "HD_NOTIFICATIONS_API_OPEN", 0, &c->api_open, err);
+    if (rc < 0)
+        return rc;
+    const char *token = hd_config_get(cfg, "HD_NOTIFICATIONS_API_TOKEN", "");
+    c->api_token = *token ? token : NULL;
+    if (c->api_token == NULL && !c->api_open)
+        return hd_error_set(err, HD_ECONFIG,
+                            "HD_NOTIFICATIONS_API_TOKEN is required (at least %d characters, "
+                            "e.g. openssl rand -hex 32); to run the API without "
+                            "authentication on a laptop, set HD_NOTIFICATIONS_API_OPEN=true",
+                            NOTIF_API_TOKEN_MIN);
+    /* A token that is set is checked even when open: a bad one is a typo to report. */
+    if (c->api_token != NULL && (rc = notif_api_token_check(c->api_token, err)) < 0)
+        return rc;
+    if (c->api_token != NULL)
+        c->api_open = 0; /* a token given means it is used */
+    c->app.link_base_urls = hd_config_get(cfg, "HD_NOTIFICATIONS_LINK_BASE_URL", "");
+    if (notif_link_bases_check(c->app.link_base_urls, err) < 0) {
+        char why[HD_ERROR_TEXT_MAX];
+        snprintf(why, sizeof why, "%s", err->text);
+        return hd_error_set(err, HD_ECONFIG, "HD_NOTIFICATIONS_LINK_BASE_URL: %s", why);
+    }
+    return 0;
 }
 
 static int read_settings(const hd_config *cfg, notif_config *c, char *addr, size_t cap,
@@ -189,7 +252,7 @@ static int read_settings(const hd_config *cfg, notif_config *c, char *addr, size
                             "between the service's threads; use a file");
     c->templates_dir = hd_config_get(cfg, "HD_TEMPLATES_DIR", hd_templates_default_dir());
     if ((rc = read_sender(cfg, c, err)) < 0 || (rc = read_app(cfg, c, err)) < 0 ||
-        (rc = read_broker(cfg, c, err)) < 0)
+        (rc = read_broker(cfg, c, err)) < 0 || (rc = read_api(cfg, c, err)) < 0)
         return rc;
     if ((rc = hd_config_get_int(cfg, "HD_NOTIFY_SWEEP_MS", 1000, 10, 3600000, &v, err)) < 0)
         return rc;

@@ -192,7 +192,14 @@ static int start_http(runtime *rt, hd_error *err)
                            .metrics = rt->metrics,
                            .lg = rt->lg,
                            .broker_up = broker_up,
-                           .broker_ctx = rt};
+                           .broker_ctx = rt,
+                           .token = rt->cfg->api_token,
+                           .open = rt->cfg->api_open};
+    if (rt->cfg->api_open)
+        hd_log_warn(rt->lg, NULL,
+                    "the HTTP API runs OPEN: no authentication (HD_NOTIFICATIONS_API_OPEN); "
+                    "anyone who reaches it can read every history and send mail in our name",
+                    NULL);
     hd_http_options opts = {
         .bind_address = rt->cfg->listen_address, .port = rt->cfg->listen_port, .logger = rt->lg};
     int rc = notif_api_new(&deps, &rt->api, err);

@@ -45,6 +45,10 @@ typedef struct notif_config {
     const char *users_exchange;
     const char *queue;
     int prefetch;
+    int64_t max_message_bytes; /* the broker's max_message_size, as configured there */
+    int64_t memory_budget;     /* bytes: prefetch x max_message_bytes must fit (main.c) */
+    const char *api_token;     /* the HTTP API's bearer token; NULL only with api_open */
+    int api_open;              /* 1: the API without authentication (logged as a warning) */
     int sweep_ms;
     int relay; /* 1: run the outbox relay in this process */
     int64_t inbox_retention_ms;
