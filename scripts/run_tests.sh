@@ -2,7 +2,8 @@
 # run_tests.sh MODE — the test phases `make test` and `make coverage` run, with the servers
 # already up (scripts/servers.sh run -- ...) and the builds already made.
 #   all       coverage build: every label; asan build: unit tests; valgrind: unit tests;
-#             then the coverage summary (no threshold)
+#             then the coverage summary (no threshold); last, the secrets check
+#             (scripts/check_secrets_in_logs.sh over every log the run wrote)
 #   coverage  coverage build: every label, then the gcovr HTML report and the threshold
 #   valgrind [BUILD_DIR]  unit tests of BUILD_DIR under valgrind (default build/coverage)
 set -uo pipefail
@@ -14,6 +15,16 @@ status=0
 start=$(date +%s)
 
 phase() { printf '\n==== %s ====\n' "$*"; }
+
+# The services' logs of this run, kept for the secrets check (hd_proc, scripts/lib/services.sh
+# and the shell tests copy their logs here before removing their temp dirs).
+export HD_TEST_LOG_DIR=${HD_TEST_LOG_DIR:-$PWD/build/test-logs}
+rm -rf "$HD_TEST_LOG_DIR" && mkdir -p "$HD_TEST_LOG_DIR"
+check_secrets() { # build dir
+  phase "secrets: no password or token in any log line of this run"
+  scripts/check_secrets_in_logs.sh "$HD_TEST_LOG_DIR" "$1"/Testing/Temporary/LastTest*.log \
+    ${HD_SERVERS_DIR:+"$HD_SERVERS_DIR"} || status=1
+}
 
 run_suite() { # build dir
   find "$1" -name '*.gcda' -delete 2>/dev/null
@@ -55,6 +66,7 @@ case "$mode" in
     ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build/asan -L unit --output-on-failure -j "$JOBS" || status=1
     run_valgrind build/coverage
     coverage_report ""
+    check_secrets build/coverage
     ;;
   coverage)
     run_suite build/coverage

@@ -194,6 +194,12 @@ svc_cleanup() {
     [ -n "${SVC_PID[$n]}" ] && svc_kill "$n"
   done
   [ -n "${SVC_DIR:-}" ] || return 0
+  # The secrets check (scripts/check_secrets_in_logs.sh) scans the logs of every test run.
+  if [ -n "${HD_TEST_LOG_DIR:-}" ] && mkdir -p "$HD_TEST_LOG_DIR" 2>/dev/null; then
+    for n in "$SVC_DIR"/*.log; do
+      [ -f "$n" ] && cp "$n" "$HD_TEST_LOG_DIR/svc-$(basename "$SVC_DIR")-$(basename "$n")"
+    done
+  fi
   if [ -n "${SVC_KEEP:-}" ]; then
     echo "services: kept $SVC_DIR" >&2
   else

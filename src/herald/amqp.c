@@ -46,19 +46,16 @@ void hd_amqp_url_redact(const char *url, char *out, size_t cap)
         snprintf(out, cap, "(null)");
         return;
     }
-    /* userinfo is between "://" and the last '@' before the path; the password follows its
-     * first ':'. Anything else is copied as is. */
+    /* userinfo runs from "://" to the LAST '@' of the whole URL, not the last one before the
+     * first '/': a password may hold an unescaped '/' ("amqp://u:pa/ss@h/"), and cutting at
+     * that '/' would print the password's tail. When the last '@' is in fact in the vhost
+     * ("amqp://u:p@h/v@x"), the host is masked too: hiding too much is the safe mistake.
+     * The password follows the first ':' of the userinfo; a userinfo without ':' is a user
+     * name alone and is kept. */
     const char *auth = strstr(url, "://");
     auth = auth ? auth + 3 : url;
-    const char *path = strchr(auth, '/');
-    const char *end = path ? path : auth + strlen(auth);
-    const char *at = NULL;
-    for (const char *p = auth; p < end; p++)
-        if (*p == '@')
-            at = p;
-    const char *colon = NULL;
-    if (at != NULL)
-        colon = memchr(auth, ':', (size_t)(at - auth));
+    const char *at = strrchr(auth, '@');
+    const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
     if (colon == NULL) {
         snprintf(out, cap, "%s", url);
         return;
@@ -93,10 +90,15 @@ int hd_amqp_url_parse(const char *url, hd_amqp_url *out, hd_error *err)
     struct amqp_connection_info ci;
     int rc = 0;
     if (amqp_parse_url(copy, &ci) != AMQP_STATUS_OK) {
+        /* Not even the redacted URL: the redactor relies on the URL's structure, and a URL
+         * that does not parse has none it can trust (an unescaped '/', '@' or '#' in the
+         * password is the usual cause). A parse error repeats on every attempt, so whatever
+         * it shows ends up in the logs many times. */
         rc = hd_error_set(err, HD_EURL,
-                          "malformed AMQP URL '%s': expected "
-                          "amqp[s]://user:password@host:port/vhost",
-                          redacted);
+                          "malformed AMQP URL (not shown: it may hold a password): expected "
+                          "amqp[s]://user:password@host:port/vhost, with '/', '@', ':', '#' "
+                          "and '%%' percent-encoded in the user and password (%%2F %%40 %%3A "
+                          "%%23 %%25)");
         goto done;
     }
     if (ci.port <= 0 || ci.port > 65535) {

@@ -24,10 +24,15 @@ struct hd_logger {
     int builtin; /* the static default: nothing of it is freed or changed */
 };
 
+/* "_link": links in mails carry tokens (verification_link, reset_link); "dsn": database URLs
+ * carry passwords; "session": session ids are bearer credentials. */
 static const struct redaction default_rules[] = {
-    {"password", HD_REDACT_SECRET}, {"secret", HD_REDACT_SECRET},
+    {"password", HD_REDACT_SECRET}, {"passwd", HD_REDACT_SECRET},
+    {"pwd", HD_REDACT_SECRET},      {"secret", HD_REDACT_SECRET},
     {"token", HD_REDACT_SECRET},    {"authorization", HD_REDACT_SECRET},
     {"cookie", HD_REDACT_SECRET},   {"api_key", HD_REDACT_SECRET},
+    {"apikey", HD_REDACT_SECRET},   {"session", HD_REDACT_SECRET},
+    {"dsn", HD_REDACT_SECRET},      {"_link", HD_REDACT_SECRET},
     {"email", HD_REDACT_EMAIL},
 };
 #define NDEFAULT_RULES (sizeof default_rules / sizeof default_rules[0])
@@ -298,6 +303,177 @@ static json_t *masked_email(const json_t *v)
     return out ? out : json_string(HD_LOG_REDACTED);
 }
 
+/* ---- secrets inside values ------------------------------------------------------------ */
+
+/* Masking by key name misses a secret that travels inside a value: an error text quoting a
+ * connection URL, a request target with "?token=...", a libpq "host=h password=p" string. So
+ * every string value (and the message) is also scanned for three shapes:
+ *   scheme://userinfo@host     the userinfo up to the LAST '@' of the URL: the password
+ *                              becomes "***" ("amqp://guest:***@h/"), and a userinfo without
+ *                              ':' (a bare token) becomes "***"
+ *   name=value                 when name matches a SECRET rule ("token=", "reset_token=",
+ *                              "password=", "dsn="...): the value becomes "[REDACTED]"
+ *   "name": "value"            the same inside JSON text quoted in a value
+ * Every rewrite is idempotent, so a value redacted once (by hd_amqp_url_redact, say) comes
+ * through unchanged. Known limits: a secret with no recognisable marker (a bare password in
+ * prose) cannot be found; put it in a field with a telling name, or better, nowhere. */
+
+/* Characters that end a URL or a value in prose. */
+static int ends_value(char ch)
+{
+    return ch == '\0' || ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '"' ||
+           ch == '\'' || ch == '<' || ch == '>' || ch == '`';
+}
+
+static int is_key_char(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '_' || ch == '-' || ch == '.';
+}
+
+/* 1 when the key [k, k + n) contains the name of a SECRET rule (case-insensitive). */
+static int secret_key(const hd_logger *lg, const char *k, size_t n)
+{
+    for (size_t i = 0; i < lg->nrules; i++) {
+        if (lg->rules[i].mode != HD_REDACT_SECRET)
+            continue;
+        size_t m = strlen(lg->rules[i].name);
+        for (size_t at = 0; at + m <= n; at++)
+            if (strncasecmp(k + at, lg->rules[i].name, m) == 0)
+                return 1;
+    }
+    return 0;
+}
+
+/* A growing output string; on allocation failure `failed` is set and appends stop. */
+typedef struct scrub_buf {
+    char *p;
+    size_t len, cap;
+    int failed;
+} scrub_buf;
+
+static void put(scrub_buf *b, const char *s, size_t n)
+{
+    if (b->failed)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = (b->len + n + 1) * 2;
+        char *q = realloc(b->p, cap);
+        if (q == NULL) {
+            b->failed = 1;
+            return;
+        }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+#define PUTS(b, lit) put(b, lit, sizeof lit - 1)
+
+/* s with the secrets inside it masked: a new string (free()), or NULL when nothing had to
+ * change (the common case costs one scan and no allocation) or memory ran out — then the
+ * value is replaced whole by the caller, never written as is. *oom tells which. */
+static char *scrub_text(const hd_logger *lg, const char *s, int *oom)
+{
+    scrub_buf b = {0};
+    int changed = 0;
+    size_t done = 0; /* s[0, done) is in b already */
+    *oom = 0;
+    for (size_t i = 0; s[i] != '\0';) {
+        /* scheme://userinfo@ */
+        if (s[i] == ':' && s[i + 1] == '/' && s[i + 2] == '/') {
+            size_t auth = i + 3, end = auth, at = 0, has_at = 0;
+            while (!ends_value(s[end])) {
+                if (s[end] == '@')
+                    at = end, has_at = 1;
+                end++;
+            }
+            if (has_at && at > auth) {
+                const char *colon = memchr(s + auth, ':', at - auth);
+                size_t keep = colon ? (size_t)(colon - s) + 1 : auth; /* through the ':' */
+                if (at - keep != 3 || strncmp(s + keep, "***", 3) != 0) {
+                    put(&b, s + done, keep - done);
+                    PUTS(&b, "***");
+                    done = at;
+                    changed = 1;
+                }
+            }
+            /* Go on inside the URL: its query may hold "token=..." too. */
+            i = has_at ? at + 1 : auth;
+            continue;
+        }
+        /* name=value and "name": "value", name starting at a word boundary */
+        if (is_key_char(s[i]) && (i == 0 || !is_key_char(s[i - 1]))) {
+            size_t k = i;
+            while (is_key_char(s[k]))
+                k++;
+            size_t v = k;
+            int quoted = 0;
+            if (s[v] == '=') {
+                v++;
+            } else if (s[v] == '"' && i > 0 && s[i - 1] == '"') {
+                size_t q = v + 1;
+                while (s[q] == ' ')
+                    q++;
+                if (s[q] == ':') {
+                    q++;
+                    while (s[q] == ' ')
+                        q++;
+                    if (s[q] == '"')
+                        v = q + 1, quoted = 1;
+                }
+            }
+            if (v > k && secret_key(lg, s + i, k - i)) {
+                size_t e = v;
+                if (quoted) {
+                    while (s[e] != '\0' && s[e] != '"')
+                        e += s[e] == '\\' && s[e + 1] != '\0' ? 2 : 1;
+                } else {
+                    while (!ends_value(s[e]) && s[e] != '&' && s[e] != ';' && s[e] != ',' &&
+                           s[e] != '#' && s[e] != ')')
+                        e++;
+                }
+                size_t rn = sizeof HD_LOG_REDACTED - 1;
+                if (e > v && (e - v != rn || strncmp(s + v, HD_LOG_REDACTED, rn) != 0)) {
+                    put(&b, s + done, v - done);
+                    PUTS(&b, HD_LOG_REDACTED);
+                    done = e;
+                    changed = 1;
+                }
+                i = e;
+                continue;
+            }
+            i = k;
+            continue;
+        }
+        i++;
+    }
+    if (!changed)
+        return NULL;
+    put(&b, s + done, strlen(s + done));
+    if (b.failed) {
+        free(b.p);
+        *oom = 1;
+        return NULL;
+    }
+    return b.p;
+}
+
+/* v (a string) scrubbed; NULL when it needs no change. */
+static json_t *scrubbed_value(const hd_logger *lg, const json_t *v)
+{
+    int oom;
+    char *clean = scrub_text(lg, json_string_value(v), &oom);
+    if (clean == NULL)
+        return oom ? json_string(HD_LOG_REDACTED) : NULL;
+    json_t *out = json_string(clean);
+    free(clean);
+    return out ? out : json_string(HD_LOG_REDACTED);
+}
+
 /* Mask, in place, every member of v (an object or array, at any depth) whose name matches a
  * redaction rule. A matching member is masked whole, even when it is an object: a field
  * called "secrets" hides everything under it. */
@@ -308,7 +484,11 @@ static void redact(const hd_logger *lg, json_t *v)
         json_t *item;
         json_array_foreach(v, i, item)
         {
-            redact(lg, item);
+            json_t *clean = json_is_string(item) ? scrubbed_value(lg, item) : NULL;
+            if (clean != NULL)
+                json_array_set_new(v, i, clean);
+            else
+                redact(lg, item);
         }
         return;
     }
@@ -320,7 +500,11 @@ static void redact(const hd_logger *lg, json_t *v)
     {
         const struct redaction *r = rule_for(lg, key);
         if (r == NULL) {
-            redact(lg, member);
+            json_t *clean = json_is_string(member) ? scrubbed_value(lg, member) : NULL;
+            if (clean != NULL)
+                json_object_set_new(v, key, clean); /* replacing a value is safe here */
+            else
+                redact(lg, member);
             continue;
         }
         if (json_is_null(member))
@@ -374,7 +558,11 @@ static json_t *new_line(const hd_logger *lg, hd_log_level level, const char *cor
     json_object_set_new(line, "time", json_string(now));
     json_object_set_new(line, "level", json_string(hd_log_level_name(level)));
     json_object_set_new(line, "service", text_value(lg->service));
-    json_object_set_new(line, "message", text_value(message ? message : ""));
+    json_t *msg = text_value(message ? message : "");
+    json_t *clean = msg ? scrubbed_value(lg, msg) : NULL;
+    json_object_set_new(line, "message", clean ? clean : msg);
+    if (clean != NULL)
+        json_decref(msg);
     if (correlation_id != NULL)
         json_object_set_new(line, "correlation_id", text_value(correlation_id));
     return line;

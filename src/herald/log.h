@@ -17,10 +17,20 @@
  * does not matter) one of the logger's redaction names is masked before the line is
  * written, at any depth of nested objects and arrays. Substring matching is deliberate:
  * it also catches "new_password" and "refresh_token", and a field masked by mistake is a
- * smaller bug than a leaked secret. Defaults: password, secret, token, authorization,
- * cookie, api_key -> "[REDACTED]"; email -> "a***@example.com" (keeps the domain, which
- * helps to debug delivery, and hides the person). The message text itself is never
- * inspected: put data in fields, not in messages.
+ * smaller bug than a leaked secret. Defaults: password, passwd, pwd, secret, token,
+ * authorization, cookie, api_key, apikey, session, dsn, _link (verification_link, reset_link:
+ * links in mails carry tokens) -> "[REDACTED]"; email -> "a***@example.com" (keeps the
+ * domain, which helps to debug delivery, and hides the person).
+ *
+ * Names are not enough: a secret also travels inside a value ("connect
+ * amqp://bob:pw@host/ failed", "GET /verify?token=...", "host=db password=pw"). So every
+ * string value, at any depth, and the message text are scanned too:
+ *     scheme://user:pass@host  -> scheme://user:***@host  (userinfo up to the LAST '@';
+ *                                 a userinfo without ':' becomes "***")
+ *     name=value, "name":"v"   -> the value becomes "[REDACTED]" when name matches a SECRET
+ *                                 rule ("token=", "reset_token=", "password=", "dsn=")
+ * A bare secret with no such marker cannot be recognised: still put data in fields with
+ * telling names, not in messages.
  *
  * Threads: every line is written with one fwrite under the logger's mutex, then flushed,
  * so lines from several threads never interleave. Configure a logger (redactions) before

@@ -59,9 +59,16 @@
  * after the newest rows were purged (a plain INTEGER PRIMARY KEY would hand out max + 1
  * again, and a relay or a log that remembers seqs would be confused). PostgreSQL: an
  * identity column (the SQL standard's form of BIGSERIAL). */
+/* Step 2 (both databases): the sensitive flag of hd_outbox_append_flags. A column of its own,
+ * not a header: the UPDATE that marks a row dispatched reads it to scrub the payload in the
+ * same statement. */
+#define OUTBOX_STEP_SENSITIVE                                                                      \
+    "ALTER TABLE hd_outbox ADD COLUMN sensitive INTEGER NOT NULL DEFAULT 0"
+
 static const char *const sqlite_steps[] = {
     "CREATE TABLE hd_outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT," OUTBOX_COLUMNS
     ";" OUTBOX_INDEXES,
+    OUTBOX_STEP_SENSITIVE,
 };
 
 /* On PostgreSQL, a statement trigger sends NOTIFY for every INSERT into the outbox. A
@@ -74,15 +81,18 @@ static const char *const pg_steps[] = {
     " BEGIN PERFORM pg_notify('" HD_OUTBOX_CHANNEL "', ''); RETURN NULL; END $$;"
     "CREATE TRIGGER hd_outbox_notify AFTER INSERT ON hd_outbox"
     " FOR EACH STATEMENT EXECUTE FUNCTION hd_outbox_notify();",
+    OUTBOX_STEP_SENSITIVE,
 };
+
+#define OUTBOX_STEPS (sizeof sqlite_steps / sizeof sqlite_steps[0])
 
 int hd_outbox_migrate(hd_store *store, hd_error *err)
 {
     if (store == NULL)
         return hd_error_set(err, HD_EINVAL, "hd_outbox_migrate: store is NULL");
     if (hd_store_is_pg(store))
-        return hd_store_migrate(store, "outbox", pg_steps, 1, err);
-    return hd_store_migrate(store, "outbox", sqlite_steps, 1, err);
+        return hd_store_migrate(store, "outbox", pg_steps, OUTBOX_STEPS, err);
+    return hd_store_migrate(store, "outbox", sqlite_steps, OUTBOX_STEPS, err);
 }
 
 /* ---- append -------------------------------------------------------------------------- */
@@ -109,6 +119,14 @@ static char *headers_json(const hd_envelope *env)
 int hd_outbox_append(hd_store *store, const hd_envelope *env, const char *aggregate_type,
                      const char *aggregate_id, hd_error *err)
 {
+    return hd_outbox_append_flags(store, env, aggregate_type, aggregate_id, 0, err);
+}
+
+int hd_outbox_append_flags(hd_store *store, const hd_envelope *env, const char *aggregate_type,
+                           const char *aggregate_id, unsigned flags, hd_error *err)
+{
+    if ((flags & ~(unsigned)HD_OUTBOX_SENSITIVE) != 0)
+        return hd_error_set(err, HD_EINVAL, "hd_outbox_append: unknown flags 0x%x", flags);
     if (store == NULL || env == NULL || aggregate_type == NULL || *aggregate_type == '\0' ||
         aggregate_id == NULL || *aggregate_id == '\0')
         return hd_error_set(err, HD_EINVAL,
@@ -139,11 +157,12 @@ int hd_outbox_append(hd_store *store, const hd_envelope *env, const char *aggreg
         hd_value_text(payload),
         hd_value_text(headers),
         hd_value_int(now),
+        hd_value_int((flags & HD_OUTBOX_SENSITIVE) ? 1 : 0),
     };
     rc = hd_store_exec(store,
                        "INSERT INTO hd_outbox (event_id, aggregate_type, aggregate_id, type,"
-                       " version, payload, headers, created_at, next_attempt_at)"
-                       " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+                       " version, payload, headers, created_at, next_attempt_at, sensitive)"
+                       " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
                        p, sizeof p / sizeof p[0], err);
     free(payload);
     free(headers);
@@ -161,9 +180,16 @@ static void signal_when_unit_ends(void *store)
 int hd_outbox_append_uow(hd_uow *uow, const hd_envelope *env, const char *aggregate_type,
                          const char *aggregate_id, hd_error *err)
 {
+    return hd_outbox_append_uow_flags(uow, env, aggregate_type, aggregate_id, 0, err);
+}
+
+int hd_outbox_append_uow_flags(hd_uow *uow, const hd_envelope *env, const char *aggregate_type,
+                               const char *aggregate_id, unsigned flags, hd_error *err)
+{
     if (uow == NULL)
         return hd_error_set(err, HD_EINVAL, "hd_outbox_append_uow: uow is NULL");
-    int rc = hd_outbox_append(hd_uow_store(uow), env, aggregate_type, aggregate_id, err);
+    int rc =
+        hd_outbox_append_flags(hd_uow_store(uow), env, aggregate_type, aggregate_id, flags, err);
     if (rc < 0)
         return rc;
     /* The unit destroys what is attached to it after its transaction ended, which is the
@@ -204,7 +230,7 @@ int hd_outbox_append_uow(hd_uow *uow, const hd_envelope *env, const char *aggreg
     "  AND (e.next_attempt_at > $3 OR e.claimed_until > $3)) IS NULL"                              \
     " ORDER BY o.seq LIMIT $4" lock ")"                                                            \
     " RETURNING seq, event_id, aggregate_type, aggregate_id, type, version, payload,"              \
-    " headers, created_at, attempts"
+    " headers, created_at, attempts, sensitive"
 
 typedef struct batch_impl {
     hd_outbox_batch pub; /* first member: what the caller sees */
@@ -271,6 +297,7 @@ int hd_outbox_claim(hd_store *store, size_t limit, const hd_outbox_claim_opts *o
         m->headers = hd_rows_text(rows, i, 7);
         m->created_at_ms = hd_rows_int(rows, i, 8);
         m->attempts = (int)hd_rows_int(rows, i, 9);
+        m->sensitive = hd_rows_int(rows, i, 10) != 0;
     }
     qsort(b->items, n, sizeof b->items[0], by_seq);
     b->rows = rows;
@@ -343,10 +370,14 @@ static int update_seqs(hd_store *store, const char *prefix, int64_t arg, const i
 int hd_outbox_mark_dispatched(hd_store *store, const int64_t *seqs, size_t n, hd_error *err)
 {
     /* parked_at is cleared too: a row a stale relay parked after it was in fact confirmed
-     * is dispatched, and the states stay exclusive. */
+     * is dispatched, and the states stay exclusive. A sensitive row's payload is emptied in
+     * the same statement: once the broker has the event, the outbox copy is only a risk
+     * (outbox.h, "Sensitive rows"). */
     return update_seqs(store,
                        "UPDATE hd_outbox SET dispatched_at = $1, parked_at = NULL,"
-                       " claimed_until = 0 WHERE dispatched_at IS NULL AND",
+                       " claimed_until = 0,"
+                       " payload = CASE WHEN sensitive <> 0 THEN '' ELSE payload END"
+                       " WHERE dispatched_at IS NULL AND",
                        hd_time_now_ms(), seqs, n, err);
 }
 
@@ -416,6 +447,18 @@ int hd_outbox_purge_dispatched(hd_store *store, int64_t older_than_ms, hd_error 
     hd_value p[] = {hd_value_int(hd_time_now_ms() - older_than_ms)};
     return hd_store_exec(store,
                          "DELETE FROM hd_outbox WHERE dispatched_at IS NOT NULL"
+                         " AND dispatched_at < $1",
+                         p, 1, err);
+}
+
+int hd_outbox_purge_sensitive(hd_store *store, int64_t older_than_ms, hd_error *err)
+{
+    if (store == NULL || older_than_ms < 0)
+        return hd_error_set(err, HD_EINVAL,
+                            "hd_outbox_purge_sensitive: store and older_than_ms >= 0 required");
+    hd_value p[] = {hd_value_int(hd_time_now_ms() - older_than_ms)};
+    return hd_store_exec(store,
+                         "DELETE FROM hd_outbox WHERE sensitive <> 0 AND dispatched_at IS NOT NULL"
                          " AND dispatched_at < $1",
                          p, 1, err);
 }

@@ -55,6 +55,22 @@
  * operator calls hd_outbox_redrive. Dispatched rows are deleted by
  * hd_outbox_purge_dispatched after a retention period.
  *
+ * Sensitive rows. Some events carry a secret for their one consumer: a verification or a
+ * password-reset link holds a token that logs a person in or changes a password. The outbox
+ * would keep it readable in clear for the whole retention period (a week by default), for
+ * anyone who can read the table or a backup of it. Append such an event with
+ * HD_OUTBOX_SENSITIVE (hd_outbox_append_flags): hd_outbox_mark_dispatched then empties its
+ * payload ('') in the very UPDATE that marks it (no extra statement), and
+ * hd_outbox_purge_sensitive deletes it after a retention of its own, shorter than the
+ * token's lifetime (the relay does both; relay.h, sensitive_retention_ms). The metadata
+ * (ids, type, times, headers) stays, so the row still answers "was it sent, when?".
+ * Known limits: the payload is readable while the row is pending or parked (the relay needs
+ * it; a parked row keeps it for hd_outbox_redrive); PostgreSQL keeps the old row version
+ * until VACUUM and in its WAL, SQLite keeps freed bytes in the file unless PRAGMA
+ * secure_delete is on, and backups taken before the scrub hold the payload. Sealing the
+ * payload (encrypting it with a key the database never sees) would cover those too, at the
+ * price of a key to manage.
+ *
  * Waking the relay: on PostgreSQL a trigger sends NOTIFY hd_outbox (delivered at commit)
  * for every INSERT, and a relay waits with hd_store_pg_wait (store_pg.h). In one process
  * (SQLite) the relay waits on an hd_outbox_notifier set on the writers' store handles
@@ -106,12 +122,26 @@ int hd_outbox_migrate(hd_store *store, hd_error *err);
 int hd_outbox_append(hd_store *store, const hd_envelope *env, const char *aggregate_type,
                      const char *aggregate_id, hd_error *err);
 
+/* Flags of hd_outbox_append_flags. */
+#define HD_OUTBOX_SENSITIVE                                                                        \
+    1u /* the payload holds a secret: scrubbed once dispatched, the row                            \
+          purged after the sensitive retention ("Sensitive rows") */
+
+/* hd_outbox_append with flags (0 or HD_OUTBOX_SENSITIVE). Same codes, and HD_EINVAL for an
+ * unknown flag. hd_outbox_append(...) is hd_outbox_append_flags(..., 0, err). */
+int hd_outbox_append_flags(hd_store *store, const hd_envelope *env, const char *aggregate_type,
+                           const char *aggregate_id, unsigned flags, hd_error *err);
+
 /* The same in a unit of work's transaction (hd_uow_store(uow)), and the store's notifier
  * (hd_outbox_set_notifier), if it has one, is signalled (hd_outbox_signal) when the unit
  * ends: after its commit, when the row can be seen, not before. This is what a domain
  * event handler calls. Same codes. */
 int hd_outbox_append_uow(hd_uow *uow, const hd_envelope *env, const char *aggregate_type,
                          const char *aggregate_id, hd_error *err);
+
+/* hd_outbox_append_uow with flags, as hd_outbox_append_flags. */
+int hd_outbox_append_uow_flags(hd_uow *uow, const hd_envelope *env, const char *aggregate_type,
+                               const char *aggregate_id, unsigned flags, hd_error *err);
 
 /* ---- relaying: claim, publish, mark --------------------------------------------------- */
 
@@ -128,6 +158,7 @@ typedef struct hd_outbox_message {
     const char *headers;   /* JSON object: correlationid, causationid, traceparent */
     int64_t created_at_ms; /* when it was appended */
     int attempts;          /* failed attempts so far */
+    int sensitive;         /* 1: appended with HD_OUTBOX_SENSITIVE (never log the payload) */
 } hd_outbox_message;
 
 /* The rows of one claim, in seq order. Read-only; free with hd_outbox_batch_free. */
@@ -159,8 +190,8 @@ void hd_outbox_batch_free(hd_outbox_batch *batch);
 
 /* Mark rows dispatched (the broker confirmed them): seqs (borrowed) holds n of them. In the
  * caller's transaction if one is open, else in one of its own: all or none are marked.
- * Rows already dispatched are left as they are. Returns the number of rows marked now
- * (>= 0) or a code. */
+ * Rows already dispatched are left as they are. The payload of a sensitive row is emptied
+ * ('') by the same statement. Returns the number of rows marked now (>= 0) or a code. */
 int hd_outbox_mark_dispatched(hd_store *store, const int64_t *seqs, size_t n, hd_error *err);
 
 /* Record a failed attempt at publishing row seq: attempts + 1, last_error = reason
@@ -185,6 +216,11 @@ int hd_outbox_redrive(hd_store *store, int64_t seq, hd_error *err);
  * archive, and a table that only grows slows every claim down. Pending and parked rows are
  * never deleted. Returns the number of rows deleted or a code. */
 int hd_outbox_purge_dispatched(hd_store *store, int64_t older_than_ms, hd_error *err);
+
+/* The same for sensitive rows only (HD_OUTBOX_SENSITIVE), with their own, shorter retention:
+ * delete those dispatched more than older_than_ms (>= 0) ago. Returns the number of rows
+ * deleted or a code. */
+int hd_outbox_purge_sensitive(hd_store *store, int64_t older_than_ms, hd_error *err);
 
 /* Metrics: rows waiting to be dispatched (including leased and retrying ones), the age of
  * the oldest of them in ms (0 when none), and parked rows. Any output may be NULL. Returns

@@ -160,6 +160,10 @@ int hd_relay_options_resolve(const hd_relay_options *in, hd_relay_options *out, 
         o.retention_ms = HD_RELAY_RETENTION_DEFAULT;
     if (o.retention_ms < 0)
         o.retention_ms = -1;
+    if (o.sensitive_retention_ms == 0)
+        o.sensitive_retention_ms = HD_RELAY_SENSITIVE_RETENTION_DEFAULT;
+    if (o.sensitive_retention_ms < 0)
+        o.sensitive_retention_ms = -1;
     if (o.purge_every_ms == 0)
         o.purge_every_ms = HD_RELAY_PURGE_EVERY_DEFAULT;
     if (o.progress_ms == 0)
@@ -805,18 +809,28 @@ int hd_relay_purge(hd_relay *r, int64_t *purged, hd_error *err)
         *purged = 0;
     if (r == NULL)
         return hd_error_set(err, HD_EINVAL, "hd_relay_purge: relay is NULL");
-    if (r->opts.retention_ms < 0)
-        return 0;
-    int rc = hd_outbox_purge_dispatched(r->store, r->opts.retention_ms, err);
-    if (rc < 0)
-        return rc;
+    int64_t n = 0;
+    int rc = 0;
+    /* Sensitive rows first: with a retention of their own shorter than the general one,
+     * they must not wait for it (nor for a general retention of "never"). */
+    if (r->opts.sensitive_retention_ms >= 0 &&
+        (r->opts.retention_ms < 0 || r->opts.sensitive_retention_ms < r->opts.retention_ms)) {
+        rc = hd_outbox_purge_sensitive(r->store, r->opts.sensitive_retention_ms, err);
+        if (rc >= 0)
+            n += rc;
+    }
+    if (rc >= 0 && r->opts.retention_ms >= 0) {
+        rc = hd_outbox_purge_dispatched(r->store, r->opts.retention_ms, err);
+        if (rc >= 0)
+            n += rc;
+    }
     hd_relay_stats c;
     memset(&c, 0, sizeof c);
-    c.purged = (uint64_t)rc;
+    c.purged = (uint64_t)n;
     add_totals(r, &c);
     if (purged != NULL)
-        *purged = rc;
-    return 0;
+        *purged = n;
+    return rc < 0 ? rc : 0;
 }
 
 static int stopped(const hd_stop *stop)
@@ -1062,7 +1076,8 @@ int hd_relay_run(hd_relay *r, const hd_stop *stop, hd_error *err)
         failures = 0;
 
         int64_t now = hd_clock_ms();
-        if (r->opts.retention_ms >= 0 && now >= next_purge) {
+        if ((r->opts.retention_ms >= 0 || r->opts.sensitive_retention_ms >= 0) &&
+            now >= next_purge) {
             int64_t purged = 0;
             if (hd_relay_purge(r, &purged, &e) < 0) {
                 if (lg != NULL)
@@ -1070,8 +1085,10 @@ int hd_relay_run(hd_relay *r, const hd_stop *stop, hd_error *err)
                                 NULL);
             } else if (purged > 0 && lg != NULL) {
                 hd_log_json(lg, HD_LOG_INFO, NULL, "purged dispatched outbox rows",
-                            json_pack("{s:s, s:I, s:I}", "relay", r->id, "rows", (json_int_t)purged,
-                                      "older_than_ms", (json_int_t)r->opts.retention_ms));
+                            json_pack("{s:s, s:I, s:I, s:I}", "relay", r->id, "rows",
+                                      (json_int_t)purged, "older_than_ms",
+                                      (json_int_t)r->opts.retention_ms, "sensitive_older_than_ms",
+                                      (json_int_t)r->opts.sensitive_retention_ms));
             }
             next_purge = now + r->opts.purge_every_ms;
         }

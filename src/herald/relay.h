@@ -116,54 +116,60 @@ extern "C" {
 #endif
 
 /* Defaults, used where an option is 0. */
-#define HD_RELAY_BATCH_DEFAULT        500
-#define HD_RELAY_POLL_MS_DEFAULT      1000
-#define HD_RELAY_MAX_ATTEMPTS_DEFAULT 10
-#define HD_RELAY_BACKOFF_BASE_DEFAULT 1000                     /* ms */
-#define HD_RELAY_BACKOFF_CAP_DEFAULT  (5 * 60 * 1000)          /* ms */
-#define HD_RELAY_RETENTION_DEFAULT    (7LL * 24 * 3600 * 1000) /* ms: a week */
-#define HD_RELAY_PURGE_EVERY_DEFAULT  60000                    /* ms */
-#define HD_RELAY_PROGRESS_DEFAULT     5000                     /* ms */
-#define HD_RELAY_ID_MAX               128
+#define HD_RELAY_BATCH_DEFAULT               500
+#define HD_RELAY_POLL_MS_DEFAULT             1000
+#define HD_RELAY_MAX_ATTEMPTS_DEFAULT        10
+#define HD_RELAY_BACKOFF_BASE_DEFAULT        1000                     /* ms */
+#define HD_RELAY_BACKOFF_CAP_DEFAULT         (5 * 60 * 1000)          /* ms */
+#define HD_RELAY_RETENTION_DEFAULT           (7LL * 24 * 3600 * 1000) /* ms: a week */
+#define HD_RELAY_PURGE_EVERY_DEFAULT         60000                    /* ms */
+#define HD_RELAY_SENSITIVE_RETENTION_DEFAULT (15LL * 60 * 1000)       /* ms: a quarter of an hour */
+#define HD_RELAY_PROGRESS_DEFAULT            5000                     /* ms */
+#define HD_RELAY_ID_MAX                      128
 
 /* Options of hd_relay_new. A zeroed struct (or NULL) means the defaults; strings are copied,
  * so the struct may live on the caller's stack. */
 typedef struct hd_relay_options {
-    size_t batch;                 /* rows per claim, 1..HD_OUTBOX_BATCH_MAX; 0 = 500 */
-    size_t window;                /* unconfirmed messages in flight; 0 = batch. A window
-                                     smaller than the batch makes publish wait for confirms
-                                     half-way through the batch */
-    int poll_ms;                  /* hd_relay_run: longest sleep when idle; 0 = 1000 */
-    int64_t lease_ms;             /* claim lease; 0 = HD_OUTBOX_LEASE_DEFAULT_MS (30 s) */
-    int confirm_timeout_ms;       /* give up waiting for a confirm (then the connection is
-                                     treated as dead and the rows released); 0 = lease / 3,
-                                     at most 30000. Must be below the lease */
-    int max_attempts;             /* failed attempts (returned/nacked) before a row is parked;
-                                     0 = 10 */
-    int64_t backoff_base_ms;      /* retry delay ceiling of the first failure; 0 = 1000 */
-    int64_t backoff_cap_ms;       /* largest retry delay; 0 = 300000 (5 min) */
-    const char *exchange;         /* NULL or "": each event to its topic exchange (the type
-                                     up to the first '.'); else every event to this one */
-    int no_declare;               /* 1: never declare exchanges (the topology exists) */
-    int no_mandatory;             /* 1: publish without the mandatory flag: an event no
-                                     queue is bound for is dropped by the broker and counts
-                                     as delivered (publish/subscribe with no subscriber
-                                     yet); 0: it is returned, retried, then parked */
-    const char *relay_id;         /* recorded in claimed_by and logs; NULL = "<host>-<pid>" */
-    int64_t retention_ms;         /* hd_relay_run purges rows dispatched longer ago than
-                                     this; 0 = a week; negative = never purge */
-    int64_t purge_every_ms;       /* how often hd_relay_run purges; 0 = 60000 */
-    int progress_ms;              /* hd_relay_run logs counts this often (only when something
-                                     happened); 0 = 5000; negative = never */
-    hd_outbox_notifier *notifier; /* borrowed, may be NULL: an in-process wake-up the caller
-                                     set on the writers' stores (hd_outbox_set_notifier);
-                                     this relay must be its only poller */
-    hd_logger *logger;            /* borrowed, may be NULL (then the relay logs nothing):
-                                     reconnects, failures, parked rows, progress */
-    int drain;                    /* 1: hd_relay_run returns once no row is pending (parked
-                                     rows do not count): for batch jobs and tests */
-    int no_pipeline;              /* 1: hd_relay_run finishes each batch before it claims the
-                                     next (one batch in flight, like hd_relay_run_once) */
+    size_t batch;                   /* rows per claim, 1..HD_OUTBOX_BATCH_MAX; 0 = 500 */
+    size_t window;                  /* unconfirmed messages in flight; 0 = batch. A window
+                                       smaller than the batch makes publish wait for confirms
+                                       half-way through the batch */
+    int poll_ms;                    /* hd_relay_run: longest sleep when idle; 0 = 1000 */
+    int64_t lease_ms;               /* claim lease; 0 = HD_OUTBOX_LEASE_DEFAULT_MS (30 s) */
+    int confirm_timeout_ms;         /* give up waiting for a confirm (then the connection is
+                                       treated as dead and the rows released); 0 = lease / 3,
+                                       at most 30000. Must be below the lease */
+    int max_attempts;               /* failed attempts (returned/nacked) before a row is parked;
+                                       0 = 10 */
+    int64_t backoff_base_ms;        /* retry delay ceiling of the first failure; 0 = 1000 */
+    int64_t backoff_cap_ms;         /* largest retry delay; 0 = 300000 (5 min) */
+    const char *exchange;           /* NULL or "": each event to its topic exchange (the type
+                                       up to the first '.'); else every event to this one */
+    int no_declare;                 /* 1: never declare exchanges (the topology exists) */
+    int no_mandatory;               /* 1: publish without the mandatory flag: an event no
+                                       queue is bound for is dropped by the broker and counts
+                                       as delivered (publish/subscribe with no subscriber
+                                       yet); 0: it is returned, retried, then parked */
+    const char *relay_id;           /* recorded in claimed_by and logs; NULL = "<host>-<pid>" */
+    int64_t retention_ms;           /* hd_relay_run purges rows dispatched longer ago than
+                                       this; 0 = a week; negative = never purge */
+    int64_t sensitive_retention_ms; /* the same for rows appended with HD_OUTBOX_SENSITIVE
+                                       (their payload is already scrubbed at dispatch): 0 =
+                                       15 min, below the lifetime of any token they carried
+                                       (users: reset 1 h, verification 24 h); negative = no
+                                       separate purge, they follow retention_ms */
+    int64_t purge_every_ms;         /* how often hd_relay_run purges; 0 = 60000 */
+    int progress_ms;                /* hd_relay_run logs counts this often (only when something
+                                       happened); 0 = 5000; negative = never */
+    hd_outbox_notifier *notifier;   /* borrowed, may be NULL: an in-process wake-up the caller
+                                       set on the writers' stores (hd_outbox_set_notifier);
+                                       this relay must be its only poller */
+    hd_logger *logger;              /* borrowed, may be NULL (then the relay logs nothing):
+                                       reconnects, failures, parked rows, progress */
+    int drain;                      /* 1: hd_relay_run returns once no row is pending (parked
+                                       rows do not count): for batch jobs and tests */
+    int no_pipeline;                /* 1: hd_relay_run finishes each batch before it claims the
+                                       next (one batch in flight, like hd_relay_run_once) */
 } hd_relay_options;
 
 /* What a relay did: per cycle (hd_relay_run_once) or since it was created
@@ -253,9 +259,10 @@ int hd_relay_run_once(hd_relay *r, hd_relay_stats *cycle, hd_error *err);
  * HD_EINVAL. */
 int hd_relay_run(hd_relay *r, const hd_stop *stop, hd_error *err);
 
-/* Purge now: delete rows dispatched more than options.retention_ms ago (parked and pending
- * rows are never deleted). *purged (may be NULL) receives the count. Returns 0 or the
- * store's code; 0 without deleting anything when retention is negative (never). */
+/* Purge now: delete rows dispatched more than options.retention_ms ago, and sensitive rows
+ * dispatched more than options.sensitive_retention_ms ago (parked and pending rows are never
+ * deleted). *purged (may be NULL) receives the count. Returns 0 or the store's code; a
+ * negative retention skips its purge (both negative: nothing is deleted). */
 int hd_relay_purge(hd_relay *r, int64_t *purged, hd_error *err);
 
 /* The totals since hd_relay_new, copied into *out. Thread-safe. */

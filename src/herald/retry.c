@@ -285,7 +285,13 @@ static int build_topology(retry_topology *rt, const char *queue, const hd_retry_
         rt->bindings[nb++] = (hd_binding_spec){
             .queue = n->tiers[i], .exchange = n->retry_exchange, .key = n->tiers[i]};
     }
-    rt->queues[nq++] = (hd_queue_spec){.name = n->dlq, .durable = 1};
+    /* The DLQ comes last: hd_retry_declare declares it on its own (an existing DLQ with
+     * other arguments is kept). Its TTL bounds how long dead letters, secrets included,
+     * stay on the broker (retry.h, HD_RETRY_DLQ_TTL_DEFAULT_MS). */
+    int64_t dlq_ttl = p->dlq_ttl_ms == 0  ? HD_RETRY_DLQ_TTL_DEFAULT_MS
+                      : p->dlq_ttl_ms < 0 ? 0
+                                          : p->dlq_ttl_ms;
+    rt->queues[nq++] = (hd_queue_spec){.name = n->dlq, .durable = 1, .message_ttl_ms = dlq_ttl};
     rt->t = (hd_topology){&rt->exchange, 1, rt->queues, nq, rt->bindings, nb};
     return HD_OK;
 }
@@ -294,7 +300,24 @@ int hd_retry_declare(hd_amqp *a, const char *queue, const hd_retry_policy *p, hd
 {
     retry_topology rt;
     int rc = build_topology(&rt, queue, p, err);
-    return rc < 0 ? rc : hd_topology_declare(a, &rt.t, err);
+    if (rc < 0)
+        return rc;
+    hd_topology without_dlq = rt.t;
+    without_dlq.n_queues--;
+    if ((rc = hd_topology_declare(a, &without_dlq, err)) < 0)
+        return rc;
+    const hd_queue_spec *dlq = &rt.queues[rt.t.n_queues - 1];
+    hd_error declare_err;
+    rc = hd_queue_declare(a, dlq, NULL, &declare_err);
+    if (rc == HD_EAMQP && hd_amqp_last_reply_code(a) == AMQP_PRECONDITION_FAILED) {
+        /* The DLQ exists with other arguments (retry.h): keep it, if it is really there. */
+        if ((rc = hd_queue_inspect(a, dlq->name, NULL, err)) < 0)
+            return rc;
+        return HD_OK;
+    }
+    if (rc < 0 && err != NULL)
+        *err = declare_err;
+    return rc;
 }
 
 int hd_retry_undeclare(hd_amqp *a, const char *queue, const hd_retry_policy *p, hd_error *err)

@@ -40,17 +40,27 @@ extern "C" {
 
 #define HD_RETRY_MAX_TIERS 8
 
+/* How long a dead letter stays in the dead-letter queue when the policy says 0: a day. Long
+ * enough for an operator to look at it the same day; not forever, because a dead letter is
+ * a full copy of the event, secrets included (a password-reset link whose mail could not be
+ * sent), and the broker's disk is not meant as an archive. See hd_retry_declare. */
+#define HD_RETRY_DLQ_TTL_DEFAULT_MS (24LL * 3600 * 1000)
+
 /* How a consumer retries. A plain value owned by the caller; nothing to free.
  *   max_attempts  deliveries to the handler before the message is dead-lettered (>= 1;
  *                 1 means "never retry": the first failure goes to the dead-letter queue)
  *   ntiers        number of delay tiers (1..HD_RETRY_MAX_TIERS)
  *   tier_ms       the delay before attempt 2, 3, ... : attempt k+1 waits tier_ms[k-1]; once
  *                 the tiers are used up, the last one repeats. Each delay is a queue TTL, so
- *                 it must be >= 1 ms. */
+ *                 it must be >= 1 ms.
+ *   dlq_ttl_ms    the x-message-ttl of the dead-letter queue: 0 = HD_RETRY_DLQ_TTL_DEFAULT_MS
+ *                 (a day), negative = none (dead letters are kept until someone removes
+ *                 them). Expired dead letters are dropped. */
 typedef struct hd_retry_policy {
     int max_attempts;
     int ntiers;
     int64_t tier_ms[HD_RETRY_MAX_TIERS];
+    int64_t dlq_ttl_ms;
 } hd_retry_policy;
 
 /* Fill p with the default policy: tiers 1 s, 5 s, 30 s and 4 attempts (the first delivery and
@@ -141,10 +151,19 @@ int hd_retry_names_make(const char *queue, const hd_retry_policy *p, hd_retry_na
  * distinct tier of p (NULL = the default policy) — x-message-ttl the delay,
  * x-dead-letter-exchange "" and x-dead-letter-routing-key `queue`, so that an expired
  * message goes back to the work queue with an x-death entry — the bindings and the
- * dead-letter queue, on connection a's main channel (borrowed). Idempotent. Returns 0, the
- * errors of hd_retry_names_make, or the topology module's (HD_EAMQP with the broker's
- * reason). The work queue's own bindings (to the application's exchanges) are the caller's.
- * hd_consumer_declare is this function. */
+ * dead-letter queue (x-message-ttl p->dlq_ttl_ms, see hd_retry_policy), on connection a's
+ * main channel (borrowed). Idempotent. Returns 0, the errors of hd_retry_names_make, or the
+ * topology module's (HD_EAMQP with the broker's reason). The work queue's own bindings (to
+ * the application's exchanges) are the caller's. hd_consumer_declare is this function.
+ *
+ * A dead-letter queue that already exists with other arguments (declared before it had a
+ * TTL, or with another one) is kept as it is, not an error: the broker cannot change the
+ * arguments of an existing queue (it answers 406 PRECONDITION_FAILED), and a service must
+ * not refuse to start over its DLQ. To give such a queue its TTL, either set a policy,
+ * which applies to existing queues at once (the lower of policy and argument wins):
+ *     rabbitmqctl set_policy dlq-ttl '\.dlq$' '{"message-ttl":86400000}' --apply-to queues
+ * or delete the queue once it is empty (rabbitmqctl delete_queue orders.dlq) and let the
+ * next start declare it. */
 int hd_retry_declare(hd_amqp *a, const char *queue, const hd_retry_policy *p, hd_error *err);
 
 /* Delete everything hd_retry_declare declared (tests and tutorial chapters clean up with it).

@@ -10,8 +10,10 @@
 #
 #   1. register -> the verification mail arrives at the sink, with the request's
 #      correlation id; its link's token verifies the address (200) -> the welcome mail;
-#   2. the same envelope relayed twice more (its outbox row set undispatched with sqlite3):
-#      the inbox counts two duplicates, and there is still exactly one verification mail;
+#   2. the users outbox keeps no token once the event is dispatched (sensitive rows are
+#      scrubbed); the user_verified envelope relayed twice more (its outbox row set
+#      undispatched with sqlite3): the inbox counts two duplicates, and there is still
+#      exactly one welcome mail;
 #   3. 30 registrations queue up while notifications is frozen (SIGSTOP); thawed, it takes
 #      them as one window and is killed with SIGKILL after its first mails, then restarted:
 #      every one of the 30 users gets its verification mail (duplicates are allowed — a mail
@@ -160,8 +162,16 @@ check "the link works once: a second verify is 410 (got $STATUS)" test "$STATUS"
 step "2. the same envelope relayed twice more: one mail"
 row_dispatched() { [ "$(usql "SELECT dispatched_at IS NOT NULL FROM hd_outbox WHERE seq = $SEQ")" = 1 ]; }
 dups_at_least() { [ "$(metric notifications_duplicates_total)" -ge "$1" ] 2>/dev/null; }
+# The verification link is a secret: once dispatched, its outbox row keeps no payload.
 SEQ=$(usql "SELECT seq FROM hd_outbox WHERE type = 'users.user_registered' AND aggregate_id = '$ADA_ID'")
 [ -n "$SEQ" ] || fatal "no users.user_registered outbox row for $ADA_ID"
+wait_for 10 row_dispatched || fatal "outbox row $SEQ was never dispatched"
+check "the dispatched verification row is scrubbed: no token in the users outbox" \
+  test "$(usql "SELECT COUNT(*) FROM hd_outbox WHERE payload LIKE '%$TOKEN%' OR headers LIKE '%$TOKEN%'")" = 0
+# Relayed again below: the user_verified row (not sensitive, its payload is kept), as if
+# the relay had died between publish and mark.
+SEQ=$(usql "SELECT seq FROM hd_outbox WHERE type = 'users.user_verified' AND aggregate_id = '$ADA_ID'")
+[ -n "$SEQ" ] || fatal "no users.user_verified outbox row for $ADA_ID"
 wait_for 10 row_dispatched || fatal "outbox row $SEQ was never dispatched"
 DUPS0=$(metric notifications_duplicates_total)
 echo "outbox row seq=$SEQ (event $(usql "SELECT event_id FROM hd_outbox WHERE seq = $SEQ")), duplicates so far: $DUPS0"
@@ -176,8 +186,8 @@ for round in 1 2; do
   fi
 done
 sleep 1 # a duplicate mail, if the inbox let one through, would be sent by now
-n=$(svc_mail_files "$ADA" "Confirm your e-mail address" | wc -l)
-check "exactly one verification mail for $ADA after 3 deliveries (got $n)" test "$n" = 1
+n=$(svc_mail_files "$ADA" "Welcome to herald" | wc -l)
+check "exactly one welcome mail for $ADA after 3 deliveries (got $n)" test "$n" = 1
 
 # ---- 3. SIGKILL mid-stream ---------------------------------------------------------------------
 step "3. $N_CRASH registrations; notifications killed (SIGKILL) after $KILL_AFTER of their mails, restarted"

@@ -670,6 +670,101 @@ static void missing_exchange_without_declare_is_parked(void **state)
 
 /* ---- 4. retention ---------------------------------------------------------------------- */
 
+/* Sensitive rows (a link with a token): the consumer gets the token, the outbox keeps none
+ * once the broker confirmed, and the relay purges those rows on their own, shorter,
+ * retention. On both stores. */
+#define SENSITIVE_TOKEN "5ec1e7700123456789abcdef0123456789abcdef0123456789abcdef5ec1e770"
+
+static void sensitive_rows(db *d)
+{
+    const char *url = hd_test_require_env("HD_AMQP_URL");
+    hd_error err;
+    hd_store *s = open_store(d);
+    hd_amqp *a = NULL, *pa = NULL;
+    assert_hd_err(0, hd_amqp_open(url, NULL, &a, &err), &err);
+    assert_hd_err(0, hd_amqp_open(url, NULL, &pa, &err), &err);
+    char *topic = hd_test_unique_name("hd-relay-secret");
+    char *queue = bind_queue(a, topic);
+    char type[256];
+    snprintf(type, sizeof type, "%s.password_reset_requested", topic);
+    assert_hd_err(0, hd_store_begin(s, &err), &err);
+    for (int k = 0; k < 3; k++) {
+        hd_envelope *env =
+            hd_envelope_new(type, 1, "/test",
+                            json_pack("{s:i, s:s}", "n", k, "reset_link",
+                                      "https://app.test/reset?token=" SENSITIVE_TOKEN));
+        assert_non_null(env);
+        char agg[32];
+        snprintf(agg, sizeof agg, "user-%d", k);
+        assert_hd_err(0, hd_outbox_append_flags(s, env, "user", agg, HD_OUTBOX_SENSITIVE, &err),
+                      &err);
+        hd_envelope_free(env);
+    }
+    assert_hd_err(0, hd_store_commit(s, &err), &err);
+    append_events(s, topic, 2, 2); /* plain rows, kept for the general retention */
+    assert_int_equal(count_where(s, "payload LIKE '%" SENSITIVE_TOKEN "%'"), 3);
+
+    hd_relay *r = NULL;
+    hd_relay_options o = {.sensitive_retention_ms = 1};
+    assert_hd_err(0, hd_relay_new(s, pa, &o, &r, &err), &err);
+    relay_until_empty(r, s, 10000);
+    assert_int_equal(count_where(s, "dispatched_at IS NOT NULL"), 5);
+    /* The broker has the links; the outbox has none. */
+    amqp_connection_state_t st = hd_amqp_state(a);
+    int with_token = 0, n = 0;
+    for (;;) {
+        amqp_rpc_reply_t rep = amqp_basic_get(st, hd_amqp_channel(a), amqp_cstring_bytes(queue), 1);
+        assert_hd_err(0, hd_amqp_check_reply(a, rep, "basic.get", &err), &err);
+        if (rep.reply.id == AMQP_BASIC_GET_EMPTY_METHOD)
+            break;
+        amqp_message_t msg;
+        rep = amqp_read_message(st, hd_amqp_channel(a), &msg, 0);
+        assert_hd_err(0, hd_amqp_check_reply(a, rep, "read message", &err), &err);
+        n++;
+        with_token += contains(msg.body, SENSITIVE_TOKEN);
+        amqp_destroy_message(&msg);
+    }
+    assert_int_equal(n, 5);
+    assert_int_equal(with_token, 3);
+    assert_int_equal(count_where(s, "payload LIKE '%" SENSITIVE_TOKEN "%'"), 0);
+    assert_int_equal(count_where(s, "headers LIKE '%" SENSITIVE_TOKEN "%'"), 0);
+    assert_int_equal(count_where(s, "sensitive = 1 AND payload = ''"), 3);
+    assert_int_equal(count_where(s, "sensitive = 0 AND payload <> ''"), 2);
+
+    hd_sleep_ms(10); /* older than the sensitive retention of 1 ms, not the week */
+    int64_t purged = 0;
+    assert_hd_err(0, hd_relay_purge(r, &purged, &err), &err);
+    assert_int_equal(purged, 3);
+    assert_int_equal(count_where(s, "1 = 1"), 2);
+    assert_int_equal(count_where(s, "sensitive = 1"), 0);
+
+    hd_relay_free(r);
+    drop_broker_side(a, queue, topic);
+    hd_amqp_close(pa);
+    hd_amqp_close(a);
+    hd_store_close(s);
+    free(queue);
+    free(topic);
+}
+
+static void sqlite_sensitive_rows_are_scrubbed_and_purged_first(void **state)
+{
+    (void)state;
+    db d;
+    sqlite_db(&d);
+    sensitive_rows(&d);
+    db_drop(&d);
+}
+
+static void postgres_sensitive_rows_are_scrubbed_and_purged_first(void **state)
+{
+    (void)state;
+    db d;
+    pg_db(&d);
+    sensitive_rows(&d);
+    db_drop(&d);
+}
+
 static void retention_purges_dispatched_keeps_parked(void **state)
 {
     (void)state;
@@ -1076,6 +1171,8 @@ int main(void)
         cmocka_unit_test(unroutable_without_mandatory_counts_as_delivered),
         cmocka_unit_test(missing_exchange_without_declare_is_parked),
         cmocka_unit_test(retention_purges_dispatched_keeps_parked),
+        cmocka_unit_test(sqlite_sensitive_rows_are_scrubbed_and_purged_first),
+        cmocka_unit_test(postgres_sensitive_rows_are_scrubbed_and_purged_first),
         cmocka_unit_test(two_relays_deliver_each_row_once),
         cmocka_unit_test(postgres_notify_wakes_the_relay),
         cmocka_unit_test(notifier_wakes_the_relay),

@@ -836,6 +836,94 @@ static void a_forward_without_a_confirm_leaves_the_original_unacked(void **state
     fixture_close(&f);
 }
 
+/* ---- the dead-letter queue's TTL ---------------------------------------------------- */
+
+/* The broker refuses (406) a declaration whose arguments differ from the queue's, and
+ * accepts one that matches: that tells the TTL the DLQ was declared with. */
+static int dlq_declared_with_ttl(fixture *f, int64_t ttl_ms)
+{
+    char dlq[HD_AMQP_NAME_MAX + 1];
+    assert_hd(HD_OK, hd_retry_dlq_name(dlq, sizeof dlq, f->queue));
+    hd_queue_spec q = {.name = dlq, .durable = 1, .message_ttl_ms = ttl_ms};
+    hd_error err;
+    int rc = hd_queue_declare(f->admin, &q, NULL, &err);
+    if (rc < 0)
+        assert_int_equal(hd_amqp_last_reply_code(f->admin), 406);
+    return rc == 0;
+}
+
+static void the_dlq_has_a_message_ttl(void **state)
+{
+    (void)state;
+    fixture f;
+    /* The default: a day. */
+    fixture_open(&f, 1);
+    assert_false(dlq_declared_with_ttl(&f, 0)); /* no TTL: refused, so it has one */
+    assert_true(dlq_declared_with_ttl(&f, HD_RETRY_DLQ_TTL_DEFAULT_MS));
+    fixture_close(&f);
+
+    /* A short one: a dead letter is gone once it expired. */
+    f.url = hd_test_require_env("HD_AMQP_URL");
+    hd_error err;
+    f.queue = hd_test_unique_name("retry-ttl");
+    memset(&f.policy, 0, sizeof f.policy);
+    f.policy.max_attempts = 1;
+    f.policy.ntiers = 1;
+    f.policy.tier_ms[0] = 200;
+    f.policy.dlq_ttl_ms = 300;
+    assert_hd_err(HD_OK, hd_amqp_open(f.url, NULL, &f.admin, &err), &err);
+    assert_hd_err(HD_OK, hd_consumer_declare(f.admin, f.queue, &f.policy, &err), &err);
+    assert_hd_err(HD_OK, hd_publisher_new(f.admin, NULL, &f.pub, &err), &err);
+    assert_true(dlq_declared_with_ttl(&f, 300));
+    char dlq[HD_AMQP_NAME_MAX + 1];
+    assert_hd(HD_OK, hd_retry_dlq_name(dlq, sizeof dlq, f.queue));
+    hd_message m = {.exchange = "", .routing_key = dlq, .body = "{}", .len = 2};
+    assert_hd_err(HD_OK, hd_publish_confirmed(f.pub, &m, 5000, &err), &err);
+    assert_int_equal(queue_depth(&f, dlq), 1);
+    int64_t t0 = hd_clock_ms();
+    while (queue_depth(&f, dlq) != 0 && hd_clock_ms() - t0 < 5000)
+        hd_sleep_ms(50);
+    assert_int_equal(queue_depth(&f, dlq), 0);
+    assert_true(hd_clock_ms() - t0 >= 200);
+    fixture_close(&f);
+
+    /* Negative: no TTL at all. */
+    f.queue = hd_test_unique_name("retry-ttl");
+    f.policy.dlq_ttl_ms = -1;
+    assert_hd_err(HD_OK, hd_amqp_open(f.url, NULL, &f.admin, &err), &err);
+    assert_hd_err(HD_OK, hd_consumer_declare(f.admin, f.queue, &f.policy, &err), &err);
+    assert_hd_err(HD_OK, hd_publisher_new(f.admin, NULL, &f.pub, &err), &err);
+    assert_true(dlq_declared_with_ttl(&f, 0));
+    fixture_close(&f);
+}
+
+/* A DLQ declared before it had a TTL: the broker cannot change its arguments, and the
+ * consumer must still start (retry.h: a policy or a redeclare gives it the TTL). */
+static void an_existing_dlq_without_ttl_is_kept(void **state)
+{
+    (void)state;
+    fixture f;
+    hd_error err;
+    f.url = hd_test_require_env("HD_AMQP_URL");
+    f.queue = hd_test_unique_name("retry-old");
+    memset(&f.policy, 0, sizeof f.policy);
+    f.policy.max_attempts = 2;
+    f.policy.ntiers = 1;
+    f.policy.tier_ms[0] = 200;
+    assert_hd_err(HD_OK, hd_amqp_open(f.url, NULL, &f.admin, &err), &err);
+    char dlq[HD_AMQP_NAME_MAX + 1];
+    assert_hd(HD_OK, hd_retry_dlq_name(dlq, sizeof dlq, f.queue));
+    hd_queue_spec old = {.name = dlq, .durable = 1};
+    assert_hd_err(HD_OK, hd_queue_declare(f.admin, &old, NULL, &err), &err);
+    assert_hd_err(HD_OK, hd_consumer_declare(f.admin, f.queue, &f.policy, &err), &err);
+    assert_hd_err(HD_OK, hd_consumer_declare(f.admin, f.queue, &f.policy, &err), &err);
+    assert_hd_err(HD_OK, hd_publisher_new(f.admin, NULL, &f.pub, &err), &err);
+    assert_true(dlq_declared_with_ttl(&f, 0)); /* kept as it was */
+    publish(&f, "{}", "m-old");                /* and the rest of the topology works */
+    assert_int_equal(queue_depth(&f, f.queue), 1);
+    fixture_close(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -848,6 +936,8 @@ int main(void)
         cmocka_unit_test(forged_xdeath_goes_to_the_dlq),
         cmocka_unit_test(a_returned_forward_leaves_the_original_unacked),
         cmocka_unit_test(a_forward_without_a_confirm_leaves_the_original_unacked),
+        cmocka_unit_test(the_dlq_has_a_message_ttl),
+        cmocka_unit_test(an_existing_dlq_without_ttl_is_kept),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

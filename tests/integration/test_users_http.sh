@@ -32,6 +32,9 @@ failed=0
 
 cleanup() {
   [ -n "$PID" ] && kill -KILL "$PID" 2>/dev/null
+  # kept for scripts/check_secrets_in_logs.sh (HD_TEST_LOG_DIR: set by scripts/run_tests.sh)
+  [ -n "${HD_TEST_LOG_DIR:-}" ] && mkdir -p "$HD_TEST_LOG_DIR" &&
+    for f in "$TMP"/*.log; do [ -f "$f" ] && cp "$f" "$HD_TEST_LOG_DIR/users-http-$$-${f##*/}"; done
   [ -n "${KEEP_TMP:-}" ] || rm -rf "$TMP"
 }
 trap cleanup EXIT

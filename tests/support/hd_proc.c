@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <netdb.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -581,6 +582,29 @@ int hd_proc_kill(hd_proc *p, hd_error *err)
     return rc;
 }
 
+/* When HD_TEST_LOG_DIR is set (scripts/run_tests.sh sets it), keep a copy of the log there
+ * before the test removes its temp dir: scripts/check_secrets_in_logs.sh scans every log a
+ * test run wrote for passwords and tokens. */
+static void keep_log(const hd_proc *p)
+{
+    const char *dir = getenv("HD_TEST_LOG_DIR");
+    if (dir == NULL || *dir == '\0' || p->log_path == NULL)
+        return;
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/proc-%s-%ld-%ld.log", dir, p->name, (long)getpid(),
+             (long)p->pid);
+    FILE *in = fopen(p->log_path, "r");
+    FILE *out = in ? fopen(path, "a") : NULL;
+    char buf[8192];
+    size_t n;
+    while (out != NULL && (n = fread(buf, 1, sizeof buf, in)) > 0)
+        fwrite(buf, 1, n, out);
+    if (out != NULL)
+        fclose(out);
+    if (in != NULL)
+        fclose(in);
+}
+
 void hd_proc_free(hd_proc *p)
 {
     if (p == NULL)
@@ -589,6 +613,7 @@ void hd_proc_free(hd_proc *p)
         kill(p->pid, SIGKILL);
         check(p, 1);
     }
+    keep_log(p);
     free(p->name);
     free(p->log_path);
     free(p);

@@ -629,7 +629,7 @@ static void outbox_setup_tables(hd_store *s)
 {
     hd_error err;
     hd_error_clear(&err);
-    assert_int_equal(hd_outbox_migrate(s, &err), 1);
+    assert_int_equal(hd_outbox_migrate(s, &err), 2);
     exec_ok(s, "CREATE TABLE users (id TEXT PRIMARY KEY)");
 }
 
@@ -674,9 +674,9 @@ static void outbox_migration_is_idempotent(void **state)
     fixture *f = *state;
     hd_error err;
     hd_error_clear(&err);
-    assert_int_equal(hd_outbox_migrate(f->s, &err), 1);
+    assert_int_equal(hd_outbox_migrate(f->s, &err), 2);
     assert_int_equal(hd_outbox_migrate(f->s, &err), 0);
-    assert_int_equal(hd_store_schema_version(f->s, "outbox", &err), 1);
+    assert_int_equal(hd_store_schema_version(f->s, "outbox", &err), 2);
     assert_int_equal(outbox_count(f->s), 0);
     assert_hd(HD_EINVAL, hd_outbox_migrate(NULL, NULL));
 }
@@ -732,7 +732,7 @@ static int outbox_handler(void *handler, hd_uow *uow, const hd_event *ev, hd_err
 static void outbox_failing_handler_leaves_neither_row(void **state)
 {
     fixture *f = *state;
-    assert_int_equal(hd_outbox_migrate(f->s, NULL), 1);
+    assert_int_equal(hd_outbox_migrate(f->s, NULL), 2);
     exec_ok(f->s, "CREATE TABLE things (id TEXT PRIMARY KEY)");
     uow_world w = {1};
     hd_dispatcher *d = hd_dispatcher_new();
@@ -1061,7 +1061,7 @@ static void outbox_depth_reports_the_oldest_pending_age(void **state)
 static void outbox_signal_fires_after_the_unit_of_work_commits(void **state)
 {
     fixture *f = *state;
-    assert_int_equal(hd_outbox_migrate(f->s, NULL), 1);
+    assert_int_equal(hd_outbox_migrate(f->s, NULL), 2);
     exec_ok(f->s, "CREATE TABLE things (id TEXT PRIMARY KEY)");
     hd_outbox_notifier *n = hd_outbox_notifier_new();
     assert_non_null(n);
@@ -1089,6 +1089,73 @@ static void outbox_signal_fires_after_the_unit_of_work_commits(void **state)
     hd_envelope_free(a);
     hd_envelope_free(b);
     hd_outbox_notifier_free(n);
+}
+
+/* A link with a token, in a sensitive row: readable while pending (the relay needs it),
+ * gone from the table once dispatched, and the row purged after its own short retention. */
+static void outbox_sensitive_rows_are_scrubbed_when_dispatched(void **state)
+{
+    fixture *f = *state;
+    static const char token[] = "5e5e5e5e0123456789abcdef0123456789abcdef0123456789abcdef0badf00d";
+    outbox_setup_tables(f->s);
+    hd_error err;
+    hd_error_clear(&err);
+    char link[128];
+    snprintf(link, sizeof link, "https://app.test/verify?token=%s", token);
+    assert_hd_err(HD_OK, hd_store_begin(f->s, &err), &err);
+    hd_envelope *env =
+        hd_envelope_new("users.user_registered", 1, "/users",
+                        json_pack("{s:s, s:s}", "user_id", "u1", "verification_link", link));
+    assert_non_null(env);
+    assert_hd_err(HD_EINVAL, hd_outbox_append_flags(f->s, env, "user", "u1", 0x80, &err), &err);
+    assert_hd_err(HD_OK, hd_outbox_append_flags(f->s, env, "user", "u1", HD_OUTBOX_SENSITIVE, &err),
+                  &err);
+    hd_envelope_free(env);
+    assert_hd_err(HD_OK, hd_store_commit(f->s, &err), &err);
+    save_user(f->s, NULL, "plain", 1); /* a row without the flag, for contrast */
+
+    static const char find[] = "SELECT COUNT(*) FROM hd_outbox WHERE payload LIKE"
+                               " '%5e5e5e5e0123456789abcdef0123456789abcdef%'";
+    assert_int_equal(hd_conf_scalar(f->s, find), 1); /* pending: the relay must read it */
+    hd_outbox_batch *b = claim_at(f->s, 10, 0, 0);
+    assert_int_equal(b->count, 2);
+    assert_int_equal(b->messages[0].sensitive, 1);
+    assert_int_equal(b->messages[1].sensitive, 0);
+    assert_non_null(strstr(b->messages[0].payload, token));
+    int64_t seqs[] = {b->messages[0].seq, b->messages[1].seq};
+    hd_outbox_batch_free(b);
+    assert_int_equal(hd_outbox_mark_dispatched(f->s, seqs, 2, NULL), 2);
+
+    /* Dispatched: no column of any row holds the token, the plain row is untouched. */
+    assert_int_equal(hd_conf_scalar(f->s, find), 0);
+    assert_int_equal(hd_conf_scalar(f->s, "SELECT COUNT(*) FROM hd_outbox WHERE payload = ''"
+                                          " AND sensitive = 1 AND dispatched_at IS NOT NULL"),
+                     1);
+    assert_int_equal(hd_conf_scalar(f->s, "SELECT COUNT(*) FROM hd_outbox WHERE payload LIKE"
+                                          " '%someone@example.com%'"),
+                     1);
+    hd_rows *rows = NULL;
+    assert_hd(HD_OK, hd_store_query(f->s,
+                                    "SELECT event_id, aggregate_id, type, payload, headers,"
+                                    " last_error, claimed_by FROM hd_outbox WHERE sensitive = 1",
+                                    NULL, 0, &rows, NULL));
+    assert_int_equal(hd_rows_count(rows), 1);
+    for (int col = 0; col < 7; col++) {
+        const char *v = hd_rows_is_null(rows, 0, col) ? NULL : hd_rows_text(rows, 0, col);
+        assert_true(v == NULL || strstr(v, token) == NULL);
+    }
+    assert_string_equal(hd_rows_text(rows, 0, 1), "u1"); /* "was it sent?" still answers */
+    hd_rows_free(rows);
+
+    /* Its own retention: a sensitive row goes before the others. */
+    assert_hd(HD_EINVAL, hd_outbox_purge_sensitive(f->s, -1, NULL));
+    assert_hd(HD_EINVAL, hd_outbox_purge_sensitive(NULL, 0, NULL));
+    assert_int_equal(hd_outbox_purge_sensitive(f->s, 3600000, NULL), 0); /* too recent */
+    hd_value p[] = {hd_value_int(hd_time_now_ms() - 120000)};
+    assert_int_equal(hd_store_exec(f->s, "UPDATE hd_outbox SET dispatched_at = $1", p, 1, NULL), 2);
+    assert_int_equal(hd_outbox_purge_sensitive(f->s, 60000, NULL), 1);
+    assert_int_equal(outbox_count(f->s), 1);
+    assert_int_equal(hd_conf_scalar(f->s, "SELECT COUNT(*) FROM hd_outbox WHERE sensitive = 0"), 1);
 }
 
 int hd_conf_run_outbox(const hd_conf_target *t)
@@ -1119,6 +1186,8 @@ int hd_conf_run_outbox(const hd_conf_target *t)
                                                  teardown, ts),
         cmocka_unit_test_prestate_setup_teardown(outbox_depth_reports_the_oldest_pending_age, setup,
                                                  teardown, ts),
+        cmocka_unit_test_prestate_setup_teardown(outbox_sensitive_rows_are_scrubbed_when_dispatched,
+                                                 setup, teardown, ts),
         cmocka_unit_test_prestate_setup_teardown(outbox_signal_fires_after_the_unit_of_work_commits,
                                                  setup, teardown, ts),
     };

@@ -85,9 +85,14 @@ static void errors_never_show_the_password(void **state)
     (void)state;
     hd_amqp_url u;
     hd_error err;
-    assert_hd(HD_EURL, hd_amqp_url_parse("amqp://bob:hunter2@h:70000/", &u, &err));
+    /* A URL that parses but is refused (port 0) is shown redacted, which helps... */
+    assert_hd(HD_EURL, hd_amqp_url_parse("amqp://bob:hunter2@h:0/", &u, &err));
     assert_null(strstr(err.text, "hunter2"));
     assert_non_null(strstr(err.text, "bob:***@h"));
+    /* ...one that does not parse (librabbitmq refuses port 70000) is not shown at all. */
+    assert_hd(HD_EURL, hd_amqp_url_parse("amqp://bob:hunter2@h:70000/", &u, &err));
+    assert_null(strstr(err.text, "hunter2"));
+    assert_null(strstr(err.text, "bob"));
 }
 
 static void redaction(void **state)
@@ -100,10 +105,50 @@ static void redaction(void **state)
     assert_string_equal(out, "amqp://h:5672/v");
     hd_amqp_url_redact("amqp://onlyuser@h/", out, sizeof out); /* no password: unchanged */
     assert_string_equal(out, "amqp://onlyuser@h/");
-    hd_amqp_url_redact("amqps://a:b@c@h/x@y", out, sizeof out); /* last '@' of userinfo */
-    assert_string_equal(out, "amqps://a:***@h/x@y");
+    /* Up to the LAST '@' of the whole URL: an '@' in the vhost masks the host too (the safe
+     * mistake), since the URL alone cannot tell it from an '@' in the password. */
+    hd_amqp_url_redact("amqps://a:b@c@h/x@y", out, sizeof out);
+    assert_string_equal(out, "amqps://a:***@y");
     hd_amqp_url_redact("amqp://a:b@h/", out, 8); /* truncated, still terminated */
     assert_int_equal(strlen(out), 7);
+}
+
+static void a_slash_in_the_password_is_redacted(void **state)
+{
+    (void)state;
+    char out[128];
+    /* The '/' used to end the userinfo early: everything after it was printed. */
+    hd_amqp_url_redact("amqp://bob:pa/ss@h:5672/", out, sizeof out);
+    assert_string_equal(out, "amqp://bob:***@h:5672/");
+    hd_amqp_url_redact("amqp://bob:a/b@c/d@h/v", out, sizeof out);
+    assert_string_equal(out, "amqp://bob:***@h/v");
+    assert_null(strstr(out, "a/b"));
+    hd_amqp_url_redact("amqp://bob:p?q#r@h/", out, sizeof out);
+    assert_string_equal(out, "amqp://bob:***@h/");
+}
+
+static void an_unparseable_url_is_never_printed(void **state)
+{
+    (void)state;
+    const char *bad[] = {"amqp://bob:Kx/Zq@h:5672/", "amqp://bob:Kx@Zq@h/", "amqp://bob:Kx#Zq@h/",
+                         "amqp://bob:Kx Zq@h:port/", "xyz://bob:KxZq@h/"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        hd_amqp_url u;
+        hd_error err;
+        assert_hd_err(HD_EURL, hd_amqp_url_parse(bad[i], &u, &err), &err);
+        assert_null(strstr(err.text, "Kx")); /* no piece of the password */
+        assert_null(strstr(err.text, "Zq"));
+        assert_null(strstr(err.text, "bob"));
+        assert_null(strstr(err.text, "h:5672"));
+        assert_non_null(strstr(err.text, "not shown"));
+    }
+    /* hd_amqp_open reports the same, without connecting. */
+    hd_amqp *a = (hd_amqp *)1;
+    hd_error err;
+    assert_hd(HD_EURL, hd_amqp_open("amqp://bob:Kx/Zq@h:5672/", NULL, &a, &err));
+    assert_null(a);
+    assert_null(strstr(err.text, "Kx"));
+    assert_null(strstr(err.text, "Zq"));
 }
 
 /* ---- reply mapping ---------------------------------------------------------------------- */
@@ -218,6 +263,8 @@ int main(void)
         cmocka_unit_test(bad_urls_are_herald_eurl),
         cmocka_unit_test(errors_never_show_the_password),
         cmocka_unit_test(redaction),
+        cmocka_unit_test(a_slash_in_the_password_is_redacted),
+        cmocka_unit_test(an_unparseable_url_is_never_printed),
         cmocka_unit_test(normal_reply_is_ok),
         cmocka_unit_test(channel_close_is_eamqp_with_the_brokers_text),
         cmocka_unit_test(connection_close_is_eclosed),

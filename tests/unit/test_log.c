@@ -201,18 +201,89 @@ static void redaction_reaches_nested_objects_and_arrays(void **state)
     json_t *mine = json_pack("{s:s, s:s}", "email", "bob@example.com", "name", "Bob");
     /* "O" shares `mine` with the fields: redaction must not change it */
     hd_log_json(c->lg, HD_LOG_INFO, "c", "nested",
-                json_pack("{s:O, s:[{s:s}], s:{s:s}, s:i}", "user", mine, "sessions", "token",
-                          "abc", "secrets", "k", "v", "attempt", 3));
+                json_pack("{s:O, s:[{s:s}], s:{s:s}, s:i}", "user", mine, "logins", "token", "abc",
+                          "secrets", "k", "v", "attempt", 3));
     json_t *line = line_at(c, 0);
     assert_string_equal(str(json_object_get(line, "user"), "email"), "b***@example.com");
     assert_string_equal(str(json_object_get(line, "user"), "name"), "Bob");
-    assert_string_equal(str(json_array_get(json_object_get(line, "sessions"), 0), "token"),
+    assert_string_equal(str(json_array_get(json_object_get(line, "logins"), 0), "token"),
                         HD_LOG_REDACTED);
     assert_string_equal(str(line, "secrets"), HD_LOG_REDACTED); /* masked whole */
     assert_int_equal(json_integer_value(json_object_get(line, "attempt")), 3);
     json_decref(line);
     assert_string_equal(str(mine, "email"), "bob@example.com");
     json_decref(mine);
+}
+
+static void the_keys_that_were_missing_are_masked(void **state)
+{
+    struct capture *c = *state;
+    hd_log_info(c->lg, NULL, "keys", "verification_link", "https://a/v?t=L1nk", "reset_link",
+                "https://a/r/R3set", "passwd", "Pw1", "db_pwd", "Pw2", "HD_PG_DSN", "host=h user=u",
+                "apikey", "K3y", "session", "S3ss", "session_id", "S4ss", "route", "/users", NULL);
+    json_t *line = line_at(c, 0);
+    const char *masked[] = {"verification_link", "reset_link", "passwd",  "db_pwd",
+                            "HD_PG_DSN",         "apikey",     "session", "session_id"};
+    for (size_t i = 0; i < sizeof masked / sizeof masked[0]; i++)
+        assert_string_equal(str(line, masked[i]), HD_LOG_REDACTED);
+    assert_string_equal(str(line, "route"), "/users");
+    json_decref(line);
+    const char *secrets[] = {"L1nk", "R3set", "Pw1", "Pw2", "user=u", "K3y", "S3ss", "S4ss"};
+    for (size_t i = 0; i < sizeof secrets / sizeof secrets[0]; i++)
+        assert_null(strstr(c->buf, secrets[i]));
+}
+
+/* Secrets inside values, whatever the field is called. */
+static void url_userinfo_inside_values_is_masked(void **state)
+{
+    struct capture *c = *state;
+    hd_log_info(c->lg, NULL, "connect amqp://guest:Gu3st@127.0.0.1:5672/ failed", "error",
+                "connect amqp://bob:pa/ss@h:5672/: refused", "target",
+                "postgresql://herald:P4ss@db/herald?sslmode=disable", "bare",
+                "see https://T0ken@github.com/x and https://a:p@q@r@host/", "plain",
+                "https://example.com/a@b", "already", "amqp://guest:***@h/", NULL);
+    json_t *line = line_at(c, 0);
+    assert_string_equal(str(line, "message"), "connect amqp://guest:***@127.0.0.1:5672/ failed");
+    assert_string_equal(str(line, "error"), "connect amqp://bob:***@h:5672/: refused");
+    assert_string_equal(str(line, "target"), "postgresql://herald:***@db/herald?sslmode=disable");
+    assert_string_equal(str(line, "bare"), "see https://***@github.com/x and https://a:***@host/");
+    /* no ':' before the '@': a user name alone would be kept, but here the '@' may be in the
+     * path; masking "example.com/a" is the safe mistake */
+    assert_string_equal(str(line, "plain"), "https://***@b");
+    assert_string_equal(str(line, "already"), "amqp://guest:***@h/"); /* idempotent */
+    json_decref(line);
+    const char *secrets[] = {"Gu3st", "pa/ss", "P4ss", "T0ken", "p@q"};
+    for (size_t i = 0; i < sizeof secrets / sizeof secrets[0]; i++)
+        assert_null(strstr(c->buf, secrets[i]));
+}
+
+static void secret_parameters_inside_values_are_masked(void **state)
+{
+    struct capture *c = *state;
+    const char *hex = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    char link[200], body[300];
+    snprintf(link, sizeof link, "https://app.test/verify?token=%s&x=1", hex);
+    snprintf(body, sizeof body, "{\"email\":\"a@b.c\", \"token\" : \"%s\", \"n\":1}", hex);
+    json_t *arr = json_pack("[s, s]", "GET /reset?reset_token=Abc123#frag", "ok");
+    hd_log_json(c->lg, HD_LOG_WARN, NULL, "mail failed: password=Pw9 user=u",
+                json_pack("{s:s, s:s, s:s, s:o, s:s, s:s}", "url", link, "body", body, "conninfo",
+                          "host=db user=herald password=Pw7 dbname=x", "paths", arr, "count",
+                          "tokens_left=3 tokenizer", "done", "token=[REDACTED]"));
+    json_t *line = line_at(c, 0);
+    assert_string_equal(str(line, "message"), "mail failed: password=[REDACTED] user=u");
+    assert_string_equal(str(line, "url"), "https://app.test/verify?token=[REDACTED]&x=1");
+    assert_string_equal(str(line, "body"),
+                        "{\"email\":\"a@b.c\", \"token\" : \"[REDACTED]\", \"n\":1}");
+    assert_string_equal(str(line, "conninfo"), "host=db user=herald password=[REDACTED] dbname=x");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(line, "paths"), 0)),
+                        "GET /reset?reset_token=[REDACTED]#frag");
+    assert_string_equal(str(line, "count"), "tokens_left=[REDACTED] tokenizer");
+    assert_string_equal(str(line, "done"), "token=[REDACTED]");
+    json_decref(line);
+    assert_null(strstr(c->buf, hex));
+    assert_null(strstr(c->buf, "Pw9"));
+    assert_null(strstr(c->buf, "Pw7"));
+    assert_null(strstr(c->buf, "Abc123"));
 }
 
 static void redaction_list_is_configurable(void **state)
@@ -350,6 +421,9 @@ int main(void)
         T(default_redactions_mask_secrets_and_emails),
         T(email_masking_handles_odd_values),
         T(redaction_reaches_nested_objects_and_arrays),
+        T(the_keys_that_were_missing_are_masked),
+        T(url_userinfo_inside_values_is_masked),
+        T(secret_parameters_inside_values_are_masked),
         T(redaction_list_is_configurable),
         T(quotes_newlines_and_bad_utf8_are_escaped),
         T(fields_cannot_overwrite_fixed_keys),

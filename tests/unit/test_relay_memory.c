@@ -64,6 +64,9 @@ static void defaults_fill_every_zero(void **state)
     assert_null(o.relay_id);
     assert_int_equal(o.retention_ms, HD_RELAY_RETENTION_DEFAULT);
     assert_int_equal(o.purge_every_ms, HD_RELAY_PURGE_EVERY_DEFAULT);
+    assert_int_equal(o.sensitive_retention_ms, HD_RELAY_SENSITIVE_RETENTION_DEFAULT);
+    /* below the shortest token lifetime of the example (a reset link: 1 h) */
+    assert_true(o.sensitive_retention_ms < 3600000);
     assert_int_equal(o.progress_ms, HD_RELAY_PROGRESS_DEFAULT);
     assert_int_equal(o.no_pipeline, 0); /* hd_relay_run keeps two batches in flight */
 
@@ -71,6 +74,7 @@ static void defaults_fill_every_zero(void **state)
                            .window = 20,
                            .exchange = "",
                            .retention_ms = -5,
+                           .sensitive_retention_ms = -3,
                            .progress_ms = -1,
                            .lease_ms = 90000};
     assert_hd_err(0, hd_relay_options_resolve(&in, &o, &err), &err);
@@ -78,6 +82,7 @@ static void defaults_fill_every_zero(void **state)
     assert_int_equal(o.window, 20);
     assert_null(o.exchange); /* "" means per event, like NULL */
     assert_int_equal(o.retention_ms, -1);
+    assert_int_equal(o.sensitive_retention_ms, -1);
     assert_int_equal(o.progress_ms, -1);
     assert_int_equal(o.confirm_timeout_ms, 30000); /* a third of the lease, at most 30 s */
 

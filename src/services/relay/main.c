@@ -59,6 +59,9 @@ static const hd_setting settings[] = {
     {"HD_RELAY_RETENTION", "168h",
      "delete dispatched rows older than this (units ms, s, m, h); "
      "0 keeps them forever"},
+    {"HD_RELAY_SENSITIVE_RETENTION", "15m",
+     "delete dispatched rows that carried a secret (HD_OUTBOX_SENSITIVE) older than this; "
+     "keep it below the lifetime of their tokens (0: they follow HD_RELAY_RETENTION)"},
     {"HD_RELAY_PURGE_EVERY", "1m", "how often to apply the retention"},
     {"HD_RELAY_PROGRESS_MS", "5000", "log counts this often while busy, ms (0: never)"},
     {"HD_RELAY_ID", "host-pid", "name of this relay in claimed_by and in logs"},
@@ -167,6 +170,11 @@ static int read_settings(const hd_config *cfg, relay_settings *s, hd_error *err)
                                         3650LL * 24 * 3600 * 1000, &v, err)) < 0)
         return rc;
     o->retention_ms = v == 0 ? -1 : v; /* 0 here means "keep forever" */
+    if ((rc = hd_config_get_duration_ms(cfg, "HD_RELAY_SENSITIVE_RETENTION",
+                                        HD_RELAY_SENSITIVE_RETENTION_DEFAULT, 0,
+                                        3650LL * 24 * 3600 * 1000, &v, err)) < 0)
+        return rc;
+    o->sensitive_retention_ms = v == 0 ? -1 : v; /* 0: no separate purge */
     if ((rc = hd_config_get_duration_ms(cfg, "HD_RELAY_PURGE_EVERY", HD_RELAY_PURGE_EVERY_DEFAULT,
                                         1000, 24LL * 3600 * 1000, &v, err)) < 0)
         return rc;

@@ -155,9 +155,10 @@ static char *make_link(const char *base, const char *token)
 }
 
 /* The common end of every handler: wrap data (stolen) in an envelope of type, stamp the
- * ids, check it against the contract and append it to the outbox in uow's transaction. */
+ * ids, check it against the contract and append it to the outbox in uow's transaction,
+ * with outbox flags (HD_OUTBOX_SENSITIVE for an event that carries a token). */
 static int emit(users_integration *ui, hd_uow *uow, const hd_event *ev, const char *type,
-                json_t *data, hd_error *err)
+                json_t *data, unsigned flags, hd_error *err)
 {
     hd_envelope *env = hd_envelope_new(type, USERS_EVENT_VERSION, ui->source, data);
     if (env == NULL)
@@ -174,7 +175,8 @@ static int emit(users_integration *ui, hd_uow *uow, const hd_event *ev, const ch
     }
     rc = hd_registry_check(ui->contract, env, err);
     if (rc == 0)
-        rc = hd_outbox_append_uow(uow, env, USER_AGGREGATE, hd_event_aggregate_id(ev), err);
+        rc = hd_outbox_append_uow_flags(uow, env, USER_AGGREGATE, hd_event_aggregate_id(ev), flags,
+                                        err);
     hd_envelope_free(env);
     return rc;
 }
@@ -199,7 +201,9 @@ static int emit_with_link(users_integration *ui, hd_uow *uow, const hd_event *ev
     free(link);
     if (data == NULL)
         return hd_error_set(err, HD_ENOMEM, NULL);
-    return emit(ui, uow, ev, type, data, err);
+    /* The link logs its holder in (verify) or sets a password (reset): the outbox must not
+     * keep it once it is on its way (outbox.h, "Sensitive rows"). */
+    return emit(ui, uow, ev, type, data, HD_OUTBOX_SENSITIVE, err);
 }
 
 static int on_registered(void *handler, hd_uow *uow, const hd_event *ev, hd_error *err)
@@ -222,7 +226,7 @@ static int on_verified(void *handler, hd_uow *uow, const hd_event *ev, hd_error 
                              field(ev, "email"), "name", field(ev, "name"));
     if (data == NULL)
         return hd_error_set(err, HD_ENOMEM, NULL);
-    return emit(handler, uow, ev, USERS_EVENT_VERIFIED, data, err);
+    return emit(handler, uow, ev, USERS_EVENT_VERIFIED, data, 0, err);
 }
 
 /* Only the id: the user is gone, and a deletion event that repeats the personal data
@@ -232,7 +236,7 @@ static int on_deleted(void *handler, hd_uow *uow, const hd_event *ev, hd_error *
     json_t *data = json_pack("{s:s}", "user_id", field(ev, "user_id"));
     if (data == NULL)
         return hd_error_set(err, HD_ENOMEM, NULL);
-    return emit(handler, uow, ev, USERS_EVENT_DELETED, data, err);
+    return emit(handler, uow, ev, USERS_EVENT_DELETED, data, 0, err);
 }
 
 int users_integration_register(users_integration *ui, hd_dispatcher *d)
