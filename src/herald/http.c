@@ -809,8 +809,7 @@ int hd_http_server_start(hd_http_server *srv, hd_error *err)
         o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, o->idle_timeout_s,
         /* The pool option goes last and only when there is a pool: libmicrohttpd warns
          * about a size of 0, and MHD_OPTION_END in its place ends the list early. */
-        o->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, o->threads,
-        MHD_OPTION_END);
+        o->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, o->threads, MHD_OPTION_END);
     if (srv->daemon == NULL)
         return hd_error_set(err, HD_EIO, "cannot listen on %s%s%s:%u: %s", srv->ipv6 ? "[" : "",
                             o->bind_address, srv->ipv6 ? "]" : "", (unsigned)o->port,
@@ -934,6 +933,29 @@ const char *hd_http_request_body(const hd_http_request *req, size_t *len)
 const char *hd_http_request_correlation_id(const hd_http_request *req)
 {
     return req ? req->cid : NULL;
+}
+
+int hd_http_request_client_address(const hd_http_request *req, char *out, size_t cap)
+{
+    if (out == NULL || cap == 0)
+        return HD_EINVAL;
+    out[0] = '\0';
+    const union MHD_ConnectionInfo *ci =
+        req && req->conn ? MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS)
+                         : NULL;
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    const char *ok = NULL;
+    if (sa != NULL && sa->sa_family == AF_INET)
+        ok = inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
+                       (socklen_t)cap);
+    else if (sa != NULL && sa->sa_family == AF_INET6)
+        ok = inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out,
+                       (socklen_t)cap);
+    if (ok == NULL) {
+        out[0] = '\0';
+        return HD_EINVAL;
+    }
+    return 0;
 }
 
 /* application/json, or a structured syntax suffix (RFC 6839) such as
