@@ -809,7 +809,8 @@ int hd_http_server_start(hd_http_server *srv, hd_error *err)
         o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, o->idle_timeout_s,
         /* The pool option goes last and only when there is a pool: libmicrohttpd warns
          * about a size of 0, and MHD_OPTION_END in its place ends the list early. */
-        o->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, o->threads, MHD_OPTION_END);
+        o->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, o->threads,
+        MHD_OPTION_END);
     if (srv->daemon == NULL)
         return hd_error_set(err, HD_EIO, "cannot listen on %s%s%s:%u: %s", srv->ipv6 ? "[" : "",
                             o->bind_address, srv->ipv6 ? "]" : "", (unsigned)o->port,
