@@ -94,7 +94,8 @@ typedef struct users_config {
     int64_t (*clock)(void);
 } users_config;
 
-#define USERS_VERIFY_BASE_DEFAULT "http://localhost:8080/verify-email?token="
+/* The verification page of this service (GET /users/verify, api.h) at its default address. */
+#define USERS_VERIFY_BASE_DEFAULT "http://127.0.0.1:8081/users/verify?token="
 #define USERS_RESET_BASE_DEFAULT  "http://localhost:8080/reset-password?token="
 
 typedef struct users_app users_app;
