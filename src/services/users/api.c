@@ -295,6 +295,15 @@ static void get_verify_page(hd_http_request *req, hd_http_response *resp, void *
         return;
     const char *token = hd_http_request_query(req, "token");
     if (!token_shaped(token)) {
+        /* A browser (Accept: text/html) gets a page; an API client the usual problem. */
+        const char *accept = hd_http_request_header(req, "Accept");
+        if (accept == NULL || strstr(accept, "text/html") == NULL) {
+            hd_http_reply_problemf(resp, 400, NULL,
+                                   "query parameter 'token': must be %d "
+                                   "hexadecimal characters",
+                                   USERS_TOKEN_LEN);
+            return;
+        }
         reply_page(resp, 400, "This link is incomplete",
                    "<p>The verification link is missing part of its token. Copy the whole "
                    "link from the e-mail into the address bar, or ask for a new one.</p>\n");
