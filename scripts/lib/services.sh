@@ -46,7 +46,7 @@ svc_init() {
   SVC_BIN=$(cd "${HD_BIN_DIR:-$1}" && pwd) || return 1
   SVC_SRC=$(cd "$2" && pwd) || return 1
   SVC_DIR=$(mktemp -d "${TMPDIR:-/tmp}/herald-svc-XXXXXX") || return 1
-  SVC_ADMIN_TOKEN=${SVC_ADMIN_TOKEN:-admin-$RANDOM$RANDOM}
+  SVC_ADMIN_TOKEN=${SVC_ADMIN_TOKEN:-admin-$(od -An -tx1 -N16 /dev/urandom | tr -d " \n")} # 32+ characters
   # The sink's files are named <epoch-ns>-<n>.eml: the mail helpers skip older ones, so a
   # maildir shared with earlier tests costs nothing to search.
   SVC_MAIL_SINCE=$(date +%s%N)
