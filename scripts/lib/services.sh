@@ -49,7 +49,7 @@ svc_init() {
   SVC_BIN=$(cd "${HD_BIN_DIR:-$1}" && pwd) || return 1
   SVC_SRC=$(cd "$2" && pwd) || return 1
   SVC_DIR=$(mktemp -d "${TMPDIR:-/tmp}/herald-svc-XXXXXX") || return 1
-  SVC_ADMIN_TOKEN=${SVC_ADMIN_TOKEN:-admin-$RANDOM$RANDOM}
+  SVC_ADMIN_TOKEN=${SVC_ADMIN_TOKEN:-admin-$(od -An -tx1 -N16 /dev/urandom | tr -d " \n")} # 32+ characters
   # The notifications API's bearer token: 32 characters at least, random for each run.
   SVC_NOTIF_TOKEN=${SVC_NOTIF_TOKEN:-notif-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')}
   # The sink's files are named <epoch-ns>-<n>.eml: the mail helpers skip older ones, so a

@@ -13,6 +13,7 @@
 #include "herald/clock.h"
 #include "herald/log.h"
 #include "herald/buf.h"
+#include "herald/email.h"
 #include "herald/backoff.h"
 
 /* the domain side: events, aggregates, the dispatcher, the unit of work, the store port */

@@ -1375,6 +1375,29 @@ const char *hd_http_request_correlation_id(const hd_http_request *req)
     return req ? req->cid : NULL;
 }
 
+int hd_http_request_client_address(const hd_http_request *req, char *out, size_t cap)
+{
+    if (out == NULL || cap == 0)
+        return HD_EINVAL;
+    out[0] = '\0';
+    const union MHD_ConnectionInfo *ci =
+        req && req->conn ? MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS)
+                         : NULL;
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    const char *ok = NULL;
+    if (sa != NULL && sa->sa_family == AF_INET)
+        ok = inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
+                       (socklen_t)cap);
+    else if (sa != NULL && sa->sa_family == AF_INET6)
+        ok = inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out,
+                       (socklen_t)cap);
+    if (ok == NULL) {
+        out[0] = '\0';
+        return HD_EINVAL;
+    }
+    return 0;
+}
+
 /* application/json, or a structured syntax suffix (RFC 6839) such as
  * application/problem+json; parameters (charset) are ignored, case does not matter. */
 static int is_json_media_type(const char *ct)

@@ -272,6 +272,13 @@ const char *hd_http_request_body(const hd_http_request *req, size_t *len);
  * and to the envelopes the request causes. */
 const char *hd_http_request_correlation_id(const hd_http_request *req);
 
+#define HD_HTTP_ADDRESS_MAX 46 /* INET6_ADDRSTRLEN, the NUL included */
+
+/* The client's numeric address ("127.0.0.1", "2001:db8::1") into out (cap bytes, at least
+ * HD_HTTP_ADDRESS_MAX): the TCP peer, not a header, so a client cannot choose it (behind a
+ * proxy it is the proxy's). Returns 0, or HD_EINVAL ("" in out) when it is unknown. */
+int hd_http_request_client_address(const hd_http_request *req, char *out, size_t cap);
+
 /* Parse the body as JSON into *out (a NEW reference: json_decref it). Refuses, with a text
  * fit for the client: a Content-Type other than application/json or application/<x>+json
  * (HD_EUNSUPPORTED, 415), an empty body (HD_EMISSING, 400), malformed JSON or duplicate

@@ -2,6 +2,7 @@
  * see sender.h. The SMTP and log implementations live in sender_smtp.c and sender_log.c. */
 #include "herald/sender.h"
 #include "herald/buf.h"
+#include "herald/email.h"
 
 #include "herald/clock.h"
 
@@ -16,20 +17,7 @@
 
 int hd_mail_address_valid(const char *addr)
 {
-    if (addr == NULL)
-        return 0;
-    size_t n = strlen(addr);
-    if (n < 3 || n > HD_MAIL_ADDRESS_MAX)
-        return 0;
-    const char *at = strchr(addr, '@');
-    if (at == NULL || at == addr || at[1] == '\0' || strchr(at + 1, '@') != NULL)
-        return 0;
-    for (const char *c = addr; *c; c++) {
-        unsigned char u = (unsigned char)*c;
-        if (u <= 0x20 || u >= 0x7f || strchr("<>()[]\\,;:\"", u) != NULL)
-            return 0;
-    }
-    return 1;
+    return hd_email_address_valid(addr); /* the one rule: herald/email.h */
 }
 
 /* An id header value: printable ASCII, no spaces, not empty, bounded. */
@@ -87,8 +75,9 @@ static void add_date(hd_buf *b, int64_t date_ms)
     time_t t = (time_t)(date_ms / 1000);
     struct tm tm;
     gmtime_r(&t, &tm);
-    hd_buf_printf(b, "Date: %s, %02d %s %04d %02d:%02d:%02d +0000\r\n", days[tm.tm_wday], tm.tm_mday,
-            months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    hd_buf_printf(b, "Date: %s, %02d %s %04d %02d:%02d:%02d +0000\r\n", days[tm.tm_wday],
+                  tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                  tm.tm_sec);
 }
 
 static void base64(hd_buf *b, const unsigned char *s, size_t n)

@@ -65,9 +65,10 @@ typedef struct hd_mail {
 #define HD_MAIL_ADDRESS_MAX 254 /* RFC 5321 path limit, without the angle brackets */
 #define HD_MAIL_ID_MAX      250 /* longest message id or correlation id we accept */
 
-/* 1 when addr is an address this module accepts: local@domain, printable ASCII, no spaces
- * and none of <>()[]\,;:" (which would change the meaning of a header or an SMTP command),
- * at most HD_MAIL_ADDRESS_MAX. A conservative subset of RFC 5321: no quoted local parts,
+/* 1 when addr is an address this module accepts: hd_email_address_valid (herald/email.h),
+ * the rule the services share — printable ASCII, one '@', a dot-atom local part, a domain
+ * name with a dot; none of <>()[]\,;:" (which would change the meaning of a header or an
+ * SMTP command), at most HD_MAIL_ADDRESS_MAX. No quoted local parts, no address literals,
  * no internationalised (SMTPUTF8) addresses. */
 int hd_mail_address_valid(const char *addr);
 

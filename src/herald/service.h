@@ -13,6 +13,7 @@
 #include "herald/config.h"
 #include "herald/http.h"
 #include "herald/metrics.h"
+#include "herald/ratelimit.h"
 
 /* email: templates and senders (SMTP, log, in-memory) */
 #include "herald/template.h"

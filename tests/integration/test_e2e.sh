@@ -118,7 +118,10 @@ step "start herald-notifications, then herald-users (relay in-process)"
 t0=$(date +%s%N)
 svc_start notifications HD_NOTIFY_LEASE_MS=$LEASE_MS HD_SMTP_TIMEOUT_MS=1000 ||
   fatal "herald-notifications did not start"
-svc_start users || fatal "herald-users did not start"
+# One client registers 30 users at once below: raise the per-address limit (default 30/m,
+# bursts of 20) that would otherwise answer 429 (integration.users_http tests the limits).
+svc_start users HD_USERS_RATE_CLIENT=100/s HD_USERS_RATE_CLIENT_BURST=100 ||
+  fatal "herald-users did not start"
 echo "notifications $(svc_url notifications), users $(svc_url users); both healthy after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 ok
 

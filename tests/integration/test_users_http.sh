@@ -14,7 +14,11 @@
 #      method answers with a documented status;
 #   4. a restart with a 1 s token lifetime: an expired token is refused;
 #   5. the in-process relay (HD_AMQP_URL): health sees the broker, the outbox drains;
-#   6. SIGTERM during a registration: the request completes, the process exits 0.
+#   6. SIGTERM during a registration: the request completes, the process exits 0;
+#   7. issue 9: a short admin token is refused at start; the verification page (GET shows a
+#      button, does not verify; the form POST verifies); rate limits (429 + Retry-After);
+#      a full hashing pool (503 + Retry-After) that an unknown reset token never waits for;
+#      /health does not open a broker connection per request.
 set -uo pipefail
 
 SRC=${1:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -23,7 +27,7 @@ BIN=$BUILD/herald-users
 APP_TESTS=$BUILD/unit-users_app
 OPENAPI=$SRC/docs/openapi/users.yaml
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/herald-users-http-XXXXXX")
-ADMIN=admin-$RANDOM-$RANDOM
+ADMIN=admin-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n') # 38 characters: 32 at least
 PASSWORD='Tr0ub4dor&3-never-in-clear'
 VERIFY_BASE='https://app.test/verify?token='
 PID=
@@ -90,10 +94,13 @@ sql() { sqlite3 "$TMP/users.db" "$@"; }
 # ---- the server ---------------------------------------------------------------------------
 # start_server [VAR=value ...]: herald-users on a free port (port 0: the kernel picks one,
 # and the "listening" log line says which), working directory $TMP (so no stray .env).
+# The rate limits are raised: this script is one client sending many requests; step 7
+# tests them at their real size.
 start_server() {
   : >"$TMP/server.log"
   (cd "$TMP" && exec env -u HD_AMQP_URL HD_USERS_LISTEN=127.0.0.1:0 \
      HD_DATABASE_URL="sqlite://$TMP/users.db" HD_USERS_ADMIN_TOKEN="$ADMIN" \
+     HD_USERS_RATE_CLIENT=1000/s HD_USERS_RATE_EMAIL=1000/s \
      HD_USERS_VERIFY_BASE_URL="$VERIFY_BASE" HD_LOG_LEVEL=debug "$@" "$BIN" \
      2>>"$TMP/server.log") &
   PID=$!
@@ -468,6 +475,142 @@ check "the in-flight registration completed with 201 (got $(cat "$TMP/inflight.s
 echo "registration with argon2id moderate took $(( (t1 - t0) / 1000000 )) ms"
 check "exit status 0 (got $STOP_RC)" test "$STOP_RC" = 0
 check "the user is stored" test "$(sql "SELECT COUNT(*) FROM users WHERE email = 'inflight@example.com'")" = 1
+
+# ---- 7. issue 9: limits, the page, health --------------------------------------------------------------
+step "a short HD_USERS_ADMIN_TOKEN is refused at start"
+(cd "$TMP" && exec env -u HD_AMQP_URL HD_USERS_LISTEN=127.0.0.1:0 \
+   HD_DATABASE_URL="sqlite://$TMP/users.db" HD_USERS_ADMIN_TOKEN=admin-12345678 "$BIN") \
+   >"$TMP/short.log" 2>&1 &
+SHORT=$!
+for i in $(seq 1 50); do kill -0 $SHORT 2>/dev/null || break; sleep 0.1; done
+if kill -0 $SHORT 2>/dev/null; then
+  kill -KILL $SHORT; bad "herald-users started with a 14-character admin token"
+else
+  wait $SHORT; short_rc=$?
+  check "exit status 1 with a short admin token (got $short_rc)" test "$short_rc" = 1
+  check "the error names the minimum" grep -q 'at least 32' "$TMP/short.log"
+  check "the error does not print the token" sh -c "! grep -q 'admin-12345678' '$TMP/short.log'"
+fi
+
+step "the verification page: GET shows a button and verifies nothing, the form POST verifies"
+start_server HD_USERS_VERIFY_BASE_URL=
+call POST /users "{\"email\":\"page@example.com\",\"password\":\"$PASSWORD\"}"
+expect 201
+PAGE_ID=$(jget "d['id']")
+link=$(sql "SELECT json_extract(payload, '\$.data.verification_link') FROM hd_outbox WHERE aggregate_id = '$PAGE_ID' AND type = 'users.user_registered'")
+check "the default link is this service's page (got $link)" \
+  python3 -c "import re,sys; sys.exit(not re.fullmatch(r'http://127\.0\.0\.1:8081/users/verify\?token=[0-9a-f]{64}', sys.argv[1]))" "$link"
+PTOKEN=${link##*=}
+call GET "/users/verify?token=$PTOKEN" - -H 'Accept: text/html'
+expect 200
+check "the page is HTML (got '$CTYPE')" test "$CTYPE" = "text/html; charset=utf-8"
+check "the page has a form that POSTs the token" \
+  sh -c "grep -q '<form method=\"post\"' '$TMP/body' && grep -q 'value=\"$PTOKEN\"' '$TMP/body'"
+check "the page says why (link scanners)" grep -q 'link scanner' "$TMP/body"
+check "the page is not cached and sends no Referer" \
+  sh -c "test '$(header Cache-Control)' = no-store && test '$(header Referrer-Policy)' = no-referrer"
+check "GET did not verify" test "$(sql "SELECT verified FROM users WHERE id = '$PAGE_ID'")" = 0
+check "GET wrote no users.user_verified" \
+  test "$(sql "SELECT COUNT(*) FROM hd_outbox WHERE type = 'users.user_verified' AND aggregate_id = '$PAGE_ID'")" = 0
+call GET "/users/verify?token=abc" - -H 'Accept: text/html'
+expect 400
+call GET "/users/verify?token=abc"
+expect 400 problem
+call POST /users/verify - -H 'Content-Type: application/x-www-form-urlencoded' --data-binary "token=$PTOKEN"
+expect 200
+check "the form answer is HTML" test "$CTYPE" = "text/html; charset=utf-8"
+check "the form POST verified" test "$(sql "SELECT verified FROM users WHERE id = '$PAGE_ID'")" = 1
+call POST /users/verify - -H 'Content-Type: application/x-www-form-urlencoded' --data-binary "token=$PTOKEN"
+expect 410
+stop_server
+
+step "rate limits: per client address"
+start_server HD_USERS_RATE_CLIENT=2/m HD_USERS_RATE_CLIENT_BURST=3
+for i in 1 2 3; do
+  call POST /users/password-reset "{\"email\":\"limit$i@example.com\"}"
+  expect 202
+done
+call POST /users/password-reset '{"email":"limit4@example.com"}'
+expect 429 problem
+retry=$(header Retry-After)
+check "429 has Retry-After in seconds (got '$retry')" sh -c "test '$retry' -ge 1 && test '$retry' -le 30"
+call POST /users/verify "{\"token\":\"$PTOKEN\"}"
+expect 429 problem
+call GET /health
+expect 200
+call GET /metrics
+check "metrics: refusals counted by limit" grep -q 'users_rate_limited_total{limit="client address"} 2' "$TMP/body"
+stop_server
+
+step "rate limits: per e-mail address"
+start_server HD_USERS_RATE_EMAIL=1/h HD_USERS_RATE_EMAIL_BURST=2
+for i in 1 2; do
+  call POST /users/password-reset '{"email":"Ada@example.com"}'
+  expect 202
+done
+call POST /users/password-reset '{"email":"ada@EXAMPLE.com"}'
+expect 429 problem
+check "per e-mail 429 has Retry-After (got '$(header Retry-After)')" test "$(header Retry-After)" -ge 60
+call POST /users/password-reset '{"email":"someone.else@example.com"}'
+expect 202
+stop_server
+
+step "a full hashing pool: 503 + Retry-After; an unknown reset token does not wait for a slot"
+start_server HD_USERS_PWHASH=moderate HD_USERS_MAX_HASHING=1 HD_USERS_HASH_WAIT=1ms
+: >"$TMP/burst"
+burst=()
+for i in 1 2 3; do
+  curl -s -o /dev/null -D "$TMP/burst.h$i" -w '%{http_code}\n' -X POST "$BASE/users" \
+    -H 'Content-Type: application/json' \
+    --data-binary "{\"email\":\"burst$i@example.com\",\"password\":\"$PASSWORD\"}" >>"$TMP/burst" &
+  burst+=($!)
+done
+sleep 0.1
+t0=$(date +%s%N)
+call POST /users/password-reset/confirm "{\"token\":\"$(printf 'b%.0s' $(seq 64))\",\"password\":\"$NEWPASS\"}"
+t1=$(date +%s%N)
+expect 404 problem
+echo "unknown reset token answered in $(( (t1 - t0) / 1000000 )) ms while the pool was full"
+wait "${burst[@]}"
+check "some registrations got 503 (statuses: $(sort "$TMP/burst" | tr '\n' ' '))" grep -q 503 "$TMP/burst"
+check "some registration got 201" grep -q 201 "$TMP/burst"
+check "503 carries Retry-After" sh -c "grep -il '^retry-after: [0-9]' '$TMP'/burst.h* >/dev/null"
+stop_server
+
+step "/health does not open a broker connection per request"
+# A fake broker that counts the TCP connections it accepts and closes each at once (so
+# every connection attempt fails fast). The relay retries with a growing backoff; /health
+# used to add one connection per request.
+python3 - "$TMP/fakebroker" <<'PY' &
+import socket, sys, threading, time
+s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(64)
+open(sys.argv[1] + '.port', 'w').write(str(s.getsockname()[1]))
+n = 0
+s.settimeout(30)
+end = time.time() + 30
+while time.time() < end:
+    try:
+        c, _ = s.accept()
+    except socket.timeout:
+        break
+    n += 1
+    open(sys.argv[1] + '.count', 'w').write(str(n))
+    c.close()
+PY
+FAKE=$!
+for i in $(seq 1 50); do [ -s "$TMP/fakebroker.port" ] && break; sleep 0.1; done
+start_server HD_AMQP_URL="amqp://guest:guest@127.0.0.1:$(cat "$TMP/fakebroker.port")/"
+sleep 0.5
+before=$(cat "$TMP/fakebroker.count" 2>/dev/null || echo 0)
+for i in $(seq 1 20); do call GET /health; done
+expect 503
+check "health: broker unreachable" test "$(jget "d['checks'].get('broker')")" = unreachable
+after=$(cat "$TMP/fakebroker.count" 2>/dev/null || echo 0)
+# At most one probe, plus the relay's own retries (200, 400, 800 ms ... apart).
+check "20 /health requests opened at most 4 broker connections (got $((after - before)))" \
+  test $((after - before)) -le 4
+stop_server
+kill $FAKE 2>/dev/null; wait $FAKE 2>/dev/null
 
 # ---- the password is nowhere in clear ------------------------------------------------------------------
 step "the password appears nowhere in clear"

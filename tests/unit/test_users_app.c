@@ -548,6 +548,125 @@ static void test_reset_password_refuses_wrong_tokens(void **state)
     fake_now = 0;
 }
 
+/* Issue 9: the reset confirmation used to hash the new password (64 MiB of argon2id in
+ * production) before it looked at the token, so any well-formed token bought a hash. Now
+ * a token that is unknown, of the other purpose, used or expired costs a query only. */
+static void test_reset_confirm_looks_up_the_token_before_hashing(void **state)
+{
+    fixture *f = *state;
+    fake_now = 1700000000000;
+    assert_hd(HD_OK, reg(f, "ada@example.com", "Ada", NULL, NULL));
+    uint64_t after_register = users_app_hashes(f->app);
+    assert_int_equal(after_register, 1);
+    char verify[USERS_TOKEN_LEN + 1], reset[USERS_TOKEN_LEN + 1];
+    last_token(f, USERS_EVENT_REGISTERED, "verification_link", verify);
+    hd_error err;
+    const char *unknown = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    for (int i = 0; i < 20; i++)
+        assert_hd(HD_ENOTFOUND,
+                  users_reset_password(f->app, CID, unknown, PASSWORD, strlen(PASSWORD), &err));
+    assert_hd(HD_ENOTFOUND,
+              users_reset_password(f->app, CID, verify, PASSWORD, strlen(PASSWORD), &err));
+    email e;
+    assert_hd(HD_OK, email_parse("ada@example.com", &e, NULL));
+    assert_int_equal(users_request_password_reset(f->app, CID, &e, NULL), 1);
+    last_token(f, USERS_EVENT_RESET_REQUESTED, "reset_link", reset);
+    fake_now += USERS_RESET_TTL_DEFAULT_MS; /* expired */
+    assert_hd(HD_ESTATE,
+              users_reset_password(f->app, CID, reset, PASSWORD, strlen(PASSWORD), &err));
+    assert_int_equal(users_app_hashes(f->app), after_register); /* not one hash */
+    fake_now -= USERS_RESET_TTL_DEFAULT_MS;                     /* valid again */
+    assert_hd_err(HD_OK, users_reset_password(f->app, CID, reset, PASSWORD, strlen(PASSWORD), &err),
+                  &err);
+    assert_int_equal(users_app_hashes(f->app), after_register + 1);
+    assert_hd(HD_ESTATE,
+              users_reset_password(f->app, CID, reset, PASSWORD, strlen(PASSWORD), &err));
+    assert_int_equal(users_app_hashes(f->app), after_register + 1); /* used: no hash */
+    fake_now = 0;
+}
+
+/* A hash function that holds its slot until released: fills the pool on demand. */
+typedef struct gate {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int inside, open;
+} gate;
+
+static int gated_hash(void *ctx, char *out, const char *password, size_t len)
+{
+    gate *g = ctx;
+    pthread_mutex_lock(&g->lock);
+    g->inside++;
+    pthread_cond_broadcast(&g->cond);
+    while (!g->open)
+        pthread_cond_wait(&g->cond, &g->lock);
+    pthread_mutex_unlock(&g->lock);
+    return crypto_pwhash_str_alg(out, password, len, crypto_pwhash_OPSLIMIT_MIN,
+                                 crypto_pwhash_MEMLIMIT_MIN, crypto_pwhash_ALG_ARGON2ID13);
+}
+
+typedef struct reg_job {
+    users_app *app;
+    const char *addr;
+    int rc;
+} reg_job;
+
+static void *register_in_thread(void *arg)
+{
+    reg_job *j = arg;
+    email e;
+    email_parse(j->addr, &e, NULL);
+    j->rc = users_register(j->app, CID, &e, PASSWORD, strlen(PASSWORD), "", NULL, NULL);
+    return NULL;
+}
+
+/* With every hashing slot taken, a request waits hash_wait_ms at most, then fails with
+ * HD_ETIMEOUT (the API's 503 + Retry-After) instead of queueing without bound. */
+static void test_full_hashing_pool_waits_a_bounded_time(void **state)
+{
+    fixture *f = *state;
+    gate g = {.inside = 0, .open = 0};
+    pthread_mutex_init(&g.lock, NULL);
+    pthread_cond_init(&g.cond, NULL);
+    users_config cfg = test_config();
+    cfg.max_hashing = 1;
+    cfg.hash_wait_ms = 100;
+    cfg.pwhash = gated_hash;
+    cfg.pwhash_ctx = &g;
+    users_app *app = NULL;
+    hd_error err;
+    assert_hd_err(HD_OK, users_app_new(f->store, &cfg, &app, &err), &err);
+    reg_job first = {app, "first@example.com", 1};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, register_in_thread, &first), 0);
+    pthread_mutex_lock(&g.lock);
+    while (g.inside == 0)
+        pthread_cond_wait(&g.cond, &g.lock); /* the only slot is taken */
+    pthread_mutex_unlock(&g.lock);
+    email e;
+    assert_hd(HD_OK, email_parse("second@example.com", &e, NULL));
+    int64_t t0 = hd_clock_ms();
+    assert_hd(HD_ETIMEOUT,
+              users_register(app, CID, &e, PASSWORD, strlen(PASSWORD), "", NULL, &err));
+    int64_t waited = hd_clock_ms() - t0;
+    assert_true(waited >= 90);
+    assert_true(waited < 5000);
+    assert_non_null(strstr(err.text, "busy"));
+    assert_int_equal(users_app_hashes(app), 1); /* the refused one never hashed */
+    pthread_mutex_lock(&g.lock);
+    g.open = 1;
+    pthread_cond_broadcast(&g.cond);
+    pthread_mutex_unlock(&g.lock);
+    pthread_join(t, NULL);
+    assert_hd(HD_OK, first.rc);
+    /* the slot is free again: the second registration goes through now */
+    assert_hd_err(HD_OK, users_register(app, CID, &e, PASSWORD, strlen(PASSWORD), "", NULL, &err),
+                  &err);
+    users_app_free(app);
+    pthread_cond_destroy(&g.cond);
+    pthread_mutex_destroy(&g.lock);
+}
+
 /* ---- queries ----------------------------------------------------------------------------------
  */
 
@@ -639,6 +758,33 @@ static void test_list_edges(void **state)
     users_page_release(&page);
     assert_hd(HD_EINVAL, users_list(f->app, "djEuMTIz", 20, &page, &err)); /* "v1.123" */
     users_page_release(&page);
+    /* Issue 9: a time that overflows 64 bits was clamped by sscanf and accepted (200, an
+     * empty page); signs, blanks and empty times are not cursors either. */
+    const char *plains[] = {
+        "v1.99999999999999999999.123e4567-e89b-12d3-a456-426614174000",
+        "v1.9223372036854775808.123e4567-e89b-12d3-a456-426614174000",
+        "v1.-1.123e4567-e89b-12d3-a456-426614174000",
+        "v1.+5.123e4567-e89b-12d3-a456-426614174000",
+        "v1. 5.123e4567-e89b-12d3-a456-426614174000",
+        "v1..123e4567-e89b-12d3-a456-426614174000",
+        "v1.5.123e4567-e89b-12d3-a456-42661417400",
+    };
+    for (size_t i = 0; i < sizeof plains / sizeof plains[0]; i++) {
+        char cursor[USERS_CURSOR_MAX];
+        sodium_bin2base64(cursor, sizeof cursor, (const unsigned char *)plains[i],
+                          strlen(plains[i]), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+        if (users_list(f->app, cursor, 20, &page, &err) != HD_EINVAL)
+            fail_msg("cursor \"%s\" was accepted", plains[i]);
+        users_page_release(&page);
+    }
+    {
+        const char *fine = "v1.123.123e4567-e89b-12d3-a456-426614174000";
+        char cursor[USERS_CURSOR_MAX];
+        sodium_bin2base64(cursor, sizeof cursor, (const unsigned char *)fine, strlen(fine),
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+        assert_hd_err(HD_OK, users_list(f->app, cursor, 20, &page, &err), &err);
+        users_page_release(&page);
+    }
     /* Exactly one full page: no next cursor (the extra row is not there). */
     assert_hd(HD_OK, reg(f, "a@example.com", "", NULL, NULL));
     assert_hd(HD_OK, reg(f, "b@example.com", "", NULL, NULL));
@@ -815,6 +961,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_password_reset_for_known_email, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset_password_with_token, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset_password_refuses_wrong_tokens, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reset_confirm_looks_up_the_token_before_hashing, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_full_hashing_pool_waits_a_bounded_time, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_get_by_id_and_email, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_pagination_covers_everyone_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_edges, setup, teardown),

@@ -52,8 +52,6 @@ static void test_email_valid_and_normalised(void **state)
     assert_email("  Ada.Lovelace@Example.COM \t\n", "ada.lovelace@example.com");
     assert_email("a+tag@sub.example.co.uk", "a+tag@sub.example.co.uk");
     assert_email("x@y.z", "x@y.z");
-    /* Only ASCII letters change case: the bytes of "É" (C3 89) stay as they are. */
-    assert_email("JOS\xc3\x89@EXAMPLE.COM", "jos\xc3\x89@example.com");
 }
 
 static void test_email_invalid(void **state)
@@ -75,6 +73,15 @@ static void test_email_invalid(void **state)
     assert_bad_email("ada@exa\x01mple.com", "control");
     assert_bad_email("ada@example.com\x7f", "control");
     assert_bad_email("ada\r\nBcc: eve@example.com", "control");
+    /* Registered but never mailable before herald/email.h was shared (issue 9): the
+     * sender refuses them, so the user could never receive the verification link. An
+     * internationalised address (UTF-8 "é") is one of them: no SMTPUTF8. */
+    assert_bad_email("JOS\xc3\x89@EXAMPLE.COM", "ASCII");
+    assert_bad_email("a;b@example.com", "local part");
+    assert_bad_email("\"q\"@example.com", "local part");
+    assert_bad_email("x@[127.0.0.1]", "domain");
+    assert_bad_email("\xc3\xa9@example.com", "ASCII");
+    assert_bad_email("a,b@example.com", "local part");
 }
 
 static void test_email_lengths(void **state)

@@ -9,6 +9,8 @@
 
 #include <jansson.h>
 
+#include "herald/email.h"
+
 #include "domain.h"
 
 static const char *const type_names[NOTIFY_TYPE_COUNT] = {
@@ -91,21 +93,7 @@ int notify_user_id_valid(const char *s)
 
 int notify_email_valid(const char *s)
 {
-    if (s == NULL)
-        return 0;
-    size_t len = strlen(s);
-    if (len < 3 || len > NOTIFY_EMAIL_MAX)
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c <= ' ' || c == 0x7f)
-            return 0;
-    }
-    const char *at = strchr(s, '@');
-    if (at == NULL || at == s || strchr(at + 1, '@') != NULL)
-        return 0;
-    const char *dot = strchr(at + 1, '.');
-    return dot != NULL && dot != at + 1 && dot[1] != '\0';
+    return hd_email_address_valid(s); /* the rule users and the sender share */
 }
 
 /* A copy of s, or NULL for NULL s; *failed is set when memory ran out. */

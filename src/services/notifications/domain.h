@@ -99,9 +99,8 @@ int notification_type_direct(notification_type t);
  * anything else is refused rather than escaped. */
 int notify_user_id_valid(const char *s);
 
-/* 1 when s looks like an e-mail address: at most NOTIFY_EMAIL_MAX bytes, exactly one '@'
- * with something on both sides, a '.' in the domain, no blank or control character. The
- * sender checks the stricter SMTP rules again before anything goes out. */
+/* 1 when s is an e-mail address herald can mail: hd_email_address_valid (herald/email.h),
+ * the one rule the users service and the sender share. */
 int notify_email_valid(const char *s);
 
 /* ---- Preferences: one aggregate per user ------------------------------------------------ */

@@ -1,11 +1,14 @@
 /* users/api.c — the HTTP API; see api.h. */
 #include "api.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "herald/clock.h"
+#include "herald/ratelimit.h"
 
 struct users_http {
     users_app *app;
@@ -16,6 +19,9 @@ struct users_http {
     hd_histogram *latency;
     users_health_fn health;
     void *health_ctx;
+    hd_ratelimit *client_limit; /* borrowed; NULL: none */
+    hd_ratelimit *email_limit;  /* borrowed; NULL: none */
+    hd_counter *limited;        /* requests refused 429, by limit */
     hd_http_server *srv;
 };
 
@@ -116,6 +122,12 @@ static void reply_error(hd_http_response *resp, int rc, const hd_error *err, int
     case HD_ESTATE:
         status = estate_status;
         break;
+    case HD_ETIMEOUT:
+        /* Every password hashing slot stayed busy (application.h): overloaded for a
+         * moment, not broken. The reason is ours and safe to send. */
+        hd_http_response_set_header(resp, "Retry-After", "1");
+        status = 503;
+        break;
     default:
         hd_http_reply_error(resp, rc, err->text);
         return;
@@ -134,6 +146,61 @@ static int require_admin(users_http *h, hd_http_request *req, hd_http_response *
     return hd_http_require_bearer(req, resp, h->admin_token) == 0;
 }
 
+/* ---- rate limits of the public routes -------------------------------------------------------
+ * The four public routes do work for anybody: hash a password, write rows, send a mail. A
+ * token bucket per client address bounds what one client may ask for; one per e-mail
+ * address bounds the mails one inbox can be sent (register, password reset), whoever asks.
+ * A refused request gets 429 with Retry-After, in whole seconds, rounded up. */
+
+/* The key of the client's address: the address itself for IPv4; the /64 prefix for IPv6,
+ * since one subscriber usually holds a whole /64 and could otherwise rotate through 2^64
+ * keys. */
+static void client_key(hd_http_request *req, char out[HD_HTTP_ADDRESS_MAX])
+{
+    if (hd_http_request_client_address(req, out, HD_HTTP_ADDRESS_MAX) < 0) {
+        strcpy(out, "unknown"); /* all unknown peers share one bucket */
+        return;
+    }
+    unsigned char a6[16];
+    if (strchr(out, ':') != NULL && inet_pton(AF_INET6, out, a6) == 1) {
+        memset(a6 + 8, 0, 8);
+        inet_ntop(AF_INET6, a6, out, HD_HTTP_ADDRESS_MAX);
+    }
+}
+
+/* 1 when key may go on under rl; else 0 after replying 429. */
+static int allow(users_http *h, hd_ratelimit *rl, const char *which, const char *key,
+                 hd_http_request *req, hd_http_response *resp)
+{
+    int64_t wait_ms = 0;
+    if (rl == NULL || hd_ratelimit_take(rl, key, &wait_ms) != 0)
+        return 1;
+    char retry[24];
+    snprintf(retry, sizeof retry, "%lld", (long long)((wait_ms + 999) / 1000));
+    hd_http_response_set_header(resp, "Retry-After", retry);
+    hd_http_reply_problemf(resp, 429, NULL, "too many requests for this %s: retry in %s s", which,
+                           retry);
+    if (h->limited != NULL)
+        hd_counter_inc(h->limited, (const char *[]){which}, 1);
+    /* debug: a flood of refusals must not become a flood of log lines */
+    hd_log_debug(h->logger, hd_http_request_correlation_id(req), "rate limited", "limit", which,
+                 NULL);
+    return 0;
+}
+
+static int allow_client(users_http *h, hd_http_request *req, hd_http_response *resp)
+{
+    char key[HD_HTTP_ADDRESS_MAX];
+    client_key(req, key);
+    return allow(h, h->client_limit, "client address", key, req, resp);
+}
+
+static int allow_email(users_http *h, const email *addr, hd_http_request *req,
+                       hd_http_response *resp)
+{
+    return allow(h, h->email_limit, "e-mail address", addr->text, req, resp);
+}
+
 /* ---- public routes ----------------------------------------------------------------------------
  */
 
@@ -141,6 +208,8 @@ static int require_admin(users_http *h, hd_http_request *req, hd_http_response *
 static void post_user(hd_http_request *req, hd_http_response *resp, void *ctx)
 {
     users_http *h = ctx;
+    if (!allow_client(h, req, resp))
+        return;
     json_t *in = read_body(req, resp);
     if (in == NULL)
         return;
@@ -156,7 +225,7 @@ static void post_user(hd_http_request *req, hd_http_response *resp, void *ctx)
         check_field(errors, "password", password_check(password, password_len, &err), &err);
     if (member_string(in, "name", 0, &raw_name, NULL, errors))
         check_field(errors, "name", name_parse(raw_name, name, &err), &err);
-    if (reply_fields(resp, errors)) {
+    if (reply_fields(resp, errors) || !allow_email(h, &addr, req, resp)) {
         json_decref(in);
         return;
     }
@@ -175,10 +244,150 @@ static void post_user(hd_http_request *req, hd_http_response *resp, void *ctx)
     reply_user(resp, 201, &v);
 }
 
-/* POST /users/verify {token} */
+/* ---- the verification page --------------------------------------------------------------
+ * The link in the verification mail (HD_USERS_VERIFY_BASE_URL + token) points here, so it
+ * works for a person with nothing but a browser. Opening it does NOT verify: mail
+ * providers and corporate gateways open every link of a message to scan it, and a GET
+ * that verified would confirm the address before its owner saw the mail (or confirm an
+ * address somebody else typed). The page shows a button; the browser POSTs the token as a
+ * form, and only that verifies. */
+
+/* 1 when s is a token's shape (64 hex digits): the page writes nothing else into HTML. */
+static int token_shaped(const char *s)
+{
+    if (s == NULL || strlen(s) != USERS_TOKEN_LEN)
+        return 0;
+    return strspn(s, "0123456789abcdefABCDEF") == USERS_TOKEN_LEN;
+}
+
+/* A small, self-contained page: no script, no external resource, not cached, no Referer
+ * (the URL holds the token), not framed. */
+static void reply_page(hd_http_response *resp, int status, const char *title, const char *body)
+{
+    char html[4096];
+    int n =
+        snprintf(html, sizeof html,
+                 "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+                 "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+                 "<meta name=\"robots\" content=\"noindex\">\n<title>%s</title>\n"
+                 "<style>body{font-family:sans-serif;max-width:32em;margin:3em auto;padding:0 1em;"
+                 "line-height:1.5}button{font-size:1.1em;padding:.5em 1.5em}"
+                 "small{color:#555}</style></head>\n<body><h1>%s</h1>\n%s</body></html>\n",
+                 title, title, body);
+    if (n < 0 || (size_t)n >= sizeof html) {
+        hd_http_reply_error(resp, HD_ENOMEM, "the page does not fit");
+        return;
+    }
+    hd_http_response_set_header(resp, "Cache-Control", "no-store");
+    hd_http_response_set_header(resp, "Referrer-Policy", "no-referrer");
+    hd_http_response_set_header(resp, "X-Frame-Options", "DENY");
+    hd_http_response_set_header(resp, "Content-Security-Policy",
+                                "default-src 'none'; style-src 'unsafe-inline'; "
+                                "form-action 'self'; frame-ancestors 'none'");
+    hd_http_reply_text(resp, status, "text/html; charset=utf-8", html);
+}
+
+/* GET /users/verify?token=...: the page with the button. */
+static void get_verify_page(hd_http_request *req, hd_http_response *resp, void *ctx)
+{
+    users_http *h = ctx;
+    if (!allow_client(h, req, resp))
+        return;
+    const char *token = hd_http_request_query(req, "token");
+    if (!token_shaped(token)) {
+        /* A browser (Accept: text/html) gets a page; an API client the usual problem. */
+        const char *accept = hd_http_request_header(req, "Accept");
+        if (accept == NULL || strstr(accept, "text/html") == NULL) {
+            hd_http_reply_problemf(resp, 400, NULL,
+                                   "query parameter 'token': must be %d "
+                                   "hexadecimal characters",
+                                   USERS_TOKEN_LEN);
+            return;
+        }
+        reply_page(resp, 400, "This link is incomplete",
+                   "<p>The verification link is missing part of its token. Copy the whole "
+                   "link from the e-mail into the address bar, or ask for a new one.</p>\n");
+        return;
+    }
+    char body[1024];
+    /* The token is 64 hex digits (checked above): nothing in it needs escaping. The action
+     * is relative, so the page works behind a proxy that adds a path prefix. */
+    snprintf(body, sizeof body,
+             "<p>Press the button to confirm that this e-mail address is yours.</p>\n"
+             "<form method=\"post\" action=\"verify\">\n"
+             "<input type=\"hidden\" name=\"token\" value=\"%s\">\n"
+             "<button type=\"submit\">Confirm my address</button>\n</form>\n"
+             "<p><small>Why a button? Mail services open the links in a message to check "
+             "them for malware. If opening this link confirmed the address, such a link "
+             "scanner would confirm it for you &mdash; even when it was not you who signed "
+             "up. Only a person pressing the button does.</small></p>\n",
+             token);
+    reply_page(resp, 200, "Confirm your e-mail address", body);
+}
+
+/* The token of a form body "token=...&..." (application/x-www-form-urlencoded) into out;
+ * 1 when found with a token's shape. Hex needs no percent-decoding. */
+static int form_token(hd_http_request *req, char out[USERS_TOKEN_LEN + 1])
+{
+    size_t len = 0;
+    const char *body = hd_http_request_body(req, &len);
+    for (size_t i = 0; i < len;) {
+        size_t end = i;
+        while (end < len && body[end] != '&')
+            end++;
+        if (end - i == 6 + USERS_TOKEN_LEN && memcmp(body + i, "token=", 6) == 0) {
+            memcpy(out, body + i + 6, USERS_TOKEN_LEN);
+            out[USERS_TOKEN_LEN] = '\0';
+            return token_shaped(out);
+        }
+        i = end + 1;
+    }
+    return 0;
+}
+
+/* POST /users/verify from the page's form: the same use case, answered as a page. */
+static void post_verify_form(users_http *h, hd_http_request *req, hd_http_response *resp)
+{
+    char token[USERS_TOKEN_LEN + 1];
+    if (!form_token(req, token)) {
+        reply_page(resp, 400, "This link is incomplete",
+                   "<p>The form did not carry a whole token. Open the link from the e-mail "
+                   "again.</p>\n");
+        return;
+    }
+    const char *cid = hd_http_request_correlation_id(req);
+    hd_error err;
+    user_view v;
+    int rc = users_verify_email(h->app, cid, token, &v, &err);
+    if (rc == 0) {
+        hd_log_info(h->logger, cid, "email verified", "user_id", v.id, "via", "page", NULL);
+        reply_page(resp, 200, "Your address is confirmed",
+                   "<p>Thank you. You can close this page.</p>\n");
+    } else if (rc == HD_ENOTFOUND || rc == HD_ESTATE || rc == HD_EINVAL) {
+        hd_log_info(h->logger, cid, "email verification refused", "reason", err.text, NULL);
+        reply_page(resp,
+                   rc == HD_ESTATE      ? 410
+                   : rc == HD_ENOTFOUND ? 404
+                                        : 400,
+                   "This link cannot be used",
+                   "<p>The link was already used, has expired, or is not one we sent. If your "
+                   "address is not confirmed yet, ask for a new link.</p>\n");
+    } else {
+        reply_error(resp, rc, &err, 410); /* 5xx: problem+json, details in the log */
+    }
+}
+
+/* POST /users/verify {token}, or the page's form (application/x-www-form-urlencoded). */
 static void post_verify(hd_http_request *req, hd_http_response *resp, void *ctx)
 {
     users_http *h = ctx;
+    if (!allow_client(h, req, resp))
+        return;
+    const char *ctype = hd_http_request_header(req, "Content-Type");
+    if (ctype != NULL && strncasecmp(ctype, "application/x-www-form-urlencoded", 33) == 0) {
+        post_verify_form(h, req, resp);
+        return;
+    }
     json_t *in = read_body(req, resp);
     if (in == NULL)
         return;
@@ -209,6 +418,8 @@ static void post_verify(hd_http_request *req, hd_http_response *resp, void *ctx)
 static void post_password_reset(hd_http_request *req, hd_http_response *resp, void *ctx)
 {
     users_http *h = ctx;
+    if (!allow_client(h, req, resp))
+        return;
     json_t *in = read_body(req, resp);
     if (in == NULL)
         return;
@@ -219,7 +430,7 @@ static void post_password_reset(hd_http_request *req, hd_http_response *resp, vo
     if (member_string(in, "email", 1, &raw_email, NULL, errors))
         check_field(errors, "email", email_parse(raw_email, &addr, &err), &err);
     json_decref(in);
-    if (reply_fields(resp, errors))
+    if (reply_fields(resp, errors) || !allow_email(h, &addr, req, resp))
         return;
     const char *cid = hd_http_request_correlation_id(req);
     int rc = users_request_password_reset(h->app, cid, &addr, &err);
@@ -240,6 +451,8 @@ static void post_password_reset(hd_http_request *req, hd_http_response *resp, vo
 static void post_password_reset_confirm(hd_http_request *req, hd_http_response *resp, void *ctx)
 {
     users_http *h = ctx;
+    if (!allow_client(h, req, resp))
+        return;
     json_t *in = read_body(req, resp);
     if (in == NULL)
         return;
@@ -459,6 +672,8 @@ int users_http_new(hd_http_server *srv, const users_http_options *opts, users_ht
     h->metrics = opts->metrics;
     h->health = opts->health;
     h->health_ctx = opts->health_ctx;
+    h->client_limit = opts->client_limit;
+    h->email_limit = opts->email_limit;
     h->srv = srv;
     if (h->metrics != NULL) {
         h->requests = hd_metrics_counter(h->metrics, "http_requests_total",
@@ -467,8 +682,12 @@ int users_http_new(hd_http_server *srv, const users_http_options *opts, users_ht
         h->latency = hd_metrics_histogram(h->metrics, "http_request_duration_seconds",
                                           "Time to answer an HTTP request.", NULL, 0, "method",
                                           "route", NULL);
+        h->limited =
+            hd_metrics_counter(h->metrics, "users_rate_limited_total",
+                               "Public requests refused with 429, by limit.", "limit", NULL);
     }
-    if (h->admin_token == NULL || (h->metrics != NULL && (!h->requests || !h->latency))) {
+    if (h->admin_token == NULL ||
+        (h->metrics != NULL && (!h->requests || !h->latency || !h->limited))) {
         users_http_free(h);
         return hd_error_set(err, HD_ENOMEM, NULL);
     }
@@ -478,6 +697,7 @@ int users_http_new(hd_http_server *srv, const users_http_options *opts, users_ht
     } routes[] = {
         {"POST", "/users", post_user},
         {"POST", "/users/verify", post_verify},
+        {"GET", "/users/verify", get_verify_page},
         {"POST", "/users/password-reset", post_password_reset},
         {"POST", "/users/password-reset/confirm", post_password_reset_confirm},
         {"GET", "/users", get_users},

@@ -8,6 +8,9 @@
  *
  *   POST   /users                  register                     201 400 409 415 422
  *   POST   /users/verify           confirm an email with token  200 400 404 410 422
+ *                                  (JSON, or the page's form: then an HTML answer)
+ *   GET    /users/verify?token=    the page the mail's link opens: a button that POSTs
+ *                                  the token (opening it verifies nothing: link scanners)
  *   POST   /users/password-reset   ask for a reset link         202 400 415 422
  *   POST   /users/password-reset/confirm  new password + token   204 400 404 410 422
  *   GET    /users                  list (?limit=&cursor=) or find (?email=)   admin
@@ -21,6 +24,11 @@
  * logins of its own, and every route that reads or changes an existing user exposes
  * personal data, so only an operator (or a trusted back office) may call them. The four
  * public routes are what an anonymous visitor needs to sign up and to get back in.
+ *
+ * Limits of the public routes (and the page): a token bucket per client address (IPv6:
+ * per /64) on each of them, and one per e-mail address on register and password-reset
+ * (each may send a mail to that address). Over a limit: 429 + Retry-After (seconds).
+ * When every password hashing slot stays busy (application.h): 503 + Retry-After.
  *
  * Every error is application/problem+json (RFC 7807); 5xx details go to the log under the
  * request's correlation id, never to the client. Each answered request is counted and
@@ -39,6 +47,7 @@
 #include "herald/http.h"
 #include "herald/log.h"
 #include "herald/metrics.h"
+#include "herald/ratelimit.h"
 
 #include "application.h"
 
@@ -54,6 +63,11 @@ typedef struct users_http_options {
     hd_metrics *metrics;     /* borrowed; NULL: no /metrics, no request metrics */
     users_health_fn health;  /* NULL: healthy while the server runs */
     void *health_ctx;        /* borrowed */
+    /* Rate limits (borrowed: they must outlive the server; NULL: no limit). client_limit
+     * is keyed by the client's address on every public route, email_limit by the
+     * normalised address on POST /users and POST /users/password-reset. */
+    hd_ratelimit *client_limit;
+    hd_ratelimit *email_limit;
 } users_http_options;
 
 typedef struct users_http users_http;

@@ -1,10 +1,13 @@
 /* users/application.c — the use cases; see application.h. */
 #include "application.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 
@@ -25,10 +28,15 @@ struct users_app {
     size_t pwhash_memlimit;
     int64_t (*clock)(void);
     /* A counting semaphore (mutex + condition variable, portable POSIX) over the slots
-     * for concurrent hashes. */
+     * for concurrent hashes. hash_free waits on CLOCK_MONOTONIC (a bounded wait must not
+     * stretch when the wall clock is set back). */
     pthread_mutex_t hash_lock;
     pthread_cond_t hash_free;
     unsigned hash_slots;
+    int64_t hash_wait_ms;
+    users_pwhash_fn pwhash;
+    void *pwhash_ctx;
+    atomic_uint_fast64_t hashes; /* hashes started: users_app_hashes */
 };
 
 /* ---- lifecycle -------------------------------------------------------------------------- */
@@ -63,8 +71,16 @@ int users_app_new(hd_store *store, const users_config *cfg, users_app **out, hd_
         cfg->pwhash_memlimit ? cfg->pwhash_memlimit : crypto_pwhash_MEMLIMIT_INTERACTIVE;
     app->clock = cfg->clock ? cfg->clock : hd_time_now_ms;
     pthread_mutex_init(&app->hash_lock, NULL);
-    pthread_cond_init(&app->hash_free, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&app->hash_free, &ca);
+    pthread_condattr_destroy(&ca);
     app->hash_slots = cfg->max_hashing ? cfg->max_hashing : USERS_HASHING_DEFAULT;
+    app->hash_wait_ms = cfg->hash_wait_ms > 0 ? cfg->hash_wait_ms : USERS_HASH_WAIT_DEFAULT_MS;
+    app->pwhash = cfg->pwhash;
+    app->pwhash_ctx = cfg->pwhash_ctx;
+    atomic_init(&app->hashes, 0);
     app->dispatcher = hd_dispatcher_new();
     app->integration =
         users_integration_new(or_default(cfg->source, USERS_SOURCE_DEFAULT),
@@ -89,6 +105,11 @@ void users_app_free(users_app *app)
     pthread_cond_destroy(&app->hash_free);
     pthread_mutex_destroy(&app->hash_lock);
     free(app);
+}
+
+uint64_t users_app_hashes(users_app *app)
+{
+    return app ? (uint64_t)atomic_load(&app->hashes) : 0;
 }
 
 hd_dispatcher *users_app_dispatcher(users_app *app)
@@ -210,23 +231,49 @@ static int app_end(users_app *app, hd_uow *uow, int rc, hd_error *err)
     return rc;
 }
 
-/* argon2id of password into hash, in one of the hash slots (waiting for one if needed).
- * Returns 0, or HD_ENOMEM when the memory for the hash could not be had. */
-static int app_hash_password(users_app *app, const char *password, size_t len,
-                             char hash[crypto_pwhash_STRBYTES])
+/* Take a hash slot, waiting at most hash_wait_ms for one. Returns 0 or HD_ETIMEOUT. */
+static int take_hash_slot(users_app *app)
 {
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += (time_t)(app->hash_wait_ms / 1000);
+    deadline.tv_nsec += (long)(app->hash_wait_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    int rc = 0;
     pthread_mutex_lock(&app->hash_lock);
-    while (app->hash_slots == 0)
-        pthread_cond_wait(&app->hash_free, &app->hash_lock);
-    app->hash_slots--;
+    while (app->hash_slots == 0 && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&app->hash_free, &app->hash_lock, &deadline);
+    int got = app->hash_slots > 0;
+    if (got)
+        app->hash_slots--;
     pthread_mutex_unlock(&app->hash_lock);
-    int rc = crypto_pwhash_str_alg(hash, password, len, app->pwhash_opslimit, app->pwhash_memlimit,
-                                   crypto_pwhash_ALG_ARGON2ID13);
+    return got ? 0 : HD_ETIMEOUT;
+}
+
+/* argon2id of password into hash, in one of the hash slots. The wait for a slot is bounded
+ * (hash_wait_ms): an unbounded queue of requests, each holding a connection and its
+ * password, is how a burst of registrations turns into an outage. A full pool is refused
+ * at once instead, and the client told to come back (503 + Retry-After).
+ * Returns 0, HD_ETIMEOUT (every slot stayed busy) or HD_ENOMEM (no memory for the hash). */
+static int app_hash_password(users_app *app, const char *password, size_t len,
+                             char hash[crypto_pwhash_STRBYTES], hd_error *err)
+{
+    if (take_hash_slot(app) < 0)
+        return hd_error_set(err, HD_ETIMEOUT,
+                            "every password hashing slot is busy: try again in a moment");
+    atomic_fetch_add(&app->hashes, 1);
+    int rc = app->pwhash
+                 ? app->pwhash(app->pwhash_ctx, hash, password, len)
+                 : crypto_pwhash_str_alg(hash, password, len, app->pwhash_opslimit,
+                                         app->pwhash_memlimit, crypto_pwhash_ALG_ARGON2ID13);
     pthread_mutex_lock(&app->hash_lock);
     app->hash_slots++;
     pthread_cond_signal(&app->hash_free);
     pthread_mutex_unlock(&app->hash_lock);
-    return rc == 0 ? 0 : HD_ENOMEM;
+    return rc == 0 ? 0 : hd_error_set(err, HD_ENOMEM, "argon2id: not enough memory to hash");
 }
 
 /* ---- register --------------------------------------------------------------------------- */
@@ -258,8 +305,9 @@ int users_register(users_app *app, const char *correlation_id, const email *addr
     /* Hash before taking the store: argon2id is slow on purpose (tens of ms, 64 MiB), and
      * the database must not wait for it. The hash string holds its own salt and cost. */
     char hash[crypto_pwhash_STRBYTES];
-    if (app_hash_password(app, password, password_len, hash) < 0)
-        return hd_error_set(err, HD_ENOMEM, "argon2id: not enough memory to hash");
+    rc = app_hash_password(app, password, password_len, hash, err);
+    if (rc < 0)
+        return rc;
     char token[USERS_TOKEN_LEN + 1], token_hash[USERS_TOKEN_HASH_LEN + 1];
     new_token(token);
     users_token_hash(token, token_hash);
@@ -441,11 +489,22 @@ int users_reset_password(users_app *app, const char *correlation_id, const char 
     if (rc < 0)
         return rc;
     users_token_hash(clean, token_hash);
-    /* Hashed before the transaction, as in users_register; a bad token costs a hash, which
-     * also makes guessing tokens here as slow as guessing passwords. */
+    /* Look the token up BEFORE hashing. The hash costs 64 MiB and tens of milliseconds of
+     * a core; done first, any well-formed token bought that much work, and four requests a
+     * second kept two cores busy. Tokens have 256 random bits, so nothing is gained by
+     * making a guess slow. The transaction checks the token again (it may be used or
+     * expire between this read and the commit); this read only keeps the hash for tokens
+     * that exist. */
+    users_token tok;
+    pthread_mutex_lock(&app->lock);
+    rc = check_token(app, app->store, token_hash, USERS_TOKEN_RESET, &tok, err);
+    pthread_mutex_unlock(&app->lock);
+    if (rc < 0)
+        return rc;
     char hash[crypto_pwhash_STRBYTES];
-    if (app_hash_password(app, password, password_len, hash) < 0)
-        return hd_error_set(err, HD_ENOMEM, "argon2id: not enough memory to hash");
+    rc = app_hash_password(app, password, password_len, hash, err);
+    if (rc < 0)
+        return rc;
     user u;
     int loaded = 0;
     hd_uow *uow;
@@ -594,13 +653,25 @@ static int cursor_decode(const char *cursor, users_position *pos, hd_error *err)
                           &n, NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
         return hd_error_set(err, HD_EINVAL, "invalid cursor");
     plain[n] = '\0';
-    long long ms;
-    int used = 0;
-    if (sscanf(plain, "v1.%lld.%n", &ms, &used) != 1 || used == 0 || ms < 0 ||
-        !hd_uuid_valid(plain + used))
+    /* "v1." then 1..18 decimal digits, '.', a UUID. Digits only and a bounded count, not
+     * sscanf("%lld"): its overflow is undefined, and glibc's clamps to LLONG_MAX, which
+     * turned a cursor with a 20-digit time into a valid position after everybody (200,
+     * an empty page) instead of the 400 the API promises. 18 digits cover every
+     * millisecond time until the year 31 million. */
+    if (strncmp(plain, "v1.", 3) != 0)
+        return hd_error_set(err, HD_EINVAL, "invalid cursor");
+    const char *p = plain + 3;
+    int64_t ms = 0;
+    size_t digits = 0;
+    for (; *p >= '0' && *p <= '9'; p++, digits++) {
+        if (digits == 18)
+            return hd_error_set(err, HD_EINVAL, "invalid cursor");
+        ms = ms * 10 + (*p - '0');
+    }
+    if (digits == 0 || *p != '.' || !hd_uuid_valid(p + 1))
         return hd_error_set(err, HD_EINVAL, "invalid cursor");
     pos->created_at_ms = ms;
-    copy_text(pos->id, sizeof pos->id, plain + used);
+    copy_text(pos->id, sizeof pos->id, p + 1);
     return 0;
 }
 

@@ -31,6 +31,8 @@
  *   HD_ENOTFOUND  no such user or token                           -> 404
  *   HD_EEXIST     the email is registered already                 -> 409
  *   HD_EBUSY      changed concurrently; retry                     -> 409
+ *   HD_ETIMEOUT   every hashing slot stayed busy for hash_wait_ms
+ *                 (register, reset confirm); retry later          -> 503 + Retry-After
  *   HD_ESTATE     token used or expired, email already verified   -> 410 (verify)
  *   other         the store failed                                -> 500 / 503
  *
@@ -56,9 +58,15 @@
 #define USERS_RESET_TTL_DEFAULT_MS  (3600LL * 1000)      /* an hour: it grants the account */
 #define USERS_PAGE_DEFAULT          20
 #define USERS_PAGE_MAX              100
-#define USERS_CURSOR_MAX            128 /* an opaque cursor's length, NUL included */
-#define USERS_TOKEN_LEN             64  /* 32 random bytes in hex */
-#define USERS_HASHING_DEFAULT       4   /* concurrent argon2id hashes: 4 x 64 MiB */
+#define USERS_CURSOR_MAX            128  /* an opaque cursor's length, NUL included */
+#define USERS_TOKEN_LEN             64   /* 32 random bytes in hex */
+#define USERS_HASHING_DEFAULT       4    /* concurrent argon2id hashes: 4 x 64 MiB */
+#define USERS_HASH_WAIT_DEFAULT_MS  1000 /* longest wait for a hashing slot; then HD_ETIMEOUT */
+
+/* A password hash function in place of argon2id (users_config.pwhash): write the hash
+ * string of password (len bytes) into out (crypto_pwhash_STRBYTES bytes); return 0 or -1.
+ * Tests use it to count hashes and to hold hashing slots. */
+typedef int (*users_pwhash_fn)(void *ctx, char *out, const char *password, size_t len);
 
 /* Settings of the application. Zero (or NULL) fields take the default. */
 typedef struct users_config {
@@ -74,14 +82,20 @@ typedef struct users_config {
     /* Hashes computed at the same time; 0: USERS_HASHING_DEFAULT. Each holds memlimit
      * bytes (64 MiB at INTERACTIVE): this, not the number of connections, bounds the
      * memory registration can take. More than the CPU cores buys nothing: argon2id is
-     * CPU-bound, so extra requests simply wait their turn. */
+     * CPU-bound, so extra requests wait their turn — for at most hash_wait_ms (0:
+     * USERS_HASH_WAIT_DEFAULT_MS); then the use case fails with HD_ETIMEOUT (HTTP 503 with
+     * Retry-After) instead of queueing without bound. */
     unsigned max_hashing;
+    int64_t hash_wait_ms;
+    users_pwhash_fn pwhash; /* NULL: argon2id with the cost above */
+    void *pwhash_ctx;       /* borrowed, given to pwhash */
     /* The wall clock in epoch ms; NULL: hd_time_now_ms. Tests move time forward with it
      * (expired tokens) instead of sleeping. */
     int64_t (*clock)(void);
 } users_config;
 
-#define USERS_VERIFY_BASE_DEFAULT "http://localhost:8080/verify-email?token="
+/* The verification page of this service (GET /users/verify, api.h) at its default address. */
+#define USERS_VERIFY_BASE_DEFAULT "http://127.0.0.1:8081/users/verify?token="
 #define USERS_RESET_BASE_DEFAULT  "http://localhost:8080/reset-password?token="
 
 typedef struct users_app users_app;
@@ -98,6 +112,9 @@ void users_app_free(users_app *app);
 /* The app's dispatcher (borrowed), to register more domain event handlers at start-up
  * (before the first use case runs): tests use it to add a failing handler. */
 hd_dispatcher *users_app_dispatcher(users_app *app);
+
+/* Password hashes started since users_app_new (a test hook and a metric). Thread-safe. */
+uint64_t users_app_hashes(users_app *app);
 
 /* Operations: SELECT 1 on the store (for /health), and the outbox's depth (for /metrics;
  * see hd_outbox_depth). Both take the store's mutex briefly. Return 0 or a code. */
@@ -120,7 +137,8 @@ typedef struct user_view {
 /* Register addr with password (len bytes, in clear; checked against the policy, hashed,
  * forgotten) and name (parsed; "" for none). Issues a verification token, valid for
  * verify_ttl_ms, that only the users.user_registered event carries (in its link).
- * *out (may be NULL) receives the new user. Returns 0, HD_EVALIDATE, HD_EEXIST, or a code. */
+ * *out (may be NULL) receives the new user. Returns 0, HD_EVALIDATE, HD_EEXIST, HD_ETIMEOUT (no
+ * hashing slot), or a code. */
 int users_register(users_app *app, const char *correlation_id, const email *addr,
                    const char *password, size_t password_len, const char *name, user_view *out,
                    hd_error *err);
@@ -144,10 +162,12 @@ int users_request_password_reset(users_app *app, const char *correlation_id, con
 /* Set a new password with the token from the reset email: the token (64 hex characters)
  * must be a reset token, unused and unexpired; the password (len bytes) must pass the
  * policy. The token and every other unused reset token of the user are used up: one reset
- * link works once, and a new password ends all older links. Raises user.password_changed
+ * link works once, and a new password ends all older links. The token is looked up before
+ * the new password is hashed: an unknown, used or expired token costs a query, not an
+ * argon2id hash. Raises user.password_changed
  * (no integration event: see docs). Returns 0; HD_EINVAL (malformed token), HD_EVALIDATE
- * (password policy), HD_ENOTFOUND (no such reset token), HD_ESTATE (used or expired), or
- * a code. */
+ * (password policy), HD_ENOTFOUND (no such reset token), HD_ESTATE (used or expired), HD_ETIMEOUT
+ * (no hashing slot), or a code. */
 int users_reset_password(users_app *app, const char *correlation_id, const char *token,
                          const char *password, size_t password_len, hd_error *err);
 

@@ -6,6 +6,8 @@
 
 #include <jansson.h>
 
+#include "herald/email.h"
+
 /* ---- text helpers ------------------------------------------------------------------------ */
 
 /* Blanks that trimming removes. Only ASCII: a non-breaking space inside a name is the
@@ -48,21 +50,6 @@ static size_t utf8_chars(const char *s, size_t n)
 
 /* ---- Email ------------------------------------------------------------------------------ */
 
-/* The domain's rules, once the single '@' is found. */
-static int check_domain(const char *d, size_t n, hd_error *err)
-{
-    if (n == 0)
-        return hd_error_set(err, HD_EVALIDATE, "domain part is empty");
-    if (memchr(d, '.', n) == NULL)
-        return hd_error_set(err, HD_EVALIDATE, "domain must contain a dot");
-    if (d[0] == '.' || d[n - 1] == '.')
-        return hd_error_set(err, HD_EVALIDATE, "domain must not start or end with a dot");
-    for (size_t i = 1; i < n; i++)
-        if (d[i] == '.' && d[i - 1] == '.')
-            return hd_error_set(err, HD_EVALIDATE, "domain has an empty label ('..')");
-    return 0;
-}
-
 int email_parse(const char *raw, email *out, hd_error *err)
 {
     if (raw == NULL || out == NULL)
@@ -73,35 +60,20 @@ int email_parse(const char *raw, email *out, hd_error *err)
         return hd_error_set(err, HD_EVALIDATE, "must not be empty");
     if (n > USER_EMAIL_MAX)
         return hd_error_set(err, HD_EVALIDATE, "must be at most %d characters", USER_EMAIL_MAX);
-    const char *at = NULL;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == ' ' || is_control(c))
-            return hd_error_set(err, HD_EVALIDATE, "must not contain spaces or control characters");
-        if (c == '@') {
-            if (at != NULL)
-                return hd_error_set(err, HD_EVALIDATE, "must contain exactly one '@'");
-            at = s + i;
-        }
-    }
-    if (at == NULL)
-        return hd_error_set(err, HD_EVALIDATE, "must contain exactly one '@'");
-    size_t local = (size_t)(at - s);
-    if (local == 0)
-        return hd_error_set(err, HD_EVALIDATE, "local part (before '@') is empty");
-    if (local > USER_EMAIL_LOCAL_MAX)
-        return hd_error_set(err, HD_EVALIDATE, "local part must be at most %d characters",
-                            USER_EMAIL_LOCAL_MAX);
-    int rc = check_domain(at + 1, n - local - 1, err);
-    if (rc < 0)
-        return rc;
-    /* ASCII lower-casing only, byte by byte: tolower() depends on the locale, and the
-     * bytes of a UTF-8 sequence must stay as they are. */
+    /* ASCII lower-casing only, byte by byte: tolower() depends on the locale. Done into a
+     * scratch copy, so that *out stays untouched when the address is refused. */
+    char text[USER_EMAIL_MAX + 1];
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        out->text[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+        text[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
     }
-    out->text[n] = '\0';
+    text[n] = '\0';
+    /* The one rule herald has for addresses (herald/email.h): what is accepted here is
+     * what the notifications service and the sender can mail. */
+    const char *why = hd_email_address_problem(text);
+    if (why != NULL)
+        return hd_error_set(err, HD_EVALIDATE, "%s", why);
+    memcpy(out->text, text, n + 1);
     return 0;
 }
 

@@ -70,10 +70,14 @@ typedef struct email {
     char text[USER_EMAIL_MAX + 1];
 } email;
 
-/* Parse raw (borrowed) into *out. The address is trimmed of surrounding blanks, then must
- * have: at most USER_EMAIL_MAX bytes; no blank, control character or DEL; exactly one
- * '@'; a local part of 1..64 bytes; a domain with a dot that neither starts nor ends it
- * and no empty label (".."). Bytes above 0x7f are allowed (internationalised addresses).
+/* Parse raw (borrowed) into *out. The address is trimmed of surrounding blanks, must be at
+ * most USER_EMAIL_MAX bytes, and must then pass herald's one address rule
+ * (hd_email_address_valid, herald/email.h: printable ASCII, one '@', a dot-atom local part
+ * of 1..64 bytes, a domain name with a dot). That rule is shared with the notifications
+ * service and the sender, so that every address registered here can be mailed; a
+ * contract test (tests/contract/test_email_addresses.c) holds the three together.
+ * Internationalised addresses are refused for the same reason: the sender does not speak
+ * SMTPUTF8, so such a user could never receive the verification link.
  * The result is lower-cased as a whole, local part included: RFC 5321 lets a server treat
  * "Ada" and "ada" as two mailboxes, but no common provider does, and two accounts that
  * differ only in case are an account-takeover trap and a support nightmare. The UNIQUE

@@ -13,7 +13,9 @@
 #include "herald/amqp.h"
 #include "herald/http.h"
 #include "herald/metrics.h"
+#include "herald/clock.h"
 #include "herald/outbox.h"
+#include "herald/ratelimit.h"
 #include "herald/relay.h"
 #include "herald/stop.h"
 #include "herald/store.h"
@@ -42,7 +44,20 @@ typedef struct service {
     hd_relay *relay;
     hd_outbox_notifier *notifier;
     int relay_stop_ready; /* relay_stop was initialised */
+    /* rate limits of the public routes (NULL: off) */
+    hd_ratelimit *client_limit, *email_limit;
+    /* /health's broker check, cached (health()) */
+    pthread_mutex_t health_lock;
+    int64_t broker_checked_ms; /* monotonic; 0: never */
+    int broker_ok, broker_probing;
 } service;
+
+#define ADMIN_TOKEN_MIN        32   /* characters: 128 bits as hex, or more */
+#define HEALTH_BROKER_EVERY_MS 5000 /* /health opens at most one AMQP connection this often */
+#define RATE_CLIENT_DEFAULT    "30/m"
+#define RATE_CLIENT_BURST      20
+#define RATE_EMAIL_DEFAULT     "5/h"
+#define RATE_EMAIL_BURST       3
 
 /* ---- settings ------------------------------------------------------------------------- */
 
@@ -85,6 +100,9 @@ static int read_app_config(const hd_config *cfg, users_config *out, hd_error *er
     if (rc == 0)
         rc = hd_config_get_int(cfg, "HD_USERS_MAX_HASHING", USERS_HASHING_DEFAULT, 1, 256, &hashing,
                                err);
+    if (rc == 0)
+        rc = hd_config_get_duration_ms(cfg, "HD_USERS_HASH_WAIT", USERS_HASH_WAIT_DEFAULT_MS, 1,
+                                       60000, &out->hash_wait_ms, err);
     if (rc < 0)
         return rc;
     out->max_hashing = (unsigned)hashing;
@@ -191,7 +209,25 @@ static int setup_metrics(service *svc, hd_error *err)
     return 0;
 }
 
-/* /health: the store answers a query; with a relay, the broker accepts a connection. */
+/* Open (and close) one AMQP connection: can the broker be reached right now? */
+static int probe_broker(service *svc)
+{
+    hd_amqp_options o = {
+        .connect_timeout_ms = 2000, .heartbeat_s = -1, .connection_name = "herald-users health"};
+    hd_amqp *a = NULL;
+    hd_error err;
+    int rc = hd_amqp_open(svc->amqp_url, &o, &a, &err);
+    hd_amqp_close(a);
+    return rc;
+}
+
+/* /health: the store answers a query; with a relay, the broker accepts a connection.
+ * The broker check is cached: it used to open a new AMQP connection per request, so
+ * anybody polling /health (a load balancer every second, or an attacker in a loop) made
+ * the broker accept, authenticate and tear down a connection each time. Now at most one
+ * probe runs every HEALTH_BROKER_EVERY_MS; requests in between, and requests that arrive
+ * while a probe runs, report the last result. (The relay's own connection cannot be
+ * asked: an hd_amqp belongs to the relay thread, amqp.h.) */
 static int health(void *ctx, json_t *checks)
 {
     service *svc = ctx;
@@ -200,13 +236,34 @@ static int health(void *ctx, json_t *checks)
     json_object_set_new(checks, "store", json_string(rc == 0 ? "ok" : "unreachable"));
     if (svc->amqp_url == NULL)
         return rc;
-    hd_amqp_options o = {
-        .connect_timeout_ms = 2000, .heartbeat_s = -1, .connection_name = "herald-users health"};
-    hd_amqp *a = NULL;
-    int b = hd_amqp_open(svc->amqp_url, &o, &a, &err);
-    hd_amqp_close(a);
-    json_object_set_new(checks, "broker", json_string(b == 0 ? "ok" : "unreachable"));
-    return rc < 0 ? rc : b;
+    int64_t now = hd_clock_ms();
+    pthread_mutex_lock(&svc->health_lock);
+    int due = !svc->broker_probing && (svc->broker_checked_ms == 0 ||
+                                       now - svc->broker_checked_ms >= HEALTH_BROKER_EVERY_MS);
+    if (due)
+        svc->broker_probing = 1;
+    pthread_mutex_unlock(&svc->health_lock);
+    if (due) {
+        int b = probe_broker(svc);
+        pthread_mutex_lock(&svc->health_lock);
+        svc->broker_ok = b == 0;
+        svc->broker_checked_ms = hd_clock_ms();
+        svc->broker_probing = 0;
+        pthread_mutex_unlock(&svc->health_lock);
+    }
+    pthread_mutex_lock(&svc->health_lock);
+    int known = svc->broker_checked_ms != 0, ok = svc->broker_ok;
+    int64_t age = known ? hd_clock_ms() - svc->broker_checked_ms : 0;
+    pthread_mutex_unlock(&svc->health_lock);
+    /* Before the first probe finished: "checking", not a failure (the broker is needed
+     * only by the relay; requests are served from the outbox either way). */
+    json_object_set_new(checks, "broker",
+                        json_string(!known ? "checking"
+                                    : ok   ? "ok"
+                                           : "unreachable"));
+    if (known)
+        json_object_set_new(checks, "broker_checked_ms_ago", json_integer(age));
+    return rc < 0 ? rc : (!known || ok) ? 0 : HD_ECLOSED;
 }
 
 /* ---- the in-process relay ------------------------------------------------------------ */
@@ -294,6 +351,59 @@ static void stop_relay(service *svc)
 
 /* ---- start and stop ------------------------------------------------------------------- */
 
+/* The admin token guards every user's personal data: a short one can be guessed. Unset
+ * is allowed (the admin routes then answer 401); set, it must be long. Its length is
+ * the only thing the error says about it. */
+static int check_admin_token(const hd_config *cfg, hd_error *err)
+{
+    size_t n = strlen(hd_config_get(cfg, "HD_USERS_ADMIN_TOKEN", ""));
+    if (n > 0 && n < ADMIN_TOKEN_MIN)
+        return hd_error_set(err, HD_ECONFIG,
+                            "HD_USERS_ADMIN_TOKEN is %zu characters long; it must have at least "
+                            "%d (make one with: openssl rand -hex 32)",
+                            n, ADMIN_TOKEN_MIN);
+    return 0;
+}
+
+/* One limiter from "<rate>" (HD_USERS_RATE_<name>: "30/m"; "off": none) and its burst.
+ * *out stays NULL when off. */
+static int make_limit(const hd_config *cfg, const char *rate_key, const char *def_rate,
+                      const char *burst_key, int64_t def_burst, int64_t keys, hd_ratelimit **out,
+                      hd_error *err)
+{
+    *out = NULL;
+    const char *rate = hd_config_get(cfg, rate_key, def_rate);
+    if (strcmp(rate, "off") == 0)
+        return 0;
+    hd_ratelimit_options o = {.max_keys = (size_t)keys};
+    int64_t burst;
+    if (hd_ratelimit_parse_rate(rate, &o.per_second) < 0)
+        return hd_error_set(err, HD_ECONFIG,
+                            "%s: '%s' is not a rate like 30/m, 2/s or 5/h (or off)", rate_key,
+                            rate);
+    int rc = hd_config_get_int(cfg, burst_key, def_burst, 1, 1000000, &burst, err);
+    if (rc < 0)
+        return rc;
+    o.burst = (double)burst;
+    return hd_ratelimit_new(&o, out, err);
+}
+
+static int setup_limits(service *svc, hd_error *err)
+{
+    int64_t keys;
+    int rc = hd_config_get_int(svc->cfg, "HD_USERS_RATE_KEYS", HD_RATELIMIT_KEYS_DEFAULT, 16,
+                               10000000, &keys, err);
+    if (rc == 0)
+        rc = make_limit(svc->cfg, "HD_USERS_RATE_CLIENT", RATE_CLIENT_DEFAULT,
+                        "HD_USERS_RATE_CLIENT_BURST", RATE_CLIENT_BURST, keys, &svc->client_limit,
+                        err);
+    if (rc == 0)
+        rc =
+            make_limit(svc->cfg, "HD_USERS_RATE_EMAIL", RATE_EMAIL_DEFAULT,
+                       "HD_USERS_RATE_EMAIL_BURST", RATE_EMAIL_BURST, keys, &svc->email_limit, err);
+    return rc;
+}
+
 static int start_http(service *svc, hd_error *err)
 {
     char host[128];
@@ -316,7 +426,9 @@ static int start_http(service *svc, hd_error *err)
                              .logger = svc->log,
                              .metrics = svc->metrics,
                              .health = health,
-                             .health_ctx = svc};
+                             .health_ctx = svc,
+                             .client_limit = svc->client_limit,
+                             .email_limit = svc->email_limit};
     rc = users_http_new(svc->http, &ho, &svc->api, err);
     if (rc == 0)
         rc = hd_http_server_start(svc->http, err);
@@ -334,7 +446,11 @@ static int start(service *svc, hd_error *err)
     const char *amqp = hd_config_get(svc->cfg, "HD_AMQP_URL", "");
     svc->amqp_url = *amqp ? amqp : NULL;
     users_config ac;
-    int rc = read_app_config(svc->cfg, &ac, err);
+    int rc = check_admin_token(svc->cfg, err);
+    if (rc == 0)
+        rc = read_app_config(svc->cfg, &ac, err);
+    if (rc == 0)
+        rc = setup_limits(svc, err);
     if (rc == 0)
         rc = hd_store_open(svc->db_url, &svc->store, err);
     if (rc == 0) {
@@ -370,6 +486,8 @@ static int stop(service *svc)
     if (svc->relay_stop_ready)
         hd_stop_release(&svc->relay_stop);
     hd_metrics_free(svc->metrics);
+    hd_ratelimit_free(svc->client_limit);
+    hd_ratelimit_free(svc->email_limit);
     users_app_free(svc->app);
     hd_store_close(svc->store);
     return rc;
@@ -379,6 +497,7 @@ int users_run(const hd_config *cfg, hd_logger *lg)
 {
     service svc = {.cfg = cfg, .log = lg};
     pthread_mutex_init(&svc.relay_lock, NULL);
+    pthread_mutex_init(&svc.health_lock, NULL);
     hd_error err;
 
     sigset_t sigs;
@@ -402,6 +521,7 @@ int users_run(const hd_config *cfg, hd_logger *lg)
         hd_log_warn(svc.log, NULL, "some requests were still running at the stop deadline", NULL);
     if (status == 0)
         hd_log_info(svc.log, NULL, "stopped", NULL);
+    pthread_mutex_destroy(&svc.health_lock);
     pthread_mutex_destroy(&svc.relay_lock);
     return status;
 }
