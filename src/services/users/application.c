@@ -1,6 +1,8 @@
 /* users/application.c — the use cases; see application.h. */
 #include "application.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -594,13 +596,18 @@ static int cursor_decode(const char *cursor, users_position *pos, hd_error *err)
                           &n, NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
         return hd_error_set(err, HD_EINVAL, "invalid cursor");
     plain[n] = '\0';
-    long long ms;
-    int used = 0;
-    if (sscanf(plain, "v1.%lld.%n", &ms, &used) != 1 || used == 0 || ms < 0 ||
-        !hd_uuid_valid(plain + used))
+    /* Digits only, and no more than int64 holds: sscanf's %lld would also take blanks and a
+     * sign, and saturates a number past INT64_MAX, so a forged cursor got an empty page
+     * instead of a 400 (found by tests/fuzz/fuzz_users_cursor.c). */
+    char *end = NULL;
+    long long ms = -1;
+    errno = 0;
+    if (strncmp(plain, "v1.", 3) == 0 && isdigit((unsigned char)plain[3]))
+        ms = strtoll(plain + 3, &end, 10);
+    if (ms < 0 || errno == ERANGE || *end != '.' || !hd_uuid_valid(end + 1))
         return hd_error_set(err, HD_EINVAL, "invalid cursor");
     pos->created_at_ms = ms;
-    copy_text(pos->id, sizeof pos->id, plain + used);
+    copy_text(pos->id, sizeof pos->id, end + 1);
     return 0;
 }
 
