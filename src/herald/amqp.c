@@ -47,7 +47,10 @@ void hd_amqp_url_redact(const char *url, char *out, size_t cap)
         return;
     }
     /* userinfo is between "://" and the last '@' before the path; the password follows its
-     * first ':'. Anything else is copied as is. */
+     * first ':'. Anything else is copied as is. A password may hold a raw '/' (then the URL
+     * does not parse, but its text still reaches a message): with no '@' before the first
+     * '/', the userinfo runs to the last '@' of the whole URL (found by
+     * tests/fuzz/fuzz_amqp_url.c). That may hide part of a vhost holding '@': never a leak. */
     const char *auth = strstr(url, "://");
     auth = auth ? auth + 3 : url;
     const char *path = strchr(auth, '/');
@@ -56,6 +59,8 @@ void hd_amqp_url_redact(const char *url, char *out, size_t cap)
     for (const char *p = auth; p < end; p++)
         if (*p == '@')
             at = p;
+    if (at == NULL)
+        at = strrchr(auth, '@');
     const char *colon = NULL;
     if (at != NULL)
         colon = memchr(auth, ':', (size_t)(at - auth));
@@ -109,6 +114,12 @@ int hd_amqp_url_parse(const char *url, hd_amqp_url *out, hd_error *err)
         (rc = copy_field(out->host, sizeof out->host, ci.host, "host", redacted, err)) < 0 ||
         (rc = copy_field(out->vhost, sizeof out->vhost, ci.vhost, "vhost", redacted, err)) < 0)
         goto done;
+    /* "amqp://[]/" gets an empty host from amqp_parse_url (found by
+     * tests/fuzz/fuzz_amqp_url.c): refuse it here rather than fail at connect time. */
+    if (out->host[0] == '\0') {
+        rc = hd_error_set(err, HD_EURL, "AMQP URL '%s': empty host", redacted);
+        goto done;
+    }
     /* "amqp://host/" is read as vhost "" by the AMQP URI spec, but nobody has a vhost named
      * "": everyone who writes it means the default vhost "/". */
     if (out->vhost[0] == '\0')

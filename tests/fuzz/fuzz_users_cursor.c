@@ -48,8 +48,8 @@ static users_app *app(void)
         .pwhash_memlimit = crypto_pwhash_MEMLIMIT_MIN,
         .clock = fixed_clock,
     };
-    if (hd_store_open("sqlite::memory:", &store, NULL) < 0 ||
-        users_repo_migrate(store, NULL) < 0 || users_app_new(store, &cfg, &a, NULL) < 0)
+    if (hd_store_open("sqlite::memory:", &store, NULL) < 0 || users_repo_migrate(store, NULL) < 0 ||
+        users_app_new(store, &cfg, &a, NULL) < 0)
         __builtin_trap();
     static const char *const addrs[] = {"ada@example.com", "bob@example.com", "eve@example.com"};
     for (size_t i = 0; i < 3; i++) {
@@ -118,8 +118,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     size_t n = size - 1 < 256 ? size - 1 : 256;
     if (data[0] & 1) { /* plain text: encode it as the service would */
-        if (sodium_base64_ENCODED_LEN(n, sodium_base64_VARIANT_URLSAFE_NO_PADDING) >
-            sizeof cursor)
+        if (sodium_base64_ENCODED_LEN(n, sodium_base64_VARIANT_URLSAFE_NO_PADDING) > sizeof cursor)
             return 0;
         sodium_bin2base64(cursor, sizeof cursor, data + 1, n,
                           sodium_base64_VARIANT_URLSAFE_NO_PADDING);
