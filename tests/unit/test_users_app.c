@@ -649,8 +649,8 @@ static void test_list_edges(void **state)
 }
 
 /* Cursors the fuzzer found accepted (tests/fuzz/fuzz_users_cursor.c): a timestamp past
- * INT64_MAX (sscanf saturated it: an empty page instead of a 400), and a sign or blanks
- * before the digits. Each is "v1.<ms>.<uuid>" in base64url. */
+ * INT64_MAX (sscanf saturated it: an empty page instead of a 400), a sign or blanks before
+ * the digits, a NUL byte hiding a tail. Each is "v1.<ms>.<uuid>..." in base64url. */
 static void test_list_refuses_overflowing_or_signed_cursor(void **state)
 {
     fixture *f = *state;
@@ -665,6 +665,8 @@ static void test_list_refuses_overflowing_or_signed_cursor(void **state)
         "djEuIDUuM2YxZThhNGMtMmI3ZC00YzFlLTlhMGYtNWQ2YjdjOGU5ZjAx",
         /* v1.-0.3f1e8a4c-2b7d-4c1e-9a0f-5d6b7c8e9f01 */
         "djEuLTAuM2YxZThhNGMtMmI3ZC00YzFlLTlhMGYtNWQ2YjdjOGU5ZjAx",
+        /* v1.1700000000000.3f1e8a4c-2b7d-4c1e-9a0f-5d6b7c8e9f01 NUL 0xbd */
+        "djEuMTcwMDAwMDAwMDAwMC4zZjFlOGE0Yy0yYjdkLTRjMWUtOWEwZi01ZDZiN2M4ZTlmMDEAvQ",
     };
     users_page page;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

@@ -598,7 +598,9 @@ static int cursor_decode(const char *cursor, users_position *pos, hd_error *err)
     plain[n] = '\0';
     /* Digits only, and no more than int64 holds: sscanf's %lld would also take blanks and a
      * sign, and saturates a number past INT64_MAX, so a forged cursor got an empty page
-     * instead of a 400 (found by tests/fuzz/fuzz_users_cursor.c). */
+     * instead of a 400; and no NUL byte hiding a tail (found by tests/fuzz/fuzz_users_cursor.c). */
+    if (memchr(plain, '\0', n) != NULL)
+        return hd_error_set(err, HD_EINVAL, "invalid cursor");
     char *end = NULL;
     long long ms = -1;
     errno = 0;
