@@ -59,7 +59,7 @@ for x in "${targets[@]}"; do
   else
     status=1
     echo "fuzz: $x FAILED (exit $rc), log $log:"
-    grep -E -m 20 'ERROR|SUMMARY|^    #[0-9]+ .* in (LLVMFuzzerTestOneInput|hd_|users_|check_)|Test unit written|^artifact' "$log"
+    grep -E -m 20 'ERROR|SUMMARY|runtime error|^    #[0-9]+ .* in (LLVMFuzzerTestOneInput|hd_|users_|check_)|Test unit written|^artifact' "$log"
     echo "fuzz: reproduce with: $bin <the crash- file above>   (tests/fuzz/README.md)"
   fi
 done
