@@ -6,6 +6,7 @@
 #          only). make fuzz (FUZZ_SECONDS).
 #   smoke  each target for SECONDS over its committed corpus, what it finds going to a scratch
 #          directory. make test (FUZZ_SMOKE_SECONDS): a crash fails CI.
+# SECONDS 0 only replays the corpus.
 # A finding stops its target and is written to build/fuzz/crash-<hash> (or leak-, timeout-,
 # oom-); the script goes on with the other targets and exits 1 at the end.
 set -uo pipefail
@@ -50,7 +51,10 @@ for x in "${targets[@]}"; do
   log=$out/fuzz-$x.log
   start=$(date +%s)
   # -timeout: one input taking 10 s is a finding (a hang); -rss_limit_mb: so is 2 GB.
-  "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+  # 0 seconds replays the corpus and stops (libFuzzer's -max_total_time=0 means no limit).
+  limit=(-max_total_time="$seconds")
+  [ "$seconds" -eq 0 ] && limit=(-runs=0)
+  "$bin" "${limit[@]}" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="$out/" "${dirs[@]}" >"$log" 2>&1
   rc=$?
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
