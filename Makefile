@@ -1,21 +1,28 @@
 # herald — the Makefile wraps CMake (presets in CMakePresets.json) and the server harness.
 #
 #   make demo        install what is missing, build, start the servers, run the demo
-#   make test        install, build (coverage + asan), start the servers, run every test,
-#                    the sanitizer run and valgrind on the unit tests, stop the servers
+#   make test        install, build (coverage + asan + fuzz), start the servers, run every
+#                    test, the sanitizer run and valgrind on the unit tests, a short run of
+#                    each fuzz target, stop the servers
 #   make coverage    the test suite on the coverage build + gcovr HTML and threshold
 #   make bench       the benchmarks (docs/bench.md); make limits: the machine's raw limits,
 #                    written to docs/limits.md
+#   make fuzz        build the libFuzzer targets (clang) and run each for FUZZ_SECONDS
+#                    (tests/fuzz/README.md)
 #
-# Variables: JOBS (parallel build jobs), COVERAGE_MIN (line coverage threshold, percent).
+# Variables: JOBS (parallel build jobs), COVERAGE_MIN (line coverage threshold, percent),
+# FUZZ_SECONDS (make fuzz, per target), FUZZ_SMOKE_SECONDS (make test's fuzz smoke, per target).
 
 JOBS         ?= $(shell nproc 2>/dev/null || echo 2)
 COVERAGE_MIN ?= 80
+FUZZ_SECONDS ?= 60
+export FUZZ_SMOKE_SECONDS ?= 5
 SERVERS      := scripts/servers.sh
 export HD_SOURCE_DIR := $(CURDIR)
 
 .PHONY: all deps build configure-% build-% test test-unit test-asan test-valgrind coverage \
-        tutorial demo bench limits format format-check servers-up servers-down install clean help
+        tutorial demo bench limits fuzz build-fuzz format format-check servers-up servers-down \
+        install clean help
 
 all: build
 
@@ -33,8 +40,12 @@ build-%: configure-%
 
 build: deps build-dev
 
+# The fuzz build makes only the fuzz targets (the preset's build target), not the tree.
+build-fuzz: configure-fuzz
+	@cmake --build build/fuzz -j $(JOBS) --target fuzz
+
 # The whole suite, as CI runs it (.ci/run calls exactly this).
-test: deps build-coverage build-asan
+test: deps build-coverage build-asan build-fuzz
 	@$(SERVERS) run -- scripts/run_tests.sh all
 
 # Unit tests only: no servers needed.
@@ -62,6 +73,10 @@ bench: deps build-release
 # The machine's raw limits (disk, SQLite, RabbitMQ; about a minute), into docs/limits.md.
 limits: deps build-release
 	@$(SERVERS) run -- build/release/bench-limits --out docs/limits.md
+
+# Each fuzz target for FUZZ_SECONDS on a copy of its corpus (build/fuzz/corpus-<x>).
+fuzz: deps build-fuzz
+	@scripts/fuzz.sh run $(FUZZ_SECONDS)
 
 servers-up: deps
 	@$(SERVERS) up

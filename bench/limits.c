@@ -129,29 +129,44 @@ typedef struct figure {
 } figure;
 
 static figure figs[NFIG] = {
-    [F_DISK] = {"disk: 4 KiB write + fdatasync", "syncs/s",
-                "The floor under every durable write: a SQLite commit at synchronous=FULL pays at "
-                "least one, and so does each flush of RabbitMQ's persistent messages."},
-    [F_SQL_FULL] = {"SQLite WAL, synchronous=FULL: 1 row per commit", "commits/s",
-                    "The most commits per second one SQLite writer can make durably: a consumer "
-                    "that commits its inbox row per message, or an outbox written one event per "
-                    "transaction, cannot go faster."},
-    [F_SQL_NORMAL] = {"SQLite WAL, synchronous=NORMAL: 1 row per commit", "commits/s",
-                      "The same without a sync per commit (durable only up to the last "
-                      "checkpoint): the CPU cost of a small SQLite transaction, the ceiling if "
-                      "FULL were dropped."},
-    [F_SQL_BATCH] = {"SQLite WAL, synchronous=FULL: 1,000 rows per commit", "rows/s",
-                     "Group commit: rows per second when one sync is shared by 1,000 rows, the "
-                     "ceiling of the relay's claim/mark and of the consumer's batch transaction."},
-    [F_PUBLISH] = {"RabbitMQ raw publish, confirms, window 1,000", "msg/s",
-                   "The ceiling of any reliable publisher on this broker, herald's relay and "
-                   "publisher included (bench-relay_inbox compares the relay with it)."},
-    [F_CONSUME] = {"RabbitMQ raw consume, prefetch 100, ack each", "msg/s",
-                   "The ceiling of a consumer that acks each message, before any work is done "
-                   "(bench-relay_inbox compares herald's consumer + inbox with it)."},
-    [F_CONFIRM] = {"RabbitMQ raw publish, confirms, window 1", "msg/s",
-                   "A publisher that waits for each confirm before the next publish: a round "
-                   "trip and a broker flush per message, what a window saves."},
+    [F_DISK] =
+        {.name = "disk: 4 KiB write + fdatasync",
+         .unit = "syncs/s",
+         .bounds =
+             "The floor under every durable write: a SQLite commit at synchronous=FULL pays at "
+             "least one, and so does each flush of RabbitMQ's persistent messages."},
+    [F_SQL_FULL] =
+        {.name = "SQLite WAL, synchronous=FULL: 1 row per commit",
+         .unit = "commits/s",
+         .bounds = "The most commits per second one SQLite writer can make durably: a consumer "
+                   "that commits its inbox row per message, or an outbox written one event per "
+                   "transaction, cannot go faster."},
+    [F_SQL_NORMAL] = {.name = "SQLite WAL, synchronous=NORMAL: 1 row per commit",
+                      .unit = "commits/s",
+                      .bounds =
+                          "The same without a sync per commit (durable only up to the last "
+                          "checkpoint): the CPU cost of a small SQLite transaction, the ceiling if "
+                          "FULL were dropped."},
+    [F_SQL_BATCH] =
+        {.name = "SQLite WAL, synchronous=FULL: 1,000 rows per commit",
+         .unit = "rows/s",
+         .bounds = "Group commit: rows per second when one sync is shared by 1,000 rows, the "
+                   "ceiling of the relay's claim/mark and of the consumer's batch transaction."},
+    [F_PUBLISH] = {.name = "RabbitMQ raw publish, confirms, window 1,000",
+                   .unit = "msg/s",
+                   .bounds =
+                       "The ceiling of any reliable publisher on this broker, herald's relay and "
+                       "publisher included (bench-relay_inbox compares the relay with it)."},
+    [F_CONSUME] = {.name = "RabbitMQ raw consume, prefetch 100, ack each",
+                   .unit = "msg/s",
+                   .bounds =
+                       "The ceiling of a consumer that acks each message, before any work is done "
+                       "(bench-relay_inbox compares herald's consumer + inbox with it)."},
+    [F_CONFIRM] = {.name = "RabbitMQ raw publish, confirms, window 1",
+                   .unit = "msg/s",
+                   .bounds =
+                       "A publisher that waits for each confirm before the next publish: a round "
+                       "trip and a broker flush per message, what a window saves."},
 };
 
 static void record(int f, double v, double extra)

@@ -12,6 +12,9 @@ PACKAGES=(
   libmicrohttpd-dev libcurl4-openssl-dev libsodium-dev uuid-dev
   python3 python3-aiosmtpd python3-yaml
   gcovr valgrind curl gnuplot-nox
+  # the fuzz preset: clang, and the runtimes of -fsanitize=fuzzer,address,undefined (Debian 12
+  # ships libFuzzer for clang 14 in libclang-rt-14-dev, which clang does not depend on)
+  clang libclang-rt-14-dev
 )
 
 missing=()

@@ -2,6 +2,7 @@
 # run_tests.sh MODE — the test phases `make test` and `make coverage` run, with the servers
 # already up (scripts/servers.sh run -- ...) and the builds already made.
 #   all       coverage build: every label; asan build: unit tests; valgrind: unit tests;
+#             fuzz build: each target for FUZZ_SMOKE_SECONDS (default 5) over its corpus;
 #             then the coverage summary (no threshold); last, the secrets check
 #             (scripts/check_secrets_in_logs.sh over every log the run wrote)
 #   coverage  coverage build: every label, then the gcovr HTML report and the threshold
@@ -65,6 +66,8 @@ case "$mode" in
     phase "sanitizers (ASan + UBSan): unit tests"
     ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build/asan -L unit --output-on-failure -j "$JOBS" || status=1
     run_valgrind build/coverage
+    phase "fuzz smoke: each target of build/fuzz for ${FUZZ_SMOKE_SECONDS:-5} s"
+    scripts/fuzz.sh smoke "${FUZZ_SMOKE_SECONDS:-5}" || status=1
     coverage_report ""
     check_secrets build/coverage
     ;;

@@ -111,6 +111,12 @@ int hd_amqp_url_parse(const char *url, hd_amqp_url *out, hd_error *err)
         (rc = copy_field(out->host, sizeof out->host, ci.host, "host", redacted, err)) < 0 ||
         (rc = copy_field(out->vhost, sizeof out->vhost, ci.vhost, "vhost", redacted, err)) < 0)
         goto done;
+    /* "amqp://[]/" gets an empty host from amqp_parse_url (found by
+     * tests/fuzz/fuzz_amqp_url.c): refuse it here rather than fail at connect time. */
+    if (out->host[0] == '\0') {
+        rc = hd_error_set(err, HD_EURL, "AMQP URL '%s': empty host", redacted);
+        goto done;
+    }
     /* "amqp://host/" is read as vhost "" by the AMQP URI spec, but nobody has a vhost named
      * "": everyone who writes it means the default vhost "/". */
     if (out->vhost[0] == '\0')

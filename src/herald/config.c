@@ -220,14 +220,9 @@ static int parse_line(char *line, const char **key, size_t *keylen, const char *
     return 1;
 }
 
-static int read_dotenv(hd_config *cfg, const char *path, int must_exist, hd_error *err)
+/* The lines of f (named path in messages and as the source), into cfg. Closes f. */
+static int read_stream(hd_config *cfg, FILE *f, const char *path, hd_error *err)
 {
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        if (!must_exist && errno == ENOENT)
-            return HD_OK;
-        return hd_error_set(err, HD_EIO, "cannot read %s: %s", path, strerror(errno));
-    }
     if ((cfg->dotenv_path = strdup(path)) == NULL) {
         fclose(f);
         return hd_error_set(err, HD_ENOMEM, NULL);
@@ -255,6 +250,34 @@ static int read_dotenv(hd_config *cfg, const char *path, int must_exist, hd_erro
     free(line);
     fclose(f);
     return rc;
+}
+
+static int read_dotenv(hd_config *cfg, const char *path, int must_exist, hd_error *err)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        if (!must_exist && errno == ENOENT)
+            return HD_OK;
+        return hd_error_set(err, HD_EIO, "cannot read %s: %s", path, strerror(errno));
+    }
+    return read_stream(cfg, f, path, err);
+}
+
+int hd_config_read_dotenv_buffer(hd_config *cfg, const char *text, size_t len, const char *name,
+                                 hd_error *err)
+{
+    if (cfg == NULL || (text == NULL && len > 0) || name == NULL)
+        return hd_error_set(err, HD_EINVAL, "hd_config_read_dotenv_buffer: NULL argument");
+    if (cfg->dotenv_path != NULL)
+        return hd_error_set(err, HD_EINVAL, "a .env was read into this configuration already");
+    if (len == 0)
+        return HD_OK; /* fmemopen refuses a zero size; an empty file sets nothing */
+    /* The same line reader as a file: fmemopen makes the buffer a FILE, so the two cannot
+     * disagree (a NUL byte ends its line's text in both). */
+    FILE *f = fmemopen((void *)text, len, "r");
+    if (f == NULL)
+        return hd_error_set(err, HD_ENOMEM, NULL);
+    return read_stream(cfg, f, name, err);
 }
 
 int hd_config_load(hd_config **out, const char *dotenv_path, hd_error *err)

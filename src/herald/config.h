@@ -62,6 +62,15 @@ typedef struct hd_config hd_config;
  * (err->text: ".env:3: expected KEY=VALUE"); HD_EINVAL; HD_ENOMEM. */
 int hd_config_load(hd_config **out, const char *dotenv_path, hd_error *err);
 
+/* Read .env text (len bytes, borrowed; it need not end with a NUL) into cfg as if it were
+ * the file called name (borrowed: messages and hd_config_source say name), with the same
+ * rules as hd_config_load's file: keys from the environment win. For programs that get
+ * their settings from elsewhere than a file, and for tests/fuzz/fuzz_dotenv.c. Once per cfg
+ * (a second call is HD_EINVAL). Returns 0, HD_ECONFIG (err->text: "<name>:3: expected
+ * KEY=VALUE"; the lines before the bad one are kept: free cfg), HD_EINVAL or HD_ENOMEM. */
+int hd_config_read_dotenv_buffer(hd_config *cfg, const char *text, size_t len, const char *name,
+                                 hd_error *err);
+
 /* A configuration with no environment at all, only what hd_config_set puts into it: for
  * tests, and for programs that take their settings from elsewhere. New. */
 hd_config *hd_config_new_empty(void);

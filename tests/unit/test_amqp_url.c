@@ -149,6 +149,31 @@ static void an_unparseable_url_is_never_printed(void **state)
     assert_null(a);
     assert_null(strstr(err.text, "Kx"));
     assert_null(strstr(err.text, "Zq"));
+/* Found by tests/fuzz/fuzz_amqp_url.c: a raw '/' in the password ended the userinfo early,
+ * so neither the redactor nor the parse error (which shows the redacted URL) hid it. */
+static void redaction_of_a_password_with_a_slash(void **state)
+{
+    (void)state;
+    char out[128];
+    hd_amqp_url_redact("amqp://user:pa/ss!word@host/", out, sizeof out);
+    assert_string_equal(out, "amqp://user:***@host/");
+    hd_amqp_url u;
+    hd_error err;
+    assert_hd(HD_EURL, hd_amqp_url_parse("amqp://user:pa/ss!word@host/", &u, &err));
+    assert_null(strstr(err.text, "pa/ss!word"));
+    assert_null(strstr(err.text, "ss!word"));
+}
+
+/* Found by tests/fuzz/fuzz_amqp_url.c: empty brackets gave an empty host name. */
+static void empty_host_is_refused(void **state)
+{
+    (void)state;
+    hd_amqp_url u;
+    hd_error err;
+    assert_hd(HD_EURL, hd_amqp_url_parse("amqp://[]:5672/", &u, &err));
+    assert_non_null(strstr(err.text, "empty host"));
+    assert_hd(HD_OK, hd_amqp_url_parse("amqp://:5672/", &u, &err)); /* no host: localhost */
+    assert_string_equal(u.host, "localhost");
 }
 
 /* ---- reply mapping ---------------------------------------------------------------------- */
@@ -265,6 +290,8 @@ int main(void)
         cmocka_unit_test(redaction),
         cmocka_unit_test(a_slash_in_the_password_is_redacted),
         cmocka_unit_test(an_unparseable_url_is_never_printed),
+        cmocka_unit_test(redaction_of_a_password_with_a_slash),
+        cmocka_unit_test(empty_host_is_refused),
         cmocka_unit_test(normal_reply_is_ok),
         cmocka_unit_test(channel_close_is_eamqp_with_the_brokers_text),
         cmocka_unit_test(connection_close_is_eclosed),

@@ -138,6 +138,35 @@ static void syntax_errors_name_the_file_and_line(void **state)
     free(dir);
 }
 
+/* hd_config_read_dotenv_buffer reads text exactly as a file: the same values, the same
+ * errors (named after the buffer), a text without a final newline, and a NUL ending its line. */
+static void dotenv_buffer_reads_like_a_file(void **state)
+{
+    (void)state;
+    static const char text[] =
+        "# c\nexport HDT_A = 'x # y'\nHDT_B=\"1\\t2\"\nHDT_C=v\0tail\nHDT_D=end";
+    hd_config *cfg = hd_config_new_empty();
+    hd_error err;
+    assert_hd_err(HD_OK, hd_config_read_dotenv_buffer(cfg, text, sizeof text - 1, "buf.env", &err),
+                  &err);
+    assert_string_equal(hd_config_get(cfg, "HDT_A", NULL), "x # y");
+    assert_string_equal(hd_config_get(cfg, "HDT_B", NULL), "1\t2");
+    assert_string_equal(hd_config_get(cfg, "HDT_C", NULL), "v");
+    assert_string_equal(hd_config_get(cfg, "HDT_D", NULL), "end");
+    assert_string_equal(hd_config_source(cfg, "HDT_D"), "buf.env");
+    assert_hd(HD_EINVAL, hd_config_read_dotenv_buffer(cfg, "X=1", 3, "again.env", NULL));
+    hd_config_free(cfg);
+
+    cfg = hd_config_new_empty();
+    assert_hd(HD_ECONFIG,
+              hd_config_read_dotenv_buffer(cfg, "OK=1\nno equals", 15, "buf.env", &err));
+    assert_string_equal(err.text, "buf.env:2: expected '=' after the name");
+    hd_config_free(cfg);
+    cfg = hd_config_new_empty();
+    assert_hd(HD_OK, hd_config_read_dotenv_buffer(cfg, NULL, 0, "empty.env", NULL));
+    hd_config_free(cfg);
+}
+
 static void missing_files_explicit_fail_default_is_optional(void **state)
 {
     (void)state;
@@ -322,6 +351,7 @@ int main(void)
         cmocka_unit_test(dotenv_edge_cases_parse_as_documented),
         cmocka_unit_test(environment_wins_over_dotenv),
         cmocka_unit_test(syntax_errors_name_the_file_and_line),
+        cmocka_unit_test(dotenv_buffer_reads_like_a_file),
         cmocka_unit_test(missing_files_explicit_fail_default_is_optional),
         cmocka_unit_test(integers_are_checked_with_clear_messages),
         cmocka_unit_test(booleans_accept_the_usual_spellings),

@@ -794,6 +794,40 @@ static void test_list_edges(void **state)
     users_page_release(&page);
 }
 
+/* Cursors the fuzzer found accepted (tests/fuzz/fuzz_users_cursor.c): a timestamp past
+ * INT64_MAX (sscanf saturated it: an empty page instead of a 400), a sign or blanks before
+ * the digits, a NUL byte hiding a tail. Each is "v1.<ms>.<uuid>..." in base64url. */
+static void test_list_refuses_overflowing_or_signed_cursor(void **state)
+{
+    fixture *f = *state;
+    static const char *const bad[] = {
+        /* v1.9223374073709551614.3f1e8a4c-2b7d-4c1e-9a0f-5d6b7c8e9f01 */
+        "djEuOTIyMzM3NDA3MzcwOTU1MTYxNC4zZjFlOGE0Yy0yYjdkLTRjMWUtOWEwZi01ZDZiN2M4ZTlmMDE",
+        /* v1.99999999999999999999.3f1e8a4c-2b7d-4c1e-9a0f-5d6b7c8e9f01 */
+        "djEuOTk5OTk5OTk5OTk5OTk5OTk5OTkuM2YxZThhNGMtMmI3ZC00YzFlLTlhMGYtNWQ2YjdjOGU5ZjAx",
+        /* v1.+5.3f1e8a4c-2b7d-4c1e-9a0f-5d6b7c8e9f01 */
+        "djEuKzUuM2YxZThhNGMtMmI3ZC00YzFlLTlhMGYtNWQ2YjdjOGU5ZjAx",
+        /* v1. 5.3f1e8a4c-2b7d-4c1e-9a0f-5d6b7c8e9f01 */
+        "djEuIDUuM2YxZThhNGMtMmI3ZC00YzFlLTlhMGYtNWQ2YjdjOGU5ZjAx",
+        /* v1.-0.3f1e8a4c-2b7d-4c1e-9a0f-5d6b7c8e9f01 */
+        "djEuLTAuM2YxZThhNGMtMmI3ZC00YzFlLTlhMGYtNWQ2YjdjOGU5ZjAx",
+        /* v1.1700000000000.3f1e8a4c-2b7d-4c1e-9a0f-5d6b7c8e9f01 NUL 0xbd */
+        "djEuMTcwMDAwMDAwMDAwMC4zZjFlOGE0Yy0yYjdkLTRjMWUtOWEwZi01ZDZiN2M4ZTlmMDEAvQ",
+    };
+    users_page page;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_hd(HD_EINVAL, users_list(f->app, bad[i], 20, &page, NULL));
+        assert_int_equal(page.count, 0);
+        users_page_release(&page);
+    }
+    /* The largest timestamp is still a cursor: v1.9223372036854775807.<uuid> */
+    assert_hd(HD_OK, users_list(f->app,
+                                "djEuOTIyMzM3MjAzNjg1NDc3NTgwNy4zZjFlOGE0Yy0yYjdkLTRjMWUtOWEwZi01ZD"
+                                "ZiN2M4ZTlmMDE",
+                                20, &page, NULL));
+    users_page_release(&page);
+}
+
 /* ---- rename and delete --------------------------------------------------------------------------
  */
 
@@ -968,6 +1002,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_get_by_id_and_email, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_pagination_covers_everyone_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_edges, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_refuses_overflowing_or_signed_cursor, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_rename_updates_without_integration_event, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stale_version_is_ebusy, setup, teardown),

@@ -656,9 +656,10 @@ static int cursor_decode(const char *cursor, users_position *pos, hd_error *err)
     /* "v1." then 1..18 decimal digits, '.', a UUID. Digits only and a bounded count, not
      * sscanf("%lld"): its overflow is undefined, and glibc's clamps to LLONG_MAX, which
      * turned a cursor with a 20-digit time into a valid position after everybody (200,
-     * an empty page) instead of the 400 the API promises. 18 digits cover every
+     * an empty page) instead of the 400 the API promises; and no NUL byte may hide a tail
+     * (found by tests/fuzz/fuzz_users_cursor.c). 18 digits cover every
      * millisecond time until the year 31 million. */
-    if (strncmp(plain, "v1.", 3) != 0)
+    if (memchr(plain, '\0', n) != NULL || strncmp(plain, "v1.", 3) != 0)
         return hd_error_set(err, HD_EINVAL, "invalid cursor");
     const char *p = plain + 3;
     int64_t ms = 0;

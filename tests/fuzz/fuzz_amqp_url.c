@@ -1,0 +1,157 @@
+/* fuzz_amqp_url.c — libFuzzer target for the AMQP URL parser and redactor (src/herald/amqp.c).
+ *
+ * The URL comes from the environment (HD_AMQP_URL), so from whoever writes the deployment;
+ * it holds a password, and the parser's error messages and the redactor's output go to logs.
+ * Properties checked on every input (a violation is __builtin_trap(), a crash to libFuzzer):
+ *   1. hd_amqp_url_parse returns 0, HD_EURL or HD_ENOMEM, and leaves *out zeroed on error;
+ *   2. what parses has a port in 1..65535 and a vhost, and is stable: written back as a
+ *      canonical URL (every part percent-encoded) it parses again to the same fields;
+ *   3. the redactor hides the password of that canonical URL and says it did ("***");
+ *   4. no error message and no redacted text holds the input's password: the text between
+ *      the first ':' of the userinfo and its end, the last '@' before the first '/', or when
+ *      there is none the last '@' of all (a password may hold a raw '/' or '@'), so the
+ *      text of an unparseable URL cannot leak it either;
+ *   5. the redactor stays within any capacity it is given (ASan checks the bytes).
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "herald/amqp.h"
+#include "herald/buf.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* Percent-encode all of ASCII but letters and digits. Bytes from 0x80 up stay raw:
+ * librabbitmq's amqp_parse_url refuses "%80" to "%FF" (a limit of librabbitmq 0.11: a UTF-8
+ * password must be written unencoded) but takes them unencoded. */
+static void pct(hd_buf *b, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        if ((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+            *c >= 0x80) {
+            hd_buf_add(b, c, 1);
+        } else {
+            char e[3] = {'%', hex[*c >> 4], hex[*c & 15]};
+            hd_buf_add(b, e, 3);
+        }
+    }
+}
+
+/* The input's password as property 4 defines it, or NULL when it could not be told apart
+ * from the rest of a message: shorter than 6, found elsewhere in the URL, or made only of
+ * what the messages' own words and numbers are made of. */
+static char *input_password(const char *url)
+{
+    const char *auth = strstr(url, "://");
+    if (auth == NULL)
+        return NULL;
+    auth += 3;
+    const char *slash = strchr(auth, '/');
+    const char *at = NULL;
+    for (const char *p = auth; slash != NULL && p < slash; p++)
+        if (*p == '@')
+            at = p;
+    if (at == NULL)
+        at = strrchr(auth, '@');
+    const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+    if (colon == NULL || at - colon - 1 < 6)
+        return NULL;
+    char *pw = strndup(colon + 1, (size_t)(at - colon - 1));
+    /* its middle (a message puts a quote or a space next to the URL's text) occurs once */
+    char *mid = pw ? strndup(pw + 1, strlen(pw) - 2) : NULL;
+    int once = mid && strstr(url, mid) == colon + 2 && strstr(colon + 3, mid) == NULL;
+    free(mid);
+    if (pw == NULL || !once ||
+        strspn(pw, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 '():/.[],-*") ==
+            strlen(pw)) {
+        free(pw);
+        return NULL;
+    }
+    return pw;
+}
+
+static void check_redact(const char *url, const char *secret)
+{
+    char small[600];
+    hd_amqp_url_redact(url, small, sizeof small);
+    if (memchr(small, '\0', sizeof small) == NULL || (secret && strstr(small, secret) != NULL))
+        __builtin_trap();
+    size_t cap = strlen(url) % 97; /* any capacity, exactly: ASan sees a byte too far */
+    char *exact = malloc(cap + 1);
+    if (exact != NULL) {
+        hd_amqp_url_redact(url, exact, cap);
+        if (cap > 0 && memchr(exact, '\0', cap) == NULL)
+            __builtin_trap();
+        free(exact);
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char *url = strndup((const char *)data, size); /* a URL is a C string: NUL ends it */
+    if (url == NULL)
+        return 0;
+    char *secret = input_password(url);
+    hd_amqp_url u;
+    memset(&u, 0x5a, sizeof u);
+    hd_error err = {0};
+    int rc = hd_amqp_url_parse(url, &u, &err);
+    check_redact(url, secret);
+    if (rc != HD_OK) {
+        static const hd_amqp_url zero;
+        if ((rc != HD_EURL && rc != HD_ENOMEM) || memcmp(&u, &zero, sizeof u) != 0 ||
+            (secret && strstr(err.text, secret) != NULL))
+            __builtin_trap();
+        goto done;
+    }
+    if (u.port < 1 || u.port > 65535 || u.vhost[0] == '\0')
+        __builtin_trap();
+
+    /* Canonical form: everything but letters and digits percent-encoded; an IPv6 literal
+     * (a host with ':') goes in brackets, which the URL syntax needs, and is written as is. */
+    hd_buf b = HD_BUF_INIT;
+    hd_buf_puts(&b, u.tls ? "amqps://" : "amqp://");
+    pct(&b, u.user);
+    hd_buf_puts(&b, ":");
+    size_t pw_at = b.len;
+    pct(&b, u.password);
+    size_t pw_end = b.len;
+    hd_buf_puts(&b, "@");
+    int v6 = strchr(u.host, ':') != NULL;
+    if (v6 && strpbrk(u.host, "[]/@?#%") != NULL) {
+        hd_buf_release(&b); /* not an address a bracket can hold: nothing to compare */
+        goto done;
+    }
+    if (v6)
+        hd_buf_printf(&b, "[%s]", u.host);
+    else
+        pct(&b, u.host);
+    hd_buf_printf(&b, ":%d/", u.port);
+    pct(&b, u.vhost);
+    if (b.oom) {
+        hd_buf_release(&b);
+        goto done;
+    }
+    hd_amqp_url again;
+    if (hd_amqp_url_parse(b.p, &again, &err) != HD_OK || memcmp(&u, &again, sizeof u) != 0)
+        __builtin_trap();
+    if (u.password[0] != '\0') {
+        /* ":<password>@" cannot appear in a redacted canonical URL by chance: ':' and '@'
+         * are encoded everywhere else */
+        char *enc = strndup(b.p + pw_at - 1, pw_end - pw_at + 2);
+        char red[1200];
+        hd_amqp_url_redact(b.p, red, sizeof red);
+        if (enc == NULL || strstr(red, "***") == NULL || strstr(red, enc) != NULL)
+            __builtin_trap();
+        free(enc);
+    }
+    hd_buf_release(&b);
+done:
+    free(secret);
+    free(url);
+    return 0;
+}
