@@ -222,6 +222,8 @@ static void check_log_and_metrics(void)
     }
 }
 
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (runs++ % 4096 == 0) {
