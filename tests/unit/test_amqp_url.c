@@ -149,6 +149,8 @@ static void an_unparseable_url_is_never_printed(void **state)
     assert_null(a);
     assert_null(strstr(err.text, "Kx"));
     assert_null(strstr(err.text, "Zq"));
+}
+
 /* Found by tests/fuzz/fuzz_amqp_url.c: a raw '/' in the password ended the userinfo early,
  * so neither the redactor nor the parse error (which shows the redacted URL) hid it. */
 static void redaction_of_a_password_with_a_slash(void **state)
