@@ -1134,10 +1134,15 @@ int hd_http_server_start(hd_http_server *srv, hd_error *err)
     const hd_http_options *o = &srv->opts;
     /* An internal listening thread; then either a thread per connection (threads == 0) or
      * a pool. MHD_USE_ITC gives the internal threads a wake-up channel, which
-     * MHD_quiesce_daemon needs to stop listening while connections go on. MHD_USE_AUTO
-     * picks epoll/poll/select; MHD_USE_ERROR_LOG sends MHD's messages to on_mhd_log. */
+     * MHD_quiesce_daemon needs to stop listening while connections go on. poll(), not
+     * epoll: with a thread pool and a connection limit, libmicrohttpd 0.9.75's workers take
+     * the listening socket out of their epoll set when full, and MHD_quiesce_daemon racing
+     * with that aborted the process ("Failed to remove listen FD from epoll set", seen once
+     * in unit.http's thread-pool case). poll() keeps no such state, and herald's services
+     * hold tens of connections, not the thousands epoll is for. MHD_USE_ERROR_LOG sends
+     * MHD's messages to on_mhd_log. */
     unsigned flags =
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (o->threads == 0)
         flags |= MHD_USE_THREAD_PER_CONNECTION;
     if (srv->ipv6)

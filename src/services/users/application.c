@@ -653,21 +653,21 @@ static int cursor_decode(const char *cursor, users_position *pos, hd_error *err)
                           &n, NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
         return hd_error_set(err, HD_EINVAL, "invalid cursor");
     plain[n] = '\0';
-    /* "v1." then 1..18 decimal digits, '.', a UUID. Digits only and a bounded count, not
-     * sscanf("%lld"): its overflow is undefined, and glibc's clamps to LLONG_MAX, which
-     * turned a cursor with a 20-digit time into a valid position after everybody (200,
-     * an empty page) instead of the 400 the API promises; and no NUL byte may hide a tail
-     * (found by tests/fuzz/fuzz_users_cursor.c). 18 digits cover every
-     * millisecond time until the year 31 million. */
+    /* "v1." then decimal digits up to INT64_MAX, '.', a UUID. Digits only, with the
+     * overflow checked before each step, not sscanf("%lld"): its overflow is undefined, and
+     * glibc's clamps to LLONG_MAX, which turned a cursor with a 20-digit time into a valid
+     * position after everybody (200, an empty page) instead of the 400 the API promises;
+     * and no NUL byte may hide a tail (found by tests/fuzz/fuzz_users_cursor.c). */
     if (memchr(plain, '\0', n) != NULL || strncmp(plain, "v1.", 3) != 0)
         return hd_error_set(err, HD_EINVAL, "invalid cursor");
     const char *p = plain + 3;
     int64_t ms = 0;
     size_t digits = 0;
     for (; *p >= '0' && *p <= '9'; p++, digits++) {
-        if (digits == 18)
+        int d = *p - '0';
+        if (ms > (INT64_MAX - d) / 10)
             return hd_error_set(err, HD_EINVAL, "invalid cursor");
-        ms = ms * 10 + (*p - '0');
+        ms = ms * 10 + d;
     }
     if (digits == 0 || *p != '.' || !hd_uuid_valid(p + 1))
         return hd_error_set(err, HD_EINVAL, "invalid cursor");
