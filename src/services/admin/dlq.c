@@ -298,7 +298,7 @@ static int text_value(const amqp_field_value_t *v, char *dst, size_t cap)
     return 1;
 }
 
-/* An integer header of any width; def when absent or not an integer. */
+/* An integer header of any width (or decimal text); def when absent or not an integer. */
 static int64_t int_value(const amqp_field_value_t *v, int64_t def)
 {
     if (v == NULL)
@@ -321,6 +321,16 @@ static int64_t int_value(const amqp_field_value_t *v, int64_t def)
     case AMQP_FIELD_KIND_U64:
     case AMQP_FIELD_KIND_TIMESTAMP:
         return v->value.u64 > INT64_MAX ? INT64_MAX : (int64_t)v->value.u64;
+    case AMQP_FIELD_KIND_UTF8:
+    case AMQP_FIELD_KIND_BYTES: {
+        /* A client that wrote the count as text ("2") must not reset it to 0 and so get
+         * past --max-replays. */
+        char buf[32], *end;
+        copy_bytes(buf, sizeof buf, v->value.bytes);
+        errno = 0;
+        long long n = strtoll(buf, &end, 10);
+        return errno == 0 && end != buf && *end == '\0' ? (int64_t)n : def;
+    }
     default:
         return def;
     }
@@ -408,6 +418,8 @@ static void classify(held *h)
     if (h->seen < 0)
         h->seen = int_value(table_get(death, "time"), -1);
     h->replays = int_value(header(m, REPLAY_HEADER), 0);
+    if (h->replays < 0)
+        h->replays = 0; /* forged: counts from the start, never below it */
     json_decref(body);
 }
 
