@@ -305,6 +305,10 @@ static void test_list_replay_purge(void **state)
     assert_int_equal(3, jint(r.json, "replayed"));
     assert_true(json_is_true(json_object_get(r.json, "dry_run")));
     result_free(&r);
+    r = run(0, "replay", F.queue, "--type", TYPE_A, "--dry-run", NULL);
+    assert_int_equal(ADMIN_OK, r.rc);
+    assert_non_null(strstr(r.out, ": 3 would be replayed, 0 refused"));
+    result_free(&r);
     expect_depth(F.dlq, 5);
     expect_depth(F.queue, 0);
 
@@ -360,6 +364,7 @@ static void test_list_replay_purge(void **state)
     result_free(&r);
     r = run(0, "purge", F.queue, "--yes", NULL);
     assert_int_equal(ADMIN_OK, r.rc);
+    assert_non_null(strstr(r.out, ".dlq: 3 purged, 0 left of 3 read"));
     result_free(&r);
     expect_depth(F.dlq, 0);
     expect_depth(F.queue, 0);
