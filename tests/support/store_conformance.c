@@ -1208,10 +1208,10 @@ static void outbox_stats_count_each_state_per_type(void **state)
     assert_int_equal(hd_outbox_mark_failed(f->s, a2, "returned: NO_ROUTE", 0, 1, NULL), 1);
     /* The oldest waiting row is a minute old. */
     hd_value p[] = {hd_value_int(hd_time_now_ms() - 60000)};
-    assert_int_equal(
-        hd_store_exec(f->s, "UPDATE hd_outbox SET created_at = $1 WHERE aggregate_id = 'a4'", p,
-                      1, NULL),
-        1);
+    assert_int_equal(hd_store_exec(f->s,
+                                   "UPDATE hd_outbox SET created_at = $1 WHERE aggregate_id = 'a4'",
+                                   p, 1, NULL),
+                     1);
     assert_hd_err(HD_OK, hd_outbox_stats_read(f->s, 0, &st, &err), &err);
     assert_int_equal(st->ntypes, 2);
     assert_string_equal(st->types[0].type, "test.a"); /* sorted */
@@ -1375,8 +1375,8 @@ int hd_conf_run_outbox(const hd_conf_target *t)
                                                  setup, teardown, ts),
         cmocka_unit_test_prestate_setup_teardown(outbox_stats_count_each_state_per_type, setup,
                                                  teardown, ts),
-        cmocka_unit_test_prestate_setup_teardown(
-            outbox_parked_rows_are_listed_and_redriven_by_type, setup, teardown, ts),
+        cmocka_unit_test_prestate_setup_teardown(outbox_parked_rows_are_listed_and_redriven_by_type,
+                                                 setup, teardown, ts),
         cmocka_unit_test_prestate_setup_teardown(
             outbox_purge_in_batches_deletes_old_dispatched_rows_only, setup, teardown, ts),
     };
