@@ -79,11 +79,24 @@ static json_t *type_json(const hd_outbox_type_stats *t)
                      (json_int_t)t->oldest_waiting_age_ms);
 }
 
-static void print_type(FILE *out, const char *name, const hd_outbox_type_stats *t)
+/* The width of the TYPE column: the longest of n names, stride bytes apart (a member of an
+ * array of structs), so that the numbers line up. */
+static int type_width(const char *const *names, size_t n, size_t stride)
+{
+    size_t w = 8;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = *(const char *const *)(const void *)((const char *)names + i * stride);
+        if (strlen(name) > w)
+            w = strlen(name);
+    }
+    return (int)(w > 80 ? 80 : w);
+}
+
+static void print_type(FILE *out, int w, const char *name, const hd_outbox_type_stats *t)
 {
     char lag[32];
     admin_fmt_age(lag, sizeof lag, t->oldest_waiting_age_ms);
-    fprintf(out, "%-32s %8lld %8lld %8lld %10lld %8s\n", name, (long long)t->pending,
+    fprintf(out, "%-*s %8lld %8lld %8lld %10lld %8s\n", w, name, (long long)t->pending,
             (long long)t->leased, (long long)t->parked, (long long)t->dispatched,
             t->pending + t->leased > 0 ? lag : "-");
 }
@@ -110,11 +123,12 @@ static int cmd_status(hd_store *store, const admin_io *io)
         fputc('\n', io->out);
         json_decref(doc);
     } else {
-        fprintf(io->out, "%-32s %8s %8s %8s %10s %8s\n", "TYPE", "PENDING", "LEASED", "PARKED",
+        int w = type_width(&st->types[0].type, st->ntypes, sizeof st->types[0]);
+        fprintf(io->out, "%-*s %8s %8s %8s %10s %8s\n", w, "TYPE", "PENDING", "LEASED", "PARKED",
                 "DISPATCHED", "LAG");
         for (size_t i = 0; i < st->ntypes; i++)
-            print_type(io->out, st->types[i].type, &st->types[i]);
-        print_type(io->out, "(total)", &st->total);
+            print_type(io->out, w, st->types[i].type, &st->types[i]);
+        print_type(io->out, w, "(total)", &st->total);
     }
     hd_outbox_stats_free(st);
     return ADMIN_OK;
@@ -165,7 +179,8 @@ static int cmd_parked(hd_store *store, int argc, char **argv, const admin_io *io
     } else if (l->count == 0) {
         fprintf(io->out, "no parked rows%s%s\n", type ? " of type " : "", type ? type : "");
     } else {
-        fprintf(io->out, "%-8s %-28s %8s %-10s %-24s %s\n", "SEQ", "TYPE", "ATTEMPTS", "PARKED",
+        int w = type_width(&l->rows[0].type, l->count, sizeof l->rows[0]);
+        fprintf(io->out, "%-8s %-*s %8s %-10s %-24s %s\n", "SEQ", w, "TYPE", "ATTEMPTS", "PARKED",
                 "AGGREGATE", "REASON");
         for (size_t i = 0; i < l->count; i++) {
             const hd_outbox_parked *r = &l->rows[i];
@@ -173,7 +188,7 @@ static int cmd_parked(hd_store *store, int argc, char **argv, const admin_io *io
             admin_fmt_age(ago, sizeof ago, now - r->parked_at_ms);
             strcat(ago, " ago");
             snprintf(agg, sizeof agg, "%s/%s", r->aggregate_type, r->aggregate_id);
-            fprintf(io->out, "%-8lld %-28s %8d %-10s %-24s %s\n", (long long)r->seq, r->type,
+            fprintf(io->out, "%-8lld %-*s %8d %-10s %-24s %s\n", (long long)r->seq, w, r->type,
                     r->attempts, ago, agg, r->last_error);
         }
         if ((int64_t)l->count == limit)
