@@ -3,6 +3,8 @@
 
 #include "herald/clock.h"
 
+#include <stdlib.h>
+
 /* The primary key is the deduplication: (consumer, message_id) can be inserted once. The
  * index on received_at serves the purge, which would otherwise scan the whole table; it
  * costs a little on every insert, and the purge deletes as many rows as are inserted. */
@@ -75,4 +77,68 @@ int hd_inbox_purge(hd_store *store, int64_t older_than_ms, hd_error *err)
                             "hd_inbox_purge: store and older_than_ms >= 0 are required");
     hd_value p[] = {hd_value_int(hd_time_now_ms() - older_than_ms)};
     return hd_store_exec(store, "DELETE FROM hd_inbox WHERE received_at < $1", p, 1, err);
+}
+
+int hd_inbox_purge_batch(hd_store *store, int64_t older_than_ms, size_t limit, hd_error *err)
+{
+    if (store == NULL || older_than_ms < 0 || limit == 0 || limit > 100000)
+        return hd_error_set(err, HD_EINVAL,
+                            "hd_inbox_purge_batch: store, older_than_ms >= 0 and a limit of "
+                            "1..100000 are required");
+    /* The batch is chosen by the primary key's row value, which both databases compare
+     * (SQLite since 3.15); hd_inbox_received serves the inner ORDER BY. */
+    hd_value p[] = {hd_value_int(hd_time_now_ms() - older_than_ms), hd_value_int((int64_t)limit)};
+    return hd_store_exec(store,
+                         "DELETE FROM hd_inbox WHERE (consumer, message_id) IN"
+                         " (SELECT consumer, message_id FROM hd_inbox WHERE received_at < $1"
+                         " ORDER BY received_at LIMIT $2)",
+                         p, 2, err);
+}
+
+typedef struct stats_impl {
+    hd_inbox_stats pub; /* first member: what the caller sees */
+    hd_rows *rows;      /* owns the consumer names */
+    hd_inbox_consumer_stats items[];
+} stats_impl;
+
+int hd_inbox_stats_read(hd_store *store, hd_inbox_stats **out, hd_error *err)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (store == NULL || out == NULL)
+        return hd_error_set(err, HD_EINVAL, "hd_inbox_stats_read: store and out are required");
+    hd_rows *rows = NULL;
+    int rc = hd_store_query(store,
+                            "SELECT consumer, COUNT(*), MIN(received_at), MAX(received_at)"
+                            " FROM hd_inbox GROUP BY consumer ORDER BY consumer",
+                            NULL, 0, &rows, err);
+    if (rc < 0)
+        return rc;
+    size_t n = hd_rows_count(rows);
+    stats_impl *st = malloc(sizeof *st + n * sizeof st->items[0]);
+    if (st == NULL) {
+        hd_rows_free(rows);
+        return hd_error_set(err, HD_ENOMEM, NULL);
+    }
+    for (size_t i = 0; i < n; i++) {
+        hd_inbox_consumer_stats *c = &st->items[i];
+        c->consumer = hd_rows_text(rows, i, 0);
+        c->ids = hd_rows_int(rows, i, 1);
+        c->oldest_ms = hd_rows_int(rows, i, 2);
+        c->newest_ms = hd_rows_int(rows, i, 3);
+    }
+    st->pub.count = n;
+    st->pub.consumers = st->items;
+    st->rows = rows;
+    *out = &st->pub;
+    return (int)n;
+}
+
+void hd_inbox_stats_free(hd_inbox_stats *stats)
+{
+    if (stats == NULL)
+        return;
+    stats_impl *st = (stats_impl *)stats;
+    hd_rows_free(st->rows);
+    free(st);
 }

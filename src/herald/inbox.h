@@ -80,6 +80,34 @@ int hd_inbox_accept_many(hd_store *store, const char *consumer, const char *cons
  * "Retention" above). Outside or inside a transaction. Returns the rows deleted or a code. */
 int hd_inbox_purge(hd_store *store, int64_t older_than_ms, hd_error *err);
 
+/* The same in batches: delete at most limit (>= 1) ids received more than older_than_ms
+ * (>= 0) ago, oldest first, in one statement. Call it in a loop until it returns less than
+ * limit (hd_outbox_purge_dispatched_batch says why small batches). Returns the rows deleted
+ * (>= 0) or HD_EINVAL, the store's code. */
+int hd_inbox_purge_batch(hd_store *store, int64_t older_than_ms, size_t limit, hd_error *err);
+
+/* What the inbox of one consumer holds. */
+typedef struct hd_inbox_consumer_stats {
+    const char *consumer; /* borrowed from the stats */
+    int64_t ids;          /* message ids remembered */
+    int64_t oldest_ms;    /* received_at of the oldest and the newest (epoch ms) */
+    int64_t newest_ms;
+} hd_inbox_consumer_stats;
+
+/* Every consumer of the table, sorted by name. Read-only; free with hd_inbox_stats_free. */
+typedef struct hd_inbox_stats {
+    size_t count;
+    const hd_inbox_consumer_stats *consumers; /* count of them */
+} hd_inbox_stats;
+
+/* Read the per-consumer counts (one GROUP BY over the table: a command for people, not a
+ * metrics scrape). On success *out is new (free with hd_inbox_stats_free). Returns the
+ * number of consumers (>= 0) or HD_EINVAL, HD_ENOMEM, the store's code. */
+int hd_inbox_stats_read(hd_store *store, hd_inbox_stats **out, hd_error *err);
+
+/* Free stats. NULL is fine. */
+void hd_inbox_stats_free(hd_inbox_stats *stats);
+
 #ifdef __cplusplus
 }
 #endif

@@ -492,6 +492,177 @@ int hd_outbox_depth(hd_store *store, int64_t *pending, int64_t *oldest_age_ms, i
     return HD_OK;
 }
 
+/* ---- operating it: stats, the parked list, redrive by type, batched purge ------------- */
+
+/* The four states of outbox.h's hd_outbox_type_stats, each a COUNT of a CASE (COUNT skips
+ * NULLs): COUNT rather than SUM, because SUM of an integer is NUMERIC on PostgreSQL and NULL
+ * over no rows. The lag is the oldest row that is neither dispatched nor parked. */
+#define STATS_COLUMNS                                                                              \
+    " COUNT(CASE WHEN dispatched_at IS NULL AND parked_at IS NULL AND claimed_until <= $1"         \
+    "  THEN 1 END),"                                                                               \
+    " COUNT(CASE WHEN dispatched_at IS NULL AND parked_at IS NULL AND claimed_until > $1"          \
+    "  THEN 1 END),"                                                                               \
+    " COUNT(CASE WHEN parked_at IS NOT NULL THEN 1 END),"                                          \
+    " COUNT(CASE WHEN dispatched_at IS NOT NULL THEN 1 END),"                                      \
+    " MIN(CASE WHEN dispatched_at IS NULL AND parked_at IS NULL THEN created_at END)"
+
+typedef struct stats_impl {
+    hd_outbox_stats pub; /* first member: what the caller sees */
+    hd_rows *rows;       /* owns the type names */
+    hd_outbox_type_stats items[];
+} stats_impl;
+
+static void fill_type_stats(hd_outbox_type_stats *t, const hd_rows *rows, size_t r, size_t c0,
+                            int64_t now)
+{
+    t->pending = hd_rows_int(rows, r, c0);
+    t->leased = hd_rows_int(rows, r, c0 + 1);
+    t->parked = hd_rows_int(rows, r, c0 + 2);
+    t->dispatched = hd_rows_int(rows, r, c0 + 3);
+    int64_t age = hd_rows_is_null(rows, r, c0 + 4) ? 0 : now - hd_rows_int(rows, r, c0 + 4);
+    t->oldest_waiting_age_ms = age > 0 ? age : 0;
+}
+
+int hd_outbox_stats_read(hd_store *store, int64_t now_ms, hd_outbox_stats **out, hd_error *err)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (store == NULL || out == NULL || now_ms < 0)
+        return hd_error_set(err, HD_EINVAL, "hd_outbox_stats_read: store and out are required");
+    int64_t now = now_ms ? now_ms : hd_time_now_ms();
+    hd_value p[] = {hd_value_int(now)};
+    hd_rows *rows = NULL;
+    int rc = hd_store_query(store,
+                            "SELECT type," STATS_COLUMNS " FROM hd_outbox GROUP BY type"
+                            " ORDER BY type",
+                            p, 1, &rows, err);
+    if (rc < 0)
+        return rc;
+    size_t n = hd_rows_count(rows);
+    stats_impl *st = calloc(1, sizeof *st + n * sizeof st->items[0]);
+    if (st == NULL) {
+        hd_rows_free(rows);
+        return hd_error_set(err, HD_ENOMEM, NULL);
+    }
+    /* The total is the sum of the types (one query, one snapshot), the lag their maximum. */
+    for (size_t i = 0; i < n; i++) {
+        hd_outbox_type_stats *t = &st->items[i];
+        t->type = hd_rows_text(rows, i, 0);
+        fill_type_stats(t, rows, i, 1, now);
+        st->pub.total.pending += t->pending;
+        st->pub.total.leased += t->leased;
+        st->pub.total.parked += t->parked;
+        st->pub.total.dispatched += t->dispatched;
+        if (t->oldest_waiting_age_ms > st->pub.total.oldest_waiting_age_ms)
+            st->pub.total.oldest_waiting_age_ms = t->oldest_waiting_age_ms;
+    }
+    st->pub.ntypes = n;
+    st->pub.types = st->items;
+    st->rows = rows;
+    *out = &st->pub;
+    return HD_OK;
+}
+
+void hd_outbox_stats_free(hd_outbox_stats *stats)
+{
+    if (stats == NULL)
+        return;
+    stats_impl *st = (stats_impl *)stats;
+    hd_rows_free(st->rows);
+    free(st);
+}
+
+typedef struct parked_impl {
+    hd_outbox_parked_list pub; /* first member: what the caller sees */
+    hd_rows *rows;             /* owns the strings */
+    hd_outbox_parked items[];
+} parked_impl;
+
+int hd_outbox_list_parked(hd_store *store, const char *type, size_t limit,
+                          hd_outbox_parked_list **out, hd_error *err)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (store == NULL || out == NULL || limit == 0 || limit > HD_OUTBOX_BATCH_MAX)
+        return hd_error_set(err, HD_EINVAL,
+                            "hd_outbox_list_parked: store, out and a limit of 1..%d are required",
+                            HD_OUTBOX_BATCH_MAX);
+    /* hd_outbox_parked (the partial index) serves both the filter and the order. */
+    hd_value p[] = {hd_value_text(type), hd_value_int((int64_t)limit)};
+    hd_rows *rows = NULL;
+    int rc = hd_store_query(store,
+                            "SELECT seq, event_id, type, aggregate_type, aggregate_id, attempts,"
+                            " last_error, created_at, parked_at FROM hd_outbox"
+                            " WHERE parked_at IS NOT NULL AND type = COALESCE($1, type)"
+                            " ORDER BY seq LIMIT $2",
+                            p, 2, &rows, err);
+    if (rc < 0)
+        return rc;
+    size_t n = hd_rows_count(rows);
+    parked_impl *l = malloc(sizeof *l + n * sizeof l->items[0]);
+    if (l == NULL) {
+        hd_rows_free(rows);
+        return hd_error_set(err, HD_ENOMEM, NULL);
+    }
+    for (size_t i = 0; i < n; i++) {
+        hd_outbox_parked *r = &l->items[i];
+        r->seq = hd_rows_int(rows, i, 0);
+        r->event_id = hd_rows_text(rows, i, 1);
+        r->type = hd_rows_text(rows, i, 2);
+        r->aggregate_type = hd_rows_text(rows, i, 3);
+        r->aggregate_id = hd_rows_text(rows, i, 4);
+        r->attempts = (int)hd_rows_int(rows, i, 5);
+        r->last_error = hd_rows_is_null(rows, i, 6) ? "" : hd_rows_text(rows, i, 6);
+        r->created_at_ms = hd_rows_int(rows, i, 7);
+        r->parked_at_ms = hd_rows_int(rows, i, 8);
+    }
+    l->pub.count = n;
+    l->pub.rows = l->items;
+    l->rows = rows;
+    *out = &l->pub;
+    return (int)n;
+}
+
+void hd_outbox_parked_list_free(hd_outbox_parked_list *list)
+{
+    if (list == NULL)
+        return;
+    parked_impl *l = (parked_impl *)list;
+    hd_rows_free(l->rows);
+    free(l);
+}
+
+int hd_outbox_redrive_type(hd_store *store, const char *type, hd_error *err)
+{
+    if (store == NULL || type == NULL || *type == '\0')
+        return hd_error_set(err, HD_EINVAL, "hd_outbox_redrive_type: store and type required");
+    hd_value p[] = {hd_value_int(hd_time_now_ms()), hd_value_text(type)};
+    return hd_store_exec(store,
+                         "UPDATE hd_outbox SET parked_at = NULL, attempts = 0,"
+                         " next_attempt_at = $1, claimed_until = 0, claimed_by = NULL"
+                         " WHERE parked_at IS NOT NULL AND type = $2",
+                         p, 2, err);
+}
+
+int hd_outbox_purge_dispatched_batch(hd_store *store, int64_t older_than_ms, size_t limit,
+                                     hd_error *err)
+{
+    if (store == NULL || older_than_ms < 0 || limit == 0 || limit > HD_OUTBOX_BATCH_MAX)
+        return hd_error_set(err, HD_EINVAL,
+                            "hd_outbox_purge_dispatched_batch: store, older_than_ms >= 0 and a "
+                            "limit of 1..%d are required",
+                            HD_OUTBOX_BATCH_MAX);
+    /* DELETE ... LIMIT is not SQL on PostgreSQL (nor in a default SQLite build): the subquery
+     * picks the batch by primary key. Oldest first, so that two purges running at once (the
+     * relay's and an operator's) mostly ask for the same rows instead of crossing locks. */
+    hd_value p[] = {hd_value_int(hd_time_now_ms() - older_than_ms), hd_value_int((int64_t)limit)};
+    return hd_store_exec(store,
+                         "DELETE FROM hd_outbox WHERE seq IN (SELECT seq FROM hd_outbox"
+                         " WHERE dispatched_at IS NOT NULL AND dispatched_at < $1"
+                         " ORDER BY seq LIMIT $2)",
+                         p, 2, err);
+}
+
 /* ---- the in-process signal ------------------------------------------------------------ */
 
 struct hd_outbox_notifier {

@@ -229,6 +229,88 @@ int hd_outbox_purge_sensitive(hd_store *store, int64_t older_than_ms, hd_error *
 int hd_outbox_depth(hd_store *store, int64_t *pending, int64_t *oldest_age_ms, int64_t *parked,
                     hd_error *err);
 
+/* ---- operating it: what an admin tool reads and does ---------------------------------- */
+
+/* Counts of one event type (or of the whole outbox: type NULL). A row is in exactly one of
+ * the four states: pending (waiting: due now or at its next retry, not leased), leased
+ * (claimed by a relay whose lease has not run out: being published right now), parked
+ * (failed max_attempts times: waits for an operator) or dispatched (confirmed; kept until
+ * the retention deletes it). */
+typedef struct hd_outbox_type_stats {
+    const char *type; /* the event type (borrowed from the stats); NULL in the total */
+    int64_t pending;
+    int64_t leased;
+    int64_t parked;
+    int64_t dispatched;
+    int64_t oldest_waiting_age_ms; /* age of the oldest pending or leased row, 0 when none:
+                                      the lag, the number to alert on */
+} hd_outbox_type_stats;
+
+/* The whole outbox and each event type in it, sorted by type. Read-only; free with
+ * hd_outbox_stats_free. */
+typedef struct hd_outbox_stats {
+    hd_outbox_type_stats total;
+    size_t ntypes;
+    const hd_outbox_type_stats *types; /* ntypes of them */
+} hd_outbox_stats;
+
+/* Read the counts at now_ms (0: the wall clock; a lease is live while claimed_until > now).
+ * On success *out is new (free with hd_outbox_stats_free). Returns 0 or HD_EINVAL,
+ * HD_ENOMEM, the store's code.
+ * Known limit: one GROUP BY over the whole table, dispatched history included (the partial
+ * indexes cannot serve the dispatched count): fine for a command an operator runs, too heavy
+ * for a metrics scrape every few seconds on a big table (use hd_outbox_depth there). */
+int hd_outbox_stats_read(hd_store *store, int64_t now_ms, hd_outbox_stats **out, hd_error *err);
+
+/* Free stats. NULL is fine. */
+void hd_outbox_stats_free(hd_outbox_stats *stats);
+
+/* One parked row. Strings are borrowed from the list that holds it. */
+typedef struct hd_outbox_parked {
+    int64_t seq;
+    const char *event_id;
+    const char *type;
+    const char *aggregate_type;
+    const char *aggregate_id;
+    int attempts;           /* failed attempts (max_attempts of the relay that parked it) */
+    const char *last_error; /* the reason of the last failure; "" when none was recorded */
+    int64_t created_at_ms;
+    int64_t parked_at_ms;
+} hd_outbox_parked;
+
+/* Parked rows in seq order. Read-only; free with hd_outbox_parked_list_free. */
+typedef struct hd_outbox_parked_list {
+    size_t count;
+    const hd_outbox_parked *rows; /* count of them */
+} hd_outbox_parked_list;
+
+/* List up to limit (1..HD_OUTBOX_BATCH_MAX) parked rows, of event type `type` (borrowed;
+ * NULL: every type), oldest first (seq order). The payload is not read: the list is for
+ * people, and a sensitive row's payload must not be shown. On success *out is new (free
+ * with hd_outbox_parked_list_free). Returns the number of rows (>= 0) or HD_EINVAL,
+ * HD_ENOMEM, the store's code. */
+int hd_outbox_list_parked(hd_store *store, const char *type, size_t limit,
+                          hd_outbox_parked_list **out, hd_error *err);
+
+/* Free a list. NULL is fine. */
+void hd_outbox_parked_list_free(hd_outbox_parked_list *list);
+
+/* Un-park every parked row of event type `type` (borrowed, non-empty), as hd_outbox_redrive
+ * does for one row: attempts from 0, due now, last_error kept for the record. Replay after
+ * fixing the cause (the exchange or binding that was missing): replayed before, they park
+ * again after max_attempts. Returns the number of rows un-parked (>= 0) or HD_EINVAL, the
+ * store's code. */
+int hd_outbox_redrive_type(hd_store *store, const char *type, hd_error *err);
+
+/* Delete at most limit (>= 1) rows dispatched more than older_than_ms (>= 0) ago, oldest
+ * first, in one statement (one short transaction when none is open). A retention job calls
+ * it in a loop until it returns less than limit: small batches keep each transaction's locks
+ * few and short, so the relay's claims and marks never wait long behind a purge of a week of
+ * history (one big DELETE would lock every row it deletes until its commit). Returns the
+ * number of rows deleted (>= 0) or HD_EINVAL, the store's code. */
+int hd_outbox_purge_dispatched_batch(hd_store *store, int64_t older_than_ms, size_t limit,
+                                     hd_error *err);
+
 /* ---- waking an in-process relay ------------------------------------------------------ */
 
 /* A notifier a relay can wait on: a counter of signals (behind a mutex and a condition

@@ -1158,6 +1158,189 @@ static void outbox_sensitive_rows_are_scrubbed_when_dispatched(void **state)
     assert_int_equal(hd_conf_scalar(f->s, "SELECT COUNT(*) FROM hd_outbox WHERE sensitive = 0"), 1);
 }
 
+/* ---- operating it: stats, the parked list, redrive by type, batched purge ---------------- */
+
+/* Append one event of `type` for aggregate `id` in a transaction of its own. */
+static void append_typed(hd_store *s, const char *type, const char *id)
+{
+    hd_error err;
+    hd_error_clear(&err);
+    hd_envelope *env = hd_envelope_new(type, 1, "/users", json_pack("{s:s}", "user_id", id));
+    assert_non_null(env);
+    assert_hd_err(HD_OK, hd_store_begin(s, &err), &err);
+    assert_hd_err(HD_OK, hd_outbox_append(s, env, "user", id, &err), &err);
+    assert_hd_err(HD_OK, hd_store_commit(s, &err), &err);
+    hd_envelope_free(env);
+}
+
+static const hd_outbox_type_stats *stats_of(const hd_outbox_stats *st, const char *type)
+{
+    for (size_t i = 0; i < st->ntypes; i++)
+        if (strcmp(st->types[i].type, type) == 0)
+            return &st->types[i];
+    fail_msg("no stats for type %s", type);
+    return NULL;
+}
+
+static void outbox_stats_count_each_state_per_type(void **state)
+{
+    fixture *f = *state;
+    outbox_setup_tables(f->s);
+    hd_error err;
+    hd_error_clear(&err);
+    hd_outbox_stats *st = NULL;
+    /* Empty: no types, zeros, no lag. */
+    assert_hd_err(HD_OK, hd_outbox_stats_read(f->s, 0, &st, &err), &err);
+    assert_int_equal(st->ntypes, 0);
+    assert_int_equal(st->total.pending + st->total.parked + st->total.oldest_waiting_age_ms, 0);
+    hd_outbox_stats_free(st);
+    /* Five rows of type a (one per aggregate, so that none holds another back) and one of b:
+     * a1 dispatched, a2 parked, a3 leased, a4 and a5 pending; b1 pending. */
+    const char *ids[] = {"a1", "a2", "a3", "a4", "a5"};
+    for (size_t i = 0; i < 5; i++)
+        append_typed(f->s, "test.a", ids[i]);
+    append_typed(f->s, "test.b", "b1");
+    hd_outbox_batch *b = claim_at(f->s, 3, 0, 60000);
+    assert_int_equal(b->count, 3);
+    int64_t a1 = b->messages[0].seq, a2 = b->messages[1].seq;
+    hd_outbox_batch_free(b);
+    assert_int_equal(hd_outbox_mark_dispatched(f->s, &a1, 1, NULL), 1);
+    assert_int_equal(hd_outbox_mark_failed(f->s, a2, "returned: NO_ROUTE", 0, 1, NULL), 1);
+    /* The oldest waiting row is a minute old. */
+    hd_value p[] = {hd_value_int(hd_time_now_ms() - 60000)};
+    assert_int_equal(hd_store_exec(f->s,
+                                   "UPDATE hd_outbox SET created_at = $1 WHERE aggregate_id = 'a4'",
+                                   p, 1, NULL),
+                     1);
+    assert_hd_err(HD_OK, hd_outbox_stats_read(f->s, 0, &st, &err), &err);
+    assert_int_equal(st->ntypes, 2);
+    assert_string_equal(st->types[0].type, "test.a"); /* sorted */
+    const hd_outbox_type_stats *a = stats_of(st, "test.a"), *bb = stats_of(st, "test.b");
+    assert_int_equal(a->pending, 2);
+    assert_int_equal(a->leased, 1);
+    assert_int_equal(a->parked, 1);
+    assert_int_equal(a->dispatched, 1);
+    assert_true(a->oldest_waiting_age_ms >= 59000 && a->oldest_waiting_age_ms < 3600000);
+    assert_int_equal(bb->pending, 1);
+    assert_int_equal(bb->leased + bb->parked + bb->dispatched, 0);
+    assert_int_equal(st->total.pending, 3);
+    assert_int_equal(st->total.leased, 1);
+    assert_int_equal(st->total.parked, 1);
+    assert_int_equal(st->total.dispatched, 1);
+    assert_int_equal(st->total.oldest_waiting_age_ms, a->oldest_waiting_age_ms);
+    assert_null(st->total.type);
+    hd_outbox_stats_free(st);
+    /* Two minutes on, the lease has run out: the leased row counts as pending again. */
+    assert_hd_err(HD_OK, hd_outbox_stats_read(f->s, hd_time_now_ms() + 120000, &st, &err), &err);
+    assert_int_equal(st->total.pending, 4);
+    assert_int_equal(st->total.leased, 0);
+    hd_outbox_stats_free(st);
+    hd_outbox_stats_free(NULL);
+    assert_hd(HD_EINVAL, hd_outbox_stats_read(NULL, 0, &st, NULL));
+    assert_hd(HD_EINVAL, hd_outbox_stats_read(f->s, 0, NULL, NULL));
+}
+
+static void outbox_parked_rows_are_listed_and_redriven_by_type(void **state)
+{
+    fixture *f = *state;
+    outbox_setup_tables(f->s);
+    append_typed(f->s, "test.a", "a1");
+    append_typed(f->s, "test.a", "a2");
+    append_typed(f->s, "test.b", "b1");
+    append_typed(f->s, "test.b", "b2"); /* stays pending */
+    hd_outbox_batch *b = claim_at(f->s, 3, 0, 0);
+    assert_int_equal(b->count, 3);
+    int64_t seqs[3];
+    for (size_t i = 0; i < 3; i++)
+        seqs[i] = b->messages[i].seq;
+    hd_outbox_batch_free(b);
+    assert_int_equal(hd_outbox_mark_failed(f->s, seqs[0], "returned: NO_ROUTE", 0, 1, NULL), 1);
+    assert_int_equal(hd_outbox_mark_failed(f->s, seqs[1], NULL, 0, 1, NULL), 1);
+    assert_int_equal(hd_outbox_mark_failed(f->s, seqs[2], "nacked", 0, 1, NULL), 1);
+    hd_error err;
+    hd_error_clear(&err);
+    hd_outbox_parked_list *l = NULL;
+    assert_int_equal(hd_outbox_list_parked(f->s, NULL, 10, &l, &err), 3);
+    assert_int_equal(l->count, 3);
+    assert_int_equal(l->rows[0].seq, seqs[0]);
+    assert_string_equal(l->rows[0].type, "test.a");
+    assert_string_equal(l->rows[0].aggregate_id, "a1");
+    assert_string_equal(l->rows[0].last_error, "returned: NO_ROUTE");
+    assert_int_equal(l->rows[0].attempts, 1);
+    assert_true(l->rows[0].parked_at_ms >= l->rows[0].created_at_ms);
+    assert_true(strlen(l->rows[0].event_id) > 0);
+    assert_string_equal(l->rows[1].last_error, ""); /* no reason recorded */
+    hd_outbox_parked_list_free(l);
+    assert_int_equal(hd_outbox_list_parked(f->s, "test.b", 10, &l, &err), 1);
+    assert_int_equal(l->rows[0].seq, seqs[2]);
+    hd_outbox_parked_list_free(l);
+    assert_int_equal(hd_outbox_list_parked(f->s, NULL, 2, &l, &err), 2); /* the limit */
+    hd_outbox_parked_list_free(l);
+    hd_outbox_parked_list_free(NULL);
+    assert_hd(HD_EINVAL, hd_outbox_list_parked(f->s, NULL, 0, &l, NULL));
+    assert_hd(HD_EINVAL, hd_outbox_list_parked(NULL, NULL, 1, &l, NULL));
+    /* Redrive type a: both rows are due again with a fresh count; b's parked row stays. */
+    assert_int_equal(hd_outbox_redrive_type(f->s, "test.none", &err), 0);
+    assert_int_equal(hd_outbox_redrive_type(f->s, "test.a", &err), 2);
+    assert_int_equal(hd_outbox_redrive_type(f->s, "test.a", &err), 0);
+    assert_hd(HD_EINVAL, hd_outbox_redrive_type(f->s, "", NULL));
+    assert_hd(HD_EINVAL, hd_outbox_redrive_type(f->s, NULL, NULL));
+    assert_int_equal(hd_outbox_list_parked(f->s, NULL, 10, &l, &err), 1);
+    assert_string_equal(l->rows[0].type, "test.b");
+    hd_outbox_parked_list_free(l);
+    b = claim_at(f->s, 10, 0, 0);
+    assert_int_equal(b->count, 3); /* a1, a2 and the pending b2 */
+    assert_int_equal(b->messages[0].seq, seqs[0]);
+    assert_int_equal(b->messages[0].attempts, 0);
+    hd_outbox_batch_free(b);
+}
+
+static void outbox_purge_in_batches_deletes_old_dispatched_rows_only(void **state)
+{
+    fixture *f = *state;
+    outbox_setup_tables(f->s);
+    char id[16];
+    for (int i = 0; i < 7; i++) {
+        snprintf(id, sizeof id, "u%d", i);
+        append_typed(f->s, "test.a", id);
+    }
+    hd_outbox_batch *b = claim_at(f->s, 7, 0, 0);
+    int64_t seqs[7];
+    for (size_t i = 0; i < 7; i++)
+        seqs[i] = b->messages[i].seq;
+    hd_outbox_batch_free(b);
+    /* Five dispatched two days ago, one dispatched now, one parked two days ago. */
+    assert_int_equal(hd_outbox_mark_dispatched(f->s, seqs, 6, NULL), 6);
+    assert_int_equal(hd_outbox_mark_failed(f->s, seqs[6], "poison", 0, 1, NULL), 1);
+    hd_value p[] = {hd_value_int(hd_time_now_ms() - 2 * 86400000LL), hd_value_int(seqs[5])};
+    assert_int_equal(hd_store_exec(f->s,
+                                   "UPDATE hd_outbox SET dispatched_at = $1 WHERE"
+                                   " dispatched_at IS NOT NULL AND seq <> $2",
+                                   p, 2, NULL),
+                     5);
+    hd_value q[] = {p[0]};
+    assert_int_equal(hd_store_exec(f->s,
+                                   "UPDATE hd_outbox SET parked_at = $1, created_at = $1"
+                                   " WHERE parked_at IS NOT NULL",
+                                   q, 1, NULL),
+                     1);
+    hd_error err;
+    hd_error_clear(&err);
+    assert_int_equal(hd_outbox_purge_dispatched_batch(f->s, 86400000, 2, &err), 2);
+    assert_int_equal(hd_outbox_purge_dispatched_batch(f->s, 86400000, 2, &err), 2);
+    assert_int_equal(hd_outbox_purge_dispatched_batch(f->s, 86400000, 2, &err), 1);
+    assert_int_equal(hd_outbox_purge_dispatched_batch(f->s, 86400000, 2, &err), 0);
+    assert_int_equal(outbox_count(f->s), 2); /* the recent dispatched row and the parked one */
+    assert_hd(HD_EINVAL, hd_outbox_purge_dispatched_batch(f->s, -1, 2, NULL));
+    assert_hd(HD_EINVAL, hd_outbox_purge_dispatched_batch(f->s, 0, 0, NULL));
+    assert_hd(HD_EINVAL, hd_outbox_purge_dispatched_batch(NULL, 0, 1, NULL));
+    /* Inside a caller's transaction it joins it (and rolls back with it). */
+    assert_hd(HD_OK, hd_store_begin(f->s, NULL));
+    assert_int_equal(hd_outbox_purge_dispatched_batch(f->s, 0, 10, &err) >= 0, 1);
+    assert_hd(HD_OK, hd_store_rollback(f->s, NULL));
+    assert_int_equal(outbox_count(f->s), 2);
+}
+
 int hd_conf_run_outbox(const hd_conf_target *t)
 {
     void *ts = (void *)t;
@@ -1190,6 +1373,12 @@ int hd_conf_run_outbox(const hd_conf_target *t)
                                                  setup, teardown, ts),
         cmocka_unit_test_prestate_setup_teardown(outbox_signal_fires_after_the_unit_of_work_commits,
                                                  setup, teardown, ts),
+        cmocka_unit_test_prestate_setup_teardown(outbox_stats_count_each_state_per_type, setup,
+                                                 teardown, ts),
+        cmocka_unit_test_prestate_setup_teardown(outbox_parked_rows_are_listed_and_redriven_by_type,
+                                                 setup, teardown, ts),
+        cmocka_unit_test_prestate_setup_teardown(
+            outbox_purge_in_batches_deletes_old_dispatched_rows_only, setup, teardown, ts),
     };
     char name[96];
     snprintf(name, sizeof name, "outbox: %s", t->name);
@@ -1337,6 +1526,45 @@ static void inbox_purge_forgets_only_old_ids(void **state)
     assert_int_equal(hd_conf_scalar(f->s, "SELECT COUNT(*) FROM emails"), 3);
 }
 
+static void inbox_stats_and_batched_purge(void **state)
+{
+    fixture *f = *state;
+    inbox_setup_tables(f->s);
+    hd_error err;
+    hd_error_clear(&err);
+    hd_inbox_stats *st = NULL;
+    assert_int_equal(hd_inbox_stats_read(f->s, &st, &err), 0);
+    hd_inbox_stats_free(st);
+    const char *ids[] = {"m1", "m2", "m3", "m4", "m5"};
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(deliver(f->s, "mailer", ids[i], 0), 1);
+    assert_int_equal(deliver(f->s, "audit", "m1", 0), 1);
+    /* m1..m3 of the mailer are eight days old. */
+    hd_value p[] = {hd_value_int(hd_time_now_ms() - 8 * 86400000LL)};
+    assert_int_equal(hd_store_exec(f->s,
+                                   "UPDATE hd_inbox SET received_at = $1 WHERE consumer ="
+                                   " 'mailer' AND message_id IN ('m1', 'm2', 'm3')",
+                                   p, 1, NULL),
+                     3);
+    assert_int_equal(hd_inbox_stats_read(f->s, &st, &err), 2);
+    assert_string_equal(st->consumers[0].consumer, "audit"); /* sorted */
+    assert_int_equal(st->consumers[0].ids, 1);
+    assert_string_equal(st->consumers[1].consumer, "mailer");
+    assert_int_equal(st->consumers[1].ids, 5);
+    assert_int_equal(st->consumers[1].oldest_ms, p[0].i);
+    assert_true(st->consumers[1].newest_ms > st->consumers[1].oldest_ms);
+    hd_inbox_stats_free(st);
+    hd_inbox_stats_free(NULL);
+    assert_int_equal(hd_inbox_purge_batch(f->s, 7 * 86400000LL, 2, &err), 2);
+    assert_int_equal(hd_inbox_purge_batch(f->s, 7 * 86400000LL, 2, &err), 1);
+    assert_int_equal(hd_inbox_purge_batch(f->s, 7 * 86400000LL, 2, &err), 0);
+    assert_int_equal(hd_conf_scalar(f->s, "SELECT COUNT(*) FROM hd_inbox"), 3);
+    assert_hd(HD_EINVAL, hd_inbox_purge_batch(f->s, -1, 2, NULL));
+    assert_hd(HD_EINVAL, hd_inbox_purge_batch(f->s, 0, 0, NULL));
+    assert_hd(HD_EINVAL, hd_inbox_purge_batch(NULL, 0, 1, NULL));
+    assert_hd(HD_EINVAL, hd_inbox_stats_read(NULL, &st, NULL));
+}
+
 int hd_conf_run_inbox(const hd_conf_target *t)
 {
     void *ts = (void *)t;
@@ -1354,6 +1582,8 @@ int hd_conf_run_inbox(const hd_conf_target *t)
         cmocka_unit_test_prestate_setup_teardown(inbox_accepts_a_whole_window_in_one_transaction,
                                                  setup, teardown, ts),
         cmocka_unit_test_prestate_setup_teardown(inbox_purge_forgets_only_old_ids, setup, teardown,
+                                                 ts),
+        cmocka_unit_test_prestate_setup_teardown(inbox_stats_and_batched_purge, setup, teardown,
                                                  ts),
     };
     char name[96];

@@ -22,6 +22,7 @@
 #include "herald/template.h"
 
 #include "api.h"
+#include "retention.h"
 #include "runtime.h"
 
 enum { EXIT_STOPPED = 0, EXIT_FAILED = 1, EXIT_CONFIG = 2 };
@@ -259,6 +260,9 @@ static int read_settings(const hd_config *cfg, notif_config *c, char *addr, size
     c->sweep_ms = (int)v;
     if ((rc = hd_config_get_duration_ms(cfg, "HD_INBOX_RETENTION", 168LL * 3600000, 0,
                                         3650LL * 24 * 3600000, &c->inbox_retention_ms, err)) < 0)
+        return rc;
+    /* The consumer runs the default retry policy (runtime.c, hd_consumer_declare(.., NULL)). */
+    if ((rc = notif_inbox_retention_check(c->inbox_retention_ms, NULL, err)) < 0)
         return rc;
     const char *lv = hd_config_get(cfg, "HD_LOG_LEVEL", "info");
     *level = HD_LOG_INFO;
