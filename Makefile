@@ -80,7 +80,7 @@ fuzz: deps build-fuzz
 	@scripts/fuzz.sh run $(FUZZ_SECONDS)
 
 # docs/topology.dot and .svg: the example system's topology, from the declarations
-# (herald-admin topology --dot; integration.topology_picture fails when the .dot is stale).
+# (herald-admin topology --dot; unit.admin_topology fails when the .dot is stale).
 # Run outside a configured .env so that HD_USERS_EXCHANGE/HD_NOTIFICATIONS_QUEUE keep their defaults.
 topology: deps build-dev
 	@cd build/dev && env -u HD_USERS_EXCHANGE -u HD_NOTIFICATIONS_QUEUE ./herald-admin topology --dot > $(CURDIR)/docs/topology.dot
