@@ -9,6 +9,7 @@
 #                    written to docs/limits.md
 #   make fuzz        build the libFuzzer targets (clang) and run each for FUZZ_SECONDS
 #                    (tests/fuzz/README.md)
+#   make topology    regenerate docs/topology.dot and docs/topology.svg (herald-admin topology)
 #
 # Variables: JOBS (parallel build jobs), COVERAGE_MIN (line coverage threshold, percent),
 # FUZZ_SECONDS (make fuzz, per target), FUZZ_SMOKE_SECONDS (make test's fuzz smoke, per target).
@@ -22,12 +23,12 @@ export HD_SOURCE_DIR := $(CURDIR)
 
 .PHONY: all deps build configure-% build-% test test-unit test-asan test-valgrind coverage \
         tutorial demo bench limits fuzz build-fuzz format format-check servers-up servers-down \
-        install clean help
+        install clean help topology
 
 all: build
 
 help:
-	@sed -n '1,14p' Makefile
+	@sed -n '1,16p' Makefile
 
 deps:
 	@scripts/deps.sh
@@ -77,6 +78,14 @@ limits: deps build-release
 # Each fuzz target for FUZZ_SECONDS on a copy of its corpus (build/fuzz/corpus-<x>).
 fuzz: deps build-fuzz
 	@scripts/fuzz.sh run $(FUZZ_SECONDS)
+
+# docs/topology.dot and .svg: the example system's topology, from the declarations
+# (herald-admin topology --dot; unit.admin_topology fails when the .dot is stale).
+# Run outside a configured .env so that HD_USERS_EXCHANGE/HD_NOTIFICATIONS_QUEUE keep their defaults.
+topology: deps build-dev
+	@cd build/dev && env -u HD_USERS_EXCHANGE -u HD_NOTIFICATIONS_QUEUE ./herald-admin topology --dot > $(CURDIR)/docs/topology.dot
+	@dot -Tsvg docs/topology.dot > docs/topology.svg
+	@echo "topology: docs/topology.dot docs/topology.svg"
 
 servers-up: deps
 	@$(SERVERS) up

@@ -12,6 +12,8 @@ PACKAGES=(
   libmicrohttpd-dev libcurl4-openssl-dev libsodium-dev uuid-dev
   python3 python3-aiosmtpd python3-yaml
   gcovr valgrind curl gnuplot-nox
+  # make topology: dot renders docs/topology.svg from herald-admin topology --dot
+  graphviz
   # the fuzz preset: clang, and the runtimes of -fsanitize=fuzzer,address,undefined (Debian 12
   # ships libFuzzer for clang 14 in libclang-rt-14-dev, which clang does not depend on)
   clang libclang-rt-14-dev

@@ -3,6 +3,7 @@
 # without systemd or Docker. Everything (data, logs, pid files) lives in one state directory.
 #
 #   servers.sh up [rabbitmq|postgres|smtp ...]   start (default: all), write $HD_SERVERS_DIR/env
+#   servers.sh up --management [SERVER...]       the same, with RabbitMQ's management UI
 #   servers.sh down                              stop everything, remove the state directory
 #   servers.sh run -- CMD ARGS...                up, run CMD with the env exported, down, exit
 #                                                with CMD's status (what `make test` uses)
@@ -17,9 +18,14 @@
 #   HD_SERVERS_DIR       state directory          default ${TMPDIR:-/tmp}/herald-servers
 #   HD_AMQP_PORT 5673  HD_RABBIT_DIST_PORT 25673  HD_EPMD_PORT 4370  HD_PG_PORT 5433
 #   HD_SMTP_PORT 2525  (all below 32768: the ephemeral range is taken by client sockets)
+#   HD_RABBIT_MANAGEMENT 0   1: enable the rabbitmq_management plugin (the web UI, to watch
+#                            queues fill and drain) on 127.0.0.1:HD_RABBIT_MGMT_PORT (15673),
+#                            user guest, password guest; remembered like the ports. Off by
+#                            default: the plugin makes the broker's boot a few seconds slower.
 #
 # The env file exports HD_AMQP_URL, HD_PG_URL, HD_SMTP_URL, HD_SMTP_MAILDIR, HD_SERVERS_DIR,
-# HD_SERVERS_CTL (this script) and the ports. See docs/testing.md.
+# HD_SERVERS_CTL (this script) and the ports (with the management UI also HD_RABBIT_MGMT_URL).
+# See docs/testing.md.
 set -uo pipefail
 
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
@@ -55,6 +61,7 @@ usage() { sed -n '2,/^set -uo/p' "$SELF" | sed '$d; s/^# \{0,1\}//'; }
 # ---- configuration ---------------------------------------------------------------------
 load_config() {
   AMQP_PORT=5673 DIST_PORT=25673 EPMD_PORT=4370 PG_PORT=5433 SMTP_PORT=2525
+  MGMT_PORT=15673 MANAGEMENT=0
   if [ -f "$DIR/config" ]; then
     # shellcheck disable=SC1091
     . "$DIR/config"
@@ -66,7 +73,7 @@ apply_env_ports() {
   local pair key envname val cur running=0
   any_alive && running=1
   for pair in AMQP_PORT:HD_AMQP_PORT DIST_PORT:HD_RABBIT_DIST_PORT EPMD_PORT:HD_EPMD_PORT \
-              PG_PORT:HD_PG_PORT SMTP_PORT:HD_SMTP_PORT; do
+              PG_PORT:HD_PG_PORT SMTP_PORT:HD_SMTP_PORT MGMT_PORT:HD_RABBIT_MGMT_PORT; do
     key=${pair%%:*} envname=${pair#*:}
     val=${!envname:-}
     [ -n "$val" ] || continue
@@ -80,10 +87,19 @@ apply_env_ports() {
       printf -v "$key" '%s' "$val"
     fi
   done
+  val=${HD_RABBIT_MANAGEMENT:-}
+  if [ -n "$val" ]; then
+    case $val in 1 | true | yes | on) val=1 ;; 0 | false | no | off) val=0 ;;
+      *) die "HD_RABBIT_MANAGEMENT=$val is not 0 or 1" ;; esac
+    # Remembered either way; a running broker gets it at its next start.
+    [ "$val" != "$MANAGEMENT" ] && rabbit_alive &&
+      warn "HD_RABBIT_MANAGEMENT=$val applies when RabbitMQ restarts ('$SELF restart rabbitmq')"
+    MANAGEMENT=$val
+  fi
 }
 save_config() {
-  printf 'AMQP_PORT=%s\nDIST_PORT=%s\nEPMD_PORT=%s\nPG_PORT=%s\nSMTP_PORT=%s\n' \
-    "$AMQP_PORT" "$DIST_PORT" "$EPMD_PORT" "$PG_PORT" "$SMTP_PORT" >"$DIR/config"
+  printf 'AMQP_PORT=%s\nDIST_PORT=%s\nEPMD_PORT=%s\nPG_PORT=%s\nSMTP_PORT=%s\nMGMT_PORT=%s\nMANAGEMENT=%s\n' \
+    "$AMQP_PORT" "$DIST_PORT" "$EPMD_PORT" "$PG_PORT" "$SMTP_PORT" "$MGMT_PORT" "$MANAGEMENT" >"$DIR/config"
 }
 
 # Serialise commands that change the instance (two helpers restarting at once, a test's
@@ -182,7 +198,11 @@ rabbit_launch() { # starts the broker in the background; rabbit_wait finishes th
     head -c 16 /dev/urandom | od -An -tx1 | tr -dc '0-9a-f' | tr 'a-f' 'A-Z' >"$R/home/.erlang.cookie"
     chmod 400 "$R/home/.erlang.cookie"
   fi
-  printf '[].\n' >"$R/enabled_plugins"   # no plugins: the fastest boot
+  if [ "$MANAGEMENT" = 1 ]; then
+    printf '[rabbitmq_management].\n' >"$R/enabled_plugins"
+  else
+    printf '[].\n' >"$R/enabled_plugins"   # no plugins: the fastest boot
+  fi
   printf '[].\n' >"$R/advanced.config"
   : >"$R/rabbitmq-env.conf"              # keeps /etc/rabbitmq/rabbitmq-env.conf out
   cat >"$R/rabbitmq.conf" <<EOF
@@ -196,6 +216,11 @@ log.file.level = info
 # prefetch x max_message_size bytes in flight (docs/modules/consumer.md, docs/testing.md).
 max_message_size = $RMQ_MAX_MESSAGE_SIZE
 EOF
+  if [ "$MANAGEMENT" = 1 ]; then
+    printf '# HD_RABBIT_MANAGEMENT=1: the management UI, loopback only\nmanagement.tcp.ip = 127.0.0.1\nmanagement.tcp.port = %s\n' \
+      "$MGMT_PORT" >>"$R/rabbitmq.conf"
+    port_free "$MGMT_PORT" "RabbitMQ management UI (HD_RABBIT_MGMT_PORT)" || return 1
+  fi
   rm -f "$R/rabbit.pid" "$R/server.pid"
   port_free "$AMQP_PORT" "RabbitMQ AMQP" && port_free "$DIST_PORT" "RabbitMQ distribution" || return 1
   if ! epmd_up; then
@@ -367,6 +392,10 @@ write_env() {
       "$AMQP_PORT" "$DIST_PORT" "$EPMD_PORT" "$PG_PORT" "$SMTP_PORT"
     if rabbit_alive; then
       echo "export HD_AMQP_URL=amqp://guest:guest@127.0.0.1:$AMQP_PORT/"
+      if [ "$MANAGEMENT" = 1 ]; then
+        echo "# the management UI (HD_RABBIT_MANAGEMENT=1): user guest, password guest"
+        echo "export HD_RABBIT_MGMT_PORT=$MGMT_PORT HD_RABBIT_MGMT_URL=http://127.0.0.1:$MGMT_PORT/"
+      fi
     fi
     if pg_alive; then
       echo "export HD_PG_URL=postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
@@ -446,6 +475,10 @@ do_down() {
 }
 
 cmd_up() {
+  if [ "${1:-}" = --management ]; then
+    export HD_RABBIT_MANAGEMENT=1
+    shift
+  fi
   local want=("$@")
   [ ${#want[@]} -gt 0 ] || want=("${ALL_SERVERS[@]}")
   check_names "${want[@]}"
@@ -519,6 +552,9 @@ cmd_status() {
     printf '  %-9s running  pid %-7s amqp://127.0.0.1:%s  (node %s, epmd %s, dist %s)\n' rabbitmq \
       "$(head -n 1 "$R/rabbit.pid" 2>/dev/null || cat "$R/server.pid")" "$AMQP_PORT" "$NODE" "$EPMD_PORT" "$DIST_PORT"
   else printf '  %-9s stopped\n' rabbitmq; rc=3; fi
+  if rabbit_alive && [ "$MANAGEMENT" = 1 ]; then
+    printf '  %-9s          http://127.0.0.1:%s/  (management UI, guest / guest)\n' '' "$MGMT_PORT"
+  fi
   if pg_alive; then
     printf '  %-9s running  pid %-7s postgresql://127.0.0.1:%s\n' postgres \
       "$(head -n 1 "$P/data/postmaster.pid")" "$PG_PORT"

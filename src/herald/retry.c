@@ -241,17 +241,8 @@ int hd_retry_names_make(const char *queue, const hd_retry_policy *p, hd_retry_na
     return HD_OK;
 }
 
-/* The specs of the whole retry topology, built into arrays of the caller's. */
-typedef struct retry_topology {
-    hd_retry_names n;
-    hd_exchange_spec exchange;
-    hd_queue_spec queues[HD_RETRY_MAX_TIERS + 2];
-    hd_binding_spec bindings[HD_RETRY_MAX_TIERS];
-    hd_topology t;
-} retry_topology;
-
-static int build_topology(retry_topology *rt, const char *queue, const hd_retry_policy *p,
-                          hd_error *err)
+int hd_retry_topology_make(hd_retry_topology *rt, const char *queue, const hd_retry_policy *p,
+                           hd_error *err)
 {
     hd_retry_policy tmp;
     if (p == NULL) {
@@ -298,8 +289,8 @@ static int build_topology(retry_topology *rt, const char *queue, const hd_retry_
 
 int hd_retry_declare(hd_amqp *a, const char *queue, const hd_retry_policy *p, hd_error *err)
 {
-    retry_topology rt;
-    int rc = build_topology(&rt, queue, p, err);
+    hd_retry_topology rt;
+    int rc = hd_retry_topology_make(&rt, queue, p, err);
     if (rc < 0)
         return rc;
     hd_topology without_dlq = rt.t;
@@ -322,7 +313,7 @@ int hd_retry_declare(hd_amqp *a, const char *queue, const hd_retry_policy *p, hd
 
 int hd_retry_undeclare(hd_amqp *a, const char *queue, const hd_retry_policy *p, hd_error *err)
 {
-    retry_topology rt;
-    int rc = build_topology(&rt, queue, p, err);
+    hd_retry_topology rt;
+    int rc = hd_retry_topology_make(&rt, queue, p, err);
     return rc < 0 ? rc : hd_topology_delete(a, &rt.t, err);
 }

@@ -147,6 +147,23 @@ typedef struct hd_retry_names {
 int hd_retry_names_make(const char *queue, const hd_retry_policy *p, hd_retry_names *out,
                         hd_error *err);
 
+/* The specs hd_retry_declare declares, as data (a plain value; t points into the struct
+ * itself, so do not copy it): names, the retry exchange, the queues (the work queue first,
+ * one per distinct tier, the dead-letter queue last) and the tier bindings. For programs that
+ * show or check a topology without a broker (herald-admin topology). */
+typedef struct hd_retry_topology {
+    hd_retry_names n;
+    hd_exchange_spec exchange;
+    hd_queue_spec queues[HD_RETRY_MAX_TIERS + 2];
+    hd_binding_spec bindings[HD_RETRY_MAX_TIERS];
+    hd_topology t;
+} hd_retry_topology;
+
+/* Fill *rt for work queue `queue` and policy p (NULL = the default policy). Same errors as
+ * hd_retry_names_make. Pure: no broker involved. */
+int hd_retry_topology_make(hd_retry_topology *rt, const char *queue, const hd_retry_policy *p,
+                           hd_error *err);
+
 /* Declare the work queue `queue` (durable, classic), its retry exchange, one delay queue per
  * distinct tier of p (NULL = the default policy) — x-message-ttl the delay,
  * x-dead-letter-exchange "" and x-dead-letter-routing-key `queue`, so that an expired

@@ -21,6 +21,7 @@
 #include "api.h"
 #include "integration.h"
 #include "runtime.h"
+#include "topology.h"
 #include "templates.h"
 
 #define SWEEP_BATCH      100
@@ -250,25 +251,15 @@ static void *sweeper_main(void *arg)
 /* ---- the broker: topology, relay, consumer ------------------------------------------------ */
 
 /* The users exchange (the users service's relay declares it the same way), the work queue
- * with its retry tiers and dead-letter queue, and one binding per consumed event type. */
+ * with its retry tiers and dead-letter queue, and one binding per consumed event type: the
+ * description herald-admin topology shows too (topology.h). */
 static int declare_topology(runtime *rt, hd_error *err)
 {
     hd_amqp *a = NULL;
     int rc = open_broker(rt, "herald-notifications setup", &a, err);
     if (rc < 0)
         return rc;
-    hd_exchange_spec ex = {
-        .name = rt->cfg->users_exchange, .type = HD_EXCHANGE_TOPIC, .durable = 1};
-    rc = hd_exchange_declare(a, &ex, err);
-    if (rc == 0)
-        rc = hd_consumer_declare(a, rt->cfg->queue, NULL, err);
-    size_t n;
-    const char *const *types = notif_consumed_types(&n);
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        hd_binding_spec bind = {
-            .queue = rt->cfg->queue, .exchange = rt->cfg->users_exchange, .key = types[i]};
-        rc = hd_queue_bind(a, &bind, err);
-    }
+    rc = notif_topology_declare(a, rt->cfg->users_exchange, rt->cfg->queue, err);
     hd_amqp_close(a);
     return rc;
 }
