@@ -52,6 +52,7 @@ typedef struct item {
     const char *exchange; /* borrowed from the exchange cache; NULL until known */
     char *reason;         /* new (malloc): why it failed; NULL when it did not */
     int parked;           /* set by settle: mark_failed parked the row */
+    int64_t published_ns; /* hd_clock_ns when handed to the publisher: the confirm latency */
 } item;
 
 /* One claimed batch on its way from claim to mark. */
@@ -208,6 +209,7 @@ static void add_totals(hd_relay *r, const hd_relay_stats *c)
     t->reconnects += c->reconnects;
     t->purged += c->purged;
     t->errors += c->errors;
+    t->confirm_ns += c->confirm_ns;
     pthread_mutex_unlock(&r->lock);
 }
 
@@ -344,9 +346,18 @@ static void on_fate(void *ctx, uint64_t seq, void *user, hd_fate fate, const cha
     r->fates++;
     f->unsettled--; /* exactly one fate per accepted message (publisher.h) */
     switch (fate) {
-    case HD_FATE_CONFIRMED:
+    case HD_FATE_CONFIRMED: {
         it->state = ITEM_CONFIRMED;
+        /* Counted in the flight's stats (added to the totals under the lock when it is
+         * marked) and handed to on_confirm here, on this thread: nothing shared to guard. */
+        int64_t ns = hd_clock_ns() - it->published_ns;
+        if (ns < 0)
+            ns = 0;
+        f->c.confirm_ns += (uint64_t)ns;
+        if (r->opts.on_confirm != NULL)
+            r->opts.on_confirm(r->opts.on_confirm_ctx, (double)ns / 1e9);
         break;
+    }
     case HD_FATE_RETURNED:
         it->state = ITEM_RETURNED;
         set_reason(it, "returned %s: exchange '%s' has no queue bound for routing key '%s'",
@@ -480,6 +491,7 @@ static int publish_item(hd_relay *r, flight *f, size_t i, hd_error *err)
     };
     /* Set before publishing: the fate may be reported from inside the call. */
     it->state = ITEM_PUBLISHED;
+    it->published_ns = hd_clock_ns();
     f->unsettled++;
     hd_error why;
     int rc = hd_publisher_publish(r->pub, &msg, NULL, &why);

@@ -127,6 +127,16 @@ extern "C" {
 #define HD_RELAY_PROGRESS_DEFAULT            5000                     /* ms */
 #define HD_RELAY_ID_MAX                      128
 
+/* The publish-to-confirm latency of one message, in seconds: from the moment the relay
+ * handed it to the publisher to the moment the relay read its confirm. It measures the
+ * broker's confirm path (disk sync of a durable queue, a quorum queue's replication) plus
+ * how long the relay took to read the confirm: with two batches in flight, confirms are
+ * read while the next batch is claimed and published, so the latency includes that work.
+ * Called on the relay's thread, inside hd_relay_run_once / hd_relay_run, once per message
+ * and never for returned, nacked or lost ones: keep it short and do not call the relay
+ * from it. An hd_histogram_observe (one uncontended lock) is fine. */
+typedef void (*hd_relay_latency_fn)(void *ctx, double seconds);
+
 /* Options of hd_relay_new. A zeroed struct (or NULL) means the defaults; strings are copied,
  * so the struct may live on the caller's stack. */
 typedef struct hd_relay_options {
@@ -170,6 +180,10 @@ typedef struct hd_relay_options {
                                        rows do not count): for batch jobs and tests */
     int no_pipeline;                /* 1: hd_relay_run finishes each batch before it claims the
                                        next (one batch in flight, like hd_relay_run_once) */
+    hd_relay_latency_fn on_confirm; /* may be NULL: called once per CONFIRMED message with
+                                       the seconds from its publish to its confirm (a
+                                       metrics histogram, hd_histogram_observe) */
+    void *on_confirm_ctx;           /* borrowed, handed to on_confirm untouched */
 } hd_relay_options;
 
 /* What a relay did: per cycle (hd_relay_run_once) or since it was created
@@ -190,6 +204,8 @@ typedef struct hd_relay_stats {
     uint64_t reconnects;    /* successful broker reconnects in hd_relay_run */
     uint64_t purged;        /* dispatched rows deleted by retention */
     uint64_t errors;        /* cycles that failed (store errors, broker lost) */
+    uint64_t confirm_ns;    /* publish-to-confirm time of the confirmed messages, summed
+                               (ns; divide by confirmed for the mean; on_confirm has each) */
 } hd_relay_stats;
 
 typedef struct hd_relay hd_relay;

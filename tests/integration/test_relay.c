@@ -306,6 +306,23 @@ static void relay_until_empty(hd_relay *r, hd_store *s, int64_t timeout_ms)
     }
 }
 
+/* What on_confirm reported (the publish-to-confirm latency a service puts in a histogram). */
+typedef struct latencies {
+    uint64_t n;
+    double sum, min, max;
+} latencies;
+
+static void on_confirm(void *ctx, double seconds)
+{
+    latencies *l = ctx;
+    if (l->n == 0 || seconds < l->min)
+        l->min = seconds;
+    if (seconds > l->max)
+        l->max = seconds;
+    l->sum += seconds;
+    l->n++;
+}
+
 /* ---- 1. everything arrives ----------------------------------------------------------------- */
 
 #define N_EVENTS 2000
@@ -329,13 +346,25 @@ static void delivers_everything(db *d)
     assert_int_equal(pending_rows(s), N_EVENTS);
 
     hd_relay *r = NULL;
-    hd_relay_options o = {.batch = 500, .window = 500};
+    latencies lat = {0};
+    hd_relay_options o = {
+        .batch = 500, .window = 500, .on_confirm = on_confirm, .on_confirm_ctx = &lat};
     assert_hd_err(0, hd_relay_new(s, pa, &o, &r, &err), &err);
     relay_until_empty(r, s, 60000);
     int64_t t2 = hd_clock_ms();
     hd_relay_stats st;
     hd_relay_get_stats(r, &st);
     assert_int_equal(st.confirmed, N_EVENTS);
+    /* One latency per confirmed message, each within the time the relay ran, and the
+     * totals' sum is the same time in ns. */
+    assert_int_equal(lat.n, N_EVENTS);
+    assert_true(lat.min >= 0 && lat.max > 0);
+    assert_true(lat.max <= (double)(t2 - t1) / 1000.0 + 0.001);
+    assert_true(st.confirm_ns > 0);
+    double diff = (double)st.confirm_ns / 1e9 - lat.sum;
+    assert_true(diff < 1e-3 && diff > -1e-3);
+    print_message("    publish-to-confirm: mean %.3f ms, max %.3f ms\n", lat.sum / lat.n * 1000,
+                  lat.max * 1000);
     assert_int_equal(st.published, N_EVENTS);
     assert_int_equal(st.returned + st.nacked + st.lost + st.failed, 0);
     assert_int_equal(count_where(s, "dispatched_at IS NOT NULL"), N_EVENTS);
@@ -526,7 +555,12 @@ static void unroutable_is_parked_then_redriven(void **state)
     append_events(s, topic, 1, 1); /* the relay declares the exchange; no queue is bound */
 
     hd_relay *r = NULL;
-    hd_relay_options o = {.max_attempts = 3, .backoff_base_ms = 100, .backoff_cap_ms = 200};
+    latencies lat = {0};
+    hd_relay_options o = {.max_attempts = 3,
+                          .backoff_base_ms = 100,
+                          .backoff_cap_ms = 200,
+                          .on_confirm = on_confirm,
+                          .on_confirm_ctx = &lat};
     assert_hd_err(0, hd_relay_new(s, pa, &o, &r, &err), &err);
     int64_t end = hd_clock_ms() + 10000;
     int retried_later = 0;
@@ -545,6 +579,8 @@ static void unroutable_is_parked_then_redriven(void **state)
     assert_int_equal(st.failed, 3);
     assert_int_equal(st.parked, 1);
     assert_int_equal(st.confirmed, 0);
+    assert_int_equal(lat.n, 0); /* a returned message has no publish-to-confirm latency */
+    assert_int_equal(st.confirm_ns, 0);
 
     hd_rows *rows = NULL;
     assert_hd_err(

@@ -453,6 +453,12 @@ done
 check "the relay handled every outbox row (left: $left)" test -n "$drained"
 call GET /metrics
 check "metrics: relay published count" grep -Eq '^relay_messages\{outcome="published"\} [1-9]' "$TMP/body"
+# The rows were returned (no queue is bound), so the histogram may have no observation yet:
+# it is there, and its +Inf bucket counts what _count counts (docs/metrics.md).
+confirm_count=$(sed -n 's/^relay_publish_confirm_seconds_count \([0-9][0-9]*\)$/\1/p' "$TMP/body")
+check "metrics: relay publish-to-confirm histogram (count: $confirm_count)" test -n "$confirm_count"
+check "metrics: its +Inf bucket = its count" grep -q "^relay_publish_confirm_seconds_bucket{le=\"+Inf\"} $confirm_count\$" "$TMP/body"
+check "metrics: outbox parked gauge" grep -Eq '^outbox_parked [0-9]+$' "$TMP/body"
 stop_server
 check "exit status 0 with the relay (got $STOP_RC)" test "$STOP_RC" = 0
 check "relay ran" grep -q 'relay: running' "$TMP/server.log"

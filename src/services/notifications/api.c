@@ -439,9 +439,11 @@ static int register_metrics(notif_api *api)
     static const struct {
         const char *name, *help;
     } g[] = {
-        {"notifications_outbox_pending", "Outbox rows waiting for the relay."},
-        {"notifications_outbox_oldest_age_seconds", "Age of the oldest waiting outbox row."},
-        {"notifications_outbox_parked", "Outbox rows parked after too many failed publishes."},
+        /* The names the users service uses for its outbox: one alert rule for both (the
+         * scrape's job label tells them apart). */
+        {"outbox_pending", "Outbox rows waiting to be published."},
+        {"outbox_oldest_age_seconds", "Age of the oldest row waiting (0 when none)."},
+        {"outbox_parked", "Outbox rows parked after too many failures."},
         {"notifications_pending", "Notifications waiting to be sent (first try or retry)."},
     };
     for (int i = 0; i < 4; i++) {

@@ -14,6 +14,7 @@
 #include "herald/metrics.h"
 #include "herald/outbox.h"
 #include "herald/relay.h"
+#include "herald/retry.h"
 #include "herald/stop.h"
 #include "herald/template.h"
 #include "herald/topology.h"
@@ -27,6 +28,7 @@
 #define SWEEP_BATCH      100
 #define PURGE_EVERY_MS   (10 * 60 * 1000)
 #define CONSUMER_POLL_MS 200
+#define DLQ_SAMPLE_MS    15000 /* how often the consumer thread reads the DLQ's depth */
 
 /* Never released: a signal that comes late must still find its pipe. */
 hd_stop notif_stop;
@@ -79,6 +81,16 @@ typedef struct runtime {
 
     notif_api *api;
     hd_http_server *http;
+
+    /* The runtime's own metrics (runtime_metrics): the relay's latency, and what the
+     * consumer thread samples between polls. */
+    hd_histogram *relay_confirm;
+    hd_counter *redeliveries;
+    uint64_t redelivered_seen; /* the consumer's redelivered count already counted */
+    atomic_llong dlq_depth;    /* the last sample; -1: none, or the last sample failed */
+    hd_amqp *stats_amqp;       /* the consumer thread's connection for the samples */
+    int64_t dlq_next_ms;       /* monotonic: when to sample again */
+    char dlq_name[HD_AMQP_NAME_MAX + 1];
 } runtime;
 
 /* A code that retrying cannot fix. */
@@ -134,6 +146,96 @@ static int new_sender(runtime *rt, hd_sender **out, hd_error *err)
                               out, err);
 }
 
+/* ---- the runtime's metrics --------------------------------------------------------------- */
+
+/* The relay's on_confirm: one observation per confirmed message, on the relay's thread. */
+static void observe_confirm(void *ctx, double seconds)
+{
+    hd_histogram_observe(ctx, NULL, seconds);
+}
+
+/* The DLQ depth as last sampled by the consumer thread; no sample yet, or the last one
+ * failed: the series is left out (an unknown depth must not read as an empty queue). */
+static int gauge_dlq(void *ctx, double *out)
+{
+    long long v = atomic_load(&((runtime *)ctx)->dlq_depth);
+    if (v < 0)
+        return HD_ESTATE;
+    *out = (double)v;
+    return 0;
+}
+
+/* Same names and buckets as the users service's, so one dashboard shows both. */
+static int runtime_metrics(runtime *rt)
+{
+    static const double confirm_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                             0.1,    0.25,  0.5,    1,     2.5,  5,     10};
+    atomic_init(&rt->dlq_depth, -1);
+    if (hd_retry_dlq_name(rt->dlq_name, sizeof rt->dlq_name, rt->cfg->queue) < 0)
+        return HD_ERANGE;
+    rt->relay_confirm = hd_metrics_histogram(
+        rt->metrics, "relay_publish_confirm_seconds",
+        "Time from publishing an outbox row to the broker's confirm, per message.", confirm_buckets,
+        sizeof confirm_buckets / sizeof confirm_buckets[0], NULL);
+    rt->redeliveries = hd_metrics_counter(
+        rt->metrics, "consumer_redeliveries_total",
+        "Deliveries the broker flagged redelivered (a consumer died or reconnected holding "
+        "them).",
+        "queue", NULL);
+    hd_gauge *dlq = hd_metrics_gauge(rt->metrics, "dead_letter_queue_messages",
+                                     "Messages ready in the dead-letter queue (sampled every "
+                                     "15 s by the consumer).",
+                                     "queue", NULL);
+    if (rt->relay_confirm == NULL || rt->redeliveries == NULL || dlq == NULL ||
+        hd_gauge_set_func(dlq, (const char *const[]){rt->dlq_name}, gauge_dlq, rt) < 0)
+        return HD_ENOMEM;
+    /* Visible at 0 from the start, like the label-less counters. */
+    return hd_counter_inc(rt->redeliveries, (const char *const[]){rt->cfg->queue}, 0);
+}
+
+/* Between polls, on the consumer's thread: count new redeliveries, and every DLQ_SAMPLE_MS
+ * read the DLQ's depth with a passive declare. Not at scrape time: a scrape must not open
+ * connections or wait for the broker, and the consumer's own connection belongs to its
+ * thread (amqp.h). So the sample runs here, on one long-lived connection of its own
+ * (opened on first use, reopened at the next sample after a failure; no heartbeats, since
+ * it idles between samples). Known limit: the gauge is up to DLQ_SAMPLE_MS old, and a
+ * sample blocks the consumer for one RPC (about a millisecond; at most the RPC timeout
+ * when the broker hangs). */
+static void sample_consumer(runtime *rt)
+{
+    hd_consumer_counts c;
+    hd_consumer_get_counts(rt->consumer, &c);
+    if (c.redelivered > rt->redelivered_seen) {
+        hd_counter_inc(rt->redeliveries, (const char *const[]){rt->cfg->queue},
+                       (double)(c.redelivered - rt->redelivered_seen));
+        rt->redelivered_seen = c.redelivered;
+    }
+    int64_t now = hd_clock_ms();
+    if (now < rt->dlq_next_ms)
+        return;
+    rt->dlq_next_ms = now + DLQ_SAMPLE_MS;
+    hd_error err;
+    int rc = 0;
+    if (rt->stats_amqp == NULL) {
+        hd_amqp_options ao = {.connection_name = "herald-notifications stats",
+                              .heartbeat_s = -1,
+                              .connect_timeout_ms = 2000,
+                              .rpc_timeout_ms = 5000};
+        rc = hd_amqp_open(rt->cfg->amqp_url, &ao, &rt->stats_amqp, &err);
+    }
+    hd_queue_info info;
+    if (rc == 0)
+        rc = hd_queue_inspect(rt->stats_amqp, rt->dlq_name, &info, &err);
+    if (rc == 0) {
+        atomic_store(&rt->dlq_depth, (long long)info.message_count);
+        return;
+    }
+    atomic_store(&rt->dlq_depth, -1);
+    hd_amqp_close(rt->stats_amqp);
+    rt->stats_amqp = NULL;
+    hd_log_warn(rt->lg, NULL, "cannot sample the dead-letter queue", "error", err.text, NULL);
+}
+
 /* ---- the application ---------------------------------------------------------------------- */
 
 static int open_stores(runtime *rt, hd_error *err)
@@ -156,7 +258,7 @@ static int start_app(runtime *rt, hd_error *err)
     if (rc < 0)
         return rc;
     if ((rt->metrics = hd_metrics_new()) == NULL ||
-        notif_metrics_register(rt->metrics, &rt->nm) < 0)
+        notif_metrics_register(rt->metrics, &rt->nm) < 0 || runtime_metrics(rt) < 0)
         return hd_error_set(err, HD_ENOMEM, "metrics");
     if ((rc = notif_app_new(&rt->cfg->app, rt->templates, rt->lg, &rt->nm, &rt->app, err)) < 0)
         return rc;
@@ -283,7 +385,11 @@ static int start_relay(runtime *rt, hd_error *err)
     /* The notifications.* events are announcements: nothing needs to subscribe to them
      * (unlike users.*, whose consumer must exist), so an event nobody listens to yet is not
      * a failure to retry and park. */
-    hd_relay_options opts = {.notifier = rt->outbox_wake, .logger = rt->lg, .no_mandatory = 1};
+    hd_relay_options opts = {.notifier = rt->outbox_wake,
+                             .logger = rt->lg,
+                             .no_mandatory = 1,
+                             .on_confirm = observe_confirm,
+                             .on_confirm_ctx = rt->relay_confirm};
     if ((rc = hd_relay_new(rt->relay_store, rt->relay_amqp, &opts, &rt->relay, err)) < 0)
         return rc;
     if (pthread_create(&rt->relay_thread, NULL, relay_main, rt) != 0)
@@ -329,6 +435,7 @@ static int consume(runtime *rt)
             rc = hd_consumer_poll(rt->consumer, 0, &err);
         else if (rc < 0)
             hd_error_set(&err, rc, "waiting for a delivery failed");
+        sample_consumer(rt);
         if (rc >= 0) {
             failures = 0;
             continue;
@@ -355,6 +462,7 @@ static void stop_and_free(runtime *rt)
 {
     hd_stop_request(&notif_stop);
     hd_consumer_close(rt->consumer); /* unacked deliveries go back to the queue */
+    hd_amqp_close(rt->stats_amqp);
     if (rt->http != NULL)
         hd_http_server_stop(rt->http); /* in-flight requests finish */
     if (rt->sweeper_started) {
