@@ -22,6 +22,7 @@
  */
 #include "herald/http.h"
 #include "herald/clock.h"
+#include "herald/utf8.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -214,79 +215,16 @@ static int is_tchar(int c)
     return isalnum(c) || (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
 }
 
-/* The length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong forms, no
- * surrogates, nothing past U+10FFFF), or 0 when the byte there does not start one. */
-static size_t utf8_seq(const unsigned char *s)
-{
-    unsigned char c = s[0];
-    if (c < 0x80)
-        return 1;
-    size_t n;
-    unsigned char lo = 0x80, hi = 0xBF; /* the range of the second byte */
-    if (c >= 0xC2 && c <= 0xDF)
-        n = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        lo = c == 0xE0 ? 0xA0 : 0x80;
-        hi = c == 0xED ? 0x9F : 0xBF;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        lo = c == 0xF0 ? 0x90 : 0x80;
-        hi = c == 0xF4 ? 0x8F : 0xBF;
-    } else
-        return 0;
-    if (s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if (s[i] < 0x80 || s[i] > 0xBF)
-            return 0;
-    return n;
-}
-
-static int utf8_valid(const char *s)
-{
-    for (const unsigned char *p = (const unsigned char *)s; *p;) {
-        size_t n = utf8_seq(p);
-        if (n == 0)
-            return 0;
-        p += n;
-    }
-    return 1;
-}
-
-/* s with every byte that does not start a well-formed UTF-8 sequence replaced by U+FFFD
- * (new; NULL when out of memory). jansson refuses invalid UTF-8, so a client's bytes must
- * pass through here before they go into a JSON problem or a JSON log line: a refused
- * json_string() is what used to turn a hostile path into an empty 500. */
-static char *utf8_clean(const char *s)
-{
-    size_t n = strlen(s);
-    char *out = malloc(3 * n + 1), *o = out; /* each bad byte becomes 3 */
-    if (out == NULL)
-        return NULL;
-    for (const unsigned char *p = (const unsigned char *)s; *p;) {
-        size_t k = utf8_seq(p);
-        if (k == 0) {
-            memcpy(o, "\xEF\xBF\xBD", 3);
-            o += 3;
-            p++;
-        } else {
-            memcpy(o, p, k);
-            o += k;
-            p += k;
-        }
-    }
-    *o = '\0';
-    return out;
-}
-
 /* A borrowed s when it is valid UTF-8, else a cleaned copy kept in *owned (free it). */
 static const char *utf8_or_clean(const char *s, char **owned)
 {
     *owned = NULL;
-    if (s == NULL || utf8_valid(s))
+    if (s == NULL || hd_utf8_valid(s))
         return s;
-    *owned = utf8_clean(s);
+    /* U+FFFD for each bad byte: jansson refuses invalid UTF-8, so a client's bytes pass
+     * through here before a JSON problem or log line; a refused json_string() is what used
+     * to turn a hostile path into an empty 500. */
+    *owned = hd_utf8_clean(s, "\xEF\xBF\xBD");
     return *owned ? *owned : "";
 }
 
@@ -554,7 +492,7 @@ static int parse_query(hd_http_request *req, const char *q)
             if (rc == HD_OK)
                 rc = eq ? url_decode(eq + 1, len - nlen - 1, 1, &value)
                         : ((value = strdup("")) ? HD_OK : HD_ENOMEM);
-            if (rc == HD_OK && (!utf8_valid(name) || !utf8_valid(value)))
+            if (rc == HD_OK && (!hd_utf8_valid(name) || !hd_utf8_valid(value)))
                 rc = HD_EURL;
             if (rc == HD_OK) {
                 struct param *grown = realloc(req->query, (req->nquery + 1) * sizeof *grown);
@@ -690,7 +628,7 @@ static void resolve(hd_http_request *req)
     /* A parameter goes to handlers that put it into JSON, SQL and logs: "%FF" must stop
      * here, as the raw byte would have. */
     for (int i = 0; i < decoded; i++) {
-        if (!utf8_valid(segs[i])) {
+        if (!hd_utf8_valid(segs[i])) {
             hd_http_reply_problem(resp, 400, NULL,
                                   "the path is not valid UTF-8 once percent-decoded");
             goto out;
@@ -742,7 +680,7 @@ static const char *check_request_line(const char *method, const char *uri)
     for (const unsigned char *u = (const unsigned char *)uri; *u; u++)
         if (*u <= 0x20 || *u == 0x7f)
             return "the request target contains control characters or spaces";
-    if (!utf8_valid(uri))
+    if (!hd_utf8_valid(uri))
         return "the request target contains bytes that are not UTF-8; percent-encode them";
     return NULL;
 }

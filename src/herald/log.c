@@ -2,6 +2,7 @@
 #include "herald/log.h"
 #include "herald/clock.h"
 #include "herald/error.h"
+#include "herald/utf8.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -188,34 +189,6 @@ void hd_log_set_default(hd_logger *lg)
 
 /* ---- building a line --------------------------------------------------------------------- */
 
-/* Length of the valid UTF-8 sequence at p, or 0 when it is not one (overlong forms,
- * surrogates and code points above U+10FFFF included). Stops at the first bad byte, so it
- * never reads past a NUL. */
-static size_t utf8_sequence(const unsigned char *p)
-{
-    unsigned cp;
-    size_t n;
-    if (p[0] < 0x80)
-        return 1;
-    if ((p[0] & 0xE0) == 0xC0)
-        n = 2, cp = p[0] & 0x1Fu;
-    else if ((p[0] & 0xF0) == 0xE0)
-        n = 3, cp = p[0] & 0x0Fu;
-    else if ((p[0] & 0xF8) == 0xF0)
-        n = 4, cp = p[0] & 0x07u;
-    else
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3Fu);
-    }
-    static const unsigned min[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < min[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return n;
-}
-
 /* A JSON string for s (NULL -> null). JSON strings must be UTF-8 and jansson refuses
  * anything else; log values often come from outside (a header, a broker message), so
  * invalid bytes are replaced with '?' rather than losing the whole value. */
@@ -230,7 +203,7 @@ static json_t *text_value(const char *s)
     if (copy == NULL)
         return NULL;
     for (unsigned char *p = (unsigned char *)copy; *p;) {
-        size_t n = utf8_sequence(p);
+        size_t n = hd_utf8_seq(p);
         if (n == 0)
             *p++ = '?';
         else
@@ -287,7 +260,7 @@ static json_t *masked_email(const json_t *v)
     const char *at = s ? strrchr(s, '@') : NULL;
     if (at == NULL || at == s || at[1] == '\0')
         return json_string(HD_LOG_REDACTED);
-    size_t first = utf8_sequence((const unsigned char *)s);
+    size_t first = hd_utf8_seq((const unsigned char *)s);
     if (first == 0)
         first = 1;
     json_t *out = NULL;

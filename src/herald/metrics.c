@@ -2,6 +2,7 @@
 #include "herald/metrics.h"
 #include "herald/buf.h"
 #include "herald/error.h"
+#include "herald/utf8.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -175,61 +176,17 @@ static int labels_ok(const struct family *f, const char *const *labels)
     return 1;
 }
 
-/* The length of the well-formed UTF-8 sequence at s, or 0 when the byte there does not
- * start one (RFC 3629: no overlong forms, surrogates, or code points past U+10FFFF). */
-static size_t utf8_seq(const unsigned char *s)
-{
-    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
-    size_t n;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        n = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        lo = c == 0xE0 ? 0xA0 : 0x80;
-        hi = c == 0xED ? 0x9F : 0xBF;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        lo = c == 0xF0 ? 0x90 : 0x80;
-        hi = c == 0xF4 ? 0x8F : 0xBF;
-    } else
-        return 0;
-    if (s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if (s[i] < 0x80 || s[i] > 0xBF)
-            return 0;
-    return n;
-}
-
 /* NULL when s is valid UTF-8; else a copy with U+FFFD for each bad byte (*owned = 1: the
  * caller frees it), or "" when memory runs out (*owned = 0). */
 static char *utf8_clean(const char *s, int *owned)
 {
-    const unsigned char *p = (const unsigned char *)s;
-    size_t k;
     *owned = 0;
-    while (*p && (k = utf8_seq(p)) > 0)
-        p += k;
-    if (*p == '\0')
+    if (hd_utf8_valid(s))
         return NULL;
-    char *out = malloc(3 * strlen(s) + 1), *o = out;
+    char *out = hd_utf8_clean(s, "\xEF\xBF\xBD");
     if (out == NULL)
         return (char *)"";
     *owned = 1;
-    for (p = (const unsigned char *)s; *p;) {
-        if ((k = utf8_seq(p)) == 0) {
-            memcpy(o, "\xEF\xBF\xBD", 3);
-            o += 3;
-            p++;
-        } else {
-            memcpy(o, p, k);
-            o += k;
-            p += k;
-        }
-    }
-    *o = '\0';
     return out;
 }
 

@@ -18,10 +18,9 @@ void hd_test_assert_code(int expected, int actual, const hd_error *err, const ch
 {
     if (expected == actual)
         return;
-    print_error("%s:%d: %s\n  expected %d %s (%s)\n  actual   %d %s (%s)%s%s\n", file, line,
-                expr, expected, hd_err_name(expected), hd_strerror(expected), actual,
-                hd_err_name(actual), hd_strerror(actual), err ? "\n  error text: " : "",
-                err ? err->text : "");
+    print_error("%s:%d: %s\n  expected %d %s (%s)\n  actual   %d %s (%s)%s%s\n", file, line, expr,
+                expected, hd_err_name(expected), hd_strerror(expected), actual, hd_err_name(actual),
+                hd_strerror(actual), err ? "\n  error text: " : "", err ? err->text : "");
     _fail(file, line);
 }
 
@@ -68,4 +67,23 @@ char *hd_test_unique_name(const char *prefix)
     snprintf(buf, sizeof buf, "%s-%ld-%u-%lx", prefix ? prefix : "t", (long)getpid(), ++counter,
              (unsigned long)(ts.tv_nsec ^ (ts.tv_sec << 20)));
     return strdup(buf);
+}
+
+int hd_test_utf8_valid(const char *str)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    while (*s) {
+        size_t n = *s < 0x80             ? 1
+                   : (*s & 0xE0) == 0xC0 ? 2
+                   : (*s & 0xF0) == 0xE0 ? 3
+                   : (*s & 0xF8) == 0xF0 ? 4
+                                         : 0;
+        if (n == 0 || (n == 2 && *s < 0xC2))
+            return 0;
+        for (size_t i = 1; i < n; i++)
+            if ((s[i] & 0xC0) != 0x80)
+                return 0;
+        s += n;
+    }
+    return 1;
 }

@@ -15,9 +15,12 @@
 
 /* Assert that an herald call returned `expected`; on mismatch print both codes by name and
  * message, and the hd_error text when one is given (libuv-style: show both values). */
-#define assert_hd(expected, actual) hd_test_assert_code((expected), (actual), NULL, #actual, __FILE__, __LINE__)
-#define assert_hd_err(expected, actual, errp) hd_test_assert_code((expected), (actual), (errp), #actual, __FILE__, __LINE__)
-#define assert_hd_ok(actual) hd_test_assert_code(HD_OK, (actual) < 0 ? (actual) : HD_OK, NULL, #actual, __FILE__, __LINE__)
+#define assert_hd(expected, actual)                                                                \
+    hd_test_assert_code((expected), (actual), NULL, #actual, __FILE__, __LINE__)
+#define assert_hd_err(expected, actual, errp)                                                      \
+    hd_test_assert_code((expected), (actual), (errp), #actual, __FILE__, __LINE__)
+#define assert_hd_ok(actual)                                                                       \
+    hd_test_assert_code(HD_OK, (actual) < 0 ? (actual) : HD_OK, NULL, #actual, __FILE__, __LINE__)
 
 void hd_test_assert_code(int expected, int actual, const hd_error *err, const char *expr,
                          const char *file, int line);
@@ -35,5 +38,10 @@ void hd_test_rmtree(const char *path);
 /* A name unique to this process and call (prefix-pid-counter-random), for queues,
  * exchanges and databases on the shared servers. Caller frees. */
 char *hd_test_unique_name(const char *prefix);
+
+/* 1 when the NUL-terminated s is well-formed UTF-8 by a check of the tests' own (lead and
+ * continuation bytes, no overlong 2-byte forms), independent of herald/utf8.h, so that a
+ * test of the module that cleans text does not use that module to judge it. */
+int hd_test_utf8_valid(const char *s);
 
 #endif

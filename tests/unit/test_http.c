@@ -958,26 +958,6 @@ static void raw_exchange(uint16_t port, const char *src, const char *request, ch
     close(fd);
 }
 
-/* The test's own UTF-8 check, independent of the module's. */
-static int valid_utf8(const char *str)
-{
-    const unsigned char *s = (const unsigned char *)str;
-    while (*s) {
-        size_t n = *s < 0x80             ? 1
-                   : (*s & 0xE0) == 0xC0 ? 2
-                   : (*s & 0xF0) == 0xE0 ? 3
-                   : (*s & 0xF8) == 0xF0 ? 4
-                                         : 0;
-        if (n == 0 || (n == 2 && *s < 0xC2))
-            return 0;
-        for (size_t i = 1; i < n; i++)
-            if ((s[i] & 0xC0) != 0x80)
-                return 0;
-        s += n;
-    }
-    return 1;
-}
-
 /* A raw non-UTF-8 byte in the method or the path used to give "500" with an empty body
  * (jansson refused the path as "instance"), a log line without method/route/status and
  * an invalid metric label. Now: a 400 problem whose every string is UTF-8. */
@@ -1003,13 +983,13 @@ static void non_utf8_request_lines_are_400_problems(void **state)
         json_t *p = json_loads(body + 4, 0, &je);
         assert_non_null(p);
         assert_int_equal(json_integer_value(json_object_get(p, "status")), 400);
-        assert_true(valid_utf8(json_string_value(json_object_get(p, "instance"))));
+        assert_true(hd_test_utf8_valid(json_string_value(json_object_get(p, "instance"))));
         json_decref(p);
         char cid[16];
         snprintf(cid, sizeof cid, "raw-%zu", i + 1);
         struct record rec = observed(fx, cid);
         assert_int_equal(rec.status, 400);
-        assert_true(valid_utf8(rec.method));
+        assert_true(hd_test_utf8_valid(rec.method));
         assert_string_equal(rec.route, HD_HTTP_ROUTE_UNMATCHED);
     }
     /* Percent-escapes that decode to bytes that are not UTF-8: refused the same way,
@@ -1068,7 +1048,7 @@ static void hostile_requests_keep_their_access_log_line(void **state)
         assert_non_null(j);
         const char *method = json_string_value(json_object_get(j, "method"));
         assert_non_null(method);
-        assert_true(valid_utf8(method));
+        assert_true(hd_test_utf8_valid(method));
         assert_non_null(json_string_value(json_object_get(j, "route")));
         assert_non_null(json_string_value(json_object_get(j, "path")));
         int status = (int)json_integer_value(json_object_get(j, "status"));

@@ -322,25 +322,6 @@ static void concurrent_updates_are_not_lost(void **state)
     hd_metrics_free(m);
 }
 
-/* A test's own UTF-8 check (not the module's): every byte sequence well-formed. */
-static int valid_utf8(const unsigned char *s)
-{
-    while (*s) {
-        size_t n = *s < 0x80             ? 1
-                   : (*s & 0xE0) == 0xC0 ? 2
-                   : (*s & 0xF0) == 0xE0 ? 3
-                   : (*s & 0xF8) == 0xF0 ? 4
-                                         : 0;
-        if (n == 0 || (n == 2 && *s < 0xC2))
-            return 0;
-        for (size_t i = 1; i < n; i++)
-            if ((s[i] & 0xC0) != 0x80)
-                return 0;
-        s += n;
-    }
-    return 1;
-}
-
 /* 500 invented methods used to add 500 series (600 KB of /metrics): past the cap, new
  * combinations fold into one overflow series, the totals stay right, and the folds are
  * counted per family. */
@@ -420,7 +401,7 @@ static void label_values_are_always_valid_utf8(void **state)
     assert_true(v == 2);
     char *text;
     assert_hd(HD_OK, hd_metrics_render(m, &text, NULL));
-    assert_true(valid_utf8((const unsigned char *)text));
+    assert_true(hd_test_utf8_valid(text));
     assert_non_null(
         strstr(text, "req_total{method=\"G\xef\xbf\xbdT\",route=\"/a\xef\xbf\xbd\"} 2\n"));
     /* a surrogate (ED A0 80) is three bad bytes; a valid "é" is kept */
