@@ -29,7 +29,10 @@ typedef struct hd_buf {
     int oom;    /* an allocation failed: later appends do nothing */
 } hd_buf;
 
-#define HD_BUF_INIT {NULL, 0, 0, 0}
+#define HD_BUF_INIT                                                                                \
+    {                                                                                              \
+        NULL, 0, 0, 0                                                                              \
+    }
 
 /* Append n bytes of s (which may contain NULs). */
 void hd_buf_add(hd_buf *b, const void *s, size_t n);

@@ -13,8 +13,8 @@
 extern "C" {
 #endif
 
-#define HD_UUID_LEN 36     /* "xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx" without the NUL */
-#define HD_TIME_LEN 24     /* "YYYY-MM-DDTHH:MM:SS.mmmZ" without the NUL */
+#define HD_UUID_LEN 36 /* "xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx" without the NUL */
+#define HD_TIME_LEN 24 /* "YYYY-MM-DDTHH:MM:SS.mmmZ" without the NUL */
 
 /* Write a new random (version 4) UUID, lower-case, NUL-terminated, into out. */
 void hd_uuid_v4(char out[HD_UUID_LEN + 1]);

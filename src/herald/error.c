@@ -10,8 +10,8 @@ const char *hd_strerror(int code)
     switch (code) {
     case HD_OK:
         return "success";
-#define HD_ERRNO_MSG(name, value, msg)                                                     \
-    case name:                                                                             \
+#define HD_ERRNO_MSG(name, value, msg)                                                             \
+    case name:                                                                                     \
         return msg;
         HD_ERRNO_MAP(HD_ERRNO_MSG)
 #undef HD_ERRNO_MSG
@@ -25,8 +25,8 @@ const char *hd_err_name(int code)
     switch (code) {
     case HD_OK:
         return "HD_OK";
-#define HD_ERRNO_NAME(name, value, msg)                                                    \
-    case name:                                                                             \
+#define HD_ERRNO_NAME(name, value, msg)                                                            \
+    case name:                                                                                     \
         return #name;
         HD_ERRNO_MAP(HD_ERRNO_NAME)
 #undef HD_ERRNO_NAME

@@ -20,36 +20,36 @@ extern "C" {
 #endif
 
 /* X-macro: name, value, message. Values are stable: never renumber, only append. */
-#define HD_ERRNO_MAP(X)                                                                    \
-    X(HD_ENOMEM, -1, "out of memory")                                                      \
-    X(HD_EINVAL, -2, "invalid argument")                                                   \
-    X(HD_ENOTFOUND, -3, "not found")                                                       \
-    X(HD_EEXIST, -4, "already exists")                                                     \
-    X(HD_ETOOBIG, -5, "input too large")                                                   \
-    X(HD_EJSON, -6, "malformed JSON")                                                      \
-    X(HD_EMISSING, -7, "required attribute missing")                                       \
-    X(HD_ETYPE, -8, "attribute has the wrong type or format")                              \
-    X(HD_EUNKNOWN, -9, "unknown event type")                                               \
-    X(HD_EVERSION, -10, "unsupported version")                                             \
-    X(HD_EVALIDATE, -11, "payload rejected by its validator")                              \
-    X(HD_EHANDLER, -12, "handler failed")                                                  \
-    X(HD_ESTATE, -13, "operation not allowed in the current state")                        \
-    X(HD_ESTORE, -14, "store error")                                                       \
-    X(HD_EBUSY, -15, "resource busy")                                                      \
-    X(HD_EURL, -16, "malformed URL")                                                       \
-    X(HD_ECONNECT, -17, "connection failed")                                               \
-    X(HD_EAMQP, -18, "broker refused the operation")                                       \
-    X(HD_ETIMEOUT, -19, "timed out")                                                       \
-    X(HD_ENACKED, -20, "broker nacked the message")                                        \
-    X(HD_ERETURNED, -21, "message returned as unroutable")                                 \
-    X(HD_ECLOSED, -22, "connection closed")                                                \
-    X(HD_EIO, -23, "input/output error")                                                   \
-    X(HD_ESMTP, -24, "mail delivery failed")                                               \
-    X(HD_EAUTH, -25, "not authorised")                                                     \
-    X(HD_EINTR, -26, "interrupted")                                                        \
-    X(HD_ECONFIG, -27, "invalid configuration")                                            \
-    X(HD_EUNSUPPORTED, -28, "not supported")                                               \
-    X(HD_ERANGE, -29, "value out of range")                                                \
+#define HD_ERRNO_MAP(X)                                                                            \
+    X(HD_ENOMEM, -1, "out of memory")                                                              \
+    X(HD_EINVAL, -2, "invalid argument")                                                           \
+    X(HD_ENOTFOUND, -3, "not found")                                                               \
+    X(HD_EEXIST, -4, "already exists")                                                             \
+    X(HD_ETOOBIG, -5, "input too large")                                                           \
+    X(HD_EJSON, -6, "malformed JSON")                                                              \
+    X(HD_EMISSING, -7, "required attribute missing")                                               \
+    X(HD_ETYPE, -8, "attribute has the wrong type or format")                                      \
+    X(HD_EUNKNOWN, -9, "unknown event type")                                                       \
+    X(HD_EVERSION, -10, "unsupported version")                                                     \
+    X(HD_EVALIDATE, -11, "payload rejected by its validator")                                      \
+    X(HD_EHANDLER, -12, "handler failed")                                                          \
+    X(HD_ESTATE, -13, "operation not allowed in the current state")                                \
+    X(HD_ESTORE, -14, "store error")                                                               \
+    X(HD_EBUSY, -15, "resource busy")                                                              \
+    X(HD_EURL, -16, "malformed URL")                                                               \
+    X(HD_ECONNECT, -17, "connection failed")                                                       \
+    X(HD_EAMQP, -18, "broker refused the operation")                                               \
+    X(HD_ETIMEOUT, -19, "timed out")                                                               \
+    X(HD_ENACKED, -20, "broker nacked the message")                                                \
+    X(HD_ERETURNED, -21, "message returned as unroutable")                                         \
+    X(HD_ECLOSED, -22, "connection closed")                                                        \
+    X(HD_EIO, -23, "input/output error")                                                           \
+    X(HD_ESMTP, -24, "mail delivery failed")                                                       \
+    X(HD_EAUTH, -25, "not authorised")                                                             \
+    X(HD_EINTR, -26, "interrupted")                                                                \
+    X(HD_ECONFIG, -27, "invalid configuration")                                                    \
+    X(HD_EUNSUPPORTED, -28, "not supported")                                                       \
+    X(HD_ERANGE, -29, "value out of range")                                                        \
     X(HD_EPROTO, -30, "protocol error")
 
 enum hd_errno {

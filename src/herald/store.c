@@ -399,8 +399,8 @@ static int migrate_step(hd_store *store, const char *module, int version, const 
 /* Any constant works, as long as every herald process uses the same one. */
 #define HD_MIGRATION_LOCK "72150408130"
 
-static int migrate_locked(hd_store *store, const char *module, const char *const *steps,
-                          size_t n, hd_error *err);
+static int migrate_locked(hd_store *store, const char *module, const char *const *steps, size_t n,
+                          hd_error *err);
 
 int hd_store_migrate(hd_store *store, const char *module, const char *const *steps, size_t n,
                      hd_error *err)
@@ -420,8 +420,8 @@ int hd_store_migrate(hd_store *store, const char *module, const char *const *ste
      * migration runs under a session-level advisory lock. */
     int pg = strcmp(store->vtab->dialect, "postgresql") == 0;
     if (pg) {
-        int rc = hd_store_exec(store, "SELECT pg_advisory_lock(" HD_MIGRATION_LOCK ")", NULL, 0,
-                               err);
+        int rc =
+            hd_store_exec(store, "SELECT pg_advisory_lock(" HD_MIGRATION_LOCK ")", NULL, 0, err);
         if (rc < 0)
             return rc;
     }
@@ -431,8 +431,8 @@ int hd_store_migrate(hd_store *store, const char *module, const char *const *ste
     return rc;
 }
 
-static int migrate_locked(hd_store *store, const char *module, const char *const *steps,
-                          size_t n, hd_error *err)
+static int migrate_locked(hd_store *store, const char *module, const char *const *steps, size_t n,
+                          hd_error *err)
 {
     int current = hd_store_schema_version(store, module, err);
     if (current < 0)

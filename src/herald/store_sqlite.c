@@ -40,7 +40,7 @@ typedef struct sqlite_store {
     sqlite3 *db;
     cached_stmt cache[STMT_CACHE_SIZE];
     uint64_t tick;
-    int busy_timeout_ms; /* how long a writer waits for the lock before HD_EBUSY */
+    int busy_timeout_ms;   /* how long a writer waits for the lock before HD_EBUSY */
     int64_t busy_since_ns; /* when the current wait for the lock began */
 } sqlite_store;
 

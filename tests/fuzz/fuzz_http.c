@@ -107,12 +107,11 @@ static void build_world(void)
     notif_settings ns = {.mail_from = "noreply@herald.example", .backoff_base_ms = -1};
     if (notif_app_new(&ns, W.templates, W.lg, NULL, &W.notif, &err) < 0)
         die("notifications app", &err);
-    notif_api_deps deps = {
-        .app = W.notif,
-        .store = W.notif_store,
-        .metrics = W.notif_metrics,
-        .lg = W.lg,
-        .token = NOTIF_API_TOKEN};
+    notif_api_deps deps = {.app = W.notif,
+                           .store = W.notif_store,
+                           .metrics = W.notif_metrics,
+                           .lg = W.lg,
+                           .token = NOTIF_API_TOKEN};
     if (notif_api_new(&deps, &W.notif_api, &err) < 0)
         die("notifications api", &err);
     if (hd_http_server_new(&(hd_http_options){.logger = W.lg}, &W.notif_srv, &err) < 0 ||

@@ -85,8 +85,13 @@ static void format_and_parse_round_trip(void **state)
 static void parse_rejects_malformed_times(void **state)
 {
     (void)state;
-    const char *bad[] = {"", "2026-11-22", "2026-11-22T03:25:06", "2026-13-01T00:00:00Z",
-                         "2026-11-22T03:25:06.Z", "2026-11-22T03:25:06Zjunk", "yesterday",
+    const char *bad[] = {"",
+                         "2026-11-22",
+                         "2026-11-22T03:25:06",
+                         "2026-13-01T00:00:00Z",
+                         "2026-11-22T03:25:06.Z",
+                         "2026-11-22T03:25:06Zjunk",
+                         "yesterday",
                          "2026-11-22T03:25:06+0200"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_hd(HD_ETYPE, hd_time_parse(bad[i], NULL));

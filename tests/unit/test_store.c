@@ -103,7 +103,8 @@ static void postgresql_urls_reach_the_postgresql_adapter(void **state)
     assert_hd_err(HD_ECONNECT,
                   hd_store_open("postgresql://u@127.0.0.1:1/db?connect_timeout=2", &s, &err), &err);
     assert_null(s);
-    assert_hd(HD_ECONNECT, hd_store_open("postgres://u@127.0.0.1:1/db?connect_timeout=2", &s, NULL));
+    assert_hd(HD_ECONNECT,
+              hd_store_open("postgres://u@127.0.0.1:1/db?connect_timeout=2", &s, NULL));
 }
 
 static void memory_store_is_sqlite_and_private(void **state)

@@ -1,7 +1,7 @@
 /* tutorial.h — what every tutorial chapter shares, so that each main.c reads as its story.
  *
- * Linked into every chapter (CMakeLists.txt adds the .c files of tutorial/common to each tutorial-NN
- * executable). Not part of libherald: a chapter is a program, and a program may print.
+ * Linked into every chapter (CMakeLists.txt adds the .c files of tutorial/common to each
+ * tutorial-NN executable). Not part of libherald: a chapter is a program, and a program may print.
  */
 #ifndef TUTORIAL_COMMON_H
 #define TUTORIAL_COMMON_H
