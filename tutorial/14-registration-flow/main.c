@@ -90,8 +90,8 @@ static int take_sent_events(hd_amqp *a, const char *queue, char *types, size_t c
         if (hd_envelope_decode(NULL, msg.body.bytes, msg.body.len, &env, err) == 0 &&
             strcmp(hd_envelope_type(env), "notifications.notification_sent") == 0) {
             const char *t = json_string_value(json_object_get(hd_envelope_data(env), "type"));
-            snprintf(types + strlen(types), cap - strlen(types), "%s%s", n ? ", " : "",
-                     t ? t : "?");
+            snprintf(types + strlen(types), cap - strlen(types), "%s%s",
+                     types[0] != '\0' ? ", " : "", t ? t : "?");
             n++;
         }
         hd_envelope_free(env);
