@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# servers.sh — private RabbitMQ, PostgreSQL and SMTP sink for herald's tests, on 127.0.0.1,
-# without systemd or Docker. Everything (data, logs, pid files) lives in one state directory.
+# servers.sh — private RabbitMQ, PostgreSQL (a primary and a streaming standby) and SMTP sink
+# for herald's tests, on 127.0.0.1, without systemd or Docker, each with TLS next to its plain
+# listener (a throwaway CA made at `up`). Everything (data, logs, pid files, certificates)
+# lives in one state directory.
 #
-#   servers.sh up [rabbitmq|postgres|smtp ...]   start (default: all), write $HD_SERVERS_DIR/env
+#   servers.sh up [rabbitmq|postgres|standby|smtp ...]
+#                                                start (default: all), write $HD_SERVERS_DIR/env
 #   servers.sh up --management [SERVER...]       the same, with RabbitMQ's management UI
 #   servers.sh down                              stop everything, remove the state directory
 #   servers.sh run -- CMD ARGS...                up, run CMD with the env exported, down, exit
@@ -17,13 +20,24 @@
 # commands on the same directory need only HD_SERVERS_DIR):
 #   HD_SERVERS_DIR       state directory          default ${TMPDIR:-/tmp}/herald-servers
 #   HD_AMQP_PORT 5673  HD_RABBIT_DIST_PORT 25673  HD_EPMD_PORT 4370  HD_PG_PORT 5433
-#   HD_SMTP_PORT 2525  (all below 32768: the ephemeral range is taken by client sockets)
+#   HD_SMTP_PORT 2525  HD_AMQPS_PORT 5674  HD_PG_STANDBY_PORT 5434
+#                      (all below 32768: the ephemeral range is taken by client sockets)
 #   HD_RABBIT_MANAGEMENT 0   1: enable the rabbitmq_management plugin (the web UI, to watch
 #                            queues fill and drain) on 127.0.0.1:HD_RABBIT_MGMT_PORT (15673),
 #                            user guest, password guest; remembered like the ports. Off by
 #                            default: the plugin makes the broker's boot a few seconds slower.
 #
-# The env file exports HD_AMQP_URL, HD_PG_URL, HD_SMTP_URL, HD_SMTP_MAILDIR, HD_SERVERS_DIR,
+# TLS: $HD_SERVERS_DIR/tls holds a throwaway CA (ca.crt) and its server certificate
+# (server.crt/.key: CN 127.0.0.1, SAN 127.0.0.1 and localhost), made once per state directory,
+# and an unrelated CA (wrong-ca.crt) that must be refused. RabbitMQ listens with TLS on
+# HD_AMQPS_PORT, PostgreSQL (primary and standby) has ssl=on on its one port (the client
+# chooses with sslmode), the SMTP sink offers STARTTLS. None of them requires TLS.
+#
+# The standby: pg_basebackup -R of the primary (replication slot herald_standby), hot standby
+# on HD_PG_STANDBY_PORT. `stop standby` / `start standby` alone; `status` shows its lag.
+#
+# The env file exports HD_AMQP_URL, HD_AMQPS_URL, HD_PG_URL, HD_PG_STANDBY_URL, HD_SMTP_URL,
+# HD_SMTP_MAILDIR, HD_TLS_CA_FILE, HD_TLS_WRONG_CA_FILE, HD_TLS_DIR, HD_SERVERS_DIR,
 # HD_SERVERS_CTL (this script) and the ports (with the management UI also HD_RABBIT_MGMT_URL).
 # See docs/testing.md.
 set -uo pipefail
@@ -34,13 +48,16 @@ PY=/usr/bin/python3                   # Debian's python3-aiosmtpd; a pyenv pytho
 RMQ_BIN=/usr/lib/rabbitmq/bin         # the inner scripts: /usr/sbin/* would su to rabbitmq
 RMQ_MAX_MESSAGE_SIZE=1048576          # 1 MiB: rabbitmq.conf max_message_size (the services assume it)
 PG_BIN=/usr/lib/postgresql/15/bin
-ALL_SERVERS=(rabbitmq postgres smtp)
+ALL_SERVERS=(rabbitmq postgres standby smtp)   # the start order: the standby copies postgres
+STANDBY_SLOT=herald_standby
 NODE=herald@localhost
 
 DIR=$(readlink -m "${HD_SERVERS_DIR:-${TMPDIR:-/tmp}/herald-servers}")
 R=$DIR/rabbitmq
 P=$DIR/postgres
+SB=$DIR/standby
 S=$DIR/smtp
+T=$DIR/tls
 # Every process we start carries HD_SERVERS_MARK=<dir>:<server> in its environment: after a
 # crash that is how leftovers of *this* state directory are found, and nothing else is touched.
 unset HD_SERVERS_MARK
@@ -61,6 +78,7 @@ usage() { sed -n '2,/^set -uo/p' "$SELF" | sed '$d; s/^# \{0,1\}//'; }
 # ---- configuration ---------------------------------------------------------------------
 load_config() {
   AMQP_PORT=5673 DIST_PORT=25673 EPMD_PORT=4370 PG_PORT=5433 SMTP_PORT=2525
+  AMQPS_PORT=5674 STANDBY_PORT=5434
   MGMT_PORT=15673 MANAGEMENT=0
   if [ -f "$DIR/config" ]; then
     # shellcheck disable=SC1091
@@ -73,7 +91,8 @@ apply_env_ports() {
   local pair key envname val cur running=0
   any_alive && running=1
   for pair in AMQP_PORT:HD_AMQP_PORT DIST_PORT:HD_RABBIT_DIST_PORT EPMD_PORT:HD_EPMD_PORT \
-              PG_PORT:HD_PG_PORT SMTP_PORT:HD_SMTP_PORT MGMT_PORT:HD_RABBIT_MGMT_PORT; do
+              PG_PORT:HD_PG_PORT SMTP_PORT:HD_SMTP_PORT MGMT_PORT:HD_RABBIT_MGMT_PORT \
+              AMQPS_PORT:HD_AMQPS_PORT STANDBY_PORT:HD_PG_STANDBY_PORT; do
     key=${pair%%:*} envname=${pair#*:}
     val=${!envname:-}
     [ -n "$val" ] || continue
@@ -98,8 +117,9 @@ apply_env_ports() {
   fi
 }
 save_config() {
-  printf 'AMQP_PORT=%s\nDIST_PORT=%s\nEPMD_PORT=%s\nPG_PORT=%s\nSMTP_PORT=%s\nMGMT_PORT=%s\nMANAGEMENT=%s\n' \
-    "$AMQP_PORT" "$DIST_PORT" "$EPMD_PORT" "$PG_PORT" "$SMTP_PORT" "$MGMT_PORT" "$MANAGEMENT" >"$DIR/config"
+  printf 'AMQP_PORT=%s\nDIST_PORT=%s\nEPMD_PORT=%s\nPG_PORT=%s\nSMTP_PORT=%s\nMGMT_PORT=%s\nMANAGEMENT=%s\nAMQPS_PORT=%s\nSTANDBY_PORT=%s\n' \
+    "$AMQP_PORT" "$DIST_PORT" "$EPMD_PORT" "$PG_PORT" "$SMTP_PORT" "$MGMT_PORT" "$MANAGEMENT" \
+    "$AMQPS_PORT" "$STANDBY_PORT" >"$DIR/config"
 }
 
 # Serialise commands that change the instance (two helpers restarting at once, a test's
@@ -156,16 +176,69 @@ port_free() { # port what
   if port_open "$1"; then
     warn "error: 127.0.0.1:$1 ($2) is already in use by another process."
     warn "  Another herald instance? Reuse it with HD_SERVERS_DIR=<its dir>, or pick other"
-    warn "  ports (HD_AMQP_PORT, HD_RABBIT_DIST_PORT, HD_EPMD_PORT, HD_PG_PORT, HD_SMTP_PORT)."
+    warn "  ports (HD_AMQP_PORT, HD_AMQPS_PORT, HD_RABBIT_DIST_PORT, HD_EPMD_PORT, HD_PG_PORT,"
+    warn "  HD_PG_STANDBY_PORT, HD_SMTP_PORT)."
     return 1
   fi
 }
 
 rabbit_alive() { pidfile_is "$R/server.pid" rabbitmq || pidfile_is "$R/rabbit.pid" rabbitmq; }
 pg_alive() { pidfile_is "$P/data/postmaster.pid" postgres; }
+standby_alive() { pidfile_is "$SB/data/postmaster.pid" standby; }
 smtp_alive() { pidfile_is "$S/smtp.pid" smtp; }
-alive() { case $1 in rabbitmq) rabbit_alive ;; postgres) pg_alive ;; smtp) smtp_alive ;; esac; }
-any_alive() { rabbit_alive || pg_alive || smtp_alive; }
+alive() {
+  case $1 in rabbitmq) rabbit_alive ;; postgres) pg_alive ;; standby) standby_alive ;;
+    smtp) smtp_alive ;; esac
+}
+any_alive() { rabbit_alive || pg_alive || standby_alive || smtp_alive; }
+
+# ---- TLS -------------------------------------------------------------------------------
+# A throwaway CA and one server certificate for all servers, made once per state directory
+# (a restart keeps them: clients hold the CA file). EC P-256 keys: generated instantly, and
+# every server and client here speaks ECDSA. Valid 10 years / 2 years: a long `up` never
+# outlives them.
+tls_make() {
+  [ -s "$T/ca.crt" ] && [ -s "$T/server.crt" ] && [ -s "$T/server.key" ] && [ -s "$T/wrong-ca.crt" ] &&
+    return 0
+  local t0
+  t0=$(now_us)
+  rm -rf "${T:?}"
+  mkdir -p "$T" || return 1
+  chmod 755 "$T"   # the certificates are public; the keys are not (below)
+  # The SAN lists 127.0.0.1 twice: as an IP (what libpq, curl and Python check for an
+  # address) and as a DNS name (librabbitmq 0.11 compares only DNS names, also for an
+  # address), and localhost for clients that connect by name.
+  cat >"$T/server.ext" <<EOF
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:127.0.0.1, DNS:localhost
+EOF
+  if ! (cd "$T" && umask 077 &&
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+          -keyout ca.key -out ca.crt -subj "/O=herald tests/CN=herald test CA" \
+          -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+          -keyout server.key -out server.csr -subj "/O=herald tests/CN=127.0.0.1" &&
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 730 \
+          -extfile server.ext -out server.crt &&
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+          -keyout wrong-ca.key -out wrong-ca.crt -subj "/O=herald tests/CN=herald wrong CA" \
+          -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+        chmod 644 ca.crt server.crt wrong-ca.crt && rm -f server.csr) >"$DIR/tls.log" 2>&1; then
+    warn "error: openssl could not make the test certificates in $T"
+    tail_log "$DIR/tls.log"
+    return 1
+  fi
+  rm -f "$DIR/tls.log"
+  say "tls: CA $T/ca.crt, server certificate for 127.0.0.1/localhost in $(since "$t0")"
+}
+tls_copy_for_pg() { # dir — server.crt/.key in dir, owned by the server's user, key mode 0600
+  # PostgreSQL refuses a key file that others (or, unless root owns it, its group) can read.
+  cp "$T/server.crt" "$T/server.key" "$1/" || return 1
+  chmod 644 "$1/server.crt" && chmod 600 "$1/server.key" || return 1
+  if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$1/server.crt" "$1/server.key" || return 1; fi
+}
 
 # ---- RabbitMQ --------------------------------------------------------------------------
 rabbit_env() { # export into the current (sub)shell: every path private, loopback only
@@ -208,6 +281,14 @@ rabbit_launch() { # starts the broker in the background; rabbit_wait finishes th
   cat >"$R/rabbitmq.conf" <<EOF
 # written by scripts/servers.sh
 listeners.tcp.default = 127.0.0.1:$AMQP_PORT
+# TLS (amqps://) next to plain AMQP, with the harness's throwaway CA (tls_make); no client
+# certificates are asked for.
+listeners.ssl.default = 127.0.0.1:$AMQPS_PORT
+ssl_options.cacertfile = $T/ca.crt
+ssl_options.certfile = $T/server.crt
+ssl_options.keyfile = $T/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
 loopback_users.guest = true
 log.console = false
 log.file.level = info
@@ -222,7 +303,8 @@ EOF
     port_free "$MGMT_PORT" "RabbitMQ management UI (HD_RABBIT_MGMT_PORT)" || return 1
   fi
   rm -f "$R/rabbit.pid" "$R/server.pid"
-  port_free "$AMQP_PORT" "RabbitMQ AMQP" && port_free "$DIST_PORT" "RabbitMQ distribution" || return 1
+  port_free "$AMQP_PORT" "RabbitMQ AMQP" && port_free "$AMQPS_PORT" "RabbitMQ AMQPS" &&
+    port_free "$DIST_PORT" "RabbitMQ distribution" || return 1
   if ! epmd_up; then
     port_free "$EPMD_PORT" "epmd" || return 1
     (rabbit_env && exec setsid env "HD_SERVERS_MARK=$DIR:rabbitmq" \
@@ -230,7 +312,7 @@ EOF
     for _ in $(seq 50); do epmd_up && break; sleep 0.1; done
     epmd_up || { warn "error: epmd did not start on 127.0.0.1:$EPMD_PORT"; tail_log "$R/log/epmd.log"; return 1; }
   fi
-  say "rabbitmq: starting node $NODE on 127.0.0.1:$AMQP_PORT (epmd $EPMD_PORT, distribution $DIST_PORT)"
+  say "rabbitmq: starting node $NODE on 127.0.0.1:$AMQP_PORT, TLS $AMQPS_PORT (epmd $EPMD_PORT, distribution $DIST_PORT)"
   (cd "$R" && rabbit_env && exec setsid env "HD_SERVERS_MARK=$DIR:rabbitmq" "$RMQ_BIN/rabbitmq-server") \
     </dev/null >"$R/log/startup.log" 2>&1 9>&- &
   echo $! >"$R/server.pid"
@@ -256,7 +338,7 @@ rabbit_wait() { # t0 — rabbitmqctl wait on the pid file, giving up early if th
   done
   wait "$w"
   rc=$?
-  if [ $rc -ne 0 ] || ! port_open "$AMQP_PORT"; then
+  if [ $rc -ne 0 ] || ! port_open "$AMQP_PORT" || ! port_open "$AMQPS_PORT"; then
     warn "error: rabbitmq did not become ready (rabbitmqctl wait: exit $rc)"
     tail_log "$R/log/wait.log"
     tail_log "$R/log/startup.log"
@@ -319,14 +401,17 @@ pg_start() {
       tail_log "$P/initdb.log"
       return 1
     fi
+    # A standby of an earlier primary cannot follow this one: the next start makes a new copy.
+    rm -f "$SB/basebackup.done"
   fi
+  tls_copy_for_pg "$P" || { warn "error: cannot install the TLS key for postgres in $P"; return 1; }
   # Not alive or not ours (checked before calling): stale lock files of a crashed server.
   # PostgreSQL would trust them while the dead postmaster is an unreaped zombie.
   rm -f "$P/data/postmaster.pid" "$P"/.s.PGSQL.*
   say "postgres: starting on 127.0.0.1:$PG_PORT"
   if ! (cd "$P" && as_pg env "HD_SERVERS_MARK=$DIR:postgres" LC_ALL=C.UTF-8 \
         "$PG_BIN/pg_ctl" -D "$P/data" -l "$P/postgres.log" -w -t 60 -s \
-        -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$P" start) \
+        -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$P $(pg_ssl_opts "$P")" start) \
         </dev/null >>"$P/pg_ctl.log" 2>&1 9>&-; then
     warn "error: postgres did not start"
     tail_log "$P/pg_ctl.log"
@@ -334,6 +419,12 @@ pg_start() {
     return 1
   fi
   say "postgres: ready in $(since "$t0") (pid $(head -n 1 "$P/data/postmaster.pid"), log $P/postgres.log)"
+}
+# ssl=on next to plain text on the same port: the client picks with sslmode (verify-full
+# and sslrootcert=$HD_TLS_CA_FILE to check the server). Options, not postgresql.conf: the
+# standby's copy of the data directory must not point at the primary's key.
+pg_ssl_opts() { # dir holding server.crt/.key (tls_copy_for_pg)
+  printf -- '-c ssl=on -c ssl_cert_file=%s/server.crt -c ssl_key_file=%s/server.key' "$1" "$1"
 }
 pg_stop() {
   if pg_alive; then
@@ -344,6 +435,77 @@ pg_stop() {
   sweep postgres
 }
 
+# ---- PostgreSQL standby ----------------------------------------------------------------
+pg_sql() { # port sql — one value, empty when the server does not answer
+  "$PG_BIN/psql" -h 127.0.0.1 -p "$1" -U postgres -d postgres -XAtq -c "$2" 2>/dev/null </dev/null 9>&-
+}
+# A streaming replica of the primary: pg_basebackup -R (standby.signal, primary_conninfo with
+# application_name herald_standby) through a physical replication slot, so that WAL written
+# while the standby is stopped waits for it on the primary and `start standby` catches up.
+# The copy is made once (basebackup.done); later starts reuse it.
+standby_start() {
+  local t0
+  t0=$(now_us)
+  mkdir -p "$SB" || return 1
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$SB"
+  chmod 700 "$SB"
+  port_free "$STANDBY_PORT" "PostgreSQL standby" || return 1
+  if [ ! -f "$SB/basebackup.done" ]; then
+    if ! pg_alive; then
+      warn "error: the standby is a copy of the primary: start postgres first ('$SELF up postgres standby')"
+      return 1
+    fi
+    say "standby: pg_basebackup from 127.0.0.1:$PG_PORT"
+    rm -rf "$SB/data"
+    # A slot of an earlier copy would make -C fail (and keep WAL for nobody).
+    pg_sql "$PG_PORT" "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+                       WHERE slot_name = '$STANDBY_SLOT' AND NOT active" >/dev/null
+    if ! (cd "$SB" && as_pg "$PG_BIN/pg_basebackup" -D "$SB/data" -R -X stream -C -S "$STANDBY_SLOT" \
+          -c fast --no-sync \
+          -d "host=127.0.0.1 port=$PG_PORT user=postgres application_name=herald_standby") \
+          </dev/null >"$SB/basebackup.log" 2>&1 9>&-; then
+      warn "error: pg_basebackup failed"
+      tail_log "$SB/basebackup.log"
+      return 1
+    fi
+    touch "$SB/basebackup.done"
+  fi
+  tls_copy_for_pg "$SB" || { warn "error: cannot install the TLS key for the standby in $SB"; return 1; }
+  rm -f "$SB/data/postmaster.pid" "$SB"/.s.PGSQL.*
+  say "standby: starting on 127.0.0.1:$STANDBY_PORT (replica of 127.0.0.1:$PG_PORT)"
+  # pg_ctl -w returns once the standby accepts read-only connections (consistent state).
+  if ! (cd "$SB" && as_pg env "HD_SERVERS_MARK=$DIR:standby" LC_ALL=C.UTF-8 \
+        "$PG_BIN/pg_ctl" -D "$SB/data" -l "$SB/postgres.log" -w -t 60 -s \
+        -o "-p $STANDBY_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$SB -c hot_standby=on $(pg_ssl_opts "$SB")" start) \
+        </dev/null >>"$SB/pg_ctl.log" 2>&1 9>&-; then
+    warn "error: the standby did not start"
+    tail_log "$SB/pg_ctl.log"
+    tail_log "$SB/postgres.log"
+    return 1
+  fi
+  say "standby: ready in $(since "$t0") (pid $(head -n 1 "$SB/data/postmaster.pid"), log $SB/postgres.log)"
+}
+standby_stop() {
+  if standby_alive; then
+    say "standby: stopping"
+    (cd "$SB" && as_pg "$PG_BIN/pg_ctl" -D "$SB/data" -m fast -w -t 30 -s stop) \
+      </dev/null >>"$SB/pg_ctl.log" 2>&1 9>&- || warn "standby: pg_ctl stop failed (see $SB/pg_ctl.log)"
+  fi
+  sweep standby
+}
+standby_lag() { # how far the standby is behind, as the primary sees it (and whether paused)
+  local lag paused
+  lag=$(pg_sql "$PG_PORT" "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint
+                             || ' bytes behind, replay_lag ' || coalesce(replay_lag::text, '0')
+                           FROM pg_stat_replication WHERE application_name = 'herald_standby'")
+  if [ -z "$lag" ]; then
+    if pg_alive; then lag="not streaming from the primary"; else lag="primary down"; fi
+  fi
+  paused=$(pg_sql "$STANDBY_PORT" "SELECT pg_is_wal_replay_paused()")
+  [ "$paused" = t ] && lag="$lag, replay PAUSED"
+  printf '%s' "$lag"
+}
+
 # ---- SMTP sink -------------------------------------------------------------------------
 smtp_start() {
   local t0 pid
@@ -351,9 +513,10 @@ smtp_start() {
   mkdir -p "$S/maildir" || return 1
   rm -f "$S/smtp.pid"
   port_free "$SMTP_PORT" "SMTP sink" || return 1
-  say "smtp: starting sink on 127.0.0.1:$SMTP_PORT"
+  say "smtp: starting sink on 127.0.0.1:$SMTP_PORT (STARTTLS offered)"
   (exec setsid env "HD_SERVERS_MARK=$DIR:smtp" "$PY" "$ROOT/scripts/smtp_sink.py" \
-    --host 127.0.0.1 --port "$SMTP_PORT" --maildir "$S/maildir") \
+    --host 127.0.0.1 --port "$SMTP_PORT" --maildir "$S/maildir" \
+    --tls-cert "$T/server.crt" --tls-key "$T/server.key") \
     </dev/null >"$S/smtp.log" 2>&1 9>&- &
   pid=$!
   echo "$pid" >"$S/smtp.pid"
@@ -390,8 +553,16 @@ write_env() {
     printf 'export HD_SERVERS_CTL=%q\n' "$SELF"
     printf 'export HD_AMQP_PORT=%s HD_RABBIT_DIST_PORT=%s HD_EPMD_PORT=%s HD_PG_PORT=%s HD_SMTP_PORT=%s\n' \
       "$AMQP_PORT" "$DIST_PORT" "$EPMD_PORT" "$PG_PORT" "$SMTP_PORT"
+    printf 'export HD_AMQPS_PORT=%s HD_PG_STANDBY_PORT=%s\n' "$AMQPS_PORT" "$STANDBY_PORT"
+    if [ -s "$T/ca.crt" ]; then
+      echo "# TLS: the CA of every server's certificate, and an unrelated one that must be refused"
+      printf 'export HD_TLS_DIR=%q\n' "$T"
+      printf 'export HD_TLS_CA_FILE=%q\n' "$T/ca.crt"
+      printf 'export HD_TLS_WRONG_CA_FILE=%q\n' "$T/wrong-ca.crt"
+    fi
     if rabbit_alive; then
       echo "export HD_AMQP_URL=amqp://guest:guest@127.0.0.1:$AMQP_PORT/"
+      echo "export HD_AMQPS_URL=amqps://guest:guest@127.0.0.1:$AMQPS_PORT/"
       if [ "$MANAGEMENT" = 1 ]; then
         echo "# the management UI (HD_RABBIT_MANAGEMENT=1): user guest, password guest"
         echo "export HD_RABBIT_MGMT_PORT=$MGMT_PORT HD_RABBIT_MGMT_URL=http://127.0.0.1:$MGMT_PORT/"
@@ -399,6 +570,10 @@ write_env() {
     fi
     if pg_alive; then
       echo "export HD_PG_URL=postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
+    fi
+    if standby_alive; then
+      echo "# a read-only streaming replica of HD_PG_URL"
+      echo "export HD_PG_STANDBY_URL=postgresql://postgres@127.0.0.1:$STANDBY_PORT/postgres"
     fi
     if smtp_alive; then
       echo "export HD_SMTP_URL=smtp://127.0.0.1:$SMTP_PORT"
@@ -411,7 +586,8 @@ write_env() {
 check_names() {
   local s
   for s in "$@"; do
-    case $s in rabbitmq | postgres | smtp) ;; *) die "unknown server '$s' (rabbitmq, postgres, smtp)" ;; esac
+    case $s in rabbitmq | postgres | standby | smtp) ;;
+      *) die "unknown server '$s' (rabbitmq, postgres, standby, smtp)" ;; esac
   done
 }
 wants() { local w=$1 s; shift; for s in "$@"; do [ "$s" = "$w" ] && return 0; done; return 1; }
@@ -423,7 +599,9 @@ do_up() { # servers... (lock held)
   any_alive && nothing_before=0
   apply_env_ports
   save_config
-  for s in "$@"; do
+  tls_make || return 1   # every server needs it
+  for s in "${ALL_SERVERS[@]}"; do   # in this order, whatever the command line's
+    wants "$s" "$@" || continue
     if alive "$s"; then
       say "$s: already running"
       continue
@@ -432,10 +610,11 @@ do_up() { # servers... (lock held)
     case $s in
       rabbitmq) if rabbit_launch; then launched=1; else rc=1; fi ;;
       postgres) pg_start || rc=1 ;;
+      standby) standby_start || rc=1 ;;
       smtp) smtp_start || rc=1 ;;
     esac
   done
-  # The broker boots (5-7 s) while PostgreSQL and the sink start.
+  # The broker boots (5-7 s) while PostgreSQL, its standby and the sink start.
   if [ $launched = 1 ]; then rabbit_wait "$t0" || rc=1; fi
   [ $nothing_before = 1 ] && [ ! -f "$DIR/started-by" ] && echo "${STARTED_BY:-up}" >"$DIR/started-by"
   write_env
@@ -448,6 +627,7 @@ do_up() { # servers... (lock held)
 }
 do_stop() { # servers... (lock held)
   load_config
+  wants standby "$@" && standby_stop
   wants postgres "$@" && pg_stop
   wants smtp "$@" && smtp_stop
   wants rabbitmq "$@" && rabbit_stop
@@ -461,12 +641,13 @@ do_down() {
   if [ -d "$DIR" ]; then lock; fi
   rabbit_stop &   # the slowest; the others stop meanwhile
   local rpid=$!
+  standby_stop
   pg_stop
   smtp_stop
   wait "$rpid"
   # Only what we made: a mistyped HD_SERVERS_DIR must never cost anyone a directory.
-  rm -rf "${DIR:?}/rabbitmq" "$DIR/postgres" "$DIR/smtp" "$DIR/config" "$DIR/env" \
-         "$DIR/env.tmp" "$DIR/started-by" "$DIR/.lock"
+  rm -rf "${DIR:?}/rabbitmq" "$DIR/postgres" "$DIR/standby" "$DIR/smtp" "$DIR/tls" \
+         "$DIR/tls.log" "$DIR/config" "$DIR/env" "$DIR/env.tmp" "$DIR/started-by" "$DIR/.lock"
   unlock
   if [ -d "$DIR" ] && ! rmdir "$DIR" 2>/dev/null; then
     warn "left $DIR in place: it holds files servers.sh did not create"
@@ -489,14 +670,14 @@ cmd_up() {
   return $rc
 }
 cmd_stop() {
-  [ $# -gt 0 ] || die "stop what? (rabbitmq, postgres, smtp; 'down' stops everything)"
+  [ $# -gt 0 ] || die "stop what? (rabbitmq, postgres, standby, smtp; 'down' stops everything)"
   check_names "$@"
   lock
   do_stop "$@"
   unlock
 }
 cmd_restart() {
-  [ $# -gt 0 ] || die "restart what? (rabbitmq, postgres, smtp)"
+  [ $# -gt 0 ] || die "restart what? (rabbitmq, postgres, standby, smtp)"
   check_names "$@"
   lock
   do_stop "$@"
@@ -549,20 +730,26 @@ cmd_status() {
   local rc=0
   say "state dir $DIR"
   if rabbit_alive; then
-    printf '  %-9s running  pid %-7s amqp://127.0.0.1:%s  (node %s, epmd %s, dist %s)\n' rabbitmq \
-      "$(head -n 1 "$R/rabbit.pid" 2>/dev/null || cat "$R/server.pid")" "$AMQP_PORT" "$NODE" "$EPMD_PORT" "$DIST_PORT"
+    printf '  %-9s running  pid %-7s amqp://127.0.0.1:%s amqps://127.0.0.1:%s  (node %s, epmd %s, dist %s)\n' rabbitmq \
+      "$(head -n 1 "$R/rabbit.pid" 2>/dev/null || cat "$R/server.pid")" "$AMQP_PORT" "$AMQPS_PORT" \
+      "$NODE" "$EPMD_PORT" "$DIST_PORT"
   else printf '  %-9s stopped\n' rabbitmq; rc=3; fi
   if rabbit_alive && [ "$MANAGEMENT" = 1 ]; then
     printf '  %-9s          http://127.0.0.1:%s/  (management UI, guest / guest)\n' '' "$MGMT_PORT"
   fi
   if pg_alive; then
-    printf '  %-9s running  pid %-7s postgresql://127.0.0.1:%s\n' postgres \
+    printf '  %-9s running  pid %-7s postgresql://127.0.0.1:%s  (ssl=on)\n' postgres \
       "$(head -n 1 "$P/data/postmaster.pid")" "$PG_PORT"
   else printf '  %-9s stopped\n' postgres; rc=3; fi
+  if standby_alive; then
+    printf '  %-9s running  pid %-7s postgresql://127.0.0.1:%s  (ssl=on, %s)\n' standby \
+      "$(head -n 1 "$SB/data/postmaster.pid")" "$STANDBY_PORT" "$(standby_lag)"
+  else printf '  %-9s stopped\n' standby; rc=3; fi
   if smtp_alive; then
-    printf '  %-9s running  pid %-7s smtp://127.0.0.1:%s  (maildir %s, %s messages)\n' smtp \
+    printf '  %-9s running  pid %-7s smtp://127.0.0.1:%s  (STARTTLS, maildir %s, %s messages)\n' smtp \
       "$(cat "$S/smtp.pid")" "$SMTP_PORT" "$S/maildir" "$(find "$S/maildir" -name '*.eml' | wc -l)"
   else printf '  %-9s stopped\n' smtp; rc=3; fi
+  [ -s "$T/ca.crt" ] && say "TLS CA $T/ca.crt"
   [ -f "$DIR/env" ] && say "env file $DIR/env"
   return $rc
 }
@@ -572,7 +759,7 @@ main() {
   [ $# -gt 0 ] && shift
   case $cmd in
     up) cmd_up "$@" ;;
-    start) [ $# -gt 0 ] || die "start what? (rabbitmq, postgres, smtp; 'up' starts all)"; cmd_up "$@" ;;
+    start) [ $# -gt 0 ] || die "start what? (rabbitmq, postgres, standby, smtp; 'up' starts all)"; cmd_up "$@" ;;
     down) [ $# -eq 0 ] || die "down takes no arguments (use 'stop SERVER' for one)"; do_down ;;
     stop) cmd_stop "$@" ;;
     restart) cmd_restart "$@" ;;

@@ -4,7 +4,12 @@
 Started by scripts/servers.sh (always with /usr/bin/python3: Debian's python3-aiosmtpd lives
 there, a pyenv python on PATH usually lacks it):
 
-    /usr/bin/python3 scripts/smtp_sink.py --host 127.0.0.1 --port 2525 --maildir DIR
+    /usr/bin/python3 scripts/smtp_sink.py --host 127.0.0.1 --port 2525 --maildir DIR \
+        [--tls-cert FILE --tls-key FILE]
+
+With --tls-cert/--tls-key the sink offers STARTTLS (listed in its EHLO reply) with that
+certificate; it does not require it, so a plain-text client still gets through (a client
+that wants TLS must insist on it, which is what the tests check).
 
 Each message accepted becomes DIR/<epoch-ns>-<n>.eml:
 
@@ -21,6 +26,7 @@ import argparse
 import itertools
 import os
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -79,11 +85,27 @@ def main():
     ap.add_argument("--port", type=int, default=2525)
     ap.add_argument("--maildir", required=True)
     ap.add_argument("--pidfile", help="write the process id here once listening")
+    ap.add_argument("--tls-cert", help="PEM certificate (chain): offer STARTTLS with it")
+    ap.add_argument("--tls-key", help="PEM private key of --tls-cert")
     args = ap.parse_args()
+    if bool(args.tls_cert) != bool(args.tls_key):
+        ap.error("--tls-cert and --tls-key go together")
 
     os.makedirs(args.maildir, exist_ok=True)
+    tls = {}
+    if args.tls_cert:
+        # tls_context (aiosmtpd >= 1.2) is STARTTLS on the plain port; ssl_context would be
+        # implicit TLS (SMTPS). require_starttls stays False: STARTTLS is offered, not forced.
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.verify_mode = ssl.CERT_NONE  # no client certificates
+        try:
+            ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            log("cannot load %s / %s: %s" % (args.tls_cert, args.tls_key, e))
+            return 1
+        tls = {"tls_context": ctx, "require_starttls": False}
     controller = Controller(MaildirHandler(args.maildir), hostname=args.host, port=args.port,
-                            decode_data=False, enable_SMTPUTF8=True, ready_timeout=10)
+                            decode_data=False, enable_SMTPUTF8=True, ready_timeout=10, **tls)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -96,7 +118,9 @@ def main():
         with open(args.pidfile + ".tmp", "w") as f:
             f.write("%d\n" % os.getpid())
         os.replace(args.pidfile + ".tmp", args.pidfile)
-    log("listening on %s:%d, messages go to %s" % (args.host, args.port, args.maildir))
+    log("listening on %s:%d%s, messages go to %s" % (args.host, args.port,
+                                                   " (STARTTLS offered)" if tls else "",
+                                                   args.maildir))
     while not stop.wait(3600):
         pass
     controller.stop()

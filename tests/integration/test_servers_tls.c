@@ -1,0 +1,309 @@
+/* Integration: the TLS side of scripts/servers.sh. Every server presents a certificate of the
+ * harness's throwaway CA (HD_TLS_CA_FILE) for 127.0.0.1 and localhost:
+ *   PostgreSQL (primary and standby) with ssl=on: sslmode=verify-full connects over TLS;
+ *   RabbitMQ on HD_AMQPS_URL: librabbitmq's SSL socket verifies peer and host name;
+ *   the SMTP sink offers STARTTLS: EHLO lists it, and curl insisting on TLS sends a mail.
+ * An unrelated CA (HD_TLS_WRONG_CA_FILE) is refused by each client.
+ *
+ * This proves the harness, not herald: it uses libpq, librabbitmq and libcurl directly.
+ * Without the variables the test fails (a missing server is a failure, never a skip). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <amqp.h>
+#include <amqp_ssl_socket.h>
+#include <curl/curl.h>
+#include <libpq-fe.h>
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hd_test.h"
+
+/* ---- PostgreSQL ------------------------------------------------------------------------ */
+
+/* Connect to the server of URL variable `var` with sslmode=verify-full against `ca`; `host`
+ * (or NULL) overrides the URL's host name, the name the certificate must match. */
+static PGconn *pg_connect_tls(const char *var, const char *ca, const char *host)
+{
+    const char *keys[] = {
+        "dbname", "sslmode", "sslrootcert", "connect_timeout", host ? "host" : NULL, NULL};
+    const char *values[] = {hd_test_require_env(var), "verify-full", ca, "10", host, NULL};
+    PGconn *c = PQconnectdbParams(keys, values, 1 /* dbname is a URL */);
+    assert_non_null(c);
+    return c;
+}
+
+static void postgres_verify_full(void **state)
+{
+    (void)state;
+    const char *ca = hd_test_require_env("HD_TLS_CA_FILE");
+    const char *vars[] = {"HD_PG_URL", "HD_PG_STANDBY_URL"};
+    const char *hosts[] = {NULL, "localhost"};
+    for (size_t v = 0; v < 2; v++) {
+        for (size_t h = 0; h < 2; h++) {
+            PGconn *c = pg_connect_tls(vars[v], ca, hosts[h]);
+            if (PQstatus(c) != CONNECTION_OK)
+                fail_msg("%s (host %s) with sslmode=verify-full: %s", vars[v],
+                         hosts[h] ? hosts[h] : "of the URL", PQerrorMessage(c));
+            assert_int_equal(PQsslInUse(c), 1);
+            const char *proto = PQsslAttribute(c, "protocol");
+            assert_non_null(proto);
+            assert_true(strncmp(proto, "TLSv1.", 6) == 0);
+            /* The server agrees that this session is encrypted. */
+            PGresult *res = PQexec(c, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()");
+            assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+            assert_string_equal(PQgetvalue(res, 0, 0), "t");
+            PQclear(res);
+            PQfinish(c);
+        }
+    }
+}
+
+static void postgres_wrong_ca_refused(void **state)
+{
+    (void)state;
+    const char *wrong = hd_test_require_env("HD_TLS_WRONG_CA_FILE");
+    PGconn *c = pg_connect_tls("HD_PG_URL", wrong, NULL);
+    assert_int_equal(PQstatus(c), CONNECTION_BAD);
+    if (strstr(PQerrorMessage(c), "certificate verify failed") == NULL)
+        fail_msg("refused, but not for the certificate: %s", PQerrorMessage(c));
+    PQfinish(c);
+}
+
+/* ---- RabbitMQ -------------------------------------------------------------------------- */
+
+/* Open an SSL socket to HD_AMQPS_URL verifying peer and host name against `ca`; returns the
+ * amqp_socket_open status, and on success logs in, opens a channel and declares a queue. */
+static int amqps_try(const char *ca)
+{
+    const char *url = hd_test_require_env("HD_AMQPS_URL");
+    char *copy = strdup(url);
+    assert_non_null(copy);
+    struct amqp_connection_info ci;
+    amqp_default_connection_info(&ci);
+    if (amqp_parse_url(copy, &ci) != AMQP_STATUS_OK || !ci.ssl)
+        fail_msg("HD_AMQPS_URL '%s' is not an amqps:// URL", url);
+    const char *vhost = ci.vhost[0] != '\0' ? ci.vhost : "/";
+
+    amqp_connection_state_t conn = amqp_new_connection();
+    assert_non_null(conn);
+    amqp_socket_t *sock = amqp_ssl_socket_new(conn);
+    assert_non_null(sock);
+    assert_int_equal(amqp_ssl_socket_set_cacert(sock, ca), AMQP_STATUS_OK);
+    amqp_ssl_socket_set_verify_peer(sock, 1);
+    amqp_ssl_socket_set_verify_hostname(sock, 1);
+    struct timeval timeout = {.tv_sec = 10};
+    int status = amqp_socket_open_noblock(sock, ci.host, ci.port, &timeout);
+    if (status == AMQP_STATUS_OK) {
+        amqp_rpc_reply_t r =
+            amqp_login(conn, vhost, 0, 131072, 30, AMQP_SASL_METHOD_PLAIN, ci.user, ci.password);
+        assert_int_equal(r.reply_type, AMQP_RESPONSE_NORMAL);
+        amqp_channel_open(conn, 1);
+        assert_int_equal(amqp_get_rpc_reply(conn).reply_type, AMQP_RESPONSE_NORMAL);
+        amqp_queue_declare_ok_t *ok = amqp_queue_declare(conn, 1, amqp_empty_bytes, 0, 0,
+                                                         1 /* exclusive */, 1, amqp_empty_table);
+        assert_non_null(ok);
+        assert_true(ok->queue.len > 0);
+        assert_int_equal(amqp_channel_close(conn, 1, AMQP_REPLY_SUCCESS).reply_type,
+                         AMQP_RESPONSE_NORMAL);
+        assert_int_equal(amqp_connection_close(conn, AMQP_REPLY_SUCCESS).reply_type,
+                         AMQP_RESPONSE_NORMAL);
+    }
+    amqp_destroy_connection(conn);
+    free(copy);
+    return status;
+}
+
+static void amqps_verifies(void **state)
+{
+    (void)state;
+    int status = amqps_try(hd_test_require_env("HD_TLS_CA_FILE"));
+    if (status != AMQP_STATUS_OK)
+        fail_msg("amqps with the harness CA: %s", amqp_error_string2(status));
+}
+
+static void amqps_wrong_ca_refused(void **state)
+{
+    (void)state;
+    int status = amqps_try(hd_test_require_env("HD_TLS_WRONG_CA_FILE"));
+    if (status == AMQP_STATUS_OK)
+        fail_msg("amqps accepted a certificate the wrong CA did not sign");
+    print_message("refused: %s\n", amqp_error_string2(status));
+}
+
+/* ---- SMTP ------------------------------------------------------------------------------ */
+
+static void smtp_ehlo_offers_starttls(void **state)
+{
+    (void)state;
+    int port = atoi(hd_test_require_env("HD_SMTP_PORT"));
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
+        fail_msg("cannot connect to the SMTP sink on 127.0.0.1:%d", port);
+    char buf[4096];
+    size_t len = 0;
+    int sent = 0;
+    /* Read the greeting, send EHLO, read until the last line of its reply ("250 "). */
+    for (;;) {
+        ssize_t n = read(fd, buf + len, sizeof buf - 1 - len);
+        if (n <= 0)
+            fail_msg("the SMTP sink closed or timed out; so far: %.*s", (int)len, buf);
+        len += (size_t)n;
+        buf[len] = '\0';
+        if (!sent && strstr(buf, "\r\n") != NULL) {
+            assert_true(strncmp(buf, "220", 3) == 0);
+            const char ehlo[] = "EHLO herald.test\r\n";
+            assert_int_equal(write(fd, ehlo, sizeof ehlo - 1), sizeof ehlo - 1);
+            sent = 1;
+            len = 0;
+            continue;
+        }
+        if (sent && (strncmp(buf, "250 ", 4) == 0 || strstr(buf, "\r\n250 ") != NULL) &&
+            buf[len - 1] == '\n')
+            break;
+    }
+    if (strstr(buf, "250-STARTTLS\r\n") == NULL && strstr(buf, "250 STARTTLS\r\n") == NULL)
+        fail_msg("EHLO reply without STARTTLS:\n%s", buf);
+    const char quit[] = "QUIT\r\n";
+    assert_int_equal(write(fd, quit, sizeof quit - 1), sizeof quit - 1);
+    close(fd);
+}
+
+struct upload {
+    const char *data;
+    size_t left;
+};
+
+static size_t read_message(char *buf, size_t size, size_t nmemb, void *userp)
+{
+    struct upload *u = userp;
+    size_t n = size * nmemb < u->left ? size * nmemb : u->left;
+    memcpy(buf, u->data, n);
+    u->data += n;
+    u->left -= n;
+    return n;
+}
+
+/* Send a mail with STARTTLS required, checking the server against `ca`. */
+static CURLcode smtp_send_tls(const char *ca, const char *subject, char *errbuf)
+{
+    char message[512];
+    snprintf(message, sizeof message,
+             "From: <harness@herald.test>\r\nTo: <tls@herald.test>\r\nSubject: %s\r\n\r\n"
+             "Sent over STARTTLS.\r\n",
+             subject);
+    struct upload up = {message, strlen(message)};
+    CURL *curl = curl_easy_init();
+    assert_non_null(curl);
+    struct curl_slist *rcpt = curl_slist_append(NULL, "<tls@herald.test>");
+    curl_easy_setopt(curl, CURLOPT_URL, hd_test_require_env("HD_SMTP_URL"));
+    curl_easy_setopt(curl, CURLOPT_USE_SSL, (long)CURLUSESSL_ALL); /* STARTTLS or fail */
+    curl_easy_setopt(curl, CURLOPT_CAINFO, ca);
+    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(curl, CURLOPT_MAIL_FROM, "<harness@herald.test>");
+    curl_easy_setopt(curl, CURLOPT_MAIL_RCPT, rcpt);
+    curl_easy_setopt(curl, CURLOPT_READFUNCTION, read_message);
+    curl_easy_setopt(curl, CURLOPT_READDATA, &up);
+    curl_easy_setopt(curl, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT, 10L);
+    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
+    CURLcode res = curl_easy_perform(curl);
+    curl_slist_free_all(rcpt);
+    curl_easy_cleanup(curl);
+    return res;
+}
+
+static int maildir_has(const char *maildir, const char *needle)
+{
+    DIR *d = opendir(maildir);
+    if (d == NULL)
+        fail_msg("cannot open HD_SMTP_MAILDIR %s", maildir);
+    int found = 0;
+    struct dirent *e;
+    while (!found && (e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        if (e->d_name[0] == '.' || len < 5 || strcmp(e->d_name + len - 4, ".eml") != 0)
+            continue;
+        char path[4096], line[1024];
+        snprintf(path, sizeof path, "%s/%s", maildir, e->d_name);
+        FILE *f = fopen(path, "r");
+        while (f != NULL && !found && fgets(line, sizeof line, f) != NULL)
+            found = strstr(line, needle) != NULL;
+        if (f != NULL)
+            fclose(f);
+    }
+    closedir(d);
+    return found;
+}
+
+static void smtp_starttls_sends(void **state)
+{
+    (void)state;
+    const char *maildir = hd_test_require_env("HD_SMTP_MAILDIR");
+    char *subject = hd_test_unique_name("hd-servers-smtp-tls");
+    char errbuf[CURL_ERROR_SIZE] = "";
+    assert_int_equal(curl_global_init(CURL_GLOBAL_DEFAULT), CURLE_OK);
+    CURLcode res = smtp_send_tls(hd_test_require_env("HD_TLS_CA_FILE"), subject, errbuf);
+    if (res != CURLE_OK)
+        fail_msg("STARTTLS send failed: %s (%s)", curl_easy_strerror(res), errbuf);
+    int found = 0;
+    for (int i = 0; i < 50 && !found; i++) {
+        found = maildir_has(maildir, subject);
+        if (!found) {
+            struct timespec ts = {.tv_nsec = 100000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    if (!found)
+        fail_msg("no message with subject %s in %s after 5 s", subject, maildir);
+    curl_global_cleanup();
+    free(subject);
+}
+
+static void smtp_wrong_ca_refused(void **state)
+{
+    (void)state;
+    const char *maildir = hd_test_require_env("HD_SMTP_MAILDIR");
+    char *subject = hd_test_unique_name("hd-servers-smtp-wrong-ca");
+    char errbuf[CURL_ERROR_SIZE] = "";
+    assert_int_equal(curl_global_init(CURL_GLOBAL_DEFAULT), CURLE_OK);
+    CURLcode res = smtp_send_tls(hd_test_require_env("HD_TLS_WRONG_CA_FILE"), subject, errbuf);
+    if (res != CURLE_PEER_FAILED_VERIFICATION)
+        fail_msg("expected a refused certificate, got: %s (%s)", curl_easy_strerror(res), errbuf);
+    /* Nothing went out in plain text instead. */
+    assert_false(maildir_has(maildir, subject));
+    curl_global_cleanup();
+    free(subject);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(postgres_verify_full),
+        cmocka_unit_test(postgres_wrong_ca_refused),
+        cmocka_unit_test(amqps_verifies),
+        cmocka_unit_test(amqps_wrong_ca_refused),
+        cmocka_unit_test(smtp_ehlo_offers_starttls),
+        cmocka_unit_test(smtp_starttls_sends),
+        cmocka_unit_test(smtp_wrong_ca_refused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
