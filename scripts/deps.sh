@@ -14,6 +14,8 @@ PACKAGES=(
   gcovr valgrind curl gnuplot-nox
   # make topology: dot renders docs/topology.svg from herald-admin topology --dot
   graphviz
+  # scripts/servers.sh: the throwaway CA and server certificates of the TLS listeners
+  openssl
   # the fuzz preset: clang, and the runtimes of -fsanitize=fuzzer,address,undefined (Debian 12
   # ships libFuzzer for clang 14 in libclang-rt-14-dev, which clang does not depend on)
   clang libclang-rt-14-dev
