@@ -38,60 +38,21 @@
 #include "herald/store.h"
 #include "herald/topology.h"
 
-typedef struct db {
-    char url[512];
-    char pg_name[128];
-    char *dir;
-} db;
+typedef hd_test_db db;
 
 static void sqlite_db(db *d)
 {
-    memset(d, 0, sizeof *d);
-    d->dir = hd_test_tmpdir("admin");
-    assert_non_null(d->dir);
-    snprintf(d->url, sizeof d->url, "sqlite://%s/service.db", d->dir);
+    hd_test_db_open(d, "admin", 0, "service.db");
 }
 
-/* A database of its own on the test server (as in test_relay.c). */
 static void pg_db(db *d)
 {
-    memset(d, 0, sizeof *d);
-    const char *base = hd_test_require_env("HD_PG_URL");
-    char *name = hd_test_unique_name("hd_admin");
-    for (char *p = name; *p; p++)
-        *p = *p == '-' ? '_' : (char)tolower((unsigned char)*p);
-    snprintf(d->pg_name, sizeof d->pg_name, "%s", name);
-    free(name);
-    hd_error err;
-    hd_store *admin = NULL;
-    assert_hd_err(0, hd_store_open(base, &admin, &err), &err);
-    char sql[256];
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", d->pg_name);
-    assert_hd_err(0, hd_store_exec(admin, sql, NULL, 0, &err), &err);
-    hd_store_close(admin);
-    const char *q = strchr(base, '?');
-    size_t head = q ? (size_t)(q - base) : strlen(base);
-    size_t slash = head;
-    while (slash > 0 && base[slash - 1] != '/')
-        slash--;
-    snprintf(d->url, sizeof d->url, "%.*s%s%s", (int)slash, base, d->pg_name, q ? q : "");
+    hd_test_db_open(d, "admin", 1, NULL);
 }
 
 static void db_drop(db *d)
 {
-    if (d->dir != NULL) {
-        hd_test_rmtree(d->dir);
-        free(d->dir);
-    }
-    if (d->pg_name[0] != '\0') {
-        hd_error err;
-        hd_store *admin = NULL;
-        assert_hd_err(0, hd_store_open(hd_test_require_env("HD_PG_URL"), &admin, &err), &err);
-        char sql[256];
-        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", d->pg_name);
-        assert_hd_err(0, hd_store_exec(admin, sql, NULL, 0, &err), &err);
-        hd_store_close(admin);
-    }
+    hd_test_db_drop(d);
 }
 
 /* Run `herald-admin ARGS` (stdout and stderr together) on HD_DATABASE_URL = url; *out is new

@@ -47,68 +47,22 @@ static const hd_amqp_options fast_reconnect = {
 
 /* ---- databases --------------------------------------------------------------------------- */
 
-typedef struct db {
-    char url[512];
-    char pg_name[128]; /* PostgreSQL: the database created for this test, to drop */
-    char *dir;         /* SQLite: the temp directory */
-} db;
+typedef hd_test_db db;
 
 static void sqlite_db(db *d)
 {
-    memset(d, 0, sizeof *d);
-    d->dir = hd_test_tmpdir("relay");
-    assert_non_null(d->dir);
-    snprintf(d->url, sizeof d->url, "sqlite://%s/outbox.db?synchronous=full", d->dir);
+    hd_test_db_open(d, "relay", 0, "outbox.db?synchronous=full");
 }
 
-/* A new database on the test server, so tests never see each other's outbox rows. The name
- * goes into the SQL text (CREATE DATABASE takes no parameters): it is ours, lower-case
- * letters, digits and '_'. */
+/* A new database on the test server, so tests never see each other's outbox rows. */
 static void pg_db(db *d)
 {
-    memset(d, 0, sizeof *d);
-    const char *base = hd_test_require_env("HD_PG_URL");
-    char *name = hd_test_unique_name("hd_relay");
-    for (char *p = name; *p; p++)
-        *p = *p == '-' ? '_' : (char)tolower((unsigned char)*p);
-    snprintf(d->pg_name, sizeof d->pg_name, "%s", name);
-    free(name);
-
-    hd_error err;
-    hd_store *admin = NULL;
-    assert_hd_err(0, hd_store_open(base, &admin, &err), &err);
-    char sql[256];
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", d->pg_name);
-    assert_hd_err(0, hd_store_exec(admin, sql, NULL, 0, &err), &err);
-    hd_store_close(admin);
-
-    /* Same server and user, another path: postgresql://user@host:port/<name>?query */
-    const char *q = strchr(base, '?');
-    size_t head = q ? (size_t)(q - base) : strlen(base);
-    size_t slash = head;
-    while (slash > 0 && base[slash - 1] != '/')
-        slash--;
-    assert_true(slash > strlen("postgresql://"));
-    snprintf(d->url, sizeof d->url, "%.*s%s%s", (int)slash, base, d->pg_name, q ? q : "");
+    hd_test_db_open(d, "relay", 1, NULL);
 }
 
 static void db_drop(db *d)
 {
-    if (d->dir != NULL) {
-        hd_test_rmtree(d->dir);
-        free(d->dir);
-        d->dir = NULL;
-    }
-    if (d->pg_name[0] != '\0') {
-        hd_error err;
-        hd_store *admin = NULL;
-        assert_hd_err(0, hd_store_open(hd_test_require_env("HD_PG_URL"), &admin, &err), &err);
-        char sql[256];
-        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", d->pg_name);
-        assert_hd_err(0, hd_store_exec(admin, sql, NULL, 0, &err), &err);
-        hd_store_close(admin);
-        d->pg_name[0] = '\0';
-    }
+    hd_test_db_drop(d);
 }
 
 static hd_store *open_store(const db *d)

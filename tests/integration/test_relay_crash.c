@@ -44,54 +44,17 @@
 #define KILLS    10
 #define LEASE_MS "1000" /* short, so that the rows of a killed relay come back quickly */
 
-typedef struct db {
-    char url[512];
-    char pg_name[128];
-    char *dir; /* temp directory: the SQLite database and the relay's logs */
-} db;
+/* The temp directory holds the SQLite database and the relay's logs. */
+typedef hd_test_db db;
 
 static void db_init(db *d, int postgres)
 {
-    memset(d, 0, sizeof *d);
-    d->dir = hd_test_tmpdir("relay-crash");
-    assert_non_null(d->dir);
-    if (!postgres) {
-        snprintf(d->url, sizeof d->url, "sqlite://%s/outbox.db?synchronous=full", d->dir);
-        return;
-    }
-    const char *base = hd_test_require_env("HD_PG_URL");
-    char *name = hd_test_unique_name("hd_relay_crash");
-    for (char *p = name; *p; p++)
-        *p = *p == '-' ? '_' : (char)tolower((unsigned char)*p);
-    snprintf(d->pg_name, sizeof d->pg_name, "%s", name);
-    free(name);
-    hd_error err;
-    hd_store *admin = NULL;
-    assert_hd_err(0, hd_store_open(base, &admin, &err), &err);
-    char sql[256];
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", d->pg_name); /* our name: a-z 0-9 _ */
-    assert_hd_err(0, hd_store_exec(admin, sql, NULL, 0, &err), &err);
-    hd_store_close(admin);
-    const char *q = strchr(base, '?');
-    size_t slash = q ? (size_t)(q - base) : strlen(base);
-    while (slash > 0 && base[slash - 1] != '/')
-        slash--;
-    snprintf(d->url, sizeof d->url, "%.*s%s%s", (int)slash, base, d->pg_name, q ? q : "");
+    hd_test_db_open(d, "relay-crash", postgres, "outbox.db?synchronous=full");
 }
 
 static void db_drop(db *d)
 {
-    if (d->pg_name[0] != '\0') {
-        hd_error err;
-        hd_store *admin = NULL;
-        assert_hd_err(0, hd_store_open(hd_test_require_env("HD_PG_URL"), &admin, &err), &err);
-        char sql[256];
-        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", d->pg_name);
-        assert_hd_err(0, hd_store_exec(admin, sql, NULL, 0, &err), &err);
-        hd_store_close(admin);
-    }
-    hd_test_rmtree(d->dir);
-    free(d->dir);
+    hd_test_db_drop(d);
 }
 
 /* The one value of a one-row, one-column query; params (n of them) may be NULL. */

@@ -7,6 +7,10 @@
 
 #include "hd_test.h"
 
+#include <ctype.h>
+
+#include "herald/store.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,4 +90,60 @@ int hd_test_utf8_valid(const char *str)
         s += n;
     }
     return 1;
+}
+
+void hd_test_db_open(hd_test_db *d, const char *tag, int postgres, const char *sqlite_file)
+{
+    memset(d, 0, sizeof *d);
+    d->dir = hd_test_tmpdir(tag);
+    assert_non_null(d->dir);
+    if (!postgres) {
+        snprintf(d->url, sizeof d->url, "sqlite://%s/%s", d->dir, sqlite_file);
+        return;
+    }
+    const char *base = hd_test_require_env("HD_PG_URL");
+    char prefix[96];
+    snprintf(prefix, sizeof prefix, "hd_%s", tag);
+    char *name = hd_test_unique_name(prefix);
+    /* The name goes into the SQL text (CREATE DATABASE takes no parameters): it is ours,
+     * made lower-case letters, digits and '_' here. */
+    for (char *p = name; *p; p++)
+        *p = *p == '-' ? '_' : (char)tolower((unsigned char)*p);
+    snprintf(d->pg_name, sizeof d->pg_name, "%s", name);
+    free(name);
+    hd_error err;
+    hd_store *admin = NULL;
+    assert_int_equal(hd_store_open(base, &admin, &err), 0);
+    char sql[256];
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", d->pg_name);
+    if (hd_store_exec(admin, sql, NULL, 0, &err) < 0)
+        fail_msg("%s: %s", sql, err.text);
+    hd_store_close(admin);
+    /* Same server and user, another path: postgresql://user@host:port/<name>?query */
+    const char *q = strchr(base, '?');
+    size_t slash = q ? (size_t)(q - base) : strlen(base);
+    while (slash > 0 && base[slash - 1] != '/')
+        slash--;
+    assert_true(slash > strlen("postgresql://"));
+    snprintf(d->url, sizeof d->url, "%.*s%s%s", (int)slash, base, d->pg_name, q ? q : "");
+}
+
+void hd_test_db_drop(hd_test_db *d)
+{
+    if (d->pg_name[0] != '\0') {
+        hd_error err;
+        hd_store *admin = NULL;
+        assert_int_equal(hd_store_open(hd_test_require_env("HD_PG_URL"), &admin, &err), 0);
+        char sql[256];
+        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", d->pg_name);
+        if (hd_store_exec(admin, sql, NULL, 0, &err) < 0)
+            fail_msg("%s: %s", sql, err.text);
+        hd_store_close(admin);
+        d->pg_name[0] = '\0';
+    }
+    if (d->dir != NULL) {
+        hd_test_rmtree(d->dir);
+        free(d->dir);
+        d->dir = NULL;
+    }
 }

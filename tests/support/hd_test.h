@@ -44,4 +44,20 @@ char *hd_test_unique_name(const char *prefix);
  * test of the module that cleans text does not use that module to judge it. */
 int hd_test_utf8_valid(const char *s);
 
+/* A database of the test's own, so that tests never see each other's rows: a temp
+ * directory (tag in its name; logs may go there too) and either a SQLite file in it
+ * (url "sqlite://<dir>/<sqlite_file>", query included) or, with postgres, a new database
+ * "hd_<tag>_<unique>" on the server of HD_PG_URL (same user and host, another path).
+ * Fails the test when the server is missing or refuses. Drop it with hd_test_db_drop. */
+typedef struct hd_test_db {
+    char url[512];
+    char pg_name[128]; /* PostgreSQL: the database created for the test ("" for SQLite) */
+    char *dir;         /* the temp directory (new) */
+} hd_test_db;
+
+void hd_test_db_open(hd_test_db *d, const char *tag, int postgres, const char *sqlite_file);
+
+/* DROP DATABASE ... WITH (FORCE) for PostgreSQL, then remove the temp directory. */
+void hd_test_db_drop(hd_test_db *d);
+
 #endif
