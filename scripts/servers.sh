@@ -409,16 +409,27 @@ pg_start() {
   # PostgreSQL would trust them while the dead postmaster is an unreaped zombie.
   rm -f "$P/data/postmaster.pid" "$P"/.s.PGSQL.*
   say "postgres: starting on 127.0.0.1:$PG_PORT"
-  if ! (cd "$P" && as_pg env "HD_SERVERS_MARK=$DIR:postgres" LC_ALL=C.UTF-8 \
-        "$PG_BIN/pg_ctl" -D "$P/data" -l "$P/postgres.log" -w -t 60 -s \
-        -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$P $(pg_ssl_opts "$P")" start) \
-        </dev/null >>"$P/pg_ctl.log" 2>&1 9>&-; then
-    warn "error: postgres did not start"
-    tail_log "$P/pg_ctl.log"
-    tail_log "$P/postgres.log"
+  pg_ctl_start postgres "$P" "$PG_PORT" "$t0"
+}
+# pg_ctl start of one server of ours (the primary or the standby), waited for (-w: it accepts
+# connections; a standby, read-only ones), with TLS. name dir port t0 [server options...]
+pg_ctl_start() {
+  local name=$1 dir=$2 port=$3 t0=$4
+  shift 4
+  if ! (cd "$dir" && as_pg env "HD_SERVERS_MARK=$DIR:$name" LC_ALL=C.UTF-8 \
+        "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 -s \
+        -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$dir $* $(pg_ssl_opts "$dir")" start) \
+        </dev/null >>"$dir/pg_ctl.log" 2>&1 9>&-; then
+    warn "error: $name did not start"
+    tail_log "$dir/pg_ctl.log"
+    tail_log "$dir/postgres.log"
     return 1
   fi
-  say "postgres: ready in $(since "$t0") (pid $(head -n 1 "$P/data/postmaster.pid"), log $P/postgres.log)"
+  say "$name: ready in $(since "$t0") (pid $(head -n 1 "$dir/data/postmaster.pid"), log $dir/postgres.log)"
+}
+pg_ctl_stop() { # name dir
+  (cd "$2" && as_pg "$PG_BIN/pg_ctl" -D "$2/data" -m fast -w -t 30 -s stop) \
+    </dev/null >>"$2/pg_ctl.log" 2>&1 9>&- || warn "$1: pg_ctl stop failed (see $2/pg_ctl.log)"
 }
 # ssl=on next to plain text on the same port: the client picks with sslmode (verify-full
 # and sslrootcert=$HD_TLS_CA_FILE to check the server). Options, not postgresql.conf: the
@@ -429,8 +440,7 @@ pg_ssl_opts() { # dir holding server.crt/.key (tls_copy_for_pg)
 pg_stop() {
   if pg_alive; then
     say "postgres: stopping"
-    (cd "$P" && as_pg "$PG_BIN/pg_ctl" -D "$P/data" -m fast -w -t 30 -s stop) \
-      </dev/null >>"$P/pg_ctl.log" 2>&1 9>&- || warn "postgres: pg_ctl stop failed (see $P/pg_ctl.log)"
+    pg_ctl_stop postgres "$P"
   fi
   sweep postgres
 }
@@ -473,23 +483,12 @@ standby_start() {
   tls_copy_for_pg "$SB" || { warn "error: cannot install the TLS key for the standby in $SB"; return 1; }
   rm -f "$SB/data/postmaster.pid" "$SB"/.s.PGSQL.*
   say "standby: starting on 127.0.0.1:$STANDBY_PORT (replica of 127.0.0.1:$PG_PORT)"
-  # pg_ctl -w returns once the standby accepts read-only connections (consistent state).
-  if ! (cd "$SB" && as_pg env "HD_SERVERS_MARK=$DIR:standby" LC_ALL=C.UTF-8 \
-        "$PG_BIN/pg_ctl" -D "$SB/data" -l "$SB/postgres.log" -w -t 60 -s \
-        -o "-p $STANDBY_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$SB -c hot_standby=on $(pg_ssl_opts "$SB")" start) \
-        </dev/null >>"$SB/pg_ctl.log" 2>&1 9>&-; then
-    warn "error: the standby did not start"
-    tail_log "$SB/pg_ctl.log"
-    tail_log "$SB/postgres.log"
-    return 1
-  fi
-  say "standby: ready in $(since "$t0") (pid $(head -n 1 "$SB/data/postmaster.pid"), log $SB/postgres.log)"
+  pg_ctl_start standby "$SB" "$STANDBY_PORT" "$t0" -c hot_standby=on
 }
 standby_stop() {
   if standby_alive; then
     say "standby: stopping"
-    (cd "$SB" && as_pg "$PG_BIN/pg_ctl" -D "$SB/data" -m fast -w -t 30 -s stop) \
-      </dev/null >>"$SB/pg_ctl.log" 2>&1 9>&- || warn "standby: pg_ctl stop failed (see $SB/pg_ctl.log)"
+    pg_ctl_stop standby "$SB"
   fi
   sweep standby
 }
