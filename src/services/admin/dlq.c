@@ -693,6 +693,19 @@ static int republish(state *s, hd_publisher *pub, const held *h, hd_error *err)
     return rc;
 }
 
+/* What a replay and a purge report first (new): which queue, whether it was a dry run, how
+ * many messages were read and whether that was the whole DLQ. */
+static json_t *summary_json(const state *s)
+{
+    json_t *doc = json_object();
+    json_object_set_new(doc, "queue", jstr(s->o->queue));
+    json_object_set_new(doc, "dlq", jstr(s->dlq));
+    json_object_set_new(doc, "dry_run", json_boolean(s->o->dry_run));
+    json_object_set_new(doc, "read", json_integer((json_int_t)s->n));
+    json_object_set_new(doc, "complete", json_boolean(s->complete));
+    return doc;
+}
+
 static int do_replay(state *s, const char *url)
 {
     const options *o = s->o;
@@ -740,12 +753,7 @@ static int do_replay(state *s, const char *url)
     hd_amqp_close(pa);
 
     if (s->io->json) {
-        json_t *doc = json_object();
-        json_object_set_new(doc, "queue", jstr(o->queue));
-        json_object_set_new(doc, "dlq", jstr(s->dlq));
-        json_object_set_new(doc, "dry_run", json_boolean(o->dry_run));
-        json_object_set_new(doc, "read", json_integer((json_int_t)s->n));
-        json_object_set_new(doc, "complete", json_boolean(s->complete));
+        json_t *doc = summary_json(s);
         json_object_set_new(doc, "matched", json_integer(acted));
         json_object_set_new(doc, "replayed", json_integer(replayed));
         json_object_set_new(doc, "refused", json_integer(refused));
@@ -808,12 +816,7 @@ static int do_purge(state *s)
         group_of(s, h)->purged++;
     }
     if (s->io->json) {
-        json_t *doc = json_object();
-        json_object_set_new(doc, "queue", jstr(o->queue));
-        json_object_set_new(doc, "dlq", jstr(s->dlq));
-        json_object_set_new(doc, "dry_run", json_boolean(o->dry_run));
-        json_object_set_new(doc, "read", json_integer((json_int_t)s->n));
-        json_object_set_new(doc, "complete", json_boolean(s->complete));
+        json_t *doc = summary_json(s);
         json_object_set_new(doc, "matched", json_integer(would));
         json_object_set_new(doc, "purged", json_integer(purged));
         json_object_set_new(doc, "error", failed ? jstr(why) : json_null());
