@@ -171,10 +171,10 @@ void hd_bus_redis_url_redact(const char *url, char *out, size_t cap)
             at = p;
     const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
     if (colon == NULL) {
-        /* No password in the authority. A '@' past it (a raw one in a password that should
-         * have been %40) could still hide one: show nothing after the host then. */
+        /* No password in the authority. A '@' past it (in a password with a raw '/' that
+         * should have been %2F) could still mean one: show nothing of the userinfo then. */
         if (strchr(end, '@') != NULL)
-            snprintf(out, cap, "%.*s/***", (int)(end - url), url);
+            snprintf(out, cap, "%.*s***", (int)(auth - url), url);
         else
             snprintf(out, cap, "%s", url);
         return;
