@@ -34,6 +34,10 @@
  *   - a slow subscriber is disconnected by Redis once its output buffer passes
  *     client-output-buffer-limit pubsub (32 MB by default), and loses what was in it;
  *   - no TLS (hiredis 0.14 has none): redis:// only, for loopback or a trusted network.
+ *   - SIGPIPE: hiredis writes with write(2), so a write to a connection Redis has closed
+ *     raises SIGPIPE, which kills a process that did not ignore it. A program using this
+ *     bus ignores SIGPIPE (signal(SIGPIPE, SIG_IGN)), as herald's services do; a library
+ *     must not change a process's signal dispositions for it.
  * Delivery order is the publish order per publisher connection; there are no duplicates
  * (nothing is ever sent twice), which is the one thing at-most-once gives for free.
  */
