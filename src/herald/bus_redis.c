@@ -319,17 +319,11 @@ static int frame_decode(const char *d, size_t len, hd_bus_redis_frame *out, hd_e
     size_t pos = magic;
     size_t limit = len < HD_BUS_REDIS_FRAME_HEAD_MAX ? len : HD_BUS_REDIS_FRAME_HEAD_MAX;
     for (;;) {
-        if (pos >= limit)
-            return hd_error_set(err, HD_EPROTO,
-                                "redis frame: no end of the headers within %d "
-                                "bytes",
-                                HD_BUS_REDIS_FRAME_HEAD_MAX);
         const char *line = d + pos;
-        const char *nl = memchr(line, '\n', limit - pos);
+        const char *nl = pos < limit ? memchr(line, '\n', limit - pos) : NULL;
         if (nl == NULL)
             return hd_error_set(err, HD_EPROTO,
-                                "redis frame: no end of the headers within %d "
-                                "bytes",
+                                "redis frame: no end of the headers within %d bytes",
                                 HD_BUS_REDIS_FRAME_HEAD_MAX);
         size_t n = (size_t)(nl - line);
         pos += n + 1;
