@@ -20,6 +20,12 @@
  * Connections: one for sending, one for the bus's subscriptions (a subscribed Redis
  * connection can do nothing else).
  *
+ * Threads: the two connections are separate, so ONE thread may send (hd_bus_send,
+ * hd_bus_send_raw) while ANOTHER polls (hd_bus_poll, hd_bus_run) — a service's HTTP
+ * handlers publishing while its bus thread delivers; serialise senders among themselves
+ * (a lock around hd_bus_send). hd_bus_redis_get_counts may be called from any thread.
+ * Register, startup, shutdown and free only while nothing else uses the bus.
+ *
  * Known limits — what pub/sub does not promise, and so what this bus does not either (the
  * RabbitMQ bus with the outbox and inbox does; tutorial chapter 19 counts the difference):
  *   - no persistence: Redis forwards a message to the connections subscribed at that moment
@@ -159,7 +165,7 @@ typedef struct hd_bus_redis_counts {
     uint64_t resubscribed; /* times the subscription connection was lost and made again */
 } hd_bus_redis_counts;
 
-/* Copy the counts of bus into *out; zeroes for a bus that is not a Redis bus. */
+/* Copy the counts of bus into *out; zeroes for a bus that is not a Redis bus. Thread-safe. */
 void hd_bus_redis_get_counts(const hd_bus *bus, hd_bus_redis_counts *out);
 
 #ifdef __cplusplus

@@ -310,7 +310,7 @@ static void run_stops_at_once_while_idle(void **state)
     free(topic);
 }
 
-static atomic_int restart_calls;
+static atomic_int restart_calls; /* count_call's count (the bus thread writes it) */
 
 static hd_consume_result count_call(void *ctx, const hd_delivery *d)
 {
@@ -374,6 +374,46 @@ static void run_survives_a_server_restart(void **state)
     free(topic);
 }
 
+/* bus_redis.h, "Threads": one thread sends on the bus while another runs it. */
+static void one_thread_sends_while_another_runs(void **state)
+{
+    (void)state;
+    hd_error err;
+    char *topic = hd_test_unique_name("chat");
+    bus_runner r = {0};
+    atomic_store(&restart_calls, 0);
+    assert_hd_err(HD_OK, hd_stop_init(&r.stop, &err), &err);
+    assert_hd_err(HD_OK, hd_bus_redis_new(hd_test_require_env("HD_REDIS_URL"), NULL, &r.bus, &err),
+                  &err);
+    const char *types[] = {"chat.message_posted"};
+    assert_hd_err(HD_OK, hd_bus_register(r.bus, "room", topic, types, 1, count_call, NULL, &err),
+                  &err);
+    assert_hd_err(HD_OK, hd_bus_startup(r.bus, &err), &err);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, run_bus, &r), 0);
+    hd_envelope *env = event("chat.message_posted");
+    for (int i = 0; i < 200; i++)
+        assert_hd_err(HD_OK, hd_bus_send(r.bus, topic, env, &err), &err);
+    int64_t end = hd_clock_ms() + 5000;
+    while (atomic_load(&restart_calls) < 200 && hd_clock_ms() < end) {
+        hd_bus_redis_counts n; /* read while the bus thread counts */
+        hd_bus_redis_get_counts(r.bus, &n);
+        hd_sleep_ms(10);
+    }
+    hd_stop_request(&r.stop);
+    pthread_join(t, NULL);
+    assert_hd_err(HD_OK, r.rc, &r.err);
+    assert_int_equal(atomic_load(&restart_calls), 200);
+    hd_bus_redis_counts n;
+    hd_bus_redis_get_counts(r.bus, &n);
+    assert_int_equal(n.sent, 200);
+    assert_int_equal(n.handled, 200);
+    hd_envelope_free(env);
+    hd_bus_free(r.bus);
+    hd_stop_release(&r.stop);
+    free(topic);
+}
+
 static void wrong_password_and_no_server_fail_startup(void **state)
 {
     (void)state;
@@ -409,6 +449,7 @@ int main(void)
         cmocka_unit_test(cut_subscription_is_made_again_and_loses_the_gap),
         cmocka_unit_test(run_stops_at_once_while_idle),
         cmocka_unit_test(run_survives_a_server_restart),
+        cmocka_unit_test(one_thread_sends_while_another_runs),
         cmocka_unit_test(wrong_password_and_no_server_fail_startup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
