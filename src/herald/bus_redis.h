@@ -44,8 +44,10 @@
  *     raises SIGPIPE, which kills a process that did not ignore it. A program using this
  *     bus ignores SIGPIPE (signal(SIGPIPE, SIG_IGN)), as herald's services do; a library
  *     must not change a process's signal dispositions for it.
- * Delivery order is the publish order per publisher connection; there are no duplicates
- * (nothing is ever sent twice), which is the one thing at-most-once gives for free.
+ * Delivery order is the publish order per publisher connection. Duplicates are rare: none,
+ * except when a PUBLISH whose connection broke is sent again on a new one (hd_bus_send does
+ * that once) and the first had reached Redis after all; the message id is the same, so an
+ * inbox absorbs it.
  */
 #ifndef HERALD_BUS_REDIS_H
 #define HERALD_BUS_REDIS_H
