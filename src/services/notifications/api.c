@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "herald/clock.h"
+#include "herald/metrics_replica.h"
 #include "herald/outbox.h"
 
 #include "api.h"
@@ -432,6 +433,8 @@ static int register_metrics(notif_api *api)
     hd_metrics *m = api->d.metrics;
     if (m == NULL)
         return 0;
+    if (api->d.replica != NULL && hd_metrics_replica_register(m, api->d.replica) < 0)
+        return HD_ENOMEM;
     api->requests = hd_metrics_counter(m, "http_requests_total", "HTTP requests served.", "method",
                                        "route", "status", NULL);
     api->latency = hd_metrics_histogram(m, "http_request_duration_seconds",
@@ -474,6 +477,7 @@ int notif_api_new(const notif_api_deps *deps, notif_api **out, hd_error *err)
     api->d = *deps;
     pthread_mutex_init(&api->lock, NULL);
     notif_worker_init(&api->w, deps->app, deps->store, NULL);
+    api->w.reads = deps->replica;
     if (register_metrics(api) < 0) {
         notif_api_free(api);
         return hd_error_set(err, HD_ENOMEM, "cannot register the API's metrics");

@@ -58,8 +58,11 @@
 #include "application.h"
 
 typedef struct notif_api_deps {
-    notif_app *app;      /* borrowed */
-    hd_store *store;     /* borrowed: the API's own handle (used under the API's mutex) */
+    notif_app *app;  /* borrowed */
+    hd_store *store; /* borrowed: the API's own handle (used under the API's mutex) */
+    /* borrowed, may be NULL: the router over store for the reads that may be stale (history,
+       preferences; replica.h), used under the same mutex; its gauges go into metrics */
+    hd_replica *replica;
     hd_metrics *metrics; /* borrowed; NULL = GET /metrics answers 404 */
     hd_logger *lg;       /* borrowed; access log and 5xx details */
     /* 1 while the broker connection of the consumer is up (for /health); NULL = not known,
