@@ -8,9 +8,11 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "hd_test.h"
+#include "herald/metrics_replica.h"
 #include "herald/replica.h"
 
 static void lsn_parses_and_formats_like_postgresql(void **state)
@@ -241,6 +243,35 @@ static void in_recovery_is_postgresql_only(void **state)
     assert_int_equal(st.lag_ms, -1);
 }
 
+static void metrics_show_the_routes_and_hide_what_is_unknown(void **state)
+{
+    (void)state;
+    hd_store *primary = memory_store();
+    hd_replica *r = NULL;
+    hd_error err;
+    assert_hd(HD_OK, hd_replica_open(primary, NULL, NULL, &r, &err));
+    hd_metrics *m = hd_metrics_new();
+    assert_non_null(m);
+    assert_hd(HD_EINVAL, hd_metrics_replica_register(NULL, r));
+    assert_hd(HD_EINVAL, hd_metrics_replica_register(m, NULL));
+    assert_hd(HD_OK, hd_metrics_replica_register(m, r));
+    hd_replica_for_read(r, "u1", 0, NULL);
+    hd_replica_for_read(r, NULL, 0, NULL);
+    char *text = NULL;
+    assert_hd(HD_OK, hd_metrics_render(m, &text, NULL));
+    assert_non_null(strstr(text, "database_reads{server=\"primary\"} 2\n"));
+    assert_non_null(strstr(text, "database_reads{server=\"standby\"} 0\n"));
+    assert_non_null(strstr(text, "database_read_fallbacks{reason=\"down\"} 0\n"));
+    assert_non_null(strstr(text, "database_read_fallbacks{reason=\"lagging\"} 0\n"));
+    /* No standby configured: nothing to be up or to lag. */
+    assert_null(strstr(text, "database_read_standby_up"));
+    assert_null(strstr(text, "database_read_lag_seconds"));
+    free(text);
+    hd_metrics_free(m);
+    hd_replica_close(r);
+    hd_store_close(primary);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -252,6 +283,7 @@ int main(void)
         cmocka_unit_test(a_pushed_out_subject_raises_the_floor_for_everyone),
         cmocka_unit_test(long_subjects_share_a_key_and_stay_safe),
         cmocka_unit_test(in_recovery_is_postgresql_only),
+        cmocka_unit_test(metrics_show_the_routes_and_hide_what_is_unknown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
