@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -59,6 +60,28 @@ static size_t on_body(char *p, size_t size, size_t n, void *ctx)
     return size * n;
 }
 
+/* The Herald-Read-After of the last response ("" when none), and the one to send with the
+ * next request (NULL: none). */
+static char read_after_got[64];
+static const char *read_after_send;
+
+static size_t on_header(char *p, size_t size, size_t n, void *ctx)
+{
+    (void)ctx;
+    static const char name[] = "herald-read-after:";
+    size_t len = size * n;
+    if (len > sizeof name && strncasecmp(p, name, sizeof name - 1) == 0) {
+        const char *v = p + sizeof name - 1;
+        while (*v == ' ')
+            v++;
+        size_t vl = (size_t)(p + len - v);
+        while (vl > 0 && (v[vl - 1] == '\r' || v[vl - 1] == '\n'))
+            vl--;
+        snprintf(read_after_got, sizeof read_after_got, "%.*s", (int)vl, v);
+    }
+    return len;
+}
+
 /* method path [json body] -> status; *resp new (may be NULL). */
 static long http(const char *method, const char *path, const char *json, char **resp)
 {
@@ -73,6 +96,13 @@ static long http(const char *method, const char *path, const char *json, char **
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    read_after_got[0] = '\0';
+    char send[96];
+    if (read_after_send != NULL) {
+        snprintf(send, sizeof send, "Herald-Read-After: %s", read_after_send);
+        h = curl_slist_append(h, send);
+    }
     if (json != NULL) {
         h = curl_slist_append(h, "Content-Type: application/json");
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, json);
@@ -225,6 +255,7 @@ static void own_writes_are_read_back_at_once(void **state)
     for (int i = 0; i < 30; i++) {
         snprintf(json, sizeof json, "{\"email\": \"ada%d@example.com\"}", i);
         assert_int_equal(http("PUT", "/notifications/preferences/ada", json, NULL), 200);
+        assert_true(strchr(read_after_got, '/') != NULL); /* the client's token */
         assert_int_equal(http("GET", "/notifications/preferences/ada", NULL, &resp), 200);
         snprintf(want, sizeof want, "\"email\":\"ada%d@example.com\"", i);
         if (strstr(resp, want) == NULL)
@@ -264,6 +295,22 @@ static void paused_replay_stale_then_primary(void **state)
     free(resp);
     assert_true(hd_clock_ms() - t0 < 1500);
     assert_true(stale); /* proof: only the standby can answer that now */
+    /* A client token from a write after the pause (as if made through another instance):
+     * the read that carries it is served where that write is, the primary. */
+    assert_int_equal(
+        http("PUT", "/notifications/preferences/token-writer", "{\"email\": null}", NULL), 200);
+    char token[64];
+    snprintf(token, sizeof token, "%s", read_after_got);
+    assert_true(strchr(token, '/') != NULL);
+    read_after_send = token;
+    assert_int_equal(http("GET", "/notifications/preferences/ghost", NULL, &resp), 200);
+    read_after_send = NULL;
+    int fresh_with_token = strstr(resp, "\"stored\":true") != NULL;
+    free(resp);
+    assert_true(fresh_with_token);
+    read_after_send = "not a position";
+    assert_int_equal(http("GET", "/notifications/history/ghost", NULL, NULL), 400);
+    read_after_send = NULL;
     double lagging0 = metric("database_read_fallbacks{reason=\"lagging\"}");
     /* Past the bound (1.5 s + the 1 s between lag checks), the primary answers. */
     int64_t fresh_after = -1;

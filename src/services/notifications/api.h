@@ -26,6 +26,12 @@
  * token takes an explicit `open` (HD_NOTIFICATIONS_API_OPEN, for a laptop), never a
  * missing setting.
  *
+ * Reads from a standby (replica, HD_DATABASE_READ_URL): GET history and GET preferences may
+ * be served by the standby; everything else by the primary. With a standby, the writes
+ * (POST /notifications, POST and PUT preferences) answer `Herald-Read-After: <WAL
+ * position>`, and those two reads accept it back: they are then served by a server that
+ * has that write, whichever instance the client reaches (malformed: 400).
+ *
  * /health never opens a connection: it reads the consumer's connection state through
  * broker_up (an atomic the consumer thread keeps) and runs SELECT 1 on the API's own store
  * handle, so a scraper polling it costs the broker nothing.

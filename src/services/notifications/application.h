@@ -171,6 +171,10 @@ typedef struct notif_worker {
        WAL position per user, so a user's next read never misses them (replica.h). Every
        other read, and every read inside a unit of work, stays on store. */
     hd_replica *reads;
+    /* With reads: the WAL position of the worker's last write (0: none yet), which the API
+       hands to the client (Herald-Read-After), and the one a client handed back for the
+       next read (0: none): read-your-writes across instances (replica.h). */
+    uint64_t wrote_lsn, min_lsn;
 } notif_worker;
 
 /* Set w up (its memory is the caller's; nothing to release). */

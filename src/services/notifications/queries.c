@@ -11,14 +11,15 @@
 
 void notif_wrote(notif_worker *w, const char *user_id)
 {
-    if (w->reads != NULL)
-        hd_replica_wrote(w->reads, user_id, NULL, NULL);
+    uint64_t lsn = 0;
+    if (w->reads != NULL && hd_replica_wrote(w->reads, user_id, &lsn, NULL) == 0)
+        w->wrote_lsn = lsn;
 }
 
 /* The store for a read of user_id's data that may be a little stale (replica.h). */
 static hd_store *read_store(notif_worker *w, const char *user_id)
 {
-    return w->reads != NULL ? hd_replica_for_read(w->reads, user_id, 0, NULL) : w->store;
+    return w->reads != NULL ? hd_replica_for_read(w->reads, user_id, w->min_lsn, NULL) : w->store;
 }
 
 /* rc is the read's result on s: when the standby failed under it, the store to run it again
