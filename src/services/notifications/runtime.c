@@ -272,9 +272,10 @@ static int start_app(runtime *rt, hd_error *err)
         return rc;
     /* A standby away at start-up is not fatal: reads use the primary until it answers. */
     hd_replica_options ro = {.max_lag_ms = rt->cfg->read_max_lag_ms};
+    hd_error why;
     if ((rc = hd_replica_open(rt->api_store, rt->cfg->database_read_url, &ro, &rt->api_reads,
-                              err)) < 0)
-        return hd_error_set(err, rc, "HD_DATABASE_READ_URL: %s", err->text);
+                              &why)) < 0)
+        return hd_error_set(err, rc, "HD_DATABASE_READ_URL: %s", why.text);
     /* The stores that append to the outbox wake the relay after their commits. */
     hd_outbox_set_notifier(rt->consumer_store, rt->outbox_wake);
     hd_outbox_set_notifier(rt->sweeper_store, rt->outbox_wake);

@@ -472,10 +472,11 @@ static int open_replica(service *svc, hd_error *err)
     hd_replica_options o = {0};
     int rc = hd_config_get_duration_ms(svc->cfg, "HD_DATABASE_READ_MAX_LAG",
                                        HD_REPLICA_MAX_LAG_DEFAULT, 1, 3600000, &o.max_lag_ms, err);
-    if (rc == 0)
-        rc = hd_replica_open(svc->store, url, &o, &svc->replica, err);
     if (rc < 0)
-        return hd_error_set(err, rc, "HD_DATABASE_READ_URL: %s", err->text);
+        return rc;
+    hd_error why;
+    if ((rc = hd_replica_open(svc->store, url, &o, &svc->replica, &why)) < 0)
+        return hd_error_set(err, rc, "HD_DATABASE_READ_URL: %s", why.text);
     users_app_set_replica(svc->app, svc->replica);
     if (hd_replica_configured(svc->replica)) {
         hd_replica_stats st;
