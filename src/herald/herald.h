@@ -27,6 +27,9 @@
 /* PostgreSQL-only extras of the store (LISTEN / NOTIFY) */
 #include "herald/store_pg.h"
 
+/* stale-tolerant reads on a PostgreSQL standby, read-your-writes */
+#include "herald/replica.h"
+
 /* integration events on the wire */
 #include "herald/envelope.h"
 

@@ -14,6 +14,7 @@
 #include "herald/http.h"
 #include "herald/metrics.h"
 #include "herald/ratelimit.h"
+#include "herald/metrics_replica.h"
 
 /* email: templates and senders (SMTP, log, in-memory) */
 #include "herald/template.h"

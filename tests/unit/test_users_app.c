@@ -741,6 +741,31 @@ static void test_list_pagination_covers_everyone_once(void **state)
         assert_int_equal(seen[k], 1);
 }
 
+/* The list goes through the app's router (replica.h); without a standby it routes every read
+ * to the app's store and counts it, and a write costs no extra query. The standby itself:
+ * integration.replica. */
+static void test_list_through_the_read_router(void **state)
+{
+    fixture *f = *state;
+    hd_replica *r = NULL;
+    hd_error err;
+    assert_hd_err(HD_OK, hd_replica_open(f->store, NULL, NULL, &r, &err), &err);
+    users_app_set_replica(f->app, r);
+    user_view v;
+    assert_hd(HD_OK, reg(f, "routed@example.com", "", &v, NULL));
+    users_page page;
+    assert_hd_err(HD_OK, users_list(f->app, NULL, 20, &page, &err), &err);
+    assert_int_equal(page.count, 1);
+    assert_string_equal(page.items[0].id, v.id);
+    users_page_release(&page);
+    hd_replica_stats st;
+    hd_replica_stats_get(r, &st);
+    assert_int_equal(st.reads[HD_REPLICA_NO_STANDBY], 1);
+    assert_true(hd_replica_needed(r, NULL) == 0); /* nothing recorded without a standby */
+    users_app_set_replica(f->app, NULL);
+    hd_replica_close(r);
+}
+
 static void test_list_edges(void **state)
 {
     fixture *f = *state;
@@ -1002,6 +1027,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_get_by_id_and_email, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_pagination_covers_everyone_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_edges, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_through_the_read_router, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_refuses_overflowing_or_signed_cursor, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_rename_updates_without_integration_event, setup,

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "herald/clock.h"
+#include "herald/metrics_replica.h"
 #include "herald/outbox.h"
 
 #include "api.h"
@@ -131,6 +132,32 @@ static int read_change(const json_t *body, preferences_change *c, hd_error *err)
     return 0;
 }
 
+/* ---- read-your-writes across instances (replica.h) ----------------------------------------
+ * After a write, the response carries "Herald-Read-After: <WAL position>" (only with a read
+ * standby); a client that sends it back on a read of history or preferences is served by a
+ * server that has that position, whichever instance it reaches. */
+
+#define READ_AFTER "Herald-Read-After"
+
+static void reply_read_after(hd_http_response *resp, uint64_t lsn)
+{
+    char pos[HD_REPLICA_LSN_MAX + 1];
+    if (lsn != 0 && hd_replica_lsn_format(lsn, pos) > 0)
+        hd_http_response_set_header(resp, READ_AFTER, pos);
+}
+
+static int read_after(const hd_http_request *req, uint64_t *lsn, hd_error *err)
+{
+    const char *v = hd_http_request_header(req, READ_AFTER);
+    *lsn = 0;
+    if (v == NULL || *v == '\0')
+        return 0;
+    if (hd_replica_lsn_parse(v, lsn) < 0)
+        return hd_error_set(err, HD_EINVAL,
+                            READ_AFTER " must be a WAL position as a write answered it");
+    return 0;
+}
+
 /* ---- handlers ---------------------------------------------------------------------------- */
 
 /* POST /notifications: {user_id, type, recipient, variables}. *vars is a new reference
@@ -172,14 +199,18 @@ static void post_notification(hd_http_request *req, hd_http_response *resp, void
     int rc = read_body_object(req, &body, &err);
     if (rc == 0)
         rc = read_request(body, &r, &vars, &err);
+    uint64_t lsn = 0;
     if (rc == 0) {
         pthread_mutex_lock(&api->lock);
+        api->w.wrote_lsn = 0;
         rc = notif_request_send(&api->w, &r, &n, &err);
+        lsn = api->w.wrote_lsn;
         pthread_mutex_unlock(&api->lock);
     }
     if (rc < 0) {
         hd_http_reply_error(resp, rc, err.text);
     } else {
+        reply_read_after(resp, lsn);
         reply_accepted(resp, &n);
         notification_release(&n);
     }
@@ -228,7 +259,10 @@ static void post_preferences(hd_http_request *req, hd_http_response *resp, void 
         rc = read_change(body, &c, &err);
     if (rc == 0) {
         pthread_mutex_lock(&api->lock);
+        api->w.wrote_lsn = 0;
         rc = notif_prefs_create(&api->w, user_id, &c, &p, &err);
+        if (rc >= 0)
+            reply_read_after(resp, api->w.wrote_lsn);
         pthread_mutex_unlock(&api->lock);
     }
     reply_preferences(resp, rc, 201, &p, &err);
@@ -253,10 +287,15 @@ static void get_preferences(hd_http_request *req, hd_http_response *resp, void *
     hd_error err;
     const char *user_id;
     preferences p;
+    uint64_t after = 0;
     int rc = path_user_id(req, &user_id, &err);
+    if (rc == 0)
+        rc = read_after(req, &after, &err);
     if (rc == 0) {
         pthread_mutex_lock(&api->lock);
+        api->w.min_lsn = after;
         rc = notif_prefs_get(&api->w, user_id, &p, &err);
+        api->w.min_lsn = 0;
         pthread_mutex_unlock(&api->lock);
     }
     reply_preferences(resp, rc, 200, &p, &err);
@@ -277,7 +316,10 @@ static void put_preferences(hd_http_request *req, hd_http_response *resp, void *
         rc = read_change(body, &c, &err);
     if (rc == 0) {
         pthread_mutex_lock(&api->lock);
+        api->w.wrote_lsn = 0;
         rc = notif_prefs_update(&api->w, user_id, &c, &p, &err);
+        if (rc >= 0)
+            reply_read_after(resp, api->w.wrote_lsn);
         pthread_mutex_unlock(&api->lock);
     }
     reply_preferences(resp, rc, 200, &p, &err);
@@ -302,13 +344,18 @@ static void get_history(hd_http_request *req, hd_http_response *resp, void *ctx)
     size_t n = 0;
     char next[NOTIF_CURSOR_MAX + 1] = "";
     int rc = path_user_id(req, &user_id, &err);
+    uint64_t after = 0;
     if (rc == 0)
         rc = hd_http_request_query_int(req, "limit", HISTORY_LIMIT_DEFAULT, 1,
                                        NOTIF_HISTORY_LIMIT_MAX, &limit, &err);
+    if (rc == 0)
+        rc = read_after(req, &after, &err);
     if (rc == 0) {
         pthread_mutex_lock(&api->lock);
+        api->w.min_lsn = after;
         rc = notif_history(&api->w, user_id, (size_t)limit, hd_http_request_query(req, "cursor"),
                            &list, &n, next, &err);
+        api->w.min_lsn = 0;
         pthread_mutex_unlock(&api->lock);
     }
     /* A cursor we did not hand out is a malformed query, not a rule: 400. */
@@ -432,6 +479,8 @@ static int register_metrics(notif_api *api)
     hd_metrics *m = api->d.metrics;
     if (m == NULL)
         return 0;
+    if (api->d.replica != NULL && hd_metrics_replica_register(m, api->d.replica) < 0)
+        return HD_ENOMEM;
     api->requests = hd_metrics_counter(m, "http_requests_total", "HTTP requests served.", "method",
                                        "route", "status", NULL);
     api->latency = hd_metrics_histogram(m, "http_request_duration_seconds",
@@ -474,6 +523,7 @@ int notif_api_new(const notif_api_deps *deps, notif_api **out, hd_error *err)
     api->d = *deps;
     pthread_mutex_init(&api->lock, NULL);
     notif_worker_init(&api->w, deps->app, deps->store, NULL);
+    api->w.reads = deps->replica;
     if (register_metrics(api) < 0) {
         notif_api_free(api);
         return hd_error_set(err, HD_ENOMEM, "cannot register the API's metrics");

@@ -26,6 +26,12 @@
  * token takes an explicit `open` (HD_NOTIFICATIONS_API_OPEN, for a laptop), never a
  * missing setting.
  *
+ * Reads from a standby (replica, HD_DATABASE_READ_URL): GET history and GET preferences may
+ * be served by the standby; everything else by the primary. With a standby, the writes
+ * (POST /notifications, POST and PUT preferences) answer `Herald-Read-After: <WAL
+ * position>`, and those two reads accept it back: they are then served by a server that
+ * has that write, whichever instance the client reaches (malformed: 400).
+ *
  * /health never opens a connection: it reads the consumer's connection state through
  * broker_up (an atomic the consumer thread keeps) and runs SELECT 1 on the API's own store
  * handle, so a scraper polling it costs the broker nothing.
@@ -58,8 +64,11 @@
 #include "application.h"
 
 typedef struct notif_api_deps {
-    notif_app *app;      /* borrowed */
-    hd_store *store;     /* borrowed: the API's own handle (used under the API's mutex) */
+    notif_app *app;  /* borrowed */
+    hd_store *store; /* borrowed: the API's own handle (used under the API's mutex) */
+    /* borrowed, may be NULL: the router over store for the reads that may be stale (history,
+       preferences; replica.h), used under the same mutex; its gauges go into metrics */
+    hd_replica *replica;
     hd_metrics *metrics; /* borrowed; NULL = GET /metrics answers 404 */
     hd_logger *lg;       /* borrowed; access log and 5xx details */
     /* 1 while the broker connection of the consumer is up (for /health); NULL = not known,

@@ -194,6 +194,8 @@ void notif_worker_init(notif_worker *w, notif_app *app, hd_store *store, hd_send
     w->app = app;
     w->store = store;
     w->sender = sender;
+    w->reads = NULL;
+    w->wrote_lsn = w->min_lsn = 0;
     hd_backoff_init(&w->backoff, app->s.backoff_base_ms, app->s.backoff_cap_ms,
                     (uint64_t)hd_clock_ns() ^ (uint64_t)(uintptr_t)w);
 }

@@ -75,6 +75,7 @@
 #include "herald/error.h"
 #include "herald/log.h"
 #include "herald/metrics.h"
+#include "herald/replica.h"
 #include "herald/sender.h"
 #include "herald/store.h"
 #include "herald/template.h"
@@ -164,6 +165,16 @@ typedef struct notif_worker {
     hd_sender *sender; /* borrowed: this thread's; may be NULL for a worker that never sends
                           (the HTTP API's) */
     hd_backoff backoff;
+    /* borrowed, NULL after notif_worker_init: the router (built over store) of the reads
+       that may be stale — notif_prefs_get and notif_history — to a standby. The HTTP
+       API's worker sets it; its writes (preferences, direct requests) then record their
+       WAL position per user, so a user's next read never misses them (replica.h). Every
+       other read, and every read inside a unit of work, stays on store. */
+    hd_replica *reads;
+    /* With reads: the WAL position of the worker's last write (0: none yet), which the API
+       hands to the client (Herald-Read-After), and the one a client handed back for the
+       next read (0: none): read-your-writes across instances (replica.h). */
+    uint64_t wrote_lsn, min_lsn;
 } notif_worker;
 
 /* Set w up (its memory is the caller's; nothing to release). */

@@ -391,6 +391,7 @@ int notif_request_send(notif_worker *w, const notif_request *req, notification *
         notif_job_release(&j);
         return rc;
     }
+    notif_wrote(w, req->user_id);
     int pending = j.to_send;
     if (!pending)
         notif_count(w->app->m.skipped, notification_type_name(t));

@@ -30,6 +30,12 @@
 #include "integration.h"
 #include "repository.h"
 
+/* ---- reads that may be stale (queries.c) --------------------------------------------------- */
+
+/* After a commit of w's for user_id (borrowed): read-your-writes (replica.h). Does nothing
+ * without w->reads; a failure only keeps the user's reads on the primary a little longer. */
+void notif_wrote(notif_worker *w, const char *user_id);
+
 /* ---- the app (application.c) ------------------------------------------------------------ */
 
 /* Read-only once shared between threads: they read it without a lock (application.h). */

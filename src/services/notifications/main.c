@@ -18,6 +18,7 @@
 
 #include "herald/config.h"
 #include "herald/log.h"
+#include "herald/replica.h"
 #include "herald/sender.h"
 #include "herald/template.h"
 
@@ -31,6 +32,12 @@ static const hd_setting settings[] = {
     {"HD_NOTIFICATIONS_LISTEN", "127.0.0.1:8082", "address:port of the HTTP API"},
     {"HD_DATABASE_URL", "sqlite://notifications.db",
      "the service's database: sqlite:///path/notifications.db or postgresql://..."},
+    {"HD_DATABASE_READ_URL", "",
+     "postgresql:// URL of a streaming standby for the API's history and preferences reads "
+     "(a little stale at most; a user's own writes and every write stay on HD_DATABASE_URL); "
+     "unset: all reads on the primary"},
+    {"HD_DATABASE_READ_MAX_LAG", "5s",
+     "a standby further behind than this is skipped: its reads go to the primary"},
     {"HD_AMQP_URL", NULL, "the broker: amqp://user:password@host:5672/vhost"},
     {"HD_SENDER", "smtp if HD_SMTP_URL is set, else log",
      "smtp or log (log: one JSON line a "
@@ -251,6 +258,10 @@ static int read_settings(const hd_config *cfg, notif_config *c, char *addr, size
         return hd_error_set(err, HD_ECONFIG,
                             "HD_DATABASE_URL: sqlite::memory: cannot be shared "
                             "between the service's threads; use a file");
+    c->database_read_url = hd_config_get(cfg, "HD_DATABASE_READ_URL", "");
+    if ((rc = hd_config_get_duration_ms(cfg, "HD_DATABASE_READ_MAX_LAG", HD_REPLICA_MAX_LAG_DEFAULT,
+                                        1, 3600000, &c->read_max_lag_ms, err)) < 0)
+        return rc;
     c->templates_dir = hd_config_get(cfg, "HD_TEMPLATES_DIR", hd_templates_default_dir());
     if ((rc = read_sender(cfg, c, err)) < 0 || (rc = read_app(cfg, c, err)) < 0 ||
         (rc = read_broker(cfg, c, err)) < 0 || (rc = read_api(cfg, c, err)) < 0)

@@ -9,9 +9,33 @@
 
 #include "internal.h"
 
+void notif_wrote(notif_worker *w, const char *user_id)
+{
+    uint64_t lsn = 0;
+    if (w->reads != NULL && hd_replica_wrote(w->reads, user_id, &lsn, NULL) == 0)
+        w->wrote_lsn = lsn;
+}
+
+/* The store for a read of user_id's data that may be a little stale (replica.h). */
+static hd_store *read_store(notif_worker *w, const char *user_id)
+{
+    return w->reads != NULL ? hd_replica_for_read(w->reads, user_id, w->min_lsn, NULL) : w->store;
+}
+
+/* rc is the read's result on s: when the standby failed under it, the store to run it again
+ * on (the primary), else NULL. */
+static hd_store *read_again(notif_worker *w, hd_store *s, int rc)
+{
+    return rc < 0 && rc != HD_EVALIDATE ? hd_replica_read_failed(w->reads, s, NULL) : NULL;
+}
+
 int notif_prefs_get(notif_worker *w, const char *user_id, preferences *out, hd_error *err)
 {
-    return notif_repo_prefs_find(w->store, user_id, out, err);
+    hd_store *s = read_store(w, user_id);
+    int rc = notif_repo_prefs_find(s, user_id, out, err);
+    if ((s = read_again(w, s, rc)) != NULL)
+        rc = notif_repo_prefs_find(s, user_id, out, err);
+    return rc;
 }
 
 /* Create (create = 1) or change the preferences of user_id, in one unit of work. Returns 1
@@ -40,6 +64,7 @@ static int prefs_write(notif_worker *w, const char *user_id, const preferences_c
         preferences_release(out);
         return rc;
     }
+    notif_wrote(w, user_id);
     return !stored;
 }
 
@@ -90,7 +115,10 @@ int notif_history(notif_worker *w, const char *user_id, size_t limit, const char
     if (rc < 0)
         return rc;
     /* One row more than asked tells whether a next page exists, without a COUNT. */
-    rc = notif_repo_history(w->store, user_id, before_ms, before_id, limit + 1, list, n, err);
+    hd_store *s = read_store(w, user_id);
+    rc = notif_repo_history(s, user_id, before_ms, before_id, limit + 1, list, n, err);
+    if ((s = read_again(w, s, rc)) != NULL)
+        rc = notif_repo_history(s, user_id, before_ms, before_id, limit + 1, list, n, err);
     if (rc < 0)
         return rc;
     if (*n > limit) {

@@ -68,6 +68,7 @@ typedef struct runtime {
     atomic_int broker_up;
 
     hd_store *consumer_store, *sweeper_store, *api_store, *relay_store;
+    hd_replica *api_reads; /* over api_store: the API's reads that may be stale */
     hd_sender *consumer_sender, *sweeper_sender;
     notif_worker consumer_w, sweeper_w;
     hd_consumer *consumer;
@@ -269,6 +270,12 @@ static int start_app(runtime *rt, hd_error *err)
     notif_app_on_due(rt->app, hd_outbox_notifier_signal, rt->sweeper_wake);
     if ((rc = open_stores(rt, err)) < 0)
         return rc;
+    /* A standby away at start-up is not fatal: reads use the primary until it answers. */
+    hd_replica_options ro = {.max_lag_ms = rt->cfg->read_max_lag_ms};
+    hd_error why;
+    if ((rc = hd_replica_open(rt->api_store, rt->cfg->database_read_url, &ro, &rt->api_reads,
+                              &why)) < 0)
+        return hd_error_set(err, rc, "HD_DATABASE_READ_URL: %s", why.text);
     /* The stores that append to the outbox wake the relay after their commits. */
     hd_outbox_set_notifier(rt->consumer_store, rt->outbox_wake);
     hd_outbox_set_notifier(rt->sweeper_store, rt->outbox_wake);
@@ -292,6 +299,7 @@ static int start_http(runtime *rt, hd_error *err)
 {
     notif_api_deps deps = {.app = rt->app,
                            .store = rt->api_store,
+                           .replica = rt->api_reads,
                            .metrics = rt->metrics,
                            .lg = rt->lg,
                            .broker_up = broker_up,
@@ -490,6 +498,7 @@ static void stop_and_free(runtime *rt)
     hd_outbox_notifier_free(rt->outbox_wake);
     notif_app_free(rt->app);
     hd_metrics_free(rt->metrics);
+    hd_replica_close(rt->api_reads); /* after the metrics: their gauges read it */
     hd_templates_close(rt->templates);
 }
 

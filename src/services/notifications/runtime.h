@@ -38,6 +38,8 @@ typedef struct notif_config {
     const char *listen_address; /* numeric IP */
     uint16_t listen_port;
     const char *database_url;
+    const char *database_read_url; /* a standby for history and preferences; NULL or "": none */
+    int64_t read_max_lag_ms;       /* 0: HD_REPLICA_MAX_LAG_DEFAULT */
     const char *amqp_url;
     const char *smtp_url; /* NULL: the log sender */
     long smtp_timeout_ms;

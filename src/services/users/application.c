@@ -20,6 +20,7 @@
 struct users_app {
     hd_store *store;      /* borrowed; used under lock only */
     pthread_mutex_t lock; /* one thread at a time on the store (store.h) */
+    hd_replica *replica;  /* borrowed, may be NULL; used under lock, like the store */
     hd_dispatcher *dispatcher;
     users_integration *integration;
     int64_t verify_ttl_ms;
@@ -110,6 +111,11 @@ void users_app_free(users_app *app)
 uint64_t users_app_hashes(users_app *app)
 {
     return app ? (uint64_t)atomic_load(&app->hashes) : 0;
+}
+
+void users_app_set_replica(users_app *app, hd_replica *replica)
+{
+    app->replica = replica;
 }
 
 hd_dispatcher *users_app_dispatcher(users_app *app)
@@ -227,6 +233,10 @@ static int app_end(users_app *app, hd_uow *uow, int rc, hd_error *err)
         rc = hd_uow_commit(uow, err);
     else
         hd_uow_rollback(uow, NULL); /* NULL: the reason worth reporting is rc's */
+    /* Read-your-writes for the list. A failure here is not the use case's: the write is
+     * committed, and the router then keeps list reads on the primary until it knows. */
+    if (rc >= 0 && app->replica != NULL)
+        hd_replica_wrote(app->replica, NULL, NULL, NULL);
     pthread_mutex_unlock(&app->lock);
     return rc;
 }
@@ -682,7 +692,10 @@ static int list_locked(users_app *app, const users_position *after, size_t limit
                        users_page *page, hd_error *err)
 {
     size_t count = 0;
-    int rc = users_repo_list(app->store, after, limit + 1, rows, &count, err);
+    hd_store *s = app->replica ? hd_replica_for_read(app->replica, NULL, 0, NULL) : app->store;
+    int rc = users_repo_list(s, after, limit + 1, rows, &count, err);
+    if (rc < 0 && (s = hd_replica_read_failed(app->replica, s, NULL)) != NULL)
+        rc = users_repo_list(s, after, limit + 1, rows, &count, err); /* standby died */
     if (rc < 0)
         return rc;
     size_t shown = count > limit ? limit : count;

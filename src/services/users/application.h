@@ -49,6 +49,7 @@
 #include "herald/clock.h"
 #include "herald/dispatcher.h"
 #include "herald/error.h"
+#include "herald/replica.h"
 #include "herald/store.h"
 
 #include "domain.h"
@@ -108,6 +109,13 @@ int users_app_new(hd_store *store, const users_config *cfg, users_app **out, hd_
 
 /* Free app (NULL is fine); not the store. No use case may be running. */
 void users_app_free(users_app *app);
+
+/* Send the users list (users_list, the one read that may be stale) through replica
+ * (borrowed: built over the app's store, it must outlive the app; NULL: every read on the
+ * store). Every committed use case then records its WAL position in it (subject NULL: "any
+ * write"), so that a list read after a write through this app never misses it (replica.h:
+ * read-your-writes). Call it at start-up, before the first use case. */
+void users_app_set_replica(users_app *app, hd_replica *replica);
 
 /* The app's dispatcher (borrowed), to register more domain event handlers at start-up
  * (before the first use case runs): tests use it to add a failing handler. */

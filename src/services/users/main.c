@@ -23,6 +23,11 @@ static const hd_setting settings[] = {
     {"HD_USERS_LISTEN", "127.0.0.1:8081", "address:port of the HTTP API (port 0: any free port)"},
     {"HD_DATABASE_URL", "sqlite://users.db",
      "store URL: sqlite://path, sqlite:///abs/path, postgresql://..."},
+    {"HD_DATABASE_READ_URL", "",
+     "postgresql:// URL of a streaming standby for the users list (reads that may be a little "
+     "stale; writes and own writes stay on HD_DATABASE_URL); unset: all reads on the primary"},
+    {"HD_DATABASE_READ_MAX_LAG", "5s",
+     "a standby further behind than this is skipped: its reads go to the primary"},
     {"HD_AMQP_URL", "", "RabbitMQ URL; set it to run the outbox relay in this process"},
     {"HD_RELAY_EXCHANGE", "",
      "in-process relay: one exchange for every event (default: the "

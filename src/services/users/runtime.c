@@ -13,6 +13,7 @@
 #include "herald/amqp.h"
 #include "herald/http.h"
 #include "herald/metrics.h"
+#include "herald/metrics_replica.h"
 #include "herald/clock.h"
 #include "herald/outbox.h"
 #include "herald/ratelimit.h"
@@ -31,6 +32,7 @@ typedef struct service {
     hd_logger *log;
     const char *db_url;
     hd_store *store;
+    hd_replica *replica; /* reads that may be stale (HD_DATABASE_READ_URL) */
     users_app *app;
     hd_metrics *metrics;
     hd_histogram *relay_confirm; /* relay_publish_confirm_seconds; NULL without a relay */
@@ -196,6 +198,8 @@ static int setup_metrics(service *svc, hd_error *err)
         hd_gauge_set_func(oldest, NULL, gauge_outbox_oldest, svc->app) < 0 ||
         hd_gauge_set_func(parked, NULL, gauge_outbox_parked, svc->app) < 0)
         return hd_error_set(err, HD_ENOMEM, "cannot register the outbox gauges");
+    if (hd_metrics_replica_register(svc->metrics, svc->replica) < 0)
+        return hd_error_set(err, HD_ENOMEM, "cannot register the read standby's gauges");
     if (svc->amqp_url == NULL)
         return 0;
     /* Totals since start; a gauge because metrics.h computes only gauges on demand. */
@@ -460,6 +464,29 @@ static int start_http(service *svc, hd_error *err)
     return rc;
 }
 
+/* The standby for the users list (HD_DATABASE_READ_URL; unset: every read on the primary). A
+ * standby that is down at start-up is not fatal: reads use the primary until it answers. */
+static int open_replica(service *svc, hd_error *err)
+{
+    const char *url = hd_config_get(svc->cfg, "HD_DATABASE_READ_URL", "");
+    hd_replica_options o = {0};
+    int rc = hd_config_get_duration_ms(svc->cfg, "HD_DATABASE_READ_MAX_LAG",
+                                       HD_REPLICA_MAX_LAG_DEFAULT, 1, 3600000, &o.max_lag_ms, err);
+    if (rc < 0)
+        return rc;
+    hd_error why;
+    if ((rc = hd_replica_open(svc->store, url, &o, &svc->replica, &why)) < 0)
+        return hd_error_set(err, rc, "HD_DATABASE_READ_URL: %s", why.text);
+    users_app_set_replica(svc->app, svc->replica);
+    if (hd_replica_configured(svc->replica)) {
+        hd_replica_stats st;
+        hd_replica_stats_get(svc->replica, &st);
+        hd_log_info(svc->log, NULL, "reads from a standby", "standby",
+                    st.standby_up ? "up" : "down (reads on the primary until it answers)", NULL);
+    }
+    return 0;
+}
+
 static int start(service *svc, hd_error *err)
 {
     svc->db_url = hd_config_get(svc->cfg, "HD_DATABASE_URL", "sqlite://users.db");
@@ -480,6 +507,8 @@ static int start(service *svc, hd_error *err)
     }
     if (rc >= 0)
         rc = users_app_new(svc->store, &ac, &svc->app, err);
+    if (rc == 0)
+        rc = open_replica(svc, err);
     if (rc == 0)
         rc = setup_metrics(svc, err);
     if (rc == 0 && svc->amqp_url != NULL)
@@ -509,6 +538,7 @@ static int stop(service *svc)
     hd_ratelimit_free(svc->client_limit);
     hd_ratelimit_free(svc->email_limit);
     users_app_free(svc->app);
+    hd_replica_close(svc->replica); /* after the metrics: their gauges read it */
     hd_store_close(svc->store);
     return rc;
 }
