@@ -10,8 +10,8 @@
 #
 # Looks for:
 #   1. every secret of tests/test_secrets.txt (literal, or "re:" regex), in every line;
-#   2. the password of HD_AMQP_URL and HD_PG_URL, as "user:password@" (a bare "guest" would
-#      match every user name), in every line;
+#   2. the password of HD_AMQP_URL, HD_PG_URL and HD_REDIS_URL, as "user:password@" (a bare
+#      "guest" would match every user name), in every line;
 #   3. generic shapes in JSON log lines (lines with "level":"): token=<16+ hex>, a
 #      "..._link":"http..." member, "Bearer <credential>" — a token made at run time
 #      (verification, reset) cannot be listed, but it cannot hide either. Other lines are a
@@ -84,7 +84,7 @@ while IFS= read -r s || [ -n "$s" ]; do
 done <"$LIST"
 
 # 2. the servers' passwords, as they would appear in a URL.
-for v in HD_AMQP_URL HD_PG_URL; do
+for v in HD_AMQP_URL HD_PG_URL HD_REDIS_URL; do
   url=${!v:-}
   auth=${url#*://}
   [ "$auth" != "$url" ] || continue

@@ -16,6 +16,8 @@ PACKAGES=(
   graphviz
   # scripts/servers.sh: the throwaway CA and server certificates of the TLS listeners
   openssl
+  # the Redis pub/sub bus (src/herald/bus_redis.c: hiredis 0.14) and its server (servers.sh)
+  redis-server libhiredis-dev
   # the fuzz preset: clang, and the runtimes of -fsanitize=fuzzer,address,undefined (Debian 12
   # ships libFuzzer for clang 14 in libclang-rt-14-dev, which clang does not depend on)
   clang libclang-rt-14-dev

@@ -4,7 +4,7 @@
 # listener (a throwaway CA made at `up`). Everything (data, logs, pid files, certificates)
 # lives in one state directory.
 #
-#   servers.sh up [rabbitmq|postgres|standby|smtp ...]
+#   servers.sh up [rabbitmq|postgres|standby|smtp|redis ...]
 #                                                start (default: all), write $HD_SERVERS_DIR/env
 #   servers.sh up --management [SERVER...]       the same, with RabbitMQ's management UI
 #   servers.sh down                              stop everything, remove the state directory
@@ -36,7 +36,12 @@
 # The standby: pg_basebackup -R of the primary (replication slot herald_standby), hot standby
 # on HD_PG_STANDBY_PORT. `stop standby` / `start standby` alone; `status` shows its lag.
 #
-# The env file exports HD_AMQP_URL, HD_AMQPS_URL, HD_PG_URL, HD_PG_STANDBY_URL, HD_SMTP_URL,
+# Redis (the pub/sub bus, bus_redis.h): redis-server on 127.0.0.1:HD_REDIS_PORT (6380), no
+# persistence (nothing of it outlives a stop), AUTH with a password generated once per state
+# directory ($HD_SERVERS_DIR/redis/password, mode 0600; in redis.conf, never on a command line).
+#
+# The env file (mode 0600: it holds the Redis password) exports HD_AMQP_URL, HD_AMQPS_URL,
+# HD_PG_URL, HD_PG_STANDBY_URL, HD_SMTP_URL, HD_REDIS_URL (redis://:password@127.0.0.1:port),
 # HD_SMTP_MAILDIR, HD_TLS_CA_FILE, HD_TLS_WRONG_CA_FILE, HD_TLS_DIR, HD_SERVERS_DIR,
 # HD_SERVERS_CTL (this script) and the ports (with the management UI also HD_RABBIT_MGMT_URL).
 # See docs/testing.md.
@@ -48,7 +53,8 @@ PY=/usr/bin/python3                   # Debian's python3-aiosmtpd; a pyenv pytho
 RMQ_BIN=/usr/lib/rabbitmq/bin         # the inner scripts: /usr/sbin/* would su to rabbitmq
 RMQ_MAX_MESSAGE_SIZE=1048576          # 1 MiB: rabbitmq.conf max_message_size (the services assume it)
 PG_BIN=/usr/lib/postgresql/15/bin
-ALL_SERVERS=(rabbitmq postgres standby smtp)   # the start order: the standby copies postgres
+ALL_SERVERS=(rabbitmq postgres standby smtp redis)   # the start order: the standby copies postgres
+REDIS_BIN=/usr/bin/redis-server
 STANDBY_SLOT=herald_standby
 NODE=herald@localhost
 
@@ -58,6 +64,7 @@ P=$DIR/postgres
 SB=$DIR/standby
 S=$DIR/smtp
 T=$DIR/tls
+X=$DIR/redis
 # Every process we start carries HD_SERVERS_MARK=<dir>:<server> in its environment: after a
 # crash that is how leftovers of *this* state directory are found, and nothing else is touched.
 unset HD_SERVERS_MARK
@@ -80,6 +87,7 @@ load_config() {
   AMQP_PORT=5673 DIST_PORT=25673 EPMD_PORT=4370 PG_PORT=5433 SMTP_PORT=2525
   AMQPS_PORT=5674 STANDBY_PORT=5434
   MGMT_PORT=15673 MANAGEMENT=0
+  REDIS_PORT=6380
   if [ -f "$DIR/config" ]; then
     # shellcheck disable=SC1091
     . "$DIR/config"
@@ -92,7 +100,8 @@ apply_env_ports() {
   any_alive && running=1
   for pair in AMQP_PORT:HD_AMQP_PORT DIST_PORT:HD_RABBIT_DIST_PORT EPMD_PORT:HD_EPMD_PORT \
               PG_PORT:HD_PG_PORT SMTP_PORT:HD_SMTP_PORT MGMT_PORT:HD_RABBIT_MGMT_PORT \
-              AMQPS_PORT:HD_AMQPS_PORT STANDBY_PORT:HD_PG_STANDBY_PORT; do
+              AMQPS_PORT:HD_AMQPS_PORT STANDBY_PORT:HD_PG_STANDBY_PORT \
+              REDIS_PORT:HD_REDIS_PORT; do
     key=${pair%%:*} envname=${pair#*:}
     val=${!envname:-}
     [ -n "$val" ] || continue
@@ -120,6 +129,7 @@ save_config() {
   printf 'AMQP_PORT=%s\nDIST_PORT=%s\nEPMD_PORT=%s\nPG_PORT=%s\nSMTP_PORT=%s\nMGMT_PORT=%s\nMANAGEMENT=%s\nAMQPS_PORT=%s\nSTANDBY_PORT=%s\n' \
     "$AMQP_PORT" "$DIST_PORT" "$EPMD_PORT" "$PG_PORT" "$SMTP_PORT" "$MGMT_PORT" "$MANAGEMENT" \
     "$AMQPS_PORT" "$STANDBY_PORT" >"$DIR/config"
+  printf 'REDIS_PORT=%s\n' "$REDIS_PORT" >>"$DIR/config"
 }
 
 # Serialise commands that change the instance (two helpers restarting at once, a test's
@@ -186,11 +196,12 @@ rabbit_alive() { pidfile_is "$R/server.pid" rabbitmq || pidfile_is "$R/rabbit.pi
 pg_alive() { pidfile_is "$P/data/postmaster.pid" postgres; }
 standby_alive() { pidfile_is "$SB/data/postmaster.pid" standby; }
 smtp_alive() { pidfile_is "$S/smtp.pid" smtp; }
+redis_alive() { pidfile_is "$X/redis.pid" redis; }
 alive() {
   case $1 in rabbitmq) rabbit_alive ;; postgres) pg_alive ;; standby) standby_alive ;;
-    smtp) smtp_alive ;; esac
+    smtp) smtp_alive ;; redis) redis_alive ;; esac
 }
-any_alive() { rabbit_alive || pg_alive || standby_alive || smtp_alive; }
+any_alive() { rabbit_alive || pg_alive || standby_alive || smtp_alive || redis_alive; }
 
 # ---- TLS -------------------------------------------------------------------------------
 # A throwaway CA and one server certificate for all servers, made once per state directory
@@ -546,6 +557,57 @@ smtp_stop() {
   rm -f "$S/smtp.pid"
 }
 
+# ---- Redis -----------------------------------------------------------------------------
+# The pub/sub bus's server (bus_redis.h). No persistence (save "", appendonly no): pub/sub
+# keeps nothing anyway, and a test server should leave nothing behind. The password is made
+# once per state directory and lives in files of mode 0600 only (redis.conf, password, env);
+# set-proc-title no: redis would otherwise rewrite its argv/environ area, and the mark
+# (HD_SERVERS_MARK in /proc/<pid>/environ) is how we find our process.
+redis_start() {
+  local t0 pid pw
+  t0=$(now_us)
+  [ -x "$REDIS_BIN" ] || { warn "error: $REDIS_BIN is missing (scripts/deps.sh installs redis-server)"; return 1; }
+  mkdir -p "$X" || return 1
+  chmod 700 "$X"
+  port_free "$REDIS_PORT" "Redis (HD_REDIS_PORT)" || return 1
+  if [ ! -s "$X/password" ]; then
+    (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -dc '0-9a-f' >"$X/password") || return 1
+  fi
+  pw=$(cat "$X/password")
+  (umask 077 && printf '%s\n' "# written by scripts/servers.sh" "bind 127.0.0.1" "port $REDIS_PORT" \
+    "protected-mode yes" "daemonize no" "set-proc-title no" "dir $X" "logfile $X/redis.log" \
+    'save ""' "appendonly no" "requirepass $pw" >"$X/redis.conf") || return 1
+  rm -f "$X/redis.pid"
+  say "redis: starting on 127.0.0.1:$REDIS_PORT"
+  (cd "$X" && exec setsid env "HD_SERVERS_MARK=$DIR:redis" "$REDIS_BIN" "$X/redis.conf") \
+    </dev/null >"$X/startup.log" 2>&1 9>&- &
+  pid=$!
+  echo "$pid" >"$X/redis.pid"
+  for _ in $(seq 100); do
+    port_open "$REDIS_PORT" && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  if ! kill -0 "$pid" 2>/dev/null || ! port_open "$REDIS_PORT"; then
+    warn "error: redis did not start"
+    tail_log "$X/startup.log"
+    tail_log "$X/redis.log"
+    return 1
+  fi
+  say "redis: ready in $(since "$t0") (pid $pid, log $X/redis.log)"
+}
+redis_stop() {
+  local pid
+  if redis_alive; then
+    say "redis: stopping"
+    pid=$(head -n 1 "$X/redis.pid")
+    kill -TERM "$pid" 2>/dev/null   # SIGTERM: redis exits at once (nothing to save)
+    wait_gone 10 "$pid" || kill -KILL "$pid" 2>/dev/null
+  fi
+  sweep redis
+  rm -f "$X/redis.pid"
+}
+
 # ---- the env file ----------------------------------------------------------------------
 write_env() {
   local tmp=$DIR/env.tmp
@@ -581,15 +643,19 @@ write_env() {
       echo "export HD_SMTP_URL=smtp://127.0.0.1:$SMTP_PORT"
       printf 'export HD_SMTP_MAILDIR=%q\n' "$S/maildir"
     fi
-  } >"$tmp" && mv -f "$tmp" "$DIR/env"
+    if redis_alive; then
+      printf 'export HD_REDIS_PORT=%s\n' "$REDIS_PORT"
+      printf 'export HD_REDIS_URL=redis://:%s@127.0.0.1:%s\n' "$(cat "$X/password")" "$REDIS_PORT"
+    fi
+  } >"$tmp" && chmod 600 "$tmp" && mv -f "$tmp" "$DIR/env"
 }
 
 # ---- commands ---------------------------------------------------------------------------
 check_names() {
   local s
   for s in "$@"; do
-    case $s in rabbitmq | postgres | standby | smtp) ;;
-      *) die "unknown server '$s' (rabbitmq, postgres, standby, smtp)" ;; esac
+    case $s in rabbitmq | postgres | standby | smtp | redis) ;;
+      *) die "unknown server '$s' (rabbitmq, postgres, standby, smtp, redis)" ;; esac
   done
 }
 wants() { local w=$1 s; shift; for s in "$@"; do [ "$s" = "$w" ] && return 0; done; return 1; }
@@ -614,6 +680,7 @@ do_up() { # servers... (lock held)
       postgres) pg_start || rc=1 ;;
       standby) standby_start || rc=1 ;;
       smtp) smtp_start || rc=1 ;;
+      redis) redis_start || rc=1 ;;
     esac
   done
   # The broker boots (5-7 s) while PostgreSQL, its standby and the sink start.
@@ -632,6 +699,7 @@ do_stop() { # servers... (lock held)
   wants standby "$@" && standby_stop
   wants postgres "$@" && pg_stop
   wants smtp "$@" && smtp_stop
+  wants redis "$@" && redis_stop
   wants rabbitmq "$@" && rabbit_stop
   [ -f "$DIR/env" ] && write_env   # a stopped server's URL leaves the env file
   return 0
@@ -646,9 +714,10 @@ do_down() {
   standby_stop
   pg_stop
   smtp_stop
+  redis_stop
   wait "$rpid"
   # Only what we made: a mistyped HD_SERVERS_DIR must never cost anyone a directory.
-  rm -rf "${DIR:?}/rabbitmq" "$DIR/postgres" "$DIR/standby" "$DIR/smtp" "$DIR/tls" \
+  rm -rf "${DIR:?}/rabbitmq" "$DIR/postgres" "$DIR/standby" "$DIR/smtp" "$DIR/redis" "$DIR/tls" \
          "$DIR/tls.log" "$DIR/config" "$DIR/env" "$DIR/env.tmp" "$DIR/started-by" "$DIR/.lock"
   unlock
   if [ -d "$DIR" ] && ! rmdir "$DIR" 2>/dev/null; then
@@ -672,14 +741,14 @@ cmd_up() {
   return $rc
 }
 cmd_stop() {
-  [ $# -gt 0 ] || die "stop what? (rabbitmq, postgres, standby, smtp; 'down' stops everything)"
+  [ $# -gt 0 ] || die "stop what? (rabbitmq, postgres, standby, smtp, redis; 'down' stops everything)"
   check_names "$@"
   lock
   do_stop "$@"
   unlock
 }
 cmd_restart() {
-  [ $# -gt 0 ] || die "restart what? (rabbitmq, postgres, standby, smtp)"
+  [ $# -gt 0 ] || die "restart what? (rabbitmq, postgres, standby, smtp, redis)"
   check_names "$@"
   lock
   do_stop "$@"
@@ -751,6 +820,10 @@ cmd_status() {
     printf '  %-9s running  pid %-7s smtp://127.0.0.1:%s  (maildir %s, %s messages)\n' smtp \
       "$(cat "$S/smtp.pid")" "$SMTP_PORT" "$S/maildir" "$(find "$S/maildir" -name '*.eml' | wc -l)"
   else printf '  %-9s stopped\n' smtp; rc=3; fi
+  if redis_alive; then
+    printf '  %-9s running  pid %-7s redis://127.0.0.1:%s  (AUTH: password in %s, no persistence)\n' redis \
+      "$(head -n 1 "$X/redis.pid")" "$REDIS_PORT" "$X/password"
+  else printf '  %-9s stopped\n' redis; rc=3; fi
   [ -s "$T/ca.crt" ] && say "TLS CA $T/ca.crt"
   [ -f "$DIR/env" ] && say "env file $DIR/env"
   return $rc
@@ -761,7 +834,7 @@ main() {
   [ $# -gt 0 ] && shift
   case $cmd in
     up) cmd_up "$@" ;;
-    start) [ $# -gt 0 ] || die "start what? (rabbitmq, postgres, standby, smtp; 'up' starts all)"; cmd_up "$@" ;;
+    start) [ $# -gt 0 ] || die "start what? (rabbitmq, postgres, standby, smtp, redis; 'up' starts all)"; cmd_up "$@" ;;
     down) [ $# -eq 0 ] || die "down takes no arguments (use 'stop SERVER' for one)"; do_down ;;
     stop) cmd_stop "$@" ;;
     restart) cmd_restart "$@" ;;

@@ -43,10 +43,12 @@
 #include "herald/inbox.h"
 #include "herald/relay.h"
 
-/* the integration event bus (topic / consumer / event types): RabbitMQ and in-memory */
+/* the integration event bus (topic / consumer / event types): RabbitMQ, Redis pub/sub and
+ * in-memory */
 #include "herald/bus.h"
 #include "herald/bus_memory.h"
 #include "herald/bus_rabbit.h"
+#include "herald/bus_redis.h"
 
 #define HD_VERSION_STRING "0.1.0"
 
