@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "herald/bus_redis.h"
 #include "herald/stop.h"
 
 /* One post waiting for the bus thread; lives on the poster's stack. */
@@ -32,6 +33,7 @@ struct chat_bus {
     size_t queued;
     int stopping;
     uint64_t n_sent, n_received, n_rejected;
+    uint64_t n_unheard; /* copied from the Redis bus's counts by the bus thread */
 };
 
 static hd_consume_result on_message(void *ctx, const hd_delivery *d)
@@ -104,6 +106,13 @@ static void *bus_main(void *arg)
         /* Posts are sent between polls; CHAT_BUS_POLL_MS bounds how long one waits. */
         int rc = hd_bus_poll(cb->bus, CHAT_BUS_POLL_MS, &err);
         send_queued(cb);
+        /* The bus's counts are read here, in the thread that owns the bus (zeroes for a bus
+         * that is not Redis). */
+        hd_bus_redis_counts counts;
+        hd_bus_redis_get_counts(cb->bus, &counts);
+        pthread_mutex_lock(&cb->lock);
+        cb->n_unheard = counts.sent_unheard;
+        pthread_mutex_unlock(&cb->lock);
         if (rc < 0) {
             hd_log_warn(cb->log, NULL, "chat: bus poll failed", "error", err.text, NULL);
             hd_stop_wait_ms(&cb->stop, backoff_ms);
@@ -197,6 +206,7 @@ void chat_bus_get_stats(chat_bus *cb, chat_bus_stats *out)
     out->sent = cb->n_sent;
     out->received = cb->n_received;
     out->rejected = cb->n_rejected;
+    out->sent_unheard = cb->n_unheard;
     pthread_mutex_unlock(&cb->lock);
 }
 

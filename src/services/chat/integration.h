@@ -34,6 +34,7 @@ typedef struct chat_bus chat_bus;
 
 typedef struct chat_bus_stats {
     uint64_t sent, received, rejected; /* rejected: undecodable or invalid deliveries */
+    uint64_t sent_unheard; /* Redis only: messages no process at all was subscribed for */
 } chat_bus_stats;
 
 /* Register on bus (stolen, also on failure; state NEW), start it, and start the thread.

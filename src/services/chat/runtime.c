@@ -12,6 +12,7 @@
 
 #include "herald/bus_memory.h"
 #include "herald/bus_rabbit.h"
+#include "herald/bus_redis.h"
 #include "herald/http.h"
 
 #include "api.h"
@@ -120,6 +121,14 @@ static int make_bus(service *svc, hd_bus **out, hd_error *err)
         *out = hd_bus_memory_new(NULL);
         return *out ? 0 : hd_error_set(err, HD_ENOMEM, "out of memory");
     }
+    if (strcmp(kind, "redis") == 0) {
+        const char *url = hd_config_get(svc->cfg, "HD_REDIS_URL", "");
+        if (*url == '\0')
+            return hd_error_set(err, HD_ECONFIG, "HD_CHAT_BUS=redis needs HD_REDIS_URL");
+        /* Pub/sub: a process that is down misses what is said meanwhile; the chat accepts
+         * that (docs/tutorial/20-live-chat.md). */
+        return hd_bus_redis_new(url, NULL, out, err);
+    }
     if (strcmp(kind, "rabbitmq") == 0) {
         const char *url = hd_config_get(svc->cfg, "HD_AMQP_URL", "");
         if (*url == '\0')
@@ -128,7 +137,8 @@ static int make_bus(service *svc, hd_bus **out, hd_error *err)
          * after the process: the RabbitMQ bus is made for services that come back. */
         return hd_bus_rabbit_new(url, NULL, out, err);
     }
-    return hd_error_set(err, HD_ECONFIG, "HD_CHAT_BUS: '%s' is not memory or rabbitmq", kind);
+    return hd_error_set(err, HD_ECONFIG, "HD_CHAT_BUS: '%s' is not redis, rabbitmq or memory",
+                        kind);
 }
 
 static int start_bus(service *svc, hd_error *err)

@@ -15,7 +15,7 @@
 #include "herald/log.h"
 
 /* Default of HD_CHAT_BUS. */
-#define CHAT_BUS_DEFAULT "memory"
+#define CHAT_BUS_DEFAULT "redis"
 
 /* Run the chat with the settings in cfg (borrowed; main.c lists them) and the logger lg
  * (borrowed) until SIGTERM or SIGINT, from the calling thread, before any other thread
