@@ -431,6 +431,19 @@ static void test_two_processes_one_room(void **state)
     expect_on_stream(&sb, t2);
     /* The frame: an id line, event: message, one JSON data line. */
     assert_false(stream_wait(&sc, t1, 1500)); /* another room hears nothing */
+    /* /health names the bus and counts what crossed it. */
+    char *h = NULL, want[64];
+    assert_int_equal(request(W.port1, "GET", "/health", NULL, NULL, NULL, 0, &h), 200);
+    snprintf(want, sizeof want, "\"bus\":\"%s\"", strcmp(W.bus, "redis") == 0 ? "redis" : W.bus);
+    assert_non_null(strstr(h, want));
+    json_t *j = json_loads(body_of(h), 0, NULL);
+    assert_non_null(j);
+    assert_true(json_integer_value(json_object_get(j, "bus_sent")) >= 1);
+    assert_true(json_integer_value(json_object_get(j, "bus_received")) >= 2);
+    assert_int_equal(json_integer_value(json_object_get(j, "bus_rejected")), 0);
+    assert_non_null(json_object_get(j, "bus_sent_unheard"));
+    json_decref(j);
+    free(h);
     stream_close(&sa);
     stream_close(&sb);
     stream_close(&sc);

@@ -99,7 +99,7 @@ static void get_health(hd_http_request *req, hd_http_response *resp, void *ctx)
     chat_bus_get_stats(api->o.bus, &bs);
     int stopping = hd_http_server_stopping(api->srv);
     json_t *body = json_pack(
-        "{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "status",
+        "{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "status",
         stopping ? "stopping" : "ok", "bus", chat_bus_name(api->o.bus), "instance", api->o.instance,
         "members", (json_int_t)hs.sessions, "listeners", (json_int_t)hs.listeners, "delivered",
         (json_int_t)hs.delivered, "dropped_listeners", (json_int_t)hs.dropped, "bus_sent",
