@@ -18,7 +18,9 @@
  *      member's stream with a "bye" and its token stops working;
  *   5. the page: Content-Security-Policy without inline scripts, nosniff; a text with
  *      markup travels as text (inside JSON), never decoded or altered;
- *   6. SIGTERM with a stream open: the stream gets "bye" and ends, the process exits 0.
+ *   6. every path and method of docs/openapi/chat.openapi.json answers with a status the
+ *      document lists;
+ *   7. SIGTERM with a stream open: the stream gets "bye" and ends, the process exits 0.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -550,6 +552,51 @@ static void test_page_and_markup_as_text(void **state)
     stream_close(&s);
 }
 
+/* ---- the OpenAPI document ----------------------------------------------------------------- */
+
+/* Every path and method of docs/openapi/chat.openapi.json answers, with a status the
+ * document lists for it ({room} = general; bodies {}; no token). */
+static void test_openapi_contract(void **state)
+{
+    (void)state;
+    json_error_t je;
+    json_t *doc = json_load_file(HD_SOURCE_DIR "/docs/openapi/chat.openapi.json", 0, &je);
+    if (doc == NULL)
+        fail_msg("chat.openapi.json: %s (line %d)", je.text, je.line);
+    const char *path;
+    json_t *item;
+    int checked = 0;
+    json_object_foreach(json_object_get(doc, "paths"), path, item)
+    {
+        char real[256];
+        const char *brace = strstr(path, "{room}");
+        if (brace != NULL)
+            snprintf(real, sizeof real, "%.*sgeneral%s", (int)(brace - path), path, brace + 6);
+        else
+            snprintf(real, sizeof real, "%s", path);
+        const char *method;
+        json_t *op;
+        json_object_foreach(item, method, op)
+        {
+            if (strcmp(method, "get") != 0 && strcmp(method, "post") != 0)
+                continue;
+            char *r = NULL;
+            int status = strcmp(method, "get") == 0
+                             ? request(W.port1, "GET", real, NULL, NULL, NULL, 0, &r)
+                             : post_json(W.port1, real, NULL, "{}", &r);
+            char code[8];
+            snprintf(code, sizeof code, "%d", status);
+            if (json_object_get(json_object_get(op, "responses"), code) == NULL)
+                fail_msg("%s %s answered %d, which the document does not list:\n%s", method, real,
+                         status, r);
+            free(r);
+            checked++;
+        }
+    }
+    assert_true(checked >= 9);
+    json_decref(doc);
+}
+
 /* ---- 6. SIGTERM ----------------------------------------------------------------------------- */
 
 static void test_sigterm_closes_streams(void **state)
@@ -576,6 +623,7 @@ int main(void)
         cmocka_unit_test(test_two_processes_one_room),
         cmocka_unit_test(test_stream_refusals_and_leave),
         cmocka_unit_test(test_page_and_markup_as_text),
+        cmocka_unit_test(test_openapi_contract),
         cmocka_unit_test(test_sigterm_closes_streams),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
