@@ -18,9 +18,10 @@
  *      member's stream with a "bye" and its token stops working;
  *   5. the page: Content-Security-Policy without inline scripts, nosniff; a text with
  *      markup travels as text (inside JSON), never decoded or altered;
- *   6. every path and method of docs/openapi/chat.openapi.json answers with a status the
+ *   6. joins per client address are rate-limited (429 with Retry-After);
+ *   7. every path and method of docs/openapi/chat.openapi.json answers with a status the
  *      document lists;
- *   7. SIGTERM with a stream open: the stream gets "bye" and ends, the process exits 0.
+ *   8. SIGTERM with a stream open: the stream gets "bye" and ends, the process exits 0.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -251,7 +252,7 @@ static void post_text(int port, const char *room, const char *token, const char 
 
 /* ---- the processes ---------------------------------------------------------------------- */
 
-static hd_proc *start_chat(const char *instance, const char *extra, int *port)
+static hd_proc *start_chat(const char *instance, const char *extra, const char *extra2, int *port)
 {
     char inst[96], bus[64], log[512], url[600];
     snprintf(inst, sizeof inst, "HD_CHAT_INSTANCE=%s-%s", W.tag, instance);
@@ -267,7 +268,9 @@ static hd_proc *start_chat(const char *instance, const char *extra, int *port)
                          "HD_CHAT_HEARTBEAT=1s",
                          "HD_CHAT_MAX_BODY=4096",
                          "HD_LOG_LEVEL=info",
+                         "HD_CHAT_RATE_JOIN_BURST=6",
                          extra,
+                         extra2,
                          NULL};
     const char *argv[] = {HD_BINARY_DIR "/herald-chat", NULL};
     hd_proc_options o = {.argv = argv, .env = env, .env_drop_prefix = "HD_", .log_path = log};
@@ -295,8 +298,9 @@ static int group_setup(void **state)
         if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9')))
             *c = '-';
     free(u);
-    W.p1 = start_chat("one", "HD_CHAT_MAX_LISTENERS=50", &W.port1);
-    W.p2 = start_chat("two", "HD_CHAT_MAX_LISTENERS=3", &W.port2);
+    /* one: no join limit (this test joins often); two: 6 joins, then one an hour. */
+    W.p1 = start_chat("one", "HD_CHAT_MAX_LISTENERS=50", "HD_CHAT_RATE_JOIN=off", &W.port1);
+    W.p2 = start_chat("two", "HD_CHAT_MAX_LISTENERS=3", "HD_CHAT_RATE_JOIN=1/h", &W.port2);
     return 0;
 }
 
@@ -552,6 +556,30 @@ static void test_page_and_markup_as_text(void **state)
     stream_close(&s);
 }
 
+/* ---- join rate limit --------------------------------------------------------------------- */
+
+/* two allows 6 joins per address, then one an hour: a client cannot take every member slot.
+ * Earlier tests joined 4 times on two; whatever the count, a 429 with Retry-After comes
+ * within 6 more. */
+static void test_join_rate_limit(void **state)
+{
+    (void)state;
+    int limited = 0;
+    for (int i = 0; i < 7 && !limited; i++) {
+        char *r = NULL;
+        int status = post_json(W.port2, "/rooms/general/join", NULL, "{\"name\":\"flood\"}", &r);
+        if (status == 429) {
+            limited = 1;
+            assert_non_null(strstr(r, "Retry-After: "));
+            assert_non_null(strstr(r, "application/problem+json"));
+        } else if (status != 201) {
+            fail_msg("join %d: %d\n%s", i, status, r);
+        }
+        free(r);
+    }
+    assert_true(limited);
+}
+
 /* ---- the OpenAPI document ----------------------------------------------------------------- */
 
 /* Every path and method of docs/openapi/chat.openapi.json answers, with a status the
@@ -623,6 +651,7 @@ int main(void)
         cmocka_unit_test(test_two_processes_one_room),
         cmocka_unit_test(test_stream_refusals_and_leave),
         cmocka_unit_test(test_page_and_markup_as_text),
+        cmocka_unit_test(test_join_rate_limit),
         cmocka_unit_test(test_openapi_contract),
         cmocka_unit_test(test_sigterm_closes_streams),
     };

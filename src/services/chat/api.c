@@ -5,6 +5,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <arpa/inet.h>
+
 #include <jansson.h>
 #include <sodium.h>
 
@@ -144,10 +146,45 @@ static const char *body_string(hd_http_request *req, hd_http_response *resp, con
     return json_string_value(v);
 }
 
+/* The rate limit's key for the client: its address for IPv4, its /64 for IPv6 (one
+ * subscriber usually holds a whole /64 and could rotate through it otherwise). */
+static void client_key(hd_http_request *req, char out[HD_HTTP_ADDRESS_MAX])
+{
+    unsigned char a6[16];
+    if (hd_http_request_client_address(req, out, HD_HTTP_ADDRESS_MAX) < 0)
+        strcpy(out, "unknown"); /* all unknown peers share one bucket */
+    else if (strchr(out, ':') != NULL && inet_pton(AF_INET6, out, a6) == 1) {
+        memset(a6 + 8, 0, 8);
+        inet_ntop(AF_INET6, a6, out, HD_HTTP_ADDRESS_MAX);
+    }
+}
+
+/* Joins per client address: every join takes a member slot (HD_CHAT_MAX_MEMBERS) for up to
+ * HD_CHAT_SESSION_TTL, so without a limit one client could fill them all and lock everybody
+ * else out. 1 when the join may go ahead; else a 429 with Retry-After is set. */
+static int join_allowed(chat_api *api, hd_http_request *req, hd_http_response *resp)
+{
+    char key[HD_HTTP_ADDRESS_MAX];
+    int64_t wait_ms = 0;
+    if (api->o.join_limit == NULL)
+        return 1;
+    client_key(req, key);
+    if (hd_ratelimit_take(api->o.join_limit, key, &wait_ms) != 0)
+        return 1;
+    char retry[24];
+    snprintf(retry, sizeof retry, "%lld", (long long)((wait_ms + 999) / 1000));
+    hd_http_response_set_header(resp, "Retry-After", retry);
+    hd_http_reply_problemf(resp, 429, NULL, "too many joins from this address: retry in %s s",
+                           retry);
+    return 0;
+}
+
 static void post_join(hd_http_request *req, hd_http_response *resp, void *ctx)
 {
     chat_api *api = ctx;
     common_headers(resp);
+    if (!join_allowed(api, req, resp))
+        return;
     const char *room = path_room(api, req, resp);
     json_t *doc;
     size_t len;

@@ -12,22 +12,25 @@
  *
  * Every refusal is a problem+json 4xx: 400 malformed JSON or query, 401 no or a wrong
  * token, 404 unknown room, 413 a body over the limit, 415 not JSON, 422 a name or text the
- * chat does not accept, 429 too many members or listeners; 503 only while stopping or when
- * the bus fails.
+ * chat does not accept, 429 too many members or listeners, or too many joins from one client
+ * address (HD_CHAT_RATE_JOIN: without it, one client could take every member slot); 503 only
+ * while stopping or when the bus fails.
  */
 #ifndef CHAT_API_H
 #define CHAT_API_H
 
 #include "herald/http.h"
+#include "herald/ratelimit.h"
 
 #include "hub.h"
 #include "integration.h"
 
 typedef struct chat_api_options {
-    chat_hub *hub;        /* borrowed */
-    chat_bus *bus;        /* borrowed */
-    const char *instance; /* borrowed: this process's name, in /health and messages */
-    hd_logger *logger;    /* borrowed */
+    chat_hub *hub;            /* borrowed */
+    chat_bus *bus;            /* borrowed */
+    const char *instance;     /* borrowed: this process's name, in /health and messages */
+    hd_logger *logger;        /* borrowed */
+    hd_ratelimit *join_limit; /* borrowed; NULL: joins are not limited per client address */
 } chat_api_options;
 
 typedef struct chat_api chat_api;

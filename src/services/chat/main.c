@@ -35,6 +35,8 @@ static const hd_setting settings[] = {
      "is dropped"},
     {"HD_CHAT_SESSION_TTL", "12h", "a token unused this long (no post, no stream) expires"},
     {"HD_CHAT_HEARTBEAT", "15s", "a quiet stream gets a comment line this often (at most 20s)"},
+    {"HD_CHAT_RATE_JOIN", "20/m", "joins per client address (IPv6: per /64): N/s, N/m, N/h or off"},
+    {"HD_CHAT_RATE_JOIN_BURST", "10", "joins per client address in a burst"},
     {"HD_CHAT_MAX_BODY", "8192", "largest request body in bytes (past it: 413)"},
     {"HD_CHAT_BUS_QUEUE", "256", "posts waiting for the bus thread (past it: 503)"},
     {"HD_LOG_LEVEL", "info", "debug, info, warn or error"},

@@ -14,6 +14,7 @@
 #include "herald/bus_rabbit.h"
 #include "herald/bus_redis.h"
 #include "herald/http.h"
+#include "herald/ratelimit.h"
 
 #include "api.h"
 #include "hub.h"
@@ -32,6 +33,7 @@ typedef struct service {
     chat_bus *bus;
     hd_http_server *http;
     chat_api *api;
+    hd_ratelimit *join_limit; /* NULL: HD_CHAT_RATE_JOIN=off */
 } service;
 
 /* "host:port" or "[v6]:port" into host (cap bytes) and port. */
@@ -156,6 +158,25 @@ static int start_bus(service *svc, hd_error *err)
     return rc;
 }
 
+/* HD_CHAT_RATE_JOIN ("20/m", or off) and its burst, per client address. */
+static int make_join_limit(service *svc, hd_error *err)
+{
+    const char *rate = hd_config_get(svc->cfg, "HD_CHAT_RATE_JOIN", "20/m");
+    if (strcmp(rate, "off") == 0)
+        return 0;
+    hd_ratelimit_options o = {.max_keys = HD_RATELIMIT_KEYS_DEFAULT};
+    int64_t burst;
+    if (hd_ratelimit_parse_rate(rate, &o.per_second) < 0)
+        return hd_error_set(err, HD_ECONFIG,
+                            "HD_CHAT_RATE_JOIN: '%s' is not a rate like 20/m, 2/s or 5/h (or off)",
+                            rate);
+    int rc = hd_config_get_int(svc->cfg, "HD_CHAT_RATE_JOIN_BURST", 10, 1, 1000000, &burst, err);
+    if (rc < 0)
+        return rc;
+    o.burst = (double)burst;
+    return hd_ratelimit_new(&o, &svc->join_limit, err);
+}
+
 static int start_http(service *svc, hd_error *err)
 {
     char host[128];
@@ -168,6 +189,8 @@ static int start_http(service *svc, hd_error *err)
     if (rc == 0)
         rc = read_size(svc->cfg, "HD_CHAT_MAX_LISTENERS", CHAT_DEFAULT_MAX_LISTENERS, 10000,
                        &listeners, err);
+    if (rc == 0)
+        rc = make_join_limit(svc, err);
     if (rc < 0)
         return rc;
     /* A thread per connection (threads = 0): a stream's reader blocks between messages.
@@ -178,8 +201,11 @@ static int start_http(service *svc, hd_error *err)
                          .max_connections = (unsigned)listeners + 64,
                          .logger = svc->log};
     rc = hd_http_server_new(&o, &svc->http, err);
-    chat_api_options ao = {
-        .hub = svc->hub, .bus = svc->bus, .instance = svc->instance, .logger = svc->log};
+    chat_api_options ao = {.hub = svc->hub,
+                           .bus = svc->bus,
+                           .instance = svc->instance,
+                           .logger = svc->log,
+                           .join_limit = svc->join_limit};
     if (rc == 0)
         rc = chat_api_new(svc->http, &ao, &svc->api, err);
     if (rc == 0)
@@ -227,6 +253,7 @@ static int stop(service *svc)
         rc = hd_http_server_stop(svc->http);
     hd_http_server_free(svc->http);
     chat_api_free(svc->api);
+    hd_ratelimit_free(svc->join_limit);
     chat_bus_stop(svc->bus);
     chat_hub_free(svc->hub);
     free(svc->rooms_copy);
