@@ -43,7 +43,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def http(method, url, body=None, timeout=30):
+def http(method, url, body=None, timeout=90):
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method,
                                  headers={"Content-Type": "application/json"})
@@ -54,7 +54,9 @@ def http(method, url, body=None, timeout=30):
         raise RuntimeError(f"{method} {url}: {e.code} {e.read()[:500]!r}") from None
 
 
-def wait_until(what, fn, timeout=10.0):
+# Generous limits: they cost nothing when things go well, and a shared CI machine under load
+# can take tens of seconds to start a browser (the test takes ~20 s on an idle one).
+def wait_until(what, fn, timeout=60.0):
     end = time.monotonic() + timeout
     last = None
     while time.monotonic() < end:
@@ -86,7 +88,7 @@ class Browser:
                          "--disable-default-apps", "--mute-audio",
                          f"--user-data-dir={profile}"]}}}}
         self.base = driver
-        self.id = http("POST", f"{driver}/session", caps, timeout=60)["value"]["sessionId"]
+        self.id = http("POST", f"{driver}/session", caps, timeout=180)["value"]["sessionId"]
         self.url = f"{driver}/session/{self.id}"
 
     def go(self, url):
@@ -208,8 +210,10 @@ def main():
         alice, bob = browsers
         step("browsers up")
 
-        join(alice, base1, "alice")
-        join(bob, base2, "bob")
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:  # two users, at once
+            for f in [pool.submit(join, alice, base1, "alice"),
+                      pool.submit(join, bob, base2, "bob")]:
+                f.result()
         step("joined")
         print("ok 1 - two sessions on two processes joined 'general'")
 
