@@ -229,6 +229,43 @@ static void test_slow_listener_dropped(void **state)
     chat_hub_free(h);
 }
 
+/* Dropped in the middle of a frame: the rest of that frame goes out before the bye, so the
+ * stream stays well-formed. */
+static void test_dropped_mid_frame(void **state)
+{
+    (void)state;
+    chat_hub *h = hub_with(2, 10, 10, 60000);
+    char t[CHAT_TOKEN_LEN + 1], piece[16], out[8192] = "";
+    hd_error err;
+    chat_listener *l;
+    assert_hd_err(0, chat_hub_join(h, "general", "ann", t, &err), &err);
+    assert_hd_err(0, chat_hub_subscribe(h, "general", t, &l, &err), &err);
+    read_once(l, out, sizeof out); /* hello */
+    out[0] = '\0';
+    chat_message a = msg("general", "first"), b = msg("general", "second");
+    chat_hub_deliver(h, &a);
+    chat_hub_deliver(h, &b);
+    strcat(out, read_once(l, piece, sizeof piece)); /* 15 bytes of the first frame */
+    chat_message c = msg("general", "third");
+    chat_hub_deliver(h, &c); /* the queue is full: dropped */
+    for (int i = 0; i < 1000; i++) {
+        ssize_t n = chat_listener_read(l, 0, piece, sizeof piece - 1);
+        if (n == HD_HTTP_STREAM_END)
+            break;
+        piece[n] = '\0';
+        strcat(out, piece);
+    }
+    /* The whole first frame, then the bye; not the second. */
+    const char *first = strstr(out, "\"text\":\"first\"}\n\n");
+    const char *bye = strstr(out, "\n\nevent: bye\ndata: {\"reason\":\"too slow\"}\n\n");
+    assert_non_null(first);
+    assert_non_null(bye);
+    assert_true(first < bye);
+    assert_null(strstr(out, "second"));
+    chat_listener_release(l);
+    chat_hub_free(h);
+}
+
 static void test_limits(void **state)
 {
     (void)state;
@@ -245,7 +282,8 @@ static void test_limits(void **state)
     assert_hd_err(0, chat_hub_subscribe(h, "random", u, &l[2], &err), &err);
     assert_hd_err(0, chat_hub_leave(h, "general", t, &err), &err);
     assert_hd_err(0, chat_hub_join(h, "general", "c", v, &err), &err);
-    /* a's two listeners were unlisted by the leave but still held by their streams: 1 of 3 in use */
+    /* a's two listeners were unlisted by the leave but still held by their streams: 1 of 3 in use
+     */
     assert_hd_err(0, chat_hub_subscribe(h, "general", v, &l[3], &err), &err);
     for (int i = 0; i < 4; i++)
         chat_listener_release(l[i]);
@@ -262,6 +300,7 @@ int main(void)
         cmocka_unit_test(test_tokens),
         cmocka_unit_test(test_stream),
         cmocka_unit_test(test_slow_listener_dropped),
+        cmocka_unit_test(test_dropped_mid_frame),
         cmocka_unit_test(test_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -39,6 +39,8 @@ struct chat_listener {
     int closed;         /* no more frames will come: send bye, then end */
     const char *reason; /* of the bye: a static string */
     int hello_sent, bye_sent;
+    char ctl[96]; /* a control text being sent (hello, ping, bye), and how far */
+    size_t ctl_len, ctl_off;
     frame **queue;           /* ring of hub->o.queue_len */
     size_t head, count, off; /* off: bytes of queue[head] already sent */
     int64_t next_beat_ms;
@@ -353,14 +355,12 @@ int chat_hub_subscribe(chat_hub *h, const char *room, const char *token, chat_li
     return 0;
 }
 
-/* Copy at most max bytes of text into buf. */
-static ssize_t put(char *buf, size_t max, const char *text)
+/* Set the control text to send next (hello, ping, bye). Under the lock. */
+static void set_ctl(chat_listener *l, const char *text)
 {
-    size_t n = strlen(text);
-    if (n > max)
-        n = max; /* MHD offers at least its block size (4 KiB); these lines are short */
-    memcpy(buf, text, n);
-    return (ssize_t)n;
+    snprintf(l->ctl, sizeof l->ctl, "%s", text);
+    l->ctl_len = strlen(l->ctl);
+    l->ctl_off = 0;
 }
 
 ssize_t chat_listener_read(void *ctx, uint64_t pos, char *buf, size_t max)
@@ -375,11 +375,20 @@ ssize_t chat_listener_read(void *ctx, uint64_t pos, char *buf, size_t max)
          * the browser see the stream open at once (onopen). */
         l->hello_sent = 1;
         l->next_beat_ms = hd_clock_ms() + h->o.heartbeat_ms;
-        n = put(buf, max, "retry: 2000\n: welcome\n\n");
-        pthread_mutex_unlock(&h->lock);
-        return n;
+        set_ctl(l, "retry: 2000\n: welcome\n\n");
     }
     for (;;) {
+        /* Everything goes out in pieces of at most max bytes, a control text or a frame
+         * begun is finished before anything else, so the stream stays well-formed. */
+        if (l->ctl_off < l->ctl_len) {
+            size_t take = l->ctl_len - l->ctl_off;
+            if (take > max)
+                take = max;
+            memcpy(buf, l->ctl + l->ctl_off, take);
+            l->ctl_off += take;
+            n = (ssize_t)take;
+            break;
+        }
         if (l->count > 0) {
             while (l->count > 0 && (size_t)n < max) {
                 frame *f = l->queue[l->head];
@@ -400,24 +409,24 @@ ssize_t chat_listener_read(void *ctx, uint64_t pos, char *buf, size_t max)
             break;
         }
         if (l->closed) {
-            if (!l->bye_sent) {
-                char bye[128];
-                snprintf(bye, sizeof bye, "event: bye\ndata: {\"reason\":\"%s\"}\n\n",
-                         l->reason ? l->reason : "closed");
-                l->bye_sent = 1;
-                n = put(buf, max, bye);
-            } else {
+            if (l->bye_sent) {
                 n = HD_HTTP_STREAM_END;
+                break;
             }
-            break;
+            char bye[sizeof l->ctl];
+            snprintf(bye, sizeof bye, "event: bye\ndata: {\"reason\":\"%s\"}\n\n",
+                     l->reason ? l->reason : "closed");
+            l->bye_sent = 1;
+            set_ctl(l, bye);
+            continue;
         }
         int64_t now = hd_clock_ms();
         if (now >= l->next_beat_ms) {
             /* A comment line: keeps proxies and libmicrohttpd's idle timeout from closing
              * a quiet stream, and finds out that a browser went away (the write fails). */
             l->next_beat_ms = now + h->o.heartbeat_ms;
-            n = put(buf, max, ": ping\n\n");
-            break;
+            set_ctl(l, ": ping\n\n");
+            continue;
         }
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -430,8 +439,20 @@ ssize_t chat_listener_read(void *ctx, uint64_t pos, char *buf, size_t max)
     return n;
 }
 
-static void drop_queue(chat_listener *l, size_t cap)
+/* Free the queued frames; with keep_partial, a frame already partly sent stays (its rest
+ * goes out before the bye: half a frame followed by another would garble the stream). */
+static void drop_queue(chat_listener *l, size_t cap, int keep_partial)
 {
+    if (keep_partial && l->count > 0 && l->off > 0) {
+        size_t last = (l->head + l->count - 1) % cap;
+        while (l->count > 1) {
+            frame_put(l->queue[last]);
+            l->queue[last] = NULL;
+            last = (last + cap - 1) % cap;
+            l->count--;
+        }
+        return;
+    }
     while (l->count > 0) {
         frame_put(l->queue[l->head]);
         l->queue[l->head] = NULL;
@@ -449,7 +470,7 @@ void chat_listener_release(void *ctx)
     chat_hub *h = l->hub;
     pthread_mutex_lock(&h->lock);
     unlist(h, l, "gone");
-    drop_queue(l, h->o.queue_len);
+    drop_queue(l, h->o.queue_len, 0);
     pthread_mutex_unlock(&h->lock);
     pthread_cond_destroy(&l->wake);
     free(l->queue);
@@ -483,7 +504,7 @@ int chat_hub_deliver(chat_hub *h, const chat_message *m)
         if (l->count == h->o.queue_len) {
             /* Too slow: drop it rather than buffer for it. Its queued frames go now; the
              * stream ends with a bye saying why. */
-            drop_queue(l, h->o.queue_len);
+            drop_queue(l, h->o.queue_len, 1);
             unlist(h, l, "too slow");
             h->dropped++;
             continue;
