@@ -242,7 +242,12 @@ static void post_message(hd_http_request *req, hd_http_response *resp, void *ctx
         hd_http_response_set_header(resp, "Retry-After", "1");
         hd_http_reply_problem(resp, 503, NULL, err.text);
     } else if (rc < 0) {
-        hd_http_reply_error(resp, HD_EIO, err.text); /* a 500 that logs the detail */
+        /* The bus is down or refused: the client may try again; the detail (a broker's or
+         * Redis' message) is logged, not sent. */
+        hd_log_warn(api->o.logger, hd_http_request_correlation_id(req), "chat: bus send failed",
+                    "error", err.text, NULL);
+        hd_http_response_set_header(resp, "Retry-After", "1");
+        hd_http_reply_problem(resp, 503, NULL, "the bus between the chat processes is unavailable");
     } else {
         hd_http_reply_json(resp, 202, json_pack("{s:s}", "id", m.id));
     }

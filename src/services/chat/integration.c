@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "herald/bus_redis.h"
+#include "herald/clock.h"
 #include "herald/stop.h"
 
 /* One post waiting for the bus thread; lives on the poster's stack. */
@@ -115,7 +116,11 @@ static void *bus_main(void *arg)
         pthread_mutex_unlock(&cb->lock);
         if (rc < 0) {
             hd_log_warn(cb->log, NULL, "chat: bus poll failed", "error", err.text, NULL);
-            hd_stop_wait_ms(&cb->stop, backoff_ms);
+            /* Wait before polling again, but keep answering posts meanwhile (each fails
+             * fast, 503, instead of hanging for the whole backoff). */
+            int64_t until = hd_clock_ms() + backoff_ms;
+            while (hd_clock_ms() < until && !hd_stop_wait_ms(&cb->stop, CHAT_BUS_POLL_MS))
+                send_queued(cb);
             backoff_ms = backoff_ms < 5000 ? backoff_ms * 2 : 5000;
         } else {
             backoff_ms = 100;
