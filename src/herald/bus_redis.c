@@ -5,6 +5,7 @@
 #include "herald/clock.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <hiredis/hiredis.h>
 #include <poll.h>
 #include <stdio.h>
@@ -319,17 +320,11 @@ static int frame_decode(const char *d, size_t len, hd_bus_redis_frame *out, hd_e
     size_t pos = magic;
     size_t limit = len < HD_BUS_REDIS_FRAME_HEAD_MAX ? len : HD_BUS_REDIS_FRAME_HEAD_MAX;
     for (;;) {
-        if (pos >= limit)
-            return hd_error_set(err, HD_EPROTO,
-                                "redis frame: no end of the headers within %d "
-                                "bytes",
-                                HD_BUS_REDIS_FRAME_HEAD_MAX);
         const char *line = d + pos;
-        const char *nl = memchr(line, '\n', limit - pos);
+        const char *nl = pos < limit ? memchr(line, '\n', limit - pos) : NULL;
         if (nl == NULL)
             return hd_error_set(err, HD_EPROTO,
-                                "redis frame: no end of the headers within %d "
-                                "bytes",
+                                "redis frame: no end of the headers within %d bytes",
                                 HD_BUS_REDIS_FRAME_HEAD_MAX);
         size_t n = (size_t)(nl - line);
         pos += n + 1;
@@ -396,6 +391,18 @@ typedef struct redis_reg {
     void *ctx;
 } redis_reg;
 
+/* The counts, atomic: send may run on one thread while poll runs on another (bus_redis.h,
+ * "Threads"), and hd_bus_redis_get_counts may be called from a third (a metrics endpoint). */
+typedef struct redis_counts {
+    atomic_uint_fast64_t sent, sent_unheard, received, delivered, handled, failed, undecodable,
+        resubscribed;
+} redis_counts;
+
+static void count(atomic_uint_fast64_t *c)
+{
+    atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
 typedef struct redis_bus {
     hd_bus base; /* first: an hd_bus * is a redis_bus * */
     hd_bus_redis_url url;
@@ -408,7 +415,7 @@ typedef struct redis_bus {
      * handled by the first poll (handlers run in poll, never in startup). */
     redisReply **early;
     size_t n_early;
-    hd_bus_redis_counts counts;
+    redis_counts counts;
 } redis_bus;
 
 static const hd_bus_methods redis_methods;
@@ -710,9 +717,9 @@ static int rd_send(hd_bus *bus, const hd_bus_message *msg, hd_error *err)
             continue;
         }
         if (r->type == REDIS_REPLY_INTEGER) {
-            b->counts.sent++;
+            count(&b->counts.sent);
             if (r->integer == 0)
-                b->counts.sent_unheard++;
+                count(&b->counts.sent_unheard);
         } else {
             rc = hd_error_set(err, HD_EPROTO, "redis bus: PUBLISH refused: %.200s",
                               r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
@@ -745,12 +752,12 @@ static hd_consume_result call(redis_bus *b, const redis_reg *r, const char *type
         .envelope = env,
         .reason_buf = reason,
     };
-    b->counts.delivered++;
+    count(&b->counts.delivered);
     hd_consume_result v = r->handler(r->ctx, &d);
     if (v == HD_CONSUME_OK)
-        b->counts.handled++;
+        count(&b->counts.handled);
     else
-        b->counts.failed++; /* known limit: nowhere to retry or dead-letter it */
+        count(&b->counts.failed); /* known limit: nowhere to retry or dead-letter it */
     return v;
 }
 
@@ -787,11 +794,11 @@ static int dispatch(redis_bus *b, const redisReply *m)
         return 0; /* a late (p)subscribe confirmation, a pong */
     const redisReply *ch = m->element[pattern ? 2 : 1];
     const redisReply *payload = m->element[pattern ? 3 : 2];
-    b->counts.received++;
+    count(&b->counts.received);
 
     hd_bus_redis_frame f;
     if (hd_bus_redis_frame_decode(payload->str, payload->len, &f, NULL) < 0) {
-        b->counts.undecodable++; /* known limit: no dead-letter queue to put it in */
+        count(&b->counts.undecodable); /* known limit: no dead-letter queue to put it in */
         return 0;
     }
     hd_envelope *env = NULL;
@@ -809,7 +816,7 @@ static int dispatch(redis_bus *b, const redisReply *m)
         if (b->opts.registry != NULL && !decoded) {
             decoded = 1;
             if (hd_envelope_decode(b->opts.registry, f.body, f.len, &env, NULL) < 0) {
-                b->counts.undecodable++;
+                count(&b->counts.undecodable);
                 return 0;
             }
         }
@@ -852,7 +859,7 @@ static int resubscribe(redis_bus *b, int64_t deadline, hd_error *err)
     for (unsigned attempt = 0;; attempt++) {
         int rc = connect_one(b, &b->sub, err);
         if (rc == HD_OK && (rc = subscribe_all(b, err)) == HD_OK) {
-            b->counts.resubscribed++;
+            count(&b->counts.resubscribed);
             return HD_OK;
         }
         if (b->sub != NULL)
@@ -960,9 +967,18 @@ int hd_bus_redis_new(const char *url, const hd_bus_redis_options *opts, hd_bus *
 
 void hd_bus_redis_get_counts(const hd_bus *bus, hd_bus_redis_counts *out)
 {
-    const redis_bus *b = as_redis(bus);
-    if (b != NULL)
-        *out = b->counts;
-    else
-        memset(out, 0, sizeof *out);
+    redis_bus *b = as_redis(bus);
+    memset(out, 0, sizeof *out);
+    if (b == NULL)
+        return;
+#define LOAD(f) out->f = atomic_load_explicit(&b->counts.f, memory_order_relaxed)
+    LOAD(sent);
+    LOAD(sent_unheard);
+    LOAD(received);
+    LOAD(delivered);
+    LOAD(handled);
+    LOAD(failed);
+    LOAD(undecodable);
+    LOAD(resubscribed);
+#undef LOAD
 }

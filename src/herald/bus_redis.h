@@ -20,6 +20,12 @@
  * Connections: one for sending, one for the bus's subscriptions (a subscribed Redis
  * connection can do nothing else).
  *
+ * Threads: the two connections are separate, so ONE thread may send (hd_bus_send,
+ * hd_bus_send_raw) while ANOTHER polls (hd_bus_poll, hd_bus_run) — a service's HTTP
+ * handlers publishing while its bus thread delivers; serialise senders among themselves
+ * (a lock around hd_bus_send). hd_bus_redis_get_counts may be called from any thread.
+ * Register, startup, shutdown and free only while nothing else uses the bus.
+ *
  * Known limits — what pub/sub does not promise, and so what this bus does not either (the
  * RabbitMQ bus with the outbox and inbox does; tutorial chapter 19 counts the difference):
  *   - no persistence: Redis forwards a message to the connections subscribed at that moment
@@ -34,8 +40,14 @@
  *   - a slow subscriber is disconnected by Redis once its output buffer passes
  *     client-output-buffer-limit pubsub (32 MB by default), and loses what was in it;
  *   - no TLS (hiredis 0.14 has none): redis:// only, for loopback or a trusted network.
- * Delivery order is the publish order per publisher connection; there are no duplicates
- * (nothing is ever sent twice), which is the one thing at-most-once gives for free.
+ *   - SIGPIPE: hiredis writes with write(2), so a write to a connection Redis has closed
+ *     raises SIGPIPE, which kills a process that did not ignore it. A program using this
+ *     bus ignores SIGPIPE (signal(SIGPIPE, SIG_IGN)), as herald's services do; a library
+ *     must not change a process's signal dispositions for it.
+ * Delivery order is the publish order per publisher connection. Duplicates are rare: none,
+ * except when a PUBLISH whose connection broke is sent again on a new one (hd_bus_send does
+ * that once) and the first had reached Redis after all; the message id is the same, so an
+ * inbox absorbs it.
  */
 #ifndef HERALD_BUS_REDIS_H
 #define HERALD_BUS_REDIS_H
@@ -155,7 +167,7 @@ typedef struct hd_bus_redis_counts {
     uint64_t resubscribed; /* times the subscription connection was lost and made again */
 } hd_bus_redis_counts;
 
-/* Copy the counts of bus into *out; zeroes for a bus that is not a Redis bus. */
+/* Copy the counts of bus into *out; zeroes for a bus that is not a Redis bus. Thread-safe. */
 void hd_bus_redis_get_counts(const hd_bus *bus, hd_bus_redis_counts *out);
 
 #ifdef __cplusplus

@@ -3,7 +3,8 @@
  * RabbitMQ-style wildcards), types nobody registered for are dropped, a stop ends an idle
  * wait at once, a wrong password and an absent server fail startup with their own codes, a
  * foreign publisher's plain message is delivered as all body, and a subscription cut by the
- * server is made again — losing what was published meanwhile, which is pub/sub's contract. */
+ * server is made again — losing what was published meanwhile, which is pub/sub's contract —
+ * also across a restart of redis-server (HD_SERVERS_CTL). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -12,6 +13,8 @@
 
 #include <hiredis/hiredis.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -307,6 +310,110 @@ static void run_stops_at_once_while_idle(void **state)
     free(topic);
 }
 
+static atomic_int restart_calls; /* count_call's count (the bus thread writes it) */
+
+static hd_consume_result count_call(void *ctx, const hd_delivery *d)
+{
+    (void)ctx;
+    (void)d;
+    atomic_fetch_add(&restart_calls, 1);
+    return HD_CONSUME_OK;
+}
+
+/* redis-server itself restarts ("$HD_SERVERS_CTL" restart redis) under hd_bus_run: the bus
+ * waits for it with backoff, subscribes again, and receives what is published afterwards;
+ * a stop still ends it at once. */
+static void run_survives_a_server_restart(void **state)
+{
+    (void)state;
+    hd_error err;
+    const char *url = hd_test_require_env("HD_REDIS_URL");
+    const char *ctl = hd_test_require_env("HD_SERVERS_CTL");
+    char *topic = hd_test_unique_name("chat");
+    bus_runner r = {0};
+    atomic_store(&restart_calls, 0);
+    assert_hd_err(HD_OK, hd_stop_init(&r.stop, &err), &err);
+    assert_hd_err(HD_OK, hd_bus_redis_new(url, NULL, &r.bus, &err), &err);
+    const char *types[] = {"chat.message_posted"};
+    assert_hd_err(HD_OK, hd_bus_register(r.bus, "room", topic, types, 1, count_call, NULL, &err),
+                  &err);
+    assert_hd_err(HD_OK, hd_bus_startup(r.bus, &err), &err);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, run_bus, &r), 0);
+
+    hd_bus *pub = NULL;
+    assert_hd_err(HD_OK, hd_bus_redis_new(url, NULL, &pub, &err), &err);
+    assert_hd_err(HD_OK, hd_bus_startup(pub, &err), &err);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "'%s' restart redis >/dev/null 2>&1", ctl);
+    assert_int_equal(system(cmd), 0);
+
+    /* The publisher's connection broke too: its first send reconnects by itself. Publish
+     * until the subscriber is back and hears one (it cannot hear those before). */
+    hd_envelope *env = event("chat.message_posted");
+    int64_t t0 = hd_clock_ms();
+    int sent = 0;
+    while (atomic_load(&restart_calls) == 0) {
+        assert_true(hd_clock_ms() - t0 < 20000);
+        assert_hd_err(HD_OK, hd_bus_send(pub, topic, env, &err), &err);
+        sent++;
+        hd_sleep_ms(100);
+    }
+    print_message("    resubscribed %lld ms after the restart; %d sent until one was heard\n",
+                  (long long)(hd_clock_ms() - t0), sent);
+    hd_stop_request(&r.stop);
+    pthread_join(t, NULL);
+    assert_hd_err(HD_OK, r.rc, &r.err);
+    hd_bus_redis_counts n;
+    hd_bus_redis_get_counts(r.bus, &n);
+    assert_int_equal(n.resubscribed, 1);
+    hd_envelope_free(env);
+    hd_bus_free(pub);
+    hd_bus_free(r.bus);
+    hd_stop_release(&r.stop);
+    free(topic);
+}
+
+/* bus_redis.h, "Threads": one thread sends on the bus while another runs it. */
+static void one_thread_sends_while_another_runs(void **state)
+{
+    (void)state;
+    hd_error err;
+    char *topic = hd_test_unique_name("chat");
+    bus_runner r = {0};
+    atomic_store(&restart_calls, 0);
+    assert_hd_err(HD_OK, hd_stop_init(&r.stop, &err), &err);
+    assert_hd_err(HD_OK, hd_bus_redis_new(hd_test_require_env("HD_REDIS_URL"), NULL, &r.bus, &err),
+                  &err);
+    const char *types[] = {"chat.message_posted"};
+    assert_hd_err(HD_OK, hd_bus_register(r.bus, "room", topic, types, 1, count_call, NULL, &err),
+                  &err);
+    assert_hd_err(HD_OK, hd_bus_startup(r.bus, &err), &err);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, run_bus, &r), 0);
+    hd_envelope *env = event("chat.message_posted");
+    for (int i = 0; i < 200; i++)
+        assert_hd_err(HD_OK, hd_bus_send(r.bus, topic, env, &err), &err);
+    int64_t end = hd_clock_ms() + 5000;
+    while (atomic_load(&restart_calls) < 200 && hd_clock_ms() < end) {
+        hd_bus_redis_counts n; /* read while the bus thread counts */
+        hd_bus_redis_get_counts(r.bus, &n);
+        hd_sleep_ms(10);
+    }
+    hd_stop_request(&r.stop);
+    pthread_join(t, NULL);
+    assert_hd_err(HD_OK, r.rc, &r.err);
+    assert_int_equal(atomic_load(&restart_calls), 200);
+    hd_bus_redis_counts n;
+    hd_bus_redis_get_counts(r.bus, &n);
+    assert_int_equal(n.sent, 200);
+    assert_int_equal(n.handled, 200);
+    hd_envelope_free(env);
+    hd_bus_free(r.bus);
+    hd_stop_release(&r.stop);
+    free(topic);
+}
+
 static void wrong_password_and_no_server_fail_startup(void **state)
 {
     (void)state;
@@ -335,11 +442,14 @@ static void wrong_password_and_no_server_fail_startup(void **state)
 
 int main(void)
 {
+    signal(SIGPIPE, SIG_IGN); /* bus_redis.h: a write to a closed connection */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(bus_delivers_to_each_registration_once),
         cmocka_unit_test(foreign_messages_are_all_body),
         cmocka_unit_test(cut_subscription_is_made_again_and_loses_the_gap),
         cmocka_unit_test(run_stops_at_once_while_idle),
+        cmocka_unit_test(run_survives_a_server_restart),
+        cmocka_unit_test(one_thread_sends_while_another_runs),
         cmocka_unit_test(wrong_password_and_no_server_fail_startup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

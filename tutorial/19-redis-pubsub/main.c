@@ -11,6 +11,7 @@
  * the counts side by side. Needs HD_REDIS_URL and HD_AMQP_URL (make servers-up).
  * docs/tutorial/19-redis-pubsub.md explains the why.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,6 +289,7 @@ int main(void)
     if (redis_url == NULL || amqp_url == NULL)
         return 1;
     setvbuf(stdout, NULL, _IOLBF, 0);
+    signal(SIGPIPE, SIG_IGN); /* bus_redis.h, "Known limits" */
     char shown[300];
     hd_bus_redis_url_redact(redis_url, shown, sizeof shown);
     printf("[1] Redis at %s (the password never printed)\n", shown);
