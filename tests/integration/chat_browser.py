@@ -123,6 +123,22 @@ class Browser:
             pass
 
 
+def reap_browsers(tmp):
+    """Kill what is left of browsers started with a profile under tmp: a session that timed
+    out while starting leaves its chromium behind when chromedriver goes. Only processes
+    whose command line names this run's own directory are touched."""
+    mark = f"--user-data-dir={tmp}/".encode()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if mark in f.read():
+                    os.kill(int(pid), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            pass
+
+
 def start_chat(binary, name, bus, tmp):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HD_")}
@@ -256,6 +272,7 @@ def main():
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+        reap_browsers(tmp)
         # The chat processes must stop cleanly (exit 0) on SIGTERM even with streams open.
         for p, log in zip(procs[:2], logs):
             if p.returncode != 0:
