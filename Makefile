@@ -1,6 +1,7 @@
 # herald — the Makefile wraps CMake (presets in CMakePresets.json) and the server harness.
 #
 #   make demo        install what is missing, build, start the servers, run the demo
+#   make chat-demo   the same for the online chat (two processes, one Redis bus)
 #   make test        install, build (coverage + asan + fuzz), start the servers, run every
 #                    test, the sanitizer run and valgrind on the unit tests, a short run of
 #                    each fuzz target, stop the servers
@@ -67,6 +68,12 @@ tutorial: deps build-dev
 
 demo: deps build-dev
 	@$(SERVERS) run -- scripts/demo.sh build/dev
+
+# The online chat: two herald-chat processes on one Redis bus (scripts/chat-demo.sh;
+# CHAT_SERVE=--serve keeps them up for a browser on :8090 and :8091).
+.PHONY: chat-demo
+chat-demo: deps build-dev
+	@$(SERVERS) run -- scripts/chat-demo.sh build/dev $(CHAT_SERVE)
 
 bench: deps build-release
 	@$(SERVERS) run -- scripts/bench.sh build/release

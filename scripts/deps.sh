@@ -21,6 +21,8 @@ PACKAGES=(
   # the fuzz preset: clang, and the runtimes of -fsanitize=fuzzer,address,undefined (Debian 12
   # ships libFuzzer for clang 14 in libclang-rt-14-dev, which clang does not depend on)
   clang libclang-rt-14-dev
+  # integration.chat_browser: the chat page in a headless browser, driven over WebDriver
+  chromium chromium-driver
 )
 
 missing=()

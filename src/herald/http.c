@@ -120,6 +120,10 @@ struct hd_http_response {
     size_t len;
     struct header *headers;
     size_t nheaders, cap;
+    /* A streamed body (hd_http_reply_stream): owned until queue_response hands it to MHD. */
+    hd_http_stream_read stream_read;
+    hd_http_stream_free stream_free;
+    void *stream_ctx;
 };
 
 struct hd_http_request {
@@ -448,8 +452,19 @@ int hd_http_server_stopping(const hd_http_server *srv)
 
 /* ---- requests ---------------------------------------------------------------------------- */
 
+/* Give up a stream the response still owns (replaced, failed, or never sent). */
+static void stream_drop(hd_http_response *r)
+{
+    if (r->stream_read != NULL && r->stream_free != NULL)
+        r->stream_free(r->stream_ctx);
+    r->stream_read = NULL;
+    r->stream_free = NULL;
+    r->stream_ctx = NULL;
+}
+
 static void response_release(hd_http_response *r)
 {
+    stream_drop(r);
     free(r->content_type);
     free(r->body);
     for (size_t i = 0; i < r->nheaders; i++) {
@@ -907,7 +922,14 @@ static enum MHD_Result queue_response(hd_http_request *req)
 {
     hd_http_response *r = &req->resp;
     struct MHD_Response *mr;
-    if (r->len > 0) {
+    if (r->stream_read != NULL) {
+        /* Size unknown: chunked over HTTP/1.1. MHD calls the reader on this connection's
+         * thread and the free function when it is done with the response. */
+        mr = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, r->stream_read,
+                                               r->stream_ctx, r->stream_free);
+        if (mr != NULL)
+            r->stream_read = NULL, r->stream_free = NULL, r->stream_ctx = NULL;
+    } else if (r->len > 0) {
         /* MUST_FREE: MHD takes the buffer and free()s it after sending. */
         mr = MHD_create_response_from_buffer(r->len, r->body, MHD_RESPMEM_MUST_FREE);
         if (mr != NULL)
@@ -1431,6 +1453,7 @@ const char *hd_http_reason(int status)
  * go out with the status the handler asked for. */
 static int reply_fail(hd_http_response *r, int code)
 {
+    stream_drop(r);
     free(r->body);
     free(r->content_type);
     r->body = NULL;
@@ -1457,6 +1480,7 @@ static int reply_set(hd_http_response *r, int status, const char *content_type, 
         free(body);
         return reply_fail(r, HD_ENOMEM);
     }
+    stream_drop(r);
     free(r->body);
     free(r->content_type);
     r->status = status;
@@ -1490,6 +1514,27 @@ int hd_http_reply_text(hd_http_response *resp, int status, const char *content_t
 int hd_http_reply_empty(hd_http_response *resp, int status)
 {
     return reply_set(resp, status, NULL, NULL, 0);
+}
+
+int hd_http_reply_stream(hd_http_response *resp, int status, const char *content_type,
+                         hd_http_stream_read read, hd_http_stream_free free_fn, void *ctx)
+{
+    if (resp == NULL || read == NULL) {
+        if (free_fn != NULL)
+            free_fn(ctx);
+        return resp ? reply_fail(resp, HD_EINVAL) : HD_EINVAL;
+    }
+    int rc =
+        reply_set(resp, status, content_type ? content_type : "application/octet-stream", NULL, 0);
+    if (rc < 0) {
+        if (free_fn != NULL)
+            free_fn(ctx);
+        return rc;
+    }
+    resp->stream_read = read;
+    resp->stream_free = free_fn;
+    resp->stream_ctx = ctx;
+    return HD_OK;
 }
 
 int hd_http_reply_problem_json(hd_http_response *resp, int status, json_t *problem)

@@ -77,6 +77,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <jansson.h>
 
@@ -304,6 +305,35 @@ int hd_http_reply_text(hd_http_response *resp, int status, const char *content_t
 
 /* An empty body (204, 202, ...). */
 int hd_http_reply_empty(hd_http_response *resp, int status);
+
+/* ---- streamed responses (Server-Sent Events, long downloads) ------------------------------
+ *
+ * A body produced while it is sent: read(ctx, pos, buf, max) writes up to max bytes into
+ * buf and returns how many (> 0), HD_HTTP_STREAM_END when the body is complete, or
+ * HD_HTTP_STREAM_ERROR to cut the connection; pos is the number of bytes sent so far. It
+ * runs on the connection's thread, after the handler returned, for as long as the stream
+ * lasts. With the default thread per connection (threads = 0) it may BLOCK waiting for
+ * data (a condition variable with a timeout), and it must not return 0 there, which makes
+ * libmicrohttpd call it again at once (a busy loop); with a thread pool it must not block
+ * (it would stall the pool thread's other connections), so streams want threads = 0.
+ * free_fn(ctx) runs exactly once: when libmicrohttpd is done with the response (the body
+ * ended, or the client went away), or at once when the reply is replaced or fails.
+ *
+ * A stream counts as in flight: hd_http_server_stop waits for it like for any request, so
+ * the application ends its streams (read returns HD_HTTP_STREAM_END) before it stops the
+ * server. The size is unknown, so HTTP/1.1 clients get a chunked body. The observer sees
+ * response_bytes 0 for a stream; hd_http_server_dispatch answers the status and content
+ * type with an empty body and frees the stream without reading it (it could be endless). */
+#define HD_HTTP_STREAM_END   ((ssize_t)-1)
+#define HD_HTTP_STREAM_ERROR ((ssize_t)-2)
+typedef ssize_t (*hd_http_stream_read)(void *ctx, uint64_t pos, char *buf, size_t max);
+typedef void (*hd_http_stream_free)(void *ctx);
+
+/* Reply with status and a streamed body (content_type copied; NULL =
+ * "application/octet-stream"). read is required; free_fn may be NULL; ctx is stolen in the
+ * sense that free_fn(ctx) is called also when this fails (HD_EINVAL, HD_ENOMEM). */
+int hd_http_reply_stream(hd_http_response *resp, int status, const char *content_type,
+                         hd_http_stream_read read, hd_http_stream_free free_fn, void *ctx);
 
 /* An RFC 7807 problem: {"type":"about:blank","title":...,"status":...,"detail":...,
  * "instance":<request path>} as application/problem+json. title NULL = the status' reason
