@@ -153,30 +153,23 @@ int hd_config_amqp_tls(const hd_config *cfg, struct hd_amqp_options *o, hd_error
 int hd_config_smtp_tls(const hd_config *cfg, struct hd_sender_smtp_options *o, hd_error *err);
 
 /* Rows for a service's --help table (hd_setting initialisers). */
-#define HD_SETTINGS_DATABASE_TLS                                                                   \
-    {                                                                                              \
-        "HD_DATABASE_CA_FILE", "",                                                                 \
-            "PostgreSQL: PEM file of the CA of the server's certificate; adds "                    \
-            "sslmode=verify-full and "                                                             \
-            "sslrootcert to HD_DATABASE_URL (TLS, certificate and host name checked, never plain)" \
-    }
-#define HD_SETTINGS_AMQP_TLS                                                                       \
-    {"HD_AMQP_CA_FILE", "",                                                                        \
-     "amqps:// only: PEM file of the CA of the broker's certificate (default: the system's "       \
-     "trust store); peer and host name are always verified"},                                      \
-        {"HD_AMQP_CERT_FILE", "", "amqps:// only: PEM client certificate, if the broker asks"},    \
-    {                                                                                              \
-        "HD_AMQP_KEY_FILE", "", "amqps:// only: the client certificate's PEM private key"          \
-    }
-#define HD_SETTINGS_SMTP_TLS                                                                       \
-    {"HD_SMTP_TLS", "auto",                                                                        \
-     "STARTTLS: required (verified TLS or no send), off (never), auto (smtp:// tries it, "         \
-     "and requires it when the URL has a password; smtps:// is TLS from the start)"},              \
-    {                                                                                              \
-        "HD_SMTP_CA_FILE", "",                                                                     \
-            "PEM file of the CA of the SMTP server's certificate (default: "                       \
-            "the system's trust store)"                                                            \
-    }
+/* clang-format off */
+#define HD_SETTINGS_DATABASE_TLS \
+    {"HD_DATABASE_CA_FILE", "", "PostgreSQL: PEM file of the CA of the server's certificate; " \
+     "adds sslmode=verify-full and sslrootcert to HD_DATABASE_URL (and HD_DATABASE_READ_URL): " \
+     "TLS with certificate and host name checked, never plain"}
+#define HD_SETTINGS_AMQP_TLS \
+    {"HD_AMQP_CA_FILE", "", "amqps:// only: PEM file of the CA of the broker's certificate " \
+     "(empty: the system's trust store); peer and host name are always verified"}, \
+    {"HD_AMQP_CERT_FILE", "", "amqps:// only: PEM client certificate, if the broker asks"}, \
+    {"HD_AMQP_KEY_FILE", "", "amqps:// only: the client certificate's PEM private key"}
+#define HD_SETTINGS_SMTP_TLS \
+    {"HD_SMTP_TLS", "auto", "STARTTLS: required (verified TLS or no send), off (never), auto " \
+     "(smtp:// tries it, and requires it when the URL has a password; smtps:// is TLS from " \
+     "the first byte)"}, \
+    {"HD_SMTP_CA_FILE", "", "PEM file of the CA of the SMTP server's certificate (empty: the " \
+     "system's trust store)"}
+/* clang-format on */
 
 #ifdef __cplusplus
 }
