@@ -113,9 +113,12 @@ void hd_amqp_url_redact(const char *url, char *out, size_t cap);
 /* Connect to url, log in, and open channel 1. opts may be NULL. On success *out is a new
  * connection (free with hd_amqp_close) and 0 is returned. On failure *out is NULL and:
  *   HD_EURL      the URL does not parse
- *   HD_ECONNECT  TCP/TLS connect or the AMQP handshake failed (server down, wrong port)
+ *   HD_ECONNECT  TCP/TLS connect or the AMQP handshake failed (server down, wrong port, a
+ *                plain AMQP port asked for amqps://)
  *   HD_EAUTH     the broker refused the user name or password (403 ACCESS_REFUSED), or the
- *                vhost (530 NOT_ALLOWED)
+ *                vhost (530 NOT_ALLOWED); or, for amqps://, its certificate did not verify
+ *                (not trusted by the CA file, expired, not for this host name: amqp_tls.h)
+ *   HD_ECONFIG   amqps:// with a CA or client certificate file that cannot be loaded
  *   HD_ENOMEM
  * with the host, port and the broker's text in err. */
 int hd_amqp_open(const char *url, const hd_amqp_options *opts, hd_amqp **out, hd_error *err);
@@ -129,8 +132,8 @@ void hd_amqp_close(hd_amqp *a);
  * the same URL with the same options, retrying with capped exponential backoff and full
  * jitter until it succeeds or stop (borrowed; NULL: retry forever) is requested; a stop
  * ends a backoff sleep at once. Returns 0 (connected; channel 1 open; generation
- * incremented), HD_EINTR when stopped, or HD_EURL/HD_EAUTH at once — retrying a wrong
- * password never helps. */
+ * incremented), HD_EINTR when stopped, or HD_EURL/HD_EAUTH/HD_ECONFIG at once — retrying a
+ * wrong password or an untrusted certificate never helps. */
 int hd_amqp_reconnect(hd_amqp *a, const hd_stop *stop, hd_error *err);
 
 /* 1 while the connection is usable, 0 once it is known to be broken. */
