@@ -2,8 +2,14 @@
 #include "herald/store_tls.h"
 
 #include <libpq-fe.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include <errno.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,4 +131,84 @@ int hd_store_tls_url(const char *url, const char *ca_file, char **out, hd_error 
     s[n] = '\0';
     *out = s;
     return 0;
+}
+
+/* ---- why a certificate failed --------------------------------------------------------- */
+
+static int connect_to(const char *host, const char *port)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    if (getaddrinfo(host, port, &hints, &res) != 0)
+        return -1;
+    int fd = -1;
+    for (struct addrinfo *a = res; a != NULL && fd < 0; a = a->ai_next) {
+        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        if (fd < 0)
+            continue;
+        struct timeval tv = {.tv_sec = 5};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        if (connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+int hd_store_tls_why(struct pg_conn *conn, char *out, size_t cap)
+{
+    if (cap > 0)
+        out[0] = '\0';
+    const char *host = PQhost(conn), *port = PQport(conn), *root = NULL;
+    PQconninfoOption *info = PQconninfo(conn);
+    if (info != NULL)
+        root = conninfo_value(info, "sslrootcert");
+    int found = 0;
+    int fd = -1;
+    SSL_CTX *ctx = NULL;
+    SSL *ssl = NULL;
+    /* A Unix socket has no certificate; without a root file libpq failed for another reason. */
+    if (host == NULL || host[0] == '/' || port == NULL || root == NULL ||
+        (fd = connect_to(host, port)) < 0)
+        goto out;
+    /* SSLRequest: length 8, code 1234.5679; the server answers 'S' and TLS starts. */
+    static const unsigned char ssl_request[8] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
+    char answer = 0;
+    if (send(fd, ssl_request, sizeof ssl_request, MSG_NOSIGNAL) != (ssize_t)sizeof ssl_request ||
+        recv(fd, &answer, 1, 0) != 1 || answer != 'S')
+        goto out;
+    if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL ||
+        SSL_CTX_load_verify_locations(ctx, root, NULL) != 1 || (ssl = SSL_new(ctx)) == NULL)
+        goto out;
+    /* SSL_VERIFY_NONE: finish the handshake whatever the chain, then read the verdict. */
+    SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
+    SSL_set_fd(ssl, fd);
+    SSL_set_tlsext_host_name(ssl, host);
+    if (SSL_connect(ssl) != 1)
+        goto out;
+    long v = SSL_get_verify_result(ssl);
+    if (v == X509_V_OK)
+        goto out;
+    char when[40] = "";
+    X509 *cert = SSL_get1_peer_certificate(ssl);
+    if (cert != NULL && v == X509_V_ERR_CERT_HAS_EXPIRED) {
+        struct tm tm;
+        char date[32];
+        if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) == 1 &&
+            strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", &tm) > 0)
+            snprintf(when, sizeof when, " on %s", date);
+    }
+    X509_free(cert);
+    snprintf(out, cap, "%s%s, checked against %s", X509_verify_cert_error_string(v), when, root);
+    found = 1;
+out:
+    if (ssl != NULL)
+        SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    if (fd >= 0)
+        close(fd);
+    PQconninfoFree(info);
+    return found;
 }

@@ -18,6 +18,8 @@
 #ifndef HERALD_STORE_TLS_H
 #define HERALD_STORE_TLS_H
 
+#include <stddef.h>
+
 #include "herald/error.h"
 
 #ifdef __cplusplus
@@ -37,6 +39,16 @@ int hd_store_tls_url(const char *url, const char *ca_file, char **out, hd_error 
  * require, verify-ca or verify-full), else 0. For start-up logs ("database: TLS
  * verify-full"). */
 int hd_store_tls_required(const char *url);
+
+/* Why the server certificate of conn's server failed verification, into out (cap bytes):
+ * libpq says only "certificate verify failed" for an unknown CA and an expired certificate
+ * alike. This opens a second, short connection of its own (SSLRequest, then a TLS handshake
+ * that checks the chain against conn's sslrootcert without aborting) and writes OpenSSL's
+ * reason: "certificate has expired (not after 2020-02-01 00:00 UTC)", "unable to get local
+ * issuer certificate"... conn (libpq's PGconn, borrowed) is a failed connection. Returns 1
+ * with a reason, 0 when none could be found (out is then ""). At most 5 s. */
+struct pg_conn;
+int hd_store_tls_why(struct pg_conn *conn, char *out, size_t cap);
 
 #ifdef __cplusplus
 }
