@@ -203,8 +203,18 @@ any_alive() { rabbit_alive || pg_alive || standby_alive || smtp_alive; }
 # every server and client here speaks ECDSA. Valid 10 years / 2 years: a long `up` never
 # outlives them.
 tls_make() {
-  [ -s "$T/ca.crt" ] && [ -s "$T/server.crt" ] && [ -s "$T/server.key" ] && [ -s "$T/wrong-ca.crt" ] &&
+  if [ -s "$T/ca.crt" ] && [ -s "$T/server.crt" ] && [ -s "$T/server.key" ] && [ -s "$T/wrong-ca.crt" ]; then
     [ -s "$T/expired.crt" ] && [ -s "$T/wrong-host.crt" ] && return 0
+    # A state directory from before these two: add them, keep the CA the servers use.
+    if ! (cd "$T" && umask 077 && tls_make_bad && chmod 644 expired.crt wrong-host.crt) \
+        >"$DIR/tls.log" 2>&1; then
+      warn "error: openssl could not make the expired and wrong-host certificates in $T"
+      tail_log "$DIR/tls.log"
+      return 1
+    fi
+    rm -f "$DIR/tls.log"
+    return 0
+  fi
   local t0
   t0=$(now_us)
   rm -rf "${T:?}"
