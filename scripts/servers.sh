@@ -821,6 +821,10 @@ cmd_status() {
   if smtp_alive; then
     printf '  %-9s running  pid %-7s smtp://127.0.0.1:%s  (maildir %s, %s messages)\n' smtp \
       "$(cat "$S/smtp.pid")" "$SMTP_PORT" "$S/maildir" "$(find "$S/maildir" -name '*.eml' | wc -l)"
+    if pidfile_is "$S/smtp-tls.pid" smtp; then
+      printf '  %-9s running  pid %-7s smtp://127.0.0.1:%s  (STARTTLS, same maildir)\n' smtp-tls \
+        "$(cat "$S/smtp-tls.pid")" "$SMTP_TLS_PORT"
+    else printf '  %-9s stopped\n' smtp-tls; rc=3; fi
   else printf '  %-9s stopped\n' smtp; rc=3; fi
   [ -s "$T/ca.crt" ] && say "TLS CA $T/ca.crt"
   [ -f "$DIR/env" ] && say "env file $DIR/env"
