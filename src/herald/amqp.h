@@ -69,16 +69,19 @@ typedef struct hd_amqp_kv {
 /* Options of hd_amqp_open. A zeroed struct (or NULL) means "the defaults" given below; every
  * string is copied, so the struct may live on the caller's stack. */
 typedef struct hd_amqp_options {
-    int heartbeat_s;              /* 0 = 30 s; negative = no heartbeats */
-    int connect_timeout_ms;       /* TCP connect + AMQP handshake; 0 = 10000 */
-    int rpc_timeout_ms;           /* each synchronous RPC; 0 = 30000; negative = wait forever */
-    const char *connection_name;  /* shown in the management UI; NULL = "herald" */
-    const char *ca_cert_path;     /* amqps:// only: PEM file of trusted CAs; NULL = none */
-    int tls_insecure;             /* amqps:// only: 1 = do not verify the peer (tests only) */
-    int reconnect_base_ms;        /* first reconnect delay; 0 = 100 */
-    int reconnect_cap_ms;         /* longest reconnect delay; 0 = 10000 */
-    const char *client_cert_path; /* amqps:// only: PEM client certificate (with the key) */
-    const char *client_key_path;  /* amqps:// only: its PEM private key; NULL = no client cert */
+    int heartbeat_s;             /* 0 = 30 s; negative = no heartbeats */
+    int connect_timeout_ms;      /* TCP connect + AMQP handshake; 0 = 10000 */
+    int rpc_timeout_ms;          /* each synchronous RPC; 0 = 30000; negative = wait forever */
+    const char *connection_name; /* shown in the management UI; NULL = "herald" */
+    const char *ca_cert_path;    /* amqps:// only: PEM file of trusted CAs; NULL = system's */
+    int tls_insecure;            /* amqps:// only: 1 = do not verify the peer (tests only) */
+    int reconnect_base_ms;       /* first reconnect delay; 0 = 100 */
+    int reconnect_cap_ms;        /* longest reconnect delay; 0 = 10000 */
+
+    /* amqps:// only: a client certificate and its private key (PEM files) for a broker that
+     * asks for one; both or neither. */
+    const char *client_cert_path;
+    const char *client_key_path;
 } hd_amqp_options;
 /* amqps:// verifies the server's certificate chain AND host name (see herald/amqp_tls.h for
  * the socket and its error messages; hd_amqp_tls_settings reads the HD_AMQP_*_FILE
