@@ -606,7 +606,12 @@ smtp_stop() {
     kill -TERM "$pid" 2>/dev/null
     wait_gone 5 "$pid" || kill -KILL "$pid" 2>/dev/null
   fi
-  sweep smtp   # the STARTTLS sink too
+  if pidfile_is "$S/smtp-tls.pid" smtp; then
+    pid=$(head -n 1 "$S/smtp-tls.pid")
+    kill -TERM "$pid" 2>/dev/null
+    wait_gone 5 "$pid" || kill -KILL "$pid" 2>/dev/null
+  fi
+  sweep smtp
   rm -f "$S/smtp.pid" "$S/smtp-tls.pid"
 }
 
