@@ -25,6 +25,12 @@
  * relay cycle's. It is off by default: with it, raw consume ran at twice its usual rate in
  * some later rounds (docs/bench.md, "Caveats"), which upsets the consumer's baseline.
  *
+ * and, when the broker also listens with TLS ($HD_AMQPS_URL, or --amqps-url; CA file
+ * $HD_TLS_CA_FILE or --ca-file), phases 3 and 4 once more over amqps:// (peer and host name
+ * verified, as the services run it) right after the plain ones: "relay (TLS)" and "consumer
+ * + inbox (TLS)", reported as a ratio to the same phase over plain TCP (no target: it is
+ * the price of TLS on this machine, docs/bench.md). --no-tls skips them.
+ *
  * Rates are messages per second of wall time; the relay's is compared with phase 1, the
  * consumer's with phase 2 (targets: 80 % and 70 %). A missed target is reported, never
  * hidden, and does not change the exit status; a lost message or a failed phase does (exit 1).
@@ -79,16 +85,18 @@
 /* ---- options ---------------------------------------------------------------------------- */
 
 typedef struct config {
-    bench_options o;  /* --amqp-url, --count, --quick, --raw-*, --workdir, --keep, --out */
-    int rounds;       /* every phase this often, interleaved; medians are reported */
-    size_t batch;     /* phase 3: rows per claim */
-    size_t window;    /* phase 3: unconfirmed messages in flight */
-    int no_pipeline;  /* phase 3: one batch in flight instead of two */
-    int prefetch;     /* phase 4 */
-    size_t batch_max; /* phase 4: deliveries per group commit */
-    int decode;       /* phase 4: decode every body as an envelope (a registry) */
-    int publisher;    /* also measure hd_publisher alone (diagnosis) */
-    int rounds_set;   /* --rounds given (--quick then keeps it) */
+    bench_options o;     /* --amqp-url, --count, --quick, --raw-*, --workdir, --keep, --out */
+    int rounds;          /* every phase this often, interleaved; medians are reported */
+    size_t batch;        /* phase 3: rows per claim */
+    size_t window;       /* phase 3: unconfirmed messages in flight */
+    int no_pipeline;     /* phase 3: one batch in flight instead of two */
+    int prefetch;        /* phase 4 */
+    size_t batch_max;    /* phase 4: deliveries per group commit */
+    int decode;          /* phase 4: decode every body as an envelope (a registry) */
+    int publisher;       /* also measure hd_publisher alone (diagnosis) */
+    int rounds_set;      /* --rounds given (--quick then keeps it) */
+    const char *tls_url; /* phases 3 and 4 again over amqps://; NULL = not */
+    const char *ca_file; /* its CA file (NULL: the system's trust store) */
 } config;
 
 static void usage(FILE *f)
@@ -119,6 +127,10 @@ static void usage(FILE *f)
             "  --decode           consumer + inbox: decode each body as a CloudEvents envelope\n"
             "  --publisher        also measure herald's publisher alone (hd_publisher, no\n"
             "                     outbox): where the relay's gap to raw publish comes from\n"
+            "  --amqps-url URL    the same broker over TLS: relay and consumer + inbox run\n"
+            "                     again over it (default: $HD_AMQPS_URL, when set)\n"
+            "  --ca-file FILE     CA of the broker's certificate (default: $HD_TLS_CA_FILE)\n"
+            "  --no-tls           skip the TLS phases\n"
             "  --workdir DIR      where the SQLite files go (default: a new directory in\n"
             "                     $TMPDIR or /tmp; must be on a real disk, not tmpfs)\n"
             "  --keep             keep the SQLite files\n"
@@ -141,7 +153,10 @@ enum {
     O_NO_PIPELINE,
     O_BATCH,
     O_WINDOW,
-    O_PREFETCH
+    O_PREFETCH,
+    O_AMQPS_URL,
+    O_CA_FILE,
+    O_NO_TLS
 };
 
 static int own_option(void *ctx, int opt, const char *arg)
@@ -175,6 +190,15 @@ static int own_option(void *ctx, int opt, const char *arg)
     case O_PUBLISHER:
         cfg->publisher = 1;
         return 0;
+    case O_AMQPS_URL:
+        cfg->tls_url = arg;
+        return 0;
+    case O_CA_FILE:
+        cfg->ca_file = arg;
+        return 0;
+    case O_NO_TLS:
+        cfg->tls_url = "";
+        return 0;
     default:
         return -1;
     }
@@ -190,6 +214,9 @@ static const struct option relay_inbox_options[] = {
     {"batch-max", required_argument, NULL, O_BATCH_MAX},
     {"decode", no_argument, NULL, O_DECODE},
     {"publisher", no_argument, NULL, O_PUBLISHER},
+    {"amqps-url", required_argument, NULL, O_AMQPS_URL},
+    {"ca-file", required_argument, NULL, O_CA_FILE},
+    {"no-tls", no_argument, NULL, O_NO_TLS},
     {NULL, 0, NULL, 0},
 };
 
@@ -202,6 +229,14 @@ static int parse_args(int argc, char **argv, config *cfg)
         cfg->rounds = 1;
     if (cfg->window == 0)
         cfg->window = cfg->batch;
+    if (cfg->tls_url == NULL)
+        cfg->tls_url = getenv("HD_AMQPS_URL");
+    if (cfg->tls_url != NULL && *cfg->tls_url == '\0')
+        cfg->tls_url = NULL; /* --no-tls, or an empty variable */
+    if (cfg->ca_file == NULL)
+        cfg->ca_file = getenv("HD_TLS_CA_FILE");
+    if (cfg->ca_file != NULL && *cfg->ca_file == '\0')
+        cfg->ca_file = NULL;
     if (cfg->batch_max == 0) {
         /* Half the prefetch: while one half is being committed, the broker already sends the
          * other half, so the socket never runs dry during the fsync. */
@@ -450,11 +485,13 @@ static void *watch_relay(void *arg)
     return NULL;
 }
 
-static int relay_phase(const config *cfg, broker *b, const char *dir, int round, phase *p,
+/* tls: over cfg->tls_url (its SQLite file numbered round + MAX_ROUNDS) instead of TCP. */
+static int relay_phase(const config *cfg, broker *b, const char *dir, int round, int tls, phase *p,
                        relay_extra *x, hd_error *err)
 {
     char url[4200];
-    snprintf(url, sizeof url, "sqlite://%s/outbox-%d.db?synchronous=full", dir, round);
+    snprintf(url, sizeof url, "sqlite://%s/outbox-%d.db?synchronous=full", dir,
+             tls ? round + MAX_ROUNDS : round);
     hd_store *s = NULL;
     hd_amqp *a = NULL;
     hd_relay *r = NULL;
@@ -468,8 +505,9 @@ static int relay_phase(const config *cfg, broker *b, const char *dir, int round,
     if ((rc = fill_outbox(cfg, s, b->routing_key, pad, err)) < 0)
         goto out;
 
-    hd_amqp_options ao = {.connection_name = "bench relay"};
-    if ((rc = hd_amqp_open(cfg->o.url, &ao, &a, err)) < 0)
+    hd_amqp_options ao = {.connection_name = "bench relay",
+                          .ca_cert_path = tls ? cfg->ca_file : NULL};
+    if ((rc = hd_amqp_open(tls ? cfg->tls_url : cfg->o.url, &ao, &a, err)) < 0)
         goto out;
     /* As herald-relay --drain runs it, except that retention is off: the purge at start is
      * not what is measured. poll_ms only matters for rows waiting for a retry (none here). */
@@ -484,7 +522,7 @@ static int relay_phase(const config *cfg, broker *b, const char *dir, int round,
         goto out;
 
     bench_progress pr;
-    bench_progress_start(&pr, "relay", cfg->o.count);
+    bench_progress_start(&pr, tls ? "relay (TLS)" : "relay", cfg->o.count);
     relay_watch w = {.relay = r, .pr = &pr};
     if ((rc = hd_stop_init(&w.stop, err)) < 0)
         goto out;
@@ -629,11 +667,12 @@ static int64_t scalar(hd_store *s, const char *sql, hd_error *err)
     return v;
 }
 
-static int consumer_phase(const config *cfg, broker *b, const char *dir, int round, phase *p,
-                          consumer_extra *x, hd_error *err)
+static int consumer_phase(const config *cfg, broker *b, const char *dir, int round, int tls,
+                          phase *p, consumer_extra *x, hd_error *err)
 {
     char url[4200];
-    snprintf(url, sizeof url, "sqlite://%s/inbox-%d.db?synchronous=full", dir, round);
+    snprintf(url, sizeof url, "sqlite://%s/inbox-%d.db?synchronous=full", dir,
+             tls ? round + MAX_ROUNDS : round);
     sink k;
     memset(&k, 0, sizeof k);
     hd_consumer *c = NULL;
@@ -662,11 +701,13 @@ static int consumer_phase(const config *cfg, broker *b, const char *dir, int rou
                               .ctx = &k,
                               .prefetch = cfg->prefetch,
                               .registry = reg};
-    if ((rc = hd_consumer_open(cfg->o.url, &co, &c, err)) < 0)
+    hd_amqp_options ao = {.ca_cert_path = tls ? cfg->ca_file : NULL};
+    co.amqp = &ao;
+    if ((rc = hd_consumer_open(tls ? cfg->tls_url : cfg->o.url, &co, &c, err)) < 0)
         goto out;
 
     bench_progress pr;
-    bench_progress_start(&pr, "consumer + inbox", cfg->o.count);
+    bench_progress_start(&pr, tls ? "consumer + inbox (TLS)" : "consumer + inbox", cfg->o.count);
     hd_consumer_counts counts;
     memset(&counts, 0, sizeof counts);
     bench_span_begin(&p->m);
@@ -744,24 +785,80 @@ static void remove_workdir(const char *dir, int rounds)
     char path[4200];
     for (int r = 0; r < rounds; r++)
         for (size_t n = 0; n < 2; n++)
-            for (size_t k = 0; k < sizeof suffixes / sizeof suffixes[0]; k++) {
-                snprintf(path, sizeof path, "%s/%s-%d.db%s", dir, names[n], r, suffixes[k]);
-                unlink(path);
-            }
+            for (size_t k = 0; k < sizeof suffixes / sizeof suffixes[0]; k++)
+                for (int tls = 0; tls < 2; tls++) { /* the TLS phases' files: r + MAX_ROUNDS */
+                    snprintf(path, sizeof path, "%s/%s-%d.db%s", dir, names[n],
+                             r + tls * MAX_ROUNDS, suffixes[k]);
+                    unlink(path);
+                }
     rmdir(dir);
 }
 
 /* ---- one round: the four phases ---------------------------------------------------------- */
 
 /* In the order of the table; they run in another order (see run_round). */
-#define NPHASES 5
-enum { P_RAW_PUBLISH = 0, P_PUBLISHER, P_RELAY, P_RAW_CONSUME, P_CONSUMER };
+#define NPHASES 7
+enum {
+    P_RAW_PUBLISH = 0,
+    P_PUBLISHER,
+    P_RELAY,
+    P_RAW_CONSUME,
+    P_CONSUMER,
+    P_RELAY_TLS,
+    P_CONSUMER_TLS
+};
 
 typedef struct round_result {
     phase ph[NPHASES];
     relay_extra rx;
     consumer_extra cx;
+    relay_extra rx_tls; /* the same over amqps:// */
+    consumer_extra cx_tls;
 } round_result;
+
+/* Phases 3 and 4, over TCP (tls 0) or TLS (1), with their checks. */
+static int relay_and_consumer(const config *cfg, broker *b, const char *dir, int round, int tls,
+                              round_result *rr, size_t *lost, char *failure, size_t cap)
+{
+    hd_error err;
+    hd_error_clear(&err);
+    /* 3: the relay, then the count in the queue. */
+    relay_extra *rx = tls ? &rr->rx_tls : &rr->rx;
+    if (relay_phase(cfg, b, dir, round, tls, &rr->ph[tls ? P_RELAY_TLS : P_RELAY], rx, &err) < 0) {
+        snprintf(failure, cap, "relay%s: %s", tls ? " (TLS)" : "", err.text);
+        return -1;
+    }
+    if (rx->queue_after != (long)cfg->o.count || rx->stats.confirmed != cfg->o.count ||
+        rx->pending_after != 0) {
+        size_t have = rx->queue_after > 0 ? (size_t)rx->queue_after : 0;
+        *lost += have < cfg->o.count ? cfg->o.count - have : 0;
+        snprintf(failure, cap,
+                 "relay: the queue holds %ld messages for %zu rows (%" PRIu64
+                 " confirmed, %lld rows still pending)",
+                 rx->queue_after, cfg->o.count, rx->stats.confirmed, (long long)rx->pending_after);
+        return -1;
+    }
+
+    /* 4: consumer + inbox, then the effects. */
+    consumer_extra *cx = tls ? &rr->cx_tls : &rr->cx;
+    if (consumer_phase(cfg, b, dir, round, tls, &rr->ph[tls ? P_CONSUMER_TLS : P_CONSUMER], cx,
+                       &err) < 0) {
+        snprintf(failure, cap, "consumer + inbox%s: %s", tls ? " (TLS)" : "", err.text);
+        return -1;
+    }
+    if (cx->effects != (int64_t)cfg->o.count || cx->distinct_effects != (int64_t)cfg->o.count ||
+        cx->inbox_rows != (int64_t)cfg->o.count || cx->queue_after != 0) {
+        int64_t have = cx->distinct_effects;
+        *lost += have < (int64_t)cfg->o.count ? cfg->o.count - (size_t)have : 0;
+        snprintf(failure, cap,
+                 "consumer + inbox: %lld effect rows (%lld distinct) and %lld inbox rows for "
+                 "%zu messages; %ld left in the queue",
+                 (long long)cx->effects, (long long)cx->distinct_effects, (long long)cx->inbox_rows,
+                 cfg->o.count, cx->queue_after);
+        return -1;
+    }
+    return 0;
+}
 
 /* Run every phase once: raw publish, raw consume, herald's publisher alone (its messages
  * purged), relay, consumer + inbox. Returns 0, or -1 with the reason in failure; *lost
@@ -771,8 +868,9 @@ static int run_round(const config *cfg, broker *b, const char *dir, int round, r
 {
     hd_error err;
     hd_error_clear(&err);
-    static const char *const keys[NPHASES] = {"raw_publish", "publisher", "relay", "raw_consume",
-                                              "consumer_inbox"};
+    static const char *const keys[NPHASES] = {"raw_publish",       "publisher",      "relay",
+                                              "raw_consume",       "consumer_inbox", "relay_tls",
+                                              "consumer_inbox_tls"};
     for (int i = 0; i < NPHASES; i++)
         rr->ph[i].key = keys[i];
 
@@ -795,40 +893,11 @@ static int run_round(const config *cfg, broker *b, const char *dir, int round, r
         return -1;
     }
 
-    /* 3: the relay, then the count in the queue. */
-    relay_extra *rx = &rr->rx;
-    if (relay_phase(cfg, b, dir, round, &rr->ph[P_RELAY], rx, &err) < 0) {
-        snprintf(failure, cap, "relay: %s", err.text);
-        return -1;
-    }
-    if (rx->queue_after != (long)cfg->o.count || rx->stats.confirmed != cfg->o.count ||
-        rx->pending_after != 0) {
-        size_t have = rx->queue_after > 0 ? (size_t)rx->queue_after : 0;
-        *lost += have < cfg->o.count ? cfg->o.count - have : 0;
-        snprintf(failure, cap,
-                 "relay: the queue holds %ld messages for %zu rows (%" PRIu64
-                 " confirmed, %lld rows still pending)",
-                 rx->queue_after, cfg->o.count, rx->stats.confirmed, (long long)rx->pending_after);
-        return -1;
-    }
-
-    /* 4: consumer + inbox, then the effects. */
-    consumer_extra *cx = &rr->cx;
-    if (consumer_phase(cfg, b, dir, round, &rr->ph[P_CONSUMER], cx, &err) < 0) {
-        snprintf(failure, cap, "consumer + inbox: %s", err.text);
-        return -1;
-    }
-    if (cx->effects != (int64_t)cfg->o.count || cx->distinct_effects != (int64_t)cfg->o.count ||
-        cx->inbox_rows != (int64_t)cfg->o.count || cx->queue_after != 0) {
-        int64_t have = cx->distinct_effects;
-        *lost += have < (int64_t)cfg->o.count ? cfg->o.count - (size_t)have : 0;
-        snprintf(failure, cap,
-                 "consumer + inbox: %lld effect rows (%lld distinct) and %lld inbox rows for "
-                 "%zu messages; %ld left in the queue",
-                 (long long)cx->effects, (long long)cx->distinct_effects, (long long)cx->inbox_rows,
-                 cfg->o.count, cx->queue_after);
-        return -1;
-    }
+    /* 3 and 4 over TCP, then (with a TLS URL) over TLS, right after: the ratio compares
+     * figures measured close in time. */
+    for (int tls = 0; tls <= (cfg->tls_url != NULL); tls++)
+        if (relay_and_consumer(cfg, b, dir, round, tls, rr, lost, failure, cap) < 0)
+            return -1;
     return 0;
 }
 
@@ -934,8 +1003,10 @@ static void print_table(const config *cfg, const broker *b, const summary *s, co
            sqlite3_libversion(), sysconf(_SC_NPROCESSORS_ONLN), date);
     printf("  %-50s %10s %17s %9s %8s\n", "phase", "msg/s", "min..max", "bench CPU", "machine");
     for (int i = 0; i < NPHASES; i++) {
-        if (s[i].n == 0 && i == P_PUBLISHER)
-            continue; /* only with --publisher */
+        if (s[i].n == 0 && (i == P_PUBLISHER || i == P_RELAY_TLS || i == P_CONSUMER_TLS))
+            continue; /* only with --publisher, or a TLS URL */
+        if (i == P_RELAY_TLS)
+            printf("\n");
         if (s[i].n == 0) {
             printf("  %-50s %10s\n", s[i].label, "(not run)");
             continue;
@@ -953,6 +1024,9 @@ static void print_table(const config *cfg, const broker *b, const summary *s, co
     for (size_t i = 0; i < nv; i++) {
         if (!v[i].known)
             printf("  %-50s %8s %7.0f%%  %s\n", v[i].what, "-", 100.0 * v[i].target, "n/a");
+        else if (v[i].target <= 0.0)
+            printf("  %-50s %7.1f%% %8s  %s\n", v[i].what, 100.0 * v[i].ratio, "-",
+                   "(the cost of TLS)");
         else
             printf("  %-50s %7.1f%% %7.0f%%  %s\n", v[i].what, 100.0 * v[i].ratio,
                    100.0 * v[i].target, v[i].pass ? "PASS" : "MISS");
@@ -1076,6 +1150,11 @@ int main(int argc, char **argv)
     s[P_CONSUMER].key = "consumer_inbox";
     snprintf(s[P_CONSUMER].label, sizeof s[0].label,
              "herald consumer + inbox (prefetch %d, batch %zu)", cfg.prefetch, cfg.batch_max);
+    s[P_RELAY_TLS].key = "relay_tls";
+    snprintf(s[P_RELAY_TLS].label, sizeof s[0].label, "herald relay over TLS (amqps://)");
+    s[P_CONSUMER_TLS].key = "consumer_inbox_tls";
+    snprintf(s[P_CONSUMER_TLS].label, sizeof s[0].label,
+             "herald consumer + inbox over TLS (amqps://)");
 
     round_result *rr = calloc((size_t)cfg.rounds, sizeof *rr);
     char *dir = make_workdir(&cfg);
@@ -1095,8 +1174,9 @@ int main(int argc, char **argv)
     bench_now_utc(date, sizeof date);
     char redacted[512];
     hd_amqp_url_redact(cfg.o.url, redacted, sizeof redacted);
-    fprintf(stderr, "bench-relay_inbox: %zu messages x %d rounds, broker %s, SQLite files in %s\n",
-            cfg.o.count, cfg.rounds, redacted, dir);
+    fprintf(stderr,
+            "bench-relay_inbox: %zu messages x %d rounds, broker %s%s, SQLite files in %s\n",
+            cfg.o.count, cfg.rounds, redacted, cfg.tls_url ? " (and over TLS)" : "", dir);
     int tmpfs = bench_on_tmpfs(dir);
     if (tmpfs)
         fprintf(stderr,
@@ -1122,15 +1202,23 @@ int main(int argc, char **argv)
 
     for (int i = 0; i < NPHASES; i++)
         summarise(rr, rounds_done, i, &s[i]);
-    verdict v[2];
+    verdict v[4];
+    size_t nv = 2;
     v[0] = judge("relay_vs_raw_publish", "relay / raw publish", &s[P_RELAY], &s[P_RAW_PUBLISH],
                  TARGET_RELAY);
     v[1] = judge("consumer_inbox_vs_raw_consume", "consumer + inbox / raw consume", &s[P_CONSUMER],
                  &s[P_RAW_CONSUME], TARGET_CONSUMER);
+    if (cfg.tls_url != NULL) {
+        /* No target: what TLS costs is measured and reported, not judged. */
+        v[nv++] = judge("relay_tls_vs_relay", "relay over TLS / over TCP", &s[P_RELAY_TLS],
+                        &s[P_RELAY], 0.0);
+        v[nv++] = judge("consumer_inbox_tls_vs_tcp", "consumer + inbox over TLS / over TCP",
+                        &s[P_CONSUMER_TLS], &s[P_CONSUMER], 0.0);
+    }
     details d;
     gather(rr, rounds_done, &d);
     fflush(stderr);
-    print_table(&cfg, &b, s, v, 2, &d, date);
+    print_table(&cfg, &b, s, v, nv, &d, date);
     if (tmpfs)
         printf("\n  WARNING: the SQLite files were on tmpfs, where fsync costs nothing\n");
     if (lost > 0)
@@ -1140,7 +1228,7 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     if (cfg.o.out != NULL)
-        write_json(cfg.o.out, &cfg, &b, s, rr, rounds_done, v, 2, &d, date, tmpfs, lost,
+        write_json(cfg.o.out, &cfg, &b, s, rr, rounds_done, v, nv, &d, date, tmpfs, lost,
                    failure[0] ? failure : NULL);
 
     broker_teardown(&b);

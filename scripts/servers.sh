@@ -20,7 +20,7 @@
 # commands on the same directory need only HD_SERVERS_DIR):
 #   HD_SERVERS_DIR       state directory          default ${TMPDIR:-/tmp}/herald-servers
 #   HD_AMQP_PORT 5673  HD_RABBIT_DIST_PORT 25673  HD_EPMD_PORT 4370  HD_PG_PORT 5433
-#   HD_SMTP_PORT 2525  HD_AMQPS_PORT 5674  HD_PG_STANDBY_PORT 5434
+#   HD_SMTP_PORT 2525  HD_AMQPS_PORT 5674  HD_PG_STANDBY_PORT 5434  HD_SMTP_TLS_PORT 2526
 #                      (all below 32768: the ephemeral range is taken by client sockets)
 #   HD_RABBIT_MANAGEMENT 0   1: enable the rabbitmq_management plugin (the web UI, to watch
 #                            queues fill and drain) on 127.0.0.1:HD_RABBIT_MGMT_PORT (15673),
@@ -31,7 +31,10 @@
 # (server.crt/.key: CN 127.0.0.1, SAN 127.0.0.1 and localhost), made once per state directory,
 # and an unrelated CA (wrong-ca.crt) that must be refused. RabbitMQ listens with TLS on
 # HD_AMQPS_PORT, PostgreSQL (primary and standby) has ssl=on on its one port (the client
-# chooses with sslmode); the SMTP sink stays plain (see smtp_start). None of them requires TLS.
+# chooses with sslmode); the SMTP sink is plain on HD_SMTP_PORT, and a second sink (same
+# maildir) offers STARTTLS on HD_SMTP_TLS_PORT (see smtp_start). None of them requires TLS.
+# For the clients' refusal tests the CA also signs an expired certificate (expired.crt/.key,
+# valid in 2020 only) and one for another host (wrong-host.crt/.key: wrong.example).
 #
 # The standby: pg_basebackup -R of the primary (replication slot herald_standby), hot standby
 # on HD_PG_STANDBY_PORT. `stop standby` / `start standby` alone; `status` shows its lag.
@@ -41,7 +44,7 @@
 # directory ($HD_SERVERS_DIR/redis/password, mode 0600; in redis.conf, never on a command line).
 #
 # The env file (mode 0600: it holds the Redis password) exports HD_AMQP_URL, HD_AMQPS_URL,
-# HD_PG_URL, HD_PG_STANDBY_URL, HD_SMTP_URL, HD_REDIS_URL (redis://:password@127.0.0.1:port),
+# HD_PG_URL, HD_PG_STANDBY_URL, HD_SMTP_URL, HD_SMTP_TLS_URL, HD_REDIS_URL (redis://:password@127.0.0.1:port),
 # HD_SMTP_MAILDIR, HD_TLS_CA_FILE, HD_TLS_WRONG_CA_FILE, HD_TLS_DIR, HD_SERVERS_DIR,
 # HD_SERVERS_CTL (this script) and the ports (with the management UI also HD_RABBIT_MGMT_URL).
 # See docs/testing.md.
@@ -85,7 +88,7 @@ usage() { sed -n '2,/^set -uo/p' "$SELF" | sed '$d; s/^# \{0,1\}//'; }
 # ---- configuration ---------------------------------------------------------------------
 load_config() {
   AMQP_PORT=5673 DIST_PORT=25673 EPMD_PORT=4370 PG_PORT=5433 SMTP_PORT=2525
-  AMQPS_PORT=5674 STANDBY_PORT=5434
+  AMQPS_PORT=5674 STANDBY_PORT=5434 SMTP_TLS_PORT=2526
   MGMT_PORT=15673 MANAGEMENT=0
   REDIS_PORT=6380
   if [ -f "$DIR/config" ]; then
@@ -101,7 +104,7 @@ apply_env_ports() {
   for pair in AMQP_PORT:HD_AMQP_PORT DIST_PORT:HD_RABBIT_DIST_PORT EPMD_PORT:HD_EPMD_PORT \
               PG_PORT:HD_PG_PORT SMTP_PORT:HD_SMTP_PORT MGMT_PORT:HD_RABBIT_MGMT_PORT \
               AMQPS_PORT:HD_AMQPS_PORT STANDBY_PORT:HD_PG_STANDBY_PORT \
-              REDIS_PORT:HD_REDIS_PORT; do
+              REDIS_PORT:HD_REDIS_PORT SMTP_TLS_PORT:HD_SMTP_TLS_PORT; do
     key=${pair%%:*} envname=${pair#*:}
     val=${!envname:-}
     [ -n "$val" ] || continue
@@ -130,6 +133,7 @@ save_config() {
     "$AMQP_PORT" "$DIST_PORT" "$EPMD_PORT" "$PG_PORT" "$SMTP_PORT" "$MGMT_PORT" "$MANAGEMENT" \
     "$AMQPS_PORT" "$STANDBY_PORT" >"$DIR/config"
   printf 'REDIS_PORT=%s\n' "$REDIS_PORT" >>"$DIR/config"
+  printf 'SMTP_TLS_PORT=%s\n' "$SMTP_TLS_PORT" >>"$DIR/config"
 }
 
 # Serialise commands that change the instance (two helpers restarting at once, a test's
@@ -187,7 +191,7 @@ port_free() { # port what
     warn "error: 127.0.0.1:$1 ($2) is already in use by another process."
     warn "  Another herald instance? Reuse it with HD_SERVERS_DIR=<its dir>, or pick other"
     warn "  ports (HD_AMQP_PORT, HD_AMQPS_PORT, HD_RABBIT_DIST_PORT, HD_EPMD_PORT, HD_PG_PORT,"
-    warn "  HD_PG_STANDBY_PORT, HD_SMTP_PORT)."
+    warn "  HD_PG_STANDBY_PORT, HD_SMTP_PORT, HD_SMTP_TLS_PORT)."
     return 1
   fi
 }
@@ -209,8 +213,18 @@ any_alive() { rabbit_alive || pg_alive || standby_alive || smtp_alive || redis_a
 # every server and client here speaks ECDSA. Valid 10 years / 2 years: a long `up` never
 # outlives them.
 tls_make() {
-  [ -s "$T/ca.crt" ] && [ -s "$T/server.crt" ] && [ -s "$T/server.key" ] && [ -s "$T/wrong-ca.crt" ] &&
+  if [ -s "$T/ca.crt" ] && [ -s "$T/server.crt" ] && [ -s "$T/server.key" ] && [ -s "$T/wrong-ca.crt" ]; then
+    [ -s "$T/expired.crt" ] && [ -s "$T/wrong-host.crt" ] && return 0
+    # A state directory from before these two: add them, keep the CA the servers use.
+    if ! (cd "$T" && umask 077 && tls_make_bad && chmod 644 expired.crt wrong-host.crt) \
+        >"$DIR/tls.log" 2>&1; then
+      warn "error: openssl could not make the expired and wrong-host certificates in $T"
+      tail_log "$DIR/tls.log"
+      return 1
+    fi
+    rm -f "$DIR/tls.log"
     return 0
+  fi
   local t0
   t0=$(now_us)
   rm -rf "${T:?}"
@@ -236,13 +250,38 @@ EOF
         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
           -keyout wrong-ca.key -out wrong-ca.crt -subj "/O=herald tests/CN=herald wrong CA" \
           -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
-        chmod 644 ca.crt server.crt wrong-ca.crt && rm -f server.csr) >"$DIR/tls.log" 2>&1; then
+        tls_make_bad &&
+        chmod 644 ca.crt server.crt wrong-ca.crt expired.crt wrong-host.crt &&
+        rm -f server.csr) >"$DIR/tls.log" 2>&1; then
     warn "error: openssl could not make the test certificates in $T"
     tail_log "$DIR/tls.log"
     return 1
   fi
   rm -f "$DIR/tls.log"
   say "tls: CA $T/ca.crt, server certificate for 127.0.0.1/localhost in $(since "$t0")"
+}
+tls_make_bad() { # in $T: certificates of the right CA that clients must still refuse
+  # expired.crt: valid 2020-01-01..2020-02-01. OpenSSL 3.0's `x509` cannot date a
+  # certificate in the past (no -not_before); `openssl ca -startdate/-enddate` can, and needs
+  # its small database (bad-ca/).
+  mkdir -p bad-ca && : >bad-ca/index && printf '1000\n' >bad-ca/serial &&
+    printf '%s\n' '[ca]' 'default_ca = bad' '[bad]' 'database = bad-ca/index' \
+      'new_certs_dir = bad-ca' 'serial = bad-ca/serial' 'default_md = sha256' 'policy = any' \
+      'unique_subject = no' '[any]' 'commonName = supplied' 'organizationName = optional' \
+      >bad-ca/ca.cnf &&
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -keyout expired.key -out expired.csr -subj "/O=herald tests/CN=127.0.0.1" &&
+    openssl ca -batch -notext -config bad-ca/ca.cnf -cert ca.crt -keyfile ca.key \
+      -startdate 20200101000000Z -enddate 20200201000000Z -extfile server.ext \
+      -in expired.csr -out expired.crt &&
+    # wrong-host.crt: valid now, but for wrong.example only.
+    printf '%s\n' 'basicConstraints = critical, CA:FALSE' 'extendedKeyUsage = serverAuth' \
+      'subjectAltName = DNS:wrong.example' >wrong-host.ext &&
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -keyout wrong-host.key -out wrong-host.csr -subj "/O=herald tests/CN=wrong.example" &&
+    openssl x509 -req -in wrong-host.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 730 \
+      -extfile wrong-host.ext -out wrong-host.crt &&
+    rm -rf expired.csr wrong-host.csr bad-ca
 }
 tls_copy_for_pg() { # dir — server.crt/.key in dir, owned by the server's user, key mode 0600
   # PostgreSQL refuses a key file that others (or, unless root owns it, its group) can read.
@@ -523,10 +562,10 @@ smtp_start() {
   mkdir -p "$S/maildir" || return 1
   rm -f "$S/smtp.pid"
   port_free "$SMTP_PORT" "SMTP sink" || return 1
-  # Plain SMTP only: herald's sender tries STARTTLS whenever a server offers it and then
-  # verifies the certificate, so a sink offering it with the harness's private CA would make
-  # every test that sends mail configure that CA. smtp_sink.py can offer STARTTLS
-  # (--tls-cert/--tls-key), for a second sink once the sender takes a CA file (issue 11).
+  # Plain SMTP on SMTP_PORT: herald's sender tries STARTTLS whenever a server offers it and
+  # then verifies the certificate, so a sink offering it with the harness's private CA would
+  # make every test that sends mail configure that CA. The STARTTLS sink is a second process
+  # on SMTP_TLS_PORT (smtp_tls_start), same maildir.
   say "smtp: starting sink on 127.0.0.1:$SMTP_PORT"
   (exec setsid env "HD_SERVERS_MARK=$DIR:smtp" "$PY" "$ROOT/scripts/smtp_sink.py" \
     --host 127.0.0.1 --port "$SMTP_PORT" --maildir "$S/maildir") \
@@ -544,6 +583,30 @@ smtp_start() {
     return 1
   fi
   say "smtp: ready in $(since "$t0") (pid $pid, maildir $S/maildir, log $S/smtp.log)"
+  smtp_tls_start
+}
+# The STARTTLS sink: the harness's server certificate (127.0.0.1, localhost). It carries the
+# smtp mark, so smtp_stop's sweep ends it with the plain one.
+smtp_tls_start() {
+  local pid
+  port_free "$SMTP_TLS_PORT" "SMTP STARTTLS sink" || return 1
+  (exec setsid env "HD_SERVERS_MARK=$DIR:smtp" "$PY" "$ROOT/scripts/smtp_sink.py" \
+    --host 127.0.0.1 --port "$SMTP_TLS_PORT" --maildir "$S/maildir" \
+    --tls-cert "$T/server.crt" --tls-key "$T/server.key") \
+    </dev/null >"$S/smtp-tls.log" 2>&1 9>&- &
+  pid=$!
+  echo "$pid" >"$S/smtp-tls.pid"
+  for _ in $(seq 100); do
+    port_open "$SMTP_TLS_PORT" && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if ! kill -0 "$pid" 2>/dev/null || ! port_open "$SMTP_TLS_PORT"; then
+    warn "error: the SMTP STARTTLS sink did not start"
+    tail_log "$S/smtp-tls.log"
+    return 1
+  fi
+  say "smtp: STARTTLS sink on 127.0.0.1:$SMTP_TLS_PORT (pid $pid, log $S/smtp-tls.log)"
 }
 smtp_stop() {
   local pid
@@ -553,8 +616,13 @@ smtp_stop() {
     kill -TERM "$pid" 2>/dev/null
     wait_gone 5 "$pid" || kill -KILL "$pid" 2>/dev/null
   fi
+  if pidfile_is "$S/smtp-tls.pid" smtp; then
+    pid=$(head -n 1 "$S/smtp-tls.pid")
+    kill -TERM "$pid" 2>/dev/null
+    wait_gone 5 "$pid" || kill -KILL "$pid" 2>/dev/null
+  fi
   sweep smtp
-  rm -f "$S/smtp.pid"
+  rm -f "$S/smtp.pid" "$S/smtp-tls.pid"
 }
 
 # ---- Redis -----------------------------------------------------------------------------
@@ -618,11 +686,16 @@ write_env() {
     printf 'export HD_AMQP_PORT=%s HD_RABBIT_DIST_PORT=%s HD_EPMD_PORT=%s HD_PG_PORT=%s HD_SMTP_PORT=%s\n' \
       "$AMQP_PORT" "$DIST_PORT" "$EPMD_PORT" "$PG_PORT" "$SMTP_PORT"
     printf 'export HD_AMQPS_PORT=%s HD_PG_STANDBY_PORT=%s\n' "$AMQPS_PORT" "$STANDBY_PORT"
+    printf 'export HD_SMTP_TLS_PORT=%s\n' "$SMTP_TLS_PORT"
     if [ -s "$T/ca.crt" ]; then
       echo "# TLS: the CA of every server's certificate, and an unrelated one that must be refused"
       printf 'export HD_TLS_DIR=%q\n' "$T"
       printf 'export HD_TLS_CA_FILE=%q\n' "$T/ca.crt"
       printf 'export HD_TLS_WRONG_CA_FILE=%q\n' "$T/wrong-ca.crt"
+      echo "# signed by that CA but to be refused: expired (2020), and for host wrong.example"
+      printf 'export HD_TLS_EXPIRED_CERT=%q HD_TLS_EXPIRED_KEY=%q\n' "$T/expired.crt" "$T/expired.key"
+      printf 'export HD_TLS_WRONG_HOST_CERT=%q HD_TLS_WRONG_HOST_KEY=%q\n' "$T/wrong-host.crt" \
+        "$T/wrong-host.key"
     fi
     if rabbit_alive; then
       echo "export HD_AMQP_URL=amqp://guest:guest@127.0.0.1:$AMQP_PORT/"
@@ -641,6 +714,8 @@ write_env() {
     fi
     if smtp_alive; then
       echo "export HD_SMTP_URL=smtp://127.0.0.1:$SMTP_PORT"
+      echo "# the same maildir, STARTTLS offered with the certificate of HD_TLS_CA_FILE"
+      echo "export HD_SMTP_TLS_URL=smtp://127.0.0.1:$SMTP_TLS_PORT"
       printf 'export HD_SMTP_MAILDIR=%q\n' "$S/maildir"
     fi
     if redis_alive; then
@@ -819,6 +894,10 @@ cmd_status() {
   if smtp_alive; then
     printf '  %-9s running  pid %-7s smtp://127.0.0.1:%s  (maildir %s, %s messages)\n' smtp \
       "$(cat "$S/smtp.pid")" "$SMTP_PORT" "$S/maildir" "$(find "$S/maildir" -name '*.eml' | wc -l)"
+    if pidfile_is "$S/smtp-tls.pid" smtp; then
+      printf '  %-9s running  pid %-7s smtp://127.0.0.1:%s  (STARTTLS, same maildir)\n' smtp-tls \
+        "$(cat "$S/smtp-tls.pid")" "$SMTP_TLS_PORT"
+    else printf '  %-9s stopped\n' smtp-tls; rc=3; fi
   else printf '  %-9s stopped\n' smtp; rc=3; fi
   if redis_alive; then
     printf '  %-9s running  pid %-7s redis://127.0.0.1:%s  (AUTH: password in %s, no persistence)\n' redis \

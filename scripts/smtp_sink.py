@@ -63,6 +63,10 @@ class MaildirHandler:
         eol = b"\r\n" if b"\r\n" in raw else b"\n"
         head = [b"X-Envelope-From: " + (envelope.mail_from or "").encode("utf-8")]
         head += [b"X-Envelope-To: " + rcpt.encode("utf-8") for rcpt in envelope.rcpt_tos]
+        # After STARTTLS aiosmtpd keeps the TLS details in session.ssl: say so, so that a
+        # test can prove the mail crossed encrypted (absent for plain sessions).
+        if getattr(session, "ssl", None):
+            head.append(b"X-Envelope-TLS: yes")
         data = eol.join(head) + eol + raw
 
         name = "%d-%d.eml" % (time.time_ns(), next(self.counter))

@@ -1,14 +1,12 @@
 /* amqp.c — see amqp.h. One connection, its channel numbers, and error mapping. */
 #include "herald/amqp.h"
 
-#include <amqp_ssl_socket.h>
-#include <amqp_tcp_socket.h>
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 
+#include "herald/amqp_tls.h"
 #include "herald/backoff.h"
 #include "herald/clock.h"
 
@@ -29,6 +27,7 @@ struct hd_amqp {
     hd_amqp_options opts; /* defaults filled in; strings point to the copies below */
     char *connection_name;
     char *ca_cert_path;
+    char *client_cert_path, *client_key_path;
     int open; /* 0 once a socket error or connection.close was seen */
     unsigned generation;
     int last_reply_code;
@@ -380,30 +379,13 @@ static int connect_once(hd_amqp *a, hd_error *err)
     if (conn == NULL)
         return hd_error_set(err, HD_ENOMEM, NULL);
 
-    amqp_socket_t *sock = u->tls ? amqp_ssl_socket_new(conn) : amqp_tcp_socket_new(conn);
-    if (sock == NULL) {
-        rc = hd_error_set(err, HD_ENOMEM, "connect %s: cannot create %s socket", a->redacted,
-                          u->tls ? "TLS" : "TCP");
+    /* The socket (TCP, or TLS with verification) and its errors: amqp_tls.c. */
+    amqp_socket_t *sock = NULL;
+    if ((rc = hd_amqp_tls_socket_new(conn, u, &a->opts, &sock, err)) < 0)
         goto fail;
-    }
-    if (u->tls) {
-        amqp_ssl_socket_set_verify_peer(sock, a->opts.tls_insecure ? 0 : 1);
-        amqp_ssl_socket_set_verify_hostname(sock, a->opts.tls_insecure ? 0 : 1);
-        if (a->ca_cert_path != NULL &&
-            amqp_ssl_socket_set_cacert(sock, a->ca_cert_path) != AMQP_STATUS_OK) {
-            rc = hd_error_set(err, HD_ECONNECT, "connect %s: cannot load CA file %s", a->redacted,
-                              a->ca_cert_path);
-            goto fail;
-        }
-    }
-
     struct timeval connect_tv = ms_to_tv(a->opts.connect_timeout_ms);
-    int status = amqp_socket_open_noblock(sock, u->host, u->port, &connect_tv);
-    if (status != AMQP_STATUS_OK) {
-        rc = hd_error_set(err, HD_ECONNECT, "connect %s:%d: %s", u->host, u->port,
-                          amqp_error_string2(status));
+    if ((rc = hd_amqp_tls_socket_open(sock, u, &a->opts, &connect_tv, err)) < 0)
         goto fail;
-    }
     (void)amqp_set_handshake_timeout(conn, &connect_tv);
     if (a->opts.rpc_timeout_ms > 0) {
         struct timeval rpc_tv = ms_to_tv(a->opts.rpc_timeout_ms);
@@ -498,6 +480,8 @@ static void hd_amqp_free(hd_amqp *a)
 {
     free(a->connection_name);
     free(a->ca_cert_path);
+    free(a->client_cert_path);
+    free(a->client_key_path);
     free(a);
 }
 
@@ -514,13 +498,19 @@ int hd_amqp_open(const char *url, const hd_amqp_options *opts, hd_amqp **out, hd
     opts_fill(&a->opts, opts);
     a->connection_name = strdup(a->opts.connection_name ? a->opts.connection_name : "herald");
     a->ca_cert_path = a->opts.ca_cert_path ? strdup(a->opts.ca_cert_path) : NULL;
-    if (a->connection_name == NULL || (a->opts.ca_cert_path && a->ca_cert_path == NULL)) {
+    a->client_cert_path = a->opts.client_cert_path ? strdup(a->opts.client_cert_path) : NULL;
+    a->client_key_path = a->opts.client_key_path ? strdup(a->opts.client_key_path) : NULL;
+    if (a->connection_name == NULL || (a->opts.ca_cert_path && a->ca_cert_path == NULL) ||
+        (a->opts.client_cert_path && a->client_cert_path == NULL) ||
+        (a->opts.client_key_path && a->client_key_path == NULL)) {
         rc = hd_error_set(err, HD_ENOMEM, NULL);
         goto fail;
     }
     /* The caller's strings are not kept: point the copy of the options at our copies. */
     a->opts.connection_name = a->connection_name;
     a->opts.ca_cert_path = a->ca_cert_path;
+    a->opts.client_cert_path = a->client_cert_path;
+    a->opts.client_key_path = a->client_key_path;
 
     if ((rc = connect_once(a, err)) < 0)
         goto fail;
@@ -571,7 +561,7 @@ int hd_amqp_reconnect(hd_amqp *a, const hd_stop *stop, hd_error *err)
         int rc = connect_once(a, &last);
         if (rc == 0)
             return 0;
-        if (rc == HD_EAUTH || rc == HD_EURL || rc == HD_ENOMEM)
+        if (rc == HD_EAUTH || rc == HD_EURL || rc == HD_ENOMEM || rc == HD_ECONFIG)
             return hd_error_set(err, rc, "%s", last.text);
         /* The backoff ends at once on a stop: a broker down for minutes must not keep a
          * stopping process waiting for its next attempt. */

@@ -73,11 +73,19 @@ typedef struct hd_amqp_options {
     int connect_timeout_ms;      /* TCP connect + AMQP handshake; 0 = 10000 */
     int rpc_timeout_ms;          /* each synchronous RPC; 0 = 30000; negative = wait forever */
     const char *connection_name; /* shown in the management UI; NULL = "herald" */
-    const char *ca_cert_path;    /* amqps:// only: PEM file of trusted CAs; NULL = none */
+    const char *ca_cert_path;    /* amqps:// only: PEM file of trusted CAs; NULL = system's */
     int tls_insecure;            /* amqps:// only: 1 = do not verify the peer (tests only) */
     int reconnect_base_ms;       /* first reconnect delay; 0 = 100 */
     int reconnect_cap_ms;        /* longest reconnect delay; 0 = 10000 */
+
+    /* amqps:// only: a client certificate and its private key (PEM files) for a broker that
+     * asks for one; both or neither. */
+    const char *client_cert_path;
+    const char *client_key_path;
 } hd_amqp_options;
+/* amqps:// verifies the server's certificate chain AND host name (see herald/amqp_tls.h for
+ * the socket and its error messages; hd_amqp_tls_settings reads the HD_AMQP_*_FILE
+ * settings into these options). */
 
 /* ---- URLs ----------------------------------------------------------------------------- */
 
@@ -108,9 +116,12 @@ void hd_amqp_url_redact(const char *url, char *out, size_t cap);
 /* Connect to url, log in, and open channel 1. opts may be NULL. On success *out is a new
  * connection (free with hd_amqp_close) and 0 is returned. On failure *out is NULL and:
  *   HD_EURL      the URL does not parse
- *   HD_ECONNECT  TCP/TLS connect or the AMQP handshake failed (server down, wrong port)
+ *   HD_ECONNECT  TCP/TLS connect or the AMQP handshake failed (server down, wrong port, a
+ *                plain AMQP port asked for amqps://)
  *   HD_EAUTH     the broker refused the user name or password (403 ACCESS_REFUSED), or the
- *                vhost (530 NOT_ALLOWED)
+ *                vhost (530 NOT_ALLOWED); or, for amqps://, its certificate did not verify
+ *                (not trusted by the CA file, expired, not for this host name: amqp_tls.h)
+ *   HD_ECONFIG   amqps:// with a CA or client certificate file that cannot be loaded
  *   HD_ENOMEM
  * with the host, port and the broker's text in err. */
 int hd_amqp_open(const char *url, const hd_amqp_options *opts, hd_amqp **out, hd_error *err);
@@ -124,8 +135,8 @@ void hd_amqp_close(hd_amqp *a);
  * the same URL with the same options, retrying with capped exponential backoff and full
  * jitter until it succeeds or stop (borrowed; NULL: retry forever) is requested; a stop
  * ends a backoff sleep at once. Returns 0 (connected; channel 1 open; generation
- * incremented), HD_EINTR when stopped, or HD_EURL/HD_EAUTH at once — retrying a wrong
- * password never helps. */
+ * incremented), HD_EINTR when stopped, or HD_EURL/HD_EAUTH/HD_ECONFIG at once — retrying a
+ * wrong password or an untrusted certificate never helps. */
 int hd_amqp_reconnect(hd_amqp *a, const hd_stop *stop, hd_error *err);
 
 /* 1 while the connection is usable, 0 once it is known to be broken. */

@@ -26,6 +26,7 @@ typedef struct rabbit_bus {
     char *url;
     char *connection_name; /* copies of the strings of opts.amqp: startup comes later */
     char *ca_cert_path;
+    char *client_cert_path, *client_key_path;
     hd_bus_rabbit_options opts;
     hd_retry_policy policy;
     hd_amqp_options amqp_opts;
@@ -239,6 +240,8 @@ static void rb_destroy(hd_bus *bus)
     free(b->url);
     free(b->connection_name);
     free(b->ca_cert_path);
+    free(b->client_cert_path);
+    free(b->client_key_path);
     free(b);
 }
 
@@ -284,9 +287,17 @@ int hd_bus_rabbit_new(const char *url, const hd_bus_rabbit_options *opts, hd_bus
         b->ca_cert_path = strdup(b->amqp_opts.ca_cert_path);
     b->amqp_opts.connection_name = b->connection_name;
     b->amqp_opts.ca_cert_path = b->ca_cert_path;
+    if (b->amqp_opts.client_cert_path != NULL)
+        b->client_cert_path = strdup(b->amqp_opts.client_cert_path);
+    if (b->amqp_opts.client_key_path != NULL)
+        b->client_key_path = strdup(b->amqp_opts.client_key_path);
+    b->amqp_opts.client_cert_path = b->client_cert_path;
+    b->amqp_opts.client_key_path = b->client_key_path;
     b->opts.amqp = &b->amqp_opts;
     if (b->connection_name == NULL ||
-        (opts && opts->amqp && opts->amqp->ca_cert_path && b->ca_cert_path == NULL)) {
+        (opts && opts->amqp && opts->amqp->ca_cert_path && b->ca_cert_path == NULL) ||
+        (opts && opts->amqp && opts->amqp->client_cert_path && b->client_cert_path == NULL) ||
+        (opts && opts->amqp && opts->amqp->client_key_path && b->client_key_path == NULL)) {
         rb_destroy(&b->base);
         return hd_error_set(err, HD_ENOMEM, "rabbitmq bus");
     }

@@ -131,6 +131,46 @@ void hd_config_print_help(FILE *out, const char *program, const char *summary,
  *     if (hd_config_wants_help(argc, argv)) { hd_config_print_help(stdout, ...); return 0; } */
 int hd_config_wants_help(int argc, char **argv);
 
+/* ---- TLS settings (config_tls.c) -------------------------------------------------------
+ * The settings every service reads the same way for TLS to its servers (docs/deployment.md,
+ * "TLS to the broker, the database and SMTP"). Each is checked at start-up, so a mistake is
+ * an HD_ECONFIG naming the setting before anything connects. */
+struct hd_amqp_options;
+struct hd_sender_smtp_options;
+
+/* HD_DATABASE_CA_FILE: when set, rewrite HD_DATABASE_URL (and HD_DATABASE_READ_URL, when
+ * set) in cfg with sslmode=verify-full and sslrootcert=<file> (hd_store_tls_url). Call it
+ * once, right after hd_config_load, before threads read cfg. Returns 0 or HD_ECONFIG /
+ * HD_EURL / HD_ENOMEM. */
+int hd_config_apply_database_tls(hd_config *cfg, hd_error *err);
+
+/* HD_AMQP_CA_FILE, HD_AMQP_CERT_FILE, HD_AMQP_KEY_FILE into *o, checked against HD_AMQP_URL
+ * (hd_amqp_tls_settings). The strings are borrowed from cfg. Returns 0 or HD_ECONFIG. */
+int hd_config_amqp_tls(const hd_config *cfg, struct hd_amqp_options *o, hd_error *err);
+
+/* HD_SMTP_TLS (auto, required, off) and HD_SMTP_CA_FILE into *o (strings borrowed from
+ * cfg). Returns 0 or HD_ECONFIG. */
+int hd_config_smtp_tls(const hd_config *cfg, struct hd_sender_smtp_options *o, hd_error *err);
+
+/* Rows for a service's --help table (hd_setting initialisers). */
+/* clang-format off */
+#define HD_SETTINGS_DATABASE_TLS \
+    {"HD_DATABASE_CA_FILE", "", "PostgreSQL: PEM file of the CA of the server's certificate; " \
+     "adds sslmode=verify-full and sslrootcert to HD_DATABASE_URL (and HD_DATABASE_READ_URL): " \
+     "TLS with certificate and host name checked, never plain"}
+#define HD_SETTINGS_AMQP_TLS \
+    {"HD_AMQP_CA_FILE", "", "amqps:// only: PEM file of the CA of the broker's certificate " \
+     "(empty: the system's trust store); peer and host name are always verified"}, \
+    {"HD_AMQP_CERT_FILE", "", "amqps:// only: PEM client certificate, if the broker asks"}, \
+    {"HD_AMQP_KEY_FILE", "", "amqps:// only: the client certificate's PEM private key"}
+#define HD_SETTINGS_SMTP_TLS \
+    {"HD_SMTP_TLS", "auto", "STARTTLS: required (verified TLS or no send), off (never), auto " \
+     "(smtp:// tries it, and requires it when the URL has a password; smtps:// is TLS from " \
+     "the first byte)"}, \
+    {"HD_SMTP_CA_FILE", "", "PEM file of the CA of the SMTP server's certificate (empty: the " \
+     "system's trust store)"}
+/* clang-format on */
+
 #ifdef __cplusplus
 }
 #endif

@@ -165,6 +165,44 @@ typedef enum hd_smtp_tls {
  * and start-up logs). Returns 0 or HD_EURL (the URL hd_sender_smtp_new would refuse). */
 int hd_sender_smtp_tls(const char *url, hd_smtp_tls *out, hd_error *err);
 
+/* What STARTTLS an SMTP sender insists on, whatever the URL would choose (HD_SMTP_TLS). */
+typedef enum hd_smtp_starttls {
+    HD_SMTP_STARTTLS_AUTO = 0, /* "auto": as hd_sender_smtp_tls says for the URL */
+    HD_SMTP_STARTTLS_REQUIRED, /* "required": STARTTLS with a verified certificate, or no send
+                                  (CURLUSESSL_ALL), also without credentials */
+    HD_SMTP_STARTTLS_OFF       /* "off": never STARTTLS (a relay that offers it broken); refused
+                                  with credentials in the URL or with smtps:// */
+} hd_smtp_starttls;
+
+/* Options of hd_sender_smtp_new_with; zeroed = hd_sender_smtp_new's behaviour. Strings are
+ * copied (libcurl copies them), so the struct may live on the caller's stack. */
+typedef struct hd_sender_smtp_options {
+    long timeout_ms;           /* as in hd_sender_smtp_new; <= 0: 30 s */
+    hd_smtp_starttls starttls; /* HD_SMTP_STARTTLS_AUTO by default */
+    const char *ca_file;       /* PEM file of trusted CAs (CURLOPT_CAINFO); NULL = the system's
+                                  store. Used for STARTTLS and smtps:// alike */
+} hd_sender_smtp_options;
+
+/* hd_sender_smtp_new with options (o may be NULL). Also returns HD_ECONFIG for a starttls
+ * that contradicts the URL (off with credentials or smtps://) or a CA file that cannot be
+ * read. With HD_SMTP_STARTTLS_REQUIRED a server that does not offer STARTTLS fails the send
+ * ("SMTP: STARTTLS required but the server did not offer it"), and a certificate that does
+ * not verify fails it with libcurl's reason ("certificate has expired", "no alternative
+ * certificate subject name matches target host name"). */
+int hd_sender_smtp_new_with(const char *url, const char *from, const hd_sender_smtp_options *o,
+                            hd_sender **out, hd_error *err);
+
+/* Connect to the sender's server, EHLO, STARTTLS (or TLS) with the certificate checks, and
+ * hang up without sending anything: a start-up check, so that a wrong CA or a server
+ * without STARTTLS is an error when the service starts, not at its first mail. s must be an
+ * SMTP sender (else HD_EINVAL). Returns 0, HD_ESMTP (with libcurl's reason), or
+ * HD_ECONNECT (the server cannot be reached: may be temporary). */
+int hd_sender_smtp_check(hd_sender *s, hd_error *err);
+
+/* "auto", "required" or "off" (any case; NULL or "" = auto) into *out. Returns 0 or
+ * HD_ECONFIG ("HD_SMTP_TLS: 'yes' is not auto, required or off"). */
+int hd_smtp_starttls_parse(const char *text, hd_smtp_starttls *out, hd_error *err);
+
 /* ---- log (sender_log.c) ----------------------------------------------------------------- */
 
 /* A sender that writes one info line a mail to lg (borrowed, must outlive the sender; NULL =

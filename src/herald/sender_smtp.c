@@ -11,7 +11,10 @@
 #include "herald/clock.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <pthread.h>
+#include <strings.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +104,12 @@ static int smtp_send(hd_sender *base, const hd_mail *mail, hd_error *err)
     char reply_text[48] = "";
     if (reply > 0)
         snprintf(reply_text, sizeof reply_text, ", server replied %ld", reply);
+    if (res == CURLE_USE_SSL_FAILED)
+        /* CURLUSESSL_ALL and no STARTTLS in the server's EHLO reply (or it refused the
+         * command): libcurl's "Requested SSL level failed" does not say that. */
+        return hd_error_set(err, HD_ESMTP,
+                            "SMTP: STARTTLS required but the server did not offer it (%s)",
+                            s->errbuf[0] ? s->errbuf : curl_easy_strerror(res));
     if (res == CURLE_OPERATION_TIMEDOUT)
         return hd_error_set(err, HD_ESMTP, "SMTP: timed out after %ld ms (%s%s)", s->timeout_ms,
                             s->errbuf[0] ? s->errbuf : curl_easy_strerror(res), reply_text);
@@ -170,9 +179,34 @@ int hd_sender_smtp_tls(const char *url, hd_smtp_tls *out, hd_error *err)
     return rc;
 }
 
+int hd_smtp_starttls_parse(const char *text, hd_smtp_starttls *out, hd_error *err)
+{
+    if (text == NULL || *text == '\0' || strcasecmp(text, "auto") == 0)
+        *out = HD_SMTP_STARTTLS_AUTO;
+    else if (strcasecmp(text, "required") == 0)
+        *out = HD_SMTP_STARTTLS_REQUIRED;
+    else if (strcasecmp(text, "off") == 0)
+        *out = HD_SMTP_STARTTLS_OFF;
+    else
+        return hd_error_set(err, HD_ECONFIG, "HD_SMTP_TLS: '%.32s' is not auto, required or off",
+                            text);
+    return 0;
+}
+
 int hd_sender_smtp_new(const char *url, const char *from, long timeout_ms, hd_sender **out,
                        hd_error *err)
 {
+    hd_sender_smtp_options o = {.timeout_ms = timeout_ms};
+    return hd_sender_smtp_new_with(url, from, &o, out, err);
+}
+
+int hd_sender_smtp_new_with(const char *url, const char *from, const hd_sender_smtp_options *o,
+                            hd_sender **out, hd_error *err)
+{
+    hd_sender_smtp_options none = {0};
+    if (o == NULL)
+        o = &none;
+    long timeout_ms = o->timeout_ms;
     if (url == NULL || out == NULL)
         return hd_error_set(err, HD_EINVAL, "SMTP sender: NULL argument");
     if (!hd_mail_address_valid(from))
@@ -185,6 +219,14 @@ int hd_sender_smtp_new(const char *url, const char *from, long timeout_ms, hd_se
     int rc = check_url(url, &has_credentials, &implicit_tls, err);
     if (rc != 0)
         return rc;
+    if (o->starttls == HD_SMTP_STARTTLS_OFF && (has_credentials || implicit_tls))
+        return hd_error_set(err, HD_ECONFIG,
+                            "HD_SMTP_TLS=off contradicts HD_SMTP_URL (%s): refusing to send "
+                            "without the TLS the URL asks for",
+                            implicit_tls ? "smtps://" : "it holds a password");
+    if (o->ca_file != NULL && *o->ca_file != '\0' && access(o->ca_file, R_OK) != 0)
+        return hd_error_set(err, HD_ECONFIG, "HD_SMTP_CA_FILE: cannot read %s: %s", o->ca_file,
+                            strerror(errno));
 
     smtp_sender *s = calloc(1, sizeof *s);
     if (s == NULL || (s->from = strdup(from)) == NULL || (s->curl = curl_easy_init()) == NULL) {
@@ -214,7 +256,13 @@ int hd_sender_smtp_new(const char *url, const char *from, long timeout_ms, hd_se
      * program with threads (and the services have several). */
     ok = ok && curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) == CURLE_OK;
     hd_smtp_tls tls = tls_mode(has_credentials, implicit_tls);
-    if (ok && tls == HD_SMTP_TLS_REQUIRED)
+    if (!implicit_tls && o->starttls == HD_SMTP_STARTTLS_REQUIRED)
+        tls = HD_SMTP_TLS_REQUIRED; /* the operator's word wins over the URL's guess */
+    if (ok && o->ca_file != NULL && *o->ca_file != '\0')
+        ok = curl_easy_setopt(c, CURLOPT_CAINFO, o->ca_file) == CURLE_OK;
+    if (ok && !implicit_tls && o->starttls == HD_SMTP_STARTTLS_OFF)
+        ok = curl_easy_setopt(c, CURLOPT_USE_SSL, (long)CURLUSESSL_NONE) == CURLE_OK;
+    else if (ok && tls == HD_SMTP_TLS_REQUIRED)
         /* A password in the URL: STARTTLS or no send at all, never AUTH in clear. */
         ok = curl_easy_setopt(c, CURLOPT_USE_SSL, (long)CURLUSESSL_ALL) == CURLE_OK;
     else if (ok && tls == HD_SMTP_TLS_TRY)
@@ -231,4 +279,34 @@ int hd_sender_smtp_new(const char *url, const char *from, long timeout_ms, hd_se
     }
     *out = &s->base;
     return 0;
+}
+
+int hd_sender_smtp_check(hd_sender *base, hd_error *err)
+{
+    if (base == NULL || base->methods != &smtp_methods)
+        return hd_error_set(err, HD_EINVAL, "SMTP check: not an SMTP sender");
+    smtp_sender *s = (smtp_sender *)base;
+    /* A copy of the handle with every option (URL, TLS level, CA file, timeouts), told to
+     * stop once connected: for SMTP libcurl's "connect" phase is the greeting, EHLO,
+     * STARTTLS and the certificate checks, then nothing is sent. The copy keeps the
+     * sender's own connection cache out of it. */
+    CURL *c = curl_easy_duphandle(s->curl);
+    if (c == NULL)
+        return hd_error_set(err, HD_ENOMEM, NULL);
+    char errbuf[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(c, CURLOPT_CONNECT_ONLY, 1L);
+    curl_easy_setopt(c, CURLOPT_UPLOAD, 0L);
+    CURLcode res = curl_easy_perform(c);
+    curl_easy_cleanup(c);
+    if (res == CURLE_OK)
+        return 0;
+    const char *why = errbuf[0] ? errbuf : curl_easy_strerror(res);
+    if (res == CURLE_USE_SSL_FAILED)
+        return hd_error_set(err, HD_ESMTP,
+                            "SMTP: STARTTLS required but the server did not offer it (%s)", why);
+    if (res == CURLE_COULDNT_CONNECT || res == CURLE_COULDNT_RESOLVE_HOST ||
+        res == CURLE_OPERATION_TIMEDOUT)
+        return hd_error_set(err, HD_ECONNECT, "SMTP: %s (%s)", curl_easy_strerror(res), why);
+    return hd_error_set(err, HD_ESMTP, "SMTP: %s (%s)", curl_easy_strerror(res), why);
 }

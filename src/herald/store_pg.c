@@ -38,6 +38,7 @@
  */
 #include "herald/store_internal.h"
 #include "herald/store_pg.h"
+#include "herald/store_tls.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -621,8 +622,17 @@ int hd_store_pg_open(const char *url, hd_store **out, hd_error *err)
         return hd_error_set(err, HD_ENOMEM, "libpq could not allocate a connection");
     }
     if (PQstatus(ps->conn) != CONNECTION_OK) {
-        int rc = set_pq_error(err, HD_ECONNECT,
-                              "cannot connect to PostgreSQL: ", PQerrorMessage(ps->conn));
+        /* libpq says "certificate verify failed" for a wrong CA and an expired certificate
+         * alike: add which (store_tls.c). */
+        char tls_why[200], msg[800];
+        const char *pq = PQerrorMessage(ps->conn);
+        size_t n = strcspn(pq, "\n");
+        if (strstr(pq, "certificate verify failed") != NULL &&
+            hd_store_tls_why(ps->conn, tls_why, sizeof tls_why))
+            snprintf(msg, sizeof msg, "%.*s (%s)", (int)(n < 500 ? n : 500), pq, tls_why);
+        else
+            snprintf(msg, sizeof msg, "%s", pq);
+        int rc = set_pq_error(err, HD_ECONNECT, "cannot connect to PostgreSQL: ", msg);
         pg_close(&ps->base);
         return rc;
     }

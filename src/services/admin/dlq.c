@@ -464,9 +464,13 @@ static void state_release(state *s)
     s->a = NULL;
 }
 
+/* HD_AMQP_CA_FILE and friends, read once by admin_dlq (a one-shot, single-threaded command):
+ * every connection of the command takes them. */
+static hd_amqp_options amqp_tls;
+
 static hd_amqp_options quiet_amqp(const char *name)
 {
-    hd_amqp_options ao = {0};
+    hd_amqp_options ao = amqp_tls;
     ao.heartbeat_s = -1; /* see the top of the file */
     ao.connection_name = name;
     return ao;
@@ -852,6 +856,10 @@ int admin_dlq(const hd_config *cfg, int argc, char **argv, const admin_io *io)
     }
     state s = {.o = &o, .io = io};
     hd_error err;
+    if (hd_config_amqp_tls(cfg, &amqp_tls, &err) < 0) {
+        fprintf(io->err, "herald-admin dlq: %s\n", err.text);
+        return ADMIN_USAGE;
+    }
     if (read_dlq(&s, url, &err) < 0) {
         fprintf(io->err, "herald-admin dlq %s: %s\n", argv[1], err.text);
         state_release(&s);

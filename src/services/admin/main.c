@@ -27,6 +27,8 @@ static const struct {
 static const hd_setting settings[] = {
     {"HD_DATABASE_URL", NULL, "the database of the outbox or inbox to look at"},
     {"HD_AMQP_URL", NULL, "the broker (dlq, topology)"},
+    HD_SETTINGS_DATABASE_TLS,
+    HD_SETTINGS_AMQP_TLS,
     {NULL, NULL, NULL},
 };
 
@@ -66,8 +68,9 @@ int main(int argc, char **argv)
             continue;
         hd_config *cfg = NULL;
         hd_error err;
-        if (hd_config_load(&cfg, NULL, &err) < 0) {
+        if (hd_config_load(&cfg, NULL, &err) < 0 || hd_config_apply_database_tls(cfg, &err) < 0) {
             fprintf(stderr, "herald-admin: %s\n", err.text);
+            hd_config_free(cfg);
             return ADMIN_USAGE;
         }
         int rc = groups[g].fn(cfg, argc - i, argv + i, &io);

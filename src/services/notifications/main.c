@@ -38,12 +38,15 @@ static const hd_setting settings[] = {
      "unset: all reads on the primary"},
     {"HD_DATABASE_READ_MAX_LAG", "5s",
      "a standby further behind than this is skipped: its reads go to the primary"},
-    {"HD_AMQP_URL", NULL, "the broker: amqp://user:password@host:5672/vhost"},
+    {"HD_AMQP_URL", NULL, "the broker: amqp://user:password@host:5672/vhost (amqps:// for TLS)"},
+    HD_SETTINGS_DATABASE_TLS,
+    HD_SETTINGS_AMQP_TLS,
     {"HD_SENDER", "smtp if HD_SMTP_URL is set, else log",
      "smtp or log (log: one JSON line a "
      "mail, nothing delivered)"},
     {"HD_SMTP_URL", "", "smtp://host:port or smtps://user:password@host:465"},
     {"HD_SMTP_TIMEOUT_MS", "10000", "longest time one send may take, ms"},
+    HD_SETTINGS_SMTP_TLS,
     {"HD_MAIL_FROM", "noreply@herald.example", "From of every mail; its domain names Message-IDs"},
     {"HD_TEMPLATES_DIR", "templates", "directory of <type>.subject/.html/.txt"},
     {"HD_NOTIFY_MAX_ATTEMPTS", "5", "send attempts before a notification fails for good"},
@@ -128,6 +131,8 @@ static int read_sender(const hd_config *cfg, notif_config *c, hd_error *err)
     if (rc < 0)
         return rc;
     c->smtp_timeout_ms = (long)v;
+    if ((rc = hd_config_smtp_tls(cfg, &c->smtp, err)) < 0)
+        return rc;
     if (strcmp(sender, "log") == 0 || (*sender == '\0' && *url == '\0')) {
         c->smtp_url = NULL;
         return 0;
@@ -182,6 +187,8 @@ static int read_broker(const hd_config *cfg, notif_config *c, hd_error *err)
     c->amqp_url = hd_config_get(cfg, "HD_AMQP_URL", "");
     if (*c->amqp_url == '\0')
         return hd_error_set(err, HD_ECONFIG, "HD_AMQP_URL is required (see --help)");
+    if ((rc = hd_config_amqp_tls(cfg, &c->amqp_tls, err)) < 0)
+        return rc;
     c->users_exchange = hd_config_get(cfg, "HD_USERS_EXCHANGE", "users");
     c->queue = hd_config_get(cfg, "HD_NOTIFICATIONS_QUEUE", "users.notifications");
     if (*c->users_exchange == '\0' || *c->queue == '\0')
@@ -300,7 +307,7 @@ int main(int argc, char **argv)
     notif_config c;
     char addr[64];
     hd_log_level level;
-    if (hd_config_load(&cfg, NULL, &err) < 0 ||
+    if (hd_config_load(&cfg, NULL, &err) < 0 || hd_config_apply_database_tls(cfg, &err) < 0 ||
         read_settings(cfg, &c, addr, sizeof addr, &level, &err) < 0) {
         fprintf(stderr, "herald-notifications: %s\n", err.text);
         hd_config_free(cfg);

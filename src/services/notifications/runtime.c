@@ -121,9 +121,18 @@ static int open_store(runtime *rt, hd_store **out, hd_error *err)
     }
 }
 
+/* The TLS files of HD_AMQP_* into options made for one connection. */
+static void amqp_tls_into(const runtime *rt, hd_amqp_options *ao)
+{
+    ao->ca_cert_path = rt->cfg->amqp_tls.ca_cert_path;
+    ao->client_cert_path = rt->cfg->amqp_tls.client_cert_path;
+    ao->client_key_path = rt->cfg->amqp_tls.client_key_path;
+}
+
 static int open_broker(runtime *rt, const char *name, hd_amqp **out, hd_error *err)
 {
     hd_amqp_options ao = {.connection_name = name};
+    amqp_tls_into(rt, &ao);
     hd_backoff b;
     hd_backoff_init(&b, 200, 10000, (uint64_t)hd_clock_ns());
     for (unsigned attempt = 0;; attempt++) {
@@ -143,8 +152,27 @@ static int new_sender(runtime *rt, hd_sender **out, hd_error *err)
 {
     if (rt->cfg->smtp_url == NULL)
         return hd_sender_log_new(rt->lg, out) < 0 ? hd_error_set(err, HD_ENOMEM, NULL) : 0;
-    return hd_sender_smtp_new(rt->cfg->smtp_url, rt->cfg->app.mail_from, rt->cfg->smtp_timeout_ms,
-                              out, err);
+    hd_sender_smtp_options o = rt->cfg->smtp;
+    o.timeout_ms = rt->cfg->smtp_timeout_ms;
+    return hd_sender_smtp_new_with(rt->cfg->smtp_url, rt->cfg->app.mail_from, &o, out, err);
+}
+
+/* HD_SMTP_TLS=required: prove at start-up that the server does STARTTLS with a certificate
+ * the CA file trusts, instead of failing the first mail. A server that cannot be reached is
+ * only a warning (it may come up later; sends retry), a TLS failure stops the start. */
+static int check_sender(runtime *rt, hd_error *err)
+{
+    if (rt->cfg->smtp_url == NULL || rt->cfg->smtp.starttls != HD_SMTP_STARTTLS_REQUIRED)
+        return 0;
+    int rc = hd_sender_smtp_check(rt->consumer_sender, err);
+    if (rc == HD_ECONNECT) {
+        hd_log_warn(rt->lg, NULL, "SMTP server unreachable at start-up", "error", err->text, NULL);
+        return 0;
+    }
+    if (rc < 0)
+        return hd_error_set(err, HD_ECONFIG, "HD_SMTP_TLS=required: %s", err->text);
+    hd_log_info(rt->lg, NULL, "SMTP: STARTTLS verified", NULL);
+    return 0;
 }
 
 /* ---- the runtime's metrics --------------------------------------------------------------- */
@@ -222,6 +250,7 @@ static void sample_consumer(runtime *rt)
                               .heartbeat_s = -1,
                               .connect_timeout_ms = 2000,
                               .rpc_timeout_ms = 5000};
+        amqp_tls_into(rt, &ao);
         rc = hd_amqp_open(rt->cfg->amqp_url, &ao, &rt->stats_amqp, &err);
     }
     hd_queue_info info;
@@ -281,7 +310,7 @@ static int start_app(runtime *rt, hd_error *err)
     hd_outbox_set_notifier(rt->sweeper_store, rt->outbox_wake);
     hd_outbox_set_notifier(rt->api_store, rt->outbox_wake);
     if ((rc = new_sender(rt, &rt->consumer_sender, err)) < 0 ||
-        (rc = new_sender(rt, &rt->sweeper_sender, err)) < 0)
+        (rc = new_sender(rt, &rt->sweeper_sender, err)) < 0 || (rc = check_sender(rt, err)) < 0)
         return rc;
     notif_worker_init(&rt->consumer_w, rt->app, rt->consumer_store, rt->consumer_sender);
     notif_worker_init(&rt->sweeper_w, rt->app, rt->sweeper_store, rt->sweeper_sender);
@@ -409,6 +438,7 @@ static int start_relay(runtime *rt, hd_error *err)
 static int open_consumer(runtime *rt, hd_error *err)
 {
     hd_amqp_options ao = {.connection_name = "herald-notifications consumer"};
+    amqp_tls_into(rt, &ao);
     hd_consumer_options o = {
         .queue = rt->cfg->queue,
         .handler = notif_handle_delivery,

@@ -26,7 +26,9 @@
 #include <signal.h>
 #include <stdint.h>
 
+#include "herald/amqp.h"
 #include "herald/error.h"
+#include "herald/sender.h"
 #include "herald/log.h"
 #include "herald/stop.h"
 
@@ -43,6 +45,8 @@ typedef struct notif_config {
     const char *amqp_url;
     const char *smtp_url; /* NULL: the log sender */
     long smtp_timeout_ms;
+    hd_sender_smtp_options smtp; /* HD_SMTP_TLS, HD_SMTP_CA_FILE (timeout: smtp_timeout_ms) */
+    hd_amqp_options amqp_tls;    /* HD_AMQP_CA_FILE, _CERT_FILE, _KEY_FILE; the rest unused */
     const char *templates_dir;
     const char *users_exchange;
     const char *queue;

@@ -36,7 +36,9 @@ enum { EXIT_STOPPED = 0, EXIT_FAILED = 1, EXIT_CONFIG = 2 };
 
 static const hd_setting settings[] = {
     {"HD_DATABASE_URL", NULL, "the service's database: sqlite:///path/app.db or postgresql://..."},
-    {"HD_AMQP_URL", NULL, "the broker: amqp://user:password@host:5672/vhost"},
+    {"HD_AMQP_URL", NULL, "the broker: amqp://user:password@host:5672/vhost (amqps:// for TLS)"},
+    HD_SETTINGS_DATABASE_TLS,
+    HD_SETTINGS_AMQP_TLS,
     {"HD_RELAY_BATCH", "500", "rows claimed per cycle (1..10000)"},
     {"HD_RELAY_WINDOW", "batch", "unconfirmed messages in flight (1..1000000)"},
     {"HD_RELAY_POLL_MS", "1000",
@@ -109,6 +111,7 @@ static void install_signals(void)
 typedef struct relay_settings {
     const char *database_url;
     const char *amqp_url;
+    hd_amqp_options amqp; /* the TLS files (HD_AMQP_CA_FILE...) */
     hd_relay_options opts;
     int declare;
     int mandatory;
@@ -127,6 +130,8 @@ static int read_settings(const hd_config *cfg, relay_settings *s, hd_error *err)
         return hd_error_set(err, HD_ECONFIG, "HD_DATABASE_URL is required (see --help)");
     if (s->amqp_url == NULL || *s->amqp_url == '\0')
         return hd_error_set(err, HD_ECONFIG, "HD_AMQP_URL is required (see --help)");
+    if ((rc = hd_config_amqp_tls(cfg, &s->amqp, err)) < 0)
+        return rc;
 
     hd_relay_options *o = &s->opts;
     if ((rc = hd_config_get_int(cfg, "HD_RELAY_BATCH", HD_RELAY_BATCH_DEFAULT, 1,
@@ -266,7 +271,8 @@ int main(int argc, char **argv)
     hd_relay *relay = NULL;
     relay_settings s;
 
-    if (hd_config_load(&cfg, NULL, &err) < 0 || read_settings(cfg, &s, &err) < 0) {
+    if (hd_config_load(&cfg, NULL, &err) < 0 || hd_config_apply_database_tls(cfg, &err) < 0 ||
+        read_settings(cfg, &s, &err) < 0) {
         fprintf(stderr, "herald-relay: %s\n", err.text);
         status = EXIT_CONFIG;
         goto out;
@@ -296,7 +302,8 @@ int main(int argc, char **argv)
         goto out;
     }
 
-    hd_amqp_options ao = {.connection_name = "herald-relay"};
+    hd_amqp_options ao = s.amqp;
+    ao.connection_name = "herald-relay";
     rc = open_broker(s.amqp_url, &ao, lg, &amqp, &err);
     if (rc == HD_EINTR) {
         status = EXIT_STOPPED;

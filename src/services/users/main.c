@@ -29,6 +29,8 @@ static const hd_setting settings[] = {
     {"HD_DATABASE_READ_MAX_LAG", "5s",
      "a standby further behind than this is skipped: its reads go to the primary"},
     {"HD_AMQP_URL", "", "RabbitMQ URL; set it to run the outbox relay in this process"},
+    HD_SETTINGS_DATABASE_TLS,
+    HD_SETTINGS_AMQP_TLS,
     {"HD_RELAY_EXCHANGE", "",
      "in-process relay: one exchange for every event (default: the "
      "type's topic, 'users')"},
@@ -63,6 +65,11 @@ int main(int argc, char **argv)
     hd_error err;
     if (hd_config_load(&cfg, NULL, &err) < 0) {
         fprintf(stderr, "herald-users: %s\n", err.text);
+        return 2;
+    }
+    if (hd_config_apply_database_tls(cfg, &err) < 0) {
+        fprintf(stderr, "herald-users: %s\n", err.text);
+        hd_config_free(cfg);
         return 2;
     }
     hd_log_level level = HD_LOG_INFO;

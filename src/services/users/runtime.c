@@ -40,6 +40,7 @@ typedef struct service {
     users_http *api;
     /* the in-process relay */
     const char *amqp_url;
+    hd_amqp_options amqp_tls; /* HD_AMQP_CA_FILE, _CERT_FILE, _KEY_FILE; the rest unused */
     pthread_t relay_thread;
     int relay_started;
     hd_stop relay_stop;         /* main asks the relay thread to stop */
@@ -231,11 +232,20 @@ static int setup_metrics(service *svc, hd_error *err)
     return 0;
 }
 
+/* The TLS files of HD_AMQP_* into options made for one connection. */
+static void amqp_tls_into(const service *svc, hd_amqp_options *o)
+{
+    o->ca_cert_path = svc->amqp_tls.ca_cert_path;
+    o->client_cert_path = svc->amqp_tls.client_cert_path;
+    o->client_key_path = svc->amqp_tls.client_key_path;
+}
+
 /* Open (and close) one AMQP connection: can the broker be reached right now? */
 static int probe_broker(service *svc)
 {
     hd_amqp_options o = {
         .connect_timeout_ms = 2000, .heartbeat_s = -1, .connection_name = "herald-users health"};
+    amqp_tls_into(svc, &o);
     hd_amqp *a = NULL;
     hd_error err;
     int rc = hd_amqp_open(svc->amqp_url, &o, &a, &err);
@@ -294,6 +304,7 @@ static int health(void *ctx, json_t *checks)
 static hd_amqp *relay_connect(service *svc)
 {
     hd_amqp_options o = {.connection_name = "herald-users relay"};
+    amqp_tls_into(svc, &o);
     int64_t delay = 200;
     while (!hd_stop_requested(&svc->relay_stop)) {
         hd_amqp *a = NULL;
@@ -494,6 +505,8 @@ static int start(service *svc, hd_error *err)
     svc->amqp_url = *amqp ? amqp : NULL;
     users_config ac;
     int rc = check_admin_token(svc->cfg, err);
+    if (rc == 0)
+        rc = hd_config_amqp_tls(svc->cfg, &svc->amqp_tls, err);
     if (rc == 0)
         rc = read_app_config(svc->cfg, &ac, err);
     if (rc == 0)
