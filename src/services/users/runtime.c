@@ -412,6 +412,17 @@ static void *messages_consumer_main(void *arg)
     }
     int64_t delay = 200;
     while (!hd_stop_requested(&svc->relay_stop)) {
+        /* One loop per process knocks on a broker that is down: the relay's (its backoff,
+         * and /health's cached probe, bound the connections an outage costs:
+         * integration.users_http counts them). The consumer starts once the relay is
+         * connected, and only then retries on its own. */
+        pthread_mutex_lock(&svc->relay_lock);
+        int relay_up = svc->relay != NULL;
+        pthread_mutex_unlock(&svc->relay_lock);
+        if (!relay_up) {
+            hd_stop_wait_ms(&svc->relay_stop, 200);
+            continue;
+        }
         hd_consumer *c = NULL;
         hd_consumer_options co = {.queue = MESSAGES_CONSUMER,
                                   .handler = messages_consume,
@@ -422,14 +433,16 @@ static void *messages_consumer_main(void *arg)
             hd_consumer_open(svc->amqp_url, &co, &c, &err) == 0) {
             hd_log_info(svc->log, NULL, "messages consumer: running", "queue", MESSAGES_CONSUMER,
                         NULL);
-            if (hd_consumer_run(c, &svc->relay_stop, &err) < 0)
-                hd_log_error(svc->log, NULL, "messages consumer: stopped on an error", "error",
-                             err.text, NULL);
+            int run = hd_consumer_run(c, &svc->relay_stop, &err);
             hd_consumer_close(c);
-            continue;
+            if (run == 0)
+                continue; /* stopped */
+            hd_log_error(svc->log, NULL, "messages consumer: stopped on an error; starting again",
+                         "error", err.text, NULL);
+        } else {
+            hd_log_warn(svc->log, NULL, "messages consumer: broker unreachable, retrying", "error",
+                        err.text, NULL);
         }
-        hd_log_warn(svc->log, NULL, "messages consumer: broker unreachable, retrying", "error",
-                    err.text, NULL);
         hd_stop_wait_ms(&svc->relay_stop, delay);
         delay = delay * 2 > 10000 ? 10000 : delay * 2;
     }
