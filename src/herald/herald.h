@@ -45,6 +45,7 @@
 #include "herald/outbox.h"
 #include "herald/inbox.h"
 #include "herald/relay.h"
+#include "herald/stream.h"
 
 /* the integration event bus (topic / consumer / event types): RabbitMQ, Redis pub/sub and
  * in-memory */

@@ -41,4 +41,7 @@ int admin_dlq(const hd_config *cfg, int argc, char **argv, const admin_io *io);
 /* topology.c: the declared exchanges, queues and bindings; --dot */
 int admin_topology(const hd_config *cfg, int argc, char **argv, const admin_io *io);
 
+/* stream.c: declare, follow, replay, show, offsets (a RabbitMQ stream read by offset) */
+int admin_stream(const hd_config *cfg, int argc, char **argv, const admin_io *io);
+
 #endif

@@ -21,12 +21,13 @@ static const struct {
     {"retention", admin_retention, "run: delete old outbox and inbox rows, in small batches"},
     {"dlq", admin_dlq, "list | replay | purge: a queue's dead letters"},
     {"topology", admin_topology, "the example system's exchanges, queues and bindings (--dot)"},
+    {"stream", admin_stream, "declare | follow | replay | show | offsets: a stream read by offset"},
 };
 #define NGROUPS (sizeof groups / sizeof groups[0])
 
 static const hd_setting settings[] = {
     {"HD_DATABASE_URL", NULL, "the database of the outbox or inbox to look at"},
-    {"HD_AMQP_URL", NULL, "the broker (dlq, topology)"},
+    {"HD_AMQP_URL", NULL, "the broker (dlq, topology, stream)"},
     HD_SETTINGS_DATABASE_TLS,
     HD_SETTINGS_AMQP_TLS,
     {NULL, NULL, NULL},

@@ -21,8 +21,13 @@
 #include "herald/stop.h"
 #include "herald/store.h"
 
+#include "herald/consumer.h"
+#include "herald/topology.h"
+
 #include "api.h"
 #include "application.h"
+#include "messages.h"
+#include "messages_api.h"
 #include "repository.h"
 #include "runtime.h"
 
@@ -54,6 +59,13 @@ typedef struct service {
     pthread_mutex_t health_lock;
     int64_t broker_checked_ms; /* monotonic; 0: never */
     int broker_ok, broker_probing;
+    /* the messages feature (messages.h): its own store handle for the HTTP side, and a
+     * consumer thread (with its own) storing what the relay published, through the inbox */
+    hd_store *msg_store;
+    messages_app *messages;
+    messages_http *messages_api;
+    pthread_t consumer_thread;
+    int consumer_started;
 } service;
 
 #define ADMIN_TOKEN_MIN        32   /* characters: 128 bits as hex, or more */
@@ -375,6 +387,95 @@ static int start_relay(service *svc, hd_error *err)
     return 0;
 }
 
+/* ---- the messages consumer ------------------------------------------------------------
+ * Queue MESSAGES_CONSUMER bound to the relay's topic exchange of messages.message_sent; each
+ * delivery goes through messages_consume (inbox + INSERT in one transaction). It shares the
+ * relay's stop: both belong to the broker side of the process. */
+
+/* Declare the exchange (as the relay does: durable topic), the queue with its retry and
+ * dead-letter topology, and the binding. Idempotent. */
+static int messages_declare(const char *url, hd_error *err)
+{
+    hd_amqp_options o = {.connection_name = "herald-users messages topology"};
+    hd_amqp *a = NULL;
+    int rc = hd_amqp_open(url, &o, &a, err);
+    if (rc < 0)
+        return rc;
+    hd_exchange_spec ex = {.name = MESSAGES_EXCHANGE, .type = HD_EXCHANGE_TOPIC, .durable = 1};
+    hd_binding_spec b = {
+        .queue = MESSAGES_CONSUMER, .exchange = MESSAGES_EXCHANGE, .key = MESSAGES_EVENT_SENT};
+    rc = hd_exchange_declare(a, &ex, err);
+    if (rc == 0)
+        rc = hd_consumer_declare(a, MESSAGES_CONSUMER, NULL, err);
+    if (rc == 0)
+        rc = hd_queue_bind(a, &b, err);
+    hd_amqp_close(a);
+    return rc;
+}
+
+static void *messages_consumer_main(void *arg)
+{
+    service *svc = arg;
+    hd_store *store = NULL;
+    messages_app *app = NULL;
+    hd_error err;
+    if (hd_store_open(svc->db_url, &store, &err) < 0 ||
+        messages_app_new(store, NULL, NULL, &app, &err) < 0) {
+        hd_log_error(svc->log, NULL, "messages consumer: cannot start", "error", err.text, NULL);
+        hd_store_close(store);
+        return NULL;
+    }
+    int64_t delay = 200;
+    while (!hd_stop_requested(&svc->relay_stop)) {
+        /* One loop per process knocks on a broker that is down: the relay's (its backoff,
+         * and /health's cached probe, bound the connections an outage costs:
+         * integration.users_http counts them). The consumer starts once the relay is
+         * connected, and only then retries on its own. */
+        pthread_mutex_lock(&svc->relay_lock);
+        int relay_up = svc->relay != NULL;
+        pthread_mutex_unlock(&svc->relay_lock);
+        if (!relay_up) {
+            hd_stop_wait_ms(&svc->relay_stop, 200);
+            continue;
+        }
+        hd_consumer *c = NULL;
+        hd_consumer_options co = {.queue = MESSAGES_CONSUMER,
+                                  .handler = messages_consume,
+                                  .ctx = app,
+                                  .prefetch = 16,
+                                  .declare = 1};
+        if (messages_declare(svc->amqp_url, &err) == 0 &&
+            hd_consumer_open(svc->amqp_url, &co, &c, &err) == 0) {
+            hd_log_info(svc->log, NULL, "messages consumer: running", "queue", MESSAGES_CONSUMER,
+                        NULL);
+            int run = hd_consumer_run(c, &svc->relay_stop, &err);
+            hd_consumer_close(c);
+            if (run == 0)
+                continue; /* stopped */
+            hd_log_error(svc->log, NULL, "messages consumer: stopped on an error; starting again",
+                         "error", err.text, NULL);
+        } else {
+            hd_log_warn(svc->log, NULL, "messages consumer: broker unreachable, retrying", "error",
+                        err.text, NULL);
+        }
+        hd_stop_wait_ms(&svc->relay_stop, delay);
+        delay = delay * 2 > 10000 ? 10000 : delay * 2;
+    }
+    messages_app_free(app);
+    hd_store_close(store);
+    return NULL;
+}
+
+static int start_messages_consumer(service *svc, hd_error *err)
+{
+    if (svc->msg_store != NULL)
+        hd_outbox_set_notifier(svc->msg_store, svc->notifier); /* POST /messages wakes the relay */
+    if (pthread_create(&svc->consumer_thread, NULL, messages_consumer_main, svc) != 0)
+        return hd_error_set(err, HD_ENOMEM, "cannot start the messages consumer thread");
+    svc->consumer_started = 1;
+    return 0;
+}
+
 static void stop_relay(service *svc)
 {
     if (!svc->relay_started)
@@ -382,6 +483,9 @@ static void stop_relay(service *svc)
     hd_stop_request(&svc->relay_stop); /* wakes it at once, wherever it waits */
     pthread_join(svc->relay_thread, NULL);
     svc->relay_started = 0;
+    if (svc->consumer_started)
+        pthread_join(svc->consumer_thread, NULL);
+    svc->consumer_started = 0;
 }
 
 /* ---- start and stop ------------------------------------------------------------------- */
@@ -466,6 +570,8 @@ static int start_http(service *svc, hd_error *err)
                              .email_limit = svc->email_limit};
     rc = users_http_new(svc->http, &ho, &svc->api, err);
     if (rc == 0)
+        rc = messages_http_new(svc->http, svc->messages, token, svc->log, &svc->messages_api, err);
+    if (rc == 0)
         rc = hd_http_server_start(svc->http, err);
     if (rc == 0) {
         char port_text[8];
@@ -520,12 +626,22 @@ static int start(service *svc, hd_error *err)
     }
     if (rc >= 0)
         rc = users_app_new(svc->store, &ac, &svc->app, err);
+    /* The messages feature: its own store handle (a handle serves one thread at a time,
+     * and users_app keeps its own lock on the first). */
+    if (rc == 0)
+        rc = hd_store_open(svc->db_url, &svc->msg_store, err);
+    if (rc == 0)
+        rc = messages_migrate(svc->msg_store, err);
+    if (rc >= 0)
+        rc = messages_app_new(svc->msg_store, NULL, NULL, &svc->messages, err);
     if (rc == 0)
         rc = open_replica(svc, err);
     if (rc == 0)
         rc = setup_metrics(svc, err);
     if (rc == 0 && svc->amqp_url != NULL)
         rc = start_relay(svc, err);
+    if (rc == 0 && svc->amqp_url != NULL)
+        rc = start_messages_consumer(svc, err);
     if (rc == 0)
         rc = start_http(svc, err);
     if (rc == 0 && svc->amqp_url == NULL)
@@ -543,7 +659,10 @@ static int stop(service *svc)
     stop_relay(svc);                         /* after HTTP: the last commits signal it */
     hd_http_server_free(svc->http);
     users_http_free(svc->api);
+    messages_http_free(svc->messages_api);
     hd_outbox_set_notifier(svc->store, NULL);
+    if (svc->msg_store != NULL)
+        hd_outbox_set_notifier(svc->msg_store, NULL);
     hd_outbox_notifier_free(svc->notifier);
     if (svc->relay_stop_ready)
         hd_stop_release(&svc->relay_stop);
@@ -552,6 +671,8 @@ static int stop(service *svc)
     hd_ratelimit_free(svc->email_limit);
     users_app_free(svc->app);
     hd_replica_close(svc->replica); /* after the metrics: their gauges read it */
+    messages_app_free(svc->messages);
+    hd_store_close(svc->msg_store);
     hd_store_close(svc->store);
     return rc;
 }
