@@ -45,9 +45,10 @@ build: deps build-dev
 build-fuzz: configure-fuzz
 	@cmake --build build/fuzz -j $(JOBS) --target fuzz
 
-# The whole suite, as CI runs it (.ci/run calls exactly this).
+# The whole suite, as CI runs it (.ci/run calls exactly this). --cluster: the three-node
+# RabbitMQ cluster too, started once for the tests labelled cluster.
 test: deps build-coverage build-asan build-fuzz
-	@$(SERVERS) run -- scripts/run_tests.sh all
+	@$(SERVERS) run --cluster -- scripts/run_tests.sh all
 
 # Unit tests only: no servers needed.
 test-unit: deps build-dev
@@ -60,7 +61,7 @@ test-valgrind: deps build-dev
 	@scripts/run_tests.sh valgrind build/dev
 
 coverage: deps build-coverage
-	@$(SERVERS) run -- scripts/run_tests.sh coverage
+	@$(SERVERS) run --cluster -- scripts/run_tests.sh coverage
 
 tutorial: deps build-dev
 	@$(SERVERS) run -- ctest --test-dir build/dev -L tutorial --output-on-failure
