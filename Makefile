@@ -82,9 +82,9 @@ fuzz: deps build-fuzz
 
 # docs/topology.dot and .svg: the example system's topology, from the declarations
 # (herald-admin topology --dot; unit.admin_topology fails when the .dot is stale).
-# Run outside a configured .env so that HD_USERS_EXCHANGE/HD_NOTIFICATIONS_QUEUE keep their defaults.
+# Run outside a configured .env so that HD_USERS_EXCHANGE/HD_NOTIFICATIONS_QUEUE/HD_QUEUE_TYPE keep their defaults.
 topology: deps build-dev
-	@cd build/dev && env -u HD_USERS_EXCHANGE -u HD_NOTIFICATIONS_QUEUE ./herald-admin topology --dot > $(CURDIR)/docs/topology.dot
+	@cd build/dev && env -u HD_USERS_EXCHANGE -u HD_NOTIFICATIONS_QUEUE -u HD_QUEUE_TYPE -u HD_DELIVERY_LIMIT ./herald-admin topology --dot > $(CURDIR)/docs/topology.dot
 	@dot -Tsvg docs/topology.dot > docs/topology.svg
 	@echo "topology: docs/topology.dot docs/topology.svg"
 
