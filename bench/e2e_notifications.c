@@ -70,6 +70,7 @@
 #include "proc_stats.h"
 #include "progress.h"
 #include "raw_broker.h"
+#include "raw_chain.h"
 #include "results.h"
 #include "stats.h"
 #include "herald/amqp.h"
@@ -89,6 +90,7 @@
 #define POLL_MS          100            /* reading the notifications database */
 #define TARGET_RATE      10000.0        /* notifications/s on 2 cores */
 #define TARGET_P99_MS    25.0           /* at the offered load */
+#define TARGET_CHAIN     0.80           /* end to end / raw chain */
 #define EVENT_TYPE       "users.user_registered"
 #define SENT_TYPE        "notifications.notification_sent"
 #define NOTIF_EXCHANGE   "notifications" /* the service's relay: the type's topic */
@@ -286,6 +288,7 @@ typedef struct broker {
     char raw_exchange[80];
     char raw_queue[96];
     char sink[96]; /* bound to "notifications": receives every notification_sent */
+    char chain_exchange[80], chain_in[96], chain_out[96]; /* the raw chain (raw_chain.h) */
 } broker;
 
 static int broker_setup(broker *b, const char *url, hd_error *err)
@@ -303,6 +306,9 @@ static int broker_setup(broker *b, const char *url, hd_error *err)
     snprintf(b->raw_exchange, sizeof b->raw_exchange, "hdbench-%ld.raw", pid);
     snprintf(b->raw_queue, sizeof b->raw_queue, "hdbench-%ld.raw.q", pid);
     snprintf(b->sink, sizeof b->sink, "hdbench-%ld.notification_sent", pid);
+    snprintf(b->chain_exchange, sizeof b->chain_exchange, "hdbench-%ld.chain", pid);
+    snprintf(b->chain_in, sizeof b->chain_in, "hdbench-%ld.chain.events", pid);
+    snprintf(b->chain_out, sizeof b->chain_out, "hdbench-%ld.chain.sent", pid);
 
     /* Every exchange as herald's relays declare them (durable topic): their own declares are
      * then the no-ops they are in production. The users exchange exists before the service
@@ -312,7 +318,12 @@ static int broker_setup(broker *b, const char *url, hd_error *err)
         (rc = bench_broker_declare_exchange(b->admin, NOTIF_EXCHANGE, err)) < 0 ||
         (rc = bench_broker_declare_exchange(b->admin, b->raw_exchange, err)) < 0 ||
         (rc = bench_broker_declare_queue(b->admin, b->raw_queue, b->raw_exchange, "#", err)) < 0 ||
-        (rc = bench_broker_declare_queue(b->admin, b->sink, NOTIF_EXCHANGE, SENT_TYPE, err)) < 0)
+        (rc = bench_broker_declare_queue(b->admin, b->sink, NOTIF_EXCHANGE, SENT_TYPE, err)) < 0 ||
+        (rc = bench_broker_declare_exchange(b->admin, b->chain_exchange, err)) < 0 ||
+        (rc = bench_broker_declare_queue(b->admin, b->chain_in, b->chain_exchange, "event", err)) <
+            0 ||
+        (rc = bench_broker_declare_queue(b->admin, b->chain_out, b->chain_exchange, "sent", err)) <
+            0)
         return rc;
     return 0;
 }
@@ -342,6 +353,8 @@ static void broker_teardown(broker *b)
         bench_broker_drop(b->admin, b->queue, NULL);
         bench_broker_drop(b->admin, b->raw_queue, b->raw_exchange);
         bench_broker_drop(b->admin, b->sink, b->users_exchange);
+        bench_broker_drop(b->admin, b->chain_in, NULL);
+        bench_broker_drop(b->admin, b->chain_out, b->chain_exchange);
     }
     bench_broker_close(b->admin);
     b->admin = NULL;
@@ -378,6 +391,25 @@ static int raw_consume(const config *cfg, broker *b, size_t n, raw_result *res, 
 {
     raw_prepare(res);
     return bench_raw_consume(cfg->o.url, b->raw_queue, n, cfg->o.raw_prefetch, &res->s, err);
+}
+
+/* The raw chain: the broker operations of one notification, librabbitmq alone, no
+ * database (bench/common/raw_chain.h): confirmed publish of the event, its consume + ack,
+ * confirmed publish of a notification_sent, its consume + ack; three stages at once. */
+static int raw_chain(const config *cfg, broker *b, size_t n, size_t event_bytes, size_t sent_bytes,
+                     raw_result *res, hd_error *err)
+{
+    raw_prepare(res);
+    bench_chain_spec spec = {.url = cfg->o.url,
+                             .exchange = b->chain_exchange,
+                             .queue_in = b->chain_in,
+                             .queue_out = b->chain_out,
+                             .n = n,
+                             .event_bytes = event_bytes,
+                             .sent_bytes = sent_bytes,
+                             .window = cfg->o.raw_window,
+                             .prefetch = cfg->o.raw_prefetch};
+    return bench_raw_chain(&spec, &res->s, err);
 }
 
 /* ---- the events ------------------------------------------------------------------------- */
@@ -736,7 +768,8 @@ typedef struct run {
     pid_t broker_pid;
 
     /* results */
-    raw_result raw_pub, raw_con;
+    raw_result raw_pub, raw_con, raw_chain;
+    size_t sent_bytes; /* a notification_sent envelope, for the raw chain */
     int tp_ran;
     double tp_seconds, tp_rate, tp_seconds_polled;
     int64_t tp_t0_us, tp_end_ms;
@@ -1120,6 +1153,9 @@ static void print_results(const run *r, const dist *lat, const hd_proc_log_count
     if (r->raw_con.s.ran)
         printf("  %-58s %12s\n", "raw consume (prefetch 100, ack each)",
                bench_thousands(a, sizeof a, r->raw_con.s.rate));
+    if (r->raw_chain.s.ran)
+        printf("  %-58s %12s\n", "raw chain (publish+confirm, consume+ack, twice; no DB)",
+               bench_thousands(a, sizeof a, r->raw_chain.s.rate));
     if (r->tp_ran) {
         printf("  %-58s %12s\n", "end to end: notifications sent + recorded",
                bench_thousands(a, sizeof a, r->tp_rate));
@@ -1155,8 +1191,20 @@ static void print_results(const run *r, const dist *lat, const hd_proc_log_count
             printf("    broker CPU per raw message: publish %.0f us, consume %.0f us\n",
                    1e6 * r->raw_pub.cpu.cpu_s[W_BROKER] / (double)r->raw_pub.s.messages,
                    1e6 * r->raw_con.cpu.cpu_s[W_BROKER] / (double)r->raw_con.s.messages);
+        if (r->raw_chain.s.ran && r->raw_chain.cpu.cpu_s[W_BROKER] >= 0 &&
+            r->raw_chain.s.messages > 0)
+            printf("    raw chain: broker CPU %.0f us per event, bench %.0f us per event\n",
+                   1e6 * r->raw_chain.cpu.cpu_s[W_BROKER] / (double)r->raw_chain.s.messages,
+                   1e6 * r->raw_chain.s.bench_cpu / (double)r->raw_chain.s.messages);
     }
     printf("\n  %-58s %8s %8s  %s\n", "verdicts", "measured", "target", "verdict");
+    if (r->tp_ran && r->raw_chain.s.ran) {
+        double q = r->tp_rate / r->raw_chain.s.rate;
+        printf("  %-58s %7.1f%% %7.0f%%  %s\n", "end to end / raw chain (same broker operations)",
+               100.0 * q, 100.0 * TARGET_CHAIN, q >= TARGET_CHAIN ? "PASS" : "MISS");
+    } else
+        printf("  %-58s %8s %7.0f%%  %s\n", "end to end / raw chain", "-", 100.0 * TARGET_CHAIN,
+               "n/a");
     if (r->tp_ran && r->raw_con.s.ran)
         printf("  %-58s %7.1f%% %8s  %s\n", "end to end / raw consume",
                100.0 * r->tp_rate / r->raw_con.s.rate, "-", "(ratio)");
@@ -1288,6 +1336,8 @@ static int write_json(const char *path, const run *r, const dist *lat,
                   (json_int_t)cfg->o.raw_window, "raw_prefetch", cfg->o.raw_prefetch, "event_bytes",
                   (json_int_t)r->event_bytes, "synchronous", "full", "sender", "log", "queue_type",
                   "classic", "workdir_on_tmpfs", tmpfs, "rounds", 1));
+    json_object_set_new(json_object_get(root, "parameters"), "sent_bytes",
+                        json_integer((json_int_t)r->sent_bytes));
     json_object_set_new(json_object_get(root, "parameters"), "service_relay",
                         json_boolean(cfg->service_relay));
 
@@ -1296,6 +1346,9 @@ static int write_json(const char *path, const run *r, const dist *lat,
                         raw_json(&r->raw_pub, "raw publish (confirms, window 1000)"));
     json_object_set_new(phases, "raw_consume",
                         raw_json(&r->raw_con, "raw consume (prefetch 100, ack each)"));
+    json_object_set_new(phases, "raw_chain",
+                        raw_json(&r->raw_chain, "raw chain (event publish+confirm, consume+ack, "
+                                                "notification_sent publish+confirm, consume+ack)"));
     if (r->tp_ran) {
         json_t *e2e =
             json_pack("{s:s, s:f, s:f, s:f, s:I, s:f, s:f, s:f, s:f}", "label",
@@ -1334,6 +1387,11 @@ static int write_json(const char *path, const run *r, const dist *lat,
         json_object_set_new(ratios, "e2e_vs_raw_consume",
                             json_pack("{s:f, s:n, s:n}", "value", r->tp_rate / r->raw_con.s.rate,
                                       "target", "pass"));
+    if (r->tp_ran && r->raw_chain.s.ran)
+        json_object_set_new(ratios, "e2e_vs_raw_chain",
+                            json_pack("{s:f, s:f, s:b}", "value", r->tp_rate / r->raw_chain.s.rate,
+                                      "target", TARGET_CHAIN, "pass",
+                                      r->tp_rate / r->raw_chain.s.rate >= TARGET_CHAIN));
     if (r->tp_ran && r->raw_pub.s.ran)
         json_object_set_new(ratios, "e2e_vs_raw_publish",
                             json_pack("{s:f, s:n, s:n}", "value", r->tp_rate / r->raw_pub.s.rate,
@@ -1583,6 +1641,22 @@ int main(int argc, char **argv)
         hd_envelope_free(env);
         if (r->event_bytes == 0)
             r->event_bytes = 400;
+        /* A notification_sent as the service writes it (domain.h: notification_id, user_id,
+         * type, attempts, sent_at), for the raw chain's second publish. */
+        char id[2][HD_UUID_LEN + 1];
+        hd_uuid_v4(id[0]);
+        hd_uuid_v4(id[1]);
+        json_t *data = json_pack("{s:s, s:s, s:s, s:i, s:I}", "notification_id", id[0], "user_id",
+                                 id[1], "type", "email_verification", "attempts", 1, "sent_at",
+                                 (json_int_t)hd_clock_ms());
+        env = hd_envelope_new(SENT_TYPE, 1, "herald-notifications", data);
+        text = NULL;
+        if (env != NULL && hd_envelope_set_causation_id(env, id[1]) == 0 &&
+            hd_envelope_encode(env, &text, &r->sent_bytes, NULL) == 0)
+            free(text);
+        hd_envelope_free(env);
+        if (r->sent_bytes == 0)
+            r->sent_bytes = 400;
     }
 
     /* 1: the raw limits, before any service runs. */
@@ -1590,6 +1664,8 @@ int main(int argc, char **argv)
         FAIL("raw publish");
     if (raw_consume(&cfg, &b, cfg.o.count, &r->raw_con, &err) < 0)
         FAIL("raw consume");
+    if (raw_chain(&cfg, &b, cfg.o.count, r->event_bytes, r->sent_bytes, &r->raw_chain, &err) < 0)
+        FAIL("raw chain");
 
     /* 2: the users outbox, the service, then the relay. */
     {
