@@ -91,6 +91,7 @@
 #define TARGET_RATE      10000.0        /* notifications/s on 2 cores */
 #define TARGET_P99_MS    25.0           /* at the offered load */
 #define TARGET_CHAIN     0.80           /* end to end / raw chain */
+#define MAX_LAT_RUNS     10             /* --latency-runs */
 #define EVENT_TYPE       "users.user_registered"
 #define SENT_TYPE        "notifications.notification_sent"
 #define NOTIF_EXCHANGE   "notifications" /* the service's relay: the type's topic */
@@ -109,6 +110,7 @@ typedef struct config {
     const char *templates;
     int service_relay; /* HD_NOTIFICATIONS_RELAY: publish notification_sent in-process */
     int lat_set;       /* --latency-seconds given (--quick then keeps it) */
+    int lat_runs;      /* latency phase: runs in a row (the target holds in every one) */
 } config;
 
 static void usage(FILE *f)
@@ -128,7 +130,9 @@ static void usage(FILE *f)
             "  --amqp-url URL         broker (default: $HD_AMQP_URL)\n"
             "  --count N              events of the throughput phase (default 20000)\n"
             "  --rate R               latency phase: events offered per second (default 1000)\n"
-            "  --latency-seconds S    latency phase: duration (default 10; 0 skips it)\n"
+            "  --latency-seconds S    latency phase: duration of one run (default 10; 0 skips it)\n"
+            "  --latency-runs N       latency phase: runs in a row, each with its p99 (default 3;\n"
+            "                         the target must hold in every one)\n"
             "  --quick                a smoke run: --count 2000 --latency-seconds 3\n"
             "  --prefetch N           herald-notifications HD_PREFETCH, its group-commit window\n"
             "                         (1..256, default 256)\n"
@@ -154,7 +158,17 @@ static int parse_num(const char *s, const char *name, double lo, double hi, doub
     return bench_parse_num(PROG, s, name, lo, hi, out);
 }
 
-enum { O_RATE = 256, O_LAT, O_PREFETCH, O_RBATCH, O_RPOLL, O_BIN, O_TEMPLATES, O_NO_SERVICE_RELAY };
+enum {
+    O_RATE = 256,
+    O_LAT,
+    O_LAT_RUNS,
+    O_PREFETCH,
+    O_RBATCH,
+    O_RPOLL,
+    O_BIN,
+    O_TEMPLATES,
+    O_NO_SERVICE_RELAY
+};
 
 static int own_option(void *ctx, int opt, const char *arg)
 {
@@ -166,6 +180,11 @@ static int own_option(void *ctx, int opt, const char *arg)
     case O_LAT:
         cfg->lat_set = 1;
         return parse_num(arg, "--latency-seconds", 0, 3600, &cfg->latency_seconds);
+    case O_LAT_RUNS:
+        if (parse_num(arg, "--latency-runs", 1, MAX_LAT_RUNS, &v) < 0)
+            return -1;
+        cfg->lat_runs = (int)v;
+        return 0;
     case O_PREFETCH:
         if (parse_num(arg, "--prefetch", 1, 256, &v) < 0)
             return -1;
@@ -199,6 +218,7 @@ static int own_option(void *ctx, int opt, const char *arg)
 static const struct option e2e_options[] = {
     {"rate", required_argument, NULL, O_RATE},
     {"latency-seconds", required_argument, NULL, O_LAT},
+    {"latency-runs", required_argument, NULL, O_LAT_RUNS},
     {"prefetch", required_argument, NULL, O_PREFETCH},
     {"relay-batch", required_argument, NULL, O_RBATCH},
     {"relay-poll-ms", required_argument, NULL, O_RPOLL},
@@ -212,6 +232,7 @@ static int parse_args(int argc, char **argv, config *cfg)
 {
     *cfg = (config){.rate = 1000,
                     .latency_seconds = 10,
+                    .lat_runs = 3,
                     .prefetch = 256,
                     .relay_batch = 500,
                     .relay_poll_ms = 2,
@@ -418,10 +439,11 @@ static int raw_chain(const config *cfg, broker *b, size_t n, size_t event_bytes,
  * except commit_us. */
 typedef struct event {
     char id[HD_UUID_LEN + 1];
-    int phase;             /* 0 throughput, 1 latency */
+    int phase;             /* 0 throughput, 1 + k latency run k */
     int committed;         /* in the users outbox (an event never committed cannot be lost) */
     int64_t commit_us;     /* latency events: when its commit returned (epoch us) */
     int64_t dispatched_ms; /* users outbox: marked dispatched by the relay (after its confirm) */
+    int64_t claimed_ms;    /* users outbox: first claimed by the relay (latency runs only) */
     int notifications;     /* rows whose cause_id is this event */
     int sent;              /* of those, status sent */
     int recorded;          /* notification_sent rows in the notifications outbox */
@@ -681,13 +703,13 @@ typedef struct tally {
     int64_t users_pending;
 } tally;
 
-static int collect(events *es, sqlite3 *notif, sqlite3 *users, tally *t, hd_error *err)
+static int collect(events *es, sqlite3 *notif, sqlite3 *users, int claims, tally *t, hd_error *err)
 {
     memset(t, 0, sizeof *t);
     for (size_t i = 0; i < es->n; i++) {
         event *e = &es->v[i];
         e->notifications = e->sent = e->recorded = 0;
-        e->created_ms = e->sent_ms = e->recorded_ms = e->dispatched_ms = 0;
+        e->created_ms = e->sent_ms = e->recorded_ms = e->dispatched_ms = e->claimed_ms = 0;
     }
     sqlite3_stmt *st = NULL;
     /* The notification_sent rows carry the notification's id as their aggregate id. */
@@ -725,11 +747,15 @@ static int collect(events *es, sqlite3 *notif, sqlite3 *users, tally *t, hd_erro
         return hd_error_set(err, HD_ESTORE, "notifications database: %s", sqlite3_errmsg(notif));
     t->inbox_rows = db_int(notif, "SELECT COUNT(*) FROM hd_inbox");
 
-    if (sqlite3_prepare_v2(users, "SELECT event_id, dispatched_at FROM hd_outbox", -1, &st, NULL) !=
-        SQLITE_OK)
+    const char *usql = claims ? "SELECT o.event_id, o.dispatched_at, c.at_ms FROM hd_outbox o"
+                                " LEFT JOIN bench_claims c ON c.seq = o.seq"
+                              : "SELECT event_id, dispatched_at, NULL FROM hd_outbox";
+    if (sqlite3_prepare_v2(users, usql, -1, &st, NULL) != SQLITE_OK)
         return hd_error_set(err, HD_ESTORE, "users database: %s", sqlite3_errmsg(users));
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         event *e = find_event(es, (const char *)sqlite3_column_text(st, 0));
+        if (e != NULL && sqlite3_column_type(st, 2) != SQLITE_NULL)
+            e->claimed_ms = sqlite3_column_int64(st, 2);
         if (e != NULL && sqlite3_column_type(st, 1) != SQLITE_NULL)
             e->dispatched_ms = sqlite3_column_int64(st, 1);
         else if (e != NULL)
@@ -752,6 +778,66 @@ static int collect(events *es, sqlite3 *notif, sqlite3 *users, tally *t, hd_erro
 }
 
 /* ---- phase 2: throughput ---------------------------------------------------------------- */
+
+typedef bench_dist dist; /* nearest-rank percentiles (bench/common/stats.h) */
+
+/* The latency of a latency run's events, in ms, and its legs:
+ *   total     commit -> mail sent (sent_at)            the figure with the target
+ *   recorded  commit -> notification_sent row (transaction 2)
+ *   received  commit -> the consumer's window took it (the notification's created_at)
+ *   handled   received -> sent: transaction 1 (inbox, row; one fsync), ack, render, send
+ *   relayed   commit -> the relay marked it dispatched (after the broker's confirm)
+ * and the path cut into consecutive legs that add up to the total (a miss names its leg):
+ *   wakeup    commit -> the relay's claim took it (poll interval, the write lock)
+ *   deliver   claim -> the consumer took it (publish, routing, delivery, the prefetch window)
+ *   handled   (above: consume and send)
+ *   record    mail sent -> notification_sent row (transaction 2)
+ * and off the mail's path, since the consumer does not wait for it:
+ *   confirm   claim -> marked dispatched (publish, the broker's confirm, the mark)
+ * The claim time comes from a trigger the bench adds to the users outbox for the latency runs
+ * (bench_claims); service times have a 1 ms resolution (epoch ms, truncated); the commit is
+ * in us. */
+enum {
+    L_TOTAL = 0,
+    L_RECORDED,
+    L_RECEIVED,
+    L_HANDLED,
+    L_RELAYED,
+    L_WAKE,
+    L_DELIVER,
+    L_RECORD,
+    L_CONFIRM,
+    NLAT
+};
+static const char *const lat_keys[NLAT] = {"sent",    "recorded",     "received",
+                                           "handled", "relay_marked", "wakeup",
+                                           "deliver", "record",       "confirm"};
+static const char *const lat_labels[NLAT] = {"commit -> mail sent (sent_at)",
+                                             "commit -> notification_sent row",
+                                             "commit -> consumer took it (created_at)",
+                                             "leg 3, consume + send: took it -> mail sent",
+                                             "commit -> relay marked it dispatched",
+                                             "leg 1, relay wake-up: commit -> claimed",
+                                             "leg 2, publish + deliver: claimed -> took it",
+                                             "leg 4, record: mail sent -> notification_sent",
+                                             "(off path) publish -> confirm + mark"};
+/* The consecutive legs, in path order (their means over the tail name a miss's cause). */
+static const int path_legs[] = {L_WAKE, L_DELIVER, L_HANDLED, L_RECORD};
+#define NPATH ((int)(sizeof path_legs / sizeof path_legs[0]))
+
+/* One latency run. */
+typedef struct lat_run {
+    int ran;
+    size_t events;
+    double offered, achieved, max_lag_ms;
+    size_t late; /* commits that started more than 1 ms after their deadline */
+    cpu_probe cpu;
+    double commit_ms_max, commit_ms_mean;
+    dist d[NLAT];
+    double tail_leg_ms[NPATH]; /* mean of each leg over the events at or above the p99 */
+    size_t tail_n;
+    int cause; /* index in path_legs of the largest leg in the tail; -1 unknown */
+} lat_run;
 
 typedef struct run {
     const config *cfg;
@@ -777,12 +863,9 @@ typedef struct run {
     cpu_probe tp_cpu;
     double tail_s; /* end -> every notification_sent published to the broker */
 
-    int lat_ran;
-    size_t lat_events;
-    double lat_offered, lat_achieved, lat_max_lag_ms;
-    size_t lat_late; /* commits that started more than 1 ms after their deadline */
-    cpu_probe lat_cpu;
-    double lat_commit_ms_max, lat_commit_ms_mean;
+    int lat_ran; /* latency runs completed */
+    lat_run lat[MAX_LAT_RUNS];
+    int claims_traced; /* the bench_claims trigger is in the users database */
 
     tally t;
     long sink_depth;
@@ -990,9 +1073,43 @@ static int throughput_phase(run *r, hd_error *err)
 
 /* ---- phase 3: latency at a fixed offered load --------------------------------------------- */
 
-static int latency_phase(run *r, hd_error *err)
+/* The claim time of each latency event: a trigger on the users outbox records when a row is
+ * first leased (the claim's own statement time), so that the relay's wake-up and its
+ * publish can be told apart. Added after the throughput phase (its insert per claimed row
+ * is not measured there); the relay re-prepares its claim on the schema change. */
+static int trace_claims(run *r, hd_error *err)
+{
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(r->users_db, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+        sqlite3_close(db);
+        return hd_error_set(err, HD_ESTORE, "users database: cannot open it to trace claims");
+    }
+    sqlite3_busy_timeout(db, 5000);
+    char *msg = NULL;
+    int rc = sqlite3_exec(
+        db,
+        "CREATE TABLE IF NOT EXISTS bench_claims (seq INTEGER PRIMARY KEY, at_ms INTEGER NOT "
+        "NULL);"
+        "CREATE TRIGGER IF NOT EXISTS bench_claim AFTER UPDATE OF claimed_until ON hd_outbox"
+        " WHEN NEW.claimed_until > 0 BEGIN"
+        " INSERT OR IGNORE INTO bench_claims VALUES (NEW.seq,"
+        " CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)); END;",
+        NULL, NULL, &msg);
+    if (rc != SQLITE_OK)
+        hd_error_set(err, HD_ESTORE, "users database: claim trigger: %s", msg ? msg : "?");
+    sqlite3_free(msg);
+    sqlite3_close(db);
+    if (rc != SQLITE_OK)
+        return err->code;
+    r->claims_traced = 1;
+    return 0;
+}
+
+/* Latency run k (0-based): one event committed on its own every 1/rate s. */
+static int latency_phase(run *r, int k, hd_error *err)
 {
     const config *cfg = r->cfg;
+    lat_run *lr = &r->lat[k];
     size_t m = (size_t)(cfg->rate * cfg->latency_seconds + 0.5);
     if (m == 0)
         return 0;
@@ -1003,18 +1120,18 @@ static int latency_phase(run *r, hd_error *err)
         return hd_error_set(err, HD_ENOMEM, "latency");
     int rc = 0;
     for (size_t i = 0; i < m; i++)
-        if ((envs[i] = make_event(base + i)) == NULL || add_event(&r->es, envs[i], 1) == NULL) {
+        if ((envs[i] = make_event(base + i)) == NULL || add_event(&r->es, envs[i], 1 + k) == NULL) {
             rc = hd_error_set(err, HD_ENOMEM, "latency");
             goto out;
         }
 
     hd_sleep_ms(1000); /* settle after the throughput phase */
-    fprintf(stderr, "latency: %zu events, one commit every %.3f ms (%.0f/s) for %.1f s\n", m,
-            1000.0 / cfg->rate, cfg->rate, cfg->latency_seconds);
-    r->lat_cpu.pid[W_RELAY] = hd_proc_pid(r->relay.proc);
-    r->lat_cpu.pid[W_NOTIF] = hd_proc_pid(r->notif.proc);
-    r->lat_cpu.pid[W_BROKER] = r->broker_pid;
-    probe_begin(&r->lat_cpu);
+    fprintf(stderr, "latency run %d/%d: %zu events, one commit every %.3f ms (%.0f/s) for %.1f s\n",
+            k + 1, cfg->lat_runs, m, 1000.0 / cfg->rate, cfg->rate, cfg->latency_seconds);
+    lr->cpu.pid[W_RELAY] = hd_proc_pid(r->relay.proc);
+    lr->cpu.pid[W_NOTIF] = hd_proc_pid(r->notif.proc);
+    lr->cpu.pid[W_BROKER] = r->broker_pid;
+    probe_begin(&lr->cpu);
     int64_t period = (int64_t)(1e9 / cfg->rate);
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
@@ -1030,9 +1147,9 @@ static int latency_phase(run *r, hd_error *err)
         int64_t began = hd_clock_ns();
         double lag = (double)(began - deadline) / 1e6;
         if (lag > 1.0)
-            r->lat_late++;
-        if (lag > r->lat_max_lag_ms)
-            r->lat_max_lag_ms = lag;
+            lr->late++;
+        if (lag > lr->max_lag_ms)
+            lr->max_lag_ms = lag;
         event *e = &r->es.v[base + i];
         if ((rc = hd_store_begin(r->users, err)) < 0 ||
             (rc = append_event(r->users, envs[i], err)) < 0 ||
@@ -1045,30 +1162,31 @@ static int latency_phase(run *r, hd_error *err)
         e->committed = 1;
         double cms = (double)(hd_clock_ns() - began) / 1e6;
         commit_sum += cms;
-        if (cms > r->lat_commit_ms_max)
-            r->lat_commit_ms_max = cms;
+        if (cms > lr->commit_ms_max)
+            lr->commit_ms_max = cms;
         if (began - last_report >= 1000000000LL) {
             last_report = began;
             fprintf(stderr, "latency: %zu/%zu committed (%zu%%), %zu late by more than 1 ms\n",
-                    i + 1, m, (i + 1) * 100 / m, r->lat_late);
+                    i + 1, m, (i + 1) * 100 / m, lr->late);
             if ((rc = both_alive(r, err)) < 0)
                 goto out;
         }
     }
     int64_t end_ns = hd_clock_ns();
-    r->lat_events = m;
-    r->lat_offered = cfg->rate;
-    r->lat_achieved = end_ns > start_ns ? (double)(m - 1) * 1e9 / (double)(end_ns - start_ns) : 0;
-    r->lat_commit_ms_mean = commit_sum / (double)m;
+    lr->events = m;
+    lr->offered = cfg->rate;
+    lr->achieved = end_ns > start_ns ? (double)(m - 1) * 1e9 / (double)(end_ns - start_ns) : 0;
+    lr->commit_ms_mean = commit_sum / (double)m;
     /* Wait for the last of them, then stop the CPU probe. */
     bench_progress pr;
     bench_progress_start(&pr, "latency: notifications sent", m);
     if ((rc = wait_for(r, (int64_t)(base + m), &pr, base, err)) < 0)
         goto out;
-    probe_end(&r->lat_cpu);
-    r->lat_ran = 1;
+    probe_end(&lr->cpu);
+    lr->ran = 1;
+    r->lat_ran = k + 1;
     fprintf(stderr, "latency: %zu notifications sent (offered %.0f/s, achieved %.1f/s)\n", m,
-            r->lat_offered, r->lat_achieved);
+            lr->offered, lr->achieved);
     rc = wait_sink(r, base + m, err);
 out:
     for (size_t i = 0; i < m; i++)
@@ -1079,55 +1197,91 @@ out:
 
 /* ---- results ---------------------------------------------------------------------------- */
 
-typedef bench_dist dist; /* nearest-rank percentiles (bench/common/stats.h) */
-
-/* The latency stages of the latency phase's events, in ms:
- *   total     commit -> mail sent (sent_at)            the figure with the target
- *   recorded  commit -> notification_sent row (transaction 2)
- *   received  commit -> the consumer's window took it (the notification's created_at):
- *             relay poll, claim, publish, broker routing, delivery
- *   handled   received -> sent: transaction 1 (inbox, row; one fsync), ack, render, send
- *   relayed   commit -> the relay marked it dispatched (after the broker's confirm)
- * Service times have a 1 ms resolution (epoch ms, truncated); the commit is in us. */
-enum { L_TOTAL = 0, L_RECORDED, L_RECEIVED, L_HANDLED, L_RELAYED, NLAT };
-static const char *const lat_keys[NLAT] = {"sent", "recorded", "received", "handled",
-                                           "relay_marked"};
-static const char *const lat_labels[NLAT] = {
-    "commit -> mail sent (sent_at)", "commit -> notification_sent row",
-    "commit -> consumer took it (created_at)", "consumer took it -> mail sent",
-    "commit -> relay marked it dispatched"};
-
-static void latency_dists(const run *r, dist out[NLAT])
+static void latency_dists(const run *r, int k, lat_run *lr)
 {
     size_t m = r->es.n;
     double *v[NLAT];
-    size_t k[NLAT] = {0};
+    size_t n[NLAT] = {0};
     for (int j = 0; j < NLAT; j++)
         v[j] = malloc((m ? m : 1) * sizeof(double));
     for (size_t i = 0; i < m; i++) {
         const event *e = &r->es.v[i];
-        if (e->phase != 1 || e->commit_us == 0)
+        if (e->phase != 1 + k || e->commit_us == 0)
             continue;
         double c = (double)e->commit_us / 1000.0;
-        if (v[L_TOTAL] && e->sent_ms > 0)
-            v[L_TOTAL][k[L_TOTAL]++] = (double)e->sent_ms - c;
-        if (v[L_RECORDED] && e->recorded_ms > 0)
-            v[L_RECORDED][k[L_RECORDED]++] = (double)e->recorded_ms - c;
-        if (v[L_RECEIVED] && e->created_ms > 0)
-            v[L_RECEIVED][k[L_RECEIVED]++] = (double)e->created_ms - c;
-        if (v[L_HANDLED] && e->created_ms > 0 && e->sent_ms > 0)
-            v[L_HANDLED][k[L_HANDLED]++] = (double)(e->sent_ms - e->created_ms);
-        if (v[L_RELAYED] && e->dispatched_ms > 0)
-            v[L_RELAYED][k[L_RELAYED]++] = (double)e->dispatched_ms - c;
+        double x[NLAT];
+        int has[NLAT] = {0};
+#define LEG(j, cond, val)                                                                          \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            x[j] = (val);                                                                          \
+            has[j] = 1;                                                                            \
+        }                                                                                          \
+    } while (0)
+        LEG(L_TOTAL, e->sent_ms > 0, (double)e->sent_ms - c);
+        LEG(L_RECORDED, e->recorded_ms > 0, (double)e->recorded_ms - c);
+        LEG(L_RECEIVED, e->created_ms > 0, (double)e->created_ms - c);
+        LEG(L_HANDLED, e->created_ms > 0 && e->sent_ms > 0, (double)(e->sent_ms - e->created_ms));
+        LEG(L_RELAYED, e->dispatched_ms > 0, (double)e->dispatched_ms - c);
+        LEG(L_WAKE, e->claimed_ms > 0, (double)e->claimed_ms - c);
+        LEG(L_DELIVER, e->claimed_ms > 0 && e->created_ms > 0,
+            (double)(e->created_ms - e->claimed_ms));
+        LEG(L_RECORD, e->recorded_ms > 0 && e->sent_ms > 0, (double)(e->recorded_ms - e->sent_ms));
+        LEG(L_CONFIRM, e->claimed_ms > 0 && e->dispatched_ms > 0,
+            (double)(e->dispatched_ms - e->claimed_ms));
+#undef LEG
+        for (int j = 0; j < NLAT; j++)
+            if (has[j] && v[j] != NULL)
+                v[j][n[j]++] = x[j];
     }
-    for (int j = 0; j < NLAT; j++) {
-        out[j] = v[j] ? bench_distribution(v[j], k[j]) : (dist){0};
+    for (int j = 0; j < NLAT; j++)
+        lr->d[j] = v[j] ? bench_distribution(v[j], n[j]) : (dist){0};
+    for (int j = 0; j < NLAT; j++)
         free(v[j]);
+
+    /* The tail: the events at or above the run's p99, and where their time went. */
+    lr->cause = -1;
+    lr->tail_n = 0;
+    double sum[NPATH] = {0};
+    for (size_t i = 0; i < m && lr->d[L_TOTAL].n > 0; i++) {
+        const event *e = &r->es.v[i];
+        if (e->phase != 1 + k || e->commit_us == 0 || e->sent_ms <= 0 || e->claimed_ms <= 0 ||
+            e->created_ms <= 0 || e->recorded_ms <= 0)
+            continue;
+        double c = (double)e->commit_us / 1000.0;
+        if ((double)e->sent_ms - c < lr->d[L_TOTAL].p99)
+            continue;
+        double leg[NPATH] = {(double)e->claimed_ms - c, (double)(e->created_ms - e->claimed_ms),
+                             (double)(e->sent_ms - e->created_ms),
+                             (double)(e->recorded_ms - e->sent_ms)};
+        for (int j = 0; j < NPATH; j++)
+            sum[j] += leg[j];
+        lr->tail_n++;
+    }
+    for (int j = 0; j < NPATH; j++) {
+        lr->tail_leg_ms[j] = lr->tail_n ? sum[j] / (double)lr->tail_n : 0;
+        if (lr->tail_n && (lr->cause < 0 || lr->tail_leg_ms[j] > lr->tail_leg_ms[lr->cause]))
+            lr->cause = j;
     }
 }
 
-static void print_results(const run *r, const dist *lat, const hd_proc_log_counts *logs,
-                          const char *date, int tmpfs, const char *failure)
+/* The latency target: p99 <= TARGET_P99_MS in every run, the runs all completed. */
+static int latency_pass(const run *r, double *worst)
+{
+    *worst = 0;
+    int pass = r->lat_ran == r->cfg->lat_runs;
+    for (int k = 0; k < r->lat_ran; k++) {
+        const dist *d = &r->lat[k].d[L_TOTAL];
+        if (d->n == 0 || d->p99 > TARGET_P99_MS)
+            pass = 0;
+        if (d->p99 > *worst)
+            *worst = d->p99;
+    }
+    return pass;
+}
+
+static void print_results(const run *r, const hd_proc_log_counts *logs, const char *date, int tmpfs,
+                          const char *failure)
 {
     const config *cfg = r->cfg;
     char a[32], b2[32];
@@ -1219,30 +1373,54 @@ static void print_results(const run *r, const dist *lat, const hd_proc_log_count
     else
         printf("  %-58s %8s %8s  %s\n", "notifications per second (2 cores)", "-",
                bench_thousands(b2, sizeof b2, TARGET_RATE), "n/a");
-    if (r->lat_ran && lat[L_TOTAL].n > 0)
-        printf("  %-58s %5.1f ms %5.0f ms  %s\n",
-               "p99 latency, commit -> mail sent, at the offered load", lat[L_TOTAL].p99,
-               TARGET_P99_MS, lat[L_TOTAL].p99 <= TARGET_P99_MS ? "PASS" : "MISS");
-    else
+    if (r->lat_ran) {
+        double worst;
+        int pass = latency_pass(r, &worst);
+        char what[96], runs[96] = "";
+        size_t used = 0;
+        for (int k = 0; k < r->lat_ran && used < sizeof runs; k++)
+            used += (size_t)snprintf(runs + used, sizeof runs - used, "%s%.1f", k ? " / " : "",
+                                     r->lat[k].d[L_TOTAL].p99);
+        snprintf(what, sizeof what, "p99 commit -> mail sent, %d runs in a row (worst)",
+                 cfg->lat_runs);
+        printf("  %-58s %5.1f ms %5.0f ms  %s\n", what, worst, TARGET_P99_MS,
+               pass ? "PASS" : "MISS");
+        printf("    p99 of each run: %s ms%s\n", runs,
+               r->lat_ran < cfg->lat_runs ? " (not every run completed)" : "");
+        for (int k = 0; k < r->lat_ran; k++)
+            if (r->lat[k].achieved < 0.9 * r->lat[k].offered)
+                printf("    run %d kept only %.0f of the %.0f events/s offered (the machine was "
+                       "busy): not the target's condition\n",
+                       k + 1, r->lat[k].achieved, r->lat[k].offered);
+    } else
         printf("  %-58s %8s %5.0f ms  %s\n", "p99 latency at the offered load", "-", TARGET_P99_MS,
                "n/a");
 
-    if (r->lat_ran) {
-        printf(
-            "\n  latency at %.0f events/s offered (%.1f/s achieved, %zu events, %zu commits late "
-            "> 1 ms, worst %.1f ms;\n  one commit per event: %.2f ms mean, %.1f ms max), in ms:\n",
-            r->lat_offered, r->lat_achieved, r->lat_events, r->lat_late, r->lat_max_lag_ms,
-            r->lat_commit_ms_mean, r->lat_commit_ms_max);
-        printf("  %-44s %7s %7s %7s %7s %7s %7s\n", "", "p50", "p90", "p95", "p99", "max", "mean");
+    for (int k = 0; k < r->lat_ran; k++) {
+        const lat_run *lr = &r->lat[k];
+        printf("\n  latency run %d/%d at %.0f events/s offered (%.1f/s achieved, %zu events, %zu "
+               "commits late > 1 ms,\n  worst %.1f ms; one commit per event: %.2f ms mean, %.1f ms "
+               "max), in ms:\n",
+               k + 1, cfg->lat_runs, lr->offered, lr->achieved, lr->events, lr->late,
+               lr->max_lag_ms, lr->commit_ms_mean, lr->commit_ms_max);
+        printf("  %-46s %7s %7s %7s %7s %7s %7s\n", "", "p50", "p90", "p95", "p99", "max", "mean");
         for (int j = 0; j < NLAT; j++) {
-            const dist *d = &lat[j];
+            const dist *d = &lr->d[j];
             if (d->n == 0)
                 continue;
-            printf("  %-44s %7.1f %7.1f %7.1f %7.1f %7.1f %7.1f\n", lat_labels[j], d->p50, d->p90,
+            printf("  %-46s %7.1f %7.1f %7.1f %7.1f %7.1f %7.1f\n", lat_labels[j], d->p50, d->p90,
                    d->p95, d->p99, d->max, d->mean);
         }
+        if (lr->cause >= 0) {
+            printf("    the tail (%zu events at or above the p99), mean ms per leg:", lr->tail_n);
+            for (int j = 0; j < NPATH; j++)
+                printf(" %s%.1f", j ? "+ " : "", lr->tail_leg_ms[j]);
+            printf("\n    (wake-up + publish/deliver + consume/send + record); largest: %s%s\n",
+                   lat_labels[path_legs[lr->cause]],
+                   lr->d[L_TOTAL].p99 > TARGET_P99_MS ? "  <- the cause of the miss" : "");
+        }
         printf("    ");
-        probe_print("", &r->lat_cpu);
+        probe_print("", &lr->cpu);
     }
 
     printf("\n  %-22s %12s %12s %10s %10s %12s\n", "service", "peak RSS", "ru_maxrss", "CPU s",
@@ -1313,9 +1491,8 @@ static json_t *child_json(const child *c)
                      hd_proc_exit_code(c->proc) == 0);
 }
 
-static int write_json(const char *path, const run *r, const dist *lat,
-                      const hd_proc_log_counts *logs, const char *date, int tmpfs,
-                      const char *failure)
+static int write_json(const char *path, const run *r, const hd_proc_log_counts *logs,
+                      const char *date, int tmpfs, const char *failure)
 {
     const config *cfg = r->cfg;
     json_t *root = bench_results_new("e2e_notifications", date, r->b->version);
@@ -1404,30 +1581,43 @@ static int write_json(const char *path, const run *r, const dist *lat,
                             ? json_pack("{s:f, s:f, s:b}", "value", r->tp_rate, "target",
                                         TARGET_RATE, "pass", r->tp_rate >= TARGET_RATE)
                             : json_pack("{s:n, s:f, s:n}", "value", "target", TARGET_RATE, "pass"));
+    double worst = 0;
+    int lat_pass = latency_pass(r, &worst);
     json_object_set_new(
         targets, "latency_p99_ms",
-        r->lat_ran && lat[L_TOTAL].n > 0
-            ? json_pack("{s:f, s:f, s:b}", "value", lat[L_TOTAL].p99, "target", TARGET_P99_MS,
-                        "pass", lat[L_TOTAL].p99 <= TARGET_P99_MS)
-            : json_pack("{s:n, s:f, s:n}", "value", "target", TARGET_P99_MS, "pass"));
+        r->lat_ran ? json_pack("{s:f, s:f, s:b, s:i}", "value", worst, "target", TARGET_P99_MS,
+                               "pass", lat_pass, "runs", cfg->lat_runs)
+                   : json_pack("{s:n, s:f, s:n}", "value", "target", TARGET_P99_MS, "pass"));
     json_object_set_new(root, "targets", targets);
 
-    if (r->lat_ran) {
+    /* "latency": the first run, in the shape it had with one run; "latency_runs": all. */
+    json_t *runs = json_array();
+    for (int k = 0; k < r->lat_ran; k++) {
+        const lat_run *lr = &r->lat[k];
         json_t *l =
-            json_pack("{s:f, s:f, s:I, s:I, s:f, s:f, s:f, s:s}", "offered_per_s", r->lat_offered,
-                      "achieved_per_s", r->lat_achieved, "events", (json_int_t)r->lat_events,
-                      "late_commits", (json_int_t)r->lat_late, "max_lag_ms", r->lat_max_lag_ms,
-                      "commit_ms_mean", r->lat_commit_ms_mean, "commit_ms_max",
-                      r->lat_commit_ms_max, "resolution", "1 ms (service times are epoch ms)");
+            json_pack("{s:f, s:f, s:I, s:I, s:f, s:f, s:f, s:s}", "offered_per_s", lr->offered,
+                      "achieved_per_s", lr->achieved, "events", (json_int_t)lr->events,
+                      "late_commits", (json_int_t)lr->late, "max_lag_ms", lr->max_lag_ms,
+                      "commit_ms_mean", lr->commit_ms_mean, "commit_ms_max", lr->commit_ms_max,
+                      "resolution", "1 ms (service times are epoch ms)");
         json_t *ms = json_object();
         for (int j = 0; j < NLAT; j++)
-            json_object_set_new(ms, lat_keys[j], bench_dist_json(&lat[j]));
+            json_object_set_new(ms, lat_keys[j], bench_dist_json(&lr->d[j]));
         json_object_set_new(l, "ms", ms);
-        json_object_set_new(l, "cpu_share", probe_json(&r->lat_cpu));
-        json_object_set_new(root, "latency", l);
-    } else {
-        json_object_set_new(root, "latency", json_null());
+        json_t *tail = json_object();
+        for (int j = 0; j < NPATH; j++)
+            json_object_set_new(tail, lat_keys[path_legs[j]], json_real(lr->tail_leg_ms[j]));
+        json_object_set_new(l, "tail_mean_ms_per_leg", tail);
+        json_object_set_new(l, "tail_events", json_integer((json_int_t)lr->tail_n));
+        json_object_set_new(l, "tail_cause",
+                            lr->cause >= 0 ? json_string(lat_keys[path_legs[lr->cause]])
+                                           : json_null());
+        json_object_set_new(l, "cpu_share", probe_json(&lr->cpu));
+        json_array_append_new(runs, l);
     }
+    json_object_set_new(root, "latency",
+                        r->lat_ran ? json_deep_copy(json_array_get(runs, 0)) : json_null());
+    json_object_set_new(root, "latency_runs", runs);
 
     json_t *svc = json_object();
     json_object_set_new(svc, "relay", child_json(&r->relay));
@@ -1682,8 +1872,11 @@ int main(int argc, char **argv)
         FAIL("throughput");
 
     /* 3: latency at the offered load. */
-    if (cfg.latency_seconds > 0 && latency_phase(r, &err) < 0)
+    if (cfg.latency_seconds > 0 && trace_claims(r, &err) < 0)
         FAIL("latency");
+    for (int k = 0; cfg.latency_seconds > 0 && k < cfg.lat_runs; k++)
+        if (latency_phase(r, k, &err) < 0)
+            FAIL("latency");
 
 done:
     /* 4: peak RSS, stop, exit status; then count everything. */
@@ -1705,17 +1898,16 @@ done:
     }
     children[0] = children[1] = NULL;
 
-    dist lat[NLAT];
-    memset(lat, 0, sizeof lat);
     int completed = failure[0] == '\0'; /* every phase ran to its end */
     if (r->es.n > 0 && r->ro_notif != NULL && r->ro_users != NULL) {
         if (index_events(&r->es) < 0) {
             snprintf(failure, sizeof failure, "out of memory");
-        } else if (collect(&r->es, r->ro_notif, r->ro_users, &r->t, &err) < 0) {
+        } else if (collect(&r->es, r->ro_notif, r->ro_users, r->claims_traced, &r->t, &err) < 0) {
             if (failure[0] == '\0')
                 snprintf(failure, sizeof failure, "counting: %s", err.text);
         } else {
-            latency_dists(r, lat);
+            for (int k = 0; k < r->lat_ran; k++)
+                latency_dists(r, k, &r->lat[k]);
             if (completed)
                 r->t.lost = r->t.undelivered;
         }
@@ -1725,7 +1917,7 @@ done:
                      r->sink_depth, r->es.n);
     }
     fflush(stderr);
-    print_results(r, lat, logs, date, tmpfs, failure);
+    print_results(r, logs, date, tmpfs, failure);
     if (r->t.lost > 0)
         printf("\n  LOST: %zu events have no sent notification with its notification_sent row\n",
                r->t.lost);
@@ -1735,7 +1927,7 @@ done:
                r->t.undelivered);
     fflush(stdout);
     if (cfg.o.out != NULL)
-        write_json(cfg.o.out, r, lat, logs, date, tmpfs, failure);
+        write_json(cfg.o.out, r, logs, date, tmpfs, failure);
 
     sqlite3_close(r->ro_notif);
     sqlite3_close(r->ro_users);
