@@ -19,6 +19,8 @@ PACKAGES=(
   # the fuzz preset: clang, and the runtimes of -fsanitize=fuzzer,address,undefined (Debian 12
   # ships libFuzzer for clang 14 in libclang-rt-14-dev, which clang does not depend on)
   clang libclang-rt-14-dev
+  # bench-http: the HTTP load generator (closed loop, keep-alive, latency percentiles)
+  wrk
 )
 
 missing=()
