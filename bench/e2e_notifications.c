@@ -588,8 +588,12 @@ static int fill_outbox(hd_store *s, size_t n, events *es, hd_error *err)
  * path touches). */
 typedef struct child {
     const char *name;
-    hd_proc *proc;   /* NULL until started */
-    long vmhwm_kb;   /* just before SIGTERM; -1 when not sampled */
+    hd_proc *proc; /* NULL until started */
+    long vmhwm_kb; /* just before SIGTERM; -1 when not sampled */
+    /* What the RSS was made of at that moment (/proc/<pid>/status): anonymous memory (heap,
+     * stacks, arenas: the process's own), file pages (shared libraries, mostly shared with
+     * every other process using them), and the thread count (a stack each). */
+    long rss_kb, anon_kb, file_kb, threads;
     hd_proc_usage u; /* wait4 (maxrss_kb, cpu_s) and SIGTERM -> exit (stop_ms), once stopped */
 } child;
 
@@ -620,7 +624,7 @@ static int child_start(child *c, const char *name, const char *exe, const char *
                          .log_path = log,
                          .name = name};
     c->name = name;
-    c->vmhwm_kb = -1;
+    c->vmhwm_kb = c->rss_kb = c->anon_kb = c->file_kb = c->threads = -1;
     hd_proc_usage_get(NULL, &c->u);
     return hd_proc_start(&o, &c->proc, err);
 }
@@ -631,8 +635,14 @@ static int child_stop(child *c, hd_error *err)
 {
     if (c->proc == NULL)
         return hd_error_set(err, HD_EINVAL, "not started");
-    if (hd_proc_running(c->proc))
-        c->vmhwm_kb = bench_proc_status_kb(hd_proc_pid(c->proc), "VmHWM");
+    if (hd_proc_running(c->proc)) {
+        pid_t pid = hd_proc_pid(c->proc);
+        c->vmhwm_kb = bench_proc_status_kb(pid, "VmHWM");
+        c->rss_kb = bench_proc_status_kb(pid, "VmRSS");
+        c->anon_kb = bench_proc_status_kb(pid, "RssAnon");
+        c->file_kb = bench_proc_status_kb(pid, "RssFile");
+        c->threads = bench_proc_status_kb(pid, "Threads");
+    }
     int rc = hd_proc_stop(c->proc, STOP_TIMEOUT_MS, err);
     hd_proc_usage_get(c->proc, &c->u);
     return rc;
@@ -1434,6 +1444,11 @@ static void print_results(const run *r, const hd_proc_log_counts *logs, const ch
                (double)cs[i]->vmhwm_kb / 1024.0, (double)cs[i]->u.maxrss_kb / 1024.0,
                cs[i]->u.cpu_s, (long long)cs[i]->u.stop_ms,
                hd_proc_exit_text(cs[i]->proc, why, sizeof why));
+        if (cs[i]->rss_kb >= 0)
+            printf("    at the end: RSS %.1f MiB = anonymous %.1f (heap, arenas, stacks) + file "
+                   "%.1f (libraries, shared); %ld threads\n",
+                   (double)cs[i]->rss_kb / 1024.0, (double)cs[i]->anon_kb / 1024.0,
+                   (double)cs[i]->file_kb / 1024.0, cs[i]->threads);
     }
     for (int i = 0; i < 2; i++)
         if (logs[i].warnings + logs[i].errors > 0) {
@@ -1484,11 +1499,17 @@ static json_t *child_json(const child *c)
     char why[64];
     if (c->proc == NULL)
         return json_null();
-    return json_pack("{s:I, s:I, s:f, s:I, s:s, s:b}", "vmhwm_kb", (json_int_t)c->vmhwm_kb,
-                     "ru_maxrss_kb", (json_int_t)c->u.maxrss_kb, "bench_cpu_seconds", c->u.cpu_s,
-                     "stop_ms", (json_int_t)c->u.stop_ms, "exit",
-                     hd_proc_exit_text(c->proc, why, sizeof why), "exit_ok",
-                     hd_proc_exit_code(c->proc) == 0);
+    json_t *o = json_pack("{s:I, s:I, s:f, s:I, s:s, s:b}", "vmhwm_kb", (json_int_t)c->vmhwm_kb,
+                          "ru_maxrss_kb", (json_int_t)c->u.maxrss_kb, "bench_cpu_seconds",
+                          c->u.cpu_s, "stop_ms", (json_int_t)c->u.stop_ms, "exit",
+                          hd_proc_exit_text(c->proc, why, sizeof why), "exit_ok",
+                          hd_proc_exit_code(c->proc) == 0);
+    if (o != NULL)
+        json_object_set_new(o, "at_end",
+                            json_pack("{s:I, s:I, s:I, s:I}", "rss_kb", (json_int_t)c->rss_kb,
+                                      "anon_kb", (json_int_t)c->anon_kb, "file_kb",
+                                      (json_int_t)c->file_kb, "threads", (json_int_t)c->threads));
+    return o;
 }
 
 static int write_json(const char *path, const run *r, const hd_proc_log_counts *logs,
