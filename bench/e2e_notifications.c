@@ -111,46 +111,50 @@ typedef struct config {
     int service_relay; /* HD_NOTIFICATIONS_RELAY: publish notification_sent in-process */
     int lat_set;       /* --latency-seconds given (--quick then keeps it) */
     int lat_runs;      /* latency phase: runs in a row (the target holds in every one) */
+    size_t qt_count;   /* queue kinds phase: events per kind; 0 skips it */
 } config;
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: " PROG " [options]\n"
-            "\n"
-            "End-to-end notifications per second: users.user_registered events committed to a\n"
-            "users outbox (SQLite, synchronous=FULL) -> herald-relay -> RabbitMQ ->\n"
-            "herald-notifications (inbox, template, history, log sender, notification_sent in\n"
-            "its outbox; SQLite FULL). Measures, in one run: the raw broker limits (confirmed\n"
-            "publish, consume + ack), the end-to-end rate over N events, latency percentiles at\n"
-            "a fixed offered load, each service's peak RSS; every event is counted. Progress on\n"
-            "stderr, a table on stdout. Exit 0 (targets met or missed), 1 (an event was lost or\n"
-            "a phase failed), 2 (bad usage).\n"
-            "\n"
-            "  --amqp-url URL         broker (default: $HD_AMQP_URL)\n"
-            "  --count N              events of the throughput phase (default 20000)\n"
-            "  --rate R               latency phase: events offered per second (default 1000)\n"
-            "  --latency-seconds S    latency phase: duration of one run (default 10; 0 skips it)\n"
-            "  --latency-runs N       latency phase: runs in a row, each with its p99 (default 3;\n"
-            "                         the target must hold in every one)\n"
-            "  --quick                a smoke run: --count 2000 --latency-seconds 3\n"
-            "  --prefetch N           herald-notifications HD_PREFETCH, its group-commit window\n"
-            "                         (1..256, default 256)\n"
-            "  --relay-batch N        herald-relay HD_RELAY_BATCH (default 500, its default)\n"
-            "  --relay-poll-ms N      herald-relay HD_RELAY_POLL_MS (default 2)\n"
-            "  --no-service-relay     diagnosis: HD_NOTIFICATIONS_RELAY=false, notification_sent\n"
-            "                         stays in the service's outbox (not published)\n"
-            "  --raw-window N         raw publish: confirm window (default 1000)\n"
-            "  --raw-prefetch N       raw consume: prefetch (default 100)\n"
-            "  --bin-dir DIR          where herald-relay and herald-notifications are (default:\n"
-            "                         the directory of this program)\n"
-            "  --templates DIR        the e-mail templates (default: $HD_TEMPLATES_DIR, else the\n"
-            "                         first templates/ found above --bin-dir or the current dir)\n"
-            "  --workdir DIR          where the SQLite files and the logs go (default: a new\n"
-            "                         directory in $TMPDIR or /tmp; must be on a disk, not tmpfs)\n"
-            "  --keep                 keep the work directory (databases, service logs)\n"
-            "  --out FILE             write the results as JSON (bench/plot.sh draws them)\n"
-            "  --help                 this text\n");
+    fprintf(
+        f, "usage: " PROG " [options]\n"
+           "\n"
+           "End-to-end notifications per second: users.user_registered events committed to a\n"
+           "users outbox (SQLite, synchronous=FULL) -> herald-relay -> RabbitMQ ->\n"
+           "herald-notifications (inbox, template, history, log sender, notification_sent in\n"
+           "its outbox; SQLite FULL). Measures, in one run: the raw broker limits (confirmed\n"
+           "publish, consume + ack), the end-to-end rate over N events, latency percentiles at\n"
+           "a fixed offered load, each service's peak RSS; every event is counted. Progress on\n"
+           "stderr, a table on stdout. Exit 0 (targets met or missed), 1 (an event was lost or\n"
+           "a phase failed), 2 (bad usage).\n"
+           "\n"
+           "  --amqp-url URL         broker (default: $HD_AMQP_URL)\n"
+           "  --count N              events of the throughput phase (default 20000)\n"
+           "  --rate R               latency phase: events offered per second (default 1000)\n"
+           "  --latency-seconds S    latency phase: duration of one run (default 10; 0 skips it)\n"
+           "  --latency-runs N       latency phase: runs in a row, each with its p99 (default 3;\n"
+           "                         the target must hold in every one)\n"
+           "  --quick                a smoke run: --count 2000 --latency-seconds 3\n"
+           "  --prefetch N           herald-notifications HD_PREFETCH, its group-commit window\n"
+           "                         (1..256, default 256)\n"
+           "  --relay-batch N        herald-relay HD_RELAY_BATCH (default 500, its default)\n"
+           "  --relay-poll-ms N      herald-relay HD_RELAY_POLL_MS (default 2)\n"
+           "  --queue-kinds-count N  the raw chain on classic, classic v2 (x-queue-version 2) and\n"
+           "                         quorum queues, N events each, for the broker's CPU per\n"
+           "                         event (default: --count up to 5000; 0 skips it)\n"
+           "  --no-service-relay     diagnosis: HD_NOTIFICATIONS_RELAY=false, notification_sent\n"
+           "                         stays in the service's outbox (not published)\n"
+           "  --raw-window N         raw publish: confirm window (default 1000)\n"
+           "  --raw-prefetch N       raw consume: prefetch (default 100)\n"
+           "  --bin-dir DIR          where herald-relay and herald-notifications are (default:\n"
+           "                         the directory of this program)\n"
+           "  --templates DIR        the e-mail templates (default: $HD_TEMPLATES_DIR, else the\n"
+           "                         first templates/ found above --bin-dir or the current dir)\n"
+           "  --workdir DIR          where the SQLite files and the logs go (default: a new\n"
+           "                         directory in $TMPDIR or /tmp; must be on a disk, not tmpfs)\n"
+           "  --keep                 keep the work directory (databases, service logs)\n"
+           "  --out FILE             write the results as JSON (bench/plot.sh draws them)\n"
+           "  --help                 this text\n");
 }
 
 static int parse_num(const char *s, const char *name, double lo, double hi, double *out)
@@ -167,7 +171,8 @@ enum {
     O_RPOLL,
     O_BIN,
     O_TEMPLATES,
-    O_NO_SERVICE_RELAY
+    O_NO_SERVICE_RELAY,
+    O_QT_COUNT
 };
 
 static int own_option(void *ctx, int opt, const char *arg)
@@ -206,6 +211,11 @@ static int own_option(void *ctx, int opt, const char *arg)
     case O_TEMPLATES:
         cfg->templates = arg;
         return 0;
+    case O_QT_COUNT:
+        if (parse_num(arg, "--queue-kinds-count", 0, 2000000, &v) < 0)
+            return -1;
+        cfg->qt_count = (size_t)v;
+        return 0;
     case O_NO_SERVICE_RELAY:
         cfg->service_relay = 0;
         return 0;
@@ -225,6 +235,7 @@ static const struct option e2e_options[] = {
     {"bin-dir", required_argument, NULL, O_BIN},
     {"templates", required_argument, NULL, O_TEMPLATES},
     {"no-service-relay", no_argument, NULL, O_NO_SERVICE_RELAY},
+    {"queue-kinds-count", required_argument, NULL, O_QT_COUNT},
     {NULL, 0, NULL, 0},
 };
 
@@ -233,6 +244,7 @@ static int parse_args(int argc, char **argv, config *cfg)
     *cfg = (config){.rate = 1000,
                     .latency_seconds = 10,
                     .lat_runs = 3,
+                    .qt_count = (size_t)-1,
                     .prefetch = 256,
                     .relay_batch = 500,
                     .relay_poll_ms = 2,
@@ -241,6 +253,8 @@ static int parse_args(int argc, char **argv, config *cfg)
     int rc = bench_options_parse(&cfg->o, argc, argv, e2e_options, own_option, cfg, usage);
     if (rc == 0 && cfg->o.quick && !cfg->lat_set)
         cfg->latency_seconds = 3;
+    if (rc == 0 && cfg->qt_count == (size_t)-1)
+        cfg->qt_count = cfg->o.count < 5000 ? cfg->o.count : 5000;
     return rc;
 }
 
@@ -431,6 +445,45 @@ static int raw_chain(const config *cfg, broker *b, size_t n, size_t event_bytes,
                              .window = cfg->o.raw_window,
                              .prefetch = cfg->o.raw_prefetch};
     return bench_raw_chain(&spec, &res->s, err);
+}
+
+/* The queue kinds the broker's CPU per event is compared on (the example system declares
+ * classic queues, version 1 on RabbitMQ 3.10). */
+static const char *const qt_kinds[3] = {"classic", "classic-v2", "quorum"};
+
+/* The raw chain on fresh queues of each kind, n events each, one after the other. */
+static int queue_kinds(const config *cfg, broker *b, size_t event_bytes, size_t sent_bytes,
+                       raw_result *out, hd_error *err)
+{
+    for (int k = 0; k < 3; k++) {
+        char in[160], outq[160];
+        snprintf(in, sizeof in, "%s.%s.events", b->chain_exchange, qt_kinds[k]);
+        snprintf(outq, sizeof outq, "%s.%s.sent", b->chain_exchange, qt_kinds[k]);
+        int rc = bench_broker_declare_queue_kind(b->admin, in, b->chain_exchange, "event",
+                                                 qt_kinds[k], err);
+        if (rc == 0)
+            rc = bench_broker_declare_queue_kind(b->admin, outq, b->chain_exchange, "sent",
+                                                 qt_kinds[k], err);
+        if (rc == 0) {
+            fprintf(stderr, "queue kinds: the raw chain on %s queues\n", qt_kinds[k]);
+            raw_prepare(&out[k]);
+            bench_chain_spec spec = {.url = cfg->o.url,
+                                     .exchange = b->chain_exchange,
+                                     .queue_in = in,
+                                     .queue_out = outq,
+                                     .n = cfg->qt_count,
+                                     .event_bytes = event_bytes,
+                                     .sent_bytes = sent_bytes,
+                                     .window = cfg->o.raw_window,
+                                     .prefetch = cfg->o.raw_prefetch};
+            rc = bench_raw_chain(&spec, &out[k].s, err);
+        }
+        bench_broker_drop(b->admin, in, NULL);
+        bench_broker_drop(b->admin, outq, NULL);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
 }
 
 /* ---- the events ------------------------------------------------------------------------- */
@@ -865,6 +918,7 @@ typedef struct run {
 
     /* results */
     raw_result raw_pub, raw_con, raw_chain;
+    raw_result qt[3];  /* the raw chain per queue kind (qt_kinds) */
     size_t sent_bytes; /* a notification_sent envelope, for the raw chain */
     int tp_ran;
     double tp_seconds, tp_rate, tp_seconds_polled;
@@ -1361,6 +1415,28 @@ static void print_results(const run *r, const hd_proc_log_counts *logs, const ch
                    1e6 * r->raw_chain.cpu.cpu_s[W_BROKER] / (double)r->raw_chain.s.messages,
                    1e6 * r->raw_chain.s.bench_cpu / (double)r->raw_chain.s.messages);
     }
+    if (r->qt[0].s.ran) {
+        printf(
+            "\n  broker CPU per event by queue kind (the raw chain, %zu events each; the example "
+            "system\n  declares classic queues):\n",
+            cfg->qt_count);
+        printf("  %-20s %12s %16s %14s\n", "queue kind", "events/s", "broker us/event",
+               "vs classic");
+        for (int k = 0; k < 3; k++) {
+            const raw_result *q = &r->qt[k];
+            if (!q->s.ran)
+                continue;
+            double us = q->cpu.cpu_s[W_BROKER] >= 0 && q->s.messages > 0
+                            ? 1e6 * q->cpu.cpu_s[W_BROKER] / (double)q->s.messages
+                            : -1;
+            double us0 = r->qt[0].cpu.cpu_s[W_BROKER] >= 0
+                             ? 1e6 * r->qt[0].cpu.cpu_s[W_BROKER] / (double)r->qt[0].s.messages
+                             : -1;
+            printf("  %-20s %12s %16.0f %13.0f%%\n", qt_kinds[k],
+                   bench_thousands(a, sizeof a, q->s.rate), us,
+                   us > 0 && us0 > 0 ? 100.0 * us / us0 : 0.0);
+        }
+    }
     printf("\n  %-58s %8s %8s  %s\n", "verdicts", "measured", "target", "verdict");
     if (r->tp_ran && r->raw_chain.s.ran) {
         double q = r->tp_rate / r->raw_chain.s.rate;
@@ -1578,6 +1654,10 @@ static int write_json(const char *path, const run *r, const hd_proc_log_counts *
     } else {
         json_object_set_new(phases, "e2e", json_null());
     }
+    json_t *qk = json_object();
+    for (int k = 0; k < 3; k++)
+        json_object_set_new(qk, qt_kinds[k], raw_json(&r->qt[k], qt_kinds[k]));
+    json_object_set_new(root, "queue_kinds", qk);
     json_object_set_new(root, "phases", phases);
 
     json_t *ratios = json_object();
@@ -1877,6 +1957,8 @@ int main(int argc, char **argv)
         FAIL("raw consume");
     if (raw_chain(&cfg, &b, cfg.o.count, r->event_bytes, r->sent_bytes, &r->raw_chain, &err) < 0)
         FAIL("raw chain");
+    if (cfg.qt_count > 0 && queue_kinds(&cfg, &b, r->event_bytes, r->sent_bytes, r->qt, &err) < 0)
+        FAIL("queue kinds");
 
     /* 2: the users outbox, the service, then the relay. */
     {
