@@ -84,7 +84,7 @@ static void usage(FILE *f)
             "  --rounds N           rounds, minimal and herald alternating (default 3; --quick 1)\n"
             "  --connections N      wrk connections (default 8)\n"
             "  --wrk-threads N      wrk threads (default 2)\n"
-            "  --reg-seconds S      registration phase (default 5; 0 skips it)\n"
+            "  --reg-seconds S      registration phase (default 10; 0 skips it)\n"
             "  --reg-connections N  registration: wrk connections (default 4)\n"
             "  --wrk PATH           the wrk program (default: wrk on PATH)\n"
             "  --amqp-url URL       broker for herald-notifications (default: $HD_AMQP_URL)\n"
@@ -519,7 +519,7 @@ int main(int argc, char **argv)
                   .rounds = 3,
                   .connections = 8,
                   .wrk_threads = 2,
-                  .reg_seconds = 5,
+                  .reg_seconds = 10,
                   .reg_connections = 4,
                   .wrk = "wrk"};
     bench_options_init(&cfg.o, PROG, 1, 1, 1);
@@ -768,8 +768,12 @@ int main(int argc, char **argv)
                     &runs[P_POST][k], "herald POST /notifications") < 0)
             goto wrk_failed;
     }
-    if (cfg.reg_seconds > 0 && run_wrk(&cfg, u_reg, s_reg, cfg.reg_connections, cfg.reg_seconds,
-                                       hd_proc_pid(users), &reg, "registration POST /users") < 0)
+    /* No target here: a registration phase in which none completed (each hash took longer
+     * than the phase on a busy machine) is reported as such, not as a failure. */
+    if (cfg.reg_seconds > 0 &&
+        run_wrk(&cfg, u_reg, s_reg, cfg.reg_connections, cfg.reg_seconds, hd_proc_pid(users), &reg,
+                "registration POST /users") < 0 &&
+        reg.requests > 0)
         goto wrk_failed;
     /* Registrations that happened: the 201s (a 503 says every hashing slot was busy). */
     if (reg.ran && reg.requests > 0)
@@ -850,8 +854,12 @@ done:;
     if (sm[P_POST].rate > 0 && sm[P_MIN_POST].rate > 0)
         printf("  %-58s %7.1f%% %8s  (ratio)\n", "POST /notifications / minimal handler",
                100 * post_ratio, "-");
-    printf("  %-58s %8s %8s  (no target: argon2id by design)\n", "registrations per second",
-           reg.ran ? bench_thousands(a, sizeof a, reg.rate) : "-", "-");
+    if (reg.ran)
+        printf("  %-58s %8.1f %8s  (no target: argon2id by design)\n", "registrations per second",
+               reg.rate, "-");
+    else if (cfg.reg_seconds > 0)
+        printf("  %-58s %8s %8s  (none completed in %.0f s: the machine is too busy)\n",
+               "registrations per second", "0", "-", cfg.reg_seconds);
     printf("\n  peak RSS: herald-users %.1f MiB, herald-notifications %.1f MiB\n",
            (double)users_hwm / 1024, (double)notif_hwm / 1024);
     if (failure[0])
