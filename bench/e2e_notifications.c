@@ -112,6 +112,7 @@ typedef struct config {
     int lat_set;       /* --latency-seconds given (--quick then keeps it) */
     int lat_runs;      /* latency phase: runs in a row (the target holds in every one) */
     size_t qt_count;   /* queue kinds phase: events per kind; 0 skips it */
+    long cache_kib;    /* the services' SQLite URLs: cache_kib (0: SQLite's default) */
 } config;
 
 static void usage(FILE *f)
@@ -142,6 +143,8 @@ static void usage(FILE *f)
            "  --queue-kinds-count N  the raw chain on classic, classic v2 (x-queue-version 2) and\n"
            "                         quorum queues, N events each, for the broker's CPU per\n"
            "                         event (default: --count up to 5000; 0 skips it)\n"
+           "  --sqlite-cache-kib N   the services' SQLite page cache per connection (their URLs'\n"
+           "                         cache_kib; default: SQLite's, 2000 KiB)\n"
            "  --no-service-relay     diagnosis: HD_NOTIFICATIONS_RELAY=false, notification_sent\n"
            "                         stays in the service's outbox (not published)\n"
            "  --raw-window N         raw publish: confirm window (default 1000)\n"
@@ -172,7 +175,8 @@ enum {
     O_BIN,
     O_TEMPLATES,
     O_NO_SERVICE_RELAY,
-    O_QT_COUNT
+    O_QT_COUNT,
+    O_CACHE_KIB
 };
 
 static int own_option(void *ctx, int opt, const char *arg)
@@ -211,6 +215,11 @@ static int own_option(void *ctx, int opt, const char *arg)
     case O_TEMPLATES:
         cfg->templates = arg;
         return 0;
+    case O_CACHE_KIB:
+        if (parse_num(arg, "--sqlite-cache-kib", 1, 1000000, &v) < 0)
+            return -1;
+        cfg->cache_kib = (long)v;
+        return 0;
     case O_QT_COUNT:
         if (parse_num(arg, "--queue-kinds-count", 0, 2000000, &v) < 0)
             return -1;
@@ -236,6 +245,7 @@ static const struct option e2e_options[] = {
     {"templates", required_argument, NULL, O_TEMPLATES},
     {"no-service-relay", no_argument, NULL, O_NO_SERVICE_RELAY},
     {"queue-kinds-count", required_argument, NULL, O_QT_COUNT},
+    {"sqlite-cache-kib", required_argument, NULL, O_CACHE_KIB},
     {NULL, 0, NULL, 0},
 };
 
@@ -937,9 +947,14 @@ typedef struct run {
     double loadavg[3];                 /* when the run started */
 } run;
 
+static long url_cache_kib; /* --sqlite-cache-kib, for the services' URLs (0: none) */
+
 static const char *sqlite_url(char *buf, size_t cap, const char *path)
 {
-    snprintf(buf, cap, "sqlite://%s?synchronous=full", path);
+    if (url_cache_kib > 0)
+        snprintf(buf, cap, "sqlite://%s?synchronous=full&cache_kib=%ld", path, url_cache_kib);
+    else
+        snprintf(buf, cap, "sqlite://%s?synchronous=full", path);
     return buf;
 }
 
@@ -1610,6 +1625,8 @@ static int write_json(const char *path, const run *r, const hd_proc_log_counts *
                   (json_int_t)cfg->o.raw_window, "raw_prefetch", cfg->o.raw_prefetch, "event_bytes",
                   (json_int_t)r->event_bytes, "synchronous", "full", "sender", "log", "queue_type",
                   "classic", "workdir_on_tmpfs", tmpfs, "rounds", 1));
+    json_object_set_new(json_object_get(root, "parameters"), "sqlite_cache_kib",
+                        json_integer((json_int_t)cfg->cache_kib));
     json_object_set_new(json_object_get(root, "parameters"), "sent_bytes",
                         json_integer((json_int_t)r->sent_bytes));
     json_object_set_new(json_object_get(root, "parameters"), "service_relay",
@@ -1823,6 +1840,7 @@ int main(int argc, char **argv)
     if (r == NULL)
         return 1;
     r->cfg = &cfg;
+    url_cache_kib = cfg.cache_kib;
     r->b = &b;
     srand((unsigned)(hd_clock_ns() ^ getpid()));
 
