@@ -70,6 +70,7 @@
 #include "proc_stats.h"
 #include "progress.h"
 #include "raw_broker.h"
+#include "raw_chain.h"
 #include "results.h"
 #include "stats.h"
 #include "herald/amqp.h"
@@ -89,6 +90,8 @@
 #define POLL_MS          100            /* reading the notifications database */
 #define TARGET_RATE      10000.0        /* notifications/s on 2 cores */
 #define TARGET_P99_MS    25.0           /* at the offered load */
+#define TARGET_CHAIN     0.80           /* end to end / raw chain */
+#define MAX_LAT_RUNS     10             /* --latency-runs */
 #define EVENT_TYPE       "users.user_registered"
 #define SENT_TYPE        "notifications.notification_sent"
 #define NOTIF_EXCHANGE   "notifications" /* the service's relay: the type's topic */
@@ -107,44 +110,54 @@ typedef struct config {
     const char *templates;
     int service_relay; /* HD_NOTIFICATIONS_RELAY: publish notification_sent in-process */
     int lat_set;       /* --latency-seconds given (--quick then keeps it) */
+    int lat_runs;      /* latency phase: runs in a row (the target holds in every one) */
+    size_t qt_count;   /* queue kinds phase: events per kind; 0 skips it */
+    long cache_kib;    /* the services' SQLite URLs: cache_kib (0: SQLite's default) */
 } config;
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: " PROG " [options]\n"
-            "\n"
-            "End-to-end notifications per second: users.user_registered events committed to a\n"
-            "users outbox (SQLite, synchronous=FULL) -> herald-relay -> RabbitMQ ->\n"
-            "herald-notifications (inbox, template, history, log sender, notification_sent in\n"
-            "its outbox; SQLite FULL). Measures, in one run: the raw broker limits (confirmed\n"
-            "publish, consume + ack), the end-to-end rate over N events, latency percentiles at\n"
-            "a fixed offered load, each service's peak RSS; every event is counted. Progress on\n"
-            "stderr, a table on stdout. Exit 0 (targets met or missed), 1 (an event was lost or\n"
-            "a phase failed), 2 (bad usage).\n"
-            "\n"
-            "  --amqp-url URL         broker (default: $HD_AMQP_URL)\n"
-            "  --count N              events of the throughput phase (default 20000)\n"
-            "  --rate R               latency phase: events offered per second (default 1000)\n"
-            "  --latency-seconds S    latency phase: duration (default 10; 0 skips it)\n"
-            "  --quick                a smoke run: --count 2000 --latency-seconds 3\n"
-            "  --prefetch N           herald-notifications HD_PREFETCH, its group-commit window\n"
-            "                         (1..256, default 256)\n"
-            "  --relay-batch N        herald-relay HD_RELAY_BATCH (default 500, its default)\n"
-            "  --relay-poll-ms N      herald-relay HD_RELAY_POLL_MS (default 2)\n"
-            "  --no-service-relay     diagnosis: HD_NOTIFICATIONS_RELAY=false, notification_sent\n"
-            "                         stays in the service's outbox (not published)\n"
-            "  --raw-window N         raw publish: confirm window (default 1000)\n"
-            "  --raw-prefetch N       raw consume: prefetch (default 100)\n"
-            "  --bin-dir DIR          where herald-relay and herald-notifications are (default:\n"
-            "                         the directory of this program)\n"
-            "  --templates DIR        the e-mail templates (default: $HD_TEMPLATES_DIR, else the\n"
-            "                         first templates/ found above --bin-dir or the current dir)\n"
-            "  --workdir DIR          where the SQLite files and the logs go (default: a new\n"
-            "                         directory in $TMPDIR or /tmp; must be on a disk, not tmpfs)\n"
-            "  --keep                 keep the work directory (databases, service logs)\n"
-            "  --out FILE             write the results as JSON (bench/plot.sh draws them)\n"
-            "  --help                 this text\n");
+    fprintf(
+        f, "usage: " PROG " [options]\n"
+           "\n"
+           "End-to-end notifications per second: users.user_registered events committed to a\n"
+           "users outbox (SQLite, synchronous=FULL) -> herald-relay -> RabbitMQ ->\n"
+           "herald-notifications (inbox, template, history, log sender, notification_sent in\n"
+           "its outbox; SQLite FULL). Measures, in one run: the raw broker limits (confirmed\n"
+           "publish, consume + ack), the end-to-end rate over N events, latency percentiles at\n"
+           "a fixed offered load, each service's peak RSS; every event is counted. Progress on\n"
+           "stderr, a table on stdout. Exit 0 (targets met or missed), 1 (an event was lost or\n"
+           "a phase failed), 2 (bad usage).\n"
+           "\n"
+           "  --amqp-url URL         broker (default: $HD_AMQP_URL)\n"
+           "  --count N              events of the throughput phase (default 20000)\n"
+           "  --rate R               latency phase: events offered per second (default 1000)\n"
+           "  --latency-seconds S    latency phase: duration of one run (default 10; 0 skips it)\n"
+           "  --latency-runs N       latency phase: runs in a row, each with its p99 (default 3;\n"
+           "                         the target must hold in every one)\n"
+           "  --quick                a smoke run: --count 2000 --latency-seconds 3\n"
+           "  --prefetch N           herald-notifications HD_PREFETCH, its group-commit window\n"
+           "                         (1..256, default 256)\n"
+           "  --relay-batch N        herald-relay HD_RELAY_BATCH (default 500, its default)\n"
+           "  --relay-poll-ms N      herald-relay HD_RELAY_POLL_MS (default 2)\n"
+           "  --queue-kinds-count N  the raw chain on classic, classic v2 (x-queue-version 2) and\n"
+           "                         quorum queues, N events each, for the broker's CPU per\n"
+           "                         event (default: --count up to 5000; 0 skips it)\n"
+           "  --sqlite-cache-kib N   the services' SQLite page cache per connection (their URLs'\n"
+           "                         cache_kib; default: SQLite's, 2000 KiB)\n"
+           "  --no-service-relay     diagnosis: HD_NOTIFICATIONS_RELAY=false, notification_sent\n"
+           "                         stays in the service's outbox (not published)\n"
+           "  --raw-window N         raw publish: confirm window (default 1000)\n"
+           "  --raw-prefetch N       raw consume: prefetch (default 100)\n"
+           "  --bin-dir DIR          where herald-relay and herald-notifications are (default:\n"
+           "                         the directory of this program)\n"
+           "  --templates DIR        the e-mail templates (default: $HD_TEMPLATES_DIR, else the\n"
+           "                         first templates/ found above --bin-dir or the current dir)\n"
+           "  --workdir DIR          where the SQLite files and the logs go (default: a new\n"
+           "                         directory in $TMPDIR or /tmp; must be on a disk, not tmpfs)\n"
+           "  --keep                 keep the work directory (databases, service logs)\n"
+           "  --out FILE             write the results as JSON (bench/plot.sh draws them)\n"
+           "  --help                 this text\n");
 }
 
 static int parse_num(const char *s, const char *name, double lo, double hi, double *out)
@@ -152,7 +165,19 @@ static int parse_num(const char *s, const char *name, double lo, double hi, doub
     return bench_parse_num(PROG, s, name, lo, hi, out);
 }
 
-enum { O_RATE = 256, O_LAT, O_PREFETCH, O_RBATCH, O_RPOLL, O_BIN, O_TEMPLATES, O_NO_SERVICE_RELAY };
+enum {
+    O_RATE = 256,
+    O_LAT,
+    O_LAT_RUNS,
+    O_PREFETCH,
+    O_RBATCH,
+    O_RPOLL,
+    O_BIN,
+    O_TEMPLATES,
+    O_NO_SERVICE_RELAY,
+    O_QT_COUNT,
+    O_CACHE_KIB
+};
 
 static int own_option(void *ctx, int opt, const char *arg)
 {
@@ -164,6 +189,11 @@ static int own_option(void *ctx, int opt, const char *arg)
     case O_LAT:
         cfg->lat_set = 1;
         return parse_num(arg, "--latency-seconds", 0, 3600, &cfg->latency_seconds);
+    case O_LAT_RUNS:
+        if (parse_num(arg, "--latency-runs", 1, MAX_LAT_RUNS, &v) < 0)
+            return -1;
+        cfg->lat_runs = (int)v;
+        return 0;
     case O_PREFETCH:
         if (parse_num(arg, "--prefetch", 1, 256, &v) < 0)
             return -1;
@@ -185,6 +215,16 @@ static int own_option(void *ctx, int opt, const char *arg)
     case O_TEMPLATES:
         cfg->templates = arg;
         return 0;
+    case O_CACHE_KIB:
+        if (parse_num(arg, "--sqlite-cache-kib", 1, 1000000, &v) < 0)
+            return -1;
+        cfg->cache_kib = (long)v;
+        return 0;
+    case O_QT_COUNT:
+        if (parse_num(arg, "--queue-kinds-count", 0, 2000000, &v) < 0)
+            return -1;
+        cfg->qt_count = (size_t)v;
+        return 0;
     case O_NO_SERVICE_RELAY:
         cfg->service_relay = 0;
         return 0;
@@ -197,12 +237,15 @@ static int own_option(void *ctx, int opt, const char *arg)
 static const struct option e2e_options[] = {
     {"rate", required_argument, NULL, O_RATE},
     {"latency-seconds", required_argument, NULL, O_LAT},
+    {"latency-runs", required_argument, NULL, O_LAT_RUNS},
     {"prefetch", required_argument, NULL, O_PREFETCH},
     {"relay-batch", required_argument, NULL, O_RBATCH},
     {"relay-poll-ms", required_argument, NULL, O_RPOLL},
     {"bin-dir", required_argument, NULL, O_BIN},
     {"templates", required_argument, NULL, O_TEMPLATES},
     {"no-service-relay", no_argument, NULL, O_NO_SERVICE_RELAY},
+    {"queue-kinds-count", required_argument, NULL, O_QT_COUNT},
+    {"sqlite-cache-kib", required_argument, NULL, O_CACHE_KIB},
     {NULL, 0, NULL, 0},
 };
 
@@ -210,6 +253,8 @@ static int parse_args(int argc, char **argv, config *cfg)
 {
     *cfg = (config){.rate = 1000,
                     .latency_seconds = 10,
+                    .lat_runs = 3,
+                    .qt_count = (size_t)-1,
                     .prefetch = 256,
                     .relay_batch = 500,
                     .relay_poll_ms = 2,
@@ -218,6 +263,8 @@ static int parse_args(int argc, char **argv, config *cfg)
     int rc = bench_options_parse(&cfg->o, argc, argv, e2e_options, own_option, cfg, usage);
     if (rc == 0 && cfg->o.quick && !cfg->lat_set)
         cfg->latency_seconds = 3;
+    if (rc == 0 && cfg->qt_count == (size_t)-1)
+        cfg->qt_count = cfg->o.count < 5000 ? cfg->o.count : 5000;
     return rc;
 }
 
@@ -286,6 +333,7 @@ typedef struct broker {
     char raw_exchange[80];
     char raw_queue[96];
     char sink[96]; /* bound to "notifications": receives every notification_sent */
+    char chain_exchange[80], chain_in[96], chain_out[96]; /* the raw chain (raw_chain.h) */
 } broker;
 
 static int broker_setup(broker *b, const char *url, hd_error *err)
@@ -303,6 +351,9 @@ static int broker_setup(broker *b, const char *url, hd_error *err)
     snprintf(b->raw_exchange, sizeof b->raw_exchange, "hdbench-%ld.raw", pid);
     snprintf(b->raw_queue, sizeof b->raw_queue, "hdbench-%ld.raw.q", pid);
     snprintf(b->sink, sizeof b->sink, "hdbench-%ld.notification_sent", pid);
+    snprintf(b->chain_exchange, sizeof b->chain_exchange, "hdbench-%ld.chain", pid);
+    snprintf(b->chain_in, sizeof b->chain_in, "hdbench-%ld.chain.events", pid);
+    snprintf(b->chain_out, sizeof b->chain_out, "hdbench-%ld.chain.sent", pid);
 
     /* Every exchange as herald's relays declare them (durable topic): their own declares are
      * then the no-ops they are in production. The users exchange exists before the service
@@ -312,7 +363,12 @@ static int broker_setup(broker *b, const char *url, hd_error *err)
         (rc = bench_broker_declare_exchange(b->admin, NOTIF_EXCHANGE, err)) < 0 ||
         (rc = bench_broker_declare_exchange(b->admin, b->raw_exchange, err)) < 0 ||
         (rc = bench_broker_declare_queue(b->admin, b->raw_queue, b->raw_exchange, "#", err)) < 0 ||
-        (rc = bench_broker_declare_queue(b->admin, b->sink, NOTIF_EXCHANGE, SENT_TYPE, err)) < 0)
+        (rc = bench_broker_declare_queue(b->admin, b->sink, NOTIF_EXCHANGE, SENT_TYPE, err)) < 0 ||
+        (rc = bench_broker_declare_exchange(b->admin, b->chain_exchange, err)) < 0 ||
+        (rc = bench_broker_declare_queue(b->admin, b->chain_in, b->chain_exchange, "event", err)) <
+            0 ||
+        (rc = bench_broker_declare_queue(b->admin, b->chain_out, b->chain_exchange, "sent", err)) <
+            0)
         return rc;
     return 0;
 }
@@ -342,6 +398,8 @@ static void broker_teardown(broker *b)
         bench_broker_drop(b->admin, b->queue, NULL);
         bench_broker_drop(b->admin, b->raw_queue, b->raw_exchange);
         bench_broker_drop(b->admin, b->sink, b->users_exchange);
+        bench_broker_drop(b->admin, b->chain_in, NULL);
+        bench_broker_drop(b->admin, b->chain_out, b->chain_exchange);
     }
     bench_broker_close(b->admin);
     b->admin = NULL;
@@ -380,16 +438,75 @@ static int raw_consume(const config *cfg, broker *b, size_t n, raw_result *res, 
     return bench_raw_consume(cfg->o.url, b->raw_queue, n, cfg->o.raw_prefetch, &res->s, err);
 }
 
+/* The raw chain: the broker operations of one notification, librabbitmq alone, no
+ * database (bench/common/raw_chain.h): confirmed publish of the event, its consume + ack,
+ * confirmed publish of a notification_sent, its consume + ack; three stages at once. */
+static int raw_chain(const config *cfg, broker *b, size_t n, size_t event_bytes, size_t sent_bytes,
+                     raw_result *res, hd_error *err)
+{
+    raw_prepare(res);
+    bench_chain_spec spec = {.url = cfg->o.url,
+                             .exchange = b->chain_exchange,
+                             .queue_in = b->chain_in,
+                             .queue_out = b->chain_out,
+                             .n = n,
+                             .event_bytes = event_bytes,
+                             .sent_bytes = sent_bytes,
+                             .window = cfg->o.raw_window,
+                             .prefetch = cfg->o.raw_prefetch};
+    return bench_raw_chain(&spec, &res->s, err);
+}
+
+/* The queue kinds the broker's CPU per event is compared on (the example system declares
+ * classic queues, version 1 on RabbitMQ 3.10). */
+static const char *const qt_kinds[3] = {"classic", "classic-v2", "quorum"};
+
+/* The raw chain on fresh queues of each kind, n events each, one after the other. */
+static int queue_kinds(const config *cfg, broker *b, size_t event_bytes, size_t sent_bytes,
+                       raw_result *out, hd_error *err)
+{
+    for (int k = 0; k < 3; k++) {
+        char in[160], outq[160];
+        snprintf(in, sizeof in, "%s.%s.events", b->chain_exchange, qt_kinds[k]);
+        snprintf(outq, sizeof outq, "%s.%s.sent", b->chain_exchange, qt_kinds[k]);
+        int rc = bench_broker_declare_queue_kind(b->admin, in, b->chain_exchange, "event",
+                                                 qt_kinds[k], err);
+        if (rc == 0)
+            rc = bench_broker_declare_queue_kind(b->admin, outq, b->chain_exchange, "sent",
+                                                 qt_kinds[k], err);
+        if (rc == 0) {
+            fprintf(stderr, "queue kinds: the raw chain on %s queues\n", qt_kinds[k]);
+            raw_prepare(&out[k]);
+            bench_chain_spec spec = {.url = cfg->o.url,
+                                     .exchange = b->chain_exchange,
+                                     .queue_in = in,
+                                     .queue_out = outq,
+                                     .n = cfg->qt_count,
+                                     .event_bytes = event_bytes,
+                                     .sent_bytes = sent_bytes,
+                                     .window = cfg->o.raw_window,
+                                     .prefetch = cfg->o.raw_prefetch};
+            rc = bench_raw_chain(&spec, &out[k].s, err);
+        }
+        bench_broker_drop(b->admin, in, NULL);
+        bench_broker_drop(b->admin, outq, NULL);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
 /* ---- the events ------------------------------------------------------------------------- */
 
 /* One event of the run, and what became of it. Times are epoch ms (the services' clock)
  * except commit_us. */
 typedef struct event {
     char id[HD_UUID_LEN + 1];
-    int phase;             /* 0 throughput, 1 latency */
+    int phase;             /* 0 throughput, 1 + k latency run k */
     int committed;         /* in the users outbox (an event never committed cannot be lost) */
     int64_t commit_us;     /* latency events: when its commit returned (epoch us) */
     int64_t dispatched_ms; /* users outbox: marked dispatched by the relay (after its confirm) */
+    int64_t claimed_ms;    /* users outbox: first claimed by the relay (latency runs only) */
     int notifications;     /* rows whose cause_id is this event */
     int sent;              /* of those, status sent */
     int recorded;          /* notification_sent rows in the notifications outbox */
@@ -534,8 +651,12 @@ static int fill_outbox(hd_store *s, size_t n, events *es, hd_error *err)
  * path touches). */
 typedef struct child {
     const char *name;
-    hd_proc *proc;   /* NULL until started */
-    long vmhwm_kb;   /* just before SIGTERM; -1 when not sampled */
+    hd_proc *proc; /* NULL until started */
+    long vmhwm_kb; /* just before SIGTERM; -1 when not sampled */
+    /* What the RSS was made of at that moment (/proc/<pid>/status): anonymous memory (heap,
+     * stacks, arenas: the process's own), file pages (shared libraries, mostly shared with
+     * every other process using them), and the thread count (a stack each). */
+    long rss_kb, anon_kb, file_kb, threads;
     hd_proc_usage u; /* wait4 (maxrss_kb, cpu_s) and SIGTERM -> exit (stop_ms), once stopped */
 } child;
 
@@ -566,7 +687,7 @@ static int child_start(child *c, const char *name, const char *exe, const char *
                          .log_path = log,
                          .name = name};
     c->name = name;
-    c->vmhwm_kb = -1;
+    c->vmhwm_kb = c->rss_kb = c->anon_kb = c->file_kb = c->threads = -1;
     hd_proc_usage_get(NULL, &c->u);
     return hd_proc_start(&o, &c->proc, err);
 }
@@ -577,8 +698,14 @@ static int child_stop(child *c, hd_error *err)
 {
     if (c->proc == NULL)
         return hd_error_set(err, HD_EINVAL, "not started");
-    if (hd_proc_running(c->proc))
-        c->vmhwm_kb = bench_proc_status_kb(hd_proc_pid(c->proc), "VmHWM");
+    if (hd_proc_running(c->proc)) {
+        pid_t pid = hd_proc_pid(c->proc);
+        c->vmhwm_kb = bench_proc_status_kb(pid, "VmHWM");
+        c->rss_kb = bench_proc_status_kb(pid, "VmRSS");
+        c->anon_kb = bench_proc_status_kb(pid, "RssAnon");
+        c->file_kb = bench_proc_status_kb(pid, "RssFile");
+        c->threads = bench_proc_status_kb(pid, "Threads");
+    }
     int rc = hd_proc_stop(c->proc, STOP_TIMEOUT_MS, err);
     hd_proc_usage_get(c->proc, &c->u);
     return rc;
@@ -649,13 +776,13 @@ typedef struct tally {
     int64_t users_pending;
 } tally;
 
-static int collect(events *es, sqlite3 *notif, sqlite3 *users, tally *t, hd_error *err)
+static int collect(events *es, sqlite3 *notif, sqlite3 *users, int claims, tally *t, hd_error *err)
 {
     memset(t, 0, sizeof *t);
     for (size_t i = 0; i < es->n; i++) {
         event *e = &es->v[i];
         e->notifications = e->sent = e->recorded = 0;
-        e->created_ms = e->sent_ms = e->recorded_ms = e->dispatched_ms = 0;
+        e->created_ms = e->sent_ms = e->recorded_ms = e->dispatched_ms = e->claimed_ms = 0;
     }
     sqlite3_stmt *st = NULL;
     /* The notification_sent rows carry the notification's id as their aggregate id. */
@@ -693,11 +820,15 @@ static int collect(events *es, sqlite3 *notif, sqlite3 *users, tally *t, hd_erro
         return hd_error_set(err, HD_ESTORE, "notifications database: %s", sqlite3_errmsg(notif));
     t->inbox_rows = db_int(notif, "SELECT COUNT(*) FROM hd_inbox");
 
-    if (sqlite3_prepare_v2(users, "SELECT event_id, dispatched_at FROM hd_outbox", -1, &st, NULL) !=
-        SQLITE_OK)
+    const char *usql = claims ? "SELECT o.event_id, o.dispatched_at, c.at_ms FROM hd_outbox o"
+                                " LEFT JOIN bench_claims c ON c.seq = o.seq"
+                              : "SELECT event_id, dispatched_at, NULL FROM hd_outbox";
+    if (sqlite3_prepare_v2(users, usql, -1, &st, NULL) != SQLITE_OK)
         return hd_error_set(err, HD_ESTORE, "users database: %s", sqlite3_errmsg(users));
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         event *e = find_event(es, (const char *)sqlite3_column_text(st, 0));
+        if (e != NULL && sqlite3_column_type(st, 2) != SQLITE_NULL)
+            e->claimed_ms = sqlite3_column_int64(st, 2);
         if (e != NULL && sqlite3_column_type(st, 1) != SQLITE_NULL)
             e->dispatched_ms = sqlite3_column_int64(st, 1);
         else if (e != NULL)
@@ -721,6 +852,66 @@ static int collect(events *es, sqlite3 *notif, sqlite3 *users, tally *t, hd_erro
 
 /* ---- phase 2: throughput ---------------------------------------------------------------- */
 
+typedef bench_dist dist; /* nearest-rank percentiles (bench/common/stats.h) */
+
+/* The latency of a latency run's events, in ms, and its legs:
+ *   total     commit -> mail sent (sent_at)            the figure with the target
+ *   recorded  commit -> notification_sent row (transaction 2)
+ *   received  commit -> the consumer's window took it (the notification's created_at)
+ *   handled   received -> sent: transaction 1 (inbox, row; one fsync), ack, render, send
+ *   relayed   commit -> the relay marked it dispatched (after the broker's confirm)
+ * and the path cut into consecutive legs that add up to the total (a miss names its leg):
+ *   wakeup    commit -> the relay's claim took it (poll interval, the write lock)
+ *   deliver   claim -> the consumer took it (publish, routing, delivery, the prefetch window)
+ *   handled   (above: consume and send)
+ *   record    mail sent -> notification_sent row (transaction 2)
+ * and off the mail's path, since the consumer does not wait for it:
+ *   confirm   claim -> marked dispatched (publish, the broker's confirm, the mark)
+ * The claim time comes from a trigger the bench adds to the users outbox for the latency runs
+ * (bench_claims); service times have a 1 ms resolution (epoch ms, truncated); the commit is
+ * in us. */
+enum {
+    L_TOTAL = 0,
+    L_RECORDED,
+    L_RECEIVED,
+    L_HANDLED,
+    L_RELAYED,
+    L_WAKE,
+    L_DELIVER,
+    L_RECORD,
+    L_CONFIRM,
+    NLAT
+};
+static const char *const lat_keys[NLAT] = {"sent",    "recorded",     "received",
+                                           "handled", "relay_marked", "wakeup",
+                                           "deliver", "record",       "confirm"};
+static const char *const lat_labels[NLAT] = {"commit -> mail sent (sent_at)",
+                                             "commit -> notification_sent row",
+                                             "commit -> consumer took it (created_at)",
+                                             "leg 3, consume + send: took it -> mail sent",
+                                             "commit -> relay marked it dispatched",
+                                             "leg 1, relay wake-up: commit -> claimed",
+                                             "leg 2, publish + deliver: claimed -> took it",
+                                             "leg 4, record: mail sent -> notification_sent",
+                                             "(off path) publish -> confirm + mark"};
+/* The consecutive legs, in path order (their means over the tail name a miss's cause). */
+static const int path_legs[] = {L_WAKE, L_DELIVER, L_HANDLED, L_RECORD};
+#define NPATH ((int)(sizeof path_legs / sizeof path_legs[0]))
+
+/* One latency run. */
+typedef struct lat_run {
+    int ran;
+    size_t events;
+    double offered, achieved, max_lag_ms;
+    size_t late; /* commits that started more than 1 ms after their deadline */
+    cpu_probe cpu;
+    double commit_ms_max, commit_ms_mean;
+    dist d[NLAT];
+    double tail_leg_ms[NPATH]; /* mean of each leg over the events at or above the p99 */
+    size_t tail_n;
+    int cause; /* index in path_legs of the largest leg in the tail; -1 unknown */
+} lat_run;
+
 typedef struct run {
     const config *cfg;
     broker *b;
@@ -736,7 +927,9 @@ typedef struct run {
     pid_t broker_pid;
 
     /* results */
-    raw_result raw_pub, raw_con;
+    raw_result raw_pub, raw_con, raw_chain;
+    raw_result qt[3];  /* the raw chain per queue kind (qt_kinds) */
+    size_t sent_bytes; /* a notification_sent envelope, for the raw chain */
     int tp_ran;
     double tp_seconds, tp_rate, tp_seconds_polled;
     int64_t tp_t0_us, tp_end_ms;
@@ -744,12 +937,9 @@ typedef struct run {
     cpu_probe tp_cpu;
     double tail_s; /* end -> every notification_sent published to the broker */
 
-    int lat_ran;
-    size_t lat_events;
-    double lat_offered, lat_achieved, lat_max_lag_ms;
-    size_t lat_late; /* commits that started more than 1 ms after their deadline */
-    cpu_probe lat_cpu;
-    double lat_commit_ms_max, lat_commit_ms_mean;
+    int lat_ran; /* latency runs completed */
+    lat_run lat[MAX_LAT_RUNS];
+    int claims_traced; /* the bench_claims trigger is in the users database */
 
     tally t;
     long sink_depth;
@@ -757,9 +947,14 @@ typedef struct run {
     double loadavg[3];                 /* when the run started */
 } run;
 
+static long url_cache_kib; /* --sqlite-cache-kib, for the services' URLs (0: none) */
+
 static const char *sqlite_url(char *buf, size_t cap, const char *path)
 {
-    snprintf(buf, cap, "sqlite://%s?synchronous=full", path);
+    if (url_cache_kib > 0)
+        snprintf(buf, cap, "sqlite://%s?synchronous=full&cache_kib=%ld", path, url_cache_kib);
+    else
+        snprintf(buf, cap, "sqlite://%s?synchronous=full", path);
     return buf;
 }
 
@@ -957,9 +1152,43 @@ static int throughput_phase(run *r, hd_error *err)
 
 /* ---- phase 3: latency at a fixed offered load --------------------------------------------- */
 
-static int latency_phase(run *r, hd_error *err)
+/* The claim time of each latency event: a trigger on the users outbox records when a row is
+ * first leased (the claim's own statement time), so that the relay's wake-up and its
+ * publish can be told apart. Added after the throughput phase (its insert per claimed row
+ * is not measured there); the relay re-prepares its claim on the schema change. */
+static int trace_claims(run *r, hd_error *err)
+{
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(r->users_db, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+        sqlite3_close(db);
+        return hd_error_set(err, HD_ESTORE, "users database: cannot open it to trace claims");
+    }
+    sqlite3_busy_timeout(db, 5000);
+    char *msg = NULL;
+    int rc = sqlite3_exec(
+        db,
+        "CREATE TABLE IF NOT EXISTS bench_claims (seq INTEGER PRIMARY KEY, at_ms INTEGER NOT "
+        "NULL);"
+        "CREATE TRIGGER IF NOT EXISTS bench_claim AFTER UPDATE OF claimed_until ON hd_outbox"
+        " WHEN NEW.claimed_until > 0 BEGIN"
+        " INSERT OR IGNORE INTO bench_claims VALUES (NEW.seq,"
+        " CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)); END;",
+        NULL, NULL, &msg);
+    if (rc != SQLITE_OK)
+        hd_error_set(err, HD_ESTORE, "users database: claim trigger: %s", msg ? msg : "?");
+    sqlite3_free(msg);
+    sqlite3_close(db);
+    if (rc != SQLITE_OK)
+        return err->code;
+    r->claims_traced = 1;
+    return 0;
+}
+
+/* Latency run k (0-based): one event committed on its own every 1/rate s. */
+static int latency_phase(run *r, int k, hd_error *err)
 {
     const config *cfg = r->cfg;
+    lat_run *lr = &r->lat[k];
     size_t m = (size_t)(cfg->rate * cfg->latency_seconds + 0.5);
     if (m == 0)
         return 0;
@@ -970,18 +1199,18 @@ static int latency_phase(run *r, hd_error *err)
         return hd_error_set(err, HD_ENOMEM, "latency");
     int rc = 0;
     for (size_t i = 0; i < m; i++)
-        if ((envs[i] = make_event(base + i)) == NULL || add_event(&r->es, envs[i], 1) == NULL) {
+        if ((envs[i] = make_event(base + i)) == NULL || add_event(&r->es, envs[i], 1 + k) == NULL) {
             rc = hd_error_set(err, HD_ENOMEM, "latency");
             goto out;
         }
 
     hd_sleep_ms(1000); /* settle after the throughput phase */
-    fprintf(stderr, "latency: %zu events, one commit every %.3f ms (%.0f/s) for %.1f s\n", m,
-            1000.0 / cfg->rate, cfg->rate, cfg->latency_seconds);
-    r->lat_cpu.pid[W_RELAY] = hd_proc_pid(r->relay.proc);
-    r->lat_cpu.pid[W_NOTIF] = hd_proc_pid(r->notif.proc);
-    r->lat_cpu.pid[W_BROKER] = r->broker_pid;
-    probe_begin(&r->lat_cpu);
+    fprintf(stderr, "latency run %d/%d: %zu events, one commit every %.3f ms (%.0f/s) for %.1f s\n",
+            k + 1, cfg->lat_runs, m, 1000.0 / cfg->rate, cfg->rate, cfg->latency_seconds);
+    lr->cpu.pid[W_RELAY] = hd_proc_pid(r->relay.proc);
+    lr->cpu.pid[W_NOTIF] = hd_proc_pid(r->notif.proc);
+    lr->cpu.pid[W_BROKER] = r->broker_pid;
+    probe_begin(&lr->cpu);
     int64_t period = (int64_t)(1e9 / cfg->rate);
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
@@ -997,9 +1226,9 @@ static int latency_phase(run *r, hd_error *err)
         int64_t began = hd_clock_ns();
         double lag = (double)(began - deadline) / 1e6;
         if (lag > 1.0)
-            r->lat_late++;
-        if (lag > r->lat_max_lag_ms)
-            r->lat_max_lag_ms = lag;
+            lr->late++;
+        if (lag > lr->max_lag_ms)
+            lr->max_lag_ms = lag;
         event *e = &r->es.v[base + i];
         if ((rc = hd_store_begin(r->users, err)) < 0 ||
             (rc = append_event(r->users, envs[i], err)) < 0 ||
@@ -1012,30 +1241,31 @@ static int latency_phase(run *r, hd_error *err)
         e->committed = 1;
         double cms = (double)(hd_clock_ns() - began) / 1e6;
         commit_sum += cms;
-        if (cms > r->lat_commit_ms_max)
-            r->lat_commit_ms_max = cms;
+        if (cms > lr->commit_ms_max)
+            lr->commit_ms_max = cms;
         if (began - last_report >= 1000000000LL) {
             last_report = began;
             fprintf(stderr, "latency: %zu/%zu committed (%zu%%), %zu late by more than 1 ms\n",
-                    i + 1, m, (i + 1) * 100 / m, r->lat_late);
+                    i + 1, m, (i + 1) * 100 / m, lr->late);
             if ((rc = both_alive(r, err)) < 0)
                 goto out;
         }
     }
     int64_t end_ns = hd_clock_ns();
-    r->lat_events = m;
-    r->lat_offered = cfg->rate;
-    r->lat_achieved = end_ns > start_ns ? (double)(m - 1) * 1e9 / (double)(end_ns - start_ns) : 0;
-    r->lat_commit_ms_mean = commit_sum / (double)m;
+    lr->events = m;
+    lr->offered = cfg->rate;
+    lr->achieved = end_ns > start_ns ? (double)(m - 1) * 1e9 / (double)(end_ns - start_ns) : 0;
+    lr->commit_ms_mean = commit_sum / (double)m;
     /* Wait for the last of them, then stop the CPU probe. */
     bench_progress pr;
     bench_progress_start(&pr, "latency: notifications sent", m);
     if ((rc = wait_for(r, (int64_t)(base + m), &pr, base, err)) < 0)
         goto out;
-    probe_end(&r->lat_cpu);
-    r->lat_ran = 1;
+    probe_end(&lr->cpu);
+    lr->ran = 1;
+    r->lat_ran = k + 1;
     fprintf(stderr, "latency: %zu notifications sent (offered %.0f/s, achieved %.1f/s)\n", m,
-            r->lat_offered, r->lat_achieved);
+            lr->offered, lr->achieved);
     rc = wait_sink(r, base + m, err);
 out:
     for (size_t i = 0; i < m; i++)
@@ -1046,55 +1276,91 @@ out:
 
 /* ---- results ---------------------------------------------------------------------------- */
 
-typedef bench_dist dist; /* nearest-rank percentiles (bench/common/stats.h) */
-
-/* The latency stages of the latency phase's events, in ms:
- *   total     commit -> mail sent (sent_at)            the figure with the target
- *   recorded  commit -> notification_sent row (transaction 2)
- *   received  commit -> the consumer's window took it (the notification's created_at):
- *             relay poll, claim, publish, broker routing, delivery
- *   handled   received -> sent: transaction 1 (inbox, row; one fsync), ack, render, send
- *   relayed   commit -> the relay marked it dispatched (after the broker's confirm)
- * Service times have a 1 ms resolution (epoch ms, truncated); the commit is in us. */
-enum { L_TOTAL = 0, L_RECORDED, L_RECEIVED, L_HANDLED, L_RELAYED, NLAT };
-static const char *const lat_keys[NLAT] = {"sent", "recorded", "received", "handled",
-                                           "relay_marked"};
-static const char *const lat_labels[NLAT] = {
-    "commit -> mail sent (sent_at)", "commit -> notification_sent row",
-    "commit -> consumer took it (created_at)", "consumer took it -> mail sent",
-    "commit -> relay marked it dispatched"};
-
-static void latency_dists(const run *r, dist out[NLAT])
+static void latency_dists(const run *r, int k, lat_run *lr)
 {
     size_t m = r->es.n;
     double *v[NLAT];
-    size_t k[NLAT] = {0};
+    size_t n[NLAT] = {0};
     for (int j = 0; j < NLAT; j++)
         v[j] = malloc((m ? m : 1) * sizeof(double));
     for (size_t i = 0; i < m; i++) {
         const event *e = &r->es.v[i];
-        if (e->phase != 1 || e->commit_us == 0)
+        if (e->phase != 1 + k || e->commit_us == 0)
             continue;
         double c = (double)e->commit_us / 1000.0;
-        if (v[L_TOTAL] && e->sent_ms > 0)
-            v[L_TOTAL][k[L_TOTAL]++] = (double)e->sent_ms - c;
-        if (v[L_RECORDED] && e->recorded_ms > 0)
-            v[L_RECORDED][k[L_RECORDED]++] = (double)e->recorded_ms - c;
-        if (v[L_RECEIVED] && e->created_ms > 0)
-            v[L_RECEIVED][k[L_RECEIVED]++] = (double)e->created_ms - c;
-        if (v[L_HANDLED] && e->created_ms > 0 && e->sent_ms > 0)
-            v[L_HANDLED][k[L_HANDLED]++] = (double)(e->sent_ms - e->created_ms);
-        if (v[L_RELAYED] && e->dispatched_ms > 0)
-            v[L_RELAYED][k[L_RELAYED]++] = (double)e->dispatched_ms - c;
+        double x[NLAT];
+        int has[NLAT] = {0};
+#define LEG(j, cond, val)                                                                          \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            x[j] = (val);                                                                          \
+            has[j] = 1;                                                                            \
+        }                                                                                          \
+    } while (0)
+        LEG(L_TOTAL, e->sent_ms > 0, (double)e->sent_ms - c);
+        LEG(L_RECORDED, e->recorded_ms > 0, (double)e->recorded_ms - c);
+        LEG(L_RECEIVED, e->created_ms > 0, (double)e->created_ms - c);
+        LEG(L_HANDLED, e->created_ms > 0 && e->sent_ms > 0, (double)(e->sent_ms - e->created_ms));
+        LEG(L_RELAYED, e->dispatched_ms > 0, (double)e->dispatched_ms - c);
+        LEG(L_WAKE, e->claimed_ms > 0, (double)e->claimed_ms - c);
+        LEG(L_DELIVER, e->claimed_ms > 0 && e->created_ms > 0,
+            (double)(e->created_ms - e->claimed_ms));
+        LEG(L_RECORD, e->recorded_ms > 0 && e->sent_ms > 0, (double)(e->recorded_ms - e->sent_ms));
+        LEG(L_CONFIRM, e->claimed_ms > 0 && e->dispatched_ms > 0,
+            (double)(e->dispatched_ms - e->claimed_ms));
+#undef LEG
+        for (int j = 0; j < NLAT; j++)
+            if (has[j] && v[j] != NULL)
+                v[j][n[j]++] = x[j];
     }
-    for (int j = 0; j < NLAT; j++) {
-        out[j] = v[j] ? bench_distribution(v[j], k[j]) : (dist){0};
+    for (int j = 0; j < NLAT; j++)
+        lr->d[j] = v[j] ? bench_distribution(v[j], n[j]) : (dist){0};
+    for (int j = 0; j < NLAT; j++)
         free(v[j]);
+
+    /* The tail: the events at or above the run's p99, and where their time went. */
+    lr->cause = -1;
+    lr->tail_n = 0;
+    double sum[NPATH] = {0};
+    for (size_t i = 0; i < m && lr->d[L_TOTAL].n > 0; i++) {
+        const event *e = &r->es.v[i];
+        if (e->phase != 1 + k || e->commit_us == 0 || e->sent_ms <= 0 || e->claimed_ms <= 0 ||
+            e->created_ms <= 0 || e->recorded_ms <= 0)
+            continue;
+        double c = (double)e->commit_us / 1000.0;
+        if ((double)e->sent_ms - c < lr->d[L_TOTAL].p99)
+            continue;
+        double leg[NPATH] = {(double)e->claimed_ms - c, (double)(e->created_ms - e->claimed_ms),
+                             (double)(e->sent_ms - e->created_ms),
+                             (double)(e->recorded_ms - e->sent_ms)};
+        for (int j = 0; j < NPATH; j++)
+            sum[j] += leg[j];
+        lr->tail_n++;
+    }
+    for (int j = 0; j < NPATH; j++) {
+        lr->tail_leg_ms[j] = lr->tail_n ? sum[j] / (double)lr->tail_n : 0;
+        if (lr->tail_n && (lr->cause < 0 || lr->tail_leg_ms[j] > lr->tail_leg_ms[lr->cause]))
+            lr->cause = j;
     }
 }
 
-static void print_results(const run *r, const dist *lat, const hd_proc_log_counts *logs,
-                          const char *date, int tmpfs, const char *failure)
+/* The latency target: p99 <= TARGET_P99_MS in every run, the runs all completed. */
+static int latency_pass(const run *r, double *worst)
+{
+    *worst = 0;
+    int pass = r->lat_ran == r->cfg->lat_runs;
+    for (int k = 0; k < r->lat_ran; k++) {
+        const dist *d = &r->lat[k].d[L_TOTAL];
+        if (d->n == 0 || d->p99 > TARGET_P99_MS)
+            pass = 0;
+        if (d->p99 > *worst)
+            *worst = d->p99;
+    }
+    return pass;
+}
+
+static void print_results(const run *r, const hd_proc_log_counts *logs, const char *date, int tmpfs,
+                          const char *failure)
 {
     const config *cfg = r->cfg;
     char a[32], b2[32];
@@ -1120,6 +1386,9 @@ static void print_results(const run *r, const dist *lat, const hd_proc_log_count
     if (r->raw_con.s.ran)
         printf("  %-58s %12s\n", "raw consume (prefetch 100, ack each)",
                bench_thousands(a, sizeof a, r->raw_con.s.rate));
+    if (r->raw_chain.s.ran)
+        printf("  %-58s %12s\n", "raw chain (publish+confirm, consume+ack, twice; no DB)",
+               bench_thousands(a, sizeof a, r->raw_chain.s.rate));
     if (r->tp_ran) {
         printf("  %-58s %12s\n", "end to end: notifications sent + recorded",
                bench_thousands(a, sizeof a, r->tp_rate));
@@ -1155,8 +1424,42 @@ static void print_results(const run *r, const dist *lat, const hd_proc_log_count
             printf("    broker CPU per raw message: publish %.0f us, consume %.0f us\n",
                    1e6 * r->raw_pub.cpu.cpu_s[W_BROKER] / (double)r->raw_pub.s.messages,
                    1e6 * r->raw_con.cpu.cpu_s[W_BROKER] / (double)r->raw_con.s.messages);
+        if (r->raw_chain.s.ran && r->raw_chain.cpu.cpu_s[W_BROKER] >= 0 &&
+            r->raw_chain.s.messages > 0)
+            printf("    raw chain: broker CPU %.0f us per event, bench %.0f us per event\n",
+                   1e6 * r->raw_chain.cpu.cpu_s[W_BROKER] / (double)r->raw_chain.s.messages,
+                   1e6 * r->raw_chain.s.bench_cpu / (double)r->raw_chain.s.messages);
+    }
+    if (r->qt[0].s.ran) {
+        printf(
+            "\n  broker CPU per event by queue kind (the raw chain, %zu events each; the example "
+            "system\n  declares classic queues):\n",
+            cfg->qt_count);
+        printf("  %-20s %12s %16s %14s\n", "queue kind", "events/s", "broker us/event",
+               "vs classic");
+        for (int k = 0; k < 3; k++) {
+            const raw_result *q = &r->qt[k];
+            if (!q->s.ran)
+                continue;
+            double us = q->cpu.cpu_s[W_BROKER] >= 0 && q->s.messages > 0
+                            ? 1e6 * q->cpu.cpu_s[W_BROKER] / (double)q->s.messages
+                            : -1;
+            double us0 = r->qt[0].cpu.cpu_s[W_BROKER] >= 0
+                             ? 1e6 * r->qt[0].cpu.cpu_s[W_BROKER] / (double)r->qt[0].s.messages
+                             : -1;
+            printf("  %-20s %12s %16.0f %13.0f%%\n", qt_kinds[k],
+                   bench_thousands(a, sizeof a, q->s.rate), us,
+                   us > 0 && us0 > 0 ? 100.0 * us / us0 : 0.0);
+        }
     }
     printf("\n  %-58s %8s %8s  %s\n", "verdicts", "measured", "target", "verdict");
+    if (r->tp_ran && r->raw_chain.s.ran) {
+        double q = r->tp_rate / r->raw_chain.s.rate;
+        printf("  %-58s %7.1f%% %7.0f%%  %s\n", "end to end / raw chain (same broker operations)",
+               100.0 * q, 100.0 * TARGET_CHAIN, q >= TARGET_CHAIN ? "PASS" : "MISS");
+    } else
+        printf("  %-58s %8s %7.0f%%  %s\n", "end to end / raw chain", "-", 100.0 * TARGET_CHAIN,
+               "n/a");
     if (r->tp_ran && r->raw_con.s.ran)
         printf("  %-58s %7.1f%% %8s  %s\n", "end to end / raw consume",
                100.0 * r->tp_rate / r->raw_con.s.rate, "-", "(ratio)");
@@ -1171,30 +1474,54 @@ static void print_results(const run *r, const dist *lat, const hd_proc_log_count
     else
         printf("  %-58s %8s %8s  %s\n", "notifications per second (2 cores)", "-",
                bench_thousands(b2, sizeof b2, TARGET_RATE), "n/a");
-    if (r->lat_ran && lat[L_TOTAL].n > 0)
-        printf("  %-58s %5.1f ms %5.0f ms  %s\n",
-               "p99 latency, commit -> mail sent, at the offered load", lat[L_TOTAL].p99,
-               TARGET_P99_MS, lat[L_TOTAL].p99 <= TARGET_P99_MS ? "PASS" : "MISS");
-    else
+    if (r->lat_ran) {
+        double worst;
+        int pass = latency_pass(r, &worst);
+        char what[96], runs[96] = "";
+        size_t used = 0;
+        for (int k = 0; k < r->lat_ran && used < sizeof runs; k++)
+            used += (size_t)snprintf(runs + used, sizeof runs - used, "%s%.1f", k ? " / " : "",
+                                     r->lat[k].d[L_TOTAL].p99);
+        snprintf(what, sizeof what, "p99 commit -> mail sent, %d runs in a row (worst)",
+                 cfg->lat_runs);
+        printf("  %-58s %5.1f ms %5.0f ms  %s\n", what, worst, TARGET_P99_MS,
+               pass ? "PASS" : "MISS");
+        printf("    p99 of each run: %s ms%s\n", runs,
+               r->lat_ran < cfg->lat_runs ? " (not every run completed)" : "");
+        for (int k = 0; k < r->lat_ran; k++)
+            if (r->lat[k].achieved < 0.9 * r->lat[k].offered)
+                printf("    run %d kept only %.0f of the %.0f events/s offered (the machine was "
+                       "busy): not the target's condition\n",
+                       k + 1, r->lat[k].achieved, r->lat[k].offered);
+    } else
         printf("  %-58s %8s %5.0f ms  %s\n", "p99 latency at the offered load", "-", TARGET_P99_MS,
                "n/a");
 
-    if (r->lat_ran) {
-        printf(
-            "\n  latency at %.0f events/s offered (%.1f/s achieved, %zu events, %zu commits late "
-            "> 1 ms, worst %.1f ms;\n  one commit per event: %.2f ms mean, %.1f ms max), in ms:\n",
-            r->lat_offered, r->lat_achieved, r->lat_events, r->lat_late, r->lat_max_lag_ms,
-            r->lat_commit_ms_mean, r->lat_commit_ms_max);
-        printf("  %-44s %7s %7s %7s %7s %7s %7s\n", "", "p50", "p90", "p95", "p99", "max", "mean");
+    for (int k = 0; k < r->lat_ran; k++) {
+        const lat_run *lr = &r->lat[k];
+        printf("\n  latency run %d/%d at %.0f events/s offered (%.1f/s achieved, %zu events, %zu "
+               "commits late > 1 ms,\n  worst %.1f ms; one commit per event: %.2f ms mean, %.1f ms "
+               "max), in ms:\n",
+               k + 1, cfg->lat_runs, lr->offered, lr->achieved, lr->events, lr->late,
+               lr->max_lag_ms, lr->commit_ms_mean, lr->commit_ms_max);
+        printf("  %-46s %7s %7s %7s %7s %7s %7s\n", "", "p50", "p90", "p95", "p99", "max", "mean");
         for (int j = 0; j < NLAT; j++) {
-            const dist *d = &lat[j];
+            const dist *d = &lr->d[j];
             if (d->n == 0)
                 continue;
-            printf("  %-44s %7.1f %7.1f %7.1f %7.1f %7.1f %7.1f\n", lat_labels[j], d->p50, d->p90,
+            printf("  %-46s %7.1f %7.1f %7.1f %7.1f %7.1f %7.1f\n", lat_labels[j], d->p50, d->p90,
                    d->p95, d->p99, d->max, d->mean);
         }
+        if (lr->cause >= 0) {
+            printf("    the tail (%zu events at or above the p99), mean ms per leg:", lr->tail_n);
+            for (int j = 0; j < NPATH; j++)
+                printf(" %s%.1f", j ? "+ " : "", lr->tail_leg_ms[j]);
+            printf("\n    (wake-up + publish/deliver + consume/send + record); largest: %s%s\n",
+                   lat_labels[path_legs[lr->cause]],
+                   lr->d[L_TOTAL].p99 > TARGET_P99_MS ? "  <- the cause of the miss" : "");
+        }
         printf("    ");
-        probe_print("", &r->lat_cpu);
+        probe_print("", &lr->cpu);
     }
 
     printf("\n  %-22s %12s %12s %10s %10s %12s\n", "service", "peak RSS", "ru_maxrss", "CPU s",
@@ -1208,6 +1535,11 @@ static void print_results(const run *r, const dist *lat, const hd_proc_log_count
                (double)cs[i]->vmhwm_kb / 1024.0, (double)cs[i]->u.maxrss_kb / 1024.0,
                cs[i]->u.cpu_s, (long long)cs[i]->u.stop_ms,
                hd_proc_exit_text(cs[i]->proc, why, sizeof why));
+        if (cs[i]->rss_kb >= 0)
+            printf("    at the end: RSS %.1f MiB = anonymous %.1f (heap, arenas, stacks) + file "
+                   "%.1f (libraries, shared); %ld threads\n",
+                   (double)cs[i]->rss_kb / 1024.0, (double)cs[i]->anon_kb / 1024.0,
+                   (double)cs[i]->file_kb / 1024.0, cs[i]->threads);
     }
     for (int i = 0; i < 2; i++)
         if (logs[i].warnings + logs[i].errors > 0) {
@@ -1258,16 +1590,21 @@ static json_t *child_json(const child *c)
     char why[64];
     if (c->proc == NULL)
         return json_null();
-    return json_pack("{s:I, s:I, s:f, s:I, s:s, s:b}", "vmhwm_kb", (json_int_t)c->vmhwm_kb,
-                     "ru_maxrss_kb", (json_int_t)c->u.maxrss_kb, "bench_cpu_seconds", c->u.cpu_s,
-                     "stop_ms", (json_int_t)c->u.stop_ms, "exit",
-                     hd_proc_exit_text(c->proc, why, sizeof why), "exit_ok",
-                     hd_proc_exit_code(c->proc) == 0);
+    json_t *o = json_pack("{s:I, s:I, s:f, s:I, s:s, s:b}", "vmhwm_kb", (json_int_t)c->vmhwm_kb,
+                          "ru_maxrss_kb", (json_int_t)c->u.maxrss_kb, "bench_cpu_seconds",
+                          c->u.cpu_s, "stop_ms", (json_int_t)c->u.stop_ms, "exit",
+                          hd_proc_exit_text(c->proc, why, sizeof why), "exit_ok",
+                          hd_proc_exit_code(c->proc) == 0);
+    if (o != NULL)
+        json_object_set_new(o, "at_end",
+                            json_pack("{s:I, s:I, s:I, s:I}", "rss_kb", (json_int_t)c->rss_kb,
+                                      "anon_kb", (json_int_t)c->anon_kb, "file_kb",
+                                      (json_int_t)c->file_kb, "threads", (json_int_t)c->threads));
+    return o;
 }
 
-static int write_json(const char *path, const run *r, const dist *lat,
-                      const hd_proc_log_counts *logs, const char *date, int tmpfs,
-                      const char *failure)
+static int write_json(const char *path, const run *r, const hd_proc_log_counts *logs,
+                      const char *date, int tmpfs, const char *failure)
 {
     const config *cfg = r->cfg;
     json_t *root = bench_results_new("e2e_notifications", date, r->b->version);
@@ -1288,6 +1625,10 @@ static int write_json(const char *path, const run *r, const dist *lat,
                   (json_int_t)cfg->o.raw_window, "raw_prefetch", cfg->o.raw_prefetch, "event_bytes",
                   (json_int_t)r->event_bytes, "synchronous", "full", "sender", "log", "queue_type",
                   "classic", "workdir_on_tmpfs", tmpfs, "rounds", 1));
+    json_object_set_new(json_object_get(root, "parameters"), "sqlite_cache_kib",
+                        json_integer((json_int_t)cfg->cache_kib));
+    json_object_set_new(json_object_get(root, "parameters"), "sent_bytes",
+                        json_integer((json_int_t)r->sent_bytes));
     json_object_set_new(json_object_get(root, "parameters"), "service_relay",
                         json_boolean(cfg->service_relay));
 
@@ -1296,6 +1637,9 @@ static int write_json(const char *path, const run *r, const dist *lat,
                         raw_json(&r->raw_pub, "raw publish (confirms, window 1000)"));
     json_object_set_new(phases, "raw_consume",
                         raw_json(&r->raw_con, "raw consume (prefetch 100, ack each)"));
+    json_object_set_new(phases, "raw_chain",
+                        raw_json(&r->raw_chain, "raw chain (event publish+confirm, consume+ack, "
+                                                "notification_sent publish+confirm, consume+ack)"));
     if (r->tp_ran) {
         json_t *e2e =
             json_pack("{s:s, s:f, s:f, s:f, s:I, s:f, s:f, s:f, s:f}", "label",
@@ -1327,6 +1671,10 @@ static int write_json(const char *path, const run *r, const dist *lat,
     } else {
         json_object_set_new(phases, "e2e", json_null());
     }
+    json_t *qk = json_object();
+    for (int k = 0; k < 3; k++)
+        json_object_set_new(qk, qt_kinds[k], raw_json(&r->qt[k], qt_kinds[k]));
+    json_object_set_new(root, "queue_kinds", qk);
     json_object_set_new(root, "phases", phases);
 
     json_t *ratios = json_object();
@@ -1334,6 +1682,11 @@ static int write_json(const char *path, const run *r, const dist *lat,
         json_object_set_new(ratios, "e2e_vs_raw_consume",
                             json_pack("{s:f, s:n, s:n}", "value", r->tp_rate / r->raw_con.s.rate,
                                       "target", "pass"));
+    if (r->tp_ran && r->raw_chain.s.ran)
+        json_object_set_new(ratios, "e2e_vs_raw_chain",
+                            json_pack("{s:f, s:f, s:b}", "value", r->tp_rate / r->raw_chain.s.rate,
+                                      "target", TARGET_CHAIN, "pass",
+                                      r->tp_rate / r->raw_chain.s.rate >= TARGET_CHAIN));
     if (r->tp_ran && r->raw_pub.s.ran)
         json_object_set_new(ratios, "e2e_vs_raw_publish",
                             json_pack("{s:f, s:n, s:n}", "value", r->tp_rate / r->raw_pub.s.rate,
@@ -1346,30 +1699,43 @@ static int write_json(const char *path, const run *r, const dist *lat,
                             ? json_pack("{s:f, s:f, s:b}", "value", r->tp_rate, "target",
                                         TARGET_RATE, "pass", r->tp_rate >= TARGET_RATE)
                             : json_pack("{s:n, s:f, s:n}", "value", "target", TARGET_RATE, "pass"));
+    double worst = 0;
+    int lat_pass = latency_pass(r, &worst);
     json_object_set_new(
         targets, "latency_p99_ms",
-        r->lat_ran && lat[L_TOTAL].n > 0
-            ? json_pack("{s:f, s:f, s:b}", "value", lat[L_TOTAL].p99, "target", TARGET_P99_MS,
-                        "pass", lat[L_TOTAL].p99 <= TARGET_P99_MS)
-            : json_pack("{s:n, s:f, s:n}", "value", "target", TARGET_P99_MS, "pass"));
+        r->lat_ran ? json_pack("{s:f, s:f, s:b, s:i}", "value", worst, "target", TARGET_P99_MS,
+                               "pass", lat_pass, "runs", cfg->lat_runs)
+                   : json_pack("{s:n, s:f, s:n}", "value", "target", TARGET_P99_MS, "pass"));
     json_object_set_new(root, "targets", targets);
 
-    if (r->lat_ran) {
+    /* "latency": the first run, in the shape it had with one run; "latency_runs": all. */
+    json_t *runs = json_array();
+    for (int k = 0; k < r->lat_ran; k++) {
+        const lat_run *lr = &r->lat[k];
         json_t *l =
-            json_pack("{s:f, s:f, s:I, s:I, s:f, s:f, s:f, s:s}", "offered_per_s", r->lat_offered,
-                      "achieved_per_s", r->lat_achieved, "events", (json_int_t)r->lat_events,
-                      "late_commits", (json_int_t)r->lat_late, "max_lag_ms", r->lat_max_lag_ms,
-                      "commit_ms_mean", r->lat_commit_ms_mean, "commit_ms_max",
-                      r->lat_commit_ms_max, "resolution", "1 ms (service times are epoch ms)");
+            json_pack("{s:f, s:f, s:I, s:I, s:f, s:f, s:f, s:s}", "offered_per_s", lr->offered,
+                      "achieved_per_s", lr->achieved, "events", (json_int_t)lr->events,
+                      "late_commits", (json_int_t)lr->late, "max_lag_ms", lr->max_lag_ms,
+                      "commit_ms_mean", lr->commit_ms_mean, "commit_ms_max", lr->commit_ms_max,
+                      "resolution", "1 ms (service times are epoch ms)");
         json_t *ms = json_object();
         for (int j = 0; j < NLAT; j++)
-            json_object_set_new(ms, lat_keys[j], bench_dist_json(&lat[j]));
+            json_object_set_new(ms, lat_keys[j], bench_dist_json(&lr->d[j]));
         json_object_set_new(l, "ms", ms);
-        json_object_set_new(l, "cpu_share", probe_json(&r->lat_cpu));
-        json_object_set_new(root, "latency", l);
-    } else {
-        json_object_set_new(root, "latency", json_null());
+        json_t *tail = json_object();
+        for (int j = 0; j < NPATH; j++)
+            json_object_set_new(tail, lat_keys[path_legs[j]], json_real(lr->tail_leg_ms[j]));
+        json_object_set_new(l, "tail_mean_ms_per_leg", tail);
+        json_object_set_new(l, "tail_events", json_integer((json_int_t)lr->tail_n));
+        json_object_set_new(l, "tail_cause",
+                            lr->cause >= 0 ? json_string(lat_keys[path_legs[lr->cause]])
+                                           : json_null());
+        json_object_set_new(l, "cpu_share", probe_json(&lr->cpu));
+        json_array_append_new(runs, l);
     }
+    json_object_set_new(root, "latency",
+                        r->lat_ran ? json_deep_copy(json_array_get(runs, 0)) : json_null());
+    json_object_set_new(root, "latency_runs", runs);
 
     json_t *svc = json_object();
     json_object_set_new(svc, "relay", child_json(&r->relay));
@@ -1474,6 +1840,7 @@ int main(int argc, char **argv)
     if (r == NULL)
         return 1;
     r->cfg = &cfg;
+    url_cache_kib = cfg.cache_kib;
     r->b = &b;
     srand((unsigned)(hd_clock_ns() ^ getpid()));
 
@@ -1583,6 +1950,22 @@ int main(int argc, char **argv)
         hd_envelope_free(env);
         if (r->event_bytes == 0)
             r->event_bytes = 400;
+        /* A notification_sent as the service writes it (domain.h: notification_id, user_id,
+         * type, attempts, sent_at), for the raw chain's second publish. */
+        char id[2][HD_UUID_LEN + 1];
+        hd_uuid_v4(id[0]);
+        hd_uuid_v4(id[1]);
+        json_t *data = json_pack("{s:s, s:s, s:s, s:i, s:I}", "notification_id", id[0], "user_id",
+                                 id[1], "type", "email_verification", "attempts", 1, "sent_at",
+                                 (json_int_t)hd_clock_ms());
+        env = hd_envelope_new(SENT_TYPE, 1, "herald-notifications", data);
+        text = NULL;
+        if (env != NULL && hd_envelope_set_causation_id(env, id[1]) == 0 &&
+            hd_envelope_encode(env, &text, &r->sent_bytes, NULL) == 0)
+            free(text);
+        hd_envelope_free(env);
+        if (r->sent_bytes == 0)
+            r->sent_bytes = 400;
     }
 
     /* 1: the raw limits, before any service runs. */
@@ -1590,6 +1973,10 @@ int main(int argc, char **argv)
         FAIL("raw publish");
     if (raw_consume(&cfg, &b, cfg.o.count, &r->raw_con, &err) < 0)
         FAIL("raw consume");
+    if (raw_chain(&cfg, &b, cfg.o.count, r->event_bytes, r->sent_bytes, &r->raw_chain, &err) < 0)
+        FAIL("raw chain");
+    if (cfg.qt_count > 0 && queue_kinds(&cfg, &b, r->event_bytes, r->sent_bytes, r->qt, &err) < 0)
+        FAIL("queue kinds");
 
     /* 2: the users outbox, the service, then the relay. */
     {
@@ -1606,8 +1993,11 @@ int main(int argc, char **argv)
         FAIL("throughput");
 
     /* 3: latency at the offered load. */
-    if (cfg.latency_seconds > 0 && latency_phase(r, &err) < 0)
+    if (cfg.latency_seconds > 0 && trace_claims(r, &err) < 0)
         FAIL("latency");
+    for (int k = 0; cfg.latency_seconds > 0 && k < cfg.lat_runs; k++)
+        if (latency_phase(r, k, &err) < 0)
+            FAIL("latency");
 
 done:
     /* 4: peak RSS, stop, exit status; then count everything. */
@@ -1629,17 +2019,16 @@ done:
     }
     children[0] = children[1] = NULL;
 
-    dist lat[NLAT];
-    memset(lat, 0, sizeof lat);
     int completed = failure[0] == '\0'; /* every phase ran to its end */
     if (r->es.n > 0 && r->ro_notif != NULL && r->ro_users != NULL) {
         if (index_events(&r->es) < 0) {
             snprintf(failure, sizeof failure, "out of memory");
-        } else if (collect(&r->es, r->ro_notif, r->ro_users, &r->t, &err) < 0) {
+        } else if (collect(&r->es, r->ro_notif, r->ro_users, r->claims_traced, &r->t, &err) < 0) {
             if (failure[0] == '\0')
                 snprintf(failure, sizeof failure, "counting: %s", err.text);
         } else {
-            latency_dists(r, lat);
+            for (int k = 0; k < r->lat_ran; k++)
+                latency_dists(r, k, &r->lat[k]);
             if (completed)
                 r->t.lost = r->t.undelivered;
         }
@@ -1649,7 +2038,7 @@ done:
                      r->sink_depth, r->es.n);
     }
     fflush(stderr);
-    print_results(r, lat, logs, date, tmpfs, failure);
+    print_results(r, logs, date, tmpfs, failure);
     if (r->t.lost > 0)
         printf("\n  LOST: %zu events have no sent notification with its notification_sent row\n",
                r->t.lost);
@@ -1659,7 +2048,7 @@ done:
                r->t.undelivered);
     fflush(stdout);
     if (cfg.o.out != NULL)
-        write_json(cfg.o.out, r, lat, logs, date, tmpfs, failure);
+        write_json(cfg.o.out, r, logs, date, tmpfs, failure);
 
     sqlite3_close(r->ro_notif);
     sqlite3_close(r->ro_users);

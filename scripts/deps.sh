@@ -23,6 +23,8 @@ PACKAGES=(
   clang libclang-rt-14-dev
   # integration.chat_browser: the chat page in a headless browser, driven over WebDriver
   chromium chromium-driver
+  # bench-http: the HTTP load generator (closed loop, keep-alive, latency percentiles)
+  wrk
 )
 
 missing=()

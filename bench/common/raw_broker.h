@@ -39,6 +39,12 @@ int bench_broker_declare_exchange(hd_amqp *admin, const char *exchange, hd_error
 int bench_broker_declare_queue(hd_amqp *admin, const char *queue, const char *exchange,
                                const char *key, hd_error *err);
 
+/* The same with a queue kind: "classic" (no version argument: the broker's default, version 1
+ * on RabbitMQ 3.10 and 3.11), "classic-v2" (x-queue-version 2) or "quorum" (x-queue-type
+ * quorum). Names are borrowed. HD_EINVAL for another kind. */
+int bench_broker_declare_queue_kind(hd_amqp *admin, const char *queue, const char *exchange,
+                                    const char *key, const char *kind, hd_error *err);
+
 /* Ready messages in queue, or -1 (err set). */
 long bench_queue_depth(hd_amqp *admin, const char *queue, hd_error *err);
 

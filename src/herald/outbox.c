@@ -463,6 +463,26 @@ int hd_outbox_purge_sensitive(hd_store *store, int64_t older_than_ms, hd_error *
                          p, 1, err);
 }
 
+int hd_outbox_has_due(hd_store *store, int64_t now_ms, hd_error *err)
+{
+    if (store == NULL || now_ms < 0)
+        return hd_error_set(err, HD_EINVAL, "hd_outbox_has_due: store is NULL or now < 0");
+    int64_t now = now_ms ? now_ms : hd_time_now_ms();
+    hd_value p[] = {hd_value_int(now)};
+    hd_rows *rows = NULL;
+    /* hd_outbox_pending in seq order, the first due row ends it. */
+    int rc = hd_store_query(store,
+                            "SELECT 1 FROM hd_outbox WHERE dispatched_at IS NULL"
+                            " AND parked_at IS NULL AND next_attempt_at <= $1"
+                            " AND claimed_until <= $1 LIMIT 1",
+                            p, 1, &rows, err);
+    if (rc < 0)
+        return rc;
+    int due = hd_rows_count(rows) > 0;
+    hd_rows_free(rows);
+    return due;
+}
+
 int hd_outbox_depth(hd_store *store, int64_t *pending, int64_t *oldest_age_ms, int64_t *parked,
                     hd_error *err)
 {

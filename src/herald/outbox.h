@@ -222,6 +222,12 @@ int hd_outbox_purge_dispatched(hd_store *store, int64_t older_than_ms, hd_error 
  * deleted or a code. */
 int hd_outbox_purge_sensitive(hd_store *store, int64_t older_than_ms, hd_error *err);
 
+/* Whether a claim at now_ms (0: the wall clock) could find a row: one not dispatched, not
+ * parked, due and not leased (the per-aggregate hold-back is not checked: a claim may still
+ * come back empty). A read: on SQLite in WAL mode it takes no write lock, so a relay that
+ * polls an idle outbox leaves the lock to the service's writers. Returns 1, 0 or a code. */
+int hd_outbox_has_due(hd_store *store, int64_t now_ms, hd_error *err);
+
 /* Metrics: rows waiting to be dispatched (including leased and retrying ones), the age of
  * the oldest of them in ms (0 when none), and parked rows. Any output may be NULL. Returns
  * 0 or a code. A growing oldest age is the one alarm to set: the relay is not keeping up

@@ -852,33 +852,34 @@ static int stopped(const hd_stop *stop)
 
 /* Sleep until there may be work — a NOTIFY, a notifier signal, or poll_ms — or until the
  * stop, whichever comes first: one poll(2) on the stop token, the notifier's pipe and
- * PostgreSQL's socket, so that no wake-up waits for another's timeout. */
-static void wait_for_work(hd_relay *r, const hd_stop *stop)
+ * PostgreSQL's socket, so that no wake-up waits for another's timeout. Returns 1 when a
+ * NOTIFY or a signal woke it (rows were committed), 0 otherwise (poll_ms, the stop). */
+static int wait_for_work(hd_relay *r, const hd_stop *stop)
 {
     int64_t deadline = hd_clock_ms() + r->opts.poll_ms;
     for (;;) {
         if (stopped(stop))
-            return;
+            return 0;
         /* What came before we sleep: a signal while we drained, buffered notifications. */
         if (r->opts.notifier != NULL && hd_outbox_notifier_wait(r->opts.notifier, &r->seen, 0))
-            return;
+            return 1;
         int pg_fd = -1;
         if (r->listening) {
             hd_error e;
             int got = hd_store_pg_wait(r->store, 0, NULL, &e);
             if (got > 0)
-                return;
+                return 1;
             pg_fd = got == 0 ? hd_store_pg_fd(r->store) : -1;
             if (pg_fd < 0) { /* connection lost: the next wait reconnects; do not spin */
                 int64_t left = deadline - hd_clock_ms();
                 if (left <= 0 || hd_stop_wait_ms(stop, left < WAIT_SLICE_MS ? left : WAIT_SLICE_MS))
-                    return;
+                    return 0;
                 continue;
             }
         }
         int64_t left = deadline - hd_clock_ms();
         if (left <= 0)
-            return;
+            return 0;
         struct pollfd fds[2];
         size_t n = 0;
         if (pg_fd >= 0)
@@ -888,9 +889,9 @@ static void wait_for_work(hd_relay *r, const hd_stop *stop)
                 (struct pollfd){.fd = hd_outbox_notifier_fd(r->opts.notifier), .events = POLLIN};
         int rc = hd_stop_poll(stop, fds, n, left);
         if (rc == HD_EINTR || rc == 0)
-            return; /* stopped, or poll_ms is up: look for work anyway */
+            return 0; /* stopped, or poll_ms is up: look for work anyway */
         if (rc < 0 && hd_stop_wait_ms(stop, left < WAIT_SLICE_MS ? left : WAIT_SLICE_MS))
-            return; /* poll failed (not expected): degrade to sleeping in slices */
+            return 0; /* poll failed (not expected): degrade to sleeping in slices */
         /* Something is readable: the top of the loop takes it (NOTIFY, signal). */
     }
 }
@@ -960,6 +961,7 @@ int hd_relay_run(hd_relay *r, const hd_stop *stop, hd_error *err)
     int outage = 0;      /* the broker is known to be down: log once, not every attempt */
     flight *busy = NULL; /* batch k: published, its fates not all in yet */
     int more = 1;        /* rows are probably due: claim again without waiting */
+    int look = 0;        /* woken by poll_ms alone: look (read) before claiming (write) */
     hd_error e;
 
     if (lg != NULL)
@@ -983,7 +985,7 @@ int hd_relay_run(hd_relay *r, const hd_stop *stop, hd_error *err)
                     if (hd_outbox_depth(r->store, &pending, NULL, NULL, &e) == 0 && pending == 0)
                         break;
                 }
-                wait_for_work(r, stop);
+                look = !wait_for_work(r, stop) && !hd_store_is_pg(r->store);
                 more = 1;
                 continue; /* look at *stop again */
             }
@@ -1023,6 +1025,18 @@ int hd_relay_run(hd_relay *r, const hd_stop *stop, hd_error *err)
             }
         }
 
+        /* Woken by the poll interval alone (SQLite: no cross-process NOTIFY): a read first.
+         * The claim is a write, and on SQLite it takes the one write lock even when it finds
+         * nothing; every poll_ms that is a lock the service's own commits wait for (their
+         * busy handler sleeps), and CPU for an UPDATE. A read in WAL mode takes no lock.
+         * Measured in docs/bench.md (issue 14). A failed look falls through to the claim,
+         * which reports the store's error its usual way. */
+        int nothing_due = 0;
+        if (busy == NULL && look) {
+            look = 0;
+            nothing_due = hd_outbox_has_due(r->store, 0, &e) == 0;
+        }
+
         /* Batch k+1: claimed and published while the broker still confirms batch k, so the
          * claim's database work overlaps the broker's instead of following it. The claim
          * skips the aggregates of batch k's rows (they are leased): per-aggregate order
@@ -1030,7 +1044,9 @@ int hd_relay_run(hd_relay *r, const hd_stop *stop, hd_error *err)
          * does not mean the outbox is empty: only a short claim made alone does. */
         int rc = 0; /* the first failure of this turn */
         flight *next = NULL;
-        if (!stopped(stop) && (busy == NULL || may_overlap(r, busy))) {
+        if (nothing_due) {
+            more = 0; /* and on to the purge and the progress line, as after an empty claim */
+        } else if (!stopped(stop) && (busy == NULL || may_overlap(r, busy))) {
             next = busy == &r->flights[0] ? &r->flights[1] : &r->flights[0];
             int n = start_batch(r, next, &e);
             more = n < 0 || (size_t)n == r->opts.batch || busy != NULL;

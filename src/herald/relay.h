@@ -88,6 +88,9 @@
  * hd_outbox_notifier (options.notifier); otherwise, and always as a fallback, it polls
  * every poll_ms. A full batch is followed by the next claim at once (beside it, see above);
  * the relay waits only after a claim, made with nothing else in flight, came back short.
+ * A wake-up by poll_ms alone on SQLite first reads whether a row is due
+ * (hd_outbox_has_due) and claims only then: a claim takes SQLite's one write lock even when
+ * it finds nothing, and the service's own commits would wait for it every poll_ms.
  *
  * Threads: a relay is used by one thread. Its store and its AMQP connection are borrowed
  * and belong to that thread for the relay's life: give the relay its own store handle

@@ -15,7 +15,9 @@
  *                                        libpq URI parameter works (connect_timeout=...)
  * SQLite options go in the query string: `?synchronous=normal` (full by default: a
  * committed transaction survives a power cut; normal trades that for speed in WAL mode),
- * `?busy_timeout=ms` (5000 by default: how long to wait for another writer).
+ * `?busy_timeout=ms` (5000 by default: how long to wait for another writer), `?cache_kib=N`
+ * (this connection's page cache, PRAGMA cache_size=-N; SQLite's default is 2,000 KiB, and a
+ * service with a connection per thread pays it per thread).
  *
  * SQL is written once for every adapter, in the PostgreSQL style: placeholders are $1, $2,
  * ... and refer to params[0], params[1], ... whatever their order in the text. Values never

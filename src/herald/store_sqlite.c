@@ -372,6 +372,7 @@ typedef struct sqlite_options {
     char *path;
     const char *synchronous; /* one of the names below, static */
     int busy_timeout_ms;
+    long cache_kib; /* PRAGMA cache_size=-N; 0: SQLite's default (2,000 KiB per connection) */
 } sqlite_options;
 
 /* Parse "key=value&key=value" (the part after '?'); len bytes at q. */
@@ -405,10 +406,24 @@ static int parse_query(const char *q, sqlite_options *o, hd_error *err)
             if (vlen == 0 || ms > INT_MAX)
                 return hd_error_set(err, HD_EURL, "busy_timeout needs a number of milliseconds");
             o->busy_timeout_ms = (int)ms;
+        } else if (klen == 9 && strncmp(q, "cache_kib", klen) == 0) {
+            /* The page cache of this connection. A service opens several connections to one
+             * file (one per thread), each with its own cache: the largest part of a small
+             * service's own memory (docs/bench.md, issue 14). */
+            long kib = 0;
+            for (size_t i = 0; i < vlen; i++) {
+                if (v[i] < '0' || v[i] > '9' || kib > 1000000)
+                    return hd_error_set(err, HD_EURL, "cache_kib=%.*s: expected KiB, 1..1000000",
+                                        (int)vlen, v);
+                kib = kib * 10 + (v[i] - '0');
+            }
+            if (vlen == 0 || kib < 1 || kib > 1000000)
+                return hd_error_set(err, HD_EURL, "cache_kib needs a number of KiB, 1..1000000");
+            o->cache_kib = kib;
         } else {
             return hd_error_set(err, HD_EURL,
                                 "unknown sqlite URL option '%.*s' (known: synchronous, "
-                                "busy_timeout)",
+                                "busy_timeout, cache_kib)",
                                 (int)klen, q);
         }
         q += len;
@@ -483,11 +498,14 @@ int hd_store_sqlite_open(const char *url, hd_store **out, hd_error *err)
     sqlite3_extended_result_codes(ss->db, 1); /* tells UNIQUE apart from other constraints */
     ss->busy_timeout_ms = o.busy_timeout_ms;
     sqlite3_busy_handler(ss->db, on_busy, ss);
-    char pragmas[160];
+    char pragmas[200];
     /* journal_mode=WAL is ignored (stays "memory") for in-memory databases, as it should. */
-    snprintf(pragmas, sizeof pragmas,
-             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=ON;",
-             o.synchronous);
+    int used = snprintf(pragmas, sizeof pragmas,
+                        "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=ON;",
+                        o.synchronous);
+    if (o.cache_kib > 0 && used > 0 && (size_t)used < sizeof pragmas)
+        snprintf(pragmas + used, sizeof pragmas - (size_t)used, " PRAGMA cache_size=-%ld;",
+                 o.cache_kib);
     /* Switching a new file to WAL needs an exclusive lock, and SQLite does not always call
      * the busy handler for it: several processes opening the same new file at once get
      * SQLITE_BUSY straight away. Retry within the busy timeout instead of failing. */

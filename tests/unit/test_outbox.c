@@ -133,6 +133,36 @@ static void claim_on_a_null_store_is_einval(void **state)
     hd_store_close(s);
 }
 
+/* hd_outbox_has_due, the relay's read-only look before an idle claim: a pending row that is
+ * due and not leased says 1; a leased one (until its lease runs out), a dispatched one and
+ * an empty outbox say 0. */
+static void has_due_sees_only_rows_a_claim_could_take(void **state)
+{
+    (void)state;
+    assert_hd(HD_EINVAL, hd_outbox_has_due(NULL, 0, NULL));
+    hd_store *s = hd_conf_open("sqlite::memory:");
+    assert_int_equal(hd_outbox_migrate(s, NULL), 2);
+    assert_int_equal(hd_outbox_has_due(s, 0, NULL), 0);
+    hd_envelope *env = hd_envelope_new("users.user_registered", 1, "/users", NULL);
+    assert_non_null(env);
+    assert_hd(HD_OK, hd_store_begin(s, NULL));
+    assert_hd(HD_OK, hd_outbox_append(s, env, "user", "u1", NULL));
+    assert_hd(HD_OK, hd_store_commit(s, NULL));
+    hd_envelope_free(env);
+    int64_t now = hd_time_now_ms();
+    assert_int_equal(hd_outbox_has_due(s, now, NULL), 1);
+    hd_outbox_claim_opts co = {"t", 1000, now};
+    hd_outbox_batch *b = NULL;
+    assert_int_equal(hd_outbox_claim(s, 10, &co, &b, NULL), 1);
+    int64_t seq = b->messages[0].seq;
+    hd_outbox_batch_free(b);
+    assert_int_equal(hd_outbox_has_due(s, now, NULL), 0);        /* leased */
+    assert_int_equal(hd_outbox_has_due(s, now + 1001, NULL), 1); /* the lease ran out */
+    assert_int_equal(hd_outbox_mark_dispatched(s, &seq, 1, NULL), 1);
+    assert_int_equal(hd_outbox_has_due(s, now + 1001, NULL), 0);
+    hd_store_close(s);
+}
+
 /* Two relays on one SQLite file, each with its own connection, claiming and marking until
  * the outbox is empty: every row is dispatched exactly once (SQLite has one writer at a
  * time; a claim that finds the database busy waits for its busy timeout). */
@@ -221,6 +251,7 @@ int main(void)
         cmocka_unit_test(notifier_fd_is_readable_until_a_wait_takes_the_signal),
         cmocka_unit_test(notifiers_belong_to_their_store),
         cmocka_unit_test(claim_on_a_null_store_is_einval),
+        cmocka_unit_test(has_due_sees_only_rows_a_claim_could_take),
         cmocka_unit_test(two_relays_on_one_file_never_share_a_row),
     };
     int failed = cmocka_run_group_tests_name("outbox on sqlite: specifics", tests, NULL, NULL);

@@ -77,6 +77,8 @@ static void open_rejects_malformed_sqlite_urls(void **state)
         "sqlite::memory:?synchronous=sometimes", /* bad level */
         "sqlite::memory:?busy_timeout=soon",     /* not a number */
         "sqlite::memory:?busy_timeout=",         /* empty */
+        "sqlite::memory:?cache_kib=0",           /* below 1 KiB */
+        "sqlite::memory:?cache_kib=lots",        /* not a number */
         "sqlite::memory:?cache=shared",          /* unknown option */
         "sqlite::memory:?synchronous",           /* no value */
     };
@@ -113,6 +115,14 @@ static void memory_store_is_sqlite_and_private(void **state)
     hd_store *a = open_memory(), *b = NULL;
     assert_string_equal(hd_store_dialect(a), "sqlite");
     assert_hd(HD_OK, hd_store_open("sqlite::memory:?busy_timeout=10", &b, NULL));
+    /* cache_kib sets the connection's page cache (PRAGMA cache_size in KiB: negative). */
+    hd_store *c = NULL;
+    assert_hd(HD_OK, hd_store_open("sqlite::memory:?cache_kib=256&busy_timeout=10", &c, NULL));
+    hd_rows *rows = NULL;
+    assert_hd(HD_OK, hd_store_query(c, "PRAGMA cache_size", NULL, 0, &rows, NULL));
+    assert_int_equal(hd_rows_int(rows, 0, 0), -256);
+    hd_rows_free(rows);
+    hd_store_close(c);
     /* Each in-memory open is a new database: b has no table t. */
     hd_error err;
     assert_hd_err(HD_ESTORE, hd_store_exec(b, "INSERT INTO t(name) VALUES ('x')", NULL, 0, &err),
