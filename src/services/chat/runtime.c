@@ -184,7 +184,7 @@ static int start_http(service *svc, hd_error *err)
     const char *listen = hd_config_get(svc->cfg, "HD_CHAT_LISTEN", "127.0.0.1:8090");
     if (parse_listen(listen, host, sizeof host, &port) < 0)
         return hd_error_set(err, HD_ECONFIG, "HD_CHAT_LISTEN: '%s' is not address:port", listen);
-    size_t max_body, listeners;
+    size_t max_body = 0, listeners = 0;
     int rc = read_size(svc->cfg, "HD_CHAT_MAX_BODY", 8192, 1 << 20, &max_body, err);
     if (rc == 0)
         rc = read_size(svc->cfg, "HD_CHAT_MAX_LISTENERS", CHAT_DEFAULT_MAX_LISTENERS, 10000,
