@@ -138,7 +138,7 @@ static int parse_args(int argc, char **argv, options *o, const admin_io *io)
         }
         o->stream = argv[i++];
     }
-    for (; i < argc; i++) {
+    while (i < argc) { /* each option takes its value; --bind takes two */
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         int ok = v != NULL;
@@ -171,7 +171,7 @@ static int parse_args(int argc, char **argv, options *o, const admin_io *io)
             fprintf(io->err, "herald-admin stream %s: bad value '%s' for %s\n", o->cmd, v, a);
             return ADMIN_USAGE;
         }
-        i++;
+        i += 2;
     }
     if (strcmp(o->cmd, "replay") == 0 && (o->from_offset == NULL) == (o->from_time == NULL)) {
         fprintf(io->err,
