@@ -45,9 +45,10 @@ build: deps build-dev
 build-fuzz: configure-fuzz
 	@cmake --build build/fuzz -j $(JOBS) --target fuzz
 
-# The whole suite, as CI runs it (.ci/run calls exactly this).
+# The whole suite, as CI runs it (.ci/run calls exactly this). --cluster: the three-node
+# RabbitMQ cluster too, started once for the tests labelled cluster.
 test: deps build-coverage build-asan build-fuzz
-	@$(SERVERS) run -- scripts/run_tests.sh all
+	@$(SERVERS) run --cluster -- scripts/run_tests.sh all
 
 # Unit tests only: no servers needed.
 test-unit: deps build-dev
@@ -60,7 +61,7 @@ test-valgrind: deps build-dev
 	@scripts/run_tests.sh valgrind build/dev
 
 coverage: deps build-coverage
-	@$(SERVERS) run -- scripts/run_tests.sh coverage
+	@$(SERVERS) run --cluster -- scripts/run_tests.sh coverage
 
 tutorial: deps build-dev
 	@$(SERVERS) run -- ctest --test-dir build/dev -L tutorial --output-on-failure
@@ -81,9 +82,9 @@ fuzz: deps build-fuzz
 
 # docs/topology.dot and .svg: the example system's topology, from the declarations
 # (herald-admin topology --dot; unit.admin_topology fails when the .dot is stale).
-# Run outside a configured .env so that HD_USERS_EXCHANGE/HD_NOTIFICATIONS_QUEUE keep their defaults.
+# Run outside a configured .env so that HD_USERS_EXCHANGE/HD_NOTIFICATIONS_QUEUE/HD_QUEUE_TYPE keep their defaults.
 topology: deps build-dev
-	@cd build/dev && env -u HD_USERS_EXCHANGE -u HD_NOTIFICATIONS_QUEUE ./herald-admin topology --dot > $(CURDIR)/docs/topology.dot
+	@cd build/dev && env -u HD_USERS_EXCHANGE -u HD_NOTIFICATIONS_QUEUE -u HD_QUEUE_TYPE -u HD_DELIVERY_LIMIT ./herald-admin topology --dot > $(CURDIR)/docs/topology.dot
 	@dot -Tsvg docs/topology.dot > docs/topology.svg
 	@echo "topology: docs/topology.dot docs/topology.svg"
 

@@ -14,6 +14,22 @@
 #   servers.sh status                            what runs where (exit 3 if something is down)
 #   servers.sh env                               print the env file (`. "$HD_SERVERS_DIR/env"`)
 #   servers.sh rabbitmqctl ARGS...               rabbitmqctl against the private node
+#   servers.sh cluster-ctl ARGS...               rabbitmqctl against the first running cluster node
+#
+# The three-node RabbitMQ cluster (next to the single node, which stays what most tests use):
+#   servers.sh up --cluster [SERVER...]          also start the cluster (HD_RABBIT_CLUSTER=1 does
+#   servers.sh run --cluster -- CMD ...          the same for `up`/`run` without names; `make
+#                                                test` sets it: the cluster starts once per suite)
+#   servers.sh up|start|stop|restart cluster     all three nodes
+#   servers.sh start|stop|restart rabbit1..3     one node (or its node name herald<i>@localhost)
+#   servers.sh kill rabbit1..3                   kill -9 of one node's VM (a crash, for failover tests)
+#   Nodes herald1@localhost .. herald3@localhost, node i on AMQP port HD_AMQP_PORT+10*i (default
+#   5683, 5693, 5703), TLS +1 and distribution +2 of that; data under $HD_SERVERS_DIR/cluster/
+#   node<i>, one shared Erlang cookie; nodes 2 and 3 `rabbitmqctl join_cluster` node 1 once
+#   (a restarted node rejoins by itself). `status` shows the members and the leader and
+#   members of each quorum queue. The env file exports HD_CLUSTER_URL_1..3, HD_CLUSTER_NODE_1..3,
+#   HD_CLUSTER_URLS and HD_CLUSTER_NODES (comma-separated; HD_CLUSTER_URLS is a valid
+#   HD_AMQP_URL for herald's clients, which fail over along the list).
 #   servers.sh psql ARGS...                      psql against the private server
 #
 # Configuration (environment; the ports are remembered in the state directory, so later
@@ -51,6 +67,9 @@ PG_BIN=/usr/lib/postgresql/15/bin
 ALL_SERVERS=(rabbitmq postgres standby smtp)   # the start order: the standby copies postgres
 STANDBY_SLOT=herald_standby
 NODE=herald@localhost
+RMARK=rabbitmq                        # the mark of the node in hand (cluster: rabbit1..3)
+CLUSTER_SIZE=3
+CLUSTER_MARKS=(rabbit1 rabbit2 rabbit3)
 
 DIR=$(readlink -m "${HD_SERVERS_DIR:-${TMPDIR:-/tmp}/herald-servers}")
 R=$DIR/rabbitmq
@@ -58,6 +77,7 @@ P=$DIR/postgres
 SB=$DIR/standby
 S=$DIR/smtp
 T=$DIR/tls
+C=$DIR/cluster
 # Every process we start carries HD_SERVERS_MARK=<dir>:<server> in its environment: after a
 # crash that is how leftovers of *this* state directory are found, and nothing else is touched.
 unset HD_SERVERS_MARK
@@ -182,15 +202,15 @@ port_free() { # port what
   fi
 }
 
-rabbit_alive() { pidfile_is "$R/server.pid" rabbitmq || pidfile_is "$R/rabbit.pid" rabbitmq; }
+rabbit_alive() { pidfile_is "$R/server.pid" "$RMARK" || pidfile_is "$R/rabbit.pid" "$RMARK"; }
 pg_alive() { pidfile_is "$P/data/postmaster.pid" postgres; }
 standby_alive() { pidfile_is "$SB/data/postmaster.pid" standby; }
 smtp_alive() { pidfile_is "$S/smtp.pid" smtp; }
 alive() {
   case $1 in rabbitmq) rabbit_alive ;; postgres) pg_alive ;; standby) standby_alive ;;
-    smtp) smtp_alive ;; esac
+    smtp) smtp_alive ;; rabbit[1-9]) cnode_alive "${1#rabbit}" ;; esac
 }
-any_alive() { rabbit_alive || pg_alive || standby_alive || smtp_alive; }
+any_alive() { rabbit_alive || pg_alive || standby_alive || smtp_alive || cluster_any_alive; }
 
 # ---- TLS -------------------------------------------------------------------------------
 # A throwaway CA and one server certificate for all servers, made once per state directory
@@ -259,7 +279,7 @@ rabbit_env() { # export into the current (sub)shell: every path private, loopbac
 }
 # CLI calls carry the mark too: one left hanging on a dead node is swept with the rest.
 rmqctl() {
-  (rabbit_env && exec env "HD_SERVERS_MARK=$DIR:rabbitmq" "$RMQ_BIN/rabbitmqctl" -n "$NODE" "$@") 9>&-
+  (rabbit_env && exec env "HD_SERVERS_MARK=$DIR:$RMARK" "$RMQ_BIN/rabbitmqctl" -n "$NODE" "$@") 9>&-
 }
 epmd_up() { (rabbit_env && exec epmd -port "$EPMD_PORT" -names) >/dev/null 2>&1 9>&-; }
 
@@ -307,13 +327,14 @@ EOF
     port_free "$DIST_PORT" "RabbitMQ distribution" || return 1
   if ! epmd_up; then
     port_free "$EPMD_PORT" "epmd" || return 1
-    (rabbit_env && exec setsid env "HD_SERVERS_MARK=$DIR:rabbitmq" \
+    # Its own mark: the single node and the cluster's nodes share it (epmd_release).
+    (rabbit_env && exec setsid env "HD_SERVERS_MARK=$DIR:epmd" \
       epmd -address 127.0.0.1 -port "$EPMD_PORT" -daemon) </dev/null >"$R/log/epmd.log" 2>&1 9>&-
     for _ in $(seq 50); do epmd_up && break; sleep 0.1; done
     epmd_up || { warn "error: epmd did not start on 127.0.0.1:$EPMD_PORT"; tail_log "$R/log/epmd.log"; return 1; }
   fi
   say "rabbitmq: starting node $NODE on 127.0.0.1:$AMQP_PORT, TLS $AMQPS_PORT (epmd $EPMD_PORT, distribution $DIST_PORT)"
-  (cd "$R" && rabbit_env && exec setsid env "HD_SERVERS_MARK=$DIR:rabbitmq" "$RMQ_BIN/rabbitmq-server") \
+  (cd "$R" && rabbit_env && exec setsid env "HD_SERVERS_MARK=$DIR:$RMARK" "$RMQ_BIN/rabbitmq-server") \
     </dev/null >"$R/log/startup.log" 2>&1 9>&- &
   echo $! >"$R/server.pid"
 }
@@ -321,7 +342,7 @@ EOF
 rabbit_wait() { # t0 — rabbitmqctl wait on the pid file, giving up early if the broker dies
   local t0=$1 w rc server
   server=$(cat "$R/server.pid")
-  (rabbit_env && exec env "HD_SERVERS_MARK=$DIR:rabbitmq" "$RMQ_BIN/rabbitmqctl" -n "$NODE" \
+  (rabbit_env && exec env "HD_SERVERS_MARK=$DIR:$RMARK" "$RMQ_BIN/rabbitmqctl" -n "$NODE" \
     wait "$R/rabbit.pid" --timeout 120) </dev/null >"$R/log/wait.log" 2>&1 9>&- &
   w=$!
   while kill -0 "$w" 2>/dev/null; do
@@ -358,22 +379,158 @@ rabbit_stop() {
     # durable queues and persistent messages are kept) in about 1 s; the CLI route costs
     # another 1.5 s (its own VM, then it polls the pid once a second). The launcher script
     # forwards TERM to the VM if the pid file is not written yet.
-    if pid_is "$beam" rabbitmq; then
+    if pid_is "$beam" "$RMARK"; then
       kill -TERM "$beam" 2>/dev/null
     else
       kill -TERM "$server" 2>/dev/null
     fi
     if ! wait_gone 30 "$beam" "$server"; then
       warn "rabbitmq: still running 30 s after SIGTERM; killing it (log $R/log/$NODE.log)"
-      for p in $beam $server; do pid_is "$p" rabbitmq && kill -KILL "$p" 2>/dev/null; done
+      for p in $beam $server; do pid_is "$p" "$RMARK" && kill -KILL "$p" 2>/dev/null; done
       wait_gone 5 "$beam" "$server"
     fi
   fi
+  sweep "$RMARK"
+  rm -f "$R/server.pid" "$R/rabbit.pid"
+  epmd_release
+}
+# epmd serves the single node and the cluster's nodes: it stops with the last of them.
+epmd_release() {
+  local m
+  for m in rabbitmq "${CLUSTER_MARKS[@]}"; do [ -n "$(marked_pids "$m")" ] && return 0; done
   if epmd_up; then
     (rabbit_env && exec epmd -port "$EPMD_PORT" -kill) >/dev/null 2>&1 9>&-
   fi
-  sweep rabbitmq
-  rm -f "$R/server.pid" "$R/rabbit.pid"
+  sweep epmd
+}
+
+# ---- the RabbitMQ cluster ----------------------------------------------------------------
+# Three nodes herald1@localhost .. herald3@localhost next to the single node (which stays what
+# most tests use: one node boots in seconds). Node i (1..3) has its own directory
+# $C/node<i>, AMQP port AMQP_PORT+10*i, TLS port +1 of that, distribution port +2 of that,
+# the mark rabbit<i>; all share epmd and one Erlang cookie ($C/cookie, copied into each node's
+# HOME, which the CLI reads too). The rabbit_* functions above do the work: cnode_ctx points
+# their globals at node i, always in a subshell so that the single node's stay as they are.
+cnode_ctx() { # i
+  local i=$1
+  R=$C/node$i NODE=herald$i@localhost RMARK=rabbit$i MANAGEMENT=0
+  DIST_PORT=$((AMQP_PORT + 10 * i + 2)) AMQPS_PORT=$((AMQP_PORT + 10 * i + 1))
+  AMQP_PORT=$((AMQP_PORT + 10 * i))
+}
+cnode_amqp_port() { echo $((AMQP_PORT + 10 * $1)); }
+cnode_alive() { (cnode_ctx "$1" && rabbit_alive); }
+cluster_any_alive() { local i; for i in $(seq $CLUSTER_SIZE); do cnode_alive "$i" && return 0; done; return 1; }
+cluster_all_alive() { local i; for i in $(seq $CLUSTER_SIZE); do cnode_alive "$i" || return 1; done; }
+cnode_of() { # rabbit<i> or herald<i>@localhost -> i (empty if neither)
+  case $1 in rabbit[1-9]) echo "${1#rabbit}" ;; herald[1-9]@localhost) local n=${1#herald}; echo "${n%@localhost}" ;; esac
+}
+cluster_cookie() { # one cookie for the three nodes and their CLI calls
+  mkdir -p "$C" || return 1
+  if [ ! -s "$C/cookie" ]; then
+    (umask 077 && head -c 16 /dev/urandom | od -An -tx1 | tr -dc '0-9a-f' | tr 'a-f' 'A-Z' >"$C/cookie")
+  fi
+  local i
+  for i in "$@"; do
+    mkdir -p "$C/node$i/home" && chmod 700 "$C/node$i/home" || return 1
+    cmp -s "$C/cookie" "$C/node$i/home/.erlang.cookie" && continue
+    rm -f "$C/node$i/home/.erlang.cookie"
+    cp "$C/cookie" "$C/node$i/home/.erlang.cookie" && chmod 400 "$C/node$i/home/.erlang.cookie" || return 1
+  done
+}
+# Start nodes (numbers) side by side, wait for each, then join the ones never joined to the
+# first node (rabbitmqctl stop_app, join_cluster, start_app; node 1 is the seed). A node that
+# joined once rejoins by itself on a restart (its data directory knows the cluster).
+CLUSTER_LAUNCHED=() CLUSTER_RC=0
+cluster_launch() { # i... — the VMs boot in the background (cluster_up waits)
+  local i
+  cluster_cookie "$@" || { warn "error: cannot write the cluster's cookie under $C"; CLUSTER_RC=1; return 1; }
+  for i in "$@"; do
+    if cnode_alive "$i"; then say "rabbit$i: already running"; continue; fi
+    sweep "rabbit$i"
+    if (cnode_ctx "$i" && rabbit_launch); then CLUSTER_LAUNCHED+=("$i"); else CLUSTER_RC=1; fi
+  done
+}
+cluster_up() { # t0 i... — after cluster_launch
+  local t0=$1 i rc=$CLUSTER_RC seed=herald1@localhost
+  shift
+  for i in "${CLUSTER_LAUNCHED[@]}"; do (cnode_ctx "$i" && rabbit_wait "$t0") || rc=1; done
+  CLUSTER_LAUNCHED=()
+  for i in "$@"; do
+    [ -f "$C/node$i/joined" ] && continue
+    cnode_alive "$i" || continue
+    if [ "$i" = 1 ]; then touch "$C/node1/joined"; continue; fi
+    if ! cnode_alive 1; then warn "error: rabbit$i cannot join the cluster: rabbit1 is down"; rc=1; continue; fi
+    say "rabbit$i: joining $seed"
+    if (cnode_ctx "$i" && rmqctl stop_app && rmqctl join_cluster "$seed" && rmqctl start_app) \
+         </dev/null >"$C/node$i/join.log" 2>&1; then
+      touch "$C/node$i/joined"
+    else
+      warn "error: rabbit$i could not join $seed"
+      tail_log "$C/node$i/join.log"
+      rc=1
+    fi
+  done
+  [ $rc = 0 ] && [ $# -eq $CLUSTER_SIZE ] &&
+    say "cluster: $(cluster_members) in $(since "$t0")"
+  return $rc
+}
+cluster_stop() { # i... — orderly stops (SIGTERM), side by side
+  local i pids=()
+  for i in "$@"; do (cnode_ctx "$i" && rabbit_stop) & pids+=($!); done
+  for i in "${pids[@]}"; do wait "$i"; done
+  return 0
+}
+# kill -9 of one node's VM: what a crash or a pulled cable looks like to the others and to
+# the clients (no connection.close, no leader hand-over; the quorum elects a new leader).
+cluster_kill() { # i
+  local beam
+  beam=$(head -n 1 "$C/node$1/rabbit.pid" 2>/dev/null)
+  if ! pid_is "$beam" "rabbit$1"; then warn "rabbit$1 is not running"; return 1; fi
+  say "rabbit$1: kill -9 $beam"
+  kill -KILL "$beam"
+  wait_gone 10 "$beam"
+  # The launcher script and erl_child_setup follow the VM; anything else of this node goes too.
+  wait_gone 5 $(head -n 1 "$C/node$1/server.pid" 2>/dev/null)
+  sweep "rabbit$1"
+  rm -f "$C/node$1/server.pid" "$C/node$1/rabbit.pid"
+  epmd_release
+}
+cluster_ctl() { # rabbitmqctl on the first running node
+  local i
+  for i in $(seq $CLUSTER_SIZE); do
+    if cnode_alive "$i"; then (cnode_ctx "$i" && rmqctl "$@"); return; fi
+  done
+  warn "no cluster node is running"
+  return 1
+}
+cluster_members() { # "running members of ..." as the first running node sees it
+  cluster_ctl cluster_status --formatter json 2>/dev/null </dev/null |
+    "$PY" -c 'import json,sys
+d=json.load(sys.stdin)
+print("members %s, running %s" % (",".join(d.get("disk_nodes",[])), ",".join(d.get("running_nodes",[]))))' 2>/dev/null ||
+    echo "members unknown"
+}
+cluster_status() {
+  local i rc=0 port
+  for i in $(seq $CLUSTER_SIZE); do
+    port=$(cnode_amqp_port "$i")
+    if cnode_alive "$i"; then
+      printf '  %-9s running  pid %-7s amqp://127.0.0.1:%s  (node herald%s@localhost, dist %s)\n' "rabbit$i" \
+        "$(head -n 1 "$C/node$i/rabbit.pid" 2>/dev/null || cat "$C/node$i/server.pid")" "$port" "$i" $((port + 2))
+    else
+      printf '  %-9s stopped  amqp://127.0.0.1:%s  (node herald%s@localhost)\n' "rabbit$i" "$port" "$i"
+      rc=3
+    fi
+  done
+  cluster_any_alive || return $rc
+  printf '  %-9s %s\n' cluster "$(cluster_members)"
+  # Which node leads each quorum queue (and who the members are): what a node kill moves.
+  cluster_ctl list_queues --formatter json name type leader members 2>/dev/null </dev/null |
+    "$PY" -c 'import json,sys
+for q in json.load(sys.stdin):
+    if q.get("type") == "quorum":
+        print("  %-9s quorum queue %s: leader %s, members %s" % ("", q["name"], q.get("leader", "?"), ",".join(q.get("members", []))))' 2>/dev/null
+  return $rc
 }
 
 # ---- PostgreSQL ------------------------------------------------------------------------
@@ -570,6 +727,19 @@ write_env() {
         echo "export HD_RABBIT_MGMT_PORT=$MGMT_PORT HD_RABBIT_MGMT_URL=http://127.0.0.1:$MGMT_PORT/"
       fi
     fi
+    if [ -d "$C" ] && cluster_any_alive; then
+      # Every node, also one that is down right now (a test kills and restarts them): the
+      # clients take the list (HD_AMQP_URL may be comma-separated) and skip dead nodes.
+      local i urls=() nodes=()
+      echo "# the three-node cluster (servers rabbit1..3): one URL per node, and all of them"
+      for i in $(seq $CLUSTER_SIZE); do
+        urls+=("amqp://guest:guest@127.0.0.1:$(cnode_amqp_port "$i")/")
+        nodes+=("herald$i@localhost")
+        echo "export HD_CLUSTER_URL_$i=${urls[-1]} HD_CLUSTER_NODE_$i=${nodes[-1]}"
+      done
+      echo "export HD_CLUSTER_URLS=$(IFS=,; echo "${urls[*]}")"
+      echo "export HD_CLUSTER_NODES=$(IFS=,; echo "${nodes[*]}")"
+    fi
     if pg_alive; then
       echo "export HD_PG_URL=postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
     fi
@@ -588,9 +758,29 @@ write_env() {
 check_names() {
   local s
   for s in "$@"; do
-    case $s in rabbitmq | postgres | standby | smtp) ;;
-      *) die "unknown server '$s' (rabbitmq, postgres, standby, smtp)" ;; esac
+    case $s in rabbitmq | postgres | standby | smtp | rabbit1 | rabbit2 | rabbit3) ;;
+      *) die "unknown server '$s' (rabbitmq, postgres, standby, smtp, cluster, rabbit1..3)" ;; esac
   done
+}
+# The servers named on a command line: "cluster" is its three nodes, a node name
+# (herald2@localhost, as `status` and the env file show it) is its server (rabbit2).
+NAMES=()
+expand_names() {
+  local s i
+  NAMES=()
+  for s in "$@"; do
+    i=$(cnode_of "$s")
+    if [ "$s" = cluster ]; then NAMES+=("${CLUSTER_MARKS[@]}")
+    elif [ -n "$i" ]; then NAMES+=("rabbit$i")
+    else NAMES+=("$s"); fi
+  done
+}
+# What `up` and `run` start without names: every server, and the cluster with
+# HD_RABBIT_CLUSTER=1 (or `up --cluster`, `run --cluster`).
+default_servers() {
+  NAMES=("${ALL_SERVERS[@]}")
+  case ${HD_RABBIT_CLUSTER:-0} in 1 | true | yes | on) NAMES+=("${CLUSTER_MARKS[@]}") ;;
+    0 | false | no | off | "") ;; *) die "HD_RABBIT_CLUSTER=$HD_RABBIT_CLUSTER is not 0 or 1" ;; esac
 }
 wants() { local w=$1 s; shift; for s in "$@"; do [ "$s" = "$w" ] && return 0; done; return 1; }
 
@@ -602,6 +792,10 @@ do_up() { # servers... (lock held)
   apply_env_ports
   save_config
   tls_make || return 1   # every server needs it
+  local cnodes=() i
+  for i in $(seq $CLUSTER_SIZE); do wants "rabbit$i" "$@" && cnodes+=("$i"); done
+  # The cluster's VMs boot while the rest starts.
+  [ ${#cnodes[@]} -gt 0 ] && cluster_launch "${cnodes[@]}"
   for s in "${ALL_SERVERS[@]}"; do   # in this order, whatever the command line's
     wants "$s" "$@" || continue
     if alive "$s"; then
@@ -616,6 +810,7 @@ do_up() { # servers... (lock held)
       smtp) smtp_start || rc=1 ;;
     esac
   done
+  if [ ${#cnodes[@]} -gt 0 ]; then cluster_up "$t0" "${cnodes[@]}" || rc=1; fi
   # The broker boots (5-7 s) while PostgreSQL, its standby and the sink start.
   if [ $launched = 1 ]; then rabbit_wait "$t0" || rc=1; fi
   [ $nothing_before = 1 ] && [ ! -f "$DIR/started-by" ] && echo "${STARTED_BY:-up}" >"$DIR/started-by"
@@ -633,6 +828,9 @@ do_stop() { # servers... (lock held)
   wants postgres "$@" && pg_stop
   wants smtp "$@" && smtp_stop
   wants rabbitmq "$@" && rabbit_stop
+  local cnodes=() i
+  for i in $(seq $CLUSTER_SIZE); do wants "rabbit$i" "$@" && cnodes+=("$i"); done
+  [ ${#cnodes[@]} -gt 0 ] && cluster_stop "${cnodes[@]}"
   [ -f "$DIR/env" ] && write_env   # a stopped server's URL leaves the env file
   return 0
 }
@@ -643,12 +841,16 @@ do_down() {
   if [ -d "$DIR" ]; then lock; fi
   rabbit_stop &   # the slowest; the others stop meanwhile
   local rpid=$!
+  cluster_stop $(seq $CLUSTER_SIZE) &
+  local cpid=$!
   standby_stop
   pg_stop
   smtp_stop
   wait "$rpid"
+  wait "$cpid"
+  epmd_release   # the parallel stops may each have seen the other still running
   # Only what we made: a mistyped HD_SERVERS_DIR must never cost anyone a directory.
-  rm -rf "${DIR:?}/rabbitmq" "$DIR/postgres" "$DIR/standby" "$DIR/smtp" "$DIR/tls" \
+  rm -rf "${DIR:?}/rabbitmq" "$DIR/cluster" "$DIR/postgres" "$DIR/standby" "$DIR/smtp" "$DIR/tls" \
          "$DIR/tls.log" "$DIR/config" "$DIR/env" "$DIR/env.tmp" "$DIR/started-by" "$DIR/.lock"
   unlock
   if [ -d "$DIR" ] && ! rmdir "$DIR" 2>/dev/null; then
@@ -658,12 +860,16 @@ do_down() {
 }
 
 cmd_up() {
-  if [ "${1:-}" = --management ]; then
-    export HD_RABBIT_MANAGEMENT=1
-    shift
-  fi
-  local want=("$@")
-  [ ${#want[@]} -gt 0 ] || want=("${ALL_SERVERS[@]}")
+  while :; do
+    case ${1:-} in
+      --management) export HD_RABBIT_MANAGEMENT=1; shift ;;
+      --cluster) export HD_RABBIT_CLUSTER=1; shift ;;
+      *) break ;;
+    esac
+  done
+  local want
+  if [ $# -gt 0 ]; then expand_names "$@"; else default_servers; fi
+  want=("${NAMES[@]}")
   check_names "${want[@]}"
   lock
   do_up "${want[@]}"
@@ -672,14 +878,30 @@ cmd_up() {
   return $rc
 }
 cmd_stop() {
-  [ $# -gt 0 ] || die "stop what? (rabbitmq, postgres, standby, smtp; 'down' stops everything)"
+  [ $# -gt 0 ] || die "stop what? (rabbitmq, postgres, standby, smtp, cluster, rabbit1..3; 'down' stops everything)"
+  expand_names "$@"
+  set -- "${NAMES[@]}"
   check_names "$@"
   lock
   do_stop "$@"
   unlock
 }
+cmd_kill() { # one cluster node, kill -9 (not the single node: its tests restart it)
+  [ $# -eq 1 ] || die "kill one cluster node: rabbit1..3 (or its node name herald<i>@localhost)"
+  local i
+  i=$(cnode_of "$1")
+  [ -n "$i" ] && [ "$i" -le $CLUSTER_SIZE ] || die "kill: '$1' is not a cluster node (rabbit1..3)"
+  load_config
+  lock
+  cluster_kill "$i"
+  local rc=$?
+  unlock
+  return $rc
+}
 cmd_restart() {
-  [ $# -gt 0 ] || die "restart what? (rabbitmq, postgres, standby, smtp)"
+  [ $# -gt 0 ] || die "restart what? (rabbitmq, postgres, standby, smtp, cluster, rabbit1..3)"
+  expand_names "$@"
+  set -- "${NAMES[@]}"
   check_names "$@"
   lock
   do_stop "$@"
@@ -696,14 +918,18 @@ run_finish() {
   if [ ${#RUN_KEEP[@]} -eq 0 ]; then
     do_down
   else
-    for s in "${ALL_SERVERS[@]}"; do wants "$s" "${RUN_KEEP[@]}" || stop+=("$s"); done
+    for s in "${RUN_ALL[@]}"; do wants "$s" "${RUN_KEEP[@]}" || stop+=("$s"); done
     say "leaving ${RUN_KEEP[*]} running: they were running before this run (use 'down' to stop)"
     if [ ${#stop[@]} -gt 0 ]; then lock; do_stop "${stop[@]}"; unlock; fi
   fi
   exit $rc
 }
+RUN_ALL=()
 cmd_run() {
+  [ "${1:-}" = --cluster ] && { export HD_RABBIT_CLUSTER=1; shift; }
   [ "${1:-}" = "--" ] && shift
+  default_servers
+  RUN_ALL=("${NAMES[@]}")
   [ $# -gt 0 ] || die "usage: servers.sh run -- CMD ARGS..."
   local s owner
   load_config
@@ -714,12 +940,12 @@ cmd_run() {
     say "adopting servers left behind by an earlier run (pid ${BASH_REMATCH[1]})"
     rm -f "$DIR/started-by"
   else
-    for s in "${ALL_SERVERS[@]}"; do alive "$s" && RUN_KEEP+=("$s"); done
+    for s in "${RUN_ALL[@]}"; do alive "$s" && RUN_KEEP+=("$s"); done
   fi
   trap run_finish EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
-  STARTED_BY="run $$" cmd_up "${ALL_SERVERS[@]}" || exit 1
+  STARTED_BY="run $$" cmd_up "${RUN_ALL[@]}" || exit 1
   set -a
   # shellcheck disable=SC1091
   . "$DIR/env"
@@ -751,6 +977,7 @@ cmd_status() {
     printf '  %-9s running  pid %-7s smtp://127.0.0.1:%s  (maildir %s, %s messages)\n' smtp \
       "$(cat "$S/smtp.pid")" "$SMTP_PORT" "$S/maildir" "$(find "$S/maildir" -name '*.eml' | wc -l)"
   else printf '  %-9s stopped\n' smtp; rc=3; fi
+  if [ -d "$C" ]; then cluster_status || rc=3; fi
   [ -s "$T/ca.crt" ] && say "TLS CA $T/ca.crt"
   [ -f "$DIR/env" ] && say "env file $DIR/env"
   return $rc
@@ -761,14 +988,16 @@ main() {
   [ $# -gt 0 ] && shift
   case $cmd in
     up) cmd_up "$@" ;;
-    start) [ $# -gt 0 ] || die "start what? (rabbitmq, postgres, standby, smtp; 'up' starts all)"; cmd_up "$@" ;;
+    start) [ $# -gt 0 ] || die "start what? (rabbitmq, postgres, standby, smtp, cluster, rabbit1..3; 'up' starts all)"; cmd_up "$@" ;;
     down) [ $# -eq 0 ] || die "down takes no arguments (use 'stop SERVER' for one)"; do_down ;;
     stop) cmd_stop "$@" ;;
+    kill) cmd_kill "$@" ;;
     restart) cmd_restart "$@" ;;
     run) cmd_run "$@" ;;
     status) cmd_status ;;
     env) [ -f "$DIR/env" ] || die "no env file in $DIR: run '$SELF up' first"; cat "$DIR/env" ;;
     rabbitmqctl) load_config; rmqctl "$@" ;;
+    cluster-ctl) load_config; cluster_ctl "$@" ;;
     psql) load_config
           PGHOST=127.0.0.1 PGPORT=$PG_PORT PGUSER=postgres PGDATABASE=postgres exec "$PG_BIN/psql" "$@" ;;
     -h | --help | help) usage ;;

@@ -23,9 +23,13 @@
 #define HD_AMQP_MAX_CHANNELS AMQP_DEFAULT_MAX_CHANNELS
 
 struct hd_amqp {
-    amqp_connection_state_t conn; /* NULL only after a failed reconnect */
-    hd_amqp_url url;
-    char redacted[600];   /* the URL without its password, for messages */
+    amqp_connection_state_t conn;       /* NULL only after a failed reconnect */
+    hd_amqp_url url;                    /* the node in use (or last tried): urls[cur] */
+    char redacted[600];                 /* that URL without its password, for messages */
+    hd_amqp_url urls[HD_AMQP_URLS_MAX]; /* every node of the setting, in its order */
+    char redacted_urls[HD_AMQP_URLS_MAX][600];
+    int nurls;
+    int cur;
     hd_amqp_options opts; /* defaults filled in; strings point to the copies below */
     char *connection_name;
     char *ca_cert_path;
@@ -38,14 +42,8 @@ struct hd_amqp {
 
 /* ---- URLs ----------------------------------------------------------------------------- */
 
-void hd_amqp_url_redact(const char *url, char *out, size_t cap)
+static void redact_one(const char *url, char *out, size_t cap)
 {
-    if (cap == 0)
-        return;
-    if (url == NULL) {
-        snprintf(out, cap, "(null)");
-        return;
-    }
     /* userinfo runs from "://" to the LAST '@' of the whole URL, not the last one before the
      * first '/': a password may hold an unescaped '/' ("amqp://u:pa/ss@h/"), and cutting at
      * that '/' would print the password's tail. When the last '@' is in fact in the vhost
@@ -128,6 +126,101 @@ done:
     if (rc < 0)
         memset(out, 0, sizeof *out);
     return rc;
+}
+
+/* Where the URL after the one starting at s begins: just after a ',' that is followed (blanks
+ * allowed) by "amqp://" or "amqps://". NULL when s holds the last one. Only there: a comma
+ * elsewhere may be part of a password, and cutting a password in two would print half of it.
+ * *item_end is set to the comma. */
+static const char *next_url(const char *s, const char **item_end)
+{
+    for (const char *c = strchr(s, ','); c != NULL; c = strchr(c + 1, ',')) {
+        const char *t = c + 1;
+        while (*t == ' ' || *t == '\t')
+            t++;
+        if (strncmp(t, "amqp://", 7) == 0 || strncmp(t, "amqps://", 8) == 0) {
+            *item_end = c;
+            return t;
+        }
+    }
+    *item_end = s + strlen(s);
+    return NULL;
+}
+
+void hd_amqp_url_redact(const char *url, char *out, size_t cap)
+{
+    if (cap == 0)
+        return;
+    if (url == NULL) {
+        snprintf(out, cap, "(null)");
+        return;
+    }
+    const char *end;
+    const char *next = next_url(url, &end);
+    if (next == NULL) {
+        redact_one(url, out, cap); /* one URL: exactly as always */
+        return;
+    }
+    /* A list: each URL on its own, joined with ','. A URL of a list without '@' has no
+     * password to hide, unless the setting is not the list it looks like ("amqp://u:pw,x,
+     * amqp://v@h/" cut at the wrong comma): such an item is shown only if it parses as a
+     * URL (host and numeric port), else masked whole. */
+    size_t used = 0;
+    out[0] = '\0';
+    for (const char *item = url; item != NULL; item = next) {
+        next = next_url(item, &end);
+        while (*item == ' ' || *item == '\t')
+            item++;
+        char *one = strndup(item, (size_t)(end - item));
+        char red[600];
+        if (one == NULL) {
+            snprintf(red, sizeof red, "***");
+        } else if (strchr(one, '@') == NULL) {
+            hd_amqp_url u;
+            if (hd_amqp_url_parse(one, &u, NULL) == 0)
+                snprintf(red, sizeof red, "%s", one);
+            else
+                snprintf(red, sizeof red, "%s***",
+                         strncmp(one, "amqps", 5) == 0 ? "amqps://" : "amqp://");
+        } else {
+            redact_one(one, red, sizeof red);
+        }
+        free(one);
+        int n = snprintf(out + used, cap - used, "%s%s", item == url ? "" : ",", red);
+        if (n < 0 || (size_t)n >= cap - used)
+            return; /* truncated, terminated by snprintf */
+        used += (size_t)n;
+    }
+}
+
+int hd_amqp_url_list_parse(const char *urls, hd_amqp_url *out, int cap, hd_error *err)
+{
+    if (urls == NULL)
+        return hd_error_set(err, HD_EURL, "AMQP URL is missing (NULL)");
+    int n = 0;
+    const char *end;
+    for (const char *item = urls, *next; item != NULL; item = next) {
+        next = next_url(item, &end);
+        while (*item == ' ' || *item == '\t')
+            item++;
+        while (end > item && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        if (n == cap)
+            return hd_error_set(err, HD_EURL, "AMQP URL list: more than %d URLs", cap);
+        char *one = strndup(item, (size_t)(end - item));
+        if (one == NULL)
+            return hd_error_set(err, HD_ENOMEM, NULL);
+        hd_error e1;
+        int rc = hd_amqp_url_parse(one, &out[n], &e1);
+        free(one);
+        if (rc < 0) {
+            if (next == NULL && n == 0) /* one URL: its error as it is */
+                return hd_error_set(err, rc, "%s", e1.text);
+            return hd_error_set(err, rc, "AMQP URL list, URL %d: %s", n + 1, e1.text);
+        }
+        n++;
+    }
+    return n;
 }
 
 /* ---- error mapping -------------------------------------------------------------------- */
@@ -474,6 +567,40 @@ fail:
     return rc;
 }
 
+/* Make URL i of the list the one connect_once uses (and hd_amqp_url_text shows). */
+static void select_url(hd_amqp *a, int i)
+{
+    a->cur = i;
+    a->url = a->urls[i];
+    memcpy(a->redacted, a->redacted_urls[i], sizeof a->redacted);
+}
+
+/* Failures no other node and no retry can fix: the same credentials and vhost are used for
+ * every node of a list. */
+static int connect_permanent(int rc)
+{
+    return rc == HD_EAUTH || rc == HD_EURL || rc == HD_ENOMEM;
+}
+
+/* hd_amqp_open: each URL once, in order, until one answers. */
+static int connect_first(hd_amqp *a, hd_error *err)
+{
+    hd_error last;
+    int rc = HD_ECONNECT;
+    for (int i = 0; i < a->nurls; i++) {
+        select_url(a, i);
+        rc = connect_once(a, &last);
+        if (rc == 0)
+            return 0;
+        if (connect_permanent(rc))
+            break;
+    }
+    if (a->nurls == 1 || connect_permanent(rc))
+        return hd_error_set(err, rc, "%s", last.text);
+    return hd_error_set(err, rc, "none of the %d brokers of the list answered; the last: %s",
+                        a->nurls, last.text);
+}
+
 static void opts_fill(hd_amqp_options *o, const hd_amqp_options *in)
 {
     if (in != NULL)
@@ -507,10 +634,31 @@ int hd_amqp_open(const char *url, const hd_amqp_options *opts, hd_amqp **out, hd
     hd_amqp *a = calloc(1, sizeof *a);
     if (a == NULL)
         return hd_error_set(err, HD_ENOMEM, NULL);
-    int rc = hd_amqp_url_parse(url, &a->url, err);
+    int rc = hd_amqp_url_list_parse(url, a->urls, HD_AMQP_URLS_MAX, err);
     if (rc < 0)
         goto fail;
-    hd_amqp_url_redact(url, a->redacted, sizeof a->redacted);
+    a->nurls = rc;
+    rc = 0;
+    {
+        /* Each URL's redacted text, for messages naming the node in use. */
+        const char *end;
+        int i = 0;
+        for (const char *item = url, *next; item != NULL && i < a->nurls; item = next, i++) {
+            next = next_url(item, &end);
+            while (*item == ' ' || *item == '\t')
+                item++;
+            while (end > item && (end[-1] == ' ' || end[-1] == '\t'))
+                end--;
+            char *one = strndup(item, (size_t)(end - item));
+            if (one == NULL) {
+                rc = hd_error_set(err, HD_ENOMEM, NULL);
+                goto fail;
+            }
+            hd_amqp_url_redact(one, a->redacted_urls[i], sizeof a->redacted_urls[i]);
+            free(one);
+        }
+    }
+    select_url(a, 0);
     opts_fill(&a->opts, opts);
     a->connection_name = strdup(a->opts.connection_name ? a->opts.connection_name : "herald");
     a->ca_cert_path = a->opts.ca_cert_path ? strdup(a->opts.ca_cert_path) : NULL;
@@ -522,7 +670,7 @@ int hd_amqp_open(const char *url, const hd_amqp_options *opts, hd_amqp **out, hd
     a->opts.connection_name = a->connection_name;
     a->opts.ca_cert_path = a->ca_cert_path;
 
-    if ((rc = connect_once(a, err)) < 0)
+    if ((rc = connect_first(a, err)) < 0)
         goto fail;
     *out = a;
     return 0;
@@ -564,18 +712,25 @@ int hd_amqp_reconnect(hd_amqp *a, const hd_stop *stop, hd_error *err)
     hd_backoff b;
     (void)hd_backoff_init(&b, a->opts.reconnect_base_ms, a->opts.reconnect_cap_ms,
                           (uint64_t)hd_clock_ns() ^ (uint64_t)(uintptr_t)a);
+    /* With a list of nodes: start with the one after the node that failed (it is most
+     * likely down), go round the list, and back off only after a whole round failed. */
+    unsigned n = (unsigned)a->nurls;
+    unsigned first = ((unsigned)a->cur + 1) % n;
     for (unsigned attempt = 0;; attempt++) {
         if (hd_stop_requested(stop))
             return hd_error_set(err, HD_EINTR, "reconnect to %s: stopped", a->redacted);
+        select_url(a, (int)((first + attempt) % n));
         hd_error last;
         int rc = connect_once(a, &last);
         if (rc == 0)
             return 0;
-        if (rc == HD_EAUTH || rc == HD_EURL || rc == HD_ENOMEM)
+        if (connect_permanent(rc))
             return hd_error_set(err, rc, "%s", last.text);
+        if ((attempt + 1) % n != 0)
+            continue;
         /* The backoff ends at once on a stop: a broker down for minutes must not keep a
          * stopping process waiting for its next attempt. */
-        if (hd_stop_wait_ms(stop, hd_backoff_delay(&b, attempt)))
+        if (hd_stop_wait_ms(stop, hd_backoff_delay(&b, attempt / n)))
             return hd_error_set(err, HD_EINTR, "reconnect to %s: stopped", a->redacted);
     }
 }
@@ -606,4 +761,14 @@ amqp_channel_t hd_amqp_channel(hd_amqp *a)
 const char *hd_amqp_url_text(const hd_amqp *a)
 {
     return a->redacted;
+}
+
+int hd_amqp_url_index(const hd_amqp *a)
+{
+    return a->cur;
+}
+
+int hd_amqp_url_count(const hd_amqp *a)
+{
+    return a->nurls;
 }

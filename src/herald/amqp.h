@@ -32,6 +32,23 @@
  * synchronous callers. Give publishers and consumers separate hd_amqp connections — RabbitMQ
  * recommends that anyway, because flow control blocks a publishing connection.
  *
+ * Several nodes (a RabbitMQ cluster). Wherever a URL is taken (hd_amqp_open, so HD_AMQP_URL
+ * and every setting that ends up there), a comma-separated LIST of AMQP URLs may be given:
+ *
+ *     amqp://app:pw@10.0.0.1:5672/,amqp://app:pw@10.0.0.2:5672/,amqp://app:pw@10.0.0.3:5672/
+ *
+ * one full URL per node (not one URL with several hosts: each node may differ in port, TLS
+ * or even user). The list is cut only at a ',' followed by "amqp://" or "amqps://" (blanks
+ * around the commas are ignored), so a comma inside a password stays part of it (percent-
+ * encoding it, %2C, is still the clearer way). hd_amqp_open tries the URLs in order and takes
+ * the first that answers; hd_amqp_reconnect starts with the URL AFTER the one in use (the
+ * node that just failed is the least likely to answer), goes round the list and backs off only
+ * after a whole round failed. A wrong password (HD_EAUTH) or vhost ends the attempts at once:
+ * every node of a cluster shares its users. hd_amqp_url_text names the node in use.
+ * What a node loss means for messages is the publisher's and consumer's business: a confirm
+ * that never came is resent after the reconnect (publisher.h), unacked deliveries come back
+ * redelivered (consumer.h). See docs/modules/amqp.md, "Failover".
+ *
  * Broken connections. A socket error, a heartbeat timeout or a connection.close from the
  * broker marks the connection broken: hd_amqp_is_open() turns 0 and every later call fails
  * with HD_ECLOSED until hd_amqp_reconnect() succeeds. Each successful (re)connect increments
@@ -81,6 +98,9 @@ typedef struct hd_amqp_options {
 
 /* ---- URLs ----------------------------------------------------------------------------- */
 
+/* The most URLs a list may hold (a cluster has 3, 5 or 7 nodes). */
+#define HD_AMQP_URLS_MAX 8
+
 /* An AMQP URL taken apart: amqp[s]://user:password@host:port/vhost. Plain value, nothing to
  * free. Percent-escapes are decoded ("%2f" is "/"). Missing parts take RabbitMQ's defaults:
  * guest/guest, localhost, 5672 (5671 for amqps), vhost "/". An empty path ("amqp://h/") also
@@ -99,20 +119,30 @@ typedef struct hd_amqp_url {
  * redacted: a password never reaches a log through an error message. */
 int hd_amqp_url_parse(const char *url, hd_amqp_url *out, hd_error *err);
 
+/* Parse a comma-separated list of URLs (see "Several nodes" above; one URL is a list of one)
+ * into out[0..cap-1]. Returns how many (>= 1), or HD_EURL with the first bad URL's reason,
+ * naming its position ("AMQP URL list, URL 2: ..."; a single URL's error is unchanged), and
+ * HD_EURL when there are more than cap. */
+int hd_amqp_url_list_parse(const char *urls, hd_amqp_url *out, int cap, hd_error *err);
+
 /* Copy url into out (cap bytes, always NUL-terminated) with the password replaced by "***",
- * for logs and error messages. */
+ * for logs and error messages. A list is redacted URL by URL ("amqp://u:***@a/,amqp://u:***@b/");
+ * a piece of a list that has no '@' and does not parse as a URL is masked whole, in case it
+ * is half of a password cut at a comma. */
 void hd_amqp_url_redact(const char *url, char *out, size_t cap);
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
 
-/* Connect to url, log in, and open channel 1. opts may be NULL. On success *out is a new
+/* Connect to url (one URL or a list: the first node that answers), log in, and open
+ * channel 1. opts may be NULL. On success *out is a new
  * connection (free with hd_amqp_close) and 0 is returned. On failure *out is NULL and:
  *   HD_EURL      the URL does not parse
  *   HD_ECONNECT  TCP/TLS connect or the AMQP handshake failed (server down, wrong port)
  *   HD_EAUTH     the broker refused the user name or password (403 ACCESS_REFUSED), or the
  *                vhost (530 NOT_ALLOWED)
  *   HD_ENOMEM
- * with the host, port and the broker's text in err. */
+ * with the host, port and the broker's text in err (for a list where no node answered:
+ * "none of the 3 brokers of the list answered; the last: connect 127.0.0.1:5703: ..."). */
 int hd_amqp_open(const char *url, const hd_amqp_options *opts, hd_amqp **out, hd_error *err);
 
 /* Close cleanly (channel.close, connection.close, wait for close-ok) and free everything.
@@ -121,10 +151,10 @@ int hd_amqp_open(const char *url, const hd_amqp_options *opts, hd_amqp **out, hd
 void hd_amqp_close(hd_amqp *a);
 
 /* Drop the current connection (without a clean close if it is broken) and connect again to
- * the same URL with the same options, retrying with capped exponential backoff and full
- * jitter until it succeeds or stop (borrowed; NULL: retry forever) is requested; a stop
- * ends a backoff sleep at once. Returns 0 (connected; channel 1 open; generation
- * incremented), HD_EINTR when stopped, or HD_EURL/HD_EAUTH at once — retrying a wrong
+ * the same URL (a list: the next node first, round the list) with the same options, retrying with
+ * capped exponential backoff and full jitter until it succeeds or stop (borrowed; NULL: retry
+ * forever) is requested; a stop ends a backoff sleep at once. Returns 0 (connected; channel 1 open;
+ * generation incremented), HD_EINTR when stopped, or HD_EURL/HD_EAUTH at once — retrying a wrong
  * password never helps. */
 int hd_amqp_reconnect(hd_amqp *a, const hd_stop *stop, hd_error *err);
 
@@ -141,8 +171,15 @@ amqp_connection_state_t hd_amqp_state(hd_amqp *a);
 /* The main channel (always 1), open whenever the connection is. */
 amqp_channel_t hd_amqp_channel(hd_amqp *a);
 
-/* The redacted URL of this connection ("amqp://guest:***@127.0.0.1:5672/"). Borrowed. */
+/* The redacted URL of the node in use ("amqp://guest:***@127.0.0.1:5672/"): with a list,
+ * the one URL of it this connection reached (after a failed reconnect: the last one tried).
+ * Borrowed, and its text changes with a reconnect: copy it to keep it. */
 const char *hd_amqp_url_text(const hd_amqp *a);
+
+/* Which URL of the list is in use (0-based; always 0 for a single URL), and how many there
+ * are. A test maps the index to the node it kills (HD_CLUSTER_NODE_<index+1>). */
+int hd_amqp_url_index(const hd_amqp *a);
+int hd_amqp_url_count(const hd_amqp *a);
 
 /* ---- extra channels ------------------------------------------------------------------- */
 

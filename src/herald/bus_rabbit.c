@@ -258,8 +258,9 @@ int hd_bus_rabbit_new(const char *url, const hd_bus_rabbit_options *opts, hd_bus
                       hd_error *err)
 {
     *out = NULL;
-    hd_amqp_url parsed;
-    int rc = hd_amqp_url_parse(url, &parsed, err);
+    /* A list of nodes (amqp.h) is as good as one URL: checked now, connected at startup. */
+    hd_amqp_url parsed[HD_AMQP_URLS_MAX];
+    int rc = hd_amqp_url_list_parse(url, parsed, HD_AMQP_URLS_MAX, err);
     if (rc < 0)
         return rc;
     rabbit_bus *b = calloc(1, sizeof *b);

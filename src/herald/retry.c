@@ -25,6 +25,12 @@ int hd_retry_policy_check(const hd_retry_policy *p, hd_error *err)
     if (p->ntiers < 1 || p->ntiers > HD_RETRY_MAX_TIERS)
         return hd_error_set(err, HD_ECONFIG, "ntiers is %d, must be 1..%d", p->ntiers,
                             HD_RETRY_MAX_TIERS);
+    if (p->queue_type != HD_QUEUE_CLASSIC && p->queue_type != HD_QUEUE_QUORUM)
+        return hd_error_set(err, HD_ECONFIG, "queue type %d, must be classic or quorum",
+                            (int)p->queue_type);
+    if (p->delivery_limit < 0 || p->delivery_limit > UINT32_MAX)
+        return hd_error_set(err, HD_ECONFIG, "delivery_limit is %" PRId64 ", must be >= 0",
+                            p->delivery_limit);
     for (int i = 0; i < p->ntiers; i++) {
         /* x-message-ttl is a 32-bit unsigned count of ms on the broker side. */
         if (p->tier_ms[i] < 1 || p->tier_ms[i] > UINT32_MAX)
@@ -257,7 +263,19 @@ int hd_retry_topology_make(hd_retry_topology *rt, const char *queue, const hd_re
     rt->exchange =
         (hd_exchange_spec){.name = n->retry_exchange, .type = HD_EXCHANGE_DIRECT, .durable = 1};
     size_t nq = 0, nb = 0;
-    rt->queues[nq++] = (hd_queue_spec){.name = n->queue, .durable = 1};
+    /* Quorum (retry.h): every queue replicated; the work queue and the tiers with a delivery
+     * limit and an at-least-once dead-letter target, so that nothing is dropped. */
+    int quorum = p->queue_type == HD_QUEUE_QUORUM;
+    int64_t limit = !quorum                 ? 0
+                    : p->delivery_limit > 0 ? p->delivery_limit
+                                            : HD_RETRY_DELIVERY_LIMIT_DEFAULT;
+    rt->queues[nq++] = (hd_queue_spec){.name = n->queue,
+                                       .durable = 1,
+                                       .type = p->queue_type,
+                                       .dead_letter_exchange = quorum ? "" : NULL,
+                                       .dead_letter_routing_key = quorum ? n->dlq : NULL,
+                                       .delivery_limit = limit,
+                                       .dead_letter_at_least_once = quorum};
     for (int i = 0; i < p->ntiers; i++) {
         int seen = 0;
         for (int k = 0; k < i; k++)
@@ -270,9 +288,12 @@ int hd_retry_topology_make(hd_retry_topology *rt, const char *queue, const hd_re
          * the default exchange, whose routing key is a queue name. */
         rt->queues[nq++] = (hd_queue_spec){.name = n->tiers[i],
                                            .durable = 1,
+                                           .type = p->queue_type,
                                            .dead_letter_exchange = "",
                                            .dead_letter_routing_key = n->queue,
-                                           .message_ttl_ms = p->tier_ms[i]};
+                                           .message_ttl_ms = p->tier_ms[i],
+                                           .delivery_limit = limit,
+                                           .dead_letter_at_least_once = quorum};
         rt->bindings[nb++] = (hd_binding_spec){
             .queue = n->tiers[i], .exchange = n->retry_exchange, .key = n->tiers[i]};
     }
@@ -282,7 +303,11 @@ int hd_retry_topology_make(hd_retry_topology *rt, const char *queue, const hd_re
     int64_t dlq_ttl = p->dlq_ttl_ms == 0  ? HD_RETRY_DLQ_TTL_DEFAULT_MS
                       : p->dlq_ttl_ms < 0 ? 0
                                           : p->dlq_ttl_ms;
-    rt->queues[nq++] = (hd_queue_spec){.name = n->dlq, .durable = 1, .message_ttl_ms = dlq_ttl};
+    rt->queues[nq++] = (hd_queue_spec){.name = n->dlq,
+                                       .durable = 1,
+                                       .type = p->queue_type,
+                                       .message_ttl_ms = dlq_ttl,
+                                       .delivery_limit = quorum ? HD_RETRY_DLQ_DELIVERY_LIMIT : 0};
     rt->t = (hd_topology){&rt->exchange, 1, rt->queues, nq, rt->bindings, nb};
     return HD_OK;
 }

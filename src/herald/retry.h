@@ -46,6 +46,21 @@ extern "C" {
  * sent), and the broker's disk is not meant as an archive. See hd_retry_declare. */
 #define HD_RETRY_DLQ_TTL_DEFAULT_MS (24LL * 3600 * 1000)
 
+/* Quorum topologies (hd_retry_policy.queue_type): the x-delivery-limit of the work queue and
+ * the tier queues when the policy says 0. herald's consumer never requeues a failure (it
+ * forwards it to a tier and acks), so a delivery comes back only when a consumer died or lost
+ * its connection holding it; 20 such returns mean a message that kills its consumer (a poison
+ * message), and the queue dead-letters it into the DLQ. 20 is also RabbitMQ 4.0's default,
+ * which herald never relies on: it always sets the argument (3.10-3.13 have no default and
+ * would redeliver forever). */
+#define HD_RETRY_DELIVERY_LIMIT_DEFAULT 20
+
+/* The DLQ's x-delivery-limit on a quorum topology: every `herald-admin dlq list` hands the
+ * messages it read back to the queue, which a quorum queue counts as a delivery, and the DLQ,
+ * the end of the line, has no dead-letter exchange of its own (RabbitMQ 4.0 would apply 20
+ * and then drop them). */
+#define HD_RETRY_DLQ_DELIVERY_LIMIT 1000000
+
 /* How a consumer retries. A plain value owned by the caller; nothing to free.
  *   max_attempts  deliveries to the handler before the message is dead-lettered (>= 1;
  *                 1 means "never retry": the first failure goes to the dead-letter queue)
@@ -55,12 +70,25 @@ extern "C" {
  *                 it must be >= 1 ms.
  *   dlq_ttl_ms    the x-message-ttl of the dead-letter queue: 0 = HD_RETRY_DLQ_TTL_DEFAULT_MS
  *                 (a day), negative = none (dead letters are kept until someone removes
- *                 them). Expired dead letters are dropped. */
+ *                 them). Expired dead letters are dropped.
+ *   queue_type    classic (default) or quorum, for the work queue, its tiers and its DLQ
+ *                 alike (a setting: HD_QUEUE_TYPE). A quorum topology ALWAYS has a delivery
+ *                 limit and a dead-letter target on the work queue — x-delivery-limit
+ *                 (delivery_limit) and x-dead-letter-exchange "" with routing key the DLQ, so
+ *                 that a message past the limit lands in the DLQ (reason "delivery_limit" in
+ *                 its x-death) instead of being dropped, which is what a quorum queue does
+ *                 past its limit without a DLX — and every dead-lettering (tier -> work queue,
+ *                 work queue -> DLQ) is at-least-once (topology.h). See docs/modules/consumer.md,
+ *                 "Quorum queues", for what herald relies on across RabbitMQ versions.
+ *   delivery_limit quorum only (ignored for classic): 0 = HD_RETRY_DELIVERY_LIMIT_DEFAULT. */
 typedef struct hd_retry_policy {
     int max_attempts;
     int ntiers;
     int64_t tier_ms[HD_RETRY_MAX_TIERS];
     int64_t dlq_ttl_ms;
+    hd_queue_type queue_type; /* of every queue of the topology: HD_QUEUE_CLASSIC (0, what
+                                 hd_retry_policy_default gives) or HD_QUEUE_QUORUM */
+    int64_t delivery_limit;   /* quorum only: 0 = HD_RETRY_DELIVERY_LIMIT_DEFAULT */
 } hd_retry_policy;
 
 /* Fill p with the default policy: tiers 1 s, 5 s, 30 s and 4 attempts (the first delivery and
@@ -164,8 +192,8 @@ typedef struct hd_retry_topology {
 int hd_retry_topology_make(hd_retry_topology *rt, const char *queue, const hd_retry_policy *p,
                            hd_error *err);
 
-/* Declare the work queue `queue` (durable, classic), its retry exchange, one delay queue per
- * distinct tier of p (NULL = the default policy) — x-message-ttl the delay,
+/* Declare the work queue `queue` (durable, classic or quorum as p->queue_type), its retry exchange,
+ * one delay queue per distinct tier of p (NULL = the default policy) — x-message-ttl the delay,
  * x-dead-letter-exchange "" and x-dead-letter-routing-key `queue`, so that an expired
  * message goes back to the work queue with an x-death entry — the bindings and the
  * dead-letter queue (x-message-ttl p->dlq_ttl_ms, see hd_retry_policy), on connection a's

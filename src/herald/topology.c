@@ -104,7 +104,34 @@ int hd_queue_args_init(hd_queue_args *args, const hd_queue_spec *spec, hd_error 
         add_int(args, "x-delivery-limit", spec->delivery_limit);
     if (spec->max_length > 0)
         add_int(args, "x-max-length", spec->max_length);
+    if (spec->dead_letter_at_least_once) {
+        if (spec->type != HD_QUEUE_QUORUM || spec->dead_letter_exchange == NULL)
+            return hd_error_set(err, HD_EINVAL,
+                                "queue '%s': at-least-once dead-lettering needs a quorum queue "
+                                "with a dead-letter exchange",
+                                name);
+        add_string(args, "x-dead-letter-strategy", "at-least-once");
+        add_string(args, "x-overflow", "reject-publish");
+    }
     return 0;
+}
+
+int hd_queue_type_parse(const char *text, hd_queue_type *out, hd_error *err)
+{
+    if (text == NULL || *text == '\0' || strcmp(text, "classic") == 0) {
+        *out = HD_QUEUE_CLASSIC;
+        return 0;
+    }
+    if (strcmp(text, "quorum") == 0) {
+        *out = HD_QUEUE_QUORUM;
+        return 0;
+    }
+    return hd_error_set(err, HD_ECONFIG, "queue type '%s': expected classic or quorum", text);
+}
+
+const char *hd_queue_type_name(hd_queue_type t)
+{
+    return t == HD_QUEUE_QUORUM ? "quorum" : "classic";
 }
 
 /* ---- exchanges ------------------------------------------------------------------------ */

@@ -95,6 +95,12 @@ typedef struct hd_queue_spec {
     int64_t message_ttl_ms;              /* x-message-ttl; 0 = no TTL (messages never expire) */
     int64_t delivery_limit;              /* x-delivery-limit, quorum only; 0 = none */
     int64_t max_length;                  /* x-max-length in messages; 0 = unbounded */
+    int dead_letter_at_least_once;       /* quorum only, with a dead_letter_exchange: 1 =
+                                            x-dead-letter-strategy at-least-once (the source keeps
+                                            a message until the target queue confirmed it; the
+                                            default, at-most-once, loses it if the target is
+                                            unreachable at that moment) and, as RabbitMQ requires
+                                            for it, x-overflow reject-publish. Since 3.10. */
 } hd_queue_spec;
 
 typedef struct hd_binding_spec {
@@ -143,11 +149,18 @@ typedef struct hd_queue_args {
 } hd_queue_args;
 
 /* Build the arguments of spec into *args (x-queue-type, x-dead-letter-exchange,
- * x-dead-letter-routing-key, x-message-ttl, x-delivery-limit, x-max-length; only those
- * set). Returns 0, or HD_EINVAL for a combination the broker would refuse anyway, with the
- * reason in err: a quorum queue that is not durable or is exclusive, a delivery limit on a
- * classic queue, a negative number. */
+ * x-dead-letter-routing-key, x-message-ttl, x-delivery-limit, x-max-length,
+ * x-dead-letter-strategy and x-overflow; only those set). Returns 0, or HD_EINVAL for a combination
+ * the broker would refuse anyway, with the reason in err: a quorum queue that is not durable or is
+ * exclusive, a delivery limit on a classic queue, a negative number. */
 int hd_queue_args_init(hd_queue_args *args, const hd_queue_spec *spec, hd_error *err);
+
+/* "classic" or "quorum" (a setting such as HD_QUEUE_TYPE) into *out; NULL or "" is classic.
+ * Returns 0 or HD_ECONFIG naming the accepted values. */
+int hd_queue_type_parse(const char *text, hd_queue_type *out, hd_error *err);
+
+/* "classic" or "quorum". Borrowed static string. */
+const char *hd_queue_type_name(hd_queue_type t);
 
 /* ---- single declarations --------------------------------------------------------------- */
 

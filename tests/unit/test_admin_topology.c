@@ -83,7 +83,7 @@ static void shows_the_declared_topology(void **state)
     (void)state;
     static notif_topology t;
     hd_error err;
-    assert_hd_err(0, notif_topology_make(&t, "users", "users.notifications", &err), &err);
+    assert_hd_err(0, notif_topology_make(&t, "users", "users.notifications", NULL, &err), &err);
     hd_retry_topology r;
     assert_hd_err(0, hd_retry_topology_make(&r, "users.notifications", NULL, &err), &err);
     assert_int_equal(t.all.n_queues, r.t.n_queues);
@@ -147,6 +147,37 @@ static void follows_the_settings(void **state)
     hd_config_free(cfg);
 }
 
+/* HD_QUEUE_TYPE=quorum: every queue quorum; the work queue and the tiers with a delivery
+ * limit and an at-least-once dead-letter target (the work queue's: the DLQ), so that a
+ * quorum queue never drops a message past its limit. */
+static void quorum_queues_always_have_a_limit_and_a_dead_letter_target(void **state)
+{
+    (void)state;
+    hd_config *cfg = hd_config_new_empty();
+    assert_int_equal(hd_config_set(cfg, "HD_QUEUE_TYPE", "quorum"), 0);
+    char *out = NULL;
+    char *argv[] = {"topology", NULL};
+    assert_int_equal(run(cfg, 0, &out, 1, argv), ADMIN_OK);
+    assert_null(strstr(out, "classic"));
+    assert_non_null(strstr(out, "x-queue-type=\"quorum\" x-dead-letter-exchange=\"\" "
+                                "x-dead-letter-routing-key=\"users.notifications.dlq\" "
+                                "x-delivery-limit=20 x-dead-letter-strategy=\"at-least-once\" "
+                                "x-overflow=\"reject-publish\""));
+    assert_non_null(strstr(out, "x-dead-letter-routing-key=\"users.notifications\" "
+                                "x-message-ttl=5000 x-delivery-limit=20 "
+                                "x-dead-letter-strategy=\"at-least-once\""));
+    free(out);
+    assert_int_equal(hd_config_set(cfg, "HD_DELIVERY_LIMIT", "7"), 0);
+    assert_int_equal(run(cfg, 0, &out, 1, argv), ADMIN_OK);
+    assert_non_null(strstr(out, "x-delivery-limit=7 "));
+    free(out);
+    assert_int_equal(hd_config_set(cfg, "HD_QUEUE_TYPE", "stream"), 0);
+    assert_int_equal(run(cfg, 0, &out, 1, argv), ADMIN_USAGE);
+    assert_non_null(strstr(out, "HD_QUEUE_TYPE: queue type 'stream': expected classic or quorum"));
+    free(out);
+    hd_config_free(cfg);
+}
+
 static void usage_errors(void **state)
 {
     (void)state;
@@ -164,7 +195,7 @@ static void usage_errors(void **state)
     free(out);
     hd_error err;
     static notif_topology t;
-    assert_hd_err(HD_EINVAL, notif_topology_make(&t, "", "q", &err), &err);
+    assert_hd_err(HD_EINVAL, notif_topology_make(&t, "", "q", NULL, &err), &err);
 }
 
 int main(void)
@@ -174,6 +205,7 @@ int main(void)
         cmocka_unit_test(shows_the_declared_topology),
         cmocka_unit_test(json_document),
         cmocka_unit_test(follows_the_settings),
+        cmocka_unit_test(quorum_queues_always_have_a_limit_and_a_dead_letter_target),
         cmocka_unit_test(usage_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

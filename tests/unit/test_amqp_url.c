@@ -280,6 +280,97 @@ static void refused_connection_is_econnect(void **state)
     hd_amqp_close(NULL); /* NULL is fine */
 }
 
+/* ---- lists of nodes (a cluster) ------------------------------------------------------- */
+
+static void a_list_is_taken_apart_in_order(void **state)
+{
+    (void)state;
+    hd_amqp_url u[HD_AMQP_URLS_MAX];
+    hd_error err;
+    int n = hd_amqp_url_list_parse("amqp://a:pa@n1:5683/,amqp://a:pa@n2:5693/v, amqps://b:pb@n3/",
+                                   u, HD_AMQP_URLS_MAX, &err);
+    assert_int_equal(n, 3);
+    assert_string_equal(u[0].host, "n1");
+    assert_int_equal(u[0].port, 5683);
+    assert_string_equal(u[1].host, "n2");
+    assert_string_equal(u[1].vhost, "v");
+    assert_string_equal(u[2].host, "n3"); /* blanks after the comma are ignored */
+    assert_int_equal(u[2].port, 5671);
+    assert_int_equal(u[2].tls, 1);
+    assert_string_equal(u[2].password, "pb");
+    /* one URL is a list of one, with the same parse */
+    assert_int_equal(hd_amqp_url_list_parse("amqp://h:1/", u, 1, &err), 1);
+    assert_int_equal(u[0].port, 1);
+}
+
+static void a_comma_in_a_password_does_not_cut_the_list(void **state)
+{
+    (void)state;
+    hd_amqp_url u[4];
+    hd_error err;
+    /* cut only before "amqp://" or "amqps://" */
+    assert_int_equal(hd_amqp_url_list_parse("amqp://u:p,w@h1/,amqp://u:p,w@h2/", u, 4, &err), 2);
+    assert_string_equal(u[0].password, "p,w");
+    assert_string_equal(u[1].password, "p,w");
+    assert_string_equal(u[1].host, "h2");
+}
+
+static void bad_lists_are_herald_eurl(void **state)
+{
+    (void)state;
+    hd_amqp_url u[2];
+    hd_error err;
+    assert_hd_err(HD_EURL, hd_amqp_url_list_parse("amqp://h1/,amqp://h2/,amqp://h3/", u, 2, &err),
+                  &err);
+    assert_non_null(strstr(err.text, "more than 2"));
+    assert_hd_err(
+        HD_EURL,
+        hd_amqp_url_list_parse("amqp://u:secret1@h1/,amqp://u:secret2@h2:99999/", u, 2, &err),
+        &err);
+    assert_non_null(strstr(err.text, "URL 2"));
+    assert_null(strstr(err.text, "secret"));
+    assert_hd(HD_EURL, hd_amqp_url_list_parse(NULL, u, 2, &err));
+    /* one bad URL: the message of hd_amqp_url_parse, unchanged */
+    hd_error one;
+    hd_amqp_url_parse("amqp://bob:hunter2@h:0/", u, &one);
+    assert_hd(HD_EURL, hd_amqp_url_list_parse("amqp://bob:hunter2@h:0/", u, 2, &err));
+    assert_string_equal(err.text, one.text);
+}
+
+static void a_list_is_redacted_url_by_url(void **state)
+{
+    (void)state;
+    char out[600];
+    hd_amqp_url_redact("amqp://g:s1@h1:1/,amqp://g:s2@h2:2/, amqps://h3/", out, sizeof out);
+    assert_string_equal(out, "amqp://g:***@h1:1/,amqp://g:***@h2:2/,amqps://h3/");
+    /* a password with a comma stays one password */
+    hd_amqp_url_redact("amqp://g:se,cret@h1/,amqp://g:se,cret@h2/", out, sizeof out);
+    assert_string_equal(out, "amqp://g:***@h1/,amqp://g:***@h2/");
+    /* a piece without '@' that is no URL may be half a password: masked */
+    hd_amqp_url_redact("amqp://u:hunt!er,amqp://x@h/", out, sizeof out);
+    assert_null(strstr(out, "hunt"));
+    assert_string_equal(out, "amqp://***,amqp://x@h/");
+    /* truncated, still terminated */
+    hd_amqp_url_redact("amqp://g:s1@h1:1/,amqp://g:s2@h2:2/", out, 20);
+    assert_true(strlen(out) < 20);
+    assert_null(strstr(out, "s1"));
+}
+
+static void a_list_where_no_node_answers_names_the_last(void **state)
+{
+    (void)state;
+    hd_amqp *a = NULL;
+    hd_error err;
+    hd_amqp_options o = {.connect_timeout_ms = 500};
+    assert_hd_err(HD_ECONNECT,
+                  hd_amqp_open("amqp://u:pw@127.0.0.1:1/,amqp://u:pw@127.0.0.1:2/", &o, &a, &err),
+                  &err);
+    assert_null(a);
+    assert_non_null(strstr(err.text, "none of the 2 brokers"));
+    assert_non_null(strstr(err.text, "127.0.0.1:2"));
+    assert_null(strstr(err.text, "pw"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -299,6 +390,11 @@ int main(void)
         cmocka_unit_test(connection_close_is_eclosed),
         cmocka_unit_test(library_errors),
         cmocka_unit_test(refused_connection_is_econnect),
+        cmocka_unit_test(a_list_is_taken_apart_in_order),
+        cmocka_unit_test(a_comma_in_a_password_does_not_cut_the_list),
+        cmocka_unit_test(bad_lists_are_herald_eurl),
+        cmocka_unit_test(a_list_is_redacted_url_by_url),
+        cmocka_unit_test(a_list_where_no_node_answers_names_the_last),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

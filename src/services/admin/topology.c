@@ -25,7 +25,9 @@ static void usage(FILE *out)
                  "  --dot    Graphviz (make topology renders docs/topology.svg from it)\n"
                  "  --json   one JSON document\n"
                  "Settings: HD_USERS_EXCHANGE (default " NOTIF_TOPOLOGY_USERS_EXCHANGE
-                 "), HD_NOTIFICATIONS_QUEUE (default " NOTIF_TOPOLOGY_QUEUE ").\n");
+                 "), HD_NOTIFICATIONS_QUEUE (default " NOTIF_TOPOLOGY_QUEUE
+                 "), HD_QUEUE_TYPE (classic or quorum, default classic), HD_DELIVERY_LIMIT "
+                 "(quorum, default 20).\n");
 }
 
 static const char *queue_type(hd_queue_type t)
@@ -297,7 +299,9 @@ int admin_topology(const hd_config *cfg, int argc, char **argv, const admin_io *
     hd_error err;
     const char *ex = hd_config_get(cfg, "HD_USERS_EXCHANGE", NOTIF_TOPOLOGY_USERS_EXCHANGE);
     const char *q = hd_config_get(cfg, "HD_NOTIFICATIONS_QUEUE", NOTIF_TOPOLOGY_QUEUE);
-    if (notif_topology_make(&t, ex, q, &err) < 0) {
+    hd_retry_policy policy;
+    if (notif_topology_policy(cfg, &policy, &err) < 0 ||
+        notif_topology_make(&t, ex, q, &policy, &err) < 0) {
         fprintf(io->err, "herald-admin topology: %s\n", err.text);
         return ADMIN_USAGE;
     }

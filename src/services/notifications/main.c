@@ -24,6 +24,7 @@
 #include "api.h"
 #include "retention.h"
 #include "runtime.h"
+#include "topology.h"
 
 enum { EXIT_STOPPED = 0, EXIT_FAILED = 1, EXIT_CONFIG = 2 };
 
@@ -70,6 +71,12 @@ static const hd_setting settings[] = {
      "fit in it, or the service refuses to start"},
     {"HD_USERS_EXCHANGE", "users", "the users service's topic exchange"},
     {"HD_NOTIFICATIONS_QUEUE", "users.notifications", "the work queue (with .retry.*, .dlq)"},
+    {"HD_QUEUE_TYPE", "classic",
+     "classic or quorum (replicated on a cluster; always with a delivery limit and the DLQ "
+     "as its dead-letter target); of the work queue, its retry tiers and its DLQ"},
+    {"HD_DELIVERY_LIMIT", "20",
+     "quorum queues: deliveries of one message (returns after a consumer died or lost its "
+     "connection) before it is dead-lettered into the DLQ"},
     {"HD_NOTIFICATIONS_RELAY", "true",
      "relay this service's outbox to RabbitMQ in-process "
      "(false: run herald-relay instead)"},
@@ -188,6 +195,8 @@ static int read_broker(const hd_config *cfg, notif_config *c, hd_error *err)
         return hd_error_set(err, HD_ECONFIG,
                             "HD_USERS_EXCHANGE and HD_NOTIFICATIONS_QUEUE "
                             "may not be empty");
+    if ((rc = notif_topology_policy(cfg, &c->retry, err)) < 0)
+        return rc;
     /* 256 is the consumer's largest batch: a window never holds more. */
     if ((rc = hd_config_get_int(cfg, "HD_PREFETCH", 256, 1, 256, &v, err)) < 0)
         return rc;
@@ -268,8 +277,8 @@ static int read_settings(const hd_config *cfg, notif_config *c, char *addr, size
     if ((rc = hd_config_get_duration_ms(cfg, "HD_INBOX_RETENTION", 168LL * 3600000, 0,
                                         3650LL * 24 * 3600000, &c->inbox_retention_ms, err)) < 0)
         return rc;
-    /* The consumer runs the default retry policy (runtime.c, hd_consumer_declare(.., NULL)). */
-    if ((rc = notif_inbox_retention_check(c->inbox_retention_ms, NULL, err)) < 0)
+    /* The consumer's retry policy: the default tiers, HD_QUEUE_TYPE (read_broker). */
+    if ((rc = notif_inbox_retention_check(c->inbox_retention_ms, &c->retry, err)) < 0)
         return rc;
     const char *lv = hd_config_get(cfg, "HD_LOG_LEVEL", "info");
     *level = HD_LOG_INFO;

@@ -361,7 +361,7 @@ static int declare_topology(runtime *rt, hd_error *err)
     int rc = open_broker(rt, "herald-notifications setup", &a, err);
     if (rc < 0)
         return rc;
-    rc = notif_topology_declare(a, rt->cfg->users_exchange, rt->cfg->queue, err);
+    rc = notif_topology_declare(a, rt->cfg->users_exchange, rt->cfg->queue, &rt->cfg->retry, err);
     hd_amqp_close(a);
     return rc;
 }
@@ -409,6 +409,7 @@ static int open_consumer(runtime *rt, hd_error *err)
         .prefetch = rt->cfg->prefetch,
         .batch_max = (size_t)rt->cfg->prefetch,
         .declare = 1,
+        .retry = &rt->cfg->retry,
         .amqp = &ao,
     };
     int rc = hd_consumer_open(rt->cfg->amqp_url, &o, &rt->consumer, err);

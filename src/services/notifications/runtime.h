@@ -28,6 +28,7 @@
 
 #include "herald/error.h"
 #include "herald/log.h"
+#include "herald/retry.h"
 #include "herald/stop.h"
 
 #include "application.h"
@@ -44,6 +45,7 @@ typedef struct notif_config {
     const char *templates_dir;
     const char *users_exchange;
     const char *queue;
+    hd_retry_policy retry; /* of the work queue: HD_QUEUE_TYPE, HD_DELIVERY_LIMIT */
     int prefetch;
     int64_t max_message_bytes; /* the broker's max_message_size, as configured there */
     int64_t memory_budget;     /* bytes: prefetch x max_message_bytes must fit (main.c) */

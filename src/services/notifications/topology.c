@@ -60,13 +60,29 @@ static int relay_exchange(const char *type, char *buf, hd_exchange_spec *spec, h
     return 0;
 }
 
+int notif_topology_policy(const hd_config *cfg, hd_retry_policy *p, hd_error *err)
+{
+    hd_retry_policy_default(p);
+    hd_error why;
+    int rc =
+        hd_queue_type_parse(hd_config_get(cfg, "HD_QUEUE_TYPE", "classic"), &p->queue_type, &why);
+    if (rc < 0)
+        return hd_error_set(err, HD_ECONFIG, "HD_QUEUE_TYPE: %s", why.text);
+    int64_t v;
+    if ((rc = hd_config_get_int(cfg, "HD_DELIVERY_LIMIT", HD_RETRY_DELIVERY_LIMIT_DEFAULT, 1,
+                                1000000, &v, err)) < 0)
+        return rc;
+    p->delivery_limit = v;
+    return 0;
+}
+
 int notif_topology_make(notif_topology *t, const char *users_exchange, const char *queue,
-                        hd_error *err)
+                        const hd_retry_policy *p, hd_error *err)
 {
     memset(t, 0, sizeof *t);
     if (users_exchange == NULL || *users_exchange == '\0' || queue == NULL || *queue == '\0')
         return hd_error_set(err, HD_EINVAL, "topology: the users exchange and queue are required");
-    int rc = hd_retry_topology_make(&t->retry, queue, NULL, err);
+    int rc = hd_retry_topology_make(&t->retry, queue, p, err);
     if (rc < 0)
         return rc;
     t->all.exchanges = t->exchanges;
@@ -118,10 +134,11 @@ int notif_topology_make(notif_topology *t, const char *users_exchange, const cha
     return 0;
 }
 
-int notif_topology_declare(hd_amqp *a, const char *users_exchange, const char *queue, hd_error *err)
+int notif_topology_declare(hd_amqp *a, const char *users_exchange, const char *queue,
+                           const hd_retry_policy *p, hd_error *err)
 {
     notif_topology t;
-    int rc = notif_topology_make(&t, users_exchange, queue, err);
+    int rc = notif_topology_make(&t, users_exchange, queue, p, err);
     if (rc < 0)
         return rc;
     /* The exchange first, the work queue (with its retry topology: hd_retry_declare keeps an
@@ -130,7 +147,7 @@ int notif_topology_declare(hd_amqp *a, const char *users_exchange, const char *q
     exchanges.n_bindings = 0;
     if ((rc = hd_topology_declare(a, &exchanges, err)) < 0)
         return rc;
-    if ((rc = hd_consumer_declare(a, queue, NULL, err)) < 0)
+    if ((rc = hd_consumer_declare(a, queue, p, err)) < 0)
         return rc;
     hd_topology bindings = t.consumed;
     bindings.n_exchanges = 0;

@@ -31,6 +31,7 @@
 #include <stddef.h>
 
 #include "herald/amqp.h"
+#include "herald/config.h"
 #include "herald/error.h"
 #include "herald/retry.h"
 #include "herald/topology.h"
@@ -73,16 +74,23 @@ typedef struct notif_topology {
 } notif_topology;
 
 /* Fill *t for the users exchange and work queue names given (borrowed: they must outlive
- * t). Returns 0, HD_EINVAL (an empty name) or the errors of hd_retry_topology_make and
+ * t) and the work queue's retry policy p (borrowed; NULL = the default: classic queues).
+ * Returns 0, HD_EINVAL (an empty name) or the errors of hd_retry_topology_make and
  * hd_relay_exchange_for, with the reason in err. Pure: no broker involved. */
 int notif_topology_make(notif_topology *t, const char *users_exchange, const char *queue,
-                        hd_error *err);
+                        const hd_retry_policy *p, hd_error *err);
+
+/* The retry policy of the work queue from the settings (cfg borrowed): the default policy
+ * (retry.h) with HD_QUEUE_TYPE (classic|quorum, default classic) and HD_DELIVERY_LIMIT (quorum
+ * only; default 20, HD_RETRY_DELIVERY_LIMIT_DEFAULT). herald-notifications declares and
+ * consumes with it, herald-admin topology shows it. Returns 0 or HD_ECONFIG. */
+int notif_topology_policy(const hd_config *cfg, hd_retry_policy *p, hd_error *err);
 
 /* Declare herald-notifications' part of the topology on connection a (borrowed): the users
  * exchange, the work queue with its retry topology (hd_consumer_declare: an existing
  * dead-letter queue with other arguments is kept), and the bindings. Idempotent. Returns 0
  * or the topology module's error. */
 int notif_topology_declare(hd_amqp *a, const char *users_exchange, const char *queue,
-                           hd_error *err);
+                           const hd_retry_policy *p, hd_error *err);
 
 #endif /* NOTIFICATIONS_TOPOLOGY_H */
