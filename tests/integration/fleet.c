@@ -149,7 +149,7 @@ void fleet_start_notifications(fleet *f, int i)
     log_path(f, "notifications", i, log, sizeof log);
     /* application_name names the instance in hd_test_applied. */
     snprintf(db, sizeof db, "HD_DATABASE_URL=%s?application_name=notif-%d", f->notif_db.url, i);
-    snprintf(amqp, sizeof amqp, "HD_AMQP_URL=%s", f->amqp_url);
+    snprintf(amqp, sizeof amqp, "HD_AMQP_URL=%s", f->notif_url[i] ? f->notif_url[i] : f->amqp_url);
     snprintf(exchange, sizeof exchange, "HD_USERS_EXCHANGE=%s", f->exchange);
     snprintf(queue, sizeof queue, "HD_NOTIFICATIONS_QUEUE=%s", f->queue);
     snprintf(prefetch, sizeof prefetch, "HD_PREFETCH=%d", f->prefetch);
@@ -195,7 +195,7 @@ void fleet_start_relay(fleet *f, int i)
     char log[700], db[700], amqp[2048], exchange[400], id[64], batch[64], lease[64];
     log_path(f, "relay", i, log, sizeof log);
     snprintf(db, sizeof db, "HD_DATABASE_URL=%s?application_name=relay-%d", f->users_db.url, i);
-    snprintf(amqp, sizeof amqp, "HD_AMQP_URL=%s", f->amqp_url);
+    snprintf(amqp, sizeof amqp, "HD_AMQP_URL=%s", f->relay_url[i] ? f->relay_url[i] : f->amqp_url);
     snprintf(exchange, sizeof exchange, "HD_RELAY_EXCHANGE=%s", f->exchange);
     snprintf(id, sizeof id, "HD_RELAY_ID=relay-%d", i);
     snprintf(batch, sizeof batch, "HD_RELAY_BATCH=%d", f->relay_batch);
@@ -289,9 +289,18 @@ static void dump_all(const fleet *f)
     }
 }
 
+int64_t fleet_done(fleet *f)
+{
+    return scalar(f->notif, "SELECT COUNT(DISTINCT cause_id) FROM hd_test_applied");
+}
+
 void fleet_wait(fleet *f, int timeout_ms)
 {
-    int64_t want = (int64_t)f->n_users * FLEET_EVENTS_PER_USER;
+    fleet_wait_count(f, (int64_t)f->n_users * FLEET_EVENTS_PER_USER, timeout_ms);
+}
+
+void fleet_wait_count(fleet *f, int64_t want, int timeout_ms)
+{
     int64_t start = hd_clock_ms(), last_print = start, done = 0;
     while ((done = scalar(f->notif, "SELECT COUNT(DISTINCT cause_id) FROM hd_test_applied")) <
            want) {

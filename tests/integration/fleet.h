@@ -42,6 +42,10 @@
 typedef struct fleet {
     const char *amqp_url;   /* what the services get: one URL, or a comma list (cluster) */
     const char *queue_type; /* NULL: the services' default; "quorum" on the cluster */
+    /* Per instance, instead of amqp_url when set (borrowed): on the cluster, each instance
+     * gets the list of nodes starting with another node, so that the instances spread over
+     * the nodes and the test knows which node each one is connected to. */
+    const char *relay_url[FLEET_MAX], *notif_url[FLEET_MAX];
     hd_test_db users_db, notif_db;
     hd_store *users, *notif; /* the test's handles */
     char *exchange, *queue, *tag;
@@ -94,6 +98,12 @@ void fleet_write(fleet *f, int n);
 /* Wait until every event written has its notification (or timeout_ms), printing progress
  * every few seconds; fails the test with the services' logs when time runs out. */
 void fleet_wait(fleet *f, int timeout_ms);
+
+/* Wait until `want` events have their notification (the same failure on time-out). */
+void fleet_wait_count(fleet *f, int64_t want, int timeout_ms);
+
+/* Events that have their notification now. */
+int64_t fleet_done(fleet *f);
 
 /* Count (see fleet_report) and print the figures, one line each, prefixed with label. */
 void fleet_report_get(fleet *f, const char *label, fleet_report *r);
