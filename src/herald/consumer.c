@@ -40,7 +40,9 @@ struct hd_consumer {
     hd_amqp *conn;     /* consumes */
     amqp_channel_t ch; /* the consuming channel; 0 = not consuming */
     unsigned ch_gen;
-    hd_amqp *pub; /* publishes retries and dead letters, through `publisher` only */
+    int cancelled; /* 1: the broker cancelled our subscription on ch (still open): consume
+                      again on it (resubscribe) */
+    hd_amqp *pub;  /* publishes retries and dead letters, through `publisher` only */
     /* The one confirm state machine (publisher.h), on its own connection: a publisher reads
      * every frame of its connection and would swallow the deliveries of a consumer sharing
      * it, and flow control that blocks a publishing connection must not also block the acks
@@ -97,12 +99,36 @@ static int start_consuming(hd_consumer *c, hd_error *err)
         return rc;
     c->ch = ch;
     c->ch_gen = hd_amqp_generation(c->conn);
+    c->cancelled = 0;
     return HD_OK;
 }
 
 static int consuming(const hd_consumer *c)
 {
     return c->ch != 0 && c->ch_gen == hd_amqp_generation(c->conn);
+}
+
+/* After a basic.cancel from the broker: redeclare (if asked) and basic.consume again on the
+ * same channel, whose unacked deliveries stay valid (consumer.h). A refusal (404: the queue
+ * is gone, or its node is down) closes the channel: the caller's backoff and
+ * hd_consumer_reconnect start over on a fresh one. */
+static int resubscribe(hd_consumer *c, hd_error *err)
+{
+    int rc;
+    if (c->opts.declare && (rc = hd_consumer_declare(c->conn, c->queue, &c->policy, err)) < 0)
+        return rc;
+    amqp_connection_state_t st = hd_amqp_state(c->conn);
+    amqp_basic_consume(st, c->ch, amqp_cstring_bytes(c->queue), amqp_empty_bytes, 0, 0, 0,
+                       amqp_empty_table);
+    char what[HD_AMQP_NAME_MAX + 48];
+    snprintf(what, sizeof what, "consume '%s' again after a cancel", c->queue);
+    if ((rc = hd_amqp_check_reply_on(c->conn, c->ch, amqp_get_rpc_reply(st), what, err)) < 0) {
+        c->ch = 0;
+        c->cancelled = 0;
+        return rc;
+    }
+    c->cancelled = 0;
+    return HD_OK;
 }
 
 /* ---- building a delivery -------------------------------------------------------------- */
@@ -458,14 +484,15 @@ static int receive(hd_consumer *c, slot *s, int timeout_ms, hd_error *err)
             return hd_amqp_handle_close(c->conn, f.channel, m, "consume", err);
         }
         if (m->id == AMQP_BASIC_CANCEL_METHOD && f.channel == c->ch) {
-            /* The broker cancelled us: the queue was deleted (or, for a quorum queue, its
-             * leader moved). Start again on a fresh channel at the next poll. */
-            hd_amqp_channel_close(c->conn, c->ch);
-            c->ch = 0;
-            return hd_error_set(err, HD_EAMQP,
-                                "consumer of '%s' cancelled by the broker "
-                                "(queue deleted?)",
-                                c->queue);
+            /* The broker cancelled us: the queue was deleted, or a classic queue's node went
+             * down (a quorum queue whose leader moves keeps its consumers: the channel
+             * follows the new leader). No more deliveries come for this subscription; those
+             * already here are settled on this channel, and the next poll subscribes again
+             * on it (resubscribe). The cancel needs no reply (the broker sends it with
+             * nowait). */
+            c->cancelled = 1;
+            c->counts.cancelled++;
+            return 0;
         }
         return 0;
     }
@@ -482,6 +509,8 @@ int hd_consumer_poll(hd_consumer *c, int timeout_ms, hd_error *err)
     if (!hd_amqp_is_open(c->conn))
         return hd_error_set(err, HD_ECLOSED, "consumer '%s': connection is closed", c->queue);
     int rc;
+    if (consuming(c) && c->cancelled && (rc = resubscribe(c, err)) < 0)
+        return rc;
     if (!consuming(c) && (rc = start_consuming(c, err)) < 0)
         return rc;
     amqp_maybe_release_buffers(hd_amqp_state(c->conn));
@@ -684,7 +713,7 @@ int hd_consumer_wait(hd_consumer *c, const hd_stop *stop, int timeout_ms)
     if (hd_stop_requested(stop))
         return HD_EINTR;
     /* Nothing to wait on, or something to do at once: let the poll see it. */
-    if (!hd_amqp_is_open(c->conn) || !consuming(c) || hd_consumer_has_buffered(c))
+    if (!hd_amqp_is_open(c->conn) || !consuming(c) || c->cancelled || hd_consumer_has_buffered(c))
         return 1;
     struct pollfd fd = {.fd = hd_consumer_fd(c), .events = POLLIN};
     int rc = hd_stop_poll(stop, &fd, 1, timeout_ms);

@@ -122,6 +122,8 @@ typedef struct hd_consumer_counts {
     uint64_t redelivered; /* deliveries that came with redelivered = 1 */
     uint64_t requeued;    /* handed back because a retry/dead letter could not be sent */
     uint64_t reconnects;  /* successful reconnects */
+    uint64_t cancelled;   /* basic.cancel from the broker (queue deleted, or its node down),
+                             each followed by a new basic.consume on the same channel */
 } hd_consumer_counts;
 
 /* ---- topology ------------------------------------------------------------------------- */
@@ -158,8 +160,16 @@ void hd_consumer_close(hd_consumer *c);
  * deliveries handled (0 when none came in time), or:
  *   HD_ECLOSED  a connection is broken: call hd_consumer_reconnect (unacked messages are
  *               redelivered by the broker)
- *   HD_EAMQP    the broker closed the consuming channel or cancelled the consumer (queue
- *               deleted); or refused a retry/dead letter (the message was requeued)
+ *   HD_EAMQP    the broker closed the consuming channel, or refused a retry/dead letter (the
+ *               message was requeued), or a re-subscription after a cancel was refused
+ *               (the queue is gone and `declare` is off, or its node is down)
+ * A basic.cancel from the broker (the queue was deleted; a classic queue whose node went
+ * down; hd_amqp advertises consumer_cancel_notify, which librabbitmq 0.11 does not by itself)
+ * is not an error: the poll that reads it returns what it handled, and the next poll (or
+ * hd_consumer_wait, which returns at once) subscribes again ON THE SAME CHANNEL, redeclaring
+ * the queue first when `declare` is set. The channel stays open on purpose: deliveries
+ * received before the cancel are still being handled and are acked on it; closing it would
+ * hand them back to the queue and have them processed twice. Counted in counts.cancelled.
  *   HD_ENACKED, HD_ERETURNED, HD_ETIMEOUT  a retry/dead letter was not confirmed (the
  *               message was requeued, not acked; back off before the next poll)
  * Handlers run inside this call, in the caller's thread. */
