@@ -110,6 +110,15 @@ static hd_amqp *broker(const fleet *f)
     return a;
 }
 
+void fleet_abort(fleet *f)
+{
+    for (int i = 0; i < FLEET_MAX; i++) {
+        hd_proc_free(f->notifications[i]); /* SIGKILL when still running, and reap */
+        hd_proc_free(f->relay[i]);
+        f->notifications[i] = f->relay[i] = NULL;
+    }
+}
+
 void fleet_close(fleet *f)
 {
     hd_error err;
@@ -120,6 +129,7 @@ void fleet_close(fleet *f)
             hd_proc_stop(f->relay[i], 20000, NULL);
         hd_proc_free(f->notifications[i]);
         hd_proc_free(f->relay[i]);
+        f->notifications[i] = f->relay[i] = NULL;
     }
     hd_amqp *a = broker(f);
     hd_retry_policy p;

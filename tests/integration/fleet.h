@@ -80,6 +80,10 @@ void fleet_open(fleet *f, const char *tag, const char *amqp_url, const char *que
  * the databases. */
 void fleet_close(fleet *f);
 
+/* After a failure (a cmocka teardown): kill -9 every process of the fleet still running, so
+ * that none outlives the test. Safe after fleet_close and on a zeroed fleet. */
+void fleet_abort(fleet *f);
+
 /* Start instance i (0..FLEET_MAX-1) and wait until it is ready (notifications: /health;
  * relay: "relay started"). A previous process of that slot must have exited. The first
  * notifications instance also creates the schema, after which the witness triggers are

@@ -90,9 +90,12 @@ static void restart_wait(hd_proc *p)
     hd_proc_free(p);
 }
 
+static fleet f;
+
 static int teardown(void **state)
 {
     (void)state;
+    fleet_abort(&f); /* after a failure: no process outlives the test */
     hd_cluster_all_up();
     return 0;
 }
@@ -101,7 +104,6 @@ static void node_kills_lose_nothing(void **state)
 {
     (void)state;
     hd_test_require_env("HD_PG_URL");
-    fleet f;
     fleet_open(&f, "hd-node-kill", hd_cluster_urls(), "quorum");
     f.prefetch = 256;
     f.relay_batch = 500;
@@ -123,9 +125,9 @@ static void node_kills_lose_nothing(void **state)
     burst_and_progress(&f, 500);
     step("1. kill -9 node 1, relay 0's node");
     hd_cluster_node("kill", 1);
-    burst_and_progress(&f, 1500);
+    burst_and_progress(&f, 800);
     hd_proc *restart = restart_begin(1);
-    burst_and_progress(&f, 1000);
+    burst_and_progress(&f, 500);
     restart_wait(restart);
     step("   node 1 restarted, back in the cluster");
 
@@ -140,18 +142,18 @@ static void node_kills_lose_nothing(void **state)
     snprintf(what, sizeof what, "   node %d leads the queue now", next);
     step(what);
     assert_true(next >= 1 && next != leader);
-    burst_and_progress(&f, 1500);
+    burst_and_progress(&f, 800);
     restart = restart_begin(leader);
 
     step("3. kill -9 relay 1 (while the old leader restarts)");
     fleet_kill_relay(&f, 1);
-    burst_and_progress(&f, 1000);
+    burst_and_progress(&f, 500);
     fleet_start_relay(&f, 1);
     step("   relay 1 restarted");
 
     step("4. kill -9 notifications 1");
     fleet_kill_notifications(&f, 1);
-    burst_and_progress(&f, 1000);
+    burst_and_progress(&f, 500);
     fleet_start_notifications(&f, 1);
     step("   notifications 1 restarted");
     restart_wait(restart);
@@ -159,7 +161,7 @@ static void node_kills_lose_nothing(void **state)
 
     while (f.n_users < USERS)
         fleet_write(&f, USERS / BURSTS);
-    fleet_wait(&f, 180000);
+    fleet_wait(&f, 300000);
     step("every event has its notification");
 
     fleet_report r;

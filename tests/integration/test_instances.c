@@ -37,11 +37,19 @@
 #define USERS  800 /* x FLEET_EVENTS_PER_USER events */
 #define BURSTS 4
 
+static fleet f;
+
+static int teardown(void **state)
+{
+    (void)state;
+    fleet_abort(&f); /* after a failure: no process outlives the test */
+    return 0;
+}
+
 static void two_of_each_under_load(void **state)
 {
     (void)state;
     hd_test_require_env("HD_PG_URL");
-    fleet f;
     fleet_open(&f, "hd-instances", hd_test_require_env("HD_AMQP_URL"), NULL);
     /* An experiment's setting, e.g. HD_FLEET_NOTIFY_ENV=HD_NOTIFY_ORDER_WAIT_MS=0 (no order
      * check: the test then finds inversions and fails). */
@@ -83,7 +91,7 @@ static void two_of_each_under_load(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(two_of_each_under_load),
+        cmocka_unit_test_teardown(two_of_each_under_load, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

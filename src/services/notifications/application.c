@@ -196,6 +196,8 @@ void notif_worker_init(notif_worker *w, notif_app *app, hd_store *store, hd_send
     w->app = app;
     w->store = store;
     w->sender = sender;
+    memset(w->deferred, 0, sizeof w->deferred);
+    w->deferred_next = 0;
     hd_backoff_init(&w->backoff, app->s.backoff_base_ms, app->s.backoff_cap_ms,
                     (uint64_t)hd_clock_ns() ^ (uint64_t)(uintptr_t)w);
 }

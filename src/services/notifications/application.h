@@ -86,7 +86,9 @@
 #define NOTIF_BACKOFF_BASE_DEFAULT 1000   /* ms */
 #define NOTIF_BACKOFF_CAP_DEFAULT  300000 /* ms: 5 minutes */
 #define NOTIF_LEASE_DEFAULT        60000  /* ms */
-#define NOTIF_ORDER_WAIT_DEFAULT   5000   /* ms */
+#define NOTIF_ORDER_WAIT_DEFAULT   1000   /* ms */
+#define NOTIF_DEFERRED_MAX         256    /* deferred event ids a worker remembers */
+#define NOTIF_DEFERRED_ID_MAX      64     /* bytes of one, NUL included */
 #define NOTIF_HISTORY_LIMIT_MAX    100
 #define NOTIF_CURSOR_MAX           (20 + 1 + 36) /* "<ms>.<uuid>" */
 
@@ -171,6 +173,11 @@ typedef struct notif_worker {
     hd_sender *sender; /* borrowed: this thread's; may be NULL for a worker that never sends
                           (the HTTP API's) */
     hd_backoff backoff;
+    /* The last events this worker deferred for a missing predecessor (ingest.c): a successor
+     * of one of them defers at once instead of waiting for a predecessor that sits in a
+     * retry tier. A ring; ids longer than the slot are not remembered (they wait). */
+    char deferred[NOTIF_DEFERRED_MAX][NOTIF_DEFERRED_ID_MAX];
+    unsigned deferred_next;
 } notif_worker;
 
 /* Set w up (its memory is the caller's; nothing to release). */

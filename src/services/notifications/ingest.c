@@ -323,8 +323,27 @@ hd_consume_result notif_window_record(notif_window *win)
     return HD_CONSUME_OK;
 }
 
+/* The worker's ring of deferred ids (application.h): was id deferred here lately? */
+static int deferred_here(const notif_worker *w, const char *id)
+{
+    for (size_t k = 0; k < NOTIF_DEFERRED_MAX; k++)
+        if (w->deferred[k][0] != '\0' && strcmp(w->deferred[k], id) == 0)
+            return 1;
+    return 0;
+}
+
+static void remember_deferred(notif_worker *w, const char *id)
+{
+    if (strlen(id) >= NOTIF_DEFERRED_ID_MAX)
+        return;
+    snprintf(w->deferred[w->deferred_next], NOTIF_DEFERRED_ID_MAX, "%s", id);
+    w->deferred_next = (w->deferred_next + 1) % NOTIF_DEFERRED_MAX;
+}
+
 /* Wait (polling the inbox, no transaction open) up to order_wait_ms for the predecessor
- * of event i. 1 when it came, 0 when not. */
+ * of event i. 1 when it came, 0 when not. No wait at all when this worker deferred the
+ * predecessor itself: it sits in a retry tier, and waiting would only hold up the window
+ * (a user's later events would each wait in turn). */
 static int wait_for_predecessor(notif_window *win, size_t i)
 {
     notif_app *app = win->w->app;
@@ -332,6 +351,8 @@ static int wait_for_predecessor(notif_window *win, size_t i)
         json_string_value(hd_envelope_attribute(win->envs[i], HD_OUTBOX_PREVIOUS_ID));
     int64_t deadline = hd_time_now_ms() + app->s.order_wait_ms;
     int seen = prev == NULL;
+    if (!seen && deferred_here(win->w, prev))
+        deadline = 0;
     while (!seen && hd_time_now_ms() < deadline) {
         struct timespec ts = {0, 5 * 1000000L};
         nanosleep(&ts, NULL);
@@ -376,6 +397,7 @@ static hd_consume_result record_window(notif_window *win)
         hd_retry_policy_default(&p);
         if (d->attempt < p.max_attempts) {
             hd_delivery_reason(d, "waiting for the previous event of this user (%s)", prev);
+            remember_deferred(win->w, win->ids[g]);
             hd_log_info(app->lg, d->correlation_id,
                         "event deferred: its predecessor is not processed yet", "message_id",
                         d->message_id, "previous_id", prev, NULL);

@@ -49,7 +49,7 @@ static const hd_setting settings[] = {
      "how long a sender holds a pending notification before "
      "another may take it (crash recovery time); more than "
      "twice HD_SMTP_TIMEOUT_MS"},
-    {"HD_NOTIFY_ORDER_WAIT_MS", "5000",
+    {"HD_NOTIFY_ORDER_WAIT_MS", "1000",
      "per-user order with several instances: how long to wait for an event's predecessor "
      "(its previousid) before deferring it to a retry, ms; 0: no order check"},
     {"HD_NOTIFY_SWEEP_MS", "1000", "longest sleep of the sweeper (retries, API sends), ms"},
