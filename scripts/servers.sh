@@ -451,7 +451,7 @@ cluster_launch() { # i... — the VMs boot in the background (cluster_up waits)
   done
 }
 cluster_up() { # t0 i... — after cluster_launch
-  local t0=$1 i rc=$CLUSTER_RC seed=herald1@localhost
+  local t0=$1 i rc=$CLUSTER_RC seed=herald1@localhost changed=${#CLUSTER_LAUNCHED[@]}
   shift
   for i in "${CLUSTER_LAUNCHED[@]}"; do (cnode_ctx "$i" && rabbit_wait "$t0") || rc=1; done
   CLUSTER_LAUNCHED=()
@@ -461,6 +461,7 @@ cluster_up() { # t0 i... — after cluster_launch
     if [ "$i" = 1 ]; then touch "$C/node1/joined"; continue; fi
     if ! cnode_alive 1; then warn "error: rabbit$i cannot join the cluster: rabbit1 is down"; rc=1; continue; fi
     say "rabbit$i: joining $seed"
+    changed=1
     if (cnode_ctx "$i" && rmqctl stop_app && rmqctl join_cluster "$seed" && rmqctl start_app) \
          </dev/null >"$C/node$i/join.log" 2>&1; then
       touch "$C/node$i/joined"
@@ -470,7 +471,8 @@ cluster_up() { # t0 i... — after cluster_launch
       rc=1
     fi
   done
-  [ $rc = 0 ] && [ $# -eq $CLUSTER_SIZE ] &&
+  # (A CLI call costs seconds: only when something changed.)
+  [ $rc = 0 ] && [ $# -eq $CLUSTER_SIZE ] && [ "$changed" != 0 ] &&
     say "cluster: $(cluster_members) in $(since "$t0")"
   return $rc
 }

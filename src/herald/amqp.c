@@ -162,9 +162,10 @@ void hd_amqp_url_redact(const char *url, char *out, size_t cap)
         return;
     }
     /* A list: each URL on its own, joined with ','. A URL of a list without '@' has no
-     * password to hide, unless the setting is not the list it looks like ("amqp://u:pw,x,
-     * amqp://v@h/" cut at the wrong comma): such an item is shown only if it parses as a
-     * URL (host and numeric port), else masked whole. */
+     * password to hide, unless the setting is not the list it looks like: "amqp://u:12,
+     * amqp://pw@h/" is ONE URL whose password "12,amqp://pw" a cut at the comma would print.
+     * So such an item is shown only if it parses as a URL (host and numeric port) and no '@'
+     * follows it anywhere in the setting; otherwise it is masked whole. */
     size_t used = 0;
     out[0] = '\0';
     for (const char *item = url; item != NULL; item = next) {
@@ -177,7 +178,7 @@ void hd_amqp_url_redact(const char *url, char *out, size_t cap)
             snprintf(red, sizeof red, "***");
         } else if (strchr(one, '@') == NULL) {
             hd_amqp_url u;
-            if (hd_amqp_url_parse(one, &u, NULL) == 0)
+            if (strchr(end, '@') == NULL && hd_amqp_url_parse(one, &u, NULL) == 0)
                 snprintf(red, sizeof red, "%s", one);
             else
                 snprintf(red, sizeof red, "%s***",

@@ -350,6 +350,13 @@ static void a_list_is_redacted_url_by_url(void **state)
     hd_amqp_url_redact("amqp://u:hunt!er,amqp://x@h/", out, sizeof out);
     assert_null(strstr(out, "hunt"));
     assert_string_equal(out, "amqp://***,amqp://x@h/");
+    /* ... also when it parses: "12,amqp://p!w" may be one password */
+    hd_amqp_url_redact("amqp://u:12,amqp://p!w@h/", out, sizeof out);
+    assert_null(strstr(out, "12,amqp://p!w"));
+    assert_string_equal(out, "amqp://***,amqp://p!w@h/");
+    /* a list of URLs without credentials stays readable */
+    hd_amqp_url_redact("amqp://h1:5683/,amqp://h2:5693/", out, sizeof out);
+    assert_string_equal(out, "amqp://h1:5683/,amqp://h2:5693/");
     /* truncated, still terminated */
     hd_amqp_url_redact("amqp://g:s1@h1:1/,amqp://g:s2@h2:2/", out, 20);
     assert_true(strlen(out) < 20);

@@ -32,7 +32,9 @@ static const hd_setting settings[] = {
     {"HD_NOTIFICATIONS_LISTEN", "127.0.0.1:8082", "address:port of the HTTP API"},
     {"HD_DATABASE_URL", "sqlite://notifications.db",
      "the service's database: sqlite:///path/notifications.db or postgresql://..."},
-    {"HD_AMQP_URL", NULL, "the broker: amqp://user:password@host:5672/vhost"},
+    {"HD_AMQP_URL", NULL,
+     "the broker: amqp://user:password@host:5672/vhost, or a comma-separated list of such "
+     "URLs, one per cluster node (tried in order; a reconnect moves to the next)"},
     {"HD_SENDER", "smtp if HD_SMTP_URL is set, else log",
      "smtp or log (log: one JSON line a "
      "mail, nothing delivered)"},

@@ -36,7 +36,9 @@ enum { EXIT_STOPPED = 0, EXIT_FAILED = 1, EXIT_CONFIG = 2 };
 
 static const hd_setting settings[] = {
     {"HD_DATABASE_URL", NULL, "the service's database: sqlite:///path/app.db or postgresql://..."},
-    {"HD_AMQP_URL", NULL, "the broker: amqp://user:password@host:5672/vhost"},
+    {"HD_AMQP_URL", NULL,
+     "the broker: amqp://user:password@host:5672/vhost, or a comma-separated list of such "
+     "URLs, one per cluster node (tried in order; a reconnect moves to the next)"},
     {"HD_RELAY_BATCH", "500", "rows claimed per cycle (1..10000)"},
     {"HD_RELAY_WINDOW", "batch", "unconfirmed messages in flight (1..1000000)"},
     {"HD_RELAY_POLL_MS", "1000",
