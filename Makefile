@@ -65,7 +65,7 @@ coverage: deps build-coverage
 	@$(SERVERS) run --cluster -- scripts/run_tests.sh coverage
 
 tutorial: deps build-dev
-	@$(SERVERS) run -- ctest --test-dir build/dev -L tutorial --output-on-failure
+	@$(SERVERS) run --cluster -- ctest --test-dir build/dev -L tutorial --output-on-failure
 
 demo: deps build-dev
 	@$(SERVERS) run -- scripts/demo.sh build/dev
@@ -77,7 +77,7 @@ chat-demo: deps build-dev
 	@$(SERVERS) run -- scripts/chat-demo.sh build/dev $(CHAT_SERVE)
 
 bench: deps build-release
-	@$(SERVERS) run -- scripts/bench.sh build/release
+	@$(SERVERS) run --cluster -- scripts/bench.sh build/release
 
 # The machine's raw limits (disk, SQLite, RabbitMQ; about a minute), into docs/limits.md.
 limits: deps build-release

@@ -1,7 +1,8 @@
 /* bench/relay_inbox.c — herald's relay and its consumer + inbox, each against the raw limit
  * of the same broker, measured in one run.
  *
- * Four phases on one durable classic queue (bound with "#" to a durable topic exchange),
+ * Four phases on one durable queue, classic (or quorum: --queue-type; scripts/bench.sh runs
+ * both on the cluster) bound with "#" to a durable topic exchange,
  * repeated --rounds times (the phases of a round run back to back, so each herald figure is
  * measured close in time to the raw figure it is compared with; medians are reported):
  *
@@ -97,6 +98,8 @@ typedef struct config {
     int rounds_set;      /* --rounds given (--quick then keeps it) */
     const char *tls_url; /* phases 3 and 4 again over amqps://; NULL = not */
     const char *ca_file; /* its CA file (NULL: the system's trust store) */
+    int quorum;          /* --queue-type quorum: the queue is a quorum queue (on a cluster: the
+                            cost of replication; scripts/bench.sh runs both types there) */
 } config;
 
 static void usage(FILE *f)
@@ -125,6 +128,9 @@ static void usage(FILE *f)
             "  --raw-window N     raw publish: confirm window (default 1000)\n"
             "  --raw-prefetch N   raw consume: prefetch (default 100)\n"
             "  --decode           consumer + inbox: decode each body as a CloudEvents envelope\n"
+            "  --queue-type T     classic (default) or quorum: the queue every phase uses (a\n"
+            "                     quorum queue on a cluster replicates each message to a\n"
+            "                     majority of the nodes before the confirm)\n"
             "  --publisher        also measure herald's publisher alone (hd_publisher, no\n"
             "                     outbox): where the relay's gap to raw publish comes from\n"
             "  --amqps-url URL    the same broker over TLS: relay and consumer + inbox run\n"
@@ -156,7 +162,8 @@ enum {
     O_PREFETCH,
     O_AMQPS_URL,
     O_CA_FILE,
-    O_NO_TLS
+    O_NO_TLS,
+    O_QUEUE_TYPE
 };
 
 static int own_option(void *ctx, int opt, const char *arg)
@@ -199,6 +206,13 @@ static int own_option(void *ctx, int opt, const char *arg)
     case O_NO_TLS:
         cfg->tls_url = "";
         return 0;
+    case O_QUEUE_TYPE:
+        if (strcmp(arg, "classic") != 0 && strcmp(arg, "quorum") != 0) {
+            fprintf(stderr, PROG ": --queue-type: classic or quorum, not '%s'\n", arg);
+            return -1;
+        }
+        cfg->quorum = strcmp(arg, "quorum") == 0;
+        return 0;
     default:
         return -1;
     }
@@ -216,7 +230,8 @@ static const struct option relay_inbox_options[] = {
     {"publisher", no_argument, NULL, O_PUBLISHER},
     {"amqps-url", required_argument, NULL, O_AMQPS_URL},
     {"ca-file", required_argument, NULL, O_CA_FILE},
-    {"no-tls", no_argument, NULL, O_NO_TLS},
+    {"no-tls", no_argument, NULL, O_NO_TLS},,
+    {"queue-type", required_argument, NULL, O_QUEUE_TYPE},
     {NULL, 0, NULL, 0},
 };
 
@@ -265,7 +280,7 @@ typedef struct broker {
     char version[64];
 } broker;
 
-static int broker_setup(broker *b, const char *url, hd_error *err)
+static int broker_setup(broker *b, const char *url, int quorum, hd_error *err)
 {
     int rc = bench_broker_open(url, &b->admin, b->version, sizeof b->version, err);
     if (rc < 0)
@@ -276,7 +291,9 @@ static int broker_setup(broker *b, const char *url, hd_error *err)
     /* The exchange as the relay declares it (durable topic), so the relay's own declare is
      * the idempotent no-op it is in production. */
     if ((rc = bench_broker_declare_exchange(b->admin, b->exchange, err)) < 0 ||
-        (rc = bench_broker_declare_queue(b->admin, b->queue, b->exchange, "#", err)) < 0)
+        (rc = bench_broker_declare_queue_type(b->admin, b->queue, b->exchange, "#",
+                                              quorum ? HD_QUEUE_QUORUM : HD_QUEUE_CLASSIC, err)) <
+            0)
         return rc;
     return 0;
 }
@@ -288,10 +305,19 @@ static void broker_teardown(broker *b)
     b->admin = NULL;
 }
 
-/* Ready messages in the queue, or -1. */
-static long queue_depth(broker *b, hd_error *err)
+/* Ready messages in the queue, or -1, once it is `expect` or after 10 s (then what it is).
+ * Why wait: a quorum queue applies acks and enqueues through its Raft log, and the count a
+ * declare reports can trail the acks and confirms the client already has by a few dozen
+ * messages for a moment. A classic queue answers `expect` at once. Outside the timed span. */
+static long queue_depth(broker *b, long expect, hd_error *err)
 {
-    return bench_queue_depth(b->admin, b->queue, err);
+    long n = bench_queue_depth(b->admin, b->queue, err);
+    for (int i = 0; i < 200 && n >= 0 && n != expect; i++) {
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+        n = bench_queue_depth(b->admin, b->queue, err);
+    }
+    return n;
 }
 
 /* ---- phases 1 and 2: the raw limits (bench/common/raw_broker.c) ---------------------------- */
@@ -557,7 +583,7 @@ static int relay_phase(const config *cfg, broker *b, const char *dir, int round,
         goto out;
     }
     bench_progress_done(&pr, &p->m);
-    x->queue_after = queue_depth(b, err);
+    x->queue_after = queue_depth(b, (long)cfg->o.count, err);
     if (x->queue_after < 0) {
         rc = HD_EAMQP;
         goto out;
@@ -753,7 +779,7 @@ out:
     hd_registry_free(reg);
     hd_store_close(k.store);
     if (rc == 0) {
-        x->queue_after = queue_depth(b, err);
+        x->queue_after = queue_depth(b, 0, err);
         if (x->queue_after < 0)
             rc = HD_EAMQP;
     }
@@ -883,7 +909,24 @@ static int run_round(const config *cfg, broker *b, const char *dir, int round, r
         snprintf(failure, cap, "raw consume: %s", err.text);
         return -1;
     }
-    long left = queue_depth(b, &err);
+    long left = queue_depth(b, 0, &err);
+    if (cfg->quorum && left > 0 && (size_t)left * 100 <= cfg->o.count) {
+        /* Seen with RabbitMQ 3.10 and a quorum queue: after the raw consumer acked its n
+         * deliveries and closed, the queue still counts a few dozen messages ready (10 s
+         * later too). The cause is not established (acks settled late and handed back at
+         * the close, or the count); the raw phase is the reference, not herald. The relay
+         * phase counts the queue, so they go, and the note says how many (docs/bench.md). */
+        fprintf(stderr,
+                "raw consume: the quorum queue still holds %ld messages after the raw "
+                "consumer acked its %zu: purged\n",
+                left, cfg->o.count);
+        uint32_t purged = 0;
+        if (hd_queue_purge(b->admin, b->queue, &purged, &err) < 0) {
+            snprintf(failure, cap, "purge after raw consume: %s", err.text);
+            return -1;
+        }
+        left = queue_depth(b, 0, &err);
+    }
     if (left != 0) {
         snprintf(failure, cap, "after raw consume the queue holds %ld messages", left);
         return -1;
@@ -1088,7 +1131,7 @@ static int write_json(const char *path, const config *cfg, const broker *b, cons
                       cfg->o.raw_prefetch, "relay_batch", (json_int_t)cfg->batch, "relay_window",
                       (json_int_t)cfg->window, "consumer_prefetch", cfg->prefetch,
                       "consumer_batch_max", (json_int_t)cfg->batch_max, "decode", cfg->decode,
-                      "synchronous", "full", "queue_type", "classic"));
+                      "synchronous", "full", "queue_type", cfg->quorum ? "quorum" : "classic"));
     if (root == NULL || json_object_get(root, "parameters") == NULL) {
         json_decref(root);
         json_decref(phases);
@@ -1185,10 +1228,11 @@ int main(int argc, char **argv)
                 dir);
 
     int rounds_done = 0;
-    if (broker_setup(&b, cfg.o.url, &err) < 0) {
+    if (broker_setup(&b, cfg.o.url, cfg.quorum, &err) < 0) {
         snprintf(failure, sizeof failure, "broker setup: %s", err.text);
     } else {
-        fprintf(stderr, "queue %s (durable, classic), exchange %s (topic)\n", b.queue, b.exchange);
+        fprintf(stderr, "queue %s (durable, %s), exchange %s (topic)\n", b.queue,
+                cfg.quorum ? "quorum" : "classic", b.exchange);
         /* Rounds interleave the phases: on a machine whose load changes, each herald figure
          * is measured close in time to the raw figure it is compared with. */
         for (int r = 0; r < cfg.rounds; r++) {

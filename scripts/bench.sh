@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # bench.sh BUILD_DIR — what `make bench` runs once the servers are up: every bench-*
 # program of the (release) build, each printing progress and its figures and writing
-# machine-readable results under BUILD_DIR/bench/.
+# machine-readable results under BUILD_DIR/bench/. With the three-node cluster up
+# (HD_CLUSTER_URL_1 in the env: `make bench` starts it), bench-relay_inbox runs again on the
+# cluster, classic then quorum queue, and the cluster figures are printed (bench_cluster).
 set -euo pipefail
 build=${1:-build/release}
 mkdir -p "$build/bench"
@@ -20,3 +22,54 @@ for b in $benches; do
     "$(dirname "$0")/../bench/plot.sh" "$out" && echo "bench: plot ${out%.json}.png"
   fi
 done
+
+# ---- the cluster (issue 10) ------------------------------------------------------------------
+# bench-relay_inbox on node 1 of the cluster, twice: a classic queue (on node 1 only), then a
+# quorum queue (leader on node 1, replicated to nodes 2 and 3: a confirm waits for a majority).
+# Each run measures raw publish/consume and herald's relay and consumer + inbox on the same
+# queue in the same run (the ratios); quorum / classic of the same phase across the two runs
+# is the cost of replication.
+bench_cluster() {
+  local b=$build/bench-relay_inbox rounds=${HD_BENCH_CLUSTER_ROUNDS:-3} qt
+  [ -x "$b" ] || { echo "bench: no $b" >&2; return 1; }
+  for qt in classic quorum; do
+    printf '\n================ bench-relay_inbox on the cluster, %s queue ================\n' "$qt"
+    "$b" --amqp-url "$HD_CLUSTER_URL_1" --queue-type "$qt" --rounds "$rounds" \
+      ${HD_BENCH_CLUSTER_COUNT:+--count "$HD_BENCH_CLUSTER_COUNT"} \
+      --out "$build/bench/cluster-relay_inbox-$qt.json" || return 1
+  done
+  python3 - "$build/bench/cluster-relay_inbox-classic.json" "$build/bench/cluster-relay_inbox-quorum.json" \
+    "$build/bench/cluster.json" <<'PY'
+import json, sys
+c, q = (json.load(open(p)) for p in sys.argv[1:3])
+def rate(r, k):
+    p = r["phases"].get(k) or {}
+    return p.get("rate_per_s")  # the median of the rounds
+def ratio(a, b):
+    return a / b if a and b else None
+out = {"benchmark": "cluster", "date": q.get("date"), "broker": q.get("broker"),
+       "nodes": 3, "rounds": q.get("rounds_done"), "ratios": {}, "rates": {}}
+print("\n  cluster of 3 nodes, RabbitMQ %s: medians of %s rounds, msg/s" %
+      ((q.get("broker") or {}).get("version", "?"), q.get("rounds_done")))
+print("  %-28s %12s %12s %14s" % ("phase", "classic", "quorum", "quorum/classic"))
+for k in ("raw_publish", "relay", "raw_consume", "consumer_inbox"):
+    a, b = rate(c, k), rate(q, k)
+    out["rates"][k] = {"classic": a, "quorum": b, "quorum_vs_classic": ratio(b, a)}
+    r = ratio(b, a)
+    print("  %-28s %12s %12s %14s" % (k, "%.0f" % a if a else "-", "%.0f" % b if b else "-",
+                                       "%.1f%%" % (100 * r) if r else "-"))
+for name, h, raw in (("relay / raw publish", "relay", "raw_publish"),
+                     ("consumer + inbox / raw consume", "consumer_inbox", "raw_consume")):
+    for label, r in (("classic", c), ("quorum", q)):
+        v = ratio(rate(r, h), rate(r, raw))
+        out["ratios"]["%s_vs_%s_%s" % (h, raw, label)] = v
+        print("  %-40s %-8s %s" % (name, label, "%.1f%%" % (100 * v) if v else "-"))
+json.dump(out, open(sys.argv[3], "w"), indent=2)
+print("  results: %s" % sys.argv[3])
+PY
+}
+if [ -n "${HD_CLUSTER_URL_1:-}" ]; then
+  bench_cluster
+else
+  echo "bench: no cluster in the environment (HD_CLUSTER_URL_1): the cluster figures are skipped; make bench starts it" >&2
+fi

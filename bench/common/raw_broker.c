@@ -41,7 +41,13 @@ int bench_broker_declare_exchange(hd_amqp *admin, const char *exchange, hd_error
 int bench_broker_declare_queue(hd_amqp *admin, const char *queue, const char *exchange,
                                const char *key, hd_error *err)
 {
-    hd_queue_spec qs = {.name = queue, .durable = 1, .type = HD_QUEUE_CLASSIC};
+    return bench_broker_declare_queue_type(admin, queue, exchange, key, HD_QUEUE_CLASSIC, err);
+}
+
+int bench_broker_declare_queue_type(hd_amqp *admin, const char *queue, const char *exchange,
+                                    const char *key, int type, hd_error *err)
+{
+    hd_queue_spec qs = {.name = queue, .durable = 1, .type = (hd_queue_type)type};
     hd_binding_spec bs = {.queue = queue, .exchange = exchange, .key = key};
     int rc = hd_queue_declare(admin, &qs, NULL, err);
     return rc < 0 ? rc : hd_queue_bind(admin, &bs, err);

@@ -44,6 +44,11 @@ int bench_broker_declare_queue(hd_amqp *admin, const char *queue, const char *ex
  * quorum). Names are borrowed. HD_EINVAL for another kind. */
 int bench_broker_declare_queue_kind(hd_amqp *admin, const char *queue, const char *exchange,
                                     const char *key, const char *kind, hd_error *err);
+/* The same with the queue's type: HD_QUEUE_CLASSIC, or HD_QUEUE_QUORUM (replicated on every
+ * node of a cluster, its leader on the node of admin's connection: RabbitMQ's default
+ * leader locator is client-local). */
+int bench_broker_declare_queue_type(hd_amqp *admin, const char *queue, const char *exchange,
+                                    const char *key, int type, hd_error *err);
 
 /* Ready messages in queue, or -1 (err set). */
 long bench_queue_depth(hd_amqp *admin, const char *queue, hd_error *err);

@@ -142,3 +142,19 @@ void hd_inbox_stats_free(hd_inbox_stats *stats)
     hd_rows_free(st->rows);
     free(st);
 }
+
+int hd_inbox_seen(hd_store *store, const char *consumer, const char *message_id, hd_error *err)
+{
+    if (store == NULL || consumer == NULL || message_id == NULL)
+        return hd_error_set(err, HD_EINVAL,
+                            "hd_inbox_seen: store, consumer and message id are required");
+    hd_value p[] = {hd_value_text(consumer), hd_value_text(message_id)};
+    hd_rows *rows = NULL;
+    int rc = hd_store_query(store, "SELECT 1 FROM hd_inbox WHERE consumer = $1 AND message_id = $2",
+                            p, 2, &rows, err);
+    if (rc < 0)
+        return rc;
+    rc = hd_rows_count(rows) > 0;
+    hd_rows_free(rows);
+    return rc;
+}

@@ -78,6 +78,13 @@ int hd_inbox_accept_many(hd_store *store, const char *consumer, const char *cons
 
 /* Forget ids received more than older_than_ms (>= 0) ago, for every consumer (see
  * "Retention" above). Outside or inside a transaction. Returns the rows deleted or a code. */
+/* 1 when message_id was accepted by consumer (committed, or by the transaction open on
+ * store), 0 when not (or no longer: purged), or a negative code. For a consumer that applies
+ * an aggregate's events in order: it checks that the event's predecessor (outbox.h,
+ * "Ordering": the attribute "previousid") is already processed. Runs in or outside a
+ * transaction. */
+int hd_inbox_seen(hd_store *store, const char *consumer, const char *message_id, hd_error *err);
+
 int hd_inbox_purge(hd_store *store, int64_t older_than_ms, hd_error *err);
 
 /* The same in batches: delete at most limit (>= 1) ids received more than older_than_ms

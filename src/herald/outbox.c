@@ -64,11 +64,17 @@
  * same statement. */
 #define OUTBOX_STEP_SENSITIVE                                                                      \
     "ALTER TABLE hd_outbox ADD COLUMN sensitive INTEGER NOT NULL DEFAULT 0"
+/* Step 3 (both databases): every row of an aggregate, dispatched or not, in seq order: the
+ * append looks up the aggregate's latest row to chain the new event to it ("previousid",
+ * see outbox.h, "Ordering"), one index probe instead of a scan of the history. */
+#define OUTBOX_STEP_CHAIN                                                                          \
+    "CREATE INDEX hd_outbox_aggregate ON hd_outbox (aggregate_type, aggregate_id, seq)"
 
 static const char *const sqlite_steps[] = {
     "CREATE TABLE hd_outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT," OUTBOX_COLUMNS
     ";" OUTBOX_INDEXES,
     OUTBOX_STEP_SENSITIVE,
+    OUTBOX_STEP_CHAIN,
 };
 
 /* On PostgreSQL, a statement trigger sends NOTIFY for every INSERT into the outbox. A
@@ -82,6 +88,7 @@ static const char *const pg_steps[] = {
     "CREATE TRIGGER hd_outbox_notify AFTER INSERT ON hd_outbox"
     " FOR EACH STATEMENT EXECUTE FUNCTION hd_outbox_notify();",
     OUTBOX_STEP_SENSITIVE,
+    OUTBOX_STEP_CHAIN,
 };
 
 #define OUTBOX_STEPS (sizeof sqlite_steps / sizeof sqlite_steps[0])
@@ -116,6 +123,42 @@ static char *headers_json(const hd_envelope *env)
     return text;
 }
 
+/* The chain (outbox.h, "Ordering"): stamp the encoded event *payload with "previousid", the
+ * event id of the aggregate's latest row in the outbox, when there is one. The writers of
+ * one aggregate are serialised by the aggregate's own row (its version check), so the
+ * latest row is the previous event in commit order. The payload is re-encoded the way
+ * hd_envelope_encode writes an envelope with extension attributes (compact, keys sorted).
+ * *payload is replaced (the old string freed) only when a previous row exists. */
+static int chain_to_previous(hd_store *store, const char *aggregate_type, const char *aggregate_id,
+                             char **payload, hd_error *err)
+{
+    hd_value p[] = {hd_value_text(aggregate_type), hd_value_text(aggregate_id)};
+    hd_rows *rows = NULL;
+    int rc = hd_store_query(store,
+                            "SELECT event_id FROM hd_outbox WHERE aggregate_type = $1"
+                            " AND aggregate_id = $2 ORDER BY seq DESC LIMIT 1",
+                            p, 2, &rows, err);
+    if (rc < 0)
+        return rc;
+    if (hd_rows_count(rows) == 0) {
+        hd_rows_free(rows);
+        return 0;
+    }
+    json_t *obj = json_loads(*payload, 0, NULL);
+    char *text = NULL;
+    if (obj != NULL &&
+        json_object_set_new(obj, HD_OUTBOX_PREVIOUS_ID, json_string(hd_rows_text(rows, 0, 0))) == 0)
+        text = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(obj);
+    hd_rows_free(rows);
+    if (text == NULL)
+        return hd_error_set(err, HD_ENOMEM,
+                            "cannot chain the event to its aggregate's previous one");
+    free(*payload);
+    *payload = text;
+    return 0;
+}
+
 int hd_outbox_append(hd_store *store, const hd_envelope *env, const char *aggregate_type,
                      const char *aggregate_id, hd_error *err)
 {
@@ -142,6 +185,10 @@ int hd_outbox_append_flags(hd_store *store, const hd_envelope *env, const char *
     int rc = hd_envelope_encode(env, &payload, &payload_len, err);
     if (rc < 0)
         return rc;
+    if ((rc = chain_to_previous(store, aggregate_type, aggregate_id, &payload, err)) < 0) {
+        free(payload);
+        return rc;
+    }
     char *headers = headers_json(env);
     if (headers == NULL) {
         free(payload);
@@ -232,6 +279,37 @@ int hd_outbox_append_uow_flags(hd_uow *uow, const hd_envelope *env, const char *
     " RETURNING seq, event_id, aggregate_type, aggregate_id, type, version, payload,"              \
     " headers, created_at, attempts, sensitive"
 
+/* Claims on PostgreSQL take turns: one transaction-scoped advisory lock, then the claim,
+ * then the commit, which releases the lock. Why: without it, two relays claiming at the
+ * same instant could split one aggregate between them. Relay A leases the aggregate's
+ * event 1 (its LIMIT ends there, or event 2 was committed after A's statement began); relay
+ * B, whose snapshot does not show A's uncommitted lease, sees no earlier row held and takes
+ * event 2 (SKIP LOCKED skips only the rows A locked). Both publish at once and event 2 can
+ * reach the queue first. With the lock, B's claim starts after A's committed, in a fresh
+ * snapshot (READ COMMITTED: one per statement) that shows A's lease, so event 2 waits until
+ * event 1 is dispatched. The lock is held for the claim only (about a millisecond); the
+ * publishing, the part that takes time, stays parallel. The key is one constant per
+ * database: relays of other databases on the same server do not wait for each other. */
+#define CLAIM_LOCK_SQL "SELECT pg_advisory_xact_lock(7522259827870035832)" /* "hdoutbox" */
+
+static int claim_pg(hd_store *store, const hd_value *p, hd_rows **rows, hd_error *err)
+{
+    int rc = hd_store_begin(store, err);
+    if (rc < 0)
+        return rc;
+    hd_rows *lock = NULL;
+    if ((rc = hd_store_query(store, CLAIM_LOCK_SQL, NULL, 0, &lock, err)) >= 0)
+        rc = hd_store_query(store, CLAIM_SQL(" FOR UPDATE SKIP LOCKED"), p, 4, rows, err);
+    hd_rows_free(lock);
+    if (rc >= 0 && (rc = hd_store_commit(store, err)) >= 0)
+        return 0;
+    hd_rows_free(*rows);
+    *rows = NULL;
+    if (hd_store_in_transaction(store))
+        hd_store_rollback(store, NULL);
+    return rc;
+}
+
 typedef struct batch_impl {
     hd_outbox_batch pub; /* first member: what the caller sees */
     hd_rows *rows;       /* owns the strings the messages point into */
@@ -272,9 +350,8 @@ int hd_outbox_claim(hd_store *store, size_t limit, const hd_outbox_claim_opts *o
     hd_value p[] = {hd_value_text(o.relay_id), hd_value_int(until), hd_value_int(now),
                     hd_value_int((int64_t)limit)};
     hd_rows *rows = NULL;
-    int rc = hd_store_query(
-        store, hd_store_is_pg(store) ? CLAIM_SQL(" FOR UPDATE SKIP LOCKED") : CLAIM_SQL(""), p, 4,
-        &rows, err);
+    int rc = hd_store_is_pg(store) ? claim_pg(store, p, &rows, err)
+                                   : hd_store_query(store, CLAIM_SQL(""), p, 4, &rows, err);
     if (rc < 0)
         return rc;
     size_t n = hd_rows_count(rows);

@@ -43,11 +43,26 @@
  *     row of its aggregate is still waiting for a retry or held by another relay's lease,
  *     and returns rows in seq order; a relay that publishes a batch in that order on one
  *     channel keeps the aggregate's order.
- *   - Not covered: a parked row (below) no longer holds its aggregate back (a poison event
+ *   - Several relays keep it too: on PostgreSQL claims take turns (a transaction-scoped
+ *     advisory lock around the claim statement), so a claim always sees the leases of the
+ *     claims before it and never takes an aggregate's event 2 while another relay holds
+ *     event 1. Without the turns, two claims at the same instant could split an aggregate
+ *     (each checks the other's lease in its own snapshot). Only the claim (a millisecond)
+ *     is serialised; publishing and waiting for confirms stay parallel.
+ *  - Not covered: a parked row (below) no longer holds its aggregate back (a poison event
  *     must not block it forever); a message nacked inside a confirm window while later
- *     ones are confirmed is retried after them; and two relays claiming at the very same
- *     instant can split one aggregate between them (each checks the other's lease in its
- *     own snapshot). Strict order across relays needs one relay per aggregate partition.
+ *     ones are confirmed is retried after them.
+ *   - The broker keeps the order of one queue, but SEVERAL CONSUMERS of that queue do not:
+ *     event 1 of an aggregate can go to instance A and event 2 to instance B, which may
+ *     finish first. So the outbox CHAINS each aggregate's events: hd_outbox_append stamps
+ *     the event with the extension attribute "previousid" (HD_OUTBOX_PREVIOUS_ID), the id
+ *     of the aggregate's latest row still in the outbox (none for its first event, or
+ *     when the earlier rows were purged). A consumer that must apply an aggregate's
+ *     events in order checks that previousid is already in its inbox before it applies
+ *     an event, and defers the event while it is not (notifications: ingest.c). The chain
+ *     names the previous event of the OUTBOX, so the check suits a consumer of every
+ *     event type of the aggregate; one that consumes a subset never sees some
+ *     predecessors and must not wait for them.
  *
  * Failures: hd_outbox_mark_failed counts an attempt, records the reason and schedules the
  * next one (the relay computes the delay with backoff.h); after max_attempts the row is
@@ -103,6 +118,8 @@ extern "C" {
 #define HD_OUTBOX_CHANNEL          "hd_outbox" /* the NOTIFY channel on PostgreSQL */
 #define HD_OUTBOX_LEASE_DEFAULT_MS 30000       /* longer than a publish + confirm round */
 #define HD_OUTBOX_BATCH_MAX        10000       /* the largest claim */
+/* The CloudEvents extension attribute that chains an aggregate's events ("Ordering"). */
+#define HD_OUTBOX_PREVIOUS_ID "previousid"
 
 /* Create or upgrade the table hd_outbox (module "outbox" in hd_schema_migrations). Call it
  * once when the service starts, outside a transaction. Returns the number of steps applied
@@ -116,6 +133,8 @@ int hd_outbox_migrate(hd_store *store, hd_error *err);
  * make the event independent of the business change, which is the bug the outbox exists
  * to prevent. The row stores the encoded envelope (what goes on the wire), its id, type
  * and schema version, and headers (JSON: correlationid, causationid, traceparent when set).
+ * The stored envelope gains "previousid" when the aggregate has an earlier row ("Ordering";
+ * one indexed lookup per append).
  * Returns 0, or: HD_EINVAL (NULL or empty argument), HD_ESTATE (no transaction open, or it
  * was aborted), HD_EEXIST (an event with this id is already in the outbox: the transaction
  * is now aborted), HD_ENOMEM, or the store's code. */

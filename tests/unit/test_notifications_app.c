@@ -22,7 +22,10 @@
 #include <curl/curl.h>
 
 #include "hd_test.h"
+#include "herald/clock.h"
 #include "herald/http.h"
+#include "herald/outbox.h"
+#include "herald/retry.h"
 
 #include "notifications/api.h"
 #include "notifications/application.h"
@@ -479,6 +482,99 @@ static void test_batch_group_commit_and_fallback(void **state)
     assert_int_equal(hd_sender_memory_count(f->sender), 4);
     msg_free(good);
     msg_free(bad);
+}
+
+/* ---- per-user order with several instances (ingest.c) -------------------------------------- */
+
+/* A users event of user_id chained to prev (its "previousid", as the outbox stamps it; NULL:
+ * none). */
+static msg *chained(const char *type, const char *user_id, const char *prev)
+{
+    msg *m = calloc(1, sizeof *m);
+    hd_envelope *env = hd_envelope_new(type, 1, "herald-users",
+                                       json_pack("{s:s, s:s, s:s, s:s, s:s}", "user_id", user_id,
+                                                 "email", "ada@example.com", "name", "Ada",
+                                                 "verification_link", LINK, "reset_link", LINK));
+    assert_non_null(env);
+    if (prev != NULL)
+        assert_hd(0, hd_envelope_set_attribute(env, HD_OUTBOX_PREVIOUS_ID, json_string(prev)));
+    assert_hd(0, hd_envelope_set_correlation_id(env, "corr-42"));
+    snprintf(m->id, sizeof m->id, "%s", hd_envelope_id(env));
+    assert_hd(0, hd_envelope_encode(env, &m->body, &m->len, NULL));
+    hd_envelope_free(env);
+    m->d.body = m->body;
+    m->d.body_len = m->len;
+    m->d.queue = "users.notifications";
+    m->d.routing_key = type;
+    m->d.message_id = m->id;
+    m->d.correlation_id = "corr-42";
+    m->d.attempt = 1;
+    m->d.reason_buf = m->reason;
+    return m;
+}
+
+static void test_an_event_waits_for_its_predecessor(void **state)
+{
+    fixture *f = *state;
+    notif_app_free(f->app);
+    notif_settings s = {.mail_from = "noreply@herald.example",
+                        .backoff_base_ms = -1,
+                        .lease_ms = 60000,
+                        .order_wait_ms = 300};
+    hd_error err;
+    assert_hd_err(0, notif_app_new(&s, f->templates, f->lg, NULL, &f->app, &err), &err);
+    notif_worker_init(&f->w, f->app, f->store, f->sender);
+    msg *m1 = chained(USERS_EVENT_REGISTERED, "u1", NULL);
+    msg *m2 = chained(USERS_EVENT_VERIFIED, "u1", m1->id);
+    const char *count_sql = "SELECT COUNT(*) FROM notifications WHERE user_id = $1";
+
+    /* A window with event 2 before event 1: nothing is recorded, the consumer is asked to
+     * hand the deliveries over one by one. */
+    const hd_delivery *w21[2] = {&m2->d, &m1->d};
+    assert_int_equal(notif_handle_batch(&f->w, w21, 2), HD_CONSUME_RETRY);
+    assert_int_equal(scalar(f, count_sql, "u1"), 0);
+
+    /* Event 2 alone, its predecessor nowhere: it waits, then is deferred to a retry tier. */
+    int64_t t0 = hd_clock_ms();
+    assert_int_equal(handle(f, m2), HD_CONSUME_RETRY);
+    assert_true(hd_clock_ms() - t0 >= 290);
+    assert_non_null(strstr(m2->reason, "previous event"));
+    assert_int_equal(scalar(f, count_sql, "u1"), 0);
+
+    /* Event 1, then event 2 again: both recorded, in order. */
+    assert_int_equal(handle(f, m1), HD_CONSUME_OK);
+    assert_int_equal(handle(f, m2), HD_CONSUME_OK);
+    assert_int_equal(scalar(f, count_sql, "u1"), 2);
+
+    /* In one window, in order: one transaction records both. */
+    msg *a1 = chained(USERS_EVENT_REGISTERED, "u2", NULL);
+    msg *a2 = chained(USERS_EVENT_VERIFIED, "u2", a1->id);
+    const hd_delivery *w12[2] = {&a1->d, &a2->d};
+    assert_int_equal(notif_handle_batch(&f->w, w12, 2), HD_CONSUME_OK);
+    assert_int_equal(scalar(f, count_sql, "u2"), 2);
+
+    /* A successor of an event this worker just deferred is deferred at once, no wait. */
+    msg *b2 = chained(USERS_EVENT_VERIFIED, "u3", "never-delivered");
+    msg *b3 = chained(USERS_EVENT_RESET_REQUESTED, "u3", b2->id);
+    assert_int_equal(handle(f, b2), HD_CONSUME_RETRY);
+    t0 = hd_clock_ms();
+    assert_int_equal(handle(f, b3), HD_CONSUME_RETRY);
+    assert_true(hd_clock_ms() - t0 < 250);
+
+    /* On the retry policy's last attempt the wait is given up: recorded, never dead-lettered
+     * for another message's fault. */
+    hd_retry_policy p;
+    hd_retry_policy_default(&p);
+    b2->d.attempt = p.max_attempts;
+    assert_int_equal(handle(f, b2), HD_CONSUME_OK);
+    assert_int_equal(handle(f, b3), HD_CONSUME_OK); /* its predecessor is in the inbox now */
+    assert_int_equal(scalar(f, count_sql, "u3"), 2);
+    msg_free(m1);
+    msg_free(m2);
+    msg_free(a1);
+    msg_free(a2);
+    msg_free(b2);
+    msg_free(b3);
 }
 
 /* The crash between step 1 and step 2: the intent is committed, the message acked, and the
@@ -1132,6 +1228,7 @@ int main(void)
         T(test_missing_variable_rejects),
         T(test_invalid_messages_reject),
         T(test_batch_group_commit_and_fallback),
+        T(test_an_event_waits_for_its_predecessor),
         T(test_crash_after_commit_is_swept),
         T(test_lost_lease_records_nothing),
         T(test_user_deleted_erases),

@@ -14,10 +14,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "hd_test.h"
 #include "store_conformance.h"
 
 #include "herald/clock.h"
+#include "herald/inbox.h"
 #include "herald/outbox.h"
 
 static void notifier_counts_signals_and_times_out(void **state)
@@ -128,7 +131,7 @@ static void claim_on_a_null_store_is_einval(void **state)
     assert_hd(HD_EINVAL, hd_outbox_release(NULL, NULL, 0, NULL));
     hd_outbox_claim_opts bad = {NULL, -1, 0};
     hd_store *s = hd_conf_open("sqlite::memory:");
-    assert_int_equal(hd_outbox_migrate(s, NULL), 2);
+    assert_int_equal(hd_outbox_migrate(s, NULL), 3);
     assert_hd(HD_EINVAL, hd_outbox_claim(s, 1, &bad, &b, NULL));
     hd_store_close(s);
 }
@@ -204,7 +207,7 @@ static void two_relays_on_one_file_never_share_a_row(void **state)
     char url[600];
     snprintf(url, sizeof url, "sqlite://%s/o.db?synchronous=normal", dir);
     hd_store *s = hd_conf_open(url);
-    assert_int_equal(hd_outbox_migrate(s, NULL), 2);
+    assert_int_equal(hd_outbox_migrate(s, NULL), 3);
     enum { ROWS = 300 };
     assert_hd(HD_OK, hd_store_begin(s, NULL));
     for (int i = 0; i < ROWS; i++) {
@@ -243,6 +246,59 @@ static void two_relays_on_one_file_never_share_a_row(void **state)
     free(dir);
 }
 
+/* The chain (outbox.h, "Ordering"): each event of an aggregate names the previous one of the
+ * same aggregate in "previousid"; the first has none, other aggregates do not interleave. */
+static void append_chains_each_aggregate_s_events(void **state)
+{
+    (void)state;
+    hd_store *s = hd_conf_open("sqlite::memory:");
+    assert_int_equal(hd_outbox_migrate(s, NULL), 3);
+    assert_true(hd_inbox_migrate(s, NULL) >= 0);
+    char ids[4][64];
+    const char *aggs[4] = {"a", "b", "a", "a"};
+    assert_hd(HD_OK, hd_store_begin(s, NULL));
+    for (int i = 0; i < 4; i++) {
+        hd_envelope *env = hd_envelope_new("users.user_registered", 1, "/users", NULL);
+        assert_non_null(env);
+        snprintf(ids[i], sizeof ids[i], "%s", hd_envelope_id(env));
+        assert_hd(HD_OK, hd_outbox_append(s, env, "user", aggs[i], NULL));
+        hd_envelope_free(env);
+    }
+    assert_hd(HD_OK, hd_store_commit(s, NULL));
+    hd_outbox_batch *b = NULL;
+    assert_int_equal(hd_outbox_claim(s, 10, NULL, &b, NULL), 4); /* one claim, seq order */
+    for (size_t i = 0; i < 4; i++)
+        assert_string_equal(b->messages[i].event_id, ids[i]);
+    const char *want[4] = {NULL, NULL, ids[0], ids[2]};
+    hd_rows *rows = NULL;
+    assert_hd(HD_OK, hd_store_query(s, "SELECT payload FROM hd_outbox ORDER BY seq", NULL, 0, &rows,
+                                    NULL));
+    assert_int_equal(hd_rows_count(rows), 4);
+    for (size_t i = 0; i < 4; i++) {
+        json_t *obj = json_loads(hd_rows_text(rows, i, 0), 0, NULL);
+        assert_non_null(obj);
+        const char *prev = json_string_value(json_object_get(obj, HD_OUTBOX_PREVIOUS_ID));
+        if (want[i] == NULL)
+            assert_null(prev);
+        else
+            assert_string_equal(prev, want[i]);
+        json_decref(obj);
+    }
+    hd_rows_free(rows);
+    hd_outbox_batch_free(b);
+
+    /* hd_inbox_seen: what a consumer checks before it applies the successor. */
+    assert_int_equal(hd_inbox_seen(s, "c", ids[0], NULL), 0);
+    assert_hd(HD_OK, hd_store_begin(s, NULL));
+    assert_int_equal(hd_inbox_accept(s, "c", ids[0], NULL), 1);
+    assert_int_equal(hd_inbox_seen(s, "c", ids[0], NULL), 1); /* its own transaction sees it */
+    assert_hd(HD_OK, hd_store_commit(s, NULL));
+    assert_int_equal(hd_inbox_seen(s, "c", ids[0], NULL), 1);
+    assert_int_equal(hd_inbox_seen(s, "other", ids[0], NULL), 0);
+    assert_hd(HD_EINVAL, hd_inbox_seen(NULL, "c", ids[0], NULL));
+    hd_store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -253,6 +309,7 @@ int main(void)
         cmocka_unit_test(claim_on_a_null_store_is_einval),
         cmocka_unit_test(has_due_sees_only_rows_a_claim_could_take),
         cmocka_unit_test(two_relays_on_one_file_never_share_a_row),
+        cmocka_unit_test(append_chains_each_aggregate_s_events),
     };
     int failed = cmocka_run_group_tests_name("outbox on sqlite: specifics", tests, NULL, NULL);
     hd_conf_target memory = hd_conf_sqlite_memory();

@@ -27,6 +27,8 @@ static int app_settings(notif_settings *s, hd_error *err)
         s->backoff_cap_ms = NOTIF_BACKOFF_CAP_DEFAULT;
     if (s->lease_ms == 0)
         s->lease_ms = NOTIF_LEASE_DEFAULT;
+    if (s->order_wait_ms == 0)
+        s->order_wait_ms = NOTIF_ORDER_WAIT_DEFAULT;
     if (s->max_attempts < 1 || s->backoff_cap_ms < 0 || s->lease_ms < 100)
         return hd_error_set(err, HD_EINVAL,
                             "max_attempts >= 1, backoff_cap_ms >= 0 and lease_ms >= 100 needed");
@@ -196,6 +198,8 @@ void notif_worker_init(notif_worker *w, notif_app *app, hd_store *store, hd_send
     w->sender = sender;
     w->reads = NULL;
     w->wrote_lsn = w->min_lsn = 0;
+    memset(w->deferred, 0, sizeof w->deferred);
+    w->deferred_next = 0;
     hd_backoff_init(&w->backoff, app->s.backoff_base_ms, app->s.backoff_cap_ms,
                     (uint64_t)hd_clock_ns() ^ (uint64_t)(uintptr_t)w);
 }

@@ -87,6 +87,9 @@
 #define NOTIF_BACKOFF_BASE_DEFAULT 1000   /* ms */
 #define NOTIF_BACKOFF_CAP_DEFAULT  300000 /* ms: 5 minutes */
 #define NOTIF_LEASE_DEFAULT        60000  /* ms */
+#define NOTIF_ORDER_WAIT_DEFAULT   1000   /* ms */
+#define NOTIF_DEFERRED_MAX         256    /* deferred event ids a worker remembers */
+#define NOTIF_DEFERRED_ID_MAX      64     /* bytes of one, NUL included */
 #define NOTIF_HISTORY_LIMIT_MAX    100
 #define NOTIF_CURSOR_MAX           (20 + 1 + 36) /* "<ms>.<uuid>" */
 
@@ -100,6 +103,10 @@ typedef struct notif_settings {
                                    sweeper may take it; 0 = default. Must exceed the longest
                                    send (the SMTP timeout) by a margin, or a slow send races
                                    the sweeper and the mail goes out twice */
+    int64_t order_wait_ms;      /* per-aggregate order (ingest.c): how long an instance waits
+                                   for an event's predecessor ("previousid") to be processed
+                                   by another instance before it defers the event to a retry
+                                   tier; 0 = default; < 0: no order check */
     const char *link_base_urls; /* comma-separated prefixes that every link variable (a name
                                    ending in _link or _url) of a direct request must start
                                    with, each an http(s) URL with a path ("https://app.
@@ -119,6 +126,8 @@ typedef struct notif_metrics {
     hd_counter *skipped;        /* {type}: not sent because of the preferences */
     hd_counter *retries;        /* {type}: failed attempts that will be retried */
     hd_counter *erased;         /* users erased */
+    hd_counter *order_waits;    /* {outcome}: events whose predecessor was not processed yet
+                                   (ingest.c): "waited" for it, or "deferred" to a retry */
     hd_histogram *send_seconds; /* {sender}: time of one send */
 } notif_metrics;
 
@@ -175,6 +184,11 @@ typedef struct notif_worker {
        hands to the client (Herald-Read-After), and the one a client handed back for the
        next read (0: none): read-your-writes across instances (replica.h). */
     uint64_t wrote_lsn, min_lsn;
+    /* The last events this worker deferred for a missing predecessor (ingest.c): a successor
+     * of one of them defers at once instead of waiting for a predecessor that sits in a
+     * retry tier. A ring; ids longer than the slot are not remembered (they wait). */
+    char deferred[NOTIF_DEFERRED_MAX][NOTIF_DEFERRED_ID_MAX];
+    unsigned deferred_next;
 } notif_worker;
 
 /* Set w up (its memory is the caller's; nothing to release). */

@@ -10,9 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "herald/clock.h"
 #include "herald/inbox.h"
+#include "herald/outbox.h"
+#include "herald/retry.h"
 #include "herald/uow.h"
 
 #include "internal.h"
@@ -46,6 +49,7 @@ int notif_window_init(notif_window *win, notif_worker *w, const hd_delivery *con
     win->w = w;
     win->n = n;
     win->single = single;
+    win->hi = n;
     win->ds = ds;
     win->envs = calloc(n, sizeof *win->envs);
     win->owned = calloc(n, sizeof *win->owned);
@@ -204,16 +208,75 @@ static int apply_event(notif_window *win, size_t i, hd_error *err)
     }
 }
 
-/* The inbox, then every fresh event, in the open transaction. *culprit is the index of the
- * event that failed. */
+/* ---- per-user order with several instances ---------------------------------------------
+ *
+ * The relay publishes a user's events in order, and the queue keeps it, but two instances
+ * of this service take turns on the queue: event 1 of a user can be in instance A's window
+ * while event 2 is in instance B's, and B may commit first (a verification mail recorded
+ * after the welcome, or, worse, a notification recorded after the user's erasure, keeping
+ * personal data that user_deleted was meant to remove). So every event carries the id of
+ * its user's previous event (the outbox's chain, outbox.h "Ordering": "previousid"), and
+ * an event is applied only once that predecessor is in the inbox, in the same transaction
+ * that records the event: the inbox row and the predecessor's effect commit together, so
+ * "in the inbox" means "applied". An event whose predecessor is not there yet is a GAP:
+ *   - the window is recorded in SEGMENTS split at its gaps: the events before the first
+ *     gap are recorded and committed, then the instance waits (polling the inbox, up to
+ *     order_wait_ms, no transaction open) for the gap's predecessor, which is normally in
+ *     another instance's window at that moment and committed within milliseconds; then it
+ *     goes on from the gap. Waiting instead of requeueing at once: a requeue would spin.
+ *     Two instances cannot wait for each other: each commits what it holds before the
+ *     gap, and waits only for an EARLIER event of the queue, held after the other's own
+ *     gap, which would be later still (the relay publishes a user's events in order, and
+ *     a consumer receives the queue in order). A window must not wait with a transaction
+ *     open, or with the events before its gap uncommitted: the other instance may be
+ *     waiting for one of them;
+ *   - when the wait runs out (the predecessor is in a retry tier, or held by a dead
+ *     instance until its connection closes), a batch answers RETRY (the consumer hands
+ *     its deliveries over one by one; those already committed are duplicates, dropped by
+ *     the inbox) and a single delivery is deferred: RETRY, a delay tier,
+ *     and the check again; on the retry policy's last attempt it is applied anyway, with a
+ *     warning, rather than dead-lettered for the fault of another message (a predecessor
+ *     that went to the DLQ must not block the user forever).
+ * Known limits: a predecessor forgotten by the inbox (older than HD_INBOX_RETENTION) or
+ * never delivered to this queue (published before the queue existed) costs its successor
+ * the wait and the retries once. The chain follows every users event type, and this
+ * service consumes them all; a consumer of a subset must not check it. */
+
+/* 1 when event i may be applied now: no predecessor, or the predecessor earlier in the
+ * segment being recorded (applied before it in this transaction) or already in the inbox
+ * (committed: by another instance, or by an earlier segment of this window); 0 for a gap. */
+static int predecessor_done(notif_window *win, size_t i, hd_error *err)
+{
+    const char *prev =
+        json_string_value(hd_envelope_attribute(win->envs[i], HD_OUTBOX_PREVIOUS_ID));
+    if (prev == NULL || win->no_order || win->w->app->s.order_wait_ms < 0)
+        return 1;
+    for (size_t j = win->lo; j < win->n; j++)
+        if (strcmp(win->ids[j], prev) == 0)
+            return j < i; /* later in the window: out of order within it */
+    return hd_inbox_seen(win->w->store, NOTIFICATIONS_CONSUMER, prev, err);
+}
+
+/* The inbox, then every fresh event of the segment [lo, hi), in the open transaction.
+ * *culprit is the index of the event that failed. A gap (see above) is HD_EBUSY with
+ * win->gap set. */
 static int record_events(notif_window *win, size_t *culprit, hd_error *err)
 {
-    *culprit = 0;
-    int rc = hd_inbox_accept_many(win->w->store, NOTIFICATIONS_CONSUMER, win->ids, win->n,
-                                  win->fresh, err);
-    for (size_t i = 0; rc >= 0 && i < win->n; i++) {
+    *culprit = win->lo;
+    win->gap = 0;
+    int rc = hd_inbox_accept_many(win->w->store, NOTIFICATIONS_CONSUMER, win->ids + win->lo,
+                                  win->hi - win->lo, win->fresh + win->lo, err);
+    for (size_t i = win->lo; rc >= 0 && i < win->hi; i++) {
         *culprit = i;
-        if (win->fresh[i])
+        if (!win->fresh[i])
+            continue;
+        if ((rc = predecessor_done(win, i, err)) == 0) {
+            win->gap = i + 1;
+            return hd_error_set(
+                err, HD_EBUSY, "the previous event of this user (%s) is not processed yet",
+                json_string_value(hd_envelope_attribute(win->envs[i], HD_OUTBOX_PREVIOUS_ID)));
+        }
+        if (rc > 0)
             rc = apply_event(win, i, err);
     }
     return rc < 0 ? rc : 0;
@@ -222,7 +285,7 @@ static int record_events(notif_window *win, size_t *culprit, hd_error *err)
 static void count_recorded(const notif_window *win)
 {
     const notif_metrics *m = &win->w->app->m;
-    for (size_t i = 0; i < win->n; i++) {
+    for (size_t i = win->lo; i < win->hi; i++) {
         const notif_job *j = &win->jobs[i];
         if (!win->fresh[i])
             notif_count(m->duplicates, NULL);
@@ -235,7 +298,8 @@ static void count_recorded(const notif_window *win)
     }
 }
 
-/* Step 1 for the whole window: one transaction, one fsync. */
+/* Step 1 for the segment [lo, hi) of the window (all of it, unless a gap split it): one
+ * transaction, one fsync. */
 hd_consume_result notif_window_record(notif_window *win)
 {
     size_t culprit = 0;
@@ -249,12 +313,101 @@ hd_consume_result notif_window_record(notif_window *win)
             rc = hd_uow_commit(uow, &err);
     }
     if (rc < 0) {
-        for (size_t i = 0; i < win->n; i++)
+        for (size_t i = win->lo; i < win->hi; i++)
             notif_job_release(&win->jobs[i]);
+        if (win->gap)
+            return HD_CONSUME_RETRY; /* record_window waits, splits or defers */
         return verdict(win, culprit, rc, err.text);
     }
     count_recorded(win);
     return HD_CONSUME_OK;
+}
+
+/* The worker's ring of deferred ids (application.h): was id deferred here lately? */
+static int deferred_here(const notif_worker *w, const char *id)
+{
+    for (size_t k = 0; k < NOTIF_DEFERRED_MAX; k++)
+        if (w->deferred[k][0] != '\0' && strcmp(w->deferred[k], id) == 0)
+            return 1;
+    return 0;
+}
+
+static void remember_deferred(notif_worker *w, const char *id)
+{
+    if (strlen(id) >= NOTIF_DEFERRED_ID_MAX)
+        return;
+    snprintf(w->deferred[w->deferred_next], NOTIF_DEFERRED_ID_MAX, "%s", id);
+    w->deferred_next = (w->deferred_next + 1) % NOTIF_DEFERRED_MAX;
+}
+
+/* Wait (polling the inbox, no transaction open) up to order_wait_ms for the predecessor
+ * of event i. 1 when it came, 0 when not. No wait at all when this worker deferred the
+ * predecessor itself: it sits in a retry tier, and waiting would only hold up the window
+ * (a user's later events would each wait in turn). */
+static int wait_for_predecessor(notif_window *win, size_t i)
+{
+    notif_app *app = win->w->app;
+    const char *prev =
+        json_string_value(hd_envelope_attribute(win->envs[i], HD_OUTBOX_PREVIOUS_ID));
+    int64_t deadline = hd_time_now_ms() + app->s.order_wait_ms;
+    int seen = prev == NULL;
+    if (!seen && deferred_here(win->w, prev))
+        deadline = 0;
+    while (!seen && hd_time_now_ms() < deadline) {
+        struct timespec ts = {0, 5 * 1000000L};
+        nanosleep(&ts, NULL);
+        seen = hd_inbox_seen(win->w->store, NOTIFICATIONS_CONSUMER, prev, NULL) == 1;
+    }
+    notif_count(app->m.order_waits, seen ? "waited" : "deferred");
+    return seen;
+}
+
+/* Step 1 for the whole window, in segments split at the gaps (see "per-user order"): the
+ * events before the first gap are recorded and COMMITTED (so that another instance waiting
+ * for one of them sees it), then this instance waits for the gap's predecessor, then goes
+ * on from the gap. When the wait runs out: a batch answers RETRY (the consumer hands the
+ * deliveries over one by one; the committed ones are then duplicates, which the inbox
+ * drops); a single delivery is deferred to a retry tier, or recorded without its
+ * predecessor on the retry policy's last attempt. */
+static hd_consume_result record_window(notif_window *win)
+{
+    for (;;) {
+        win->now = hd_time_now_ms(); /* a wait may have eaten into the lease */
+        win->lease_until = win->now + win->w->app->s.lease_ms;
+        win->hi = win->n;
+        hd_consume_result v = notif_window_record(win);
+        if (v != HD_CONSUME_RETRY || !win->gap)
+            return v;
+        size_t g = win->gap - 1;
+        if (g > win->lo) {
+            win->hi = g; /* the part before the gap has none: record it now */
+            if ((v = notif_window_record(win)) != HD_CONSUME_OK)
+                return v;
+        }
+        win->lo = g;
+        if (wait_for_predecessor(win, g))
+            continue;
+        if (!win->single)
+            return HD_CONSUME_RETRY;
+        notif_app *app = win->w->app;
+        const hd_delivery *d = win->ds[g];
+        const char *prev =
+            json_string_value(hd_envelope_attribute(win->envs[g], HD_OUTBOX_PREVIOUS_ID));
+        hd_retry_policy p;
+        hd_retry_policy_default(&p);
+        if (d->attempt < p.max_attempts) {
+            hd_delivery_reason(d, "waiting for the previous event of this user (%s)", prev);
+            remember_deferred(win->w, win->ids[g]);
+            hd_log_info(app->lg, d->correlation_id,
+                        "event deferred: its predecessor is not processed yet", "message_id",
+                        d->message_id, "previous_id", prev, NULL);
+            return HD_CONSUME_RETRY;
+        }
+        hd_log_warn(app->lg, d->correlation_id,
+                    "order wait given up on the last attempt: recording without its predecessor",
+                    "message_id", d->message_id, "previous_id", prev, NULL);
+        win->no_order = 1;
+    }
 }
 
 /* Decode, record (step 1), deliver (steps 2 and 3) a window of n deliveries. single: they
@@ -265,8 +418,9 @@ static hd_consume_result handle_window(notif_worker *w, const hd_delivery *const
     notif_window win;
     hd_consume_result v = HD_CONSUME_RETRY;
     if (notif_window_init(&win, w, ds, n, single) == 0 &&
-        (v = notif_window_decode(&win)) == HD_CONSUME_OK &&
-        (v = notif_window_record(&win)) == HD_CONSUME_OK)
+        (v = notif_window_decode(&win)) == HD_CONSUME_OK)
+        v = record_window(&win);
+    if (v == HD_CONSUME_OK)
         notif_deliver(w, win.jobs, n, win.claim, win.lease_until);
     notif_window_release(&win);
     return v;

@@ -109,6 +109,9 @@ typedef struct notif_window {
     char claim[NOTIF_CLAIM_MAX];
     int64_t now;
     int64_t lease_until;
+    size_t lo, hi; /* the segment being recorded (ingest.c: a gap splits a window) */
+    size_t gap;    /* 1 + the index of an event whose predecessor is not processed yet (0: none) */
+    int no_order;  /* 1: apply without the order check (the wait was given up) */
 } notif_window;
 
 /* Set win up for the n deliveries ds (borrowed, must outlive win) handled by w: claim and

@@ -61,6 +61,9 @@ static const hd_setting settings[] = {
      "how long a sender holds a pending notification before "
      "another may take it (crash recovery time); more than "
      "twice HD_SMTP_TIMEOUT_MS"},
+    {"HD_NOTIFY_ORDER_WAIT_MS", "1000",
+     "per-user order with several instances: how long to wait for an event's predecessor "
+     "(its previousid) before deferring it to a retry, ms; 0: no order check"},
     {"HD_NOTIFY_SWEEP_MS", "1000", "longest sleep of the sweeper (retries, API sends), ms"},
     {"HD_NOTIFICATIONS_API_TOKEN", NULL,
      "bearer token of every HTTP route but /health and /metrics (at least 32 visible ASCII "
@@ -179,6 +182,10 @@ static int read_app(const hd_config *cfg, notif_config *c, hd_error *err)
                                 24LL * 3600000, &v, err)) < 0)
         return rc;
     s->lease_ms = v;
+    if ((rc = hd_config_get_int(cfg, "HD_NOTIFY_ORDER_WAIT_MS", NOTIF_ORDER_WAIT_DEFAULT, 0,
+                                3600000, &v, err)) < 0)
+        return rc;
+    s->order_wait_ms = v == 0 ? -1 : v; /* 0 here means "no order check" */
     /* A send starts only in the first half of a lease (delivery.c): with the lease more
      * than twice the longest send, a slow send never races the sweeper. */
     if (s->lease_ms <= 2 * (int64_t)c->smtp_timeout_ms)

@@ -29,11 +29,16 @@ int notif_metrics_register(hd_metrics *m, notif_metrics *out)
                                       "Failed send attempts that will be retried.", "type", NULL);
     out->erased = hd_metrics_counter(m, "notifications_users_erased_total",
                                      "Users whose data was erased (users.user_deleted).", NULL);
+    out->order_waits = hd_metrics_counter(
+        m, "notifications_order_waits_total",
+        "Events that found their user's previous event not yet processed (several instances): "
+        "waited for it, or deferred to a retry.",
+        "outcome", NULL);
     out->send_seconds = hd_metrics_histogram(
         m, "notifications_send_duration_seconds", "Time to hand one mail to the sender.",
         send_buckets, sizeof send_buckets / sizeof send_buckets[0], "sender", NULL);
     int ok = out->consumed && out->duplicates && out->rejected && out->sent && out->failed &&
-             out->skipped && out->retries && out->erased && out->send_seconds;
+             out->skipped && out->retries && out->erased && out->order_waits && out->send_seconds;
     return ok ? 0 : HD_ENOMEM;
 }
 
