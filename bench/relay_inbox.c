@@ -230,7 +230,7 @@ static const struct option relay_inbox_options[] = {
     {"publisher", no_argument, NULL, O_PUBLISHER},
     {"amqps-url", required_argument, NULL, O_AMQPS_URL},
     {"ca-file", required_argument, NULL, O_CA_FILE},
-    {"no-tls", no_argument, NULL, O_NO_TLS},,
+    {"no-tls", no_argument, NULL, O_NO_TLS},
     {"queue-type", required_argument, NULL, O_QUEUE_TYPE},
     {NULL, 0, NULL, 0},
 };

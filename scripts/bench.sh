@@ -34,7 +34,7 @@ bench_cluster() {
   [ -x "$b" ] || { echo "bench: no $b" >&2; return 1; }
   for qt in classic quorum; do
     printf '\n================ bench-relay_inbox on the cluster, %s queue ================\n' "$qt"
-    "$b" --amqp-url "$HD_CLUSTER_URL_1" --queue-type "$qt" --rounds "$rounds" \
+    "$b" --amqp-url "$HD_CLUSTER_URL_1" --queue-type "$qt" --rounds "$rounds" --no-tls \
       ${HD_BENCH_CLUSTER_COUNT:+--count "$HD_BENCH_CLUSTER_COUNT"} \
       --out "$build/bench/cluster-relay_inbox-$qt.json" || return 1
   done
