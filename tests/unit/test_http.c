@@ -1222,10 +1222,12 @@ static void slow_clients_do_not_lock_out_others_and_are_cut_at_the_deadline(void
     for (int i = 0; i < SLOW; i++) {
         pthread_join(th[i], NULL);
         /* every slow socket is gone well before it finished its trickle: refused at once
-         * (over the per-address limit) or cut at the 1.5 s deadline */
+         * (over the per-address limit) or cut at the 1.5 s deadline (MHD checks timeouts
+         * in whole seconds and a loaded machine adds more: 5 s is still far from the 8 s
+         * the trickle would last) */
         if (ss[i].closed_after < 0)
             print_error("slow socket %d was never closed\n", i);
-        assert_true(ss[i].closed_after >= 0 && ss[i].closed_after < 3.0);
+        assert_true(ss[i].closed_after >= 0 && ss[i].closed_after < 5.0);
         cut_at_deadline += ss[i].closed_after >= 1.4;
     }
     assert_int_equal(cut_at_deadline, 2);
