@@ -49,7 +49,7 @@ TOKEN=admin-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n') # never printed in fu
 base=${HD_PG_URL%%\?*}
 DB_URL=${base%/*}/$DB${HD_PG_URL#"$base"}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/herald-messages-demo.XXXXXX")
-PID= DB_MADE= STREAM_MADE=
+PID='' DB_MADE='' STREAM_MADE=''
 
 cleanup() {
   if [ -n "$PID" ]; then kill -TERM "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; fi

@@ -31,7 +31,7 @@ done
 
 # the usage and a missing server fail clearly, before anything is started
 if "$SRC/scripts/messages-demo.sh" --help | grep -q '^usage: scripts/messages-demo.sh'; then ok; else bad "--help"; fi
-msg=$(HD_PG_URL= "$SRC/scripts/messages-demo.sh" "$BUILD" 2>&1)
+msg=$(HD_PG_URL='' "$SRC/scripts/messages-demo.sh" "$BUILD" 2>&1)
 rc=$?
 if [ "$rc" = 1 ] && [[ $msg == *"HD_PG_URL is not set"* ]]; then ok; else bad "no HD_PG_URL: rc $rc, '$msg'"; fi
 msg=$("$SRC/scripts/messages-demo.sh" /nonexistent 2>&1)
