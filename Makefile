@@ -2,6 +2,7 @@
 #
 #   make demo        install what is missing, build, start the servers, run the demo
 #   make chat-demo   the same for the online chat (two processes, one Redis bus)
+#   make messages-demo  the messages API and a stream of its events (follow, replay)
 #   make test        install, build (coverage + asan + fuzz), start the servers, run every
 #                    test, the sanitizer run and valgrind on the unit tests, a short run of
 #                    each fuzz target, stop the servers
@@ -75,6 +76,12 @@ demo: deps build-dev
 .PHONY: chat-demo
 chat-demo: deps build-dev
 	@$(SERVERS) run -- scripts/chat-demo.sh build/dev $(CHAT_SERVE)
+
+# The messages API of herald-users on PostgreSQL and a RabbitMQ stream of its events, followed
+# and replayed into two projections that must agree (scripts/messages-demo.sh).
+.PHONY: messages-demo
+messages-demo: deps build-dev
+	@$(SERVERS) run -- scripts/messages-demo.sh build/dev
 
 bench: deps build-release
 	@$(SERVERS) run --cluster -- scripts/bench.sh build/release
