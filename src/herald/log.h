@@ -140,8 +140,9 @@ void hd_log_error(hd_logger *lg, const char *correlation_id, const char *message
  * NULL for none), so values may be numbers, booleans or nested objects:
  *     hd_log_json(lg, HD_LOG_WARN, cid, "retrying",
  *                 json_pack("{s:i, s:s}", "attempt", 3, "error", "timeout"));
- * Redaction applies to nested members too, and works on a copy: members shared with your
- * own data (json_pack "O") are never changed. */
+ * Redaction applies to nested members too, and never changes your own data: fields with an
+ * object or array also referenced elsewhere (json_pack "O", a json_incref you kept) are
+ * redacted on a copy; fields that are the logger's alone are redacted in place. */
 void hd_log_json(hd_logger *lg, hd_log_level level, const char *correlation_id, const char *message,
                  json_t *fields);
 

@@ -305,6 +305,50 @@ static void redaction_list_is_configurable(void **state)
     json_decref(line);
 }
 
+/* Rules are folded to lower case once (log.c) and keys when matched: a rule given in
+ * capitals still matches a key or a "name=" in a value in any case. */
+static void a_rule_in_capitals_matches_any_case(void **state)
+{
+    struct capture *c = *state;
+    assert_hd(HD_OK, hd_logger_redact(c->lg, "MyPIN", HD_REDACT_SECRET));
+    hd_log_info(c->lg, NULL, "pins", "user_mypin", "1111", "MYPIN", "2222", "note",
+                "sent MyPin=3333 to x", "mypi", "visible", NULL);
+    json_t *line = line_at(c, 0);
+    assert_string_equal(str(line, "user_mypin"), HD_LOG_REDACTED);
+    assert_string_equal(str(line, "MYPIN"), HD_LOG_REDACTED);
+    assert_string_equal(str(line, "note"), "sent MyPin=" HD_LOG_REDACTED " to x");
+    assert_string_equal(str(line, "mypi"), "visible"); /* a prefix of the rule is not it */
+    json_decref(line);
+}
+
+/* hd_log_json redacts in place when the fields are its alone, on a copy otherwise: fields
+ * the caller still holds (a reference of its own) come back unchanged, at any depth. */
+static void fields_the_caller_still_holds_are_not_changed(void **state)
+{
+    struct capture *c = *state;
+    json_t *mine = json_pack("{s:s, s:[{s:s}]}", "token", "T0k", "list", "password", "Pw");
+    hd_log_json(c->lg, HD_LOG_INFO, NULL, "kept", json_incref(mine));
+    json_t *inner = json_pack("[{s:s}]", "secret", "S3c");
+    hd_log_json(c->lg, HD_LOG_INFO, NULL, "shared",
+                json_pack("{s:{s:O}}", "outer", "list", inner)); /* only `inner` is shared */
+    json_t *line = line_at(c, 0);
+    assert_string_equal(str(line, "token"), HD_LOG_REDACTED);
+    assert_string_equal(str(json_array_get(json_object_get(line, "list"), 0), "password"),
+                        HD_LOG_REDACTED);
+    json_decref(line);
+    line = line_at(c, 1);
+    json_t *logged = json_object_get(json_object_get(line, "outer"), "list");
+    assert_string_equal(str(json_array_get(logged, 0), "secret"), HD_LOG_REDACTED);
+    json_decref(line);
+    assert_string_equal(str(mine, "token"), "T0k");
+    assert_string_equal(str(json_array_get(json_object_get(mine, "list"), 0), "password"), "Pw");
+    assert_string_equal(str(json_array_get(inner, 0), "secret"), "S3c");
+    json_decref(mine);
+    json_decref(inner);
+    assert_null(strstr(c->buf, "T0k"));
+    assert_null(strstr(c->buf, "S3c"));
+}
+
 static void quotes_newlines_and_bad_utf8_are_escaped(void **state)
 {
     struct capture *c = *state;
@@ -425,6 +469,8 @@ int main(void)
         T(url_userinfo_inside_values_is_masked),
         T(secret_parameters_inside_values_are_masked),
         T(redaction_list_is_configurable),
+        T(a_rule_in_capitals_matches_any_case),
+        T(fields_the_caller_still_holds_are_not_changed),
         T(quotes_newlines_and_bad_utf8_are_escaped),
         T(fields_cannot_overwrite_fixed_keys),
         T(long_lines_are_written_whole),
