@@ -165,8 +165,8 @@ void hd_amqp_close(hd_amqp *a);
  * the same URL (a list: the next node first, round the list) with the same options, retrying with
  * capped exponential backoff and full jitter until it succeeds or stop (borrowed; NULL: retry
  * forever) is requested; a stop ends a backoff sleep at once. Returns 0 (connected; channel 1 open;
- * generation incremented), HD_EINTR when stopped, or HD_EURL/HD_EAUTH/HD_ECONFIG at once — retrying a
- * wrong password or an untrusted certificate never helps. */
+ * generation incremented), HD_EINTR when stopped, or HD_EURL/HD_EAUTH/HD_ECONFIG at once — retrying
+ * a wrong password or an untrusted certificate never helps. */
 int hd_amqp_reconnect(hd_amqp *a, const hd_stop *stop, hd_error *err);
 
 /* 1 while the connection is usable, 0 once it is known to be broken. */

@@ -4,9 +4,9 @@
  *   RabbitMQ on HD_AMQPS_URL: librabbitmq's SSL socket verifies peer and host name;
  * An unrelated CA (HD_TLS_WRONG_CA_FILE) is refused by each client.
  *
- * This proves the harness, not herald: it uses libpq and librabbitmq directly. (The SMTP sink stays plain:
- * see smtp_start in scripts/servers.sh.)
- * Without the variables the test fails (a missing server is a failure, never a skip). */
+ * This proves the harness, not herald: it uses libpq and librabbitmq directly. (The SMTP sink stays
+ * plain: see smtp_start in scripts/servers.sh.) Without the variables the test fails (a missing
+ * server is a failure, never a skip). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
