@@ -379,6 +379,33 @@ int hd_config_get_int(const hd_config *cfg, const char *key, int64_t def, int64_
     return HD_OK;
 }
 
+int hd_config_get_listen(const hd_config *cfg, const char *key, const char *def, char *host,
+                         size_t cap, uint16_t *port, hd_error *err)
+{
+    if (cfg == NULL || key == NULL || def == NULL || host == NULL || port == NULL)
+        return hd_error_set(err, HD_EINVAL, "hd_config_get_listen: NULL argument");
+    const char *s = hd_config_get(cfg, key, def);
+    if (*s == '\0')
+        s = def;
+    const char *colon = strrchr(s, ':');
+    const char *h = s;
+    size_t n = colon ? (size_t)(colon - s) : 0;
+    if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {
+        h++;
+        n -= 2;
+    }
+    char *end = NULL;
+    errno = 0;
+    long p = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (colon == NULL || n == 0 || n >= cap || end == colon + 1 || *end != '\0' || errno != 0 ||
+        p < 0 || p > 65535)
+        return hd_error_set(err, HD_ECONFIG, "%s: '%s' is not address:port (e.g. %s)", key, s, def);
+    memcpy(host, h, n);
+    host[n] = '\0';
+    *port = (uint16_t)p;
+    return HD_OK;
+}
+
 int hd_config_get_bool(const hd_config *cfg, const char *key, int def, int *out, hd_error *err)
 {
     static const char *const yes[] = {"true", "yes", "on", "1"};

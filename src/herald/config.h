@@ -97,6 +97,13 @@ const char *hd_config_source(const hd_config *cfg, const char *key);
 int hd_config_get_int(const hd_config *cfg, const char *key, int64_t def, int64_t min, int64_t max,
                       int64_t *out, hd_error *err);
 
+/* A listening address: "host:port" or "[v6]:port" (def when unset or empty) into host (a
+ * copy, without the brackets, cap bytes with its NUL) and *port in [0, 65535]. Returns 0 or
+ * HD_ECONFIG ("HD_USERS_LISTEN: 'x' is not address:port (e.g. 127.0.0.1:8081)"); host and
+ * *port are untouched on failure. Every service's HD_<SERVICE>_LISTEN goes through it. */
+int hd_config_get_listen(const hd_config *cfg, const char *key, const char *def, char *host,
+                         size_t cap, uint16_t *port, hd_error *err);
+
 /* true/false, yes/no, on/off, 1/0 (any case) into *out as 1 or 0; def when unset or
  * empty. Returns 0 or HD_ECONFIG ("HD_X: 'maybe' is not a boolean (true/false, yes/no,
  * on/off, 1/0)"). */

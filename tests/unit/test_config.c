@@ -236,6 +236,37 @@ static void integers_are_checked_with_clear_messages(void **state)
     hd_config_free(cfg);
 }
 
+static void listen_addresses_take_v4_v6_and_refuse_the_rest(void **state)
+{
+    (void)state;
+    hd_config *cfg = hd_config_new_empty();
+    hd_error err;
+    char host[16] = "untouched";
+    uint16_t port = 7;
+    assert_hd(HD_OK, hd_config_get_listen(cfg, "HD_X_LISTEN", "127.0.0.1:8081", host, sizeof host,
+                                          &port, &err));
+    assert_string_equal(host, "127.0.0.1"); /* unset: the default */
+    assert_int_equal(port, 8081);
+    hd_config_set(cfg, "HD_X_LISTEN", "[::1]:0");
+    assert_hd(HD_OK, hd_config_get_listen(cfg, "HD_X_LISTEN", "127.0.0.1:8081", host, sizeof host,
+                                          &port, &err));
+    assert_string_equal(host, "::1"); /* brackets dropped; port 0 = any free one */
+    assert_int_equal(port, 0);
+    static const char *const bad[] = {
+        "8081",     ":8081",      "[]:1",    "host:",
+        "host:80x", "host:65536", "host:-1", "a-very-long-host-name:1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        hd_config_set(cfg, "HD_X_LISTEN", bad[i]);
+        assert_hd(HD_ECONFIG, hd_config_get_listen(cfg, "HD_X_LISTEN", "127.0.0.1:8081", host,
+                                                   sizeof host, &port, &err));
+        assert_non_null(strstr(err.text, "HD_X_LISTEN"));
+        assert_non_null(strstr(err.text, "is not address:port (e.g. 127.0.0.1:8081)"));
+    }
+    assert_string_equal(host, "::1"); /* untouched on failure */
+    assert_int_equal(port, 0);
+    hd_config_free(cfg);
+}
+
 static void booleans_accept_the_usual_spellings(void **state)
 {
     (void)state;
@@ -354,6 +385,7 @@ int main(void)
         cmocka_unit_test(dotenv_buffer_reads_like_a_file),
         cmocka_unit_test(missing_files_explicit_fail_default_is_optional),
         cmocka_unit_test(integers_are_checked_with_clear_messages),
+        cmocka_unit_test(listen_addresses_take_v4_v6_and_refuse_the_rest),
         cmocka_unit_test(booleans_accept_the_usual_spellings),
         cmocka_unit_test(durations_need_a_unit_and_are_range_checked),
         cmocka_unit_test(help_lists_every_setting),

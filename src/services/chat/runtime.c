@@ -36,29 +36,6 @@ typedef struct service {
     hd_ratelimit *join_limit; /* NULL: HD_CHAT_RATE_JOIN=off */
 } service;
 
-/* "host:port" or "[v6]:port" into host (cap bytes) and port. */
-static int parse_listen(const char *s, char *host, size_t cap, uint16_t *port)
-{
-    const char *colon = strrchr(s, ':');
-    if (colon == NULL || colon == s)
-        return HD_ECONFIG;
-    const char *h = s;
-    size_t n = (size_t)(colon - s);
-    if (h[0] == '[' && n >= 2 && h[n - 1] == ']') {
-        h++;
-        n -= 2;
-    }
-    char *end;
-    errno = 0;
-    long p = strtol(colon + 1, &end, 10);
-    if (n == 0 || n >= cap || *end != '\0' || end == colon + 1 || errno || p < 0 || p > 65535)
-        return HD_ECONFIG;
-    memcpy(host, h, n);
-    host[n] = '\0';
-    *port = (uint16_t)p;
-    return 0;
-}
-
 /* HD_CHAT_ROOMS "general,random" into svc->rooms. */
 static int parse_rooms(service *svc, hd_error *err)
 {
@@ -181,9 +158,9 @@ static int start_http(service *svc, hd_error *err)
 {
     char host[128];
     uint16_t port;
-    const char *listen = hd_config_get(svc->cfg, "HD_CHAT_LISTEN", "127.0.0.1:8090");
-    if (parse_listen(listen, host, sizeof host, &port) < 0)
-        return hd_error_set(err, HD_ECONFIG, "HD_CHAT_LISTEN: '%s' is not address:port", listen);
+    if (hd_config_get_listen(svc->cfg, "HD_CHAT_LISTEN", "127.0.0.1:8090", host, sizeof host, &port,
+                             err) < 0)
+        return HD_ECONFIG;
     size_t max_body = 0, listeners = 0;
     int rc = read_size(svc->cfg, "HD_CHAT_MAX_BODY", 8192, 1 << 20, &max_body, err);
     if (rc == 0)

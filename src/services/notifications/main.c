@@ -110,30 +110,6 @@ static const char summary[] =
     "\n"
     "Exit codes: 0 stopped by SIGTERM/SIGINT; 1 run-time failure; 2 bad configuration.";
 
-/* "127.0.0.1:8082" or "[::1]:8082" into a numeric address (in buf) and a port. */
-static int parse_listen(const char *s, char *buf, size_t cap, uint16_t *port, hd_error *err)
-{
-    const char *colon = strrchr(s, ':');
-    const char *host = s;
-    size_t len = colon ? (size_t)(colon - s) : 0;
-    if (len >= 2 && s[0] == '[' && s[len - 1] == ']') {
-        host = s + 1;
-        len -= 2;
-    }
-    char *end = NULL;
-    long p = colon ? strtol(colon + 1, &end, 10) : -1;
-    if (colon == NULL || len == 0 || len >= cap || end == colon + 1 || *end != '\0' || p < 0 ||
-        p > 65535)
-        return hd_error_set(err, HD_ECONFIG,
-                            "HD_NOTIFICATIONS_LISTEN: '%s' is not address:port (e.g. "
-                            "127.0.0.1:8082)",
-                            s);
-    memcpy(buf, host, len);
-    buf[len] = '\0';
-    *port = (uint16_t)p;
-    return 0;
-}
-
 static int read_sender(const hd_config *cfg, notif_config *c, hd_error *err)
 {
     const char *sender = hd_config_get(cfg, "HD_SENDER", "");
@@ -272,8 +248,8 @@ static int read_settings(const hd_config *cfg, notif_config *c, char *addr, size
     int64_t v;
     int rc;
     memset(c, 0, sizeof *c);
-    if ((rc = parse_listen(hd_config_get(cfg, "HD_NOTIFICATIONS_LISTEN", "127.0.0.1:8082"), addr,
-                           cap, &c->listen_port, err)) < 0)
+    if ((rc = hd_config_get_listen(cfg, "HD_NOTIFICATIONS_LISTEN", "127.0.0.1:8082", addr, cap,
+                                   &c->listen_port, err)) < 0)
         return rc;
     c->listen_address = addr;
     c->database_url = hd_config_get(cfg, "HD_DATABASE_URL", "sqlite://notifications.db");
