@@ -61,7 +61,7 @@ show_request() {
 json_field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$SVC_DIR/body" "$1"; }
 
 printf '%sherald demo: one registration, end to end%s\n' "$BOLD" "$PLAIN"
-echo "broker $HD_AMQP_URL, mail sink $HD_SMTP_URL (maildir $HD_SMTP_MAILDIR)"
+echo "broker $(printf "%s" "$HD_AMQP_URL" | sed -E "s%//[^/]*@%//%g"), mail sink $HD_SMTP_URL (maildir $HD_SMTP_MAILDIR)"
 echo "binaries from $BUILD; databases and logs in $SVC_DIR (removed at the end)"
 
 # ---------------------------------------------------------------------------------------------

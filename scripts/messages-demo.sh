@@ -91,7 +91,9 @@ items() {
         json.dumps(i['metadata'], sort_keys=True)) for i in d['items'])"
 }
 
-echo "== messages demo $RUN: broker $HD_AMQP_URL, binaries from $BUILD"
+# The broker without its credentials: a password never reaches a terminal or a log.
+BROKER=$(printf '%s' "$HD_AMQP_URL" | sed -E 's#//[^/]*@#//#g')
+echo "== messages demo $RUN: broker $BROKER, binaries from $BUILD"
 psql "$HD_PG_URL" -XAtqc "CREATE DATABASE $DB" >/dev/null || fail "cannot create database $DB"
 DB_MADE=1
 echo "   database $DB (dropped at the end), admin token ${TOKEN:0:10}... (made for this run)"
