@@ -1,6 +1,8 @@
 /* bus.c — the bus interface: argument and lifecycle checks, then the method; see bus.h. */
 #include "herald/bus.h"
+#include "herald/bus_internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -149,4 +151,41 @@ hd_bus_state hd_bus_get_state(const hd_bus *bus)
 const char *hd_bus_name(const hd_bus *bus)
 {
     return bus->methods->name;
+}
+
+/* ---- for backends (bus_internal.h) ----------------------------------------------------- */
+
+int hd_bus_reg_copy(const hd_bus_registration *reg, const char *who, hd_bus_reg *out, hd_error *err)
+{
+    memset(out, 0, sizeof *out);
+    size_t qlen = strlen(reg->topic) + strlen(reg->consumer) + 2;
+    out->consumer = strdup(reg->consumer);
+    out->topic = strdup(reg->topic);
+    out->queue = malloc(qlen);
+    out->types = calloc(reg->n_types, sizeof *out->types);
+    int ok = out->consumer && out->topic && out->queue && out->types;
+    if (out->types != NULL) {
+        out->n_types = reg->n_types;
+        for (size_t i = 0; i < reg->n_types; i++)
+            ok &= (out->types[i] = strdup(reg->types[i])) != NULL;
+    }
+    if (!ok) {
+        hd_bus_reg_release(out);
+        return hd_error_set(err, HD_ENOMEM, "%s: register", who);
+    }
+    snprintf(out->queue, qlen, "%s.%s", reg->topic, reg->consumer);
+    out->handler = reg->handler;
+    out->ctx = reg->ctx;
+    return HD_OK;
+}
+
+void hd_bus_reg_release(hd_bus_reg *r)
+{
+    for (size_t i = 0; i < r->n_types; i++)
+        free(r->types[i]);
+    free(r->types);
+    free(r->queue);
+    free(r->topic);
+    free(r->consumer);
+    memset(r, 0, sizeof *r);
 }

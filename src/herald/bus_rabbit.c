@@ -1,5 +1,6 @@
 /* bus_rabbit.c — the integration event bus on RabbitMQ; see bus_rabbit.h. */
 #include "herald/bus_rabbit.h"
+#include "herald/bus_internal.h"
 
 #include "herald/clock.h"
 #include "herald/publisher.h"
@@ -11,14 +12,8 @@
 #include <string.h>
 
 typedef struct rabbit_reg {
-    char *consumer;
-    char *topic;
-    char *queue; /* "<topic>.<consumer>" */
-    char **types;
-    size_t n_types;
-    hd_consume_fn handler;
-    void *ctx;
-    hd_consumer *c; /* while started */
+    hd_bus_reg base; /* first: the owned copy of the registration (bus_internal.h) */
+    hd_consumer *c;  /* while started */
 } rabbit_reg;
 
 typedef struct rabbit_bus {
@@ -43,24 +38,14 @@ static rabbit_bus *as_rabbit(hd_bus *bus)
     return (bus != NULL && bus->methods == &rabbit_methods) ? (rabbit_bus *)bus : NULL;
 }
 
-static void reg_free(rabbit_reg *r)
-{
-    for (size_t i = 0; i < r->n_types; i++)
-        free(r->types[i]);
-    free(r->types);
-    free(r->queue);
-    free(r->topic);
-    free(r->consumer);
-}
-
 /* ---- methods -------------------------------------------------------------------------- */
 
 static int rb_add_consumer(hd_bus *bus, const hd_bus_registration *reg, hd_error *err)
 {
     rabbit_bus *b = (rabbit_bus *)bus;
     for (size_t i = 0; i < b->n_regs; i++)
-        if (strcmp(b->regs[i].consumer, reg->consumer) == 0 &&
-            strcmp(b->regs[i].topic, reg->topic) == 0)
+        if (strcmp(b->regs[i].base.consumer, reg->consumer) == 0 &&
+            strcmp(b->regs[i].base.topic, reg->topic) == 0)
             return hd_error_set(err, HD_EEXIST, "consumer '%s' is already registered on '%s'",
                                 reg->consumer, reg->topic);
     size_t qlen = strlen(reg->topic) + strlen(reg->consumer) + 2;
@@ -73,23 +58,9 @@ static int rb_add_consumer(hd_bus *bus, const hd_bus_registration *reg, hd_error
     b->regs = grown;
     rabbit_reg *r = &b->regs[b->n_regs];
     memset(r, 0, sizeof *r);
-    r->consumer = strdup(reg->consumer);
-    r->topic = strdup(reg->topic);
-    r->queue = malloc(qlen);
-    r->types = calloc(reg->n_types, sizeof *r->types);
-    int ok = r->consumer && r->topic && r->queue && r->types;
-    if (r->types != NULL) {
-        r->n_types = reg->n_types;
-        for (size_t i = 0; i < reg->n_types; i++)
-            ok &= (r->types[i] = strdup(reg->types[i])) != NULL;
-    }
-    if (!ok) {
-        reg_free(r);
-        return hd_error_set(err, HD_ENOMEM, "rabbitmq bus: register");
-    }
-    snprintf(r->queue, qlen, "%s.%s", reg->topic, reg->consumer);
-    r->handler = reg->handler;
-    r->ctx = reg->ctx;
+    int rc = hd_bus_reg_copy(reg, "rabbitmq bus", &r->base, err);
+    if (rc < 0)
+        return rc;
     b->n_regs++;
     return HD_OK;
 }
@@ -112,16 +83,17 @@ static int rb_shutdown(hd_bus *bus, hd_error *err)
 /* The exchange of a topic, the consumer's queue with its retry topology, its bindings. */
 static int declare_reg(rabbit_bus *b, const rabbit_reg *r, hd_error *err)
 {
-    hd_exchange_spec ex = {.name = r->topic,
+    hd_exchange_spec ex = {.name = r->base.topic,
                            .type = b->opts.direct_exchange ? HD_EXCHANGE_DIRECT : HD_EXCHANGE_TOPIC,
                            .durable = 1};
     int rc = hd_exchange_declare(b->conn, &ex, err);
     if (rc < 0)
         return rc;
-    if ((rc = hd_consumer_declare(b->conn, r->queue, &b->policy, err)) < 0)
+    if ((rc = hd_consumer_declare(b->conn, r->base.queue, &b->policy, err)) < 0)
         return rc;
-    for (size_t i = 0; i < r->n_types; i++) {
-        hd_binding_spec bind = {.queue = r->queue, .exchange = r->topic, .key = r->types[i]};
+    for (size_t i = 0; i < r->base.n_types; i++) {
+        hd_binding_spec bind = {
+            .queue = r->base.queue, .exchange = r->base.topic, .key = r->base.types[i]};
         if ((rc = hd_queue_bind(b->conn, &bind, err)) < 0)
             return rc;
     }
@@ -141,9 +113,9 @@ static int rb_startup(hd_bus *bus, hd_error *err)
         if ((rc = declare_reg(b, r, err)) < 0)
             goto fail;
         hd_consumer_options o = {
-            .queue = r->queue,
-            .handler = r->handler,
-            .ctx = r->ctx,
+            .queue = r->base.queue,
+            .handler = r->base.handler,
+            .ctx = r->base.ctx,
             .prefetch = b->opts.prefetch,
             .retry = &b->policy,
             .registry = b->opts.registry,
@@ -235,7 +207,7 @@ static void rb_destroy(hd_bus *bus)
 {
     rabbit_bus *b = (rabbit_bus *)bus;
     for (size_t i = 0; i < b->n_regs; i++)
-        reg_free(&b->regs[i]);
+        hd_bus_reg_release(&b->regs[i].base);
     free(b->regs);
     free(b->url);
     free(b->connection_name);
@@ -322,13 +294,13 @@ int hd_bus_rabbit_undeclare(hd_bus *bus, hd_error *err)
     int first = 0;
     hd_error one;
     for (size_t i = 0; i < b->n_regs; i++) {
-        rc = hd_consumer_undeclare(a, b->regs[i].queue, &b->policy, &one);
+        rc = hd_consumer_undeclare(a, b->regs[i].base.queue, &b->policy, &one);
         if (rc < 0 && first == 0) {
             first = rc;
             if (err)
                 *err = one;
         }
-        rc = hd_exchange_delete(a, b->regs[i].topic, &one);
+        rc = hd_exchange_delete(a, b->regs[i].base.topic, &one);
         if (rc < 0 && first == 0) {
             first = rc;
             if (err)
@@ -344,7 +316,8 @@ hd_consumer *hd_bus_rabbit_consumer(hd_bus *bus, const char *consumer, const cha
 {
     rabbit_bus *b = as_rabbit(bus);
     for (size_t i = 0; b && i < b->n_regs; i++)
-        if (strcmp(b->regs[i].consumer, consumer) == 0 && strcmp(b->regs[i].topic, topic) == 0)
+        if (strcmp(b->regs[i].base.consumer, consumer) == 0 &&
+            strcmp(b->regs[i].base.topic, topic) == 0)
             return b->regs[i].c;
     return NULL;
 }

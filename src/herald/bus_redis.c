@@ -1,5 +1,6 @@
 /* bus_redis.c — the integration event bus on Redis pub/sub (hiredis 0.14); see bus_redis.h. */
 #include "herald/bus_redis.h"
+#include "herald/bus_internal.h"
 
 #include "herald/backoff.h"
 #include "herald/clock.h"
@@ -381,14 +382,8 @@ int hd_bus_redis_frame_decode(const void *data, size_t len, hd_bus_redis_frame *
 /* ---- the bus -------------------------------------------------------------------------------- */
 
 typedef struct redis_reg {
-    char *consumer;
-    char *topic;
-    char *queue; /* "<topic>.<consumer>", what hd_delivery.queue shows, as on the other buses */
-    char **types;
-    size_t n_types;
-    int wildcard; /* some type has a wildcard: the topic's pattern is subscribed */
-    hd_consume_fn handler;
-    void *ctx;
+    hd_bus_reg base; /* first: the owned copy of the registration (bus_internal.h) */
+    int wildcard;    /* some type has a wildcard: the topic's pattern is subscribed */
 } redis_reg;
 
 /* The counts, atomic: send may run on one thread while poll runs on another (bus_redis.h,
@@ -423,16 +418,6 @@ static const hd_bus_methods redis_methods;
 static redis_bus *as_redis(const hd_bus *bus)
 {
     return (bus != NULL && bus->methods == &redis_methods) ? (redis_bus *)bus : NULL;
-}
-
-static void reg_free(redis_reg *r)
-{
-    for (size_t i = 0; i < r->n_types; i++)
-        free(r->types[i]);
-    free(r->types);
-    free(r->queue);
-    free(r->topic);
-    free(r->consumer);
 }
 
 static struct timeval tv_ms(int ms)
@@ -503,8 +488,8 @@ static int subscribe_all(redis_bus *b, hd_error *err)
     size_t n_chan = 0, n_pat = 0;
     for (size_t i = 0; i < b->n_regs; i++) {
         n_pat += b->regs[i].wildcard;
-        for (size_t k = 0; k < b->regs[i].n_types; k++)
-            n_chan += !is_wildcard(b->regs[i].types[k]);
+        for (size_t k = 0; k < b->regs[i].base.n_types; k++)
+            n_chan += !is_wildcard(b->regs[i].base.types[k]);
     }
     char **names = calloc(n_chan + n_pat + 2, sizeof *names);
     const char **argv = calloc(n_chan + n_pat + 2, sizeof *argv);
@@ -517,25 +502,25 @@ static int subscribe_all(redis_bus *b, hd_error *err)
     size_t nc = 0, np = 0;
     for (size_t i = 0; i < b->n_regs && rc == HD_OK; i++) {
         redis_reg *r = &b->regs[i];
-        for (size_t k = 0; k < r->n_types && rc == HD_OK; k++) {
-            if (is_wildcard(r->types[k]))
+        for (size_t k = 0; k < r->base.n_types && rc == HD_OK; k++) {
+            if (is_wildcard(r->base.types[k]))
                 continue;
-            size_t cap = strlen(r->topic) + strlen(r->types[k]) + 2;
+            size_t cap = strlen(r->base.topic) + strlen(r->base.types[k]) + 2;
             if ((names[nc] = malloc(cap)) == NULL)
                 rc = hd_error_set(err, HD_ENOMEM, "redis bus: subscribe");
             else
-                (void)hd_bus_redis_channel(r->topic, r->types[k], names[nc++], cap);
+                (void)hd_bus_redis_channel(r->base.topic, r->base.types[k], names[nc++], cap);
         }
         if (r->wildcard && rc == HD_OK) {
             /* "<topic>:*" with the topic's glob characters escaped: every type of the topic,
              * which the bus then filters with the registration's RabbitMQ-style wildcards. */
-            char *p = malloc(2 * strlen(r->topic) + 3);
+            char *p = malloc(2 * strlen(r->base.topic) + 3);
             if (p == NULL) {
                 rc = hd_error_set(err, HD_ENOMEM, "redis bus: subscribe");
                 break;
             }
             size_t o = 0;
-            for (const char *t = r->topic; *t; t++) {
+            for (const char *t = r->base.topic; *t; t++) {
                 if (strchr("*?[]\\", *t))
                     p[o++] = '\\';
                 p[o++] = *t;
@@ -620,8 +605,8 @@ static int rd_add_consumer(hd_bus *bus, const hd_bus_registration *reg, hd_error
 {
     redis_bus *b = (redis_bus *)bus;
     for (size_t i = 0; i < b->n_regs; i++)
-        if (strcmp(b->regs[i].consumer, reg->consumer) == 0 &&
-            strcmp(b->regs[i].topic, reg->topic) == 0)
+        if (strcmp(b->regs[i].base.consumer, reg->consumer) == 0 &&
+            strcmp(b->regs[i].base.topic, reg->topic) == 0)
             return hd_error_set(err, HD_EEXIST, "consumer '%s' is already registered on '%s'",
                                 reg->consumer, reg->topic);
     redis_reg *grown = realloc(b->regs, (b->n_regs + 1) * sizeof *grown);
@@ -630,27 +615,12 @@ static int rd_add_consumer(hd_bus *bus, const hd_bus_registration *reg, hd_error
     b->regs = grown;
     redis_reg *r = &b->regs[b->n_regs];
     memset(r, 0, sizeof *r);
-    size_t qlen = strlen(reg->topic) + strlen(reg->consumer) + 2;
-    r->consumer = strdup(reg->consumer);
-    r->topic = strdup(reg->topic);
-    r->queue = malloc(qlen);
-    r->types = calloc(reg->n_types, sizeof *r->types);
-    int ok = r->consumer && r->topic && r->queue && r->types;
-    if (r->types != NULL) {
-        r->n_types = reg->n_types;
-        for (size_t i = 0; i < reg->n_types; i++) {
-            ok &= (r->types[i] = strdup(reg->types[i])) != NULL;
-            if (r->types[i] != NULL && is_wildcard(r->types[i]))
-                r->wildcard = 1;
-        }
-    }
-    if (!ok) {
-        reg_free(r);
-        return hd_error_set(err, HD_ENOMEM, "redis bus: register");
-    }
-    snprintf(r->queue, qlen, "%s.%s", reg->topic, reg->consumer);
-    r->handler = reg->handler;
-    r->ctx = reg->ctx;
+    int rc = hd_bus_reg_copy(reg, "redis bus", &r->base, err);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < r->base.n_types; i++)
+        if (is_wildcard(r->base.types[i]))
+            r->wildcard = 1;
     b->n_regs++;
     return HD_OK;
 }
@@ -740,8 +710,8 @@ static hd_consume_result call(redis_bus *b, const redis_reg *r, const char *type
     hd_delivery d = {
         .body = f->body,
         .body_len = f->len,
-        .queue = r->queue,
-        .exchange = r->topic,
+        .queue = r->base.queue,
+        .exchange = r->base.topic,
         .routing_key = type,
         .message_id = id,
         .correlation_id = f->correlation_id[0] ? f->correlation_id : NULL,
@@ -753,7 +723,7 @@ static hd_consume_result call(redis_bus *b, const redis_reg *r, const char *type
         .reason_buf = reason,
     };
     count(&b->counts.delivered);
-    hd_consume_result v = r->handler(r->ctx, &d);
+    hd_consume_result v = r->base.handler(r->base.ctx, &d);
     if (v == HD_CONSUME_OK)
         count(&b->counts.handled);
     else
@@ -763,16 +733,16 @@ static hd_consume_result call(redis_bus *b, const redis_reg *r, const char *type
 
 static int reg_has_exact(const redis_reg *r, const char *type)
 {
-    for (size_t k = 0; k < r->n_types; k++)
-        if (!is_wildcard(r->types[k]) && strcmp(r->types[k], type) == 0)
+    for (size_t k = 0; k < r->base.n_types; k++)
+        if (!is_wildcard(r->base.types[k]) && strcmp(r->base.types[k], type) == 0)
             return 1;
     return 0;
 }
 
 static int reg_has_match(const redis_reg *r, const char *type)
 {
-    for (size_t k = 0; k < r->n_types; k++)
-        if (is_wildcard(r->types[k]) && hd_bus_redis_type_matches(r->types[k], type))
+    for (size_t k = 0; k < r->base.n_types; k++)
+        if (is_wildcard(r->base.types[k]) && hd_bus_redis_type_matches(r->base.types[k], type))
             return 1;
     return 0;
 }
@@ -805,8 +775,8 @@ static int dispatch(redis_bus *b, const redisReply *m)
     int decoded = 0, calls = 0;
     for (size_t i = 0; i < b->n_regs; i++) {
         redis_reg *r = &b->regs[i];
-        size_t tl = strlen(r->topic);
-        if (ch->len <= tl + 1 || memcmp(ch->str, r->topic, tl) != 0 || ch->str[tl] != ':')
+        size_t tl = strlen(r->base.topic);
+        if (ch->len <= tl + 1 || memcmp(ch->str, r->base.topic, tl) != 0 || ch->str[tl] != ':')
             continue;
         const char *type = ch->str + tl + 1;
         int wanted =
@@ -923,7 +893,7 @@ static void rd_destroy(hd_bus *bus)
 {
     redis_bus *b = (redis_bus *)bus;
     for (size_t i = 0; i < b->n_regs; i++)
-        reg_free(&b->regs[i]);
+        hd_bus_reg_release(&b->regs[i].base);
     free(b->regs);
     /* the password lives in the struct: wipe it before the memory goes back */
     memset(&b->url, 0, sizeof b->url);
