@@ -193,6 +193,8 @@ def e2e_rows(t, d, status):
         t.add("raw_chain_broker_cpu_us", "raw chain: broker CPU per event",
               "%s µs (bench %s µs)" % (us(rc["broker_cpu_us_per_message"]), us(bench_us)),
               NONE, NONE, rc["broker_cpu_us_per_message"], None, b, status, "us")
+    else:
+        t.not_run("raw_chain_broker_cpu_us", "raw chain: broker CPU per event", NONE, b, status)
     # latency, every run
     runs = get(d, "latency_runs")
     runs = runs if isinstance(runs, list) else []
