@@ -559,7 +559,8 @@ def main(argv=None):
                    "targets": TARGETS, "commands": args.command,
                    "benches": {PROGRAMS[k]: {"status": s, "error": e, "file": p}
                                for k, (s, e, p) in benches.items()},
-                   "figures": t.rows, "notes": t.notes}
+                   "figures": [{k: v for k, v in r.items() if k != "plot"} for r in t.rows],
+                   "notes": t.notes}
         with open(os.path.join(out_dir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2, ensure_ascii=False)
             f.write("\n")
