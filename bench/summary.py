@@ -75,6 +75,11 @@ def us(x):
     return "{:,.0f}".format(x) if num(x) else "?"
 
 
+def ms(x):
+    """12.3 below 100, 1,234 above."""
+    return ("%.1f" % x if abs(x) < 100 else "{:,.0f}".format(x)) if num(x) else "?"
+
+
 def mib(kb):
     return kb / 1024.0 if num(kb) and kb > 0 else None
 
@@ -229,7 +234,7 @@ def e2e_rows(t, d, status):
                 verdict = NA
         if why:
             verdict += " (" + "; ".join(why) + ")"
-        measured = " / ".join("%.1f" % p for p in p99s) + " ms"
+        measured = " / ".join(ms(p) for p in p99s) + " ms"
         # A run that kept less than 90 % of the offered rate was not under the target's
         # condition (the bench could not commit fast enough: a busy machine).
         achieved = [get(x, "achieved_per_s") for x in runs]
@@ -315,7 +320,7 @@ def http_rows(t, d, status):
     def phase_text(k):
         p = get(ph, k) or {}
         return "%s/s, %s ms, %s µs" % (
-            th(p.get("rate_per_s")), "%.1f" % p["p99_ms"] if num(p.get("p99_ms")) else "?",
+            th(p.get("rate_per_s")), ms(p.get("p99_ms")),
             us(p.get("server_cpu_us_per_request")))
 
     for key, figure, k, m, ratio in (
