@@ -16,7 +16,13 @@
 
 int bench_broker_open(const char *url, hd_amqp **admin, char *version, size_t cap, hd_error *err)
 {
-    hd_amqp_options ao = {.connection_name = "bench admin"};
+    /* No heartbeats: the admin connection idles through whole phases (minutes on a loaded
+     * machine), and librabbitmq only answers heartbeats inside a call. With them the broker
+     * closed it ("missed heartbeats from client"), the teardown was skipped, and the run's
+     * queues stayed behind: its notification_sent sink, still bound to the shared
+     * "notifications" exchange, then took (and persisted) every notification_sent of every
+     * later run, adding its own cost to their broker CPU per event (issue 14). */
+    hd_amqp_options ao = {.connection_name = "bench admin", .heartbeat_s = -1};
     snprintf(version, cap, "?");
     int rc = hd_amqp_open(url, &ao, admin, err);
     if (rc < 0)
