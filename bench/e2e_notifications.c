@@ -646,22 +646,9 @@ static int fill_outbox(hd_store *s, size_t n, events *es, hd_error *err)
 
 /* ---- the services (tests/support/hd_proc: start, readiness, stop, exit status, log) ------- */
 
-/* A service of the pipeline. hd_proc does the supervising; the bench adds the peak RSS it
- * samples itself (VmHWM, just before SIGTERM: wait4's ru_maxrss also counts what the exit
- * path touches). */
-typedef struct child {
-    const char *name;
-    hd_proc *proc; /* NULL until started */
-    long vmhwm_kb; /* just before SIGTERM; -1 when not sampled */
-    /* What the RSS was made of at that moment (/proc/<pid>/status): anonymous memory (heap,
-     * stacks, arenas: the process's own), file pages (shared libraries, mostly shared with
-     * every other process using them), and the thread count (a stack each). */
-    long rss_kb, anon_kb, file_kb, threads;
-    hd_proc_usage u; /* wait4 (maxrss_kb, cpu_s) and SIGTERM -> exit (stop_ms), once stopped */
-} child;
-
-/* For the Ctrl-C handler: the services started, stopped in reverse order. */
-static child *children[2];
+/* A service of the pipeline: bench_service (bench/common/proc_stats.h) starts it and, at the
+ * stop, samples its peak RSS and what the RSS was made of. */
+typedef bench_service child;
 
 /* NAME=value into buf; -1 when it does not fit (a setting is never cut short). */
 static int setting(char *buf, size_t cap, const char *fmt, ...)
@@ -671,51 +658,6 @@ static int setting(char *buf, size_t cap, const char *fmt, ...)
     int n = vsnprintf(buf, cap, fmt, ap);
     va_end(ap);
     return n < 0 || (size_t)n >= cap ? -1 : 0;
-}
-
-/* Start exe in cwd (no ./.env of the caller applies there) with this process's environment
- * less every HD_* setting (a sourced env file, a developer's HD_LOG_LEVEL) plus exactly the
- * settings in env; stdout and stderr to log. */
-static int child_start(child *c, const char *name, const char *exe, const char *const *env,
-                       const char *cwd, const char *log, hd_error *err)
-{
-    const char *argv[] = {exe, NULL};
-    hd_proc_options o = {.argv = argv,
-                         .env = env,
-                         .env_drop_prefix = "HD_",
-                         .cwd = cwd,
-                         .log_path = log,
-                         .name = name};
-    c->name = name;
-    c->vmhwm_kb = c->rss_kb = c->anon_kb = c->file_kb = c->threads = -1;
-    hd_proc_usage_get(NULL, &c->u);
-    return hd_proc_start(&o, &c->proc, err);
-}
-
-/* Peak RSS now, then SIGTERM and wait (SIGKILL after STOP_TIMEOUT_MS). Returns 0 when it
- * exited 0, else hd_proc_stop's code (HD_ETIMEOUT: it needed the SIGKILL). */
-static int child_stop(child *c, hd_error *err)
-{
-    if (c->proc == NULL)
-        return hd_error_set(err, HD_EINVAL, "not started");
-    if (hd_proc_running(c->proc)) {
-        pid_t pid = hd_proc_pid(c->proc);
-        c->vmhwm_kb = bench_proc_status_kb(pid, "VmHWM");
-        c->rss_kb = bench_proc_status_kb(pid, "VmRSS");
-        c->anon_kb = bench_proc_status_kb(pid, "RssAnon");
-        c->file_kb = bench_proc_status_kb(pid, "RssFile");
-        c->threads = bench_proc_status_kb(pid, "Threads");
-    }
-    int rc = hd_proc_stop(c->proc, STOP_TIMEOUT_MS, err);
-    hd_proc_usage_get(c->proc, &c->u);
-    return rc;
-}
-
-static void stop_all(void)
-{
-    for (int i = 1; i >= 0; i--)
-        if (children[i] != NULL && children[i]->proc != NULL)
-            child_stop(children[i], NULL);
 }
 
 /* ---- reading the databases (read-only, from outside the services) ------------------------ */
@@ -992,10 +934,10 @@ static int start_notifications(run *r, hd_error *err)
                          tpl,
                          "HD_LOG_LEVEL=info",
                          NULL};
-    int rc = child_start(&r->notif, "herald-notifications", r->notif_exe, env, r->dir, log, err);
+    int rc =
+        bench_service_start(&r->notif, "herald-notifications", r->notif_exe, env, r->dir, log, err);
     if (rc < 0)
         return rc;
-    children[1] = &r->notif;
     /* Up when its log says where it listens and /health answers 200 (the consumer is
      * open: its queue is declared and bound). */
     int64_t t0 = hd_clock_ms();
@@ -1021,10 +963,7 @@ static int start_relay(run *r, hd_error *err)
         return hd_error_set(err, HD_EINVAL, "herald-relay: a setting is too long");
     const char *env[] = {
         url, amqp, exchange, batch, poll, "HD_RELAY_ID=bench-relay", "HD_LOG_LEVEL=info", NULL};
-    int rc = child_start(&r->relay, "herald-relay", r->relay_exe, env, r->dir, log, err);
-    if (rc == 0)
-        children[0] = &r->relay;
-    return rc;
+    return bench_service_start(&r->relay, "herald-relay", r->relay_exe, env, r->dir, log, err);
 }
 
 static int both_alive(run *r, hd_error *err)
@@ -1569,12 +1508,13 @@ static json_t *raw_json(const raw_result *x, const char *label)
 {
     if (!x->s.ran)
         return json_null();
-    json_t *o = json_pack("{s:s, s:f, s:f, s:f, s:I, s:f, s:f, s:f}", "label", label, "rate_per_s",
-                          x->s.rate, "min_rate_per_s", x->s.rate, "max_rate_per_s", x->s.rate,
-                          "messages", (json_int_t)x->s.messages, "seconds", x->s.seconds,
-                          "bench_cpu_share", x->s.seconds > 0 ? x->s.bench_cpu / x->s.seconds : 0.0,
-                          "machine_cpu_busy", x->s.machine);
     /* min = max = the one measurement: the shape plot.sh reads. */
+    json_t *o =
+        bench_results_phase(label, x->s.rate, x->s.rate, x->s.rate,
+                            json_pack("{s:I, s:f, s:f, s:f}", "messages", (json_int_t)x->s.messages,
+                                      "seconds", x->s.seconds, "bench_cpu_share",
+                                      x->s.seconds > 0 ? x->s.bench_cpu / x->s.seconds : 0.0,
+                                      "machine_cpu_busy", x->s.machine));
     if (o != NULL) {
         json_object_set_new(o, "cpu_share", probe_json(&x->cpu));
         json_object_set_new(o, "broker_cpu_us_per_message",
@@ -1641,13 +1581,12 @@ static int write_json(const char *path, const run *r, const hd_proc_log_counts *
                         raw_json(&r->raw_chain, "raw chain (event publish+confirm, consume+ack, "
                                                 "notification_sent publish+confirm, consume+ack)"));
     if (r->tp_ran) {
-        json_t *e2e =
-            json_pack("{s:s, s:f, s:f, s:f, s:I, s:f, s:f, s:f, s:f}", "label",
-                      "end to end: outbox -> relay -> broker -> notifications", "rate_per_s",
-                      r->tp_rate, "min_rate_per_s", r->tp_rate, "max_rate_per_s", r->tp_rate,
-                      "messages", (json_int_t)cfg->o.count, "seconds", r->tp_seconds,
-                      "seconds_polled", r->tp_seconds_polled, "first_sent_after_s",
-                      r->tp_first_sent_s, "notification_sent_published_after_s", r->tail_s);
+        json_t *e2e = bench_results_phase(
+            "end to end: outbox -> relay -> broker -> notifications", r->tp_rate, r->tp_rate,
+            r->tp_rate,
+            json_pack("{s:I, s:f, s:f, s:f, s:f}", "messages", (json_int_t)cfg->o.count, "seconds",
+                      r->tp_seconds, "seconds_polled", r->tp_seconds_polled, "first_sent_after_s",
+                      r->tp_first_sent_s, "notification_sent_published_after_s", r->tail_s));
         json_object_set_new(e2e, "cpu_share", probe_json(&r->tp_cpu));
         json_t *per = json_object();
         double total = 0;
@@ -1760,11 +1699,7 @@ static int write_json(const char *path, const run *r, const hd_proc_log_counts *
                   (json_int_t)t->matched, "duplicates", (json_int_t)t->duplicates));
     json_object_set_new(root, "lost", json_integer((json_int_t)t->lost));
     json_object_set_new(root, "undelivered", json_integer((json_int_t)t->undelivered));
-    json_object_set_new(root, "error", failure && *failure ? json_string(failure) : json_null());
-    json_object_set_new(root, "ok", json_boolean(t->lost == 0 && !(failure && *failure)));
-    int rc = bench_results_write(root, path, PROG);
-    json_decref(root);
-    return rc;
+    return bench_results_finish(root, failure, t->lost == 0, path, PROG);
 }
 
 /* ---- files ------------------------------------------------------------------------------ */
@@ -1778,26 +1713,6 @@ static int is_dir(const char *p)
 static int is_exe(const char *p)
 {
     return access(p, X_OK) == 0;
-}
-
-/* The first DIR/templates holding email_verification.subject, DIR = start and its parents. */
-static int find_templates(const char *start, char *out, size_t cap)
-{
-    char dir[4096];
-    if (realpath(start, dir) == NULL)
-        return -1;
-    for (;;) {
-        char probe[4200];
-        snprintf(probe, sizeof probe, "%s/templates/email_verification.subject", dir);
-        if (access(probe, R_OK) == 0) {
-            snprintf(out, cap, "%s/templates", dir);
-            return 0;
-        }
-        char *slash = strrchr(dir, '/');
-        if (slash == NULL || slash == dir)
-            return -1;
-        *slash = '\0';
-    }
 }
 
 static void remove_workdir(const char *dir)
@@ -1818,7 +1733,7 @@ static void on_fatal_signal(int sig)
 {
     /* Ctrl-C: the services (same process group) got it too; let them finish, then go. */
     signal(sig, SIG_DFL);
-    stop_all();
+    bench_service_stop_all(STOP_TIMEOUT_MS);
     raise(sig);
 }
 
@@ -1875,8 +1790,8 @@ int main(int argc, char **argv)
             fprintf(stderr, PROG ": templates directory %s not found\n", tpl);
             return 2;
         }
-    } else if (find_templates(bindir, r->templates, sizeof r->templates) < 0 &&
-               find_templates(".", r->templates, sizeof r->templates) < 0) {
+    } else if (bench_find_templates(bindir, r->templates, sizeof r->templates) < 0 &&
+               bench_find_templates(".", r->templates, sizeof r->templates) < 0) {
         fprintf(stderr, PROG ": cannot find templates/ above %s or here: pass --templates\n",
                 bindir);
         return 2;
@@ -2007,7 +1922,7 @@ done:
     for (int i = 0; i < 2; i++) {
         if (cs[i]->proc == NULL)
             continue;
-        int rc = child_stop(cs[i], &err);
+        int rc = bench_service_stop(cs[i], STOP_TIMEOUT_MS, &err);
         if (rc == HD_ETIMEOUT)
             fprintf(stderr, "%s: %s\n", PROG, err.text);
         if (rc < 0 && failure[0] == '\0') {
@@ -2017,7 +1932,6 @@ done:
         }
         hd_proc_log_scan(cs[i]->proc, &logs[i], NULL);
     }
-    children[0] = children[1] = NULL;
 
     int completed = failure[0] == '\0'; /* every phase ran to its end */
     if (r->es.n > 0 && r->ro_notif != NULL && r->ro_users != NULL) {

@@ -400,52 +400,23 @@ static int write_file(const char *path, const char *fmt, ...)
 
 /* ---- services --------------------------------------------------------------------------- */
 
-static hd_proc *services[2];
-
-static int start_service(const char *name, const char *exe, const char *const *env, const char *dir,
-                         hd_proc **out, hd_error *err)
+/* A service started (bench_service: bench/common/proc_stats.h) and up: its /health answers. */
+static int start_service(bench_service *s, const char *name, const char *exe,
+                         const char *const *env, const char *dir, hd_error *err)
 {
     char log[4200];
     snprintf(log, sizeof log, "%s/%s.log", dir, name);
-    const char *argv[] = {exe, NULL};
-    hd_proc_options o = {.argv = argv,
-                         .env = env,
-                         .env_drop_prefix = "HD_",
-                         .cwd = dir,
-                         .log_path = log,
-                         .name = name};
-    int rc = hd_proc_start(&o, out, err);
+    int rc = bench_service_start(s, name, exe, env, dir, log, err);
     if (rc == 0)
-        rc = hd_proc_wait_health(*out, START_TIMEOUT_MS, err);
+        rc = hd_proc_wait_health(s->proc, START_TIMEOUT_MS, err);
     return rc;
 }
 
 static void on_signal(int sig)
 {
     signal(sig, SIG_DFL);
-    for (int i = 0; i < 2; i++)
-        if (services[i] != NULL)
-            hd_proc_stop(services[i], STOP_TIMEOUT_MS, NULL);
+    bench_service_stop_all(STOP_TIMEOUT_MS);
     raise(sig);
-}
-
-static int find_templates(const char *start, char *out, size_t cap)
-{
-    char dir[4096];
-    if (realpath(start, dir) == NULL)
-        return -1;
-    for (;;) {
-        char probe[4200];
-        snprintf(probe, sizeof probe, "%s/templates/email_verification.subject", dir);
-        if (access(probe, R_OK) == 0) {
-            snprintf(out, cap, "%s/templates", dir);
-            return 0;
-        }
-        char *slash = strrchr(dir, '/');
-        if (slash == NULL || slash == dir)
-            return -1;
-        *slash = '\0';
-    }
 }
 
 /* The queues herald-notifications declared (its work queue, its retry tiers and DLQ) and the
@@ -564,8 +535,8 @@ int main(int argc, char **argv)
             fprintf(stderr, PROG ": templates directory %s not found\n", tpl);
             return 2;
         }
-    } else if (find_templates(bindir, templates, sizeof templates) < 0 &&
-               find_templates(".", templates, sizeof templates) < 0) {
+    } else if (bench_find_templates(bindir, templates, sizeof templates) < 0 &&
+               bench_find_templates(".", templates, sizeof templates) < 0) {
         fprintf(stderr, PROG ": cannot find templates/: pass --templates\n");
         return 2;
     }
@@ -605,7 +576,8 @@ int main(int argc, char **argv)
     hd_error err;
     hd_error_clear(&err);
     char failure[HD_ERROR_TEXT_MAX + 200] = "";
-    hd_proc *users = NULL, *notif = NULL;
+    /* vmhwm_kb: -1 (not sampled) until stopped; .proc NULL until started */
+    bench_service users = {.vmhwm_kb = -1}, notif = {.vmhwm_kb = -1};
     minimal mget = {0}, mpost = {0};
     load runs[NPH][MAX_ROUNDS];
     memset(runs, 0, sizeof runs);
@@ -650,17 +622,15 @@ int main(int argc, char **argv)
                           "HD_NOTIFICATIONS_LISTEN=127.0.0.1:0",
                           "HD_LOG_LEVEL=info",
                           NULL};
-    if (start_service("herald-users", users_exe, uenv, dir, &users, &err) < 0) {
+    if (start_service(&users, "herald-users", users_exe, uenv, dir, &err) < 0) {
         snprintf(failure, sizeof failure, "herald-users: %s", err.text);
         goto done;
     }
-    services[0] = users;
-    if (start_service("herald-notifications", notif_exe, nenv, dir, &notif, &err) < 0) {
+    if (start_service(&notif, "herald-notifications", notif_exe, nenv, dir, &err) < 0) {
         snprintf(failure, sizeof failure, "herald-notifications: %s", err.text);
         goto done;
     }
-    services[1] = notif;
-    int uport = hd_proc_port(users), nport = hd_proc_port(notif);
+    int uport = hd_proc_port(users.proc), nport = hd_proc_port(notif.proc);
     fprintf(stderr, "herald-users on port %d, herald-notifications on port %d; work directory %s\n",
             uport, nport, dir);
 
@@ -758,21 +728,21 @@ int main(int argc, char **argv)
         if (run_wrk(&cfg, u_min_get, s_get, cfg.connections, cfg.seconds, BENCH_PROBE_SELF,
                     &runs[P_MIN_GET][k], what) < 0)
             goto wrk_failed;
-        if (run_wrk(&cfg, u_get, s_get, cfg.connections, cfg.seconds, hd_proc_pid(users),
+        if (run_wrk(&cfg, u_get, s_get, cfg.connections, cfg.seconds, hd_proc_pid(users.proc),
                     &runs[P_GET][k], "herald GET /users/{id}") < 0)
             goto wrk_failed;
         if (run_wrk(&cfg, u_min_post, s_post, cfg.connections, cfg.seconds, BENCH_PROBE_SELF,
                     &runs[P_MIN_POST][k], "minimal POST") < 0)
             goto wrk_failed;
-        if (run_wrk(&cfg, u_post, s_post, cfg.connections, cfg.seconds, hd_proc_pid(notif),
+        if (run_wrk(&cfg, u_post, s_post, cfg.connections, cfg.seconds, hd_proc_pid(notif.proc),
                     &runs[P_POST][k], "herald POST /notifications") < 0)
             goto wrk_failed;
     }
     /* No target here: a registration phase in which none completed (each hash took longer
      * than the phase on a busy machine) is reported as such, not as a failure. */
     if (cfg.reg_seconds > 0 &&
-        run_wrk(&cfg, u_reg, s_reg, cfg.reg_connections, cfg.reg_seconds, hd_proc_pid(users), &reg,
-                "registration POST /users") < 0 &&
+        run_wrk(&cfg, u_reg, s_reg, cfg.reg_connections, cfg.reg_seconds, hd_proc_pid(users.proc),
+                &reg, "registration POST /users") < 0 &&
         reg.requests > 0)
         goto wrk_failed;
     /* Registrations that happened: the 201s (a 503 says every hashing slot was busy). */
@@ -784,24 +754,13 @@ wrk_failed:
     snprintf(failure, sizeof failure, "a wrk phase failed (see above)");
 
 done:;
-    hd_proc_usage uu = {0}, nu = {0};
-    long users_hwm = -1, notif_hwm = -1;
-    if (users != NULL) {
-        if (hd_proc_running(users))
-            users_hwm = bench_proc_status_kb(hd_proc_pid(users), "VmHWM");
-        if (hd_proc_stop(users, STOP_TIMEOUT_MS, &err) < 0 && failure[0] == '\0')
-            snprintf(failure, sizeof failure, "herald-users did not stop cleanly: %s", err.text);
-        hd_proc_usage_get(users, &uu);
-    }
-    if (notif != NULL) {
-        if (hd_proc_running(notif))
-            notif_hwm = bench_proc_status_kb(hd_proc_pid(notif), "VmHWM");
-        if (hd_proc_stop(notif, STOP_TIMEOUT_MS, &err) < 0 && failure[0] == '\0')
-            snprintf(failure, sizeof failure, "herald-notifications did not stop cleanly: %s",
+    bench_service *svc[2] = {&users, &notif};
+    for (int i = 0; i < 2; i++)
+        if (svc[i]->proc != NULL && bench_service_stop(svc[i], STOP_TIMEOUT_MS, &err) < 0 &&
+            failure[0] == '\0')
+            snprintf(failure, sizeof failure, "%s did not stop cleanly: %s", svc[i]->name,
                      err.text);
-        hd_proc_usage_get(notif, &nu);
-    }
-    services[0] = services[1] = NULL;
+    long users_hwm = users.vmhwm_kb, notif_hwm = notif.vmhwm_kb;
     drop_queues(&cfg, strchr(queue, '=') + 1, strchr(exch, '=') + 1);
     if (mget.d)
         MHD_stop_daemon(mget.d);
@@ -870,11 +829,11 @@ done:;
         json_t *root = bench_results_new("http", date, "?");
         json_t *phases = json_object();
         for (int p = 0; p < NPH; p++) {
-            json_t *o = json_pack("{s:s, s:f, s:f, s:f, s:f, s:f, s:I, s:I}", "label", ph_labels[p],
-                                  "rate_per_s", sm[p].rate, "min_rate_per_s", sm[p].min_rate,
-                                  "max_rate_per_s", sm[p].max_rate, "p50_ms", sm[p].p50, "p99_ms",
-                                  sm[p].p99, "non_2xx", (json_int_t)sm[p].non2xx, "socket_errors",
-                                  (json_int_t)sm[p].sock_err);
+            json_t *o =
+                bench_results_phase(ph_labels[p], sm[p].rate, sm[p].min_rate, sm[p].max_rate,
+                                    json_pack("{s:f, s:f, s:I, s:I}", "p50_ms", sm[p].p50, "p99_ms",
+                                              sm[p].p99, "non_2xx", (json_int_t)sm[p].non2xx,
+                                              "socket_errors", (json_int_t)sm[p].sock_err));
             json_object_set_new(o, "server_cpu_us_per_request",
                                 sm[p].cpu_us >= 0 ? json_real(sm[p].cpu_us) : json_null());
             json_object_set_new(phases, ph_keys[p], o);
@@ -882,14 +841,14 @@ done:;
         json_object_set_new(
             phases, "registration",
             reg.ran
-                ? json_pack("{s:s, s:f, s:f, s:f, s:f, s:f, s:I, s:I, s:s, s:i, s:I, s:i}", "label",
-                            "registration POST /users (argon2id)", "rate_per_s", reg.rate,
-                            "min_rate_per_s", reg.rate, "max_rate_per_s", reg.rate, "p50_ms",
-                            reg.p50_ms, "p99_ms", reg.p99_ms, "non_2xx", (json_int_t)reg.non2xx,
-                            "requests", (json_int_t)reg.requests, "pwhash", "interactive",
-                            "opslimit", (int)crypto_pwhash_OPSLIMIT_INTERACTIVE, "memlimit_bytes",
-                            (json_int_t)crypto_pwhash_MEMLIMIT_INTERACTIVE, "connections",
-                            cfg.reg_connections)
+                ? bench_results_phase(
+                      "registration POST /users (argon2id)", reg.rate, reg.rate, reg.rate,
+                      json_pack("{s:f, s:f, s:I, s:I, s:s, s:i, s:I, s:i}", "p50_ms", reg.p50_ms,
+                                "p99_ms", reg.p99_ms, "non_2xx", (json_int_t)reg.non2xx, "requests",
+                                (json_int_t)reg.requests, "pwhash", "interactive", "opslimit",
+                                (int)crypto_pwhash_OPSLIMIT_INTERACTIVE, "memlimit_bytes",
+                                (json_int_t)crypto_pwhash_MEMLIMIT_INTERACTIVE, "connections",
+                                cfg.reg_connections))
                 : json_null());
         json_object_set_new(root, "phases", phases);
         json_object_set_new(root, "parameters",
@@ -905,10 +864,7 @@ done:;
         json_object_set_new(root, "peak_rss_kb",
                             json_pack("{s:I, s:I}", "users", (json_int_t)users_hwm, "notifications",
                                       (json_int_t)notif_hwm));
-        json_object_set_new(root, "error", failure[0] ? json_string(failure) : json_null());
-        json_object_set_new(root, "ok", json_boolean(ok && failure[0] == '\0'));
-        bench_results_write(root, cfg.o.out, PROG);
-        json_decref(root);
+        bench_results_finish(root, failure, ok, cfg.o.out, PROG);
     }
     if (cfg.o.keep || failure[0])
         fprintf(stderr, "kept %s\n", dir);
@@ -933,8 +889,7 @@ done:;
     }
     free(mget.body);
     free(mpost.body);
-    hd_proc_free(users);
-    hd_proc_free(notif);
-    (void)uu, (void)nu;
+    bench_service_free(&users);
+    bench_service_free(&notif);
     return ok && failure[0] == '\0' ? 0 : 1;
 }

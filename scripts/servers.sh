@@ -715,73 +715,63 @@ standby_lag() { # how far the standby is behind, as the primary sees it (and whe
 }
 
 # ---- SMTP sink -------------------------------------------------------------------------
+# Two sink processes on one maildir. Plain SMTP on SMTP_PORT: herald's sender tries STARTTLS
+# whenever a server offers it and then verifies the certificate, so a sink offering it with
+# the harness's private CA would make every test that sends mail configure that CA. The
+# STARTTLS sink on SMTP_TLS_PORT presents the harness's server certificate (127.0.0.1,
+# localhost). Both carry the smtp mark, so smtp_stop's sweep ends them together.
 smtp_start() {
-  local t0 pid
-  t0=$(now_us)
   mkdir -p "$S/maildir" || return 1
   rm -f "$S/smtp.pid"
-  port_free "$SMTP_PORT" "SMTP sink" || return 1
-  # Plain SMTP on SMTP_PORT: herald's sender tries STARTTLS whenever a server offers it and
-  # then verifies the certificate, so a sink offering it with the harness's private CA would
-  # make every test that sends mail configure that CA. The STARTTLS sink is a second process
-  # on SMTP_TLS_PORT (smtp_tls_start), same maildir.
-  say "smtp: starting sink on 127.0.0.1:$SMTP_PORT"
-  (exec setsid env "HD_SERVERS_MARK=$DIR:smtp" "$PY" "$ROOT/scripts/smtp_sink.py" \
-    --host 127.0.0.1 --port "$SMTP_PORT" --maildir "$S/maildir") \
-    </dev/null >"$S/smtp.log" 2>&1 9>&- &
-  pid=$!
-  echo "$pid" >"$S/smtp.pid"
-  for _ in $(seq 100); do
-    port_open "$SMTP_PORT" && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if ! kill -0 "$pid" 2>/dev/null || ! port_open "$SMTP_PORT"; then
-    warn "error: the SMTP sink did not start"
-    tail_log "$S/smtp.log"
-    return 1
-  fi
-  say "smtp: ready in $(since "$t0") (pid $pid, maildir $S/maildir, log $S/smtp.log)"
-  smtp_tls_start
+  smtp_sink_start plain && smtp_sink_start tls
 }
-# The STARTTLS sink: the harness's server certificate (127.0.0.1, localhost). It carries the
-# smtp mark, so smtp_stop's sweep ends it with the plain one.
-smtp_tls_start() {
-  local pid
-  port_free "$SMTP_TLS_PORT" "SMTP STARTTLS sink" || return 1
+# smtp_sink_start plain|tls: one sink; its pid in $S/smtp.pid or $S/smtp-tls.pid, its output
+# in the .log beside it.
+smtp_sink_start() {
+  local t0 pid port=$SMTP_PORT what="SMTP sink" base=smtp tls=()
+  t0=$(now_us)
+  if [ "$1" = tls ]; then
+    port=$SMTP_TLS_PORT what="SMTP STARTTLS sink" base=smtp-tls
+    tls=(--tls-cert "$T/server.crt" --tls-key "$T/server.key")
+  fi
+  port_free "$port" "$what" || return 1
+  [ "$1" = tls ] || say "smtp: starting sink on 127.0.0.1:$port"
   (exec setsid env "HD_SERVERS_MARK=$DIR:smtp" "$PY" "$ROOT/scripts/smtp_sink.py" \
-    --host 127.0.0.1 --port "$SMTP_TLS_PORT" --maildir "$S/maildir" \
-    --tls-cert "$T/server.crt" --tls-key "$T/server.key") \
-    </dev/null >"$S/smtp-tls.log" 2>&1 9>&- &
+    --host 127.0.0.1 --port "$port" --maildir "$S/maildir" "${tls[@]}") \
+    </dev/null >"$S/$base.log" 2>&1 9>&- &
   pid=$!
-  echo "$pid" >"$S/smtp-tls.pid"
+  echo "$pid" >"$S/$base.pid"
   for _ in $(seq 100); do
-    port_open "$SMTP_TLS_PORT" && break
+    port_open "$port" && break
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
-  if ! kill -0 "$pid" 2>/dev/null || ! port_open "$SMTP_TLS_PORT"; then
-    warn "error: the SMTP STARTTLS sink did not start"
-    tail_log "$S/smtp-tls.log"
+  if ! kill -0 "$pid" 2>/dev/null || ! port_open "$port"; then
+    warn "error: the $what did not start"
+    tail_log "$S/$base.log"
     return 1
   fi
-  say "smtp: STARTTLS sink on 127.0.0.1:$SMTP_TLS_PORT (pid $pid, log $S/smtp-tls.log)"
+  if [ "$1" = tls ]; then
+    say "smtp: STARTTLS sink on 127.0.0.1:$port (pid $pid, log $S/$base.log)"
+  else
+    say "smtp: ready in $(since "$t0") (pid $pid, maildir $S/maildir, log $S/$base.log)"
+  fi
 }
 smtp_stop() {
-  local pid
-  if smtp_alive; then
-    say "smtp: stopping"
-    pid=$(head -n 1 "$S/smtp.pid")
-    kill -TERM "$pid" 2>/dev/null
-    wait_gone 5 "$pid" || kill -KILL "$pid" 2>/dev/null
-  fi
-  if pidfile_is "$S/smtp-tls.pid" smtp; then
-    pid=$(head -n 1 "$S/smtp-tls.pid")
-    kill -TERM "$pid" 2>/dev/null
-    wait_gone 5 "$pid" || kill -KILL "$pid" 2>/dev/null
-  fi
+  smtp_alive && say "smtp: stopping"
+  smtp_sink_stop plain
+  smtp_sink_stop tls
   sweep smtp
   rm -f "$S/smtp.pid" "$S/smtp-tls.pid"
+}
+# smtp_sink_stop plain|tls: SIGTERM, SIGKILL after 5 s; nothing when it does not run.
+smtp_sink_stop() {
+  local pid file=$S/smtp.pid
+  [ "$1" = tls ] && file=$S/smtp-tls.pid
+  pidfile_is "$file" smtp || return 0
+  pid=$(head -n 1 "$file")
+  kill -TERM "$pid" 2>/dev/null
+  wait_gone 5 "$pid" || kill -KILL "$pid" 2>/dev/null
 }
 
 # ---- Redis -----------------------------------------------------------------------------

@@ -1,11 +1,14 @@
 /* bench_util.c — see bench_util.h. */
 #include "bench_util.h"
 
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/vfs.h>
 #include <time.h>
+#include <unistd.h>
 
 const char *bench_thousands(char *buf, size_t cap, double v)
 {
@@ -63,4 +66,23 @@ int bench_on_tmpfs(const char *dir)
 {
     struct statfs fs;
     return statfs(dir, &fs) == 0 && fs.f_type == 0x01021994; /* TMPFS_MAGIC */
+}
+
+int bench_find_templates(const char *start, char *out, size_t cap)
+{
+    char dir[4096];
+    if (realpath(start, dir) == NULL)
+        return -1;
+    for (;;) {
+        char probe[4200];
+        snprintf(probe, sizeof probe, "%s/templates/email_verification.subject", dir);
+        if (access(probe, R_OK) == 0) {
+            snprintf(out, cap, "%s/templates", dir);
+            return 0;
+        }
+        char *slash = strrchr(dir, '/');
+        if (slash == NULL || slash == dir)
+            return -1;
+        *slash = '\0';
+    }
 }

@@ -25,4 +25,9 @@ void bench_now_utc(char *buf, size_t cap);
  * synchronous mode, the cost group commit exists to share, would not be measured. */
 int bench_on_tmpfs(const char *dir);
 
+/* The first DIR/templates holding email_verification.subject, DIR = start and its parents
+ * (the e-mail templates of a build tree's source): its real path into out (cap bytes). 0, or
+ * -1 when none is found. */
+int bench_find_templates(const char *start, char *out, size_t cap);
+
 #endif

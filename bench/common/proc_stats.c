@@ -219,3 +219,68 @@ void bench_span_end(bench_span *s, size_t messages)
     s->rate = s->seconds > 0 ? (double)messages / s->seconds : 0.0;
     s->ran = 1;
 }
+
+/* ---- a service under test ------------------------------------------------------------- */
+
+#define MAX_SERVICES 8
+
+/* The services started and not stopped, for bench_service_stop_all (a signal handler). */
+static bench_service *running[MAX_SERVICES];
+
+int bench_service_start(bench_service *s, const char *name, const char *exe, const char *const *env,
+                        const char *cwd, const char *log, hd_error *err)
+{
+    const char *argv[] = {exe, NULL};
+    hd_proc_options o = {.argv = argv,
+                         .env = env,
+                         .env_drop_prefix = "HD_",
+                         .cwd = cwd,
+                         .log_path = log,
+                         .name = name};
+    s->name = name;
+    s->proc = NULL;
+    s->vmhwm_kb = s->rss_kb = s->anon_kb = s->file_kb = s->threads = -1;
+    hd_proc_usage_get(NULL, &s->u);
+    int rc = hd_proc_start(&o, &s->proc, err);
+    if (rc < 0)
+        return rc;
+    for (int i = 0; i < MAX_SERVICES; i++)
+        if (running[i] == NULL) {
+            running[i] = s;
+            break;
+        }
+    return 0;
+}
+
+int bench_service_stop(bench_service *s, int timeout_ms, hd_error *err)
+{
+    for (int i = 0; i < MAX_SERVICES; i++)
+        if (running[i] == s)
+            running[i] = NULL;
+    if (s->proc == NULL)
+        return hd_error_set(err, HD_EINVAL, "not started");
+    if (hd_proc_running(s->proc)) {
+        pid_t pid = hd_proc_pid(s->proc);
+        s->vmhwm_kb = bench_proc_status_kb(pid, "VmHWM");
+        s->rss_kb = bench_proc_status_kb(pid, "VmRSS");
+        s->anon_kb = bench_proc_status_kb(pid, "RssAnon");
+        s->file_kb = bench_proc_status_kb(pid, "RssFile");
+        s->threads = bench_proc_status_kb(pid, "Threads");
+    }
+    int rc = hd_proc_stop(s->proc, timeout_ms, err);
+    hd_proc_usage_get(s->proc, &s->u);
+    return rc;
+}
+
+void bench_service_stop_all(int timeout_ms)
+{
+    for (int i = MAX_SERVICES - 1; i >= 0; i--)
+        if (running[i] != NULL)
+            bench_service_stop(running[i], timeout_ms, NULL);
+}
+
+void bench_service_free(bench_service *s)
+{
+    hd_proc_free(s->proc);
+    s->proc = NULL;
+}

@@ -12,6 +12,9 @@
 
 #include <jansson.h>
 
+#include "herald/error.h"
+#include "hd_proc.h"
+
 /* utime + stime of a process (all its threads), in clock ticks (sysconf(_SC_CLK_TCK) a
  * second); -1 when it is gone or pid <= 0. */
 long long bench_proc_cpu_ticks(pid_t pid);
@@ -85,5 +88,41 @@ typedef struct bench_span {
 void bench_span_begin(bench_span *s);
 /* Stops the clock first, then reads the rest. */
 void bench_span_end(bench_span *s, size_t messages);
+
+/* ---- a service under test: start, stop, what it cost ----------------------------------- */
+
+/* A herald service a bench runs. hd_proc (tests/support) does the supervising; this adds the
+ * peak RSS sampled from /proc just before SIGTERM (wait4's ru_maxrss also counts what the
+ * exit path touches) and what the RSS was made of at that moment: anonymous memory (heap,
+ * stacks, arenas: the process's own), file pages (shared libraries, mostly shared with every
+ * other process using them), and the thread count (a stack each). */
+typedef struct bench_service {
+    const char *name; /* borrowed */
+    hd_proc *proc;    /* NULL until started; owned: bench_service_free */
+    long vmhwm_kb;    /* just before SIGTERM; -1 when not sampled */
+    long rss_kb, anon_kb, file_kb, threads;
+    hd_proc_usage u; /* wait4 (maxrss_kb, cpu_s) and SIGTERM -> exit (stop_ms), once stopped */
+} bench_service;
+
+/* Starts exe in cwd (no ./.env of the caller applies there) with this process's environment
+ * less every HD_* setting (a sourced env file, a developer's HD_LOG_LEVEL) plus exactly the
+ * settings in env; stdout and stderr to log. It does not wait for readiness (a service with
+ * an HTTP port: hd_proc_wait_health(s->proc, ...)). Once started, s is remembered for
+ * bench_service_stop_all until it is stopped. name, exe, env, cwd and log are borrowed (name
+ * must outlive s). 0, or hd_proc_start's code. */
+int bench_service_start(bench_service *s, const char *name, const char *exe, const char *const *env,
+                        const char *cwd, const char *log, hd_error *err);
+
+/* Samples the peak RSS and its make-up (when it still runs), then SIGTERM and wait (SIGKILL
+ * after timeout_ms) and reads its usage. 0 when it exited 0, else hd_proc_stop's code
+ * (HD_ETIMEOUT: it needed the SIGKILL); HD_EINVAL when never started. */
+int bench_service_stop(bench_service *s, int timeout_ms, hd_error *err);
+
+/* Stops every service started and not stopped yet, the last started first: a signal
+ * handler's clean-up (the services, in the same process group, got the signal too). */
+void bench_service_stop_all(int timeout_ms);
+
+/* hd_proc_free (SIGKILL when still running); s->proc becomes NULL. */
+void bench_service_free(bench_service *s);
 
 #endif

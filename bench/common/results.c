@@ -40,3 +40,28 @@ int bench_results_write(const json_t *root, const char *path, const char *prog)
         fprintf(stderr, "results: %s (bench/plot.sh %s draws them)\n", path, path);
     return rc;
 }
+
+json_t *bench_results_phase(const char *label, double rate, double min_rate, double max_rate,
+                            json_t *more)
+{
+    json_t *o = json_pack("{s:s, s:f, s:f, s:f}", "label", label, "rate_per_s", rate,
+                          "min_rate_per_s", min_rate, "max_rate_per_s", max_rate);
+    /* jansson (>= 2.8) iterates an object in insertion order: more's keys follow in its. */
+    if (o != NULL && more != NULL && json_object_update(o, more) < 0) {
+        json_decref(o);
+        o = NULL;
+    }
+    json_decref(more);
+    return o;
+}
+
+int bench_results_finish(json_t *root, const char *failure, int ok, const char *path,
+                         const char *prog)
+{
+    int failed = failure != NULL && *failure;
+    json_object_set_new(root, "error", failed ? json_string(failure) : json_null());
+    json_object_set_new(root, "ok", json_boolean(ok && !failed));
+    int rc = bench_results_write(root, path, prog);
+    json_decref(root);
+    return rc;
+}

@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "fleet.h"
+#include "hd_service_test.h"
 #include "herald/amqp.h"
 #include "herald/clock.h"
 #include "herald/envelope.h"
@@ -444,24 +445,6 @@ void fleet_report_get(fleet *f, const char *label, fleet_report *r)
 
 /* ---- metrics ----------------------------------------------------------------------------- */
 
-typedef struct body {
-    char *data;
-    size_t len;
-} body;
-
-static size_t on_body(char *p, size_t size, size_t nmemb, void *ctx)
-{
-    body *b = ctx;
-    char *d = realloc(b->data, b->len + size * nmemb + 1);
-    if (d == NULL)
-        return 0;
-    memcpy(d + b->len, p, size * nmemb);
-    b->len += size * nmemb;
-    d[b->len] = '\0';
-    b->data = d;
-    return size * nmemb;
-}
-
 int64_t fleet_metric(fleet *f, int i, const char *name)
 {
     if (f->notifications[i] == NULL || hd_proc_port(f->notifications[i]) == 0)
@@ -469,9 +452,9 @@ int64_t fleet_metric(fleet *f, int i, const char *name)
     char url[128];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", hd_proc_port(f->notifications[i]));
     CURL *c = curl_easy_init();
-    body b = {0};
+    hd_test_body b = {0};
     curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, hd_test_body_write);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
     CURLcode rc = curl_easy_perform(c);

@@ -23,12 +23,12 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "hd_cluster.h"
+#include "hd_relay_test.h"
 #include "hd_test.h"
 #include "herald/amqp.h"
 #include "herald/clock.h"
@@ -364,62 +364,6 @@ static void publisher_resends_what_was_lost(void **state)
 
 #define N_RELAYED 3000
 
-typedef struct runner {
-    hd_relay *relay;
-    hd_stop stop;
-    int rc;
-    hd_error err;
-    pthread_t thread;
-} runner;
-
-static void *run_relay(void *arg)
-{
-    runner *rn = arg;
-    rn->rc = hd_relay_run(rn->relay, &rn->stop, &rn->err);
-    return NULL;
-}
-
-static int64_t pending_rows(hd_store *s)
-{
-    hd_error err;
-    int64_t pending = -1;
-    assert_hd_err(0, hd_outbox_depth(s, &pending, NULL, NULL, &err), &err);
-    return pending;
-}
-
-static int64_t count_where(hd_store *s, const char *where)
-{
-    hd_error err;
-    char sql[256];
-    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM hd_outbox WHERE %s", where);
-    hd_rows *rows = NULL;
-    assert_hd_err(0, hd_store_query(s, sql, NULL, 0, &rows, &err), &err);
-    int64_t n = hd_rows_int(rows, 0, 0);
-    hd_rows_free(rows);
-    return n;
-}
-
-/* n events of "<topic>.item_added", 10 per transaction, event i with message id... the
- * envelope's own id; the body carries i. */
-static void append_events(hd_store *s, const char *topic, int from, int n)
-{
-    hd_error err;
-    char type[256];
-    snprintf(type, sizeof type, "%s.item_added", topic);
-    for (int i = from; i < from + n; i += 10) {
-        assert_hd_err(0, hd_store_begin(s, &err), &err);
-        for (int k = i; k < i + 10 && k < from + n; k++) {
-            hd_envelope *env = hd_envelope_new(type, 1, "/test", json_pack("{s:i}", "n", k));
-            assert_non_null(env);
-            char agg[32];
-            snprintf(agg, sizeof agg, "item-%d", k);
-            assert_hd_err(0, hd_outbox_append(s, env, "item", agg, &err), &err);
-            hd_envelope_free(env);
-        }
-        assert_hd_err(0, hd_store_commit(s, &err), &err);
-    }
-}
-
 /* Messages in queue and the distinct "n" values of their bodies. */
 static void drain_bodies(hd_amqp *a, const char *queue, size_t *n, size_t *distinct)
 {
@@ -477,31 +421,28 @@ static void relay_survives_the_death_of_its_node(void **state)
     assert_hd_err(0, hd_amqp_open(from2, &fast, &ra, &err), &err);
     assert_int_equal(hd_amqp_url_index(ra), 0);
 
-    runner rn = {0};
+    hd_test_runner rn = {0};
     hd_relay_options o = {.batch = 100, .poll_ms = 50};
     assert_hd_err(0, hd_relay_new(rs, ra, &o, &rn.relay, &err), &err);
-    assert_hd_err(0, hd_stop_init(&rn.stop, &err), &err);
-    assert_int_equal(0, pthread_create(&rn.thread, NULL, run_relay, &rn));
+    hd_test_runner_start(&rn);
 
-    append_events(s, topic, 0, N_RELAYED / 2);
+    hd_test_outbox_fill(s, topic, 0, N_RELAYED / 2, 10, 0);
     /* Kill its node while it is busy: some rows published, others not yet. */
     int64_t end = hd_clock_ms() + 60000;
-    while (pending_rows(s) > N_RELAYED / 4) {
+    while (hd_test_outbox_pending(s) > N_RELAYED / 4) {
         assert_true(hd_clock_ms() < end);
         hd_sleep_ms(5);
     }
     hd_cluster_node("kill", 2);
     int64_t t_kill = hd_clock_ms();
-    append_events(s, topic, N_RELAYED / 2, N_RELAYED / 2);
+    hd_test_outbox_fill(s, topic, N_RELAYED / 2, N_RELAYED / 2, 10, 0);
     end = hd_clock_ms() + 120000;
-    while (pending_rows(s) > 0) {
+    while (hd_test_outbox_pending(s) > 0) {
         assert_true(hd_clock_ms() < end);
         hd_sleep_ms(20);
     }
     int64_t drained_ms = hd_clock_ms() - t_kill;
-    hd_stop_request(&rn.stop);
-    assert_int_equal(0, pthread_join(rn.thread, NULL));
-    hd_stop_release(&rn.stop);
+    hd_test_runner_stop(&rn);
     assert_hd_err(0, rn.rc, &rn.err);
     hd_relay_stats st;
     hd_relay_get_stats(rn.relay, &st);
@@ -518,7 +459,7 @@ static void relay_survives_the_death_of_its_node(void **state)
     assert_true(n >= N_RELAYED);           /* a message whose confirm was lost may come twice */
     assert_true(st.reconnects >= 1);
     assert_int_equal(st.failed, 0);
-    assert_int_equal(count_where(s, "parked_at IS NOT NULL"), 0);
+    assert_int_equal(hd_test_outbox_count(s, "parked_at IS NOT NULL"), 0);
     assert_true(hd_amqp_url_index(ra) != 0); /* on a surviving node */
 
     hd_cluster_node("start", 2);

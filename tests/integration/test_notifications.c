@@ -51,6 +51,7 @@
 #include <jansson.h>
 
 #include "hd_proc.h"
+#include "hd_service_test.h"
 #include "hd_test.h"
 #include "herald/amqp.h"
 #include "herald/clock.h"
@@ -88,17 +89,6 @@ static world W;
 
 /* ---- the child process ------------------------------------------------------------------- */
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static long http(const char *method, const char *path, const char *body, char **resp,
                  char *content_type, size_t ct_cap);
 static long http_auth(const char *auth, const char *method, const char *path, const char *body,
@@ -106,7 +96,7 @@ static long http_auth(const char *auth, const char *method, const char *path, co
 
 static void start_service(int prefetch)
 {
-    char listen[64], pf[32], db[700], exchange[300], queue[300], smtp[600], health[64];
+    char listen[64], pf[32], db[700], exchange[300], queue[300], smtp[600];
     snprintf(listen, sizeof listen, "HD_NOTIFICATIONS_LISTEN=127.0.0.1:%d", W.port);
     snprintf(pf, sizeof pf, "HD_PREFETCH=%d", prefetch);
     snprintf(db, sizeof db, "HD_DATABASE_URL=%s", W.db_url);
@@ -131,16 +121,10 @@ static void start_service(int prefetch)
                          NULL};
     const char *argv[] = {HD_BINARY_DIR "/herald-notifications", NULL};
     hd_proc_options o = {.argv = argv, .env = env, .log_path = W.log_path};
-    hd_error err;
     hd_proc_free(W.proc); /* the previous run, stopped or killed by the test */
     W.proc = NULL;
-    assert_hd_err(0, hd_proc_start(&o, &W.proc, &err), &err);
     /* Ready when /health says so (the consumer is connected). */
-    snprintf(health, sizeof health, "http://127.0.0.1:%d/health", W.port);
-    if (hd_proc_wait_http(W.proc, health, 30000, &err) < 0) {
-        hd_proc_dump_log(W.proc, stderr, 30);
-        fail_msg("%s", err.text);
-    }
+    hd_test_service_start(&o, W.port, 30000, &W.proc);
 }
 
 /* SIGTERM: it must exit 0 within 20 s (SIGKILL after that, and the test fails). */
@@ -163,23 +147,7 @@ static void kill_service(void)
 
 /* ---- HTTP -------------------------------------------------------------------------------- */
 
-typedef struct buf {
-    char *data;
-    size_t len;
-} buf;
-
-static size_t on_body(char *p, size_t size, size_t n, void *ctx)
-{
-    buf *b = ctx;
-    char *d = realloc(b->data, b->len + size * n + 1);
-    if (d == NULL)
-        return 0;
-    memcpy(d + b->len, p, size * n);
-    b->len += size * n;
-    d[b->len] = '\0';
-    b->data = d;
-    return size * n;
-}
+typedef hd_test_body buf;
 
 /* One request with the API's token; the status (0 when the server did not answer), the body
  * (new, may be NULL) and the Content-Type (may be NULL). */
@@ -196,40 +164,12 @@ static long http_auth(const char *auth, const char *method, const char *path, co
     char url[1024];
     if ((size_t)snprintf(url, sizeof url, "http://127.0.0.1:%d%s", W.port, path) >= sizeof url)
         fail_msg("path too long: %s", path);
-    CURL *c = curl_easy_init();
-    buf b = {0};
-    struct curl_slist *h = NULL;
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     char authorization[256];
-    if (auth != NULL) {
+    const char *headers[] = {authorization, NULL};
+    if (auth != NULL)
         snprintf(authorization, sizeof authorization, "Authorization: %s", auth);
-        h = curl_slist_append(h, authorization);
-    }
-    if (body != NULL) {
-        h = curl_slist_append(h, "Content-Type: application/json");
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    }
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    long status = 0;
-    if (curl_easy_perform(c) == CURLE_OK) {
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-        char *ct = NULL;
-        curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ct);
-        if (content_type != NULL)
-            snprintf(content_type, ct_cap, "%s", ct ? ct : "");
-    }
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    if (resp != NULL)
-        *resp = b.data;
-    else
-        free(b.data);
-    return status;
+    return hd_test_http(method, url, auth != NULL ? headers : NULL, body, NULL, resp, content_type,
+                        ct_cap);
 }
 
 /* Expect status for the request; problem+json when it is an error. Returns the body (new). */
@@ -299,21 +239,6 @@ static char *publish_registered(const char *to, const char *link, const char *id
 
 /* ---- reading the maildir ------------------------------------------------------------------- */
 
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    rewind(f);
-    char *s = malloc((size_t)n + 1);
-    size_t got = fread(s, 1, (size_t)n, f);
-    s[got] = '\0';
-    fclose(f);
-    return s;
-}
-
 /* Undo quoted-printable enough to search the text: soft line breaks and "=3D". In place. */
 static void unqp(char *s)
 {
@@ -349,7 +274,7 @@ static char **mails_to(const char *to, size_t *n)
             continue;
         char path[1024];
         snprintf(path, sizeof path, "%s/%s", W.maildir, e->d_name);
-        char *s = read_file(path);
+        char *s = hd_test_read_file(path);
         if (s != NULL && (strstr(s, needle) != NULL || strstr(s, needle_lf) != NULL)) {
             unqp(s);
             out = realloc(out, (*n + 1) * sizeof *out);
@@ -383,7 +308,7 @@ static void count_kind(const char *kind, int n, int *distinct, int *dups)
             continue;
         char path[1024];
         snprintf(path, sizeof path, "%s/%s", W.maildir, e->d_name);
-        char *s = read_file(path);
+        char *s = hd_test_read_file(path);
         char *p = s ? strstr(s, prefix) : NULL;
         if (p != NULL) {
             int i = -1;
@@ -433,7 +358,7 @@ static int group_setup(void **state)
     W.events_queue = hd_test_unique_name("notifications-events");
     snprintf(W.db_url, sizeof W.db_url, "sqlite://%s/notifications.db", W.tmp);
     snprintf(W.log_path, sizeof W.log_path, "%s/service.log", W.tmp);
-    W.port = free_port();
+    W.port = hd_test_free_port();
     hd_error err;
     assert_hd_err(0, hd_amqp_open(W.amqp_url, NULL, &W.amqp, &err), &err);
     assert_hd_err(0, hd_publisher_new(W.amqp, NULL, &W.pub, &err), &err);
@@ -775,10 +700,10 @@ static void test_http_token_and_direct_send_rules(void **state)
     CURL *c = curl_easy_init();
     buf hdrs = {0};
     curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, hd_test_body_write);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &hdrs);
     curl_easy_setopt(c, CURLOPT_NOBODY, 0L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, hd_test_body_write);
     buf ignored = {0};
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &ignored);
     assert_int_equal(curl_easy_perform(c), CURLE_OK);
@@ -823,7 +748,7 @@ static void test_start_without_token_is_refused(void **state)
 {
     (void)state;
     char listen[64], log_path[700];
-    snprintf(listen, sizeof listen, "HD_NOTIFICATIONS_LISTEN=127.0.0.1:%d", free_port());
+    snprintf(listen, sizeof listen, "HD_NOTIFICATIONS_LISTEN=127.0.0.1:%d", hd_test_free_port());
     snprintf(log_path, sizeof log_path, "%s/no-token.log", W.tmp);
     char amqp[600];
     snprintf(amqp, sizeof amqp, "HD_AMQP_URL=%s", W.amqp_url);
@@ -845,7 +770,7 @@ static void test_start_without_token_is_refused(void **state)
         assert_int_equal(hd_proc_exit_code(p), 2);
         hd_proc_free(p);
     }
-    char *log = read_file(log_path);
+    char *log = hd_test_read_file(log_path);
     assert_non_null(log);
     assert_non_null(strstr(log, "HD_NOTIFICATIONS_API_TOKEN is required"));
     assert_non_null(strstr(log, "at least 32 characters"));

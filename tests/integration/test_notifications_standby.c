@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "hd_proc.h"
+#include "hd_service_test.h"
 #include "hd_test.h"
 #include "herald/clock.h"
 #include "herald/store.h"
@@ -41,24 +42,6 @@ static struct {
     int port;
     hd_proc *proc;
 } W;
-
-typedef struct body {
-    char *data;
-    size_t len;
-} body;
-
-static size_t on_body(char *p, size_t size, size_t n, void *ctx)
-{
-    body *b = ctx;
-    char *d = realloc(b->data, b->len + size * n + 1);
-    if (d == NULL)
-        return 0;
-    memcpy(d + b->len, p, size * n);
-    b->len += size * n;
-    d[b->len] = '\0';
-    b->data = d;
-    return size * n;
-}
 
 /* The Herald-Read-After of the last response ("" when none), and the one to send with the
  * next request (NULL: none). */
@@ -87,37 +70,13 @@ static long http(const char *method, const char *path, const char *json, char **
 {
     char url[256];
     snprintf(url, sizeof url, "http://127.0.0.1:%d%s", W.port, path);
-    CURL *c = curl_easy_init();
-    body b = {0};
-    struct curl_slist *h = NULL;
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     read_after_got[0] = '\0';
     char send[96];
-    if (read_after_send != NULL) {
+    const char *headers[] = {send, NULL};
+    if (read_after_send != NULL)
         snprintf(send, sizeof send, "Herald-Read-After: %s", read_after_send);
-        h = curl_slist_append(h, send);
-    }
-    if (json != NULL) {
-        h = curl_slist_append(h, "Content-Type: application/json");
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, json);
-    }
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    long status = 0;
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    if (resp != NULL)
-        *resp = b.data;
-    else
-        free(b.data);
-    return status;
+    return hd_test_http(method, url, read_after_send != NULL ? headers : NULL, json, on_header,
+                        resp, NULL, 0);
 }
 
 /* The value of the metric series `series` (e.g. `database_reads{server="standby"}`), -1 when
@@ -133,17 +92,6 @@ static double metric(const char *series)
             v = strtod(p + n + 1, NULL);
     free(text);
     return v;
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
 }
 
 static void servers_ctl(const char *verb)
@@ -177,7 +125,7 @@ static int setup(void **state)
              W.db.pg_name);
     snprintf(W.log_path, sizeof W.log_path, "%s/notifications.log", W.db.dir);
     char *tag = hd_test_unique_name("standby");
-    W.port = free_port();
+    W.port = hd_test_free_port();
     char db[700], read[700], listen[64], exchange[200], queue[200], amqp_env[600];
     snprintf(db, sizeof db, "HD_DATABASE_URL=%s", W.db.url);
     snprintf(read, sizeof read, "HD_DATABASE_READ_URL=%s", W.read_url);
@@ -200,14 +148,7 @@ static int setup(void **state)
     const char *argv[] = {HD_BINARY_DIR "/herald-notifications", NULL};
     hd_proc_options o = {
         .argv = argv, .env = env, .env_drop_prefix = "HD_", .log_path = W.log_path};
-    hd_error err;
-    assert_hd(HD_OK, hd_proc_start(&o, &W.proc, &err));
-    char health[64];
-    snprintf(health, sizeof health, "http://127.0.0.1:%d/health", W.port);
-    if (hd_proc_wait_http(W.proc, health, 30000, &err) < 0) {
-        hd_proc_dump_log(W.proc, stderr, 30);
-        fail_msg("%s", err.text);
-    }
+    hd_test_service_start(&o, W.port, 30000, &W.proc);
     return 0;
 }
 

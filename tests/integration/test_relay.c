@@ -27,12 +27,12 @@
 #include <cmocka.h>
 
 #include <ctype.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "hd_relay_test.h"
 #include "hd_test.h"
 #include "herald/amqp.h"
 #include "herald/clock.h"
@@ -73,54 +73,6 @@ static hd_store *open_store(const db *d)
     int rc = hd_outbox_migrate(s, &err);
     assert_true(rc >= 0);
     return s;
-}
-
-/* Append n events of type "<topic>.item_added", per_tx of them per transaction, each for
- * its own aggregate (so no row waits for another's retry). Every third carries a
- * traceparent and a correlation id. */
-static void append_events(hd_store *s, const char *topic, int n, int per_tx)
-{
-    hd_error err;
-    char type[256];
-    snprintf(type, sizeof type, "%s.item_added", topic);
-    for (int i = 0; i < n; i += per_tx) {
-        assert_hd_err(0, hd_store_begin(s, &err), &err);
-        for (int k = i; k < i + per_tx && k < n; k++) {
-            hd_envelope *env = hd_envelope_new(type, 1, "/test", json_pack("{s:i}", "n", k));
-            assert_non_null(env);
-            if (k % 3 == 0) {
-                assert_int_equal(
-                    0, hd_envelope_set_traceparent(
-                           env, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
-                assert_int_equal(0, hd_envelope_set_correlation_id(env, "corr-test"));
-            }
-            char agg[32];
-            snprintf(agg, sizeof agg, "item-%d", k);
-            assert_hd_err(0, hd_outbox_append(s, env, "item", agg, &err), &err);
-            hd_envelope_free(env);
-        }
-        assert_hd_err(0, hd_store_commit(s, &err), &err);
-    }
-}
-
-static int64_t pending_rows(hd_store *s)
-{
-    hd_error err;
-    int64_t pending = -1;
-    assert_hd_err(0, hd_outbox_depth(s, &pending, NULL, NULL, &err), &err);
-    return pending;
-}
-
-static int64_t count_where(hd_store *s, const char *where)
-{
-    hd_error err;
-    char sql[640];
-    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM hd_outbox WHERE %s", where);
-    hd_rows *rows = NULL;
-    assert_hd_err(0, hd_store_query(s, sql, NULL, 0, &rows, &err), &err);
-    int64_t n = hd_rows_int(rows, 0, 0);
-    hd_rows_free(rows);
-    return n;
 }
 
 /* ---- the broker side --------------------------------------------------------------------- */
@@ -253,7 +205,7 @@ static void relay_until_empty(hd_relay *r, hd_store *s, int64_t timeout_ms)
 {
     hd_error err;
     int64_t end = hd_clock_ms() + timeout_ms;
-    while (pending_rows(s) > 0) {
+    while (hd_test_outbox_pending(s) > 0) {
         int rc = hd_relay_run_once(r, NULL, &err);
         assert_true(rc >= 0 || (fprintf(stderr, "run_once: %s\n", err.text), 0));
         assert_true(hd_clock_ms() < end);
@@ -295,9 +247,9 @@ static void delivers_everything(db *d)
     snprintf(type, sizeof type, "%s.item_added", topic);
 
     int64_t t0 = hd_clock_ms();
-    append_events(s, topic, N_EVENTS, 20);
+    hd_test_outbox_fill(s, topic, 0, N_EVENTS, 20, 1);
     int64_t t1 = hd_clock_ms();
-    assert_int_equal(pending_rows(s), N_EVENTS);
+    assert_int_equal(hd_test_outbox_pending(s), N_EVENTS);
 
     hd_relay *r = NULL;
     latencies lat = {0};
@@ -321,7 +273,7 @@ static void delivers_everything(db *d)
                   lat.max * 1000);
     assert_int_equal(st.published, N_EVENTS);
     assert_int_equal(st.returned + st.nacked + st.lost + st.failed, 0);
-    assert_int_equal(count_where(s, "dispatched_at IS NOT NULL"), N_EVENTS);
+    assert_int_equal(hd_test_outbox_count(s, "dispatched_at IS NOT NULL"), N_EVENTS);
 
     received got = drain_queue(a, queue, type);
     print_message("    %s: %d appended in %lld ms, relayed in %lld ms (%d batches): %zu received, "
@@ -362,47 +314,6 @@ static void postgres_delivers_everything(void **state)
 
 /* ---- 2. broker down ------------------------------------------------------------------------ */
 
-typedef struct runner {
-    hd_relay *relay;
-    hd_stop stop;
-    int rc;
-    hd_error err;
-    pthread_t thread;
-} runner;
-
-static void *run_relay(void *arg)
-{
-    runner *rn = arg;
-    rn->rc = hd_relay_run(rn->relay, &rn->stop, &rn->err);
-    return NULL;
-}
-
-/* hd_relay_run in a thread of its own, with a fresh stop token. */
-static void start_runner(runner *rn)
-{
-    hd_error err;
-    assert_hd_err(0, hd_stop_init(&rn->stop, &err), &err);
-    assert_int_equal(0, pthread_create(&rn->thread, NULL, run_relay, rn));
-}
-
-/* Wait for it (it drains, or was stopped) and release its stop token. */
-static void join_runner(runner *rn)
-{
-    assert_int_equal(0, pthread_join(rn->thread, NULL));
-    hd_stop_release(&rn->stop);
-}
-
-/* Stop it and wait for it: returns how long hd_relay_run took to return, in ms. */
-static int64_t stop_runner(runner *rn)
-{
-    int64_t t0 = hd_clock_ms();
-    hd_stop_request(&rn->stop);
-    assert_int_equal(0, pthread_join(rn->thread, NULL));
-    int64_t took = hd_clock_ms() - t0;
-    hd_stop_release(&rn->stop);
-    return took;
-}
-
 static void servers_ctl(const char *verb)
 {
     char cmd[1024];
@@ -429,13 +340,13 @@ static void broker_down_then_catch_up(void **state)
     snprintf(type, sizeof type, "%s.item_added", topic);
 
     /* A relay that is running and has published (its channel and exchange are set up)... */
-    runner rn = {0};
+    hd_test_runner rn = {0};
     hd_relay_options o = {.batch = 100, .poll_ms = 100};
     assert_hd_err(0, hd_relay_new(rs, pa, &o, &rn.relay, &err), &err);
-    start_runner(&rn);
-    append_events(s, topic, 300, 10);
+    hd_test_runner_start(&rn);
+    hd_test_outbox_fill(s, topic, 0, 300, 10, 1);
     int64_t end = hd_clock_ms() + 30000;
-    while (pending_rows(s) > 0) {
+    while (hd_test_outbox_pending(s) > 0) {
         assert_true(hd_clock_ms() < end);
         hd_sleep_ms(20);
     }
@@ -443,11 +354,11 @@ static void broker_down_then_catch_up(void **state)
     /* ...loses its broker, while the service keeps writing events. */
     servers_ctl("stop");
     int64_t t_down = hd_clock_ms();
-    append_events(s, topic, 200, 10);
+    hd_test_outbox_fill(s, topic, 0, 200, 10, 1);
     hd_sleep_ms(2000);
-    assert_int_equal(pending_rows(s), 200);
-    assert_int_equal(count_where(s, "dispatched_at IS NOT NULL"), 300);
-    assert_int_equal(count_where(s, "attempts > 0 OR parked_at IS NOT NULL"), 0);
+    assert_int_equal(hd_test_outbox_pending(s), 200);
+    assert_int_equal(hd_test_outbox_count(s, "dispatched_at IS NOT NULL"), 300);
+    assert_int_equal(hd_test_outbox_count(s, "attempts > 0 OR parked_at IS NOT NULL"), 0);
     hd_relay_stats st;
     hd_relay_get_stats(rn.relay, &st);
     assert_int_equal(st.confirmed, 300);
@@ -456,12 +367,12 @@ static void broker_down_then_catch_up(void **state)
     servers_ctl("start");
     int64_t t_up = hd_clock_ms();
     end = t_up + 60000;
-    while (pending_rows(s) > 0) {
+    while (hd_test_outbox_pending(s) > 0) {
         assert_true(hd_clock_ms() < end);
         hd_sleep_ms(20);
     }
     int64_t t_done = hd_clock_ms();
-    stop_runner(&rn);
+    hd_test_runner_stop(&rn);
     assert_hd_err(0, rn.rc, &rn.err);
     hd_relay_get_stats(rn.relay, &st);
 
@@ -475,7 +386,7 @@ static void broker_down_then_catch_up(void **state)
     assert_int_equal(got.distinct, 500); /* the 300 persisted through the stop, + 200 */
     assert_true(got.n >= 500);           /* a message lost in flight may have arrived */
     assert_int_equal(got.bad_props, 0);
-    assert_int_equal(count_where(s, "attempts > 0 OR parked_at IS NOT NULL"), 0);
+    assert_int_equal(hd_test_outbox_count(s, "attempts > 0 OR parked_at IS NOT NULL"), 0);
     assert_true(st.reconnects >= 1);
     assert_int_equal(st.failed, 0);
 
@@ -506,7 +417,8 @@ static void unroutable_is_parked_then_redriven(void **state)
     char *topic = hd_test_unique_name("hd-relay-unroutable");
     char type[256];
     snprintf(type, sizeof type, "%s.item_added", topic);
-    append_events(s, topic, 1, 1); /* the relay declares the exchange; no queue is bound */
+    hd_test_outbox_fill(s, topic, 0, 1, 1,
+                        1); /* the relay declares the exchange; no queue is bound */
 
     hd_relay *r = NULL;
     latencies lat = {0};
@@ -518,12 +430,12 @@ static void unroutable_is_parked_then_redriven(void **state)
     assert_hd_err(0, hd_relay_new(s, pa, &o, &r, &err), &err);
     int64_t end = hd_clock_ms() + 10000;
     int retried_later = 0;
-    while (count_where(s, "parked_at IS NOT NULL") == 0) {
+    while (hd_test_outbox_count(s, "parked_at IS NOT NULL") == 0) {
         assert_true(hd_clock_ms() < end);
         hd_relay_stats c;
         int rc = hd_relay_run_once(r, &c, &err);
         assert_true(rc >= 0);
-        if (rc == 0 && count_where(s, "attempts > 0") == 1)
+        if (rc == 0 && hd_test_outbox_count(s, "attempts > 0") == 1)
             retried_later = 1; /* a cycle found the row not yet due: the backoff at work */
         hd_sleep_ms(5);
     }
@@ -557,7 +469,7 @@ static void unroutable_is_parked_then_redriven(void **state)
     assert_int_equal(hd_relay_run_once(r, NULL, &err), 1);
     hd_relay_get_stats(r, &st);
     assert_int_equal(st.confirmed, 1);
-    assert_int_equal(count_where(s, "dispatched_at IS NOT NULL"), 1);
+    assert_int_equal(hd_test_outbox_count(s, "dispatched_at IS NOT NULL"), 1);
     received got = drain_queue(a, queue, type);
     assert_int_equal(got.n, 1);
 
@@ -586,7 +498,8 @@ static void unroutable_without_mandatory_counts_as_delivered(void **state)
     assert_hd_err(0, hd_amqp_open(url, NULL, &a, &err), &err);
     assert_hd_err(0, hd_amqp_open(url, NULL, &pa, &err), &err);
     char *topic = hd_test_unique_name("hd-relay-optional");
-    append_events(s, topic, 3, 1); /* the relay declares the exchange; no queue is bound */
+    hd_test_outbox_fill(s, topic, 0, 3, 1,
+                        1); /* the relay declares the exchange; no queue is bound */
 
     hd_relay *r = NULL;
     hd_relay_options o = {.max_attempts = 3, .no_mandatory = 1};
@@ -597,8 +510,8 @@ static void unroutable_without_mandatory_counts_as_delivered(void **state)
     assert_int_equal(st.confirmed, 3);
     assert_int_equal(st.returned, 0);
     assert_int_equal(st.parked, 0);
-    assert_int_equal(count_where(s, "dispatched_at IS NOT NULL"), 3);
-    assert_int_equal(count_where(s, "attempts > 0"), 0);
+    assert_int_equal(hd_test_outbox_count(s, "dispatched_at IS NOT NULL"), 3);
+    assert_int_equal(hd_test_outbox_count(s, "attempts > 0"), 0);
 
     hd_relay_free(r);
     drop_broker_side(a, NULL, topic);
@@ -623,14 +536,14 @@ static void missing_exchange_without_declare_is_parked(void **state)
     hd_amqp *pa = NULL;
     assert_hd_err(0, hd_amqp_open(url, NULL, &pa, &err), &err);
     char *topic = hd_test_unique_name("hd-relay-missing");
-    append_events(s, topic, 1, 1);
+    hd_test_outbox_fill(s, topic, 0, 1, 1, 1);
 
     hd_relay *r = NULL;
     hd_relay_options o = {
         .no_declare = 1, .max_attempts = 2, .backoff_base_ms = 1, .backoff_cap_ms = 1};
     assert_hd_err(0, hd_relay_new(s, pa, &o, &r, &err), &err);
     int64_t end = hd_clock_ms() + 10000;
-    while (count_where(s, "parked_at IS NOT NULL") == 0) {
+    while (hd_test_outbox_count(s, "parked_at IS NOT NULL") == 0) {
         assert_true(hd_clock_ms() < end);
         int rc = hd_relay_run_once(r, NULL, &err);
         assert_true(rc >= 0 || rc == HD_EAMQP);
@@ -691,14 +604,14 @@ static void sensitive_rows(db *d)
         hd_envelope_free(env);
     }
     assert_hd_err(0, hd_store_commit(s, &err), &err);
-    append_events(s, topic, 2, 2); /* plain rows, kept for the general retention */
-    assert_int_equal(count_where(s, "payload LIKE '%" SENSITIVE_TOKEN "%'"), 3);
+    hd_test_outbox_fill(s, topic, 0, 2, 2, 1); /* plain rows, kept for the general retention */
+    assert_int_equal(hd_test_outbox_count(s, "payload LIKE '%" SENSITIVE_TOKEN "%'"), 3);
 
     hd_relay *r = NULL;
     hd_relay_options o = {.sensitive_retention_ms = 1};
     assert_hd_err(0, hd_relay_new(s, pa, &o, &r, &err), &err);
     relay_until_empty(r, s, 10000);
-    assert_int_equal(count_where(s, "dispatched_at IS NOT NULL"), 5);
+    assert_int_equal(hd_test_outbox_count(s, "dispatched_at IS NOT NULL"), 5);
     /* The broker has the links; the outbox has none. */
     amqp_connection_state_t st = hd_amqp_state(a);
     int with_token = 0, n = 0;
@@ -716,17 +629,17 @@ static void sensitive_rows(db *d)
     }
     assert_int_equal(n, 5);
     assert_int_equal(with_token, 3);
-    assert_int_equal(count_where(s, "payload LIKE '%" SENSITIVE_TOKEN "%'"), 0);
-    assert_int_equal(count_where(s, "headers LIKE '%" SENSITIVE_TOKEN "%'"), 0);
-    assert_int_equal(count_where(s, "sensitive = 1 AND payload = ''"), 3);
-    assert_int_equal(count_where(s, "sensitive = 0 AND payload <> ''"), 2);
+    assert_int_equal(hd_test_outbox_count(s, "payload LIKE '%" SENSITIVE_TOKEN "%'"), 0);
+    assert_int_equal(hd_test_outbox_count(s, "headers LIKE '%" SENSITIVE_TOKEN "%'"), 0);
+    assert_int_equal(hd_test_outbox_count(s, "sensitive = 1 AND payload = ''"), 3);
+    assert_int_equal(hd_test_outbox_count(s, "sensitive = 0 AND payload <> ''"), 2);
 
     hd_sleep_ms(10); /* older than the sensitive retention of 1 ms, not the week */
     int64_t purged = 0;
     assert_hd_err(0, hd_relay_purge(r, &purged, &err), &err);
     assert_int_equal(purged, 3);
-    assert_int_equal(count_where(s, "1 = 1"), 2);
-    assert_int_equal(count_where(s, "sensitive = 1"), 0);
+    assert_int_equal(hd_test_outbox_count(s, "1 = 1"), 2);
+    assert_int_equal(hd_test_outbox_count(s, "sensitive = 1"), 0);
 
     hd_relay_free(r);
     drop_broker_side(a, queue, topic);
@@ -769,22 +682,22 @@ static void retention_purges_dispatched_keeps_parked(void **state)
     char *topic = hd_test_unique_name("hd-relay-kept");
     char *lost_topic = hd_test_unique_name("hd-relay-nobody");
     char *queue = bind_queue(a, topic);
-    append_events(s, topic, 50, 10);
-    append_events(s, lost_topic, 1, 1); /* no queue: parked at the first failure */
+    hd_test_outbox_fill(s, topic, 0, 50, 10, 1);
+    hd_test_outbox_fill(s, lost_topic, 0, 1, 1, 1); /* no queue: parked at the first failure */
 
     hd_relay *r = NULL;
     hd_relay_options o = {.max_attempts = 1, .retention_ms = 1};
     assert_hd_err(0, hd_relay_new(s, pa, &o, &r, &err), &err);
     relay_until_empty(r, s, 10000);
-    assert_int_equal(count_where(s, "dispatched_at IS NOT NULL"), 50);
-    assert_int_equal(count_where(s, "parked_at IS NOT NULL"), 1);
+    assert_int_equal(hd_test_outbox_count(s, "dispatched_at IS NOT NULL"), 50);
+    assert_int_equal(hd_test_outbox_count(s, "parked_at IS NOT NULL"), 1);
 
     hd_sleep_ms(10); /* older than the retention of 1 ms */
     int64_t purged = 0;
     assert_hd_err(0, hd_relay_purge(r, &purged, &err), &err);
     assert_int_equal(purged, 50);
-    assert_int_equal(count_where(s, "1 = 1"), 1); /* only the parked row is left */
-    assert_int_equal(count_where(s, "parked_at IS NOT NULL"), 1);
+    assert_int_equal(hd_test_outbox_count(s, "1 = 1"), 1); /* only the parked row is left */
+    assert_int_equal(hd_test_outbox_count(s, "parked_at IS NOT NULL"), 1);
     hd_relay_stats st;
     hd_relay_get_stats(r, &st);
     assert_int_equal(st.purged, 50);
@@ -817,11 +730,11 @@ static void two_relays_deliver_each_row_once(void **state)
     char *queue = bind_queue(a, topic);
     char type[256];
     snprintf(type, sizeof type, "%s.item_added", topic);
-    append_events(s, topic, N_EVENTS, 20);
+    hd_test_outbox_fill(s, topic, 0, N_EVENTS, 20, 1);
 
     /* Each relay: its own store connection, its own broker connection, its own thread.
      * Small batches, so that the two really interleave. */
-    runner rn[2];
+    hd_test_runner rn[2];
     hd_store *rs[2];
     hd_amqp *ra[2];
     for (int i = 0; i < 2; i++) {
@@ -834,10 +747,10 @@ static void two_relays_deliver_each_row_once(void **state)
         assert_hd_err(0, hd_relay_new(rs[i], ra[i], &o, &rn[i].relay, &err), &err);
     }
     for (int i = 0; i < 2; i++)
-        start_runner(&rn[i]);
+        hd_test_runner_start(&rn[i]);
     hd_relay_stats st[2];
     for (int i = 0; i < 2; i++) {
-        join_runner(&rn[i]);
+        hd_test_runner_join(&rn[i]);
         assert_hd_err(0, rn[i].rc, &rn[i].err);
         hd_relay_get_stats(rn[i].relay, &st[i]);
     }
@@ -846,7 +759,7 @@ static void two_relays_deliver_each_row_once(void **state)
                   "%zu duplicates\n",
                   (unsigned long long)st[0].confirmed, (unsigned long long)st[1].confirmed, got.n,
                   got.distinct, got.n - got.distinct);
-    assert_int_equal(pending_rows(s), 0);
+    assert_int_equal(hd_test_outbox_pending(s), 0);
     assert_int_equal(st[0].confirmed + st[1].confirmed, N_EVENTS);
     assert_int_equal(got.n, N_EVENTS); /* each row once: no duplicates in normal operation */
     assert_int_equal(got.distinct, N_EVENTS);
@@ -887,14 +800,14 @@ static void wakes_up(db *d, int use_notifier)
         assert_non_null(n);
         hd_outbox_set_notifier(s, n); /* the writer's handle wakes the relay */
     }
-    runner rn = {0};
+    hd_test_runner rn = {0};
     hd_relay_options o = {.poll_ms = 20000, .notifier = n};
     assert_hd_err(0, hd_relay_new(rs, pa, &o, &rn.relay, &err), &err);
-    start_runner(&rn);
+    hd_test_runner_start(&rn);
     hd_sleep_ms(300); /* let it make its first (empty) claim and go to sleep */
 
     int64_t t0 = hd_clock_ms();
-    append_events(s, topic, 1, 1);
+    hd_test_outbox_fill(s, topic, 0, 1, 1, 1);
     if (use_notifier)
         hd_outbox_signal(s); /* what hd_outbox_append_uow does after the commit */
     hd_queue_info info = {0};
@@ -912,7 +825,7 @@ static void wakes_up(db *d, int use_notifier)
      * (one poll on the stop token, the notifier's pipe and PostgreSQL's socket), not when
      * the interval or a slice of it runs out. */
     hd_sleep_ms(300);
-    int64_t took = stop_runner(&rn);
+    int64_t took = hd_test_runner_stop(&rn);
     print_message("    %s: hd_relay_run returned %lld ms after the stop\n",
                   use_notifier ? "in-process notifier" : "LISTEN/NOTIFY", (long long)took);
     assert_true(took < 200);
@@ -1052,7 +965,7 @@ static void two_batches_in_flight(db *d)
     /* A window of 10: publishing batch k+1 takes a while, and batch k stays leased meanwhile,
      * which the watcher below can see. Two attempts, a short backoff: a returned row is
      * retried (its aggregate's second event waits for it) and parked. */
-    runner rn = {0};
+    hd_test_runner rn = {0};
     hd_relay_options o = {.batch = PIPE_BATCH,
                           .window = 10,
                           .poll_ms = 20,
@@ -1061,7 +974,7 @@ static void two_batches_in_flight(db *d)
                           .backoff_cap_ms = 50,
                           .drain = 1};
     assert_hd_err(0, hd_relay_new(rs, pa, &o, &rn.relay, &err), &err);
-    start_runner(&rn);
+    hd_test_runner_start(&rn);
     /* Watched from another connection while it runs. More rows under a live lease than one
      * claim takes: two batches were in flight at once. An aggregate with rows under two
      * different leases (two claims): the claim beside batch k took a later event of an
@@ -1070,12 +983,12 @@ static void two_batches_in_flight(db *d)
     int64_t most_leased = 0, split = 0;
     int samples = 0;
     int64_t end = hd_clock_ms() + 60000;
-    while (pending_rows(s) > 0) {
+    while (hd_test_outbox_pending(s) > 0) {
         assert_true(hd_clock_ms() < end);
         long long now = (long long)hd_time_now_ms();
         char where[512];
         snprintf(where, sizeof where, "dispatched_at IS NULL AND claimed_until > %lld", now);
-        int64_t leased = count_where(s, where);
+        int64_t leased = hd_test_outbox_count(s, where);
         if (leased > most_leased)
             most_leased = leased;
         snprintf(where, sizeof where,
@@ -1084,11 +997,11 @@ static void two_batches_in_flight(db *d)
                  " b.dispatched_at IS NULL AND a.claimed_until > %lld AND b.claimed_until > %lld"
                  " AND a.claimed_until <> b.claimed_until)",
                  now, now);
-        split += count_where(s, where);
+        split += hd_test_outbox_count(s, where);
         samples++;
         hd_sleep_ms(1);
     }
-    join_runner(&rn); /* drain: it returns by itself */
+    hd_test_runner_join(&rn); /* drain: it returns by itself */
     assert_hd_err(0, rn.rc, &rn.err);
     hd_relay_stats st;
     hd_relay_get_stats(rn.relay, &st);
@@ -1115,12 +1028,13 @@ static void two_batches_in_flight(db *d)
      * dispatched. */
     char lost_type[300];
     snprintf(lost_type, sizeof lost_type, "type = '%s.item_added'", nowhere);
-    assert_int_equal(count_where(s, "dispatched_at IS NOT NULL"), total - returned_rows);
-    assert_int_equal(count_where(s, "parked_at IS NOT NULL"), returned_rows);
-    assert_int_equal(count_where(s, "parked_at IS NOT NULL AND dispatched_at IS NOT NULL"), 0);
+    assert_int_equal(hd_test_outbox_count(s, "dispatched_at IS NOT NULL"), total - returned_rows);
+    assert_int_equal(hd_test_outbox_count(s, "parked_at IS NOT NULL"), returned_rows);
+    assert_int_equal(hd_test_outbox_count(s, "parked_at IS NOT NULL AND dispatched_at IS NOT NULL"),
+                     0);
     char parked_lost[400];
     snprintf(parked_lost, sizeof parked_lost, "%s AND parked_at IS NOT NULL", lost_type);
-    assert_int_equal(count_where(s, parked_lost), returned_rows);
+    assert_int_equal(hd_test_outbox_count(s, parked_lost), returned_rows);
 
     hd_relay_free(rn.relay);
     drop_broker_side(a, queue, topic);

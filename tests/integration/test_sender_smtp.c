@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "hd_maildir.h"
 #include "hd_test.h"
 #include "herald/clock.h"
 #include "herald/sender.h"
@@ -26,57 +27,14 @@
 
 /* ---- reading the sink's files ----------------------------------------------------------- */
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    assert_non_null(s);
-    size_t got = fread(s, 1, (size_t)n, f);
-    fclose(f);
-    s[got] = '\0';
-    return s;
-}
-
-/* The message the sink stored for recipient rcpt: waits up to 10 s for it to appear (the
- * sink writes after answering 250, so it may lag the send a little). New string. */
+/* The message the sink stored for recipient rcpt: waits up to 10 s for it to appear. New
+ * string. */
 static char *find_message(const char *maildir, const char *rcpt)
 {
-    char want[512];
-    snprintf(want, sizeof want, "X-Envelope-To: %s\r\n", rcpt);
-    int64_t deadline = hd_clock_ms() + 10000;
-    do {
-        DIR *d = opendir(maildir);
-        if (d == NULL)
-            fail_msg("cannot open HD_SMTP_MAILDIR %s", maildir);
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            size_t n = strlen(e->d_name);
-            if (e->d_name[0] == '.' || n < 5 || strcmp(e->d_name + n - 4, ".eml") != 0)
-                continue;
-            char path[2048];
-            snprintf(path, sizeof path, "%s/%s", maildir, e->d_name);
-            char *msg = slurp(path);
-            if (msg == NULL)
-                continue;
-            /* The envelope lines come first, before the message's own headers. */
-            char *body = strstr(msg, "\r\n\r\n");
-            char *hit = strstr(msg, want);
-            if (hit != NULL && (body == NULL || hit < body)) {
-                closedir(d);
-                return msg;
-            }
-            free(msg);
-        }
-        closedir(d);
-        hd_sleep_ms(50);
-    } while (hd_clock_ms() < deadline);
-    fail_msg("no message for %s arrived in %s within 10 s", rcpt, maildir);
-    return NULL;
+    char *msg = hd_maildir_find(maildir, rcpt, 10000);
+    if (msg == NULL)
+        fail_msg("no message for %s arrived in %s within 10 s", rcpt, maildir);
+    return msg;
 }
 
 static int hexval(char c)
@@ -202,17 +160,10 @@ static void delivers_a_rendered_verification_mail(void **state)
     free(token);
 }
 
-/* A port on 127.0.0.1 where nothing listens: bind one, note it, close it. */
+/* A port on 127.0.0.1 where nothing listens (bound a moment ago, then closed). */
 static int closed_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
+    return hd_test_free_port();
 }
 
 static void a_closed_port_fails_fast_with_esmtp(void **state)

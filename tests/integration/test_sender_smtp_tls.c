@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hd_maildir.h"
 #include "hd_test.h"
 #include "herald/clock.h"
 #include "herald/sender.h"
@@ -32,51 +33,10 @@ static void expect_text(const hd_error *err, const char *part)
         fail_msg("expected '%s' in: %s", part, err->text);
 }
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    assert_non_null(s);
-    size_t got = fread(s, 1, (size_t)n, f);
-    fclose(f);
-    s[got] = '\0';
-    return s;
-}
-
 /* The message stored for rcpt, waiting up to wait_ms; NULL when none came. New. */
 static char *find_message(const char *rcpt, int64_t wait_ms)
 {
-    const char *maildir = hd_test_require_env("HD_SMTP_MAILDIR");
-    char want[512];
-    snprintf(want, sizeof want, "X-Envelope-To: %s\r\n", rcpt);
-    int64_t deadline = hd_clock_ms() + wait_ms;
-    do {
-        DIR *d = opendir(maildir);
-        if (d == NULL)
-            fail_msg("cannot open HD_SMTP_MAILDIR %s", maildir);
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            size_t n = strlen(e->d_name);
-            if (e->d_name[0] == '.' || n < 5 || strcmp(e->d_name + n - 4, ".eml") != 0)
-                continue;
-            char path[2048];
-            snprintf(path, sizeof path, "%s/%s", maildir, e->d_name);
-            char *msg = slurp(path);
-            if (msg != NULL && strstr(msg, want) != NULL) {
-                closedir(d);
-                return msg;
-            }
-            free(msg);
-        }
-        closedir(d);
-        hd_sleep_ms(50);
-    } while (hd_clock_ms() < deadline);
-    return NULL;
+    return hd_maildir_find(hd_test_require_env("HD_SMTP_MAILDIR"), rcpt, wait_ms);
 }
 
 static hd_sender *required_sender(const char *url, const char *ca)

@@ -31,8 +31,6 @@ ADMIN=admin-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n') # 38 characters: 32 a
 PASSWORD='Tr0ub4dor&3-never-in-clear'
 VERIFY_BASE='https://app.test/verify?token='
 PID=
-pass=0
-failed=0
 
 cleanup() {
   [ -n "$PID" ] && kill -KILL "$PID" 2>/dev/null
@@ -43,52 +41,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ok() { pass=$((pass + 1)); }
-bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
-check() { # description, then a command that must succeed
-  local what=$1; shift
-  if "$@"; then ok; else bad "$what"; fi
-}
-step() { printf '\n== %s\n' "$*"; }
-
-need_env() {
-  if [ -z "${!1:-}" ]; then
-    echo "FAIL: $1 is not set: start the servers (scripts/servers.sh up; . \$HD_SERVERS_DIR/env)"
-    exit 1
-  fi
-}
+# ok, bad, check, step, need_env; call, expect, jget, header (scripts/lib/http_test.sh). Every
+# body is also kept in $TMP/responses, which is searched for the password at the end; a
+# problem's body must carry its status.
+# shellcheck source=scripts/lib/http_test.sh
+. "$SRC/scripts/lib/http_test.sh"
+HTTP_TEST_RESPONSES=$TMP/responses
+HTTP_TEST_PROBLEM_STATUS=1
 
 # ---- HTTP helpers ------------------------------------------------------------------------
-# call METHOD PATH [JSON_BODY|-] [curl args...]: sets STATUS and CTYPE, body in $TMP/body.
-# Every body is also kept in $TMP/responses, which is searched for the password at the end.
-call() {
-  local method=$1 path=$2 body=${3:--}
-  shift 3 2>/dev/null || shift $#
-  local args=(-s -o "$TMP/body" -D "$TMP/headers" -X "$method" "$BASE$path")
-  [ "$body" != "-" ] && args+=(-H 'Content-Type: application/json' --data-binary "$body")
-  STATUS=$(curl "${args[@]}" "$@" -w '%{http_code}')
-  CTYPE=$(tr -d '\r' <"$TMP/headers" | sed -n 's/^[Cc]ontent-[Tt]ype: //p' | tail -n 1)
-  cat "$TMP/body" >>"$TMP/responses"
-  echo >>"$TMP/responses"
-}
 admin() { echo "Authorization: Bearer $ADMIN"; }
-# expect STATUS [problem]: the last call's status (and problem+json content type)
-expect() {
-  local want=$1 kind=${2:-}
-  if [ "$STATUS" != "$want" ]; then
-    bad "expected $want, got $STATUS: $(head -c 300 "$TMP/body")"
-    return
-  fi
-  ok
-  if [ "$kind" = problem ]; then
-    check "status $want has content type application/problem+json (got '$CTYPE')" \
-      test "$CTYPE" = "application/problem+json"
-    check "problem body has status $want" test "$(jget "d['status']")" = "$want"
-  fi
-}
-# jget PYTHON_EXPR: evaluate over the last JSON body, bound to d
-jget() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($1)" "$TMP/body" 2>/dev/null; }
-header() { tr -d '\r' <"$TMP/headers" | sed -n "s/^$1: //Ip" | tail -n 1; }
 sql() { sqlite3 "$TMP/users.db" "$@"; }
 
 # ---- the server ---------------------------------------------------------------------------
@@ -336,79 +298,7 @@ expect 405 problem
 
 # ---- 3. the OpenAPI document ------------------------------------------------------------------
 step "the server against docs/openapi/users.yaml"
-if python3 - "$OPENAPI" "$BASE" "$ADMIN" >"$TMP/openapi.log" 2>&1 <<'PY'
-import json, re, sys, urllib.error, urllib.request
-
-path, base, admin = sys.argv[1:4]
-text = open(path).read()
-
-def load(text):
-    """paths -> method -> (documented statuses, needs admin). PyYAML when installed, else a
-    reader for the layout of users.yaml (2-space indentation, quoted status codes)."""
-    try:
-        import yaml
-    except ImportError:
-        yaml = None
-    out = {}
-    if yaml:
-        doc = yaml.safe_load(text)
-        for p, item in doc['paths'].items():
-            for m, op in item.items():
-                if m in ('get', 'post', 'put', 'patch', 'delete'):
-                    out.setdefault(p, {})[m] = ({str(k) for k in op['responses']},
-                                                bool(op.get('security')))
-        return out
-    in_paths, p, m, section = False, None, None, None
-    for line in text.splitlines():
-        if not line.strip() or line.lstrip().startswith('#'):
-            continue
-        ind, s = len(line) - len(line.lstrip()), line.strip()
-        if ind == 0:
-            in_paths = s == 'paths:'
-        elif in_paths and ind == 2:
-            p, m = s.rstrip(':'), None
-        elif in_paths and ind == 4 and s.rstrip(':') in ('get', 'post', 'put', 'patch', 'delete'):
-            m = s.rstrip(':')
-            out.setdefault(p, {})[m] = (set(), False)
-        elif in_paths and m and ind == 6:
-            section = s.rstrip(':')
-            if section == 'security':
-                out[p][m] = (out[p][m][0], True)
-        elif in_paths and m and ind == 8 and section == 'responses':
-            code = re.match(r"'?(\d{3})'?:", s)
-            if code:
-                out[p][m][0].add(code.group(1))
-    return out
-
-ops = load(text)
-n = bad = 0
-for p, methods in sorted(ops.items()):
-    for m, (codes, secured) in sorted(methods.items()):
-        url = base + p.replace('{id}', '00000000-0000-4000-8000-000000000000')
-        tries = [('with token', {'Authorization': 'Bearer ' + admin})]
-        if secured:
-            tries.append(('without token', {}))
-        for label, headers in tries:
-            body = None
-            if m in ('post', 'patch'):
-                body, headers = b'{}', dict(headers, **{'Content-Type': 'application/json'})
-            req = urllib.request.Request(url, data=body, method=m.upper(), headers=headers)
-            try:
-                with urllib.request.urlopen(req) as r:
-                    status, ctype = r.status, r.headers.get('Content-Type', '')
-            except urllib.error.HTTPError as e:
-                status, ctype = e.code, e.headers.get('Content-Type', '')
-            n += 1
-            verdict = 'ok'
-            if str(status) not in codes:
-                verdict, bad = 'UNDOCUMENTED STATUS (documented: %s)' % sorted(codes), bad + 1
-            elif status >= 400 and not ctype.startswith('application/problem+json'):
-                verdict, bad = 'error without problem+json: ' + ctype, bad + 1
-            print('%-6s %-24s %-14s -> %d %s' % (m.upper(), p, label, status, verdict))
-print('openapi: %d requests, %d operations documented, %d mismatches'
-      % (n, sum(len(v) for v in ops.values()), bad))
-sys.exit(1 if bad or n == 0 else 0)
-PY
+if python3 "$SRC/scripts/lib/openapi_check.py" "$OPENAPI" "$BASE" "$ADMIN" >"$TMP/openapi.log" 2>&1
 then ok; else bad "server does not match the OpenAPI document"; fi
 cat "$TMP/openapi.log"
 

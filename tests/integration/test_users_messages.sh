@@ -22,8 +22,6 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/herald-users-messages-XXXXXX")
 ADMIN=admin-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
 RUN=$(od -An -tx1 -N4 /dev/urandom | tr -d ' \n') # senders unique to this run (PG persists)
 PID=
-pass=0
-failed=0
 
 cleanup() {
   [ -n "$PID" ] && kill -KILL "$PID" 2>/dev/null
@@ -31,44 +29,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ok() { pass=$((pass + 1)); }
-bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
-check() { local what=$1; shift; if "$@"; then ok; else bad "$what"; fi; }
-step() { printf '\n== %s\n' "$*"; }
+# ok, bad, check, step, need_env; call, expect, jget, header (scripts/lib/http_test.sh)
+# shellcheck source=scripts/lib/http_test.sh
+. "$SRC/scripts/lib/http_test.sh"
 
-for v in HD_AMQP_URL HD_PG_URL; do
-  if [ -z "${!v:-}" ]; then
-    echo "FAIL: $v is not set: start the servers (scripts/servers.sh up; . \$HD_SERVERS_DIR/env)"
-    exit 1
-  fi
-done
+need_env HD_AMQP_URL HD_PG_URL
 [ -x "$BIN" ] || { echo "FAIL: $BIN not built"; exit 1; }
 
-# call METHOD PATH [BODY|-] [curl args...]: STATUS, CTYPE; body in $TMP/body
-call() {
-  local method=$1 path=$2 body=${3:--}
-  shift 3 2>/dev/null || shift $#
-  local args=(-s -o "$TMP/body" -D "$TMP/headers" -X "$method" "$BASE$path")
-  [ "$body" != "-" ] && args+=(-H 'Content-Type: application/json' --data-binary "$body")
-  STATUS=$(curl "${args[@]}" "$@" -w '%{http_code}')
-  CTYPE=$(tr -d '\r' <"$TMP/headers" | sed -n 's/^[Cc]ontent-[Tt]ype: //p' | tail -n 1)
-}
 auth=(-H "Authorization: Bearer $ADMIN")
-expect() {
-  local want=$1 kind=${2:-}
-  if [ "$STATUS" != "$want" ]; then
-    bad "expected $want, got $STATUS: $(head -c 300 "$TMP/body")"
-    return
-  fi
-  ok
-  if [ "$kind" = problem ]; then
-    check "status $want is application/problem+json (got '$CTYPE')" \
-      test "$CTYPE" = "application/problem+json"
-  fi
-}
-jget() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($1)" "$TMP/body" 2>/dev/null; }
-header() { tr -d '\r' <"$TMP/headers" | sed -n "s/^$1: //Ip" | tail -n 1; }
-
 # start_server DATABASE_URL
 start_server() {
   : >"$TMP/server.log"
@@ -226,37 +194,8 @@ check "one inbox entry for $ID" test "$(sqlite3 "$DB" "SELECT COUNT(*) FROM hd_i
 
 # ---- 5. OpenAPI -------------------------------------------------------------------------------------
 step "the server against docs/openapi/messages.yaml"
-if python3 - "$OPENAPI" "$BASE" "$ADMIN" >"$TMP/openapi.log" 2>&1 <<'PY'
-import sys, urllib.error, urllib.request, yaml
-path, base, admin = sys.argv[1:4]
-doc = yaml.safe_load(open(path))
-n = bad = 0
-for p, item in sorted(doc['paths'].items()):
-    for m, op in sorted(item.items()):
-        if m not in ('get', 'post'):
-            continue
-        codes = {str(k) for k in op['responses']}
-        url = base + p.replace('{id}', '00000000-0000-4000-8000-000000000000')
-        for label, headers in (('with token', {'Authorization': 'Bearer ' + admin}), ('without token', {})):
-            body = None
-            if m == 'post':
-                body, headers = b'{}', dict(headers, **{'Content-Type': 'application/json'})
-            req = urllib.request.Request(url, data=body, method=m.upper(), headers=headers)
-            try:
-                with urllib.request.urlopen(req) as r:
-                    status, ctype = r.status, r.headers.get('Content-Type', '')
-            except urllib.error.HTTPError as e:
-                status, ctype = e.code, e.headers.get('Content-Type', '')
-            n += 1
-            verdict = 'ok'
-            if str(status) not in codes:
-                verdict, bad = 'UNDOCUMENTED STATUS (documented: %s)' % sorted(codes), bad + 1
-            elif status >= 400 and not ctype.startswith('application/problem+json'):
-                verdict, bad = 'error without problem+json: ' + ctype, bad + 1
-            print('%-6s %-18s %-14s -> %d %s' % (m.upper(), p, label, status, verdict))
-print('openapi: %d requests, %d mismatches' % (n, bad))
-sys.exit(1 if bad or n == 0 else 0)
-PY
+if python3 "$SRC/scripts/lib/openapi_check.py" "$OPENAPI" "$BASE" "$ADMIN" --methods get,post \
+  --unauthenticated all >"$TMP/openapi.log" 2>&1
 then ok; else bad "server does not match the OpenAPI document"; fi
 cat "$TMP/openapi.log"
 stop_server

@@ -35,6 +35,14 @@ const char *hd_test_require_env(const char *name);
 char *hd_test_tmpdir(const char *tag);
 void hd_test_rmtree(const char *path);
 
+/* A TCP port on 127.0.0.1 free a moment ago (bound to port 0, then closed): for a server
+ * told to listen there, or a port where nothing listens. (Another process may take it in
+ * between: known limit.) */
+int hd_test_free_port(void);
+
+/* The whole file at path, NUL-terminated (new); NULL when it cannot be opened. */
+char *hd_test_read_file(const char *path);
+
 /* A name unique to this process and call (prefix-pid-counter-random), for queues,
  * exchanges and databases on the shared servers. Caller frees. */
 char *hd_test_unique_name(const char *prefix);
