@@ -2,6 +2,8 @@
 #include "raw_broker.h"
 
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -311,4 +313,128 @@ out:
         hd_amqp_channel_close(a, ch);
     hd_amqp_close(a);
     return rc;
+}
+
+/* ---- a sink drained while the benchmark runs --------------------------------------------- */
+
+struct bench_sink {
+    char *url, *queue;
+    int prefetch;
+    pthread_t thread;
+    atomic_size_t count;
+    atomic_int stop;
+    int rc;
+    hd_error err;
+};
+
+static void *sink_main(void *arg)
+{
+    bench_sink *s = arg;
+    hd_amqp *a = NULL;
+    hd_amqp_options ao = {.connection_name = "bench sink"};
+    amqp_channel_t ch = 0;
+    int rc = hd_amqp_open(s->url, &ao, &a, &s->err);
+    if (rc < 0)
+        goto out;
+    if ((rc = hd_amqp_channel_open(a, &ch, &s->err)) < 0)
+        goto out;
+    amqp_connection_state_t st = hd_amqp_state(a);
+    amqp_basic_qos(st, ch, 0, (uint16_t)s->prefetch, 0);
+    if ((rc = hd_amqp_check_reply_on(a, ch, amqp_get_rpc_reply(st), "basic.qos", &s->err)) < 0) {
+        ch = 0;
+        goto out;
+    }
+    amqp_basic_consume(st, ch, amqp_cstring_bytes(s->queue), amqp_empty_bytes, 0, 0, 0,
+                       amqp_empty_table);
+    if ((rc = hd_amqp_check_reply_on(a, ch, amqp_get_rpc_reply(st), "basic.consume", &s->err)) <
+        0) {
+        ch = 0;
+        goto out;
+    }
+    while (!atomic_load(&s->stop)) {
+        amqp_envelope_t env;
+        struct timeval tv = {.tv_sec = 0, .tv_usec = 100000}; /* look at the stop flag */
+        amqp_maybe_release_buffers(st);
+        amqp_rpc_reply_t r = amqp_consume_message(st, &env, &tv, 0);
+        if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+            int status = amqp_basic_ack(st, ch, env.delivery_tag, 0);
+            amqp_destroy_envelope(&env);
+            if ((rc = hd_amqp_check_status(a, status, "basic.ack", &s->err)) < 0)
+                goto out;
+            atomic_fetch_add(&s->count, 1);
+            continue;
+        }
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_TIMEOUT)
+            continue;
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+            amqp_frame_t f;
+            int status = amqp_simple_wait_frame(st, &f);
+            if ((rc = hd_amqp_check_status(a, status, "sink", &s->err)) < 0)
+                goto out;
+            if (f.frame_type == AMQP_FRAME_METHOD &&
+                (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD ||
+                 f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD)) {
+                rc = hd_amqp_handle_close(a, f.channel, &f.payload.method, "sink", &s->err);
+                ch = 0;
+                goto out;
+            }
+            continue;
+        }
+        rc = hd_amqp_reply_error(r, "sink", NULL, &s->err);
+        goto out;
+    }
+    rc = 0;
+out:
+    if (ch != 0)
+        hd_amqp_channel_close(a, ch);
+    hd_amqp_close(a);
+    s->rc = rc;
+    return NULL;
+}
+
+int bench_sink_start(const char *url, const char *queue, int prefetch, bench_sink **out,
+                     hd_error *err)
+{
+    *out = NULL;
+    bench_sink *s = calloc(1, sizeof *s);
+    if (s == NULL || (s->url = strdup(url)) == NULL || (s->queue = strdup(queue)) == NULL) {
+        if (s != NULL) {
+            free(s->url);
+            free(s);
+        }
+        return hd_error_set(err, HD_ENOMEM, "bench sink: out of memory");
+    }
+    s->prefetch = prefetch;
+    atomic_init(&s->count, 0);
+    atomic_init(&s->stop, 0);
+    if (pthread_create(&s->thread, NULL, sink_main, s) != 0) {
+        free(s->url);
+        free(s->queue);
+        free(s);
+        return hd_error_set(err, HD_EIO, "bench sink: cannot start its thread");
+    }
+    *out = s;
+    return 0;
+}
+
+size_t bench_sink_count(const bench_sink *s)
+{
+    return s == NULL ? 0 : atomic_load(&((bench_sink *)s)->count);
+}
+
+long bench_sink_stop(bench_sink *s, hd_error *err)
+{
+    if (s == NULL)
+        return 0;
+    atomic_store(&s->stop, 1);
+    pthread_join(s->thread, NULL);
+    long n = (long)atomic_load(&s->count);
+    if (s->rc < 0)
+        n = hd_error_set(err, s->rc, "bench sink: %s (after %ld messages)", s->err.text, n);
+    free(s->url);
+    free(s->queue);
+    free(s);
+    return n;
 }

@@ -91,4 +91,24 @@ int bench_raw_publish(const char *url, const char *exchange, const char *routing
 int bench_raw_consume(const char *url, const char *queue, size_t n, int prefetch, bench_span *out,
                       hd_error *err);
 
+/* ---- a sink drained while the benchmark runs --------------------------------------------- */
+
+/* A consumer of queue on a thread of its own (connection "bench sink"): prefetch `prefetch`,
+ * one basic.ack per message, the raw consume's loop, until bench_sink_stop. A queue that
+ * grows for a whole run costs the broker more per message than one that is drained (its
+ * process heap, paging to the message store: bench/broker/README.md), so a benchmark whose
+ * raw reference consumes a queue consumes it too. */
+typedef struct bench_sink bench_sink;
+
+/* Starts it into *out (new: bench_sink_stop frees it). url and queue are copied. */
+int bench_sink_start(const char *url, const char *queue, int prefetch, bench_sink **out,
+                     hd_error *err);
+
+/* Messages consumed and acked so far (any thread). */
+size_t bench_sink_count(const bench_sink *s);
+
+/* Stops and frees s (stolen; NULL is fine). Returns the messages consumed, or a negative code
+ * when the consumer failed (err set: what failed, and after how many). */
+long bench_sink_stop(bench_sink *s, hd_error *err);
+
 #endif
