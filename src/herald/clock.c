@@ -4,6 +4,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -15,29 +17,50 @@
  * of the relay and the consumer. uuid_generate_random asks the kernel for 16 bytes each
  * time (a system call or more per id); instead each thread keeps a pool of random bytes,
  * refilled 4 KiB at a time from libsodium's CSPRNG, and formats them with libuuid.
- * A child process must not reuse its parent's pool (both would hand out the same ids), so
- * the pool remembers the process it was filled in. */
+ * A child process must not reuse its parent's pool (both would hand out the same ids): a
+ * fork handler (pthread_atfork, registered before the first pool is filled) bumps a
+ * generation the pools remember. It used to be getpid() on every id, a system call a GET
+ * /users/{id} (its correlation id) and every event paid (docs/modules/http.md, issue 14).
+ * Known limit: a child made with a raw clone(2), which runs no fork handlers, is not seen;
+ * fork(), and posix_spawn's exec, are fine. */
 #define UUID_POOL_BYTES 4096
 
 static _Thread_local struct {
     unsigned char bytes[UUID_POOL_BYTES];
     size_t used;
-    pid_t pid;
+    unsigned long gen;
 } uuid_pool = {.used = UUID_POOL_BYTES};
+
+/* Starts at 1, so that a pool never filled (gen 0) never matches. */
+static atomic_ulong fork_gen = 1;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void on_fork_child(void)
+{
+    atomic_fetch_add(&fork_gen, 1);
+}
+
+static void register_fork_handler(void)
+{
+    pthread_atfork(NULL, NULL, on_fork_child);
+}
 
 void hd_uuid_v4(char out[HD_UUID_LEN + 1])
 {
-    pid_t pid = getpid();
-    if (uuid_pool.used + 16 > UUID_POOL_BYTES || uuid_pool.pid != pid) {
+    unsigned long gen = atomic_load_explicit(&fork_gen, memory_order_relaxed);
+    if (uuid_pool.used + 16 > UUID_POOL_BYTES || uuid_pool.gen != gen) {
+        pthread_once(&fork_once, register_fork_handler);
         if (sodium_init() < 0) { /* no entropy source at all: fall back to libuuid's own */
             uuid_t u;
             uuid_generate_random(u);
             uuid_unparse_lower(u, out);
             return;
         }
+        /* Read after registering: a fork from here on bumps it past this pool's. */
+        gen = atomic_load(&fork_gen);
         randombytes_buf(uuid_pool.bytes, UUID_POOL_BYTES);
         uuid_pool.used = 0;
-        uuid_pool.pid = pid;
+        uuid_pool.gen = gen;
     }
     unsigned char *u = uuid_pool.bytes + uuid_pool.used;
     uuid_pool.used += 16;
