@@ -605,8 +605,12 @@ static int start(service *svc, hd_error *err)
     if (rc >= 0)
         rc = users_app_new(svc->store, &ac, &svc->app, err);
     /* Handles of their own for GET /users/{id} and the e-mail look-up, so that reads do
-     * not queue on the store lock the writes hold (application.h). */
-    for (size_t i = 0; rc == 0 && i < USERS_READERS_DEFAULT; i++) {
+     * not queue on the store lock the writes hold (application.h). Not for an in-memory
+     * SQLite database: each connection to one is a database of its own, which the reads
+     * would find empty. */
+    int in_memory =
+        strstr(svc->db_url, ":memory:") != NULL || strstr(svc->db_url, "mode=memory") != NULL;
+    for (size_t i = 0; rc == 0 && !in_memory && i < USERS_READERS_DEFAULT; i++) {
         rc = hd_store_open(svc->db_url, &svc->readers[i], err);
         if (rc == 0 && (rc = users_app_add_reader(svc->app, svc->readers[i])) < 0)
             hd_error_set(err, rc, "cannot add a reader to the users app");
