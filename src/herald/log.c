@@ -26,10 +26,11 @@ struct hd_logger {
     const char *service;  /* owned (strdup) except in the built-in logger */
     atomic_int level;     /* atomic: hd_logger_set_level may race with writers */
     FILE *out;            /* borrowed; NULL = stderr, looked up when writing */
-    pthread_mutex_t lock; /* makes fwrite + fflush of one line a unit (streams without fd) */
+    pthread_mutex_t lock; /* fwrite + fflush of one line (streams without fd); long lines */
     /* Streams with a descriptor: a line up to PIPE_BUF bytes is one write(2) under the read
      * side (any number at once), a longer one takes the write side (alone); see write_fd. */
     pthread_rwlock_t fd_lock;
+    atomic_int long_waiting; /* a line over PIPE_BUF waits for fd_lock's write side */
     struct redaction *rules;
     size_t nrules, cap;
     int builtin; /* the static default: nothing of it is freed or changed */
@@ -128,6 +129,7 @@ hd_logger *hd_logger_new(const char *service, hd_log_level level, FILE *out)
     }
     lg->service = name;
     atomic_init(&lg->level, (int)level);
+    atomic_init(&lg->long_waiting, 0);
     lg->out = out;
     for (size_t i = 0; i < NDEFAULT_RULES; i++) {
         if (hd_logger_redact(lg, default_rules[i].name, default_rules[i].mode) != HD_OK) {
@@ -559,11 +561,25 @@ static void write_all(int fd, const char *buf, size_t n)
  * services log to, has none); log through the logger, or flush, when sharing a stream. */
 static void write_fd(hd_logger *lg, int fd, const char *buf, size_t n)
 {
-    int alone = n > PIPE_BUF;
-    if (alone)
+    if (n > PIPE_BUF) {
+        /* POSIX lets an rwlock prefer readers (glibc's default does): with short lines
+         * always in flight the write side could wait for ever. The long line holds the
+         * mutex and raises long_waiting while it waits; short lines that see the flag queue
+         * on the mutex behind it instead of taking the read side again. */
+        pthread_mutex_lock(&lg->lock);
+        atomic_store(&lg->long_waiting, 1);
         pthread_rwlock_wrlock(&lg->fd_lock);
-    else
-        pthread_rwlock_rdlock(&lg->fd_lock);
+        write_all(fd, buf, n);
+        pthread_rwlock_unlock(&lg->fd_lock);
+        atomic_store(&lg->long_waiting, 0);
+        pthread_mutex_unlock(&lg->lock);
+        return;
+    }
+    if (atomic_load_explicit(&lg->long_waiting, memory_order_relaxed)) {
+        pthread_mutex_lock(&lg->lock);
+        pthread_mutex_unlock(&lg->lock);
+    }
+    pthread_rwlock_rdlock(&lg->fd_lock);
     write_all(fd, buf, n);
     pthread_rwlock_unlock(&lg->fd_lock);
 }
