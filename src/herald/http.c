@@ -1490,15 +1490,40 @@ static int reply_set(hd_http_response *r, int status, const char *content_type, 
     return HD_OK;
 }
 
+/* j as compact JSON text (new, malloc'd, NUL-terminated) and its length; NULL when it
+ * cannot be encoded or memory runs out. One pass into a stack buffer and one allocation
+ * of the exact size: json_dumps grows its buffer from 16 bytes by doubling and copies the
+ * result once more (a realloc or five and a strdup for a user's JSON). */
+static char *dump_compact(const json_t *j, size_t flags, size_t *len)
+{
+    char stack[2048];
+    size_t n = json_dumpb(j, stack, sizeof stack, flags);
+    if (n == 0)
+        return NULL; /* jansson writes at least "{}" for anything it can encode */
+    char *text = malloc(n + 1);
+    if (text == NULL)
+        return NULL;
+    if (n <= sizeof stack)
+        memcpy(text, stack, n);
+    else if (json_dumpb(j, text, n, flags) != n) {
+        free(text);
+        return NULL;
+    }
+    text[n] = '\0';
+    *len = n;
+    return text;
+}
+
 int hd_http_reply_json(hd_http_response *resp, int status, json_t *body)
 {
     if (body == NULL)
         return resp ? reply_fail(resp, HD_EINVAL) : HD_EINVAL;
-    char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+    size_t len = 0;
+    char *text = dump_compact(body, JSON_COMPACT | JSON_ENCODE_ANY, &len);
     json_decref(body);
     if (text == NULL)
         return resp ? reply_fail(resp, HD_ENOMEM) : HD_ENOMEM;
-    return reply_set(resp, status, "application/json", text, strlen(text));
+    return reply_set(resp, status, "application/json", text, len);
 }
 
 int hd_http_reply_text(hd_http_response *resp, int status, const char *content_type,
@@ -1556,11 +1581,12 @@ int hd_http_reply_problem_json(hd_http_response *resp, int status, json_t *probl
         ok &= json_object_set_new(problem, "instance", json_string(instance)) == 0;
         free(clean);
     }
-    char *text = ok ? json_dumps(problem, JSON_COMPACT) : NULL;
+    size_t len = 0;
+    char *text = ok ? dump_compact(problem, JSON_COMPACT, &len) : NULL;
     json_decref(problem);
     if (text == NULL)
         return reply_fail(resp, HD_ENOMEM);
-    return reply_set(resp, status, "application/problem+json", text, strlen(text));
+    return reply_set(resp, status, "application/problem+json", text, len);
 }
 
 int hd_http_reply_problem(hd_http_response *resp, int status, const char *title, const char *detail)

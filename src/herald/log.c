@@ -4,11 +4,14 @@
 #include "herald/error.h"
 #include "herald/utf8.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 /* name is kept lower-cased (ASCII) with its length, so that matching a key folds only the
  * key's bytes and compares inline: the strncasecmp at every position of every key for every
@@ -23,7 +26,11 @@ struct hd_logger {
     const char *service;  /* owned (strdup) except in the built-in logger */
     atomic_int level;     /* atomic: hd_logger_set_level may race with writers */
     FILE *out;            /* borrowed; NULL = stderr, looked up when writing */
-    pthread_mutex_t lock; /* makes fwrite + fflush of one line a unit */
+    pthread_mutex_t lock; /* fwrite + fflush of one line (streams without fd); long lines */
+    /* Streams with a descriptor: a line up to PIPE_BUF bytes is one write(2) under the read
+     * side (any number at once), a longer one takes the write side (alone); see write_fd. */
+    pthread_rwlock_t fd_lock;
+    atomic_int long_waiting; /* a line over PIPE_BUF waits for fd_lock's write side */
     struct redaction *rules;
     size_t nrules, cap;
     int builtin; /* the static default: nothing of it is freed or changed */
@@ -53,6 +60,7 @@ static hd_logger builtin_logger = {
     .level = HD_LOG_INFO,
     .out = NULL,
     .lock = PTHREAD_MUTEX_INITIALIZER,
+    .fd_lock = PTHREAD_RWLOCK_INITIALIZER,
     .rules = (struct redaction *)default_rules,
     .nrules = NDEFAULT_RULES,
     .cap = 0,
@@ -113,8 +121,15 @@ hd_logger *hd_logger_new(const char *service, hd_log_level level, FILE *out)
         free(lg);
         return NULL;
     }
+    if (pthread_rwlock_init(&lg->fd_lock, NULL) != 0) {
+        pthread_mutex_destroy(&lg->lock);
+        free(name);
+        free(lg);
+        return NULL;
+    }
     lg->service = name;
     atomic_init(&lg->level, (int)level);
+    atomic_init(&lg->long_waiting, 0);
     lg->out = out;
     for (size_t i = 0; i < NDEFAULT_RULES; i++) {
         if (hd_logger_redact(lg, default_rules[i].name, default_rules[i].mode) != HD_OK) {
@@ -132,6 +147,7 @@ void hd_logger_free(hd_logger *lg)
     hd_logger_clear_redactions(lg);
     free(lg->rules);
     pthread_mutex_destroy(&lg->lock);
+    pthread_rwlock_destroy(&lg->fd_lock);
     free((char *)lg->service);
     free(lg);
 }
@@ -512,8 +528,64 @@ static void redact(const hd_logger *lg, json_t *v)
     }
 }
 
-/* Serialise line and write it with one fwrite. Most lines fit the stack buffer; longer
- * ones take one allocation. */
+/* buf[0, n) to fd, all of it (a signal or a full disk may cut a write short). */
+static void write_all(int fd, const char *buf, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, buf, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return; /* nowhere to report a failing log */
+        buf += w;
+        n -= (size_t)w;
+    }
+}
+
+/* A whole line to the stream's descriptor, in one write(2) when it can be.
+ *
+ * Why not fwrite + fflush under a mutex (what streams without a descriptor still get):
+ * the mutex was held across the write system call, and with a thread per HTTP connection
+ * every access line queued on it: a futex wait and a wake a request on a busy server
+ * (docs/modules/log.md). A line of at most PIPE_BUF bytes needs no lock of ours: the
+ * kernel writes it whole, never mixed with another (a pipe guarantees it up to PIPE_BUF,
+ * a regular file, a terminal and a socket of Linux for any size of one write), and the
+ * read side of the rwlock, which many threads hold at once without a system call, only
+ * keeps such lines out of a longer one's way. A longer line (rare: most are a few hundred
+ * bytes) takes the write side, because a pipe may split it around other writers.
+ *
+ * Durability is the same as before: every line is in the kernel before hd_log returns,
+ * so a crash of the process afterwards loses no line (no buffer of ours to lose); the
+ * access line of a request still costs one write(2), as it did. Known limit: bytes that
+ * something else left in the FILE's own buffer are not flushed first (stderr, what the
+ * services log to, has none); log through the logger, or flush, when sharing a stream. */
+static void write_fd(hd_logger *lg, int fd, const char *buf, size_t n)
+{
+    if (n > PIPE_BUF) {
+        /* POSIX lets an rwlock prefer readers (glibc's default does): with short lines
+         * always in flight the write side could wait for ever. The long line holds the
+         * mutex and raises long_waiting while it waits; short lines that see the flag queue
+         * on the mutex behind it instead of taking the read side again. */
+        pthread_mutex_lock(&lg->lock);
+        atomic_store(&lg->long_waiting, 1);
+        pthread_rwlock_wrlock(&lg->fd_lock);
+        write_all(fd, buf, n);
+        pthread_rwlock_unlock(&lg->fd_lock);
+        atomic_store(&lg->long_waiting, 0);
+        pthread_mutex_unlock(&lg->lock);
+        return;
+    }
+    if (atomic_load_explicit(&lg->long_waiting, memory_order_relaxed)) {
+        pthread_mutex_lock(&lg->lock);
+        pthread_mutex_unlock(&lg->lock);
+    }
+    pthread_rwlock_rdlock(&lg->fd_lock);
+    write_all(fd, buf, n);
+    pthread_rwlock_unlock(&lg->fd_lock);
+}
+
+/* Serialise line and write it. Most lines fit the stack buffer; longer ones take one
+ * allocation. */
 static void write_line(hd_logger *lg, const json_t *line)
 {
     char stack[2048];
@@ -531,13 +603,17 @@ static void write_line(hd_logger *lg, const json_t *line)
     }
     buf[n++] = '\n';
     FILE *out = lg->out ? lg->out : stderr;
-    pthread_mutex_lock(&lg->lock);
-    /* POSIX already locks the FILE for each call; the mutex also keeps the flush with its
-     * line, and serves streams used with unlocked stdio elsewhere. Flushing every line
-     * means a crash loses no log line, which is when logs matter most. */
-    fwrite(buf, 1, n, out);
-    fflush(out);
-    pthread_mutex_unlock(&lg->lock);
+    int fd = fileno(out);
+    if (fd >= 0) {
+        write_fd(lg, fd, buf, n);
+    } else {
+        /* A stream in memory (open_memstream, fmemopen): POSIX already locks the FILE for
+         * each call; the mutex also keeps the flush with its line. */
+        pthread_mutex_lock(&lg->lock);
+        fwrite(buf, 1, n, out);
+        fflush(out);
+        pthread_mutex_unlock(&lg->lock);
+    }
     if (buf != stack)
         free(buf);
 }

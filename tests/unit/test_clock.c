@@ -5,9 +5,11 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hd_test.h"
@@ -82,6 +84,31 @@ static void format_and_parse_round_trip(void **state)
     assert_int_equal(ms, 951782400500LL);
 }
 
+/* The digits written by hand agree with the snprintf they replaced, across days, leap
+ * years, negative milliseconds (before 1970) and the years the width can hold. */
+static void format_matches_snprintf(void **state)
+{
+    (void)state;
+    const int64_t at[] = {0,        -1,           -999,          -1000,           999,
+                          86399999, 951782400500, 1795406706789, -62167219200000, 253402300799999};
+    for (size_t i = 0; i < sizeof at / sizeof at[0] + 2000; i++) {
+        int64_t ms = i < sizeof at / sizeof at[0]
+                         ? at[i]
+                         : (int64_t)(i * 7919) * 1234567891LL % 253402300799999LL;
+        char got[HD_TIME_LEN + 1], want[64];
+        hd_time_format(ms, got);
+        time_t secs = (time_t)(ms / 1000);
+        int rem = (int)(ms % 1000);
+        if (rem < 0)
+            rem += 1000, secs -= 1;
+        struct tm tm;
+        gmtime_r(&secs, &tm);
+        snprintf(want, sizeof want, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, rem);
+        assert_string_equal(got, want);
+    }
+}
+
 static void parse_rejects_malformed_times(void **state)
 {
     (void)state;
@@ -113,6 +140,7 @@ int main(void)
         cmocka_unit_test(uuids_are_v4_and_distinct),
         cmocka_unit_test(uuids_stay_unique_across_many_and_across_fork),
         cmocka_unit_test(format_and_parse_round_trip),
+        cmocka_unit_test(format_matches_snprintf),
         cmocka_unit_test(parse_rejects_malformed_times),
         cmocka_unit_test(clocks_move_forward),
     };

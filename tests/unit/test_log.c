@@ -5,10 +5,12 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "hd_test.h"
 #include "herald/clock.h"
@@ -452,6 +454,94 @@ static void threads_never_interleave_lines(void **state)
     }
 }
 
+/* A stream with a descriptor (the services' stderr) is written with write(2) directly: short
+ * lines without a lock, lines over PIPE_BUF alone. Into a pipe, where the kernel keeps only
+ * writes of up to PIPE_BUF whole, four threads mixing short and long lines must still give
+ * whole lines, and every line must be there when hd_log returns (nothing buffered). */
+struct pipe_arg {
+    hd_logger *lg;
+    int id;
+};
+
+static void *pipe_writer(void *p)
+{
+    struct pipe_arg *a = p;
+    char id[8], big[3 * PIPE_BUF];
+    snprintf(id, sizeof id, "%d", a->id);
+    memset(big, 'a' + a->id, sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    for (int i = 0; i < 100; i++)
+        hd_log_info(a->lg, id, "pipe line", "thread", id, "pad", i % 4 == 0 ? big : "short", NULL);
+    return NULL;
+}
+
+struct pipe_reader {
+    int fd;
+    char *buf;
+    size_t len, cap;
+};
+
+static void *pipe_drain(void *p)
+{
+    struct pipe_reader *r = p;
+    for (;;) {
+        if (r->len + 65536 > r->cap) {
+            r->cap = (r->cap + 65536) * 2;
+            r->buf = realloc(r->buf, r->cap);
+            if (r->buf == NULL)
+                return NULL;
+        }
+        ssize_t n = read(r->fd, r->buf + r->len, r->cap - r->len - 1);
+        if (n <= 0)
+            break;
+        r->len += (size_t)n;
+    }
+    return NULL;
+}
+
+static void lines_into_a_pipe_stay_whole(void **state)
+{
+    (void)state;
+    int fd[2];
+    assert_int_equal(pipe(fd), 0);
+    FILE *w = fdopen(fd[1], "w");
+    assert_non_null(w);
+    hd_logger *lg = hd_logger_new("users", HD_LOG_INFO, w);
+    assert_non_null(lg);
+    struct pipe_reader r = {.fd = fd[0]};
+    pthread_t rt, t[4];
+    struct pipe_arg args[4];
+    assert_int_equal(pthread_create(&rt, NULL, pipe_drain, &r), 0);
+    hd_log_info(lg, NULL, "first", NULL);
+    for (int i = 0; i < 4; i++) {
+        args[i] = (struct pipe_arg){lg, i};
+        assert_int_equal(pthread_create(&t[i], NULL, pipe_writer, &args[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    hd_logger_free(lg);
+    fclose(w); /* nothing left in its buffer: the lines went out with write(2) */
+    pthread_join(rt, NULL);
+    close(fd[0]);
+    assert_non_null(r.buf);
+    r.buf[r.len] = '\0';
+    size_t lines = 0;
+    for (char *line = r.buf, *nl; (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
+        *nl = '\0';
+        json_t *j = json_loads(line, 0, NULL);
+        assert_non_null(j); /* fails if two lines were mixed */
+        if (lines > 0) {
+            const char *pad = str(j, "pad");
+            assert_string_equal(str(j, "thread"), str(j, "correlation_id"));
+            assert_true(strcmp(pad, "short") == 0 || strlen(pad) == 3 * PIPE_BUF - 1);
+        }
+        json_decref(j);
+        lines++;
+    }
+    assert_int_equal(lines, 401);
+    free(r.buf);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -477,6 +567,7 @@ int main(void)
         T(default_logger_is_used_for_null),
         cmocka_unit_test(logger_new_rejects_bad_arguments),
         T(threads_never_interleave_lines),
+        cmocka_unit_test(lines_into_a_pipe_stay_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

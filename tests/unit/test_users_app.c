@@ -692,6 +692,62 @@ static void test_get_by_id_and_email(void **state)
     assert_hd(HD_ENOTFOUND, users_get_by_email(f->app, &e, &got, NULL));
 }
 
+/* Reads by key go to the readers (users_app_add_reader), and see what the app wrote. The
+ * first reader is opened on another, empty database: a read that still went to the app's
+ * own store would find the user and fail the test. Its own SQLite files, so that a second
+ * connection sees the same database (a sqlite::memory: is one per connection). */
+static void test_reads_by_key_use_the_readers(void **state)
+{
+    (void)state;
+    char *dir = hd_test_tmpdir("users-readers");
+    assert_non_null(dir);
+    char url[2][4200];
+    hd_store *primary, *other, *same;
+    hd_error err;
+    snprintf(url[0], sizeof url[0], "sqlite://%s/users.db", dir);
+    snprintf(url[1], sizeof url[1], "sqlite://%s/other.db", dir);
+    assert_hd_err(HD_OK, hd_store_open(url[0], &primary, &err), &err);
+    assert_true(users_repo_migrate(primary, &err) >= 0);
+    assert_hd_err(HD_OK, hd_store_open(url[1], &other, &err), &err);
+    assert_true(users_repo_migrate(other, &err) >= 0);
+    assert_hd_err(HD_OK, hd_store_open(url[0], &same, &err), &err);
+    users_config cfg = test_config();
+    fixture f = {.store = primary};
+    assert_hd_err(HD_OK, users_app_new(primary, &cfg, &f.app, &err), &err);
+    user_view v, got;
+    assert_hd(HD_OK, reg(&f, "ada@example.com", "Ada", &v, NULL));
+    email e;
+    assert_hd(HD_OK, email_parse("ada@example.com", &e, NULL));
+    assert_hd(HD_OK, users_get(f.app, v.id, &got, NULL)); /* no reader yet: the app's store */
+
+    assert_hd(HD_EINVAL, users_app_add_reader(f.app, NULL));
+    assert_hd(HD_OK, users_app_add_reader(f.app, other));
+    assert_hd(HD_ENOTFOUND, users_get(f.app, v.id, &got, NULL));
+    assert_hd(HD_ENOTFOUND, users_get_by_email(f.app, &e, &got, NULL));
+    users_app_free(f.app);
+
+    /* A reader on the same database sees every write the app committed before the read. */
+    assert_hd_err(HD_OK, users_app_new(primary, &cfg, &f.app, &err), &err);
+    for (int i = 0; i < USERS_READERS_MAX; i++)
+        assert_hd(HD_OK, users_app_add_reader(f.app, same));
+    assert_hd(HD_ERANGE, users_app_add_reader(f.app, same));
+    assert_hd(HD_OK, users_rename(f.app, CID, v.id, "Ada L.", &got, NULL));
+    for (int i = 0; i < 2 * USERS_READERS_MAX; i++) {
+        assert_hd(HD_OK, users_get(f.app, v.id, &got, NULL));
+        assert_string_equal(got.name, "Ada L.");
+        assert_hd(HD_OK, users_get_by_email(f.app, &e, &got, NULL));
+        assert_string_equal(got.id, v.id);
+    }
+    assert_hd(HD_OK, users_delete(f.app, CID, v.id, NULL));
+    assert_hd(HD_ENOTFOUND, users_get(f.app, v.id, &got, NULL));
+    users_app_free(f.app);
+    hd_store_close(same);
+    hd_store_close(other);
+    hd_store_close(primary);
+    hd_test_rmtree(dir);
+    free(dir);
+}
+
 static void test_list_pagination_covers_everyone_once(void **state)
 {
     fixture *f = *state;
@@ -1025,6 +1081,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_full_hashing_pool_waits_a_bounded_time, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_get_by_id_and_email, setup, teardown),
+        cmocka_unit_test(test_reads_by_key_use_the_readers),
         cmocka_unit_test_setup_teardown(test_list_pagination_covers_everyone_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_edges, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_through_the_read_router, setup, teardown),

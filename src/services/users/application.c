@@ -21,6 +21,16 @@ struct users_app {
     hd_store *store;      /* borrowed; used under lock only */
     pthread_mutex_t lock; /* one thread at a time on the store (store.h) */
     hd_replica *replica;  /* borrowed, may be NULL; used under lock, like the store */
+    /* Handles for the reads by key (users_get, users_get_by_email), each under its own
+     * lock, so that GET /users/{id} does not queue behind every other request on the one
+     * store lock: that lock was where a GET spent most of its futex calls (docs/modules/
+     * http.md, issue 14). Added at start-up (users_app_add_reader), read-only after. */
+    struct reader {
+        hd_store *store; /* borrowed */
+        pthread_mutex_t lock;
+    } readers[USERS_READERS_MAX];
+    size_t nreaders;
+    atomic_uint next_reader; /* where the next read starts looking for a free handle */
     hd_dispatcher *dispatcher;
     users_integration *integration;
     int64_t verify_ttl_ms;
@@ -103,6 +113,8 @@ void users_app_free(users_app *app)
     hd_dispatcher_free(app->dispatcher); /* first: it borrows the integration */
     users_integration_free(app->integration);
     pthread_mutex_destroy(&app->lock);
+    for (size_t i = 0; i < app->nreaders; i++)
+        pthread_mutex_destroy(&app->readers[i].lock);
     pthread_cond_destroy(&app->hash_free);
     pthread_mutex_destroy(&app->hash_lock);
     free(app);
@@ -116,6 +128,46 @@ uint64_t users_app_hashes(users_app *app)
 void users_app_set_replica(users_app *app, hd_replica *replica)
 {
     app->replica = replica;
+}
+
+int users_app_add_reader(users_app *app, hd_store *store)
+{
+    if (app == NULL || store == NULL)
+        return HD_EINVAL;
+    if (app->nreaders == USERS_READERS_MAX)
+        return HD_ERANGE;
+    struct reader *r = &app->readers[app->nreaders];
+    if (pthread_mutex_init(&r->lock, NULL) != 0)
+        return HD_ENOMEM;
+    r->store = store;
+    app->nreaders++;
+    return HD_OK;
+}
+
+/* A store for one read by key, and the lock to release after it (*held). A free reader
+ * if there is one (trylock costs no system call), starting from a rotating position so
+ * that the handles share the load; when all are busy, wait for one; without readers, the
+ * app's own store under its lock. */
+static hd_store *read_store(users_app *app, pthread_mutex_t **held)
+{
+    size_t n = app->nreaders;
+    if (n == 0) {
+        pthread_mutex_lock(&app->lock);
+        *held = &app->lock;
+        return app->store;
+    }
+    size_t start = atomic_fetch_add_explicit(&app->next_reader, 1, memory_order_relaxed) % n;
+    for (size_t i = 0; i < n; i++) {
+        struct reader *r = &app->readers[(start + i) % n];
+        if (pthread_mutex_trylock(&r->lock) == 0) {
+            *held = &r->lock;
+            return r->store;
+        }
+    }
+    struct reader *r = &app->readers[start];
+    pthread_mutex_lock(&r->lock);
+    *held = &r->lock;
+    return r->store;
 }
 
 hd_dispatcher *users_app_dispatcher(users_app *app)
@@ -614,9 +666,10 @@ int users_get(users_app *app, const char *id, user_view *out, hd_error *err)
     if (id == NULL || !hd_uuid_valid(id))
         return hd_error_set(err, HD_ENOTFOUND, "no such user");
     user u;
-    pthread_mutex_lock(&app->lock);
-    int rc = users_repo_get(app->store, id, &u, err);
-    pthread_mutex_unlock(&app->lock);
+    pthread_mutex_t *held;
+    hd_store *s = read_store(app, &held);
+    int rc = users_repo_get(s, id, &u, err);
+    pthread_mutex_unlock(held);
     if (rc == 0) {
         view_of(&u, out);
         user_release(&u);
@@ -629,9 +682,10 @@ int users_get_by_email(users_app *app, const email *addr, user_view *out, hd_err
     if (app == NULL || addr == NULL || out == NULL)
         return hd_error_set(err, HD_EINVAL, "users_get_by_email: NULL argument");
     user u;
-    pthread_mutex_lock(&app->lock);
-    int rc = users_repo_get_by_email(app->store, addr, &u, err);
-    pthread_mutex_unlock(&app->lock);
+    pthread_mutex_t *held;
+    hd_store *s = read_store(app, &held);
+    int rc = users_repo_get_by_email(s, addr, &u, err);
+    pthread_mutex_unlock(held);
     if (rc == 0) {
         view_of(&u, out);
         user_release(&u);

@@ -63,6 +63,8 @@
 #define USERS_TOKEN_LEN             64   /* 32 random bytes in hex */
 #define USERS_HASHING_DEFAULT       4    /* concurrent argon2id hashes: 4 x 64 MiB */
 #define USERS_HASH_WAIT_DEFAULT_MS  1000 /* longest wait for a hashing slot; then HD_ETIMEOUT */
+#define USERS_READERS_MAX           8    /* users_app_add_reader */
+#define USERS_READERS_DEFAULT       2    /* what herald-users opens: one a CPU of the bench VM */
 
 /* A password hash function in place of argon2id (users_config.pwhash): write the hash
  * string of password (len bytes) into out (crypto_pwhash_STRBYTES bytes); return 0 or -1.
@@ -116,6 +118,15 @@ void users_app_free(users_app *app);
  * write"), so that a list read after a write through this app never misses it (replica.h:
  * read-your-writes). Call it at start-up, before the first use case. */
 void users_app_set_replica(users_app *app, hd_replica *replica);
+
+/* Add a store handle (borrowed: it must outlive the app) on the same database for the
+ * reads by key (users_get, users_get_by_email), which then run on the readers, each under
+ * its own lock, instead of queueing on the app's store lock with every other use case. A
+ * read on another connection sees every commit made before it began (SQLite WAL and
+ * PostgreSQL alike), so a read after a write through this app still sees the write. Call
+ * it at start-up, before the first use case; at most USERS_READERS_MAX. Returns 0,
+ * HD_EINVAL, HD_ERANGE (full) or HD_ENOMEM. */
+int users_app_add_reader(users_app *app, hd_store *store);
 
 /* The app's dispatcher (borrowed), to register more domain event handlers at start-up
  * (before the first use case runs): tests use it to add a failing handler. */

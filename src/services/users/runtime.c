@@ -37,7 +37,8 @@ typedef struct service {
     hd_logger *log;
     const char *db_url;
     hd_store *store;
-    hd_replica *replica; /* reads that may be stale (HD_DATABASE_READ_URL) */
+    hd_store *readers[USERS_READERS_DEFAULT]; /* the app's reads by key (users_app_add_reader) */
+    hd_replica *replica;                      /* reads that may be stale (HD_DATABASE_READ_URL) */
     users_app *app;
     hd_metrics *metrics;
     hd_histogram *relay_confirm; /* relay_publish_confirm_seconds; NULL without a relay */
@@ -603,6 +604,17 @@ static int start(service *svc, hd_error *err)
     }
     if (rc >= 0)
         rc = users_app_new(svc->store, &ac, &svc->app, err);
+    /* Handles of their own for GET /users/{id} and the e-mail look-up, so that reads do
+     * not queue on the store lock the writes hold (application.h). Not for an in-memory
+     * SQLite database: each connection to one is a database of its own, which the reads
+     * would find empty. */
+    int in_memory =
+        strstr(svc->db_url, ":memory:") != NULL || strstr(svc->db_url, "mode=memory") != NULL;
+    for (size_t i = 0; rc == 0 && !in_memory && i < USERS_READERS_DEFAULT; i++) {
+        rc = hd_store_open(svc->db_url, &svc->readers[i], err);
+        if (rc == 0 && (rc = users_app_add_reader(svc->app, svc->readers[i])) < 0)
+            hd_error_set(err, rc, "cannot add a reader to the users app");
+    }
     /* The messages feature: its own store handle (a handle serves one thread at a time,
      * and users_app keeps its own lock on the first). */
     if (rc == 0)
@@ -647,7 +659,9 @@ static int stop(service *svc)
     hd_ratelimit_free(svc->client_limit);
     hd_ratelimit_free(svc->email_limit);
     users_app_free(svc->app);
-    hd_replica_close(svc->replica); /* after the metrics: their gauges read it */
+    for (size_t i = 0; i < USERS_READERS_DEFAULT; i++)
+        hd_store_close(svc->readers[i]); /* after the app: it borrows them */
+    hd_replica_close(svc->replica);      /* after the metrics: their gauges read it */
     messages_app_free(svc->messages);
     hd_store_close(svc->msg_store);
     hd_store_close(svc->store);
