@@ -2,6 +2,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,6 +69,7 @@ typedef struct runtime {
     atomic_int broker_up;
 
     hd_store *consumer_store, *sweeper_store, *api_store, *relay_store;
+    char *aux_url;         /* the URL of the sweeper's, API's and relay's stores (aux_store_url) */
     hd_replica *api_reads; /* over api_store: the API's reads that may be stale */
     hd_sender *consumer_sender, *sweeper_sender;
     notif_worker consumer_w, sweeper_w;
@@ -105,12 +107,12 @@ static int permanent(int rc)
 
 /* In a deployment the database, the broker and the service start in any order: wait for
  * the servers with capped, jittered backoff instead of failing at once. */
-static int open_store(runtime *rt, hd_store **out, hd_error *err)
+static int open_store(runtime *rt, const char *url, hd_store **out, hd_error *err)
 {
     hd_backoff b;
     hd_backoff_init(&b, 200, 10000, (uint64_t)hd_clock_ns());
     for (unsigned attempt = 0;; attempt++) {
-        int rc = hd_store_open(rt->cfg->database_url, out, err);
+        int rc = hd_store_open(url, out, err);
         if (rc == 0 || permanent(rc))
             return rc;
         int64_t delay = hd_backoff_delay(&b, attempt < 16 ? attempt : 16);
@@ -268,17 +270,41 @@ static void sample_consumer(runtime *rt)
 
 /* ---- the application ---------------------------------------------------------------------- */
 
+/* SQLite gives each connection its own page cache, 2,000 KiB by default, and this process
+ * holds four connections to one file: that was the largest part of its own memory
+ * (docs/modules/notifications.md, "Memory"). Only the consumer's work, a window of up to
+ * 256 deliveries per transaction into growing indexes, gains from a large cache; the
+ * sweeper, the API and the relay touch a few pages each time (due rows, one user's
+ * history, the outbox's tail). So their connections get cache_kib=aux_cache_kib appended
+ * to the URL (the store's own option; a later cache_kib overrides an earlier one), and the
+ * consumer's keeps the URL as given. PostgreSQL URLs are left alone. */
+static int aux_store_url(runtime *rt, hd_error *err)
+{
+    const char *url = rt->cfg->database_url;
+    if (rt->cfg->aux_cache_kib <= 0 || strncmp(url, "sqlite:", 7) != 0)
+        return 0;
+    size_t cap = strlen(url) + 32;
+    if ((rt->aux_url = malloc(cap)) == NULL)
+        return hd_error_set(err, HD_ENOMEM, NULL);
+    snprintf(rt->aux_url, cap, "%s%ccache_kib=%ld", url, strchr(url, '?') ? '&' : '?',
+             rt->cfg->aux_cache_kib);
+    return 0;
+}
+
 static int open_stores(runtime *rt, hd_error *err)
 {
-    int rc = open_store(rt, &rt->consumer_store, err);
+    int rc = aux_store_url(rt, err);
+    const char *aux = rt->aux_url != NULL ? rt->aux_url : rt->cfg->database_url;
+    if (rc == 0)
+        rc = open_store(rt, rt->cfg->database_url, &rt->consumer_store, err);
     /* Migrate on one handle before the others open: two migrations racing would only wait
      * for each other, but one is simpler to read in the logs. */
     if (rc == 0 && (rc = notif_app_migrate(rt->consumer_store, err)) == 0)
-        rc = open_store(rt, &rt->sweeper_store, err);
+        rc = open_store(rt, aux, &rt->sweeper_store, err);
     if (rc == 0)
-        rc = open_store(rt, &rt->api_store, err);
+        rc = open_store(rt, aux, &rt->api_store, err);
     if (rc == 0 && rt->cfg->relay)
-        rc = open_store(rt, &rt->relay_store, err);
+        rc = open_store(rt, aux, &rt->relay_store, err);
     return rc;
 }
 
@@ -525,6 +551,7 @@ static void stop_and_free(runtime *rt)
     hd_store_close(rt->sweeper_store);
     hd_store_close(rt->api_store);
     hd_store_close(rt->relay_store);
+    free(rt->aux_url);
     hd_outbox_notifier_free(rt->sweeper_wake);
     hd_outbox_notifier_free(rt->outbox_wake);
     notif_app_free(rt->app);

@@ -41,6 +41,8 @@ typedef struct notif_config {
     const char *listen_address; /* numeric IP */
     uint16_t listen_port;
     const char *database_url;
+    long aux_cache_kib; /* SQLite: cache_kib of the sweeper's, API's and relay's connections;
+                         * 0: the URL's, as the consumer's */
     const char *database_read_url; /* a standby for history and preferences; NULL or "": none */
     int64_t read_max_lag_ms;       /* 0: HD_REPLICA_MAX_LAG_DEFAULT */
     const char *amqp_url;

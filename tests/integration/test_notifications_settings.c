@@ -1,0 +1,132 @@
+/* herald-notifications' memory settings (HD_SQLITE_AUX_CACHE_KIB, HD_MALLOC_COMPACT): a bad
+ * value stops the start with exit 2 and a message that names the setting and the value,
+ * before the service opens the database or the broker (neither server is needed: the URLs
+ * below point nowhere, and a configuration error is reported before they are used). A good
+ * value gets past the settings: the service starts and logs that it waits for the broker.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "hd_proc.h"
+#include "hd_test.h"
+
+/* Read the whole file at path (new, free it) or NULL. */
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return NULL;
+    static char buf[65536];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return strdup(buf);
+}
+
+/* Run herald-notifications with one extra setting; it must exit 2 and say `want`. */
+static void refused(const char *setting, const char *want)
+{
+    char dir[] = "/tmp/hd-notif-settings-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char log_path[128], db[128];
+    snprintf(log_path, sizeof log_path, "%s/notifications.log", dir);
+    snprintf(db, sizeof db, "HD_DATABASE_URL=sqlite://%s/n.db", dir);
+    const char *env[] = {db,
+                         "HD_AMQP_URL=amqp://127.0.0.1:1/",
+                         "HD_NOTIFICATIONS_API_OPEN=true",
+                         "HD_NOTIFICATIONS_LISTEN=127.0.0.1:0",
+                         setting,
+                         NULL};
+    const char *argv[] = {HD_BINARY_DIR "/herald-notifications", NULL};
+    hd_proc_options o = {
+        .argv = argv, .env = env, .env_drop_prefix = "HD_", .cwd = dir, .log_path = log_path};
+    hd_proc *p = NULL;
+    hd_error err;
+    assert_hd_err(0, hd_proc_start(&o, &p, &err), &err);
+    assert_hd_err(0, hd_proc_wait(p, 10000, &err), &err);
+    assert_int_equal(hd_proc_exit_code(p), 2);
+    hd_proc_free(p);
+    char *log = slurp(log_path);
+    assert_non_null(log);
+    if (strstr(log, want) == NULL)
+        fail_msg("expected '%s' in: %s", want, log);
+    free(log);
+    unlink(log_path);
+    rmdir(dir);
+}
+
+static void test_aux_cache_bad_values(void **state)
+{
+    (void)state;
+    refused("HD_SQLITE_AUX_CACHE_KIB=lots", "HD_SQLITE_AUX_CACHE_KIB: 'lots' is not an integer");
+    refused("HD_SQLITE_AUX_CACHE_KIB=-1",
+            "HD_SQLITE_AUX_CACHE_KIB: -1 is out of range [0, 1000000]");
+    refused("HD_SQLITE_AUX_CACHE_KIB=1000001", "HD_SQLITE_AUX_CACHE_KIB: 1000001 is out of range");
+}
+
+static void test_malloc_compact_bad_value(void **state)
+{
+    (void)state;
+    refused("HD_MALLOC_COMPACT=maybe", "HD_MALLOC_COMPACT: 'maybe' is not a boolean");
+}
+
+/* Good values pass the settings: the service opens its stores (the aux URL with cache_kib
+ * appended must parse) and gets as far as waiting for the broker, then stops on SIGTERM. */
+static void test_good_values_start(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"HD_SQLITE_AUX_CACHE_KIB=0", "HD_MALLOC_COMPACT=false"},
+        {"HD_SQLITE_AUX_CACHE_KIB=64", "HD_MALLOC_COMPACT=true"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char dir[] = "/tmp/hd-notif-settings-XXXXXX";
+        assert_non_null(mkdtemp(dir));
+        char log_path[128], db[160];
+        snprintf(log_path, sizeof log_path, "%s/notifications.log", dir);
+        /* A URL with an option already: the aux URL appends with '&'. */
+        snprintf(db, sizeof db, "HD_DATABASE_URL=sqlite://%s/n.db?synchronous=normal", dir);
+        const char *env[] = {db,
+                             "HD_AMQP_URL=amqp://127.0.0.1:1/",
+                             "HD_NOTIFICATIONS_API_OPEN=true",
+                             "HD_NOTIFICATIONS_LISTEN=127.0.0.1:0",
+                             "HD_TEMPLATES_DIR=" HD_SOURCE_DIR "/templates",
+                             cases[i][0],
+                             cases[i][1],
+                             NULL};
+        const char *argv[] = {HD_BINARY_DIR "/herald-notifications", NULL};
+        hd_proc_options o = {
+            .argv = argv, .env = env, .env_drop_prefix = "HD_", .cwd = dir, .log_path = log_path};
+        hd_proc *p = NULL;
+        hd_error err;
+        assert_hd_err(0, hd_proc_start(&o, &p, &err), &err);
+        assert_hd_err(0, hd_proc_wait_log(p, "broker unreachable, retrying", 20000, &err), &err);
+        assert_hd_err(0, hd_proc_stop(p, 20000, &err), &err);
+        hd_proc_free(p);
+        char path[200];
+        static const char *const files[] = {"notifications.log", "n.db", "n.db-wal", "n.db-shm"};
+        for (size_t f = 0; f < sizeof files / sizeof files[0]; f++) {
+            snprintf(path, sizeof path, "%s/%s", dir, files[f]);
+            unlink(path);
+        }
+        rmdir(dir);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_aux_cache_bad_values),
+        cmocka_unit_test(test_malloc_compact_bad_value),
+        cmocka_unit_test(test_good_values_start),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
