@@ -202,10 +202,17 @@ static json_t *integration_data(const json_t *p, int sent)
     char when[HD_TIME_LEN + 1];
     hd_time_format(json_integer_value(json_object_get(p, sent ? "sent_at_ms" : "failed_at_ms")),
                    when);
-    json_t *data = json_pack(
-        "{s:O, s:O, s:O, s:O, s:s}", "notification_id", json_object_get(p, "notification_id"),
-        "user_id", json_object_get(p, "user_id"), "type", json_object_get(p, "type"), "attempts",
-        json_object_get(p, "attempts"), sent ? "sent_at" : "failed_at", when);
+    /* Members in sorted order (for the one sent a notification: the common case): the
+     * envelope's encoder then need not sort them (same bytes, less work). */
+    json_t *data =
+        sent ? json_pack("{s:O, s:O, s:s, s:O, s:O}", "attempts", json_object_get(p, "attempts"),
+                         "notification_id", json_object_get(p, "notification_id"), "sent_at", when,
+                         "type", json_object_get(p, "type"), "user_id",
+                         json_object_get(p, "user_id"))
+             : json_pack("{s:O, s:O, s:O, s:O, s:s}", "notification_id",
+                         json_object_get(p, "notification_id"), "user_id",
+                         json_object_get(p, "user_id"), "type", json_object_get(p, "type"),
+                         "attempts", json_object_get(p, "attempts"), "failed_at", when);
     if (data != NULL && !sent &&
         json_object_set(data, "last_error", json_object_get(p, "last_error")) < 0) {
         json_decref(data);
