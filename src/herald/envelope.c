@@ -381,24 +381,51 @@ static int buf_append(const char *s, size_t n, void *ud)
     return b->oom ? -1 : 0;
 }
 
-int hd_envelope_encode(const hd_envelope *env, char **out, size_t *len, hd_error *err)
+/* 1 when every object in v, at every depth, already iterates its keys in the order
+ * JSON_SORT_KEYS would write them (jansson 2.14 compares the bytes, then the lengths), so
+ * that the dump writes the same bytes without sorting. Sorting is not free: a key array,
+ * a qsort and a lookup a key for each object. */
+static int keys_in_order(const json_t *v)
 {
-    if (env == NULL || out == NULL)
-        return hd_error_set(err, HD_EINVAL, "envelope and output pointer are required");
-    *out = NULL;
-    json_t *obj = envelope_to_json(env, 0);
-    if (obj == NULL)
-        return hd_error_set(err, HD_ENOMEM, "out of memory building the envelope");
+    if (json_is_object(v)) {
+        const char *prev = NULL;
+        size_t prev_len = 0;
+        for (void *it = json_object_iter((json_t *)v); it != NULL;
+             it = json_object_iter_next((json_t *)v, it)) {
+            const char *key = json_object_iter_key(it);
+            size_t len = json_object_iter_key_len(it);
+            if (prev != NULL) {
+                int c = memcmp(prev, key, prev_len < len ? prev_len : len);
+                if (c > 0 || (c == 0 && prev_len >= len))
+                    return 0;
+            }
+            if (!keys_in_order(json_object_iter_value(it)))
+                return 0;
+            prev = key;
+            prev_len = len;
+        }
+        return 1;
+    }
+    if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++)
+            if (!keys_in_order(json_array_get(v, i)))
+                return 0;
+    }
+    return 1;
+}
+
+/* Dump obj (compact, keys sorted at every level) into a new string. */
+static int dump_sorted(json_t *obj, char **out, size_t *len, hd_error *err)
+{
     hd_buf b = HD_BUF_INIT;
     /* Deterministic bytes: keys sorted at every level. envelope_to_json inserts the known
      * attributes in sorted order already and jansson keeps insertion order, so sorting is
-     * only needed when there are extension attributes or a data object to put in order.
-     * JSON_COMPACT: no whitespace on the wire. */
+     * only needed when a key is out of order (extension attributes, most data objects);
+     * keys_in_order costs far less than the sort. JSON_COMPACT: no whitespace on the wire. */
     size_t flags = JSON_COMPACT;
-    if (env->extra != NULL || (env->data != NULL && json_object_size(env->data) > 1))
+    if (!keys_in_order(obj))
         flags |= JSON_SORT_KEYS;
     int rc = json_dump_callback(obj, buf_append, &b, flags);
-    json_decref(obj);
     size_t n = b.len;
     char *text = hd_buf_take(&b);
     if (rc != 0 || text == NULL) {
@@ -409,6 +436,30 @@ int hd_envelope_encode(const hd_envelope *env, char **out, size_t *len, hd_error
     if (len)
         *len = n;
     return HD_OK;
+}
+
+int hd_envelope_encode(const hd_envelope *env, char **out, size_t *len, hd_error *err)
+{
+    return hd_envelope_encode_with(env, NULL, NULL, out, len, err);
+}
+
+int hd_envelope_encode_with(const hd_envelope *env, const char *name, const char *value, char **out,
+                            size_t *len, hd_error *err)
+{
+    if (env == NULL || out == NULL)
+        return hd_error_set(err, HD_EINVAL, "envelope and output pointer are required");
+    *out = NULL;
+    json_t *obj = envelope_to_json(env, 0);
+    if (obj == NULL)
+        return hd_error_set(err, HD_ENOMEM, "out of memory building the envelope");
+    if (name != NULL && (value == NULL || json_object_set_new(obj, name, json_string(value)) < 0)) {
+        json_decref(obj);
+        return hd_error_set(err, value == NULL ? HD_EINVAL : HD_ENOMEM,
+                            "cannot add attribute '%s' to the envelope", name);
+    }
+    int rc = dump_sorted(obj, out, len, err);
+    json_decref(obj);
+    return rc;
 }
 
 /* ---- the registry ------------------------------------------------------------------------ */

@@ -118,6 +118,14 @@ int hd_envelope_caused_by(hd_envelope *env, const hd_envelope *cause);
  * HD_ENOMEM. */
 int hd_envelope_encode(const hd_envelope *env, char **out, size_t *len, hd_error *err);
 
+/* hd_envelope_encode of env (borrowed) with one more string attribute name = value
+ * (borrowed; replacing one of that name), the bytes it would write for a copy of env given
+ * that attribute with hd_envelope_set_attribute: for a writer that stamps an attribute on
+ * an event it does not own (the outbox's "previousid") with one encode, where parsing the
+ * encoded text and dumping it again cost two passes of jansson. name NULL: plain encode. */
+int hd_envelope_encode_with(const hd_envelope *env, const char *name, const char *value, char **out,
+                            size_t *len, hd_error *err);
+
 /* The envelope as a new JSON object (the same attributes encode writes); NULL when memory
  * runs out. Useful to embed an envelope in another document or store it as a JSON column. */
 json_t *hd_envelope_to_json(const hd_envelope *env);

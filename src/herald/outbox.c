@@ -118,19 +118,22 @@ static char *headers_json(const hd_envelope *env)
         json_object_set_new(h, "causationid", json_string(v));
     if ((v = hd_envelope_traceparent(env)) != NULL)
         json_object_set_new(h, "traceparent", json_string(v));
-    char *text = json_dumps(h, JSON_COMPACT | JSON_SORT_KEYS);
+    /* Inserted in sorted order, and jansson keeps insertion order: the bytes
+     * JSON_SORT_KEYS would give, without its sort. */
+    char *text = json_dumps(h, JSON_COMPACT);
     json_decref(h);
     return text;
 }
 
-/* The chain (outbox.h, "Ordering"): stamp the encoded event *payload with "previousid", the
- * event id of the aggregate's latest row in the outbox, when there is one. The writers of
- * one aggregate are serialised by the aggregate's own row (its version check), so the
- * latest row is the previous event in commit order. The payload is re-encoded the way
- * hd_envelope_encode writes an envelope with extension attributes (compact, keys sorted).
- * *payload is replaced (the old string freed) only when a previous row exists. */
-static int chain_to_previous(hd_store *store, const char *aggregate_type, const char *aggregate_id,
-                             char **payload, hd_error *err)
+/* The chain (outbox.h, "Ordering"): the encoded event in *payload (new string), stamped
+ * with "previousid", the event id of the aggregate's latest row in the outbox, when there
+ * is one. The writers of one aggregate are serialised by the aggregate's own row (its
+ * version check), so the latest row is the previous event in commit order. The attribute
+ * is added while encoding (hd_envelope_encode_with: compact, keys sorted, the bytes
+ * hd_envelope_encode writes for an envelope with that extension attribute), not by parsing
+ * the encoded text and dumping it again. */
+static int encode_chained(hd_store *store, const hd_envelope *env, const char *aggregate_type,
+                          const char *aggregate_id, char **payload, hd_error *err)
 {
     hd_value p[] = {hd_value_text(aggregate_type), hd_value_text(aggregate_id)};
     hd_rows *rows = NULL;
@@ -140,23 +143,11 @@ static int chain_to_previous(hd_store *store, const char *aggregate_type, const 
                             p, 2, &rows, err);
     if (rc < 0)
         return rc;
-    if (hd_rows_count(rows) == 0) {
-        hd_rows_free(rows);
-        return 0;
-    }
-    json_t *obj = json_loads(*payload, 0, NULL);
-    char *text = NULL;
-    if (obj != NULL &&
-        json_object_set_new(obj, HD_OUTBOX_PREVIOUS_ID, json_string(hd_rows_text(rows, 0, 0))) == 0)
-        text = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
-    json_decref(obj);
+    const char *prev = hd_rows_count(rows) > 0 ? hd_rows_text(rows, 0, 0) : NULL;
+    rc = hd_envelope_encode_with(env, prev != NULL ? HD_OUTBOX_PREVIOUS_ID : NULL, prev, payload,
+                                 NULL, err);
     hd_rows_free(rows);
-    if (text == NULL)
-        return hd_error_set(err, HD_ENOMEM,
-                            "cannot chain the event to its aggregate's previous one");
-    free(*payload);
-    *payload = text;
-    return 0;
+    return rc;
 }
 
 int hd_outbox_append(hd_store *store, const hd_envelope *env, const char *aggregate_type,
@@ -181,14 +172,9 @@ int hd_outbox_append_flags(hd_store *store, const hd_envelope *env, const char *
                             "hd_outbox_append must run inside the transaction of the business "
                             "change (call hd_store_begin or use a unit of work)");
     char *payload = NULL;
-    size_t payload_len = 0;
-    int rc = hd_envelope_encode(env, &payload, &payload_len, err);
+    int rc = encode_chained(store, env, aggregate_type, aggregate_id, &payload, err);
     if (rc < 0)
         return rc;
-    if ((rc = chain_to_previous(store, aggregate_type, aggregate_id, &payload, err)) < 0) {
-        free(payload);
-        return rc;
-    }
     char *headers = headers_json(env);
     if (headers == NULL) {
         free(payload);

@@ -158,6 +158,75 @@ static void encode_is_compact_sorted_and_deterministic(void **state)
     hd_envelope_free(env);
 }
 
+/* The encoder skips jansson's sort when every key is already in order: the bytes must be
+ * those of a sorted dump whatever the order the members were added in, at every depth. */
+static void encode_sorts_only_what_is_out_of_order(void **state)
+{
+    (void)state;
+    const char *datas[] = {
+        "{}",
+        "{\"a\":1}",
+        "{\"a\":1,\"b\":{\"x\":1,\"y\":[{\"p\":1,\"q\":2}]}}",
+        "{\"b\":1,\"a\":2}",
+        "{\"a\":{\"y\":1,\"x\":2}}",
+        "{\"a\":[{\"q\":1,\"p\":2}],\"b\":1}",
+        "{\"ab\":1,\"a\":2}",
+        "{\"c\":[[{\"b\":1,\"a\":2}]]}",
+    };
+    for (size_t i = 0; i < sizeof datas / sizeof datas[0]; i++) {
+        hd_envelope *env = hd_envelope_new("t.happened", 1, "test", json_loads(datas[i], 0, NULL));
+        assert_non_null(env);
+        for (int extra = 0; extra < 2; extra++) {
+            if (extra)
+                assert_int_equal(hd_envelope_set_attribute(env, "aaext", json_string("v")), 0);
+            char *text = NULL;
+            assert_int_equal(hd_envelope_encode(env, &text, NULL, NULL), 0);
+            json_t *obj = hd_envelope_to_json(env);
+            char *sorted = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
+            assert_string_equal(text, sorted);
+            free(sorted);
+            free(text);
+            json_decref(obj);
+        }
+        hd_envelope_free(env);
+    }
+}
+
+/* encode_with writes what encode writes for a copy given the attribute. */
+static void encode_with_adds_one_attribute(void **state)
+{
+    (void)state;
+    hd_envelope *env =
+        hd_envelope_new("t.happened", 1, "test", json_pack("{s:s, s:i}", "z", "last", "a", 1));
+    assert_non_null(env);
+    char *plain = NULL, *with = NULL, *none = NULL;
+    assert_int_equal(hd_envelope_encode_with(env, NULL, NULL, &none, NULL, NULL), 0);
+    assert_int_equal(hd_envelope_encode(env, &plain, NULL, NULL), 0);
+    assert_string_equal(none, plain);
+    size_t len = 0;
+    assert_int_equal(hd_envelope_encode_with(env, "previousid", "e-1", &with, &len, NULL), 0);
+    assert_int_equal(len, strlen(with));
+    assert_int_equal(hd_envelope_set_attribute(env, "previousid", json_string("e-1")), 0);
+    char *copy = NULL;
+    assert_int_equal(hd_envelope_encode(env, &copy, NULL, NULL), 0);
+    assert_string_equal(with, copy);
+    /* Replacing an attribute of that name. */
+    char *again = NULL;
+    assert_int_equal(hd_envelope_encode_with(env, "previousid", "e-2", &again, NULL, NULL), 0);
+    assert_non_null(strstr(again, "\"previousid\":\"e-2\""));
+    assert_null(strstr(again, "e-1"));
+    hd_error err;
+    char *bad = NULL;
+    assert_int_equal(hd_envelope_encode_with(env, "previousid", NULL, &bad, NULL, &err), HD_EINVAL);
+    assert_null(bad);
+    free(plain);
+    free(with);
+    free(none);
+    free(copy);
+    free(again);
+    hd_envelope_free(env);
+}
+
 static void setters_validate_and_remove(void **state)
 {
     (void)state;
@@ -603,6 +672,8 @@ int main(void)
         cmocka_unit_test(new_fills_id_time_and_content_type),
         cmocka_unit_test(new_rejects_bad_arguments_and_frees_data),
         cmocka_unit_test(encode_is_compact_sorted_and_deterministic),
+        cmocka_unit_test(encode_sorts_only_what_is_out_of_order),
+        cmocka_unit_test(encode_with_adds_one_attribute),
         cmocka_unit_test(setters_validate_and_remove),
         cmocka_unit_test(caused_by_chains_correlation_and_causation),
         cmocka_unit_test(round_trip_keeps_every_attribute),

@@ -611,6 +611,56 @@ static void test_crash_after_commit_is_swept(void **state)
     msg_free(m);
 }
 
+/* What a pending row keeps (integration.h): the event's own bytes, marked, or an API
+ * request's variables as JSON; both give back the template variables. */
+static void test_stored_variables_both_forms(void **state)
+{
+    (void)state;
+    hd_registry *reg = notif_consumed_registry();
+    assert_non_null(reg);
+    hd_envelope *env =
+        hd_envelope_new(USERS_EVENT_REGISTERED, USERS_EVENT_VERSION, "users",
+                        json_pack("{s:s, s:s, s:s, s:s}", "user_id", "u1", "email",
+                                  "ada@example.com", "name", "", "verification_link", LINK));
+    char *body = NULL;
+    size_t len = 0;
+    assert_hd(0, hd_envelope_encode(env, &body, &len, NULL));
+    char *stored = notif_stored_event(body, len);
+    assert_non_null(stored);
+    assert_int_equal(strncmp(stored, NOTIF_STORED_EVENT_PREFIX, 6), 0);
+    assert_string_equal(stored + 6, body);
+    hd_error err;
+    json_t *vars = notif_stored_variables(reg, stored, &err);
+    assert_non_null(vars);
+    assert_string_equal(json_string_value(json_object_get(vars, "verification_link")), LINK);
+    assert_string_equal(json_string_value(json_object_get(vars, "name")), "there");
+    assert_null(json_object_get(vars, "specversion")); /* the data, not the envelope */
+    json_decref(vars);
+
+    /* An API request's variables: plain JSON, taken as they are. */
+    vars = notif_stored_variables(reg, "{\"name\":\"Ada\",\"event\":\"e\"}", &err);
+    assert_non_null(vars);
+    assert_string_equal(json_string_value(json_object_get(vars, "event")), "e");
+    json_decref(vars);
+
+    /* An object shaped like an envelope is still just variables: no prefix, no event. */
+    vars = notif_stored_variables(reg, body, &err);
+    assert_non_null(vars);
+    assert_non_null(json_object_get(vars, "specversion"));
+    json_decref(vars);
+
+    /* Broken or missing text: NULL and a reason. */
+    assert_null(notif_stored_variables(reg, NULL, &err));
+    assert_non_null(strstr(err.text, "no stored variables"));
+    assert_null(notif_stored_variables(reg, "[1]", &err));
+    assert_null(notif_stored_variables(reg, "event:{\"id\":", &err));
+    assert_null(notif_stored_variables(reg, "event:{}", &err)); /* not an event of the contract */
+    free(stored);
+    free(body);
+    hd_envelope_free(env);
+    hd_registry_free(reg);
+}
+
 /* A sender whose lease ran out finds the row taken: it records nothing (and emits nothing);
  * the sender that holds the row now does. */
 static void test_lost_lease_records_nothing(void **state)
@@ -1230,6 +1280,7 @@ int main(void)
         T(test_batch_group_commit_and_fallback),
         T(test_an_event_waits_for_its_predecessor),
         T(test_crash_after_commit_is_swept),
+        T(test_stored_variables_both_forms),
         T(test_lost_lease_records_nothing),
         T(test_user_deleted_erases),
         T(test_api_send_security_alert),

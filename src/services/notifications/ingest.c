@@ -136,28 +136,32 @@ static int erase_user(notif_window *win, const hd_envelope *env, hd_error *err)
     return rc < 0 ? rc : 0;
 }
 
-/* Render t's template with data into j->mail, and the variables' JSON text into *text. */
-static int render(const notif_app *app, notification_type t, const json_t *data, notif_job *j,
-                  char **text, hd_error *err)
+/* Render t's template with data into j->mail, and what the row keeps to render it again
+ * into *text (integration.h): the event's own bytes when d (borrowed) is the delivery that
+ * asked for it, else the variables' JSON text. */
+static int render(const notif_app *app, notification_type t, const json_t *data,
+                  const hd_delivery *d, notif_job *j, char **text, hd_error *err)
 {
     json_t *vars = notif_template_variables(data);
     if (vars == NULL)
         return hd_error_set(err, HD_ENOMEM, NULL);
     int rc = hd_templates_render(app->templates, notification_type_name(t), vars, &j->mail, err);
-    if (rc == 0 && (*text = json_dumps(vars, JSON_COMPACT)) == NULL)
+    if (rc == 0 && (*text = d != NULL ? notif_stored_event(d->body, d->body_len)
+                                      : json_dumps(vars, JSON_COMPACT)) == NULL)
         rc = hd_error_set(err, HD_ENOMEM, NULL);
     json_decref(vars);
     return rc;
 }
 
 /* Record one notification asked for by spec in j: pending (rendered, claimed by win until
- * its lease ends; win->claim "" = due at once, held by nobody) or skipped (prefs). */
+ * its lease ends; win->claim "" = due at once, held by nobody) or skipped (prefs). d: the
+ * delivery whose event asked for it (borrowed), NULL for an API request. */
 static int record(notif_window *win, notification_spec *spec, const preferences *prefs,
-                  const json_t *data, notif_job *j, hd_error *err)
+                  const json_t *data, const hd_delivery *d, notif_job *j, hd_error *err)
 {
     char *text = NULL;
     int allowed = preferences_allows(prefs, spec->type);
-    int rc = allowed ? render(win->w->app, spec->type, data, j, &text, err) : 0;
+    int rc = allowed ? render(win->w->app, spec->type, data, d, j, &text, err) : 0;
     if (rc == 0 && allowed)
         spec->subject = j->mail->subject;
     if (rc == 0 && (rc = notification_new(&j->n, spec, prefs, win->now, err)) >= 0) {
@@ -170,8 +174,8 @@ static int record(notif_window *win, notification_spec *spec, const preferences 
     return rc < 0 ? rc : 0;
 }
 
-static int notify_user(notif_window *win, const hd_envelope *env, notification_type t, notif_job *j,
-                       hd_error *err)
+static int notify_user(notif_window *win, const hd_delivery *d, const hd_envelope *env,
+                       notification_type t, notif_job *j, hd_error *err)
 {
     const json_t *data = hd_envelope_data(env);
     const char *user_id = json_string_value(json_object_get(data, "user_id"));
@@ -188,7 +192,7 @@ static int notify_user(notif_window *win, const hd_envelope *env, notification_t
         .correlation_id = cid != NULL ? cid : hd_envelope_id(env), /* it starts a flow */
         .cause_id = hd_envelope_id(env),
     };
-    rc = record(win, &spec, &prefs, data, j, err);
+    rc = record(win, &spec, &prefs, data, d, j, err);
     preferences_release(&prefs);
     return rc;
 }
@@ -200,7 +204,7 @@ static int apply_event(notif_window *win, size_t i, hd_error *err)
     const hd_envelope *env = win->envs[i];
     switch (notif_intent_of(hd_envelope_type(env), &t)) {
     case NOTIF_INTENT_NOTIFY:
-        return notify_user(win, env, t, &win->jobs[i], err);
+        return notify_user(win, win->ds[i], env, t, &win->jobs[i], err);
     case NOTIF_INTENT_ERASE:
         return erase_user(win, env, err);
     default:
@@ -515,7 +519,7 @@ static int record_request(notif_worker *w, const notif_request *req, notificatio
     /* Due at once and held by nobody (no claim): the sweeper sends it. */
     notif_window win = {.w = w, .now = hd_time_now_ms()};
     win.lease_until = win.now;
-    rc = record(&win, &spec, &prefs, req->variables, j, err);
+    rc = record(&win, &spec, &prefs, req->variables, NULL, j, err);
     preferences_release(&prefs);
     /* A template that cannot be filled is the request's fault: 422, not 400 or 500. */
     if (rc == HD_EMISSING || rc == HD_ETYPE) {

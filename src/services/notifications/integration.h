@@ -92,6 +92,24 @@ notif_intent notif_intent_of(const char *event_type, notification_type *type);
  * data is not an object or memory runs out. */
 json_t *notif_template_variables(const json_t *data);
 
+/* What a pending notification keeps to be rendered again (the sweeper, after a failed
+ * send or a crash): the template variables as JSON text, or, for a notification asked for
+ * by an event, the event itself as it came from the broker, marked by this prefix. Keeping
+ * the event's own bytes costs a copy where dumping the variables cost a JSON encode (about
+ * 100 instructions a byte) on every notification, for text that is erased again when the
+ * mail goes out. No JSON text starts with the prefix, so an API request's variables can
+ * never pass for an event (whose "data" would escape the request's link check). */
+#define NOTIF_STORED_EVENT_PREFIX "event:"
+
+/* The stored form of an event's body (borrowed, len bytes, not NUL-terminated): a new
+ * string (free()), or NULL when memory runs out. */
+char *notif_stored_event(const void *body, size_t len);
+
+/* The template variables of stored (borrowed, either form above; reg checks a stored
+ * event against the consumed contract again): a new object (json_decref), or NULL with err
+ * set when the text does not decode. */
+json_t *notif_stored_variables(const hd_registry *reg, const char *stored, hd_error *err);
+
 /* Register the handlers that turn NOTIFICATION_SENT / NOTIFICATION_FAILED into outbox rows
  * on d. source is copied into a context owned by the returned handle (free it with
  * notif_translator_free after every dispatcher using it is freed). NULL on ENOMEM or a
