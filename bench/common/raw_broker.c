@@ -235,83 +235,123 @@ out:
     return rc;
 }
 
+/* ---- a plain consumer: what raw consume and the sink share ------------------------------ */
+
+/* Opens a connection named name to url with one channel and basic.qos prefetch into *a and
+ * *ch (new: consumer_close them). */
+static int consumer_open(const char *url, const char *name, int prefetch, hd_amqp **a,
+                         amqp_channel_t *ch, hd_error *err)
+{
+    hd_amqp_options ao = {.connection_name = name};
+    *ch = 0;
+    int rc = hd_amqp_open(url, &ao, a, err);
+    if (rc < 0)
+        return rc;
+    amqp_channel_t c = 0;
+    if ((rc = hd_amqp_channel_open(*a, &c, err)) < 0)
+        return rc;
+    amqp_connection_state_t st = hd_amqp_state(*a);
+    amqp_basic_qos(st, c, 0, (uint16_t)prefetch, 0);
+    if ((rc = hd_amqp_check_reply_on(*a, c, amqp_get_rpc_reply(st), "basic.qos", err)) < 0)
+        return rc; /* the channel is gone with the error */
+    *ch = c;
+    return 0;
+}
+
+/* basic.consume of queue on *ch (no-ack off): deliveries start here. */
+static int consumer_start(hd_amqp *a, amqp_channel_t *ch, const char *queue, hd_error *err)
+{
+    amqp_connection_state_t st = hd_amqp_state(a);
+    amqp_basic_consume(st, *ch, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 0, 0,
+                       amqp_empty_table);
+    int rc = hd_amqp_check_reply_on(a, *ch, amqp_get_rpc_reply(st), "basic.consume", err);
+    if (rc < 0)
+        *ch = 0;
+    return rc;
+}
+
+/* One step of the loop: waits up to tv for a delivery and acks it alone (the plain consumer
+ * loop, not multiple). 1: one acked; 0: nothing within tv; < 0: the connection or the channel
+ * failed (err set; *ch is 0 when the broker closed the channel). */
+static int consumer_take(hd_amqp *a, amqp_channel_t *ch, struct timeval *tv, const char *what,
+                         hd_error *err)
+{
+    amqp_connection_state_t st = hd_amqp_state(a);
+    for (;;) {
+        amqp_envelope_t env;
+        amqp_maybe_release_buffers(st);
+        amqp_rpc_reply_t r = amqp_consume_message(st, &env, tv, 0);
+        if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+            int status = amqp_basic_ack(st, *ch, env.delivery_tag, 0);
+            amqp_destroy_envelope(&env);
+            int rc = hd_amqp_check_status(a, status, "basic.ack", err);
+            return rc < 0 ? rc : 1;
+        }
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_TIMEOUT)
+            return 0;
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+            amqp_frame_t f;
+            int rc = hd_amqp_check_status(a, amqp_simple_wait_frame(st, &f), what, err);
+            if (rc < 0)
+                return rc;
+            if (f.frame_type == AMQP_FRAME_METHOD &&
+                (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD ||
+                 f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD)) {
+                *ch = 0;
+                return hd_amqp_handle_close(a, f.channel, &f.payload.method, what, err);
+            }
+            continue;
+        }
+        return hd_amqp_reply_error(r, what, NULL, err);
+    }
+}
+
+/* Closes what consumer_open opened (a NULL or half-open pair is fine). */
+static void consumer_close(hd_amqp *a, amqp_channel_t ch)
+{
+    if (a != NULL && ch != 0)
+        hd_amqp_channel_close(a, ch);
+    hd_amqp_close(a);
+}
+
 /* ---- raw consume -------------------------------------------------------------------------- */
 
 int bench_raw_consume(const char *url, const char *queue, size_t n, int prefetch, bench_span *out,
                       hd_error *err)
 {
     hd_amqp *a = NULL;
-    hd_amqp_options ao = {.connection_name = "bench raw consume"};
-    int rc = hd_amqp_open(url, &ao, &a, err);
-    if (rc < 0)
-        return rc;
     amqp_channel_t ch = 0;
-    if ((rc = hd_amqp_channel_open(a, &ch, err)) < 0)
+    int rc = consumer_open(url, "bench raw consume", prefetch, &a, &ch, err);
+    if (rc < 0)
         goto out;
-    amqp_connection_state_t st = hd_amqp_state(a);
-    amqp_basic_qos(st, ch, 0, (uint16_t)prefetch, 0);
-    if ((rc = hd_amqp_check_reply_on(a, ch, amqp_get_rpc_reply(st), "basic.qos", err)) < 0) {
-        ch = 0;
-        goto out;
-    }
-
     bench_progress pr;
     bench_progress_start(&pr, "raw consume", n);
     size_t got = 0;
     bench_span_begin(out); /* basic.consume is where deliveries start: the clock starts before it */
-    amqp_basic_consume(st, ch, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 0, 0,
-                       amqp_empty_table);
-    if ((rc = hd_amqp_check_reply_on(a, ch, amqp_get_rpc_reply(st), "basic.consume", err)) < 0) {
-        ch = 0;
+    if ((rc = consumer_start(a, &ch, queue, err)) < 0)
         goto out;
-    }
     while (got < n) {
-        amqp_envelope_t env;
         struct timeval tv = {.tv_sec = BENCH_STALL_MS / 1000, .tv_usec = 0};
-        amqp_maybe_release_buffers(st);
-        amqp_rpc_reply_t r = amqp_consume_message(st, &env, &tv, 0);
-        if (r.reply_type == AMQP_RESPONSE_NORMAL) {
-            /* One ack per message, not multiple: the plain consumer loop. */
-            int status = amqp_basic_ack(st, ch, env.delivery_tag, 0);
-            amqp_destroy_envelope(&env);
-            if ((rc = hd_amqp_check_status(a, status, "basic.ack", err)) < 0)
-                goto out;
-            got++;
-            if ((got & 255) == 0)
-                bench_progress_tick(&pr, got, NULL);
-            continue;
-        }
-        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-            r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
-            amqp_frame_t f;
-            int status = amqp_simple_wait_frame(st, &f);
-            if ((rc = hd_amqp_check_status(a, status, "raw consume", err)) < 0)
-                goto out;
-            if (f.frame_type == AMQP_FRAME_METHOD &&
-                (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD ||
-                 f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD)) {
-                rc = hd_amqp_handle_close(a, f.channel, &f.payload.method, "raw consume", err);
-                ch = 0;
-                goto out;
-            }
-            continue;
-        }
-        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-            r.library_error == AMQP_STATUS_TIMEOUT) {
+        rc = consumer_take(a, &ch, &tv, "raw consume", err);
+        if (rc < 0)
+            goto out;
+        if (rc == 0) {
             rc = hd_error_set(err, HD_ETIMEOUT,
                               "raw consume: nothing for %d s after %zu of %zu messages",
                               BENCH_STALL_MS / 1000, got, n);
             goto out;
         }
-        rc = hd_amqp_reply_error(r, "raw consume", NULL, err);
-        goto out;
+        got++;
+        if ((got & 255) == 0)
+            bench_progress_tick(&pr, got, NULL);
     }
+    rc = 0;
     bench_span_end(out, got);
     bench_progress_done(&pr, out);
 out:
-    if (ch != 0)
-        hd_amqp_channel_close(a, ch);
-    hd_amqp_close(a);
+    consumer_close(a, ch);
     return rc;
 }
 
@@ -331,66 +371,18 @@ static void *sink_main(void *arg)
 {
     bench_sink *s = arg;
     hd_amqp *a = NULL;
-    hd_amqp_options ao = {.connection_name = "bench sink"};
     amqp_channel_t ch = 0;
-    int rc = hd_amqp_open(s->url, &ao, &a, &s->err);
-    if (rc < 0)
-        goto out;
-    if ((rc = hd_amqp_channel_open(a, &ch, &s->err)) < 0)
-        goto out;
-    amqp_connection_state_t st = hd_amqp_state(a);
-    amqp_basic_qos(st, ch, 0, (uint16_t)s->prefetch, 0);
-    if ((rc = hd_amqp_check_reply_on(a, ch, amqp_get_rpc_reply(st), "basic.qos", &s->err)) < 0) {
-        ch = 0;
-        goto out;
-    }
-    amqp_basic_consume(st, ch, amqp_cstring_bytes(s->queue), amqp_empty_bytes, 0, 0, 0,
-                       amqp_empty_table);
-    if ((rc = hd_amqp_check_reply_on(a, ch, amqp_get_rpc_reply(st), "basic.consume", &s->err)) <
-        0) {
-        ch = 0;
-        goto out;
-    }
-    while (!atomic_load(&s->stop)) {
-        amqp_envelope_t env;
+    int rc = consumer_open(s->url, "bench sink", s->prefetch, &a, &ch, &s->err);
+    if (rc == 0)
+        rc = consumer_start(a, &ch, s->queue, &s->err);
+    while (rc >= 0 && !atomic_load(&s->stop)) {
         struct timeval tv = {.tv_sec = 0, .tv_usec = 100000}; /* look at the stop flag */
-        amqp_maybe_release_buffers(st);
-        amqp_rpc_reply_t r = amqp_consume_message(st, &env, &tv, 0);
-        if (r.reply_type == AMQP_RESPONSE_NORMAL) {
-            int status = amqp_basic_ack(st, ch, env.delivery_tag, 0);
-            amqp_destroy_envelope(&env);
-            if ((rc = hd_amqp_check_status(a, status, "basic.ack", &s->err)) < 0)
-                goto out;
+        rc = consumer_take(a, &ch, &tv, "sink", &s->err);
+        if (rc > 0)
             atomic_fetch_add(&s->count, 1);
-            continue;
-        }
-        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-            r.library_error == AMQP_STATUS_TIMEOUT)
-            continue;
-        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-            r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
-            amqp_frame_t f;
-            int status = amqp_simple_wait_frame(st, &f);
-            if ((rc = hd_amqp_check_status(a, status, "sink", &s->err)) < 0)
-                goto out;
-            if (f.frame_type == AMQP_FRAME_METHOD &&
-                (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD ||
-                 f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD)) {
-                rc = hd_amqp_handle_close(a, f.channel, &f.payload.method, "sink", &s->err);
-                ch = 0;
-                goto out;
-            }
-            continue;
-        }
-        rc = hd_amqp_reply_error(r, "sink", NULL, &s->err);
-        goto out;
     }
-    rc = 0;
-out:
-    if (ch != 0)
-        hd_amqp_channel_close(a, ch);
-    hd_amqp_close(a);
-    s->rc = rc;
+    consumer_close(a, ch);
+    s->rc = rc < 0 ? rc : 0;
     return NULL;
 }
 
