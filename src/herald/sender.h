@@ -147,7 +147,9 @@ const char *hd_sender_name(const hd_sender *s);
  * The libcurl handle and its connection are kept between sends (libcurl reconnects when
  * the server closed it), so a burst of mails does not pay a TCP and TLS handshake each.
  * Returns 0, HD_EURL (not an smtp:// or smtps:// URL), HD_EINVAL (bad from), HD_ENOMEM, or
- * HD_EUNSUPPORTED (a libcurl built without an option this needs).
+ * HD_EUNSUPPORTED (a libcurl built without an option this needs, or libcurl.so.4 cannot be
+ * loaded: libcurl is loaded on the first SMTP sender of the process, see dynlib.h; err says
+ * "SMTP sender: cannot load libcurl.so.4: <why>").
  * Nothing is contacted before the first send. The sender never logs: not the body, not the
  * addresses, not the URL (it may hold a password). */
 int hd_sender_smtp_new(const char *url, const char *from, long timeout_ms, hd_sender **out,
@@ -162,7 +164,8 @@ typedef enum hd_smtp_tls {
 } hd_smtp_tls;
 
 /* The protection hd_sender_smtp_new(url, ...) uses, into *out, without connecting (tests
- * and start-up logs). Returns 0 or HD_EURL (the URL hd_sender_smtp_new would refuse). */
+ * and start-up logs). Returns 0 or HD_EURL (the URL hd_sender_smtp_new would refuse), or
+ * HD_EUNSUPPORTED when libcurl cannot be loaded (as hd_sender_smtp_new). */
 int hd_sender_smtp_tls(const char *url, hd_smtp_tls *out, hd_error *err);
 
 /* What STARTTLS an SMTP sender insists on, whatever the URL would choose (HD_SMTP_TLS). */

@@ -92,7 +92,10 @@ hd_value hd_value_blob(const void *data, size_t len); /* NULL data gives SQL NUL
  * the busy timeout and foreign key enforcement.
  * Returns 0, or: HD_EINVAL (NULL argument), HD_EURL (unknown scheme, empty path, unknown or
  * bad option; err says which), HD_ECONNECT (the server could not be reached),
- * HD_ESTORE / HD_EBUSY (the database refused to open), HD_ENOMEM. *out is NULL on failure. */
+ * HD_ESTORE / HD_EBUSY (the database refused to open), HD_ENOMEM, HD_EUNSUPPORTED (a
+ * PostgreSQL URL and libpq.so.5 cannot be loaded: libpq is loaded on the first PostgreSQL
+ * open, see dynlib.h; err says "PostgreSQL URL: cannot load libpq.so.5: <why>"). *out is
+ * NULL on failure. */
 int hd_store_open(const char *url, hd_store **out, hd_error *err);
 
 /* Close the store; an open transaction is rolled back. NULL is fine. */

@@ -50,6 +50,53 @@
 
 #include <libpq-fe.h>
 
+#include "herald/dynlib.h"
+
+/* ---- libpq, loaded on first use -------------------------------------------------------
+ * libpq is not linked: hd_store_pg_open loads it (dynlib.h), so that a process that never
+ * opens a PostgreSQL URL maps neither it nor the ~25 libraries it needs (Kerberos, LDAP,
+ * GnuTLS, SASL...), about 5 MiB of resident memory. Every libpq call below goes through
+ * LIBPQ(name), the slot of this table cast to the type <libpq-fe.h> declares: the compiler
+ * checks each call as it would a direct one. A pg_store exists only after a successful
+ * load, so the functions that take one use the table without asking. */
+#define PQ_FUNCTIONS(X)                                                                            \
+    X(PQclear)                                                                                     \
+    X(PQcmdStatus)                                                                                 \
+    X(PQconnectdbParams)                                                                           \
+    X(PQconninfoFree)                                                                              \
+    X(PQconninfoParse)                                                                             \
+    X(PQconsumeInput)                                                                              \
+    X(PQerrorMessage)                                                                              \
+    X(PQexec)                                                                                      \
+    X(PQexecParams)                                                                                \
+    X(PQfinish)                                                                                    \
+    X(PQfname)                                                                                     \
+    X(PQfreemem)                                                                                   \
+    X(PQftype)                                                                                     \
+    X(PQgetResult)                                                                                 \
+    X(PQgetisnull)                                                                                 \
+    X(PQgetlength)                                                                                 \
+    X(PQgetvalue)                                                                                  \
+    X(PQnfields)                                                                                   \
+    X(PQnotifies)                                                                                  \
+    X(PQntuples)                                                                                   \
+    X(PQreset)                                                                                     \
+    X(PQresultErrorField)                                                                          \
+    X(PQresultErrorMessage)                                                                        \
+    X(PQresultStatus)                                                                              \
+    X(PQsetNoticeProcessor)                                                                        \
+    X(PQsocket)                                                                                    \
+    X(PQstatus)                                                                                    \
+    X(PQtransactionStatus)                                                                         \
+    X(PQunescapeBytea)
+#define PQ_INDEX(f) PQ_I_##f,
+#define PQ_NAME(f)  #f,
+enum { PQ_FUNCTIONS(PQ_INDEX) PQ_COUNT };
+static const char *const pq_names[] = {PQ_FUNCTIONS(PQ_NAME) NULL};
+static void *pq_fns[PQ_COUNT];
+static hd_dynlib pq_lib = HD_DYNLIB_INIT("libpq.so.5", "PostgreSQL URL", pq_names, pq_fns);
+#define LIBPQ(f) ((__typeof__(f) *)pq_fns[PQ_I_##f])
+
 /* Built-in type OIDs (server/catalog/pg_type_d.h is not part of libpq's headers). They are
  * fixed forever: clients everywhere hard-code them. */
 #define PG_OID_BYTEA 17
@@ -112,18 +159,18 @@ static int code_for_sqlstate(const char *state)
 /* Fill err from a failed result (res may be NULL when libpq could not even send). */
 static int fail_result(pg_store *ps, const PGresult *res, hd_error *err)
 {
-    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *state = res ? LIBPQ(PQresultErrorField)(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *primary = res ? LIBPQ(PQresultErrorField)(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     if (state == NULL || primary == NULL) {
         /* A client-side failure: no server message, ask the connection. */
-        int code = PQstatus(ps->conn) == CONNECTION_BAD ? HD_ECONNECT : HD_ESTORE;
-        const char *msg = res ? PQresultErrorMessage(res) : "";
+        int code = LIBPQ(PQstatus)(ps->conn) == CONNECTION_BAD ? HD_ECONNECT : HD_ESTORE;
+        const char *msg = res ? LIBPQ(PQresultErrorMessage)(res) : "";
         if (msg == NULL || *msg == '\0')
-            msg = PQerrorMessage(ps->conn);
+            msg = LIBPQ(PQerrorMessage)(ps->conn);
         return set_pq_error(err, code, "", msg);
     }
     int code = code_for_sqlstate(state);
-    if (code == HD_ESTORE && PQstatus(ps->conn) == CONNECTION_BAD)
+    if (code == HD_ESTORE && LIBPQ(PQstatus)(ps->conn) == CONNECTION_BAD)
         code = HD_ECONNECT;
     return hd_error_set(err, code, "%s (SQLSTATE %s)", primary, state);
 }
@@ -324,14 +371,14 @@ static int listen_sql(pg_store *ps, const char *verb, const char *channel, hd_er
  * repaired (the server rolled the transaction back): report it. */
 static int ensure_connected(pg_store *ps, hd_error *err)
 {
-    if (PQstatus(ps->conn) == CONNECTION_OK)
+    if (LIBPQ(PQstatus)(ps->conn) == CONNECTION_OK)
         return HD_OK;
     if (ps->base.in_tx)
-        return set_pq_error(err, HD_ECONNECT,
-                            "connection lost during the transaction: ", PQerrorMessage(ps->conn));
-    PQreset(ps->conn);
-    if (PQstatus(ps->conn) != CONNECTION_OK)
-        return set_pq_error(err, HD_ECONNECT, "reconnecting: ", PQerrorMessage(ps->conn));
+        return set_pq_error(err, HD_ECONNECT, "connection lost during the transaction: ",
+                            LIBPQ(PQerrorMessage)(ps->conn));
+    LIBPQ(PQreset)(ps->conn);
+    if (LIBPQ(PQstatus)(ps->conn) != CONNECTION_OK)
+        return set_pq_error(err, HD_ECONNECT, "reconnecting: ", LIBPQ(PQerrorMessage)(ps->conn));
     ps->reconnected = 1;
     for (size_t i = 0; i < ps->nchannels; i++) {
         int rc = listen_sql(ps, "LISTEN", ps->channels[i], err);
@@ -399,9 +446,9 @@ static int run(pg_store *ps, const char *sql, const hd_value *params, size_t n, 
             return hd_error_set(err, HD_EINVAL, "parameter %zu has an unknown type", i + 1);
         }
     }
-    PGresult *r = PQexecParams(ps->conn, sql, (int)n, types, values, lengths, formats, 0);
+    PGresult *r = LIBPQ(PQexecParams)(ps->conn, sql, (int)n, types, values, lengths, formats, 0);
     free(block);
-    switch (r ? PQresultStatus(r) : PGRES_FATAL_ERROR) {
+    switch (r ? LIBPQ(PQresultStatus)(r) : PGRES_FATAL_ERROR) {
     case PGRES_COMMAND_OK:
     case PGRES_TUPLES_OK:
         *res = r;
@@ -418,10 +465,10 @@ static int run(pg_store *ps, const char *sql, const hd_value *params, size_t n, 
         rc = fail_result(ps, r, err);
         break;
     }
-    PQclear(r);
+    LIBPQ(PQclear)(r);
     /* A COPY left running would block the connection; drain whatever is left. */
-    while ((r = PQgetResult(ps->conn)) != NULL)
-        PQclear(r);
+    while ((r = LIBPQ(PQgetResult)(ps->conn)) != NULL)
+        LIBPQ(PQclear)(r);
     return rc;
 }
 
@@ -430,7 +477,7 @@ static int run(pg_store *ps, const char *sql, const hd_value *params, size_t n, 
  * PQcmdTuples also counts SELECT's rows, which is not "changed"). */
 static int rows_changed(const PGresult *res)
 {
-    const char *tag = PQcmdStatus((PGresult *)res);
+    const char *tag = LIBPQ(PQcmdStatus)((PGresult *)res);
     if (tag == NULL)
         return 0;
     if (strncmp(tag, "INSERT ", 7) != 0 && strncmp(tag, "UPDATE ", 7) != 0 &&
@@ -451,7 +498,7 @@ static int pg_exec(hd_store *store, const char *sql, const hd_value *params, siz
     if (rc < 0)
         return rc;
     rc = rows_changed(res);
-    PQclear(res);
+    LIBPQ(PQclear)(res);
     return rc;
 }
 
@@ -462,27 +509,27 @@ static int pg_query(hd_store *store, const char *sql, const hd_value *params, si
     int rc = run((pg_store *)store, sql, params, n, &res, err);
     if (rc < 0)
         return rc;
-    int ncols = PQnfields(res), nrows = PQntuples(res);
+    int ncols = LIBPQ(PQnfields)(res), nrows = LIBPQ(PQntuples)(res);
     hd_rows *rows = hd_rows_create((size_t)ncols);
     for (int c = 0; rows != NULL && c < ncols; c++)
-        if (hd_rows_set_name(rows, (size_t)c, PQfname(res, c)) < 0)
+        if (hd_rows_set_name(rows, (size_t)c, LIBPQ(PQfname)(res, c)) < 0)
             goto nomem;
     for (int r = 0; rows != NULL && r < nrows; r++) {
         if (hd_rows_add_row(rows) < 0)
             goto nomem;
         for (int c = 0; c < ncols; c++) {
-            if (PQgetisnull(res, r, c))
+            if (LIBPQ(PQgetisnull)(res, r, c))
                 continue;
-            const char *text = PQgetvalue(res, r, c);
-            if (PQftype(res, c) == PG_OID_BYTEA) {
+            const char *text = LIBPQ(PQgetvalue)(res, r, c);
+            if (LIBPQ(PQftype)(res, c) == PG_OID_BYTEA) {
                 size_t len = 0;
-                unsigned char *bytes = PQunescapeBytea((const unsigned char *)text, &len);
+                unsigned char *bytes = LIBPQ(PQunescapeBytea)((const unsigned char *)text, &len);
                 if (bytes == NULL)
                     goto nomem;
                 rc = hd_rows_set_cell(rows, (size_t)c, bytes, len);
-                PQfreemem(bytes);
+                LIBPQ(PQfreemem)(bytes);
             } else {
-                rc = hd_rows_set_cell(rows, (size_t)c, text, (size_t)PQgetlength(res, r, c));
+                rc = hd_rows_set_cell(rows, (size_t)c, text, (size_t)LIBPQ(PQgetlength)(res, r, c));
             }
             if (rc < 0)
                 goto nomem;
@@ -490,12 +537,12 @@ static int pg_query(hd_store *store, const char *sql, const hd_value *params, si
     }
     if (rows == NULL)
         goto nomem;
-    PQclear(res);
+    LIBPQ(PQclear)(res);
     *out = rows;
     return HD_OK;
 nomem:
     hd_rows_free(rows);
-    PQclear(res);
+    LIBPQ(PQclear)(res);
     return hd_error_set(err, HD_ENOMEM, NULL);
 }
 
@@ -509,9 +556,9 @@ static int run_command(pg_store *ps, const char *sql, hd_error *err)
     /* COMMIT of a transaction the server had already aborted answers "ROLLBACK", not an
      * error; store.c tracks aborts so this should not happen, but never report it as a
      * success. */
-    if (strcmp(sql, "COMMIT") == 0 && strcmp(PQcmdStatus(res), "ROLLBACK") == 0)
+    if (strcmp(sql, "COMMIT") == 0 && strcmp(LIBPQ(PQcmdStatus)(res), "ROLLBACK") == 0)
         rc = hd_error_set(err, HD_ESTATE, "the server rolled the transaction back");
-    PQclear(res);
+    LIBPQ(PQclear)(res);
     return rc;
 }
 
@@ -532,7 +579,8 @@ static int pg_rollback(hd_store *store, hd_error *err)
 {
     pg_store *ps = (pg_store *)store;
     /* A dropped connection took the transaction with it; an idle session has none left. */
-    if (PQstatus(ps->conn) != CONNECTION_OK || PQtransactionStatus(ps->conn) == PQTRANS_IDLE)
+    if (LIBPQ(PQstatus)(ps->conn) != CONNECTION_OK ||
+        LIBPQ(PQtransactionStatus)(ps->conn) == PQTRANS_IDLE)
         return HD_OK;
     return run_command(ps, "ROLLBACK", err);
 }
@@ -545,13 +593,13 @@ static int pg_script(hd_store *store, const char *sql, hd_error *err)
         return rc;
     /* PQexec (not PQexecParams) accepts several statements; it returns the last result,
      * or the first error, after which the remaining statements are not run. */
-    PGresult *res = PQexec(ps->conn, sql);
-    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    PGresult *res = LIBPQ(PQexec)(ps->conn, sql);
+    ExecStatusType st = res ? LIBPQ(PQresultStatus)(res) : PGRES_FATAL_ERROR;
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY)
         rc = HD_OK;
     else
         rc = fail_result(ps, res, err);
-    PQclear(res);
+    LIBPQ(PQclear)(res);
     return rc;
 }
 
@@ -559,7 +607,7 @@ static void pg_close(hd_store *store)
 {
     pg_store *ps = (pg_store *)store;
     /* Closing the connection is enough: the server rolls back an open transaction. */
-    PQfinish(ps->conn);
+    LIBPQ(PQfinish)(ps->conn);
     for (size_t i = 0; i < ps->nchannels; i++)
         free(ps->channels[i]);
     free(ps->channels);
@@ -581,14 +629,19 @@ static const hd_store_vtab pg_vtab = {
 
 int hd_store_pg_open(const char *url, hd_store **out, hd_error *err)
 {
+    /* The first PostgreSQL URL of the process loads libpq; without the libpq5 package this
+     * is the error, "PostgreSQL URL: cannot load libpq.so.5: ...", never a crash. */
+    int loaded = hd_dynlib_load(&pq_lib, err);
+    if (loaded < 0)
+        return loaded;
     /* Parse first: a malformed URL is the caller's mistake (HD_EURL), not a connection
      * failure. libpq's message names the bad part, never the password. */
     char *why = NULL;
-    PQconninfoOption *opts = PQconninfoParse(url, &why);
+    PQconninfoOption *opts = LIBPQ(PQconninfoParse)(url, &why);
     if (opts == NULL) {
         int rc = why ? set_pq_error(err, HD_EURL, "bad PostgreSQL URL: ", why)
                      : hd_error_set(err, HD_ENOMEM, NULL);
-        PQfreemem(why);
+        LIBPQ(PQfreemem)(why);
         return rc;
     }
     /* The server's JIT compiler is off unless the URL's options say otherwise
@@ -603,7 +656,7 @@ int hd_store_pg_open(const char *url, hd_store **out, hd_error *err)
     char options[1024];
     int fits = snprintf(options, sizeof options, "%s%s", url_options,
                         strstr(url_options, "jit") ? "" : " -c jit=off") < (int)sizeof options;
-    PQconninfoFree(opts);
+    LIBPQ(PQconninfoFree)(opts);
     if (!fits)
         return hd_error_set(err, HD_EURL, "the URL's options are too long");
 
@@ -616,16 +669,16 @@ int hd_store_pg_open(const char *url, hd_store **out, hd_error *err)
      * holds the URL's own options. */
     const char *const keys[] = {"connect_timeout", "application_name", "dbname", "options", NULL};
     const char *const values[] = {"10", "herald", url, options, NULL};
-    ps->conn = PQconnectdbParams(keys, values, 1);
+    ps->conn = LIBPQ(PQconnectdbParams)(keys, values, 1);
     if (ps->conn == NULL) {
         free(ps);
         return hd_error_set(err, HD_ENOMEM, "libpq could not allocate a connection");
     }
-    if (PQstatus(ps->conn) != CONNECTION_OK) {
+    if (LIBPQ(PQstatus)(ps->conn) != CONNECTION_OK) {
         /* libpq says "certificate verify failed" for a wrong CA and an expired certificate
          * alike: add which (store_tls.c). */
         char tls_why[200], msg[800];
-        const char *pq = PQerrorMessage(ps->conn);
+        const char *pq = LIBPQ(PQerrorMessage)(ps->conn);
         size_t n = strcspn(pq, "\n");
         if (strstr(pq, "certificate verify failed") != NULL &&
             hd_store_tls_why(ps->conn, tls_why, sizeof tls_why))
@@ -636,7 +689,7 @@ int hd_store_pg_open(const char *url, hd_store **out, hd_error *err)
         pg_close(&ps->base);
         return rc;
     }
-    PQsetNoticeProcessor(ps->conn, ignore_notice, NULL);
+    LIBPQ(PQsetNoticeProcessor)(ps->conn, ignore_notice, NULL);
     *out = &ps->base;
     return HD_OK;
 }
@@ -671,9 +724,10 @@ static int listen_sql(pg_store *ps, const char *verb, const char *channel, hd_er
         snprintf(sql, sizeof sql, "%s \"%s\"", verb, channel);
     else
         snprintf(sql, sizeof sql, "%s *", verb);
-    PGresult *res = PQexec(ps->conn, sql);
-    int rc = res && PQresultStatus(res) == PGRES_COMMAND_OK ? HD_OK : fail_result(ps, res, err);
-    PQclear(res);
+    PGresult *res = LIBPQ(PQexec)(ps->conn, sql);
+    int rc =
+        res && LIBPQ(PQresultStatus)(res) == PGRES_COMMAND_OK ? HD_OK : fail_result(ps, res, err);
+    LIBPQ(PQclear)(res);
     return rc;
 }
 
@@ -755,10 +809,10 @@ static int drain_notifications(pg_store *ps, char *channel)
 {
     int count = 0;
     PGnotify *note;
-    while ((note = PQnotifies(ps->conn)) != NULL) {
+    while ((note = LIBPQ(PQnotifies)(ps->conn)) != NULL) {
         if (channel != NULL)
             snprintf(channel, HD_STORE_PG_CHANNEL_MAX + 1, "%s", note->relname);
-        PQfreemem(note);
+        LIBPQ(PQfreemem)(note);
         count++;
     }
     return count;
@@ -786,25 +840,25 @@ int hd_store_pg_wait(hd_store *store, int timeout_ms, char channel[HD_STORE_PG_C
     int count = drain_notifications(ps, channel);
     if (count > 0)
         return count;
-    int sock = PQsocket(ps->conn);
+    int sock = LIBPQ(PQsocket)(ps->conn);
     if (sock < 0)
-        return set_pq_error(err, HD_ECONNECT, "no connection: ", PQerrorMessage(ps->conn));
+        return set_pq_error(err, HD_ECONNECT, "no connection: ", LIBPQ(PQerrorMessage)(ps->conn));
     struct pollfd pfd = {.fd = sock, .events = POLLIN};
     int ready = poll(&pfd, 1, timeout_ms < 0 ? -1 : timeout_ms);
     if (ready < 0)
         return errno == EINTR ? 0 : hd_error_set(err, HD_EIO, "poll: %s", strerror(errno));
     if (ready == 0)
         return 0;
-    if (!PQconsumeInput(ps->conn))
+    if (!LIBPQ(PQconsumeInput)(ps->conn))
         return set_pq_error(err, HD_ECONNECT,
-                            "connection lost while waiting: ", PQerrorMessage(ps->conn));
+                            "connection lost while waiting: ", LIBPQ(PQerrorMessage)(ps->conn));
     return drain_notifications(ps, channel);
 }
 
 int hd_store_pg_fd(hd_store *store)
 {
     pg_store *ps = as_pg(store);
-    if (ps == NULL || ps->conn == NULL || PQstatus(ps->conn) != CONNECTION_OK)
+    if (ps == NULL || ps->conn == NULL || LIBPQ(PQstatus)(ps->conn) != CONNECTION_OK)
         return -1;
-    return PQsocket(ps->conn);
+    return LIBPQ(PQsocket)(ps->conn);
 }

@@ -15,6 +15,25 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "herald/dynlib.h"
+
+/* libpq, loaded on first use: the same library as store_pg.c's, in a table of its own (see
+ * store_pg.c and dynlib.h). A SQLite URL, or no CA file, never loads it. */
+#define PQ_FUNCTIONS(X)                                                                            \
+    X(PQconninfo)                                                                                  \
+    X(PQconninfoFree)                                                                              \
+    X(PQconninfoParse)                                                                             \
+    X(PQfreemem)                                                                                   \
+    X(PQhost)                                                                                      \
+    X(PQport)
+#define PQ_INDEX(f) PQ_I_##f,
+#define PQ_NAME(f)  #f,
+enum { PQ_FUNCTIONS(PQ_INDEX) PQ_COUNT };
+static const char *const pq_names[] = {PQ_FUNCTIONS(PQ_NAME) NULL};
+static void *pq_fns[PQ_COUNT];
+static hd_dynlib pq_lib = HD_DYNLIB_INIT("libpq.so.5", "PostgreSQL URL", pq_names, pq_fns);
+#define LIBPQ(f) ((__typeof__(f) *)pq_fns[PQ_I_##f])
+
 static int is_pg_url(const char *url)
 {
     return strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0;
@@ -54,16 +73,16 @@ static size_t pct_encode(const char *in, char *out)
 
 int hd_store_tls_required(const char *url)
 {
-    if (url == NULL || !is_pg_url(url))
-        return 0;
-    PQconninfoOption *opts = PQconninfoParse(url, NULL);
+    if (url == NULL || !is_pg_url(url) || hd_dynlib_load(&pq_lib, NULL) < 0)
+        return 0; /* without libpq, hd_store_open says why */
+    PQconninfoOption *opts = LIBPQ(PQconninfoParse)(url, NULL);
     if (opts == NULL)
         return 0;
     const char *mode = conninfo_value(opts, "sslmode");
     int required =
         mode != NULL && (strcmp(mode, "require") == 0 || strcmp(mode, "verify-ca") == 0 ||
                          strcmp(mode, "verify-full") == 0);
-    PQconninfoFree(opts);
+    LIBPQ(PQconninfoFree)(opts);
     return required;
 }
 
@@ -84,13 +103,16 @@ int hd_store_tls_url(const char *url, const char *ca_file, char **out, hd_error 
     if (access(ca_file, R_OK) != 0)
         return hd_error_set(err, HD_ECONFIG, "HD_DATABASE_CA_FILE: cannot read %s: %s", ca_file,
                             strerror(errno));
+    int loaded = hd_dynlib_load(&pq_lib, err);
+    if (loaded < 0)
+        return loaded;
     char *why = NULL;
-    PQconninfoOption *opts = PQconninfoParse(url, &why);
+    PQconninfoOption *opts = LIBPQ(PQconninfoParse)(url, &why);
     if (opts == NULL) {
         /* libpq's message names the bad part, never the password. */
         int rc = hd_error_set(err, why ? HD_EURL : HD_ENOMEM, "bad PostgreSQL URL: %s",
                               why ? why : "out of memory");
-        PQfreemem(why);
+        LIBPQ(PQfreemem)(why);
         return rc;
     }
     const char *mode = conninfo_value(opts, "sslmode");
@@ -107,7 +129,7 @@ int hd_store_tls_url(const char *url, const char *ca_file, char **out, hd_error 
                           "remove one of them",
                           root, ca_file);
     int add_mode = mode == NULL, add_root = root == NULL;
-    PQconninfoFree(opts);
+    LIBPQ(PQconninfoFree)(opts);
     if (rc < 0)
         return rc;
 
@@ -161,8 +183,10 @@ int hd_store_tls_why(struct pg_conn *conn, char *out, size_t cap)
 {
     if (cap > 0)
         out[0] = '\0';
-    const char *host = PQhost(conn), *port = PQport(conn), *root = NULL;
-    PQconninfoOption *info = PQconninfo(conn);
+    if (hd_dynlib_load(&pq_lib, NULL) < 0)
+        return 0; /* conn came from a loaded libpq, so this does not happen */
+    const char *host = LIBPQ(PQhost)(conn), *port = LIBPQ(PQport)(conn), *root = NULL;
+    PQconninfoOption *info = LIBPQ(PQconninfo)(conn);
     if (info != NULL)
         root = conninfo_value(info, "sslrootcert");
     int found = 0;
@@ -209,6 +233,6 @@ out:
     SSL_CTX_free(ctx);
     if (fd >= 0)
         close(fd);
-    PQconninfoFree(info);
+    LIBPQ(PQconninfoFree)(info);
     return found;
 }
