@@ -8,6 +8,8 @@ PACKAGES=(
   librabbitmq-dev rabbitmq-server
   libjansson-dev libcmocka-dev
   libsqlite3-dev sqlite3
+  # libpq-dev and libcurl4-openssl-dev also install the runtime packages libpq5 and libcurl4,
+  # whose libpq.so.5 and libcurl.so.4 herald loads on first use (src/herald/dynlib.h)
   libpq-dev postgresql
   libmicrohttpd-dev libcurl4-openssl-dev libsodium-dev uuid-dev
   python3 python3-aiosmtpd python3-yaml
