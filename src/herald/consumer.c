@@ -6,6 +6,7 @@
 #include "herald/publisher.h"
 
 #include <inttypes.h>
+#include <stddef.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -204,6 +205,64 @@ static void slot_release(slot *s)
     free(s->arena);
     free(s->headers);
     memset(s, 0, sizeof *s);
+}
+
+/* The properties of a received message, in a pool of their own sized for them.
+ * librabbitmq decodes a delivery's properties into a pool of 4 KiB pages
+ * (amqp_consume_message), of which ordinary properties use a few hundred bytes; a window of
+ * prefetch deliveries keeps one such page each until it is settled: about 1 MiB of heap at
+ * a prefetch of 256 (docs/bench.md, issue 14). The properties stay needed after slot_fill
+ * (forward() republishes them with x-death), so they are copied, not dropped: into
+ * PROPS_PAGE pages, and the 4 KiB one is freed. On failure (out of memory) the delivery
+ * keeps librabbitmq's pool, as before. */
+#define PROPS_PAGE 512
+
+static int bytes_clone(amqp_bytes_t *b, amqp_pool_t *pool)
+{
+    if (b->len == 0)
+        return 0;
+    void *to = amqp_pool_alloc(pool, b->len);
+    if (to == NULL)
+        return -1;
+    memcpy(to, b->bytes, b->len);
+    b->bytes = to;
+    return 0;
+}
+
+static void shrink_properties(amqp_envelope_t *e)
+{
+    static const struct {
+        amqp_flags_t flag;
+        size_t offset;
+    } text[] = {
+        {AMQP_BASIC_CONTENT_TYPE_FLAG, offsetof(amqp_basic_properties_t, content_type)},
+        {AMQP_BASIC_CONTENT_ENCODING_FLAG, offsetof(amqp_basic_properties_t, content_encoding)},
+        {AMQP_BASIC_CORRELATION_ID_FLAG, offsetof(amqp_basic_properties_t, correlation_id)},
+        {AMQP_BASIC_REPLY_TO_FLAG, offsetof(amqp_basic_properties_t, reply_to)},
+        {AMQP_BASIC_EXPIRATION_FLAG, offsetof(amqp_basic_properties_t, expiration)},
+        {AMQP_BASIC_MESSAGE_ID_FLAG, offsetof(amqp_basic_properties_t, message_id)},
+        {AMQP_BASIC_TYPE_FLAG, offsetof(amqp_basic_properties_t, type)},
+        {AMQP_BASIC_USER_ID_FLAG, offsetof(amqp_basic_properties_t, user_id)},
+        {AMQP_BASIC_APP_ID_FLAG, offsetof(amqp_basic_properties_t, app_id)},
+        {AMQP_BASIC_CLUSTER_ID_FLAG, offsetof(amqp_basic_properties_t, cluster_id)},
+    };
+    amqp_pool_t pool;
+    init_amqp_pool(&pool, PROPS_PAGE);
+    amqp_basic_properties_t copy = e->message.properties;
+    int ok = 1;
+    for (size_t i = 0; ok && i < sizeof text / sizeof text[0]; i++)
+        if (copy._flags & text[i].flag)
+            ok = bytes_clone((amqp_bytes_t *)((char *)&copy + text[i].offset), &pool) == 0;
+    if (ok && (copy._flags & AMQP_BASIC_HEADERS_FLAG))
+        ok = amqp_table_clone(&e->message.properties.headers, &copy.headers, &pool) ==
+             AMQP_STATUS_OK;
+    if (!ok) {
+        empty_amqp_pool(&pool);
+        return;
+    }
+    empty_amqp_pool(&e->message.pool); /* amqp_destroy_envelope empties the new one */
+    e->message.pool = pool;
+    e->message.properties = copy;
 }
 
 /* Fill s->d from s->env: strings copied and NUL-terminated, headers as text, the attempt
@@ -462,6 +521,7 @@ static int receive(hd_consumer *c, slot *s, int timeout_ms, hd_error *err)
         c->counts.delivered++;
         if (s->env.redelivered)
             c->counts.redelivered++;
+        shrink_properties(&s->env);
         int rc = slot_fill(c, s, err);
         return rc < 0 ? rc : 1;
     }
