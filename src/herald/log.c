@@ -738,6 +738,63 @@ void hd_log_json(hd_logger *lg, hd_log_level level, const char *correlation_id, 
     finish(lg, line, copy);
 }
 
+/* The value of one field, redacted as redact() redacts a member of the fields object: a
+ * key that matches a rule masks the value (null stays null), any other string value is
+ * scrubbed for secrets inside it. New reference; NULL when memory runs out. */
+static json_t *field_value(const hd_logger *lg, const hd_log_field *f)
+{
+    json_t *v;
+    switch (f->kind) {
+    case HD_LOG_INT:
+        v = json_integer((json_int_t)f->i);
+        break;
+    case HD_LOG_REAL:
+        v = json_real(f->r);
+        break;
+    default:
+        v = text_value(f->s);
+        break;
+    }
+    if (v == NULL)
+        return NULL;
+    const struct redaction *r = rule_for(lg, f->key);
+    json_t *clean;
+    if (r != NULL)
+        clean = json_is_null(v)              ? NULL
+                : r->mode == HD_REDACT_EMAIL ? masked_email(v)
+                                             : json_string(HD_LOG_REDACTED);
+    else
+        clean = json_is_string(v) ? scrubbed_value(lg, v) : NULL;
+    if (clean == NULL)
+        return v;
+    json_decref(v);
+    return clean;
+}
+
+void hd_log_fields(hd_logger *lg, hd_log_level level, const char *correlation_id,
+                   const char *message, const hd_log_field *fields, size_t n)
+{
+    if (lg == NULL)
+        lg = hd_log_default();
+    if (!hd_logger_enabled(lg, level) || (fields == NULL && n > 0))
+        return;
+    json_t *line = new_line(lg, level, correlation_id, message);
+    if (line == NULL)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        if (fields[i].key == NULL)
+            continue;
+        json_t *v = field_value(lg, &fields[i]);
+        if (v == NULL) { /* as hd_log_json: a line that cannot be built whole is not written */
+            json_decref(line);
+            return;
+        }
+        add_field(line, fields[i].key, v);
+    }
+    write_line(lg, line);
+    json_decref(line);
+}
+
 void hd_log(hd_logger *lg, hd_log_level level, const char *correlation_id, const char *message, ...)
 {
     va_list ap;
