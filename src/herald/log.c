@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -288,12 +289,29 @@ static int key_has_rule(const char *k, size_t n, const struct redaction *r)
     return 0;
 }
 
+/* The first rule whose name the key contains, or NULL. Every field of every line asks,
+ * so a rule whose first or last letter the key lacks is skipped without a scan: one pass
+ * over the key marks the (folded) bytes it holds. The answer is the same as scanning every
+ * rule in order; the scans left are a few where there were thirteen (the access line's
+ * seven keys cost 6,000 instructions a request, docs/modules/log.md). */
 static const struct redaction *rule_for(const hd_logger *lg, const char *key)
 {
     size_t n = strlen(key);
-    for (size_t i = 0; i < lg->nrules; i++)
-        if (key_has_rule(key, n, &lg->rules[i]))
-            return &lg->rules[i];
+    uint32_t held[8] = {0};
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)lower_ascii(key[i]);
+        held[c >> 5] |= 1u << (c & 31);
+    }
+    for (size_t i = 0; i < lg->nrules; i++) {
+        const struct redaction *r = &lg->rules[i];
+        if (r->len == 0 || r->len > n)
+            continue;
+        unsigned char first = (unsigned char)r->name[0], last = (unsigned char)r->name[r->len - 1];
+        if (!(held[first >> 5] & (1u << (first & 31))) || !(held[last >> 5] & (1u << (last & 31))))
+            continue;
+        if (key_has_rule(key, n, r))
+            return r;
+    }
     return NULL;
 }
 
