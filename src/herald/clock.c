@@ -109,8 +109,32 @@ void hd_time_format(int64_t epoch_ms, char out[HD_TIME_LEN + 1])
         ms += 1000;
         secs -= 1;
     }
+    /* The date of a day is asked again and again (every log line and time stamp of a day),
+     * and gmtime_r takes glibc's global time zone lock each time (a GET /users/{id} formats
+     * three): each thread keeps the last day's date, and the time of day is arithmetic
+     * (POSIX time has 86,400 seconds a day). */
+    static _Thread_local struct {
+        int64_t day; /* secs / 86400 of the date below; -1: none yet */
+        int year, mon, mday;
+    } last = {-1, 0, 0, 0};
     struct tm tm;
-    gmtime_r(&secs, &tm);
+    if (secs >= 0 && (int64_t)secs / 86400 == last.day) {
+        int64_t rem = (int64_t)secs % 86400;
+        tm = (struct tm){.tm_year = last.year - 1900,
+                         .tm_mon = last.mon,
+                         .tm_mday = last.mday,
+                         .tm_hour = (int)(rem / 3600),
+                         .tm_min = (int)(rem / 60 % 60),
+                         .tm_sec = (int)(rem % 60)};
+    } else {
+        gmtime_r(&secs, &tm);
+        if (secs >= 0) {
+            last.day = (int64_t)secs / 86400;
+            last.year = tm.tm_year + 1900;
+            last.mon = tm.tm_mon;
+            last.mday = tm.tm_mday;
+        }
+    }
     int year = tm.tm_year + 1900;
     if (year < 0 || year > 9999) {
         /* Fields are bounded by gmtime_r; the scratch buffer keeps -Wformat-truncation

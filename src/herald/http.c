@@ -1762,12 +1762,19 @@ void hd_http_log_access(hd_logger *lg, const hd_http_access *a)
     const char *method = utf8_or_clean(a->method_raw ? a->method_raw : a->method, &m_owned);
     const char *route = utf8_or_clean(a->route, &r_owned);
     const char *path = utf8_or_clean(a->path, &p_owned);
-    hd_log_json(lg, HD_LOG_INFO, a->correlation_id, "http request",
-                json_pack("{s:s, s:s, s:s, s:i, s:f, s:I, s:I}", "method", method ? method : "",
-                          "route", route ? route : "", "path", path ? path : "", "status",
-                          a->status, "duration_ms", a->duration_s * 1000.0, "request_bytes",
-                          (json_int_t)a->request_bytes, "response_bytes",
-                          (json_int_t)a->response_bytes));
+    /* hd_log_fields, not json_pack + hd_log_json: the same line without an object of the
+     * fields built, redacted and copied into the line (a tenth of a GET /users/{id}). */
+    const hd_log_field fields[] = {
+        {.key = "method", .s = method ? method : ""},
+        {.key = "route", .s = route ? route : ""},
+        {.key = "path", .s = path ? path : ""},
+        {.key = "status", .kind = HD_LOG_INT, .i = a->status},
+        {.key = "duration_ms", .kind = HD_LOG_REAL, .r = a->duration_s * 1000.0},
+        {.key = "request_bytes", .kind = HD_LOG_INT, .i = (long long)a->request_bytes},
+        {.key = "response_bytes", .kind = HD_LOG_INT, .i = (long long)a->response_bytes},
+    };
+    hd_log_fields(lg, HD_LOG_INFO, a->correlation_id, "http request", fields,
+                  sizeof fields / sizeof fields[0]);
     free(m_owned);
     free(r_owned);
     free(p_owned);

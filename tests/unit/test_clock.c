@@ -109,6 +109,34 @@ static void format_matches_snprintf(void **state)
     }
 }
 
+/* The same within a day and across the day's edges, where hd_time_format reuses the date
+ * it kept for the day (clock.c): steps of a few seconds to a few hours, forwards, then back
+ * to an earlier day, then a time before 1970 and one in the same day again. */
+static void format_reusing_the_day_matches_snprintf(void **state)
+{
+    (void)state;
+    int64_t ms = 1795406706789LL - 3 * 86400000LL;
+    for (int i = 0; i < 3000; i++) {
+        int64_t at[] = {ms, 86399999, 86400000, ms - 86400000, -1, ms};
+        for (size_t k = 0; k < sizeof at / sizeof at[0]; k++) {
+            if (k > 0 && i % 500 != 0)
+                break; /* the jumps now and then, the walk every time */
+            char got[HD_TIME_LEN + 1], want[64];
+            hd_time_format(at[k], got);
+            time_t secs = (time_t)(at[k] / 1000);
+            int rem = (int)(at[k] % 1000);
+            if (rem < 0)
+                rem += 1000, secs -= 1;
+            struct tm tm;
+            gmtime_r(&secs, &tm);
+            snprintf(want, sizeof want, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, rem);
+            assert_string_equal(got, want);
+        }
+        ms += 1000LL * (1 + (i * 7919) % 7200) + i % 1000;
+    }
+}
+
 static void parse_rejects_malformed_times(void **state)
 {
     (void)state;
@@ -141,6 +169,7 @@ int main(void)
         cmocka_unit_test(uuids_stay_unique_across_many_and_across_fork),
         cmocka_unit_test(format_and_parse_round_trip),
         cmocka_unit_test(format_matches_snprintf),
+        cmocka_unit_test(format_reusing_the_day_matches_snprintf),
         cmocka_unit_test(parse_rejects_malformed_times),
         cmocka_unit_test(clocks_move_forward),
     };

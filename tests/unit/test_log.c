@@ -544,6 +544,77 @@ static void lines_into_a_pipe_stay_whole(void **state)
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
+/* hd_log_fields writes the line hd_log_json writes for an object of the same members:
+ * compared byte for byte after the time, whose millisecond may differ. */
+static void typed_fields_write_the_line_an_object_would(void **state)
+{
+    struct capture *c = *state;
+    const hd_log_field f[] = {
+        {.key = "method", .s = "GET"},
+        {.key = "path", .s = "/users/verify?token=abc&x=1"}, /* scrubbed inside the value */
+        {.key = "status", .kind = HD_LOG_INT, .i = 200},
+        {.key = "duration_ms", .kind = HD_LOG_REAL, .r = 0.125},
+        {.key = "bytes", .kind = HD_LOG_INT, .i = -7},
+        {.key = "reset_token", .s = "t0k3n"},        /* a rule's key: masked */
+        {.key = "email", .s = "alice@example.com"},  /* masked as an address */
+        {.key = "session", .s = NULL},               /* a rule's key, null: stays null */
+        {.key = "level", .s = "forged"},             /* a fixed key: renamed */
+        {.key = "name", .s = "caf\xc3\xa9 \"q\"\n"}, /* escaped as by hd_log_json */
+    };
+    hd_log_fields(c->lg, HD_LOG_WARN, "cid-1", "typed", f, sizeof f / sizeof f[0]);
+    hd_log_json(c->lg, HD_LOG_WARN, "cid-1", "typed",
+                json_pack("{s:s, s:s, s:i, s:f, s:i, s:s, s:s, s:n, s:s, s:s}", "method", "GET",
+                          "path", "/users/verify?token=abc&x=1", "status", 200, "duration_ms",
+                          0.125, "bytes", -7, "reset_token", "t0k3n", "email", "alice@example.com",
+                          "session", "level", "forged", "name", "caf\xc3\xa9 \"q\"\n"));
+    assert_int_equal(line_count(c), 2);
+    fflush(c->out);
+    const char *first = c->buf, *second = strchr(c->buf, '\n') + 1;
+    const char *after1 = strstr(first, "\"level\""), *after2 = strstr(second, "\"level\"");
+    assert_non_null(after1);
+    assert_non_null(after2);
+    size_t n1 = (size_t)(second - after1), n2 = strlen(after2);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(after1, after2, n1);
+    json_t *line = line_at(c, 0);
+    assert_string_equal(str(line, "level"), "warn");
+    assert_string_equal(str(line, "field_level"), "forged");
+    assert_string_equal(str(line, "reset_token"), HD_LOG_REDACTED);
+    assert_string_equal(str(line, "email"), "a***@example.com");
+    assert_true(json_is_null(json_object_get(line, "session")));
+    assert_int_equal(json_integer_value(json_object_get(line, "status")), 200);
+    assert_true(json_is_real(json_object_get(line, "duration_ms")));
+    json_decref(line);
+    assert_null(strstr(c->buf, "t0k3n"));
+    assert_null(strstr(c->buf, "abc&"));
+    assert_null(strstr(c->buf, "alice"));
+}
+
+/* Invalid UTF-8 in a typed string becomes '?' (the line is kept); a disabled level, no
+ * fields or a NULL key write what they should. */
+static void typed_fields_edge_cases(void **state)
+{
+    struct capture *c = *state;
+    const hd_log_field bad[] = {{.key = "v",
+                                 .s = "a\xff"
+                                      "b"},
+                                {.key = NULL, .s = "skipped"}};
+    hd_log_fields(c->lg, HD_LOG_INFO, NULL, "bad", bad, 2);
+    hd_log_fields(c->lg, HD_LOG_INFO, NULL, "none", NULL, 0);
+    hd_log_fields(c->lg, HD_LOG_INFO, NULL, "null array", NULL, 3); /* refused: nothing */
+    hd_logger_set_level(c->lg, HD_LOG_WARN);
+    hd_log_fields(c->lg, HD_LOG_INFO, NULL, "filtered", bad, 1);
+    assert_int_equal(line_count(c), 2);
+    json_t *line = line_at(c, 0);
+    assert_string_equal(str(line, "v"), "a?b");
+    assert_int_equal(json_object_size(line), 5); /* time, level, service, message, v */
+    json_decref(line);
+    line = line_at(c, 1);
+    assert_string_equal(str(line, "message"), "none");
+    assert_int_equal(json_object_size(line), 4);
+    json_decref(line);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -563,6 +634,8 @@ int main(void)
         T(fields_the_caller_still_holds_are_not_changed),
         T(quotes_newlines_and_bad_utf8_are_escaped),
         T(fields_cannot_overwrite_fixed_keys),
+        T(typed_fields_write_the_line_an_object_would),
+        T(typed_fields_edge_cases),
         T(long_lines_are_written_whole),
         T(default_logger_is_used_for_null),
         cmocka_unit_test(logger_new_rejects_bad_arguments),
