@@ -749,6 +749,8 @@ static void test_migration_reads_rows_of_step_1(void **state)
     assert_int_equal(notif_repo_migrate(s, &err), 1); /* step 2 */
     assert_int_equal(hd_store_schema_version(s, "notifications", &err), 2);
     assert_int_equal(notif_repo_migrate(s, &err), 0);
+    /* What the previous version (one step) does with this database: refuse it. */
+    assert_int_equal(notif_repo_migrate_to(s, 1, &err), HD_EVERSION);
 
     notif_claimed *rows = NULL;
     size_t n = 0;
