@@ -40,8 +40,11 @@ static const char *const migrations[] = {
     " version BIGINT NOT NULL)",
     /* Step 2. variables_kind says which form the variables column holds (repository.h),
      * where step 1's rows told the event form by a text prefix "event:" (no JSON text starts
-     * with it). Those rows are converted here: kind 'event', prefix removed. substr with a
-     * length compares bytes on both databases (LIKE ignores case on SQLite). */
+     * with it). Those rows are converted here, in the step's transaction: kind 'event',
+     * prefix removed (6 ASCII characters: substr counts characters on both databases, and
+     * "=" is exact where SQLite's LIKE ignores case). Known limit: both statements read the
+     * whole table (the CHECK, and the UPDATE's WHERE, have no index) under the ALTER's lock;
+     * a long history makes the upgrade take that long once. */
     "ALTER TABLE notifications ADD COLUMN variables_kind TEXT NOT NULL DEFAULT 'variables'"
     " CHECK (variables_kind IN ('variables', 'event'));"
     "UPDATE notifications SET variables_kind = 'event', variables = substr(variables, 7)"
