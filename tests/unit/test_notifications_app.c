@@ -178,6 +178,26 @@ static int64_t outbox_count(fixture *f, const char *type)
     return scalar(f, "SELECT COUNT(*) FROM hd_outbox WHERE type = $1", type);
 }
 
+/* What the notification row id keeps to be rendered again: its stored text (new, may be
+ * NULL) into *text when text is not NULL, and its variables_kind as the result (new). */
+static char *stored_form(fixture *f, const char *id, char **text)
+{
+    hd_value p[] = {hd_value_text(id)};
+    hd_rows *rows = NULL;
+    hd_error err;
+    assert_hd_err(0,
+                  hd_store_query(
+                      f->store, "SELECT variables_kind, variables FROM notifications WHERE id = $1",
+                      p, 1, &rows, &err),
+                  &err);
+    assert_int_equal(hd_rows_count(rows), 1);
+    char *kind = strdup(hd_rows_text(rows, 0, 0));
+    if (text != NULL)
+        *text = hd_rows_text(rows, 0, 1) ? strdup(hd_rows_text(rows, 0, 1)) : NULL;
+    hd_rows_free(rows);
+    return kind;
+}
+
 /* The only notification of user_id, loaded (release it). */
 static void only_notification(fixture *f, const char *user_id, notification *out)
 {
@@ -595,6 +615,19 @@ static void test_crash_after_commit_is_swept(void **state)
     assert_int_equal(handle(f, m), HD_CONSUME_OK);
     assert_int_equal(hd_sender_memory_attempts(f->sender), 0);
 
+    /* The pending row keeps the event's own bytes, as delivered, and says so. */
+    notification pending;
+    only_notification(f, "u1", &pending);
+    char *text = NULL;
+    char *kind = stored_form(f, notification_id(&pending), &text);
+    assert_string_equal(kind, "event");
+    assert_non_null(text);
+    assert_int_equal(strlen(text), m->len);
+    assert_memory_equal(text, m->body, m->len);
+    free(kind);
+    free(text);
+    notification_release(&pending);
+
     hd_error err;
     /* While the dead worker's lease runs, nobody takes the row... */
     assert_int_equal(notif_sweep(&f->w, 0, 100, &err), 0);
@@ -611,8 +644,8 @@ static void test_crash_after_commit_is_swept(void **state)
     msg_free(m);
 }
 
-/* What a pending row keeps (integration.h): the event's own bytes, marked, or an API
- * request's variables as JSON; both give back the template variables. */
+/* What a pending row keeps (integration.h): the event's own bytes, or an API request's
+ * variables as JSON, the row's kind saying which; both give back the template variables. */
 static void test_stored_variables_both_forms(void **state)
 {
     (void)state;
@@ -627,10 +660,9 @@ static void test_stored_variables_both_forms(void **state)
     assert_hd(0, hd_envelope_encode(env, &body, &len, NULL));
     char *stored = notif_stored_event(body, len);
     assert_non_null(stored);
-    assert_int_equal(strncmp(stored, NOTIF_STORED_EVENT_PREFIX, 6), 0);
-    assert_string_equal(stored + 6, body);
+    assert_string_equal(stored, body); /* the bytes as they are: no mark, no encode */
     hd_error err;
-    json_t *vars = notif_stored_variables(reg, stored, &err);
+    json_t *vars = notif_stored_variables(reg, NOTIF_STORED_EVENT, stored, &err);
     assert_non_null(vars);
     assert_string_equal(json_string_value(json_object_get(vars, "verification_link")), LINK);
     assert_string_equal(json_string_value(json_object_get(vars, "name")), "there");
@@ -638,27 +670,127 @@ static void test_stored_variables_both_forms(void **state)
     json_decref(vars);
 
     /* An API request's variables: plain JSON, taken as they are. */
-    vars = notif_stored_variables(reg, "{\"name\":\"Ada\",\"event\":\"e\"}", &err);
+    vars = notif_stored_variables(reg, NOTIF_STORED_VARIABLES, "{\"name\":\"Ada\",\"event\":\"e\"}",
+                                  &err);
     assert_non_null(vars);
     assert_string_equal(json_string_value(json_object_get(vars, "event")), "e");
     json_decref(vars);
 
-    /* An object shaped like an envelope is still just variables: no prefix, no event. */
-    vars = notif_stored_variables(reg, body, &err);
+    /* An object shaped like an envelope, stored as variables, is still just variables: only
+     * the kind makes an event. */
+    vars = notif_stored_variables(reg, NOTIF_STORED_VARIABLES, body, &err);
     assert_non_null(vars);
     assert_non_null(json_object_get(vars, "specversion"));
     json_decref(vars);
 
-    /* Broken or missing text: NULL and a reason. */
-    assert_null(notif_stored_variables(reg, NULL, &err));
+    /* Broken or missing text: NULL and a reason. The old mark means nothing any more. */
+    assert_null(notif_stored_variables(reg, NOTIF_STORED_VARIABLES, NULL, &err));
     assert_non_null(strstr(err.text, "no stored variables"));
-    assert_null(notif_stored_variables(reg, "[1]", &err));
-    assert_null(notif_stored_variables(reg, "event:{\"id\":", &err));
-    assert_null(notif_stored_variables(reg, "event:{}", &err)); /* not an event of the contract */
+    assert_null(notif_stored_variables(reg, NOTIF_STORED_EVENT, NULL, &err));
+    assert_null(notif_stored_variables(reg, NOTIF_STORED_VARIABLES, "[1]", &err));
+    char *marked = malloc(len + 7);
+    assert_non_null(marked);
+    snprintf(marked, len + 7, "event:%s", body);
+    assert_null(notif_stored_variables(reg, NOTIF_STORED_VARIABLES, marked, &err));
+    assert_null(notif_stored_variables(reg, NOTIF_STORED_EVENT, marked, &err));
+    assert_null(notif_stored_variables(reg, NOTIF_STORED_EVENT, "{\"id\":", &err));
+    assert_null(
+        notif_stored_variables(reg, NOTIF_STORED_EVENT, "{}", &err)); /* not of the contract */
+    free(marked);
     free(stored);
     free(body);
     hd_envelope_free(env);
     hd_registry_free(reg);
+}
+
+/* A row as schema step 1 (the previous version) wrote it: variables (may be NULL) holding
+ * an event marked by the prefix "event:" or an API request's JSON. */
+static void insert_step1_row(hd_store *s, const char *id, const char *status, const char *variables)
+{
+    hd_value v[] = {hd_value_text(id), hd_value_text(status), hd_value_text(variables)};
+    hd_error err;
+    assert_hd_err(1,
+                  hd_store_exec(s,
+                                "INSERT INTO notifications (id, user_id, type, recipient, subject,"
+                                " status, attempts, created_at, updated_at, variables, due_at,"
+                                " version) VALUES ($1, 'u1', 'email_verification',"
+                                " 'ada@example.com', 'Verify', $2, 0, 1, 1, $3, 1, 1)",
+                                v, 3, &err),
+                  &err);
+}
+
+/* A database of the previous version, with its rows in the old form, migrates (step 2) and
+ * reads back: the marked event becomes kind 'event' without its mark, the rest 'variables'. */
+static void test_migration_reads_rows_of_step_1(void **state)
+{
+    (void)state;
+    hd_store *s = NULL;
+    hd_error err;
+    assert_hd_err(0, hd_store_open("sqlite::memory:", &s, &err), &err);
+    assert_int_equal(notif_repo_migrate_to(s, 1, &err), 1);
+    assert_int_equal(notif_repo_migrate_to(s, 99, &err), HD_EINVAL);
+
+    hd_registry *reg = notif_consumed_registry();
+    hd_envelope *env =
+        hd_envelope_new(USERS_EVENT_REGISTERED, USERS_EVENT_VERSION, "users",
+                        json_pack("{s:s, s:s, s:s, s:s}", "user_id", "u1", "email",
+                                  "ada@example.com", "name", "Ada", "verification_link", LINK));
+    char *body = NULL;
+    size_t len = 0;
+    assert_hd(0, hd_envelope_encode(env, &body, &len, NULL));
+    char *marked = malloc(len + 7);
+    assert_non_null(marked);
+    snprintf(marked, len + 7, "event:%s", body);
+    insert_step1_row(s, "n-event", "pending", marked);
+    insert_step1_row(s, "n-api", "pending",
+                     "{\"name\":\"Ada\",\"verification_link\":\"" LINK "\"}");
+    insert_step1_row(s, "n-final", "sent", NULL);
+
+    assert_int_equal(notif_repo_migrate(s, &err), 1); /* step 2 */
+    assert_int_equal(hd_store_schema_version(s, "notifications", &err), 2);
+    assert_int_equal(notif_repo_migrate(s, &err), 0);
+    /* What the previous version (one step) does with this database: refuse it. */
+    assert_int_equal(notif_repo_migrate_to(s, 1, &err), HD_EVERSION);
+
+    notif_claimed *rows = NULL;
+    size_t n = 0;
+    assert_int_equal(notif_repo_claim_due(s, 10, 20, "c", 10, &rows, &n, &err), 2);
+    for (size_t i = 0; i < n; i++) {
+        const char *id = notification_id(&rows[i].n);
+        if (strcmp(id, "n-event") == 0) {
+            assert_int_equal(rows[i].kind, NOTIF_STORED_EVENT);
+            assert_string_equal(rows[i].variables, body);
+        } else {
+            assert_string_equal(id, "n-api");
+            assert_int_equal(rows[i].kind, NOTIF_STORED_VARIABLES);
+        }
+        json_t *vars = notif_stored_variables(reg, rows[i].kind, rows[i].variables, &err);
+        assert_non_null(vars);
+        assert_string_equal(json_string_value(json_object_get(vars, "verification_link")), LINK);
+        assert_string_equal(json_string_value(json_object_get(vars, "name")), "Ada");
+        json_decref(vars);
+    }
+    notif_claimed_free(rows, n);
+
+    /* The final row is untouched; the column refuses a kind it does not know. */
+    hd_rows *r = NULL;
+    hd_value v[] = {hd_value_text("n-final")};
+    assert_hd_err(
+        0,
+        hd_store_query(s, "SELECT variables_kind, variables FROM notifications WHERE id = $1", v, 1,
+                       &r, &err),
+        &err);
+    assert_string_equal(hd_rows_text(r, 0, 0), "variables");
+    assert_null(hd_rows_text(r, 0, 1));
+    hd_rows_free(r);
+    assert_true(
+        hd_store_exec(s, "UPDATE notifications SET variables_kind = 'json'", NULL, 0, &err) < 0);
+
+    free(marked);
+    free(body);
+    hd_envelope_free(env);
+    hd_registry_free(reg);
+    hd_store_close(s);
 }
 
 /* A sender whose lease ran out finds the row taken: it records nothing (and emits nothing);
@@ -745,6 +877,13 @@ static void test_api_send_security_alert(void **state)
     char id[HD_UUID_LEN + 1];
     snprintf(id, sizeof id, "%s", notification_id(&n));
     notification_release(&n);
+    /* An API request's variables are stored as such, never as an event (integration.h). */
+    char *text = NULL;
+    char *kind = stored_form(f, id, &text);
+    assert_string_equal(kind, "variables");
+    assert_non_null(strstr(text, "\"new login from Paris\""));
+    free(kind);
+    free(text);
 
     assert_int_equal(notif_sweep(&f->w, 0, 100, &err), 1);
     const hd_mail *mail = hd_sender_memory_mail(f->sender, 0);
@@ -1281,6 +1420,7 @@ int main(void)
         T(test_an_event_waits_for_its_predecessor),
         T(test_crash_after_commit_is_swept),
         T(test_stored_variables_both_forms),
+        T(test_migration_reads_rows_of_step_1),
         T(test_lost_lease_records_nothing),
         T(test_user_deleted_erases),
         T(test_api_send_security_alert),

@@ -204,7 +204,7 @@ static void job_from_claimed(notif_worker *w, notif_claimed *c, notif_job *j)
     j->live = 1;
     j->to_send = 1;
     hd_error err;
-    json_t *vars = notif_stored_variables(w->app->registry, c->variables, &err);
+    json_t *vars = notif_stored_variables(w->app->registry, c->kind, c->variables, &err);
     if (vars == NULL)
         j->render_error = strdup(err.text);
     else if (hd_templates_render(w->app->templates, notification_type_name(j->n.type), vars,

@@ -137,11 +137,14 @@ static int erase_user(notif_window *win, const hd_envelope *env, hd_error *err)
 }
 
 /* Render t's template with data into j->mail, and what the row keeps to render it again
- * into *text (integration.h): the event's own bytes when d (borrowed) is the delivery that
- * asked for it, else the variables' JSON text. */
+ * into *text and its form into *kind (integration.h): the event's own bytes when d
+ * (borrowed) is the delivery that asked for it, else the variables' JSON text. This is the
+ * only place that chooses NOTIF_STORED_EVENT, and only for a delivery. */
 static int render(const notif_app *app, notification_type t, const json_t *data,
-                  const hd_delivery *d, notif_job *j, char **text, hd_error *err)
+                  const hd_delivery *d, notif_job *j, char **text, notif_stored_kind *kind,
+                  hd_error *err)
 {
+    *kind = d != NULL ? NOTIF_STORED_EVENT : NOTIF_STORED_VARIABLES;
     json_t *vars = notif_template_variables(data);
     if (vars == NULL)
         return hd_error_set(err, HD_ENOMEM, NULL);
@@ -160,15 +163,16 @@ static int record(notif_window *win, notification_spec *spec, const preferences 
                   const json_t *data, const hd_delivery *d, notif_job *j, hd_error *err)
 {
     char *text = NULL;
+    notif_stored_kind kind = NOTIF_STORED_VARIABLES;
     int allowed = preferences_allows(prefs, spec->type);
-    int rc = allowed ? render(win->w->app, spec->type, data, d, j, &text, err) : 0;
+    int rc = allowed ? render(win->w->app, spec->type, data, d, j, &text, &kind, err) : 0;
     if (rc == 0 && allowed)
         spec->subject = j->mail->subject;
     if (rc == 0 && (rc = notification_new(&j->n, spec, prefs, win->now, err)) >= 0) {
         j->live = 1;
         j->to_send = rc;
         const char *claim = j->to_send && win->claim[0] ? win->claim : NULL;
-        rc = notif_repo_insert(win->w->store, &j->n, text, win->lease_until, claim, err);
+        rc = notif_repo_insert(win->w->store, &j->n, text, kind, win->lease_until, claim, err);
     }
     free(text);
     return rc < 0 ? rc : 0;

@@ -117,24 +117,22 @@ json_t *notif_template_variables(const json_t *data)
 
 char *notif_stored_event(const void *body, size_t len)
 {
-    size_t plen = sizeof NOTIF_STORED_EVENT_PREFIX - 1;
-    char *s = malloc(plen + len + 1);
+    char *s = malloc(len + 1);
     if (s == NULL)
         return NULL;
-    memcpy(s, NOTIF_STORED_EVENT_PREFIX, plen);
-    memcpy(s + plen, body, len);
-    s[plen + len] = '\0';
+    memcpy(s, body, len);
+    s[len] = '\0';
     return s;
 }
 
-json_t *notif_stored_variables(const hd_registry *reg, const char *stored, hd_error *err)
+json_t *notif_stored_variables(const hd_registry *reg, notif_stored_kind kind, const char *stored,
+                               hd_error *err)
 {
-    size_t plen = sizeof NOTIF_STORED_EVENT_PREFIX - 1;
     if (stored == NULL) {
         hd_error_set(err, HD_EINVAL, "no stored variables");
         return NULL;
     }
-    if (strncmp(stored, NOTIF_STORED_EVENT_PREFIX, plen) != 0) {
+    if (kind != NOTIF_STORED_EVENT) {
         json_error_t jerr;
         json_t *vars = json_loads(stored, 0, &jerr);
         if (!json_is_object(vars)) {
@@ -145,7 +143,7 @@ json_t *notif_stored_variables(const hd_registry *reg, const char *stored, hd_er
         return vars;
     }
     hd_envelope *env = NULL;
-    if (hd_envelope_decode(reg, stored + plen, strlen(stored + plen), &env, err) < 0)
+    if (hd_envelope_decode(reg, stored, strlen(stored), &env, err) < 0)
         return NULL;
     json_t *vars = notif_template_variables(hd_envelope_data(env));
     hd_envelope_free(env); /* vars holds its own references to the members */

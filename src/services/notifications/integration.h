@@ -48,6 +48,7 @@
 #include "herald/error.h"
 
 #include "domain.h"
+#include "repository.h"
 
 #define NOTIFICATIONS_CONSUMER       "notifications" /* the inbox's consumer name */
 #define NOTIFICATIONS_SOURCE_DEFAULT "herald-notifications"
@@ -93,22 +94,25 @@ notif_intent notif_intent_of(const char *event_type, notification_type *type);
 json_t *notif_template_variables(const json_t *data);
 
 /* What a pending notification keeps to be rendered again (the sweeper, after a failed
- * send or a crash): the template variables as JSON text, or, for a notification asked for
- * by an event, the event itself as it came from the broker, marked by this prefix. Keeping
- * the event's own bytes costs a copy where dumping the variables cost a JSON encode (about
- * 100 instructions a byte) on every notification, for text that is erased again when the
- * mail goes out. No JSON text starts with the prefix, so an API request's variables can
- * never pass for an event (whose "data" would escape the request's link check). */
-#define NOTIF_STORED_EVENT_PREFIX "event:"
+ * send or a crash), in one of two forms that its row's variables_kind says
+ * (notif_stored_kind, repository.h): the template variables as JSON text
+ * (NOTIF_STORED_VARIABLES, a notification asked for through the API), or the event itself
+ * as it came from the broker (NOTIF_STORED_EVENT). Keeping the event's own bytes costs a
+ * copy where dumping the variables cost a JSON encode (about 100 instructions a byte) on
+ * every notification, for text that is erased again when the mail goes out. Only the
+ * consumer's path writes NOTIF_STORED_EVENT, so an API request's variables can never pass
+ * for an event (whose "data" would escape the request's link check), whatever their text. */
 
 /* The stored form of an event's body (borrowed, len bytes, not NUL-terminated): a new
- * string (free()), or NULL when memory runs out. */
+ * NUL-terminated copy (free()), or NULL when memory runs out. The store binds text as a C
+ * string, hence the copy. */
 char *notif_stored_event(const void *body, size_t len);
 
-/* The template variables of stored (borrowed, either form above; reg checks a stored
+/* The template variables of stored (borrowed text of the given kind; reg checks a stored
  * event against the consumed contract again): a new object (json_decref), or NULL with err
- * set when the text does not decode. */
-json_t *notif_stored_variables(const hd_registry *reg, const char *stored, hd_error *err);
+ * set when the text does not decode as that kind. */
+json_t *notif_stored_variables(const hd_registry *reg, notif_stored_kind kind, const char *stored,
+                               hd_error *err);
 
 /* Register the handlers that turn NOTIFICATION_SENT / NOTIFICATION_FAILED into outbox rows
  * on d. source is copied into a context owned by the returned handle (free it with

@@ -38,12 +38,31 @@ static const char *const migrations[] = {
     " created_at BIGINT NOT NULL,"
     " updated_at BIGINT NOT NULL,"
     " version BIGINT NOT NULL)",
+    /* Step 2. variables_kind says which form the variables column holds (repository.h),
+     * where step 1's rows told the event form by a text prefix "event:" (no JSON text starts
+     * with it). Those rows are converted here, in the step's transaction: kind 'event',
+     * prefix removed (6 ASCII characters: substr counts characters on both databases, and
+     * "=" is exact where SQLite's LIKE ignores case). Known limit: both statements read the
+     * whole table (the CHECK, and the UPDATE's WHERE, have no index) under the ALTER's lock;
+     * a long history makes the upgrade take that long once. */
+    "ALTER TABLE notifications ADD COLUMN variables_kind TEXT NOT NULL DEFAULT 'variables'"
+    " CHECK (variables_kind IN ('variables', 'event'));"
+    "UPDATE notifications SET variables_kind = 'event', variables = substr(variables, 7)"
+    " WHERE substr(variables, 1, 6) = 'event:'",
 };
+
+#define STEPS (sizeof migrations / sizeof migrations[0])
 
 int notif_repo_migrate(hd_store *store, hd_error *err)
 {
-    return hd_store_migrate(store, "notifications", migrations,
-                            sizeof migrations / sizeof migrations[0], err);
+    return hd_store_migrate(store, "notifications", migrations, STEPS, err);
+}
+
+int notif_repo_migrate_to(hd_store *store, size_t steps, hd_error *err)
+{
+    if (steps > STEPS)
+        return hd_error_set(err, HD_EINVAL, "the notifications schema has %zu steps", STEPS);
+    return hd_store_migrate(store, "notifications", migrations, steps, err);
 }
 
 /* ---- preferences ------------------------------------------------------------------------- */
@@ -170,8 +189,24 @@ static int notif_from_row(const hd_rows *rows, size_t r, notification *out, hd_e
                   : 0;
 }
 
-int notif_repo_insert(hd_store *store, const notification *n, const char *variables, int64_t due_at,
-                      const char *claim, hd_error *err)
+/* The values of variables_kind (step 2's CHECK). */
+static const char *const stored_kind_names[] = {
+    [NOTIF_STORED_VARIABLES] = "variables",
+    [NOTIF_STORED_EVENT] = "event",
+};
+
+static int stored_kind_parse(const char *s, notif_stored_kind *out)
+{
+    for (size_t k = 0; k < sizeof stored_kind_names / sizeof stored_kind_names[0]; k++)
+        if (s != NULL && strcmp(s, stored_kind_names[k]) == 0) {
+            *out = (notif_stored_kind)k;
+            return 0;
+        }
+    return -1;
+}
+
+int notif_repo_insert(hd_store *store, const notification *n, const char *variables,
+                      notif_stored_kind kind, int64_t due_at, const char *claim, hd_error *err)
 {
     hd_value v[] = {
         hd_value_text(notification_id(n)),
@@ -191,11 +226,15 @@ int notif_repo_insert(hd_store *store, const notification *n, const char *variab
         n->status == NOTIFY_PENDING ? hd_value_int(due_at) : hd_value_null(),
         hd_value_text(claim),
         hd_value_int(hd_aggregate_version(&n->base)),
+        /* anything but NOTIF_STORED_EVENT is stored as variables: the safe side */
+        hd_value_text(stored_kind_names[kind == NOTIF_STORED_EVENT ? NOTIF_STORED_EVENT
+                                                                   : NOTIF_STORED_VARIABLES]),
     };
     int rc = hd_store_exec(store,
-                           "INSERT INTO notifications (" NOTIF_COLUMNS ", variables, due_at, claim)"
+                           "INSERT INTO notifications (" NOTIF_COLUMNS
+                           ", variables, variables_kind, due_at, claim)"
                            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
-                           " $17, $14, $15, $16)",
+                           " $17, $14, $18, $15, $16)",
                            v, sizeof v / sizeof v[0], err);
     return rc < 0 ? rc : 0;
 }
@@ -243,7 +282,7 @@ int notif_repo_claim_due(hd_store *store, int64_t now_ms, int64_t lease_until_ms
                             " WHERE status = 'pending' AND due_at <= $3 AND id IN"
                             " (SELECT id FROM notifications WHERE status = 'pending'"
                             " AND due_at <= $3 ORDER BY due_at LIMIT $4)"
-                            " RETURNING " NOTIF_COLUMNS ", variables",
+                            " RETURNING " NOTIF_COLUMNS ", variables, variables_kind",
                             v, 4, &rows, err);
     if (rc < 0)
         return rc;
@@ -260,7 +299,19 @@ int notif_repo_claim_due(hd_store *store, int64_t now_ms, int64_t lease_until_ms
             return rc;
         }
         const char *vars = hd_rows_text(rows, i, C_COUNT);
-        list[i].variables = vars ? strdup(vars) : NULL;
+        const char *kind = hd_rows_text(rows, i, C_COUNT + 1);
+        if (stored_kind_parse(kind, &list[i].kind) < 0) {
+            rc = hd_error_set(err, HD_ESTORE, "notification %s: bad variables_kind '%s'",
+                              notification_id(&list[i].n), kind ? kind : "NULL");
+            notif_claimed_free(list, i + 1);
+            hd_rows_free(rows);
+            return rc;
+        }
+        if (vars != NULL && (list[i].variables = strdup(vars)) == NULL) {
+            notif_claimed_free(list, i + 1);
+            hd_rows_free(rows);
+            return hd_error_set(err, HD_ENOMEM, NULL);
+        }
     }
     hd_rows_free(rows);
     *out = list;

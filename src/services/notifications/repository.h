@@ -8,7 +8,8 @@
  *                             last error, times) and, while it is PENDING, what is needed
  *                             to send it again after a crash or a failure: the template
  *                             variables (they hold links as good as passwords, so they are
- *                             erased the moment the notification is final), the time the
+ *                             erased the moment the notification is final; variables_kind
+ *                             says which of two forms they are kept in), the time the
  *                             next attempt is due (due_at) and the claim that holds it.
  *   notification_preferences  one row per user who ever saved preferences.
  *
@@ -43,6 +44,10 @@
  * applied (>= 0) or hd_store_migrate's code. */
 int notif_repo_migrate(hd_store *store, hd_error *err);
 
+/* The same, up to schema step `steps` only (HD_EINVAL past the last one): a database as an
+ * earlier version left it, for the tests of a later step. */
+int notif_repo_migrate_to(hd_store *store, size_t steps, hd_error *err);
+
 /* ---- preferences ------------------------------------------------------------------------- */
 
 /* Load the preferences of user_id (borrowed) into *out: 1 when stored, 0 when absent (then
@@ -59,12 +64,20 @@ int notif_repo_prefs_save(hd_store *store, const preferences *p, int64_t expecte
 
 /* ---- notifications ----------------------------------------------------------------------- */
 
-/* Insert the new notification n (borrowed). variables (borrowed JSON text, may be NULL for
- * a final one) are kept while it is pending; due_at is when it may be (re)sent by whoever
- * claims it; claim (may be NULL) is the token of the sender that holds it until due_at.
- * Returns 0, HD_EEXIST or the store's code. */
-int notif_repo_insert(hd_store *store, const notification *n, const char *variables, int64_t due_at,
-                      const char *claim, hd_error *err);
+/* Which form a row's stored text (column variables) holds, said by its own column
+ * variables_kind (schema step 2) rather than by the text: see integration.h. Only the
+ * consumer's path (an event asked for the notification) writes NOTIF_STORED_EVENT. */
+typedef enum notif_stored_kind {
+    NOTIF_STORED_VARIABLES = 0, /* 'variables': JSON text of the template variables (the API) */
+    NOTIF_STORED_EVENT,         /* 'event': the body of the event that asked for it */
+} notif_stored_kind;
+
+/* Insert the new notification n (borrowed). variables (borrowed text of the given kind, may
+ * be NULL for a final one) are kept while it is pending; due_at is when it may be (re)sent
+ * by whoever claims it; claim (may be NULL) is the token of the sender that holds it until
+ * due_at. Returns 0, HD_EEXIST or the store's code. */
+int notif_repo_insert(hd_store *store, const notification *n, const char *variables,
+                      notif_stored_kind kind, int64_t due_at, const char *claim, hd_error *err);
 
 /* Write the outcome of an attempt on n (borrowed): status, attempts, last_error, times,
  * version. When n is still pending, due_at is its next attempt and the variables are kept;
@@ -74,10 +87,11 @@ int notif_repo_insert(hd_store *store, const notification *n, const char *variab
 int notif_repo_save_outcome(hd_store *store, const notification *n, int64_t due_at,
                             const char *claim, hd_error *err);
 
-/* One claimed row: the notification and the variables to render it with. */
+/* One claimed row: the notification and what to render it with. */
 typedef struct notif_claimed {
-    notification n;  /* release with notification_release (notif_claimed_free does) */
-    char *variables; /* owned JSON text; NULL when the row had none */
+    notification n;         /* release with notification_release (notif_claimed_free does) */
+    char *variables;        /* owned text of the form kind says; NULL when the row had none */
+    notif_stored_kind kind; /* from the row's variables_kind */
 } notif_claimed;
 
 /* Claim up to limit pending rows due at now_ms (due_at <= now_ms), earliest first: they get
