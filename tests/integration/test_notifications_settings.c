@@ -31,36 +31,65 @@ static char *slurp(const char *path)
     return strdup(buf);
 }
 
-/* Run herald-notifications with one extra setting; it must exit 2 and say `want`. */
-static void refused(const char *setting, const char *want)
+/* A scratch directory for one start: dir (a mkdtemp template of HD_SETTINGS_DIR's size). */
+#define HD_SETTINGS_DIR "/tmp/hd-notif-settings-XXXXXX"
+
+/* Start herald-notifications in a new scratch directory (dir, filled in) on a SQLite file
+ * there (url_options appended to its URL, "" for none), a broker that is not there, and the
+ * extra settings (NULL-terminated, at most 4); its log is dir/notifications.log. Returns the
+ * process (new: hd_proc_free). */
+static hd_proc *start_with(char *dir, const char *url_options, const char *const *extra)
 {
-    char dir[] = "/tmp/hd-notif-settings-XXXXXX";
     assert_non_null(mkdtemp(dir));
-    char log_path[128], db[128];
+    char log_path[128], db[200];
     snprintf(log_path, sizeof log_path, "%s/notifications.log", dir);
-    snprintf(db, sizeof db, "HD_DATABASE_URL=sqlite://%s/n.db", dir);
-    const char *env[] = {db,
-                         "HD_AMQP_URL=amqp://127.0.0.1:1/",
-                         "HD_NOTIFICATIONS_API_OPEN=true",
-                         "HD_NOTIFICATIONS_LISTEN=127.0.0.1:0",
-                         setting,
-                         NULL};
+    snprintf(db, sizeof db, "HD_DATABASE_URL=sqlite://%s/n.db%s", dir, url_options);
+    const char *env[10] = {db, "HD_AMQP_URL=amqp://127.0.0.1:1/", "HD_NOTIFICATIONS_API_OPEN=true",
+                           "HD_NOTIFICATIONS_LISTEN=127.0.0.1:0",
+                           "HD_TEMPLATES_DIR=" HD_SOURCE_DIR "/templates"};
+    size_t n = 5;
+    for (size_t i = 0; extra[i] != NULL && n < 9; i++)
+        env[n++] = extra[i];
+    env[n] = NULL;
     const char *argv[] = {HD_BINARY_DIR "/herald-notifications", NULL};
     hd_proc_options o = {
         .argv = argv, .env = env, .env_drop_prefix = "HD_", .cwd = dir, .log_path = log_path};
     hd_proc *p = NULL;
     hd_error err;
     assert_hd_err(0, hd_proc_start(&o, &p, &err), &err);
+    return p;
+}
+
+/* Remove what a start left in dir, then dir. */
+static void remove_dir(const char *dir)
+{
+    char path[200];
+    static const char *const files[] = {"notifications.log", "n.db", "n.db-wal", "n.db-shm"};
+    for (size_t f = 0; f < sizeof files / sizeof files[0]; f++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[f]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
+/* Run herald-notifications with one extra setting; it must exit 2 and say `want`. */
+static void refused(const char *setting, const char *want)
+{
+    char dir[] = HD_SETTINGS_DIR;
+    const char *extra[] = {setting, NULL};
+    hd_proc *p = start_with(dir, "", extra);
+    hd_error err;
     assert_hd_err(0, hd_proc_wait(p, 10000, &err), &err);
     assert_int_equal(hd_proc_exit_code(p), 2);
     hd_proc_free(p);
+    char log_path[128];
+    snprintf(log_path, sizeof log_path, "%s/notifications.log", dir);
     char *log = slurp(log_path);
     assert_non_null(log);
     if (strstr(log, want) == NULL)
         fail_msg("expected '%s' in: %s", want, log);
     free(log);
-    unlink(log_path);
-    rmdir(dir);
+    remove_dir(dir);
 }
 
 static void test_aux_cache_bad_values(void **state)
@@ -88,36 +117,15 @@ static void test_good_values_start(void **state)
         {"HD_SQLITE_AUX_CACHE_KIB=64", "HD_MALLOC_COMPACT=true"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char dir[] = "/tmp/hd-notif-settings-XXXXXX";
-        assert_non_null(mkdtemp(dir));
-        char log_path[128], db[160];
-        snprintf(log_path, sizeof log_path, "%s/notifications.log", dir);
+        char dir[] = HD_SETTINGS_DIR;
         /* A URL with an option already: the aux URL appends with '&'. */
-        snprintf(db, sizeof db, "HD_DATABASE_URL=sqlite://%s/n.db?synchronous=normal", dir);
-        const char *env[] = {db,
-                             "HD_AMQP_URL=amqp://127.0.0.1:1/",
-                             "HD_NOTIFICATIONS_API_OPEN=true",
-                             "HD_NOTIFICATIONS_LISTEN=127.0.0.1:0",
-                             "HD_TEMPLATES_DIR=" HD_SOURCE_DIR "/templates",
-                             cases[i][0],
-                             cases[i][1],
-                             NULL};
-        const char *argv[] = {HD_BINARY_DIR "/herald-notifications", NULL};
-        hd_proc_options o = {
-            .argv = argv, .env = env, .env_drop_prefix = "HD_", .cwd = dir, .log_path = log_path};
-        hd_proc *p = NULL;
+        const char *extra[] = {cases[i][0], cases[i][1], NULL};
+        hd_proc *p = start_with(dir, "?synchronous=normal", extra);
         hd_error err;
-        assert_hd_err(0, hd_proc_start(&o, &p, &err), &err);
         assert_hd_err(0, hd_proc_wait_log(p, "broker unreachable, retrying", 20000, &err), &err);
         assert_hd_err(0, hd_proc_stop(p, 20000, &err), &err);
         hd_proc_free(p);
-        char path[200];
-        static const char *const files[] = {"notifications.log", "n.db", "n.db-wal", "n.db-shm"};
-        for (size_t f = 0; f < sizeof files / sizeof files[0]; f++) {
-            snprintf(path, sizeof path, "%s/%s", dir, files[f]);
-            unlink(path);
-        }
-        rmdir(dir);
+        remove_dir(dir);
     }
 }
 
