@@ -10,6 +10,7 @@
 #include "herald/clock.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -183,8 +184,13 @@ int hd_store_query(hd_store *store, const char *sql, const hd_value *params, siz
 
 /* ---- rows --------------------------------------------------------------------------- */
 
+/* The cells' bytes live in one buffer per result (buf), each NUL-terminated: a claim of
+ * 1,000 outbox rows of 11 columns was 11,000 mallocs and as many frees, about a tenth of the
+ * relay's instructions (docs/bench.md, issue 14). A cell holds where its bytes start, so the
+ * buffer may move while the adapter fills it (realloc); nothing reads a result before it is
+ * complete (store_internal.h). */
 typedef struct cell {
-    char *data; /* NULL for SQL NULL; otherwise NUL-terminated (blobs too, harmlessly) */
+    size_t at; /* 0: SQL NULL; otherwise 1 + the offset of the bytes in buf */
     size_t len;
 } cell;
 
@@ -192,6 +198,8 @@ struct hd_rows {
     size_t ncols, nrows, cap; /* cap counts rows */
     char **names;
     cell *cells; /* nrows * ncols, row-major */
+    char *buf;   /* every cell's bytes, each followed by a NUL */
+    size_t used, size;
 };
 
 hd_rows *hd_rows_create(size_t ncols)
@@ -253,12 +261,29 @@ int hd_rows_set_cell(hd_rows *rows, size_t col, const void *data, size_t len)
     if (rows == NULL || rows->nrows == 0 || col >= rows->ncols)
         return HD_EINVAL;
     cell *c = &rows->cells[(rows->nrows - 1) * rows->ncols + col];
-    char *copy = NULL;
-    if (data != NULL && (copy = copy_bytes(data, len)) == NULL)
+    if (data == NULL) {
+        c->at = 0;
+        c->len = 0;
+        return HD_OK;
+    }
+    if (len >= SIZE_MAX / 2 - rows->used)
         return HD_ENOMEM;
-    free(c->data);
-    c->data = copy;
-    c->len = data ? len : 0;
+    if (rows->used + len + 1 > rows->size) {
+        size_t size = rows->size ? rows->size : 1024;
+        while (size < rows->used + len + 1)
+            size *= 2;
+        char *buf = realloc(rows->buf, size);
+        if (buf == NULL)
+            return HD_ENOMEM;
+        rows->buf = buf;
+        rows->size = size;
+    }
+    if (len > 0)
+        memcpy(rows->buf + rows->used, data, len);
+    rows->buf[rows->used + len] = '\0';
+    c->at = rows->used + 1; /* a cell set twice leaves its first bytes unused: harmless */
+    c->len = len;
+    rows->used += len + 1;
     return HD_OK;
 }
 
@@ -287,13 +312,13 @@ const char *hd_rows_name(const hd_rows *rows, size_t col)
 int hd_rows_is_null(const hd_rows *rows, size_t row, size_t col)
 {
     const cell *c = cell_at(rows, row, col);
-    return c == NULL || c->data == NULL;
+    return c == NULL || c->at == 0;
 }
 
 const char *hd_rows_text(const hd_rows *rows, size_t row, size_t col)
 {
     const cell *c = cell_at(rows, row, col);
-    return c ? c->data : NULL;
+    return c && c->at ? rows->buf + c->at - 1 : NULL;
 }
 
 int64_t hd_rows_int(const hd_rows *rows, size_t row, size_t col)
@@ -313,19 +338,18 @@ const void *hd_rows_blob(const hd_rows *rows, size_t row, size_t col, size_t *le
 {
     const cell *c = cell_at(rows, row, col);
     if (len != NULL)
-        *len = c && c->data ? c->len : 0;
-    return c ? c->data : NULL;
+        *len = c && c->at ? c->len : 0;
+    return c && c->at ? rows->buf + c->at - 1 : NULL;
 }
 
 void hd_rows_free(hd_rows *rows)
 {
     if (rows == NULL)
         return;
-    for (size_t i = 0; i < rows->nrows * rows->ncols; i++)
-        free(rows->cells[i].data);
     for (size_t i = 0; i < rows->ncols; i++)
         free(rows->names[i]);
     free(rows->cells);
+    free(rows->buf);
     free(rows->names);
     free(rows);
 }

@@ -58,7 +58,9 @@ int hd_store_pg_open(const char *url, hd_store **out, hd_error *err); /* store_p
 /* ---- building hd_rows (adapters) -------------------------------------------------------
  * hd_rows_create(ncols) gives an empty result (new, or NULL on ENOMEM); name the columns,
  * then for each row call hd_rows_add_row and set its cells (cells not set are NULL). Cell
- * data is copied and NUL-terminated. Each returns 0 or HD_ENOMEM / HD_EINVAL. */
+ * data is copied and NUL-terminated, into one buffer per result that may move while it is
+ * built: read a result (hd_rows_text, _blob) only once it is complete. Each returns 0 or
+ * HD_ENOMEM / HD_EINVAL. */
 hd_rows *hd_rows_create(size_t ncols);
 int hd_rows_set_name(hd_rows *rows, size_t col, const char *name);
 int hd_rows_add_row(hd_rows *rows);
