@@ -15,11 +15,8 @@
  * call against the library's header:
  *
  *     #define PQ_FUNCTIONS(X) X(PQexec) X(PQclear)
- *     enum { PQ_FUNCTIONS(PQ_INDEX) PQ_COUNT };      // PQ_INDEX(f): PQ_I_##f,
- *     static const char *const pq_names[] = {PQ_FUNCTIONS(PQ_NAME) NULL};  // #f,
- *     static void *pq_fns[PQ_COUNT];
- *     static hd_dynlib pq_lib = HD_DYNLIB_INIT("libpq.so.5", "postgres:// URL", pq_names, pq_fns);
- *     #define LIBPQ(f) ((__typeof__(f) *)pq_fns[PQ_I_##f])
+ *     HD_DYNLIB_TABLE(pq_lib, "libpq.so.5", "postgres:// URL", PQ_FUNCTIONS);
+ *     #define LIBPQ(f) HD_DYNLIB_FN(pq_lib, f)
  *
  *     if ((rc = hd_dynlib_load(&pq_lib, err)) < 0) return rc;   // once; then, any thread:
  *     PGresult *r = LIBPQ(PQexec)(conn, "SELECT 1");
@@ -64,6 +61,18 @@ typedef struct hd_dynlib {
         .soname = (soname_), .what = (what_), .names = (names_), .fns = (fns_),                    \
         .lock = PTHREAD_MUTEX_INITIALIZER                                                          \
     }
+
+/* The table of one module (file scope, one per file): an enum with an index per function of
+ * FUNCTIONS (an X-macro list), the names, the slots and the hd_dynlib `var` that loads them.
+ * HD_DYNLIB_FN(var, f) is the slot of f cast to f's own type (the header's declaration). */
+#define HD_DYNLIB_INDEX_(f) hd_dynlib_i_##f,
+#define HD_DYNLIB_NAME_(f)  #f,
+#define HD_DYNLIB_TABLE(var, soname_, what_, FUNCTIONS)                                            \
+    enum { FUNCTIONS(HD_DYNLIB_INDEX_) var##_count };                                              \
+    static const char *const var##_names[] = {FUNCTIONS(HD_DYNLIB_NAME_) NULL};                    \
+    static void *var##_fns[var##_count];                                                           \
+    static hd_dynlib var = HD_DYNLIB_INIT(soname_, what_, var##_names, var##_fns)
+#define HD_DYNLIB_FN(var, f) ((__typeof__(f) *)var##_fns[hd_dynlib_i_##f])
 
 /* Open lib->soname (dlopen, RTLD_NOW | RTLD_LOCAL) and fill lib->fns[i] with dlsym of
  * lib->names[i], the first time it is called for lib; every later call, from any thread,

@@ -56,13 +56,8 @@ typedef struct smtp_sender {
     X(curl_url_get)                                                                                \
     X(curl_url_set)                                                                                \
     X(curl_version)
-#define CURL_INDEX(f) CURL_FN_##f,
-#define CURL_NAME(f)  #f,
-enum { CURL_FUNCTIONS(CURL_INDEX) CURL_FN_COUNT };
-static const char *const curl_names[] = {CURL_FUNCTIONS(CURL_NAME) NULL};
-static void *curl_fns[CURL_FN_COUNT];
-static hd_dynlib curl_lib = HD_DYNLIB_INIT("libcurl.so.4", "SMTP sender", curl_names, curl_fns);
-#define LIBCURL(f) ((__typeof__(f) *)curl_fns[CURL_FN_##f])
+HD_DYNLIB_TABLE(curl_lib, "libcurl.so.4", "SMTP sender", CURL_FUNCTIONS);
+#define LIBCURL(f) HD_DYNLIB_FN(curl_lib, f)
 
 /* curl_global_init is not safe to race with itself (nor, before 7.84, with anything else
  * in libcurl), so it runs once per process, the first time an SMTP sender is made. It is

@@ -89,13 +89,8 @@
     X(PQstatus)                                                                                    \
     X(PQtransactionStatus)                                                                         \
     X(PQunescapeBytea)
-#define PQ_INDEX(f) PQ_I_##f,
-#define PQ_NAME(f)  #f,
-enum { PQ_FUNCTIONS(PQ_INDEX) PQ_COUNT };
-static const char *const pq_names[] = {PQ_FUNCTIONS(PQ_NAME) NULL};
-static void *pq_fns[PQ_COUNT];
-static hd_dynlib pq_lib = HD_DYNLIB_INIT("libpq.so.5", "PostgreSQL URL", pq_names, pq_fns);
-#define LIBPQ(f) ((__typeof__(f) *)pq_fns[PQ_I_##f])
+HD_DYNLIB_TABLE(pq_lib, "libpq.so.5", "PostgreSQL URL", PQ_FUNCTIONS);
+#define LIBPQ(f) HD_DYNLIB_FN(pq_lib, f)
 
 /* Built-in type OIDs (server/catalog/pg_type_d.h is not part of libpq's headers). They are
  * fixed forever: clients everywhere hard-code them. */

@@ -26,13 +26,8 @@
     X(PQfreemem)                                                                                   \
     X(PQhost)                                                                                      \
     X(PQport)
-#define PQ_INDEX(f) PQ_I_##f,
-#define PQ_NAME(f)  #f,
-enum { PQ_FUNCTIONS(PQ_INDEX) PQ_COUNT };
-static const char *const pq_names[] = {PQ_FUNCTIONS(PQ_NAME) NULL};
-static void *pq_fns[PQ_COUNT];
-static hd_dynlib pq_lib = HD_DYNLIB_INIT("libpq.so.5", "PostgreSQL URL", pq_names, pq_fns);
-#define LIBPQ(f) ((__typeof__(f) *)pq_fns[PQ_I_##f])
+HD_DYNLIB_TABLE(pq_lib, "libpq.so.5", "PostgreSQL URL", PQ_FUNCTIONS);
+#define LIBPQ(f) HD_DYNLIB_FN(pq_lib, f)
 
 static int is_pg_url(const char *url)
 {

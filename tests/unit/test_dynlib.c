@@ -24,9 +24,8 @@
 #include "herald/store_tls.h"
 
 /* libc, which every process has mapped: dlopen finds it by its soname. */
-static const char *const libc_names[] = {"strlen", "strcmp", NULL};
-static void *libc_fns[2];
-static hd_dynlib libc_lib = HD_DYNLIB_INIT("libc.so.6", "test", libc_names, libc_fns);
+#define LIBC_FUNCTIONS(X) X(strlen) X(strcmp)
+HD_DYNLIB_TABLE(libc_lib, "libc.so.6", "test", LIBC_FUNCTIONS);
 
 static void *load_in_thread(void *arg)
 {
@@ -48,10 +47,8 @@ static void loads_once_from_many_threads(void **state)
     }
     hd_error err;
     assert_hd_err(0, hd_dynlib_load(&libc_lib, &err), &err);
-    size_t (*my_strlen)(const char *) = (__typeof__(strlen) *)libc_fns[0];
-    int (*my_strcmp)(const char *, const char *) = (__typeof__(strcmp) *)libc_fns[1];
-    assert_int_equal(my_strlen("herald"), 6);
-    assert_int_equal(my_strcmp("a", "a"), 0);
+    assert_int_equal(HD_DYNLIB_FN(libc_lib, strlen)("herald"), 6);
+    assert_int_equal(HD_DYNLIB_FN(libc_lib, strcmp)("a", "a"), 0);
 }
 
 static void a_missing_library_is_an_error_kept_for_later(void **state)
