@@ -511,6 +511,20 @@ static json_t *scrubbed_value(const hd_logger *lg, const json_t *v)
     return out ? out : json_string(HD_LOG_REDACTED);
 }
 
+/* What a member key: v becomes in a line: a new value to put in its place (an e-mail masked,
+ * a secret redacted, a string with a secret inside scrubbed), or NULL to keep it as it is (a
+ * null under a rule says "absent"; a value with nothing to hide; an object or an array is then
+ * the caller's to walk). The one rule for hd_log_json's fields and hd_log_fields' values. */
+static json_t *member_clean(const hd_logger *lg, const char *key, const json_t *v)
+{
+    const struct redaction *r = rule_for(lg, key);
+    if (r == NULL)
+        return json_is_string(v) ? scrubbed_value(lg, v) : NULL;
+    if (json_is_null(v))
+        return NULL;
+    return r->mode == HD_REDACT_EMAIL ? masked_email(v) : json_string(HD_LOG_REDACTED);
+}
+
 /* Mask, in place, every member of v (an object or array, at any depth) whose name matches a
  * redaction rule. A matching member is masked whole, even when it is an object: a field
  * called "secrets" hides everything under it. */
@@ -535,21 +549,11 @@ static void redact(const hd_logger *lg, json_t *v)
     json_t *member;
     json_object_foreach(v, key, member)
     {
-        const struct redaction *r = rule_for(lg, key);
-        if (r == NULL) {
-            json_t *clean = json_is_string(member) ? scrubbed_value(lg, member) : NULL;
-            if (clean != NULL)
-                json_object_set_new(v, key, clean); /* replacing a value is safe here */
-            else
-                redact(lg, member);
-            continue;
-        }
-        if (json_is_null(member))
-            continue; /* nothing to hide, and null says "absent" more truthfully */
-        json_t *masked =
-            r->mode == HD_REDACT_EMAIL ? masked_email(member) : json_string(HD_LOG_REDACTED);
-        /* Replacing the value of an existing key does not disturb the iteration. */
-        json_object_set_new(v, key, masked);
+        json_t *clean = member_clean(lg, key, member);
+        if (clean != NULL) /* replacing the value of an existing key does not disturb the walk */
+            json_object_set_new(v, key, clean);
+        else
+            redact(lg, member);
     }
 }
 
@@ -763,7 +767,7 @@ void hd_log_json(hd_logger *lg, hd_log_level level, const char *correlation_id, 
     finish(lg, line, copy);
 }
 
-/* The value of one field, redacted as redact() redacts a member of the fields object: a
+/* The value of one field, cleaned by member_clean as hd_log_json cleans a member: a
  * key that matches a rule masks the value (null stays null), any other string value is
  * scrubbed for secrets inside it. New reference; NULL when memory runs out. */
 static json_t *field_value(const hd_logger *lg, const hd_log_field *f)
@@ -782,14 +786,7 @@ static json_t *field_value(const hd_logger *lg, const hd_log_field *f)
     }
     if (v == NULL)
         return NULL;
-    const struct redaction *r = rule_for(lg, f->key);
-    json_t *clean;
-    if (r != NULL)
-        clean = json_is_null(v)              ? NULL
-                : r->mode == HD_REDACT_EMAIL ? masked_email(v)
-                                             : json_string(HD_LOG_REDACTED);
-    else
-        clean = json_is_string(v) ? scrubbed_value(lg, v) : NULL;
+    json_t *clean = member_clean(lg, f->key, v);
     if (clean == NULL)
         return v;
     json_decref(v);

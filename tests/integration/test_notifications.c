@@ -53,6 +53,7 @@
 #include "hd_proc.h"
 #include "hd_service_test.h"
 #include "hd_test.h"
+#include "notif_step1.h"
 #include "herald/amqp.h"
 #include "herald/clock.h"
 #include "herald/consumer.h"
@@ -1039,20 +1040,6 @@ static void test_postgresql_store(void **state)
 
 /* A row as schema step 1 (the previous version) wrote it: variables (may be NULL) holding
  * an event marked by the prefix "event:" or an API request's JSON. */
-static void insert_step1_row(hd_store *s, const char *id, const char *status, const char *variables)
-{
-    hd_value v[] = {hd_value_text(id), hd_value_text(status), hd_value_text(variables)};
-    hd_error err;
-    assert_hd_err(1,
-                  hd_store_exec(s,
-                                "INSERT INTO notifications (id, user_id, type, recipient, subject,"
-                                " status, attempts, created_at, updated_at, variables, due_at,"
-                                " version) VALUES ($1, 'u1', 'email_verification',"
-                                " 'ada@example.com', 'Verify', $2, 0, 1, 1, $3, 1, 1)",
-                                v, 3, &err),
-                  &err);
-}
-
 /* Schema step 2 on PostgreSQL: a database of the previous version, with its rows in the old
  * form, migrates and reads back (the marked event becomes kind 'event' without its mark). */
 static void test_postgresql_migrates_step_1_rows(void **state)
@@ -1069,66 +1056,13 @@ static void test_postgresql_migrates_step_1_rows(void **state)
     assert_hd_err(0, hd_store_open(url, &s, &err), &err);
     assert_int_equal(notif_repo_migrate_to(s, 1, &err), 1);
 
-    const char *link = "https://app.example.com/v?t=mig";
-    hd_envelope *env = hd_envelope_new(
-        "users.user_registered", 1, "users",
-        json_pack("{s:s, s:s, s:s, s:s}", "user_id", "u1", "email", "ada@example.com", "name",
-                  "Ada \"the first\" O'Neil", "verification_link", link));
-    char *body = NULL;
-    size_t len = 0;
-    assert_hd(0, hd_envelope_encode(env, &body, &len, NULL));
-    char *marked = malloc(len + 7);
-    assert_non_null(marked);
-    snprintf(marked, len + 7, "event:%s", body);
-    insert_step1_row(s, "n-event", "pending", marked);
-    insert_step1_row(s, "n-api", "pending",
-                     "{\"name\":\"Ada \\\"the first\\\" O'Neil\","
-                     "\"verification_link\":\"https://app.example.com/v?t=mig\"}");
-    insert_step1_row(s, "n-final", "sent", NULL);
-
+    const char *link = "https://app.example.com/v?t=mig", *name = "Ada \"the first\" O'Neil";
+    char *event = notif_step1_rows(s, name, link);
     assert_int_equal(notif_repo_migrate(s, &err), 1); /* step 2 */
     assert_int_equal(hd_store_schema_version(s, "notifications", &err), 2);
+    notif_step1_rows_read_back(s, event, name, link);
 
-    hd_registry *reg = notif_consumed_registry();
-    notif_claimed *rows = NULL;
-    size_t n = 0;
-    assert_int_equal(notif_repo_claim_due(s, 10, 20, "c", 10, &rows, &n, &err), 2);
-    for (size_t i = 0; i < n; i++) {
-        const char *id = notification_id(&rows[i].n);
-        if (strcmp(id, "n-event") == 0) {
-            assert_int_equal(rows[i].kind, NOTIF_STORED_EVENT);
-            assert_string_equal(rows[i].variables, body);
-        } else {
-            assert_string_equal(id, "n-api");
-            assert_int_equal(rows[i].kind, NOTIF_STORED_VARIABLES);
-        }
-        json_t *vars = notif_stored_variables(reg, rows[i].kind, rows[i].variables, &err);
-        assert_non_null(vars);
-        assert_string_equal(json_string_value(json_object_get(vars, "verification_link")), link);
-        assert_string_equal(json_string_value(json_object_get(vars, "name")),
-                            "Ada \"the first\" O'Neil");
-        json_decref(vars);
-    }
-    notif_claimed_free(rows, n);
-
-    /* The final row is untouched; the column refuses a kind it does not know. */
-    hd_rows *r = NULL;
-    hd_value v[] = {hd_value_text("n-final")};
-    assert_hd_err(
-        0,
-        hd_store_query(s, "SELECT variables_kind, variables FROM notifications WHERE id = $1", v, 1,
-                       &r, &err),
-        &err);
-    assert_string_equal(hd_rows_text(r, 0, 0), "variables");
-    assert_null(hd_rows_text(r, 0, 1));
-    hd_rows_free(r);
-    assert_true(
-        hd_store_exec(s, "UPDATE notifications SET variables_kind = 'json'", NULL, 0, &err) < 0);
-
-    hd_registry_free(reg);
-    free(marked);
-    free(body);
-    hd_envelope_free(env);
+    free(event);
     hd_store_close(s);
     drop_pg_database();
 }

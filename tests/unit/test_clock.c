@@ -84,6 +84,22 @@ static void format_and_parse_round_trip(void **state)
     assert_int_equal(ms, 951782400500LL);
 }
 
+/* hd_time_format(ms) is what gmtime_r and snprintf make of ms. */
+static void formats_as_snprintf(int64_t ms)
+{
+    char got[HD_TIME_LEN + 1], want[64];
+    hd_time_format(ms, got);
+    time_t secs = (time_t)(ms / 1000);
+    int rem = (int)(ms % 1000);
+    if (rem < 0)
+        rem += 1000, secs -= 1;
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    snprintf(want, sizeof want, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, rem);
+    assert_string_equal(got, want);
+}
+
 /* The digits written by hand agree with the snprintf they replaced, across days, leap
  * years, negative milliseconds (before 1970) and the years the width can hold. */
 static void format_matches_snprintf(void **state)
@@ -95,17 +111,7 @@ static void format_matches_snprintf(void **state)
         int64_t ms = i < sizeof at / sizeof at[0]
                          ? at[i]
                          : (int64_t)(i * 7919) * 1234567891LL % 253402300799999LL;
-        char got[HD_TIME_LEN + 1], want[64];
-        hd_time_format(ms, got);
-        time_t secs = (time_t)(ms / 1000);
-        int rem = (int)(ms % 1000);
-        if (rem < 0)
-            rem += 1000, secs -= 1;
-        struct tm tm;
-        gmtime_r(&secs, &tm);
-        snprintf(want, sizeof want, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, rem);
-        assert_string_equal(got, want);
+        formats_as_snprintf(ms);
     }
 }
 
@@ -121,17 +127,7 @@ static void format_reusing_the_day_matches_snprintf(void **state)
         for (size_t k = 0; k < sizeof at / sizeof at[0]; k++) {
             if (k > 0 && i % 500 != 0)
                 break; /* the jumps now and then, the walk every time */
-            char got[HD_TIME_LEN + 1], want[64];
-            hd_time_format(at[k], got);
-            time_t secs = (time_t)(at[k] / 1000);
-            int rem = (int)(at[k] % 1000);
-            if (rem < 0)
-                rem += 1000, secs -= 1;
-            struct tm tm;
-            gmtime_r(&secs, &tm);
-            snprintf(want, sizeof want, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, rem);
-            assert_string_equal(got, want);
+            formats_as_snprintf(at[k]);
         }
         ms += 1000LL * (1 + (i * 7919) % 7200) + i % 1000;
     }

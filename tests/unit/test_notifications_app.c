@@ -22,6 +22,7 @@
 #include <curl/curl.h>
 
 #include "hd_test.h"
+#include "notif_step1.h"
 #include "herald/clock.h"
 #include "herald/http.h"
 #include "herald/outbox.h"
@@ -705,20 +706,6 @@ static void test_stored_variables_both_forms(void **state)
 
 /* A row as schema step 1 (the previous version) wrote it: variables (may be NULL) holding
  * an event marked by the prefix "event:" or an API request's JSON. */
-static void insert_step1_row(hd_store *s, const char *id, const char *status, const char *variables)
-{
-    hd_value v[] = {hd_value_text(id), hd_value_text(status), hd_value_text(variables)};
-    hd_error err;
-    assert_hd_err(1,
-                  hd_store_exec(s,
-                                "INSERT INTO notifications (id, user_id, type, recipient, subject,"
-                                " status, attempts, created_at, updated_at, variables, due_at,"
-                                " version) VALUES ($1, 'u1', 'email_verification',"
-                                " 'ada@example.com', 'Verify', $2, 0, 1, 1, $3, 1, 1)",
-                                v, 3, &err),
-                  &err);
-}
-
 /* A database of the previous version, with its rows in the old form, migrates (step 2) and
  * reads back: the marked event becomes kind 'event' without its mark, the rest 'variables'. */
 static void test_migration_reads_rows_of_step_1(void **state)
@@ -729,22 +716,7 @@ static void test_migration_reads_rows_of_step_1(void **state)
     assert_hd_err(0, hd_store_open("sqlite::memory:", &s, &err), &err);
     assert_int_equal(notif_repo_migrate_to(s, 1, &err), 1);
     assert_int_equal(notif_repo_migrate_to(s, 99, &err), HD_EINVAL);
-
-    hd_registry *reg = notif_consumed_registry();
-    hd_envelope *env =
-        hd_envelope_new(USERS_EVENT_REGISTERED, USERS_EVENT_VERSION, "users",
-                        json_pack("{s:s, s:s, s:s, s:s}", "user_id", "u1", "email",
-                                  "ada@example.com", "name", "Ada", "verification_link", LINK));
-    char *body = NULL;
-    size_t len = 0;
-    assert_hd(0, hd_envelope_encode(env, &body, &len, NULL));
-    char *marked = malloc(len + 7);
-    assert_non_null(marked);
-    snprintf(marked, len + 7, "event:%s", body);
-    insert_step1_row(s, "n-event", "pending", marked);
-    insert_step1_row(s, "n-api", "pending",
-                     "{\"name\":\"Ada\",\"verification_link\":\"" LINK "\"}");
-    insert_step1_row(s, "n-final", "sent", NULL);
+    char *event = notif_step1_rows(s, "Ada", LINK);
 
     assert_int_equal(notif_repo_migrate(s, &err), 1); /* step 2 */
     assert_int_equal(hd_store_schema_version(s, "notifications", &err), 2);
@@ -752,44 +724,8 @@ static void test_migration_reads_rows_of_step_1(void **state)
     /* What the previous version (one step) does with this database: refuse it. */
     assert_int_equal(notif_repo_migrate_to(s, 1, &err), HD_EVERSION);
 
-    notif_claimed *rows = NULL;
-    size_t n = 0;
-    assert_int_equal(notif_repo_claim_due(s, 10, 20, "c", 10, &rows, &n, &err), 2);
-    for (size_t i = 0; i < n; i++) {
-        const char *id = notification_id(&rows[i].n);
-        if (strcmp(id, "n-event") == 0) {
-            assert_int_equal(rows[i].kind, NOTIF_STORED_EVENT);
-            assert_string_equal(rows[i].variables, body);
-        } else {
-            assert_string_equal(id, "n-api");
-            assert_int_equal(rows[i].kind, NOTIF_STORED_VARIABLES);
-        }
-        json_t *vars = notif_stored_variables(reg, rows[i].kind, rows[i].variables, &err);
-        assert_non_null(vars);
-        assert_string_equal(json_string_value(json_object_get(vars, "verification_link")), LINK);
-        assert_string_equal(json_string_value(json_object_get(vars, "name")), "Ada");
-        json_decref(vars);
-    }
-    notif_claimed_free(rows, n);
-
-    /* The final row is untouched; the column refuses a kind it does not know. */
-    hd_rows *r = NULL;
-    hd_value v[] = {hd_value_text("n-final")};
-    assert_hd_err(
-        0,
-        hd_store_query(s, "SELECT variables_kind, variables FROM notifications WHERE id = $1", v, 1,
-                       &r, &err),
-        &err);
-    assert_string_equal(hd_rows_text(r, 0, 0), "variables");
-    assert_null(hd_rows_text(r, 0, 1));
-    hd_rows_free(r);
-    assert_true(
-        hd_store_exec(s, "UPDATE notifications SET variables_kind = 'json'", NULL, 0, &err) < 0);
-
-    free(marked);
-    free(body);
-    hd_envelope_free(env);
-    hd_registry_free(reg);
+    notif_step1_rows_read_back(s, event, "Ada", LINK);
+    free(event);
     hd_store_close(s);
 }
 
