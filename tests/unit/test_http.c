@@ -1013,16 +1013,26 @@ static void log_observer(const hd_http_access *a, void *ctx)
     hd_http_log_access(((struct log_ctx *)ctx)->lg, a);
 }
 
-static void hostile_requests_keep_their_access_log_line(void **state)
+/* A server with GET /users/{id} whose access lines go to a logger writing to *out (new: a
+ * tmpfile, fclose it) through lc (lc->lg new: hd_logger_free it). */
+static hd_http_server *logged_server(FILE **out, struct log_ctx *lc)
 {
-    (void)state;
-    FILE *out = tmpfile();
-    assert_non_null(out);
-    struct log_ctx lc = {hd_logger_new("test", HD_LOG_INFO, out)};
+    *out = tmpfile();
+    assert_non_null(*out);
+    lc->lg = hd_logger_new("test", HD_LOG_INFO, *out);
     hd_http_server *srv;
     assert_hd(HD_OK, hd_http_server_new(NULL, &srv, NULL));
     assert_hd(HD_OK, hd_http_route(srv, "GET", "/users/{id}", get_user, NULL));
-    hd_http_server_observe(srv, log_observer, &lc);
+    hd_http_server_observe(srv, log_observer, lc);
+    return srv;
+}
+
+static void hostile_requests_keep_their_access_log_line(void **state)
+{
+    (void)state;
+    FILE *out = NULL;
+    struct log_ctx lc;
+    hd_http_server *srv = logged_server(&out, &lc);
     hd_http_dispatched d;
     assert_hd(HD_OK, hd_http_server_dispatch(srv, "G\xffT", "/users/\xfe?x=1", NULL, NULL, 0, &d));
     assert_int_equal(d.status, 400);
@@ -1073,13 +1083,9 @@ static void hostile_requests_keep_their_access_log_line(void **state)
 static void the_access_line_is_redacted(void **state)
 {
     (void)state;
-    FILE *out = tmpfile();
-    assert_non_null(out);
-    struct log_ctx lc = {hd_logger_new("test", HD_LOG_INFO, out)};
-    hd_http_server *srv;
-    assert_hd(HD_OK, hd_http_server_new(NULL, &srv, NULL));
-    assert_hd(HD_OK, hd_http_route(srv, "GET", "/users/{id}", get_user, NULL));
-    hd_http_server_observe(srv, log_observer, &lc);
+    FILE *out = NULL;
+    struct log_ctx lc;
+    hd_http_server *srv = logged_server(&out, &lc);
     hd_http_dispatched d;
     assert_hd(HD_OK,
               hd_http_server_dispatch(srv, "GET",
