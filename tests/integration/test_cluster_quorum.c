@@ -236,6 +236,7 @@ static void past_the_delivery_limit_into_the_dlq(void **state)
 typedef struct cancel_ctx {
     fixture *f;
     int m1, m2, other;
+    int64_t deleted_at; /* hd_clock_ms() when the handler deleted the queue */
 } cancel_ctx;
 
 /* On m1: delete the work queue under the consumer (the broker cancels it), declare it again
@@ -247,10 +248,8 @@ static hd_consume_result delete_under_me(void *ctx, const hd_delivery *d)
     if (d->message_id && strcmp(d->message_id, "m1") == 0) {
         cc->m1++;
         assert_hd_err(0, hd_queue_delete(cc->f->admin, cc->f->queue, NULL, &err), &err);
-        /* Let the broker's cancel reach the consumer's channel before m1's ack does: on
-         * 3.10.8 an ack of a quorum queue's delivery that crosses the queue's deletion makes
-         * the channel drop the consumer WITHOUT a basic.cancel (a broker race, seen here;
-         * classic queues always cancel). docs/modules/consumer.md, "A cancel". */
+        cc->deleted_at = hd_clock_ms();
+        /* Give the broker's cancel time to reach the consumer's channel before m1's ack. */
         hd_sleep_ms(1000);
         assert_hd_err(0, hd_consumer_declare(cc->f->admin, cc->f->queue, &cc->f->policy, &err),
                       &err);
@@ -263,9 +262,14 @@ static hd_consume_result delete_under_me(void *ctx, const hd_delivery *d)
     return HD_CONSUME_OK;
 }
 
-static void consumer_subscribes_again_after_a_cancel(void **state)
+/* How long after the delete a cancel may take before the attempt counts as the broker's
+ * silent drop (a cancel arrives within ~1.1 s here: the handler's second, then the poll). */
+#define CANCEL_GRACE_MS 8000
+
+/* One attempt of the scenario on a fresh set of queues. 1 = the broker cancelled and the
+ * consumer did everything right (asserted); 0 = the broker never sent the basic.cancel. */
+static int cancel_attempt(int attempt)
 {
-    (void)state;
     hd_error err;
     fixture f;
     fixture_open(&f, 4, 2, 0);
@@ -287,6 +291,21 @@ static void consumer_subscribes_again_after_a_cancel(void **state)
         hd_consumer_get_counts(c, &k);
         if (cc.m2 >= 1 && k.acked >= 2)
             break;
+        if (cc.deleted_at && k.cancelled == 0 && hd_clock_ms() - cc.deleted_at > CANCEL_GRACE_MS) {
+            /* RabbitMQ 3.10.8 sometimes deletes a quorum queue without cancelling its
+             * consumer (strace: no basic.cancel frame ever reaches the socket, though the ack
+             * goes a second after delete-ok; 17 of 117 attempts here, most under CPU load). No
+             * client can resubscribe on a cancel it never gets: this attempt says nothing about
+             * herald. docs/modules/consumer.md, "A cancel". */
+            print_message("    attempt %d: the broker deleted the queue without a basic.cancel "
+                          "(m1 %d, acked %llu); again on new queues\n",
+                          attempt, cc.m1, (unsigned long long)k.acked);
+            assert_int_equal(cc.m1, 1);
+            assert_int_equal(cc.m2, 0); /* nothing can come: we are not subscribed */
+            hd_consumer_close(c);
+            fixture_close(&f);
+            return 0;
+        }
         if (hd_clock_ms() >= end)
             fail_msg("m1 %d, m2 %d; delivered %llu, acked %llu, cancelled %llu, reconnects %llu",
                      cc.m1, cc.m2, (unsigned long long)k.delivered, (unsigned long long)k.acked,
@@ -311,6 +330,19 @@ static void consumer_subscribes_again_after_a_cancel(void **state)
     assert_int_equal(depth(&f, f.queue), 0);
     assert_int_equal(depth(&f, f.dlq), 0);
     fixture_close(&f);
+    return 1;
+}
+
+static void consumer_subscribes_again_after_a_cancel(void **state)
+{
+    (void)state;
+    /* Up to five attempts: one in which the broker does cancel is what this test is about;
+     * at the worst rate measured (8 of 38 attempts, both cores busy) five silent drops in a
+     * row are about 1 in 1,300 runs, and then the test fails rather than pass untested. */
+    for (int attempt = 1; attempt <= 5; attempt++)
+        if (cancel_attempt(attempt))
+            return;
+    fail_msg("the broker never sent a basic.cancel in 5 attempts: nothing tested");
 }
 
 int main(void)
