@@ -852,6 +852,10 @@ typedef struct lat_run {
     double tail_leg_ms[NPATH]; /* mean of each leg over the events at or above the p99 */
     size_t tail_n;
     int cause; /* index in path_legs of the largest leg in the tail; -1 unknown */
+    /* The broker alone at the same rate, right after the run: the raw chain paced like the
+     * commits, publish -> stage 2 has it (raw_chain.h). The floor under legs 2 and 3. */
+    int raw_ran;
+    dist raw;
 } lat_run;
 
 typedef struct run {
@@ -1227,6 +1231,53 @@ out:
     return rc;
 }
 
+/* Right after latency run k: the raw chain paced at the same rate for as long, on the raw
+ * chain's queues (drained: the throughput phase's chain consumed them). What the broker
+ * alone adds between a publish and a consume, on this machine at this moment; herald's
+ * services are running, idle. A failure here is reported and leaves the run without it
+ * (the latency figures stand on their own). */
+static void raw_latency_phase(run *r, int k)
+{
+    const config *cfg = r->cfg;
+    lat_run *lr = &r->lat[k];
+    size_t m = (size_t)(cfg->rate * cfg->latency_seconds + 0.5);
+    int64_t *pub = calloc(m ? m : 1, sizeof *pub), *got = calloc(m ? m : 1, sizeof *got);
+    double *v = calloc(m ? m : 1, sizeof *v);
+    hd_error err;
+    if (m == 0 || pub == NULL || got == NULL || v == NULL)
+        goto out;
+    fprintf(stderr, "latency run %d/%d, the broker alone: the raw chain at %.0f events/s for %.1f s\n",
+            k + 1, cfg->lat_runs, cfg->rate, cfg->latency_seconds);
+    bench_span span;
+    memset(&span, 0, sizeof span);
+    bench_chain_spec spec = {.url = cfg->o.url,
+                             .exchange = r->b->chain_exchange,
+                             .queue_in = r->b->chain_in,
+                             .queue_out = r->b->chain_out,
+                             .n = m,
+                             .event_bytes = r->event_bytes,
+                             .sent_bytes = r->sent_bytes,
+                             .window = cfg->o.raw_window,
+                             .prefetch = cfg->o.raw_prefetch,
+                             .rate = cfg->rate,
+                             .published_ns = pub,
+                             .delivered_ns = got};
+    if (bench_raw_chain(&spec, &span, &err) < 0) {
+        fprintf(stderr, "%s: latency run %d: the raw chain failed: %s\n", PROG, k + 1, err.text);
+        goto out;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < m; i++)
+        if (pub[i] > 0 && got[i] >= pub[i])
+            v[n++] = (double)(got[i] - pub[i]) / 1e6;
+    lr->raw = bench_distribution(v, n);
+    lr->raw_ran = n > 0;
+out:
+    free(pub);
+    free(got);
+    free(v);
+}
+
 /* ---- results ---------------------------------------------------------------------------- */
 
 static void latency_dists(const run *r, int k, lat_run *lr)
@@ -1441,6 +1492,24 @@ static void print_results(const run *r, const hd_proc_log_counts *logs, const ch
                pass ? "PASS" : "MISS");
         printf("    p99 of each run: %s ms%s\n", runs,
                r->lat_ran < cfg->lat_runs ? " (not every run completed)" : "");
+        /* The broker's own floor, measured right after each run at the same rate. */
+        char raws[96] = "", ratios[96] = "";
+        size_t ur = 0, uq = 0;
+        for (int k = 0; k < r->lat_ran && ur < sizeof raws && uq < sizeof ratios; k++) {
+            const lat_run *lr = &r->lat[k];
+            if (!lr->raw_ran) {
+                ur += (size_t)snprintf(raws + ur, sizeof raws - ur, "%s-", k ? " / " : "");
+                uq += (size_t)snprintf(ratios + uq, sizeof ratios - uq, "%s-", k ? " / " : "");
+                continue;
+            }
+            ur += (size_t)snprintf(raws + ur, sizeof raws - ur, "%s%.1f", k ? " / " : "",
+                                   lr->raw.p99);
+            uq += (size_t)snprintf(ratios + uq, sizeof ratios - uq, "%s%.1f", k ? " / " : "",
+                                   lr->raw.p99 > 0 ? lr->d[L_TOTAL].p99 / lr->raw.p99 : 0);
+        }
+        printf("    the broker alone at the same rate (raw chain, publish -> consumed), p99: %s "
+               "ms;\n    herald's p99 / the broker's: %s\n",
+               raws, ratios);
         for (int k = 0; k < r->lat_ran; k++)
             if (r->lat[k].achieved < 0.9 * r->lat[k].offered)
                 printf("    run %d kept only %.0f of the %.0f events/s offered (the machine was "
@@ -1465,6 +1534,10 @@ static void print_results(const run *r, const hd_proc_log_counts *logs, const ch
             printf("  %-46s %7.1f %7.1f %7.1f %7.1f %7.1f %7.1f\n", lat_labels[j], d->p50, d->p90,
                    d->p95, d->p99, d->max, d->mean);
         }
+        if (lr->raw_ran)
+            printf("  %-46s %7.1f %7.1f %7.1f %7.1f %7.1f %7.1f\n",
+                   "the broker alone: publish -> consumed (raw)", lr->raw.p50, lr->raw.p90,
+                   lr->raw.p95, lr->raw.p99, lr->raw.max, lr->raw.mean);
         if (lr->cause >= 0) {
             printf("    the tail (%zu events at or above the p99), mean ms per leg:", lr->tail_n);
             for (int j = 0; j < NPATH; j++)
@@ -1684,6 +1757,9 @@ static int write_json(const char *path, const run *r, const hd_proc_log_counts *
                             lr->cause >= 0 ? json_string(lat_keys[path_legs[lr->cause]])
                                            : json_null());
         json_object_set_new(l, "cpu_share", probe_json(&lr->cpu));
+        /* The raw chain paced at the same rate right after the run (µs resolution). */
+        json_object_set_new(l, "raw_publish_to_consume_ms",
+                            lr->raw_ran ? bench_dist_json(&lr->raw) : json_null());
         json_array_append_new(runs, l);
     }
     json_object_set_new(root, "latency",
@@ -1924,9 +2000,11 @@ int main(int argc, char **argv)
     /* 3: latency at the offered load. */
     if (cfg.latency_seconds > 0 && trace_claims(r, &err) < 0)
         FAIL("latency");
-    for (int k = 0; cfg.latency_seconds > 0 && k < cfg.lat_runs; k++)
+    for (int k = 0; cfg.latency_seconds > 0 && k < cfg.lat_runs; k++) {
         if (latency_phase(r, k, &err) < 0)
             FAIL("latency");
+        raw_latency_phase(r, k);
+    }
 
 done:
     /* 4: peak RSS, stop, exit status; then count everything. */

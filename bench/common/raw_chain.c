@@ -1,4 +1,5 @@
 /* raw_chain.c — see raw_chain.h. */
+#define _GNU_SOURCE /* ppoll: the paced publisher waits below a millisecond */
 #include "raw_chain.h"
 
 #include <inttypes.h>
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include <amqp.h>
 
@@ -41,6 +43,7 @@ typedef struct chain {
     atomic_int ready; /* stages set up */
     atomic_int go;    /* the clock runs: start */
     atomic_int abort; /* a stage failed (or a thread did not start): every stage stops */
+    int64_t start_ns; /* hd_clock_ns() when the clock started (written before go) */
 } chain;
 
 typedef struct stage_arg {
@@ -134,6 +137,8 @@ static int read_delivery(stage *s)
     amqp_maybe_release_buffers(st);
     amqp_rpc_reply_t r = amqp_consume_message(st, &env, &now, 0);
     if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+        if (s->out_key != NULL && s->spec->delivered_ns != NULL && s->consumed < s->spec->n)
+            s->spec->delivered_ns[s->consumed] = hd_clock_ns(); /* stage 2: event k */
         int status = amqp_basic_ack(st, s->chin, env.delivery_tag, 0);
         amqp_destroy_envelope(&env);
         int rc = hd_amqp_check_status(s->cin, status, "raw chain: basic.ack", &s->err);
@@ -189,8 +194,18 @@ static int stage_loop(chain *c, stage *s)
             rc = hd_error_set(&s->err, HD_EINTR, "raw chain: another stage failed");
             break;
         }
+        /* Paced: stage 1 publishes event k (tag k + 1) at start + k / rate, not before. */
+        int64_t wait_ns = 0;
+        if (out != NULL && in == NULL && sp->rate > 0 && s->next <= n) {
+            int64_t due = c->start_ns + (int64_t)((double)(s->next - 1) * 1e9 / sp->rate);
+            wait_ns = due - hd_clock_ns();
+            if (wait_ns < 0)
+                wait_ns = 0;
+        }
         if (out != NULL && s->next <= n && s->next - s->conf.low < sp->window &&
-            (in == NULL || s->pending > 0)) {
+            (in == NULL || s->pending > 0) && wait_ns == 0) {
+            if (in == NULL && sp->published_ns != NULL)
+                sp->published_ns[s->next - 1] = hd_clock_ns();
             int status = amqp_basic_publish(out, s->chout, amqp_cstring_bytes(sp->exchange),
                                             amqp_cstring_bytes(s->out_key), 0, 0, &props, bytes);
             if ((rc = hd_amqp_check_status(s->cout, status, "raw chain: publish", &s->err)) < 0)
@@ -220,12 +235,16 @@ static int stage_loop(chain *c, stage *s)
                 fds[nf] = (struct pollfd){.fd = amqp_get_sockfd(out), .events = POLLIN};
                 iout = nf++;
             }
-            if (nf == 0) { /* cannot happen: nothing to send, read or wait for */
+            if (nf == 0 && wait_ns == 0) { /* cannot happen: nothing to send, read or wait for */
                 rc = hd_error_set(&s->err, HD_ESTATE, "raw chain: %s has nothing to wait for",
                                   s->name);
                 break;
             }
-            int pr = poll(fds, (nfds_t)nf, 200);
+            /* Up to 200 ms, or until the next paced publish is due (ppoll: below 1 ms). */
+            if (wait_ns == 0 || wait_ns > 200000000)
+                wait_ns = 200000000;
+            struct timespec ts = {.tv_sec = wait_ns / 1000000000, .tv_nsec = wait_ns % 1000000000};
+            int pr = ppoll(fds, (nfds_t)nf, &ts, NULL);
             if (pr > 0 && iout >= 0 && fds[iout].revents)
                 got = rc = read_confirm(s);
             if (rc >= 0 && pr > 0 && iin >= 0 && fds[iin].revents) {
@@ -318,6 +337,7 @@ int bench_raw_chain(const bench_chain_spec *spec, bench_span *out, hd_error *err
         hd_sleep_ms(1);
     if (!atomic_load(&c->abort)) {
         bench_span_begin(out);
+        c->start_ns = hd_clock_ns(); /* before go: the stages read it after they see go */
         atomic_store(&c->go, 1);
         while (atomic_load(&c->st[2].done) < spec->n && !atomic_load(&c->abort)) {
             char extra[96];

@@ -15,11 +15,19 @@
  * registered) to stage 3's n-th ack. The caller declares exchange and the two queues: queue_in
  * bound with "event", queue_out with "sent" (both empty). out->probe, when set by the caller,
  * is sampled over the same span. Progress on stderr. HD_ENACKED when the broker nacked any,
- * HD_ETIMEOUT when a stage saw nothing for BENCH_STALL_MS. */
+ * HD_ETIMEOUT when a stage saw nothing for BENCH_STALL_MS.
+ *
+ * Paced (rate > 0), it is the broker's latency floor instead: stage 1 publishes event k at
+ * start + k / rate, as the latency phase commits, and the times are kept per event —
+ * published_ns[k] just before stage 1 publishes it, delivered_ns[k] when stage 2 has it (one
+ * consumer of one queue: the k-th delivery is event k). delivered - published is what the
+ * broker alone adds between a relay's publish and a service's consume, at that rate on that
+ * machine at that moment. */
 #ifndef HERALD_BENCH_RAW_CHAIN_H
 #define HERALD_BENCH_RAW_CHAIN_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "herald/error.h"
 #include "proc_stats.h"
@@ -34,6 +42,9 @@ typedef struct bench_chain_spec {
     size_t sent_bytes;     /* body of the notification_sent messages */
     size_t window;         /* unconfirmed publishes per publishing stage */
     int prefetch;          /* per consuming stage, 1..65535 */
+    double rate;           /* events/s stage 1 offers; 0 = as fast as the window allows */
+    int64_t *published_ns; /* n entries or NULL (borrowed): hd_clock_ns() of each publish */
+    int64_t *delivered_ns; /* n entries or NULL (borrowed): hd_clock_ns() of stage 2's receipt */
 } bench_chain_spec;
 
 /* Runs the chain (spec borrowed). out (borrowed) receives the timing; out->messages is the
