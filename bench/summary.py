@@ -245,6 +245,14 @@ def e2e_rows(t, d, status):
     else:
         t.not_run("latency_p99_ms", "p99 commit → mail sent, each run", tgt, b, status,
                   TARGETS["p99_ms"])
+    # The broker alone at the same rate right after each run (the raw chain paced like the
+    # commits): the floor under the target on this machine, and herald's p99 against it.
+    raws = [get(x, "raw_publish_to_consume_ms", "p99") for x in runs]
+    if ran and runs and all(num(p) for p in raws) and all(num(p) for p in p99s):
+        t.add("latency_raw_p99_ms", "p99 the broker alone, same rate (raw chain)",
+              " / ".join(ms(p) for p in raws) + " ms (herald / raw: " +
+              " / ".join("%.1f×" % (h / r) if r > 0 else "-" for h, r in zip(p99s, raws)) + ")",
+              NONE, NONE, raws, None, b, status, "ms")
     # peak RSS of each service
     for svc, name in (("relay", "herald-relay"), ("notifications", "herald-notifications")):
         s = get(d, "services", svc)

@@ -9,6 +9,7 @@
 # a line below:
 #   1. e2e: ratio 85 % (PASS), p99 of run 2 above 25 ms with leg 2 the largest (MISS naming
 #      the leg), RSS 15.5 MiB (PASS) and 16.5 MiB (MISS), quorum the lowest broker CPU;
+#      the broker alone at the same rate 3 / 4 / 5 ms and herald's p99 against it;
 #      relay_inbox: relay 89.9 % (MISS at 90 %, though the JSON's own target was 80 % and said
 #      pass), consumer + inbox 100 % (PASS); http missing: "not run" rows, exit 0, summary.json
 #      and summary.md written;
@@ -39,8 +40,10 @@ e2e_json() { # p99 of runs 1..n as arguments; the leg of run 2's tail is "delive
     i=$((i + 1))
     local cause=wakeup
     [ $i -eq 2 ] && cause=deliver
+    local raw=$((i + 2)).0 # the broker alone: 3, 4, 5 ms
     runs+="${runs:+,}{\"offered_per_s\": 1000.0, \"achieved_per_s\": $([ "${ACHIEVED:-}" ] && [ $i -eq 1 ] && echo "$ACHIEVED" || echo 998.0),
-      \"ms\": {\"sent\": {\"n\": 10000, \"p50\": 5.0, \"p99\": $p}}, \"tail_cause\": \"$cause\"}"
+      \"ms\": {\"sent\": {\"n\": 10000, \"p50\": 5.0, \"p99\": $p}}, \"tail_cause\": \"$cause\",
+      \"raw_publish_to_consume_ms\": {\"n\": 10000, \"p50\": 0.3, \"p99\": $raw}}"
   done
   cat <<EOF
 {"benchmark": "e2e_notifications", "format": 1, "date": "2026-12-04T19:06:10Z",
@@ -108,6 +111,8 @@ row "$o" 'CPU per notification: relay / notifications / RabbitMQ' '48 / 194 / 39
 row "$o" 'raw chain: broker CPU per event' '246 µs \(bench 40 µs\)' '—' '—'
 row "$o" 'p99 commit → mail sent, each run' '12\.0 / 30\.5 / 20\.0 ms' '≤ 25 ms, 3 runs at 1,000/s' \
   'MISS \(leg 2, publish \+ deliver in run 2\)'
+row "$o" 'p99 the broker alone, same rate \(raw chain\)' \
+  '3\.0 / 4\.0 / 5\.0 ms \(herald / raw: 4\.0× / 7\.6× / 4\.0×\)' '—' '—'
 row "$o" 'peak RSS herald-relay' '15\.5 MiB \(at the end 5\.5 anon \+ 8\.3 file, 1 thread\)' '≤ 16 MiB' 'PASS'
 row "$o" 'peak RSS herald-notifications' '16\.5 MiB .*' '≤ 16 MiB' 'MISS'
 row "$o" 'broker CPU per event: classic / classic v2 / quorum' '432 / 496 / 400 µs \(100 % / 115 % / 93 %\)' \
@@ -121,8 +126,8 @@ expect "$o" "machine line" '^  2026-12-04 19:06–19:11 UTC; 2 cores \(x86_64\),
 expect "$o" "http not run" '^  bench-http +not run: no .*/bench-http\.json$'
 expect "$o" "the bench's own target named" '^  note: bench-relay_inbox judges relay_vs_raw_publish against 80\.0 %, issue 14 against 90\.0 %'
 expect "$o" "commands" '^    make bench$'
-[ "$(grep -cE '^  [a-zA-Z].* {2,}(PASS|MISS|n/a|not run|—|lowest: .*)( \(.*\))?$' "$o")" -eq 14 ] ||
-  fail "case 1: expected 14 figure rows"
+[ "$(grep -cE '^  [a-zA-Z].* {2,}(PASS|MISS|n/a|not run|—|lowest: .*)( \(.*\))?$' "$o")" -eq 15 ] ||
+  fail "case 1: expected 15 figure rows"
 for f in summary.json summary.md; do [ -s "$d1/$f" ] || fail "case 1: no $f"; done
 expect "$d1/summary.md" "markdown header" '^\| figure \| measured \| target \| verdict \|$'
 expect "$d1/summary.md" "markdown row" '^\| relay / raw publish \| 89\.9 % \(8,990 / 10,000 msg/s\) \| ≥ 90 % \| MISS \|$'
