@@ -466,19 +466,22 @@ static int queue_kinds(const config *cfg, broker *b, size_t event_bytes, size_t 
                        raw_result *out, hd_error *err)
 {
     for (int k = 0; k < 3; k++) {
-        char in[160], outq[160];
+        /* An exchange of their own: on the raw chain's exchange, the raw chain's queues
+         * (bound with the same keys) would take a copy of every message and keep it. */
+        char ex[160], in[160], outq[160];
+        snprintf(ex, sizeof ex, "%s.%s", b->chain_exchange, qt_kinds[k]);
         snprintf(in, sizeof in, "%s.%s.events", b->chain_exchange, qt_kinds[k]);
         snprintf(outq, sizeof outq, "%s.%s.sent", b->chain_exchange, qt_kinds[k]);
-        int rc = bench_broker_declare_queue_kind(b->admin, in, b->chain_exchange, "event",
-                                                 qt_kinds[k], err);
+        int rc = bench_broker_declare_exchange(b->admin, ex, err);
         if (rc == 0)
-            rc = bench_broker_declare_queue_kind(b->admin, outq, b->chain_exchange, "sent",
-                                                 qt_kinds[k], err);
+            rc = bench_broker_declare_queue_kind(b->admin, in, ex, "event", qt_kinds[k], err);
+        if (rc == 0)
+            rc = bench_broker_declare_queue_kind(b->admin, outq, ex, "sent", qt_kinds[k], err);
         if (rc == 0) {
             fprintf(stderr, "queue kinds: the raw chain on %s queues\n", qt_kinds[k]);
             raw_prepare(&out[k]);
             bench_chain_spec spec = {.url = cfg->o.url,
-                                     .exchange = b->chain_exchange,
+                                     .exchange = ex,
                                      .queue_in = in,
                                      .queue_out = outq,
                                      .n = cfg->qt_count,
@@ -489,7 +492,7 @@ static int queue_kinds(const config *cfg, broker *b, size_t event_bytes, size_t 
             rc = bench_raw_chain(&spec, &out[k].s, err);
         }
         bench_broker_drop(b->admin, in, NULL);
-        bench_broker_drop(b->admin, outq, NULL);
+        bench_broker_drop(b->admin, outq, ex);
         if (rc < 0)
             return rc;
     }
@@ -1231,11 +1234,11 @@ out:
     return rc;
 }
 
-/* Right after latency run k: the raw chain paced at the same rate for as long, on the raw
- * chain's queues (drained: the throughput phase's chain consumed them). What the broker
- * alone adds between a publish and a consume, on this machine at this moment; herald's
- * services are running, idle. A failure here is reported and leaves the run without it
- * (the latency figures stand on their own). */
+/* Right after latency run k: the raw chain paced at the same rate for as long, on an
+ * exchange and two queues of its own, declared empty and deleted after (the k-th delivery
+ * must be the k-th event). What the broker alone adds between a publish and a consume, on
+ * this machine at this moment; herald's services are running, idle. A failure here is
+ * reported and leaves the run without it (the latency figures stand on their own). */
 static void raw_latency_phase(run *r, int k)
 {
     const config *cfg = r->cfg;
@@ -1246,14 +1249,25 @@ static void raw_latency_phase(run *r, int k)
     hd_error err;
     if (m == 0 || pub == NULL || got == NULL || v == NULL)
         goto out;
-    fprintf(stderr, "latency run %d/%d, the broker alone: the raw chain at %.0f events/s for %.1f s\n",
+    fprintf(stderr,
+            "latency run %d/%d, the broker alone: the raw chain at %.0f events/s for %.1f s\n",
             k + 1, cfg->lat_runs, cfg->rate, cfg->latency_seconds);
+    char ex[160], in[160], outq[160];
+    snprintf(ex, sizeof ex, "%s.latency", r->b->chain_exchange);
+    snprintf(in, sizeof in, "%s.latency.events", r->b->chain_exchange);
+    snprintf(outq, sizeof outq, "%s.latency.sent", r->b->chain_exchange);
+    if (bench_broker_declare_exchange(r->b->admin, ex, &err) < 0 ||
+        bench_broker_declare_queue(r->b->admin, in, ex, "event", &err) < 0 ||
+        bench_broker_declare_queue(r->b->admin, outq, ex, "sent", &err) < 0) {
+        fprintf(stderr, "%s: latency run %d: the raw chain's queues: %s\n", PROG, k + 1, err.text);
+        goto drop;
+    }
     bench_span span;
     memset(&span, 0, sizeof span);
     bench_chain_spec spec = {.url = cfg->o.url,
-                             .exchange = r->b->chain_exchange,
-                             .queue_in = r->b->chain_in,
-                             .queue_out = r->b->chain_out,
+                             .exchange = ex,
+                             .queue_in = in,
+                             .queue_out = outq,
                              .n = m,
                              .event_bytes = r->event_bytes,
                              .sent_bytes = r->sent_bytes,
@@ -1264,14 +1278,20 @@ static void raw_latency_phase(run *r, int k)
                              .delivered_ns = got};
     if (bench_raw_chain(&spec, &span, &err) < 0) {
         fprintf(stderr, "%s: latency run %d: the raw chain failed: %s\n", PROG, k + 1, err.text);
-        goto out;
+        goto drop;
     }
     size_t n = 0;
     for (size_t i = 0; i < m; i++)
         if (pub[i] > 0 && got[i] >= pub[i])
             v[n++] = (double)(got[i] - pub[i]) / 1e6;
     lr->raw = bench_distribution(v, n);
-    lr->raw_ran = n > 0;
+    lr->raw_ran = n == m; /* every event timed at both ends, or no figure */
+    if (!lr->raw_ran)
+        fprintf(stderr, "%s: latency run %d: the raw chain timed %zu of %zu events: no figure\n",
+                PROG, k + 1, n, m);
+drop:
+    bench_broker_drop(r->b->admin, in, NULL);
+    bench_broker_drop(r->b->admin, outq, ex);
 out:
     free(pub);
     free(got);
