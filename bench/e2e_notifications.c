@@ -20,6 +20,10 @@
  *                    (absolute deadlines, clock_nanosleep) for --latency-seconds; latency of
  *                    an event = the notification's sent_at - the event's commit time
  *                    (recorded here, in memory). sent_at has a resolution of 1 ms.
+ *   3b. the broker   after each latency run, the raw chain paced at the same rate for as long
+ *       alone        (raw_chain.h, on queues of its own): publish -> stage 2 has it, per
+ *                    event (µs). Its p99 is the broker's share of the target on this machine
+ *                    at that moment; herald's p99 / it is printed beside.
  *   4. peak RSS      VmHWM of each service just before SIGTERM (and ru_maxrss from wait4);
  *                    each must exit 0.
  *
@@ -125,9 +129,10 @@ static void usage(FILE *f)
            "herald-notifications (inbox, template, history, log sender, notification_sent in\n"
            "its outbox; SQLite FULL). Measures, in one run: the raw broker limits (confirmed\n"
            "publish, consume + ack), the end-to-end rate over N events, latency percentiles at\n"
-           "a fixed offered load, each service's peak RSS; every event is counted. Progress on\n"
-           "stderr, a table on stdout. Exit 0 (targets met or missed), 1 (an event was lost or\n"
-           "a phase failed), 2 (bad usage).\n"
+           "a fixed offered load (and after each run the broker alone at the same rate: the raw\n"
+           "chain paced like the commits, its p99 the floor under the target), each service's\n"
+           "peak RSS; every event is counted. Progress on stderr, a table on stdout. Exit 0\n"
+           "(targets met or missed), 1 (an event was lost or a phase failed), 2 (bad usage).\n"
            "\n"
            "  --amqp-url URL         broker (default: $HD_AMQP_URL)\n"
            "  --count N              events of the throughput phase (default 20000)\n"
