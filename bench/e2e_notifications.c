@@ -861,7 +861,7 @@ typedef struct lat_run {
     size_t tail_n;
     int cause; /* index in path_legs of the largest leg in the tail; -1 unknown */
     /* The broker alone at the same rate, right after the run: the raw chain paced like the
-     * commits, publish -> stage 2 has it (raw_chain.h). The floor under legs 2 and 3. */
+     * commits, publish -> stage 2 has it (raw_chain.h): the floor under leg 2. */
     int raw_ran;
     dist raw;
 } lat_run;
