@@ -385,12 +385,22 @@ void hd_outbox_batch_free(hd_outbox_batch *batch)
 /* Lists of seqs go into fixed-size IN lists: "seq IN ($2, $3, ..., $65)". A fixed size
  * keeps one SQL text per statement (the SQLite adapter caches compiled statements by text),
  * and values never go into the SQL: a short last chunk repeats its first seq, which
- * changes nothing (IN is a set). */
+ * changes nothing (IN is a set). Three sizes, the smallest that holds what is left (64 while
+ * more is left): a relay under a trickle marks batches of one or two rows, and an IN list of
+ * 64 parameters costs SQLite the same to build and walk whatever it holds (callgrind,
+ * herald-notifications' in-process relay at 20 events/s, one row per batch: 150,000
+ * instructions per mark with 64, docs/bench.md, issue 14); "seq IN ($2)" is one lookup. */
 #define SEQ_CHUNK 64
+static const size_t seq_chunks[] = {1, 8, SEQ_CHUNK};
 
-/* Run `prefix` + " seq IN ($2..$65)" for every chunk of seqs, with $1 = arg; sum the rows
- * changed. Runs in the caller's transaction, or in one of its own when there are several
- * chunks (one statement is atomic by itself). */
+static size_t chunk_for(size_t left)
+{
+    for (size_t i = 0; i < sizeof seq_chunks / sizeof seq_chunks[0]; i++)
+        if (left <= seq_chunks[i])
+            return seq_chunks[i];
+    return SEQ_CHUNK;
+}
+
 static int update_seqs(hd_store *store, const char *prefix, int64_t arg, const int64_t *seqs,
                        size_t n, hd_error *err)
 {
@@ -399,10 +409,7 @@ static int update_seqs(hd_store *store, const char *prefix, int64_t arg, const i
     if (n == 0)
         return 0;
     char sql[512 + SEQ_CHUNK * 6];
-    int len = snprintf(sql, sizeof sql, "%s seq IN (", prefix);
-    for (int i = 0; i < SEQ_CHUNK; i++)
-        len += snprintf(sql + len, sizeof sql - (size_t)len, i ? ", $%d" : "$%d", i + 2);
-    snprintf(sql + len, sizeof sql - (size_t)len, ")");
+    size_t sql_chunk = 0; /* the chunk size sql is written for; 0: none yet */
 
     int own = !hd_store_in_transaction(store) && n > SEQ_CHUNK;
     if (own) {
@@ -411,14 +418,23 @@ static int update_seqs(hd_store *store, const char *prefix, int64_t arg, const i
             return rc;
     }
     int total = 0, rc = 0;
-    for (size_t at = 0; at < n && rc >= 0; at += SEQ_CHUNK) {
+    for (size_t at = 0; at < n && rc >= 0;) {
+        size_t chunk = chunk_for(n - at);
+        if (chunk != sql_chunk) {
+            int len = snprintf(sql, sizeof sql, "%s seq IN (", prefix);
+            for (size_t i = 0; i < chunk; i++)
+                len += snprintf(sql + len, sizeof sql - (size_t)len, i ? ", $%zu" : "$%zu", i + 2);
+            snprintf(sql + len, sizeof sql - (size_t)len, ")");
+            sql_chunk = chunk;
+        }
         hd_value p[1 + SEQ_CHUNK];
         p[0] = hd_value_int(arg);
-        for (size_t i = 0; i < SEQ_CHUNK; i++)
+        for (size_t i = 0; i < chunk; i++)
             p[1 + i] = hd_value_int(seqs[at + i < n ? at + i : at]);
-        rc = hd_store_exec(store, sql, p, 1 + SEQ_CHUNK, err);
+        rc = hd_store_exec(store, sql, p, 1 + chunk, err);
         if (rc >= 0)
             total += rc;
+        at += chunk;
     }
     if (own) {
         if (rc < 0) {

@@ -299,6 +299,45 @@ static void append_chains_each_aggregate_s_events(void **state)
     hd_store_close(s);
 }
 
+/* Lists of seqs are marked in chunks of 1, 8 and 64 (outbox.c, update_seqs): lists of every
+ * length around those sizes, each of every other row, mark exactly their rows and say how
+ * many (a chunk that skipped or repeated a row, or took a neighbour, would show here). */
+static void marking_lists_of_any_length_marks_exactly_those_rows(void **state)
+{
+    (void)state;
+    hd_store *s = hd_conf_open("sqlite::memory:");
+    assert_int_equal(hd_outbox_migrate(s, NULL), 3);
+    enum { ROWS = 1200 };
+    assert_hd(HD_OK, hd_store_begin(s, NULL));
+    for (int i = 0; i < ROWS; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "u%d", i);
+        hd_envelope *env = hd_envelope_new("users.user_registered", 1, "/users", NULL);
+        assert_non_null(env);
+        assert_hd(HD_OK, hd_outbox_append(s, env, "user", id, NULL));
+        hd_envelope_free(env);
+    }
+    assert_hd(HD_OK, hd_store_commit(s, NULL));
+    static const size_t lens[] = {1, 2, 7, 8, 9, 63, 64, 65, 66, 72, 73, 129};
+    int64_t seqs[129];
+    int64_t next = 1; /* seqs start at 1 (AUTOINCREMENT) */
+    int64_t marked = 0;
+    for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
+        for (size_t i = 0; i < lens[k]; i++, next += 2)
+            seqs[i] = next; /* every other row: a neighbour marked by mistake shows */
+        assert_int_equal(hd_outbox_mark_dispatched(s, seqs, lens[k], NULL), (int)lens[k]);
+        marked += (int64_t)lens[k];
+        assert_int_equal(
+            hd_conf_scalar(s, "SELECT COUNT(*) FROM hd_outbox WHERE dispatched_at IS NOT NULL"),
+            marked);
+        assert_int_equal(hd_conf_scalar(s, "SELECT COUNT(*) FROM hd_outbox WHERE dispatched_at"
+                                           " IS NOT NULL AND seq % 2 = 0"),
+                         0);
+    }
+    assert_true(next <= ROWS);
+    hd_store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -309,6 +348,7 @@ int main(void)
         cmocka_unit_test(claim_on_a_null_store_is_einval),
         cmocka_unit_test(has_due_sees_only_rows_a_claim_could_take),
         cmocka_unit_test(two_relays_on_one_file_never_share_a_row),
+        cmocka_unit_test(marking_lists_of_any_length_marks_exactly_those_rows),
         cmocka_unit_test(append_chains_each_aggregate_s_events),
     };
     int failed = cmocka_run_group_tests_name("outbox on sqlite: specifics", tests, NULL, NULL);
