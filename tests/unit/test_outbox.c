@@ -166,6 +166,22 @@ static void has_due_sees_only_rows_a_claim_could_take(void **state)
     hd_store_close(s);
 }
 
+/* rows users.user_registered events of aggregates u0, u1, ... in one transaction: seqs 1..rows
+ * on a fresh outbox. */
+static void append_users(hd_store *s, int rows)
+{
+    assert_hd(HD_OK, hd_store_begin(s, NULL));
+    for (int i = 0; i < rows; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "u%d", i);
+        hd_envelope *env = hd_envelope_new("users.user_registered", 1, "/users", NULL);
+        assert_non_null(env);
+        assert_hd(HD_OK, hd_outbox_append(s, env, "user", id, NULL));
+        hd_envelope_free(env);
+    }
+    assert_hd(HD_OK, hd_store_commit(s, NULL));
+}
+
 /* Two relays on one SQLite file, each with its own connection, claiming and marking until
  * the outbox is empty: every row is dispatched exactly once (SQLite has one writer at a
  * time; a claim that finds the database busy waits for its busy timeout). */
@@ -209,16 +225,7 @@ static void two_relays_on_one_file_never_share_a_row(void **state)
     hd_store *s = hd_conf_open(url);
     assert_int_equal(hd_outbox_migrate(s, NULL), 3);
     enum { ROWS = 300 };
-    assert_hd(HD_OK, hd_store_begin(s, NULL));
-    for (int i = 0; i < ROWS; i++) {
-        char id[32];
-        snprintf(id, sizeof id, "u%d", i);
-        hd_envelope *env = hd_envelope_new("users.user_registered", 1, "/users", NULL);
-        assert_non_null(env);
-        assert_hd(HD_OK, hd_outbox_append(s, env, "user", id, NULL));
-        hd_envelope_free(env);
-    }
-    assert_hd(HD_OK, hd_store_commit(s, NULL));
+    append_users(s, ROWS);
     relay_arg a = {url, calloc(ROWS, sizeof(int64_t)), 0, 0};
     relay_arg b = {url, calloc(ROWS, sizeof(int64_t)), 0, 0};
     pthread_t ta, tb;
@@ -308,16 +315,7 @@ static void marking_lists_of_any_length_marks_exactly_those_rows(void **state)
     hd_store *s = hd_conf_open("sqlite::memory:");
     assert_int_equal(hd_outbox_migrate(s, NULL), 3);
     enum { ROWS = 1200 };
-    assert_hd(HD_OK, hd_store_begin(s, NULL));
-    for (int i = 0; i < ROWS; i++) {
-        char id[32];
-        snprintf(id, sizeof id, "u%d", i);
-        hd_envelope *env = hd_envelope_new("users.user_registered", 1, "/users", NULL);
-        assert_non_null(env);
-        assert_hd(HD_OK, hd_outbox_append(s, env, "user", id, NULL));
-        hd_envelope_free(env);
-    }
-    assert_hd(HD_OK, hd_store_commit(s, NULL));
+    append_users(s, ROWS);
     static const size_t lens[] = {1, 2, 7, 8, 9, 63, 64, 65, 66, 72, 73, 129};
     int64_t seqs[129];
     int64_t next = 1; /* seqs start at 1 (AUTOINCREMENT) */
