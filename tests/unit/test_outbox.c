@@ -308,7 +308,7 @@ static void append_chains_each_aggregate_s_events(void **state)
 
 /* Lists of seqs are marked in chunks of 1, 8 and 64 (outbox.c, update_seqs): lists of every
  * length around those sizes, each of every other row, mark exactly their rows and say how
- * many (a chunk that skipped or repeated a row, or took a neighbour, would show here). */
+ * many (a chunk that skipped a row or took a neighbour would show here; a repeat is harmless). */
 static void marking_lists_of_any_length_marks_exactly_those_rows(void **state)
 {
     (void)state;
