@@ -34,6 +34,10 @@ size_t hd_utf8_seq(const unsigned char *s)
 int hd_utf8_valid(const char *s)
 {
     for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        if (*p < 0x80) { /* ASCII, most of what is checked: no call a byte */
+            p++;
+            continue;
+        }
         size_t n = hd_utf8_seq(p);
         if (n == 0)
             return 0;

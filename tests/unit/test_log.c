@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include "hd_test.h"
 #include "herald/clock.h"
 #include "herald/log.h"
+#include "herald/utf8.h"
 
 /* A logger writing into memory, so the test can read back what it wrote. */
 struct capture {
@@ -590,6 +592,138 @@ static void typed_fields_write_the_line_an_object_would(void **state)
     assert_null(strstr(c->buf, "alice"));
 }
 
+/* hd_log_fields(f, n) and hd_log_json(object) write the same bytes after the time (whose
+ * millisecond may differ). hd_log_fields encodes its line without jansson; jansson's
+ * encoder, which hd_log_json uses, is the reference for every byte. */
+static void same_line(const hd_log_field *f, size_t n, json_t *object)
+{
+    void *st = NULL;
+    assert_int_equal(setup(&st), 0);
+    struct capture *c = st;
+    hd_log_fields(c->lg, HD_LOG_INFO, "cid", "m", f, n);
+    hd_log_json(c->lg, HD_LOG_INFO, "cid", "m", object);
+    assert_int_equal(line_count(c), 2);
+    const char *second = strchr(c->buf, '\n') + 1;
+    const char *a = strstr(c->buf, "\"level\""), *b = strstr(second, "\"level\"");
+    assert_non_null(a);
+    assert_non_null(b);
+    size_t na = (size_t)(second - a), nb = strlen(b);
+    if (na != nb || memcmp(a, b, na) != 0)
+        fail_msg("typed:  %.*s\nobject: %s", (int)na, a, b);
+    teardown(&st);
+}
+
+/* Every byte, UTF-8 of each length, bad sequences, integers at their limits and keys given
+ * twice: the typed line is jansson's, byte for byte; reals read back as the same double, in
+ * their shortest form. */
+static void typed_fields_are_encoded_as_jansson_encodes(void **state)
+{
+    (void)state;
+    for (int b = 1; b < 256; b++) { /* each byte alone, and between letters */
+        char s[4] = {'a', (char)b, 'z', '\0'};
+        char *clean = hd_utf8_clean(s, "?"); /* what text_value gives jansson */
+        assert_non_null(clean);
+        const hd_log_field f[] = {{.key = "v", .s = s}, {.key = s, .s = "k"}};
+        json_t *o = json_object();
+        json_object_set_new(o, "v", json_string(clean));
+        if (hd_utf8_valid(s))
+            json_object_set_new(o, s, json_string("k"));
+        same_line(f, hd_utf8_valid(s) ? 2 : 1, o);
+        free(clean);
+    }
+    const char *texts[] = {
+        "caf\xc3\xa9",
+        "\xe2\x82\xac uro",
+        "\xf0\x9f\x98\x80", /* 2, 3, 4 bytes */
+        "\xc0\xaf",
+        "\xed\xa0\x80",
+        "\xf4\x90\x80\x80", /* overlong, surrogate, too high */
+        "\xe2\x82",
+        "x\xf0\x9f\x98",
+        "\x80\x80", /* cut short, lone continuations */
+        "\"quoted\" \\ / \x7f",
+        "tab\there\r\n\b\f",
+        "",
+    };
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        char *clean = hd_utf8_clean(texts[i], "?");
+        const hd_log_field f[] = {{.key = "v", .s = texts[i]}};
+        same_line(f, 1, json_pack("{s:s}", "v", clean));
+        free(clean);
+    }
+    const long long ints[] = {0, -1, 7, 1234567890123LL, LLONG_MAX, LLONG_MIN};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        const hd_log_field f[] = {{.key = "v", .kind = HD_LOG_INT, .i = ints[i]}};
+        same_line(f, 1, json_pack("{s:I}", "v", (json_int_t)ints[i]));
+    }
+    /* Reals: the fewest digits that read back as the same double (jansson writes 17). */
+    const struct {
+        double r;
+        const char *text;
+    } reals[] = {{0.0, "0.0"},
+                 {-0.0, "-0.0"},
+                 {1.0, "1.0"},
+                 {-3.0, "-3.0"},
+                 {0.1, "0.1"},
+                 {0.319275, "0.319275"},
+                 {1e20, "1e20"},
+                 {1e21, "1e21"},
+                 {1.5e-7, "1.5e-7"},
+                 {-2.5e-300, "-2.5e-300"},
+                 {1e300, "1e300"},
+                 {123456789012345678.0, NULL},
+                 {5e-324, NULL},
+                 {0.1 + 0.2, "0.30000000000000004"},
+                 {1234.5678, "1234.5678"},
+                 {1.0 / 3, "0.3333333333333333"},
+                 {0.0001, "0.0001"},
+                 {-0.000123, "-0.000123"},
+                 {0.00001, "1e-5"},
+                 {999999999999.5, "999999999999.5"},
+                 {1e12, "1000000000000.0"},
+                 {-42.5, "-42.5"},
+                 {0.3194275, "0.3194275"},
+                 {100.0, "100.0"}};
+    for (size_t i = 0; i < sizeof reals / sizeof reals[0]; i++) {
+        void *st = NULL;
+        assert_int_equal(setup(&st), 0);
+        struct capture *c = st;
+        const hd_log_field f[] = {{.key = "v", .kind = HD_LOG_REAL, .r = reals[i].r}};
+        hd_log_fields(c->lg, HD_LOG_INFO, NULL, "m", f, 1);
+        json_t *line = line_at(c, 0);
+        json_t *v = json_object_get(line, "v");
+        assert_true(json_is_real(v));
+        assert_true(json_real_value(v) == reals[i].r); /* read back exactly */
+        if (reals[i].text != NULL) {
+            char want[64];
+            snprintf(want, sizeof want, "\"v\":%s}", reals[i].text);
+            if (strstr(c->buf, want) == NULL)
+                fail_msg("%s: want %s", c->buf, want);
+        }
+        json_decref(line);
+        teardown(&st);
+    }
+    const hd_log_field odd[] = {{.key = "nan", .kind = HD_LOG_REAL, .r = NAN},
+                                {.key = "inf", .kind = HD_LOG_REAL, .r = -INFINITY}};
+    same_line(odd, 2, json_pack("{s:n, s:n}", "nan", "inf"));
+    /* A key twice keeps its first place and its last value; "level" is renamed onto
+     * "field_level", which the caller also gave. */
+    const hd_log_field dup[] = {{.key = "a", .kind = HD_LOG_INT, .i = 1},
+                                {.key = "b", .s = "two"},
+                                {.key = "a", .kind = HD_LOG_INT, .i = 3},
+                                {.key = "level", .s = "x"},
+                                {.key = "field_level", .s = "y"},
+                                {.key = "email", .s = "\xc3\xa9mile@example.com"},
+                                {.key = "api_key", .kind = HD_LOG_INT, .i = 42}};
+    json_t *o = json_pack("{s:i, s:s}", "a", 1, "b", "two");
+    json_object_set_new(o, "a", json_integer(3));
+    json_object_set_new(o, "level", json_string("x"));
+    json_object_set_new(o, "field_level", json_string("y"));
+    json_object_set_new(o, "email", json_string("\xc3\xa9mile@example.com"));
+    json_object_set_new(o, "api_key", json_integer(42));
+    same_line(dup, sizeof dup / sizeof dup[0], o);
+}
+
 /* Invalid UTF-8 in a typed string becomes '?' (the line is kept); a disabled level, no
  * fields or a NULL key write what they should. */
 static void typed_fields_edge_cases(void **state)
@@ -636,6 +770,7 @@ int main(void)
         T(fields_cannot_overwrite_fixed_keys),
         T(typed_fields_write_the_line_an_object_would),
         T(typed_fields_edge_cases),
+        cmocka_unit_test(typed_fields_are_encoded_as_jansson_encodes),
         T(long_lines_are_written_whole),
         T(default_logger_is_used_for_null),
         cmocka_unit_test(logger_new_rejects_bad_arguments),
