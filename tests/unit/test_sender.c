@@ -492,6 +492,12 @@ static void log_sender_writes_one_redacted_json_line(void **state)
     hd_mail m = sample_mail();
     m.message_id = "<n-1@herald.example>";
     assert_hd(HD_OK, hd_sender_send(s, &m, NULL));
+    /* A subject that is not UTF-8 is refused, and writes nothing. */
+    hd_mail bad = m;
+    bad.subject = "caf\xe9";
+    hd_error err;
+    assert_hd_err(HD_EINVAL, hd_sender_send(s, &bad, &err), &err);
+    assert_non_null(strstr(err.text, "not UTF-8"));
     hd_sender_free(s);
     hd_logger_free(lg);
     fclose(f);

@@ -56,12 +56,16 @@ static void log_outcome(notif_worker *w, const notification *n, int rc, const ch
     }
     if (!hd_logger_enabled(app->lg, level))
         return;
-    json_t *f = json_pack("{s:s, s:s, s:s, s:s, s:i}", "notification_id", notification_id(n),
-                          "user_id", n->user_id, "type", notification_type_name(n->type),
-                          "recipient_email", n->recipient, "attempts", n->attempts);
-    if (f != NULL && rc < 0)
-        json_object_set_new(f, "error", json_string(reason));
-    hd_log_json(app->lg, level, n->correlation_id, msg, f);
+    /* Typed fields (hd_log_fields): a line a notification, without a JSON object built. */
+    const hd_log_field f[] = {
+        {.key = "notification_id", .s = notification_id(n)},
+        {.key = "user_id", .s = n->user_id},
+        {.key = "type", .s = notification_type_name(n->type)},
+        {.key = "recipient_email", .s = n->recipient},
+        {.key = "attempts", .kind = HD_LOG_INT, .i = n->attempts},
+        {.key = rc < 0 ? "error" : NULL, .s = reason}, /* a NULL key is left out */
+    };
+    hd_log_fields(app->lg, level, n->correlation_id, msg, f, sizeof f / sizeof f[0]);
 }
 
 /* Send j's mail through w's sender and record the outcome on the aggregate. */
