@@ -574,7 +574,7 @@ static hd_envelope *make_event(size_t i)
 {
     char user[HD_UUID_LEN + 1], cause[HD_UUID_LEN + 1], token[65], email[64], name[64], link[160],
         cid[64];
-    hd_uuid_v4(user);
+    hd_uuid_v7(user); /* as the users service makes its ids (hd_aggregate_init) */
     hd_uuid_v4(cause);
     static const char hex[] = "0123456789abcdef";
     for (int k = 0; k < 64; k++)

@@ -15,7 +15,7 @@ int hd_aggregate_init(hd_aggregate *agg, const char *type, const char *id, int64
         return HD_EINVAL;
     char fresh[HD_UUID_LEN + 1];
     if (id == NULL) {
-        hd_uuid_v4(fresh);
+        hd_uuid_v7(fresh); /* time-ordered: tables are keyed by it (clock.h) */
         id = fresh;
     }
     agg->type = strdup(type);

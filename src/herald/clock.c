@@ -45,29 +45,63 @@ static void register_fork_handler(void)
     pthread_atfork(NULL, NULL, on_fork_child);
 }
 
-void hd_uuid_v4(char out[HD_UUID_LEN + 1])
+/* 16 random bytes from this thread's pool, into u; 0, or -1 when there is no entropy source
+ * at all (libsodium cannot start: the caller falls back to libuuid's own generator). */
+static int random16(unsigned char u[16])
 {
     unsigned long gen = atomic_load_explicit(&fork_gen, memory_order_relaxed);
     if (uuid_pool.used + 16 > UUID_POOL_BYTES || uuid_pool.gen != gen) {
         pthread_once(&fork_once, register_fork_handler);
-        if (sodium_init() < 0) { /* no entropy source at all: fall back to libuuid's own */
-            uuid_t u;
-            uuid_generate_random(u);
-            uuid_unparse_lower(u, out);
-            return;
-        }
+        if (sodium_init() < 0)
+            return -1;
         /* Read after registering: a fork from here on bumps it past this pool's. */
         gen = atomic_load(&fork_gen);
         randombytes_buf(uuid_pool.bytes, UUID_POOL_BYTES);
         uuid_pool.used = 0;
         uuid_pool.gen = gen;
     }
-    unsigned char *u = uuid_pool.bytes + uuid_pool.used;
+    memcpy(u, uuid_pool.bytes + uuid_pool.used, 16);
+    sodium_memzero(uuid_pool.bytes + uuid_pool.used, 16); /* not left behind to be read again */
     uuid_pool.used += 16;
+    return 0;
+}
+
+void hd_uuid_v4(char out[HD_UUID_LEN + 1])
+{
+    unsigned char u[16];
+    if (random16(u) < 0) {
+        uuid_t g;
+        uuid_generate_random(g);
+        uuid_unparse_lower(g, out);
+        return;
+    }
     u[6] = (unsigned char)((u[6] & 0x0f) | 0x40); /* version 4: random */
     u[8] = (unsigned char)((u[8] & 0x3f) | 0x80); /* variant 1: RFC 4122 */
     uuid_unparse_lower(u, out);
-    sodium_memzero(u, 16); /* an id handed out is not left behind to be read again */
+    sodium_memzero(u, sizeof u);
+}
+
+/* RFC 9562, section 5.7: the Unix time in milliseconds, big-endian, in the first 48 bits,
+ * then the version, 12 random bits, the variant and 62 random bits. The text form sorts as
+ * the time does, so a B-tree keyed by these ids takes each new one at its right edge (clock.h
+ * says why that matters). Within one millisecond the order is random; a clock stepped back
+ * only puts a few ids out of order, which no one relies on. */
+void hd_uuid_v7(char out[HD_UUID_LEN + 1])
+{
+    unsigned char u[16];
+    if (random16(u) < 0) {
+        uuid_t g;
+        uuid_generate_random(g);
+        memcpy(u, g, sizeof u);
+    }
+    int64_t now = hd_time_now_ms();
+    uint64_t ms = now > 0 ? (uint64_t)now : 0;
+    for (int i = 0; i < 6; i++)
+        u[i] = (unsigned char)(ms >> (8 * (5 - i)));
+    u[6] = (unsigned char)((u[6] & 0x0f) | 0x70); /* version 7: time-ordered */
+    u[8] = (unsigned char)((u[8] & 0x3f) | 0x80); /* variant 1 */
+    uuid_unparse_lower(u, out);
+    sodium_memzero(u, sizeof u);
 }
 
 int hd_uuid_valid(const char *s)

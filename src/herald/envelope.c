@@ -165,7 +165,7 @@ hd_envelope *hd_envelope_new(const char *type, int version, const char *source, 
     }
     hd_envelope *env = calloc(1, sizeof *env);
     char id[HD_UUID_LEN + 1], now[HD_TIME_LEN + 1];
-    hd_uuid_v4(id);
+    hd_uuid_v7(id); /* time-ordered: the outbox and inbox index it (clock.h) */
     hd_time_format(hd_time_now_ms(), now);
     if (env == NULL || set_string(&env->id, id) || set_string(&env->type, type) ||
         set_string(&env->source, source) || set_string(&env->time, now) ||

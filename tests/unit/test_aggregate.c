@@ -53,6 +53,7 @@ static void init_without_id_generates_a_uuid(void **state)
     assert_hd(HD_OK, hd_aggregate_init(&a, "order", NULL, 0));
     assert_hd(HD_OK, hd_aggregate_init(&b, "order", NULL, 0));
     assert_true(hd_uuid_valid(hd_aggregate_id(&a)));
+    assert_int_equal(hd_aggregate_id(&a)[14], '7'); /* time-ordered: tables are keyed by it */
     assert_string_not_equal(hd_aggregate_id(&a), hd_aggregate_id(&b));
     hd_aggregate_release(&a);
     hd_aggregate_release(&b);

@@ -67,6 +67,69 @@ static void uuids_stay_unique_across_many_and_across_fork(void **state)
     close(fd[1]);
 }
 
+/* The first 48 bits of a v7 id: its time in milliseconds. */
+static int64_t v7_ms(const char *id)
+{
+    char hex[13];
+    memcpy(hex, id, 8);
+    memcpy(hex + 8, id + 9, 4);
+    hex[12] = '\0';
+    return (int64_t)strtoll(hex, NULL, 16);
+}
+
+/* A v7 id carries the time it was made, its version and variant, and ids made in later
+ * milliseconds sort after (as text: what an index on them sees); many are distinct, and a
+ * child's are not its parent's. */
+static void uuid_v7_carries_its_time_and_sorts_by_it(void **state)
+{
+    (void)state;
+    char a[HD_UUID_LEN + 1], b[HD_UUID_LEN + 1];
+    int64_t before = hd_time_now_ms();
+    hd_uuid_v7(a);
+    int64_t after = hd_time_now_ms();
+    assert_true(hd_uuid_valid(a));
+    assert_int_equal(a[14], '7');
+    assert_non_null(strchr("89ab", a[19]));
+    assert_true(v7_ms(a) >= before && v7_ms(a) <= after);
+    struct timespec pause = {0, 2000000}; /* 2 ms: the next id is in a later millisecond */
+    nanosleep(&pause, NULL);
+    hd_uuid_v7(b);
+    assert_true(v7_ms(b) > v7_ms(a));
+    assert_true(strcmp(a, b) < 0);
+
+    enum { N = 3000 };
+    static char ids[N][HD_UUID_LEN + 1];
+    for (int i = 0; i < N; i++) {
+        hd_uuid_v7(ids[i]);
+        assert_int_equal(ids[i][14], '7');
+        assert_non_null(strchr("89ab", ids[i][19]));
+        if (i > 0) /* never earlier than the one before (the clock does not step back here) */
+            assert_true(v7_ms(ids[i]) >= v7_ms(ids[i - 1]));
+    }
+    qsort(ids, N, sizeof ids[0], (int (*)(const void *, const void *))strcmp);
+    for (int i = 1; i < N; i++)
+        assert_string_not_equal(ids[i - 1], ids[i]);
+
+    int fd[2];
+    assert_int_equal(pipe(fd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char c[HD_UUID_LEN + 1];
+        hd_uuid_v7(c);
+        ssize_t w = write(fd[1], c, sizeof c);
+        _exit(w == (ssize_t)sizeof c ? 0 : 1);
+    }
+    char child[HD_UUID_LEN + 1] = {0}, parent[HD_UUID_LEN + 1];
+    assert_int_equal(read(fd[0], child, sizeof child), (ssize_t)sizeof child);
+    int status;
+    waitpid(pid, &status, 0);
+    hd_uuid_v7(parent);
+    assert_string_not_equal(child + 14, parent + 14); /* the random part */
+    close(fd[0]);
+    close(fd[1]);
+}
+
 static void format_and_parse_round_trip(void **state)
 {
     (void)state;
@@ -163,6 +226,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(uuids_are_v4_and_distinct),
         cmocka_unit_test(uuids_stay_unique_across_many_and_across_fork),
+        cmocka_unit_test(uuid_v7_carries_its_time_and_sorts_by_it),
         cmocka_unit_test(format_and_parse_round_trip),
         cmocka_unit_test(format_matches_snprintf),
         cmocka_unit_test(format_reusing_the_day_matches_snprintf),

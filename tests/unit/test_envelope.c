@@ -100,6 +100,7 @@ static void new_fills_id_time_and_content_type(void **state)
         hd_envelope_new("users.user_registered", 1, "/users", json_pack("{s:s}", "a", "b"));
     assert_non_null(env);
     assert_true(hd_uuid_valid(hd_envelope_id(env)));
+    assert_int_equal(hd_envelope_id(env)[14], '7'); /* time-ordered (clock.h) */
     assert_hd(HD_OK, hd_time_parse(hd_envelope_time(env), NULL));
     assert_string_equal(hd_envelope_type(env), "users.user_registered");
     assert_string_equal(hd_envelope_source(env), "/users");
