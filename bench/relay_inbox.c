@@ -544,7 +544,8 @@ static int relay_phase(const config *cfg, broker *b, const char *dir, int round,
                            .retention_ms = -1,
                            .poll_ms = 10,
                            .no_pipeline = cfg->no_pipeline};
-    if ((rc = hd_relay_new(s, a, &ro, &r, err)) < 0)
+    if ((rc = hd_store_relax_sync(s, err)) < 0 || /* as herald-relay: store.h */
+        (rc = hd_relay_new(s, a, &ro, &r, err)) < 0)
         goto out;
 
     bench_progress pr;

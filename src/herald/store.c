@@ -140,6 +140,17 @@ int hd_store_in_transaction(const hd_store *store)
     return store != NULL && store->in_tx;
 }
 
+int hd_store_relax_sync(hd_store *store, hd_error *err)
+{
+    if (store == NULL)
+        return hd_error_set(err, HD_EINVAL, "hd_store_relax_sync: store is NULL");
+    if (store->in_tx)
+        return hd_error_set(err, HD_ESTATE, "hd_store_relax_sync: inside a transaction");
+    if (store->vtab->relax_sync == NULL)
+        return HD_OK;
+    return store->vtab->relax_sync(store, err);
+}
+
 /* ---- statements --------------------------------------------------------------------- */
 
 static int check_statement(hd_store *store, const char *sql, const hd_value *params, size_t n,

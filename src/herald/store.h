@@ -125,6 +125,18 @@ int hd_store_rollback(hd_store *store, hd_error *err);
 /* 1 between begin and commit/rollback, else 0. */
 int hd_store_in_transaction(const hd_store *store);
 
+/* For a connection whose writes may be lost after a power failure: SQLite commits on it stop
+ * waiting for the disk (synchronous=NORMAL when the URL said full or extra; off stays off).
+ * A commit that returned still survives a crash of the process (it is in the WAL, in the
+ * kernel), and is on disk at the next commit of a connection that syncs (the WAL is one file,
+ * written in order) or the next checkpoint; a power loss or an OS crash before that loses
+ * it. The relays call it on their own connection: a lease or a mark that is lost only makes
+ * an event go out again, which at-least-once delivery allows (relay.md, "The relay's own
+ * writes"). Never on a connection that commits what must not be lost. PostgreSQL: nothing
+ * is changed (its equivalent, synchronous_commit=off, is not used yet). Returns 0,
+ * HD_EINVAL (NULL), HD_ESTATE (inside a transaction), HD_ESTORE. */
+int hd_store_relax_sync(hd_store *store, hd_error *err);
+
 /* ---- statements ------------------------------------------------------------------------
  * sql is ONE statement with $1..$n placeholders, and each of $1..$n must appear in it
  * (PostgreSQL refuses gaps); params may be NULL when n is 0. Both are borrowed. */

@@ -39,6 +39,9 @@ typedef struct hd_store_vtab {
     /* Several statements separated by ';', no parameters: migration steps only. Not
      * public, so that application code cannot build SQL text out of values. */
     int (*script)(hd_store *store, const char *sql, hd_error *err);
+
+    /* hd_store_relax_sync, outside a transaction; NULL: nothing to relax (PostgreSQL). */
+    int (*relax_sync)(hd_store *store, hd_error *err);
 } hd_store_vtab;
 
 struct hd_store {

@@ -356,6 +356,28 @@ static void sq_close(hd_store *store)
     free(ss);
 }
 
+/* synchronous=NORMAL when it is FULL or EXTRA (2, 3); OFF (0) and NORMAL (1) stay. */
+static int sq_relax_sync(hd_store *store, hd_error *err)
+{
+    sqlite_store *ss = (sqlite_store *)store;
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(ss->db, "PRAGMA synchronous", -1, &st, NULL);
+    int level = rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
+    sqlite3_finalize(st);
+    if (level < 0)
+        return fail(ss, rc == SQLITE_OK ? SQLITE_ERROR : rc, NULL, err);
+    if (level <= 1)
+        return HD_OK;
+    char *msg = NULL;
+    rc = sqlite3_exec(ss->db, "PRAGMA synchronous=NORMAL", NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        rc = fail(ss, rc, msg, err);
+        sqlite3_free(msg);
+        return rc;
+    }
+    return HD_OK;
+}
+
 static const hd_store_vtab sqlite_vtab = {
     .dialect = "sqlite",
     .close = sq_close,
@@ -365,6 +387,7 @@ static const hd_store_vtab sqlite_vtab = {
     .exec = sq_exec,
     .query = sq_query,
     .script = sq_script,
+    .relax_sync = sq_relax_sync,
 };
 
 /* ---- opening ------------------------------------------------------------------------- */

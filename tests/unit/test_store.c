@@ -179,6 +179,63 @@ static void file_store_uses_wal_full_sync_and_foreign_keys(void **state)
     free(dir);
 }
 
+static int64_t sync_level(hd_store *s)
+{
+    hd_rows *rows = NULL;
+    assert_hd(HD_OK, hd_store_query(s, "PRAGMA synchronous", NULL, 0, &rows, NULL));
+    int64_t level = hd_rows_int(rows, 0, 0);
+    hd_rows_free(rows);
+    return level;
+}
+
+/* hd_store_relax_sync: FULL and EXTRA become NORMAL on that connection only; OFF and NORMAL
+ * stay; never inside a transaction; what was committed is still there. */
+static void relax_sync_lowers_full_to_normal_on_its_connection(void **state)
+{
+    (void)state;
+    char *dir = hd_test_tmpdir("store-relax");
+    char url[600];
+    snprintf(url, sizeof url, "sqlite://%s/r.db", dir);
+    hd_store *s = NULL, *other = NULL;
+    hd_error err;
+    assert_hd_err(HD_OK, hd_store_open(url, &s, &err), &err);
+    assert_hd_err(HD_OK, hd_store_open(url, &other, &err), &err);
+    assert_int_equal(sync_level(s), 2);
+    assert_hd(HD_OK, hd_store_begin(s, NULL));
+    assert_hd_err(HD_ESTATE, hd_store_relax_sync(s, &err), &err);
+    assert_hd(HD_OK, hd_store_rollback(s, NULL));
+    assert_hd_err(HD_OK, hd_store_relax_sync(s, &err), &err);
+    assert_int_equal(sync_level(s), 1);             /* NORMAL */
+    assert_int_equal(sync_level(other), 2);         /* the other connection keeps FULL */
+    assert_hd(HD_OK, hd_store_relax_sync(s, NULL)); /* again: nothing changes */
+    assert_int_equal(sync_level(s), 1);
+    assert_hd(HD_OK, hd_store_exec(s, "CREATE TABLE t (x INTEGER)", NULL, 0, NULL));
+    assert_int_equal(hd_store_exec(s, "INSERT INTO t VALUES (1)", NULL, 0, NULL), 1); /* a row */
+    hd_rows *rows = NULL;
+    assert_hd(HD_OK, hd_store_query(other, "SELECT COUNT(*) FROM t", NULL, 0, &rows, NULL));
+    assert_int_equal(hd_rows_int(rows, 0, 0), 1);
+    hd_rows_free(rows);
+    hd_store_close(s);
+    hd_store_close(other);
+
+    const struct {
+        const char *query;
+        int before, after;
+    } levels[] = {
+        {"?synchronous=extra", 3, 1}, {"?synchronous=off", 0, 0}, {"?synchronous=normal", 1, 1}};
+    for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++) {
+        snprintf(url, sizeof url, "sqlite://%s/r.db%s", dir, levels[i].query);
+        assert_hd_err(HD_OK, hd_store_open(url, &s, &err), &err);
+        assert_int_equal(sync_level(s), levels[i].before);
+        assert_hd_err(HD_OK, hd_store_relax_sync(s, &err), &err);
+        assert_int_equal(sync_level(s), levels[i].after);
+        hd_store_close(s);
+    }
+    assert_hd_err(HD_EINVAL, hd_store_relax_sync(NULL, &err), &err);
+    hd_test_rmtree(dir);
+    free(dir);
+}
+
 static void relative_sqlite_url_opens_in_working_directory(void **state)
 {
     (void)state;
@@ -642,6 +699,7 @@ int main(void)
         cmocka_unit_test(postgresql_urls_reach_the_postgresql_adapter),
         cmocka_unit_test(memory_store_is_sqlite_and_private),
         cmocka_unit_test(file_store_uses_wal_full_sync_and_foreign_keys),
+        cmocka_unit_test(relax_sync_lowers_full_to_normal_on_its_connection),
         cmocka_unit_test(relative_sqlite_url_opens_in_working_directory),
         cmocka_unit_test(unopenable_file_is_hd_estore),
         cmocka_unit_test(exec_returns_rows_changed),

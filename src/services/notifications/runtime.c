@@ -305,6 +305,10 @@ static int open_stores(runtime *rt, hd_error *err)
         rc = open_store(rt, aux, &rt->api_store, err);
     if (rc == 0 && rt->cfg->relay)
         rc = open_store(rt, aux, &rt->relay_store, err);
+    /* The relay's leases and marks may be lost in a power failure (a notification_sent goes
+     * out again): they need not wait for the disk (store.h, relay.md). */
+    if (rc == 0 && rt->cfg->relay && hd_store_relax_sync(rt->relay_store, err) < 0)
+        hd_log_warn(rt->lg, NULL, "relay: commits stay synchronous", "error", err->text, NULL);
     return rc;
 }
 

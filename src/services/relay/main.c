@@ -299,6 +299,11 @@ int main(int argc, char **argv)
         status = permanent(rc) ? EXIT_CONFIG : EXIT_FAILED;
         goto out;
     }
+    /* The relay's own writes (leases, marks) may be lost in a power failure: the event goes
+     * out again, which at-least-once allows. Not waiting for the disk at each of them keeps
+     * them off the write lock the service's commits wait for (store.h, relay.md). */
+    if (hd_store_relax_sync(store, &err) < 0)
+        hd_log_warn(lg, NULL, "database: commits stay synchronous", "error", err.text, NULL);
     if (s.migrate && (rc = hd_outbox_migrate(store, &err)) < 0) {
         hd_log_error(lg, NULL, "cannot create the outbox table", "error", err.text, NULL);
         goto out;

@@ -318,6 +318,10 @@ static void *relay_main(void *arg)
         hd_log_error(svc->log, NULL, "relay: cannot open the store", "error", err.text, NULL);
         return NULL;
     }
+    /* Leases and marks may be lost in a power failure (an event goes out again): they need
+     * not wait for the disk, nor hold the write lock the API's commits wait for (store.h). */
+    if (hd_store_relax_sync(store, &err) < 0)
+        hd_log_warn(svc->log, NULL, "relay: commits stay synchronous", "error", err.text, NULL);
     hd_amqp *amqp = relay_connect(svc);
     hd_relay *relay = NULL;
     hd_relay_options opts = {.notifier = svc->notifier,
