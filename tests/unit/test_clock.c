@@ -15,6 +15,30 @@
 #include "hd_test.h"
 #include "herald/clock.h"
 
+/* An id made by gen in a forked child differs from the next one its parent makes, from
+ * character `from` on: the child does not reuse the parent's pool of random bytes. */
+static void child_and_parent_differ(void (*gen)(char out[HD_UUID_LEN + 1]), size_t from)
+{
+    int fd[2];
+    assert_int_equal(pipe(fd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char c[HD_UUID_LEN + 1];
+        gen(c);
+        ssize_t w = write(fd[1], c, sizeof c);
+        _exit(w == (ssize_t)sizeof c ? 0 : 1);
+    }
+    char child[HD_UUID_LEN + 1] = {0}, parent[HD_UUID_LEN + 1];
+    assert_int_equal(read(fd[0], child, sizeof child), (ssize_t)sizeof child);
+    int status;
+    waitpid(pid, &status, 0);
+    gen(parent);
+    assert_string_not_equal(child + from, parent + from);
+    close(fd[0]);
+    close(fd[1]);
+}
+
 static void uuids_are_v4_and_distinct(void **state)
 {
     (void)state;
@@ -47,24 +71,7 @@ static void uuids_stay_unique_across_many_and_across_fork(void **state)
         assert_string_not_equal(ids[i - 1], ids[i]);
 
     /* A child must not hand out the ids its parent's pool would hand out next. */
-    int fd[2];
-    assert_int_equal(pipe(fd), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        char c[HD_UUID_LEN + 1];
-        hd_uuid_v4(c);
-        ssize_t w = write(fd[1], c, sizeof c);
-        _exit(w == (ssize_t)sizeof c ? 0 : 1);
-    }
-    char child[HD_UUID_LEN + 1] = {0}, parent[HD_UUID_LEN + 1];
-    assert_int_equal(read(fd[0], child, sizeof child), (ssize_t)sizeof child);
-    int status;
-    waitpid(pid, &status, 0);
-    hd_uuid_v4(parent);
-    assert_string_not_equal(child, parent);
-    close(fd[0]);
-    close(fd[1]);
+    child_and_parent_differ(hd_uuid_v4, 0);
 }
 
 /* The first 48 bits of a v7 id: its time in milliseconds. */
@@ -110,24 +117,7 @@ static void uuid_v7_carries_its_time_and_sorts_by_it(void **state)
     for (int i = 1; i < N; i++)
         assert_string_not_equal(ids[i - 1], ids[i]);
 
-    int fd[2];
-    assert_int_equal(pipe(fd), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        char c[HD_UUID_LEN + 1];
-        hd_uuid_v7(c);
-        ssize_t w = write(fd[1], c, sizeof c);
-        _exit(w == (ssize_t)sizeof c ? 0 : 1);
-    }
-    char child[HD_UUID_LEN + 1] = {0}, parent[HD_UUID_LEN + 1];
-    assert_int_equal(read(fd[0], child, sizeof child), (ssize_t)sizeof child);
-    int status;
-    waitpid(pid, &status, 0);
-    hd_uuid_v7(parent);
-    assert_string_not_equal(child + 14, parent + 14); /* the random part */
-    close(fd[0]);
-    close(fd[1]);
+    child_and_parent_differ(hd_uuid_v7, 14); /* from 14: the part after the time */
 }
 
 static void format_and_parse_round_trip(void **state)

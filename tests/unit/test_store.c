@@ -179,14 +179,8 @@ static void file_store_uses_wal_full_sync_and_foreign_keys(void **state)
     free(dir);
 }
 
-static int64_t sync_level(hd_store *s)
-{
-    hd_rows *rows = NULL;
-    assert_hd(HD_OK, hd_store_query(s, "PRAGMA synchronous", NULL, 0, &rows, NULL));
-    int64_t level = hd_rows_int(rows, 0, 0);
-    hd_rows_free(rows);
-    return level;
-}
+/* PRAGMA synchronous of s: 0 off, 1 normal, 2 full, 3 extra (count_rows reads one cell). */
+#define sync_level(s) count_rows(s, "PRAGMA synchronous")
 
 /* hd_store_relax_sync: FULL and EXTRA become NORMAL on that connection only; OFF and NORMAL
  * stay; never inside a transaction; what was committed is still there. */
@@ -211,10 +205,7 @@ static void relax_sync_lowers_full_to_normal_on_its_connection(void **state)
     assert_int_equal(sync_level(s), 1);
     assert_hd(HD_OK, hd_store_exec(s, "CREATE TABLE t (x INTEGER)", NULL, 0, NULL));
     assert_int_equal(hd_store_exec(s, "INSERT INTO t VALUES (1)", NULL, 0, NULL), 1); /* a row */
-    hd_rows *rows = NULL;
-    assert_hd(HD_OK, hd_store_query(other, "SELECT COUNT(*) FROM t", NULL, 0, &rows, NULL));
-    assert_int_equal(hd_rows_int(rows, 0, 0), 1);
-    hd_rows_free(rows);
+    assert_int_equal(count_rows(other, "SELECT COUNT(*) FROM t"), 1);
     hd_store_close(s);
     hd_store_close(other);
 
