@@ -45,15 +45,17 @@ static void register_fork_handler(void)
     pthread_atfork(NULL, NULL, on_fork_child);
 }
 
-/* 16 random bytes from this thread's pool, into u; 0, or -1 when there is no entropy source
- * at all (libsodium cannot start: the caller falls back to libuuid's own generator). */
-static int random16(unsigned char u[16])
+/* 16 random bytes from this thread's pool, into u. Without any entropy source for libsodium
+ * (it cannot start), libuuid's own generator gives them. */
+static void random16(unsigned char u[16])
 {
     unsigned long gen = atomic_load_explicit(&fork_gen, memory_order_relaxed);
     if (uuid_pool.used + 16 > UUID_POOL_BYTES || uuid_pool.gen != gen) {
         pthread_once(&fork_once, register_fork_handler);
-        if (sodium_init() < 0)
-            return -1;
+        if (sodium_init() < 0) {
+            uuid_generate_random(u);
+            return;
+        }
         /* Read after registering: a fork from here on bumps it past this pool's. */
         gen = atomic_load(&fork_gen);
         randombytes_buf(uuid_pool.bytes, UUID_POOL_BYTES);
@@ -63,18 +65,12 @@ static int random16(unsigned char u[16])
     memcpy(u, uuid_pool.bytes + uuid_pool.used, 16);
     sodium_memzero(uuid_pool.bytes + uuid_pool.used, 16); /* not left behind to be read again */
     uuid_pool.used += 16;
-    return 0;
 }
 
 void hd_uuid_v4(char out[HD_UUID_LEN + 1])
 {
     unsigned char u[16];
-    if (random16(u) < 0) {
-        uuid_t g;
-        uuid_generate_random(g);
-        uuid_unparse_lower(g, out);
-        return;
-    }
+    random16(u);
     u[6] = (unsigned char)((u[6] & 0x0f) | 0x40); /* version 4: random */
     u[8] = (unsigned char)((u[8] & 0x3f) | 0x80); /* variant 1: RFC 4122 */
     uuid_unparse_lower(u, out);
@@ -89,11 +85,7 @@ void hd_uuid_v4(char out[HD_UUID_LEN + 1])
 void hd_uuid_v7(char out[HD_UUID_LEN + 1])
 {
     unsigned char u[16];
-    if (random16(u) < 0) {
-        uuid_t g;
-        uuid_generate_random(g);
-        memcpy(u, g, sizeof u);
-    }
+    random16(u);
     int64_t now = hd_time_now_ms();
     uint64_t ms = now > 0 ? (uint64_t)now : 0;
     for (int i = 0; i < 6; i++)

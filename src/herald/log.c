@@ -324,26 +324,33 @@ static const struct redaction *rule_for(const hd_logger *lg, const char *key)
     return NULL;
 }
 
-/* "alice@example.com" -> "a***@example.com"; anything else -> "[REDACTED]". */
-static json_t *masked_email(const json_t *v)
+/* "alice@example.com" -> "a***@example.com" (new: free()); NULL for anything that is not
+ * an address (no '@', nothing before or after it; s NULL) or when memory runs out: the
+ * caller writes "[REDACTED]" then. One rule for both kinds of line (masked_email, out_value). */
+static char *masked_email_text(const char *s)
 {
-    const char *s = json_string_value(v);
     const char *at = s ? strrchr(s, '@') : NULL;
     if (at == NULL || at == s || at[1] == '\0')
-        return json_string(HD_LOG_REDACTED);
+        return NULL;
     size_t first = hd_utf8_seq((const unsigned char *)s);
     if (first == 0)
         first = 1;
-    json_t *out = NULL;
-    size_t len = first + 3 + strlen(at);
-    char *buf = malloc(len + 1);
+    size_t tail = strlen(at) + 1;
+    char *buf = malloc(first + 3 + tail);
     if (buf != NULL) {
         memcpy(buf, s, first);
         memcpy(buf + first, "***", 3);
-        memcpy(buf + first + 3, at, strlen(at) + 1);
-        out = json_string(buf);
-        free(buf);
+        memcpy(buf + first + 3, at, tail);
     }
+    return buf;
+}
+
+/* masked_email_text of a JSON string, as a new JSON string. */
+static json_t *masked_email(const json_t *v)
+{
+    char *masked = masked_email_text(json_string_value(v));
+    json_t *out = masked ? json_string(masked) : NULL;
+    free(masked);
     return out ? out : json_string(HD_LOG_REDACTED);
 }
 
@@ -797,32 +804,13 @@ static void out_string(line_out *o, const char *s)
             continue;
         }
         out_put(o, (const char *)run, (size_t)(p - run));
-        char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-        switch (c) {
-        case '"':
-            OUT_LIT(o, "\\\"");
-            break;
-        case '\\':
-            OUT_LIT(o, "\\\\");
-            break;
-        case '\b':
-            OUT_LIT(o, "\\b");
-            break;
-        case '\f':
-            OUT_LIT(o, "\\f");
-            break;
-        case '\n':
-            OUT_LIT(o, "\\n");
-            break;
-        case '\r':
-            OUT_LIT(o, "\\r");
-            break;
-        case '\t':
-            OUT_LIT(o, "\\t");
-            break;
-        default:
-            c < 0x20 ? out_put(o, u, sizeof u) : OUT_LIT(o, "?");
-        }
+        static const char raw[] = "\"\\\b\f\n\r\t", letter[] = "\"\\bfnrt";
+        const char *hit = memchr(raw, c, sizeof raw - 1);
+        char esc[6] = {'\\', hit ? letter[hit - raw] : 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+        if (hit != NULL || c < 0x20) /* \n and the like, or \u00XX */
+            out_put(o, esc, hit != NULL ? 2 : sizeof esc);
+        else /* a byte that starts no UTF-8 sequence */
+            OUT_LIT(o, "?");
         run = ++p;
     }
     out_put(o, (const char *)run, (size_t)(p - run));
@@ -932,21 +920,9 @@ static void out_value(line_out *o, const hd_logger *lg, const hd_log_field *f)
         OUT_LIT(o, "null");
     } else if (r != NULL) {
         const char *s = f->kind == HD_LOG_INT || f->kind == HD_LOG_REAL ? NULL : f->s;
-        const char *at = s && r->mode == HD_REDACT_EMAIL ? strrchr(s, '@') : NULL;
-        if (at == NULL || at == s || at[1] == '\0') {
-            out_string(o, HD_LOG_REDACTED);
-        } else { /* "alice@example.com" -> "a***@example.com", as masked_email */
-            size_t first = hd_utf8_seq((const unsigned char *)s);
-            char head[8];
-            memcpy(head, s, first ? first : 1);
-            memcpy(head + (first ? first : 1), "***", 4);
-            line_out tmp;
-            out_init(&tmp);
-            out_put(&tmp, head, strlen(head));
-            out_put(&tmp, at, strlen(at) + 1);
-            out_string(o, tmp.failed ? HD_LOG_REDACTED : tmp.p);
-            out_free(&tmp);
-        }
+        char *masked = r->mode == HD_REDACT_EMAIL ? masked_email_text(s) : NULL;
+        out_string(o, masked ? masked : HD_LOG_REDACTED);
+        free(masked);
     } else if (f->kind == HD_LOG_INT) {
         out_int(o, f->i);
     } else if (f->kind == HD_LOG_REAL) {

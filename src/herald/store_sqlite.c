@@ -366,16 +366,7 @@ static int sq_relax_sync(hd_store *store, hd_error *err)
     sqlite3_finalize(st);
     if (level < 0)
         return fail(ss, rc == SQLITE_OK ? SQLITE_ERROR : rc, NULL, err);
-    if (level <= 1)
-        return HD_OK;
-    char *msg = NULL;
-    rc = sqlite3_exec(ss->db, "PRAGMA synchronous=NORMAL", NULL, NULL, &msg);
-    if (rc != SQLITE_OK) {
-        rc = fail(ss, rc, msg, err);
-        sqlite3_free(msg);
-        return rc;
-    }
-    return HD_OK;
+    return level <= 1 ? HD_OK : sq_script(store, "PRAGMA synchronous=NORMAL", err);
 }
 
 static const hd_store_vtab sqlite_vtab = {
