@@ -7,6 +7,7 @@
 #include "herald/outbox.h"
 
 #include "herald/clock.h"
+#include "herald/outbox_internal.h"
 #include "herald/store_internal.h"
 #include "herald/store_pg.h"
 
@@ -251,13 +252,21 @@ int hd_outbox_append_uow_flags(hd_uow *uow, const hd_envelope *env, const char *
  * taking instead of queueing behind its locks (and, after they commit, re-checks them:
  * claimed_until is then in the future, so they are not taken twice). SQLite has one writer
  * at a time, so it needs (and has) no such clause.
- * UPDATE ... RETURNING gives the rows in no particular order: they are sorted afterwards. */
-#define CLAIM_SQL(lock)                                                                            \
+ * UPDATE ... RETURNING gives the rows in no particular order: they are sorted afterwards.
+ * The probe must read hd_outbox_pending_aggregate, which holds an aggregate's pending rows
+ * only. SQLite's planner, which keeps no statistics here, takes hd_outbox_aggregate instead
+ * (the same columns, every row: OUTBOX_STEP_CHAIN), and then walks the aggregate's whole
+ * dispatched history before each of its pending rows, reading the table for every entry to
+ * see that it was dispatched: one claim of 1,000 rows, 100 of them of an aggregate with 50,000
+ * dispatched events, took 702 ms instead of 2 (docs/modules/outbox.md, "The claim's probe").
+ * SQLITE_PROBE names the index; PostgreSQL chooses the partial index by its size. */
+#define SQLITE_PROBE " INDEXED BY hd_outbox_pending_aggregate"
+#define CLAIM_SQL(indexed, lock)                                                                   \
     "UPDATE hd_outbox SET claimed_by = $1, claimed_until = $2 WHERE seq IN ("                      \
     " SELECT o.seq FROM hd_outbox o"                                                               \
     " WHERE o.dispatched_at IS NULL AND o.parked_at IS NULL"                                       \
     " AND o.next_attempt_at <= $3 AND o.claimed_until <= $3"                                       \
-    " AND (SELECT MIN(e.seq) FROM hd_outbox e"                                                     \
+    " AND (SELECT MIN(e.seq) FROM hd_outbox e" indexed                                             \
     "  WHERE e.aggregate_type = o.aggregate_type AND e.aggregate_id = o.aggregate_id"              \
     "  AND e.seq < o.seq AND e.dispatched_at IS NULL AND e.parked_at IS NULL"                      \
     "  AND (e.next_attempt_at > $3 OR e.claimed_until > $3)) IS NULL"                              \
@@ -278,6 +287,11 @@ int hd_outbox_append_uow_flags(hd_uow *uow, const hd_envelope *env, const char *
  * database: relays of other databases on the same server do not wait for each other. */
 #define CLAIM_LOCK_SQL "SELECT pg_advisory_xact_lock(7522259827870035832)" /* "hdoutbox" */
 
+const char *hd_outbox_claim_sql(int pg)
+{
+    return pg ? CLAIM_SQL("", " FOR UPDATE SKIP LOCKED") : CLAIM_SQL(SQLITE_PROBE, "");
+}
+
 static int claim_pg(hd_store *store, const hd_value *p, hd_rows **rows, hd_error *err)
 {
     int rc = hd_store_begin(store, err);
@@ -285,7 +299,7 @@ static int claim_pg(hd_store *store, const hd_value *p, hd_rows **rows, hd_error
         return rc;
     hd_rows *lock = NULL;
     if ((rc = hd_store_query(store, CLAIM_LOCK_SQL, NULL, 0, &lock, err)) >= 0)
-        rc = hd_store_query(store, CLAIM_SQL(" FOR UPDATE SKIP LOCKED"), p, 4, rows, err);
+        rc = hd_store_query(store, hd_outbox_claim_sql(1), p, 4, rows, err);
     hd_rows_free(lock);
     if (rc >= 0 && (rc = hd_store_commit(store, err)) >= 0)
         return 0;
@@ -336,8 +350,9 @@ int hd_outbox_claim(hd_store *store, size_t limit, const hd_outbox_claim_opts *o
     hd_value p[] = {hd_value_text(o.relay_id), hd_value_int(until), hd_value_int(now),
                     hd_value_int((int64_t)limit)};
     hd_rows *rows = NULL;
-    int rc = hd_store_is_pg(store) ? claim_pg(store, p, &rows, err)
-                                   : hd_store_query(store, CLAIM_SQL(""), p, 4, &rows, err);
+    int rc = hd_store_is_pg(store)
+                 ? claim_pg(store, p, &rows, err)
+                 : hd_store_query(store, hd_outbox_claim_sql(0), p, 4, &rows, err);
     if (rc < 0)
         return rc;
     size_t n = hd_rows_count(rows);
