@@ -629,7 +629,7 @@ static void outbox_setup_tables(hd_store *s)
 {
     hd_error err;
     hd_error_clear(&err);
-    assert_int_equal(hd_outbox_migrate(s, &err), 3);
+    assert_int_equal(hd_outbox_migrate(s, &err), 4);
     exec_ok(s, "CREATE TABLE users (id TEXT PRIMARY KEY)");
 }
 
@@ -674,9 +674,9 @@ static void outbox_migration_is_idempotent(void **state)
     fixture *f = *state;
     hd_error err;
     hd_error_clear(&err);
-    assert_int_equal(hd_outbox_migrate(f->s, &err), 3);
+    assert_int_equal(hd_outbox_migrate(f->s, &err), 4);
     assert_int_equal(hd_outbox_migrate(f->s, &err), 0);
-    assert_int_equal(hd_store_schema_version(f->s, "outbox", &err), 3);
+    assert_int_equal(hd_store_schema_version(f->s, "outbox", &err), 4);
     assert_int_equal(outbox_count(f->s), 0);
     assert_hd(HD_EINVAL, hd_outbox_migrate(NULL, NULL));
 }
@@ -732,7 +732,7 @@ static int outbox_handler(void *handler, hd_uow *uow, const hd_event *ev, hd_err
 static void outbox_failing_handler_leaves_neither_row(void **state)
 {
     fixture *f = *state;
-    assert_int_equal(hd_outbox_migrate(f->s, NULL), 3);
+    assert_int_equal(hd_outbox_migrate(f->s, NULL), 4);
     exec_ok(f->s, "CREATE TABLE things (id TEXT PRIMARY KEY)");
     uow_world w = {1};
     hd_dispatcher *d = hd_dispatcher_new();
@@ -1061,7 +1061,7 @@ static void outbox_depth_reports_the_oldest_pending_age(void **state)
 static void outbox_signal_fires_after_the_unit_of_work_commits(void **state)
 {
     fixture *f = *state;
-    assert_int_equal(hd_outbox_migrate(f->s, NULL), 3);
+    assert_int_equal(hd_outbox_migrate(f->s, NULL), 4);
     exec_ok(f->s, "CREATE TABLE things (id TEXT PRIMARY KEY)");
     hd_outbox_notifier *n = hd_outbox_notifier_new();
     assert_non_null(n);

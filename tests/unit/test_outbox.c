@@ -132,7 +132,7 @@ static void claim_on_a_null_store_is_einval(void **state)
     assert_hd(HD_EINVAL, hd_outbox_release(NULL, NULL, 0, NULL));
     hd_outbox_claim_opts bad = {NULL, -1, 0};
     hd_store *s = hd_conf_open("sqlite::memory:");
-    assert_int_equal(hd_outbox_migrate(s, NULL), 3);
+    assert_int_equal(hd_outbox_migrate(s, NULL), 4);
     assert_hd(HD_EINVAL, hd_outbox_claim(s, 1, &bad, &b, NULL));
     hd_store_close(s);
 }
@@ -145,7 +145,7 @@ static void has_due_sees_only_rows_a_claim_could_take(void **state)
     (void)state;
     assert_hd(HD_EINVAL, hd_outbox_has_due(NULL, 0, NULL));
     hd_store *s = hd_conf_open("sqlite::memory:");
-    assert_int_equal(hd_outbox_migrate(s, NULL), 3);
+    assert_int_equal(hd_outbox_migrate(s, NULL), 4);
     assert_int_equal(hd_outbox_has_due(s, 0, NULL), 0);
     hd_envelope *env = hd_envelope_new("users.user_registered", 1, "/users", NULL);
     assert_non_null(env);
@@ -180,6 +180,24 @@ static void append_room(hd_store *s, const char *id, int n)
     assert_hd(HD_OK, hd_store_commit(s, NULL));
 }
 
+/* SQLite's plan of one of outbox.c's statements (EXPLAIN QUERY PLAN), its lines joined. */
+static void plan_of(hd_store *s, hd_outbox_stmt which, char *text, size_t cap)
+{
+    char sql[4096];
+    snprintf(sql, sizeof sql, "EXPLAIN QUERY PLAN %s", hd_outbox_sql(which, 0));
+    hd_value p[] = {hd_value_text("t"), hd_value_int(0), hd_value_int(0), hd_value_int(10)};
+    size_t n = which == HD_OUTBOX_SQL_CLAIM ? 4 : which == HD_OUTBOX_SQL_PURGE_BATCH ? 2 : 1;
+    hd_rows *plan = NULL;
+    assert_true(hd_store_query(s, sql, which == HD_OUTBOX_SQL_CLAIM ? p : p + 2, n, &plan, NULL) >=
+                0);
+    text[0] = '\0';
+    for (size_t i = 0; i < hd_rows_count(plan); i++) {
+        strncat(text, hd_rows_text(plan, i, 3), cap - strlen(text) - 2);
+        strcat(text, "\n");
+    }
+    hd_rows_free(plan);
+}
+
 /* The claim's per-aggregate probe reads hd_outbox_pending_aggregate, never hd_outbox_aggregate:
  * through the latter it walked an aggregate's whole dispatched history before each of its
  * pending rows (outbox.c, CLAIM_SQL). SQLite's plan says which index a statement reads; the
@@ -188,19 +206,10 @@ static void claim_probes_only_the_pending_rows_of_an_aggregate(void **state)
 {
     (void)state;
     hd_store *s = hd_conf_open("sqlite::memory:");
-    assert_int_equal(hd_outbox_migrate(s, NULL), 3);
+    assert_int_equal(hd_outbox_migrate(s, NULL), 4);
 
-    char sql[4096];
-    snprintf(sql, sizeof sql, "EXPLAIN QUERY PLAN %s", hd_outbox_claim_sql(0));
-    hd_value p[] = {hd_value_text("t"), hd_value_int(0), hd_value_int(0), hd_value_int(10)};
-    hd_rows *plan = NULL;
-    assert_true(hd_store_query(s, sql, p, 4, &plan, NULL) >= 0);
-    char text[4096] = "";
-    for (size_t i = 0; i < hd_rows_count(plan); i++) {
-        strncat(text, hd_rows_text(plan, i, 3), sizeof text - strlen(text) - 2);
-        strcat(text, "\n");
-    }
-    hd_rows_free(plan);
+    char text[4096];
+    plan_of(s, HD_OUTBOX_SQL_CLAIM, text, sizeof text);
     assert_non_null(strstr(text, "USING INDEX hd_outbox_pending_aggregate (aggregate_type=? AND "
                                  "aggregate_id=? AND seq<?)"));
     assert_null(strstr(text, "INDEX hd_outbox_aggregate "));
@@ -223,6 +232,52 @@ static void claim_probes_only_the_pending_rows_of_an_aggregate(void **state)
     assert_string_equal(b->messages[2].aggregate_id, "busy");
     assert_true(b->messages[0].seq == 61 && b->messages[1].seq == 62 && b->messages[2].seq == 63);
     hd_outbox_batch_free(b);
+    hd_store_close(s);
+}
+
+/* The retention purges read the dispatched rows through their own indexes
+ * (OUTBOX_STEP_PURGE), never the whole table: a purge runs every minute from every relay,
+ * under SQLite's one write lock. The batch purge walks hd_outbox_dispatched in its order,
+ * without sorting. Then what each deletes. */
+static void purges_read_only_the_rows_they_delete(void **state)
+{
+    (void)state;
+    hd_store *s = hd_conf_open("sqlite::memory:");
+    assert_int_equal(hd_outbox_migrate(s, NULL), 4);
+    static const struct {
+        hd_outbox_stmt which;
+        const char *reads;
+    } want[] = {
+        {HD_OUTBOX_SQL_PURGE, "INDEX hd_outbox_dispatched (dispatched_at>? AND dispatched_at<?)"},
+        {HD_OUTBOX_SQL_PURGE_SENSITIVE,
+         "INDEX hd_outbox_sensitive (dispatched_at>? AND dispatched_at<?)"},
+        {HD_OUTBOX_SQL_PURGE_BATCH,
+         "INDEX hd_outbox_dispatched (dispatched_at>? AND dispatched_at<?)"},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        char text[4096];
+        plan_of(s, want[i].which, text, sizeof text);
+        if (strstr(text, want[i].reads) == NULL || strstr(text, "SCAN hd_outbox") != NULL ||
+            strstr(text, "TEMP B-TREE") != NULL)
+            fail_msg("statement %zu: plan\n%swants \"%s\", no scan, no sort", i, text,
+                     want[i].reads);
+    }
+    assert_null(hd_outbox_sql((hd_outbox_stmt)99, 0));
+
+    /* Six rows: dispatched long ago (one sensitive), dispatched just now, pending. */
+    append_room(s, "r", 6);
+    int64_t old_seqs[] = {1, 2, 3}, new_seqs[] = {4};
+    assert_int_equal(hd_outbox_mark_dispatched(s, old_seqs, 3, NULL), 3);
+    assert_int_equal(hd_outbox_mark_dispatched(s, new_seqs, 1, NULL), 1);
+    hd_store_exec(s, "UPDATE hd_outbox SET dispatched_at = dispatched_at - 100000 WHERE seq <= 3",
+                  NULL, 0, NULL);
+    hd_store_exec(s, "UPDATE hd_outbox SET sensitive = 1 WHERE seq IN (2, 4)", NULL, 0, NULL);
+    assert_int_equal(hd_outbox_purge_sensitive(s, 50000, NULL), 1); /* 2: old and sensitive */
+    assert_int_equal(hd_conf_scalar(s, "SELECT COUNT(*) FROM hd_outbox WHERE seq = 2"), 0);
+    assert_int_equal(hd_outbox_purge_dispatched_batch(s, 50000, 1, NULL), 1); /* 1 or 3 */
+    assert_int_equal(hd_outbox_purge_dispatched(s, 50000, NULL), 1);          /* the other */
+    assert_int_equal(hd_conf_scalar(s, "SELECT COUNT(*) FROM hd_outbox"), 3);
+    assert_int_equal(hd_conf_scalar(s, "SELECT MIN(seq) FROM hd_outbox"), 4);
     hd_store_close(s);
 }
 
@@ -283,7 +338,7 @@ static void two_relays_on_one_file_never_share_a_row(void **state)
     char url[600];
     snprintf(url, sizeof url, "sqlite://%s/o.db?synchronous=normal", dir);
     hd_store *s = hd_conf_open(url);
-    assert_int_equal(hd_outbox_migrate(s, NULL), 3);
+    assert_int_equal(hd_outbox_migrate(s, NULL), 4);
     enum { ROWS = 300 };
     append_users(s, ROWS);
     relay_arg a = {url, calloc(ROWS, sizeof(int64_t)), 0, 0};
@@ -319,7 +374,7 @@ static void append_chains_each_aggregate_s_events(void **state)
 {
     (void)state;
     hd_store *s = hd_conf_open("sqlite::memory:");
-    assert_int_equal(hd_outbox_migrate(s, NULL), 3);
+    assert_int_equal(hd_outbox_migrate(s, NULL), 4);
     assert_true(hd_inbox_migrate(s, NULL) >= 0);
     char ids[4][64];
     const char *aggs[4] = {"a", "b", "a", "a"};
@@ -373,7 +428,7 @@ static void marking_lists_of_any_length_marks_exactly_those_rows(void **state)
 {
     (void)state;
     hd_store *s = hd_conf_open("sqlite::memory:");
-    assert_int_equal(hd_outbox_migrate(s, NULL), 3);
+    assert_int_equal(hd_outbox_migrate(s, NULL), 4);
     enum { ROWS = 1200 };
     append_users(s, ROWS);
     static const size_t lens[] = {1, 2, 7, 8, 9, 63, 64, 65, 66, 72, 73, 129};
@@ -406,6 +461,7 @@ int main(void)
         cmocka_unit_test(claim_on_a_null_store_is_einval),
         cmocka_unit_test(has_due_sees_only_rows_a_claim_could_take),
         cmocka_unit_test(claim_probes_only_the_pending_rows_of_an_aggregate),
+        cmocka_unit_test(purges_read_only_the_rows_they_delete),
         cmocka_unit_test(two_relays_on_one_file_never_share_a_row),
         cmocka_unit_test(marking_lists_of_any_length_marks_exactly_those_rows),
         cmocka_unit_test(append_chains_each_aggregate_s_events),

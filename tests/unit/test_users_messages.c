@@ -237,12 +237,46 @@ static void test_pages_in_send_order_with_and_without_sender(void **state)
     }
 }
 
+/* Each page reads its own index: a sender's page messages_sender, the whole list
+ * messages_sent, both in the order of the page (no sort). One statement for both cases
+ * ("$1 = 0 OR sender = $2") read messages_sent for a sender's page too, walking every message
+ * after the cursor to find the sender's few. */
+static void test_each_page_reads_its_own_index(void **state)
+{
+    fixture *f = *state;
+    static const struct {
+        int by_sender;
+        const char *reads;
+    } want[] = {
+        {1, "USING INDEX messages_sender (sender=? AND sent_at>?)"},
+        {0, "USING INDEX messages_sent (sent_at>?)"},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        char sql[2048];
+        snprintf(sql, sizeof sql, "EXPLAIN QUERY PLAN %s", messages_list_sql(want[i].by_sender));
+        hd_value p[] = {hd_value_int(-1), hd_value_text(""), hd_value_int(11), hd_value_text("a")};
+        hd_rows *plan = NULL;
+        hd_error err;
+        assert_true(hd_store_query(f->store, sql, p, want[i].by_sender ? 4 : 3, &plan, &err) >= 0);
+        char text[2048] = "";
+        for (size_t r = 0; r < hd_rows_count(plan); r++) {
+            strncat(text, hd_rows_text(plan, r, 3), sizeof text - strlen(text) - 2);
+            strcat(text, "\n");
+        }
+        hd_rows_free(plan);
+        if (strstr(text, want[i].reads) == NULL || strstr(text, "TEMP B-TREE") != NULL)
+            fail_msg("by_sender %d: plan\n%swants \"%s\", no sort", want[i].by_sender, text,
+                     want[i].reads);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_checks_refuse_hostile_input),
         cmocka_unit_test_setup_teardown(test_send_writes_one_outbox_row_and_nothing_else, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_each_page_reads_its_own_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pages_in_send_order_with_and_without_sender, setup,
                                         teardown),
     };

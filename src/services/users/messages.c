@@ -448,6 +448,19 @@ static int cursor_decode(const char *cursor, int64_t *ms_out, char id[HD_UUID_LE
     return 0;
 }
 
+/* The list's two statements. A sender's page has its own: "($1 = 0 OR sender = $2)" in
+ * one statement for both cases cannot use an index on sender, so SQLite walked messages_sent
+ * through every message after the cursor for a sender's few (14.9 ms beside 100,000 messages
+ * for a sender of 5; 0.01 ms through messages_sender), under app->lock, which sending and
+ * the consumer wait for. */
+#define LIST_KEYSET " (sent_at > $1 OR (sent_at = $1 AND id > $2)) ORDER BY sent_at, id LIMIT $3"
+
+const char *messages_list_sql(int by_sender)
+{
+    return by_sender ? "SELECT " COLUMNS " FROM messages WHERE sender = $4 AND" LIST_KEYSET
+                     : "SELECT " COLUMNS " FROM messages WHERE" LIST_KEYSET;
+}
+
 int messages_list(messages_app *app, const char *sender, const char *cursor, size_t limit,
                   messages_page *page, hd_error *err)
 {
@@ -466,22 +479,19 @@ int messages_list(messages_app *app, const char *sender, const char *cursor, siz
     page->items = calloc(limit, sizeof *page->items);
     if (page->items == NULL)
         return hd_error_set(err, HD_ENOMEM, NULL);
-    /* One statement for the four cases: "no sender" and "no cursor" are conditions that are
-     * true, so the keyset condition stays written out (it uses the index on both stores;
-     * users/repository.c says why not an OFFSET). One row more than asked tells whether a
-     * next page exists. */
+    /* "No cursor" is a keyset condition that is true, so the keyset stays written out (it
+     * uses the index on both stores; users/repository.c says why not an OFFSET). One row
+     * more than asked tells whether a next page exists. */
     hd_value p[] = {
-        hd_value_int(sender ? 1 : 0), hd_value_text(sender ? sender : ""), hd_value_int(after_ms),
-        hd_value_text(after_id),      hd_value_int((int64_t)limit + 1),
+        hd_value_int(after_ms),
+        hd_value_text(after_id),
+        hd_value_int((int64_t)limit + 1),
+        hd_value_text(sender ? sender : ""),
     };
     hd_rows *rows = NULL;
     pthread_mutex_lock(&app->lock);
-    int rc = hd_store_query(app->store,
-                            "SELECT " COLUMNS " FROM messages"
-                            " WHERE ($1 = 0 OR sender = $2)"
-                            " AND (sent_at > $3 OR (sent_at = $3 AND id > $4))"
-                            " ORDER BY sent_at, id LIMIT $5",
-                            p, 5, &rows, err);
+    int rc = hd_store_query(app->store, messages_list_sql(sender != NULL), p, sender ? 4 : 3, &rows,
+                            err);
     pthread_mutex_unlock(&app->lock);
     if (rc < 0)
         return rc;

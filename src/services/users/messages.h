@@ -153,6 +153,11 @@ int messages_list(messages_app *app, const char *sender, const char *cursor, siz
 
 void messages_page_release(messages_page *page);
 
+/* messages_list's statement (static text, borrowed) with a sender (by_sender 1: $4) or
+ * without: $1 the cursor's sent_at (-1: the start), $2 its id, $3 the limit. For tests that
+ * read its plan: a sender's page reads messages_sender. */
+const char *messages_list_sql(int by_sender);
+
 /* The count of delivered messages (tests, the chapter). Returns >= 0 or a code. */
 int64_t messages_count(messages_app *app, hd_error *err);
 
