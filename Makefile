@@ -12,6 +12,7 @@
 #   make fuzz        build the libFuzzer targets (clang) and run each for FUZZ_SECONDS
 #                    (tests/fuzz/README.md)
 #   make topology    regenerate docs/topology.dot and docs/topology.svg (herald-admin topology)
+#   make plan-audit  the SQLite plan of every SQL statement on week-old tables (make test: --quick)
 #
 # Variables: JOBS (parallel build jobs), COVERAGE_MIN (line coverage threshold, percent),
 # FUZZ_SECONDS (make fuzz, per target), FUZZ_SMOKE_SECONDS (make test's fuzz smoke, per target).
@@ -25,12 +26,12 @@ export HD_SOURCE_DIR := $(CURDIR)
 
 .PHONY: all deps build configure-% build-% test test-unit test-asan test-valgrind coverage \
         tutorial demo bench limits fuzz build-fuzz format format-check servers-up servers-down \
-        install clean help topology
+        install clean help topology plan-audit
 
 all: build
 
 help:
-	@sed -n '1,16p' Makefile
+	@sed -n '1,17p' Makefile
 
 deps:
 	@scripts/deps.sh
@@ -55,6 +56,11 @@ test: deps build-coverage build-asan build-fuzz
 # Unit tests only: no servers needed.
 test-unit: deps build-dev
 	@ctest --test-dir build/dev -L unit --output-on-failure -j $(JOBS)
+
+# The SQLite query plan of every SQL statement in src/, on tables shaped like a service's after
+# a week (scripts/plan_audit/README.md); make test runs it with --quick.
+plan-audit: deps build-dev
+	@scripts/plan_audit/run.sh --build-dir build/dev --work build/plan-audit
 
 test-asan: deps build-asan
 	@ctest --test-dir build/asan -L unit --output-on-failure -j $(JOBS)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # run_tests.sh MODE — the test phases `make test` and `make coverage` run, with the servers
 # already up (scripts/servers.sh run -- ...) and the builds already made.
-#   all       coverage build: every label; asan build: unit tests; valgrind: unit tests;
+#   all       the query plans of every SQL statement (scripts/plan_audit, coverage build);
+#             coverage build: every label; asan build: unit tests; valgrind: unit tests;
 #             fuzz build: each target for FUZZ_SMOKE_SECONDS (default 5) over its corpus;
 #             then the coverage summary (no threshold); last, the secrets check
 #             (scripts/check_secrets_in_logs.sh over every log the run wrote)
@@ -62,6 +63,9 @@ coverage_report() { # threshold (empty = report only)
 
 case "$mode" in
   all)
+    # First: run_suite then clears the .gcda files that the audit's migrate program writes.
+    phase "query plans: every SQL statement against production-shaped tables (scripts/plan_audit)"
+    scripts/plan_audit/run.sh --quick --build-dir build/coverage --work build/plan-audit || status=1
     run_suite build/coverage
     phase "sanitizers (ASan + UBSan): unit tests"
     ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build/asan -L unit --output-on-failure -j "$JOBS" || status=1
