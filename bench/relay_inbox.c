@@ -100,6 +100,7 @@ typedef struct config {
     const char *ca_file; /* its CA file (NULL: the system's trust store) */
     int quorum;          /* --queue-type quorum: the queue is a quorum queue (on a cluster: the
                             cost of replication; scripts/bench.sh runs both types there) */
+    const char *kind;    /* --queue-type as given: classic, classic-v2 or quorum */
 } config;
 
 static void usage(FILE *f)
@@ -128,9 +129,11 @@ static void usage(FILE *f)
             "  --raw-window N     raw publish: confirm window (default 1000)\n"
             "  --raw-prefetch N   raw consume: prefetch (default 100)\n"
             "  --decode           consumer + inbox: decode each body as a CloudEvents envelope\n"
-            "  --queue-type T     classic (default) or quorum: the queue every phase uses (a\n"
-            "                     quorum queue on a cluster replicates each message to a\n"
-            "                     majority of the nodes before the confirm)\n"
+            "  --queue-type T     classic (default), classic-v2 (x-queue-version 2) or\n"
+            "                     quorum: the queue every phase uses (a quorum queue on a\n"
+            "                     cluster replicates each message to a majority of the nodes\n"
+            "                     before the confirm; on RabbitMQ 3.10 a classic v1 queue\n"
+            "                     drains in two modes, docs/bench.md)\n"
             "  --publisher        also measure herald's publisher alone (hd_publisher, no\n"
             "                     outbox): where the relay's gap to raw publish comes from\n"
             "  --amqps-url URL    the same broker over TLS: relay and consumer + inbox run\n"
@@ -207,11 +210,13 @@ static int own_option(void *ctx, int opt, const char *arg)
         cfg->tls_url = "";
         return 0;
     case O_QUEUE_TYPE:
-        if (strcmp(arg, "classic") != 0 && strcmp(arg, "quorum") != 0) {
-            fprintf(stderr, PROG ": --queue-type: classic or quorum, not '%s'\n", arg);
+        if (strcmp(arg, "classic") != 0 && strcmp(arg, "classic-v2") != 0 &&
+            strcmp(arg, "quorum") != 0) {
+            fprintf(stderr, PROG ": --queue-type: classic, classic-v2 or quorum, not '%s'\n", arg);
             return -1;
         }
         cfg->quorum = strcmp(arg, "quorum") == 0;
+        cfg->kind = arg;
         return 0;
     default:
         return -1;
@@ -237,7 +242,7 @@ static const struct option relay_inbox_options[] = {
 
 static int parse_args(int argc, char **argv, config *cfg)
 {
-    *cfg = (config){.rounds = 5, .batch = 1000, .prefetch = 256};
+    *cfg = (config){.rounds = 5, .batch = 1000, .prefetch = 256, .kind = "classic"};
     bench_options_init(&cfg->o, PROG, 20000, 2000, 10000000);
     int rc = bench_options_parse(&cfg->o, argc, argv, relay_inbox_options, own_option, cfg, usage);
     if (rc == 0 && cfg->o.quick && !cfg->rounds_set)
@@ -280,7 +285,7 @@ typedef struct broker {
     char version[64];
 } broker;
 
-static int broker_setup(broker *b, const char *url, int quorum, hd_error *err)
+static int broker_setup(broker *b, const char *url, const char *kind, hd_error *err)
 {
     int rc = bench_broker_open(url, &b->admin, b->version, sizeof b->version, err);
     if (rc < 0)
@@ -291,9 +296,7 @@ static int broker_setup(broker *b, const char *url, int quorum, hd_error *err)
     /* The exchange as the relay declares it (durable topic), so the relay's own declare is
      * the idempotent no-op it is in production. */
     if ((rc = bench_broker_declare_exchange(b->admin, b->exchange, err)) < 0 ||
-        (rc = bench_broker_declare_queue_type(b->admin, b->queue, b->exchange, "#",
-                                              quorum ? HD_QUEUE_QUORUM : HD_QUEUE_CLASSIC, err)) <
-            0)
+        (rc = bench_broker_declare_queue_kind(b->admin, b->queue, b->exchange, "#", kind, err)) < 0)
         return rc;
     return 0;
 }
@@ -1132,7 +1135,7 @@ static int write_json(const char *path, const config *cfg, const broker *b, cons
                       cfg->o.raw_prefetch, "relay_batch", (json_int_t)cfg->batch, "relay_window",
                       (json_int_t)cfg->window, "consumer_prefetch", cfg->prefetch,
                       "consumer_batch_max", (json_int_t)cfg->batch_max, "decode", cfg->decode,
-                      "synchronous", "full", "queue_type", cfg->quorum ? "quorum" : "classic"));
+                      "synchronous", "full", "queue_type", cfg->kind));
     if (root == NULL || json_object_get(root, "parameters") == NULL) {
         json_decref(root);
         json_decref(phases);
@@ -1229,11 +1232,11 @@ int main(int argc, char **argv)
                 dir);
 
     int rounds_done = 0;
-    if (broker_setup(&b, cfg.o.url, cfg.quorum, &err) < 0) {
+    if (broker_setup(&b, cfg.o.url, cfg.kind, &err) < 0) {
         snprintf(failure, sizeof failure, "broker setup: %s", err.text);
     } else {
-        fprintf(stderr, "queue %s (durable, %s), exchange %s (topic)\n", b.queue,
-                cfg.quorum ? "quorum" : "classic", b.exchange);
+        fprintf(stderr, "queue %s (durable, %s), exchange %s (topic)\n", b.queue, cfg.kind,
+                b.exchange);
         /* Rounds interleave the phases: on a machine whose load changes, each herald figure
          * is measured close in time to the raw figure it is compared with. */
         for (int r = 0; r < cfg.rounds; r++) {
