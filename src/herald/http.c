@@ -1762,12 +1762,12 @@ void hd_http_log_access(hd_logger *lg, const hd_http_access *a)
     const char *method = utf8_or_clean(a->method_raw ? a->method_raw : a->method, &m_owned);
     const char *route = utf8_or_clean(a->route, &r_owned);
     const char *path = utf8_or_clean(a->path, &p_owned);
-    /* hd_log_fields, not json_pack + hd_log_json: the same line without an object of the
-     * fields built, redacted and copied into the line (a tenth of a GET /users/{id}). */
     /* Whole nanoseconds over 10^6: log.c writes such a value from its integer, without a
      * printf and a strtod, where duration_s * 1000 would take 16 or 17 digits a quarter of
      * the time (0.31927499999999998) and the slow path three times in four (callgrind). */
     double ms = (double)(long long)(a->duration_s * 1e9 + 0.5) / 1e6;
+    /* hd_log_fields, not json_pack + hd_log_json: the same line without an object of the
+     * fields built, redacted and copied into the line (a tenth of a GET /users/{id}). */
     const hd_log_field fields[] = {
         {.key = "method", .s = method ? method : ""},
         {.key = "route", .s = route ? route : ""},
