@@ -3,12 +3,13 @@
 
     audit.py schema SQL.tsv MIGRATE DB       the schema: migrate.c plus SCHEMA_FROM_SOURCE
     audit.py plans SQL.tsv DB ANALYZED WORK RUNS
-                                             plans and timings; exit 0 clean, 1 findings
+                                             plans, timings, steps; exit 0 clean, 1 findings
 
 `plans` matches every extracted literal to statements.py, plans each audited statement with
 EXPLAIN QUERY PLAN on DB (no statistics, as the services run) and on ANALYZED (the same data
 after ANALYZE: a plan that changes there is reported, not failed), times each case (median
-of RUNS, each inside BEGIN IMMEDIATE .. ROLLBACK, so the data never changes), prints the
+of RUNS, each inside BEGIN IMMEDIATE .. ROLLBACK, so the data never changes), counts the
+virtual-machine steps of each hot or periodic case (once more, the same way), prints the
 table and writes WORK/plans.txt (every plan in full) and WORK/not_planned.txt."""
 import csv
 import os
@@ -136,6 +137,19 @@ def problems(sql, lines, allow):
     return out
 
 
+def too_much_work(steps, rows, allow):
+    """The work gate: None under STEPS_PER_ROW; ('allowed', why) over it with a (STEPS, why)
+    allow entry; else (what, why) as problems() gives them."""
+    r = per_row(steps, rows)
+    if r <= st.STEPS_PER_ROW:
+        return None
+    why = next((w for piece, w in allow if piece == st.STEPS), None)
+    if why:
+        return 'allowed', why
+    return (f'{steps} VM steps for {rows} rows: {r:.0f} steps/row',
+            f'over {st.STEPS_PER_ROW}: reads rows it filters away (an index range too wide?)')
+
+
 def summary(lines):
     """One short line of a plan: each table access and sort."""
     out = []
@@ -165,6 +179,36 @@ def timed(conn, sql, params, runs):
         finally:
             conn.execute('ROLLBACK')
     return statistics.median(ts)
+
+
+def counted(conn, sql, params):
+    """(VM steps, rows returned or changed) of one run inside BEGIN IMMEDIATE .. ROLLBACK.
+    A progress handler called every instruction is called exactly as many times as
+    sqlite3_stmt_status(SQLITE_STMTSTATUS_VM_STEP) counts (Python's sqlite3 has no stmt
+    status): work, not time, so the same rows give the same count on any machine. Run after
+    timed(), so the statement is prepared and cached: preparing is not counted. Changed rows
+    are total_changes, which counts the rows foreign-key cascades delete too."""
+    steps = 0
+
+    def tick():
+        nonlocal steps
+        steps += 1
+        return 0  # non-zero would interrupt the statement
+    conn.execute('BEGIN IMMEDIATE')
+    try:
+        before = conn.total_changes
+        conn.set_progress_handler(tick, 1)
+        rows = len(conn.execute(sql, params).fetchall())
+        conn.set_progress_handler(None, 1)
+        return steps, max(rows, conn.total_changes - before)  # RETURNING: the same rows
+    finally:
+        conn.set_progress_handler(None, 1)
+        conn.execute('ROLLBACK')
+
+
+def per_row(steps, rows):
+    """Steps per row returned or changed, plus one: a lookup that finds nothing divides by 1."""
+    return steps / (rows + 1)
 
 
 def resolve(conn, values):
@@ -211,21 +255,30 @@ def cmd_plans(tsv, db, analyzed, work, runs):
             for c in e['cases']:
                 text = sql + c['tail']
                 name = e['what'] + (f" [{c['name']}]" if c['name'] else '')
+                gated = e['label'] in st.GATED
                 try:
                     p = resolve(conn, c['params'])
                     lines_n, lines_a = plan(conn, text, p), plan(conn_a, text, p)
                     ms = timed(conn, text, p, runs)
+                    steps, rows = counted(conn, text, p) if gated else (None, None)
                 except (sqlite3.Error, ValueError) as x:
                     errors.append(f'{loc} {name}: {x}')
                     full.write(f'  case {c["name"] or "-"}: ERROR {x}\n')
                     continue
-                gated = e['label'] in st.GATED
                 found = problems(text, lines_n, e['allow']) if gated else []
                 allowed = [(p, why) for p, why in e['allow'] if gated and any(p in l for l in lines_n)]
+                heavy = too_much_work(steps, rows, e['allow']) if gated else None
+                if heavy and heavy[0] == 'allowed':
+                    allowed.append((st.STEPS, heavy[1]))
+                elif heavy:
+                    found.append(heavy)
                 mark = '!!' if found else ('~' if lines_a != lines_n else '*' if allowed else '')
                 table.append((mark, loc + (f" [{c['name']}]" if c['name'] else ''), e['label'],
-                              f'{ms:.3f}', summary(lines_n)))
+                              f'{ms:.3f}', '-' if steps is None else f'{per_row(steps, rows):.1f}',
+                              summary(lines_n)))
                 full.write(f"  case {c['name'] or '-'}: {ms:.3f} ms (median of {runs})"
+                           + ('' if steps is None else
+                              f'; {steps} VM steps, {rows} rows: {per_row(steps, rows):.1f} steps/row')
                            + (f"\n  tail: {c['tail']}" if c['tail'] else '') + '\n'
                            + ''.join(f'    {l}\n' for l in lines_n))
                 for piece, why in allowed:
@@ -240,15 +293,19 @@ def cmd_plans(tsv, db, analyzed, work, runs):
             o.write(f'{f}:{line}\t{why}\t{sql}\n')
 
     w = max(len(r[1]) for r in table) if table else 10
-    print(f"{'':2} {'statement':<{w}} {'label':<8} {'ms':>9}  plan (no ANALYZE; plans.txt has it whole)")
-    for mark, loc, label, ms, plan_s in table:
-        print(f'{mark:2} {loc:<{w}} {label:<8} {ms:>9}  {plan_s}')
+    print(f"{'':2} {'statement':<{w}} {'label':<8} {'ms':>9} {'steps/row':>9}  "
+          'plan (no ANALYZE; plans.txt has it whole)')
+    for mark, loc, label, ms, spr, plan_s in table:
+        print(f'{mark:2} {loc:<{w}} {label:<8} {ms:>9} {spr:>9}  {plan_s}')
     reasons = {}
     for *_, why in skipped:
         reasons[why] = reasons.get(why, 0) + 1
     print(f'\n{len(audited)} statements audited ({len(table)} cases); {len(skipped)} not planned: '
           + '; '.join(f'{n} {why.split(":")[0]}' for why, n in reasons.items()))
-    print("!! a bad plan on a hot or periodic path (below); * a scan that statements.py allows")
+    print("!! a bad plan or too much work on a hot or periodic path (below); * a scan or work "
+          "that statements.py allows")
+    print(f'steps/row: VM steps per row returned or changed, plus one (hot and periodic only; '
+          f'gate: over {st.STEPS_PER_ROW})')
     if changed:
         print('~ plan changes after ANALYZE (the services never run it; not a failure): '
               + '; '.join(f'{l} {n}' for l, n in changed))

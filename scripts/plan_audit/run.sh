@@ -2,8 +2,9 @@
 # scripts/plan_audit/run.sh — SQLite query plans of every SQL statement in src/, against
 # production-shaped tables (README.md beside this file).
 #   run.sh [--build-dir DIR] [--work DIR] [--quick]
-# Exit 0: no hot or periodic statement scans a growing table or sorts in a temp B-tree, and
-# every statement is labelled; 1: findings (printed); 2: bad usage, or the audit could not run.
+# Exit 0: no hot or periodic statement scans a growing table, sorts in a temp B-tree or does
+# over STEPS_PER_ROW VM steps a row (statements.py), and every statement is labelled;
+# 1: findings (printed); 2: bad usage, or the audit could not run.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ in the source tree
