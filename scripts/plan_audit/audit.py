@@ -199,7 +199,6 @@ def counted(conn, sql, params):
         before = conn.total_changes
         conn.set_progress_handler(tick, 1)
         rows = len(conn.execute(sql, params).fetchall())
-        conn.set_progress_handler(None, 1)
         return steps, max(rows, conn.total_changes - before)  # RETURNING: the same rows
     finally:
         conn.set_progress_handler(None, 1)

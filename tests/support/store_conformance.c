@@ -58,6 +58,25 @@ int64_t hd_conf_scalar(hd_store *s, const char *sql)
     return v;
 }
 
+void hd_conf_plan(hd_store *s, const char *sql, const hd_value *params, size_t n, char *text,
+                  size_t cap)
+{
+    char explain[8192];
+    assert_true((size_t)snprintf(explain, sizeof explain, "EXPLAIN QUERY PLAN %s", sql) <
+                sizeof explain);
+    hd_rows *plan = NULL;
+    hd_error err;
+    hd_error_clear(&err);
+    assert_true(hd_store_query(s, explain, params, n, &plan, &err) >= 0);
+    size_t used = 0;
+    text[0] = '\0';
+    for (size_t i = 0; i < hd_rows_count(plan) && used + 1 < cap; i++) {
+        int w = snprintf(text + used, cap - used, "%s\n", hd_rows_text(plan, i, 3));
+        used = w < 0 || (size_t)w >= cap - used ? cap - 1 : used + (size_t)w;
+    }
+    hd_rows_free(plan);
+}
+
 static int setup(void **state)
 {
     const hd_conf_target *t = *state;

@@ -75,4 +75,9 @@ hd_store *hd_conf_open(const char *url);
  * the test if the query fails. */
 int64_t hd_conf_scalar(hd_store *s, const char *sql);
 
+/* SQLite's plan of sql with its n parameters (EXPLAIN QUERY PLAN), one line per step, into
+ * text (cap bytes, always terminated); fails the test if the query fails. */
+void hd_conf_plan(hd_store *s, const char *sql, const hd_value *params, size_t n, char *text,
+                  size_t cap);
+
 #endif

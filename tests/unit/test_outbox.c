@@ -183,19 +183,10 @@ static void append_room(hd_store *s, const char *id, int n)
 /* SQLite's plan of one of outbox.c's statements (EXPLAIN QUERY PLAN), its lines joined. */
 static void plan_of(hd_store *s, hd_outbox_stmt which, char *text, size_t cap)
 {
-    char sql[4096];
-    snprintf(sql, sizeof sql, "EXPLAIN QUERY PLAN %s", hd_outbox_sql(which, 0));
     hd_value p[] = {hd_value_text("t"), hd_value_int(0), hd_value_int(0), hd_value_int(10)};
     size_t n = which == HD_OUTBOX_SQL_CLAIM ? 4 : which == HD_OUTBOX_SQL_PURGE_BATCH ? 2 : 1;
-    hd_rows *plan = NULL;
-    assert_true(hd_store_query(s, sql, which == HD_OUTBOX_SQL_CLAIM ? p : p + 2, n, &plan, NULL) >=
-                0);
-    text[0] = '\0';
-    for (size_t i = 0; i < hd_rows_count(plan); i++) {
-        strncat(text, hd_rows_text(plan, i, 3), cap - strlen(text) - 2);
-        strcat(text, "\n");
-    }
-    hd_rows_free(plan);
+    hd_conf_plan(s, hd_outbox_sql(which, 0), which == HD_OUTBOX_SQL_CLAIM ? p : p + 2, n, text,
+                 cap);
 }
 
 /* The claim's per-aggregate probe reads hd_outbox_pending_aggregate, never hd_outbox_aggregate:
