@@ -1,5 +1,6 @@
 /* config.c — settings from the environment and .env; see config.h. */
 #include "herald/config.h"
+#include "herald/log.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -522,4 +523,17 @@ void hd_config_print_help(FILE *out, const char *program, const char *summary,
         else
             fprintf(out, " (default: %s)\n", s->default_value);
     }
+}
+
+int hd_config_log_write_behind(const hd_config *cfg, struct hd_logger *lg, hd_error *err)
+{
+    int64_t ms = 0;
+    int rc = hd_config_get_duration_ms(cfg, "HD_LOG_FLUSH_MS", HD_LOG_FLUSH_MS_DEFAULT_MS, 0, 10000,
+                                       &ms, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = hd_logger_write_behind(lg, (int)ms)) < 0)
+        return hd_error_set(err, rc, "HD_LOG_FLUSH_MS: cannot write the log behind: %s",
+                            hd_strerror(rc));
+    return HD_OK;
 }

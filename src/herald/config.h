@@ -117,6 +117,19 @@ int hd_config_get_bool(const hd_config *cfg, const char *key, int def, int *out,
 int hd_config_get_duration_ms(const hd_config *cfg, const char *key, int64_t def_ms, int64_t min_ms,
                               int64_t max_ms, int64_t *out, hd_error *err);
 
+/* HD_LOG_FLUSH_MS, the setting every service with an HTTP API reads: how long its access
+ * lines may wait in memory before they are written (hd_logger_write_behind), a duration
+ * from "0" (written at once) to "10s"; HD_LOG_FLUSH_MS_DEFAULT when unset. Applies it to lg
+ * (borrowed). Returns 0, HD_ECONFIG (a bad value: the text says which), or what
+ * hd_logger_write_behind returns. */
+#define HD_LOG_FLUSH_MS_DEFAULT_MS 20
+#define HD_LOG_FLUSH_MS_DEFAULT    "20ms" /* the same */
+#define HD_LOG_FLUSH_MS_HELP                                                                       \
+    "how long HTTP access lines may wait in memory to be written together (0: each at once; a "    \
+    "crash loses at most this much of them)"
+struct hd_logger;
+int hd_config_log_write_behind(const hd_config *cfg, struct hd_logger *lg, hd_error *err);
+
 /* One documented setting: the same table prints --help and reminds the code which names
  * it reads. default_value NULL means "required, no default". */
 typedef struct hd_setting {

@@ -1,6 +1,7 @@
 /* log.c — one JSON object a line, with redaction; see log.h. */
 #include "herald/log.h"
 #include "herald/clock.h"
+#include "herald/log_behind.h"
 #include "herald/error.h"
 #include "herald/utf8.h"
 
@@ -36,7 +37,8 @@ struct hd_logger {
     atomic_int long_waiting; /* a line over PIPE_BUF waits for fd_lock's write side */
     struct redaction *rules;
     size_t nrules, cap;
-    int builtin; /* the static default: nothing of it is freed or changed */
+    int builtin;           /* the static default: nothing of it is freed or changed */
+    hd_log_behind *behind; /* NULL, or every line goes through it (hd_logger_write_behind) */
 };
 
 /* "_link": links in mails carry tokens (verification_link, reset_link); "dsn": database URLs
@@ -147,12 +149,28 @@ void hd_logger_free(hd_logger *lg)
 {
     if (lg == NULL || lg->builtin)
         return;
+    hd_log_behind_free(lg->behind); /* writes what waits */
     hd_logger_clear_redactions(lg);
     free(lg->rules);
     pthread_mutex_destroy(&lg->lock);
     pthread_rwlock_destroy(&lg->fd_lock);
     free((char *)lg->service);
     free(lg);
+}
+
+int hd_logger_write_behind(hd_logger *lg, int flush_ms)
+{
+    if (lg == NULL || lg->builtin || lg->behind != NULL || flush_ms < 0 ||
+        flush_ms > HD_LOG_BEHIND_MAX_MS)
+        return HD_EINVAL;
+    if (flush_ms == 0)
+        return HD_OK;
+    int fd = fileno(lg->out ? lg->out : stderr);
+    if (fd < 0)
+        return HD_EINVAL; /* a stream in memory: nothing to save, and no descriptor */
+    /* Bytes the FILE may hold go first: from now on the logger writes to fd itself. */
+    fflush(lg->out ? lg->out : stderr);
+    return hd_log_behind_new(fd, flush_ms, &lg->behind);
 }
 
 void hd_logger_set_level(hd_logger *lg, hd_log_level level)
@@ -625,6 +643,10 @@ static void write_fd(hd_logger *lg, int fd, const char *buf, size_t n)
 /* buf[0, n), a whole line with its '\n', to the logger's stream. */
 static void write_text(hd_logger *lg, const char *buf, size_t n)
 {
+    if (lg->behind != NULL) {
+        hd_log_behind_now(lg->behind, buf, n); /* after the lines that wait: in order */
+        return;
+    }
     FILE *out = lg->out ? lg->out : stderr;
     int fd = fileno(out);
     if (fd >= 0) {
@@ -949,7 +971,7 @@ static int same_member(const char *a, const char *b)
  * member once, at the place of its first field and with its last field's value (as an
  * object keeps them), fixed keys renamed as add_field renames them. */
 static void write_fields(hd_logger *lg, hd_log_level level, const char *correlation_id,
-                         const char *message, const hd_log_field *fields, size_t n)
+                         const char *message, const hd_log_field *fields, size_t n, int may_wait)
 {
     char now[HD_TIME_LEN + 1];
     hd_time_format(hd_time_now_ms(), now);
@@ -992,8 +1014,12 @@ static void write_fields(hd_logger *lg, hd_log_level level, const char *correlat
         out_value(&o, lg, &fields[last]);
     }
     OUT_LIT(&o, "}\n");
-    if (!o.failed)
-        write_text(lg, o.p, o.len);
+    if (!o.failed) {
+        if (may_wait && lg->behind != NULL)
+            hd_log_behind_put(lg->behind, o.p, o.len);
+        else
+            write_text(lg, o.p, o.len);
+    }
     out_free(&o);
 }
 
@@ -1020,7 +1046,7 @@ void hd_logv(hd_logger *lg, hd_log_level level, const char *correlation_id, cons
         f[i] = (hd_log_field){.key = va_arg(ap, const char *)};
         f[i].s = va_arg(ap, const char *);
     }
-    write_fields(lg, level, correlation_id, message, f, n);
+    write_fields(lg, level, correlation_id, message, f, n, 0);
     if (f != stack)
         free(f);
 }
@@ -1090,7 +1116,18 @@ void hd_log_fields(hd_logger *lg, hd_log_level level, const char *correlation_id
         lg = hd_log_default();
     if (!hd_logger_enabled(lg, level) || (fields == NULL && n > 0))
         return;
-    write_fields(lg, level, correlation_id, message, fields, n);
+    write_fields(lg, level, correlation_id, message, fields, n, 0);
+}
+
+void hd_log_fields_behind(hd_logger *lg, hd_log_level level, const char *correlation_id,
+                          const char *message, const hd_log_field *fields, size_t n)
+{
+    if (lg == NULL)
+        lg = hd_log_default();
+    if (!hd_logger_enabled(lg, level) || (fields == NULL && n > 0))
+        return;
+    /* A warning or an error never waits: it may be the last line before a crash. */
+    write_fields(lg, level, correlation_id, message, fields, n, level <= HD_LOG_INFO);
 }
 
 void hd_log(hd_logger *lg, hd_log_level level, const char *correlation_id, const char *message, ...)

@@ -90,6 +90,20 @@ hd_logger *hd_logger_new(const char *service, hd_log_level level, FILE *out);
  * (hd_log_set_default(NULL) first). */
 void hd_logger_free(hd_logger *lg);
 
+/* Write-behind for the busiest lines: from now on, a debug or info line written with
+ * hd_log_fields_behind (an HTTP server's access line: hd_http_log_access) waits in memory,
+ * and a thread of the logger writes all that waits in one write(2), at most flush_ms later
+ * (sooner when 32 KiB wait). Every other line is written before its call returns, after
+ * what waits, so the stream keeps the order of the calls. hd_logger_free writes what waits.
+ * The price: a process that dies without hd_logger_free (SIGKILL, a crash) loses what waits,
+ * at most flush_ms of those lines; warnings and errors never wait. Why and what it saves:
+ * docs/modules/log.md, "Access lines written behind".
+ * flush_ms 0 does nothing (every line is written at once, as without this call). Call it
+ * once, before other threads log through lg. Returns 0, HD_EINVAL (lg NULL or the built-in
+ * logger, called before, flush_ms outside 0..10000, a stream without a descriptor such as
+ * open_memstream's), HD_ENOMEM, or HD_EIO (no thread could be started). */
+int hd_logger_write_behind(hd_logger *lg, int flush_ms);
+
 /* Change or read the threshold; thread-safe. */
 void hd_logger_set_level(hd_logger *lg, hd_log_level level);
 hd_log_level hd_logger_level(const hd_logger *lg);
@@ -168,6 +182,11 @@ typedef struct hd_log_field {
  * and its last value, as in an object. */
 void hd_log_fields(hd_logger *lg, hd_log_level level, const char *correlation_id,
                    const char *message, const hd_log_field *fields, size_t n);
+
+/* hd_log_fields for a line that may wait (hd_logger_write_behind): a debug or info line of a
+ * logger that writes behind. Any other line is written before the call returns. */
+void hd_log_fields_behind(hd_logger *lg, hd_log_level level, const char *correlation_id,
+                          const char *message, const hd_log_field *fields, size_t n);
 
 #ifdef __cplusplus
 }

@@ -40,6 +40,7 @@ static const hd_setting settings[] = {
     {"HD_CHAT_MAX_BODY", "8192", "largest request body in bytes (past it: 413)"},
     {"HD_CHAT_BUS_QUEUE", "256", "posts waiting for the bus thread (past it: 503)"},
     {"HD_LOG_LEVEL", "info", "debug, info, warn or error"},
+    {"HD_LOG_FLUSH_MS", HD_LOG_FLUSH_MS_DEFAULT, HD_LOG_FLUSH_MS_HELP},
     {NULL, NULL, NULL},
 };
 
@@ -62,6 +63,12 @@ int main(int argc, char **argv)
         return 2;
     }
     hd_logger *lg = hd_logger_new("chat", level, stderr);
+    if (lg == NULL || hd_config_log_write_behind(cfg, lg, &err) < 0) {
+        fprintf(stderr, "herald-chat: %s\n", lg ? err.text : "cannot create the logger");
+        hd_logger_free(lg);
+        hd_config_free(cfg);
+        return 2;
+    }
     hd_log_set_default(lg);
     int status = chat_run(cfg, lg);
     hd_log_set_default(NULL);

@@ -108,6 +108,7 @@ static const hd_setting settings[] = {
      "where touched: about 1.7 MiB less peak RSS under load; false: glibc's defaults "
      "(or GLIBC_TUNABLES)"},
     {"HD_LOG_LEVEL", "info", "debug, info, warn or error"},
+    {"HD_LOG_FLUSH_MS", HD_LOG_FLUSH_MS_DEFAULT, HD_LOG_FLUSH_MS_HELP},
     {NULL, NULL, NULL},
 };
 
@@ -349,6 +350,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "herald-notifications: cannot create the logger\n");
         hd_config_free(cfg);
         return EXIT_FAILED;
+    }
+    if (hd_config_log_write_behind(cfg, lg, &err) < 0) {
+        fprintf(stderr, "herald-notifications: %s\n", err.text);
+        hd_logger_free(lg);
+        hd_config_free(cfg);
+        return EXIT_CONFIG;
     }
     hd_log_set_default(lg);
     if (notif_install_signals(&err) < 0) {

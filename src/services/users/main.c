@@ -52,6 +52,7 @@ static const hd_setting settings[] = {
     {"HD_USERS_RATE_KEYS", "10000",
      "addresses tracked per limit; past it, new ones share one bucket"},
     {"HD_LOG_LEVEL", "info", "debug, info, warn or error"},
+    {"HD_LOG_FLUSH_MS", HD_LOG_FLUSH_MS_DEFAULT, HD_LOG_FLUSH_MS_HELP},
     {NULL, NULL, NULL},
 };
 
@@ -79,6 +80,12 @@ int main(int argc, char **argv)
         return 2;
     }
     hd_logger *lg = hd_logger_new("users", level, stderr);
+    if (lg == NULL || hd_config_log_write_behind(cfg, lg, &err) < 0) {
+        fprintf(stderr, "herald-users: %s\n", lg ? err.text : "cannot create the logger");
+        hd_logger_free(lg);
+        hd_config_free(cfg);
+        return 2;
+    }
     hd_log_set_default(lg);
     int status = users_run(cfg, lg);
     hd_log_set_default(NULL);
