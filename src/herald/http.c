@@ -1526,6 +1526,17 @@ int hd_http_reply_json(hd_http_response *resp, int status, json_t *body)
     return reply_set(resp, status, "application/json", text, len);
 }
 
+int hd_http_reply_jsonw(hd_http_response *resp, int status, hd_jsonw *w)
+{
+    if (w == NULL)
+        return resp ? reply_fail(resp, HD_EINVAL) : HD_EINVAL;
+    size_t len = 0;
+    char *text = hd_jsonw_take(w, &len);
+    if (text == NULL)
+        return resp ? reply_fail(resp, HD_ENOMEM) : HD_ENOMEM;
+    return reply_set(resp, status, "application/json", text, len);
+}
+
 int hd_http_reply_text(hd_http_response *resp, int status, const char *content_type,
                        const char *text)
 {

@@ -82,6 +82,7 @@
 #include <jansson.h>
 
 #include "herald/error.h"
+#include "herald/jsonw.h"
 #include "herald/log.h"
 
 #ifdef __cplusplus
@@ -298,6 +299,12 @@ int hd_http_request_json(const hd_http_request *req, json_t **out, hd_error *err
 
 /* body (stolen) serialised compactly as application/json. */
 int hd_http_reply_json(hd_http_response *resp, int status, json_t *body);
+
+/* The JSON document written into w (jsonw.h), as hd_http_reply_json replies: without a tree
+ * to build and dump, for the replies a service sends most (GET /users/{id}). w is emptied
+ * (freed) in every case. Returns 0, HD_ENOMEM (the writer ran out of memory: 500) or
+ * HD_EINVAL. */
+int hd_http_reply_jsonw(hd_http_response *resp, int status, hd_jsonw *w);
 
 /* text (copied) with content_type (NULL = "text/plain; charset=utf-8"). */
 int hd_http_reply_text(hd_http_response *resp, int status, const char *content_type,

@@ -1,6 +1,7 @@
 /* log.c — one JSON object a line, with redaction; see log.h. */
 #include "herald/log.h"
 #include "herald/clock.h"
+#include "herald/jsonw.h"
 #include "herald/log_behind.h"
 #include "herald/error.h"
 #include "herald/utf8.h"
@@ -730,225 +731,36 @@ static void finish(hd_logger *lg, json_t *line, json_t *fields)
  * They encode it straight into a buffer instead of building a jansson object and dumping it:
  * through jansson the access line of a request cost about 50,000 instructions (json_dumpb
  * alone 29,000: a callback per token, a UTF-8 decode per character), a quarter of the CPU of
- * a GET /users/{id} (docs/modules/log.md). The bytes are the ones jansson's compact encoder
- * writes for the same object, which hd_log_json still uses for nested values, but for reals
- * (out_real); unit.log compares the two byte for byte (typed_fields_*). */
-
-/* The line being encoded: the stack first, the heap when it outgrows it. */
-typedef struct line_out {
-    char *p;
-    size_t len, cap;
-    int failed; /* out of memory: the line is not written */
-    char stack[2048];
-} line_out;
-
-static void out_init(line_out *o)
-{
-    o->p = o->stack;
-    o->len = 0;
-    o->cap = sizeof o->stack;
-    o->failed = 0;
-}
-
-static void out_free(line_out *o)
-{
-    if (o->p != o->stack)
-        free(o->p);
-}
-
-/* out_put when s does not fit: the buffer moves to the heap, or grows there. */
-static void out_grow_put(line_out *o, const char *s, size_t n)
-{
-    if (o->failed)
-        return;
-    size_t cap = (o->len + n) * 2;
-    char *q = o->p == o->stack ? malloc(cap) : realloc(o->p, cap);
-    if (q == NULL) {
-        o->failed = 1;
-        return;
-    }
-    if (o->p == o->stack)
-        memcpy(q, o->stack, o->len);
-    o->p = q;
-    o->cap = cap;
-    memcpy(o->p + o->len, s, n);
-    o->len += n;
-}
-
-/* s[0, n) at the end of the line; inline, as most pieces are a few bytes that fit. */
-static inline void out_put(line_out *o, const char *s, size_t n)
-{
-    if (n <= o->cap - o->len && !o->failed) {
-        memcpy(o->p + o->len, s, n);
-        o->len += n;
-    } else {
-        out_grow_put(o, s, n);
-    }
-}
-
-#define OUT_LIT(o, lit) out_put(o, lit, sizeof lit - 1)
-
-/* 1 for the bytes a JSON string holds as they are without a closer look: printable ASCII
- * but '"' and '\\' (0x22, 0x5C); 32 bytes a row. */
-static const unsigned char plain[256] = {
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-};
-
-/* s as a JSON string (NULL: null), escaped as jansson escapes it by default: '"', '\\' and
- * the five short escapes, any other byte below 0x20 as \u00XX, everything else (UTF-8 too, and
- * '/', and 0x7F) as it is. A byte that does not start a well-formed UTF-8 sequence becomes
- * '?', as text_value makes it. */
-static void out_string(line_out *o, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    if (s == NULL) {
-        OUT_LIT(o, "null");
-        return;
-    }
-    OUT_LIT(o, "\"");
-    const unsigned char *p = (const unsigned char *)s, *run = p; /* run: not yet copied */
-    for (;;) {
-        while (plain[*p]) /* the common case: a run of printable ASCII */
-            p++;
-        unsigned char c = *p;
-        if (c == '\0')
-            break;
-        size_t seq;
-        if (c >= 0x80 && (seq = hd_utf8_seq(p)) > 0) {
-            p += seq;
-            continue;
-        }
-        out_put(o, (const char *)run, (size_t)(p - run));
-        static const char raw[] = "\"\\\b\f\n\r\t", letter[] = "\"\\bfnrt";
-        const char *hit = memchr(raw, c, sizeof raw - 1);
-        char esc[6] = {'\\', hit ? letter[hit - raw] : 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-        if (hit != NULL || c < 0x20) /* \n and the like, or \u00XX */
-            out_put(o, esc, hit != NULL ? 2 : sizeof esc);
-        else /* a byte that starts no UTF-8 sequence */
-            OUT_LIT(o, "?");
-        run = ++p;
-    }
-    out_put(o, (const char *)run, (size_t)(p - run));
-    OUT_LIT(o, "\"");
-}
-
-static void out_int(line_out *o, long long v)
-{
-    char b[24], *e = b + sizeof b, *d = e;
-    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    do
-        *--d = (char)('0' + u % 10);
-    while ((u /= 10) != 0);
-    if (v < 0)
-        *--d = '-';
-    out_put(o, d, (size_t)(e - d));
-}
-
-/* A real in the fewest significant digits (15 to 17) that read back as the same double,
- * so that a duration is "0.319275", not jansson's "%.17g" "0.31927499999999998"; otherwise
- * as jansson writes one: a '.' for the locale's decimal point, ".0" added when it would read
- * as an integer, no '+' nor leading zeros in the exponent. JSON has no NaN nor infinity
- * (jansson's json_real refuses them): null, rather than losing the line. */
-static void out_real(line_out *o, double r)
-{
-    if (!isfinite(r)) {
-        OUT_LIT(o, "null");
-        return;
-    }
-    /* Most reals in lines are durations and rates: up to 6 decimals, below 10^9. Those are
-     * written from the integer m = r * 10^6 (exact: below 2^53), which reads back exactly
-     * when m / 10^6 is r (the division of two exact doubles rounds as strtod does), without a
-     * printf and a strtod per value. */
-    double a = r < 0 ? -r : r;
-    if (a >= 1e-4 && a < 1e9) {
-        long long m = (long long)(r * 1e6 + (r < 0 ? -0.5 : 0.5)); /* no libm: rounded here */
-        if ((double)m / 1e6 == r) {
-            unsigned long long u = m < 0 ? 0ULL - (unsigned long long)m : (unsigned long long)m;
-            char f[8];
-            int k = 6;
-            f[6] = '\0';
-            for (int i = 5; i >= 0; i--, u /= 10)
-                f[i] = (char)('0' + u % 10);
-            while (k > 1 && f[k - 1] == '0')
-                f[--k] = '\0';
-            if (m < 0)
-                OUT_LIT(o, "-");
-            out_int(o, (long long)u);
-            OUT_LIT(o, ".");
-            out_put(o, f, (size_t)k);
-            return;
-        }
-    }
-    char b[48];
-    int n = 0;
-    for (int digits = 15; digits <= 17; digits++) {
-        n = snprintf(b, sizeof b - 2, "%.*g", digits, r);
-        if (n <= 0 || (size_t)n >= sizeof b - 2) {
-            OUT_LIT(o, "null");
-            return;
-        }
-        if (strtod(b, NULL) == r)
-            break;
-    }
-    int dot = 0;
-    for (int i = 0; i < n; i++) {
-        if (b[i] == 'e')
-            dot = 1;
-        else if (!(b[i] >= '0' && b[i] <= '9') && b[i] != '-' && b[i] != '+')
-            b[i] = '.', dot = 1; /* the locale's decimal point */
-    }
-    if (!dot) {
-        out_put(o, b, (size_t)n);
-        OUT_LIT(o, ".0");
-        return;
-    }
-    char *e = strchr(b, 'e');
-    if (e != NULL) {
-        char *from = e + 1, *to = e + 1;
-        if (*from == '-')
-            from++, to++;
-        else if (*from == '+')
-            from++;
-        while (*from == '0' && from[1] != '\0')
-            from++;
-        memmove(to, from, strlen(from) + 1);
-        n = (int)strlen(b);
-    }
-    out_put(o, b, (size_t)n);
-}
+ * a GET /users/{id} (docs/modules/log.md). The writer is jsonw.h's: the bytes jansson's
+ * compact encoder writes for the same object, which hd_log_json still uses for nested
+ * values, but for reals (hd_jsonw_real); unit.log compares the two byte for byte
+ * (typed_fields_*). */
 
 /* s scrubbed of the secrets inside it (scrub_text), as a JSON string. */
-static void out_scrubbed(line_out *o, const hd_logger *lg, const char *s)
+static void out_scrubbed(hd_jsonw *o, const hd_logger *lg, const char *s)
 {
     int oom;
     char *clean = scrub_text(lg, s, &oom);
-    out_string(o, clean ? clean : oom ? HD_LOG_REDACTED : s);
+    hd_jsonw_string(o, clean ? clean : oom ? HD_LOG_REDACTED : s);
     free(clean);
 }
 
 /* One field's value, cleaned as member_clean cleans a member: a key that matches a rule
  * masks the value (null stays null), any other string is scrubbed for secrets inside it. */
-static void out_value(line_out *o, const hd_logger *lg, const hd_log_field *f)
+static void out_value(hd_jsonw *o, const hd_logger *lg, const hd_log_field *f)
 {
     const struct redaction *r = rule_for(lg, f->key);
     if (f->kind != HD_LOG_INT && f->kind != HD_LOG_REAL && f->s == NULL) {
-        OUT_LIT(o, "null");
+        HD_JSONW_LIT(o, "null");
     } else if (r != NULL) {
         const char *s = f->kind == HD_LOG_INT || f->kind == HD_LOG_REAL ? NULL : f->s;
         char *masked = r->mode == HD_REDACT_EMAIL ? masked_email_text(s) : NULL;
-        out_string(o, masked ? masked : HD_LOG_REDACTED);
+        hd_jsonw_string(o, masked ? masked : HD_LOG_REDACTED);
         free(masked);
     } else if (f->kind == HD_LOG_INT) {
-        out_int(o, f->i);
+        hd_jsonw_int(o, f->i);
     } else if (f->kind == HD_LOG_REAL) {
-        out_real(o, f->r);
+        hd_jsonw_real(o, f->r);
     } else {
         out_scrubbed(o, lg, f->s);
     }
@@ -975,19 +787,19 @@ static void write_fields(hd_logger *lg, hd_log_level level, const char *correlat
 {
     char now[HD_TIME_LEN + 1];
     hd_time_format(hd_time_now_ms(), now);
-    line_out o;
-    out_init(&o);
-    OUT_LIT(&o, "{\"time\":");
-    out_string(&o, now);
-    OUT_LIT(&o, ",\"level\":");
-    out_string(&o, hd_log_level_name(level));
-    OUT_LIT(&o, ",\"service\":");
-    out_string(&o, lg->service);
-    OUT_LIT(&o, ",\"message\":");
+    hd_jsonw o;
+    hd_jsonw_init(&o);
+    HD_JSONW_LIT(&o, "{\"time\":");
+    hd_jsonw_string(&o, now);
+    HD_JSONW_LIT(&o, ",\"level\":");
+    hd_jsonw_string(&o, hd_log_level_name(level));
+    HD_JSONW_LIT(&o, ",\"service\":");
+    hd_jsonw_string(&o, lg->service);
+    HD_JSONW_LIT(&o, ",\"message\":");
     out_scrubbed(&o, lg, message ? message : "");
     if (correlation_id != NULL) {
-        OUT_LIT(&o, ",\"correlation_id\":");
-        out_string(&o, correlation_id);
+        HD_JSONW_LIT(&o, ",\"correlation_id\":");
+        hd_jsonw_string(&o, correlation_id);
     }
     for (size_t i = 0; i < n; i++) {
         if (fields[i].key == NULL)
@@ -1002,25 +814,25 @@ static void write_fields(hd_logger *lg, hd_log_level level, const char *correlat
         }
         if (j < n)
             continue;
-        OUT_LIT(&o, ",");
+        HD_JSONW_LIT(&o, ",");
         if (is_fixed_key(fields[i].key)) {
             char renamed[128];
             snprintf(renamed, sizeof renamed, "field_%s", fields[i].key);
-            out_string(&o, renamed);
+            hd_jsonw_string(&o, renamed);
         } else {
-            out_string(&o, fields[i].key);
+            hd_jsonw_string(&o, fields[i].key);
         }
-        OUT_LIT(&o, ":");
+        HD_JSONW_LIT(&o, ":");
         out_value(&o, lg, &fields[last]);
     }
-    OUT_LIT(&o, "}\n");
+    HD_JSONW_LIT(&o, "}\n");
     if (!o.failed) {
         if (may_wait && lg->behind != NULL)
             hd_log_behind_put(lg->behind, o.p, o.len);
         else
             write_text(lg, o.p, o.len);
     }
-    out_free(&o);
+    hd_jsonw_free(&o);
 }
 
 void hd_logv(hd_logger *lg, hd_log_level level, const char *correlation_id, const char *message,

@@ -80,8 +80,9 @@ int users_http_new(hd_http_server *srv, const users_http_options *opts, users_ht
 
 void users_http_free(users_http *h);
 
-/* A user as the API shows it: {id, email, name, verified, created_at, updated_at} with
- * RFC 3339 times. New reference; NULL when memory runs out. */
-json_t *users_http_user_json(const user_view *v);
+/* A user as the API shows it, written into w (borrowed): {"id","email","name","verified",
+ * "created_at","updated_at"} with RFC 3339 times, the bytes json_dumpb writes for that
+ * object (JSON_COMPACT, keys in that order). */
+void users_http_write_user(hd_jsonw *w, const user_view *v);
 
 #endif /* USERS_API_H */
