@@ -32,8 +32,9 @@
  * A bare secret with no such marker cannot be recognised: still put data in fields with
  * telling names, not in messages.
  *
- * Threads: every line is written with one fwrite under the logger's mutex, then flushed,
- * so lines from several threads never interleave. Configure a logger (redactions) before
+ * Threads: every line is written whole (one write(2); see docs/modules/log.md), so lines
+ * from several threads never interleave; with write-behind (hd_logger_write_behind) the
+ * lines that wait leave together, still whole and in the order of the calls. Configure a logger (redactions) before
  * sharing it; level changes are safe at any time.
  *
  * Ownership: "borrowed" = the logger keeps a pointer that must stay valid; "stolen" = the
