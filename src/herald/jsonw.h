@@ -3,7 +3,7 @@
  * jansson builds a tree of values and then dumps it through a callback per token, reading
  * every character of every string again to check its UTF-8: for a small, flat object on a
  * hot path that is most of the work. A log line through jansson cost about 50,000
- * instructions, and the JSON reply of a GET /users/{id} about 21,000 of its 123,000
+ * instructions, and the JSON reply of a GET /users/{id} about 24,000 of its 123,000
  * (callgrind; docs/modules/jsonw.md). The writer appends the bytes as it goes, on the stack
  * first. What it writes is byte for byte what jansson's compact encoder writes for the same
  * values, but for reals (hd_jsonw_real: the shortest form that reads back the same); unit.jsonw
