@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -141,7 +142,15 @@ int hd_log_behind_new(int fd, int flush_ms, hd_log_behind **out)
         pthread_cond_init(&b->wake, &ca) != 0)
         goto out;
     have_wake = 1;
-    if (pthread_create(&b->thread, NULL, run, b) != 0)
+    /* The thread starts with every signal blocked: a service that waits for SIGTERM in a
+     * thread of its own (sigwait) blocks it in the others, maybe only after this call, and a
+     * SIGTERM delivered here would end the process with the default action instead. */
+    sigset_t all, was;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &was);
+    int started = pthread_create(&b->thread, NULL, run, b) == 0;
+    pthread_sigmask(SIG_SETMASK, &was, NULL);
+    if (!started)
         goto out;
     pthread_condattr_destroy(&ca);
     *out = b;

@@ -8,9 +8,12 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <dirent.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -341,6 +344,53 @@ static void the_setting_reads_a_duration(void **state)
     hd_config_free(cfg);
 }
 
+/* A service blocks SIGTERM in every thread and waits for it with sigwait, and may do so only
+ * after its logger started writing behind: the writer's thread must never take a signal
+ * (it did, and herald-chat died of SIGTERM's default action: integration.chat_http). Read
+ * from /proc: every thread of this process but this one is the writer's (the test starts no
+ * other), and its SigBlk must hold SIGTERM and SIGINT. */
+static int blocks(const char *status_path, int sig)
+{
+    FILE *st = fopen(status_path, "r");
+    if (st == NULL)
+        return -1;
+    char line[256];
+    int got = -1;
+    while (fgets(line, sizeof line, st) != NULL) {
+        unsigned long long mask;
+        if (sscanf(line, "SigBlk: %llx", &mask) == 1)
+            got = (int)((mask >> (sig - 1)) & 1);
+    }
+    fclose(st);
+    return got;
+}
+
+static void the_writer_thread_takes_no_signal(void **state)
+{
+    struct file_log *f = *state;
+    assert_hd(HD_OK, hd_logger_write_behind(f->lg, 20));
+    char self[32];
+    snprintf(self, sizeof self, "%ld", (long)syscall(SYS_gettid));
+    /* /proc/<pid>/task lists the threads; the writer is the one that is not us. */
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%ld/task", (long)getpid());
+    int writers = 0;
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.' || strcmp(e->d_name, self) == 0)
+            continue;
+        char path[128];
+        snprintf(path, sizeof path, "%s/%s/status", dir, e->d_name);
+        assert_int_equal(blocks(path, SIGTERM), 1);
+        assert_int_equal(blocks(path, SIGINT), 1);
+        writers++;
+    }
+    closedir(d);
+    assert_int_equal(writers, 1);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -355,6 +405,7 @@ int main(void)
         T(threads_keep_the_order_of_their_lines),
         T(write_behind_refuses_what_it_cannot_do),
         T(the_setting_reads_a_duration),
+        T(the_writer_thread_takes_no_signal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
