@@ -34,8 +34,8 @@
  *
  * Threads: every line is written whole (one write(2); see docs/modules/log.md), so lines
  * from several threads never interleave; with write-behind (hd_logger_write_behind) the
- * lines that wait leave together, still whole and in the order of the calls. Configure a logger (redactions) before
- * sharing it; level changes are safe at any time.
+ * lines that wait leave together, still whole and in the order of the calls. Configure a
+ * logger (redactions, write-behind) before sharing it; level changes are safe at any time.
  *
  * Ownership: "borrowed" = the logger keeps a pointer that must stay valid; "stolen" = the
  * function takes ownership, also when it fails.
