@@ -921,25 +921,28 @@ void hd_log_json(hd_logger *lg, hd_log_level level, const char *correlation_id, 
     finish(lg, line, copy);
 }
 
-void hd_log_fields(hd_logger *lg, hd_log_level level, const char *correlation_id,
-                   const char *message, const hd_log_field *fields, size_t n)
-{
-    if (lg == NULL)
-        lg = hd_log_default();
-    if (!hd_logger_enabled(lg, level) || (fields == NULL && n > 0))
-        return;
-    write_fields(lg, level, correlation_id, message, fields, n, 0);
-}
-
-void hd_log_fields_behind(hd_logger *lg, hd_log_level level, const char *correlation_id,
-                          const char *message, const hd_log_field *fields, size_t n)
+/* hd_log_fields and hd_log_fields_behind: may_wait says which. */
+static void log_fields(hd_logger *lg, hd_log_level level, const char *correlation_id,
+                       const char *message, const hd_log_field *fields, size_t n, int may_wait)
 {
     if (lg == NULL)
         lg = hd_log_default();
     if (!hd_logger_enabled(lg, level) || (fields == NULL && n > 0))
         return;
     /* A warning or an error never waits: it may be the last line before a crash. */
-    write_fields(lg, level, correlation_id, message, fields, n, level <= HD_LOG_INFO);
+    write_fields(lg, level, correlation_id, message, fields, n, may_wait && level <= HD_LOG_INFO);
+}
+
+void hd_log_fields(hd_logger *lg, hd_log_level level, const char *correlation_id,
+                   const char *message, const hd_log_field *fields, size_t n)
+{
+    log_fields(lg, level, correlation_id, message, fields, n, 0);
+}
+
+void hd_log_fields_behind(hd_logger *lg, hd_log_level level, const char *correlation_id,
+                          const char *message, const hd_log_field *fields, size_t n)
+{
+    log_fields(lg, level, correlation_id, message, fields, n, 1);
 }
 
 void hd_log(hd_logger *lg, hd_log_level level, const char *correlation_id, const char *message, ...)
