@@ -257,6 +257,19 @@ int hd_time_parse(const char *s, int64_t *epoch_ms)
     return HD_OK;
 }
 
+void hd_clock_deadline(struct timespec *ts, int64_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    if (ms <= 0)
+        return;
+    ts->tv_sec += (time_t)(ms / 1000);
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
 void hd_sleep_ms(int64_t ms)
 {
     if (ms <= 0)

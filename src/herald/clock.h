@@ -42,6 +42,12 @@ int64_t hd_clock_ms(void);
 /* Monotonic time in nanoseconds (for latency measurements). */
 int64_t hd_clock_ns(void);
 
+/* *ts = CLOCK_MONOTONIC now + ms (ms >= 0; a negative ms counts as 0), normalised: the
+ * absolute time pthread_cond_timedwait takes on a condition variable set to that clock
+ * (pthread_condattr_setclock), which a change of the wall clock cannot stretch. */
+struct timespec;
+void hd_clock_deadline(struct timespec *ts, int64_t ms);
+
 /* Format epoch milliseconds as RFC 3339 UTC with milliseconds into out. */
 void hd_time_format(int64_t epoch_ms, char out[HD_TIME_LEN + 1]);
 

@@ -528,8 +528,8 @@ void hd_config_print_help(FILE *out, const char *program, const char *summary,
 int hd_config_log_write_behind(const hd_config *cfg, struct hd_logger *lg, hd_error *err)
 {
     int64_t ms = 0;
-    int rc = hd_config_get_duration_ms(cfg, "HD_LOG_FLUSH_MS", HD_LOG_FLUSH_MS_DEFAULT_MS, 0, 10000,
-                                       &ms, err);
+    int rc = hd_config_get_duration_ms(cfg, "HD_LOG_FLUSH_MS", HD_LOG_FLUSH_MS_DEFAULT_MS, 0,
+                                       HD_LOG_FLUSH_MS_MAX, &ms, err);
     if (rc < 0)
         return rc;
     if ((rc = hd_logger_write_behind(lg, (int)ms)) < 0)

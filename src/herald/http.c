@@ -1148,13 +1148,7 @@ int hd_http_server_stop(hd_http_server *srv)
 
     /* 2. Wait until every request MHD has shown us has completed: its response is sent. */
     struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += srv->opts.stop_timeout_ms / 1000;
-    deadline.tv_nsec += (srv->opts.stop_timeout_ms % 1000) * 1000000;
-    if (deadline.tv_nsec >= 1000000000) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000;
-    }
+    hd_clock_deadline(&deadline, srv->opts.stop_timeout_ms);
     pthread_mutex_lock(&srv->lock);
     int rc = 0;
     while (srv->inflight > 0 && rc != ETIMEDOUT)

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 /* name is kept lower-cased (ASCII) with its length, so that matching a key folds only the
@@ -588,15 +589,8 @@ static void redact(const hd_logger *lg, json_t *v)
 /* buf[0, n) to fd, all of it (a signal or a full disk may cut a write short). */
 static void write_all(int fd, const char *buf, size_t n)
 {
-    while (n > 0) {
-        ssize_t w = write(fd, buf, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return; /* nowhere to report a failing log */
-        buf += w;
-        n -= (size_t)w;
-    }
+    struct iovec iov = {.iov_base = (char *)buf, .iov_len = n};
+    hd_log_write_all(fd, &iov, 1);
 }
 
 /* A whole line to the stream's descriptor, in one write(2) when it can be.

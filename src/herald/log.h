@@ -101,8 +101,9 @@ void hd_logger_free(hd_logger *lg);
  * docs/modules/log.md, "Access lines written behind".
  * flush_ms 0 does nothing (every line is written at once, as without this call). Call it
  * once, before other threads log through lg. Returns 0, HD_EINVAL (lg NULL or the built-in
- * logger, called before, flush_ms outside 0..10000, a stream without a descriptor such as
- * open_memstream's), HD_ENOMEM, or HD_EIO (no thread could be started). */
+ * logger, called before, flush_ms outside 0..HD_LOG_FLUSH_MS_MAX, a stream without a descriptor
+ * such as open_memstream's), HD_ENOMEM, or HD_EIO (no thread could be started). */
+#define HD_LOG_FLUSH_MS_MAX 10000 /* the longest flush_ms hd_logger_write_behind takes */
 int hd_logger_write_behind(hd_logger *lg, int flush_ms);
 
 /* Change or read the threshold; thread-safe. */

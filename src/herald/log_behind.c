@@ -1,5 +1,6 @@
 /* log_behind.c — lines that wait in memory for one write(2); see log_behind.h. */
 #include "herald/log_behind.h"
+#include "herald/clock.h"
 #include "herald/error.h"
 
 #include <errno.h>
@@ -24,9 +25,7 @@ struct hd_log_behind {
     pthread_t thread;
 };
 
-/* iov[0, n), all of it: a signal or a full disk may cut a write short. Nowhere to report a
- * failure: a logger must not break its caller. */
-static void write_iov(int fd, struct iovec *iov, int n)
+void hd_log_write_all(int fd, struct iovec *iov, int n)
 {
     while (n > 0) {
         ssize_t w = writev(fd, iov, n);
@@ -59,19 +58,8 @@ static void write_now_locked(hd_log_behind *b, const char *line, size_t n)
     if (k == 0)
         return;
     pthread_mutex_lock(&b->out); /* after a write the thread started: its bytes are older */
-    write_iov(b->fd, iov, k);
+    hd_log_write_all(b->fd, iov, k);
     pthread_mutex_unlock(&b->out);
-}
-
-static void deadline_in(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
 }
 
 /* The thread: sleeps while nothing waits; once a line waits, lets flush_ms pass (or half the
@@ -86,7 +74,7 @@ static void *run(void *arg)
         if (b->stop)
             break; /* hd_log_behind_free writes what is left */
         struct timespec until;
-        deadline_in(&until, b->flush_ms);
+        hd_clock_deadline(&until, b->flush_ms);
         while (!b->stop && b->len < HD_LOG_BEHIND_CAP / 2 &&
                pthread_cond_timedwait(&b->wake, &b->lock, &until) != ETIMEDOUT) {
         }
@@ -100,7 +88,7 @@ static void *run(void *arg)
         pthread_mutex_lock(&b->out);
         pthread_mutex_unlock(&b->lock);
         struct iovec iov = {.iov_base = full, .iov_len = n};
-        write_iov(b->fd, &iov, 1);
+        hd_log_write_all(b->fd, &iov, 1);
         pthread_mutex_unlock(&b->out);
         pthread_mutex_lock(&b->lock);
         b->spare = full;

@@ -23,10 +23,19 @@
 
 #include <stddef.h>
 
+#include "herald/log.h"
+
 #define HD_LOG_BEHIND_CAP    (64 * 1024) /* bytes a buffer holds; a longer line goes at once */
-#define HD_LOG_BEHIND_MAX_MS 10000       /* the longest flush interval accepted */
+#define HD_LOG_BEHIND_MAX_MS HD_LOG_FLUSH_MS_MAX /* log.h */
 
 typedef struct hd_log_behind hd_log_behind;
+
+struct iovec;
+
+/* iov[0, n) to fd, all of it: written again after a signal or a short write (a full disk),
+ * dropped on an error (a logger must not break its caller). iov is changed. log.c writes
+ * its lines that do not wait through it too. */
+void hd_log_write_all(int fd, struct iovec *iov, int n);
 
 /* A writer of fd (borrowed: kept open by the caller until hd_log_behind_free) that writes
  * what waits at most flush_ms (1..HD_LOG_BEHIND_MAX_MS) after it started waiting. *out

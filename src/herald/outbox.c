@@ -905,15 +905,7 @@ int hd_outbox_notifier_wait(hd_outbox_notifier *n, uint64_t *seen, int timeout_m
     if (n == NULL || seen == NULL)
         return HD_EINVAL;
     struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    if (timeout_ms > 0) {
-        deadline.tv_sec += timeout_ms / 1000;
-        deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (deadline.tv_nsec >= 1000000000L) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000L;
-        }
-    }
+    hd_clock_deadline(&deadline, timeout_ms);
     pthread_mutex_lock(&n->lock);
     int timed_out = 0;
     while (n->count == *seen && !timed_out && timeout_ms != 0) {

@@ -211,6 +211,29 @@ static void clocks_move_forward(void **state)
     assert_true(hd_time_now_ms() > 1700000000000LL);
 }
 
+/* A deadline is now + ms on CLOCK_MONOTONIC, its nanoseconds below one second, whatever
+ * the milliseconds carry over; 0 and a negative ms give now. */
+static int64_t ts_ns(const struct timespec *t)
+{
+    return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec;
+}
+
+static void deadlines_are_monotonic_now_plus_ms(void **state)
+{
+    (void)state;
+    static const int64_t ms[] = {0, -5, 1, 999, 1000, 1001, 20, 10000, 86400000};
+    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
+        struct timespec before, d, after;
+        clock_gettime(CLOCK_MONOTONIC, &before);
+        hd_clock_deadline(&d, ms[i]);
+        clock_gettime(CLOCK_MONOTONIC, &after);
+        int64_t add = ms[i] > 0 ? ms[i] * 1000000 : 0;
+        assert_in_range(d.tv_nsec, 0, 999999999);
+        assert_true(ts_ns(&d) >= ts_ns(&before) + add);
+        assert_true(ts_ns(&d) <= ts_ns(&after) + add);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -222,6 +245,7 @@ int main(void)
         cmocka_unit_test(format_reusing_the_day_matches_snprintf),
         cmocka_unit_test(parse_rejects_malformed_times),
         cmocka_unit_test(clocks_move_forward),
+        cmocka_unit_test(deadlines_are_monotonic_now_plus_ms),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -118,6 +118,17 @@ static size_t numbers_of(const char *s, long long *out, size_t cap)
     return k;
 }
 
+/* s holds exactly `want` lines, numbered 0, 1, ... want - 1 in that order. */
+static void assert_numbered(const char *s, size_t want)
+{
+    long long *n = calloc(want ? want : 1, sizeof *n);
+    assert_non_null(n);
+    assert_int_equal(numbers_of(s, n, want), want);
+    for (size_t i = 0; i < want; i++)
+        assert_int_equal(n[i], (long long)i);
+    free(n);
+}
+
 static void lines_wait_and_then_arrive_together(void **state)
 {
     struct file_log *f = *state;
@@ -129,10 +140,7 @@ static void lines_wait_and_then_arrive_together(void **state)
     free(now);
     assert_int_equal(wait_lines(f, 3), 3);
     char *s = contents(f);
-    long long n[3];
-    assert_int_equal(numbers_of(s, n, 3), 3);
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(n[i], i);
+    assert_numbered(s, 3);
     free(s);
 }
 
@@ -176,10 +184,7 @@ static void free_writes_what_waits(void **state)
     hd_logger_free(f->lg);
     f->lg = NULL;
     s = contents(f);
-    long long n[50];
-    assert_int_equal(numbers_of(s, n, 50), 50);
-    for (int i = 0; i < 50; i++)
-        assert_int_equal(n[i], i);
+    assert_numbered(s, 50);
     free(s);
 }
 
@@ -198,12 +203,7 @@ static void a_fuller_buffer_does_not_wait_for_the_interval(void **state)
     hd_logger_free(f->lg);
     f->lg = NULL;
     char *s = contents(f);
-    long long *n = calloc(400, sizeof *n);
-    assert_non_null(n);
-    assert_int_equal(numbers_of(s, n, 400), 400);
-    for (int i = 0; i < 400; i++)
-        assert_int_equal(n[i], i);
-    free(n);
+    assert_numbered(s, 400);
     free(s);
 }
 
@@ -219,10 +219,7 @@ static void a_line_longer_than_the_buffer_goes_at_once_in_order(void **state)
     behind(f->lg, HD_LOG_INFO, 0, NULL);
     behind(f->lg, HD_LOG_INFO, 1, big);
     char *s = contents(f);
-    long long n[2];
-    assert_int_equal(numbers_of(s, n, 2), 2);
-    assert_int_equal(n[0], 0);
-    assert_int_equal(n[1], 1);
+    assert_numbered(s, 2);
     assert_true(strlen(s) > big_len);
     free(s);
     free(big);
