@@ -432,8 +432,8 @@ static int raw_publish(const config *cfg, broker *b, size_t n, size_t len, raw_r
                        hd_error *err)
 {
     raw_prepare(res);
-    return bench_raw_publish(cfg->o.url, b->raw_exchange, "raw", n, len, cfg->o.raw_window, &res->s,
-                             err);
+    return bench_raw_publish(cfg->o.url, b->raw_exchange, "raw", n, len, cfg->o.raw_window,
+                             BENCH_SHAPE_BARE, &res->s, err);
 }
 
 /* Raw consume of n messages, prefetch raw_prefetch, one basic.ack each. */
@@ -445,9 +445,11 @@ static int raw_consume(const config *cfg, broker *b, size_t n, raw_result *res, 
 
 /* The raw chain: the broker operations of one notification, librabbitmq alone, no
  * database (bench/common/raw_chain.h): confirmed publish of the event, its consume + ack,
- * confirmed publish of a notification_sent, its consume + ack; three stages at once. */
+ * confirmed publish of a notification_sent, its consume + ack; three stages at once. With
+ * shape BENCH_SHAPE_CLOUDEVENTS its messages carry the properties herald's relays put on
+ * theirs (raw_broker.h), which the broker pays for: the like-for-like denominator. */
 static int raw_chain(const config *cfg, broker *b, size_t n, size_t event_bytes, size_t sent_bytes,
-                     raw_result *res, hd_error *err)
+                     bench_shape shape, raw_result *res, hd_error *err)
 {
     raw_prepare(res);
     bench_chain_spec spec = {.url = cfg->o.url,
@@ -458,7 +460,10 @@ static int raw_chain(const config *cfg, broker *b, size_t n, size_t event_bytes,
                              .event_bytes = event_bytes,
                              .sent_bytes = sent_bytes,
                              .window = cfg->o.raw_window,
-                             .prefetch = cfg->o.raw_prefetch};
+                             .prefetch = cfg->o.raw_prefetch,
+                             .shape = shape,
+                             .event_type = EVENT_TYPE,
+                             .sent_type = SENT_TYPE};
     return bench_raw_chain(&spec, &res->s, err);
 }
 
@@ -882,8 +887,9 @@ typedef struct run {
 
     /* results */
     raw_result raw_pub, raw_con, raw_chain;
-    raw_result qt[3];  /* the raw chain per queue kind (qt_kinds) */
-    size_t sent_bytes; /* a notification_sent envelope, for the raw chain */
+    raw_result raw_chain_ce; /* the raw chain with herald's message shape: the denominator */
+    raw_result qt[3];        /* the raw chain per queue kind (qt_kinds) */
+    size_t sent_bytes;       /* a notification_sent envelope, for the raw chain */
     int tp_ran;
     double tp_seconds, tp_rate, tp_seconds_polled;
     int64_t tp_t0_us, tp_end_ms;
@@ -1418,6 +1424,9 @@ static void print_results(const run *r, const hd_proc_log_counts *logs, const ch
     if (r->raw_chain.s.ran)
         printf("  %-58s %12s\n", "raw chain (publish+confirm, consume+ack, twice; no DB)",
                bench_thousands(a, sizeof a, r->raw_chain.s.rate));
+    if (r->raw_chain_ce.s.ran)
+        printf("  %-58s %12s\n", "raw chain, herald's messages (CloudEvents properties)",
+               bench_thousands(a, sizeof a, r->raw_chain_ce.s.rate));
     if (r->tp_ran) {
         printf("  %-58s %12s\n", "end to end: notifications sent + recorded",
                bench_thousands(a, sizeof a, r->tp_rate));
@@ -1453,11 +1462,14 @@ static void print_results(const run *r, const hd_proc_log_counts *logs, const ch
             printf("    broker CPU per raw message: publish %.0f us, consume %.0f us\n",
                    1e6 * r->raw_pub.cpu.cpu_s[W_BROKER] / (double)r->raw_pub.s.messages,
                    1e6 * r->raw_con.cpu.cpu_s[W_BROKER] / (double)r->raw_con.s.messages);
-        if (r->raw_chain.s.ran && r->raw_chain.cpu.cpu_s[W_BROKER] >= 0 &&
-            r->raw_chain.s.messages > 0)
-            printf("    raw chain: broker CPU %.0f us per event, bench %.0f us per event\n",
-                   1e6 * r->raw_chain.cpu.cpu_s[W_BROKER] / (double)r->raw_chain.s.messages,
-                   1e6 * r->raw_chain.s.bench_cpu / (double)r->raw_chain.s.messages);
+        const raw_result *chains[2] = {&r->raw_chain, &r->raw_chain_ce};
+        for (int k = 0; k < 2; k++)
+            if (chains[k]->s.ran && chains[k]->cpu.cpu_s[W_BROKER] >= 0 &&
+                chains[k]->s.messages > 0)
+                printf("    raw chain%s: broker CPU %.0f us per event, bench %.0f us per event\n",
+                       k ? ", herald's messages" : "",
+                       1e6 * chains[k]->cpu.cpu_s[W_BROKER] / (double)chains[k]->s.messages,
+                       1e6 * chains[k]->s.bench_cpu / (double)chains[k]->s.messages);
     }
     if (r->qt[0].s.ran) {
         printf(
@@ -1482,13 +1494,16 @@ static void print_results(const run *r, const hd_proc_log_counts *logs, const ch
         }
     }
     printf("\n  %-58s %8s %8s  %s\n", "verdicts", "measured", "target", "verdict");
-    if (r->tp_ran && r->raw_chain.s.ran) {
-        double q = r->tp_rate / r->raw_chain.s.rate;
-        printf("  %-58s %7.1f%% %7.0f%%  %s\n", "end to end / raw chain (same broker operations)",
+    if (r->tp_ran && r->raw_chain_ce.s.ran) {
+        double q = r->tp_rate / r->raw_chain_ce.s.rate;
+        printf("  %-58s %7.1f%% %7.0f%%  %s\n", "end to end / raw chain (same messages, same ops)",
                100.0 * q, 100.0 * TARGET_CHAIN, q >= TARGET_CHAIN ? "PASS" : "MISS");
     } else
         printf("  %-58s %8s %7.0f%%  %s\n", "end to end / raw chain", "-", 100.0 * TARGET_CHAIN,
                "n/a");
+    if (r->tp_ran && r->raw_chain.s.ran)
+        printf("  %-58s %7.1f%% %8s  %s\n", "end to end / raw chain of bare messages",
+               100.0 * r->tp_rate / r->raw_chain.s.rate, "-", "(no target)");
     if (r->tp_ran && r->raw_con.s.ran)
         printf("  %-58s %7.1f%% %8s  %s\n", "end to end / raw consume",
                100.0 * r->tp_rate / r->raw_con.s.rate, "-", "(ratio)");
@@ -1692,6 +1707,9 @@ static int write_json(const char *path, const run *r, const hd_proc_log_counts *
     json_object_set_new(phases, "raw_chain",
                         raw_json(&r->raw_chain, "raw chain (event publish+confirm, consume+ack, "
                                                 "notification_sent publish+confirm, consume+ack)"));
+    json_object_set_new(phases, "raw_chain_cloudevents",
+                        raw_json(&r->raw_chain_ce, "raw chain, herald's messages (CloudEvents "
+                                                   "properties, mandatory)"));
     if (r->tp_ran) {
         json_t *e2e = bench_results_phase(
             "end to end: outbox -> relay -> broker -> notifications", r->tp_rate, r->tp_rate,
@@ -1733,11 +1751,16 @@ static int write_json(const char *path, const run *r, const hd_proc_log_counts *
         json_object_set_new(ratios, "e2e_vs_raw_consume",
                             json_pack("{s:f, s:n, s:n}", "value", r->tp_rate / r->raw_con.s.rate,
                                       "target", "pass"));
-    if (r->tp_ran && r->raw_chain.s.ran)
+    if (r->tp_ran && r->raw_chain_ce.s.ran)
         json_object_set_new(ratios, "e2e_vs_raw_chain",
-                            json_pack("{s:f, s:f, s:b}", "value", r->tp_rate / r->raw_chain.s.rate,
-                                      "target", TARGET_CHAIN, "pass",
-                                      r->tp_rate / r->raw_chain.s.rate >= TARGET_CHAIN));
+                            json_pack("{s:f, s:f, s:b, s:s}", "value",
+                                      r->tp_rate / r->raw_chain_ce.s.rate, "target", TARGET_CHAIN,
+                                      "pass", r->tp_rate / r->raw_chain_ce.s.rate >= TARGET_CHAIN,
+                                      "denominator", "raw_chain_cloudevents"));
+    if (r->tp_ran && r->raw_chain.s.ran)
+        json_object_set_new(ratios, "e2e_vs_raw_chain_bare",
+                            json_pack("{s:f, s:n, s:n}", "value", r->tp_rate / r->raw_chain.s.rate,
+                                      "target", "pass"));
     if (r->tp_ran && r->raw_pub.s.ran)
         json_object_set_new(ratios, "e2e_vs_raw_publish",
                             json_pack("{s:f, s:n, s:n}", "value", r->tp_rate / r->raw_pub.s.rate,
@@ -2003,8 +2026,12 @@ int main(int argc, char **argv)
         FAIL("raw publish");
     if (raw_consume(&cfg, &b, cfg.o.count, &r->raw_con, &err) < 0)
         FAIL("raw consume");
-    if (raw_chain(&cfg, &b, cfg.o.count, r->event_bytes, r->sent_bytes, &r->raw_chain, &err) < 0)
+    if (raw_chain(&cfg, &b, cfg.o.count, r->event_bytes, r->sent_bytes, BENCH_SHAPE_BARE,
+                  &r->raw_chain, &err) < 0)
         FAIL("raw chain");
+    if (raw_chain(&cfg, &b, cfg.o.count, r->event_bytes, r->sent_bytes, BENCH_SHAPE_CLOUDEVENTS,
+                  &r->raw_chain_ce, &err) < 0)
+        FAIL("raw chain (CloudEvents properties)");
     if (cfg.qt_count > 0 && queue_kinds(&cfg, &b, r->event_bytes, r->sent_bytes, r->qt, &err) < 0)
         FAIL("queue kinds");
 

@@ -471,10 +471,10 @@ int main(int argc, char **argv)
             break;
         bench_span pub = {0}, con = {0}, each = {0};
         if (bench_raw_publish(cfg.o.url, exchange, "raw", cfg.o.count, BODY_BYTES, cfg.o.raw_window,
-                              &pub, &err) < 0 ||
+                              BENCH_SHAPE_BARE, &pub, &err) < 0 ||
             bench_raw_consume(cfg.o.url, queue, cfg.o.count, cfg.o.raw_prefetch, &con, &err) < 0 ||
-            bench_raw_publish(cfg.o.url, exchange, "raw", CONFIRM_EACH, BODY_BYTES, 1, &each,
-                              &err) < 0 ||
+            bench_raw_publish(cfg.o.url, exchange, "raw", CONFIRM_EACH, BODY_BYTES, 1,
+                              BENCH_SHAPE_BARE, &each, &err) < 0 ||
             hd_queue_purge(admin, queue, NULL, &err) < 0) {
             snprintf(failure, sizeof failure, "RabbitMQ: %s", err.text);
             break;

@@ -11,6 +11,8 @@
 
 #include <amqp.h>
 
+#include "herald/clock.h"
+#include "herald/envelope.h"
 #include "herald/topology.h"
 #include "progress.h"
 
@@ -146,10 +148,59 @@ void bench_confirm_settle(bench_confirms *c, uint64_t tag, int multiple, int ack
         c->low++;
 }
 
+/* ---- what a raw message carries ---------------------------------------------------------- */
+
+const char *bench_shape_name(bench_shape shape)
+{
+    return shape == BENCH_SHAPE_CLOUDEVENTS ? "cloudevents" : "bare";
+}
+
+void bench_props_init(bench_props *p, bench_shape shape, const char *type)
+{
+    memset(p, 0, sizeof *p);
+    p->props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG;
+    p->props.delivery_mode = 2; /* persistent */
+    if (shape != BENCH_SHAPE_CLOUDEVENTS) {
+        p->props.content_type = amqp_cstring_bytes("application/octet-stream");
+        return;
+    }
+    p->props.content_type = amqp_cstring_bytes(HD_CLOUDEVENTS_MEDIA_TYPE);
+    p->props._flags |= AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG |
+                       AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_HEADERS_FLAG;
+    p->props.type = amqp_cstring_bytes(type);
+    p->header[0].key = amqp_cstring_bytes("causationid");
+    p->header[0].value.kind = AMQP_FIELD_KIND_UTF8;
+    p->props.headers.num_entries = 1;
+    p->props.headers.entries = p->header;
+    p->mandatory = 1;
+    bench_props_next(p, 0, 0);
+}
+
+/* A version 7 UUID's layout (time-ordered, as herald's ids are), made of salt, k and which. */
+static void bench_uuid(char out[40], uint64_t salt, uint64_t k, unsigned which)
+{
+    snprintf(out, 40, "%08" PRIx32 "-%04x-7%03x-%04x-%012" PRIx64, (uint32_t)(salt >> 16),
+             (unsigned)(salt & 0xffff), which & 0xfff, 0x8000u | (unsigned)((k >> 48) & 0x3fff),
+             (uint64_t)(k & 0xffffffffffffULL));
+}
+
+void bench_props_next(bench_props *p, uint64_t salt, uint64_t k)
+{
+    if (!p->mandatory)
+        return;
+    bench_uuid(p->id, salt, k, 1);
+    bench_uuid(p->correlation, salt, k, 2);
+    bench_uuid(p->causation, salt, k, 3);
+    p->props.message_id = amqp_cstring_bytes(p->id);
+    p->props.correlation_id = amqp_cstring_bytes(p->correlation);
+    p->header[0].value.value.bytes = amqp_cstring_bytes(p->causation);
+}
+
 /* ---- raw publish -------------------------------------------------------------------------- */
 
 int bench_raw_publish(const char *url, const char *exchange, const char *routing_key, size_t n,
-                      size_t body_bytes, size_t window, bench_span *out, hd_error *err)
+                      size_t body_bytes, size_t window, bench_shape shape, bench_span *out,
+                      hd_error *err)
 {
     hd_amqp *a = NULL;
     hd_amqp_options ao = {.connection_name = "bench raw publish"};
@@ -172,11 +223,9 @@ int bench_raw_publish(const char *url, const char *exchange, const char *routing
         ch = 0;
         goto out;
     }
-    amqp_basic_properties_t props;
-    memset(&props, 0, sizeof props);
-    props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG;
-    props.delivery_mode = 2; /* persistent */
-    props.content_type = amqp_cstring_bytes("application/octet-stream");
+    bench_props bp;
+    bench_props_init(&bp, shape, routing_key);
+    uint64_t salt = (uint64_t)hd_clock_ns();
     amqp_bytes_t bytes = {.len = body_bytes, .bytes = body};
 
     bench_progress pr;
@@ -185,8 +234,10 @@ int bench_raw_publish(const char *url, const char *exchange, const char *routing
     uint64_t next = 1; /* delivery tag of the next publish */
     while (c.low <= n) {
         if (next <= n && next - c.low < window) {
+            bench_props_next(&bp, salt, next);
             int status = amqp_basic_publish(st, ch, amqp_cstring_bytes(exchange),
-                                            amqp_cstring_bytes(routing_key), 0, 0, &props, bytes);
+                                            amqp_cstring_bytes(routing_key), bp.mandatory, 0,
+                                            &bp.props, bytes);
             if ((rc = hd_amqp_check_status(a, status, "raw publish", err)) < 0)
                 goto out;
             next++;
@@ -208,6 +259,12 @@ int bench_raw_publish(const char *url, const char *exchange, const char *routing
             } else if (m->id == AMQP_BASIC_NACK_METHOD) {
                 const amqp_basic_nack_t *nack = m->decoded;
                 bench_confirm_settle(&c, nack->delivery_tag, nack->multiple, 0, next);
+            } else if (m->id == AMQP_BASIC_RETURN_METHOD) {
+                rc = hd_error_set(err, HD_EINVAL,
+                                  "raw publish: the broker returned a message: nothing is bound "
+                                  "to %s with key %s",
+                                  exchange, routing_key);
+                goto out;
             } else if (m->id == AMQP_CHANNEL_CLOSE_METHOD) {
                 rc = hd_amqp_handle_close(a, ch, m, "raw publish", err);
                 ch = 0;

@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <amqp.h>
+
 #include "herald/amqp.h"
 #include "herald/error.h"
 #include "proc_stats.h"
@@ -78,14 +80,54 @@ void bench_confirms_free(bench_confirms *c);
  * written out of bounds. Tags already settled are not counted twice. */
 void bench_confirm_settle(bench_confirms *c, uint64_t tag, int multiple, int ack, uint64_t next);
 
+/* ---- what a raw message carries ------------------------------------------------------ */
+
+/* The properties of a raw message, beside its body.
+ *   BENCH_SHAPE_BARE         delivery mode 2 and content type application/octet-stream: the
+ *                            denominators' messages up to the seventh pass of issue 14,
+ *                            still measured and printed beside the like-for-like ones.
+ *   BENCH_SHAPE_CLOUDEVENTS  what herald's relays put on every event, so that the broker
+ *                            does the same work per message as for herald's (CloudEvents'
+ *                            AMQP binding, binary attributes): content type
+ *                            application/cloudevents+json, type, a message id and a
+ *                            correlation id of 36 characters unique to the message, a
+ *                            causationid header of 36 characters, and the mandatory flag.
+ *                            Not in it: herald's own x-hd-seq header (how its publisher
+ *                            matches a returned message to its publish), whose cost stays on
+ *                            herald's side of the ratio.
+ * Why it matters: RabbitMQ decodes and stores the properties with the body. On the 2-core VM
+ * of docs/bench.md the CloudEvents shape made raw publish 10-20 % slower and cost the broker
+ * 25-40 us more CPU a message ("Issue 14, eighth pass"). */
+typedef enum { BENCH_SHAPE_BARE = 0, BENCH_SHAPE_CLOUDEVENTS } bench_shape;
+
+/* The properties of one message of a shape, rewritten per message by bench_props_next. Not
+ * movable once initialised: props points into it. */
+typedef struct bench_props {
+    amqp_basic_properties_t props; /* what to publish with */
+    int mandatory;                 /* the basic.publish flag */
+    amqp_table_entry_t header[1];
+    char id[40], correlation[40], causation[40];
+} bench_props;
+
+/* Sets p up for shape; type (borrowed: it must outlive p) becomes the type property. */
+void bench_props_init(bench_props *p, bench_shape shape, const char *type);
+
+/* Message k's ids (the CloudEvents shape: distinct for every k and salt; bare: nothing). */
+void bench_props_next(bench_props *p, uint64_t salt, uint64_t k);
+
+/* "bare" or "cloudevents" (static). */
+const char *bench_shape_name(bench_shape shape);
+
 /* ---- the raw phases ------------------------------------------------------------------- */
 
-/* Raw confirmed publish of n persistent messages (body_bytes of 'x', content type
- * application/octet-stream) to exchange with routing_key. out (borrowed) receives the timing
+/* Raw confirmed publish of n persistent messages (body_bytes of 'x', the properties of shape,
+ * type routing_key) to exchange with routing_key. out (borrowed) receives the timing
  * (out->probe, when set by the caller, is sampled over the same span); out->messages is the
- * number confirmed. HD_ENACKED when the broker nacked any. Progress on stderr. */
+ * number confirmed. HD_ENACKED when the broker nacked any, HD_EINVAL when it returned one
+ * (unroutable: the caller's binding is missing). Progress on stderr. */
 int bench_raw_publish(const char *url, const char *exchange, const char *routing_key, size_t n,
-                      size_t body_bytes, size_t window, bench_span *out, hd_error *err);
+                      size_t body_bytes, size_t window, bench_shape shape, bench_span *out,
+                      hd_error *err);
 
 /* Raw consume of n messages from queue, prefetch 1..65535, one basic.ack each. out as above. */
 int bench_raw_consume(const char *url, const char *queue, size_t n, int prefetch, bench_span *out,

@@ -113,6 +113,11 @@ static int read_confirm(stage *s)
         } else if (m->id == AMQP_BASIC_NACK_METHOD) {
             const amqp_basic_nack_t *a = m->decoded;
             bench_confirm_settle(&s->conf, a->delivery_tag, a->multiple, 0, s->next);
+        } else if (m->id == AMQP_BASIC_RETURN_METHOD) {
+            return hd_error_set(&s->err, HD_EINVAL,
+                                "raw chain: the broker returned a message: nothing is bound to "
+                                "%s with key %s",
+                                s->spec->exchange, s->out_key);
         } else if (m->id == AMQP_CHANNEL_CLOSE_METHOD) {
             rc = hd_amqp_handle_close(s->cout, s->chout, m, "raw chain", &s->err);
             s->chout = 0;
@@ -180,11 +185,10 @@ static int stage_loop(chain *c, stage *s)
         return hd_error_set(&s->err, HD_ENOMEM, "raw chain");
     memset(body, 'x', s->out_bytes);
     amqp_bytes_t bytes = {.len = s->out_bytes, .bytes = body};
-    amqp_basic_properties_t props;
-    memset(&props, 0, sizeof props);
-    props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG;
-    props.delivery_mode = 2; /* persistent */
-    props.content_type = amqp_cstring_bytes("application/octet-stream");
+    const char *type = s->in_queue == NULL ? sp->event_type : sp->sent_type;
+    bench_props bp;
+    bench_props_init(&bp, sp->shape, type != NULL ? type : s->out_key);
+    uint64_t salt = (uint64_t)hd_clock_ns();
     amqp_connection_state_t in = s->cin ? hd_amqp_state(s->cin) : NULL;
     amqp_connection_state_t out = s->cout ? hd_amqp_state(s->cout) : NULL;
     int64_t last_progress = hd_clock_ms();
@@ -206,8 +210,10 @@ static int stage_loop(chain *c, stage *s)
             (in == NULL || s->pending > 0) && wait_ns == 0) {
             if (in == NULL && sp->published_ns != NULL)
                 sp->published_ns[s->next - 1] = hd_clock_ns();
+            bench_props_next(&bp, salt, s->next);
             int status = amqp_basic_publish(out, s->chout, amqp_cstring_bytes(sp->exchange),
-                                            amqp_cstring_bytes(s->out_key), 0, 0, &props, bytes);
+                                            amqp_cstring_bytes(s->out_key), bp.mandatory, 0,
+                                            &bp.props, bytes);
             if ((rc = hd_amqp_check_status(s->cout, status, "raw chain: publish", &s->err)) < 0)
                 break;
             s->next++;

@@ -11,6 +11,9 @@
  *                                    unconfirmed
  *   stage 3 (a subscriber)           consume those from queue_out (prefetch, ack each)
  *
+ * Both publishing stages publish with the properties of spec->shape: bare, or those herald's
+ * relays put on an event (raw_broker.h, bench_shape), which the broker pays for.
+ *
  * rate = n / seconds from the moment every stage is ready (connections open, consumers
  * registered) to stage 3's n-th ack. The caller declares exchange and the two queues: queue_in
  * bound with "event", queue_out with "sent" (both empty). out->probe, when set by the caller,
@@ -31,20 +34,24 @@
 
 #include "herald/error.h"
 #include "proc_stats.h"
+#include "raw_broker.h"
 
 typedef struct bench_chain_spec {
-    const char *url;       /* broker (borrowed) */
-    const char *exchange;  /* where both stages publish (borrowed, declared by the caller) */
-    const char *queue_in;  /* bound with "event": stage 2 consumes it (borrowed) */
-    const char *queue_out; /* bound with "sent": stage 3 consumes it (borrowed) */
-    size_t n;              /* events */
-    size_t event_bytes;    /* body of the events */
-    size_t sent_bytes;     /* body of the notification_sent messages */
-    size_t window;         /* unconfirmed publishes per publishing stage */
-    int prefetch;          /* per consuming stage, 1..65535 */
-    double rate;           /* events/s stage 1 offers; 0 = as fast as the window allows */
-    int64_t *published_ns; /* n entries or NULL (borrowed): hd_clock_ns() of each publish */
-    int64_t *delivered_ns; /* n entries or NULL (borrowed): hd_clock_ns() of stage 2's receipt */
+    const char *url;        /* broker (borrowed) */
+    const char *exchange;   /* where both stages publish (borrowed, declared by the caller) */
+    const char *queue_in;   /* bound with "event": stage 2 consumes it (borrowed) */
+    const char *queue_out;  /* bound with "sent": stage 3 consumes it (borrowed) */
+    size_t n;               /* events */
+    size_t event_bytes;     /* body of the events */
+    size_t sent_bytes;      /* body of the notification_sent messages */
+    size_t window;          /* unconfirmed publishes per publishing stage */
+    int prefetch;           /* per consuming stage, 1..65535 */
+    double rate;            /* events/s stage 1 offers; 0 = as fast as the window allows */
+    bench_shape shape;      /* the messages' properties (raw_broker.h); 0 = bare */
+    const char *event_type; /* their type property in the CloudEvents shape (borrowed; NULL: */
+    const char *sent_type;  /* the routing key) */
+    int64_t *published_ns;  /* n entries or NULL (borrowed): hd_clock_ns() of each publish */
+    int64_t *delivered_ns;  /* n entries or NULL (borrowed): hd_clock_ns() of stage 2's receipt */
 } bench_chain_spec;
 
 /* Runs the chain (spec borrowed). out (borrowed) receives the timing; out->messages is the

@@ -16,7 +16,10 @@
 #   2. every p99 at most 25 ms in 3 runs (PASS), 2 runs (n/a), a run that kept 50 % of its
 #      rate; relay 90 % and RSS 16 MiB exactly (PASS); the GET on the median of its rounds'
 #      ratios (72 %: PASS) beside a ratio of medians of 66 %; a bench with "ok": false
-#      (FAILED); a file that is not JSON and an empty directory ("not run", no crash).
+#      (FAILED); a file that is not JSON and an empty directory ("not run", no crash);
+#   5. the like-for-like denominators: relay 91 % of a raw publish of its own messages and
+#      end to end 82 % of the raw chain of herald's messages (both PASS), the bare-message
+#      ratios (81.9 %, 68 %) printed beside them and not judged.
 set -uo pipefail
 src=${1:?usage: test_bench_summary.sh SOURCE_DIR [BUILD_DIR]}
 summary=$src/bench/summary.py
@@ -187,6 +190,31 @@ row "$o" 'end to end / raw chain' '85\.0 % .*' '≥ 80 %' 'PASS \(bench FAILED\)
 row "$o" 'relay / raw publish' 'not run' '≥ 90 %' 'not run'
 expect "$o" "FAILED bench" '^  bench-e2e_notifications +FAILED: lost 0$'
 expect "$o" "unreadable" '^  bench-relay_inbox +not run: unreadable .*bench-relay_inbox\.json'
+
+# 5. The like-for-like denominators (issue 14, eighth pass): the relay against a raw publish of
+# its own messages, end to end against the raw chain of herald's messages; the bare ratios
+# beside them, not judged.
+d5=$work/five && mkdir -p "$d5"
+e2e_json 12.0 11.0 10.0 | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+d["phases"]["raw_chain_cloudevents"] = {"rate_per_s": 5000.0}
+d["ratios"]["e2e_vs_raw_chain"] = {"value": 0.82, "target": 0.8, "pass": True,
+                                   "denominator": "raw_chain_cloudevents"}
+d["ratios"]["e2e_vs_raw_chain_bare"] = {"value": 0.68, "target": None, "pass": None}
+d["phases"]["e2e"]["rate_per_s"] = 4100.0
+json.dump(d, sys.stdout)' >"$d5/bench-e2e_notifications.json"
+relay_json 0.85 1.0 | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+d["phases"]["raw_publish_cloudevents"] = {"rate_per_s": 9000.0}
+d["phases"]["relay"]["rate_per_s"] = 8190.0
+d["ratios"]["relay_vs_raw_publish"] = {"value": 0.91, "target": 0.9, "pass": True}
+d["ratios"]["relay_vs_raw_publish_bare"] = {"value": 0.819, "target": None, "pass": None}
+json.dump(d, sys.stdout)' >"$d5/bench-relay_inbox.json"
+python3 "$summary" --dir "$d5" --no-plot >"$work/out5" 2>&1 || fail "case 5: exit $?"
+row "$work/out5" 'end to end / raw chain' '82\.0 % \(4,100 / 5,000 per s; bare messages 68\.0 %\)' '≥ 80 %' 'PASS'
+row "$work/out5" 'relay / raw publish' '91\.0 % \(8,190 / 9,000 msg/s; bare messages 81\.9 %\)' '≥ 90 %' 'PASS'
 
 d4=$work/four && mkdir -p "$d4"
 python3 "$summary" --dir "$d4" --no-plot >"$work/out4" 2>&1 || fail "case 4 (no file at all): exit $?"
