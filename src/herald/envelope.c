@@ -2,6 +2,8 @@
 #include "herald/envelope.h"
 #include "herald/buf.h"
 #include "herald/clock.h"
+#include "herald/jsonw.h"
+#include "herald/utf8.h"
 
 #include <inttypes.h>
 #include <stdint.h>
@@ -372,70 +374,142 @@ json_t *hd_envelope_to_json(const hd_envelope *env)
     return envelope_to_json(env, 1);
 }
 
-/* jansson's dump callback appends to an hd_buf, so the result is ours (malloc) and its
- * length is known without a strlen. */
-static int buf_append(const char *s, size_t n, void *ud)
+/* The envelope is written straight into a buffer (jsonw.h), with the bytes jansson writes
+ * for envelope_to_json's object dumped with JSON_COMPACT | JSON_SORT_KEYS: compact, the keys
+ * of every object in the order of their bytes (jansson 2.14 compares the bytes, then the
+ * lengths). Building that object and dumping it through jansson's callback cost about 61,000
+ * instructions an event in herald-notifications (callgrind; docs/bench.md, "Issue 14, eighth
+ * pass"); fuzz_envelope and unit.envelope hold the two to the same bytes. Known differences,
+ * none of which a decoded envelope can reach: a string value that is not UTF-8 (jansson's
+ * json_stringn_nocheck) is written with '?' where jansson's dump fails; a key with a NUL
+ * inside (json_object_setn; jansson's parser refuses one) is written up to the NUL, as
+ * jansson writes it, but its value is the key's own, where jansson looks up the cut key; data
+ * nested deeper than ENCODE_MAX_DEPTH is refused, where jansson dumps it (or loops: it also refuses
+ * a tree that contains itself, which the depth limit catches here). */
+#define ENCODE_MAX_DEPTH 2048 /* jansson's own parser refuses deeper input */
+
+typedef struct member {
+    const char *key;
+    size_t len;
+    const char *text;    /* a string attribute, or NULL */
+    long long number;    /* schemaversion, when text and value are NULL */
+    const json_t *value; /* data, an extension attribute */
+} member;
+
+static int member_order(const void *a, const void *b)
 {
-    hd_buf *b = ud;
-    hd_buf_add(b, s, n);
-    return b->oom ? -1 : 0;
+    const member *x = a, *y = b;
+    int c = memcmp(x->key, y->key, x->len < y->len ? x->len : y->len);
+    return c != 0 ? c : (x->len > y->len) - (x->len < y->len);
 }
 
-/* 1 when every object in v, at every depth, already iterates its keys in the order
- * JSON_SORT_KEYS would write them (jansson 2.14 compares the bytes, then the lengths), so
- * that the dump writes the same bytes without sorting. Sorting is not free: a key array,
- * a qsort and a lookup a key for each object. */
-static int keys_in_order(const json_t *v)
+static int write_value(hd_jsonw *w, const json_t *v, int depth);
+
+/* The members, sorted, as an object. */
+static int write_members(hd_jsonw *w, member *m, size_t n, int depth)
 {
-    if (json_is_object(v)) {
-        const char *prev = NULL;
-        size_t prev_len = 0;
-        for (void *it = json_object_iter((json_t *)v); it != NULL;
-             it = json_object_iter_next((json_t *)v, it)) {
-            const char *key = json_object_iter_key(it);
-            size_t len = json_object_iter_key_len(it);
-            if (prev != NULL) {
-                int c = memcmp(prev, key, prev_len < len ? prev_len : len);
-                if (c > 0 || (c == 0 && prev_len >= len))
-                    return 0;
-            }
-            if (!keys_in_order(json_object_iter_value(it)))
-                return 0;
-            prev = key;
-            prev_len = len;
+    int sorted = 1;
+    for (size_t i = 1; i < n && sorted; i++)
+        sorted = member_order(&m[i - 1], &m[i]) < 0;
+    if (!sorted)
+        qsort(m, n, sizeof m[0], member_order);
+    HD_JSONW_LIT(w, "{");
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            HD_JSONW_LIT(w, ",");
+        hd_jsonw_stringn(w, m[i].key, m[i].len);
+        HD_JSONW_LIT(w, ":");
+        if (m[i].value != NULL) {
+            int rc = write_value(w, m[i].value, depth + 1);
+            if (rc < 0)
+                return rc;
+        } else if (m[i].text != NULL) {
+            hd_jsonw_string(w, m[i].text);
+        } else {
+            hd_jsonw_int(w, m[i].number);
         }
-        return 1;
     }
-    if (json_is_array(v)) {
-        for (size_t i = 0; i < json_array_size(v); i++)
-            if (!keys_in_order(json_array_get(v, i)))
-                return 0;
-    }
-    return 1;
+    HD_JSONW_LIT(w, "}");
+    return HD_OK;
 }
 
-/* Dump obj (compact, keys sorted at every level) into a new string. */
-static int dump_sorted(json_t *obj, char **out, size_t *len, hd_error *err)
+static int write_object(hd_jsonw *w, const json_t *v, int depth)
 {
-    hd_buf b = HD_BUF_INIT;
-    /* Deterministic bytes: keys sorted at every level. envelope_to_json inserts the known
-     * attributes in sorted order already and jansson keeps insertion order, so sorting is
-     * only needed when a key is out of order (extension attributes, most data objects);
-     * keys_in_order costs far less than the sort. JSON_COMPACT: no whitespace on the wire. */
-    size_t flags = JSON_COMPACT;
-    if (!keys_in_order(obj))
-        flags |= JSON_SORT_KEYS;
-    int rc = json_dump_callback(obj, buf_append, &b, flags);
-    size_t n = b.len;
-    char *text = hd_buf_take(&b);
-    if (rc != 0 || text == NULL) {
-        free(text);
-        return hd_error_set(err, HD_ENOMEM, "out of memory encoding the envelope");
+    size_t n = json_object_size(v);
+    member stack[16], *m = n <= 16 ? stack : malloc(n * sizeof *m);
+    if (m == NULL)
+        return HD_ENOMEM;
+    size_t k = 0;
+    for (void *it = json_object_iter((json_t *)v); it != NULL && k < n;
+         it = json_object_iter_next((json_t *)v, it))
+        m[k++] = (member){.key = json_object_iter_key(it),
+                          .len = strlen(json_object_iter_key(it)), /* as jansson's dump */
+                          .value = json_object_iter_value(it)};
+    int rc = write_members(w, m, k, depth);
+    if (m != stack)
+        free(m);
+    return rc;
+}
+
+static int write_value(hd_jsonw *w, const json_t *v, int depth)
+{
+    if (depth > ENCODE_MAX_DEPTH)
+        return HD_EINVAL;
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return write_object(w, v, depth);
+    case JSON_ARRAY:
+        HD_JSONW_LIT(w, "[");
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            if (i > 0)
+                HD_JSONW_LIT(w, ",");
+            int rc = write_value(w, json_array_get(v, i), depth + 1);
+            if (rc < 0)
+                return rc;
+        }
+        HD_JSONW_LIT(w, "]");
+        return HD_OK;
+    case JSON_STRING:
+        hd_jsonw_stringn(w, json_string_value(v), json_string_length(v));
+        return HD_OK;
+    case JSON_INTEGER:
+        hd_jsonw_int(w, (long long)json_integer_value(v));
+        return HD_OK;
+    case JSON_REAL: {
+        /* jansson's own text for a real ("%.17g", its ".0" and exponent rules): reals are
+         * rare in events, and this keeps the bytes exactly as they were. */
+        char b[64];
+        size_t n = json_dumpb(v, b, sizeof b, JSON_ENCODE_ANY);
+        if (n == 0 || n > sizeof b)
+            return HD_EINVAL;
+        hd_jsonw_put(w, b, n);
+        return HD_OK;
     }
-    *out = text;
-    if (len)
-        *len = n;
-    return HD_OK;
+    case JSON_TRUE:
+        HD_JSONW_LIT(w, "true");
+        return HD_OK;
+    case JSON_FALSE:
+        HD_JSONW_LIT(w, "false");
+        return HD_OK;
+    case JSON_NULL:
+        HD_JSONW_LIT(w, "null");
+        return HD_OK;
+    }
+    return HD_EINVAL;
+}
+
+/* Adds key = text (a string attribute; NULL: absent) or key = value, replacing a member of
+ * the same key as json_object_set_new would. */
+static void add_member(member *m, size_t *n, const char *key, const char *text, const json_t *value)
+{
+    if (text == NULL && value == NULL)
+        return;
+    size_t len = strlen(key), i = 0;
+    while (i < *n && !(m[i].len == len && memcmp(m[i].key, key, len) == 0))
+        i++;
+    m[i] = (member){.key = key, .len = len, .text = text, .value = value};
+    if (i == *n)
+        (*n)++;
 }
 
 int hd_envelope_encode(const hd_envelope *env, char **out, size_t *len, hd_error *err)
@@ -449,17 +523,70 @@ int hd_envelope_encode_with(const hd_envelope *env, const char *name, const char
     if (env == NULL || out == NULL)
         return hd_error_set(err, HD_EINVAL, "envelope and output pointer are required");
     *out = NULL;
-    json_t *obj = envelope_to_json(env, 0);
-    if (obj == NULL)
-        return hd_error_set(err, HD_ENOMEM, "out of memory building the envelope");
-    if (name != NULL && (value == NULL || json_object_set_new(obj, name, json_string(value)) < 0)) {
-        json_decref(obj);
-        return hd_error_set(err, value == NULL ? HD_EINVAL : HD_ENOMEM,
-                            "cannot add attribute '%s' to the envelope", name);
+    if (name != NULL && value == NULL)
+        return hd_error_set(err, HD_EINVAL, "cannot add attribute '%s' to the envelope", name);
+    /* The string attributes come from callers as C strings: jansson refused one that is not
+     * UTF-8 (json_string), and so does this. */
+    const char *const strings[][2] = {
+        {"causationid", env->causation_id},
+        {"correlationid", env->correlation_id},
+        {"datacontenttype", env->datacontenttype},
+        {"id", env->id},
+        {"source", env->source},
+        {"specversion", HD_CLOUDEVENTS_SPECVERSION},
+        {"time", env->time},
+        {"traceparent", env->traceparent},
+        {"type", env->type},
+        {name, value},
+    };
+    size_t nstrings = sizeof strings / sizeof strings[0] - (name == NULL);
+    for (size_t i = 0; i < nstrings; i++)
+        if (strings[i][1] != NULL && !hd_utf8_valid(strings[i][1]))
+            return hd_error_set(err, HD_EINVAL, "attribute '%.*s' is not valid UTF-8", QUOTE_MAX,
+                                strings[i][0]);
+    size_t cap = nstrings + 2 + (env->extra ? json_object_size(env->extra) : 0);
+    member stack[32], *m = cap <= 32 ? stack : malloc(cap * sizeof *m);
+    if (m == NULL)
+        return hd_error_set(err, HD_ENOMEM, "out of memory encoding the envelope");
+    size_t n = 0;
+    /* In envelope_to_json's order of insertion, so that a key given twice keeps the value
+     * jansson's object kept: the last. */
+    for (size_t i = 0; i < nstrings - (name != NULL); i++)
+        add_member(m, &n, strings[i][0], strings[i][1], NULL);
+    add_member(m, &n, "data", NULL, env->data);
+    m[n++] = (member){.key = "schemaversion", .len = 13, .number = env->version};
+    if (env->extra) {
+        const char *key;
+        json_t *v;
+        json_object_foreach(env->extra, key, v)
+        {
+            add_member(m, &n, key, NULL, v);
+        }
     }
-    int rc = dump_sorted(obj, out, len, err);
-    json_decref(obj);
-    return rc;
+    if (name != NULL)
+        add_member(m, &n, name, value, NULL);
+    hd_jsonw w;
+    hd_jsonw_init(&w);
+    int rc = write_members(&w, m, n, 0);
+    if (m != stack)
+        free(m);
+    if (rc < 0) {
+        hd_jsonw_free(&w);
+        if (rc == HD_ENOMEM)
+            return hd_error_set(err, HD_ENOMEM, "out of memory encoding the envelope");
+        return hd_error_set(err, HD_EINVAL,
+                            "the envelope's data cannot be encoded: nested deeper than %d, or a "
+                            "real jansson cannot write",
+                            ENCODE_MAX_DEPTH);
+    }
+    size_t n_out = 0;
+    char *text = hd_jsonw_take(&w, &n_out);
+    if (text == NULL)
+        return hd_error_set(err, HD_ENOMEM, "out of memory encoding the envelope");
+    *out = text;
+    if (len)
+        *len = n_out;
+    return HD_OK;
 }
 
 /* ---- the registry ------------------------------------------------------------------------ */

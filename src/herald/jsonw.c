@@ -78,24 +78,21 @@ static const unsigned char plain[256] = {
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
 };
 
-/* s as a JSON string (NULL: null), escaped as jansson escapes it by default: '"', '\\' and
- * the five short escapes, any other byte below 0x20 as \u00XX, everything else (UTF-8 too, and
- * '/', and 0x7F) as it is. A byte that does not start a well-formed UTF-8 sequence becomes
- * '?', as text_value makes it. */
-void hd_jsonw_string(hd_jsonw *w, const char *s)
+/* s as a JSON string, escaped as jansson escapes it by default: '"', '\\' and the five short
+ * escapes, any other byte below 0x20 as \u00XX, everything else (UTF-8 too, and '/', and 0x7F)
+ * as it is. A byte that does not start a well-formed UTF-8 sequence becomes '?', as
+ * text_value makes it. The string ends at the NUL at end, or at the first NUL when end is
+ * NULL; a NUL before end is written \u0000. */
+static void write_string(hd_jsonw *w, const char *s, const char *end)
 {
     static const char hex[] = "0123456789ABCDEF";
-    if (s == NULL) {
-        HD_JSONW_LIT(w, "null");
-        return;
-    }
     HD_JSONW_LIT(w, "\"");
     const unsigned char *p = (const unsigned char *)s, *run = p; /* run: not yet copied */
     for (;;) {
         while (plain[*p]) /* the common case: a run of printable ASCII */
             p++;
         unsigned char c = *p;
-        if (c == '\0')
+        if (c == '\0' && (end == NULL || (const char *)p == end))
             break;
         size_t seq;
         if (c >= 0x80 && (seq = hd_utf8_seq(p)) > 0) {
@@ -114,6 +111,19 @@ void hd_jsonw_string(hd_jsonw *w, const char *s)
     }
     hd_jsonw_put(w, (const char *)run, (size_t)(p - run));
     HD_JSONW_LIT(w, "\"");
+}
+
+void hd_jsonw_string(hd_jsonw *w, const char *s)
+{
+    if (s == NULL)
+        HD_JSONW_LIT(w, "null");
+    else
+        write_string(w, s, NULL);
+}
+
+void hd_jsonw_stringn(hd_jsonw *w, const char *s, size_t n)
+{
+    write_string(w, s, s + n);
 }
 
 void hd_jsonw_int(hd_jsonw *w, long long v)

@@ -74,6 +74,11 @@ static inline void hd_jsonw_put(hd_jsonw *w, const char *s, size_t n)
  * (jansson refuses such a string: the writer keeps the rest of it). */
 void hd_jsonw_string(hd_jsonw *w, const char *s);
 
+/* The n bytes at s (borrowed), which must be followed by a NUL (s[n] == '\0', as in every
+ * jansson string), as a JSON string escaped as hd_jsonw_string does; a NUL among them is
+ * written \u0000, as jansson writes it. */
+void hd_jsonw_stringn(hd_jsonw *w, const char *s, size_t n);
+
 /* An integer, as jansson writes a json_integer. */
 void hd_jsonw_int(hd_jsonw *w, long long v);
 

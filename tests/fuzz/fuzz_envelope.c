@@ -7,7 +7,10 @@
  *      when it returns 0;
  *   2. what decodes, encodes; and the encoding decodes again to the same bytes
  *      (encode(decode(encode(x))) == encode(x)): the wire form is stable;
- *   3. decoding with the registry never accepts what structural decoding refuses.
+ *   3. decoding with the registry never accepts what structural decoding refuses;
+ *   4. the encoder, which writes the envelope itself (jsonw.h), writes the bytes jansson
+ *      writes for the same envelope as a JSON object (hd_envelope_to_json), dumped compact
+ *      with sorted keys: what the wire carried before the writer.
  * A violated property calls __builtin_trap(), which libFuzzer reports as a crash and saves
  * the input that caused it.
  */
@@ -88,6 +91,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     hd_envelope *again = NULL;
     if (hd_envelope_encode(env, &first, &first_len, NULL) != HD_OK)
         __builtin_trap();
+    json_t *obj = hd_envelope_to_json(env);
+    char *want = obj ? json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    if (want == NULL || strlen(want) != first_len || memcmp(want, first, first_len) != 0)
+        __builtin_trap();
+    free(want);
+    json_decref(obj);
     /* the encoding may be longer than the input (escapes), so decode it without a limit
      * check getting in the way: structural decode uses the 256 KiB default */
     if (first_len <= HD_ENVELOPE_MAX_SIZE_DEFAULT) {

@@ -193,6 +193,169 @@ static void encode_sorts_only_what_is_out_of_order(void **state)
     }
 }
 
+/* A random JSON value for encode_writes_what_jansson_writes: every kind, keys in any order
+ * (with common prefixes, empty, non-ASCII), strings that need every escape or hold a NUL,
+ * integers at their limits, reals of any size, objects past the encoder's 16 members on the
+ * stack. */
+static unsigned rnd_next(unsigned *seed)
+{
+    *seed = *seed * 1103515245u + 12345u;
+    return (*seed >> 8) & 0xffffff;
+}
+
+static json_t *random_string(unsigned *seed, int nul)
+{
+    static const char *const parts[] = {"a",    "ab",   "",  "\"", "\\", "/", "\n", "\t", "\x01",
+                                        "\x1f", "\x7f", "é", "€",  "😀",  "z", "Z",  " "};
+    char b[64];
+    size_t n = 0, k = rnd_next(seed) % 6;
+    for (size_t i = 0; i < k; i++) {
+        const char *p = parts[rnd_next(seed) % (sizeof parts / sizeof parts[0])];
+        size_t l = strlen(p);
+        memcpy(b + n, p, l);
+        n += l;
+    }
+    if (nul && rnd_next(seed) % 8 == 0 && n < sizeof b - 2)
+        b[n++] = '\0'; /* a NUL inside a value: jansson writes \u0000 */
+    return json_stringn(b, n);
+}
+
+static json_t *random_value(unsigned *seed, int depth)
+{
+    switch (rnd_next(seed) % (depth > 3 ? 6 : 8)) {
+    case 0:
+        return random_string(seed, 1);
+    case 1: {
+        static const json_int_t ints[] = {0, 1, -1, 42, INT64_MAX, INT64_MIN, 1000000007};
+        return json_integer(ints[rnd_next(seed) % 7]);
+    }
+    case 2: {
+        static const double reals[] = {0.5, -0.0, 1e300, 1.0, 3.14159, 1e-7, 123456789.125};
+        return json_real(reals[rnd_next(seed) % 7]);
+    }
+    case 3:
+        return json_true();
+    case 4:
+        return json_false();
+    case 5:
+        return json_null();
+    case 6: {
+        json_t *a = json_array();
+        for (unsigned i = rnd_next(seed) % 4; i > 0; i--)
+            json_array_append_new(a, random_value(seed, depth + 1));
+        return a;
+    }
+    default: {
+        json_t *o = json_object();
+        unsigned members = rnd_next(seed) % 5 == 0 ? 20 + rnd_next(seed) % 20 : rnd_next(seed) % 5;
+        for (unsigned i = 0; i < members; i++) {
+            json_t *k = random_string(seed, 0);
+            json_object_setn_new(o, json_string_value(k), json_string_length(k),
+                                 random_value(seed, depth + 1));
+            json_decref(k);
+        }
+        return o;
+    }
+    }
+}
+
+/* The encoder writes the envelope itself (jsonw.h) instead of building a jansson object and
+ * dumping it: its bytes must be those jansson writes for that object, sorted and compact,
+ * for any data, any extension attributes, with and without encode_with's attribute. */
+static void encode_writes_what_jansson_writes(void **state)
+{
+    (void)state;
+    unsigned seed = 20261205;
+    for (int round = 0; round < 2000; round++) {
+        json_t *data = json_object();
+        unsigned members = rnd_next(&seed) % 8;
+        for (unsigned i = 0; i < members; i++) {
+            json_t *k = random_string(&seed, 0);
+            json_object_setn_new(data, json_string_value(k), json_string_length(k),
+                                 random_value(&seed, 1));
+            json_decref(k);
+        }
+        hd_envelope *env = hd_envelope_new("t.happened", 1 + round % 3, "/test", data);
+        assert_non_null(env);
+        if (round % 2)
+            assert_hd(HD_OK, hd_envelope_set_correlation_id(env, "c\u00e9-\"1\""));
+        if (round % 3 == 0)
+            assert_hd(HD_OK, hd_envelope_set_traceparent(
+                                 env, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        /* Extension attributes, up to 40: past the encoder's 32 members on the stack. */
+        unsigned extras = round % 5 == 0 ? 40 : rnd_next(&seed) % 3;
+        for (unsigned i = 0; i < extras; i++) {
+            char name[16];
+            snprintf(name, sizeof name, "x%u%c", rnd_next(&seed) % 50, 'a' + (char)(i % 26));
+            json_t *v = i % 3 == 0   ? json_integer((json_int_t)i - 7)
+                        : i % 3 == 1 ? json_boolean(i & 4)
+                                     : json_string("ext\tvalue");
+            assert_hd(HD_OK, hd_envelope_set_attribute(env, name, v));
+        }
+        for (int with = 0; with < 2; with++) {
+            const char *name = with ? (round % 4 ? "previousid" : "x1a") : NULL;
+            char *text = NULL;
+            size_t len = 0;
+            assert_hd(HD_OK, hd_envelope_encode_with(env, name, name ? "prev-\x01" : NULL, &text,
+                                                     &len, NULL));
+            json_t *obj = hd_envelope_to_json(env);
+            if (name != NULL)
+                json_object_set_new(obj, name, json_string("prev-\x01"));
+            size_t want_len = json_dumpb(obj, NULL, 0, JSON_COMPACT | JSON_SORT_KEYS);
+            char *want = malloc(want_len + 1);
+            assert_non_null(want);
+            json_dumpb(obj, want, want_len, JSON_COMPACT | JSON_SORT_KEYS);
+            want[want_len] = '\0';
+            if (len != want_len || memcmp(text, want, len) != 0) {
+                size_t at = 0;
+                while (at < len && at < want_len && text[at] == want[at])
+                    at++;
+                size_t from = at > 30 ? at - 30 : 0;
+                fail_msg("round %d: the bytes differ at %zu of %zu / %zu:\n  encode  ...%.60s\n  "
+                         "jansson ...%.60s",
+                         round, at, len, want_len, text + from, want + from);
+            }
+            free(want);
+            free(text);
+            json_decref(obj);
+        }
+        hd_envelope_free(env);
+    }
+}
+
+/* What jansson refused, the encoder refuses too, with a better reason than "out of memory":
+ * an attribute that is not UTF-8; and data nested past the depth jansson's parser accepts. */
+static void encode_refuses_what_it_cannot_write(void **state)
+{
+    (void)state;
+    hd_envelope *env = hd_envelope_new("t.happened", 1, "/test", json_object());
+    assert_non_null(env);
+    hd_error err;
+    char *text = NULL;
+    assert_hd(HD_OK, hd_envelope_set_causation_id(env, "bad\xff"));
+    assert_hd(HD_EINVAL, hd_envelope_encode(env, &text, NULL, &err));
+    assert_null(text);
+    assert_non_null(strstr(err.text, "causationid"));
+    assert_hd(HD_OK, hd_envelope_set_causation_id(env, "good"));
+    assert_hd(HD_EINVAL, hd_envelope_encode_with(env, "previousid", "\xc3", &text, NULL, &err));
+    assert_null(text);
+    hd_envelope_free(env);
+
+    json_t *deep = json_object(), *at = deep;
+    for (int i = 0; i < 1100; i++) { /* {"d":[{"d":[...]}]}: two levels a turn, 2,200 deep */
+        json_t *arr = json_array(), *obj = json_object();
+        json_array_append_new(arr, obj);
+        json_object_set_new(at, "d", arr);
+        at = obj;
+    }
+    env = hd_envelope_new("t.happened", 1, "/test", deep);
+    assert_non_null(env);
+    assert_hd(HD_EINVAL, hd_envelope_encode(env, &text, NULL, &err));
+    assert_null(text);
+    assert_non_null(strstr(err.text, "deeper"));
+    hd_envelope_free(env);
+}
+
 /* encode_with writes what encode writes for a copy given the attribute. */
 static void encode_with_adds_one_attribute(void **state)
 {
@@ -675,6 +838,8 @@ int main(void)
         cmocka_unit_test(encode_is_compact_sorted_and_deterministic),
         cmocka_unit_test(encode_sorts_only_what_is_out_of_order),
         cmocka_unit_test(encode_with_adds_one_attribute),
+        cmocka_unit_test(encode_writes_what_jansson_writes),
+        cmocka_unit_test(encode_refuses_what_it_cannot_write),
         cmocka_unit_test(setters_validate_and_remove),
         cmocka_unit_test(caused_by_chains_correlation_and_causation),
         cmocka_unit_test(round_trip_keeps_every_attribute),

@@ -154,6 +154,31 @@ static void invalid_utf8_becomes_a_question_mark(void **state)
     free(t);
 }
 
+/* hd_jsonw_stringn: a length, and the NULs before it written \u0000, as jansson writes a
+ * json_stringn that holds them; at the length it stops, NUL or not. */
+static void counted_strings_write_their_nuls(void **state)
+{
+    (void)state;
+    static const char *const cases[] = {"", "a\0b", "\0", "\0\0x\xc3\xa9\0", "tab\t\0end"};
+    static const size_t lens[] = {0, 3, 1, 6, 8};
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        hd_jsonw w;
+        hd_jsonw_init(&w);
+        hd_jsonw_stringn(&w, cases[i], lens[i]);
+        char *mine = hd_jsonw_take(&w, NULL);
+        json_t *v = json_stringn(cases[i], lens[i]);
+        assert_non_null(v);
+        char *theirs = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+        json_decref(v);
+        assert_non_null(mine);
+        assert_non_null(theirs);
+        if (strcmp(mine, theirs) != 0)
+            fail_msg("case %zu: writer %s, jansson %s", i, mine, theirs);
+        free(mine);
+        free(theirs);
+    }
+}
+
 static void null_integers_and_booleans(void **state)
 {
     (void)state;
@@ -231,6 +256,7 @@ int main(void)
         cmocka_unit_test(strings_are_escaped_as_jansson_escapes_them),
         cmocka_unit_test(random_strings_match_jansson),
         cmocka_unit_test(invalid_utf8_becomes_a_question_mark),
+        cmocka_unit_test(counted_strings_write_their_nuls),
         cmocka_unit_test(null_integers_and_booleans),
         cmocka_unit_test(the_buffer_moves_to_the_heap_whole),
     };
