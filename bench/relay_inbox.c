@@ -282,6 +282,11 @@ typedef struct broker {
     char exchange[64];
     char queue[80];
     char routing_key[96]; /* also the relay's event type: "<exchange>.item_added" */
+    /* Phase 1b's own exchange and queue: the main queue sees what it saw before phase 1b
+     * existed (raw publish, raw consume, relay, consumer, and again), so a drained or purged
+     * queue's state does not change from one version of the bench to the next. */
+    char ce_exchange[72];
+    char ce_queue[88];
     char version[64];
 } broker;
 
@@ -295,14 +300,21 @@ static int broker_setup(broker *b, const char *url, const char *kind, hd_error *
     snprintf(b->routing_key, sizeof b->routing_key, "%s.item_added", b->exchange);
     /* The exchange as the relay declares it (durable topic), so the relay's own declare is
      * the idempotent no-op it is in production. */
+    snprintf(b->ce_exchange, sizeof b->ce_exchange, "%s-ce", b->exchange);
+    snprintf(b->ce_queue, sizeof b->ce_queue, "%s.q", b->ce_exchange);
     if ((rc = bench_broker_declare_exchange(b->admin, b->exchange, err)) < 0 ||
-        (rc = bench_broker_declare_queue_kind(b->admin, b->queue, b->exchange, "#", kind, err)) < 0)
+        (rc = bench_broker_declare_queue_kind(b->admin, b->queue, b->exchange, "#", kind, err)) <
+            0 ||
+        (rc = bench_broker_declare_exchange(b->admin, b->ce_exchange, err)) < 0 ||
+        (rc = bench_broker_declare_queue_kind(b->admin, b->ce_queue, b->ce_exchange, "#", kind,
+                                              err)) < 0)
         return rc;
     return 0;
 }
 
 static void broker_teardown(broker *b)
 {
+    bench_broker_drop(b->admin, b->ce_queue, b->ce_exchange);
     bench_broker_drop(b->admin, b->queue, b->exchange);
     bench_broker_close(b->admin);
     b->admin = NULL;
@@ -325,14 +337,16 @@ static long queue_depth(broker *b, long expect, hd_error *err)
 
 /* ---- phases 1 and 2: the raw limits (bench/common/raw_broker.c) ---------------------------- */
 
-/* Bare messages of BODY_BYTES; or (shape CloudEvents) messages of the relay's events' size
- * with the properties the relay puts on them (raw_broker.h, bench_shape): the like-for-like
- * denominator of relay / raw publish. */
+/* Bare messages of BODY_BYTES into the main queue; or (shape CloudEvents, phase 1b) messages
+ * of the relay's events' size with the properties the relay puts on them (raw_broker.h,
+ * bench_shape), into phase 1b's own queue: the like-for-like denominator of relay / raw
+ * publish. */
 static int raw_publish(const config *cfg, broker *b, bench_shape shape, size_t bytes, phase *p,
                        hd_error *err)
 {
-    return bench_raw_publish(cfg->o.url, b->exchange, b->routing_key, cfg->o.count, bytes,
-                             cfg->o.raw_window, shape, &p->m, err);
+    return bench_raw_publish(
+        cfg->o.url, shape == BENCH_SHAPE_CLOUDEVENTS ? b->ce_exchange : b->exchange, b->routing_key,
+        cfg->o.count, bytes, cfg->o.raw_window, shape, &p->m, err);
 }
 
 static int raw_consume(const config *cfg, broker *b, phase *p, hd_error *err)
@@ -941,13 +955,14 @@ static int run_round(const config *cfg, broker *b, const char *dir, int round, r
         snprintf(failure, cap, "after raw consume the queue holds %ld messages", left);
         return -1;
     }
-    /* 1b: raw publish of messages shaped like the relay's, then purged (unmeasured). */
+    /* 1b: raw publish of messages shaped like the relay's, into a queue of its own, then
+     * purged (unmeasured). */
     char pad[BODY_BYTES];
     size_t event_bytes = 0;
     choose_padding(b->routing_key, pad, sizeof pad, &event_bytes);
     if (raw_publish(cfg, b, BENCH_SHAPE_CLOUDEVENTS, event_bytes ? event_bytes : BODY_BYTES,
                     &rr->ph[P_RAW_PUBLISH_CE], &err) < 0 ||
-        hd_queue_purge(b->admin, b->queue, NULL, &err) < 0) {
+        hd_queue_purge(b->admin, b->ce_queue, NULL, &err) < 0) {
         snprintf(failure, cap, "raw publish (CloudEvents shape): %s", err.text);
         return -1;
     }

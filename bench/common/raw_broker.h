@@ -92,7 +92,7 @@ void bench_confirm_settle(bench_confirms *c, uint64_t tag, int multiple, int ack
  *                            application/cloudevents+json, type, a message id and a
  *                            correlation id of 36 characters unique to the message, a
  *                            causationid header of 36 characters, and the mandatory flag.
- *                            Not in it: herald's own x-hd-seq header (how its publisher
+ *                            Not in it: herald's own x-herald-seq header (how its publisher
  *                            matches a returned message to its publish), whose cost stays on
  *                            herald's side of the ratio.
  * Why it matters: RabbitMQ decodes and stores the properties with the body. On the 2-core VM
