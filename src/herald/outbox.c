@@ -302,37 +302,15 @@ int hd_outbox_append_uow_flags(hd_uow *uow, const hd_envelope *env, const char *
  * database: relays of other databases on the same server do not wait for each other. */
 #define CLAIM_LOCK_SQL "SELECT pg_advisory_xact_lock(7522259827870035832)" /* "hdoutbox" */
 
-static int claim_pg(hd_store *store, const hd_outbox_claim_opts *o, const hd_value *p,
-                    hd_rows **rows, hd_error *err)
+static int claim_pg(hd_store *store, const hd_value *p, hd_rows **rows, hd_error *err)
 {
     int rc = hd_store_begin(store, err);
     if (rc < 0)
         return rc;
     hd_rows *lock = NULL;
-    if (o->n_mark_first > 0)
-        rc = hd_outbox_mark_dispatched(store, o->mark_first, o->n_mark_first, err);
-    if (rc >= 0 && (rc = hd_store_query(store, CLAIM_LOCK_SQL, NULL, 0, &lock, err)) >= 0)
+    if ((rc = hd_store_query(store, CLAIM_LOCK_SQL, NULL, 0, &lock, err)) >= 0)
         rc = hd_store_query(store, hd_outbox_sql(HD_OUTBOX_SQL_CLAIM, 1), p, 4, rows, err);
     hd_rows_free(lock);
-    if (rc >= 0 && (rc = hd_store_commit(store, err)) >= 0)
-        return 0;
-    hd_rows_free(*rows);
-    *rows = NULL;
-    if (hd_store_in_transaction(store))
-        hd_store_rollback(store, NULL);
-    return rc;
-}
-
-/* SQLite, with rows to mark first: one write transaction for the mark and the claim, where
- * the claim alone is one statement in autocommit. */
-static int claim_sqlite_after_mark(hd_store *store, const hd_outbox_claim_opts *o,
-                                   const hd_value *p, hd_rows **rows, hd_error *err)
-{
-    int rc = hd_store_begin(store, err);
-    if (rc < 0)
-        return rc;
-    if ((rc = hd_outbox_mark_dispatched(store, o->mark_first, o->n_mark_first, err)) >= 0)
-        rc = hd_store_query(store, hd_outbox_sql(HD_OUTBOX_SQL_CLAIM, 0), p, 4, rows, err);
     if (rc >= 0 && (rc = hd_store_commit(store, err)) >= 0)
         return 0;
     hd_rows_free(*rows);
@@ -367,28 +345,23 @@ int hd_outbox_claim(hd_store *store, size_t limit, const hd_outbox_claim_opts *o
         return hd_error_set(err, HD_ESTATE,
                             "claim outside a transaction: it commits at once so that no lock "
                             "is held while publishing");
-    hd_outbox_claim_opts o = {"relay", HD_OUTBOX_LEASE_DEFAULT_MS, 0, NULL, 0};
+    hd_outbox_claim_opts o = {"relay", HD_OUTBOX_LEASE_DEFAULT_MS, 0};
     if (opts != NULL) {
         if (opts->relay_id != NULL)
             o.relay_id = opts->relay_id;
         if (opts->lease_ms < 0 || opts->now_ms < 0)
             return hd_error_set(err, HD_EINVAL, "lease and now cannot be negative");
-        if (opts->n_mark_first > 0 && opts->mark_first == NULL)
-            return hd_error_set(err, HD_EINVAL, "mark_first is NULL with n_mark_first > 0");
         if (opts->lease_ms > 0)
             o.lease_ms = opts->lease_ms;
         o.now_ms = opts->now_ms;
-        o.mark_first = opts->mark_first;
-        o.n_mark_first = opts->n_mark_first;
     }
     int64_t now = o.now_ms ? o.now_ms : hd_time_now_ms();
     int64_t until = now + o.lease_ms;
     hd_value p[] = {hd_value_text(o.relay_id), hd_value_int(until), hd_value_int(now),
                     hd_value_int((int64_t)limit)};
     hd_rows *rows = NULL;
-    int rc = hd_store_is_pg(store) ? claim_pg(store, &o, p, &rows, err)
-             : o.n_mark_first > 0
-                 ? claim_sqlite_after_mark(store, &o, p, &rows, err)
+    int rc = hd_store_is_pg(store)
+                 ? claim_pg(store, p, &rows, err)
                  : hd_store_query(store, hd_outbox_sql(HD_OUTBOX_SQL_CLAIM, 0), p, 4, &rows, err);
     if (rc < 0)
         return rc;

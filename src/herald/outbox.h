@@ -191,13 +191,6 @@ typedef struct hd_outbox_claim_opts {
     const char *relay_id; /* recorded in claimed_by (diagnostics); NULL: "relay" */
     int64_t lease_ms;     /* 0: HD_OUTBOX_LEASE_DEFAULT_MS */
     int64_t now_ms;       /* 0: the wall clock; tests set it to move time forward */
-    /* Rows to mark dispatched first, in the claim's own transaction (borrowed; n of them):
-     * a relay's confirmed rows, marked without a write transaction of their own (relay.h,
-     * "Marks that ride with the next claim"). The claim then sees them dispatched, so the
-     * later rows of their aggregates may be claimed at once. All or nothing: when the claim
-     * fails, none is marked. */
-    const int64_t *mark_first;
-    size_t n_mark_first;
 } hd_outbox_claim_opts;
 
 /* Claim up to limit (1..HD_OUTBOX_BATCH_MAX) rows that are due: not dispatched, not
@@ -205,7 +198,6 @@ typedef struct hd_outbox_claim_opts {
  * earlier row of their aggregate held back (see "Ordering" above). They are leased to the
  * caller until now + lease. opts may be NULL (defaults). Must be called OUTSIDE a
  * transaction: the claim commits at once so that no lock outlives it.
- * With opts->mark_first, those rows are marked dispatched in the same transaction first.
  * On success *out is new (free with hd_outbox_batch_free), possibly with 0 messages.
  * Returns the number of messages claimed (>= 0), or HD_EINVAL, HD_ESTATE (a transaction is
  * open), HD_ENOMEM, or the store's code (HD_EBUSY: another writer; try again). */

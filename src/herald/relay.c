@@ -34,7 +34,6 @@
 #define WAIT_SLICE_MS         250     /* the retry interval of a lost LISTEN connection */
 #define AWAIT_SLICE_MS        1       /* waits for batch k's fates while k+1 is in flight */
 #define SETTLE_TRIES          3       /* a mark refused with HD_EBUSY is tried again this often */
-#define LATER_WAIT_MS         20      /* idle with marks waiting: they go alone after this long */
 #define STORE_BACKOFF_BASE_MS 200
 #define STORE_BACKOFF_CAP_MS  10000
 
@@ -93,13 +92,6 @@ struct hd_relay {
     uint64_t fates;    /* fates reported so far: progress, seen by await_batch */
     int64_t *seqs_ok;  /* opts.batch each: rows to mark dispatched, rows to release */
     int64_t *seqs_release;
-
-    /* Marks that ride with the next claim (relay.h): the rows of a batch whose every message
-     * was confirmed, marked dispatched in the next claim's transaction instead of one of
-     * their own. hd_relay_run only (defer); at most one batch waits. */
-    int defer;
-    int64_t *seqs_later; /* opts.batch */
-    size_t n_later;
 
     exchange_entry *exchanges;
     size_t n_exchanges, cap_exchanges;
@@ -217,7 +209,6 @@ static void add_totals(hd_relay *r, const hd_relay_stats *c)
     t->reconnects += c->reconnects;
     t->purged += c->purged;
     t->errors += c->errors;
-    t->marks_riding += c->marks_riding;
     t->confirm_ns += c->confirm_ns;
     pthread_mutex_unlock(&r->lock);
 }
@@ -276,8 +267,7 @@ int hd_relay_new(hd_store *store, hd_amqp *amqp, const hd_relay_options *opts, h
             goto nomem;
     r->seqs_ok = calloc(o.batch, sizeof *r->seqs_ok);
     r->seqs_release = calloc(o.batch, sizeof *r->seqs_release);
-    r->seqs_later = calloc(o.batch, sizeof *r->seqs_later);
-    if (r->seqs_ok == NULL || r->seqs_release == NULL || r->seqs_later == NULL)
+    if (r->seqs_ok == NULL || r->seqs_release == NULL)
         goto nomem;
     /* Seeded per process: relays started together must not retry in lockstep. */
     hd_backoff_init(&r->backoff, o.backoff_base_ms, o.backoff_cap_ms,
@@ -291,7 +281,6 @@ nomem:
     free(r->flights[1].items);
     free(r->seqs_ok);
     free(r->seqs_release);
-    free(r->seqs_later);
     free(r->exchange);
     free(r);
     return hd_error_set(err, HD_ENOMEM, NULL);
@@ -311,7 +300,6 @@ void hd_relay_free(hd_relay *r)
     free(r->flights[1].items);
     free(r->seqs_ok);
     free(r->seqs_release);
-    free(r->seqs_later);
     free(r->exchange);
     pthread_mutex_destroy(&r->lock);
     free(r);
@@ -581,32 +569,6 @@ fail:
     return rc;
 }
 
-/* The marks that waited for a claim are in (riding: the claim committed them; else they
- * went alone): count them. */
-static void later_marked(hd_relay *r, int riding)
-{
-    hd_relay_stats c;
-    memset(&c, 0, sizeof c);
-    c.confirmed = r->n_later;
-    c.marks_riding = riding;
-    add_totals(r, &c);
-    r->n_later = 0;
-}
-
-/* The marks that wait, alone in a transaction: no claim is coming soon (idle, draining,
- * stopping, a failure). On failure they keep waiting (the next claim or call takes them);
- * past their lease the rows go out again, as after any failed mark. */
-static int mark_later(hd_relay *r, hd_error *err)
-{
-    if (r->n_later == 0)
-        return 0;
-    int rc = hd_outbox_mark_dispatched(r->store, r->seqs_later, r->n_later, err);
-    if (rc < 0)
-        return rc;
-    later_marked(r, 0);
-    return 0;
-}
-
 /* Log what happened to the rows that did not go through, after the commit made it true. */
 static void log_failures(hd_relay *r, const flight *f)
 {
@@ -661,13 +623,8 @@ static int start_batch(hd_relay *r, flight *f, hd_error *err)
 
     /* 1. Claim. */
     hd_outbox_batch *b = NULL;
-    hd_outbox_claim_opts co = {.relay_id = r->id,
-                               .lease_ms = r->opts.lease_ms,
-                               .mark_first = r->seqs_later,
-                               .n_mark_first = r->n_later};
+    hd_outbox_claim_opts co = {.relay_id = r->id, .lease_ms = r->opts.lease_ms};
     rc = hd_outbox_claim(r->store, r->opts.batch, &co, &b, err);
-    if (rc >= 0 && r->n_later > 0)
-        later_marked(r, 1);
     f->c.cycles = 1;
     if (rc <= 0) {
         hd_outbox_batch_free(b);
@@ -765,10 +722,8 @@ static int finish_batch(hd_relay *r, flight *f, hd_error *err)
 
     int broker_up = hd_amqp_is_open(r->amqp);
     const char *lost_reason = NULL;
-    size_t n_confirmed = 0;
     for (size_t i = 0; i < n; i++) {
         item *it = &f->items[i];
-        n_confirmed += it->state == ITEM_CONFIRMED;
         switch (it->state) {
         case ITEM_RETURNED:
             c->returned++;
@@ -818,22 +773,11 @@ static int finish_batch(hd_relay *r, flight *f, hd_error *err)
                         "twice; raise the lease or lower the batch",
                         json_pack("{s:s, s:I}", "relay", r->id, "rows", (json_int_t)n));
     }
-    /* Every message confirmed, plenty of lease left, nothing waiting yet: the marks ride
-     * with the next claim (relay.h, "Marks that ride with the next claim"). */
-    int64_t lease_left = b->lease_until_ms - hd_time_now_ms();
-    if (r->defer && !f->broken && n_confirmed == n && r->n_later == 0 &&
-        lease_left > r->opts.lease_ms / 2) {
-        for (size_t i = 0; i < n; i++)
-            r->seqs_later[i] = b->messages[i].seq;
-        r->n_later = n;
-        rc = 0;
-    } else {
-        for (int attempt = 1;; attempt++) {
-            rc = settle_tx(r, f, broker_up, err);
-            if (rc != HD_EBUSY || attempt == SETTLE_TRIES)
-                break;
-            hd_sleep_ms(50 * attempt);
-        }
+    for (int attempt = 1;; attempt++) {
+        rc = settle_tx(r, f, broker_up, err);
+        if (rc != HD_EBUSY || attempt == SETTLE_TRIES)
+            break;
+        hd_sleep_ms(50 * attempt);
     }
     if (rc == 0)
         log_failures(r, f);
@@ -860,7 +804,6 @@ int hd_relay_run_once(hd_relay *r, hd_relay_stats *cycle, hd_error *err)
         memset(cycle, 0, sizeof *cycle);
     if (r == NULL)
         return hd_error_set(err, HD_EINVAL, "hd_relay_run_once: relay is NULL");
-    r->defer = 0; /* one whole cycle: its marks are its own */
     flight *f = &r->flights[0];
     int rc = start_batch(r, f, err);
     if (rc > 0)
@@ -908,12 +851,12 @@ static int stopped(const hd_stop *stop)
 }
 
 /* Sleep until there may be work — a NOTIFY, a notifier signal, or poll_ms — or until the
- * stop, whichever comes first (poll_ms is max_ms here): one poll(2) on the stop token, the
- * notifier's pipe and PostgreSQL's socket, so that no wake-up waits for another's timeout. Returns
- * 1 when a NOTIFY or a signal woke it (rows were committed), 0 otherwise (poll_ms, the stop). */
-static int wait_for_work(hd_relay *r, const hd_stop *stop, int max_ms)
+ * stop, whichever comes first: one poll(2) on the stop token, the notifier's pipe and
+ * PostgreSQL's socket, so that no wake-up waits for another's timeout. Returns 1 when a
+ * NOTIFY or a signal woke it (rows were committed), 0 otherwise (poll_ms, the stop). */
+static int wait_for_work(hd_relay *r, const hd_stop *stop)
 {
-    int64_t deadline = hd_clock_ms() + max_ms;
+    int64_t deadline = hd_clock_ms() + r->opts.poll_ms;
     for (;;) {
         if (stopped(stop))
             return 0;
@@ -1032,23 +975,17 @@ int hd_relay_run(hd_relay *r, const hd_stop *stop, hd_error *err)
                               "exchange", r->exchange ? r->exchange : "(per event type)"));
 
     /* Each turn claims and publishes batch k+1 (when it may), then waits for the fates of
-     * batch k and marks it (or leaves the marks to the next claim's transaction). A stop lets
-     * the turns finish what is in flight, claiming nothing. */
-    r->defer = 1;
+     * batch k and marks it. A stop lets the turns finish what is in flight, claiming nothing. */
     while (busy != NULL || !stopped(stop)) {
         if (busy == NULL) {
             /* Nothing in flight: the one place to go idle, to LISTEN and to reconnect. */
             if (!more) {
                 if (r->opts.drain) {
                     int64_t pending = 0;
-                    if (mark_later(r, &e) == 0 &&
-                        hd_outbox_depth(r->store, &pending, NULL, NULL, &e) == 0 && pending == 0)
+                    if (hd_outbox_depth(r->store, &pending, NULL, NULL, &e) == 0 && pending == 0)
                         break;
                 }
-                /* Marks waiting for a claim wait LATER_WAIT_MS at most (then go alone). */
-                int max_ms = r->n_later > 0 && r->opts.poll_ms > LATER_WAIT_MS ? LATER_WAIT_MS
-                                                                               : r->opts.poll_ms;
-                look = !wait_for_work(r, stop, max_ms) && !hd_store_is_pg(r->store);
+                look = !wait_for_work(r, stop) && !hd_store_is_pg(r->store);
                 more = 1;
                 continue; /* look at *stop again */
             }
@@ -1068,8 +1005,6 @@ int hd_relay_run(hd_relay *r, const hd_stop *stop, hd_error *err)
                                 "is claimed meanwhile",
                                 "relay", r->id, "broker", hd_amqp_url_text(r->amqp), NULL);
                 outage = 1;
-                hd_error me;
-                (void)mark_later(r, &me); /* the database may still take them: an outage lasts */
                 int rc = hd_amqp_reconnect(r->amqp, stop, &e);
                 if (rc == HD_EINTR)
                     break;
@@ -1077,7 +1012,6 @@ int hd_relay_run(hd_relay *r, const hd_stop *stop, hd_error *err)
                     if (lg != NULL)
                         hd_log_error(lg, NULL, "cannot reconnect to the broker", "relay", r->id,
                                      "error", e.text, NULL);
-                    r->defer = 0;
                     return hd_error_set(err, rc, "%s", e.text);
                 }
                 hd_relay_stats c;
@@ -1112,9 +1046,6 @@ int hd_relay_run(hd_relay *r, const hd_stop *stop, hd_error *err)
         flight *next = NULL;
         if (nothing_due) {
             more = 0; /* and on to the purge and the progress line, as after an empty claim */
-            int mrc = mark_later(r, &e); /* alone: no claim now */
-            if (mrc < 0)
-                rc = mrc; /* they keep waiting; backed off below like a failed mark */
         } else if (!stopped(stop) && (busy == NULL || may_overlap(r, busy))) {
             next = busy == &r->flights[0] ? &r->flights[1] : &r->flights[0];
             int n = start_batch(r, next, &e);
@@ -1149,10 +1080,6 @@ int hd_relay_run(hd_relay *r, const hd_stop *stop, hd_error *err)
 
         if (rc < 0) {
             more = 1; /* after the reconnect or the backoff, claim at once */
-            /* Confirmed rows waiting for a claim: mark them now, a reconnect or a backoff
-             * may last (a failure leaves them for the next claim, within their lease). */
-            hd_error me;
-            (void)mark_later(r, &me);
             if (rc == HD_ECLOSED || !hd_amqp_is_open(r->amqp)) {
                 if (lg != NULL && !outage)
                     hd_log_warn(lg, NULL, "broker connection lost: unconfirmed rows released",
@@ -1197,13 +1124,6 @@ int hd_relay_run(hd_relay *r, const hd_stop *stop, hd_error *err)
             log_progress(r, &last_progress, &last_progress_ms);
     }
 
-    /* What still waits for a claim: no claim is coming. */
-    r->defer = 0;
-    if (mark_later(r, &e) < 0 && lg != NULL)
-        hd_log_warn(lg, NULL,
-                    "confirmed rows not marked dispatched: they go out again after their "
-                    "lease",
-                    "relay", r->id, "error", e.text, NULL);
     if (lg != NULL) {
         hd_relay_stats t;
         hd_relay_get_stats(r, &t);

@@ -92,21 +92,6 @@
  * (hd_outbox_has_due) and claims only then: a claim takes SQLite's one write lock even when
  * it finds nothing, and the service's own commits would wait for it every poll_ms.
  *
- * Marks that ride with the next claim (hd_relay_run): a batch whose every message was
- * confirmed is not marked in a transaction of its own. Its rows are marked dispatched in the
- * transaction of the next claim, before that claim reads (hd_outbox_claim_opts.mark_first),
- * so a relay makes one write transaction a batch instead of two: half the times it takes
- * SQLite's one write lock, which the service's own commits wait for. Nothing else waits for
- * the mark: the broker has the messages, and the rows stay leased to this relay meanwhile
- * (their aggregates' later rows are claimed by that same transaction, after the mark). A
- * batch with any other fate is settled at once, as before. When no claim comes soon the
- * marks go alone: when a wake-up finds nothing due, after LATER_WAIT_MS (20 ms) idle at most,
- * before a drain ends, on a failure or an outage, and when hd_relay_run returns. The price:
- * a relay killed between the confirm and that transaction publishes those rows again after
- * their lease (at-least-once: the inbox drops them), and "dispatched_at" is up to one
- * cycle later. stats.marks_riding counts the batches marked this way. hd_relay_run_once
- * marks its batch itself.
- *
  * Threads: a relay is used by one thread. Its store and its AMQP connection are borrowed
  * and belong to that thread for the relay's life: give the relay its own store handle
  * (store.h) and its own hd_amqp (the publisher reads every frame of its connection).
@@ -222,7 +207,6 @@ typedef struct hd_relay_stats {
     uint64_t reconnects;    /* successful broker reconnects in hd_relay_run */
     uint64_t purged;        /* dispatched rows deleted by retention */
     uint64_t errors;        /* cycles that failed (store errors, broker lost) */
-    uint64_t marks_riding;  /* batches marked in the next claim's transaction (see above) */
     uint64_t confirm_ns;    /* publish-to-confirm time of the confirmed messages, summed
                                (ns; divide by confirmed for the mean; on_confirm has each) */
 } hd_relay_stats;

@@ -69,7 +69,7 @@ static void *relay(void *p)
     hd_error err;
     hd_error_clear(&err);
     a->rc = hd_store_open(a->url, &s, &err);
-    hd_outbox_claim_opts opts = {.relay_id = a->id, .lease_ms = 10000};
+    hd_outbox_claim_opts opts = {a->id, 10000, 0};
     while (a->rc >= 0) {
         hd_outbox_batch *b = NULL;
         int n = hd_outbox_claim(s, 50, &opts, &b, &err);

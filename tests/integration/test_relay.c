@@ -312,102 +312,6 @@ static void postgres_delivers_everything(void **state)
     db_drop(&d);
 }
 
-/* ---- 1b. marks that ride with the next claim ------------------------------------------------ */
-
-/* hd_relay_run marks a batch confirmed whole in the next claim's transaction (relay.h): with
- * many batches nearly every batch rides; each confirmed row is marked dispatched by the time
- * the drain returns; and a lone batch, with no claim coming, is marked alone soon after its
- * confirm, not at the next poll. */
-static void marks_ride_with_the_next_claim(db *d)
-{
-    const char *url = hd_test_require_env("HD_AMQP_URL");
-    hd_error err;
-    hd_store *s = open_store(d);
-    hd_store *rs = open_store(d); /* the relay thread's own handle */
-    hd_amqp *a = NULL, *pa = NULL;
-    assert_hd_err(0, hd_amqp_open(url, NULL, &a, &err), &err);
-    assert_hd_err(0, hd_amqp_open(url, NULL, &pa, &err), &err);
-    char *topic = hd_test_unique_name("hd-relay-ride");
-    char *queue = bind_queue(a, topic);
-    char type[256];
-    snprintf(type, sizeof type, "%s.item_added", topic);
-    enum { N = 1000, BATCH = 50 };
-    hd_test_outbox_fill(s, topic, 0, N, 100, 0);
-
-    hd_test_runner rn = {0};
-    hd_relay_options o = {.batch = BATCH, .window = BATCH, .poll_ms = 20, .drain = 1};
-    assert_hd_err(0, hd_relay_new(rs, pa, &o, &rn.relay, &err), &err);
-    hd_test_runner_start(&rn);
-    hd_test_runner_join(&rn); /* drain: it returns by itself */
-    assert_hd_err(0, rn.rc, &rn.err);
-    hd_relay_stats st;
-    hd_relay_get_stats(rn.relay, &st);
-    print_message("    %s: %d events, batch %d: %llu batches, %llu marked by the next claim, %llu "
-                  "confirmed\n",
-                  hd_store_dialect(s), N, BATCH, (unsigned long long)st.batches,
-                  (unsigned long long)st.marks_riding, (unsigned long long)st.confirmed);
-    assert_int_equal(st.confirmed, N);
-    /* Every batch but the last (marked alone before the drain ends) rode with a claim. */
-    assert_true(st.marks_riding >= N / BATCH - 2);
-    assert_int_equal(hd_test_outbox_count(s, "dispatched_at IS NOT NULL"), N);
-    assert_int_equal(hd_test_outbox_count(s, "claimed_until <> 0"), 0);
-    hd_relay_free(rn.relay);
-
-    /* A lone row, a relay that polls every 2 s: its mark does not wait for the poll. */
-    o = (hd_relay_options){.batch = BATCH, .window = BATCH, .poll_ms = 2000};
-    assert_hd_err(0, hd_relay_new(rs, pa, &o, &rn.relay, &err), &err);
-    hd_test_runner_start(&rn);
-    hd_sleep_ms(100); /* its first claim found nothing: it sleeps for poll_ms */
-    hd_test_outbox_fill(s, topic, N, 1, 1, 0);
-    int64_t end = hd_clock_ms() + 10000;
-    while (hd_test_outbox_count(s, "claimed_until <> 0 OR dispatched_at IS NOT NULL") <= N)
-        assert_true(hd_clock_ms() < end); /* claimed at the poll, up to 2 s */
-    int64_t claimed = hd_clock_ms();
-    while (hd_test_outbox_count(s, "dispatched_at IS NOT NULL") <= N) {
-        assert_true(hd_clock_ms() < end);
-        hd_sleep_ms(1);
-    }
-    int64_t marked_after = hd_clock_ms() - claimed;
-    hd_test_runner_stop(&rn);
-    hd_relay_get_stats(rn.relay, &st);
-    print_message("    a lone row marked %lld ms after its claim was seen (poll_ms 2000)\n",
-                  (long long)marked_after);
-    /* SQLite: a wake-up that finds nothing due marks it alone; PostgreSQL claims at once
-     * after the short wait, and the mark rides with that empty claim. Either way, no poll. */
-    assert_int_equal(st.confirmed, 1);
-    assert_true(marked_after < 1000);
-    hd_relay_free(rn.relay);
-
-    received got = drain_queue(a, queue, type);
-    assert_int_equal(got.n, N + 1);
-    assert_int_equal(got.distinct, N + 1);
-    drop_broker_side(a, queue, topic);
-    hd_amqp_close(pa);
-    hd_amqp_close(a);
-    hd_store_close(rs);
-    hd_store_close(s);
-    free(queue);
-    free(topic);
-}
-
-static void sqlite_marks_ride_with_the_next_claim(void **state)
-{
-    (void)state;
-    db d;
-    sqlite_db(&d);
-    marks_ride_with_the_next_claim(&d);
-    db_drop(&d);
-}
-
-static void postgres_marks_ride_with_the_next_claim(void **state)
-{
-    (void)state;
-    db d;
-    pg_db(&d);
-    marks_ride_with_the_next_claim(&d);
-    db_drop(&d);
-}
-
 /* ---- 2. broker down ------------------------------------------------------------------------ */
 
 static void servers_ctl(const char *verb)
@@ -1105,13 +1009,11 @@ static void two_batches_in_flight(db *d)
     in_order got = drain_in_order(a, queue);
     print_message("    %s: %d events (%d unroutable), batch %d: at most %lld rows leased at once, "
                   "%lld split aggregates in %d samples; %llu batches, %llu confirmed, %llu "
-                  "returned, %llu parked, %llu marked by the next claim; %zu received, %zu "
-                  "distinct, %d out of order\n",
+                  "returned, %llu parked; %zu received, %zu distinct, %d out of order\n",
                   hd_store_dialect(s), total, returned_rows, PIPE_BATCH, (long long)most_leased,
                   (long long)split, samples, (unsigned long long)st.batches,
                   (unsigned long long)st.confirmed, (unsigned long long)st.returned,
-                  (unsigned long long)st.parked, (unsigned long long)st.marks_riding, got.n,
-                  got.distinct, got.out_of_order);
+                  (unsigned long long)st.parked, got.n, got.distinct, got.out_of_order);
     assert_true(most_leased > PIPE_BATCH); /* the pipeline was at work */
     assert_int_equal(split, 0);
     assert_int_equal(st.confirmed, total - returned_rows);
@@ -1169,8 +1071,6 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(sqlite_delivers_everything),
         cmocka_unit_test(postgres_delivers_everything),
-        cmocka_unit_test(sqlite_marks_ride_with_the_next_claim),
-        cmocka_unit_test(postgres_marks_ride_with_the_next_claim),
         cmocka_unit_test(unroutable_is_parked_then_redriven),
         cmocka_unit_test(unroutable_without_mandatory_counts_as_delivered),
         cmocka_unit_test(missing_exchange_without_declare_is_parked),

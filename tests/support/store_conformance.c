@@ -677,7 +677,7 @@ static int64_t outbox_count(hd_store *s)
 /* Claim at `now` (0: wall clock) with a lease; fails the test on error. */
 static hd_outbox_batch *claim_at(hd_store *s, size_t limit, int64_t now, int64_t lease)
 {
-    hd_outbox_claim_opts o = {.relay_id = "test-relay", .lease_ms = lease, .now_ms = now};
+    hd_outbox_claim_opts o = {"test-relay", lease, now};
     hd_outbox_batch *b = NULL;
     hd_error err;
     hd_error_clear(&err);
@@ -1008,57 +1008,6 @@ static void outbox_holds_back_an_aggregate_behind_its_retrying_row(void **state)
     assert_int_equal(b->messages[0].seq, a1);
     assert_int_equal(b->messages[1].seq, a2);
     hd_outbox_batch_free(b);
-}
-
-/* hd_outbox_claim_opts.mark_first: a relay's confirmed rows marked dispatched in the claim's
- * own transaction, before it reads: the later rows of their aggregates come in that claim. */
-static void outbox_claim_marks_first_then_claims(void **state)
-{
-    fixture *f = *state;
-    outbox_setup_tables(f->s);
-    save_user(f->s, "A", "a1", 1);
-    save_user(f->s, "A", "a2", 1);
-    save_user(f->s, "B", "b1", 1);
-    hd_outbox_batch *b = claim_at(f->s, 1, 0, 0);
-    assert_int_equal(b->count, 1);
-    int64_t a1 = b->messages[0].seq;
-    assert_string_equal(b->messages[0].aggregate_id, "A");
-    hd_outbox_batch_free(b);
-    /* a1 is leased: a2 waits behind it, b1 comes. */
-    b = claim_at(f->s, 10, 0, 0);
-    assert_int_equal(b->count, 1);
-    assert_string_equal(b->messages[0].aggregate_id, "B");
-    hd_outbox_batch_free(b);
-
-    /* Refused before anything is done: n without rows. */
-    hd_error err;
-    hd_outbox_claim_opts bad = {.relay_id = "test-relay", .n_mark_first = 1};
-    b = NULL;
-    assert_int_equal(hd_outbox_claim(f->s, 10, &bad, &b, &err), HD_EINVAL);
-    assert_null(b);
-    assert_int_equal(hd_conf_scalar(f->s, "SELECT COUNT(*) FROM hd_outbox"
-                                          " WHERE dispatched_at IS NOT NULL"),
-                     0);
-
-    /* a1 confirmed: marked by the next claim, which then takes a2. */
-    hd_outbox_claim_opts o = {.relay_id = "test-relay", .mark_first = &a1, .n_mark_first = 1};
-    hd_error_clear(&err);
-    int rc = hd_outbox_claim(f->s, 10, &o, &b, &err);
-    assert_hd_err(HD_OK, rc < 0 ? rc : 0, &err);
-    assert_int_equal(rc, 1);
-    assert_string_equal(b->messages[0].aggregate_id, "A");
-    assert_true(b->messages[0].seq > a1);
-    hd_outbox_batch_free(b);
-    char where[192];
-    snprintf(where, sizeof where,
-             "SELECT COUNT(*) FROM hd_outbox WHERE seq = %lld"
-             " AND dispatched_at IS NOT NULL AND claimed_until = 0",
-             (long long)a1);
-    assert_int_equal(hd_conf_scalar(f->s, where), 1);
-    assert_int_equal(hd_conf_scalar(f->s, "SELECT COUNT(*) FROM hd_outbox"
-                                          " WHERE dispatched_at IS NOT NULL"),
-                     1);
-    assert_false(hd_store_in_transaction(f->s));
 }
 
 static void outbox_purge_keeps_pending_and_parked_rows(void **state)
@@ -1435,8 +1384,6 @@ int hd_conf_run_outbox(const hd_conf_target *t)
                                                  teardown, ts),
         cmocka_unit_test_prestate_setup_teardown(
             outbox_holds_back_an_aggregate_behind_its_retrying_row, setup, teardown, ts),
-        cmocka_unit_test_prestate_setup_teardown(outbox_claim_marks_first_then_claims, setup,
-                                                 teardown, ts),
         cmocka_unit_test_prestate_setup_teardown(outbox_purge_keeps_pending_and_parked_rows, setup,
                                                  teardown, ts),
         cmocka_unit_test_prestate_setup_teardown(outbox_depth_reports_the_oldest_pending_age, setup,

@@ -130,7 +130,7 @@ static void claim_on_a_null_store_is_einval(void **state)
     assert_hd(HD_EINVAL, hd_outbox_redrive(NULL, 0, NULL));
     assert_hd(HD_EINVAL, hd_outbox_purge_dispatched(NULL, 0, NULL));
     assert_hd(HD_EINVAL, hd_outbox_release(NULL, NULL, 0, NULL));
-    hd_outbox_claim_opts bad = {.lease_ms = -1};
+    hd_outbox_claim_opts bad = {NULL, -1, 0};
     hd_store *s = hd_conf_open("sqlite::memory:");
     assert_int_equal(hd_outbox_migrate(s, NULL), 4);
     assert_hd(HD_EINVAL, hd_outbox_claim(s, 1, &bad, &b, NULL));
@@ -155,7 +155,7 @@ static void has_due_sees_only_rows_a_claim_could_take(void **state)
     hd_envelope_free(env);
     int64_t now = hd_time_now_ms();
     assert_int_equal(hd_outbox_has_due(s, now, NULL), 1);
-    hd_outbox_claim_opts co = {.relay_id = "t", .lease_ms = 1000, .now_ms = now};
+    hd_outbox_claim_opts co = {"t", 1000, now};
     hd_outbox_batch *b = NULL;
     assert_int_equal(hd_outbox_claim(s, 10, &co, &b, NULL), 1);
     int64_t seq = b->messages[0].seq;

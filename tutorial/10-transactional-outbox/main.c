@@ -95,7 +95,7 @@ static int register_user(hd_store *store, const char *id, const char *email, hd_
  * crash_before_mark, it "dies" after publishing: the rows stay claimed, not dispatched. */
 static int relay_once(hd_store *store, int64_t now_ms, int crash_before_mark, hd_error *err)
 {
-    hd_outbox_claim_opts opts = {.relay_id = "tutorial-relay", .lease_ms = 30000, .now_ms = now_ms};
+    hd_outbox_claim_opts opts = {"tutorial-relay", 30000, now_ms};
     hd_outbox_batch *batch = NULL;
     int n = hd_outbox_claim(store, 10, &opts, &batch, err);
     if (n < 0)
