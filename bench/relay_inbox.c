@@ -108,7 +108,9 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: bench-relay_inbox [options]\n"
             "\n"
-            "Measures, on one broker and in one run: raw confirmed publish, raw consume + ack,\n"
+            "Measures, on one broker and in one run: raw confirmed publish (of bare messages,\n"
+            "and of the relay's own messages with their CloudEvents properties: the relay's\n"
+            "denominator), raw consume + ack,\n"
             "herald's relay draining a SQLite (synchronous=FULL) outbox, and herald's consumer\n"
             "committing inbox + effect rows per batch (group commit). Prints progress on stderr\n"
             "and a table on stdout; exit 0 (targets met or missed), 1 (a message was lost or a\n"
