@@ -158,6 +158,7 @@ const char *bench_shape_name(bench_shape shape)
 void bench_props_init(bench_props *p, bench_shape shape, const char *type)
 {
     memset(p, 0, sizeof *p);
+    p->shape = shape;
     p->props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG;
     p->props.delivery_mode = 2; /* persistent */
     if (shape != BENCH_SHAPE_CLOUDEVENTS) {
@@ -186,7 +187,7 @@ static void bench_uuid(char out[40], uint64_t salt, uint64_t k, unsigned which)
 
 void bench_props_next(bench_props *p, uint64_t salt, uint64_t k)
 {
-    if (!p->mandatory)
+    if (p->shape != BENCH_SHAPE_CLOUDEVENTS)
         return;
     bench_uuid(p->id, salt, k, 1);
     bench_uuid(p->correlation, salt, k, 2);

@@ -103,6 +103,7 @@ typedef enum { BENCH_SHAPE_BARE = 0, BENCH_SHAPE_CLOUDEVENTS } bench_shape;
 /* The properties of one message of a shape, rewritten per message by bench_props_next. Not
  * movable once initialised: props points into it. */
 typedef struct bench_props {
+    bench_shape shape;
     amqp_basic_properties_t props; /* what to publish with */
     int mandatory;                 /* the basic.publish flag */
     amqp_table_entry_t header[1];

@@ -1,6 +1,5 @@
 /* envelope.c — CloudEvents 1.0 structured JSON envelopes; see envelope.h. */
 #include "herald/envelope.h"
-#include "herald/buf.h"
 #include "herald/clock.h"
 #include "herald/jsonw.h"
 #include "herald/utf8.h"

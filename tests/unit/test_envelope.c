@@ -159,7 +159,7 @@ static void encode_is_compact_sorted_and_deterministic(void **state)
     hd_envelope_free(env);
 }
 
-/* The encoder skips jansson's sort when every key is already in order: the bytes must be
+/* The encoder sorts an object's keys only when they are out of order: the bytes must be
  * those of a sorted dump whatever the order the members were added in, at every depth. */
 static void encode_sorts_only_what_is_out_of_order(void **state)
 {
