@@ -289,6 +289,7 @@ typedef struct broker {
      * fast mode more often either way; docs/bench.md, eighth pass.) */
     char ce_exchange[72];
     char ce_queue[88];
+    size_t event_bytes; /* the relay's encoded event, phase 1b's body: once a run */
     char version[64];
 } broker;
 
@@ -959,10 +960,11 @@ static int run_round(const config *cfg, broker *b, const char *dir, int round, r
     }
     /* 1b: raw publish of messages shaped like the relay's, into a queue of its own, then
      * purged (unmeasured). */
-    char pad[BODY_BYTES];
-    size_t event_bytes = 0;
-    choose_padding(b->routing_key, pad, sizeof pad, &event_bytes);
-    if (raw_publish(cfg, b, BENCH_SHAPE_CLOUDEVENTS, event_bytes ? event_bytes : BODY_BYTES,
+    if (b->event_bytes == 0) {
+        char pad[BODY_BYTES];
+        choose_padding(b->routing_key, pad, sizeof pad, &b->event_bytes);
+    }
+    if (raw_publish(cfg, b, BENCH_SHAPE_CLOUDEVENTS, b->event_bytes ? b->event_bytes : BODY_BYTES,
                     &rr->ph[P_RAW_PUBLISH_CE], &err) < 0 ||
         hd_queue_purge(b->admin, b->ce_queue, NULL, &err) < 0) {
         snprintf(failure, cap, "raw publish (CloudEvents shape): %s", err.text);
@@ -1021,6 +1023,7 @@ typedef struct verdict {
     double target;
     int pass;
     int known;
+    const char *aside; /* printed in place of a verdict when there is no target */
 } verdict;
 
 static verdict judge(const char *key, const char *what, const summary *herald, const summary *raw,
@@ -1106,7 +1109,7 @@ static void print_table(const config *cfg, const broker *b, const summary *s, co
             printf("  %-50s %8s %7.0f%%  %s\n", v[i].what, "-", 100.0 * v[i].target, "n/a");
         else if (v[i].target <= 0.0)
             printf("  %-50s %7.1f%% %8s  %s\n", v[i].what, 100.0 * v[i].ratio, "-",
-                   strstr(v[i].key, "tls") ? "(the cost of TLS)" : "(no target)");
+                   v[i].aside ? v[i].aside : "(no target)");
         else
             printf("  %-50s %7.1f%% %7.0f%%  %s\n", v[i].what, 100.0 * v[i].ratio,
                    100.0 * v[i].target, v[i].pass ? "PASS" : "MISS");
@@ -1299,10 +1302,12 @@ int main(int argc, char **argv)
                  &s[P_RAW_CONSUME], TARGET_CONSUMER);
     if (cfg.tls_url != NULL) {
         /* No target: what TLS costs is measured and reported, not judged. */
-        v[nv++] = judge("relay_tls_vs_relay", "relay over TLS / over TCP", &s[P_RELAY_TLS],
-                        &s[P_RELAY], 0.0);
-        v[nv++] = judge("consumer_inbox_tls_vs_tcp", "consumer + inbox over TLS / over TCP",
-                        &s[P_CONSUMER_TLS], &s[P_CONSUMER], 0.0);
+        v[nv] = judge("relay_tls_vs_relay", "relay over TLS / over TCP", &s[P_RELAY_TLS],
+                      &s[P_RELAY], 0.0);
+        v[nv++].aside = "(the cost of TLS)";
+        v[nv] = judge("consumer_inbox_tls_vs_tcp", "consumer + inbox over TLS / over TCP",
+                      &s[P_CONSUMER_TLS], &s[P_CONSUMER], 0.0);
+        v[nv++].aside = "(the cost of TLS)";
     }
     details d;
     gather(rr, rounds_done, &d);

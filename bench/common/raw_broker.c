@@ -150,11 +150,6 @@ void bench_confirm_settle(bench_confirms *c, uint64_t tag, int multiple, int ack
 
 /* ---- what a raw message carries ---------------------------------------------------------- */
 
-const char *bench_shape_name(bench_shape shape)
-{
-    return shape == BENCH_SHAPE_CLOUDEVENTS ? "cloudevents" : "bare";
-}
-
 void bench_props_init(bench_props *p, bench_shape shape, const char *type)
 {
     memset(p, 0, sizeof *p);

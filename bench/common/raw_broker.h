@@ -116,9 +116,6 @@ void bench_props_init(bench_props *p, bench_shape shape, const char *type);
 /* Message k's ids (the CloudEvents shape: distinct for every k and salt; bare: nothing). */
 void bench_props_next(bench_props *p, uint64_t salt, uint64_t k);
 
-/* "bare" or "cloudevents" (static). */
-const char *bench_shape_name(bench_shape shape);
-
 /* ---- the raw phases ------------------------------------------------------------------- */
 
 /* Raw confirmed publish of n persistent messages (body_bytes of 'x', the properties of shape,
