@@ -39,6 +39,10 @@ struct hd_logger {
     atomic_int long_waiting; /* a line over PIPE_BUF waits for fd_lock's write side */
     struct redaction *rules;
     size_t nrules, cap;
+    /* Which rules these are: a value no other set of rules of any logger had (the built-in's
+     * 0), taken anew at each change, so that rule_for's memo of a freed logger's rules cannot
+     * be read for a new logger at the same address. */
+    _Atomic uint64_t rules_gen;
     int builtin;           /* the static default: nothing of it is freed or changed */
     hd_log_behind *behind; /* NULL, or every line goes through it (hd_logger_write_behind) */
 };
@@ -195,6 +199,13 @@ int hd_logger_enabled(const hd_logger *lg, hd_log_level level)
     return (unsigned)level <= HD_LOG_ERROR && (int)level >= (int)hd_logger_level(lg);
 }
 
+/* The next rules_gen (0 is the built-in logger's). */
+static uint64_t next_rules_gen(void)
+{
+    static _Atomic uint64_t last = 0;
+    return atomic_fetch_add(&last, 1) + 1;
+}
+
 int hd_logger_redact(hd_logger *lg, const char *name, hd_redact_mode mode)
 {
     if (lg == NULL || lg->builtin || name == NULL || *name == '\0' ||
@@ -203,6 +214,7 @@ int hd_logger_redact(hd_logger *lg, const char *name, hd_redact_mode mode)
     for (size_t i = 0; i < lg->nrules; i++) {
         if (strcasecmp(lg->rules[i].name, name) == 0) {
             lg->rules[i].mode = mode;
+            atomic_store(&lg->rules_gen, next_rules_gen());
             return HD_OK;
         }
     }
@@ -221,6 +233,7 @@ int hd_logger_redact(hd_logger *lg, const char *name, hd_redact_mode mode)
     for (char *c = copy; *c; c++)
         *c = lower_ascii(*c);
     lg->rules[lg->nrules++] = (struct redaction){copy, strlen(copy), mode};
+    atomic_store(&lg->rules_gen, next_rules_gen());
     return HD_OK;
 }
 
@@ -231,6 +244,7 @@ void hd_logger_clear_redactions(hd_logger *lg)
     for (size_t i = 0; i < lg->nrules; i++)
         free((char *)lg->rules[i].name);
     lg->nrules = 0;
+    atomic_store(&lg->rules_gen, next_rules_gen());
 }
 
 hd_logger *hd_log_default(void)
@@ -323,14 +337,13 @@ static int may_hold(const uint32_t held[8], const struct redaction *r)
     return 1;
 }
 
-/* The first rule whose name the key contains, or NULL. Every field of every line asks,
- * so a rule with a letter the key lacks is skipped without a scan: one pass over the key
- * marks the (folded) bytes it holds. The answer is the same as scanning every rule in
- * order; a scan is left for one rule in a few where there were thirteen (the access
- * line's seven keys cost 6,000 instructions a request: docs/modules/log.md). */
-static const struct redaction *rule_for(const hd_logger *lg, const char *key)
+/* The first rule whose name key[0, n) contains, or NULL. A rule with a letter the key lacks
+ * is skipped without a scan: one pass over the key marks the (folded) bytes it holds. The
+ * answer is the same as scanning every rule in order; a scan is left for one rule in a few
+ * where there were thirteen (the access line's seven keys cost 6,000 instructions a
+ * request: docs/modules/log.md). */
+static const struct redaction *rule_scan(const hd_logger *lg, const char *key, size_t n)
 {
-    size_t n = strlen(key);
     uint32_t held[8] = {0};
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)lower_ascii(key[i]);
@@ -342,6 +355,52 @@ static const struct redaction *rule_for(const hd_logger *lg, const char *key)
             return r;
     }
     return NULL;
+}
+
+/* rule_scan's answers, remembered per thread. Every field of every line asks, and most
+ * lines ask the same few keys (an access line's seven, each request): a key seen before
+ * costs a hash and a compare instead of a scan of the rules (rule_scan: 465 instructions a
+ * key, a memo hit about 100; callgrind, docs/bench.md, issue 14). A slot is keyed by the
+ * logger, its rules_gen and the key's bytes (never the key's address: a caller's buffer is
+ * reused for other keys), so a change of rules or a new logger at a freed one's address
+ * finds nothing. Two ways a set, the newer first (direct-mapped, two of the access line's
+ * keys took turns in one slot); keys longer than MEMO_KEY_MAX are scanned every time. As
+ * before, a logger's rules are set before threads write through it: a change while a line
+ * is being written is not synchronised (hd_logger_redact). */
+#define MEMO_SETS    32
+#define MEMO_KEY_MAX 32
+static _Thread_local struct rule_memo {
+    const hd_logger *lg;
+    uint64_t gen;
+    size_t len;
+    long rule; /* index into lg->rules, or -1: no rule */
+    char key[MEMO_KEY_MAX];
+} memo[MEMO_SETS][2];
+
+static const struct redaction *rule_for(const hd_logger *lg, const char *key)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    size_t n = 0;
+    while (key[n] != '\0' && n < MEMO_KEY_MAX)
+        h = (h ^ (unsigned char)key[n++]) * 16777619u;
+    if (key[n] != '\0')
+        return rule_scan(lg, key, n + strlen(key + n));
+    uint64_t gen = atomic_load_explicit(&lg->rules_gen, memory_order_relaxed);
+    struct rule_memo *set = memo[h % MEMO_SETS];
+    for (int way = 0; way < 2; way++) {
+        const struct rule_memo *m = &set[way];
+        if (m->lg == lg && m->gen == gen && m->len == n && memcmp(m->key, key, n) == 0)
+            return m->rule < 0 ? NULL : &lg->rules[m->rule];
+    }
+    const struct redaction *r = rule_scan(lg, key, n);
+    set[1] = set[0];
+    struct rule_memo *m = &set[0];
+    m->lg = lg;
+    m->gen = gen;
+    m->len = n;
+    m->rule = r ? (long)(r - lg->rules) : -1;
+    memcpy(m->key, key, n);
+    return r;
 }
 
 /* "alice@example.com" -> "a***@example.com" (new: free()); NULL for anything that is not

@@ -197,56 +197,65 @@ int hd_store_query(hd_store *store, const char *sql, const hd_value *params, siz
 
 /* The cells' bytes live in one buffer per result (buf), each NUL-terminated: a claim of
  * 1,000 outbox rows of 11 columns was 11,000 mallocs and as many frees, about a tenth of the
- * relay's instructions (docs/bench.md, issue 14). A cell holds where its bytes start, so the
- * buffer may move while the adapter fills it (realloc); nothing reads a result before it is
- * complete (store_internal.h). */
+ * relay's instructions (docs/bench.md, issue 14). The column names live there too, and the
+ * struct carries their offsets: a result is three allocations (itself, cells, buf) however
+ * many columns it has, where a GET /users/{id} made twelve (a name each). A cell holds where
+ * its bytes start, so the buffer may move while the adapter fills it (realloc); nothing
+ * reads a result before it is complete (store_internal.h). */
 typedef struct cell {
     size_t at; /* 0: SQL NULL; otherwise 1 + the offset of the bytes in buf */
-    size_t len;
+    int64_t i; /* the value, when is_int: hd_rows_int needs no strtoll */
+    uint32_t len;
+    uint32_t is_int;
 } cell;
 
 struct hd_rows {
     size_t ncols, nrows, cap; /* cap counts rows */
-    char **names;
-    cell *cells; /* nrows * ncols, row-major */
-    char *buf;   /* every cell's bytes, each followed by a NUL */
+    cell *cells;              /* nrows * ncols, row-major */
+    char *buf;                /* names and cells' bytes, each followed by a NUL */
     size_t used, size;
+    size_t names[]; /* ncols: 0 unset; otherwise 1 + the offset of the name in buf */
 };
 
 hd_rows *hd_rows_create(size_t ncols)
 {
-    hd_rows *rows = calloc(1, sizeof *rows);
+    if (ncols > (SIZE_MAX - sizeof(hd_rows)) / sizeof(size_t))
+        return NULL;
+    hd_rows *rows = calloc(1, sizeof *rows + ncols * sizeof rows->names[0]);
     if (rows == NULL)
         return NULL;
     rows->ncols = ncols;
-    if (ncols > 0 && (rows->names = calloc(ncols, sizeof *rows->names)) == NULL) {
-        free(rows);
-        return NULL;
-    }
     return rows;
 }
 
-static char *copy_bytes(const void *data, size_t len)
+/* Copy len bytes and a NUL to the end of buf; *at = 1 + where they start. */
+static int put_bytes(hd_rows *rows, const void *data, size_t len, size_t *at)
 {
-    char *p = malloc(len + 1);
-    if (p != NULL) {
-        if (len > 0)
-            memcpy(p, data, len);
-        p[len] = '\0';
+    if (len >= SIZE_MAX / 2 - rows->used)
+        return HD_ENOMEM;
+    if (rows->used + len + 1 > rows->size) {
+        size_t size = rows->size ? rows->size : 1024;
+        while (size < rows->used + len + 1)
+            size *= 2;
+        char *buf = realloc(rows->buf, size);
+        if (buf == NULL)
+            return HD_ENOMEM;
+        rows->buf = buf;
+        rows->size = size;
     }
-    return p;
+    if (len > 0)
+        memcpy(rows->buf + rows->used, data, len);
+    rows->buf[rows->used + len] = '\0';
+    *at = rows->used + 1; /* set twice, a name or cell leaves its first bytes unused */
+    rows->used += len + 1;
+    return HD_OK;
 }
 
 int hd_rows_set_name(hd_rows *rows, size_t col, const char *name)
 {
     if (rows == NULL || col >= rows->ncols || name == NULL)
         return HD_EINVAL;
-    char *copy = copy_bytes(name, strlen(name));
-    if (copy == NULL)
-        return HD_ENOMEM;
-    free(rows->names[col]);
-    rows->names[col] = copy;
-    return HD_OK;
+    return put_bytes(rows, name, strlen(name), &rows->names[col]);
 }
 
 int hd_rows_add_row(hd_rows *rows)
@@ -267,35 +276,44 @@ int hd_rows_add_row(hd_rows *rows)
     return HD_OK;
 }
 
-int hd_rows_set_cell(hd_rows *rows, size_t col, const void *data, size_t len)
+static cell *last_row_cell(hd_rows *rows, size_t col)
 {
     if (rows == NULL || rows->nrows == 0 || col >= rows->ncols)
+        return NULL;
+    return &rows->cells[(rows->nrows - 1) * rows->ncols + col];
+}
+
+int hd_rows_set_cell(hd_rows *rows, size_t col, const void *data, size_t len)
+{
+    cell *c = last_row_cell(rows, col);
+    if (c == NULL)
         return HD_EINVAL;
-    cell *c = &rows->cells[(rows->nrows - 1) * rows->ncols + col];
-    if (data == NULL) {
-        c->at = 0;
-        c->len = 0;
+    *c = (cell){0};
+    if (data == NULL)
         return HD_OK;
-    }
-    if (len >= SIZE_MAX / 2 - rows->used)
-        return HD_ENOMEM;
-    if (rows->used + len + 1 > rows->size) {
-        size_t size = rows->size ? rows->size : 1024;
-        while (size < rows->used + len + 1)
-            size *= 2;
-        char *buf = realloc(rows->buf, size);
-        if (buf == NULL)
-            return HD_ENOMEM;
-        rows->buf = buf;
-        rows->size = size;
-    }
-    if (len > 0)
-        memcpy(rows->buf + rows->used, data, len);
-    rows->buf[rows->used + len] = '\0';
-    c->at = rows->used + 1; /* a cell set twice leaves its first bytes unused: harmless */
-    c->len = len;
-    rows->used += len + 1;
-    return HD_OK;
+    if (len > UINT32_MAX)
+        return HD_ENOMEM; /* a result of rows is for small values, not for a 4 GiB blob */
+    c->len = (uint32_t)len;
+    return put_bytes(rows, data, len, &c->at);
+}
+
+int hd_rows_set_int(hd_rows *rows, size_t col, int64_t v)
+{
+    cell *c = last_row_cell(rows, col);
+    if (c == NULL)
+        return HD_EINVAL;
+    /* The digits by hand, as SQLite's "%lld" and PostgreSQL's int8out write them. */
+    char digits[24], *d = digits + sizeof digits;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--d = (char)('0' + u % 10);
+        u /= 10;
+    } while (u > 0);
+    if (v < 0)
+        *--d = '-';
+    size_t len = (size_t)(digits + sizeof digits - d);
+    *c = (cell){.i = v, .len = (uint32_t)len, .is_int = 1};
+    return put_bytes(rows, d, len, &c->at);
 }
 
 static const cell *cell_at(const hd_rows *rows, size_t row, size_t col)
@@ -317,7 +335,7 @@ size_t hd_rows_columns(const hd_rows *rows)
 
 const char *hd_rows_name(const hd_rows *rows, size_t col)
 {
-    return rows && col < rows->ncols ? rows->names[col] : NULL;
+    return rows && col < rows->ncols && rows->names[col] ? rows->buf + rows->names[col] - 1 : NULL;
 }
 
 int hd_rows_is_null(const hd_rows *rows, size_t row, size_t col)
@@ -334,6 +352,9 @@ const char *hd_rows_text(const hd_rows *rows, size_t row, size_t col)
 
 int64_t hd_rows_int(const hd_rows *rows, size_t row, size_t col)
 {
+    const cell *c = cell_at(rows, row, col);
+    if (c != NULL && c->is_int)
+        return c->i;
     const char *s = hd_rows_text(rows, row, col);
     if (s == NULL || *s == '\0')
         return 0;
@@ -357,11 +378,8 @@ void hd_rows_free(hd_rows *rows)
 {
     if (rows == NULL)
         return;
-    for (size_t i = 0; i < rows->ncols; i++)
-        free(rows->names[i]);
     free(rows->cells);
     free(rows->buf);
-    free(rows->names);
     free(rows);
 }
 

@@ -68,6 +68,9 @@ hd_rows *hd_rows_create(size_t ncols);
 int hd_rows_set_name(hd_rows *rows, size_t col, const char *name);
 int hd_rows_add_row(hd_rows *rows);
 int hd_rows_set_cell(hd_rows *rows, size_t col, const void *data, size_t len);
+/* An integer cell: its decimal text, as hd_rows_set_cell of it would hold, and the value
+ * itself, which hd_rows_int then returns without parsing the text. */
+int hd_rows_set_int(hd_rows *rows, size_t col, int64_t v);
 
 #ifdef __cplusplus
 }

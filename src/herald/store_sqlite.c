@@ -236,7 +236,12 @@ static int read_row(sqlite3_stmt *stmt, hd_rows *rows)
         case SQLITE_BLOB:
             data = sqlite3_column_blob(stmt, c);
             break;
-        default: /* integers and floats as text, like PostgreSQL's text results */
+        case SQLITE_INTEGER:
+            /* Taken as an integer: SQLite's text of it is a malloc and a conversion, and
+             * the caller's hd_rows_int a strtoll back (a GET /users/{id} reads four). */
+            rc = hd_rows_set_int(rows, (size_t)c, sqlite3_column_int64(stmt, c));
+            continue;
+        default: /* floats as text, like PostgreSQL's text results */
             data = sqlite3_column_text(stmt, c);
             break;
         }

@@ -749,6 +749,55 @@ static void typed_fields_edge_cases(void **state)
     json_decref(line);
 }
 
+/* rule_for remembers a key's rule per thread (log.c): the memo must follow every change of
+ * the rules, and must not carry one logger's answers to another, even at the same address. */
+static void remembered_rules_follow_every_change(void **state)
+{
+    struct capture *c = *state;
+    const hd_log_field f[] = {{.key = "ssn", .s = "123@ssa.gov"}, {.key = "contact", .s = "a@b.c"}};
+    size_t at = 0;
+    /* Each line a fresh object: write the two fields and read them back. */
+#define LINE_SAYS(want_ssn, want_contact)                                                          \
+    do {                                                                                           \
+        hd_log_fields(c->lg, HD_LOG_INFO, NULL, "memo", f, 2);                                     \
+        json_t *line = line_at(c, at++);                                                           \
+        assert_string_equal(str(line, "ssn"), want_ssn);                                           \
+        assert_string_equal(str(line, "contact"), want_contact);                                   \
+        json_decref(line);                                                                         \
+    } while (0)
+    LINE_SAYS("123@ssa.gov", "a@b.c"); /* both keys remembered with no rule */
+    LINE_SAYS("123@ssa.gov", "a@b.c");
+    assert_hd(HD_OK, hd_logger_redact(c->lg, "ssn", HD_REDACT_SECRET));
+    LINE_SAYS(HD_LOG_REDACTED, "a@b.c");
+    assert_hd(HD_OK, hd_logger_redact(c->lg, "contact", HD_REDACT_EMAIL));
+    LINE_SAYS(HD_LOG_REDACTED, "a***@b.c");
+    assert_hd(HD_OK, hd_logger_redact(c->lg, "SSN", HD_REDACT_EMAIL)); /* a mode changed */
+    LINE_SAYS("1***@ssa.gov", "a***@b.c");
+    hd_logger_clear_redactions(c->lg);
+    LINE_SAYS("123@ssa.gov", "a@b.c");
+
+    /* A logger with the rule, freed, then loggers without it: malloc often hands the freed
+     * address straight back, and the memo must not answer for the new logger. */
+    for (int round = 0; round < 4; round++) {
+        hd_logger *with = hd_logger_new("users", HD_LOG_INFO, c->out);
+        assert_non_null(with);
+        assert_hd(HD_OK, hd_logger_redact(with, "ssn", HD_REDACT_SECRET));
+        hd_log_fields(with, HD_LOG_INFO, NULL, "memo", f, 1);
+        hd_logger_free(with);
+        json_t *line = line_at(c, at++);
+        assert_string_equal(str(line, "ssn"), HD_LOG_REDACTED);
+        json_decref(line);
+        hd_logger *without = hd_logger_new("users", HD_LOG_INFO, c->out);
+        assert_non_null(without);
+        hd_log_fields(without, HD_LOG_INFO, NULL, "memo", f, 1);
+        hd_logger_free(without);
+        line = line_at(c, at++);
+        assert_string_equal(str(line, "ssn"), "123@ssa.gov");
+        json_decref(line);
+    }
+#undef LINE_SAYS
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -770,6 +819,7 @@ int main(void)
         T(fields_cannot_overwrite_fixed_keys),
         T(typed_fields_write_the_line_an_object_would),
         T(typed_fields_edge_cases),
+        T(remembered_rules_follow_every_change),
         cmocka_unit_test(typed_fields_are_encoded_as_jansson_encodes),
         T(long_lines_are_written_whole),
         T(default_logger_is_used_for_null),

@@ -317,6 +317,67 @@ static void query_materialises_typed_cells(void **state)
     hd_store_close(s);
 }
 
+/* Integer cells are read as integers (hd_rows_set_int) and written as text by herald: the
+ * text must be SQLite's own, for every magnitude and sign, and hd_rows_int the value. */
+static void integer_cells_read_as_sqlite_writes_them(void **state)
+{
+    (void)state;
+    hd_store *s = open_memory();
+    assert_hd_ok(hd_store_exec(s, "CREATE TABLE n (i INTEGER)", NULL, 0, NULL));
+    const int64_t edge[] = {0,          1,         -1,           9,
+                            10,         -10,       99,           100,
+                            1000000007, INT32_MAX, INT32_MIN,    (int64_t)INT32_MAX + 1,
+                            INT64_MAX,  INT64_MIN, INT64_MIN + 1};
+    size_t nv = 0;
+    int64_t values[200];
+    for (size_t k = 0; k < sizeof edge / sizeof edge[0]; k++)
+        values[nv++] = edge[k];
+    uint64_t x = 0x9E3779B97F4A7C15u; /* and values of every length, both signs */
+    while (nv < sizeof values / sizeof values[0]) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        int64_t v = (int64_t)(x >> (1 + x % 63)); /* 0 .. 2^63 - 1 */
+        values[nv] = nv % 2 ? v : -v;
+        nv++;
+    }
+    for (size_t k = 0; k < nv; k++) {
+        hd_value p[] = {hd_value_int(values[k])};
+        assert_int_equal(hd_store_exec(s, "INSERT INTO n VALUES ($1)", p, 1, NULL), 1);
+    }
+    hd_rows *rows = NULL;
+    assert_hd(HD_OK, hd_store_query(s, "SELECT i, CAST(i AS TEXT) FROM n ORDER BY rowid", NULL, 0,
+                                    &rows, NULL));
+    assert_int_equal(hd_rows_count(rows), nv);
+    for (size_t k = 0; k < nv; k++) {
+        assert_string_equal(hd_rows_text(rows, k, 0), hd_rows_text(rows, k, 1));
+        assert_int_equal(hd_rows_int(rows, k, 0), values[k]);
+        assert_int_equal(hd_rows_int(rows, k, 1), values[k]); /* parsed from the text */
+        size_t len = 0;
+        assert_non_null(hd_rows_blob(rows, k, 0, &len));
+        assert_int_equal(len, strlen(hd_rows_text(rows, k, 1)));
+    }
+    hd_rows_free(rows);
+
+    /* Many long column names share the cells' buffer: it moves while the result is built, and
+     * the names must still read right after. */
+    char sql[16384] = "SELECT ";
+    for (int c = 0; c < 120; c++) {
+        char col[96];
+        snprintf(col, sizeof col, "%s%d AS a_rather_long_column_name_to_fill_the_buffer_%03d",
+                 c ? ", " : "", c, c);
+        strcat(sql, col);
+    }
+    assert_hd(HD_OK, hd_store_query(s, sql, NULL, 0, &rows, NULL));
+    assert_int_equal(hd_rows_columns(rows), 120);
+    for (int c = 0; c < 120; c++) {
+        char want[64];
+        snprintf(want, sizeof want, "a_rather_long_column_name_to_fill_the_buffer_%03d", c);
+        assert_string_equal(hd_rows_name(rows, (size_t)c), want);
+        assert_int_equal(hd_rows_int(rows, 0, (size_t)c), c);
+    }
+    hd_rows_free(rows);
+    hd_store_close(s);
+}
+
 static void placeholders_bind_by_number_in_any_order(void **state)
 {
     (void)state;
@@ -695,6 +756,7 @@ int main(void)
         cmocka_unit_test(unopenable_file_is_hd_estore),
         cmocka_unit_test(exec_returns_rows_changed),
         cmocka_unit_test(query_materialises_typed_cells),
+        cmocka_unit_test(integer_cells_read_as_sqlite_writes_them),
         cmocka_unit_test(placeholders_bind_by_number_in_any_order),
         cmocka_unit_test(placeholder_misuse_is_hd_einval),
         cmocka_unit_test(one_statement_per_call),
