@@ -7,6 +7,8 @@ PACKAGES=(
   build-essential cmake pkg-config git
   librabbitmq-dev rabbitmq-server
   libjansson-dev libcmocka-dev
+  # jsonr.c: yajl's streaming lexer builds jansson trees (herald's events, decoded)
+  libyajl-dev
   libsqlite3-dev sqlite3
   # libpq-dev and libcurl4-openssl-dev also install the runtime packages libpq5 and libcurl4,
   # whose libpq.so.5 and libcurl.so.4 herald loads on first use (src/herald/dynlib.h)

@@ -46,6 +46,25 @@ int hd_utf8_valid(const char *s)
     return 1;
 }
 
+int hd_utf8_valid_n(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+    while (p < end) {
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+        /* The bytes the lead asks for must be there before hd_utf8_seq reads them (a lead
+         * it refuses, 0x80..0xC1 or 0xF5.., is refused before it reads on). */
+        size_t need = *p >= 0xF0 ? 4 : *p >= 0xE0 ? 3 : 2;
+        size_t n = (size_t)(end - p) >= need ? hd_utf8_seq(p) : 0;
+        if (n == 0)
+            return 0;
+        p += n;
+    }
+    return 1;
+}
+
 char *hd_utf8_clean(const char *s, const char *replacement)
 {
     size_t r = strlen(replacement);

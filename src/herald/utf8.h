@@ -24,6 +24,11 @@ size_t hd_utf8_seq(const unsigned char *s);
 /* 1 when the NUL-terminated s (borrowed) is all well-formed UTF-8, else 0. */
 int hd_utf8_valid(const char *s);
 
+/* 1 when s[0, len) (borrowed; need not be NUL-terminated) is all well-formed UTF-8, else 0.
+ * A NUL byte in it is well-formed (U+0000). Never reads s[len] or beyond: a sequence cut
+ * by the end is refused. */
+int hd_utf8_valid_n(const char *s, size_t len);
+
 /* A copy of s (borrowed) with every byte that does not start a well-formed sequence
  * replaced by `replacement` (borrowed; e.g. "\xEF\xBF\xBD", U+FFFD, or "?"). New: free()
  * it; NULL when out of memory. */

@@ -62,12 +62,41 @@ static void clean_replaces_each_bad_byte(void **state)
     free(c);
 }
 
+/* The counted form agrees with hd_utf8_valid on text without a NUL, takes a NUL as U+0000,
+ * and refuses a sequence that the end of the range cuts, whatever bytes follow in memory
+ * (valgrind and ASan would see a read past an exact-size buffer). */
+static void counted_form_stops_at_its_length(void **state)
+{
+    (void)state;
+    const char *samples[] = {
+        "",     "plain",    "\xC3\xA9t\xC3\xA9", "\xE2\x82\xAC",     "\xF0\x9F\x93\xA8!",
+        "\x80", "\xC0\xAF", "\xED\xA0\x80",      "\xF4\x90\x80\x80", "a\xFF"};
+    for (size_t i = 0; i < sizeof samples / sizeof samples[0]; i++)
+        assert_int_equal(hd_utf8_valid_n(samples[i], strlen(samples[i])),
+                         hd_utf8_valid(samples[i]));
+    assert_true(hd_utf8_valid_n("a\0b", 3));
+    /* é whose second byte lies just past the range: refused, not read. */
+    const char *cut[] = {"\xC3\xA9", "\xE2\x82\xAC", "\xF0\x9F\x93\xA8"};
+    for (size_t i = 0; i < sizeof cut / sizeof cut[0]; i++) {
+        size_t n = strlen(cut[i]);
+        for (size_t keep = 1; keep < n; keep++) {
+            char *exact = malloc(keep); /* exactly keep bytes: a read past them is caught */
+            assert_non_null(exact);
+            memcpy(exact, cut[i], keep);
+            assert_false(hd_utf8_valid_n(exact, keep));
+            free(exact);
+        }
+        assert_true(hd_utf8_valid_n(cut[i], n));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(sequences_have_their_length),
         cmocka_unit_test(malformed_sequences_are_refused),
         cmocka_unit_test(clean_replaces_each_bad_byte),
+        cmocka_unit_test(counted_form_stops_at_its_length),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
