@@ -28,7 +28,7 @@
  * json_loadb's error, byte for byte.
  *
  * Known limits: a text jsonr hands over is read twice (the second time by jansson), so a
- * hostile sender can make a refusal cost about 1.1 times what it cost before; the size
+ * hostile sender can make a refusal cost up to about 1.3 times what it cost before; the size
  * limit of the caller (hd_registry's max_size for events) bounds it.
  */
 #ifndef HERALD_JSONR_H

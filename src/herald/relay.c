@@ -11,6 +11,7 @@
  * reasons.
  */
 #include "herald/relay.h"
+#include "herald/jsonr.h"
 
 #include <poll.h>
 #include <pthread.h>
@@ -462,8 +463,9 @@ static int publish_item(hd_relay *r, flight *f, size_t i, hd_error *err)
     const hd_outbox_message *m = &f->batch->messages[i];
 
     /* The tracing attributes were stored next to the payload so that the relay need not
-     * parse the payload; a row whose headers do not parse is still published. */
-    json_t *h = m->headers != NULL ? json_loads(m->headers, 0, NULL) : NULL;
+     * parse the payload; a row whose headers do not parse is still published. Read with
+     * jsonr (json_loads' tree, yajl's lexer: jsonr.h), as the relay does it for every event. */
+    json_t *h = m->headers != NULL ? hd_jsonr_loadb(m->headers, strlen(m->headers), 0, NULL) : NULL;
     const char *correlation = json_string_value(json_object_get(h, "correlationid"));
     const char *causation = json_string_value(json_object_get(h, "causationid"));
     const char *traceparent = json_string_value(json_object_get(h, "traceparent"));

@@ -20,6 +20,7 @@
 #include "store_conformance.h"
 
 #include "herald/clock.h"
+#include "herald/envelope.h"
 #include "herald/inbox.h"
 #include "herald/outbox.h"
 #include "herald/outbox_internal.h"
@@ -412,6 +413,56 @@ static void append_chains_each_aggregate_s_events(void **state)
     hd_store_close(s);
 }
 
+/* The tracing attributes stored beside the payload (the relay's AMQP headers) are written
+ * with jsonw: the bytes must be those json_dumps(JSON_COMPACT) wrote for the object outbox.c
+ * built before (members in the order correlationid, causationid, traceparent), for any
+ * UTF-8 value, escapes included; and the row's claim hands them to the relay as stored. */
+static void headers_are_the_bytes_jansson_wrote(void **state)
+{
+    (void)state;
+    hd_store *s = hd_conf_open("sqlite::memory:");
+    assert_int_equal(hd_outbox_migrate(s, NULL), 4);
+    const char *corr[] = {NULL, "c-1", "a\"b\\c\n\t\x01 \xC3\xA9\xF0\x9F\x93\xA8 </x>", "c-3"};
+    const char *caus[] = {NULL, NULL, "cause \"quoted\"", "k"};
+    const char *trace[] = {NULL, NULL, NULL,
+                           "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"};
+    size_t n = sizeof corr / sizeof corr[0];
+    assert_hd(HD_OK, hd_store_begin(s, NULL));
+    for (size_t i = 0; i < n; i++) {
+        hd_envelope *env = hd_envelope_new("users.user_registered", 1, "/users", NULL);
+        assert_non_null(env);
+        if (corr[i])
+            assert_hd(HD_OK, hd_envelope_set_correlation_id(env, corr[i]));
+        if (caus[i])
+            assert_hd(HD_OK, hd_envelope_set_causation_id(env, caus[i]));
+        if (trace[i])
+            assert_hd(HD_OK, hd_envelope_set_traceparent(env, trace[i]));
+        char agg[16];
+        snprintf(agg, sizeof agg, "u%zu", i);
+        assert_hd(HD_OK, hd_outbox_append(s, env, "user", agg, NULL));
+        hd_envelope_free(env);
+    }
+    assert_hd(HD_OK, hd_store_commit(s, NULL));
+    hd_outbox_batch *b = NULL;
+    assert_int_equal(hd_outbox_claim(s, 10, NULL, &b, NULL), (int)n);
+    for (size_t i = 0; i < n; i++) {
+        json_t *h = json_object();
+        if (corr[i])
+            json_object_set_new(h, "correlationid", json_string(corr[i]));
+        if (caus[i])
+            json_object_set_new(h, "causationid", json_string(caus[i]));
+        if (trace[i])
+            json_object_set_new(h, "traceparent", json_string(trace[i]));
+        char *want = json_dumps(h, JSON_COMPACT);
+        assert_non_null(want);
+        assert_string_equal(b->messages[i].headers, want);
+        free(want);
+        json_decref(h);
+    }
+    hd_outbox_batch_free(b);
+    hd_store_close(s);
+}
+
 /* Lists of seqs are marked in chunks of 1, 8 and 64 (outbox.c, update_seqs): lists of every
  * length around those sizes, each of every other row, mark exactly their rows and say how
  * many (a chunk that skipped a row or took a neighbour would show here; a repeat is harmless). */
@@ -456,6 +507,7 @@ int main(void)
         cmocka_unit_test(two_relays_on_one_file_never_share_a_row),
         cmocka_unit_test(marking_lists_of_any_length_marks_exactly_those_rows),
         cmocka_unit_test(append_chains_each_aggregate_s_events),
+        cmocka_unit_test(headers_are_the_bytes_jansson_wrote),
     };
     int failed = cmocka_run_group_tests_name("outbox on sqlite: specifics", tests, NULL, NULL);
     hd_conf_target memory = hd_conf_sqlite_memory();
