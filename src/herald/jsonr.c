@@ -137,12 +137,12 @@ static int on_key(void *ctx, const unsigned char *s, size_t len)
     reader *r = ctx;
     if (!plain_text(s, len))
         return 0;
-    if (len > r->key_cap) {
-        char *key = realloc(r->key, len);
+    if (len > r->key_cap || r->key == NULL) { /* never NULL: jansson takes no NULL key, "" is one */
+        char *key = realloc(r->key, len > 0 ? len : 1);
         if (key == NULL)
             return 0;
         r->key = key;
-        r->key_cap = len;
+        r->key_cap = len > 0 ? len : 1;
     }
     if (len > 0)
         memcpy(r->key, s, len);

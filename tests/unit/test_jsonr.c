@@ -76,6 +76,9 @@ static void an_event_is_read_without_jansson(void **state)
     assert_false(same(EVENT, 0));
     assert_false(same(" \t\r\n[ {\"a\" : [ ] } , \"\xC3\xA9\xF0\x9F\x93\xA8\x7F\" ]\n ", DECODE));
     assert_false(same("{\"big\":9223372036854775807,\"small\":-9223372036854775808}", DECODE));
+    /* The empty key is a key, and repeated it is a duplicate (handed over then). */
+    assert_false(same("{\"\":1,\"a\":{\"\":[]}}", DECODE));
+    assert_true(same("{\"\":1,\"\":2}", DECODE));
     /* A repeated key without JSON_REJECT_DUPLICATES: its first place, the last value. */
     assert_false(same("{\"a\":1,\"b\":2,\"a\":3}", 0));
 }
