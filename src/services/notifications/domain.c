@@ -357,12 +357,31 @@ static int notif_check_pending(const notification *n, const char *op, hd_error *
     return 0;
 }
 
-/* The facts both outcome events carry. */
+/* Set member key of o to the string v: 0, or -1 when v is NULL and the member is required,
+ * or v is not UTF-8, or memory runs out (json_pack's "s:s" and "s:s?" fail the same way). */
+static int put_string(json_t *o, const char *key, const char *v, int optional)
+{
+    if (v == NULL)
+        return optional ? 0 : -1;
+    return json_object_set_new(o, key, json_string(v)); /* -1 for a NULL value too */
+}
+
+/* The facts both outcome events carry: new, or NULL. Built member by member, not with
+ * json_pack, whose format string is parsed anew each call: 11,300 instructions a sent
+ * notification (callgrind, issue 14's ninth pass); the same members in the same order. */
 static json_t *notif_facts(const notification *n, int attempts)
 {
-    return json_pack("{s:s, s:s, s:s, s:i, s:s?, s:s?}", "notification_id", notification_id(n),
-                     "user_id", n->user_id, "type", type_names[n->type], "attempts", attempts,
-                     "correlation_id", n->correlation_id, "cause_id", n->cause_id);
+    json_t *o = json_object();
+    if (o == NULL || put_string(o, "notification_id", notification_id(n), 0) < 0 ||
+        put_string(o, "user_id", n->user_id, 0) < 0 ||
+        put_string(o, "type", type_names[n->type], 0) < 0 ||
+        json_object_set_new(o, "attempts", json_integer(attempts)) < 0 ||
+        put_string(o, "correlation_id", n->correlation_id, 1) < 0 ||
+        put_string(o, "cause_id", n->cause_id, 1) < 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
 }
 
 int notification_record_sent(notification *n, int64_t now_ms, hd_error *err)

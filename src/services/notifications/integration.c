@@ -201,20 +201,25 @@ static json_t *integration_data(const json_t *p, int sent)
     hd_time_format(json_integer_value(json_object_get(p, sent ? "sent_at_ms" : "failed_at_ms")),
                    when);
     /* Members in sorted order (for the one sent a notification: the common case): the
-     * envelope's encoder then need not sort them (same bytes, less work). */
-    json_t *data =
-        sent ? json_pack("{s:O, s:O, s:s, s:O, s:O}", "attempts", json_object_get(p, "attempts"),
-                         "notification_id", json_object_get(p, "notification_id"), "sent_at", when,
-                         "type", json_object_get(p, "type"), "user_id",
-                         json_object_get(p, "user_id"))
-             : json_pack("{s:O, s:O, s:O, s:O, s:s}", "notification_id",
-                         json_object_get(p, "notification_id"), "user_id",
-                         json_object_get(p, "user_id"), "type", json_object_get(p, "type"),
-                         "attempts", json_object_get(p, "attempts"), "failed_at", when);
-    if (data != NULL && !sent &&
-        json_object_set(data, "last_error", json_object_get(p, "last_error")) < 0) {
-        json_decref(data);
-        return NULL;
+     * envelope's encoder then need not sort them (same bytes, less work). Set one by one,
+     * not with json_pack, whose format string is parsed anew each call (4,900 instructions
+     * a notification, callgrind, issue 14's ninth pass); a missing fact fails the whole
+     * object, as json_pack's "s:O" did. */
+    static const char *const sent_keys[] = {"attempts", "notification_id", "sent_at",
+                                            "type",     "user_id",         NULL};
+    static const char *const failed_keys[] = {"notification_id", "user_id",    "type", "attempts",
+                                              "failed_at",       "last_error", NULL};
+    const char *const *keys = sent ? sent_keys : failed_keys;
+    const char *time_key = sent ? "sent_at" : "failed_at";
+    json_t *data = json_object();
+    for (size_t i = 0; data != NULL && keys[i] != NULL; i++) {
+        int rc = strcmp(keys[i], time_key) == 0
+                     ? json_object_set_new(data, keys[i], json_string(when))
+                     : json_object_set(data, keys[i], json_object_get(p, keys[i]));
+        if (rc < 0) {
+            json_decref(data);
+            data = NULL;
+        }
     }
     return data;
 }
