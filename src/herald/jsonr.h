@@ -5,7 +5,7 @@
  * reads a character at a time through a callback, checks each one's UTF-8 and appends it
  * to a growing buffer: about 175 instructions a byte, 91,000 for a 524-byte event, a
  * quarter of what herald-notifications spends on a notification (callgrind, docs/bench.md,
- * issue 14). yajl (Debian's libyajl) lexes the same text in about a tenth of that and
+ * issue 14). yajl (Debian's libyajl) lexes the same text in about an eighth of that and
  * hands each value to a callback, from which jsonr builds the same jansson values.
  *
  * The tree is always json_loadb's. jsonr takes on only the text it can vouch for, and
