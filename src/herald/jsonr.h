@@ -18,8 +18,9 @@
  *     encoded surrogates pass it; jansson and hd_utf8_valid_n refuse them);
  *   - the text escapes a surrogate ("\uD83D..."): yajl turns a lone one into '?', where
  *     jansson refuses it; such text is handed over whole (emoji escaped in pairs too: rare);
- *   - an integer out of range of json_int_t, a real jansson would refuse (overflow), or a
- *     real at all (converted by jansson itself, for its locale-independent strtod);
+ *   - an integer out of range of json_int_t, or a real jansson refuses (overflow); every
+ *     other real stays on yajl's side but is converted by jansson itself (json_loadb of the
+ *     number alone: its locale-independent strtod);
  *   - a duplicate key under JSON_REJECT_DUPLICATES; nesting deeper than jansson's 2,048
  *     levels; a root that is not an object or an array (where yajl's end-of-text check
  *     can be fooled: jsonr.c); anything but white space after the root;
