@@ -126,16 +126,25 @@ void hd_jsonw_stringn(hd_jsonw *w, const char *s, size_t n)
     write_string(w, s, s + n);
 }
 
-void hd_jsonw_int(hd_jsonw *w, long long v)
+size_t hd_jsonw_int_text(long long v, char buf[HD_JSONW_INT_MAX], const char **start)
 {
-    char b[24], *e = b + sizeof b, *d = e;
+    char *e = buf + HD_JSONW_INT_MAX, *d = e;
     unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
     do
         *--d = (char)('0' + u % 10);
     while ((u /= 10) != 0);
     if (v < 0)
         *--d = '-';
-    hd_jsonw_put(w, d, (size_t)(e - d));
+    *start = d;
+    return (size_t)(e - d);
+}
+
+void hd_jsonw_int(hd_jsonw *w, long long v)
+{
+    char b[HD_JSONW_INT_MAX];
+    const char *d;
+    size_t n = hd_jsonw_int_text(v, b, &d);
+    hd_jsonw_put(w, d, n);
 }
 
 /* A real in the fewest significant digits (15 to 17) that read back as the same double,

@@ -82,6 +82,12 @@ void hd_jsonw_stringn(hd_jsonw *w, const char *s, size_t n);
 /* An integer, as jansson writes a json_integer. */
 void hd_jsonw_int(hd_jsonw *w, long long v);
 
+/* The decimal text of v into buf, as jansson, SQLite ("%lld") and PostgreSQL (int8out)
+ * write it: *start is set to its first byte, the digits end at buf + HD_JSONW_INT_MAX (no
+ * NUL); returns their number. LLONG_MIN's 20 bytes are the longest. */
+#define HD_JSONW_INT_MAX 20
+size_t hd_jsonw_int_text(long long v, char buf[HD_JSONW_INT_MAX], const char **start);
+
 /* A real in the fewest significant digits (15 to 17) that read back as the same double,
  * "0.319275" rather than jansson's "%.17g" "0.31927499999999998"; otherwise as jansson
  * writes one (".0" when it would read as an integer, no '+' nor leading zeros in the

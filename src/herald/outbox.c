@@ -130,7 +130,7 @@ int hd_outbox_migrate(hd_store *store, hd_error *err)
 static char *headers_json(const hd_envelope *env)
 {
     const struct {
-        const char *member; /* with its quotes and colon, and the comma before */
+        const char *member; /* the key with its quotes and colon */
         const char *value;
     } attrs[] = {
         {"\"correlationid\":", hd_envelope_correlation_id(env)},

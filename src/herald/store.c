@@ -8,6 +8,7 @@
 #include "herald/store_internal.h"
 
 #include "herald/clock.h"
+#include "herald/jsonw.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -302,16 +303,9 @@ int hd_rows_set_int(hd_rows *rows, size_t col, int64_t v)
     cell *c = last_row_cell(rows, col);
     if (c == NULL)
         return HD_EINVAL;
-    /* The digits by hand, as SQLite's "%lld" and PostgreSQL's int8out write them. */
-    char digits[24], *d = digits + sizeof digits;
-    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-    do {
-        *--d = (char)('0' + u % 10);
-        u /= 10;
-    } while (u > 0);
-    if (v < 0)
-        *--d = '-';
-    size_t len = (size_t)(digits + sizeof digits - d);
+    char digits[HD_JSONW_INT_MAX]; /* the text SQLite's "%lld" writes */
+    const char *d;
+    size_t len = hd_jsonw_int_text(v, digits, &d);
     *c = (cell){.i = v, .len = (uint32_t)len, .is_int = 1};
     return put_bytes(rows, d, len, &c->at);
 }
