@@ -83,6 +83,8 @@
 #include "herald/error.h"
 #include "herald/outbox.h"
 #include "herald/store.h"
+#include "herald/store_internal.h" /* hd_store_sqlite_turns: the producer's turns, for figures */
+#include "herald/store_sqlite_turns.h"
 #include "herald/topology.h"
 #include "hd_proc.h"
 
@@ -117,6 +119,7 @@ typedef struct config {
     int lat_runs;      /* latency phase: runs in a row (the target holds in every one) */
     size_t qt_count;   /* queue kinds phase: events per kind; 0 skips it */
     long cache_kib;    /* the services' SQLite URLs: cache_kib (0: SQLite's default) */
+    int turns_off;     /* --sqlite-turns off: every SQLite URL of the run says turns=off */
 } config;
 
 static void usage(FILE *f)
@@ -152,6 +155,8 @@ static void usage(FILE *f)
            "                         event (default: --count up to 5000; 0 skips it)\n"
            "  --sqlite-cache-kib N   the services' SQLite page cache per connection (their URLs'\n"
            "                         cache_kib; default: SQLite's, 2000 KiB)\n"
+           "  --sqlite-turns on|off  the writers' turns on SQLite's lock (store_sqlite_turns.h;\n"
+           "                         default on): off in every SQLite URL of the run, to compare\n"
            "  --no-service-relay     diagnosis: HD_NOTIFICATIONS_RELAY=false, notification_sent\n"
            "                         stays in the service's outbox (not published)\n"
            "  --raw-window N         raw publish: confirm window (default 1000)\n"
@@ -183,7 +188,8 @@ enum {
     O_TEMPLATES,
     O_NO_SERVICE_RELAY,
     O_QT_COUNT,
-    O_CACHE_KIB
+    O_CACHE_KIB,
+    O_TURNS
 };
 
 static int own_option(void *ctx, int opt, const char *arg)
@@ -227,6 +233,13 @@ static int own_option(void *ctx, int opt, const char *arg)
             return -1;
         cfg->cache_kib = (long)v;
         return 0;
+    case O_TURNS: {
+        int on = 1;
+        if (bench_parse_on_off(PROG, arg, "--sqlite-turns", &on) < 0)
+            return -1;
+        cfg->turns_off = !on;
+        return 0;
+    }
     case O_QT_COUNT:
         if (parse_num(arg, "--queue-kinds-count", 0, 2000000, &v) < 0)
             return -1;
@@ -253,6 +266,7 @@ static const struct option e2e_options[] = {
     {"no-service-relay", no_argument, NULL, O_NO_SERVICE_RELAY},
     {"queue-kinds-count", required_argument, NULL, O_QT_COUNT},
     {"sqlite-cache-kib", required_argument, NULL, O_CACHE_KIB},
+    {"sqlite-turns", required_argument, NULL, O_TURNS},
     {NULL, 0, NULL, 0},
 };
 
@@ -863,6 +877,10 @@ typedef struct lat_run {
     size_t late; /* commits that started more than 1 ms after their deadline */
     cpu_probe cpu;
     double commit_ms_max, commit_ms_mean;
+    /* The producer's turns on the users database (store_sqlite_turns.h): how often and how
+     * long its transactions stood aside for a writer that had waited (the relay). */
+    uint64_t aside_n;
+    double aside_ms;
     dist d[NLAT];
     double tail_leg_ms[NPATH]; /* mean of each leg over the events at or above the p99 */
     size_t tail_n;
@@ -911,13 +929,16 @@ typedef struct run {
 } run;
 
 static long url_cache_kib; /* --sqlite-cache-kib, for the services' URLs (0: none) */
+static int url_turns_off;  /* --sqlite-turns off */
 
 static const char *sqlite_url(char *buf, size_t cap, const char *path)
 {
+    const char *turns = url_turns_off ? "&turns=off" : "";
     if (url_cache_kib > 0)
-        snprintf(buf, cap, "sqlite://%s?synchronous=full&cache_kib=%ld", path, url_cache_kib);
+        snprintf(buf, cap, "sqlite://%s?synchronous=full&cache_kib=%ld%s", path, url_cache_kib,
+                 turns);
     else
-        snprintf(buf, cap, "sqlite://%s?synchronous=full", path);
+        snprintf(buf, cap, "sqlite://%s?synchronous=full%s", path, turns);
     return buf;
 }
 
@@ -1190,6 +1211,9 @@ static int latency_phase(run *r, int k, hd_error *err)
     int64_t start_ns = (int64_t)start.tv_sec * 1000000000LL + start.tv_nsec + 10000000; /* +10 ms */
     int64_t last_report = start_ns;
     double commit_sum = 0;
+    hd_turns *turns = hd_store_sqlite_turns(r->users);
+    uint64_t aside_n0 = hd_turns_yields(turns);
+    int64_t aside_ns0 = hd_turns_aside_ns(turns);
     for (size_t i = 0; i < m; i++) {
         int64_t deadline = start_ns + (int64_t)i * period;
         struct timespec ts = {.tv_sec = deadline / 1000000000LL,
@@ -1229,6 +1253,8 @@ static int latency_phase(run *r, int k, hd_error *err)
     lr->offered = cfg->rate;
     lr->achieved = end_ns > start_ns ? (double)(m - 1) * 1e9 / (double)(end_ns - start_ns) : 0;
     lr->commit_ms_mean = commit_sum / (double)m;
+    lr->aside_n = hd_turns_yields(turns) - aside_n0;
+    lr->aside_ms = (double)(hd_turns_aside_ns(turns) - aside_ns0) / 1e6;
     /* Wait for the last of them, then stop the CPU probe. */
     bench_progress pr;
     bench_progress_start(&pr, "latency: notifications sent", m);
@@ -1568,6 +1594,9 @@ static void print_results(const run *r, const hd_proc_log_counts *logs, const ch
                "max), in ms:\n",
                k + 1, cfg->lat_runs, lr->offered, lr->achieved, lr->events, lr->late,
                lr->max_lag_ms, lr->commit_ms_mean, lr->commit_ms_max);
+        printf("  the producer stood aside for a waiting writer %llu times, %.1f ms in all "
+               "(turns %s)\n",
+               (unsigned long long)lr->aside_n, lr->aside_ms, url_turns_off ? "off" : "on");
         printf("  %-46s %7s %7s %7s %7s %7s %7s\n", "", "p50", "p90", "p95", "p99", "max", "mean");
         for (int j = 0; j < NLAT; j++) {
             const dist *d = &lr->d[j];
@@ -1696,6 +1725,8 @@ static int write_json(const char *path, const run *r, const hd_proc_log_counts *
                   "classic", "workdir_on_tmpfs", tmpfs, "rounds", 1));
     json_object_set_new(json_object_get(root, "parameters"), "sqlite_cache_kib",
                         json_integer((json_int_t)cfg->cache_kib));
+    json_object_set_new(json_object_get(root, "parameters"), "sqlite_turns",
+                        json_string(cfg->turns_off ? "off" : "on"));
     json_object_set_new(json_object_get(root, "parameters"), "sent_bytes",
                         json_integer((json_int_t)r->sent_bytes));
     json_object_set_new(json_object_get(root, "parameters"), "service_relay",
@@ -1807,6 +1838,9 @@ static int write_json(const char *path, const run *r, const hd_proc_log_counts *
                             lr->cause >= 0 ? json_string(lat_keys[path_legs[lr->cause]])
                                            : json_null());
         json_object_set_new(l, "cpu_share", probe_json(&lr->cpu));
+        json_object_set_new(
+            l, "producer_stood_aside",
+            json_pack("{s:I, s:f}", "times", (json_int_t)lr->aside_n, "ms", lr->aside_ms));
         /* The raw chain paced at the same rate right after the run (µs resolution). */
         json_object_set_new(l, "raw_publish_to_consume_ms",
                             lr->raw_ran ? bench_dist_json(&lr->raw) : json_null());
@@ -1896,6 +1930,7 @@ int main(int argc, char **argv)
         return 1;
     r->cfg = &cfg;
     url_cache_kib = cfg.cache_kib;
+    url_turns_off = cfg.turns_off;
     r->b = &b;
     srand((unsigned)(hd_clock_ns() ^ getpid()));
 

@@ -73,6 +73,7 @@ typedef struct config {
     const char *wrk;
     const char *bin_dir;
     const char *templates;
+    int turns_off; /* --sqlite-turns off: the services' SQLite URLs say turns=off */
 } config;
 
 static void usage(FILE *f)
@@ -95,11 +96,24 @@ static void usage(FILE *f)
             "  --amqp-url URL       broker for herald-notifications (default: $HD_AMQP_URL)\n"
             "  --bin-dir DIR        where herald-users and herald-notifications are\n"
             "  --templates DIR      the e-mail templates (default: found above --bin-dir)\n"
+            "  --sqlite-turns on|off  the services' SQLite writers take turns (default on;\n"
+            "                       store_sqlite_turns.h): off to compare\n"
             "  --quick              a smoke run\n"
             "  --workdir DIR, --keep, --out FILE, --help\n");
 }
 
-enum { O_SECONDS = 256, O_ROUNDS, O_CONN, O_WTHREADS, O_REGS, O_REGC, O_WRK, O_BIN, O_TPL };
+enum {
+    O_SECONDS = 256,
+    O_ROUNDS,
+    O_CONN,
+    O_WTHREADS,
+    O_REGS,
+    O_REGC,
+    O_WRK,
+    O_BIN,
+    O_TPL,
+    O_TURNS
+};
 
 static const struct option http_options[] = {
     {"seconds", required_argument, NULL, O_SECONDS},
@@ -111,6 +125,7 @@ static const struct option http_options[] = {
     {"wrk", required_argument, NULL, O_WRK},
     {"bin-dir", required_argument, NULL, O_BIN},
     {"templates", required_argument, NULL, O_TPL},
+    {"sqlite-turns", required_argument, NULL, O_TURNS},
     {NULL, 0, NULL, 0},
 };
 
@@ -157,6 +172,13 @@ static int own_option(void *ctx, int opt, const char *arg)
     case O_TPL:
         c->templates = arg;
         return 0;
+    case O_TURNS: {
+        int on = 1;
+        if (bench_parse_on_off(PROG, arg, "--sqlite-turns", &on) < 0)
+            return -1;
+        c->turns_off = !on;
+        return 0;
+    }
     default:
         return -1;
     }
@@ -609,9 +631,11 @@ int main(int argc, char **argv)
         queue[128];
     snprintf(admin, sizeof admin, "HD_USERS_ADMIN_TOKEN=%s%s", uuid[0], uuid[1]);
     snprintf(api, sizeof api, "HD_NOTIFICATIONS_API_TOKEN=%s%s", uuid[2], uuid[3]);
-    snprintf(db_u, sizeof db_u, "HD_DATABASE_URL=sqlite://%s/users.db?synchronous=full", dir);
-    snprintf(db_n, sizeof db_n, "HD_DATABASE_URL=sqlite://%s/notifications.db?synchronous=full",
-             dir);
+    const char *turns = cfg.turns_off ? "&turns=off" : "";
+    snprintf(db_u, sizeof db_u, "HD_DATABASE_URL=sqlite://%s/users.db?synchronous=full%s", dir,
+             turns);
+    snprintf(db_n, sizeof db_n, "HD_DATABASE_URL=sqlite://%s/notifications.db?synchronous=full%s",
+             dir, turns);
     snprintf(amqp, sizeof amqp, "HD_AMQP_URL=%s", cfg.o.url);
     snprintf(tpl_env, sizeof tpl_env, "HD_TEMPLATES_DIR=%s", templates);
     snprintf(exch, sizeof exch, "HD_USERS_EXCHANGE=hdbench-%ld.users", (long)getpid());

@@ -569,7 +569,7 @@ static int relay_phase(const config *cfg, broker *b, const char *dir, int round,
                            .poll_ms = 10,
                            .no_pipeline = cfg->no_pipeline};
     if ((rc = hd_store_relax_sync(s, err)) < 0 || /* as herald-relay: store.h */
-        (rc = hd_relay_new(s, a, &ro, &r, err)) < 0)
+        (rc = hd_store_wait_in_line(s, err)) < 0 || (rc = hd_relay_new(s, a, &ro, &r, err)) < 0)
         goto out;
 
     bench_progress pr;

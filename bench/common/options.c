@@ -138,6 +138,16 @@ int bench_parse_num(const char *prog, const char *s, const char *name, double lo
     return 0;
 }
 
+int bench_parse_on_off(const char *prog, const char *s, const char *name, int *on)
+{
+    if (strcmp(s, "on") != 0 && strcmp(s, "off") != 0) {
+        fprintf(stderr, "%s: %s must be on or off (got '%s')\n", prog, name, s);
+        return -1;
+    }
+    *on = strcmp(s, "on") == 0;
+    return 0;
+}
+
 int bench_options_parse(bench_options *o, int argc, char **argv, const struct option *own,
                         bench_own_option on_own, void *ctx, void (*usage)(FILE *))
 {

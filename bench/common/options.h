@@ -73,4 +73,7 @@ int bench_parse_size(const char *prog, const char *s, const char *name, size_t l
 int bench_parse_num(const char *prog, const char *s, const char *name, double lo, double hi,
                     double *out);
 
+/* "on" (1) or "off" (0) into *on: 0, or -1 with a message on stderr. */
+int bench_parse_on_off(const char *prog, const char *s, const char *name, int *on);
+
 #endif

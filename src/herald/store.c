@@ -152,6 +152,15 @@ int hd_store_relax_sync(hd_store *store, hd_error *err)
     return store->vtab->relax_sync(store, err);
 }
 
+int hd_store_wait_in_line(hd_store *store, hd_error *err)
+{
+    if (store == NULL)
+        return hd_error_set(err, HD_EINVAL, "hd_store_wait_in_line: store is NULL");
+    if (store->vtab->wait_in_line != NULL)
+        store->vtab->wait_in_line(store);
+    return HD_OK;
+}
+
 /* ---- statements --------------------------------------------------------------------- */
 
 static int check_statement(hd_store *store, const char *sql, const hd_value *params, size_t n,

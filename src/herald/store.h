@@ -137,6 +137,17 @@ int hd_store_in_transaction(const hd_store *store);
  * HD_EINVAL (NULL), HD_ESTATE (inside a transaction), HD_ESTORE. */
 int hd_store_relax_sync(hd_store *store, hd_error *err);
 
+/* For a connection whose writes wait for others' commits and must not starve: a relay's
+ * claim, on the file its service commits to a thousand times a second. On SQLite its writes
+ * that find the lock taken wait IN LINE: the next commit of any of herald's connections to
+ * that file wakes them, and once one has waited HD_TURNS_PATIENCE_US, a writer about to
+ * start, one that got its last lock without waiting, stands aside for it
+ * (store_sqlite_turns.h; the turns must be on, the default). Other connections only poll,
+ * as before: when many writers wait for the lock at once, handing it round with a wake-up
+ * each time costs more than it gives. The relays call it on their own connection.
+ * PostgreSQL: nothing changes (its row locks queue). Returns 0, HD_EINVAL (NULL). */
+int hd_store_wait_in_line(hd_store *store, hd_error *err);
+
 /* ---- statements ------------------------------------------------------------------------
  * sql is ONE statement with $1..$n placeholders, and each of $1..$n must appear in it
  * (PostgreSQL refuses gaps); params may be NULL when n is 0. Both are borrowed. */

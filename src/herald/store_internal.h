@@ -42,6 +42,9 @@ typedef struct hd_store_vtab {
 
     /* hd_store_relax_sync, outside a transaction; NULL: nothing to relax (PostgreSQL). */
     int (*relax_sync)(hd_store *store, hd_error *err);
+
+    /* hd_store_wait_in_line; NULL: nothing to do (PostgreSQL). */
+    void (*wait_in_line)(hd_store *store);
 } hd_store_vtab;
 
 struct hd_store {
@@ -52,6 +55,10 @@ struct hd_store {
      * leaves it zeroed) */
     struct hd_outbox_notifier *outbox_notifier;
 };
+
+/* The SQLite connection's turns (store_sqlite_turns.h), borrowed; NULL for another store, for
+ * turns=off and where the turns file could not be used. For tests and figures. */
+struct hd_turns *hd_store_sqlite_turns(hd_store *store);
 
 /* Adapters' open functions, called by hd_store_open with the full URL. On success *out is a
  * new store whose base the adapter has zeroed and given its vtab. */

@@ -13,9 +13,13 @@
  *     SQL text serves SQLite and PostgreSQL alike and "$2 ... $1" works.
  *   - a small cache of prepared statements keyed by SQL text: an application runs the same
  *     dozen statements over and over, and compiling SQL costs more than running it.
+ *   - turns (store_sqlite_turns.h): a writer that waits for the lock is woken by the commit
+ *     that frees it, and a writer about to start stands aside for it, so that a connection
+ *     committing back to back cannot starve the others. URL option turns=off.
  */
 #include "herald/store_internal.h"
 #include "herald/clock.h"
+#include "herald/store_sqlite_turns.h"
 
 #include <limits.h>
 #include <pthread.h>
@@ -43,6 +47,7 @@ typedef struct sqlite_store {
     uint64_t tick;
     int busy_timeout_ms;   /* how long a writer waits for the lock before HD_EBUSY */
     int64_t busy_since_ns; /* when the current wait for the lock began */
+    hd_turns *turns;       /* NULL: turns=off, ":memory:", or no turns file possible */
 } sqlite_store;
 
 /* Called by SQLite while another connection holds the write lock; n counts the calls of
@@ -50,9 +55,10 @@ typedef struct sqlite_store {
  * 100 ms between tries and is not woken when the lock is freed, so a relay polling the
  * outbox that a service commits to a thousand times a second waits tens of milliseconds
  * for a lock held for one (docs/bench.md measured p99 latency 35 ms with it, 11 ms with
- * this). Short sleeps, growing from 50 us to 1 ms, try again soon after the lock is freed
- * and cost nothing when it is not contended. Returns 0 (give up: SQLITE_BUSY) once
- * busy_timeout_ms has passed since the first call, 1 (try again) otherwise. */
+ * this). Sleeps growing from 50 us to 1 ms, cut short by the commit that frees the lock when
+ * the turns are on (hd_turns_wait), try again soon after the lock is freed and cost nothing
+ * when it is not contended. Returns 0 (give up: SQLITE_BUSY) once busy_timeout_ms has
+ * passed since the first call, 1 (try again) otherwise. */
 static int on_busy(void *ctx, int n)
 {
     sqlite_store *ss = ctx;
@@ -61,10 +67,22 @@ static int on_busy(void *ctx, int n)
         ss->busy_since_ns = now;
     if (now - ss->busy_since_ns >= (int64_t)ss->busy_timeout_ms * 1000000)
         return 0;
-    int64_t us = n < 5 ? 50LL << n : 1000;
-    struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)us * 1000};
-    nanosleep(&ts, NULL);
+    hd_turns_wait(ss->turns, n, ss->busy_since_ns);
     return 1;
+}
+
+/* Called by SQLite after each commit of this connection, once the write lock is released
+ * (sqlite3_wal_hook), with the WAL's size in frames. It wakes the writers waiting for the
+ * lock before anything else, then does what SQLite's own hook, which this one replaces,
+ * does: a passive checkpoint once the WAL holds WAL_AUTOCHECKPOINT frames (SQLite's
+ * default, the same as PRAGMA wal_autocheckpoint). Installed only with the turns. */
+#define WAL_AUTOCHECKPOINT 1000
+static int on_commit(void *ctx, sqlite3 *db, const char *name, int frames)
+{
+    hd_turns_released(((sqlite_store *)ctx)->turns);
+    if (frames >= WAL_AUTOCHECKPOINT)
+        (void)sqlite3_wal_checkpoint(db, name);
+    return SQLITE_OK;
 }
 
 /* Turn an SQLite result code into an herald code, with SQLite's message as the reason. */
@@ -273,6 +291,12 @@ static int run(sqlite_store *ss, const char *sql, const hd_value *params, size_t
     }
     sqlite3_int64 before = sqlite3_total_changes64(ss->db);
     rc = bind_params(ss, stmt, params, n, err);
+    /* A write transaction is about to start: a write outside a transaction (one of its
+     * own), or BEGIN IMMEDIATE, which takes the write lock and so is not read-only to SQLite
+     * (unit.store_turns checks both). It stands aside for a writer that has waited. */
+    if (ss->turns != NULL && rc == HD_OK && !sqlite3_stmt_readonly(stmt) &&
+        sqlite3_get_autocommit(ss->db))
+        hd_turns_yield(ss->turns);
     while (rc == HD_OK) {
         int step = sqlite3_step(stmt);
         if (step == SQLITE_DONE)
@@ -284,6 +308,7 @@ static int run(sqlite_store *ss, const char *sql, const hd_value *params, size_t
         if (rows != NULL && read_row(stmt, rows) < 0)
             rc = hd_error_set(err, HD_ENOMEM, NULL);
     }
+    hd_turns_done(ss->turns); /* the step got the lock, or gave up: no longer waiting */
     sqlite3_int64 changed = sqlite3_total_changes64(ss->db) - before;
     /* Reset so the statement releases its locks and can be reused from the cache. */
     sqlite3_reset(stmt);
@@ -331,6 +356,7 @@ static int sq_rollback(hd_store *store, hd_error *err)
     if (sqlite3_get_autocommit(ss->db))
         return HD_OK;
     int rc = run(ss, "ROLLBACK", NULL, 0, NULL, err);
+    hd_turns_released(ss->turns); /* a rollback frees the lock without a commit's hook */
     return rc < 0 ? rc : HD_OK;
 }
 
@@ -339,6 +365,7 @@ static int sq_script(hd_store *store, const char *sql, hd_error *err)
     sqlite_store *ss = (sqlite_store *)store;
     char *msg = NULL;
     int rc = sqlite3_exec(ss->db, sql, NULL, NULL, &msg);
+    hd_turns_done(ss->turns);
     if (rc != SQLITE_OK) {
         rc = fail(ss, rc, msg, err);
         sqlite3_free(msg);
@@ -358,6 +385,7 @@ static void sq_close(hd_store *store)
             sqlite3_exec(ss->db, "ROLLBACK", NULL, NULL, NULL);
         sqlite3_close(ss->db);
     }
+    hd_turns_close(ss->turns);
     free(ss);
 }
 
@@ -374,6 +402,11 @@ static int sq_relax_sync(hd_store *store, hd_error *err)
     return level <= 1 ? HD_OK : sq_script(store, "PRAGMA synchronous=NORMAL", err);
 }
 
+static void sq_wait_in_line(hd_store *store)
+{
+    hd_turns_set_in_line(((sqlite_store *)store)->turns, 1);
+}
+
 static const hd_store_vtab sqlite_vtab = {
     .dialect = "sqlite",
     .close = sq_close,
@@ -384,6 +417,7 @@ static const hd_store_vtab sqlite_vtab = {
     .query = sq_query,
     .script = sq_script,
     .relax_sync = sq_relax_sync,
+    .wait_in_line = sq_wait_in_line,
 };
 
 /* ---- opening ------------------------------------------------------------------------- */
@@ -393,6 +427,7 @@ typedef struct sqlite_options {
     const char *synchronous; /* one of the names below, static */
     int busy_timeout_ms;
     long cache_kib; /* PRAGMA cache_size=-N; 0: SQLite's default (2,000 KiB per connection) */
+    int no_turns;   /* turns=off */
 } sqlite_options;
 
 /* Parse "key=value&key=value" (the part after '?'); len bytes at q. */
@@ -440,10 +475,18 @@ static int parse_query(const char *q, sqlite_options *o, hd_error *err)
             if (vlen == 0 || kib < 1 || kib > 1000000)
                 return hd_error_set(err, HD_EURL, "cache_kib needs a number of KiB, 1..1000000");
             o->cache_kib = kib;
+        } else if (klen == 5 && strncmp(q, "turns", klen) == 0) {
+            /* Off: SQLite's lock as it is, polled (for comparisons, docs/bench.md). */
+            if (vlen == 2 && strncasecmp(v, "on", 2) == 0)
+                o->no_turns = 0;
+            else if (vlen == 3 && strncasecmp(v, "off", 3) == 0)
+                o->no_turns = 1;
+            else
+                return hd_error_set(err, HD_EURL, "turns=%.*s: expected on or off", (int)vlen, v);
         } else {
             return hd_error_set(err, HD_EURL,
                                 "unknown sqlite URL option '%.*s' (known: synchronous, "
-                                "busy_timeout, cache_kib)",
+                                "busy_timeout, cache_kib, turns)",
                                 (int)klen, q);
         }
         q += len;
@@ -502,6 +545,11 @@ static void sqlite_config_once(void)
     (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 }
 
+hd_turns *hd_store_sqlite_turns(hd_store *store)
+{
+    return store != NULL && store->vtab == &sqlite_vtab ? ((sqlite_store *)store)->turns : NULL;
+}
+
 int hd_store_sqlite_open(const char *url, hd_store **out, hd_error *err)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -529,10 +577,17 @@ int hd_store_sqlite_open(const char *url, hd_store **out, hd_error *err)
         sq_close(&ss->base);
         return rc;
     }
+    if (!o.no_turns && (rc = hd_turns_open(o.path, &ss->turns, err)) < 0) {
+        free(o.path);
+        sq_close(&ss->base);
+        return rc;
+    }
     free(o.path);
     sqlite3_extended_result_codes(ss->db, 1); /* tells UNIQUE apart from other constraints */
     ss->busy_timeout_ms = o.busy_timeout_ms;
     sqlite3_busy_handler(ss->db, on_busy, ss);
+    if (ss->turns != NULL)
+        sqlite3_wal_hook(ss->db, on_commit, ss);
     char pragmas[200];
     /* journal_mode=WAL is ignored (stays "memory") for in-memory databases, as it should. */
     int used = snprintf(pragmas, sizeof pragmas,

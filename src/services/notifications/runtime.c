@@ -309,6 +309,10 @@ static int open_stores(runtime *rt, hd_error *err)
      * out again): they need not wait for the disk (store.h, relay.md). */
     if (rc == 0 && rt->cfg->relay && hd_store_relax_sync(rt->relay_store, err) < 0)
         hd_log_warn(rt->lg, NULL, "relay: commits stay synchronous", "error", err->text, NULL);
+    /* Its claims wait in line for the write lock (store.h): the consumer's and the API's
+     * commits cannot starve them. */
+    if (rc == 0 && rt->cfg->relay)
+        (void)hd_store_wait_in_line(rt->relay_store, NULL);
     return rc;
 }
 

@@ -304,6 +304,9 @@ int main(int argc, char **argv)
      * them off the write lock the service's commits wait for (store.h, relay.md). */
     if (hd_store_relax_sync(store, &err) < 0)
         hd_log_warn(lg, NULL, "database: commits stay synchronous", "error", err.text, NULL);
+    /* Its claims wait in line for SQLite's write lock: a service committing back to back
+     * cannot starve them (store.h, store_sqlite_turns.h). */
+    (void)hd_store_wait_in_line(store, NULL);
     if (s.migrate && (rc = hd_outbox_migrate(store, &err)) < 0) {
         hd_log_error(lg, NULL, "cannot create the outbox table", "error", err.text, NULL);
         goto out;

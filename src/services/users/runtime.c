@@ -322,6 +322,7 @@ static void *relay_main(void *arg)
      * not wait for the disk, nor hold the write lock the API's commits wait for (store.h). */
     if (hd_store_relax_sync(store, &err) < 0)
         hd_log_warn(svc->log, NULL, "relay: commits stay synchronous", "error", err.text, NULL);
+    (void)hd_store_wait_in_line(store, NULL); /* the API's commits cannot starve its claims */
     hd_amqp *amqp = relay_connect(svc);
     hd_relay *relay = NULL;
     hd_relay_options opts = {.notifier = svc->notifier,
