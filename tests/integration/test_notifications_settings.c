@@ -1,4 +1,5 @@
-/* herald-notifications' memory settings (HD_SQLITE_AUX_CACHE_KIB, HD_MALLOC_COMPACT): a bad
+/* herald-notifications' memory settings (HD_SQLITE_CONSUMER_CACHE_KIB,
+ * HD_SQLITE_AUX_CACHE_KIB, HD_MALLOC_COMPACT): a bad
  * value stops the start with exit 2 and a message that names the setting and the value,
  * before the service opens the database or the broker (neither server is needed: the URLs
  * below point nowhere, and a configuration error is reported before they are used). A good
@@ -101,6 +102,15 @@ static void test_aux_cache_bad_values(void **state)
     refused("HD_SQLITE_AUX_CACHE_KIB=1000001", "HD_SQLITE_AUX_CACHE_KIB: 1000001 is out of range");
 }
 
+static void test_consumer_cache_bad_values(void **state)
+{
+    (void)state;
+    refused("HD_SQLITE_CONSUMER_CACHE_KIB=big",
+            "HD_SQLITE_CONSUMER_CACHE_KIB: 'big' is not an integer");
+    refused("HD_SQLITE_CONSUMER_CACHE_KIB=-5",
+            "HD_SQLITE_CONSUMER_CACHE_KIB: -5 is out of range [0, 1000000]");
+}
+
 static void test_malloc_compact_bad_value(void **state)
 {
     (void)state;
@@ -129,11 +139,50 @@ static void test_good_values_start(void **state)
     }
 }
 
+/* The caches each connection gets, as the start-up line "SQLite page caches" says: the
+ * consumer's 1,024 KiB unless the URL or HD_SQLITE_CONSUMER_CACHE_KIB says otherwise (0:
+ * SQLite's 2,000), the others' HD_SQLITE_AUX_CACHE_KIB (0: the URL's). */
+static void test_page_caches(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *url_options, *setting, *want;
+    } cases[] = {
+        {"", "X_NONE=1", "\"consumer_kib\":\"1024\",\"others_kib\":\"256\""},
+        {"", "HD_SQLITE_CONSUMER_CACHE_KIB=0", "\"consumer_kib\":\"2000\",\"others_kib\":\"256\""},
+        {"?cache_kib=300", "HD_SQLITE_CONSUMER_CACHE_KIB=512",
+         "\"consumer_kib\":\"300\",\"others_kib\":\"256\""},
+        {"?synchronous=normal", "HD_SQLITE_CONSUMER_CACHE_KIB=512",
+         "\"consumer_kib\":\"512\",\"others_kib\":\"256\""},
+        {"?cache_kib=300", "HD_SQLITE_AUX_CACHE_KIB=0",
+         "\"consumer_kib\":\"300\",\"others_kib\":\"300\""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char dir[] = HD_SETTINGS_DIR;
+        const char *extra[] = {cases[i].setting, NULL};
+        hd_proc *p = start_with(dir, cases[i].url_options, extra);
+        hd_error err;
+        assert_hd_err(0, hd_proc_wait_log(p, "broker unreachable, retrying", 20000, &err), &err);
+        assert_hd_err(0, hd_proc_stop(p, 20000, &err), &err);
+        hd_proc_free(p);
+        char log_path[128];
+        snprintf(log_path, sizeof log_path, "%s/notifications.log", dir);
+        char *log = slurp(log_path);
+        assert_non_null(log);
+        if (strstr(log, cases[i].want) == NULL)
+            fail_msg("case %zu: expected '%s' in: %s", i, cases[i].want, log);
+        free(log);
+        remove_dir(dir);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_aux_cache_bad_values),
+        cmocka_unit_test(test_consumer_cache_bad_values),
         cmocka_unit_test(test_malloc_compact_bad_value),
+        cmocka_unit_test(test_page_caches),
         cmocka_unit_test(test_good_values_start),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

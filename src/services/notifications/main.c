@@ -36,10 +36,12 @@ static const hd_setting settings[] = {
     {"HD_NOTIFICATIONS_LISTEN", "127.0.0.1:8082", "address:port of the HTTP API"},
     {"HD_DATABASE_URL", "sqlite://notifications.db",
      "the service's database: sqlite:///path/notifications.db or postgresql://..."},
+    {"HD_SQLITE_CONSUMER_CACHE_KIB", "1024",
+     "SQLite: page cache of the consumer's connection, KiB, when HD_DATABASE_URL sets no "
+     "cache_kib; 0: SQLite's own (2000)"},
     {"HD_SQLITE_AUX_CACHE_KIB", "256",
      "SQLite: page cache of each of the sweeper's, the API's and the relay's connections, KiB "
-     "(they read a few pages at a time; the consumer's keeps the URL's cache_kib, else "
-     "SQLite's 2000); 0: the URL's for all four"},
+     "(they read a few pages at a time); 0: the URL's for the three"},
     {"HD_DATABASE_READ_URL", "",
      "postgresql:// URL of a streaming standby for the API's history and preferences reads "
      "(a little stale at most; a user's own writes and every write stay on HD_DATABASE_URL); "
@@ -293,6 +295,10 @@ static int read_settings(const hd_config *cfg, notif_config *c, char *addr, size
         return hd_error_set(err, HD_ECONFIG,
                             "HD_DATABASE_URL: sqlite::memory: cannot be shared "
                             "between the service's threads; use a file");
+    if ((rc = hd_config_get_int(cfg, "HD_SQLITE_CONSUMER_CACHE_KIB", 1024, 0, 1000000, &v, err)) <
+        0)
+        return rc;
+    c->consumer_cache_kib = (long)v;
     if ((rc = hd_config_get_int(cfg, "HD_SQLITE_AUX_CACHE_KIB", 256, 0, 1000000, &v, err)) < 0)
         return rc;
     c->aux_cache_kib = (long)v;

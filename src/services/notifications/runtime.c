@@ -69,7 +69,8 @@ typedef struct runtime {
     atomic_int broker_up;
 
     hd_store *consumer_store, *sweeper_store, *api_store, *relay_store;
-    char *aux_url;         /* the URL of the sweeper's, API's and relay's stores (aux_store_url) */
+    char *aux_url;         /* the URL of the sweeper's, API's and relay's stores (sized_url) */
+    char *consumer_url;    /* the consumer's store's URL, when sized_url changed it */
     hd_replica *api_reads; /* over api_store: the API's reads that may be stale */
     hd_sender *consumer_sender, *sweeper_sender;
     notif_worker consumer_w, sweeper_w;
@@ -272,31 +273,58 @@ static void sample_consumer(runtime *rt)
 
 /* SQLite gives each connection its own page cache, 2,000 KiB by default, and this process
  * holds four connections to one file: that was the largest part of its own memory
- * (docs/modules/notifications.md, "Memory"). Only the consumer's work, a window of up to
- * 256 deliveries per transaction into growing indexes, gains from a large cache; the
- * sweeper, the API and the relay touch a few pages each time (due rows, one user's
- * history, the outbox's tail). So their connections get cache_kib=aux_cache_kib appended
- * to the URL (the store's own option; a later cache_kib overrides an earlier one), and the
- * consumer's keeps the URL as given. PostgreSQL URLs are left alone. */
-static int aux_store_url(runtime *rt, hd_error *err)
+ * (docs/modules/notifications.md, "Memory"). The sweeper, the API and the relay touch a few
+ * pages each time (due rows, one user's history, the outbox's tail): their connections get
+ * cache_kib=aux_cache_kib appended to the URL (the store's own option; a later cache_kib
+ * overrides an earlier one). The consumer writes a window of up to 256 deliveries per
+ * transaction into growing indexes, but its cache starts again whenever another connection
+ * has committed (the relay's marks do, after each window): 1,024 KiB (consumer_cache_kib)
+ * measured no slower than 2,000 and 0.7-1.1 MiB less at the peak (docs/bench.md, eleventh
+ * pass). A cache_kib in the URL itself is kept for the consumer. PostgreSQL URLs are left
+ * alone. Sets *out (NULL: the URL as given). */
+static int sized_url(const char *url, long kib, int unless_set, char **out, hd_error *err)
 {
-    const char *url = rt->cfg->database_url;
-    if (rt->cfg->aux_cache_kib <= 0 || strncmp(url, "sqlite:", 7) != 0)
+    *out = NULL;
+    if (kib <= 0 || strncmp(url, "sqlite:", 7) != 0)
+        return 0;
+    const char *q = strchr(url, '?');
+    if (unless_set && q != NULL && (strstr(q, "?cache_kib=") || strstr(q, "&cache_kib=")))
         return 0;
     size_t cap = strlen(url) + 32;
-    if ((rt->aux_url = malloc(cap)) == NULL)
+    if ((*out = malloc(cap)) == NULL)
         return hd_error_set(err, HD_ENOMEM, NULL);
-    snprintf(rt->aux_url, cap, "%s%ccache_kib=%ld", url, strchr(url, '?') ? '&' : '?',
-             rt->cfg->aux_cache_kib);
+    snprintf(*out, cap, "%s%ccache_kib=%ld", url, q ? '&' : '?', kib);
     return 0;
+}
+
+/* The page cache a SQLite URL gives its connection, KiB: its last cache_kib, else
+ * SQLite's own 2,000. */
+static long url_cache_kib(const char *url)
+{
+    const char *q = strchr(url, '?'), *k = NULL;
+    for (const char *p = q; p != NULL && (p = strstr(p, "cache_kib=")) != NULL; p += 10)
+        if (p[-1] == '?' || p[-1] == '&')
+            k = p;
+    return k ? strtol(k + 10, NULL, 10) : 2000L;
 }
 
 static int open_stores(runtime *rt, hd_error *err)
 {
-    int rc = aux_store_url(rt, err);
-    const char *aux = rt->aux_url != NULL ? rt->aux_url : rt->cfg->database_url;
+    int rc = sized_url(rt->cfg->database_url, rt->cfg->aux_cache_kib, 0, &rt->aux_url, err);
     if (rc == 0)
-        rc = open_store(rt, rt->cfg->database_url, &rt->consumer_store, err);
+        rc = sized_url(rt->cfg->database_url, rt->cfg->consumer_cache_kib, 1, &rt->consumer_url,
+                       err);
+    const char *aux = rt->aux_url != NULL ? rt->aux_url : rt->cfg->database_url;
+    const char *own = rt->consumer_url != NULL ? rt->consumer_url : rt->cfg->database_url;
+    if (rc == 0 && strncmp(rt->cfg->database_url, "sqlite:", 7) == 0) {
+        char mine[24], others[24];
+        snprintf(mine, sizeof mine, "%ld", url_cache_kib(own));
+        snprintf(others, sizeof others, "%ld", url_cache_kib(aux));
+        hd_log_info(rt->lg, NULL, "SQLite page caches", "consumer_kib", mine, "others_kib", others,
+                    NULL);
+    }
+    if (rc == 0)
+        rc = open_store(rt, own, &rt->consumer_store, err);
     /* Migrate on one handle before the others open: two migrations racing would only wait
      * for each other, but one is simpler to read in the logs. */
     if (rc == 0 && (rc = notif_app_migrate(rt->consumer_store, err)) == 0)
@@ -560,6 +588,7 @@ static void stop_and_free(runtime *rt)
     hd_store_close(rt->api_store);
     hd_store_close(rt->relay_store);
     free(rt->aux_url);
+    free(rt->consumer_url);
     hd_outbox_notifier_free(rt->sweeper_wake);
     hd_outbox_notifier_free(rt->outbox_wake);
     notif_app_free(rt->app);

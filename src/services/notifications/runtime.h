@@ -41,8 +41,10 @@ typedef struct notif_config {
     const char *listen_address; /* numeric IP */
     uint16_t listen_port;
     const char *database_url;
-    long aux_cache_kib; /* SQLite: cache_kib of the sweeper's, API's and relay's connections;
-                         * 0: the URL's, as the consumer's */
+    long consumer_cache_kib; /* SQLite: cache_kib of the consumer's connection when the URL
+                              * sets none (0: SQLite's own, 2,000 KiB) */
+    long aux_cache_kib;      /* SQLite: cache_kib of the sweeper's, API's and relay's connections;
+                              * 0: the URL's */
     const char *database_read_url; /* a standby for history and preferences; NULL or "": none */
     int64_t read_max_lag_ms;       /* 0: HD_REPLICA_MAX_LAG_DEFAULT */
     const char *amqp_url;
