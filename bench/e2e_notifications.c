@@ -944,19 +944,20 @@ typedef struct run {
     raw_result qt[3];        /* the raw chain per queue kind (qt_kinds) */
     size_t sent_bytes;       /* a notification_sent envelope, for the raw chain */
     int tp_ran;
-    double tp_seconds, tp_rate, tp_seconds_polled;
     int64_t tp_t0_us, tp_end_ms;
-    double tp_first_sent_s; /* relay start -> first notification sent */
-    cpu_probe tp_cpu;
-    double tail_s; /* end -> every notification_sent published to the broker */
-    /* The rounds of the throughput phase (--rounds), each a copy of the fields above and of
-     * raw_chain_ce as the round left them; once every round ran, the fields above hold the
-     * median round's (the round whose ratio is the median), and every figure printed for the
-     * throughput phase is that round's. */
+    /* The figures of a throughput round: the last one run, then the median round's. */
+    struct tp_figures {
+        double seconds, rate, seconds_polled;
+        double first_sent_s; /* relay start -> first notification sent */
+        cpu_probe cpu;
+        double tail_s; /* end -> every notification_sent published to the broker */
+    } tp;
+    /* The rounds of the throughput phase (--rounds): each round's tp and raw_chain_ce; once
+     * every round ran, tp and raw_chain_ce hold the median round's (the round whose ratio is
+     * the median), and every figure printed for the throughput phase is that round's. */
     struct tp_round {
         raw_result ce;
-        double seconds, rate, seconds_polled, first_sent_s, tail_s;
-        cpu_probe cpu;
+        struct tp_figures f;
     } rounds[MAX_TP_ROUNDS];
     int rounds_ran;
     int median_round;
@@ -1145,10 +1146,10 @@ static int throughput_phase(run *r, int k, hd_error *err)
         size_t first = r->es.n;
         if ((rc0 = fill_outbox(r->users, n, 0, &r->es, err)) < 0)
             return rc0;
-        r->tp_cpu.pid[W_RELAY] = hd_proc_pid(r->relay.proc);
-        r->tp_cpu.pid[W_NOTIF] = hd_proc_pid(r->notif.proc);
-        r->tp_cpu.pid[W_BROKER] = r->broker_pid;
-        probe_begin(&r->tp_cpu);
+        r->tp.cpu.pid[W_RELAY] = hd_proc_pid(r->relay.proc);
+        r->tp.cpu.pid[W_NOTIF] = hd_proc_pid(r->notif.proc);
+        r->tp.cpu.pid[W_BROKER] = r->broker_pid;
+        probe_begin(&r->tp.cpu);
         if ((rc0 = hd_store_commit(r->users, err)) < 0)
             return rc0;
         mark_committed(&r->es, first);
@@ -1165,15 +1166,15 @@ static int throughput_phase(run *r, int k, hd_error *err)
         if (rc0 < 0)
             return rc0;
     }
-    r->tp_cpu.pid[W_NOTIF] = hd_proc_pid(r->notif.proc);
-    r->tp_cpu.pid[W_BROKER] = r->broker_pid;
-    probe_begin(&r->tp_cpu);
+    r->tp.cpu.pid[W_NOTIF] = hd_proc_pid(r->notif.proc);
+    r->tp.cpu.pid[W_BROKER] = r->broker_pid;
+    probe_begin(&r->tp.cpu);
     int64_t t0 = hd_clock_ns();
     int rc = start_relay(r, err);
     if (rc < 0)
         return rc;
-    r->tp_cpu.pid[W_RELAY] = hd_proc_pid(r->relay.proc);
-    r->tp_cpu.t0[W_RELAY] = 0; /* it starts now: all its CPU is the phase's */
+    r->tp.cpu.pid[W_RELAY] = hd_proc_pid(r->relay.proc);
+    r->tp.cpu.t0[W_RELAY] = 0; /* it starts now: all its CPU is the phase's */
     fprintf(stderr, "herald-relay: pid %ld started (batch %zu, poll %d ms)\n",
             (long)hd_proc_pid(r->relay.proc), r->cfg->relay_batch, r->cfg->relay_poll_ms);
     return throughput_measure(r, 0, t0, err);
@@ -1193,8 +1194,8 @@ static int throughput_measure(run *r, int k, int64_t t0, hd_error *err)
     int rc = wait_for(r, (int64_t)(done + n), &pr, done, err);
     if (rc < 0)
         return rc;
-    probe_end(&r->tp_cpu);
-    r->tp_seconds_polled = (double)(hd_clock_ns() - t0) / 1e9;
+    probe_end(&r->tp.cpu);
+    r->tp.seconds_polled = (double)(hd_clock_ns() - t0) / 1e9;
 
     /* The exact end, from the service's own clock: the last notification sent and the last
      * notification_sent row (both epoch ms; the start is this process's wall clock). */
@@ -1205,38 +1206,33 @@ static int throughput_measure(run *r, int k, int64_t t0, hd_error *err)
              (long long)(r->tp_t0_us / 1000));
     int64_t first_sent = db_int(r->ro_notif, sql);
     r->tp_end_ms = last_sent > last_rec ? last_sent : last_rec;
-    r->tp_seconds = (double)(r->tp_end_ms * 1000 - r->tp_t0_us) / 1e6;
-    if (r->tp_seconds <= 0) /* clocks disagree?: fall back on the polled time */
-        r->tp_seconds = r->tp_seconds_polled;
-    r->tp_rate = (double)n / r->tp_seconds;
-    r->tp_first_sent_s = (double)(first_sent * 1000 - r->tp_t0_us) / 1e6;
+    r->tp.seconds = (double)(r->tp_end_ms * 1000 - r->tp_t0_us) / 1e6;
+    if (r->tp.seconds <= 0) /* clocks disagree?: fall back on the polled time */
+        r->tp.seconds = r->tp.seconds_polled;
+    r->tp.rate = (double)n / r->tp.seconds;
+    r->tp.first_sent_s = (double)(first_sent * 1000 - r->tp_t0_us) / 1e6;
     r->tp_ran = 1;
     char a[32], b2[32];
     fprintf(stderr,
             "e2e notifications sent: %zu in %.2f s (to the last notification_sent row), %s/s "
             "(polled: %.2f s)\n",
-            n, r->tp_seconds, bench_thousands(a, sizeof a, r->tp_rate), r->tp_seconds_polled);
+            n, r->tp.seconds, bench_thousands(a, sizeof a, r->tp.rate), r->tp.seconds_polled);
 
     /* Let the service's own relay publish every notification_sent before the next phase
      * (it is part of the pipeline, and must not overlap the next round or the latency
      * measurement). */
     if ((rc = wait_sink(r, done + n, err)) < 0)
         return rc;
-    r->tail_s = (double)(wall_us() / 1000 - r->tp_end_ms) / 1e3;
+    r->tp.tail_s = (double)(wall_us() / 1000 - r->tp_end_ms) / 1e3;
     struct tp_round *t = &r->rounds[k];
     t->ce = r->raw_chain_ce;
-    t->seconds = r->tp_seconds;
-    t->rate = r->tp_rate;
-    t->seconds_polled = r->tp_seconds_polled;
-    t->first_sent_s = r->tp_first_sent_s;
-    t->tail_s = r->tail_s;
-    t->cpu = r->tp_cpu;
+    t->f = r->tp;
     r->rounds_ran = k + 1;
     if (t->ce.s.ran && t->ce.s.rate > 0)
         fprintf(stderr,
                 "round %d of %d: end to end %s/s / raw chain (herald's messages) %s/s = %.1f %%\n",
-                k + 1, r->cfg->rounds, bench_thousands(a, sizeof a, t->rate),
-                bench_thousands(b2, sizeof b2, t->ce.s.rate), 100.0 * t->rate / t->ce.s.rate);
+                k + 1, r->cfg->rounds, bench_thousands(a, sizeof a, t->f.rate),
+                bench_thousands(b2, sizeof b2, t->ce.s.rate), 100.0 * t->f.rate / t->ce.s.rate);
     return 0;
 }
 
@@ -1248,7 +1244,7 @@ static void pick_median_round(run *r)
     double q[MAX_TP_ROUNDS];
     for (int i = 0; i < n; i++) {
         idx[i] = i;
-        q[i] = r->rounds[i].ce.s.rate > 0 ? r->rounds[i].rate / r->rounds[i].ce.s.rate : 0;
+        q[i] = r->rounds[i].ce.s.rate > 0 ? r->rounds[i].f.rate / r->rounds[i].ce.s.rate : 0;
     }
     for (int i = 1; i < n; i++) /* insertion sort of at most MAX_TP_ROUNDS */
         for (int j = i; j > 0 && q[idx[j]] < q[idx[j - 1]]; j--) {
@@ -1262,12 +1258,7 @@ static void pick_median_round(run *r)
     const struct tp_round *t = &r->rounds[m];
     r->median_round = m;
     r->raw_chain_ce = t->ce;
-    r->tp_seconds = t->seconds;
-    r->tp_rate = t->rate;
-    r->tp_seconds_polled = t->seconds_polled;
-    r->tp_first_sent_s = t->first_sent_s;
-    r->tail_s = t->tail_s;
-    r->tp_cpu = t->cpu;
+    r->tp = t->f;
 }
 
 /* ---- phase 3: latency at a fixed offered load --------------------------------------------- */
@@ -1583,22 +1574,22 @@ static void print_results(const run *r, const hd_proc_log_counts *logs, const ch
                bench_thousands(a, sizeof a, r->raw_chain_ce.s.rate));
     if (r->tp_ran) {
         printf("  %-58s %12s\n", "end to end: notifications sent + recorded",
-               bench_thousands(a, sizeof a, r->tp_rate));
+               bench_thousands(a, sizeof a, r->tp.rate));
         printf(
             "    %zu events in %.2f s from the relay's start to the last notification_sent row;"
             "\n    first mail after %.3f s; every notification_sent on the broker %.2f s later\n",
-            cfg->o.count, r->tp_seconds, r->tp_first_sent_s, r->tail_s);
+            cfg->o.count, r->tp.seconds, r->tp.first_sent_s, r->tp.tail_s);
         printf("    ");
-        probe_print("", &r->tp_cpu);
+        probe_print("", &r->tp.cpu);
         double total = 0;
         int known = 1;
         printf("    CPU per notification:");
         for (int i = W_RELAY; i <= W_BROKER; i++) {
-            if (r->tp_cpu.cpu_s[i] < 0) {
+            if (r->tp.cpu.cpu_s[i] < 0) {
                 known = 0;
                 continue;
             }
-            double us = 1e6 * r->tp_cpu.cpu_s[i] / (double)cfg->o.count;
+            double us = 1e6 * r->tp.cpu.cpu_s[i] / (double)cfg->o.count;
             total += us;
             printf(" %s %.0f us,", who_names[i], us);
         }
@@ -1649,7 +1640,7 @@ static void print_results(const run *r, const hd_proc_log_counts *logs, const ch
     }
     printf("\n  %-58s %8s %8s  %s\n", "verdicts", "measured", "target", "verdict");
     if (r->tp_ran && r->raw_chain_ce.s.ran) {
-        double q = r->tp_rate / r->raw_chain_ce.s.rate;
+        double q = r->tp.rate / r->raw_chain_ce.s.rate;
         printf("  %-58s %7.1f%% %7.0f%%  %s\n", "end to end / raw chain (same messages, same ops)",
                100.0 * q, 100.0 * TARGET_CHAIN, q >= TARGET_CHAIN ? "PASS" : "MISS");
         if (r->rounds_ran > 1) {
@@ -1657,7 +1648,7 @@ static void print_results(const run *r, const hd_proc_log_counts *logs, const ch
             for (int i = 0; i < r->rounds_ran; i++) {
                 const struct tp_round *t = &r->rounds[i];
                 printf("%s%.1f", i ? ", " : "",
-                       t->ce.s.rate > 0 ? 100.0 * t->rate / t->ce.s.rate : 0.0);
+                       t->ce.s.rate > 0 ? 100.0 * t->f.rate / t->ce.s.rate : 0.0);
             }
             printf(" %%); every throughput figure above is round %d's\n", r->median_round + 1);
         }
@@ -1666,18 +1657,18 @@ static void print_results(const run *r, const hd_proc_log_counts *logs, const ch
                "n/a");
     if (r->tp_ran && r->raw_chain.s.ran)
         printf("  %-58s %7.1f%% %8s  %s\n", "end to end / raw chain of bare messages",
-               100.0 * r->tp_rate / r->raw_chain.s.rate, "-", "(no target)");
+               100.0 * r->tp.rate / r->raw_chain.s.rate, "-", "(no target)");
     if (r->tp_ran && r->raw_con.s.ran)
         printf("  %-58s %7.1f%% %8s  %s\n", "end to end / raw consume",
-               100.0 * r->tp_rate / r->raw_con.s.rate, "-", "(ratio)");
+               100.0 * r->tp.rate / r->raw_con.s.rate, "-", "(ratio)");
     if (r->tp_ran && r->raw_pub.s.ran)
         printf("  %-58s %7.1f%% %8s  %s\n", "end to end / raw publish",
-               100.0 * r->tp_rate / r->raw_pub.s.rate, "-", "(ratio)");
+               100.0 * r->tp.rate / r->raw_pub.s.rate, "-", "(ratio)");
     if (r->tp_ran)
         printf("  %-58s %8s %8s  %s\n", "notifications per second (2 cores)",
-               bench_thousands(a, sizeof a, r->tp_rate),
+               bench_thousands(a, sizeof a, r->tp.rate),
                bench_thousands(b2, sizeof b2, TARGET_RATE),
-               r->tp_rate >= TARGET_RATE ? "PASS" : "MISS");
+               r->tp.rate >= TARGET_RATE ? "PASS" : "MISS");
     else
         printf("  %-58s %8s %8s  %s\n", "notifications per second (2 cores)", "-",
                bench_thousands(b2, sizeof b2, TARGET_RATE), "n/a");
@@ -1879,23 +1870,23 @@ static int write_json(const char *path, const run *r, const hd_proc_log_counts *
                         raw_json(&r->raw_chain_ce, "raw chain, herald's messages (CloudEvents "
                                                    "properties, mandatory)"));
     if (r->tp_ran) {
-        double lo = r->tp_rate, hi = r->tp_rate;
+        double lo = r->tp.rate, hi = r->tp.rate;
         for (int i = 0; i < r->rounds_ran; i++) {
-            lo = r->rounds[i].rate < lo ? r->rounds[i].rate : lo;
-            hi = r->rounds[i].rate > hi ? r->rounds[i].rate : hi;
+            lo = r->rounds[i].f.rate < lo ? r->rounds[i].f.rate : lo;
+            hi = r->rounds[i].f.rate > hi ? r->rounds[i].f.rate : hi;
         }
         json_t *e2e = bench_results_phase(
-            "end to end: outbox -> relay -> broker -> notifications", r->tp_rate, lo, hi,
+            "end to end: outbox -> relay -> broker -> notifications", r->tp.rate, lo, hi,
             json_pack("{s:I, s:f, s:f, s:f, s:f}", "messages", (json_int_t)cfg->o.count, "seconds",
-                      r->tp_seconds, "seconds_polled", r->tp_seconds_polled, "first_sent_after_s",
-                      r->tp_first_sent_s, "notification_sent_published_after_s", r->tail_s));
-        json_object_set_new(e2e, "cpu_share", probe_json(&r->tp_cpu));
+                      r->tp.seconds, "seconds_polled", r->tp.seconds_polled, "first_sent_after_s",
+                      r->tp.first_sent_s, "notification_sent_published_after_s", r->tp.tail_s));
+        json_object_set_new(e2e, "cpu_share", probe_json(&r->tp.cpu));
         json_t *per = json_object();
         double total = 0;
         int known = 1;
         for (int i = 0; i < NWHO; i++) {
             double us =
-                r->tp_cpu.cpu_s[i] >= 0 ? 1e6 * r->tp_cpu.cpu_s[i] / (double)cfg->o.count : -1;
+                r->tp.cpu.cpu_s[i] >= 0 ? 1e6 * r->tp.cpu.cpu_s[i] / (double)cfg->o.count : -1;
             json_object_set_new(per, who_keys[i], us >= 0 ? json_real(us) : json_null());
             if (i != W_BENCH) {
                 known &= us >= 0;
@@ -1914,14 +1905,14 @@ static int write_json(const char *path, const run *r, const hd_proc_log_counts *
             json_t *cpu = json_object();
             for (int w = 0; w < NWHO; w++)
                 json_object_set_new(cpu, who_keys[w],
-                                    t->cpu.cpu_s[w] >= 0
-                                        ? json_real(1e6 * t->cpu.cpu_s[w] / (double)cfg->o.count)
+                                    t->f.cpu.cpu_s[w] >= 0
+                                        ? json_real(1e6 * t->f.cpu.cpu_s[w] / (double)cfg->o.count)
                                         : json_null());
             json_array_append_new(
                 rounds,
-                json_pack("{s:i, s:f, s:f, s:o, s:o}", "round", i + 1, "e2e_per_s", t->rate,
+                json_pack("{s:i, s:f, s:f, s:o, s:o}", "round", i + 1, "e2e_per_s", t->f.rate,
                           "raw_chain_cloudevents_per_s", t->ce.s.rate, "ratio",
-                          t->ce.s.rate > 0 ? json_real(t->rate / t->ce.s.rate) : json_null(),
+                          t->ce.s.rate > 0 ? json_real(t->f.rate / t->ce.s.rate) : json_null(),
                           "cpu_us_per_notification", cpu));
         }
         json_object_set_new(e2e, "rounds", rounds);
@@ -1939,29 +1930,29 @@ static int write_json(const char *path, const run *r, const hd_proc_log_counts *
     json_t *ratios = json_object();
     if (r->tp_ran && r->raw_con.s.ran)
         json_object_set_new(ratios, "e2e_vs_raw_consume",
-                            json_pack("{s:f, s:n, s:n}", "value", r->tp_rate / r->raw_con.s.rate,
+                            json_pack("{s:f, s:n, s:n}", "value", r->tp.rate / r->raw_con.s.rate,
                                       "target", "pass"));
     if (r->tp_ran && r->raw_chain_ce.s.ran)
         json_object_set_new(ratios, "e2e_vs_raw_chain",
                             json_pack("{s:f, s:f, s:b, s:s}", "value",
-                                      r->tp_rate / r->raw_chain_ce.s.rate, "target", TARGET_CHAIN,
-                                      "pass", r->tp_rate / r->raw_chain_ce.s.rate >= TARGET_CHAIN,
+                                      r->tp.rate / r->raw_chain_ce.s.rate, "target", TARGET_CHAIN,
+                                      "pass", r->tp.rate / r->raw_chain_ce.s.rate >= TARGET_CHAIN,
                                       "denominator", "raw_chain_cloudevents"));
     if (r->tp_ran && r->raw_chain.s.ran)
         json_object_set_new(ratios, "e2e_vs_raw_chain_bare",
-                            json_pack("{s:f, s:n, s:n}", "value", r->tp_rate / r->raw_chain.s.rate,
+                            json_pack("{s:f, s:n, s:n}", "value", r->tp.rate / r->raw_chain.s.rate,
                                       "target", "pass"));
     if (r->tp_ran && r->raw_pub.s.ran)
         json_object_set_new(ratios, "e2e_vs_raw_publish",
-                            json_pack("{s:f, s:n, s:n}", "value", r->tp_rate / r->raw_pub.s.rate,
+                            json_pack("{s:f, s:n, s:n}", "value", r->tp.rate / r->raw_pub.s.rate,
                                       "target", "pass"));
     json_object_set_new(root, "ratios", ratios);
 
     json_t *targets = json_object();
     json_object_set_new(targets, "notifications_per_s",
                         r->tp_ran
-                            ? json_pack("{s:f, s:f, s:b}", "value", r->tp_rate, "target",
-                                        TARGET_RATE, "pass", r->tp_rate >= TARGET_RATE)
+                            ? json_pack("{s:f, s:f, s:b}", "value", r->tp.rate, "target",
+                                        TARGET_RATE, "pass", r->tp.rate >= TARGET_RATE)
                             : json_pack("{s:n, s:f, s:n}", "value", "target", TARGET_RATE, "pass"));
     double worst = 0;
     int lat_pass = latency_pass(r, &worst);
