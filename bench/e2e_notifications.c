@@ -661,6 +661,13 @@ static int append_event(hd_store *s, const hd_envelope *env, hd_error *err)
     return hd_outbox_append(s, env, "user", user, err);
 }
 
+/* The events from first on are committed (fill_outbox, or its caller after per_tx 0). */
+static void mark_committed(events *es, size_t first)
+{
+    for (size_t k = first; k < es->n; k++)
+        es->v[k].committed = 1;
+}
+
 /* n more events into the users outbox, FILL_PER_TX a transaction; with per_tx 0, all of them
  * in one transaction left open for the caller to commit (hd_store_commit, then
  * mark_committed): a running relay then finds the n rows at once, as a relay started after
@@ -692,18 +699,10 @@ static int fill_outbox(hd_store *s, size_t n, size_t per_tx, events *es, hd_erro
             return 0; /* the caller commits */
         if ((rc = hd_store_commit(s, err)) < 0)
             return rc;
-        for (size_t k = i; k < i + step && k < n; k++)
-            es->v[base + k].committed = 1;
+        mark_committed(es, base + i);
         bench_progress_tick(&pr, i + step < n ? i + step : n, NULL);
     }
     return 0;
-}
-
-/* The events from first on are committed (after fill_outbox with per_tx 0). */
-static void mark_committed(events *es, size_t first)
-{
-    for (size_t k = first; k < es->n; k++)
-        es->v[k].committed = 1;
 }
 
 /* ---- the services (tests/support/hd_proc: start, readiness, stop, exit status, log) ------- */
@@ -1127,6 +1126,22 @@ static int wait_sink(run *r, size_t want, hd_error *err)
 
 static int throughput_measure(run *r, int k, int64_t t0, hd_error *err);
 
+/* A round's end to end / raw chain of herald's messages; 0 when the raw chain did not run. */
+static double round_ratio(const struct tp_round *t)
+{
+    return t->ce.s.ran && t->ce.s.rate > 0 ? t->f.rate / t->ce.s.rate : 0.0;
+}
+
+/* The round's CPU probe starts: the service's and the broker's CPU (and the relay's, when it
+ * runs already) from now on. */
+static void tp_probe_begin(run *r)
+{
+    r->tp.cpu.pid[W_RELAY] = r->relay.proc ? hd_proc_pid(r->relay.proc) : 0;
+    r->tp.cpu.pid[W_NOTIF] = hd_proc_pid(r->notif.proc);
+    r->tp.cpu.pid[W_BROKER] = r->broker_pid;
+    probe_begin(&r->tp.cpu);
+}
+
 /* Round k of the throughput phase. Round 0 starts the relay on the outbox main() filled;
  * a later round measures the raw chain again (the services idle), then commits n more events
  * in one transaction under the running relay. Either way the clock starts when the relay
@@ -1146,10 +1161,7 @@ static int throughput_phase(run *r, int k, hd_error *err)
         size_t first = r->es.n;
         if ((rc0 = fill_outbox(r->users, n, 0, &r->es, err)) < 0)
             return rc0;
-        r->tp.cpu.pid[W_RELAY] = hd_proc_pid(r->relay.proc);
-        r->tp.cpu.pid[W_NOTIF] = hd_proc_pid(r->notif.proc);
-        r->tp.cpu.pid[W_BROKER] = r->broker_pid;
-        probe_begin(&r->tp.cpu);
+        tp_probe_begin(r);
         if ((rc0 = hd_store_commit(r->users, err)) < 0)
             return rc0;
         mark_committed(&r->es, first);
@@ -1166,9 +1178,7 @@ static int throughput_phase(run *r, int k, hd_error *err)
         if (rc0 < 0)
             return rc0;
     }
-    r->tp.cpu.pid[W_NOTIF] = hd_proc_pid(r->notif.proc);
-    r->tp.cpu.pid[W_BROKER] = r->broker_pid;
-    probe_begin(&r->tp.cpu);
+    tp_probe_begin(r);
     int64_t t0 = hd_clock_ns();
     int rc = start_relay(r, err);
     if (rc < 0)
@@ -1228,11 +1238,11 @@ static int throughput_measure(run *r, int k, int64_t t0, hd_error *err)
     t->ce = r->raw_chain_ce;
     t->f = r->tp;
     r->rounds_ran = k + 1;
-    if (t->ce.s.ran && t->ce.s.rate > 0)
+    if (round_ratio(t) > 0)
         fprintf(stderr,
                 "round %d of %d: end to end %s/s / raw chain (herald's messages) %s/s = %.1f %%\n",
                 k + 1, r->cfg->rounds, bench_thousands(a, sizeof a, t->f.rate),
-                bench_thousands(b2, sizeof b2, t->ce.s.rate), 100.0 * t->f.rate / t->ce.s.rate);
+                bench_thousands(b2, sizeof b2, t->ce.s.rate), 100.0 * round_ratio(t));
     return 0;
 }
 
@@ -1240,21 +1250,15 @@ static int throughput_measure(run *r, int k, int64_t t0, hd_error *err)
  * the two middle ones for an even count); its figures become the phase's (run.rounds). */
 static void pick_median_round(run *r)
 {
-    int idx[MAX_TP_ROUNDS], n = r->rounds_ran;
-    double q[MAX_TP_ROUNDS];
-    for (int i = 0; i < n; i++) {
-        idx[i] = i;
-        q[i] = r->rounds[i].ce.s.rate > 0 ? r->rounds[i].f.rate / r->rounds[i].ce.s.rate : 0;
-    }
-    for (int i = 1; i < n; i++) /* insertion sort of at most MAX_TP_ROUNDS */
-        for (int j = i; j > 0 && q[idx[j]] < q[idx[j - 1]]; j--) {
-            int t = idx[j];
-            idx[j] = idx[j - 1];
-            idx[j - 1] = t;
-        }
+    int n = r->rounds_ran, m = 0;
     if (n == 0)
         return;
-    int m = idx[(n - 1) / 2];
+    double q[MAX_TP_ROUNDS], sorted[MAX_TP_ROUNDS];
+    for (int i = 0; i < n; i++)
+        sorted[i] = q[i] = round_ratio(&r->rounds[i]);
+    bench_median(sorted, (size_t)n); /* sorts them */
+    while (m < n - 1 && q[m] != sorted[(n - 1) / 2])
+        m++;
     const struct tp_round *t = &r->rounds[m];
     r->median_round = m;
     r->raw_chain_ce = t->ce;
@@ -1646,9 +1650,7 @@ static void print_results(const run *r, const hd_proc_log_counts *logs, const ch
         if (r->rounds_ran > 1) {
             printf("    the median of %d rounds' ratios (", r->rounds_ran);
             for (int i = 0; i < r->rounds_ran; i++) {
-                const struct tp_round *t = &r->rounds[i];
-                printf("%s%.1f", i ? ", " : "",
-                       t->ce.s.rate > 0 ? 100.0 * t->f.rate / t->ce.s.rate : 0.0);
+                printf("%s%.1f", i ? ", " : "", 100.0 * round_ratio(&r->rounds[i]));
             }
             printf(" %%); every throughput figure above is round %d's\n", r->median_round + 1);
         }
@@ -1909,11 +1911,10 @@ static int write_json(const char *path, const run *r, const hd_proc_log_counts *
                                         ? json_real(1e6 * t->f.cpu.cpu_s[w] / (double)cfg->o.count)
                                         : json_null());
             json_array_append_new(
-                rounds,
-                json_pack("{s:i, s:f, s:f, s:o, s:o}", "round", i + 1, "e2e_per_s", t->f.rate,
-                          "raw_chain_cloudevents_per_s", t->ce.s.rate, "ratio",
-                          t->ce.s.rate > 0 ? json_real(t->f.rate / t->ce.s.rate) : json_null(),
-                          "cpu_us_per_notification", cpu));
+                rounds, json_pack("{s:i, s:f, s:f, s:o, s:o}", "round", i + 1, "e2e_per_s",
+                                  t->f.rate, "raw_chain_cloudevents_per_s", t->ce.s.rate, "ratio",
+                                  round_ratio(t) > 0 ? json_real(round_ratio(t)) : json_null(),
+                                  "cpu_us_per_notification", cpu));
         }
         json_object_set_new(e2e, "rounds", rounds);
         json_object_set_new(e2e, "median_round", json_integer(r->median_round + 1));

@@ -271,6 +271,16 @@ static void sample_consumer(runtime *rt)
 
 /* ---- the application ---------------------------------------------------------------------- */
 
+/* The cache_kib a SQLite URL sets (its last one, as the store reads it), or 0 when none. */
+static long url_cache_kib(const char *url)
+{
+    const char *q = strchr(url, '?'), *k = NULL;
+    for (const char *p = q; p != NULL && (p = strstr(p, "cache_kib=")) != NULL; p += 10)
+        if (p[-1] == '?' || p[-1] == '&')
+            k = p;
+    return k ? strtol(k + 10, NULL, 10) : 0;
+}
+
 /* SQLite gives each connection its own page cache, 2,000 KiB by default, and this process
  * holds four connections to one file: that was the largest part of its own memory
  * (docs/modules/notifications.md, "Memory"). The sweeper, the API and the relay touch a few
@@ -287,25 +297,13 @@ static int sized_url(const char *url, long kib, int unless_set, char **out, hd_e
     *out = NULL;
     if (kib <= 0 || strncmp(url, "sqlite:", 7) != 0)
         return 0;
-    const char *q = strchr(url, '?');
-    if (unless_set && q != NULL && (strstr(q, "?cache_kib=") || strstr(q, "&cache_kib=")))
+    if (unless_set && url_cache_kib(url) > 0)
         return 0;
     size_t cap = strlen(url) + 32;
     if ((*out = malloc(cap)) == NULL)
         return hd_error_set(err, HD_ENOMEM, NULL);
-    snprintf(*out, cap, "%s%ccache_kib=%ld", url, q ? '&' : '?', kib);
+    snprintf(*out, cap, "%s%ccache_kib=%ld", url, strchr(url, '?') ? '&' : '?', kib);
     return 0;
-}
-
-/* The page cache a SQLite URL gives its connection, KiB: its last cache_kib, else
- * SQLite's own 2,000. */
-static long url_cache_kib(const char *url)
-{
-    const char *q = strchr(url, '?'), *k = NULL;
-    for (const char *p = q; p != NULL && (p = strstr(p, "cache_kib=")) != NULL; p += 10)
-        if (p[-1] == '?' || p[-1] == '&')
-            k = p;
-    return k ? strtol(k + 10, NULL, 10) : 2000L;
 }
 
 static int open_stores(runtime *rt, hd_error *err)
@@ -318,8 +316,9 @@ static int open_stores(runtime *rt, hd_error *err)
     const char *own = rt->consumer_url != NULL ? rt->consumer_url : rt->cfg->database_url;
     if (rc == 0 && strncmp(rt->cfg->database_url, "sqlite:", 7) == 0) {
         char mine[24], others[24];
-        snprintf(mine, sizeof mine, "%ld", url_cache_kib(own));
-        snprintf(others, sizeof others, "%ld", url_cache_kib(aux));
+        long kib[2] = {url_cache_kib(own), url_cache_kib(aux)}; /* 0: SQLite's 2,000 */
+        snprintf(mine, sizeof mine, "%ld", kib[0] ? kib[0] : 2000L);
+        snprintf(others, sizeof others, "%ld", kib[1] ? kib[1] : 2000L);
         hd_log_info(rt->lg, NULL, "SQLite page caches", "consumer_kib", mine, "others_kib", others,
                     NULL);
     }
