@@ -123,6 +123,7 @@ typedef struct config {
     size_t qt_count;   /* queue kinds phase: events per kind; 0 skips it */
     long cache_kib;    /* the services' SQLite URLs: cache_kib (0: SQLite's default) */
     int turns_off;     /* --sqlite-turns off: every SQLite URL of the run says turns=off */
+    int direct;        /* --sqlite-coalesce off: every SQLite URL of the run says coalesce=off */
 } config;
 
 static void usage(FILE *f)
@@ -165,6 +166,8 @@ static void usage(FILE *f)
            "                         for its consumer and 256 for the others)\n"
            "  --sqlite-turns on|off  the writers' turns on SQLite's lock (store_sqlite_turns.h;\n"
            "                         default on): off in every SQLite URL of the run, to compare\n"
+           "  --sqlite-coalesce on|off  the WAL written in large writes (store_sqlite_vfs.h;\n"
+           "                         default on): off in every SQLite URL of the run, to compare\n"
            "  --no-service-relay     diagnosis: HD_NOTIFICATIONS_RELAY=false, notification_sent\n"
            "                         stays in the service's outbox (not published)\n"
            "  --raw-window N         raw publish: confirm window (default 1000)\n"
@@ -198,6 +201,7 @@ enum {
     O_QT_COUNT,
     O_CACHE_KIB,
     O_TURNS,
+    O_COALESCE,
     O_ROUNDS
 };
 
@@ -255,6 +259,13 @@ static int own_option(void *ctx, int opt, const char *arg)
         cfg->turns_off = !on;
         return 0;
     }
+    case O_COALESCE: {
+        int on = 1;
+        if (bench_parse_on_off(PROG, arg, "--sqlite-coalesce", &on) < 0)
+            return -1;
+        cfg->direct = !on;
+        return 0;
+    }
     case O_QT_COUNT:
         if (parse_num(arg, "--queue-kinds-count", 0, 2000000, &v) < 0)
             return -1;
@@ -283,6 +294,7 @@ static const struct option e2e_options[] = {
     {"queue-kinds-count", required_argument, NULL, O_QT_COUNT},
     {"sqlite-cache-kib", required_argument, NULL, O_CACHE_KIB},
     {"sqlite-turns", required_argument, NULL, O_TURNS},
+    {"sqlite-coalesce", required_argument, NULL, O_COALESCE},
     {NULL, 0, NULL, 0},
 };
 
@@ -974,15 +986,17 @@ typedef struct run {
 
 static long url_cache_kib; /* --sqlite-cache-kib, for the services' URLs (0: none) */
 static int url_turns_off;  /* --sqlite-turns off */
+static int url_direct;     /* --sqlite-coalesce off */
 
 static const char *sqlite_url(char *buf, size_t cap, const char *path)
 {
     const char *turns = url_turns_off ? "&turns=off" : "";
+    const char *direct = url_direct ? "&coalesce=off" : "";
     if (url_cache_kib > 0)
-        snprintf(buf, cap, "sqlite://%s?synchronous=full&cache_kib=%ld%s", path, url_cache_kib,
-                 turns);
+        snprintf(buf, cap, "sqlite://%s?synchronous=full&cache_kib=%ld%s%s", path, url_cache_kib,
+                 turns, direct);
     else
-        snprintf(buf, cap, "sqlite://%s?synchronous=full%s", path, turns);
+        snprintf(buf, cap, "sqlite://%s?synchronous=full%s%s", path, turns, direct);
     return buf;
 }
 
@@ -1855,6 +1869,8 @@ static int write_json(const char *path, const run *r, const hd_proc_log_counts *
                         json_integer((json_int_t)cfg->cache_kib));
     json_object_set_new(json_object_get(root, "parameters"), "sqlite_turns",
                         json_string(cfg->turns_off ? "off" : "on"));
+    json_object_set_new(json_object_get(root, "parameters"), "sqlite_coalesce",
+                        json_string(cfg->direct ? "off" : "on"));
     json_object_set_new(json_object_get(root, "parameters"), "sent_bytes",
                         json_integer((json_int_t)r->sent_bytes));
     json_object_set_new(json_object_get(root, "parameters"), "service_relay",
@@ -2080,6 +2096,7 @@ int main(int argc, char **argv)
     r->cfg = &cfg;
     url_cache_kib = cfg.cache_kib;
     url_turns_off = cfg.turns_off;
+    url_direct = cfg.direct;
     r->b = &b;
     srand((unsigned)(hd_clock_ns() ^ getpid()));
 

@@ -16,10 +16,14 @@
  *   - turns (store_sqlite_turns.h): a writer that waits for the lock is woken by the commit
  *     that frees it, and a writer about to start stands aside for it, so that a connection
  *     committing back to back cannot starve the others. URL option turns=off.
+ *   - the WAL written in large writes (store_sqlite_vfs.h): SQLite writes each frame of a
+ *     transaction with two system calls; a VFS shim gathers them and writes once per commit
+ *     (or 64 KiB). URL option coalesce=off.
  */
 #include "herald/store_internal.h"
 #include "herald/clock.h"
 #include "herald/store_sqlite_turns.h"
+#include "herald/store_sqlite_vfs.h"
 
 #include <limits.h>
 #include <pthread.h>
@@ -428,6 +432,7 @@ typedef struct sqlite_options {
     int busy_timeout_ms;
     long cache_kib; /* PRAGMA cache_size=-N; 0: SQLite's default (2,000 KiB per connection) */
     int no_turns;   /* turns=off */
+    int direct;     /* coalesce=off: SQLite's default VFS, each WAL frame written by itself */
 } sqlite_options;
 
 /* Parse "key=value&key=value" (the part after '?'); len bytes at q. */
@@ -483,10 +488,19 @@ static int parse_query(const char *q, sqlite_options *o, hd_error *err)
                 o->no_turns = 1;
             else
                 return hd_error_set(err, HD_EURL, "turns=%.*s: expected on or off", (int)vlen, v);
+        } else if (klen == 8 && strncmp(q, "coalesce", klen) == 0) {
+            /* Off: the WAL's frames written one system call each (for comparisons). */
+            if (vlen == 2 && strncasecmp(v, "on", 2) == 0)
+                o->direct = 0;
+            else if (vlen == 3 && strncasecmp(v, "off", 3) == 0)
+                o->direct = 1;
+            else
+                return hd_error_set(err, HD_EURL, "coalesce=%.*s: expected on or off", (int)vlen,
+                                    v);
         } else {
             return hd_error_set(err, HD_EURL,
                                 "unknown sqlite URL option '%.*s' (known: synchronous, "
-                                "busy_timeout, cache_kib, turns)",
+                                "busy_timeout, cache_kib, turns, coalesce)",
                                 (int)klen, q);
         }
         q += len;
@@ -566,8 +580,19 @@ int hd_store_sqlite_open(const char *url, hd_store **out, hd_error *err)
     ss->base.vtab = &sqlite_vtab;
     /* NOMUTEX: a store belongs to one thread at a time (see store.h), so SQLite's own
      * per-call locking would only cost time. */
+    /* The shim that writes the WAL in large writes (store_sqlite_vfs.h), unless coalesce=off;
+     * an in-memory database has no files, and gets SQLite's own VFS. */
+    const char *vfs = NULL;
+    if (!o.direct && strcmp(o.path, ":memory:") != 0) {
+        if ((rc = hd_sqlite_vfs_register(err)) < 0) {
+            free(o.path);
+            free(ss);
+            return rc;
+        }
+        vfs = HD_SQLITE_VFS_NAME;
+    }
     rc = sqlite3_open_v2(o.path, &ss->db,
-                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, vfs);
     if (rc != SQLITE_OK) {
         hd_error why;
         rc = ss->db ? fail(ss, rc, NULL, &why)
