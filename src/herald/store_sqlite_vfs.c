@@ -16,15 +16,18 @@
 
 #define FRAME_HEADER 24 /* a WAL frame's header; bytes 4..7: database pages after a commit */
 
-typedef struct shim_file {
+typedef struct shim_file shim_file;
+struct shim_file {
     sqlite3_file base;  /* first: what SQLite holds */
     sqlite3_file *real; /* the default VFS's file, in the same allocation, after this */
     int wal;            /* opened with SQLITE_OPEN_WAL: its writes are gathered */
+    shim_file *twin;    /* a WAL file's database file and the other way round (same
+                           connection), while both are open; NULL otherwise */
     int after_commit;   /* the last write was a commit frame's header: flush after its page */
     unsigned char *buf; /* HD_SQLITE_VFS_BUFFER bytes, at the first write; NULL before */
     size_t len;         /* bytes gathered */
     sqlite3_int64 at;   /* the file offset of buf[0] */
-} shim_file;
+};
 
 #define REAL_OFFSET ((sizeof(shim_file) + 7) & ~(size_t)7)
 
@@ -76,9 +79,11 @@ static int shim_write(sqlite3_file *file, const void *data, int amt, sqlite3_int
     }
     if (f->buf == NULL && amt < HD_SQLITE_VFS_BUFFER)
         f->buf = sqlite3_malloc(HD_SQLITE_VFS_BUFFER);
+    const unsigned char *h = data;
+    int commit_header = amt == FRAME_HEADER && (h[4] | h[5] | h[6] | h[7]) != 0;
     if (f->buf == NULL || amt >= HD_SQLITE_VFS_BUFFER) {
         /* Too large to gather, or no memory for the buffer: write through, as "unix" would. */
-        f->after_commit = 0;
+        f->after_commit = commit_header;
         count(&writes_out);
         return f->real->pMethods->xWrite(f->real, data, amt, off);
     }
@@ -90,8 +95,7 @@ static int shim_write(sqlite3_file *file, const void *data, int amt, sqlite3_int
         count(&commit_flushes);
         return flush(f);
     }
-    const unsigned char *h = data;
-    f->after_commit = amt == FRAME_HEADER && (h[4] | h[5] | h[6] | h[7]) != 0;
+    f->after_commit = commit_header;
     return SQLITE_OK;
 }
 
@@ -107,6 +111,8 @@ static int shim_write(sqlite3_file *file, const void *data, int amt, sqlite3_int
 static int shim_close(sqlite3_file *file)
 {
     shim_file *f = (shim_file *)file;
+    if (f->twin != NULL)
+        f->twin->twin = NULL;
     int rc = flush(f);
     int rc2 = f->real->pMethods->xClose(f->real);
     sqlite3_free(f->buf);
@@ -182,29 +188,64 @@ static int shim_device_characteristics(sqlite3_file *file)
     return f->real->pMethods->xDeviceCharacteristics(f->real);
 }
 
-/* The shared memory (the wal-index) belongs to the database file, never to a WAL file:
- * nothing is gathered on these files, so no flush. */
+/* The shared memory (the wal-index) belongs to the database file, never to a WAL file. Two
+ * of its calls flush the connection's WAL (the twin), whatever the frames said:
+ *   - xShmBarrier: SQLite calls it between the two copies of the wal-index header it writes
+ *     to publish a commit. Whatever the WAL still holds goes down before anyone can see
+ *     the commit: the commit frame's header rewritten last by walRewriteChecksums (a
+ *     transaction that wrote a page to the WAL early and then changed it again), or a
+ *     commit frame written through while its page was gathered.
+ *   - releasing an exclusive lock (the write lock at the end of a write transaction, a
+ *     checkpoint's): frames of a transaction that rolled back may still wait here, and
+ *     once the lock is free another connection writes ITS frames at those offsets; written
+ *     later, ours would overwrite them. Written now, while the lock is still held, they
+ *     land beyond the last commit, where the next writer overwrites them.
+ * Neither can return an error to the write that gathered the bytes: a failure there is the
+ * same as a frame lost on a power cut with synchronous=normal (docs/modules/store_sqlite_vfs.md).
+ * A real file without shared memory (a version 1 file) gets what SQLite would say of a
+ * missing one. */
+static void flush_twin(shim_file *f)
+{
+    if (f->twin != NULL && f->twin->len > 0)
+        (void)flush(f->twin);
+}
+
+static int has_shm(const shim_file *f)
+{
+    return f->real->pMethods->iVersion >= 2 && f->real->pMethods->xShmMap != NULL;
+}
+
 static int shim_shm_map(sqlite3_file *file, int region, int size, int extend, void volatile **pp)
 {
     shim_file *f = (shim_file *)file;
+    if (!has_shm(f))
+        return SQLITE_IOERR_SHMMAP;
     return f->real->pMethods->xShmMap(f->real, region, size, extend, pp);
 }
 
 static int shim_shm_lock(sqlite3_file *file, int offset, int n, int flags)
 {
     shim_file *f = (shim_file *)file;
+    if (!has_shm(f))
+        return SQLITE_IOERR_SHMLOCK;
+    if ((flags & SQLITE_SHM_UNLOCK) && (flags & SQLITE_SHM_EXCLUSIVE))
+        flush_twin(f);
     return f->real->pMethods->xShmLock(f->real, offset, n, flags);
 }
 
 static void shim_shm_barrier(sqlite3_file *file)
 {
     shim_file *f = (shim_file *)file;
-    f->real->pMethods->xShmBarrier(f->real);
+    flush_twin(f);
+    if (has_shm(f))
+        f->real->pMethods->xShmBarrier(f->real);
 }
 
 static int shim_shm_unmap(sqlite3_file *file, int delete_flag)
 {
     shim_file *f = (shim_file *)file;
+    if (!has_shm(f))
+        return SQLITE_OK;
     return f->real->pMethods->xShmUnmap(f->real, delete_flag);
 }
 
@@ -262,6 +303,15 @@ static int shim_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, int
      * too, and only then. */
     f->base.pMethods = f->real->pMethods != NULL ? &shim_methods : NULL;
     f->wal = (flags & SQLITE_OPEN_WAL) != 0;
+    if (rc == SQLITE_OK && f->wal && name != NULL) {
+        /* The database file of this WAL, opened by the same connection through this VFS
+         * before it (sqlite3_database_file_object: the pointer SQLite gave its xOpen). */
+        sqlite3_file *db = sqlite3_database_file_object(name);
+        if (db != NULL && db->pMethods == &shim_methods) {
+            f->twin = (shim_file *)db;
+            f->twin->twin = f;
+        }
+    }
     return rc;
 }
 

@@ -14,18 +14,27 @@
  * a write that continues the previous one is copied into a buffer of HD_SQLITE_VFS_BUFFER
  * bytes instead, and the buffer goes down in one write
  *   - when the frame that COMMITS a transaction has been written (its header says so: a
- *     non-zero "database size after commit"), before SQLite makes the transaction visible
- *     to other connections in the wal-index and before it syncs. So a commit that
- *     returned, and a commit another connection or process can see, is in the file exactly
- *     as without the shim; only frames of a transaction still running wait in memory;
+ *     non-zero "database size after commit"), before SQLite syncs or makes the transaction
+ *     visible. A failure there fails the commit, as SQLite's own failed write would;
+ *   - at the database file's xShmBarrier, which SQLite calls between the two copies of the
+ *     wal-index header that publish a commit: whatever the WAL still holds (the commit
+ *     frame's header rewritten last when SQLite recomputes the checksums of frames a
+ *     transaction wrote early and changed again) is in the file before anyone sees it;
+ *   - before an exclusive lock of the database file is released (the write lock at the
+ *     end of a transaction): frames of a transaction that ROLLED BACK go down while it
+ *     still holds the lock, beyond the last commit, and never later over another
+ *     connection's frames at the same offsets;
  *   - before anything else is done with the file: a read (SQLite reading a page back, a
  *     checkpoint), a sync, a truncation, its size, a lock, a file control, its closing;
  *   - when the next write does not continue it (the WAL starting over at offset 0) or does
  *     not fit.
- * A failed write of the buffer fails the SQLite call that caused it (SQLITE_IOERR_WRITE,
- * SQLITE_FULL), and SQLite handles it as the failure of its own write: the transaction is
- * not committed. A crash loses what was in the buffer: frames of a transaction that had
- * not committed, which recovery would ignore anyway.
+ * So a commit that returned, and a commit another connection or process can see, is in the
+ * file exactly as without the shim; only frames of a transaction still running wait in
+ * memory, and a crash loses only those, which recovery would ignore anyway. The two flushes
+ * from the database file cannot hand an error back to SQLite (xShmBarrier returns nothing,
+ * and SQLite ignores what an unlock returns): the one at the barrier writes bytes already
+ * allocated in the file (an in-place rewrite), and the one at the unlock writes frames of no
+ * commit. unit.store_sqlite_vfs has a case for each.
  *
  * Every herald SQLite connection opens through it (store_sqlite.c), unless its URL says
  * coalesce=off. The database file, its -shm and the temporary files are not touched: reads
@@ -37,8 +46,11 @@
  *     allocate it).
  *   - The commit frame is recognised by SQLite's WAL format (a 24-byte frame header whose
  *     bytes 4..7 are not zero), documented at https://sqlite.org/fileformat2.html#walformat
- *     and stable since 3.7.0. A future SQLite writing frames differently would at worst make
- *     the shim write through: every other call flushes first.
+ *     and stable since 3.7.0. A SQLite writing frames differently would lose that first
+ *     flush point and keep the barrier's, which then carries the whole commit (without a
+ *     way to report a failed write).
+ *   - The WAL finds its database file with sqlite3_database_file_object (SQLite 3.33 and
+ *     later), both opened through this VFS by one connection.
  *   - The file's methods are version 3 (mmap of the database file, xFetch, is forwarded).
  *
  * Threads: the registration is done once, behind pthread_once; a file is used by one
