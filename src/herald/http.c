@@ -65,8 +65,12 @@ enum phase {
 struct track {
     struct track *prev, *next;
     int fd;
-    enum phase phase;
-    int64_t since_ns;
+    /* Written by the connection's MHD thread without a lock (set_phase: since_ns first, then
+     * phase with release), read by the watchdog (phase with acquire, then since_ns): the
+     * watchdog never pairs a new phase with an older start. A lock here was taken three
+     * times a request by every MHD thread, and contended (issue 14, twelfth pass). */
+    _Atomic int phase; /* enum phase */
+    _Atomic int64_t since_ns;
     int cut; /* the watchdog shut it down already */
 };
 
@@ -90,9 +94,9 @@ struct hd_http_server {
     uint16_t port;
     enum state state;
     atomic_int stopping;
-    pthread_mutex_t lock; /* guards inflight */
-    pthread_cond_t idle;  /* signalled when inflight drops to 0 */
-    size_t inflight;
+    pthread_mutex_t lock;    /* with idle: hd_http_server_stop waits for inflight to reach 0 */
+    pthread_cond_t idle;     /* broadcast, under lock, when inflight drops to 0 */
+    _Atomic size_t inflight; /* requests between on_uri and on_completed (no lock: atomics) */
     /* slow clients */
     pthread_mutex_t track_lock; /* guards the track list, every track, wd_stop */
     pthread_cond_t wd_wake;     /* wakes the watchdog to stop */
@@ -288,6 +292,7 @@ int hd_http_server_new(const hd_http_options *opts, hd_http_server **out, hd_err
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    atomic_init(&srv->inflight, 0);
     int ok = pthread_mutex_init(&srv->lock, NULL) == 0;
     if (ok && pthread_cond_init(&srv->idle, &ca) != 0) {
         pthread_mutex_destroy(&srv->lock);
@@ -804,10 +809,8 @@ static void set_phase(hd_http_request *req, enum phase phase)
 {
     if (req->track == NULL)
         return;
-    pthread_mutex_lock(&req->srv->track_lock);
-    req->track->phase = phase;
-    req->track->since_ns = hd_clock_ns();
-    pthread_mutex_unlock(&req->srv->track_lock);
+    atomic_store_explicit(&req->track->since_ns, hd_clock_ns(), memory_order_relaxed);
+    atomic_store_explicit(&req->track->phase, (int)phase, memory_order_release);
 }
 
 /* MHD tells us of every connection it accepts and closes; we keep a track for the
@@ -826,8 +829,8 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         if (t == NULL)
             return; /* untracked: only MHD's idle timeout applies to it */
         t->fd = fd->connect_fd;
-        t->phase = PHASE_IDLE;
-        t->since_ns = hd_clock_ns();
+        atomic_init(&t->phase, (int)PHASE_IDLE);
+        atomic_init(&t->since_ns, hd_clock_ns());
         pthread_mutex_lock(&srv->track_lock);
         t->next = srv->tracks;
         if (srv->tracks)
@@ -863,10 +866,10 @@ static void *watchdog_main(void *arg)
         int64_t now = hd_clock_ns();
         unsigned cut = 0;
         for (struct track *t = srv->tracks; t != NULL; t = t->next) {
-            int64_t limit = t->phase == PHASE_RECEIVING ? req_ns
-                            : t->phase == PHASE_IDLE    ? idle_ns
-                                                        : -1;
-            if (limit < 0 || t->cut || now - t->since_ns <= limit)
+            int phase = atomic_load_explicit(&t->phase, memory_order_acquire);
+            int64_t since = atomic_load_explicit(&t->since_ns, memory_order_relaxed);
+            int64_t limit = phase == PHASE_RECEIVING ? req_ns : phase == PHASE_IDLE ? idle_ns : -1;
+            if (limit < 0 || t->cut || now - since <= limit)
                 continue;
             shutdown(t->fd, SHUT_RDWR);
             t->cut = 1;
@@ -898,9 +901,7 @@ static void *watchdog_main(void *arg)
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     hd_http_server *srv = cls;
-    pthread_mutex_lock(&srv->lock);
-    srv->inflight++;
-    pthread_mutex_unlock(&srv->lock);
+    atomic_fetch_add(&srv->inflight, 1);
     hd_http_request *req = calloc(1, sizeof *req);
     if (req == NULL)
         return NULL;
@@ -1077,10 +1078,16 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         set_phase(req, PHASE_IDLE); /* the next request line's wait starts now */
         request_free(req);
     }
-    pthread_mutex_lock(&srv->lock);
-    if (srv->inflight > 0 && --srv->inflight == 0)
+    /* The last one out wakes hd_http_server_stop. Under the lock: stop checks the count and
+     * waits under it, so the broadcast cannot fall between its check and its wait. */
+    size_t n = atomic_load(&srv->inflight);
+    while (n > 0 && !atomic_compare_exchange_weak(&srv->inflight, &n, n - 1))
+        ;
+    if (n == 1) {
+        pthread_mutex_lock(&srv->lock);
         pthread_cond_broadcast(&srv->idle);
-    pthread_mutex_unlock(&srv->lock);
+        pthread_mutex_unlock(&srv->lock);
+    }
 }
 
 /* ---- start / stop ------------------------------------------------------------------------ */
@@ -1151,9 +1158,9 @@ int hd_http_server_stop(hd_http_server *srv)
     hd_clock_deadline(&deadline, srv->opts.stop_timeout_ms);
     pthread_mutex_lock(&srv->lock);
     int rc = 0;
-    while (srv->inflight > 0 && rc != ETIMEDOUT)
+    while (atomic_load(&srv->inflight) > 0 && rc != ETIMEDOUT)
         rc = pthread_cond_timedwait(&srv->idle, &srv->lock, &deadline);
-    int late = srv->inflight > 0;
+    int late = atomic_load(&srv->inflight) > 0;
     pthread_mutex_unlock(&srv->lock);
 
     /* 3. Close idle keep-alive connections (and, after a timeout, busy ones) and join
