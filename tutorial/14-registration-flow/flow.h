@@ -82,7 +82,4 @@ void mail_release(mail *m);
 /* Wall-clock time in ns since the epoch (comparable with the sink's file names). */
 int64_t now_ns(void);
 
-/* Remove dir and the files in it (it has no subdirectories). */
-void remove_dir(const char *dir);
-
 #endif /* TUTORIAL14_FLOW_H */

@@ -362,7 +362,7 @@ out:
     mail_release(&welcome);
     free(user_id);
     if (made_dir && rc == 0)
-        remove_dir(dir);
+        tutorial_remove_dir(dir);
     else if (made_dir)
         fprintf(stderr, "kept %s for inspection\n", dir);
     curl_global_cleanup();

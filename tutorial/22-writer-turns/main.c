@@ -16,7 +16,6 @@
  * Read along: docs/tutorial/22-writer-turns.md.
  * Run: build/dev/tutorial-22-writer-turns
  */
-#include <dirent.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -30,6 +29,8 @@
  * are there for tests and figures, and this chapter prints figures. */
 #include "herald/store_internal.h"
 #include "herald/store_sqlite_turns.h"
+
+#include "tutorial.h"
 
 #define BURST_MS    1500 /* how long the service commits back to back */
 #define EVERY_MS    50   /* the relay's pace: one claim, then this long asleep */
@@ -151,22 +152,6 @@ static void print_figures(int step, const char *turns, const figures *f)
            f->longest_ms, f->total_ms);
 }
 
-/* ---- the temporary directory ------------------------------------------------------------- */
-
-static void remove_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char path[600];
-    while (d != NULL && (e = readdir(d)) != NULL)
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 &&
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name) < (int)sizeof path)
-            unlink(path);
-    if (d != NULL)
-        closedir(d);
-    rmdir(dir);
-}
-
 int main(void)
 {
     const char *tmp = getenv("TMPDIR");
@@ -205,7 +190,7 @@ int main(void)
                all ? "every write done" : "NOT every write done", (unsigned long long)on.yields,
                (unsigned long long)on.wakes);
     }
-    remove_dir(dir);
+    tutorial_remove_dir(dir);
     if (rc < 0) {
         fprintf(stderr, "chapter 22 failed: %s (%s)\n", err.text, hd_err_name(rc));
         return 1;

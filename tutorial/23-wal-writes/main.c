@@ -13,7 +13,6 @@
  * of the shim counts the rows. No server needed. Read along: docs/tutorial/23-wal-writes.md.
  * Run: build/dev/tutorial-23-wal-writes
  */
-#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +26,8 @@
 #include "herald/store.h"
 /* Not the application's API: the shim's counters are there for tests and figures. */
 #include "herald/store_sqlite_vfs.h"
+
+#include "tutorial.h"
 
 #define ROWS         200 /* one transaction: a consumer's batch, a service catching up */
 #define ROW_BYTES    500
@@ -192,22 +193,6 @@ out:
     return rc;
 }
 
-/* ---- the temporary directory ------------------------------------------------------------- */
-
-static void remove_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char path[600];
-    while (d != NULL && (e = readdir(d)) != NULL)
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 &&
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name) < (int)sizeof path)
-            unlink(path);
-    if (d != NULL)
-        closedir(d);
-    rmdir(dir);
-}
-
 int main(void)
 {
     const char *tmp = getenv("TMPDIR");
@@ -264,7 +249,7 @@ int main(void)
            off.db_bytes, on.db_bytes);
 out:
     unwatch();
-    remove_dir(dir);
+    tutorial_remove_dir(dir);
     if (rc < 0) {
         fprintf(stderr, "chapter 23 failed: %s (%s)\n", err.text, hd_err_name(rc));
         return 1;

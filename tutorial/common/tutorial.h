@@ -12,4 +12,8 @@
  * NULL: the chapter returns 1. Borrowed string (the environment's). */
 const char *tutorial_require_env(const char *name);
 
+/* Remove dir and the files in it (a chapter's temporary directory: no subdirectories).
+ * Best effort: what cannot be removed stays. */
+void tutorial_remove_dir(const char *dir);
+
 #endif
