@@ -80,9 +80,32 @@ static char *input_password(const char *url)
 /* The passwords of every URL of a list (of the one URL when it is not a list), as
  * input_password defines them, into secrets (NULL where there is none); returns how many. */
 enum { MAX_URLS = 16 };
+/* Whether needle occurs at least twice in hay (NULL hay: no). */
+static int twice(const char *hay, const char *needle)
+{
+    const char *first = hay ? strstr(hay, needle) : NULL;
+    return first != NULL && strstr(first + 1, needle) != NULL;
+}
+
+/* url with the blanks after each comma removed: new, NULL when out of memory. */
+static char *squeeze(const char *url)
+{
+    char *out = malloc(strlen(url) + 1), *o = out;
+    for (const char *c = url; out != NULL && *c; c++) {
+        *o++ = *c;
+        if (*c == ',')
+            while (c[1] == ' ' || c[1] == '\t')
+                c++;
+    }
+    if (out != NULL)
+        *o = '\0';
+    return out;
+}
+
 static int list_passwords(const char *url, char *secrets[MAX_URLS])
 {
     int n = 0;
+    char *squeezed = squeeze(url);
     const char *start = url;
     while (start != NULL && n < MAX_URLS) {
         const char *next = NULL, *end = start + strlen(start);
@@ -99,14 +122,17 @@ static int list_passwords(const char *url, char *secrets[MAX_URLS])
         char *one = strndup(start, (size_t)(end - start));
         char *pw = one ? input_password(one) : NULL;
         free(one);
-        /* found elsewhere in the whole list (another URL's user, say): not told apart */
-        if (pw != NULL && strstr(strstr(url, pw) + 1, pw) != NULL) {
+        /* found elsewhere in the whole list (another URL's user, say), or in the list as the
+         * redactor writes it (the blanks after its commas dropped, which can join two other
+         * URLs' texts into the same bytes): not told apart */
+        if (pw != NULL && (strstr(strstr(url, pw) + 1, pw) != NULL || twice(squeezed, pw))) {
             free(pw);
             pw = NULL;
         }
         secrets[n++] = pw;
         start = next;
     }
+    free(squeezed);
     return n;
 }
 
