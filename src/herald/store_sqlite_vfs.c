@@ -34,13 +34,14 @@ struct shim_file {
 static sqlite3_vfs shim_vfs;
 static sqlite3_vfs *real_vfs; /* the default VFS when registering: every call goes there */
 
-static _Atomic uint64_t writes_in, writes_out, commit_flushes;
+static _Atomic uint64_t writes_in, writes_out, commit_flushes, temp_files;
 
 void hd_sqlite_vfs_stats_read(hd_sqlite_vfs_stats *out)
 {
     out->wal_writes_in = atomic_load_explicit(&writes_in, memory_order_relaxed);
     out->wal_writes_out = atomic_load_explicit(&writes_out, memory_order_relaxed);
     out->commit_flushes = atomic_load_explicit(&commit_flushes, memory_order_relaxed);
+    out->temp_files = atomic_load_explicit(&temp_files, memory_order_relaxed);
 }
 
 static void count(_Atomic uint64_t *c)
@@ -303,6 +304,9 @@ static int shim_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, int
      * too, and only then. */
     f->base.pMethods = f->real->pMethods != NULL ? &shim_methods : NULL;
     f->wal = (flags & SQLITE_OPEN_WAL) != 0;
+    if (rc == SQLITE_OK && (flags & (SQLITE_OPEN_SUBJOURNAL | SQLITE_OPEN_TEMP_JOURNAL |
+                                     SQLITE_OPEN_TEMP_DB | SQLITE_OPEN_TRANSIENT_DB)))
+        count(&temp_files);
     if (rc == SQLITE_OK && f->wal && name != NULL) {
         /* The database file of this WAL, opened by the same connection through this VFS
          * before it (sqlite3_database_file_object: the pointer SQLite gave its xOpen). */

@@ -78,11 +78,14 @@ int hd_sqlite_vfs_register(hd_error *err);
 
 /* What the shim has done since the process started, over every file (for tests and the
  * benchmarks): the writes SQLite asked for on WAL files, the writes that went down for
- * them, and how many of those were flushed because a commit frame ended. */
+ * them, how many of those were flushed because a commit frame ended, and how many
+ * temporary files SQLite opened (statement journals that outgrew memory, sorters, temp
+ * tables: hd_store_sqlite_open's temp_store=MEMORY keeps them in memory). */
 typedef struct hd_sqlite_vfs_stats {
     uint64_t wal_writes_in;
     uint64_t wal_writes_out;
     uint64_t commit_flushes;
+    uint64_t temp_files;
 } hd_sqlite_vfs_stats;
 
 /* Fill *out (borrowed) with the counters. */

@@ -421,6 +421,88 @@ static void the_wal_starting_over_is_written_right(void **state)
     assert_sound(f->db);
 }
 
+/* ---- the pragmas hd_store_sqlite_open sets beside the shim ---------------------------- */
+
+/* n rows of 500 bytes (about 7 a page) in table u, whose NOT NULL makes every UPDATE one
+ * that may fail half-way: in a transaction of several statements, SQLite then keeps the
+ * pages each statement changes in a statement journal. */
+static void fill_u(hd_store *s, int n)
+{
+    hd_error err;
+    assert_true(hd_store_exec(s, "CREATE TABLE u (k INTEGER PRIMARY KEY, v TEXT NOT NULL)", NULL, 0,
+                              &err) >= 0);
+    assert_hd_err(HD_OK, hd_store_begin(s, &err), &err);
+    for (int i = 1; i <= n; i++) {
+        hd_value p[] = {hd_value_int(i)};
+        assert_true(hd_store_exec(s, "INSERT INTO u (k, v) VALUES ($1, printf('%500d', $1))", p, 1,
+                                  &err) >= 0);
+    }
+    assert_hd_err(HD_OK, hd_store_commit(s, &err), &err);
+}
+
+/* Two UPDATEs of every row of u in one transaction; returns the temporary files SQLite
+ * opened meanwhile (the shim counts them). */
+static uint64_t temp_files_of_two_updates(hd_store *s)
+{
+    hd_error err;
+    hd_sqlite_vfs_stats before, after;
+    hd_sqlite_vfs_stats_read(&before);
+    assert_hd_err(HD_OK, hd_store_begin(s, &err), &err);
+    assert_true(hd_store_exec(s, "UPDATE u SET v = 'x' || v", NULL, 0, &err) >= 0);
+    assert_true(hd_store_exec(s, "UPDATE u SET v = substr(v, 2)", NULL, 0, &err) >= 0);
+    assert_hd_err(HD_OK, hd_store_commit(s, &err), &err);
+    hd_sqlite_vfs_stats_read(&after);
+    return after.temp_files - before.temp_files;
+}
+
+/* 300 rows are about 45 pages: each statement's journal outgrows the 64 KiB SQLite keeps in
+ * memory. With the store's temp_store=MEMORY no file is opened for it; with SQLite's
+ * default (FILE, set back here) one is: the count is the one that tells them apart. */
+static void a_statement_journal_stays_in_memory(void **state)
+{
+    fixture *f = *state;
+    hd_error err;
+    hd_store *s = open_store(f, "?turns=off");
+    fill_u(s, 300);
+    assert_int_equal(0, temp_files_of_two_updates(s));
+    assert_true(hd_store_exec(s, "PRAGMA temp_store=FILE", NULL, 0, &err) >= 0);
+    assert_true(temp_files_of_two_updates(s) >= 1);
+    hd_store_close(s);
+    assert_sound(f->db);
+}
+
+/* WAL writes SQLite asks for while a transaction that changes about 45 pages is still open,
+ * on a connection whose cache holds 16 (cache_kib=64). Each call writes another first
+ * letter: SQLite does not dirty a page whose row it rewrites with the same bytes. */
+static uint64_t wal_writes_before_commit(hd_store *s, const char *letter)
+{
+    hd_error err;
+    hd_sqlite_vfs_stats before, after;
+    assert_hd_err(HD_OK, hd_store_begin(s, &err), &err);
+    hd_sqlite_vfs_stats_read(&before);
+    hd_value p[] = {hd_value_text(letter)};
+    assert_true(hd_store_exec(s, "UPDATE u SET v = $1 || substr(v, 2)", p, 1, &err) >= 0);
+    hd_sqlite_vfs_stats_read(&after);
+    assert_hd_err(HD_OK, hd_store_commit(s, &err), &err);
+    return after.wal_writes_in - before.wal_writes_in;
+}
+
+/* A transaction larger than a small cache keeps its pages until the commit (cache_spill at
+ * 4 MiB): nothing goes to the WAL before it. SQLite's default, spilling as soon as the
+ * cache is full (cache_spill=1: the cache's own size), writes frames early. */
+static void a_transaction_larger_than_the_cache_waits_for_its_commit(void **state)
+{
+    fixture *f = *state;
+    hd_error err;
+    hd_store *s = open_store(f, "?turns=off&cache_kib=64");
+    fill_u(s, 300);
+    assert_int_equal(0, wal_writes_before_commit(s, "y"));
+    assert_true(hd_store_exec(s, "PRAGMA cache_spill=1", NULL, 0, &err) >= 0);
+    assert_true(wal_writes_before_commit(s, "z") >= 1);
+    hd_store_close(s);
+    assert_sound(f->db);
+}
+
 static void coalesce_takes_on_or_off(void **state)
 {
     fixture *f = *state;
@@ -450,6 +532,9 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(a_failed_write_fails_the_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(the_wal_starting_over_is_written_right, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_statement_journal_stays_in_memory, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_transaction_larger_than_the_cache_waits_for_its_commit,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(coalesce_takes_on_or_off, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
