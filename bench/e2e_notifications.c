@@ -2056,15 +2056,15 @@ static int is_exe(const char *p)
 
 static void remove_workdir(const char *dir)
 {
-    static const char *const names[] = {"users.db", "notifications.db", "relay.log",
-                                        "notifications.log"};
-    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+    static const char *const dbs[] = {"users.db", "notifications.db"};
+    static const char *const logs[] = {"relay.log", "notifications.log"};
     char path[4200];
-    for (size_t n = 0; n < sizeof names / sizeof names[0]; n++)
-        for (size_t k = 0; k < sizeof suffixes / sizeof suffixes[0]; k++) {
-            snprintf(path, sizeof path, "%s/%s%s", dir, names[n], suffixes[k]);
-            unlink(path);
-        }
+    for (size_t n = 0; n < 2; n++) {
+        snprintf(path, sizeof path, "%s/%s", dir, dbs[n]);
+        hd_store_sqlite_remove(path);
+        snprintf(path, sizeof path, "%s/%s", dir, logs[n]);
+        unlink(path);
+    }
     rmdir(dir);
 }
 

@@ -30,6 +30,7 @@
 #include <sqlite3.h>
 
 #include "bench_util.h"
+#include "herald/store.h"
 #include "disk_probe.h"
 #include "herald/clock.h"
 #include "herald/error.h"
@@ -238,12 +239,7 @@ static int sqlite_run(const char *dir, int run, const char *sync, int rows, doub
 out:
     sqlite3_finalize(ins);
     sqlite3_close(db);
-    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
-    for (size_t k = 0; k < sizeof suffixes / sizeof suffixes[0]; k++) {
-        char p[4300];
-        snprintf(p, sizeof p, "%s%s", path, suffixes[k]);
-        unlink(p);
-    }
+    hd_store_sqlite_remove(path);
     return rc;
 }
 

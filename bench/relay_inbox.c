@@ -869,16 +869,13 @@ static char *make_workdir(const config *cfg)
 static void remove_workdir(const char *dir, int rounds)
 {
     static const char *const names[] = {"outbox", "inbox"};
-    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
     char path[4200];
     for (int r = 0; r < rounds; r++)
         for (size_t n = 0; n < 2; n++)
-            for (size_t k = 0; k < sizeof suffixes / sizeof suffixes[0]; k++)
-                for (int tls = 0; tls < 2; tls++) { /* the TLS phases' files: r + MAX_ROUNDS */
-                    snprintf(path, sizeof path, "%s/%s-%d.db%s", dir, names[n],
-                             r + tls * MAX_ROUNDS, suffixes[k]);
-                    unlink(path);
-                }
+            for (int tls = 0; tls < 2; tls++) { /* the TLS phases' files: r + MAX_ROUNDS */
+                snprintf(path, sizeof path, "%s/%s-%d.db", dir, names[n], r + tls * MAX_ROUNDS);
+                hd_store_sqlite_remove(path);
+            }
     rmdir(dir);
 }
 

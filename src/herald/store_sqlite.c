@@ -25,6 +25,7 @@
 #include "herald/store_sqlite_turns.h"
 #include "herald/store_sqlite_vfs.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -32,6 +33,7 @@
 #include <string.h>
 #include <time.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -423,6 +425,26 @@ static const hd_store_vtab sqlite_vtab = {
     .relax_sync = sq_relax_sync,
     .wait_in_line = sq_wait_in_line,
 };
+
+int hd_store_sqlite_remove(const char *path)
+{
+    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal", HD_TURNS_SUFFIX};
+    if (path == NULL)
+        return HD_EINVAL;
+    size_t n = strlen(path);
+    char *p = malloc(n + 16);
+    if (p == NULL)
+        return HD_ENOMEM;
+    int rc = 0;
+    for (size_t k = 0; k < sizeof suffixes / sizeof suffixes[0]; k++) {
+        memcpy(p, path, n);
+        strcpy(p + n, suffixes[k]);
+        if (unlink(p) != 0 && errno != ENOENT)
+            rc = HD_EIO;
+    }
+    free(p);
+    return rc;
+}
 
 /* The size of a transaction's changed pages above which SQLite may write some to the WAL
  * before the commit (PRAGMA cache_spill, in KiB; see hd_store_sqlite_open's pragmas). */

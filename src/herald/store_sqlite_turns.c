@@ -36,7 +36,7 @@
  * words the other never wakes. */
 #define TURNS_MAGIC 0x32544448u
 #define TURNS_SIZE  4096
-#define SUFFIX      "-hdturns"
+#define SUFFIX      HD_TURNS_SUFFIX
 
 typedef struct turn_slot {
     _Atomic int32_t pid; /* 0: free */

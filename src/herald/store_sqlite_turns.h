@@ -74,6 +74,9 @@ extern "C" {
 
 typedef struct hd_turns hd_turns;
 
+/* The turns' file is the database's path with this suffix (hd_store_sqlite_remove deletes it). */
+#define HD_TURNS_SUFFIX "-hdturns"
+
 /* Open (creating it with the database file's permissions when missing) the turns file of
  * the database at db_path. *out = new (hd_turns_close), or NULL when turns are not possible
  * here (":memory:", a file that cannot be created or mapped, one that holds something else):

@@ -1635,13 +1635,7 @@ static char *file_fresh(void *ctx)
 static void file_drop(void *ctx, const char *url)
 {
     (void)ctx;
-    const char *path = url + strlen("sqlite://");
-    char p[1100];
-    const char *suffixes[] = {"", "-wal", "-shm", "-journal"};
-    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
-        snprintf(p, sizeof p, "%s%s", path, suffixes[i]);
-        unlink(p);
-    }
+    hd_store_sqlite_remove(url + strlen("sqlite://"));
 }
 
 hd_conf_target hd_conf_sqlite_file(const char *dir)

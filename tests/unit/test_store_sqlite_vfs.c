@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -503,6 +504,38 @@ static void a_transaction_larger_than_the_cache_waits_for_its_commit(void **stat
     assert_sound(f->db);
 }
 
+/* hd_store_sqlite_remove takes the database and everything beside it, herald's turns file
+ * included, and is content with files that are not there. */
+static void remove_takes_the_files_beside_the_database(void **state)
+{
+    fixture *f = *state;
+    hd_error err;
+    hd_store *s = open_store(f, ""); /* turns on: the "-hdturns" file */
+    assert_hd_err(HD_OK, insert_rows(s, 1, 10, &err), &err);
+    hd_store_close(s);
+    static const char *const suffixes[] = {"", "-wal", "-shm", "-hdturns"};
+    char path[600];
+    snprintf(path, sizeof path, "%s-hdturns", f->db);
+    assert_int_equal(0, access(path, F_OK));
+    snprintf(path, sizeof path, "%s-journal", f->db);
+    FILE *j = fopen(path, "w"); /* as a crashed rollback-journal writer would leave one */
+    assert_non_null(j);
+    fclose(j);
+    assert_int_equal(0, hd_store_sqlite_remove(f->db));
+    for (size_t k = 0; k < sizeof suffixes / sizeof suffixes[0]; k++) {
+        snprintf(path, sizeof path, "%s%s", f->db, suffixes[k]);
+        assert_int_equal(-1, access(path, F_OK));
+    }
+    snprintf(path, sizeof path, "%s-journal", f->db);
+    assert_int_equal(-1, access(path, F_OK));
+    assert_int_equal(0, hd_store_sqlite_remove(f->db)); /* nothing left: still 0 */
+    assert_int_equal(HD_EINVAL, hd_store_sqlite_remove(NULL));
+    /* A file that cannot be removed is reported: a directory in the database's place. */
+    assert_int_equal(0, mkdir(f->db, 0700));
+    assert_int_equal(HD_EIO, hd_store_sqlite_remove(f->db));
+    rmdir(f->db);
+}
+
 static void coalesce_takes_on_or_off(void **state)
 {
     fixture *f = *state;
@@ -535,6 +568,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_statement_journal_stays_in_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(a_transaction_larger_than_the_cache_waits_for_its_commit,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(remove_takes_the_files_beside_the_database, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(coalesce_takes_on_or_off, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
