@@ -50,6 +50,7 @@
 #include "raw_broker.h"
 #include "results.h"
 #include "stats.h"
+#include "herald/store.h"
 #include "herald/clock.h"
 #include "herald/topology.h"
 #include "herald/envelope.h"
@@ -922,18 +923,14 @@ done:;
     if (cfg.o.keep || failure[0])
         fprintf(stderr, "kept %s\n", dir);
     else {
-        static const char *const names[] = {"users.db",
-                                            "users.db-wal",
-                                            "users.db-shm",
-                                            "notifications.db",
-                                            "notifications.db-wal",
-                                            "notifications.db-shm",
-                                            "herald-users.log",
-                                            "herald-notifications.log",
-                                            "get.lua",
-                                            "post.lua",
-                                            "register.lua"};
+        static const char *const dbs[] = {"users.db", "notifications.db"};
+        static const char *const names[] = {"herald-users.log", "herald-notifications.log",
+                                            "get.lua", "post.lua", "register.lua"};
         char p[4300];
+        for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
+            snprintf(p, sizeof p, "%s/%s", dir, dbs[i]);
+            hd_store_sqlite_remove(p);
+        }
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
             snprintf(p, sizeof p, "%s/%s", dir, names[i]);
             unlink(p);

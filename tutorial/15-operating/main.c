@@ -217,13 +217,6 @@ out:
     hd_amqp_close(relay_conn);
     hd_amqp_close(admin_conn);
     hd_store_close(store);
-    char path[160];
-    snprintf(path, sizeof path, "%s/shop.db", dir);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/shop.db-wal", dir);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/shop.db-shm", dir);
-    unlink(path);
-    rmdir(dir);
+    tutorial_remove_dir(dir);
     return status;
 }
