@@ -104,9 +104,9 @@ void hd_store_close(hd_store *store);
 /* Delete an SQLite database file and every file kept beside it: SQLite's "-wal", "-shm" and
  * "-journal", and herald's own "-hdturns" (the turns on the write lock, store_sqlite_turns.h,
  * which outlives the connections by design). For tests, benchmarks and tools that made a
- * database of their own; only once no connection has it open. path is the file's path (not
- * a URL). Tries every file; returns 0 (a file that was not there is not an error), HD_EIO
- * when one could not be removed, HD_EINVAL (NULL path) or HD_ENOMEM. */
+ * database of their own; only once no connection has it open. path (borrowed) is the file's
+ * path, not a URL. Tries every file; returns 0 (a file that was not there is not an error),
+ * HD_EIO when one could not be removed, HD_EINVAL (NULL path) or HD_ENOMEM. */
 int hd_store_sqlite_remove(const char *path);
 
 /* "sqlite" or "postgresql" (borrowed static string), for the rare SQL that differs.
