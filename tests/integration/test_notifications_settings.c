@@ -61,16 +61,10 @@ static hd_proc *start_with(char *dir, const char *url_options, const char *const
     return p;
 }
 
-/* Remove what a start left in dir, then dir. */
+/* Remove what a start left in dir (the database's -hdturns file included), then dir. */
 static void remove_dir(const char *dir)
 {
-    char path[200];
-    static const char *const files[] = {"notifications.log", "n.db", "n.db-wal", "n.db-shm"};
-    for (size_t f = 0; f < sizeof files / sizeof files[0]; f++) {
-        snprintf(path, sizeof path, "%s/%s", dir, files[f]);
-        unlink(path);
-    }
-    rmdir(dir);
+    hd_test_rmtree(dir);
 }
 
 /* Run herald-notifications with one extra setting; it must exit 2 and say `want`. */
