@@ -124,6 +124,7 @@ typedef struct config {
     long cache_kib;    /* the services' SQLite URLs: cache_kib (0: SQLite's default) */
     int turns_off;     /* --sqlite-turns off: every SQLite URL of the run says turns=off */
     int direct;        /* --sqlite-coalesce off: every SQLite URL of the run says coalesce=off */
+    int no_handoff;    /* --handoff off: HD_NOTIFICATIONS_RELAY_HANDOFF=false */
 } config;
 
 static void usage(FILE *f)
@@ -168,6 +169,9 @@ static void usage(FILE *f)
            "                         default on): off in every SQLite URL of the run, to compare\n"
            "  --sqlite-coalesce on|off  the WAL written in large writes (store_sqlite_vfs.h;\n"
            "                         default on): off in every SQLite URL of the run, to compare\n"
+           "  --handoff on|off       herald-notifications' relay takes the rows handed to it\n"
+           "                         or claims them (HD_NOTIFICATIONS_RELAY_HANDOFF; default\n"
+           "                         on): off to compare\n"
            "  --no-service-relay     diagnosis: HD_NOTIFICATIONS_RELAY=false, notification_sent\n"
            "                         stays in the service's outbox (not published)\n"
            "  --raw-window N         raw publish: confirm window (default 1000)\n"
@@ -202,6 +206,7 @@ enum {
     O_CACHE_KIB,
     O_TURNS,
     O_COALESCE,
+    O_HANDOFF,
     O_ROUNDS
 };
 
@@ -266,6 +271,13 @@ static int own_option(void *ctx, int opt, const char *arg)
         cfg->direct = !on;
         return 0;
     }
+    case O_HANDOFF: {
+        int on = 1;
+        if (bench_parse_on_off(PROG, arg, "--handoff", &on) < 0)
+            return -1;
+        cfg->no_handoff = !on;
+        return 0;
+    }
     case O_QT_COUNT:
         if (parse_num(arg, "--queue-kinds-count", 0, 2000000, &v) < 0)
             return -1;
@@ -295,6 +307,7 @@ static const struct option e2e_options[] = {
     {"sqlite-cache-kib", required_argument, NULL, O_CACHE_KIB},
     {"sqlite-turns", required_argument, NULL, O_TURNS},
     {"sqlite-coalesce", required_argument, NULL, O_COALESCE},
+    {"handoff", required_argument, NULL, O_HANDOFF},
     {NULL, 0, NULL, 0},
 };
 
@@ -1033,6 +1046,7 @@ static int start_notifications(run *r, hd_error *err)
                          relay,
                          tpl,
                          "HD_LOG_LEVEL=info",
+                         cfg->no_handoff ? "HD_NOTIFICATIONS_RELAY_HANDOFF=false" : NULL,
                          NULL};
     int rc =
         bench_service_start(&r->notif, "herald-notifications", r->notif_exe, env, r->dir, log, err);
@@ -1871,6 +1885,8 @@ static int write_json(const char *path, const run *r, const hd_proc_log_counts *
                         json_string(cfg->turns_off ? "off" : "on"));
     json_object_set_new(json_object_get(root, "parameters"), "sqlite_coalesce",
                         json_string(cfg->direct ? "off" : "on"));
+    json_object_set_new(json_object_get(root, "parameters"), "handoff",
+                        json_string(cfg->no_handoff ? "off" : "on"));
     json_object_set_new(json_object_get(root, "parameters"), "sent_bytes",
                         json_integer((json_int_t)r->sent_bytes));
     json_object_set_new(json_object_get(root, "parameters"), "service_relay",

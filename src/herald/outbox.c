@@ -162,7 +162,7 @@ static char *headers_json(const hd_envelope *env)
  * hd_envelope_encode writes for an envelope with that extension attribute), not by parsing
  * the encoded text and dumping it again. */
 static int encode_chained(hd_store *store, const hd_envelope *env, const char *aggregate_type,
-                          const char *aggregate_id, char **payload, hd_error *err)
+                          const char *aggregate_id, char **payload, int *has_prev, hd_error *err)
 {
     hd_value p[] = {hd_value_text(aggregate_type), hd_value_text(aggregate_id)};
     hd_rows *rows = NULL;
@@ -173,8 +173,29 @@ static int encode_chained(hd_store *store, const hd_envelope *env, const char *a
     if (rc < 0)
         return rc;
     const char *prev = hd_rows_count(rows) > 0 ? hd_rows_text(rows, 0, 0) : NULL;
+    *has_prev = prev != NULL;
     rc = hd_envelope_encode_with(env, prev != NULL ? HD_OUTBOX_PREVIOUS_ID : NULL, prev, payload,
                                  NULL, err);
+    hd_rows_free(rows);
+    return rc;
+}
+
+static int64_t offered(hd_outbox_notifier *n, char *token);
+
+/* 1 when the aggregate has a row neither dispatched nor parked, 0 when not, or a code: one
+ * probe of hd_outbox_pending_aggregate (SQLite only: the index is named). */
+static int aggregate_pending(hd_store *store, const char *aggregate_type, const char *aggregate_id,
+                             hd_error *err)
+{
+    hd_value p[] = {hd_value_text(aggregate_type), hd_value_text(aggregate_id)};
+    hd_rows *rows = NULL;
+    int rc = hd_store_query(store,
+                            "SELECT 1 FROM hd_outbox INDEXED BY hd_outbox_pending_aggregate"
+                            " WHERE aggregate_type = $1 AND aggregate_id = $2"
+                            " AND dispatched_at IS NULL AND parked_at IS NULL LIMIT 1",
+                            p, 2, &rows, err);
+    if (rc >= 0)
+        rc = hd_rows_count(rows) > 0;
     hd_rows_free(rows);
     return rc;
 }
@@ -201,9 +222,23 @@ int hd_outbox_append_flags(hd_store *store, const hd_envelope *env, const char *
                             "hd_outbox_append must run inside the transaction of the business "
                             "change (call hd_store_begin or use a unit of work)");
     char *payload = NULL;
-    int rc = encode_chained(store, env, aggregate_type, aggregate_id, &payload, err);
+    int has_prev = 0;
+    int rc = encode_chained(store, env, aggregate_type, aggregate_id, &payload, &has_prev, err);
     if (rc < 0)
         return rc;
+    /* Handed to the in-process relay (outbox.h, "handed rows") when it offered a token and
+     * nothing of the aggregate is pending. An aggregate without any earlier row (the chain's
+     * lookup found none) needs no second look. */
+    char token[HD_OUTBOX_TOKEN_MAX + 1];
+    int64_t lease = hd_store_is_pg(store) ? 0 : offered(store->outbox_notifier, token);
+    if (lease > 0 && has_prev &&
+        (rc = aggregate_pending(store, aggregate_type, aggregate_id, err)) != 0) {
+        if (rc < 0) {
+            free(payload);
+            return rc;
+        }
+        lease = 0;
+    }
     char *headers = headers_json(env);
     if (headers == NULL) {
         free(payload);
@@ -220,11 +255,14 @@ int hd_outbox_append_flags(hd_store *store, const hd_envelope *env, const char *
         hd_value_text(headers),
         hd_value_int(now),
         hd_value_int((flags & HD_OUTBOX_SENSITIVE) ? 1 : 0),
+        hd_value_text(lease > 0 ? token : NULL),
+        hd_value_int(lease > 0 ? now + lease : 0),
     };
     rc = hd_store_exec(store,
                        "INSERT INTO hd_outbox (event_id, aggregate_type, aggregate_id, type,"
-                       " version, payload, headers, created_at, next_attempt_at, sensitive)"
-                       " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
+                       " version, payload, headers, created_at, next_attempt_at, sensitive,"
+                       " claimed_by, claimed_until)"
+                       " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11)",
                        p, sizeof p / sizeof p[0], err);
     free(payload);
     free(headers);
@@ -345,6 +383,8 @@ static int by_seq(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+static int batch_of(hd_rows *rows, int64_t until, hd_outbox_batch **out, hd_error *err);
+
 int hd_outbox_claim(hd_store *store, size_t limit, const hd_outbox_claim_opts *opts,
                     hd_outbox_batch **out, hd_error *err)
 {
@@ -378,6 +418,13 @@ int hd_outbox_claim(hd_store *store, size_t limit, const hd_outbox_claim_opts *o
                  : hd_store_query(store, hd_outbox_sql(HD_OUTBOX_SQL_CLAIM, 0), p, 4, &rows, err);
     if (rc < 0)
         return rc;
+    return batch_of(rows, until, out, err);
+}
+
+/* The batch of rows (stolen), in the claim's column order (CLAIM_SQL's RETURNING), sorted
+ * by seq, into *out; lease_until_ms is until. Returns the number of messages or HD_ENOMEM. */
+static int batch_of(hd_rows *rows, int64_t until, hd_outbox_batch **out, hd_error *err)
+{
     size_t n = hd_rows_count(rows);
     batch_impl *b = malloc(sizeof *b + n * sizeof b->items[0]);
     if (b == NULL) {
@@ -407,6 +454,72 @@ int hd_outbox_claim(hd_store *store, size_t limit, const hd_outbox_claim_opts *o
     b->pub.lease_until_ms = until;
     *out = &b->pub;
     return (int)n;
+}
+
+/* The handed rows of one token after a seq, in seq order: hd_outbox_pending in seq order
+ * from after_seq on, each row's claimed_by compared (the pending rows past the relay's last
+ * take are few: its own handed rows and those waiting for a claim). $3 is now + lease / 2:
+ * a row with less than half its lease left is left to run out and be claimed. The columns
+ * are the claim's (batch_of), then claimed_until. */
+#define TAKE_SQL                                                                                   \
+    "SELECT seq, event_id, aggregate_type, aggregate_id, type, version, payload, headers,"         \
+    " created_at, attempts, sensitive, claimed_until FROM hd_outbox INDEXED BY hd_outbox_pending"  \
+    " WHERE seq > $1 AND dispatched_at IS NULL AND parked_at IS NULL"                              \
+    " AND claimed_by = $2 AND claimed_until > $3 ORDER BY seq LIMIT $4"
+
+int hd_outbox_take_handed(hd_store *store, const char *token, int64_t after_seq, size_t limit,
+                          int64_t lease_ms, int64_t now_ms, hd_outbox_batch **out, hd_error *err)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (store == NULL || token == NULL || *token == '\0' || out == NULL || limit == 0 ||
+        limit > HD_OUTBOX_BATCH_MAX || lease_ms <= 0 || after_seq < 0 || now_ms < 0)
+        return hd_error_set(err, HD_EINVAL,
+                            "hd_outbox_take_handed: store, token, out, a lease > 0 and a limit "
+                            "of 1..%d are required",
+                            HD_OUTBOX_BATCH_MAX);
+    if (hd_store_is_pg(store))
+        return hd_error_set(err, HD_EUNSUPPORTED,
+                            "handed rows are for SQLite (outbox.h): claim on PostgreSQL");
+    if (hd_store_in_transaction(store))
+        return hd_error_set(err, HD_ESTATE, "take handed rows outside a transaction");
+    int64_t now = now_ms ? now_ms : hd_time_now_ms();
+    hd_value p[] = {hd_value_int(after_seq), hd_value_text(token), hd_value_int(now + lease_ms / 2),
+                    hd_value_int((int64_t)limit)};
+    hd_rows *rows = NULL;
+    int rc = hd_store_query(store, TAKE_SQL, p, 4, &rows, err);
+    if (rc < 0)
+        return rc;
+    int64_t until = INT64_MAX;
+    for (size_t i = 0; i < hd_rows_count(rows); i++) {
+        int64_t u = hd_rows_int(rows, i, 11);
+        until = u < until ? u : until;
+    }
+    return batch_of(rows, hd_rows_count(rows) > 0 ? until : now, out, err);
+}
+
+int hd_outbox_release_handed(hd_store *store, const char *token, hd_error *err)
+{
+    if (store == NULL || token == NULL || *token == '\0')
+        return hd_error_set(err, HD_EINVAL, "hd_outbox_release_handed: store and token required");
+    hd_value p[] = {hd_value_text(token)};
+    return hd_store_exec(store,
+                         "UPDATE hd_outbox SET claimed_until = 0, claimed_by = NULL"
+                         " WHERE claimed_by = $1 AND dispatched_at IS NULL AND parked_at IS NULL",
+                         p, 1, err);
+}
+
+int hd_outbox_last_seq(hd_store *store, int64_t *seq, hd_error *err)
+{
+    if (store == NULL || seq == NULL)
+        return hd_error_set(err, HD_EINVAL, "hd_outbox_last_seq: store and seq are required");
+    hd_rows *rows = NULL;
+    int rc =
+        hd_store_query(store, "SELECT COALESCE(MAX(seq), 0) FROM hd_outbox", NULL, 0, &rows, err);
+    if (rc >= 0)
+        *seq = hd_rows_count(rows) > 0 ? hd_rows_int(rows, 0, 0) : 0;
+    hd_rows_free(rows);
+    return rc < 0 ? rc : 0;
 }
 
 void hd_outbox_batch_free(hd_outbox_batch *batch)
@@ -828,6 +941,9 @@ struct hd_outbox_notifier {
     int armed;      /* a byte is in the pipe (under lock): one byte at most, however many
                        signals, so a burst cannot fill the pipe and block a writer */
     int rfd, wfd;   /* the pipe: readable while armed */
+    /* The relay's offer (outbox.h, "handed rows"), under lock: lease 0 = none. */
+    char token[HD_OUTBOX_TOKEN_MAX + 1];
+    int64_t lease_ms;
 };
 
 static int nonblocking_cloexec(int fd)
@@ -882,6 +998,31 @@ void hd_outbox_notifier_free(hd_outbox_notifier *n)
     close(n->rfd);
     close(n->wfd);
     free(n);
+}
+
+int hd_outbox_notifier_offer(hd_outbox_notifier *n, const char *token, int64_t lease_ms)
+{
+    int withdraw = token == NULL || *token == '\0';
+    if (n == NULL || (!withdraw && (strlen(token) > HD_OUTBOX_TOKEN_MAX || lease_ms <= 0)))
+        return HD_EINVAL;
+    pthread_mutex_lock(&n->lock);
+    snprintf(n->token, sizeof n->token, "%s", withdraw ? "" : token);
+    n->lease_ms = withdraw ? 0 : lease_ms;
+    pthread_mutex_unlock(&n->lock);
+    return 0;
+}
+
+/* The offer on n: its lease (0: none, or n NULL) and its token copied into token. */
+static int64_t offered(hd_outbox_notifier *n, char *token)
+{
+    if (n == NULL)
+        return 0;
+    pthread_mutex_lock(&n->lock);
+    int64_t lease = n->lease_ms;
+    if (lease > 0)
+        memcpy(token, n->token, sizeof n->token);
+    pthread_mutex_unlock(&n->lock);
+    return lease;
 }
 
 void hd_outbox_notifier_signal(void *notifier)

@@ -207,6 +207,57 @@ int hd_outbox_claim(hd_store *store, size_t limit, const hd_outbox_claim_opts *o
 /* Free a batch. NULL is fine. */
 void hd_outbox_batch_free(hd_outbox_batch *batch);
 
+/* ---- handed rows: an in-process relay without the claim --------------------------------
+ *
+ * In one process on SQLite, the relay's claim reads back, leases and copies the rows a
+ * writer of the same process has just committed, in a write transaction of its own (13 % of
+ * herald-notifications' CPU, issue 14). A relay that waits on an hd_outbox_notifier may
+ * OFFER a token on it (hd_outbox_notifier_offer): a writer whose store has that notifier
+ * then appends the row already leased (claimed_by = the token, claimed_until = now + the
+ * lease), in the business change's own transaction, whenever the aggregate has no earlier
+ * row still pending (not dispatched and not parked); otherwise the row is appended as
+ * always and waits for a claim, behind its aggregate's earlier row. The relay reads its
+ * handed rows back with hd_outbox_take_handed, one read and no write, then publishes and
+ * marks them as a claimed batch. Why this keeps the outbox's promises:
+ *   - per-aggregate order: a row is handed only when nothing of its aggregate is pending,
+ *     and its lease holds every later row of the aggregate back from claims, as a claimed
+ *     row's does;
+ *   - a crash (of the relay, the process, the machine) leaves handed rows leased; when the
+ *     lease runs out they are claimable as usual: the cost is the lease's delay and, at
+ *     worst, a duplicate, never a loss;
+ *   - a relay takes a row only while more than half its lease is left (as it overlaps
+ *     batches only then), so a claim never takes a handed row the relay still publishes.
+ * SQLite only: there seq is the commit order (one writer at a time), so a relay that
+ * remembers the last seq it took cannot skip a row committed later. On PostgreSQL seqs are
+ * handed out before commit, in no commit order; offers are ignored there. */
+
+/* Offer token (copied; NULL or "" withdraws the offer) with lease_ms (> 0) on n: from now on
+ * the writers of n's stores append handed rows (above). At most HD_OUTBOX_TOKEN_MAX bytes.
+ * Thread-safe. Returns 0, or HD_EINVAL (n NULL, token too long, lease_ms <= 0). */
+#define HD_OUTBOX_TOKEN_MAX 160
+typedef struct hd_outbox_notifier hd_outbox_notifier; /* below: "waking an in-process relay" */
+int hd_outbox_notifier_offer(hd_outbox_notifier *n, const char *token, int64_t lease_ms);
+
+/* The rows handed under token (borrowed) with seq > after_seq, in seq order, at most limit
+ * (1..HD_OUTBOX_BATCH_MAX): not dispatched, not parked, and with more than half of
+ * lease_ms (the lease they were handed with) left at now_ms (0: the wall clock). One read,
+ * outside a transaction. *out is new (hd_outbox_batch_free), its lease_until_ms the
+ * earliest of the rows'. Returns the number of rows (>= 0), or HD_EINVAL, HD_ESTATE (a
+ * transaction is open), HD_ENOMEM, the store's code. */
+int hd_outbox_take_handed(hd_store *store, const char *token, int64_t after_seq, size_t limit,
+                          int64_t lease_ms, int64_t now_ms, hd_outbox_batch **out, hd_error *err);
+
+/* Give back every row still handed under token (borrowed) and not dispatched or parked:
+ * claimable at once, no attempt counted. For a relay that stops with nothing in flight, so
+ * that rows handed but not taken need not wait for their lease; a writer that read the
+ * offer just before it was withdrawn may still append one more, which waits for its lease.
+ * Returns the number of rows given back or a code. */
+int hd_outbox_release_handed(hd_store *store, const char *token, hd_error *err);
+
+/* The largest seq the outbox has handed out so far (0: none), for a relay about to offer a
+ * token: every row handed under the token comes after it. Returns 0 or the store's code. */
+int hd_outbox_last_seq(hd_store *store, int64_t *seq, hd_error *err);
+
 /* Mark rows dispatched (the broker confirmed them): seqs (borrowed) holds n of them. In the
  * caller's transaction if one is open, else in one of its own: all or none are marked.
  * Rows already dispatched are left as they are. The payload of a sensitive row is emptied

@@ -100,6 +100,16 @@ struct hd_relay {
     int listening; /* LISTEN hd_outbox is active (PostgreSQL) */
     uint64_t seen; /* the notifier's counter at the last wake-up */
 
+    /* Handed rows (relay.h): the token offered on the notifier, whether it is offered now,
+     * the last seq taken (every row handed under the token comes after it), and whose turn
+     * the next batch is: handed rows, or a claim of the others. */
+    int handoff; /* a notifier, SQLite and not options.no_handoff */
+    char token[HD_OUTBOX_TOKEN_MAX + 1];
+    int offered;
+    int cursor_set;
+    int64_t handed_after;
+    int claim_turn;
+
     pthread_mutex_t lock; /* guards totals: read by other threads (metrics) */
     hd_relay_stats totals;
 };
@@ -198,6 +208,7 @@ static void add_totals(hd_relay *r, const hd_relay_stats *c)
     t->cycles += c->cycles;
     t->batches += c->batches;
     t->claimed += c->claimed;
+    t->handed += c->handed;
     t->published += c->published;
     t->confirmed += c->confirmed;
     t->returned += c->returned;
@@ -270,6 +281,10 @@ int hd_relay_new(hd_store *store, hd_amqp *amqp, const hd_relay_options *opts, h
     r->seqs_release = calloc(o.batch, sizeof *r->seqs_release);
     if (r->seqs_ok == NULL || r->seqs_release == NULL)
         goto nomem;
+    /* The token: the relay id and a number no other relay of this database draws. */
+    r->handoff = o.notifier != NULL && !o.no_handoff && !hd_store_is_pg(store);
+    snprintf(r->token, sizeof r->token, "%s/handed-%016llx", r->id,
+             (unsigned long long)(hd_clock_ns() ^ ((uint64_t)getpid() << 40) ^ (uintptr_t)r));
     /* Seeded per process: relays started together must not retry in lockstep. */
     hd_backoff_init(&r->backoff, o.backoff_base_ms, o.backoff_cap_ms,
                     (uint64_t)hd_clock_ns() ^ ((uint64_t)getpid() << 32));
@@ -598,12 +613,68 @@ static void log_failures(hd_relay *r, const flight *f)
 
 /* ---- one batch: claim, publish, wait, mark --------------------------------------------- */
 
+/* Offer the token on the notifier (on = 1) or withdraw it. The first offer reads the last
+ * seq first: rows handed under the token come after it. A failed read offers nothing (the
+ * rows wait for claims, as without the offer) and is tried again at the next call. */
+static void offer(hd_relay *r, int on)
+{
+    if (!r->handoff || r->offered == on)
+        return;
+    if (on && !r->cursor_set) {
+        if (hd_outbox_last_seq(r->store, &r->handed_after, NULL) < 0)
+            return;
+        r->cursor_set = 1;
+    }
+    if (hd_outbox_notifier_offer(r->opts.notifier, on ? r->token : NULL, r->opts.lease_ms) == 0)
+        r->offered = on;
+}
+
+/* The handed rows after the last taken, into *b; the cursor moves past them. */
+static int take(hd_relay *r, hd_outbox_batch **b, hd_error *err)
+{
+    int n = hd_outbox_take_handed(r->store, r->token, r->handed_after, r->opts.batch,
+                                  r->opts.lease_ms, 0, b, err);
+    if (n > 0)
+        r->handed_after = (*b)->messages[n - 1].seq;
+    r->claim_turn = n > 0;
+    return n;
+}
+
+/* Step 1: a batch into *b, handed rows or claimed ones (relay.h, "Handed rows"). look: woken
+ * by poll_ms alone, so read whether anything is due before the claim (a write). With handed
+ * rows that read comes before every claim: the rows the writers commit are handed, so a
+ * claim would mostly find nothing, and take SQLite's write lock to find it. The turns
+ * alternate while both have rows, so neither starves the other. Returns the rows (>= 0) or
+ * a code (the store's). */
+static int fill_batch(hd_relay *r, int look, hd_outbox_batch **b, int *handed, hd_error *err)
+{
+    int took = 0;
+    *handed = r->offered;
+    if (r->offered && !r->claim_turn) {
+        int n = take(r, b, err);
+        if (n != 0)
+            return n;
+        hd_outbox_batch_free(*b);
+        *b = NULL;
+        took = 1;
+    }
+    r->claim_turn = 0;
+    hd_error e;
+    if ((look || r->offered) && hd_outbox_has_due(r->store, 0, &e) == 0)
+        return r->offered && !took ? take(r, b, err) : 0;
+    *handed = 0;
+    /* A failed look falls through to the claim, which reports the store's error its way. */
+    hd_outbox_claim_opts co = {.relay_id = r->id, .lease_ms = r->opts.lease_ms};
+    return hd_outbox_claim(r->store, r->opts.batch, &co, b, err);
+}
+
 /* Steps 1 and 2 of a cycle, into the empty flight f: claim a batch and publish it. Returns
  * the number of rows claimed; when > 0, f holds the batch, published as far as the broker
  * let it (f->broken says why it stopped short), and finish_batch must follow. 0 (nothing
  * was due) or a code leave f empty: HD_ECLOSED (the connection is closed; nothing was
- * claimed), the publisher's creation codes, the claim's (the store's) codes. */
-static int start_batch(hd_relay *r, flight *f, hd_error *err)
+ * claimed), the publisher's creation codes, the claim's (the store's) codes. look: as
+ * fill_batch's. */
+static int start_batch(hd_relay *r, flight *f, int look, hd_error *err)
 {
     memset(&f->c, 0, sizeof f->c);
     f->broken = 0;
@@ -623,10 +694,10 @@ static int start_batch(hd_relay *r, flight *f, hd_error *err)
             return rc;
     }
 
-    /* 1. Claim. */
+    /* 1. Claim, or take handed rows. */
     hd_outbox_batch *b = NULL;
-    hd_outbox_claim_opts co = {.relay_id = r->id, .lease_ms = r->opts.lease_ms};
-    rc = hd_outbox_claim(r->store, r->opts.batch, &co, &b, err);
+    int handed = 0;
+    rc = fill_batch(r, look, &b, &handed, err);
     f->c.cycles = 1;
     if (rc <= 0) {
         hd_outbox_batch_free(b);
@@ -636,6 +707,7 @@ static int start_batch(hd_relay *r, flight *f, hd_error *err)
     size_t n = b->count;
     f->c.batches = 1;
     f->c.claimed = n;
+    f->c.handed = handed ? n : 0;
     f->batch = b;
     f->cycle_no = ++r->cycle_no;
     f->unsettled = 0;
@@ -807,7 +879,7 @@ int hd_relay_run_once(hd_relay *r, hd_relay_stats *cycle, hd_error *err)
     if (r == NULL)
         return hd_error_set(err, HD_EINVAL, "hd_relay_run_once: relay is NULL");
     flight *f = &r->flights[0];
-    int rc = start_batch(r, f, err);
+    int rc = start_batch(r, f, 0, err);
     if (rc > 0)
         rc = finish_batch(r, f, err);
     if (cycle != NULL)
@@ -900,12 +972,13 @@ static int wait_for_work(hd_relay *r, const hd_stop *stop)
 
 static json_t *stats_json(const hd_relay_stats *s)
 {
-    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "published",
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "published",
                      (json_int_t)s->published, "confirmed", (json_int_t)s->confirmed, "returned",
                      (json_int_t)s->returned, "nacked", (json_int_t)s->nacked, "lost",
                      (json_int_t)s->lost, "parked", (json_int_t)s->parked, "released",
-                     (json_int_t)s->released, "batches", (json_int_t)s->batches, "reconnects",
-                     (json_int_t)s->reconnects, "errors", (json_int_t)s->errors);
+                     (json_int_t)s->released, "batches", (json_int_t)s->batches, "handed",
+                     (json_int_t)s->handed, "reconnects", (json_int_t)s->reconnects, "errors",
+                     (json_int_t)s->errors);
 }
 
 static void log_progress(hd_relay *r, hd_relay_stats *last, int64_t *last_ms)
@@ -947,10 +1020,27 @@ static int may_overlap(const hd_relay *r, const flight *busy)
     return left > r->opts.lease_ms / 2 && left > r->opts.confirm_timeout_ms;
 }
 
+static int run_loop(hd_relay *r, const hd_stop *stop, hd_error *err);
+
 int hd_relay_run(hd_relay *r, const hd_stop *stop, hd_error *err)
 {
     if (r == NULL)
         return hd_error_set(err, HD_EINVAL, "hd_relay_run: relay is NULL");
+    int rc = run_loop(r, stop, err);
+    /* Nobody takes handed rows any more: the writers append them for claims again, and the
+     * rows handed but not taken (nothing is in flight now) are given back, so that the next
+     * relay claims them at once instead of after their lease. */
+    offer(r, 0);
+    hd_error e;
+    if (r->cursor_set && hd_outbox_release_handed(r->store, r->token, &e) < 0 &&
+        r->opts.logger != NULL)
+        hd_log_warn(r->opts.logger, NULL, "handed rows not given back: claimed after their lease",
+                    "relay", r->id, "error", e.text, NULL);
+    return rc;
+}
+
+static int run_loop(hd_relay *r, const hd_stop *stop, hd_error *err)
+{
     hd_logger *lg = r->opts.logger;
     hd_backoff store_backoff;
     hd_backoff_init(&store_backoff, STORE_BACKOFF_BASE_MS, STORE_BACKOFF_CAP_MS,
@@ -1025,19 +1115,17 @@ int hd_relay_run(hd_relay *r, const hd_stop *stop, hd_error *err)
                     hd_log_info(lg, NULL, "reconnected to the broker: catching up", "relay", r->id,
                                 NULL);
             }
+            offer(r, 1); /* connected: the writers may hand rows over */
         }
 
         /* Woken by the poll interval alone (SQLite: no cross-process NOTIFY): a read first.
          * The claim is a write, and on SQLite it takes the one write lock even when it finds
          * nothing; every poll_ms that is a lock the service's own commits wait for (their
          * busy handler sleeps), and CPU for an UPDATE. A read in WAL mode takes no lock.
-         * Measured in docs/bench.md (issue 14). A failed look falls through to the claim,
-         * which reports the store's error its usual way. */
-        int nothing_due = 0;
-        if (busy == NULL && look) {
-            look = 0;
-            nothing_due = hd_outbox_has_due(r->store, 0, &e) == 0;
-        }
+         * Measured in docs/bench.md (issue 14). The look is start_batch's (fill_batch), which
+         * also takes handed rows, which no look at due rows sees (they are leased). */
+        int look_now = busy == NULL && look;
+        look = 0;
 
         /* Batch k+1: claimed and published while the broker still confirms batch k, so the
          * claim's database work overlaps the broker's instead of following it. The claim
@@ -1046,11 +1134,9 @@ int hd_relay_run(hd_relay *r, const hd_stop *stop, hd_error *err)
          * does not mean the outbox is empty: only a short claim made alone does. */
         int rc = 0; /* the first failure of this turn */
         flight *next = NULL;
-        if (nothing_due) {
-            more = 0; /* and on to the purge and the progress line, as after an empty claim */
-        } else if (!stopped(stop) && (busy == NULL || may_overlap(r, busy))) {
+        if (!stopped(stop) && (busy == NULL || may_overlap(r, busy))) {
             next = busy == &r->flights[0] ? &r->flights[1] : &r->flights[0];
-            int n = start_batch(r, next, &e);
+            int n = start_batch(r, next, look_now, &e);
             more = n < 0 || (size_t)n == r->opts.batch || busy != NULL;
             if (n <= 0) {
                 rc = n;
@@ -1083,6 +1169,7 @@ int hd_relay_run(hd_relay *r, const hd_stop *stop, hd_error *err)
         if (rc < 0) {
             more = 1; /* after the reconnect or the backoff, claim at once */
             if (rc == HD_ECLOSED || !hd_amqp_is_open(r->amqp)) {
+                offer(r, 0); /* rows wait for a claim after the reconnect, not for a lease */
                 if (lg != NULL && !outage)
                     hd_log_warn(lg, NULL, "broker connection lost: unconfirmed rows released",
                                 "relay", r->id, "error", e.text, NULL);

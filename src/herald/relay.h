@@ -92,6 +92,19 @@
  * (hd_outbox_has_due) and claims only then: a claim takes SQLite's one write lock even when
  * it finds nothing, and the service's own commits would wait for it every poll_ms.
  *
+ * Handed rows (hd_relay_run, SQLite, with options.notifier; outbox.h, "handed rows"): while
+ * its connection is open the relay offers a token of its own on the notifier, and the
+ * writers of the notifier's stores append their rows already leased to it whenever the
+ * aggregate has nothing pending. The relay then TAKES them (one read, hd_outbox_take_handed,
+ * from the seq after the last it took) instead of claiming them (a write transaction that
+ * reads back, leases and copies the rows). Claims still run, every other batch, for the rows
+ * that were not handed (a retry come due, an aggregate's later event, rows written while the
+ * offer was withdrawn, handed rows whose lease ran out), and first reads whether anything is
+ * due. The offer is withdrawn while the broker is unreachable and when hd_relay_run returns;
+ * rows handed just before stay leased and are taken after a reconnect, or claimed once their
+ * lease runs out (after a stop: at the next start, up to a lease later). options.no_handoff
+ * turns it off.
+ *
  * Threads: a relay is used by one thread. Its store and its AMQP connection are borrowed
  * and belong to that thread for the relay's life: give the relay its own store handle
  * (store.h) and its own hd_amqp (the publisher reads every frame of its connection).
@@ -183,6 +196,9 @@ typedef struct hd_relay_options {
                                        rows do not count): for batch jobs and tests */
     int no_pipeline;                /* 1: hd_relay_run finishes each batch before it claims the
                                        next (one batch in flight, like hd_relay_run_once) */
+    int no_handoff;                 /* 1: never offer a token on the notifier: every row waits
+                                       for a claim; 0: with a notifier on SQLite, hd_relay_run
+                                       takes handed rows (below, "Handed rows") */
     hd_relay_latency_fn on_confirm; /* may be NULL: called once per CONFIRMED message with
                                        the seconds from its publish to its confirm (a
                                        metrics histogram, hd_histogram_observe) */
@@ -194,7 +210,8 @@ typedef struct hd_relay_options {
 typedef struct hd_relay_stats {
     uint64_t cycles;        /* claims made */
     uint64_t batches;       /* claims that returned at least one row */
-    uint64_t claimed;       /* rows claimed */
+    uint64_t claimed;       /* rows claimed, or taken handed (below) */
+    uint64_t handed;        /* of those, rows taken handed (hd_outbox_take_handed) */
     uint64_t published;     /* messages the broker accepted on the socket */
     uint64_t confirmed;     /* fate CONFIRMED: rows marked dispatched */
     uint64_t returned;      /* fate RETURNED (unroutable) */

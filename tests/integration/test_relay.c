@@ -19,6 +19,10 @@
  *     parked and never marked dispatched; and no aggregate ever has rows in both batches,
  *     although the claim beside a batch in flight would otherwise take their later events
  *     (SQLite and PostgreSQL).
+ *  8. Handed rows (SQLite, the in-process notifier; relay.h): the first events of new
+ *     aggregates are handed to the relay and taken, their later events wait for claims
+ *     behind them; every routable event arrives once and in its aggregate's order, returned
+ *     handed rows are retried and parked like claimed ones.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -1066,6 +1070,96 @@ static void postgres_two_batches_in_flight(void **state)
     db_drop(&d);
 }
 
+/* ---- 8. handed rows ------------------------------------------------------------------------ */
+
+static void handed_rows_keep_each_aggregate_s_order(void **state)
+{
+    (void)state;
+    const char *url = hd_test_require_env("HD_AMQP_URL");
+    hd_error err;
+    db d;
+    sqlite_db(&d);
+    hd_store *s = open_store(&d);
+    hd_store *rs = open_store(&d);
+    hd_amqp *a = NULL, *pa = NULL;
+    assert_hd_err(0, hd_amqp_open(url, NULL, &a, &err), &err);
+    assert_hd_err(0, hd_amqp_open(url, NULL, &pa, &err), &err);
+    char *topic = hd_test_unique_name("hd-relay-handed");
+    char *nowhere = hd_test_unique_name("hd-relay-handed-nobody");
+    char *queue = bind_queue(a, topic);
+    int total = 2 * PIPE_AGGS, returned_rows = 0;
+    for (int agg = 0; agg < PIPE_AGGS; agg++)
+        returned_rows += pipe_unroutable(agg);
+
+    hd_outbox_notifier *n = hd_outbox_notifier_new();
+    assert_non_null(n);
+    hd_outbox_set_notifier(s, n);
+    hd_test_runner rn = {0};
+    hd_relay_options o = {.batch = PIPE_BATCH,
+                          .window = 10,
+                          .poll_ms = 50,
+                          .max_attempts = 2,
+                          .backoff_base_ms = 20,
+                          .backoff_cap_ms = 50,
+                          .notifier = n};
+    assert_hd_err(0, hd_relay_new(rs, pa, &o, &rn.relay, &err), &err);
+    hd_test_runner_start(&rn);
+    hd_sleep_ms(300); /* connected, the token offered */
+    /* Block by block: the first events of 50 new aggregates (handed), then their second
+     * events (their aggregate has a row pending: left for claims). */
+    append_pipeline_events(s, topic, nowhere);
+    hd_outbox_signal(s);
+    int64_t end = hd_clock_ms() + 60000;
+    while (hd_test_outbox_pending(s) > 0) {
+        assert_true(hd_clock_ms() < end);
+        hd_sleep_ms(10);
+    }
+    hd_test_runner_stop(&rn);
+    assert_hd_err(0, rn.rc, &rn.err);
+    hd_relay_stats st;
+    hd_relay_get_stats(rn.relay, &st);
+    in_order got = drain_in_order(a, queue);
+    int64_t handed_rows = hd_test_outbox_count(s, "claimed_by LIKE '%/handed-%'");
+    print_message("    sqlite: %d events (%d unroutable), %lld appended handed; %llu claimed or "
+                  "taken, %llu of them taken handed; %llu confirmed, %llu returned, %llu parked; "
+                  "%zu received, %zu distinct, %d out of order\n",
+                  total, returned_rows, (long long)handed_rows, (unsigned long long)st.claimed,
+                  (unsigned long long)st.handed, (unsigned long long)st.confirmed,
+                  (unsigned long long)st.returned, (unsigned long long)st.parked, got.n,
+                  got.distinct, got.out_of_order);
+    /* The first events were handed and taken; the second ones claimed. */
+    assert_int_equal(st.handed, PIPE_AGGS);
+    assert_int_equal(handed_rows, PIPE_AGGS - returned_rows); /* a retry's claim renames it */
+    assert_int_equal(st.confirmed, total - returned_rows);
+    assert_int_equal(st.returned, 2 * returned_rows);
+    assert_int_equal(st.parked, returned_rows);
+    assert_int_equal(st.lost + st.nacked + st.released, 0);
+    assert_int_equal(got.n, total - returned_rows);
+    assert_int_equal(got.distinct, total - returned_rows);
+    assert_int_equal(got.out_of_order, 0);
+    assert_int_equal(hd_test_outbox_count(s, "parked_at IS NOT NULL"), returned_rows);
+
+    /* Stopped: the offer is withdrawn, a row appended now waits for a claim. */
+    hd_test_outbox_fill(s, topic, 0, 1, 1, 0);
+    assert_int_equal(hd_test_outbox_count(s, "dispatched_at IS NULL AND parked_at IS NULL AND "
+                                             "claimed_by IS NULL AND claimed_until = 0"),
+                     1);
+
+    hd_outbox_set_notifier(s, NULL);
+    hd_outbox_notifier_free(n);
+    hd_relay_free(rn.relay);
+    drop_broker_side(a, queue, topic);
+    drop_broker_side(a, NULL, nowhere);
+    hd_amqp_close(pa);
+    hd_amqp_close(a);
+    hd_store_close(rs);
+    hd_store_close(s);
+    db_drop(&d);
+    free(queue);
+    free(nowhere);
+    free(topic);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1082,6 +1176,7 @@ int main(void)
         cmocka_unit_test(notifier_wakes_the_relay),
         cmocka_unit_test(sqlite_two_batches_in_flight),
         cmocka_unit_test(postgres_two_batches_in_flight),
+        cmocka_unit_test(handed_rows_keep_each_aggregate_s_order),
         cmocka_unit_test(broker_down_then_catch_up),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

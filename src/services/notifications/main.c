@@ -101,6 +101,9 @@ static const hd_setting settings[] = {
     {"HD_NOTIFICATIONS_RELAY", "true",
      "relay this service's outbox to RabbitMQ in-process "
      "(false: run herald-relay instead)"},
+    {"HD_NOTIFICATIONS_RELAY_HANDOFF", "true",
+     "the in-process relay takes the rows this service appends already leased to it, "
+     "instead of claiming them (false: every row waits for a claim; relay.h, handed rows)"},
     {"HD_INBOX_RETENTION", "168h",
      "forget processed message ids after this (units ms, s, m, "
      "h); longer than any redelivery; 0 keeps them"},
@@ -226,7 +229,10 @@ static int read_broker(const hd_config *cfg, notif_config *c, hd_error *err)
                             c->prefetch, (long long)c->max_message_bytes,
                             (long long)((c->prefetch * c->max_message_bytes + (1 << 20) - 1) >> 20),
                             (long long)(c->memory_budget >> 20));
-    return hd_config_get_bool(cfg, "HD_NOTIFICATIONS_RELAY", 1, &c->relay, err);
+    rc = hd_config_get_bool(cfg, "HD_NOTIFICATIONS_RELAY", 1, &c->relay, err);
+    if (rc < 0)
+        return rc;
+    return hd_config_get_bool(cfg, "HD_NOTIFICATIONS_RELAY_HANDOFF", 1, &c->relay_handoff, err);
 }
 
 /* The API's token, or the explicit decision to run it open. */

@@ -486,6 +486,7 @@ static int start_relay(runtime *rt, hd_error *err)
     hd_relay_options opts = {.notifier = rt->outbox_wake,
                              .logger = rt->lg,
                              .no_mandatory = 1,
+                             .no_handoff = !rt->cfg->relay_handoff,
                              .on_confirm = observe_confirm,
                              .on_confirm_ctx = rt->relay_confirm};
     if ((rc = hd_relay_new(rt->relay_store, rt->relay_amqp, &opts, &rt->relay, err)) < 0)

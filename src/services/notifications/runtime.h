@@ -62,7 +62,8 @@ typedef struct notif_config {
     const char *api_token;     /* the HTTP API's bearer token; NULL only with api_open */
     int api_open;              /* 1: the API without authentication (logged as a warning) */
     int sweep_ms;
-    int relay; /* 1: run the outbox relay in this process */
+    int relay;         /* 1: run the outbox relay in this process */
+    int relay_handoff; /* 1: and hand it the rows (relay.h, "Handed rows") */
     int64_t inbox_retention_ms;
     notif_settings app; /* mail_from, attempts, backoff, lease */
 } notif_config;
