@@ -164,14 +164,22 @@ def e2e_rows(t, d, status):
     # Since the eleventh pass: rounds of (raw chain, end to end), the median round's figures.
     rounds = get(ph, "e2e", "rounds")
     how = ""
+    # Since the fourteenth pass each round's ratio is against the mean of the raw chains
+    # before and after it ("raw_chain_after_per_s" in its round; "denominator_per_s").
+    bracketed = isinstance(rounds, list) and any(
+        isinstance(x, dict) and num(x.get("raw_chain_after_per_s")) for x in rounds)
     if isinstance(rounds, list) and len(rounds) > 1:
-        how = "median of %d rounds' ratios: %s; " % (
-            len(rounds), " / ".join(pct(x.get("ratio")) for x in rounds if isinstance(x, dict)))
+        how = "median of %d rounds' ratios%s: %s; " % (
+            len(rounds), ", each against the raw chains before and after it" if bracketed else "",
+            " / ".join(pct(x.get("ratio")) for x in rounds if isinstance(x, dict)))
+    den_rate = get(d, "ratios", "e2e_vs_raw_chain", "denominator_per_s")
+    if not num(den_rate):
+        den_rate = get(ph, den, "rate_per_s")
     if ran and num(v):
         target_note(t, b, "e2e_vs_raw_chain", get(d, "ratios", "e2e_vs_raw_chain", "target"))
         t.add("e2e_vs_raw_chain", "end to end / raw chain",
               "%s (%s%s / %s per s%s)" % (pct(v), how, th(get(ph, "e2e", "rate_per_s")),
-                                         th(get(ph, den, "rate_per_s")),
+                                         th(den_rate),
                                          "; bare messages %s" % pct(bare) if num(bare) else ""),
               "≥ %.0f %%" % (100 * TARGETS["e2e_vs_raw_chain"]),
               at_least(v, TARGETS["e2e_vs_raw_chain"]), v, TARGETS["e2e_vs_raw_chain"], b,
