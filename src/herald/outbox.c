@@ -182,22 +182,28 @@ static int encode_chained(hd_store *store, const hd_envelope *env, const char *a
 
 static int64_t offered(hd_outbox_notifier *n, char *token);
 
+/* 1 when the query sql (n parameters p) returns a row, 0 when not, or the store's code. */
+static int any_row(hd_store *store, const char *sql, const hd_value *p, size_t n, hd_error *err)
+{
+    hd_rows *rows = NULL;
+    int rc = hd_store_query(store, sql, p, n, &rows, err);
+    if (rc >= 0)
+        rc = hd_rows_count(rows) > 0;
+    hd_rows_free(rows);
+    return rc;
+}
+
 /* 1 when the aggregate has a row neither dispatched nor parked, 0 when not, or a code: one
  * probe of hd_outbox_pending_aggregate (SQLite only: the index is named). */
 static int aggregate_pending(hd_store *store, const char *aggregate_type, const char *aggregate_id,
                              hd_error *err)
 {
     hd_value p[] = {hd_value_text(aggregate_type), hd_value_text(aggregate_id)};
-    hd_rows *rows = NULL;
-    int rc = hd_store_query(store,
-                            "SELECT 1 FROM hd_outbox INDEXED BY hd_outbox_pending_aggregate"
-                            " WHERE aggregate_type = $1 AND aggregate_id = $2"
-                            " AND dispatched_at IS NULL AND parked_at IS NULL LIMIT 1",
-                            p, 2, &rows, err);
-    if (rc >= 0)
-        rc = hd_rows_count(rows) > 0;
-    hd_rows_free(rows);
-    return rc;
+    return any_row(store,
+                   "SELECT 1 FROM hd_outbox INDEXED BY hd_outbox_pending_aggregate"
+                   " WHERE aggregate_type = $1 AND aggregate_id = $2"
+                   " AND dispatched_at IS NULL AND parked_at IS NULL LIMIT 1",
+                   p, 2, err);
 }
 
 int hd_outbox_append(hd_store *store, const hd_envelope *env, const char *aggregate_type,
@@ -725,18 +731,12 @@ int hd_outbox_has_due(hd_store *store, int64_t now_ms, hd_error *err)
         return hd_error_set(err, HD_EINVAL, "hd_outbox_has_due: store is NULL or now < 0");
     int64_t now = now_ms ? now_ms : hd_time_now_ms();
     hd_value p[] = {hd_value_int(now)};
-    hd_rows *rows = NULL;
     /* hd_outbox_pending in seq order, the first due row ends it. */
-    int rc = hd_store_query(store,
-                            "SELECT 1 FROM hd_outbox WHERE dispatched_at IS NULL"
-                            " AND parked_at IS NULL AND next_attempt_at <= $1"
-                            " AND claimed_until <= $1 LIMIT 1",
-                            p, 1, &rows, err);
-    if (rc < 0)
-        return rc;
-    int due = hd_rows_count(rows) > 0;
-    hd_rows_free(rows);
-    return due;
+    return any_row(store,
+                   "SELECT 1 FROM hd_outbox WHERE dispatched_at IS NULL"
+                   " AND parked_at IS NULL AND next_attempt_at <= $1"
+                   " AND claimed_until <= $1 LIMIT 1",
+                   p, 1, err);
 }
 
 int hd_outbox_depth(hd_store *store, int64_t *pending, int64_t *oldest_age_ms, int64_t *parked,
