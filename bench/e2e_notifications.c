@@ -98,6 +98,7 @@
 #define TARGET_P99_MS    25.0           /* at the offered load */
 #define TARGET_CHAIN     0.80           /* end to end / raw chain */
 #define MAX_LAT_RUNS     10             /* --latency-runs */
+#define LAT_WINDOWS      60             /* a latency run's windows (lat_run.win_p99) */
 #define MAX_TP_ROUNDS    9              /* --rounds */
 #define EVENT_TYPE       "users.user_registered"
 #define SENT_TYPE        "notifications.notification_sent"
@@ -943,6 +944,14 @@ typedef struct lat_run {
     dist d[NLAT];
     double tail_leg_ms[NPATH]; /* mean of each leg over the events at or above the p99 */
     size_t tail_n;
+    /* The run cut into windows of win_s seconds of commits (1 s up to LAT_WINDOWS s): each
+     * window's p99, and how many of the tail's events each holds. A tail in one or two
+     * windows is a stall (the machine, a checkpoint, the broker); spread over all of them it
+     * is the path's own spread. */
+    int windows;
+    double win_s;
+    double win_p99[LAT_WINDOWS];
+    size_t win_tail[LAT_WINDOWS];
     int cause; /* index in path_legs of the largest leg in the tail; -1 unknown */
     /* The broker alone at the same rate, right after the run: the raw chain paced like the
      * commits, publish -> stage 2 has it (raw_chain.h): the floor under leg 2. */
@@ -1543,6 +1552,54 @@ out:
 
 /* ---- results ---------------------------------------------------------------------------- */
 
+/* Window w of an event of latency run k, its commit t_us after the run's first: -1 outside. */
+static int window_of(const lat_run *lr, int64_t t_us)
+{
+    int w = (int)((double)t_us / 1e6 / lr->win_s);
+    return w < 0 ? -1 : w < lr->windows ? w : lr->windows - 1;
+}
+
+/* lr->win_*: the p99 of commit -> mail sent in each window of the run, and the tail's events
+ * (at or above the run's p99) each window holds. */
+static void latency_windows(const run *r, int k, lat_run *lr)
+{
+    double secs = r->cfg->latency_seconds;
+    lr->windows = 0;
+    if (lr->d[L_TOTAL].n == 0 || secs <= 0)
+        return;
+    lr->win_s = secs <= LAT_WINDOWS ? 1.0 : secs / LAT_WINDOWS;
+    lr->windows = (int)(secs / lr->win_s + 0.5);
+    if (lr->windows < 1)
+        lr->windows = 1;
+    if (lr->windows > LAT_WINDOWS)
+        lr->windows = LAT_WINDOWS;
+    int64_t first = 0;
+    for (size_t i = 0; i < r->es.n; i++) {
+        const event *e = &r->es.v[i];
+        if (e->phase == 1 + k && e->commit_us > 0 && (first == 0 || e->commit_us < first))
+            first = e->commit_us;
+    }
+    size_t cap = r->es.n ? r->es.n : 1;
+    double *v = malloc(cap * sizeof *v);
+    for (int w = 0; w < lr->windows; w++) {
+        size_t n = 0;
+        lr->win_tail[w] = 0;
+        for (size_t i = 0; i < r->es.n; i++) {
+            const event *e = &r->es.v[i];
+            if (e->phase != 1 + k || e->commit_us == 0 || e->sent_ms <= 0 ||
+                window_of(lr, e->commit_us - first) != w)
+                continue;
+            double x = (double)e->sent_ms - (double)e->commit_us / 1000.0;
+            if (v != NULL)
+                v[n++] = x;
+            if (x >= lr->d[L_TOTAL].p99)
+                lr->win_tail[w]++;
+        }
+        lr->win_p99[w] = v != NULL && n > 0 ? bench_distribution(v, n).p99 : 0;
+    }
+    free(v);
+}
+
 static void latency_dists(const run *r, int k, lat_run *lr)
 {
     size_t m = r->es.n;
@@ -1609,6 +1666,7 @@ static void latency_dists(const run *r, int k, lat_run *lr)
         if (lr->tail_n && (lr->cause < 0 || lr->tail_leg_ms[j] > lr->tail_leg_ms[lr->cause]))
             lr->cause = j;
     }
+    latency_windows(r, k, lr);
 }
 
 /* The latency target: p99 <= TARGET_P99_MS in every run, the runs all completed. */
@@ -1834,6 +1892,20 @@ static void print_results(const run *r, const hd_proc_log_counts *logs, const ch
             printf("\n    (wake-up + publish/deliver + consume/send + record); largest: %s%s\n",
                    lat_labels[path_legs[lr->cause]],
                    lr->d[L_TOTAL].p99 > TARGET_P99_MS ? "  <- the cause of the miss" : "");
+        }
+        if (lr->windows > 0 && lr->tail_n > 0) {
+            int worst = 0, with = 0;
+            for (int w = 0; w < lr->windows; w++) {
+                with += lr->win_tail[w] > 0;
+                if (lr->win_tail[w] > lr->win_tail[worst])
+                    worst = w;
+            }
+            printf("    the tail in time: in %d of %d windows of %.0f s, %zu of its %zu events in "
+                   "window %d;\n    p99 by window:",
+                   with, lr->windows, lr->win_s, lr->win_tail[worst], lr->tail_n, worst + 1);
+            for (int w = 0; w < lr->windows; w++)
+                printf(" %.0f", lr->win_p99[w]);
+            printf("\n");
         }
         printf("    ");
         probe_print("", &lr->cpu);
@@ -2088,6 +2160,14 @@ static int write_json(const char *path, const run *r, const hd_proc_log_counts *
         json_object_set_new(l, "tail_cause",
                             lr->cause >= 0 ? json_string(lat_keys[path_legs[lr->cause]])
                                            : json_null());
+        json_t *wp = json_array(), *wt = json_array();
+        for (int w = 0; w < lr->windows; w++) {
+            json_array_append_new(wp, json_real(lr->win_p99[w]));
+            json_array_append_new(wt, json_integer((json_int_t)lr->win_tail[w]));
+        }
+        json_object_set_new(
+            l, "windows",
+            json_pack("{s:f, s:o, s:o}", "seconds", lr->win_s, "p99_ms", wp, "tail_events", wt));
         json_object_set_new(l, "cpu_share", probe_json(&lr->cpu));
         json_object_set_new(
             l, "producer_stood_aside",
