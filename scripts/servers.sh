@@ -417,6 +417,25 @@ rabbit_wait() { # t0 — rabbitmqctl wait on the pid file, giving up early if th
     return 1
   fi
   say "rabbitmq: ready in $(since "$t0") (pid $(head -n 1 "$R/rabbit.pid"), log $R/log/$NODE.log)"
+  rabbit_epmd_monitor_off
+}
+
+# RabbitMQ 3.10 (Debian 12's) checks every 60 s that epmd runs by booting a throwaway Erlang
+# VM (`erl -sname epmd-starter-N ... -s erlang halt`, rabbit_epmd_monitor ->
+# rabbit_nodes_common:ensure_epmd), whether epmd runs or not: about 0.25 s of a whole core
+# here, once a minute per node. On these 2 cores that stalls everything beside the broker:
+# it was the stall behind the latency benchmark's misses (docs/bench.md, fifteenth pass).
+# Upstream checks first since 3.11.28 / 3.12.13 (rabbitmq-server pull request 10457). Here
+# epmd is ours (epmd_up, epmd_release), so the monitor is stopped once the node is up, and
+# again after a node joins the cluster (start_app starts it anew). Failing to stop it is
+# only a warning: the broker works either way.
+rabbit_epmd_monitor_off() {
+  local out
+  out=$(rmqctl eval 'supervisor:terminate_child(rabbit_sup, rabbit_epmd_monitor_sup).' 2>&1 </dev/null)
+  case "$out" in
+    ok | *'{error,not_found}'*) ;; # stopped, or a RabbitMQ without it
+    *) warn "warning: $NODE: its epmd monitor still runs (a VM boot a minute): $out" ;;
+  esac
 }
 
 rabbit_stop() {
@@ -515,6 +534,7 @@ cluster_up() { # t0 i... — after cluster_launch
     if (cnode_ctx "$i" && rmqctl stop_app && rmqctl join_cluster "$seed" && rmqctl start_app) \
          </dev/null >"$C/node$i/join.log" 2>&1; then
       touch "$C/node$i/joined"
+      (cnode_ctx "$i" && rabbit_epmd_monitor_off)
     else
       warn "error: rabbit$i could not join $seed"
       tail_log "$C/node$i/join.log"
