@@ -218,8 +218,12 @@ static void a_blocked_writer_waits_in_a_slot_and_the_commit_wakes_it(void **stat
  * against transactions of 1-2 ms). With them, the hog stands aside once the writer has
  * waited HD_TURNS_PATIENCE_US: no wait is longer than that, plus the transaction under way
  * and the one that began before the writer was woken, plus a scheduler's delay. The bound
- * below allows three of the hog's longest transactions and 25 ms, so that a slow or loaded
- * machine (valgrind runs this 50 times slower) stretches the bound with the hog. */
+ * below allows two of the hog's longest transactions and 10 ms, so that a slow or loaded
+ * machine stretches the bound with the hog. Under valgrind (HD_TEST_VALGRIND=1, set by
+ * scripts/run_tests.sh) the bound is 1 s: valgrind runs one thread at a time and a woken
+ * thread waits for the running one's time slice (a wait of 75 ms against transactions of
+ * 17 ms was seen there), so only starvation itself is caught; the ctest runs (plain and
+ * ASan) check the tight bound. */
 #define WANT     60
 #define HOG_ROWS 200
 
@@ -273,7 +277,10 @@ static void a_writer_committing_back_to_back_does_not_starve_another(void **stat
     }
     atomic_store(&h.stop, 1);
     assert_int_equal(0, pthread_join(th, NULL));
-    int64_t bound = (int64_t)HD_TURNS_PATIENCE_US * 1000 + 2 * h.longest_ns + 10000000;
+    const char *vg = getenv("HD_TEST_VALGRIND");
+    int64_t bound = vg != NULL && strcmp(vg, "1") == 0
+                        ? 1000000000
+                        : (int64_t)HD_TURNS_PATIENCE_US * 1000 + 2 * h.longest_ns + 10000000;
     print_message("      %d writes beside %ld back-to-back commits: the longest waited %.1f ms "
                   "(bound %.1f ms; the hog's longest transaction %.1f ms)\n",
                   WANT, (long)atomic_load(&h.commits), (double)longest / 1e6, (double)bound / 1e6,
