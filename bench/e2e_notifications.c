@@ -1552,15 +1552,26 @@ out:
 
 /* ---- results ---------------------------------------------------------------------------- */
 
-/* Window w of an event of latency run k, its commit t_us after the run's first: -1 outside. */
-static int window_of(const lat_run *lr, int64_t t_us)
+/* Whether event e of latency run k is in its tail: every leg known and commit -> mail sent at
+ * or above the run's p99 (latency_dists' tail and latency_windows' count agree). */
+static int in_tail(const event *e, int k, double p99)
 {
-    int w = (int)((double)t_us / 1e6 / lr->win_s);
-    return w < 0 ? -1 : w < lr->windows ? w : lr->windows - 1;
+    if (e->phase != 1 + k || e->commit_us == 0 || e->sent_ms <= 0 || e->claimed_ms <= 0 ||
+        e->created_ms <= 0 || e->recorded_ms <= 0)
+        return 0;
+    return (double)e->sent_ms - (double)e->commit_us / 1000.0 >= p99;
+}
+
+/* The window (0..nw-1) of a commit t_us after the run's first; the last takes any overrun. */
+static int window_of(int64_t t_us, double win_s, int nw)
+{
+    int w = (int)((double)t_us / 1e6 / win_s);
+    return w < nw ? w : nw - 1;
 }
 
 /* lr->win_*: the p99 of commit -> mail sent in each window of the run, and the tail's events
- * (at or above the run's p99) each window holds. */
+ * each window holds. One pass counts the events of each window, one places their latencies
+ * window by window (a counting sort), then each window's slice gives its p99. */
 static void latency_windows(const run *r, int k, lat_run *lr)
 {
     double secs = r->cfg->latency_seconds;
@@ -1568,36 +1579,42 @@ static void latency_windows(const run *r, int k, lat_run *lr)
     if (lr->d[L_TOTAL].n == 0 || secs <= 0)
         return;
     lr->win_s = secs <= LAT_WINDOWS ? 1.0 : secs / LAT_WINDOWS;
-    lr->windows = (int)(secs / lr->win_s + 0.5);
-    if (lr->windows < 1)
-        lr->windows = 1;
-    if (lr->windows > LAT_WINDOWS)
-        lr->windows = LAT_WINDOWS;
+    int nw = (int)(secs / lr->win_s + 0.5);
+    nw = nw < 1 ? 1 : nw > LAT_WINDOWS ? LAT_WINDOWS : nw;
     int64_t first = 0;
     for (size_t i = 0; i < r->es.n; i++) {
         const event *e = &r->es.v[i];
         if (e->phase == 1 + k && e->commit_us > 0 && (first == 0 || e->commit_us < first))
             first = e->commit_us;
     }
-    size_t cap = r->es.n ? r->es.n : 1;
-    double *v = malloc(cap * sizeof *v);
-    for (int w = 0; w < lr->windows; w++) {
-        size_t n = 0;
+    size_t start[LAT_WINDOWS + 1] = {0}, fill[LAT_WINDOWS];
+    double *v = malloc((r->es.n ? r->es.n : 1) * sizeof *v);
+    if (v == NULL)
+        return;
+    for (size_t i = 0; i < r->es.n; i++) {
+        const event *e = &r->es.v[i];
+        if (e->phase == 1 + k && e->commit_us > 0 && e->sent_ms > 0)
+            start[window_of(e->commit_us - first, lr->win_s, nw) + 1]++;
+    }
+    for (int w = 0; w < nw; w++) {
+        start[w + 1] += start[w];
+        fill[w] = start[w];
         lr->win_tail[w] = 0;
-        for (size_t i = 0; i < r->es.n; i++) {
-            const event *e = &r->es.v[i];
-            if (e->phase != 1 + k || e->commit_us == 0 || e->sent_ms <= 0 ||
-                window_of(lr, e->commit_us - first) != w)
-                continue;
-            double x = (double)e->sent_ms - (double)e->commit_us / 1000.0;
-            if (v != NULL)
-                v[n++] = x;
-            if (x >= lr->d[L_TOTAL].p99)
-                lr->win_tail[w]++;
-        }
-        lr->win_p99[w] = v != NULL && n > 0 ? bench_distribution(v, n).p99 : 0;
+    }
+    for (size_t i = 0; i < r->es.n; i++) {
+        const event *e = &r->es.v[i];
+        if (e->phase != 1 + k || e->commit_us == 0 || e->sent_ms <= 0)
+            continue;
+        int w = window_of(e->commit_us - first, lr->win_s, nw);
+        v[fill[w]++] = (double)e->sent_ms - (double)e->commit_us / 1000.0;
+        lr->win_tail[w] += (size_t)in_tail(e, k, lr->d[L_TOTAL].p99);
+    }
+    for (int w = 0; w < nw; w++) {
+        size_t n = start[w + 1] - start[w];
+        lr->win_p99[w] = n > 0 ? bench_distribution(v + start[w], n).p99 : 0;
     }
     free(v);
+    lr->windows = nw;
 }
 
 static void latency_dists(const run *r, int k, lat_run *lr)
@@ -1648,12 +1665,9 @@ static void latency_dists(const run *r, int k, lat_run *lr)
     double sum[NPATH] = {0};
     for (size_t i = 0; i < m && lr->d[L_TOTAL].n > 0; i++) {
         const event *e = &r->es.v[i];
-        if (e->phase != 1 + k || e->commit_us == 0 || e->sent_ms <= 0 || e->claimed_ms <= 0 ||
-            e->created_ms <= 0 || e->recorded_ms <= 0)
+        if (!in_tail(e, k, lr->d[L_TOTAL].p99))
             continue;
         double c = (double)e->commit_us / 1000.0;
-        if ((double)e->sent_ms - c < lr->d[L_TOTAL].p99)
-            continue;
         double leg[NPATH] = {(double)e->claimed_ms - c, (double)(e->created_ms - e->claimed_ms),
                              (double)(e->sent_ms - e->created_ms),
                              (double)(e->recorded_ms - e->sent_ms)};

@@ -417,7 +417,6 @@ rabbit_wait() { # t0 — rabbitmqctl wait on the pid file, giving up early if th
     return 1
   fi
   say "rabbitmq: ready in $(since "$t0") (pid $(head -n 1 "$R/rabbit.pid"), log $R/log/$NODE.log)"
-  rabbit_epmd_monitor_off
 }
 
 # RabbitMQ 3.10 (Debian 12's) checks every 60 s that epmd runs by booting a throwaway Erlang
@@ -426,8 +425,8 @@ rabbit_wait() { # t0 — rabbitmqctl wait on the pid file, giving up early if th
 # here, once a minute per node. On these 2 cores that stalls everything beside the broker:
 # it was the stall behind the latency benchmark's misses (docs/bench.md, fifteenth pass).
 # Upstream checks first since 3.11.28 / 3.12.13 (rabbitmq-server pull request 10457). Here
-# epmd is ours (epmd_up, epmd_release), so the monitor is stopped once the node is up, and
-# again after a node joins the cluster (start_app starts it anew). Failing to stop it is
+# epmd is ours (epmd_up, epmd_release), so the monitor is stopped once a node is up, and for
+# a new cluster member once it joined (start_app starts it anew). Failing to stop it is
 # only a warning: the broker works either way.
 rabbit_epmd_monitor_off() {
   local out
@@ -522,7 +521,10 @@ cluster_launch() { # i... — the VMs boot in the background (cluster_up waits)
 cluster_up() { # t0 i... — after cluster_launch
   local t0=$1 i rc=$CLUSTER_RC seed=herald1@localhost changed=${#CLUSTER_LAUNCHED[@]}
   shift
-  for i in "${CLUSTER_LAUNCHED[@]}"; do (cnode_ctx "$i" && rabbit_wait "$t0") || rc=1; done
+  local quiet=()
+  for i in "${CLUSTER_LAUNCHED[@]}"; do
+    if (cnode_ctx "$i" && rabbit_wait "$t0"); then quiet+=("$i"); else rc=1; fi
+  done
   CLUSTER_LAUNCHED=()
   for i in "$@"; do
     [ -f "$C/node$i/joined" ] && continue
@@ -534,13 +536,15 @@ cluster_up() { # t0 i... — after cluster_launch
     if (cnode_ctx "$i" && rmqctl stop_app && rmqctl join_cluster "$seed" && rmqctl start_app) \
          </dev/null >"$C/node$i/join.log" 2>&1; then
       touch "$C/node$i/joined"
-      (cnode_ctx "$i" && rabbit_epmd_monitor_off)
     else
       warn "error: rabbit$i could not join $seed"
       tail_log "$C/node$i/join.log"
       rc=1
     fi
   done
+  # Each node booted now, once it is up and, for a new member, joined (start_app starts the
+  # monitor anew): one CLI call each.
+  for i in "${quiet[@]}"; do (cnode_ctx "$i" && rabbit_epmd_monitor_off); done
   # (A CLI call costs seconds: only when something changed.)
   [ $rc = 0 ] && [ $# -eq $CLUSTER_SIZE ] && [ "$changed" != 0 ] &&
     say "cluster: $(cluster_members) in $(since "$t0")"
@@ -966,7 +970,7 @@ do_up() { # servers... (lock held)
   done
   if [ ${#cnodes[@]} -gt 0 ]; then cluster_up "$t0" "${cnodes[@]}" || rc=1; fi
   # The broker boots (5-7 s) while PostgreSQL, its standby and the sink start.
-  if [ $launched = 1 ]; then rabbit_wait "$t0" || rc=1; fi
+  if [ $launched = 1 ]; then rabbit_wait "$t0" && rabbit_epmd_monitor_off || rc=1; fi
   [ $nothing_before = 1 ] && [ ! -f "$DIR/started-by" ] && echo "${STARTED_BY:-up}" >"$DIR/started-by"
   write_env
   if [ $rc = 0 ]; then
